@@ -1,0 +1,175 @@
+//! The command-line tools that work on a data directory: `cat` and `check`.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    time::Duration,
+};
+
+use crate::{error::ReadError, wal};
+
+/// Options of `ringstash cat`.
+#[derive(Debug, Clone)]
+pub struct CatOptions {
+    /// First offset to print.
+    pub from: u64,
+    /// Keep printing new records as they are written.
+    pub follow: bool,
+    /// Prefix each record with its offset and receive time.
+    pub show_meta: bool,
+    /// Stop after this many records.
+    pub limit: Option<u64>,
+}
+
+/// Prints records, one per line, payload as stored.
+///
+/// # Errors
+/// A read error (I/O or corruption), or a write error on `out` other than a closed
+/// pipe (which ends the command quietly, as `head` expects).
+pub fn cat(dir: &Path, opts: &CatOptions, out: &mut dyn Write) -> Result<(), ReadError> {
+    let mut reader = wal::Reader::open_dir(dir, opts.from)?;
+    let mut printed = 0u64;
+    let stdout_err = |e: io::Error| ReadError::io("write output", "<stdout>", e);
+    loop {
+        while let Some(r) = reader.next()? {
+            if opts.limit.is_some_and(|l| printed >= l) {
+                return Ok(());
+            }
+            let res = if opts.show_meta {
+                write!(out, "{}\t{}\t", r.offset, format_ts(r.timestamp_ns))
+                    .and_then(|()| out.write_all(r.payload))
+                    .and_then(|()| out.write_all(b"\n"))
+            } else {
+                out.write_all(r.payload).and_then(|()| out.write_all(b"\n"))
+            };
+            match res {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(stdout_err(e)),
+            }
+            printed += 1;
+        }
+        match out.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(stdout_err(e)),
+        }
+        if !opts.follow || opts.limit.is_some_and(|l| printed >= l) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Formats nanoseconds since the epoch as RFC 3339 UTC with microseconds.
+pub fn format_ts(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let micros = (ns % 1_000_000_000) / 1000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_format_as_utc() {
+        assert_eq!(super::format_ts(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            super::format_ts(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456Z"
+        );
+    }
+}
+
+/// Options of `ringstash append`.
+#[derive(Debug, Clone)]
+pub struct AppendOptions {
+    /// Records per batch.
+    pub batch_records: usize,
+    /// Print `<first> <last>` for every batch once it is durable.
+    pub print_offsets: bool,
+}
+
+/// Appends stdin's lines (a trailing `\r` stripped) to the log, in batches, keeping
+/// many batches in flight; prints offsets as batches become durable if asked. Returns
+/// the number of records appended.
+///
+/// # Errors
+/// An I/O error on input or output, or the first append error.
+pub fn append(
+    log: &wal::Log,
+    opts: &AppendOptions,
+    input: &mut dyn io::BufRead,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let appender = log.appender();
+    let mut builder = wal::BatchBuilder::new(
+        log.config().group_bytes_max.min(4 << 20),
+        appender.record_bytes_max(),
+    );
+    let mut pending: std::collections::VecDeque<wal::Completion> = Default::default();
+    let mut line = Vec::new();
+    let mut total = 0u64;
+    let batch_bytes_max = log.config().group_bytes_max / 2;
+    let report = |c: wal::Completion, out: &mut dyn Write| -> anyhow::Result<()> {
+        let done = c.wait()?;
+        if opts.print_offsets {
+            writeln!(out, "{} {}", done.first_offset, done.last_offset())?;
+            out.flush()?;
+        }
+        Ok(())
+    };
+    loop {
+        line.clear();
+        let n = input.read_until(b'\n', &mut line)?;
+        if n > 0 {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            builder.push(wal::now_ns(), &line)?;
+            total += 1;
+        }
+        let flush = n == 0
+            || builder.records() as usize >= opts.batch_records
+            || builder.bytes() >= batch_bytes_max
+            || input.fill_buf()?.is_empty();
+        if flush && !builder.is_empty() {
+            let (frames, records) = builder.take();
+            pending.push_back(appender.append(frames, records)?);
+        }
+        while let Some(c) = pending.front() {
+            if c.try_result().is_none() && pending.len() < 64 && n > 0 {
+                break;
+            }
+            let c = pending.pop_front().expect("front exists");
+            report(c, out)?;
+        }
+        if n == 0 && pending.is_empty() {
+            return Ok(total);
+        }
+    }
+}

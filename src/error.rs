@@ -1,0 +1,123 @@
+//! Typed errors at the library's boundaries, one enum per stage.
+//!
+//! Each carries the operation, the path and, where there is one, the offset, so the
+//! message a user sees names what failed and where. `anyhow` is used only in the binary.
+
+use std::{io, path::PathBuf, sync::Arc};
+
+/// Opening (and recovering) a log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "open segment".
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A setting is out of its allowed range.
+    #[error("invalid setting {name}: {why}")]
+    Setting {
+        /// The setting's name, as in the config file.
+        name: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// io_uring cannot be used on this host; the text names the cause.
+    #[error("io_uring is unavailable: {0}")]
+    UringUnavailable(String),
+    /// Another process holds the data directory.
+    #[error("data directory {0} is in use by another ringstash process (lock held on .lock)")]
+    Locked(PathBuf),
+    /// Sealed data failed verification; recovery refuses to guess.
+    #[error("segment {path} is corrupt at byte {position} (expected offset {offset}): {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the bad record.
+        position: u64,
+        /// The offset the record should have had.
+        offset: u64,
+        /// What the check found.
+        reason: String,
+    },
+}
+
+impl OpenError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        OpenError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Why an appended batch was not made durable. The batch's records were not
+/// acknowledged and will not be served to readers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The file system is out of space. The log was truncated back to its last good
+    /// position and keeps accepting batches; they succeed once space returns.
+    #[error("disk full: {0}")]
+    DiskFull(Arc<str>),
+    /// A write failed for another reason; the log was truncated back and continues.
+    #[error("write failed: {0}")]
+    Write(Arc<str>),
+    /// The writer stopped for good (a failed fdatasync, or a failed truncate after a
+    /// failed write): the state of the page cache is unknown, so nothing after this
+    /// point is acknowledged. Restart to recover from what is on disk.
+    #[error("log writer stopped: {0}")]
+    Failed(Arc<str>),
+    /// The log is shutting down and takes no new batches.
+    #[error("log is shutting down")]
+    Closed,
+    /// The batch is larger than `group_bytes_max` and can never be written in one group.
+    #[error("batch of {bytes} bytes exceeds group_bytes_max ({max} bytes)")]
+    BatchTooLarge {
+        /// The batch's framed size.
+        bytes: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// Reading records failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A record that should be there failed its checks.
+    #[error("segment {path} is corrupt at byte {position} (expected offset {offset}): {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the bad record.
+        position: u64,
+        /// The offset the record should have had.
+        offset: u64,
+        /// What the check found.
+        reason: String,
+    },
+}
+
+impl ReadError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        ReadError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! ringstash: a lock-free, io_uring log-ingest appliance.
+//!
+//! # Layout
+//!
+//! The modules follow the data path of a record:
+//!
+//! | stage | module | what it is |
+//! |-------|--------|------------|
+//! | framing | [`wal::format`] | the record frame and batch builder: producers frame and checksum records on their own core |
+//! | hand-off | [`ring`] | the bounded lock-free MPSC ring of batches, producers → writer; full = backpressure |
+//! | commit | `wal::writer` | the group-commit writer thread: gather → write → fdatasync via io_uring, then complete |
+//! | storage | [`wal::segment`], [`wal::recovery`] | segment files, sparse index, recovery of a torn tail |
+//! | read | [`wal::reader`], [`wal::check`] | cursors over committed records; full verification |
+//! | tools | [`cli`] | `cat` and `check` |
+//!
+//! [`wal::Log`] is the storage contract: what append, sync, rotate, read and recover
+//! guarantee is written on it.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod ring;
+pub mod wal;

@@ -1,0 +1,179 @@
+//! The `ringstash` binary: argument parsing and dispatch only.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ringstash",
+    version,
+    about = "Durable, io_uring log-ingest appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print stored records, one per line, payload as stored.
+    Cat {
+        /// Data directory.
+        #[arg(long, default_value = "./data", env = "RINGSTASH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// First offset to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep printing records as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Prefix each line with the offset and receive time (tab-separated).
+        #[arg(long)]
+        meta: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Append stdin's lines to the log (one record per line), durably.
+    Append {
+        /// Data directory.
+        #[arg(long, default_value = "./data", env = "RINGSTASH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Records per batch.
+        #[arg(long, default_value_t = 1024)]
+        batch_records: usize,
+        /// Print "<first> <last>" offsets of each batch once it is durable.
+        #[arg(long)]
+        print_offsets: bool,
+        /// Segment size at which to rotate, in bytes.
+        #[arg(long, default_value_t = 128 << 20)]
+        segment_bytes_max: u64,
+        /// `always` (acked = durable), `never`, or `interval:<ms>` (not durable).
+        #[arg(long, default_value = "always", value_parser = ringstash::wal::FsyncPolicy::parse)]
+        fsync: ringstash::wal::FsyncPolicy,
+    },
+    /// Verify every checksum; report segments, records and bytes. Exit 1 on damage.
+    Check {
+        /// Data directory.
+        #[arg(long, default_value = "./data", env = "RINGSTASH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGSTASH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringstash: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Cat {
+            data_dir,
+            from,
+            follow,
+            meta,
+            limit,
+        } => {
+            if !data_dir.is_dir() {
+                anyhow::bail!("data directory {} does not exist", data_dir.display());
+            }
+            let opts = ringstash::cli::CatOptions {
+                from,
+                follow,
+                show_meta: meta,
+                limit,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+            ringstash::cli::cat(&data_dir, &opts, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Append {
+            data_dir,
+            batch_records,
+            print_offsets,
+            segment_bytes_max,
+            fsync,
+        } => {
+            let mut config = ringstash::wal::LogConfig::new(data_dir);
+            config.segment_bytes_max = segment_bytes_max;
+            config.group_bytes_max = config.group_bytes_max.min((segment_bytes_max / 4) as usize);
+            config.record_bytes_max = config.record_bytes_max.min(config.group_bytes_max - 24);
+            config.fsync = fsync;
+            let log = ringstash::wal::Log::open(config)?;
+            let opts = ringstash::cli::AppendOptions {
+                batch_records: batch_records.max(1),
+                print_offsets,
+            };
+            let stdin = std::io::stdin();
+            let mut input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let n = ringstash::cli::append(&log, &opts, &mut input, &mut out)?;
+            log.shutdown();
+            if let Some(why) = log.failure() {
+                anyhow::bail!("log failed: {why}");
+            }
+            tracing::info!(records = n, committed_end = log.committed_end(), "appended");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { data_dir, json } => {
+            if !data_dir.is_dir() {
+                anyhow::bail!("data directory {} does not exist", data_dir.display());
+            }
+            let r = ringstash::wal::check::check_dir(&data_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for s in &r.segments {
+                    println!(
+                        "{}  base {}  records {}  bytes {}{}",
+                        s.path.display(),
+                        s.base_offset,
+                        s.records,
+                        s.bytes,
+                        s.problem
+                            .as_deref()
+                            .map(|p| format!("  DAMAGED: {p}"))
+                            .unwrap_or_default()
+                    );
+                }
+                println!(
+                    "segments {}  records {}  bytes {}  errors {}",
+                    r.segments.len(),
+                    r.records,
+                    r.bytes,
+                    r.errors.len()
+                );
+                if let Some(t) = &r.torn_tail {
+                    println!("torn tail (unacknowledged; cut at next start): {t}");
+                }
+                for e in &r.errors {
+                    println!("ERROR: {e}");
+                }
+            }
+            Ok(if r.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

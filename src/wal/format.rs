@@ -1,0 +1,398 @@
+//! The on-disk format: segment header, record frame, index entry.
+//!
+//! Everything is little-endian. `docs/format.md` repeats this byte by byte.
+//!
+//! ## Segment header (32 bytes, at position 0 of every `.log` file)
+//!
+//! | pos | size | field | meaning |
+//! |----:|-----:|-------|---------|
+//! | 0   | 8    | magic | ASCII `RSTASHLG` |
+//! | 8   | 2    | version | format version, currently 1 |
+//! | 10  | 2    | flags | reserved, 0 |
+//! | 12  | 4    | reserved | 0 |
+//! | 16  | 8    | base_offset | offset of the segment's first record |
+//! | 24  | 4    | header_crc | CRC32C of bytes 0..24 |
+//! | 28  | 4    | reserved | 0 |
+//!
+//! ## Record frame (24-byte header + payload, no padding)
+//!
+//! | pos | size | field | meaning |
+//! |----:|-----:|-------|---------|
+//! | 0   | 8    | offset | the record's offset in the log |
+//! | 8   | 4    | crc | CRC32C (Castagnoli) of bytes 12..24+len |
+//! | 12  | 4    | len | payload length in bytes |
+//! | 16  | 8    | timestamp_ns | receive time, nanoseconds since the Unix epoch |
+//! | 24  | len  | payload | the record as received |
+//!
+//! The checksum does not cover the offset on purpose: producers frame and checksum
+//! records on their own cores, and the writer only stamps offsets in. The offset is
+//! verified instead by contiguity: a segment's records carry `base_offset`,
+//! `base_offset + 1`, ... in file order, so a damaged offset field is a mismatch
+//! against the expected value, which readers and recovery check on every record.
+//!
+//! ## Index entry (8 bytes, in the segment's `.idx` file)
+//!
+//! | pos | size | field |
+//! |----:|-----:|-------|
+//! | 0   | 4    | relative offset (record offset - base_offset) |
+//! | 4   | 4    | byte position of that record in the `.log` file |
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// ASCII magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"RSTASHLG";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the segment header in bytes.
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+/// Size of a record frame's header in bytes (everything before the payload).
+pub const RECORD_HEADER_BYTES: usize = 24;
+/// Size of one sparse-index entry in bytes.
+pub const INDEX_ENTRY_BYTES: usize = 8;
+/// The largest payload the format can express; settings are checked against it.
+pub const RECORD_BYTES_LIMIT: usize = u32::MAX as usize - RECORD_HEADER_BYTES;
+
+const _: () = assert!(SEGMENT_HEADER_BYTES == 32);
+const _: () = assert!(RECORD_HEADER_BYTES == 8 + 4 + 4 + 8);
+const _: () = assert!(INDEX_ENTRY_BYTES == 4 + 4);
+
+/// Encodes the 32-byte header of the segment whose first record is `base_offset`.
+pub fn encode_segment_header(base_offset: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&base_offset.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Why a segment header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Fewer than 32 bytes: the file was created but its header never reached the disk.
+    #[error("segment header is short ({0} of 32 bytes)")]
+    Short(usize),
+    /// Not a ringstash segment at all.
+    #[error("bad segment magic {0:?}")]
+    Magic([u8; 8]),
+    /// Written by a newer (or unknown) format version.
+    #[error("unsupported segment format version {0}")]
+    Version(u16),
+    /// The header's own checksum does not match.
+    #[error("segment header checksum mismatch")]
+    Checksum,
+}
+
+/// Decodes and verifies a segment header, returning the base offset.
+///
+/// # Errors
+/// A [`HeaderError`] saying which check failed.
+pub fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+    if buf.len() < SEGMENT_HEADER_BYTES {
+        return Err(HeaderError::Short(buf.len()));
+    }
+    let magic: [u8; 8] = buf[0..8].try_into().expect("8 bytes");
+    if magic != SEGMENT_MAGIC {
+        return Err(HeaderError::Magic(magic));
+    }
+    let version = u16::from_le_bytes([buf[8], buf[9]]);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    let crc = u32::from_le_bytes(buf[24..28].try_into().expect("4 bytes"));
+    if crc != crc32c::crc32c(&buf[0..24]) {
+        return Err(HeaderError::Checksum);
+    }
+    Ok(u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes")))
+}
+
+/// A record decoded from a buffer, borrowing its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The record's offset in the log.
+    pub offset: u64,
+    /// Receive time, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The payload as received.
+    pub payload: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    /// Bytes the record occupies on disk, header included.
+    pub fn frame_bytes(&self) -> usize {
+        RECORD_HEADER_BYTES + self.payload.len()
+    }
+}
+
+/// What lies at a position in a segment: the expected outcome of a decode, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A complete record whose checksum holds.
+    Record(RecordRef<'a>),
+    /// The buffer ends before the frame does (`need` bytes are needed in all).
+    Incomplete {
+        /// Total frame size needed, when the length field could be read.
+        need: Option<usize>,
+    },
+    /// The frame is complete but its checksum or length is wrong: a torn or damaged
+    /// record, or the zeros of space never written.
+    Invalid {
+        /// Human-readable reason, for reports.
+        reason: &'static str,
+    },
+}
+
+/// Decodes the record frame at the start of `buf`.
+///
+/// `record_bytes_max` bounds the length field, so that garbage cannot make a reader
+/// wait for gigabytes that will never come.
+pub fn decode_record(buf: &[u8], record_bytes_max: usize) -> Decoded<'_> {
+    if buf.len() < RECORD_HEADER_BYTES {
+        return Decoded::Incomplete { need: None };
+    }
+    let len = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
+    if len > record_bytes_max {
+        return Decoded::Invalid {
+            reason: "length field exceeds record_bytes_max",
+        };
+    }
+    let total = RECORD_HEADER_BYTES + len;
+    if buf.len() < total {
+        return Decoded::Incomplete { need: Some(total) };
+    }
+    let crc = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+    if crc != crc32c::crc32c(&buf[12..total]) {
+        return Decoded::Invalid {
+            reason: "checksum mismatch",
+        };
+    }
+    Decoded::Record(RecordRef {
+        offset: u64::from_le_bytes(buf[0..8].try_into().expect("8 bytes")),
+        timestamp_ns: u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes")),
+        payload: &buf[RECORD_HEADER_BYTES..total],
+    })
+}
+
+/// Writes the frame of one record (offset still zero) at the end of `out`.
+///
+/// The offset is stamped later by the writer with [`stamp_offsets`]; everything the
+/// checksum covers is final here, so the checksum is computed on the producer's core.
+pub fn encode_record(out: &mut BytesMut, timestamp_ns: u64, payload: &[u8]) {
+    let len =
+        u32::try_from(payload.len()).expect("payload length checked against record_bytes_max");
+    let mut digest_head = [0u8; 12];
+    digest_head[0..4].copy_from_slice(&len.to_le_bytes());
+    digest_head[4..12].copy_from_slice(&timestamp_ns.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&digest_head), payload);
+    out.reserve(RECORD_HEADER_BYTES + payload.len());
+    out.put_u64_le(0);
+    out.put_u32_le(crc);
+    out.put_slice(&digest_head);
+    out.put_slice(payload);
+}
+
+/// Stamps consecutive offsets, starting at `first`, into the framed records of `frames`,
+/// calling `on_record(offset, position)` for each (position relative to `frames`).
+///
+/// Returns the number of records stamped.
+///
+/// # Panics
+/// If `frames` is not a whole number of well-formed frames: batches are built only by
+/// [`BatchBuilder`], so a malformed one is a programming error.
+pub fn stamp_offsets(frames: &mut [u8], first: u64, mut on_record: impl FnMut(u64, usize)) -> u64 {
+    let mut pos = 0usize;
+    let mut n = 0u64;
+    while pos < frames.len() {
+        assert!(
+            frames.len() - pos >= RECORD_HEADER_BYTES,
+            "truncated frame in batch"
+        );
+        frames[pos..pos + 8].copy_from_slice(&(first + n).to_le_bytes());
+        on_record(first + n, pos);
+        let len =
+            u32::from_le_bytes(frames[pos + 12..pos + 16].try_into().expect("4 bytes")) as usize;
+        pos += RECORD_HEADER_BYTES + len;
+        n += 1;
+    }
+    assert_eq!(pos, frames.len(), "frame overruns batch");
+    n
+}
+
+/// Builds a batch of framed records in one contiguous buffer.
+///
+/// The buffer is reused between batches: `take` splits the framed bytes off and keeps
+/// the spare capacity, so a producer that builds batches of a steady size allocates
+/// only when a previous batch's buffer is still held elsewhere (by the writer, or by the
+/// fan-out for live subscribers).
+#[derive(Debug)]
+pub struct BatchBuilder {
+    /// Framed records not yet taken.
+    buf: BytesMut,
+    /// Records in `buf`.
+    records: u32,
+    /// Capacity to keep in reserve, in bytes.
+    capacity_bytes: usize,
+    /// Largest payload accepted, in bytes.
+    record_bytes_max: usize,
+}
+
+/// A payload too large for the configured `record_bytes_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("record of {len} bytes exceeds record_bytes_max ({max} bytes)")]
+pub struct RecordTooLarge {
+    /// The payload's length.
+    pub len: usize,
+    /// The configured maximum.
+    pub max: usize,
+}
+
+impl BatchBuilder {
+    /// A builder that keeps `capacity_bytes` of buffer ready and refuses payloads over
+    /// `record_bytes_max`.
+    pub fn new(capacity_bytes: usize, record_bytes_max: usize) -> Self {
+        assert!(record_bytes_max <= RECORD_BYTES_LIMIT);
+        BatchBuilder {
+            buf: BytesMut::with_capacity(capacity_bytes),
+            records: 0,
+            capacity_bytes,
+            record_bytes_max,
+        }
+    }
+
+    /// Frames one record.
+    ///
+    /// # Errors
+    /// [`RecordTooLarge`] if the payload exceeds `record_bytes_max`; nothing is added.
+    pub fn push(&mut self, timestamp_ns: u64, payload: &[u8]) -> Result<(), RecordTooLarge> {
+        if payload.len() > self.record_bytes_max {
+            return Err(RecordTooLarge {
+                len: payload.len(),
+                max: self.record_bytes_max,
+            });
+        }
+        encode_record(&mut self.buf, timestamp_ns, payload);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Records framed and not yet taken.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Bytes framed and not yet taken.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing has been framed since the last take.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Takes the framed records out as one buffer, and the record count.
+    pub fn take(&mut self) -> (BytesMut, u32) {
+        let frames = self.buf.split();
+        let n = std::mem::take(&mut self.records);
+        if self.buf.capacity() < self.capacity_bytes / 2 {
+            self.buf.reserve(self.capacity_bytes);
+        }
+        (frames, n)
+    }
+}
+
+/// Encodes an index entry.
+pub fn encode_index_entry(relative_offset: u32, position: u32) -> [u8; INDEX_ENTRY_BYTES] {
+    let mut e = [0u8; INDEX_ENTRY_BYTES];
+    e[0..4].copy_from_slice(&relative_offset.to_le_bytes());
+    e[4..8].copy_from_slice(&position.to_le_bytes());
+    e
+}
+
+/// Decodes an index entry into (relative offset, position).
+pub fn decode_index_entry(e: &[u8]) -> (u32, u32) {
+    (
+        u32::from_le_bytes(e[0..4].try_into().expect("4 bytes")),
+        u32::from_le_bytes(e[4..8].try_into().expect("4 bytes")),
+    )
+}
+
+/// Returns an owned copy of a payload; used where a record leaves the log's buffers.
+pub fn payload_bytes(r: &RecordRef<'_>) -> Bytes {
+    Bytes::copy_from_slice(r.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_offset_stamping() {
+        let mut b = BatchBuilder::new(1024, 100);
+        b.push(7, b"hello").unwrap();
+        b.push(8, b"").unwrap();
+        b.push(9, b"world!").unwrap();
+        assert_eq!(
+            b.push(1, &[0u8; 101]),
+            Err(RecordTooLarge { len: 101, max: 100 })
+        );
+        let (mut frames, n) = b.take();
+        assert_eq!(n, 3);
+        assert_eq!(stamp_offsets(&mut frames, 40, |_, _| {}), 3);
+        let mut pos = 0;
+        let mut got = vec![];
+        while pos < frames.len() {
+            match decode_record(&frames[pos..], 100) {
+                Decoded::Record(r) => {
+                    got.push((r.offset, r.timestamp_ns, r.payload.to_vec()));
+                    pos += r.frame_bytes();
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (40, 7, b"hello".to_vec()),
+                (41, 8, vec![]),
+                (42, 9, b"world!".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn damage_is_detected_and_zeros_are_invalid() {
+        let mut b = BatchBuilder::new(64, 100);
+        b.push(1, b"abc").unwrap();
+        let (frames, _) = b.take();
+        for i in 8..frames.len() {
+            let mut bad = frames.to_vec();
+            bad[i] ^= 0x40;
+            assert!(
+                !matches!(decode_record(&bad, 100), Decoded::Record(_)),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+        for cut in 0..frames.len() {
+            assert!(matches!(
+                decode_record(&frames[..cut], 100),
+                Decoded::Incomplete { .. }
+            ));
+        }
+        assert!(matches!(
+            decode_record(&[0u8; 64], 100),
+            Decoded::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn segment_header_round_trip() {
+        let h = encode_segment_header(123_456);
+        assert_eq!(decode_segment_header(&h), Ok(123_456));
+        let mut bad = h;
+        bad[17] ^= 1;
+        assert_eq!(decode_segment_header(&bad), Err(HeaderError::Checksum));
+        assert_eq!(decode_segment_header(&h[..10]), Err(HeaderError::Short(10)));
+    }
+}

@@ -1,0 +1,208 @@
+//! Readers: records in offset order from any offset, across segments.
+//!
+//! A reader is a cursor: it holds its own file handle and buffer and nothing it does
+//! reaches the writer. A *live* reader (from [`super::Log::reader`]) never returns a
+//! record at or beyond the committed offset, so it never shows data that could still be
+//! lost. A *directory* reader ([`Reader::open_dir`], used by `ringstash cat` in another
+//! process) returns what is on disk and valid; it stops at a record still being written
+//! and picks it up on a later call.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+};
+
+use super::{
+    Inner,
+    format::{RecordRef, SEGMENT_HEADER_BYTES},
+    segment::{self, Scan, Scanner},
+};
+use crate::error::ReadError;
+
+/// An owned record, for callers that keep records past the next read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's offset.
+    pub offset: u64,
+    /// Receive time, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The payload as received.
+    pub payload: Vec<u8>,
+}
+
+impl From<RecordRef<'_>> for Record {
+    fn from(r: RecordRef<'_>) -> Self {
+        Record {
+            offset: r.offset,
+            timestamp_ns: r.timestamp_ns,
+            payload: r.payload.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Bound {
+    /// In-process: stop at the writer's committed offset.
+    Live(Arc<Inner>),
+    /// Another process: stop at the first record that is not (yet) valid.
+    OnDisk,
+}
+
+/// A cursor over the log.
+#[derive(Debug)]
+pub struct Reader {
+    dir: PathBuf,
+    bound: Bound,
+    /// Offset of the next record to return.
+    next_offset: u64,
+    /// Records below this are skipped (the requested start inside an index interval).
+    skip_below: u64,
+    /// The open segment, if positioned.
+    scanner: Option<Scanner>,
+}
+
+impl Reader {
+    pub(crate) fn open_live(inner: Arc<Inner>, from: u64) -> Result<Reader, ReadError> {
+        let start = inner.start_offset.load(Ordering::Acquire);
+        let dir = inner.config.dir.clone();
+        Ok(Reader {
+            dir,
+            bound: Bound::Live(inner),
+            next_offset: from.max(start),
+            skip_below: from,
+            scanner: None,
+        })
+    }
+
+    /// A reader over the log in `dir`, from `from` (or the oldest record if older),
+    /// for use outside the server process.
+    ///
+    /// # Errors
+    /// An I/O error listing the directory.
+    pub fn open_dir(dir: &Path, from: u64) -> Result<Reader, ReadError> {
+        let bases =
+            segment::list_segments(dir).map_err(|e| ReadError::io("list segments", dir, e))?;
+        let start = bases.first().copied().unwrap_or(0);
+        Ok(Reader {
+            dir: dir.to_owned(),
+            bound: Bound::OnDisk,
+            next_offset: from.max(start),
+            skip_below: from,
+            scanner: None,
+        })
+    }
+
+    /// Offset of the next record this reader will return.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Opens the segment holding `self.next_offset`, positioned by its sparse index.
+    /// Leaves `scanner` empty if there is no such segment yet.
+    fn position(&mut self) -> Result<(), ReadError> {
+        let bases = segment::list_segments(&self.dir)
+            .map_err(|e| ReadError::io("list segments", &self.dir, e))?;
+        let Some(i) = bases.iter().rposition(|&b| b <= self.next_offset) else {
+            // Older than the oldest segment (purged): start at the oldest.
+            if let Some(&first) = bases.first() {
+                self.next_offset = first;
+                return self.open_at(first, SEGMENT_HEADER_BYTES as u64, first);
+            }
+            return Ok(());
+        };
+        let base = bases[i];
+        let entries = segment::read_index(&segment::index_path(&self.dir, base))
+            .map_err(|e| ReadError::io("read index", segment::index_path(&self.dir, base), e))?;
+        let (off, pos) = segment::seek_point(&entries, base, self.next_offset);
+        self.open_at(base, pos, off)
+    }
+
+    fn open_at(&mut self, base: u64, pos: u64, offset: u64) -> Result<(), ReadError> {
+        let path = segment::segment_path(&self.dir, base);
+        let s = Scanner::open(path.clone(), pos, offset)
+            .map_err(|e| ReadError::io("open segment", &path, e))?;
+        self.next_offset = offset;
+        self.scanner = Some(s);
+        Ok(())
+    }
+
+    /// The next record, or `None` when the reader has caught up (call again later to
+    /// follow the log).
+    ///
+    /// # Errors
+    /// An I/O error, or [`ReadError::Corrupt`] when a record that must be valid (it is
+    /// committed, or a later segment exists) fails its checks.
+    pub fn next(&mut self) -> Result<Option<RecordRef<'_>>, ReadError> {
+        loop {
+            let committed_end = match &self.bound {
+                Bound::Live(inner) => Some(inner.committed_end.load(Ordering::Acquire)),
+                Bound::OnDisk => None,
+            };
+            if committed_end.is_some_and(|end| self.next_offset >= end) {
+                return Ok(None);
+            }
+            if self.scanner.is_none() {
+                self.position()?;
+                if self.scanner.is_none() {
+                    return Ok(None);
+                }
+            }
+            let s = self.scanner.as_mut().expect("positioned");
+            let path = s.path().to_owned();
+            let outcome = match s
+                .next()
+                .map_err(|e| ReadError::io("read segment", &path, e))?
+            {
+                Scan::Record { record, .. } => Ok(record.offset),
+                Scan::End => Err(None),
+                Scan::Bad { position, reason } => Err(Some((position, reason))),
+            };
+            match outcome {
+                Ok(offset) => {
+                    self.next_offset = offset + 1;
+                    if offset < self.skip_below {
+                        continue;
+                    }
+                    // Decode again from the scanner's buffer to hand out a borrow tied to
+                    // &mut self; the scanner moved past it, so step back once.
+                    return Ok(Some(
+                        self.scanner.as_mut().expect("positioned").last_record(),
+                    ));
+                }
+                Err(bad) => {
+                    // End of this segment's valid data: move on if the next segment
+                    // starts right here.
+                    let next_path = segment::segment_path(&self.dir, self.next_offset);
+                    if next_path.exists() && next_path != path {
+                        self.open_at(
+                            self.next_offset,
+                            SEGMENT_HEADER_BYTES as u64,
+                            self.next_offset,
+                        )?;
+                        continue;
+                    }
+                    let later_segment = segment::list_segments(&self.dir)
+                        .map_err(|e| ReadError::io("list segments", &self.dir, e))?
+                        .into_iter()
+                        .any(|b| b > self.next_offset);
+                    let must_exist = committed_end.is_some() || later_segment;
+                    if must_exist {
+                        let (position, reason) = bad.unwrap_or((
+                            self.scanner.as_ref().map_or(0, |s| s.position()),
+                            "segment ends before the next segment begins".into(),
+                        ));
+                        return Err(ReadError::Corrupt {
+                            path,
+                            position,
+                            offset: self.next_offset,
+                            reason,
+                        });
+                    }
+                    // Caught up with what is on disk; re-read the file next time.
+                    self.scanner.as_mut().expect("positioned").forget_tail();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}

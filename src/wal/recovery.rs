@@ -1,0 +1,419 @@
+//! Opening a data directory: lock it, find the segments, verify the tail, cut what a
+//! crash left half-written, and hand the writer a clean active segment.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    os::{fd::AsRawFd, unix::fs::FileExt},
+    path::{Path, PathBuf},
+};
+
+use super::{
+    LogConfig,
+    format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
+    segment::{self, Scan, Scanner},
+    sync_dir,
+};
+use crate::error::OpenError;
+
+/// What to do when the last segment ends in bytes that are not a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryMode {
+    /// Cut the tail at the first bad record (and sync the cut). Correct after a crash:
+    /// only records that were never acknowledged can be torn.
+    TolerateTornTail,
+    /// Refuse to open; for operators who want to inspect a damaged tail first.
+    Strict,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Segments in the directory after recovery.
+    pub segments: usize,
+    /// Offset of the oldest record stored.
+    pub start_offset: u64,
+    /// The offset the next record will get.
+    pub next_offset: u64,
+    /// Bytes cut from the end of the last segment.
+    pub torn_bytes_cut: u64,
+    /// Why the tail was cut, if it was.
+    pub torn_reason: Option<String>,
+    /// A segment whose header never reached the disk (a crash during rotation),
+    /// removed.
+    pub removed_segment: Option<PathBuf>,
+    /// Sparse-index entries that pointed at no valid record and were dropped.
+    pub index_entries_dropped: usize,
+    /// Problems found at the ends of sealed segments (reported, not repaired).
+    pub sealed_problems: Vec<String>,
+}
+
+/// The segment the writer appends to.
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    /// Offset of its first record.
+    pub(crate) base: u64,
+    /// The `.log` file, open for reading and writing.
+    pub(crate) file: File,
+    /// The `.idx` file, open for writing.
+    pub(crate) index: File,
+    /// Bytes of the index file in use.
+    pub(crate) index_len: u64,
+    /// End of the valid data: where the next record goes.
+    pub(crate) end_pos: u64,
+    /// Position of the record the last index entry points at.
+    pub(crate) last_index_pos: u64,
+}
+
+/// The outcome of recovery, handed to the writer.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) next_offset: u64,
+    pub(crate) start_offset: u64,
+    pub(crate) active: ActiveSegment,
+    pub(crate) report: RecoveryReport,
+    /// Holds the directory's `flock` for as long as the writer runs.
+    pub(crate) lock: File,
+}
+
+/// Takes an exclusive `flock` on `DIR/.lock`, so two servers never write one log.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join(".lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::io("open lock file", &path, e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(OpenError::Locked(dir.to_owned()));
+    }
+    Ok(f)
+}
+
+/// Creates segment `base` (header written and synced, empty index) and syncs the
+/// directory so both entries survive power loss. An existing file of that name (left
+/// by a failed earlier attempt) is replaced.
+pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<ActiveSegment, OpenError> {
+    let path = segment::segment_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| OpenError::io("create segment", &path, e))?;
+    file.write_all_at(&format::encode_segment_header(base), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| OpenError::io("write segment header", &path, e))?;
+    let ipath = segment::index_path(dir, base);
+    let index = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&ipath)
+        .map_err(|e| OpenError::io("create index", &ipath, e))?;
+    sync_dir(dir).map_err(|e| OpenError::io("sync directory", dir, e))?;
+    Ok(ActiveSegment {
+        base,
+        file,
+        index,
+        index_len: 0,
+        end_pos: SEGMENT_HEADER_BYTES as u64,
+        last_index_pos: 0,
+    })
+}
+
+/// Opens the log directory and recovers it.
+pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
+    let dir = &config.dir;
+    std::fs::create_dir_all(dir).map_err(|e| OpenError::io("create data directory", dir, e))?;
+    let lock = lock_dir(dir)?;
+    let mut bases =
+        segment::list_segments(dir).map_err(|e| OpenError::io("list segments", dir, e))?;
+    let mut report = RecoveryReport::default();
+
+    if bases.is_empty() {
+        let active = create_segment(dir, 0)?;
+        report.segments = 1;
+        return Ok(Recovered {
+            next_offset: 0,
+            start_offset: 0,
+            active,
+            report,
+            lock,
+        });
+    }
+
+    // A last segment whose header is short is a rotation that crashed before the header
+    // was synced: nothing in it was ever acknowledged. Remove it and use the one before.
+    loop {
+        let base = *bases.last().expect("non-empty");
+        let path = segment::segment_path(dir, base);
+        match read_header(&path)? {
+            Err(HeaderError::Short(n)) if bases.len() > 1 => {
+                tracing::warn!(path = %path.display(), bytes = n, "removing segment with incomplete header (crash during rotation)");
+                remove_segment(dir, base)?;
+                report.removed_segment = Some(path);
+                bases.pop();
+            }
+            Err(HeaderError::Short(_)) => {
+                // The only segment, never written: start it again.
+                let active = create_segment(dir, base)?;
+                report.segments = 1;
+                report.start_offset = base;
+                report.next_offset = base;
+                return Ok(Recovered {
+                    next_offset: base,
+                    start_offset: base,
+                    active,
+                    report,
+                    lock,
+                });
+            }
+            Err(e) => {
+                return Err(OpenError::Corrupt {
+                    path,
+                    position: 0,
+                    offset: base,
+                    reason: e.to_string(),
+                });
+            }
+            Ok(h) if h != base => {
+                return Err(OpenError::Corrupt {
+                    path,
+                    position: 0,
+                    offset: base,
+                    reason: format!("header says base offset {h}, file name says {base}"),
+                });
+            }
+            Ok(_) => break,
+        }
+    }
+
+    // Sealed segments: check only their ends (cheap), so that a gap or a damaged last
+    // record is reported at start. `ringstash check` verifies every record.
+    for w in bases.windows(2) {
+        let (base, next_base) = (w[0], w[1]);
+        let path = segment::segment_path(dir, base);
+        let entries = segment::read_index(&segment::index_path(dir, base))
+            .map_err(|e| OpenError::io("read index", &path, e))?;
+        let (from, pos) = entries
+            .last()
+            .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
+            .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+        let problem = match scan_to_end(&path, pos, from)? {
+            (end, _, None) if end == next_base => None,
+            (end, _, None) => Some(format!(
+                "{} ends at offset {end} but the next segment starts at {next_base}",
+                path.display()
+            )),
+            (_, at, Some(reason)) => Some(format!(
+                "{} is damaged at byte {at}: {reason}",
+                path.display()
+            )),
+        };
+        if let Some(p) = problem {
+            tracing::error!("{p}; run `ringstash check` for a full report");
+            report.sealed_problems.push(p);
+        }
+    }
+
+    let base = *bases.last().expect("non-empty");
+    let active = recover_active(config, base, &mut report)?;
+    report.segments = bases.len();
+    report.start_offset = bases[0];
+    Ok(Recovered {
+        next_offset: report.next_offset,
+        start_offset: bases[0],
+        active,
+        report,
+        lock,
+    })
+}
+
+fn read_header(path: &Path) -> Result<Result<u64, HeaderError>, OpenError> {
+    let f = File::open(path).map_err(|e| OpenError::io("open segment", path, e))?;
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    let mut got = 0;
+    while got < h.len() {
+        let n = f
+            .read_at(&mut h[got..], got as u64)
+            .map_err(|e| OpenError::io("read segment header", path, e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(format::decode_segment_header(&h[..got]))
+}
+
+fn remove_segment(dir: &Path, base: u64) -> Result<(), OpenError> {
+    for p in [
+        segment::segment_path(dir, base),
+        segment::index_path(dir, base),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(OpenError::io("remove segment", &p, e)),
+        }
+    }
+    sync_dir(dir).map_err(|e| OpenError::io("sync directory", dir, e))
+}
+
+/// Scans from (`pos`, `offset`) to the first record that fails; returns the offset and
+/// position where valid data ends, and the failure (None for a clean end of file).
+fn scan_to_end(
+    path: &Path,
+    pos: u64,
+    offset: u64,
+) -> Result<(u64, u64, Option<String>), OpenError> {
+    let mut s = Scanner::open(path.to_owned(), pos, offset)
+        .map_err(|e| OpenError::io("open segment", path, e))?;
+    loop {
+        match s
+            .next()
+            .map_err(|e| OpenError::io("read segment", path, e))?
+        {
+            Scan::Record { .. } => {}
+            Scan::End => return Ok((s.next_offset(), s.position(), None)),
+            Scan::Bad { position, reason } => return Ok((s.next_offset(), position, Some(reason))),
+        }
+    }
+}
+
+/// Recovers the last segment: validates its index, scans from the last good index
+/// point, cuts a bad tail, extends the index over the scanned records.
+fn recover_active(
+    config: &LogConfig,
+    base: u64,
+    report: &mut RecoveryReport,
+) -> Result<ActiveSegment, OpenError> {
+    let dir = &config.dir;
+    let path = segment::segment_path(dir, base);
+    let ipath = segment::index_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::io("open segment", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| OpenError::io("stat segment", &path, e))?
+        .len();
+
+    // Keep the longest ascending prefix of the index, then drop entries from the end
+    // until one points at a valid record with the right offset: the index is written
+    // without fdatasync, so after power loss it may be ahead of, or behind, the log.
+    let mut entries =
+        segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
+    let read_entries = entries.len();
+    let mut keep = 0;
+    let mut prev: Option<(u32, u32)> = None;
+    for &(r, p) in &entries {
+        let ascending = prev.is_none_or(|(pr, pp)| r > pr && p > pp);
+        if !ascending || u64::from(p) < SEGMENT_HEADER_BYTES as u64 || u64::from(p) >= len {
+            break;
+        }
+        prev = Some((r, p));
+        keep += 1;
+    }
+    entries.truncate(keep);
+    while let Some(&(r, p)) = entries.last() {
+        let mut s = Scanner::open(path.clone(), u64::from(p), base + u64::from(r))
+            .map_err(|e| OpenError::io("open segment", &path, e))?;
+        if matches!(
+            s.next()
+                .map_err(|e| OpenError::io("read segment", &path, e))?,
+            Scan::Record { .. }
+        ) {
+            break;
+        }
+        entries.pop();
+    }
+    report.index_entries_dropped = read_entries - entries.len();
+
+    let (mut offset, mut pos) = entries
+        .last()
+        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
+        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+    let mut last_index_pos = entries.last().map(|&(_, p)| u64::from(p)).unwrap_or(0);
+    let mut new_entries: Vec<u8> = Vec::new();
+    let interval = u64::from(config.index_interval_bytes);
+    let mut scanner = Scanner::open(path.clone(), pos, offset)
+        .map_err(|e| OpenError::io("open segment", &path, e))?;
+    let bad = loop {
+        match scanner
+            .next()
+            .map_err(|e| OpenError::io("read segment", &path, e))?
+        {
+            Scan::Record { record, position } => {
+                if last_index_pos == 0 || position >= last_index_pos + interval {
+                    new_entries.extend_from_slice(&format::encode_index_entry(
+                        (record.offset - base) as u32,
+                        position as u32,
+                    ));
+                    last_index_pos = position;
+                }
+                offset = record.offset + 1;
+                pos = position + record.frame_bytes() as u64;
+            }
+            Scan::End => break None,
+            Scan::Bad { position, reason } => break Some((position, reason)),
+        }
+    };
+    if let Some((position, reason)) = bad {
+        debug_assert_eq!(position, pos);
+        if config.recovery == RecoveryMode::Strict {
+            return Err(OpenError::Corrupt {
+                path,
+                position,
+                offset,
+                reason: format!(
+                    "{reason} (recovery = strict; {} bytes follow)",
+                    len - position
+                ),
+            });
+        }
+        tracing::warn!(
+            path = %path.display(), position, offset, cut_bytes = len - position, %reason,
+            "cutting torn tail of the last segment"
+        );
+        file.set_len(position)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| OpenError::io("truncate torn tail", &path, e))?;
+        report.torn_bytes_cut = len - position;
+        report.torn_reason = Some(reason);
+    }
+
+    let mut index = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&ipath)
+        .map_err(|e| OpenError::io("open index", &ipath, e))?;
+    let index_len = (entries.len() * INDEX_ENTRY_BYTES) as u64;
+    index
+        .set_len(index_len)
+        .map_err(|e| OpenError::io("truncate index", &ipath, e))?;
+    let mut index_len = index_len;
+    if !new_entries.is_empty() {
+        index
+            .write_all_at(&new_entries, index_len)
+            .and_then(|()| index.flush())
+            .map_err(|e| OpenError::io("write index", &ipath, e))?;
+        index_len += new_entries.len() as u64;
+    }
+    report.next_offset = offset;
+    Ok(ActiveSegment {
+        base,
+        file,
+        index,
+        index_len,
+        end_pos: pos,
+        last_index_pos,
+    })
+}

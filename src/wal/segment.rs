@@ -1,0 +1,295 @@
+//! Segment files: naming, listing, the sparse index, and a buffered record scanner.
+//!
+//! A segment is `DIR/<base offset, 20 digits>.log`; its sparse index is the `.idx`
+//! file of the same name. The scanner is shared by recovery, readers and `check`, so
+//! all three apply the same checks to every record: length bound, checksum, and the
+//! offset being exactly the one expected next.
+
+use std::{
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
+
+use super::format::{
+    self, Decoded, INDEX_ENTRY_BYTES, RECORD_HEADER_BYTES, RecordRef, SEGMENT_HEADER_BYTES,
+};
+
+/// Digits in a segment file name: enough for any u64.
+const NAME_DIGITS: usize = 20;
+
+/// Path of the segment whose first record is `base`.
+pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:0NAME_DIGITS$}.log"))
+}
+
+/// Path of the sparse index of the segment whose first record is `base`.
+pub fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:0NAME_DIGITS$}.idx"))
+}
+
+/// Base offsets of the segments in `dir`, ascending. Files that do not look like
+/// segments are ignored.
+///
+/// # Errors
+/// The OS error from reading the directory.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        if stem.len() == NAME_DIGITS && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(base) = stem.parse::<u64>() {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Reads a sparse index: (relative offset, position) pairs in file order. A trailing
+/// partial entry (a torn index write) is ignored; a missing file is an empty index.
+///
+/// # Errors
+/// The OS error from reading the file.
+pub fn read_index(path: &Path) -> io::Result<Vec<(u32, u32)>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(bytes
+        .chunks_exact(INDEX_ENTRY_BYTES)
+        .map(format::decode_index_entry)
+        .collect())
+}
+
+/// The index entry to start from when looking for `offset`: the last entry whose
+/// offset is at or before it, as (offset, position); the segment's first record
+/// otherwise. Entries must be ascending (recovery makes them so).
+pub fn seek_point(entries: &[(u32, u32)], base: u64, offset: u64) -> (u64, u64) {
+    let rel = offset.saturating_sub(base);
+    let i = entries.partition_point(|&(r, _)| u64::from(r) <= rel);
+    if i == 0 {
+        (base, SEGMENT_HEADER_BYTES as u64)
+    } else {
+        let (r, p) = entries[i - 1];
+        (base + u64::from(r), u64::from(p))
+    }
+}
+
+/// What the scanner found at its position.
+#[derive(Debug)]
+pub enum Scan<'a> {
+    /// A valid record with the expected offset, at `position`.
+    Record {
+        /// The record.
+        record: RecordRef<'a>,
+        /// Its byte position in the segment file.
+        position: u64,
+    },
+    /// The file ends exactly at a record boundary.
+    End,
+    /// The bytes at `position` are not a valid next record: a torn tail, a damaged
+    /// record, or zeros. `reason` says which check failed.
+    Bad {
+        /// Byte position of the bad frame.
+        position: u64,
+        /// What the check found.
+        reason: String,
+    },
+}
+
+/// Reads records sequentially from one segment file through a reusable buffer.
+///
+/// Lengths are bounded by the format's limit and by the file's size, not by the
+/// current `record_bytes_max`: lowering that setting must never make older, valid
+/// records look damaged.
+#[derive(Debug)]
+pub struct Scanner {
+    /// The open segment.
+    file: File,
+    /// Its path, for error messages.
+    path: PathBuf,
+    /// Position of the next record in the file.
+    pos: u64,
+    /// Offset the next record must carry.
+    next_offset: u64,
+    /// Read buffer; grows only up to one maximal record.
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_file_pos: u64,
+    /// Bytes of `buf` holding file data.
+    buf_len: usize,
+    /// Position of the record the last `next` returned, if it is still in `buf`.
+    last_pos: Option<u64>,
+}
+
+/// Default read buffer size: large enough that a scan issues few system calls.
+const SCAN_BUFFER_BYTES: usize = 256 * 1024;
+
+impl Scanner {
+    /// Opens `path` for scanning from byte `pos`, where the record with offset
+    /// `next_offset` must start.
+    ///
+    /// # Errors
+    /// The OS error from opening the file.
+    pub fn open(path: PathBuf, pos: u64, next_offset: u64) -> io::Result<Self> {
+        let file = File::open(&path)?;
+        Ok(Scanner {
+            file,
+            path,
+            pos,
+            next_offset,
+            buf: vec![0; SCAN_BUFFER_BYTES],
+            buf_file_pos: pos,
+            buf_len: 0,
+            last_pos: None,
+        })
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Position of the next record.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Offset the next record must carry.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Makes at least `need` bytes from `self.pos` available in the buffer if the file
+    /// has them; returns how many are available.
+    fn fill(&mut self, mut need: usize) -> io::Result<usize> {
+        self.last_pos = None;
+        let start = (self.pos - self.buf_file_pos) as usize;
+        let avail = self.buf_len.saturating_sub(start);
+        if avail >= need {
+            return Ok(avail);
+        }
+        // Slide the unread bytes to the front, grow if one record needs more, then read.
+        self.buf.copy_within(start..start + avail, 0);
+        self.buf_file_pos = self.pos;
+        self.buf_len = avail;
+        if self.buf.len() < need {
+            // Grow only for a frame the file can actually hold, so that a damaged length
+            // field cannot make us allocate gigabytes.
+            if self.pos + need as u64 > self.file.metadata()?.len() {
+                need = self.buf.len();
+            } else {
+                self.buf.resize(need, 0);
+            }
+        }
+        while self.buf_len < need {
+            let n = self.file.read_at(
+                &mut self.buf[self.buf_len..],
+                self.buf_file_pos + self.buf_len as u64,
+            )?;
+            if n == 0 {
+                break;
+            }
+            self.buf_len += n;
+        }
+        Ok(self.buf_len)
+    }
+
+    /// Decodes the record at the current position and, if valid, moves past it.
+    ///
+    /// # Errors
+    /// The OS error from reading the file. Bad data is a [`Scan::Bad`], not an error.
+    pub fn next(&mut self) -> io::Result<Scan<'_>> {
+        let avail = self.fill(RECORD_HEADER_BYTES)?;
+        if avail == 0 {
+            return Ok(Scan::End);
+        }
+        let mut need = RECORD_HEADER_BYTES;
+        loop {
+            let start = (self.pos - self.buf_file_pos) as usize;
+            let decoded =
+                format::decode_record(&self.buf[start..self.buf_len], format::RECORD_BYTES_LIMIT);
+            match decoded {
+                Decoded::Incomplete { need: Some(n) } if n > need => {
+                    need = n;
+                    if self.fill(n)? < n {
+                        return Ok(Scan::Bad {
+                            position: self.pos,
+                            reason: format!("incomplete record: file ends inside a {n}-byte frame"),
+                        });
+                    }
+                }
+                Decoded::Incomplete { .. } => {
+                    return Ok(Scan::Bad {
+                        position: self.pos,
+                        reason: "incomplete record header at end of file".into(),
+                    });
+                }
+                Decoded::Invalid { reason } => {
+                    return Ok(Scan::Bad {
+                        position: self.pos,
+                        reason: reason.into(),
+                    });
+                }
+                Decoded::Record(r) => {
+                    if r.offset != self.next_offset {
+                        return Ok(Scan::Bad {
+                            position: self.pos,
+                            reason: format!(
+                                "offset {} where {} was expected",
+                                r.offset, self.next_offset
+                            ),
+                        });
+                    }
+                    let position = self.pos;
+                    self.last_pos = Some(position);
+                    self.pos += r.frame_bytes() as u64;
+                    self.next_offset += 1;
+                    // Re-borrow from the buffer so the result's lifetime is tied to self.
+                    let start = (position - self.buf_file_pos) as usize;
+                    let payload_start = start + RECORD_HEADER_BYTES;
+                    let payload = &self.buf[payload_start..payload_start + r.payload.len()];
+                    return Ok(Scan::Record {
+                        record: RecordRef {
+                            offset: r.offset,
+                            timestamp_ns: r.timestamp_ns,
+                            payload,
+                        },
+                        position,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The record the last call to `next` returned.
+    ///
+    /// # Panics
+    /// If the last call did not return a record.
+    pub fn last_record(&self) -> RecordRef<'_> {
+        let pos = self
+            .last_pos
+            .expect("last_record after a call that returned no record");
+        let start = (pos - self.buf_file_pos) as usize;
+        match format::decode_record(&self.buf[start..self.buf_len], format::RECORD_BYTES_LIMIT) {
+            Decoded::Record(r) => r,
+            other => unreachable!("record re-decode changed: {other:?}"),
+        }
+    }
+
+    /// Forgets buffered bytes past the current position, so that the next call reads
+    /// the file again (used when following a file that is still being written).
+    pub fn forget_tail(&mut self) {
+        self.last_pos = None;
+        self.buf_file_pos = self.pos;
+        self.buf_len = 0;
+    }
+}

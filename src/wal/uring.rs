@@ -1,0 +1,56 @@
+//! Creating an io_uring instance, and saying clearly why it failed when it does.
+//!
+//! The usual causes on servers: the `kernel.io_uring_disabled` sysctl, a seccomp
+//! profile (container runtimes' defaults block `io_uring_setup`), a kernel older than
+//! 5.6, or a locked-memory limit on kernels before 5.12.
+
+use std::io;
+
+use io_uring::IoUring;
+
+use crate::error::OpenError;
+
+/// Creates a ring with `entries` submission entries.
+///
+/// # Errors
+/// [`OpenError::UringUnavailable`] with a sentence naming the most likely cause.
+pub fn new_ring(entries: u32) -> Result<IoUring, OpenError> {
+    IoUring::builder()
+        .build(entries)
+        .map_err(|e| OpenError::UringUnavailable(diagnose(&e)))
+}
+
+/// Explains an `io_uring_setup` failure in terms an operator can act on.
+pub fn diagnose(e: &io::Error) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|s| s.trim().to_owned());
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_owned()))
+        });
+    let errno = e.raw_os_error().unwrap_or(0);
+    let cause = if errno == libc::ENOSYS {
+        "the kernel does not implement io_uring_setup (older than 5.1, or built without CONFIG_IO_URING)".to_owned()
+    } else if matches!(sysctl.as_deref(), Some("2")) {
+        "it is disabled by the sysctl kernel.io_uring_disabled=2".to_owned()
+    } else if matches!(sysctl.as_deref(), Some("1")) && errno == libc::EPERM {
+        "the sysctl kernel.io_uring_disabled=1 restricts it to the group in kernel.io_uring_group"
+            .to_owned()
+    } else if errno == libc::EPERM && seccomp.as_deref().is_some_and(|s| s != "0") {
+        format!(
+            "io_uring_setup was blocked by a seccomp profile (Seccomp: {} in /proc/self/status); \
+             allow io_uring_setup, io_uring_enter and io_uring_register, or run unconfined",
+            seccomp.as_deref().unwrap_or("?")
+        )
+    } else if errno == libc::ENOMEM {
+        "the locked-memory limit (ulimit -l) is too low for the ring on this kernel".to_owned()
+    } else if errno == libc::EPERM {
+        "permission denied by the kernel (a security module or sysctl)".to_owned()
+    } else {
+        "unexpected error from io_uring_setup".to_owned()
+    };
+    format!("{cause} ({e})")
+}
