@@ -56,7 +56,7 @@ use crate::{
 
 /// When the writer calls fdatasync, and so what an acknowledgement means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
+#[serde(try_from = "String", into = "String")]
 pub enum FsyncPolicy {
     /// Every group is fdatasync'ed before its batches complete. Acked means durable.
     Always,
@@ -92,6 +92,19 @@ impl FsyncPolicy {
     /// True only for the policy under which an acknowledgement means durable.
     pub fn is_durable(&self) -> bool {
         matches!(self, FsyncPolicy::Always)
+    }
+}
+
+impl TryFrom<String> for FsyncPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        FsyncPolicy::parse(&s)
+    }
+}
+
+impl From<FsyncPolicy> for String {
+    fn from(p: FsyncPolicy) -> String {
+        p.to_string()
     }
 }
 

@@ -285,6 +285,39 @@ fn scan_to_end(
     }
 }
 
+/// True if a record that passes its checksum and carries `offset` starts at byte `pos`
+/// of `file` (whose length is `len`). `frame` is a reusable buffer.
+///
+/// # Errors
+/// The OS error from reading the file.
+pub(crate) fn record_at(
+    file: &File,
+    len: u64,
+    pos: u64,
+    offset: u64,
+    frame: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let header = format::RECORD_HEADER_BYTES as u64;
+    if pos.saturating_add(header) > len {
+        return Ok(false);
+    }
+    frame.resize(format::RECORD_HEADER_BYTES, 0);
+    file.read_exact_at(frame, pos)?;
+    let payload = u64::from(u32::from_le_bytes(
+        frame[12..16].try_into().expect("4 bytes"),
+    ));
+    // Bounded by the file's length, so a damaged length cannot make us allocate more.
+    if pos + header + payload > len {
+        return Ok(false);
+    }
+    frame.resize((header + payload) as usize, 0);
+    file.read_exact_at(frame, pos)?;
+    Ok(matches!(
+        format::decode_record(frame, format::RECORD_BYTES_LIMIT),
+        format::Decoded::Record(r) if r.offset == offset
+    ))
+}
+
 /// Recovers the last segment: validates its index, scans from the last good index
 /// point, cuts a bad tail, extends the index over the scanned records.
 fn recover_active(
@@ -305,36 +338,39 @@ fn recover_active(
         .map_err(|e| OpenError::io("stat segment", &path, e))?
         .len();
 
-    // Keep the longest ascending prefix of the index, then drop entries from the end
-    // until one points at a valid record with the right offset: the index is written
-    // without fdatasync, so after power loss it may be ahead of, or behind, the log.
+    // Keep the longest prefix of the index whose entries ascend and each point at a
+    // valid record carrying the entry's offset. The index is written without fdatasync,
+    // so after power loss it may be ahead of, or behind, the log; and a damaged entry in
+    // the middle would send readers to a wrong position. Checking every entry costs one
+    // read per index interval of the active segment, once, at start. The scan below
+    // rebuilds the entries after the kept prefix.
     let mut entries =
         segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
     let read_entries = entries.len();
     let mut keep = 0;
     let mut prev: Option<(u32, u32)> = None;
+    let mut frame = Vec::new();
     for &(r, p) in &entries {
         let ascending = prev.is_none_or(|(pr, pp)| r > pr && p > pp);
-        if !ascending || u64::from(p) < SEGMENT_HEADER_BYTES as u64 || u64::from(p) >= len {
+        if !ascending
+            || u64::from(p) < SEGMENT_HEADER_BYTES as u64
+            || !record_at(&file, len, u64::from(p), base + u64::from(r), &mut frame)
+                .map_err(|e| OpenError::io("read segment", &path, e))?
+        {
             break;
         }
         prev = Some((r, p));
         keep += 1;
     }
     entries.truncate(keep);
-    while let Some(&(r, p)) = entries.last() {
-        let mut s = Scanner::open(path.clone(), u64::from(p), base + u64::from(r))
-            .map_err(|e| OpenError::io("open segment", &path, e))?;
-        if matches!(
-            s.next()
-                .map_err(|e| OpenError::io("read segment", &path, e))?,
-            Scan::Record { .. }
-        ) {
-            break;
-        }
-        entries.pop();
-    }
     report.index_entries_dropped = read_entries - entries.len();
+    if report.index_entries_dropped > 0 {
+        tracing::info!(
+            path = %ipath.display(),
+            dropped = report.index_entries_dropped,
+            "index entries pointing at no valid record dropped; rebuilding them"
+        );
+    }
 
     let (mut offset, mut pos) = entries
         .last()

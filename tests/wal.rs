@@ -1,0 +1,610 @@
+//! Integration tests for the durable segment log (issue "Durable segment log").
+//!
+//! Every test works on real files in a temporary directory and checks what a user can
+//! see: the records read back, their offsets, the bytes on disk, and the exit codes and
+//! messages of the `ringstash` binary. Process-level faults (SIGKILL, seccomp) run the
+//! real binary as a child. Nothing is mocked.
+//!
+//! The on-disk format is parsed here independently of the library (see [`parse_segment`])
+//! so that a bug shared by the writer and the reader cannot hide itself.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fs::{self, OpenOptions},
+    io::{BufRead, BufReader, Write},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use ringstash::{
+    error::{AppendError, OpenError, ReadError},
+    wal::{
+        BatchBuilder, Committed, Completion, FsyncPolicy, Log, LogConfig, Reader, Record,
+        RecoveryMode,
+        check::check_dir,
+        segment::{index_path, list_segments, segment_path},
+    },
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringstash");
+
+/// Bytes of the segment header and of a record header (docs/format.md).
+const SEGMENT_HEADER: u64 = 32;
+const RECORD_HEADER: u64 = 24;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A small deterministic PRNG (splitmix64) so runs are reproducible without a crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A log configuration small enough that a few thousand records rotate many times.
+fn small_config(dir: &Path) -> LogConfig {
+    let mut c = LogConfig::new(dir);
+    c.segment_bytes_max = 64 << 10;
+    c.group_bytes_max = 16 << 10;
+    c.record_bytes_max = 4 << 10;
+    c.index_interval_bytes = 512;
+    c.ring_batches_max = 64;
+    c
+}
+
+/// The payload of record `i`: its number, then printable filler of a varying length, so
+/// that a record read at the wrong offset never compares equal.
+fn payload(i: u64, rng: &mut Rng, filler_max: u64) -> Vec<u8> {
+    let mut p = format!("rec-{i:07}-").into_bytes();
+    let n = rng.below(filler_max + 1) as usize;
+    p.extend((0..n).map(|k| b'a' + ((i as usize + k) % 26) as u8));
+    p
+}
+
+/// The timestamp stored with record `i`, so timestamps are checked too.
+fn ts(i: u64) -> u64 {
+    1_700_000_000_000_000_000 + i * 1_000
+}
+
+/// Frames `payloads` into one batch and appends it (waiting out a full ring).
+fn append(log: &Log, first_ts: u64, payloads: &[Vec<u8>]) -> Result<Completion, AppendError> {
+    let mut b = BatchBuilder::new(16 << 10, log.config().record_bytes_max);
+    for (k, p) in payloads.iter().enumerate() {
+        b.push(ts(first_ts + k as u64), p).expect("payload fits");
+    }
+    let (frames, n) = b.take();
+    log.appender().append(frames, n)
+}
+
+/// Appends and waits until the batch is durable.
+fn append_wait(log: &Log, first_ts: u64, payloads: &[Vec<u8>]) -> Committed {
+    append(log, first_ts, payloads)
+        .expect("append accepted")
+        .wait()
+        .expect("batch durable")
+}
+
+/// Reads every record a reader yields until it has caught up.
+fn drain(mut r: Reader) -> Vec<Record> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().expect("read") {
+        out.push(Record::from(rec));
+    }
+    out
+}
+
+/// Asserts that `got` is exactly the records `from..` of `expected` (payload i at offset
+/// i, timestamp `ts(i)`).
+#[track_caller]
+fn assert_records(got: &[Record], expected: &[Vec<u8>], from: u64, what: &str) {
+    let from = from.min(expected.len() as u64);
+    assert_eq!(
+        got.len() as u64,
+        expected.len() as u64 - from,
+        "{what}: wrong number of records from offset {from} (first: {:?})",
+        got.first().map(|r| r.offset)
+    );
+    for (k, r) in got.iter().enumerate() {
+        let o = from + k as u64;
+        assert_eq!(r.offset, o, "{what}: offsets not contiguous from {from}");
+        assert_eq!(
+            r.payload,
+            expected[o as usize],
+            "{what}: wrong payload at {o}"
+        );
+        assert_eq!(r.timestamp_ns, ts(o), "{what}: wrong timestamp at {o}");
+    }
+}
+
+/// A record as found on disk by this file's own parser.
+#[derive(Debug, Clone, Copy)]
+struct OnDisk {
+    offset: u64,
+    position: u64,
+    frame_bytes: u64,
+}
+
+/// Parses a segment file byte by byte, independently of the library: header, then
+/// frames. Stops at the end of the file; panics on anything malformed (use only on
+/// files the test knows to be intact).
+fn parse_segment(path: &Path) -> Vec<OnDisk> {
+    let bytes = fs::read(path).unwrap();
+    assert!(bytes.len() >= SEGMENT_HEADER as usize, "{path:?}: short header");
+    assert_eq!(&bytes[0..8], b"RSTASHLG", "{path:?}: magic");
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1, "{path:?}: version");
+    let base = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let crc = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+    assert_eq!(crc, crc32c::crc32c(&bytes[0..24]), "{path:?}: header crc");
+    let mut pos = SEGMENT_HEADER as usize;
+    let mut out = Vec::new();
+    while pos < bytes.len() {
+        let h = &bytes[pos..pos + RECORD_HEADER as usize];
+        let offset = u64::from_le_bytes(h[0..8].try_into().unwrap());
+        let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
+        let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
+        let end = pos + RECORD_HEADER as usize + len;
+        assert!(end <= bytes.len(), "{path:?}: frame at {pos} overruns the file");
+        assert_eq!(
+            crc,
+            crc32c::crc32c(&bytes[pos + 12..end]),
+            "{path:?}: crc at {pos}"
+        );
+        assert_eq!(
+            offset,
+            base + out.len() as u64,
+            "{path:?}: offset at {pos}"
+        );
+        out.push(OnDisk {
+            offset,
+            position: pos as u64,
+            frame_bytes: (end - pos) as u64,
+        });
+        pos = end;
+    }
+    out
+}
+
+/// Reads a sparse index file as (offset relative to base, position) pairs.
+fn parse_index(path: &Path) -> Vec<(u32, u32)> {
+    fs::read(path)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                u32::from_le_bytes(e[0..4].try_into().unwrap()),
+                u32::from_le_bytes(e[4..8].try_into().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Runs the binary with `args` and returns its output.
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RINGSTASH_LOG", "warn")
+        .output()
+        .expect("run ringstash")
+}
+
+/// Runs `ringstash check` on `dir`; returns (exit code, stdout + stderr).
+fn check(dir: &Path) -> (i32, String) {
+    let out = run(&["check", "--data-dir", dir.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().expect("check exited normally"), text)
+}
+
+#[track_caller]
+fn assert_check_clean(dir: &Path) {
+    let (code, text) = check(dir);
+    assert_eq!(code, 0, "ringstash check failed:\n{text}");
+    assert!(text.contains("errors 0"), "check output:\n{text}");
+}
+
+/// Copies the files of a data directory (not the lock) into a new directory.
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != ".lock" {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Writes `count` records numbered from 0 (payload filler up to `filler_max` bytes) in
+/// batches of 1..=`batch_max` records; returns the payloads, indexed by offset.
+fn fill_log(log: &Log, rng: &mut Rng, count: u64, batch_max: u64, filler_max: u64) -> Vec<Vec<u8>> {
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    let mut pending: VecDeque<(u64, Completion)> = VecDeque::new();
+    while (expected.len() as u64) < count {
+        let first = expected.len() as u64;
+        let n = (1 + rng.below(batch_max)).min(count - first);
+        let batch: Vec<Vec<u8>> = (first..first + n)
+            .map(|i| payload(i, rng, filler_max))
+            .collect();
+        pending.push_back((first, append(log, first, &batch).expect("accepted")));
+        expected.extend(batch);
+        while pending.len() > 16 {
+            let (first, c) = pending.pop_front().unwrap();
+            assert_eq!(c.wait().expect("durable").first_offset, first);
+        }
+    }
+    for (first, c) in pending {
+        assert_eq!(c.wait().expect("durable").first_offset, first);
+    }
+    assert_eq!(log.committed_end(), count);
+    expected
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Round trips across many rotations, readers from any offset
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn round_trip_across_many_rotations_from_any_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let config = small_config(&dir);
+    let log = Log::open(config.clone()).unwrap();
+    let mut rng = Rng(1);
+
+    // Mostly small batches of small records, with some empty and some maximal records.
+    let mut expected = fill_log(&log, &mut rng, 2500, 40, 300);
+    for special in [Vec::new(), vec![b'x'; config.record_bytes_max], Vec::new()] {
+        let i = expected.len() as u64;
+        let c = append_wait(&log, i, std::slice::from_ref(&special));
+        assert_eq!((c.first_offset, c.records), (i, 1));
+        expected.push(special);
+    }
+    let n = expected.len() as u64;
+    assert_eq!(log.committed_end(), n);
+
+    // On disk: many segments, each named by its first offset, each within the size
+    // bound, records contiguous within and across segments.
+    let bases = list_segments(&dir).unwrap();
+    assert!(bases.len() >= 8, "expected many rotations, got {bases:?}");
+    let mut next = 0;
+    for &base in &bases {
+        let path = segment_path(&dir, base);
+        assert!(fs::metadata(&path).unwrap().len() <= config.segment_bytes_max);
+        let recs = parse_segment(&path);
+        assert_eq!(base, next, "segment {path:?} is not named by its first offset");
+        assert!(!recs.is_empty());
+        next = base + recs.len() as u64;
+    }
+    assert_eq!(next, n);
+
+    // Starting points: every segment boundary and its neighbours, every index point and
+    // its neighbours in two segments (so some fall mid-interval), and random offsets.
+    let mut starts = vec![0, 1, n - 1, n, n + 7];
+    for &base in &bases {
+        starts.extend([base.saturating_sub(1), base, base + 1]);
+    }
+    for &base in &bases[1..3] {
+        let idx = parse_index(&index_path(&dir, base));
+        assert!(idx.len() > 10, "index of {base} is too sparse: {idx:?}");
+        for &(rel, _) in &idx {
+            let o = base + u64::from(rel);
+            starts.extend([o - 1, o, o + 1]);
+        }
+    }
+    starts.extend((0..15).map(|_| rng.below(n)));
+    starts.sort_unstable();
+    starts.dedup();
+    for &from in &starts {
+        let got = drain(log.reader(from).unwrap());
+        assert_records(&got, &expected, from, "live reader");
+        let got = drain(Reader::open_dir(&dir, from).unwrap());
+        assert_records(&got, &expected, from, "directory reader");
+    }
+
+    // Followers at the end see new records once they are committed, and nothing before.
+    let mut live = log.reader(n).unwrap();
+    let mut on_disk = Reader::open_dir(&dir, n).unwrap();
+    assert!(live.next().unwrap().is_none());
+    assert!(on_disk.next().unwrap().is_none());
+    let more: Vec<Vec<u8>> = (n..n + 5).map(|i| payload(i, &mut rng, 50)).collect();
+    let c = append_wait(&log, n, &more);
+    assert_eq!((c.first_offset, c.last_offset()), (n, n + 4));
+    expected.extend(more);
+    assert_records(&drain(live), &expected, n, "live follower");
+    assert_records(&drain(on_disk), &expected, n, "directory follower");
+
+    // Reopen: recovery finds everything and numbering continues.
+    drop(log);
+    assert_check_clean(&dir);
+    let log = Log::open(config).unwrap();
+    let report = log.recovery_report();
+    assert_eq!(report.next_offset, n + 5);
+    assert_eq!(report.torn_bytes_cut, 0);
+    assert_eq!(report.segments, bases.len());
+    assert!(report.sealed_problems.is_empty(), "{report:?}");
+    let p = payload(n + 5, &mut rng, 10);
+    assert_eq!(append_wait(&log, n + 5, std::slice::from_ref(&p)).first_offset, n + 5);
+    expected.push(p);
+    assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "after reopen");
+    drop(log);
+
+    // `ringstash cat` prints the same records with their offsets.
+    let from = bases[3] - 2;
+    let out = run(&[
+        "cat",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--from",
+        &from.to_string(),
+        "--meta",
+        "--limit",
+        "4",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 4);
+    for (k, line) in lines.iter().enumerate() {
+        let o = from + k as u64;
+        let mut fields = line.splitn(3, |&b| b == b'\t');
+        assert_eq!(fields.next().unwrap(), o.to_string().as_bytes());
+        assert!(fields.next().unwrap().starts_with(b"2023-11-14T"));
+        assert_eq!(fields.next().unwrap(), &expected[o as usize][..]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Recovery: torn tails at every byte, garbage and zeros, damaged index
+// ---------------------------------------------------------------------------------------
+
+/// A log of two segments whose last segment holds a few records, every record indexed
+/// (index_interval_bytes at its minimum), so that a torn record also leaves an index
+/// entry pointing at it. Returns the config (for `dir`), the payloads, and the position
+/// and size of the last record.
+fn two_segment_log(dir: &Path) -> (LogConfig, Vec<Vec<u8>>, OnDisk) {
+    let mut config = small_config(dir);
+    config.index_interval_bytes = 64;
+    let log = Log::open(config.clone()).unwrap();
+    let mut rng = Rng(2);
+    let mut expected = fill_log(&log, &mut rng, 300, 8, 200);
+    // Keep appending until the log rotates, then put a few records in the new segment.
+    let mut after_rotation = 0;
+    while after_rotation < 3 {
+        let i = expected.len() as u64;
+        let p = payload(i, &mut rng, 200);
+        append_wait(&log, i, std::slice::from_ref(&p));
+        expected.push(p);
+        if list_segments(dir).unwrap().len() > 1 {
+            after_rotation += 1;
+        }
+    }
+    let n = expected.len() as u64;
+    let last = b"the last record, which will be torn".to_vec();
+    assert_eq!(append_wait(&log, n, std::slice::from_ref(&last)).first_offset, n);
+    expected.push(last);
+    drop(log);
+    let bases = list_segments(dir).unwrap();
+    assert_eq!(bases.len(), 2, "want exactly one rotation: {bases:?}");
+    let recs = parse_segment(&segment_path(dir, bases[1]));
+    assert!(recs.len() >= 3, "last segment should hold a few records");
+    let tail = *recs.last().unwrap();
+    assert_eq!(tail.offset, n);
+    // Every record of the last segment is indexed, the last one included.
+    let idx = parse_index(&index_path(dir, bases[1]));
+    assert_eq!(idx.len(), recs.len());
+    assert_eq!(
+        *idx.last().unwrap(),
+        ((n - bases[1]) as u32, tail.position as u32)
+    );
+    (config, expected, tail)
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    segment_path(dir, *list_segments(dir).unwrap().last().unwrap())
+}
+
+/// Opens a damaged copy, checks that exactly `expected[..keep]` survived and that
+/// numbering continues at `keep`, then checks the directory with the binary.
+#[track_caller]
+fn assert_recovers(config: &LogConfig, expected: &[Vec<u8>], keep: usize, cut: u64, what: &str) {
+    let dir = &config.dir;
+    let log = Log::open(config.clone()).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+    let report = log.recovery_report().clone();
+    assert_eq!(report.next_offset, keep as u64, "{what}: {report:?}");
+    assert_eq!(report.torn_bytes_cut, cut, "{what}: {report:?}");
+    assert_eq!(report.torn_reason.is_some(), cut > 0, "{what}: {report:?}");
+    assert!(report.sealed_problems.is_empty(), "{what}: {report:?}");
+    let mut expected = expected[..keep].to_vec();
+    assert_records(&drain(log.reader(0).unwrap()), &expected, 0, what);
+    let p = format!("appended after: {what}").into_bytes();
+    let c = append_wait(&log, keep as u64, std::slice::from_ref(&p));
+    assert_eq!(c.first_offset, keep as u64, "{what}: numbering must continue");
+    expected.push(p);
+    // A reader from an index point near the end sees the new record in place.
+    let from = keep.saturating_sub(2) as u64;
+    assert_records(&drain(log.reader(from).unwrap()), &expected, from, what);
+    drop(log);
+    assert_check_clean(dir);
+    assert_records(&drain(Reader::open_dir(dir, 0).unwrap()), &expected, 0, what);
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_the_last_record_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let (config, expected, tail) = two_segment_log(&pristine);
+    let n = expected.len();
+    for cut_at in 0..=tail.frame_bytes {
+        let dir = tmp.path().join(format!("cut-{cut_at}"));
+        copy_dir(&pristine, &dir);
+        let seg = last_segment(&dir);
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(tail.position + cut_at)
+            .unwrap();
+        let mut config = config.clone();
+        config.dir = dir.clone();
+        let (keep, cut) = if cut_at == tail.frame_bytes {
+            (n, 0) // intact
+        } else {
+            (n - 1, cut_at)
+        };
+        assert_recovers(&config, &expected, keep, cut, &format!("cut at byte {cut_at}"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn strict_recovery_refuses_a_torn_tail_and_leaves_it_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (mut config, _, tail) = two_segment_log(&dir);
+    let seg = last_segment(&dir);
+    let len = tail.position + tail.frame_bytes / 2;
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len).unwrap();
+    config.recovery = RecoveryMode::Strict;
+    match Log::open(config) {
+        Err(OpenError::Corrupt { path, position, offset, .. }) => {
+            assert_eq!((path, position, offset), (seg.clone(), tail.position, tail.offset));
+        }
+        other => panic!("strict recovery should refuse a torn tail, got {other:?}"),
+    }
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len, "strict mode must not cut");
+}
+
+#[test]
+fn garbage_and_zeros_after_the_last_record_are_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let (config, expected, _) = two_segment_log(&pristine);
+    let mut rng = Rng(3);
+    let mut huge_len = vec![0u8; 24];
+    huge_len[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("1 zero", vec![0]),
+        ("23 zeros", vec![0; 23]),
+        ("24 zeros", vec![0; 24]),
+        ("a page of zeros", vec![0; 4096]),
+        ("1 random byte", rng.bytes(1)),
+        ("random header", rng.bytes(24)),
+        ("random 5000", rng.bytes(5000)),
+        ("length field of 4 GiB", huge_len),
+    ];
+    for (what, garbage) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&pristine, &dir);
+        let seg = last_segment(&dir);
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .unwrap()
+            .write_all(&garbage)
+            .unwrap();
+        // Before recovery, check reports the tail as torn, but not as an error.
+        let (code, text) = check(&dir);
+        assert_eq!(code, 0, "{what}: {text}");
+        assert!(text.contains("torn tail"), "{what}: {text}");
+        assert!(text.contains(&format!("byte {len}")), "{what}: {text}");
+        let mut config = config.clone();
+        config.dir = dir.clone();
+        assert_recovers(&config, &expected, expected.len(), garbage.len() as u64, what);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn damaged_index_of_the_last_segment_is_recovered_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let (config, expected, tail) = two_segment_log(&pristine);
+    let base = *list_segments(&pristine).unwrap().last().unwrap();
+    let good = fs::read(index_path(&pristine, base)).unwrap();
+    assert!(good.len() >= 24);
+    let mut rng = Rng(4);
+    let entry = |rel: u32, pos: u32| -> Vec<u8> {
+        let mut e = rel.to_le_bytes().to_vec();
+        e.extend(pos.to_le_bytes());
+        e
+    };
+    let mut cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("index missing", None),
+        ("index empty", Some(Vec::new())),
+        ("index all random", Some(rng.bytes(good.len()))),
+        ("index partial last entry", Some(good[..good.len() - 3].to_vec())),
+        ("index entry past the end", {
+            let mut i = good.clone();
+            i.extend(entry(1000, 60_000));
+            Some(i)
+        }),
+    ];
+    // Entries that are ascending and in range but point at the wrong place.
+    let mut shifted = good.clone();
+    let k = good.len() / 8 / 2 * 8;
+    shifted[k + 4] ^= 0x01; // position of a middle entry off by one
+    cases.push(("index middle entry off by one", Some(shifted)));
+    let mut wrong_offset = good.clone();
+    wrong_offset[8] ^= 0x01; // relative offset of the second entry
+    cases.push(("index entry with the wrong offset", Some(wrong_offset)));
+    let mut zeroed = good.clone();
+    for b in &mut zeroed[8..16] {
+        *b = 0;
+    }
+    cases.push(("index entry zeroed", Some(zeroed)));
+
+    for (what, index) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&pristine, &dir);
+        let ipath = index_path(&dir, base);
+        match index {
+            None => fs::remove_file(&ipath).unwrap(),
+            Some(bytes) => fs::write(&ipath, bytes).unwrap(),
+        }
+        let mut config = config.clone();
+        config.dir = dir.clone();
+        {
+            // Every start in the last segment reads correctly after recovery.
+            let log = Log::open(config.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(log.recovery_report().next_offset, expected.len() as u64, "{what}");
+            for from in base..=tail.offset + 1 {
+                let got = drain(log.reader(from).unwrap());
+                assert_records(&got, &expected, from, what);
+                let got = drain(Reader::open_dir(&dir, from).unwrap());
+                assert_records(&got, &expected, from, what);
+            }
+        }
+        // The repaired index points only at real records.
+        let recs = parse_segment(&last_segment(&dir));
+        for (rel, pos) in parse_index(&ipath) {
+            let r = recs.iter().find(|r| r.position == u64::from(pos));
+            assert_eq!(
+                r.map(|r| r.offset),
+                Some(base + u64::from(rel)),
+                "{what}: index entry ({rel}, {pos}) points at no such record"
+            );
+        }
+        assert_recovers(&config, &expected, expected.len(), 0, what);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
