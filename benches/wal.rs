@@ -369,11 +369,13 @@ fn writer(c: &mut Criterion) {
         }),
         ("always/batch4096/inflight2_group1M", 4096, |c| LogConfig {
             group_bytes_max: 1 << 20,
+            record_bytes_max: 64 << 10, // must stay below group_bytes_max - 24
             ..c
         }),
         ("always/batch4096/inflight1_group1M", 4096, |c| LogConfig {
             groups_in_flight_max: 1,
             group_bytes_max: 1 << 20,
+            record_bytes_max: 64 << 10,
             ..c
         }),
         // Not durable: the ceiling the writer reaches when fdatasync costs nothing, to
