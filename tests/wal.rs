@@ -608,3 +608,233 @@ fn damaged_index_of_the_last_segment_is_recovered_from() {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. Damage in a sealed segment is reported, never skipped
+// ---------------------------------------------------------------------------------------
+
+/// A log of at least four segments; returns its config and payloads.
+fn many_segment_log(dir: &Path, seed: u64) -> (LogConfig, Vec<Vec<u8>>) {
+    let config = small_config(dir);
+    let log = Log::open(config.clone()).unwrap();
+    let expected = fill_log(&log, &mut Rng(seed), 1400, 20, 300);
+    drop(log);
+    assert!(list_segments(dir).unwrap().len() >= 4);
+    (config, expected)
+}
+
+/// Reads from `from` until the reader fails; returns what it read and the error.
+fn read_until_error(mut r: Reader) -> (Vec<Record>, ReadError) {
+    let mut got = Vec::new();
+    loop {
+        match r.next() {
+            Ok(Some(rec)) => got.push(Record::from(rec)),
+            Ok(None) => panic!("reader reached the end without reporting the damage"),
+            Err(e) => return (got, e),
+        }
+    }
+}
+
+#[test]
+fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let (config, expected) = many_segment_log(&pristine, 5);
+    let bases = list_segments(&pristine).unwrap();
+    let base = bases[1];
+    let recs = parse_segment(&segment_path(&pristine, base));
+    let victim = recs[recs.len() / 2];
+    let last_of_segment = *recs.last().unwrap();
+
+    // One byte of each field of a record in the middle, and of the segment's last record.
+    let cases = [
+        ("offset field", victim, 3),
+        ("checksum field", victim, 9),
+        ("length field", victim, 12),
+        ("timestamp field", victim, 20),
+        ("payload", victim, RECORD_HEADER + 5),
+        ("last byte of the segment", last_of_segment, last_of_segment.frame_bytes - 1),
+    ];
+    for (what, rec, byte) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&pristine, &dir);
+        let seg = segment_path(&dir, base);
+        let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, rec.position + byte).unwrap();
+        f.write_all_at(&[b[0] ^ 0x24], rec.position + byte).unwrap();
+        drop(f);
+
+        let (code, text) = check(&dir);
+        assert_eq!(code, 1, "{what}: check must fail:\n{text}");
+        let name = seg.file_name().unwrap().to_str().unwrap();
+        assert!(
+            text.contains(name) && text.contains(&format!("byte {}", rec.position)),
+            "{what}: check must name {name} and byte {}:\n{text}",
+            rec.position
+        );
+
+        // The directory reader, from the start and from inside the damaged segment,
+        // stops at the damaged record with Corrupt instead of skipping it.
+        for from in [0, base, rec.offset] {
+            let (got, err) = read_until_error(Reader::open_dir(&dir, from).unwrap());
+            assert_records(&got, &expected[..rec.offset as usize], from, what);
+            match err {
+                ReadError::Corrupt { path, position, offset, .. } => {
+                    assert_eq!((path, position, offset), (seg.clone(), rec.position, rec.offset), "{what}");
+                }
+                other => panic!("{what}: expected Corrupt, got {other}"),
+            }
+        }
+        // So does a live reader of the reopened log; later segments still read.
+        let mut config = config.clone();
+        config.dir = dir.clone();
+        let log = Log::open(config).unwrap();
+        let (got, err) = read_until_error(log.reader(base).unwrap());
+        assert_records(&got, &expected[..rec.offset as usize], base, what);
+        assert!(
+            matches!(&err, ReadError::Corrupt { position, .. } if *position == rec.position),
+            "{what}: {err}"
+        );
+        assert_records(&drain(log.reader(bases[2]).unwrap()), &expected, bases[2], what);
+        drop(log);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (config, expected) = many_segment_log(&dir, 6);
+    let bases = list_segments(&dir).unwrap();
+    let (base, next_base) = (bases[1], bases[2]);
+    let ipath = index_path(&dir, base);
+    let mut idx = fs::read(&ipath).unwrap();
+    assert!(idx.len() >= 40);
+    // Shift the position of every entry from the third on by 8 bytes.
+    for e in idx.chunks_exact_mut(8).skip(2) {
+        let p = u32::from_le_bytes(e[4..8].try_into().unwrap()) + 8;
+        e[4..8].copy_from_slice(&p.to_le_bytes());
+    }
+    fs::write(&ipath, &idx).unwrap();
+
+    let (code, text) = check(&dir);
+    assert_eq!(code, 1, "check must report the damaged index:\n{text}");
+    assert!(text.contains(ipath.file_name().unwrap().to_str().unwrap()), "{text}");
+
+    // The records themselves are intact: recovery blames the index, not the segment,
+    // and every reader still returns the records.
+    let log = Log::open(config).unwrap();
+    let problems = &log.recovery_report().sealed_problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains(ipath.to_str().unwrap()), "{problems:?}");
+    for from in (base..next_base).step_by(7).chain([next_base - 1]) {
+        assert_records(&drain(log.reader(from).unwrap()), &expected, from, "live reader");
+        assert_records(&drain(Reader::open_dir(&dir, from).unwrap()), &expected, from, "dir reader");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Concurrent producers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
+    const PRODUCERS: u64 = 4;
+    const BATCHES: u64 = 150;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut config = small_config(&dir);
+    config.ring_batches_max = 8; // small, so producers also meet a full ring
+    let log = Log::open(config).unwrap();
+
+    // A follower reads while the producers write: it must see every committed record in
+    // order, and never one beyond the committed offset.
+    let total_records = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let (acks, followed) = std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            let mut r = log.reader(0).unwrap();
+            let mut seen: Vec<Record> = Vec::new();
+            loop {
+                let end = log.committed_end();
+                while let Some(rec) = r.next().unwrap() {
+                    assert!(rec.offset < log.committed_end(), "read past the committed offset");
+                    assert_eq!(rec.offset, seen.len() as u64, "follower skipped or repeated");
+                    seen.push(rec.into());
+                }
+                let total = total_records.load(std::sync::atomic::Ordering::Acquire);
+                if seen.len() as u64 == total {
+                    return seen;
+                }
+                log.wait_committed_beyond(end.max(seen.len() as u64), Duration::from_millis(20));
+            }
+        });
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let app = log.appender();
+                let max = log.config().record_bytes_max;
+                s.spawn(move || {
+                    let mut rng = Rng(100 + p);
+                    let mut builder = BatchBuilder::new(8 << 10, max);
+                    let mut seq = 0u64;
+                    let mut in_flight: VecDeque<(Completion, Vec<Vec<u8>>)> = VecDeque::new();
+                    let mut acked: Vec<(Committed, Vec<Vec<u8>>)> = Vec::new();
+                    for _ in 0..BATCHES {
+                        let n = 1 + rng.below(12);
+                        let mut batch = Vec::new();
+                        for _ in 0..n {
+                            let mut pl = format!("p{p}-s{seq:06}-").into_bytes();
+                            pl.extend(std::iter::repeat_n(b'a' + p as u8, rng.below(200) as usize));
+                            builder.push(seq, &pl).unwrap();
+                            batch.push(pl);
+                            seq += 1;
+                        }
+                        let (frames, records) = builder.take();
+                        in_flight.push_back((app.append(frames, records).unwrap(), batch));
+                        if in_flight.len() > 4 {
+                            let (c, b) = in_flight.pop_front().unwrap();
+                            acked.push((c.wait().unwrap(), b));
+                        }
+                    }
+                    for (c, b) in in_flight {
+                        acked.push((c.wait().unwrap(), b));
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let acks: Vec<Vec<(Committed, Vec<Vec<u8>>)>> =
+            producers.into_iter().map(|h| h.join().unwrap()).collect();
+        let total: u64 = acks.iter().flatten().map(|(c, _)| u64::from(c.records)).sum();
+        total_records.store(total, std::sync::atomic::Ordering::Release);
+        (acks, follower.join().unwrap())
+    });
+
+    let all = drain(log.reader(0).unwrap());
+    assert_eq!(all.len() as u64, log.committed_end());
+    assert_eq!(all, followed, "the follower saw something else than the log holds");
+    let mut owner: BTreeMap<u64, u64> = BTreeMap::new();
+    for (p, producer_acks) in acks.iter().enumerate() {
+        let mut last_offset = None;
+        let mut seq = 0u64;
+        for (c, batch) in producer_acks {
+            assert_eq!(c.records as usize, batch.len());
+            // Per-producer order: each batch lands after the previous one.
+            assert!(last_offset.is_none_or(|l| c.first_offset > l), "producer {p} reordered");
+            last_offset = Some(c.last_offset());
+            for (k, pl) in batch.iter().enumerate() {
+                let o = c.first_offset + k as u64;
+                let rec = &all[o as usize];
+                assert_eq!(&rec.payload, pl, "offset {o} holds another record than producer {p} was told");
+                assert_eq!(rec.timestamp_ns, seq);
+                seq += 1;
+                assert!(owner.insert(o, p as u64).is_none(), "offset {o} given twice");
+            }
+        }
+    }
+    // No gaps, no duplicates: the acknowledged offsets are exactly 0..end.
+    assert_eq!(owner.len(), all.len());
+    assert_eq!(owner.keys().copied().collect::<Vec<_>>(), (0..all.len() as u64).collect::<Vec<_>>());
+    assert!(list_segments(&dir).unwrap().len() > 1, "the run should rotate");
+}

@@ -59,6 +59,11 @@ pub struct Reader {
     skip_below: u64,
     /// The open segment, if positioned.
     scanner: Option<Scanner>,
+    /// Base offset of the open segment while the scanner sits where a sparse-index entry
+    /// pointed and no record has been read there yet: if that position holds no valid
+    /// record, the index is damaged (the records may be fine), and the reader scans the
+    /// segment from its start instead of reporting the data as corrupt.
+    unverified_seek: Option<u64>,
 }
 
 impl Reader {
@@ -71,6 +76,7 @@ impl Reader {
             next_offset: from.max(start),
             skip_below: from,
             scanner: None,
+            unverified_seek: None,
         })
     }
 
@@ -89,6 +95,7 @@ impl Reader {
             next_offset: from.max(start),
             skip_below: from,
             scanner: None,
+            unverified_seek: None,
         })
     }
 
@@ -114,7 +121,11 @@ impl Reader {
         let entries = segment::read_index(&segment::index_path(&self.dir, base))
             .map_err(|e| ReadError::io("read index", segment::index_path(&self.dir, base), e))?;
         let (off, pos) = segment::seek_point(&entries, base, self.next_offset);
-        self.open_at(base, pos, off)
+        self.open_at(base, pos, off)?;
+        if pos != SEGMENT_HEADER_BYTES as u64 {
+            self.unverified_seek = Some(base);
+        }
+        Ok(())
     }
 
     fn open_at(&mut self, base: u64, pos: u64, offset: u64) -> Result<(), ReadError> {
@@ -123,6 +134,7 @@ impl Reader {
             .map_err(|e| ReadError::io("open segment", &path, e))?;
         self.next_offset = offset;
         self.scanner = Some(s);
+        self.unverified_seek = None;
         Ok(())
     }
 
@@ -159,6 +171,7 @@ impl Reader {
             };
             match outcome {
                 Ok(offset) => {
+                    self.unverified_seek = None;
                     self.next_offset = offset + 1;
                     if offset < self.skip_below {
                         continue;
@@ -170,6 +183,15 @@ impl Reader {
                     ));
                 }
                 Err(bad) => {
+                    if let Some(base) = self.unverified_seek.take() {
+                        tracing::warn!(
+                            path = %path.display(),
+                            offset = self.next_offset,
+                            "sparse index entry points at no valid record; scanning the segment from its start"
+                        );
+                        self.open_at(base, SEGMENT_HEADER_BYTES as u64, base)?;
+                        continue;
+                    }
                     // End of this segment's valid data: move on if the next segment
                     // starts right here.
                     let next_path = segment::segment_path(&self.dir, self.next_offset);

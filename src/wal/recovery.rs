@@ -204,7 +204,23 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
             .last()
             .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
             .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
-        let problem = match scan_to_end(&path, pos, from)? {
+        let mut scanned = scan_to_end(&path, pos, from)?;
+        let mut problem = None;
+        if matches!(&scanned, (_, at, Some(_)) if *at == pos && pos != SEGMENT_HEADER_BYTES as u64)
+        {
+            // The last index entry points at no valid record: the index is damaged, not
+            // necessarily the data. Scan the whole segment to find out.
+            problem = Some(format!(
+                "{}: entry (offset {from}, byte {pos}) points at no valid record",
+                segment::index_path(dir, base).display()
+            ));
+            scanned = scan_to_end(&path, SEGMENT_HEADER_BYTES as u64, base)?;
+        }
+        if let Some(p) = problem {
+            tracing::error!("{p}; readers scan this segment from its start");
+            report.sealed_problems.push(p);
+        }
+        let problem = match scanned {
             (end, _, None) if end == next_base => None,
             (end, _, None) => Some(format!(
                 "{} ends at offset {end} but the next segment starts at {next_base}",
