@@ -11,7 +11,9 @@
 //! | commit | `wal::writer` | the group-commit writer thread: gather → write → fdatasync via io_uring, then complete |
 //! | storage | [`wal::segment`], [`wal::recovery`] | segment files, sparse index, recovery of a torn tail |
 //! | read | [`wal::reader`], [`wal::check`] | cursors over committed records; full verification |
-//! | tools | [`cli`] | `cat` and `check` |
+//! | ingest | [`net`] | pinned reactors (tokio-uring, SO_REUSEPORT): raw TCP lines and HTTP, framed by sans-I/O [`net::lines`], [`net::http_proto`], acked by [`net::acks`] |
+//! | serve | [`serve`], [`config`], [`stats`] | placement, start-up and shutdown; settings; `/stats` and `/metrics` |
+//! | tools | [`cli`] | `cat`, `check`, `append` |
 //!
 //! [`wal::Log`] is the storage contract: what append, sync, rotate, read and recover
 //! guarantee is written on it.
@@ -19,6 +21,10 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod error;
+pub mod net;
 pub mod ring;
+pub mod serve;
+pub mod stats;
 pub mod wal;

@@ -17,6 +17,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the appliance: raw TCP and HTTP ingest into the durable log.
+    Serve {
+        /// TOML file with settings (same names as the flags, with underscores).
+        #[arg(long, env = "RINGSTASH_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: ringstash::config::SettingsArgs,
+    },
     /// Print stored records, one per line, payload as stored.
     Cat {
         /// Data directory.
@@ -84,6 +92,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve { config, settings } => {
+            let mut s = match &config {
+                Some(path) => {
+                    ringstash::config::Settings::from_file(path).map_err(anyhow::Error::msg)?
+                }
+                None => ringstash::config::Settings::default(),
+            };
+            settings.apply(&mut s);
+            ringstash::serve::run(s)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cat {
             data_dir,
             from,

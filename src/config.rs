@@ -1,0 +1,262 @@
+//! `serve` settings: one table, read from a TOML file (`--config`), then environment
+//! variables, then flags; unknown keys are refused. Every bound has its unit in its
+//! name, a documented default, and is checked once by [`Settings::validate`].
+//!
+//! The table is declared once (the `settings!` invocation below); the TOML struct, the
+//! flags, their environment variables and their help text are generated from it, so
+//! they cannot drift apart.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+
+use crate::wal::{FsyncPolicy, LogConfig, RecoveryMode};
+
+macro_rules! settings {
+    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr, env $env:literal; )*) => {
+        /// Every `serve` setting, with its default.
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Settings {
+            $( #[doc = $doc] pub $name: $ty, )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $( $name: $default, )* }
+            }
+        }
+
+        /// The same settings as flags; each overrides the file and the environment.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct SettingsArgs {
+            $( #[doc = $doc] #[arg(long, env = $env)] pub $name: Option<$ty>, )*
+        }
+
+        impl SettingsArgs {
+            /// Overrides `s` with every setting given as a flag or environment variable.
+            pub fn apply(self, s: &mut Settings) {
+                $( if let Some(v) = self.$name { s.$name = v; } )*
+            }
+        }
+    };
+}
+
+settings! {
+    /// Directory holding the log's segments. [default: ./data]
+    data_dir: PathBuf = PathBuf::from("./data"), env "RINGSTASH_DATA_DIR";
+    /// Raw TCP listener (newline-delimited records, acks). [default: 127.0.0.1:5140]
+    tcp_addr: SocketAddr = "127.0.0.1:5140".parse().expect("literal"), env "RINGSTASH_TCP_ADDR";
+    /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
+    http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("literal"), env "RINGSTASH_HTTP_ADDR";
+    /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
+    reactor_threads: usize = 0, env "RINGSTASH_REACTOR_THREADS";
+    /// Core for the group-commit writer: a core number or `auto` (see docs/architecture.md). [default: auto]
+    writer_core: CoreChoice = CoreChoice::Auto, env "RINGSTASH_WRITER_CORE";
+    /// Open connections (TCP + HTTP) before new ones are refused. [default: 1024]
+    connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX";
+    /// Largest record payload in bytes; longer lines are refused whole. [default: 1048576]
+    record_bytes_max: usize = 1 << 20, env "RINGSTASH_RECORD_BYTES_MAX";
+    /// Largest HTTP request body in bytes (413 beyond). [default: 4194304]
+    http_body_bytes_max: usize = 4 << 20, env "RINGSTASH_HTTP_BODY_BYTES_MAX";
+    /// Largest HTTP request head in bytes (431 beyond). [default: 16384]
+    http_header_bytes_max: usize = 16 << 10, env "RINGSTASH_HTTP_HEADER_BYTES_MAX";
+    /// Per-connection read buffer in bytes (grows only to hold one long line). [default: 65536]
+    read_buffer_bytes: usize = 64 << 10, env "RINGSTASH_READ_BUFFER_BYTES";
+    /// Batches one connection may have queued for commit before it stops reading. [default: 64]
+    connection_batches_max: usize = 64, env "RINGSTASH_CONNECTION_BATCHES_MAX";
+    /// Close a raw TCP connection that sent nothing for this long, in ms. [default: 600000]
+    tcp_idle_timeout_ms: u64 = 600_000, env "RINGSTASH_TCP_IDLE_TIMEOUT_MS";
+    /// Close an HTTP connection idle, or stuck mid-request, for this long, in ms (slowloris). [default: 30000]
+    http_idle_timeout_ms: u64 = 30_000, env "RINGSTASH_HTTP_IDLE_TIMEOUT_MS";
+    /// How long an HTTP request waits for room in a full ring before 503, in ms. [default: 5000]
+    enqueue_timeout_ms: u64 = 5_000, env "RINGSTASH_ENQUEUE_TIMEOUT_MS";
+    /// On shutdown, how long connections get to drain before they are cut, in ms. [default: 10000]
+    shutdown_timeout_ms: u64 = 10_000, env "RINGSTASH_SHUTDOWN_TIMEOUT_MS";
+    /// `always` (acked = durable), or NOT DURABLE `interval:<ms>` / `never`. [default: always]
+    fsync: FsyncPolicy = FsyncPolicy::Always, env "RINGSTASH_FSYNC";
+    /// Segment size at which the log rotates, in bytes. [default: 134217728]
+    segment_bytes_max: u64 = 128 << 20, env "RINGSTASH_SEGMENT_BYTES_MAX";
+    /// Most bytes per group commit (one write + one fdatasync). [default: 4194304]
+    group_bytes_max: usize = 4 << 20, env "RINGSTASH_GROUP_BYTES_MAX";
+    /// Batches the reactors→writer ring holds; full = backpressure. [default: 1024]
+    ring_batches_max: usize = 1024, env "RINGSTASH_RING_BATCHES_MAX";
+    /// Groups written and synced concurrently by the writer (1..=8). [default: 2]
+    groups_in_flight_max: usize = 2, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
+    /// Bytes of log between sparse-index entries. [default: 4096]
+    index_interval_bytes: u32 = 4096, env "RINGSTASH_INDEX_INTERVAL_BYTES";
+    /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
+    recovery: RecoveryChoice = RecoveryChoice(RecoveryMode::TolerateTornTail), env "RINGSTASH_RECOVERY";
+}
+
+/// A core number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CoreChoice {
+    /// Chosen by the placement rule.
+    Auto,
+    /// This core.
+    Core(usize),
+}
+
+impl FromStr for CoreChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(CoreChoice::Auto);
+        }
+        s.parse()
+            .map(CoreChoice::Core)
+            .map_err(|_| format!("expected a core number or `auto`, not {s:?}"))
+    }
+}
+
+impl TryFrom<String> for CoreChoice {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<CoreChoice> for String {
+    fn from(c: CoreChoice) -> String {
+        match c {
+            CoreChoice::Auto => "auto".into(),
+            CoreChoice::Core(n) => n.to_string(),
+        }
+    }
+}
+
+/// The recovery mode, as a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RecoveryChoice(pub RecoveryMode);
+
+impl FromStr for RecoveryChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tolerate_torn_tail" => Ok(RecoveryChoice(RecoveryMode::TolerateTornTail)),
+            "strict" => Ok(RecoveryChoice(RecoveryMode::Strict)),
+            _ => Err(format!(
+                "expected `tolerate_torn_tail` or `strict`, not {s:?}"
+            )),
+        }
+    }
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FsyncPolicy::parse(s)
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file; unknown keys are an error.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a valid settings table.
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Checks every bound. The log's own bounds are checked again by the log.
+    ///
+    /// # Errors
+    /// A message naming the setting and its allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        fn range<T: PartialOrd + std::fmt::Display>(
+            name: &str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!("{name} = {v} is outside {lo}..={hi}"));
+            }
+            Ok(())
+        }
+        range("connections_max", self.connections_max, 1, 1_000_000)?;
+        range("reactor_threads", self.reactor_threads, 0, 1024)?;
+        range(
+            "http_header_bytes_max",
+            self.http_header_bytes_max,
+            1024,
+            1 << 20,
+        )?;
+        range("http_body_bytes_max", self.http_body_bytes_max, 1, 1 << 30)?;
+        range("read_buffer_bytes", self.read_buffer_bytes, 4096, 64 << 20)?;
+        range(
+            "connection_batches_max",
+            self.connection_batches_max,
+            1,
+            1 << 16,
+        )?;
+        range(
+            "tcp_idle_timeout_ms",
+            self.tcp_idle_timeout_ms,
+            1,
+            86_400_000,
+        )?;
+        range(
+            "http_idle_timeout_ms",
+            self.http_idle_timeout_ms,
+            1,
+            86_400_000,
+        )?;
+        range("enqueue_timeout_ms", self.enqueue_timeout_ms, 1, 3_600_000)?;
+        range(
+            "shutdown_timeout_ms",
+            self.shutdown_timeout_ms,
+            1,
+            3_600_000,
+        )?;
+        self.log_config(None).validate().map_err(|e| e.to_string())
+    }
+
+    /// The log's settings, with the writer pinned to `writer_core`.
+    pub fn log_config(&self, writer_core: Option<usize>) -> LogConfig {
+        let mut c = LogConfig::new(self.data_dir.clone());
+        c.segment_bytes_max = self.segment_bytes_max;
+        c.group_bytes_max = self.group_bytes_max;
+        c.ring_batches_max = self.ring_batches_max;
+        c.record_bytes_max = self.record_bytes_max;
+        c.index_interval_bytes = self.index_interval_bytes;
+        c.fsync = self.fsync;
+        c.groups_in_flight_max = self.groups_in_flight_max;
+        c.writer_core = writer_core;
+        c.recovery = self.recovery.0;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_defaults_unknown_keys_and_flags() {
+        let s: Settings =
+            toml::from_str("connections_max = 7\nfsync = \"interval:50\"\nwriter_core = \"1\"")
+                .unwrap();
+        assert_eq!(s.connections_max, 7);
+        assert_eq!(s.fsync, FsyncPolicy::Interval { interval_ms: 50 });
+        assert_eq!(s.writer_core, CoreChoice::Core(1));
+        assert_eq!(s.record_bytes_max, 1 << 20);
+        let err = toml::from_str::<Settings>("conections_max = 7")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("conections_max"), "{err}");
+        let mut s = Settings::default();
+        SettingsArgs {
+            connections_max: Some(3),
+            ..Default::default()
+        }
+        .apply(&mut s);
+        assert_eq!(s.connections_max, 3);
+        s.validate().unwrap();
+        s.connections_max = 0;
+        assert!(s.validate().unwrap_err().contains("connections_max"));
+    }
+}

@@ -1,0 +1,178 @@
+//! What TCP and HTTP connections share: the per-reactor registry (for shutdown), the
+//! idle watchdog, and pushing a batch into the ring with backoff.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    os::fd::RawFd,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+
+use super::ServerCtx;
+use crate::{
+    error::AppendError,
+    wal::{Completion, TryAppendError},
+};
+
+/// The connections of one reactor. Lives on that reactor's thread only (`Rc`).
+#[derive(Debug, Default)]
+pub struct Registry {
+    conns: RefCell<HashMap<u64, RawFd>>,
+    next_id: Cell<u64>,
+    /// Woken whenever a connection ends.
+    pub ended: tokio::sync::Notify,
+}
+
+impl Registry {
+    /// Connections open on this reactor.
+    pub fn len(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// True when no connection is open on this reactor.
+    pub fn is_empty(&self) -> bool {
+        self.conns.borrow().is_empty()
+    }
+
+    /// Shuts down every open connection's socket in direction `how` (libc SHUT_*).
+    /// A read pending on it completes (with 0 for SHUT_RD), which is how a reactor
+    /// stops a connection without cancelling an io_uring operation.
+    pub fn shutdown_all(&self, how: i32) {
+        for &fd in self.conns.borrow().values() {
+            // SAFETY: fds in the registry are open: a connection removes its entry
+            // (in ConnGuard::drop) before its socket can be closed.
+            unsafe { libc::shutdown(fd, how) };
+        }
+    }
+}
+
+/// Registers a connection for its lifetime: counts it open, and unregisters it and
+/// marks it closed on drop (before the socket itself is closed).
+#[derive(Debug)]
+pub struct ConnGuard {
+    registry: Rc<Registry>,
+    id: u64,
+    ctx: Arc<ServerCtx>,
+    /// Set when the connection ends; the watchdog checks it before touching the fd.
+    pub closed: Rc<Cell<bool>>,
+}
+
+impl ConnGuard {
+    /// Registers `fd`. The caller already counted it in `connections_open`.
+    pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<ServerCtx>) -> Self {
+        let id = registry.next_id.get();
+        registry.next_id.set(id + 1);
+        registry.conns.borrow_mut().insert(id, fd);
+        ConnGuard {
+            registry,
+            id,
+            ctx,
+            closed: Rc::new(Cell::new(false)),
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.closed.set(true);
+        self.registry.conns.borrow_mut().remove(&self.id);
+        self.ctx
+            .gauges
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        self.registry.ended.notify_waiters();
+    }
+}
+
+/// Takes a connection slot, or refuses when `connections_max` are open.
+pub fn admit(ctx: &ServerCtx) -> bool {
+    let open = ctx.gauges.connections_open.fetch_add(1, Ordering::Relaxed);
+    if open as usize >= ctx.settings.connections_max {
+        ctx.gauges.connections_open.fetch_sub(1, Ordering::Relaxed);
+        ctx.stats
+            .connections_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Shuts `fd` down in direction `how` once nothing happened on it for `timeout`,
+/// calling `on_fire` first. Ends quietly when the connection closes first.
+pub fn spawn_idle_watchdog(
+    fd: RawFd,
+    last_activity: Rc<Cell<Instant>>,
+    closed: Rc<Cell<bool>>,
+    timeout: Duration,
+    how: i32,
+    on_fire: impl FnOnce() + 'static,
+) {
+    tokio_uring::spawn(async move {
+        loop {
+            let deadline = last_activity.get() + timeout;
+            tokio::time::sleep_until(deadline.into()).await;
+            if closed.get() {
+                return;
+            }
+            if last_activity.get().elapsed() >= timeout {
+                on_fire();
+                // SAFETY: not closed (checked just above, on this same thread, with no
+                // await in between), so fd is still this connection's socket.
+                unsafe { libc::shutdown(fd, how) };
+                return;
+            }
+        }
+    });
+}
+
+/// Why a batch could not be pushed.
+#[derive(Debug)]
+pub enum PushFail {
+    /// The ring stayed full until the deadline.
+    TimedOut,
+    /// The log refused the batch for good.
+    Refused(AppendError),
+}
+
+/// Pushes a batch, waiting while the ring is full: a connection that waits here is not
+/// reading, which is what pushes back on its producer. With a deadline, gives up then.
+///
+/// # Errors
+/// [`PushFail::TimedOut`] past the deadline; [`PushFail::Refused`] when the log
+/// refuses the batch (closing, failed, too large).
+pub async fn push_batch(
+    ctx: &ServerCtx,
+    mut frames: BytesMut,
+    mut records: u32,
+    deadline: Option<Instant>,
+) -> Result<Completion, PushFail> {
+    let mut tries = 0u32;
+    loop {
+        match ctx.appender.try_append(frames, records) {
+            Ok(c) => return Ok(c),
+            Err(TryAppendError::Refused(e)) => return Err(PushFail::Refused(e)),
+            Err(TryAppendError::Full(f, r)) => {
+                frames = f;
+                records = r;
+                if tries == 0 {
+                    ctx.stats
+                        .ring_full_waits_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(PushFail::TimedOut);
+                }
+                tries += 1;
+                if tries < 16 {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+}

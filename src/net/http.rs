@@ -1,0 +1,562 @@
+//! The HTTP/1.1 connection driver (tokio-uring) and the request handlers.
+//!
+//! One task per connection handles requests in order, which makes pipelining safe:
+//! bytes after a request stay in the buffer for the next one. An ingest response is
+//! written only after the request's records are durable.
+
+use std::{
+    cell::Cell,
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio_uring::{buf::BoundedBuf, net::TcpStream};
+
+use super::{
+    ServerCtx,
+    conn::{self, ConnGuard, PushFail, Registry},
+    http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
+    lines::LineFramer,
+};
+use crate::{
+    error::AppendError,
+    stats,
+    wal::{self, BatchBuilder, Committed},
+};
+
+/// A response ready to write.
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+    /// Answering HEAD: the headers (Content-Length included) without the body.
+    head_only: bool,
+}
+
+impl Response {
+    fn json(status: u16, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+            headers: Vec::new(),
+            head_only: false,
+        }
+    }
+
+    fn error(e: &HttpError) -> Self {
+        Response::json(e.status, http_proto::error_body(e))
+    }
+}
+
+/// Serves one HTTP connection until it closes, errs, idles out, or the server stops.
+pub async fn serve(
+    stream: TcpStream,
+    _peer: SocketAddr,
+    ctx: Arc<ServerCtx>,
+    registry: Rc<Registry>,
+) {
+    let fd = stream.as_raw_fd();
+    let guard = ConnGuard::new(registry, fd, ctx.clone());
+    ctx.stats
+        .http_connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let last_activity = Rc::new(Cell::new(Instant::now()));
+    {
+        let ctx = ctx.clone();
+        conn::spawn_idle_watchdog(
+            fd,
+            last_activity.clone(),
+            guard.closed.clone(),
+            Duration::from_millis(ctx.settings.http_idle_timeout_ms),
+            libc::SHUT_RDWR,
+            move || {
+                ctx.stats
+                    .http_idle_closed_total
+                    .fetch_add(1, Ordering::Relaxed);
+            },
+        );
+    }
+    let mut conn = Conn {
+        stream,
+        ctx,
+        buf: Vec::new(),
+        out: Vec::with_capacity(1024),
+        last_activity,
+    };
+    conn.buf
+        .reserve(conn.ctx.settings.read_buffer_bytes.min(64 << 10));
+    conn.run().await;
+    drop(guard);
+}
+
+struct Conn {
+    stream: TcpStream,
+    ctx: Arc<ServerCtx>,
+    /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
+    buf: Vec<u8>,
+    /// The response being written; reused.
+    out: Vec<u8>,
+    last_activity: Rc<Cell<Instant>>,
+}
+
+/// How a request ended for the connection.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+impl Conn {
+    /// Reads more bytes into `buf`; false on EOF or error.
+    async fn read_more(&mut self) -> bool {
+        if self.buf.len() == self.buf.capacity() {
+            self.buf.reserve(self.buf.capacity().max(4096));
+        }
+        let len = self.buf.len();
+        let (res, slice) = self
+            .stream
+            .read(std::mem::take(&mut self.buf).slice(len..))
+            .await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) | Err(_) => false,
+            Ok(_) => {
+                self.last_activity.set(Instant::now());
+                true
+            }
+        }
+    }
+
+    async fn write_out(&mut self) -> bool {
+        let (res, back) = self.stream.write_all(std::mem::take(&mut self.out)).await;
+        self.out = back;
+        self.out.clear();
+        res.is_ok()
+    }
+
+    async fn respond(&mut self, r: Response, keep_alive: bool) -> bool {
+        let class = match r.status {
+            200..=299 => &self.ctx.stats.http_responses_2xx_total,
+            400..=499 => &self.ctx.stats.http_responses_4xx_total,
+            _ => &self.ctx.stats.http_responses_5xx_total,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http_proto::write_response(
+            &mut self.out,
+            r.status,
+            r.content_type,
+            &r.body,
+            keep_alive,
+            &headers,
+        );
+        if r.head_only {
+            self.out.truncate(self.out.len() - r.body.len());
+        }
+        self.write_out().await
+    }
+
+    async fn run(&mut self) {
+        loop {
+            let head = loop {
+                match http_proto::parse_head(&self.buf, self.ctx.settings.http_header_bytes_max) {
+                    Ok(Some((head, n))) => {
+                        self.buf.drain(..n);
+                        break head;
+                    }
+                    Ok(None) => {
+                        if self.ctx.shutting_down.load(Ordering::Relaxed) && self.buf.is_empty() {
+                            return;
+                        }
+                        if !self.read_more().await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        self.respond(Response::error(&e), false).await;
+                        return;
+                    }
+                }
+            };
+            self.ctx
+                .stats
+                .http_requests_total
+                .fetch_add(1, Ordering::Relaxed);
+            match self.request(head).await {
+                Next::KeepAlive => {}
+                Next::Close => return,
+            }
+        }
+    }
+
+    async fn request(&mut self, head: RequestHead) -> Next {
+        let keep_alive = head.keep_alive && !self.ctx.shutting_down.load(Ordering::Relaxed);
+        let is_ingest = matches!(head.path.as_str(), "/ingest" | "/v1/logs");
+        let response = match (head.method, head.path.as_str()) {
+            (Method::Post, "/ingest") | (Method::Post, "/v1/logs") => {
+                let body = match self.read_body(&head).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Next::Close,
+                    Err(e) => {
+                        // The stream is out of step with request boundaries: close.
+                        self.respond(Response::error(&e), false).await;
+                        return Next::Close;
+                    }
+                };
+                let result = if head.path == "/ingest" {
+                    self.ingest_lines(&body).await
+                } else {
+                    match json_records(&head, &body) {
+                        Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
+                        Err(e) => Err(e),
+                    }
+                };
+                match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let mut r = Response::error(&e);
+                        if e.status == 503 && e.code == "ring_full" {
+                            r.headers.push(("Retry-After", "1".into()));
+                        }
+                        r
+                    }
+                }
+            }
+            (_, "/ingest") | (_, "/v1/logs") if is_ingest => {
+                let mut r = Response::error(&HttpError::new(405, "method_not_allowed", "use POST"));
+                r.headers.push(("Allow", "POST".into()));
+                r
+            }
+            (Method::Get | Method::Head, "/healthz") => self.healthz(),
+            (Method::Get | Method::Head, "/stats") => Response::json(
+                200,
+                stats::stats_json(
+                    &self.ctx.stats,
+                    &self.ctx.gauges,
+                    &self.ctx.log,
+                    self.ctx.started,
+                )
+                .into_bytes(),
+            ),
+            (Method::Get | Method::Head, "/metrics") => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: stats::metrics_text(&self.ctx.stats, &self.ctx.gauges, &self.ctx.log)
+                    .into_bytes(),
+                headers: Vec::new(),
+                head_only: false,
+            },
+            (_, "/healthz" | "/stats" | "/metrics") => {
+                let mut r = Response::error(&HttpError::new(405, "method_not_allowed", "use GET"));
+                r.headers.push(("Allow", "GET, HEAD".into()));
+                r
+            }
+            _ => Response::error(&HttpError::new(
+                404,
+                "not_found",
+                format!("no such path {}", head.path),
+            )),
+        };
+        // A request we did not read the body of leaves the stream out of step.
+        let unread_body =
+            !matches!(head.body, BodyKind::None) && !(head.method == Method::Post && is_ingest);
+        let keep = keep_alive && !unread_body;
+        let mut response = response;
+        response.head_only = head.method == Method::Head;
+        if !self.respond(response, keep).await || !keep {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    fn healthz(&self) -> Response {
+        match self.ctx.log.failure() {
+            None => Response::json(200, br#"{"status":"ok"}"#.to_vec()),
+            Some(why) => Response::json(
+                503,
+                serde_json::to_vec(
+                    &serde_json::json!({"status": "failed", "reason": why.to_string()}),
+                )
+                .expect("json"),
+            ),
+        }
+    }
+
+    /// Reads the request body; `Ok(None)` if the client went away.
+    async fn read_body(&mut self, head: &RequestHead) -> Result<Option<Vec<u8>>, HttpError> {
+        let max = self.ctx.settings.http_body_bytes_max;
+        match head.body {
+            BodyKind::None => Err(HttpError::new(
+                411,
+                "length_required",
+                "POST needs Content-Length or Transfer-Encoding: chunked",
+            )),
+            BodyKind::Length(n) if n > max as u64 => Err(http_proto::too_large(max)),
+            BodyKind::Length(n) => {
+                let n = n as usize;
+                if head.expect_continue && self.buf.len() < n {
+                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    if !self.write_out().await {
+                        return Ok(None);
+                    }
+                }
+                if self.buf.capacity() < n {
+                    self.buf.reserve(n - self.buf.len());
+                }
+                while self.buf.len() < n {
+                    if !self.read_more().await {
+                        return Ok(None);
+                    }
+                }
+                let rest = self.buf.split_off(n);
+                let body = std::mem::replace(&mut self.buf, rest);
+                Ok(Some(body))
+            }
+            BodyKind::Chunked => {
+                if head.expect_continue {
+                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    if !self.write_out().await {
+                        return Ok(None);
+                    }
+                }
+                let mut dec = ChunkedDecoder::default();
+                let mut body = Vec::new();
+                loop {
+                    let used = dec.decode(&self.buf, &mut body, max)?;
+                    self.buf.drain(..used);
+                    if dec.is_done() {
+                        return Ok(Some(body));
+                    }
+                    if !self.read_more().await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `POST /ingest`: each body line a record, framed exactly as on raw TCP.
+    async fn ingest_lines(&mut self, body: &[u8]) -> Result<Response, HttpError> {
+        let s = &self.ctx.settings;
+        let batch_max = super::batch_bytes_max(s);
+        let mut framer = LineFramer::new(s.record_bytes_max);
+        let mut builder = BatchBuilder::new(batch_max.min(body.len() * 2 + 64), s.record_bytes_max);
+        let mut batches = Vec::new();
+        let mut refused: Option<u64> = None;
+        let ts = wal::now_ns();
+        let mut start = 0;
+        loop {
+            let f = framer.frame(&body[start..], ts, &mut builder, batch_max, &mut |line| {
+                refused.get_or_insert(line);
+            });
+            start += f.consumed;
+            if f.batch_full {
+                batches.push(builder.take());
+                continue;
+            }
+            break;
+        }
+        framer.finish(&body[start..], ts, &mut builder, &mut |line| {
+            refused.get_or_insert(line);
+        });
+        if let Some(line) = refused {
+            // Validate the whole request before storing any of it.
+            return Err(HttpError::new(
+                413,
+                "payload_too_large",
+                format!(
+                    "line {line} exceeds record_bytes_max ({} bytes); nothing was stored",
+                    s.record_bytes_max
+                ),
+            ));
+        }
+        if !builder.is_empty() {
+            batches.push(builder.take());
+        }
+        self.commit(batches).await
+    }
+
+    /// Stores pre-encoded records (the JSON endpoint).
+    async fn ingest_records<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Response, HttpError> {
+        let s = &self.ctx.settings;
+        let batch_max = super::batch_bytes_max(s);
+        let mut builder = BatchBuilder::new(batch_max, s.record_bytes_max);
+        let mut batches = Vec::new();
+        let ts = wal::now_ns();
+        for (i, r) in records.enumerate() {
+            if !builder.is_empty() && builder.bytes() + r.len() + 24 > batch_max {
+                batches.push(builder.take());
+            }
+            builder.push(ts, r).map_err(|e| {
+                HttpError::new(
+                    413,
+                    "payload_too_large",
+                    format!("log object {i}: {e}; nothing was stored"),
+                )
+            })?;
+        }
+        if !builder.is_empty() {
+            batches.push(builder.take());
+        }
+        self.commit(batches).await
+    }
+
+    /// Pushes the request's batches and waits until all are durable.
+    async fn commit(
+        &mut self,
+        batches: Vec<(bytes::BytesMut, u32)>,
+    ) -> Result<Response, HttpError> {
+        let deadline = Instant::now() + Duration::from_millis(self.ctx.settings.enqueue_timeout_ms);
+        let mut completions = Vec::with_capacity(batches.len());
+        let mut records = 0u64;
+        for (frames, n) in batches {
+            match conn::push_batch(&self.ctx, frames, n, Some(deadline)).await {
+                Ok(c) => {
+                    completions.push(c);
+                    records += u64::from(n);
+                }
+                Err(PushFail::TimedOut) => {
+                    self.ctx
+                        .stats
+                        .http_ring_full_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(HttpError::new(
+                        503,
+                        "ring_full",
+                        format!(
+                            "the log's ring stayed full for enqueue_timeout_ms ({} ms); retry",
+                            self.ctx.settings.enqueue_timeout_ms
+                        ),
+                    ));
+                }
+                Err(PushFail::Refused(e)) => return Err(append_error(&self.ctx, &e)),
+            }
+        }
+        self.ctx
+            .stats
+            .http_records_total
+            .fetch_add(records, Ordering::Relaxed);
+        let mut first: Option<Committed> = None;
+        let mut last: Option<Committed> = None;
+        for c in completions {
+            match c.await {
+                Ok(done) => {
+                    first.get_or_insert(done);
+                    last = Some(done);
+                }
+                Err(e) => return Err(append_error(&self.ctx, &e)),
+            }
+        }
+        let body = serde_json::json!({
+            "count": records,
+            "first_offset": first.map(|c| c.first_offset),
+            "last_offset": last.map(|c| c.last_offset()),
+        });
+        Ok(Response::json(
+            200,
+            serde_json::to_vec(&body).expect("json"),
+        ))
+    }
+}
+
+fn append_error(ctx: &ServerCtx, e: &AppendError) -> HttpError {
+    match e {
+        AppendError::DiskFull(d) => {
+            ctx.stats
+                .disk_full_batches_total
+                .fetch_add(1, Ordering::Relaxed);
+            HttpError::new(
+                507,
+                "disk_full",
+                format!("{d}; the request was not acknowledged"),
+            )
+        }
+        AppendError::Closed => HttpError::new(503, "shutting_down", "the server is shutting down"),
+        AppendError::BatchTooLarge { .. } => {
+            HttpError::new(413, "payload_too_large", e.to_string())
+        }
+        AppendError::Write(d) => HttpError::new(500, "write_failed", d.to_string()),
+        AppendError::Failed(d) => HttpError::new(500, "log_failed", d.to_string()),
+    }
+}
+
+/// Parses a `/v1/logs` body into compact JSON records, one per log object.
+fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpError> {
+    let ndjson = match head.content_type.as_deref() {
+        Some("application/json") => false,
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines",
+        ) => true,
+        other => {
+            return Err(HttpError::new(
+                415,
+                "unsupported_media_type",
+                format!(
+                    "/v1/logs takes application/json (an array of objects) or application/x-ndjson, not {}",
+                    other.unwrap_or("a body without Content-Type")
+                ),
+            ));
+        }
+    };
+    let values: Vec<serde_json::Value> = if ndjson {
+        let mut v = Vec::new();
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            v.push(serde_json::from_slice(line).map_err(|e| {
+                HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("line {}: invalid JSON: {e}", i + 1),
+                )
+            })?);
+        }
+        v
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(serde_json::Value::Array(a)) => a,
+            Ok(o @ serde_json::Value::Object(_)) => vec![o],
+            Ok(_) => {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    "expected an array of log objects",
+                ));
+            }
+            Err(e) => {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("invalid JSON: {e}"),
+                ));
+            }
+        }
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if !v.is_object() {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("element {i} is not a JSON object; nothing was stored"),
+                ));
+            }
+            // One allocation per JSON record: the object is re-serialised compactly.
+            Ok(serde_json::to_vec(&v).expect("json"))
+        })
+        .collect()
+}

@@ -1,0 +1,487 @@
+//! HTTP/1.1 request parsing and response encoding, as state machines over bytes.
+//!
+//! The request head is parsed by `httparse`; this module adds what an ingest server
+//! must decide before reading a body: its framing (`Content-Length` or chunked, never
+//! both: that is how requests are smuggled), keep-alive, `Expect: 100-continue`, the
+//! media type, and bounds on head and body sizes.
+
+use std::io::Write;
+
+/// Request methods the server distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// Anything else.
+    Other,
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body (no Content-Length, no Transfer-Encoding).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The path, without the query string.
+    pub path: String,
+    /// The query string (after `?`), possibly empty.
+    pub query: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Body framing.
+    pub body: BodyKind,
+    /// Whether the connection stays open after the response.
+    pub keep_alive: bool,
+    /// Media type of the body, lower-cased, parameters removed.
+    pub content_type: Option<String>,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+    /// `Upgrade: websocket` was asked for.
+    pub upgrade_websocket: bool,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+}
+
+/// A request the server refuses, with the status and the error code of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// HTTP status.
+    pub status: u16,
+    /// Error code for the JSON body (see docs/protocol.md).
+    pub code: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+impl HttpError {
+    /// Builds an error.
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Most headers a request may carry.
+const HEADERS_MAX: usize = 64;
+
+/// Parses a request head from the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete.
+///
+/// # Errors
+/// 431 when the head exceeds `header_bytes_max` or has too many headers; 400 for
+/// malformed heads, conflicting or invalid framing headers.
+pub fn parse_head(
+    buf: &[u8],
+    header_bytes_max: usize,
+) -> Result<Option<(RequestHead, usize)>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > header_bytes_max {
+                return Err(HttpError::new(
+                    431,
+                    "headers_too_large",
+                    format!(
+                        "request head exceeds http_header_bytes_max ({header_bytes_max} bytes)"
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::new(
+                431,
+                "headers_too_large",
+                format!("more than {HEADERS_MAX} headers"),
+            ));
+        }
+        Err(e) => {
+            return Err(HttpError::new(
+                400,
+                "bad_request",
+                format!("malformed request: {e}"),
+            ));
+        }
+    };
+    if consumed > header_bytes_max {
+        return Err(HttpError::new(
+            431,
+            "headers_too_large",
+            format!("request head exceeds http_header_bytes_max ({header_bytes_max} bytes)"),
+        ));
+    }
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let minor_version = req.version.unwrap_or(1);
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut keep_alive = minor_version >= 1;
+    let mut content_type = None;
+    let mut expect_continue = false;
+    let mut upgrade_websocket = false;
+    let mut origin = None;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| {
+                HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("header {} is not UTF-8", h.name),
+                )
+            })?
+            .trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = value.parse().map_err(|_| {
+                HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("invalid Content-Length {value:?}"),
+                )
+            })?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    "conflicting Content-Length headers",
+                ));
+            }
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if value.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            } else {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("unsupported Transfer-Encoding {value:?} (only chunked)"),
+                ));
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            let media = value
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            content_type = Some(media);
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_owned());
+        }
+    }
+    let body = match (content_length, chunked) {
+        (Some(_), true) => {
+            return Err(HttpError::new(
+                400,
+                "bad_request",
+                "both Content-Length and Transfer-Encoding: chunked",
+            ));
+        }
+        (Some(n), false) => BodyKind::Length(n),
+        (None, true) => BodyKind::Chunked,
+        (None, false) => BodyKind::None,
+    };
+    Ok(Some((
+        RequestHead {
+            method,
+            path: path.to_owned(),
+            query: query.to_owned(),
+            minor_version,
+            body,
+            keep_alive,
+            content_type,
+            expect_continue,
+            upgrade_websocket,
+            origin,
+        },
+        consumed,
+    )))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data,
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+/// Decodes a chunked body incrementally.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    /// Bytes left in the current chunk.
+    remaining: u64,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const CHUNK_LINE_MAX: usize = 4096;
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+            remaining: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// True once the final chunk and trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes from `input`, appending body bytes to `out`; returns bytes consumed.
+    ///
+    /// # Errors
+    /// 400 for malformed framing; 413 once `out` would exceed `body_bytes_max`.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        body_bytes_max: usize,
+    ) -> Result<usize, HttpError> {
+        let mut pos = 0;
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok(pos),
+                ChunkState::Size | ChunkState::Trailer => {
+                    let rest = &input[pos..];
+                    let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
+                        if rest.len() > CHUNK_LINE_MAX {
+                            return Err(HttpError::new(
+                                400,
+                                "bad_request",
+                                "chunk size line too long",
+                            ));
+                        }
+                        return Ok(pos);
+                    };
+                    let line = &rest[..eol];
+                    pos += eol + 2;
+                    if self.state == ChunkState::Trailer {
+                        if line.is_empty() {
+                            self.state = ChunkState::Done;
+                        }
+                        continue;
+                    }
+                    let size_text = line.split(|&b| b == b';').next().unwrap_or(b"");
+                    let size_text = std::str::from_utf8(size_text).unwrap_or("").trim();
+                    let size = u64::from_str_radix(size_text, 16).map_err(|_| {
+                        HttpError::new(
+                            400,
+                            "bad_request",
+                            format!("invalid chunk size {size_text:?}"),
+                        )
+                    })?;
+                    if size == 0 {
+                        self.state = ChunkState::Trailer;
+                    } else {
+                        if out.len() as u64 + size > body_bytes_max as u64 {
+                            return Err(too_large(body_bytes_max));
+                        }
+                        self.remaining = size;
+                        self.state = ChunkState::Data;
+                    }
+                }
+                ChunkState::Data => {
+                    let take = (input.len() - pos).min(self.remaining as usize);
+                    if take == 0 {
+                        return Ok(pos);
+                    }
+                    out.extend_from_slice(&input[pos..pos + take]);
+                    pos += take;
+                    self.remaining -= take as u64;
+                    if self.remaining == 0 {
+                        self.state = ChunkState::DataEnd;
+                    }
+                }
+                ChunkState::DataEnd => {
+                    if input.len() - pos < 2 {
+                        return Ok(pos);
+                    }
+                    if &input[pos..pos + 2] != b"\r\n" {
+                        return Err(HttpError::new(
+                            400,
+                            "bad_request",
+                            "chunk data not followed by CRLF",
+                        ));
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+            }
+        }
+    }
+}
+
+/// The 413 for a body over the bound.
+pub fn too_large(body_bytes_max: usize) -> HttpError {
+    HttpError::new(
+        413,
+        "payload_too_large",
+        format!("request body exceeds http_body_bytes_max ({body_bytes_max} bytes)"),
+    )
+}
+
+/// The reason phrase of the statuses this server sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        507 => "Insufficient Storage",
+        _ => "Unknown",
+    }
+}
+
+/// Appends a complete response to `out`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    extra_headers: &[(&str, &str)],
+) {
+    write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        reason(status),
+        body.len()
+    )
+    .expect("write to Vec");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    for (k, v) in extra_headers {
+        write!(out, "{k}: {v}\r\n").expect("write to Vec");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// The JSON body of an error response.
+pub fn error_body(e: &HttpError) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": e.code, "detail": e.detail })).expect("json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_framing_and_flags() {
+        let req = b"POST /ingest?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Type: Application/JSON; charset=utf-8\r\nExpect: 100-continue\r\n\r\nhello";
+        let (h, n) = parse_head(req, 8192).unwrap().unwrap();
+        assert_eq!(&req[n..], b"hello");
+        assert_eq!(h.method, Method::Post);
+        assert_eq!((h.path.as_str(), h.query.as_str()), ("/ingest", "x=1"));
+        assert_eq!(h.body, BodyKind::Length(5));
+        assert!(h.keep_alive && h.expect_continue);
+        assert_eq!(h.content_type.as_deref(), Some("application/json"));
+        let (h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        assert!(
+            parse_head(b"GET / HTTP/1.1\r\nHost:", 8192)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn refuses_smuggling_and_oversized_heads() {
+        let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse_head(both, 8192).unwrap_err().status, 400);
+        let dup = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
+        assert_eq!(parse_head(dup, 8192).unwrap_err().status, 400);
+        let big = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 200]].concat();
+        assert_eq!(parse_head(&big, 100).unwrap_err().status, 431);
+        assert_eq!(
+            parse_head(b"\x01\x02 nonsense\r\n\r\n", 8192)
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn chunked_decodes_in_pieces_and_bounds_the_body() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut d = ChunkedDecoder::default();
+            let mut out = vec![];
+            let mut buf = body[..split].to_vec();
+            let n = d.decode(&buf, &mut out, 100).unwrap();
+            buf.drain(..n);
+            buf.extend_from_slice(&body[split..]);
+            let n = d.decode(&buf, &mut out, 100).unwrap();
+            assert!(d.is_done());
+            assert_eq!(out, b"hello world");
+            assert_eq!(&buf[n..], b"NEXT");
+        }
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(
+            d.decode(b"ff\r\n", &mut vec![], 100).unwrap_err().status,
+            413
+        );
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(
+            d.decode(b"zz\r\n", &mut vec![], 100).unwrap_err().status,
+            400
+        );
+    }
+}

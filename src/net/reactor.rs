@@ -1,0 +1,222 @@
+//! Reactor threads: placement on cores, listeners, accept loops, shutdown.
+//!
+//! Shutdown is designed around tokio-uring issue 102 (a runtime dropped while an
+//! `accept` is outstanding can hang): nothing is cancelled. The reactor shuts its
+//! listening sockets down with shutdown(2), which completes the pending accepts with an
+//! error; it shuts the read side of every connection, which completes pending reads
+//! with EOF; connections then finish their work (commit, ack, respond) and end; only
+//! then does the runtime return, with no operation in flight.
+
+use std::{
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use socket2::{Domain, Socket, Type};
+use tokio_uring::net::TcpListener;
+
+use super::{ServerCtx, conn, http, tcp};
+
+/// A reactor's listening sockets, bound before the threads start so that errors are
+/// reported at once.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Raw TCP ingest.
+    pub tcp: std::net::TcpListener,
+    /// HTTP.
+    pub http: std::net::TcpListener,
+}
+
+/// Binds a listening socket with `SO_REUSEPORT`, so every reactor can have its own.
+///
+/// # Errors
+/// The OS error from socket, setsockopt, bind or listen.
+pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Binds `n` listener pairs on the same addresses. A port of 0 is resolved by the first
+/// bind and reused by the others. Returns them with the bound addresses.
+///
+/// # Errors
+/// The first bind error, with the address.
+pub fn bind_all(
+    tcp: SocketAddr,
+    http: SocketAddr,
+    n: usize,
+) -> anyhow::Result<(Vec<Listeners>, SocketAddr, SocketAddr)> {
+    use anyhow::Context;
+    let mut out = Vec::with_capacity(n);
+    let (mut tcp_addr, mut http_addr) = (tcp, http);
+    for i in 0..n {
+        let t = bind_reuseport(tcp_addr)
+            .with_context(|| format!("binding the TCP listener on {tcp_addr}"))?;
+        let h = bind_reuseport(http_addr)
+            .with_context(|| format!("binding the HTTP listener on {http_addr}"))?;
+        if i == 0 {
+            tcp_addr = t.local_addr()?;
+            http_addr = h.local_addr()?;
+        }
+        out.push(Listeners { tcp: t, http: h });
+    }
+    Ok((out, tcp_addr, http_addr))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Tcp,
+    Http,
+}
+
+/// Starts reactor `id` on its own thread, pinned to `core` if given.
+///
+/// # Errors
+/// The OS error if the thread cannot be spawned.
+pub fn spawn(
+    id: usize,
+    core: Option<usize>,
+    listeners: Listeners,
+    ctx: Arc<ServerCtx>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("rs-reactor-{id}"))
+        .spawn(move || {
+            if let Some(c) = core {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                    tracing::warn!(reactor = id, core = c, "could not pin reactor thread");
+                }
+            }
+            tokio_uring::start(run(listeners, ctx, shutdown));
+        })
+}
+
+async fn run(
+    listeners: Listeners,
+    ctx: Arc<ServerCtx>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let registry = Rc::new(conn::Registry::default());
+    let tcp_fd = listeners.tcp.as_raw_fd();
+    let http_fd = listeners.http.as_raw_fd();
+    let tcp = TcpListener::from_std(listeners.tcp);
+    let http = TcpListener::from_std(listeners.http);
+    let a1 = tokio_uring::spawn(accept_loop(tcp, Kind::Tcp, ctx.clone(), registry.clone()));
+    let a2 = tokio_uring::spawn(accept_loop(http, Kind::Http, ctx.clone(), registry.clone()));
+
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    // Stop accepting: completes the pending accepts (see the module doc).
+    // SAFETY: the listeners are open until their accept loops end, awaited below.
+    unsafe {
+        libc::shutdown(tcp_fd, libc::SHUT_RDWR);
+        libc::shutdown(http_fd, libc::SHUT_RDWR);
+    }
+    let _ = a1.await;
+    let _ = a2.await;
+
+    // Drain: connections stop reading, finish what they received, and end.
+    registry.shutdown_all(libc::SHUT_RD);
+    let grace = Duration::from_millis(ctx.settings.shutdown_timeout_ms);
+    if !wait_empty(&registry, grace).await {
+        tracing::warn!(
+            open = registry.len(),
+            "connections still open after shutdown_timeout_ms; cutting them"
+        );
+        registry.shutdown_all(libc::SHUT_RDWR);
+        wait_empty(&registry, Duration::from_secs(5)).await;
+    }
+}
+
+async fn wait_empty(registry: &conn::Registry, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !registry.is_empty() {
+        let ended = registry.ended.notified();
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            return registry.is_empty();
+        }
+    }
+    true
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    ctx: Arc<ServerCtx>,
+    registry: Rc<conn::Registry>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                if ctx.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off rather than spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if ctx.shutting_down.load(Ordering::Relaxed) {
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        if !conn::admit(&ctx) {
+            tokio_uring::spawn(refuse(stream, kind, ctx.settings.connections_max));
+            continue;
+        }
+        match kind {
+            Kind::Tcp => {
+                tokio_uring::spawn(tcp::serve(stream, peer, ctx.clone(), registry.clone()))
+            }
+            Kind::Http => {
+                tokio_uring::spawn(http::serve(stream, peer, ctx.clone(), registry.clone()))
+            }
+        };
+    }
+}
+
+/// Tells a connection over `connections_max` why it is closed, with a bounded wait.
+async fn refuse(stream: tokio_uring::net::TcpStream, kind: Kind, max: usize) {
+    let msg = match kind {
+        Kind::Tcp => {
+            format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
+        }
+        Kind::Http => {
+            let e = super::http_proto::HttpError::new(
+                503,
+                "too_many_connections",
+                format!("connections_max ({max}) reached"),
+            );
+            let mut out = Vec::new();
+            super::http_proto::write_response(
+                &mut out,
+                503,
+                "application/json",
+                &super::http_proto::error_body(&e),
+                false,
+                &[("Retry-After", "1")],
+            );
+            out
+        }
+    };
+    let fd = stream.as_raw_fd();
+    if tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg))
+        .await
+        .is_err()
+    {
+        // SAFETY: `stream` is alive here, so fd is its socket.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}

@@ -1,0 +1,301 @@
+//! The raw TCP connection driver (tokio-uring): read → frame → push; acks back.
+//!
+//! Three tasks per connection, all on the reactor's thread:
+//! - the reader: reads, frames complete lines into a batch, pushes it to the ring and
+//!   hands the completion to the drainer (a bounded channel: `connection_batches_max`);
+//! - the drainer: awaits completions in order and moves the connection's ack state;
+//! - the ack writer: writes the latest cumulative ack whenever it moved. It is the only
+//!   task that writes, so a client that never reads its acks stalls only this task,
+//!   never ingest (acks coalesce meanwhile).
+
+use std::{
+    cell::{Cell, RefCell},
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio_uring::{buf::BoundedBuf, net::TcpStream};
+
+use super::{
+    ServerCtx,
+    acks::AckState,
+    conn::{self, ConnGuard, PushFail, Registry},
+    lines::LineFramer,
+};
+use crate::{
+    error::AppendError,
+    wal::{self, BatchBuilder, Completion},
+};
+
+/// Error lines queued for a client that is not reading are capped here; the rest are
+/// counted and summarised.
+const REJECTS_QUEUED_MAX: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Shared {
+    acks: RefCell<AckState>,
+    /// Line numbers refused as too long, not yet reported.
+    rejects: RefCell<Vec<u64>>,
+    /// Refusals beyond REJECTS_QUEUED_MAX, reported as a count.
+    rejects_dropped: Cell<u64>,
+    /// A connection-level error: written last, then the connection closes.
+    fatal: RefCell<Option<(&'static str, String)>>,
+    /// The drainer has seen every completion: the ack writer may finish.
+    drained: Cell<bool>,
+    /// Wakes the ack writer.
+    wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn set_fatal(&self, code: &'static str, detail: String) {
+        let mut f = self.fatal.borrow_mut();
+        if f.is_none() {
+            *f = Some((code, detail));
+        }
+        self.wake.notify_one();
+    }
+}
+
+fn fatal_of(e: &AppendError) -> (&'static str, String) {
+    match e {
+        AppendError::DiskFull(d) => ("disk_full", d.to_string()),
+        AppendError::Closed => ("shutting_down", "the server is shutting down".into()),
+        other => ("log_failed", other.to_string()),
+    }
+}
+
+/// Serves one raw TCP connection until EOF, error, idle timeout or shutdown.
+pub async fn serve(
+    stream: TcpStream,
+    _peer: SocketAddr,
+    ctx: Arc<ServerCtx>,
+    registry: Rc<Registry>,
+) {
+    let fd = stream.as_raw_fd();
+    let stream = Rc::new(stream);
+    let guard = ConnGuard::new(registry, fd, ctx.clone());
+    ctx.stats
+        .tcp_connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let shared = Rc::new(Shared::default());
+    let last_activity = Rc::new(Cell::new(Instant::now()));
+    {
+        let (shared, ctx) = (shared.clone(), ctx.clone());
+        conn::spawn_idle_watchdog(
+            fd,
+            last_activity.clone(),
+            guard.closed.clone(),
+            Duration::from_millis(ctx.settings.tcp_idle_timeout_ms),
+            libc::SHUT_RD,
+            move || {
+                ctx.stats
+                    .tcp_idle_closed_total
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.set_fatal(
+                    "idle_timeout",
+                    format!(
+                        "nothing received for {} ms",
+                        ctx.settings.tcp_idle_timeout_ms
+                    ),
+                );
+            },
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Completion>(ctx.settings.connection_batches_max);
+    let drainer = tokio_uring::spawn(drain(rx, shared.clone(), fd));
+    let writer = tokio_uring::spawn(write_acks(stream.clone(), shared.clone(), ctx.clone()));
+
+    read_loop(&stream, &ctx, &shared, &last_activity, tx).await;
+
+    let _ = drainer.await;
+    // The client may never read its last ack: give it a bounded time, then cut.
+    let grace = Duration::from_millis(
+        ctx.settings
+            .shutdown_timeout_ms
+            .min(ctx.settings.tcp_idle_timeout_ms),
+    );
+    if tokio::time::timeout(grace, writer).await.is_err() {
+        // SAFETY: the guard is alive, so fd is still this connection's socket.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+    drop(guard);
+}
+
+async fn read_loop(
+    stream: &TcpStream,
+    ctx: &ServerCtx,
+    shared: &Shared,
+    last_activity: &Cell<Instant>,
+    tx: tokio::sync::mpsc::Sender<Completion>,
+) {
+    let s = &ctx.settings;
+    let batch_max = super::batch_bytes_max(s);
+    let mut buf: Vec<u8> = Vec::with_capacity(s.read_buffer_bytes);
+    let mut framer = LineFramer::new(s.record_bytes_max);
+    let mut builder = BatchBuilder::new(batch_max + s.read_buffer_bytes, s.record_bytes_max);
+    let mut reject = |line: u64| {
+        ctx.stats
+            .tcp_records_too_large_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut r = shared.rejects.borrow_mut();
+        if r.len() < REJECTS_QUEUED_MAX {
+            r.push(line);
+        } else {
+            shared.rejects_dropped.set(shared.rejects_dropped.get() + 1);
+        }
+        shared.wake.notify_one();
+    };
+    loop {
+        if shared.fatal.borrow().is_some() {
+            return;
+        }
+        if buf.len() == buf.capacity() {
+            // Only a partial line fills the buffer; the framer refuses one longer than
+            // record_bytes_max, so this growth is bounded by that.
+            buf.reserve(buf.capacity());
+        }
+        let len = buf.len();
+        let (res, slice) = stream.read(buf.slice(len..)).await;
+        buf = slice.into_inner();
+        let n = match res {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        let eof = n == 0;
+        if eof && ctx.shutting_down.load(Ordering::Relaxed) {
+            // Stopped by the server, not by the client: a partial line is not a record.
+            shared.set_fatal("shutting_down", "the server is shutting down".into());
+            return;
+        }
+        last_activity.set(Instant::now());
+        let ts = wal::now_ns();
+        let mut start = 0;
+        loop {
+            let f = framer.frame(&buf[start..], ts, &mut builder, batch_max, &mut reject);
+            start += f.consumed;
+            if !f.batch_full {
+                break;
+            }
+            if !push(ctx, shared, &mut builder, &tx).await {
+                return;
+            }
+        }
+        if eof {
+            framer.finish(&buf[start..], ts, &mut builder, &mut reject);
+            start = buf.len();
+        }
+        if !builder.is_empty() && !push(ctx, shared, &mut builder, &tx).await {
+            return;
+        }
+        buf.drain(..start);
+        if buf.capacity() > 4 * s.read_buffer_bytes && buf.len() < s.read_buffer_bytes {
+            buf.shrink_to(s.read_buffer_bytes);
+        }
+        if eof {
+            return;
+        }
+    }
+}
+
+/// Pushes the connection's batch; false if the connection must stop.
+async fn push(
+    ctx: &ServerCtx,
+    shared: &Shared,
+    builder: &mut BatchBuilder,
+    tx: &tokio::sync::mpsc::Sender<Completion>,
+) -> bool {
+    let (frames, records) = builder.take();
+    match conn::push_batch(ctx, frames, records, None).await {
+        Ok(c) => {
+            ctx.stats
+                .tcp_records_total
+                .fetch_add(u64::from(records), Ordering::Relaxed);
+            tx.send(c).await.is_ok()
+        }
+        Err(PushFail::Refused(e)) => {
+            let (code, detail) = fatal_of(&e);
+            shared.set_fatal(code, detail);
+            false
+        }
+        Err(PushFail::TimedOut) => unreachable!("no deadline given"),
+    }
+}
+
+/// Awaits the connection's completions in order and moves its ack state.
+async fn drain(mut rx: tokio::sync::mpsc::Receiver<Completion>, shared: Rc<Shared>, fd: i32) {
+    while let Some(c) = rx.recv().await {
+        if shared.fatal.borrow().is_some() {
+            // After a failure nothing more is acknowledged (acks mean "all before").
+            continue;
+        }
+        match c.await {
+            Ok(done) => {
+                shared.acks.borrow_mut().committed(done);
+                shared.wake.notify_one();
+            }
+            Err(e) => {
+                let (code, detail) = fatal_of(&e);
+                shared.set_fatal(code, detail);
+                // Stop the reader: its pending read returns 0.
+                // SAFETY: the connection (and so fd) outlives this task: serve() awaits it.
+                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            }
+        }
+    }
+    shared.drained.set(true);
+    shared.wake.notify_one();
+}
+
+/// Writes acks and error lines; the only writer on the socket.
+async fn write_acks(stream: Rc<TcpStream>, shared: Rc<Shared>, ctx: Arc<ServerCtx>) {
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let max = ctx.settings.record_bytes_max;
+    loop {
+        out.clear();
+        for line in shared.rejects.borrow_mut().drain(..) {
+            use std::io::Write;
+            let _ = writeln!(
+                out,
+                "error {line} record_too_large the line exceeds record_bytes_max ({max} bytes) and was not stored"
+            );
+        }
+        let dropped = shared.rejects_dropped.replace(0);
+        if dropped > 0 {
+            use std::io::Write;
+            let _ = writeln!(
+                out,
+                "error - record_too_large {dropped} more lines refused (not listed)"
+            );
+        }
+        shared.acks.borrow_mut().take_ack(&mut out);
+        // A connection-level error goes out last, after the final ack.
+        let finished = shared.drained.get();
+        let fatal = if finished {
+            shared.fatal.borrow_mut().take()
+        } else {
+            None
+        };
+        if let Some((code, detail)) = &fatal {
+            use std::io::Write;
+            let _ = writeln!(out, "error - {code} {detail}");
+        }
+        if !out.is_empty() {
+            let (res, back) = stream.write_all(std::mem::take(&mut out)).await;
+            out = back;
+            if res.is_err() {
+                return;
+            }
+        }
+        if fatal.is_some() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if finished {
+            return;
+        }
+        shared.wake.notified().await;
+    }
+}

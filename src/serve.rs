@@ -1,0 +1,239 @@
+//! `ringstash serve`: placement, start-up, signals, shutdown.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+
+use crate::{
+    config::{CoreChoice, Settings},
+    net::{ServerCtx, reactor},
+    stats::{Gauges, ServerStats},
+    wal::Log,
+};
+
+/// Where each role runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Cores available to the process.
+    pub cores: usize,
+    /// Core of each reactor.
+    pub reactors: Vec<usize>,
+    /// Core of the group-commit writer.
+    pub writer: usize,
+}
+
+impl Placement {
+    /// The placement rule (docs/architecture.md):
+    /// - reactors: `reactor_threads` (0 = one per core), reactor i on core i mod cores;
+    /// - writer: the given core, else the first core no reactor uses, else the last
+    ///   core (shared with the reactor there: on a small machine the writer mostly
+    ///   sleeps in io_uring_enter waiting for fdatasync, so it costs that reactor
+    ///   little).
+    pub fn compute(cores: usize, reactor_threads: usize, writer: CoreChoice) -> Placement {
+        let cores = cores.max(1);
+        let n = if reactor_threads == 0 {
+            cores
+        } else {
+            reactor_threads
+        };
+        let reactors: Vec<usize> = (0..n).map(|i| i % cores).collect();
+        let writer = match writer {
+            CoreChoice::Core(c) => c,
+            CoreChoice::Auto if n < cores => n,
+            CoreChoice::Auto => cores - 1,
+        };
+        Placement {
+            cores,
+            reactors,
+            writer,
+        }
+    }
+
+    /// One line for the start-up banner.
+    pub fn describe(&self) -> String {
+        let shared: Vec<usize> = self
+            .reactors
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| c == self.writer)
+            .map(|(i, _)| i)
+            .collect();
+        let writer = if shared.is_empty() {
+            format!("writer core {} (own core)", self.writer)
+        } else {
+            format!(
+                "writer core {} (shared with reactor {:?})",
+                self.writer, shared
+            )
+        };
+        let reactors: Vec<String> = self
+            .reactors
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{i}->core {c}"))
+            .collect();
+        format!(
+            "placement: {} cores; reactors {}; {writer}",
+            self.cores,
+            reactors.join(", ")
+        )
+    }
+}
+
+/// Runs the appliance until SIGINT/SIGTERM (or a writer failure). Returns an error if
+/// the writer failed, so the process exits non-zero and a supervisor restarts it.
+///
+/// # Errors
+/// A bad setting, an unusable data directory, io_uring unavailable, a bind failure,
+/// or the writer failing while serving.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
+    let placement = Placement::compute(cores, settings.reactor_threads, settings.writer_core);
+    let log = Log::open(settings.log_config(Some(placement.writer)))
+        .with_context(|| format!("opening the log in {}", settings.data_dir.display()))?;
+    let report = log.recovery_report();
+    eprintln!(
+        "ringstash {}: data_dir={} segments={} next_offset={} fsync={}{}",
+        env!("CARGO_PKG_VERSION"),
+        settings.data_dir.display(),
+        report.segments,
+        report.next_offset,
+        settings.fsync,
+        if settings.fsync.is_durable() {
+            ""
+        } else {
+            " (NOT DURABLE: acks before fdatasync)"
+        }
+    );
+    if report.torn_bytes_cut > 0 {
+        eprintln!(
+            "recovery: cut {} bytes of torn tail ({})",
+            report.torn_bytes_cut,
+            report.torn_reason.as_deref().unwrap_or("")
+        );
+    }
+    eprintln!("{}", placement.describe());
+    let (listeners, tcp_addr, http_addr) = reactor::bind_all(
+        settings.tcp_addr,
+        settings.http_addr,
+        placement.reactors.len(),
+    )?;
+
+    let log = Arc::new(log);
+    let ctx = Arc::new(ServerCtx {
+        appender: log.appender(),
+        log: log.clone(),
+        settings,
+        stats: ServerStats::default(),
+        gauges: Gauges::default(),
+        started: Instant::now(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        threads.push(reactor::spawn(
+            i,
+            Some(placement.reactors[i]),
+            l,
+            ctx.clone(),
+            stop_rx.clone(),
+        )?);
+    }
+    spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
+    eprintln!("listening tcp={tcp_addr} http={http_addr}");
+    notify_systemd("READY=1");
+
+    // Watch the writer: a failed fdatasync stops it for good; drain and exit non-zero.
+    while !threads.iter().all(|t| t.is_finished()) {
+        if log.failure().is_some() && !ctx.shutting_down.swap(true, Ordering::Relaxed) {
+            tracing::error!("the log writer failed; shutting down");
+            let _ = stop_tx.send(true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    notify_systemd("STOPPING=1");
+    for t in threads {
+        let _ = t.join();
+    }
+    log.shutdown();
+    if let Some(why) = log.failure() {
+        anyhow::bail!("the log writer failed: {why}");
+    }
+    eprintln!(
+        "ringstash: stopped cleanly; committed_end={}",
+        log.committed_end()
+    );
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
+fn spawn_signal_thread(
+    ctx: Arc<ServerCtx>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+) -> anyhow::Result<()> {
+    use signal_hook::{consts::*, iterator::Signals};
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("rs-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if ctx.shutting_down.swap(true, Ordering::Relaxed) {
+                    eprintln!("ringstash: second signal {sig}; exiting at once");
+                    std::process::exit(130);
+                }
+                eprintln!("ringstash: signal {sig}; draining (send again to exit at once)");
+                let _ = stop.send(true);
+            }
+        })?;
+    Ok(())
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if set.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_rule() {
+        let p = Placement::compute(2, 0, CoreChoice::Auto);
+        assert_eq!((p.reactors.clone(), p.writer), (vec![0, 1], 1));
+        assert!(p.describe().contains("shared with reactor [1]"));
+        let p = Placement::compute(8, 6, CoreChoice::Auto);
+        assert_eq!(p.writer, 6);
+        assert!(p.describe().contains("own core"));
+        let p = Placement::compute(2, 1, CoreChoice::Auto);
+        assert_eq!((p.reactors.clone(), p.writer), (vec![0], 1));
+        let p = Placement::compute(4, 0, CoreChoice::Core(2));
+        assert_eq!(p.writer, 2);
+    }
+}

@@ -1,0 +1,235 @@
+//! Server counters, and their two renderings: `/stats` (JSON) and `/metrics`
+//! (Prometheus text format). Every refusal the server makes has a counter here.
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::wal::Log;
+
+macro_rules! counters {
+    ($( #[doc = $doc:literal] $name:ident, )*) => {
+        /// Counters shared by all reactors. Relaxed atomics: each is an independent
+        /// statistic; nothing is derived from two of them at once.
+        #[derive(Debug, Default)]
+        pub struct ServerStats {
+            $( #[doc = $doc] pub $name: AtomicU64, )*
+        }
+
+        impl ServerStats {
+            fn each(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$( (stringify!($name), $doc.trim(), self.$name.load(Ordering::Relaxed)), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// TCP connections accepted.
+    tcp_connections_total,
+    /// HTTP connections accepted.
+    http_connections_total,
+    /// Connections refused because connections_max was reached.
+    connections_refused_total,
+    /// Records received over raw TCP and handed to the log.
+    tcp_records_total,
+    /// Raw TCP lines refused for exceeding record_bytes_max.
+    tcp_records_too_large_total,
+    /// Raw TCP connections closed for idleness (tcp_idle_timeout_ms).
+    tcp_idle_closed_total,
+    /// HTTP requests received.
+    http_requests_total,
+    /// HTTP records handed to the log.
+    http_records_total,
+    /// HTTP responses with a 2xx status.
+    http_responses_2xx_total,
+    /// HTTP responses with a 4xx status.
+    http_responses_4xx_total,
+    /// HTTP responses with a 5xx status.
+    http_responses_5xx_total,
+    /// HTTP requests refused with 503 because the ring stayed full (enqueue_timeout_ms).
+    http_ring_full_total,
+    /// HTTP connections closed for idleness or a stalled request (http_idle_timeout_ms).
+    http_idle_closed_total,
+    /// Times a reactor found the ring full and paused reading (backpressure).
+    ring_full_waits_total,
+    /// Batches that failed with disk full (their records were not acknowledged).
+    disk_full_batches_total,
+}
+
+/// Connections open right now (a gauge, kept apart from the counters).
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Open connections, TCP and HTTP.
+    pub connections_open: AtomicU64,
+}
+
+/// Renders the `/stats` JSON document.
+pub fn stats_json(
+    stats: &ServerStats,
+    gauges: &Gauges,
+    log: &Log,
+    started: std::time::Instant,
+) -> String {
+    let w = log.stats();
+    let (depth, cap) = log.ring_depth();
+    let mut server = serde_json::Map::new();
+    for (name, _, v) in stats.each() {
+        server.insert(name.into(), v.into());
+    }
+    server.insert(
+        "connections_open".into(),
+        gauges.connections_open.load(Ordering::Relaxed).into(),
+    );
+    let doc = serde_json::json!({
+        "uptime_s": started.elapsed().as_secs_f64(),
+        "log": {
+            "committed_end": log.committed_end(),
+            "start_offset": log.start_offset(),
+            "fsync": log.config().fsync.to_string(),
+            "records_committed": w.records_committed.load(Ordering::Relaxed),
+            "bytes_committed": w.bytes_committed.load(Ordering::Relaxed),
+            "batches_appended": w.batches_appended.load(Ordering::Relaxed),
+            "groups_committed": w.groups_committed.load(Ordering::Relaxed),
+            "fsyncs": w.fsyncs.load(Ordering::Relaxed),
+            "fsync_ns_total": w.fsync_ns_total.load(Ordering::Relaxed),
+            "fsync_ns_max": w.fsync_ns_max.load(Ordering::Relaxed),
+            "disk_full_errors": w.disk_full_errors.load(Ordering::Relaxed),
+            "write_errors": w.write_errors.load(Ordering::Relaxed),
+            "segments_rotated": w.segments_rotated.load(Ordering::Relaxed),
+            "ring_depth": depth,
+            "ring_batches_max": cap,
+            "ring_full_refusals": log.ring_full_refusals(),
+            "failure": log.failure().map(|f| f.to_string()),
+        },
+        "server": server,
+        "process": {
+            "rss_bytes": rss_bytes(),
+        },
+    });
+    doc.to_string()
+}
+
+/// Renders `/metrics` in the Prometheus text exposition format.
+pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP ringstash_{name} {help}\n# TYPE ringstash_{name} {kind}\nringstash_{name} {v}"
+        );
+    };
+    for (name, help, v) in stats.each() {
+        metric(name, "counter", help, v);
+    }
+    metric(
+        "connections_open",
+        "gauge",
+        "Open connections, TCP and HTTP.",
+        gauges.connections_open.load(Ordering::Relaxed),
+    );
+    let w = log.stats();
+    let (depth, cap) = log.ring_depth();
+    let r = Ordering::Relaxed;
+    metric(
+        "committed_end",
+        "gauge",
+        "Exclusive end offset of the committed records.",
+        log.committed_end(),
+    );
+    metric(
+        "records_committed_total",
+        "counter",
+        "Records made durable.",
+        w.records_committed.load(r),
+    );
+    metric(
+        "bytes_committed_total",
+        "counter",
+        "Framed bytes made durable.",
+        w.bytes_committed.load(r),
+    );
+    metric(
+        "groups_committed_total",
+        "counter",
+        "Group commits (write + fdatasync).",
+        w.groups_committed.load(r),
+    );
+    metric(
+        "fsyncs_total",
+        "counter",
+        "fdatasync calls completed.",
+        w.fsyncs.load(r),
+    );
+    metric(
+        "fsync_ns_total",
+        "counter",
+        "Time spent in fdatasync, nanoseconds.",
+        w.fsync_ns_total.load(r),
+    );
+    metric(
+        "fsync_ns_max",
+        "gauge",
+        "Longest fdatasync seen, nanoseconds.",
+        w.fsync_ns_max.load(r),
+    );
+    metric(
+        "disk_full_errors_total",
+        "counter",
+        "Writes that failed with ENOSPC/EDQUOT.",
+        w.disk_full_errors.load(r),
+    );
+    metric(
+        "write_errors_total",
+        "counter",
+        "Writes that failed otherwise.",
+        w.write_errors.load(r),
+    );
+    metric(
+        "segments_rotated_total",
+        "counter",
+        "Segments sealed.",
+        w.segments_rotated.load(r),
+    );
+    metric(
+        "ring_depth",
+        "gauge",
+        "Batches waiting in the ring.",
+        depth as u64,
+    );
+    metric(
+        "ring_batches_max",
+        "gauge",
+        "Ring capacity in batches.",
+        cap as u64,
+    );
+    metric(
+        "ring_full_total",
+        "counter",
+        "Pushes refused because the ring was full.",
+        log.ring_full_refusals(),
+    );
+    metric(
+        "writer_failed",
+        "gauge",
+        "1 once the writer stopped on an error.",
+        log.failure().is_some() as u64,
+    );
+    metric(
+        "resident_memory_bytes",
+        "gauge",
+        "Resident set size of the process.",
+        rss_bytes(),
+    );
+    out
+}
+
+/// The process's resident set size, from /proc/self/statm.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
