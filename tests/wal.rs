@@ -126,8 +126,7 @@ fn assert_records(got: &[Record], expected: &[Vec<u8>], from: u64, what: &str) {
         let o = from + k as u64;
         assert_eq!(r.offset, o, "{what}: offsets not contiguous from {from}");
         assert_eq!(
-            r.payload,
-            expected[o as usize],
+            r.payload, expected[o as usize],
             "{what}: wrong payload at {o}"
         );
         assert_eq!(r.timestamp_ns, ts(o), "{what}: wrong timestamp at {o}");
@@ -147,9 +146,16 @@ struct OnDisk {
 /// files the test knows to be intact).
 fn parse_segment(path: &Path) -> Vec<OnDisk> {
     let bytes = fs::read(path).unwrap();
-    assert!(bytes.len() >= SEGMENT_HEADER as usize, "{path:?}: short header");
+    assert!(
+        bytes.len() >= SEGMENT_HEADER as usize,
+        "{path:?}: short header"
+    );
     assert_eq!(&bytes[0..8], b"RSTASHLG", "{path:?}: magic");
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1, "{path:?}: version");
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        1,
+        "{path:?}: version"
+    );
     let base = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
     let crc = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
     assert_eq!(crc, crc32c::crc32c(&bytes[0..24]), "{path:?}: header crc");
@@ -161,17 +167,16 @@ fn parse_segment(path: &Path) -> Vec<OnDisk> {
         let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
         let end = pos + RECORD_HEADER as usize + len;
-        assert!(end <= bytes.len(), "{path:?}: frame at {pos} overruns the file");
+        assert!(
+            end <= bytes.len(),
+            "{path:?}: frame at {pos} overruns the file"
+        );
         assert_eq!(
             crc,
             crc32c::crc32c(&bytes[pos + 12..end]),
             "{path:?}: crc at {pos}"
         );
-        assert_eq!(
-            offset,
-            base + out.len() as u64,
-            "{path:?}: offset at {pos}"
-        );
+        assert_eq!(offset, base + out.len() as u64, "{path:?}: offset at {pos}");
         out.push(OnDisk {
             offset,
             position: pos as u64,
@@ -291,7 +296,10 @@ fn round_trip_across_many_rotations_from_any_offset() {
         let path = segment_path(&dir, base);
         assert!(fs::metadata(&path).unwrap().len() <= config.segment_bytes_max);
         let recs = parse_segment(&path);
-        assert_eq!(base, next, "segment {path:?} is not named by its first offset");
+        assert_eq!(
+            base, next,
+            "segment {path:?} is not named by its first offset"
+        );
         assert!(!recs.is_empty());
         next = base + recs.len() as u64;
     }
@@ -343,7 +351,10 @@ fn round_trip_across_many_rotations_from_any_offset() {
     assert_eq!(report.segments, bases.len());
     assert!(report.sealed_problems.is_empty(), "{report:?}");
     let p = payload(n + 5, &mut rng, 10);
-    assert_eq!(append_wait(&log, n + 5, std::slice::from_ref(&p)).first_offset, n + 5);
+    assert_eq!(
+        append_wait(&log, n + 5, std::slice::from_ref(&p)).first_offset,
+        n + 5
+    );
     expected.push(p);
     assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "after reopen");
     drop(log);
@@ -361,7 +372,11 @@ fn round_trip_across_many_rotations_from_any_offset() {
         "4",
     ]);
     assert!(out.status.success(), "{out:?}");
-    let lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&[u8]> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     assert_eq!(lines.len(), 4);
     for (k, line) in lines.iter().enumerate() {
         let o = from + k as u64;
@@ -399,7 +414,10 @@ fn two_segment_log(dir: &Path) -> (LogConfig, Vec<Vec<u8>>, OnDisk) {
     }
     let n = expected.len() as u64;
     let last = b"the last record, which will be torn".to_vec();
-    assert_eq!(append_wait(&log, n, std::slice::from_ref(&last)).first_offset, n);
+    assert_eq!(
+        append_wait(&log, n, std::slice::from_ref(&last)).first_offset,
+        n
+    );
     expected.push(last);
     drop(log);
     let bases = list_segments(dir).unwrap();
@@ -437,14 +455,22 @@ fn assert_recovers(config: &LogConfig, expected: &[Vec<u8>], keep: usize, cut: u
     assert_records(&drain(log.reader(0).unwrap()), &expected, 0, what);
     let p = format!("appended after: {what}").into_bytes();
     let c = append_wait(&log, keep as u64, std::slice::from_ref(&p));
-    assert_eq!(c.first_offset, keep as u64, "{what}: numbering must continue");
+    assert_eq!(
+        c.first_offset, keep as u64,
+        "{what}: numbering must continue"
+    );
     expected.push(p);
     // A reader from an index point near the end sees the new record in place.
     let from = keep.saturating_sub(2) as u64;
     assert_records(&drain(log.reader(from).unwrap()), &expected, from, what);
     drop(log);
     assert_check_clean(dir);
-    assert_records(&drain(Reader::open_dir(dir, 0).unwrap()), &expected, 0, what);
+    assert_records(
+        &drain(Reader::open_dir(dir, 0).unwrap()),
+        &expected,
+        0,
+        what,
+    );
 }
 
 #[test]
@@ -470,7 +496,13 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut() {
         } else {
             (n - 1, cut_at)
         };
-        assert_recovers(&config, &expected, keep, cut, &format!("cut at byte {cut_at}"));
+        assert_recovers(
+            &config,
+            &expected,
+            keep,
+            cut,
+            &format!("cut at byte {cut_at}"),
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
@@ -482,15 +514,32 @@ fn strict_recovery_refuses_a_torn_tail_and_leaves_it_alone() {
     let (mut config, _, tail) = two_segment_log(&dir);
     let seg = last_segment(&dir);
     let len = tail.position + tail.frame_bytes / 2;
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
     config.recovery = RecoveryMode::Strict;
     match Log::open(config) {
-        Err(OpenError::Corrupt { path, position, offset, .. }) => {
-            assert_eq!((path, position, offset), (seg.clone(), tail.position, tail.offset));
+        Err(OpenError::Corrupt {
+            path,
+            position,
+            offset,
+            ..
+        }) => {
+            assert_eq!(
+                (path, position, offset),
+                (seg.clone(), tail.position, tail.offset)
+            );
         }
         other => panic!("strict recovery should refuse a torn tail, got {other:?}"),
     }
-    assert_eq!(fs::metadata(&seg).unwrap().len(), len, "strict mode must not cut");
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        len,
+        "strict mode must not cut"
+    );
 }
 
 #[test]
@@ -529,7 +578,13 @@ fn garbage_and_zeros_after_the_last_record_are_cut() {
         assert!(text.contains(&format!("byte {len}")), "{what}: {text}");
         let mut config = config.clone();
         config.dir = dir.clone();
-        assert_recovers(&config, &expected, expected.len(), garbage.len() as u64, what);
+        assert_recovers(
+            &config,
+            &expected,
+            expected.len(),
+            garbage.len() as u64,
+            what,
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
@@ -552,7 +607,10 @@ fn damaged_index_of_the_last_segment_is_recovered_from() {
         ("index missing", None),
         ("index empty", Some(Vec::new())),
         ("index all random", Some(rng.bytes(good.len()))),
-        ("index partial last entry", Some(good[..good.len() - 3].to_vec())),
+        (
+            "index partial last entry",
+            Some(good[..good.len() - 3].to_vec()),
+        ),
         ("index entry past the end", {
             let mut i = good.clone();
             i.extend(entry(1000, 60_000));
@@ -586,7 +644,11 @@ fn damaged_index_of_the_last_segment_is_recovered_from() {
         {
             // Every start in the last segment reads correctly after recovery.
             let log = Log::open(config.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert_eq!(log.recovery_report().next_offset, expected.len() as u64, "{what}");
+            assert_eq!(
+                log.recovery_report().next_offset,
+                expected.len() as u64,
+                "{what}"
+            );
             for from in base..=tail.offset + 1 {
                 let got = drain(log.reader(from).unwrap());
                 assert_records(&got, &expected, from, what);
@@ -653,13 +715,21 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
         ("length field", victim, 12),
         ("timestamp field", victim, 20),
         ("payload", victim, RECORD_HEADER + 5),
-        ("last byte of the segment", last_of_segment, last_of_segment.frame_bytes - 1),
+        (
+            "last byte of the segment",
+            last_of_segment,
+            last_of_segment.frame_bytes - 1,
+        ),
     ];
     for (what, rec, byte) in cases {
         let dir = tmp.path().join(what.replace(' ', "-"));
         copy_dir(&pristine, &dir);
         let seg = segment_path(&dir, base);
-        let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
         let mut b = [0u8; 1];
         f.read_exact_at(&mut b, rec.position + byte).unwrap();
         f.write_all_at(&[b[0] ^ 0x24], rec.position + byte).unwrap();
@@ -680,8 +750,17 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
             let (got, err) = read_until_error(Reader::open_dir(&dir, from).unwrap());
             assert_records(&got, &expected[..rec.offset as usize], from, what);
             match err {
-                ReadError::Corrupt { path, position, offset, .. } => {
-                    assert_eq!((path, position, offset), (seg.clone(), rec.position, rec.offset), "{what}");
+                ReadError::Corrupt {
+                    path,
+                    position,
+                    offset,
+                    ..
+                } => {
+                    assert_eq!(
+                        (path, position, offset),
+                        (seg.clone(), rec.position, rec.offset),
+                        "{what}"
+                    );
                 }
                 other => panic!("{what}: expected Corrupt, got {other}"),
             }
@@ -696,7 +775,12 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
             matches!(&err, ReadError::Corrupt { position, .. } if *position == rec.position),
             "{what}: {err}"
         );
-        assert_records(&drain(log.reader(bases[2]).unwrap()), &expected, bases[2], what);
+        assert_records(
+            &drain(log.reader(bases[2]).unwrap()),
+            &expected,
+            bases[2],
+            what,
+        );
         drop(log);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -721,17 +805,33 @@ fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
 
     let (code, text) = check(&dir);
     assert_eq!(code, 1, "check must report the damaged index:\n{text}");
-    assert!(text.contains(ipath.file_name().unwrap().to_str().unwrap()), "{text}");
+    assert!(
+        text.contains(ipath.file_name().unwrap().to_str().unwrap()),
+        "{text}"
+    );
 
     // The records themselves are intact: recovery blames the index, not the segment,
     // and every reader still returns the records.
     let log = Log::open(config).unwrap();
     let problems = &log.recovery_report().sealed_problems;
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains(ipath.to_str().unwrap()), "{problems:?}");
+    assert!(
+        problems[0].contains(ipath.to_str().unwrap()),
+        "{problems:?}"
+    );
     for from in (base..next_base).step_by(7).chain([next_base - 1]) {
-        assert_records(&drain(log.reader(from).unwrap()), &expected, from, "live reader");
-        assert_records(&drain(Reader::open_dir(&dir, from).unwrap()), &expected, from, "dir reader");
+        assert_records(
+            &drain(log.reader(from).unwrap()),
+            &expected,
+            from,
+            "live reader",
+        );
+        assert_records(
+            &drain(Reader::open_dir(&dir, from).unwrap()),
+            &expected,
+            from,
+            "dir reader",
+        );
     }
 }
 
@@ -759,8 +859,15 @@ fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
             loop {
                 let end = log.committed_end();
                 while let Some(rec) = r.next().unwrap() {
-                    assert!(rec.offset < log.committed_end(), "read past the committed offset");
-                    assert_eq!(rec.offset, seen.len() as u64, "follower skipped or repeated");
+                    assert!(
+                        rec.offset < log.committed_end(),
+                        "read past the committed offset"
+                    );
+                    assert_eq!(
+                        rec.offset,
+                        seen.len() as u64,
+                        "follower skipped or repeated"
+                    );
                     seen.push(rec.into());
                 }
                 let total = total_records.load(std::sync::atomic::Ordering::Acquire);
@@ -806,14 +913,21 @@ fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
             .collect();
         let acks: Vec<Vec<(Committed, Vec<Vec<u8>>)>> =
             producers.into_iter().map(|h| h.join().unwrap()).collect();
-        let total: u64 = acks.iter().flatten().map(|(c, _)| u64::from(c.records)).sum();
+        let total: u64 = acks
+            .iter()
+            .flatten()
+            .map(|(c, _)| u64::from(c.records))
+            .sum();
         total_records.store(total, std::sync::atomic::Ordering::Release);
         (acks, follower.join().unwrap())
     });
 
     let all = drain(log.reader(0).unwrap());
     assert_eq!(all.len() as u64, log.committed_end());
-    assert_eq!(all, followed, "the follower saw something else than the log holds");
+    assert_eq!(
+        all, followed,
+        "the follower saw something else than the log holds"
+    );
     let mut owner: BTreeMap<u64, u64> = BTreeMap::new();
     for (p, producer_acks) in acks.iter().enumerate() {
         let mut last_offset = None;
@@ -821,20 +935,149 @@ fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
         for (c, batch) in producer_acks {
             assert_eq!(c.records as usize, batch.len());
             // Per-producer order: each batch lands after the previous one.
-            assert!(last_offset.is_none_or(|l| c.first_offset > l), "producer {p} reordered");
+            assert!(
+                last_offset.is_none_or(|l| c.first_offset > l),
+                "producer {p} reordered"
+            );
             last_offset = Some(c.last_offset());
             for (k, pl) in batch.iter().enumerate() {
                 let o = c.first_offset + k as u64;
                 let rec = &all[o as usize];
-                assert_eq!(&rec.payload, pl, "offset {o} holds another record than producer {p} was told");
+                assert_eq!(
+                    &rec.payload, pl,
+                    "offset {o} holds another record than producer {p} was told"
+                );
                 assert_eq!(rec.timestamp_ns, seq);
                 seq += 1;
-                assert!(owner.insert(o, p as u64).is_none(), "offset {o} given twice");
+                assert!(
+                    owner.insert(o, p as u64).is_none(),
+                    "offset {o} given twice"
+                );
             }
         }
     }
     // No gaps, no duplicates: the acknowledged offsets are exactly 0..end.
     assert_eq!(owner.len(), all.len());
-    assert_eq!(owner.keys().copied().collect::<Vec<_>>(), (0..all.len() as u64).collect::<Vec<_>>());
-    assert!(list_segments(&dir).unwrap().len() > 1, "the run should rotate");
+    assert_eq!(
+        owner.keys().copied().collect::<Vec<_>>(),
+        (0..all.len() as u64).collect::<Vec<_>>()
+    );
+    assert!(
+        list_segments(&dir).unwrap().len() > 1,
+        "the run should rotate"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. SIGKILL while appending
+// ---------------------------------------------------------------------------------------
+
+/// Runs `ringstash append --print-offsets` on `dir`, feeding it lines `{tag}-{i}` as fast
+/// as it takes them, and SIGKILLs it `delay` after it has acknowledged `kill_after`
+/// batches. Returns the acknowledged (first, last) offsets it printed.
+fn append_and_kill(dir: &Path, tag: &str, kill_after: usize, delay: Duration) -> Vec<(u64, u64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(BIN)
+        .args(["append", "--data-dir", dir.to_str().unwrap()])
+        .args(["--print-offsets", "--batch-records", "16", "--segment-bytes-max", "65536"])
+        .env("RINGSTASH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let tag_owned = tag.to_owned();
+    let feeder = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::with_capacity(4096, stdin);
+        // Far more than the child can take before it is killed; the pipe blocks us.
+        for i in 0..50_000_000u64 {
+            if writeln!(w, "{tag_owned}-{i}").is_err() {
+                return;
+            }
+        }
+        panic!("the child took every line; it was not killed mid-stream");
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut acks = Vec::new();
+    let mut killed = false;
+    let mut line = String::new();
+    loop {
+        if !killed && acks.len() >= kill_after {
+            std::thread::sleep(delay);
+            child.kill().unwrap();
+            killed = true;
+        }
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let Some(l) = line.strip_suffix('\n') else {
+            break; // cut off mid-line by the kill: not an acknowledgement
+        };
+        let (a, b) = l.split_once(' ').unwrap_or_else(|| panic!("bad ack line {l:?}"));
+        acks.push((a.parse().unwrap(), b.parse().unwrap()));
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the child should have died of SIGKILL mid-stream ({status}, {} acks): {stderr}",
+        acks.len()
+    );
+    feeder.join().unwrap();
+    acks
+}
+
+#[test]
+fn sigkill_while_appending_loses_no_acknowledged_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    // Every run continues the same log, so later runs also recover earlier crashes.
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    let runs = [
+        (0, Duration::from_millis(15)),
+        (1, Duration::ZERO),
+        (8, Duration::from_millis(2)),
+        (40, Duration::ZERO),
+        (3, Duration::from_millis(25)),
+    ];
+    for (run, (kill_after, delay)) in runs.into_iter().enumerate() {
+        let start = expected.len() as u64;
+        let tag = format!("run{run}");
+        let acks = append_and_kill(&dir, &tag, kill_after, delay);
+        assert!(acks.len() >= kill_after);
+
+        // Acks are printed in order and cover consecutive offsets from where the log
+        // stood when the run began.
+        let mut next = start;
+        for &(first, last) in &acks {
+            assert_eq!(first, next, "run {run}: acks not contiguous: {acks:?}");
+            assert!(last >= first);
+            next = last + 1;
+        }
+
+        let log = Log::open(LogConfig::new(&dir)).unwrap();
+        let end = log.committed_end();
+        assert!(end >= next, "run {run}: acked up to {next} but only {end} survived");
+        let all = drain(log.reader(0).unwrap());
+        drop(log);
+        assert_eq!(all.len() as u64, end);
+        // Earlier runs' records are untouched; this run's records are its lines in
+        // order, each exactly once, the acknowledged ones included.
+        for (o, rec) in all.iter().enumerate() {
+            assert_eq!(rec.offset, o as u64);
+            if (o as u64) < start {
+                assert_eq!(rec.payload, expected[o], "run {run}: earlier record {o} changed");
+            } else {
+                let want = format!("{tag}-{}", o as u64 - start).into_bytes();
+                assert_eq!(rec.payload, want, "run {run}: offset {o}");
+            }
+        }
+        expected = all.into_iter().map(|r| r.payload).collect();
+        assert_check_clean(&dir);
+    }
+    assert!(list_segments(&dir).unwrap().len() > 1, "the runs should have rotated");
 }
