@@ -1081,3 +1081,167 @@ fn sigkill_while_appending_loses_no_acknowledged_record() {
     }
     assert!(list_segments(&dir).unwrap().len() > 1, "the runs should have rotated");
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. Full disk
+// ---------------------------------------------------------------------------------------
+
+/// A tmpfs mounted for the life of the guard; unmounted on drop, also when a test fails.
+struct Tmpfs {
+    target: std::ffi::CString,
+}
+
+impl Tmpfs {
+    fn mount(target: &Path, size: &str) -> Result<Tmpfs, String> {
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (source, fstype, options) = (c("tmpfs"), c("tmpfs"), c(&format!("size={size}")));
+        let target = c(target.to_str().unwrap());
+        // SAFETY: all arguments are valid NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(format!("mount -t tmpfs failed: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Tmpfs { target })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // SAFETY: a valid path; MNT_DETACH so that a failing test cannot leave it behind.
+        unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _tmpfs = match Tmpfs::mount(&mnt, "2m") {
+        Ok(g) => g,
+        Err(why) => {
+            println!("SKIP: {why}");
+            return;
+        }
+    };
+    // A file to delete later, to give space back.
+    let filler = mnt.join("filler");
+    fs::write(&filler, vec![7u8; 512 << 10]).unwrap();
+    let dir = mnt.join("data");
+    let log = Log::open(small_config(&dir)).unwrap();
+    let mut rng = Rng(7);
+
+    // Append with several batches in flight until the disk is full, then a little more.
+    let mut succeeded: Vec<(Committed, Vec<Vec<u8>>)> = Vec::new();
+    let mut disk_full = 0;
+    let mut in_flight: VecDeque<(Completion, Vec<Vec<u8>>)> = VecDeque::new();
+    let mut seq = 0u64;
+    let mut batches = 0;
+    let mut settle = |c: Completion, batch: Vec<Vec<u8>>, disk_full: &mut u32| match c.wait() {
+        Ok(done) => succeeded.push((done, batch)),
+        Err(AppendError::DiskFull(why)) => {
+            assert!(why.contains("No space left"), "{why}");
+            *disk_full += 1;
+        }
+        Err(other) => panic!("expected success or DiskFull, got {other}"),
+    };
+    while disk_full < 20 {
+        batches += 1;
+        assert!(batches < 20_000, "the disk never filled up");
+        let n = 1 + rng.below(20);
+        let batch: Vec<Vec<u8>> = (0..n).map(|_| { seq += 1; payload(seq, &mut rng, 300) }).collect();
+        // Timestamps are not checked here: ts(0) for all.
+        in_flight.push_back((append(&log, 0, &batch).expect("accepted while the disk is full"), batch));
+        if in_flight.len() >= 8 {
+            let (c, b) = in_flight.pop_front().unwrap();
+            settle(c, b, &mut disk_full);
+        }
+    }
+    for (c, b) in in_flight.drain(..) {
+        settle(c, b, &mut disk_full);
+    }
+    assert!(log.failure().is_none(), "a full disk must not stop the writer: {:?}", log.failure());
+    assert!(log.stats().disk_full_errors.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    // Every batch that succeeded is in the log, contiguous, and nothing else is: not in
+    // the live view, and not on disk either (failed writes were cut back).
+    let verify = |log: &Log, succeeded: &[(Committed, Vec<Vec<u8>>)]| {
+        let mut acked: Vec<&(Committed, Vec<Vec<u8>>)> = succeeded.iter().collect();
+        acked.sort_by_key(|(c, _)| c.first_offset);
+        let mut flat: Vec<&[u8]> = Vec::new();
+        for (c, batch) in acked {
+            assert_eq!(c.first_offset, flat.len() as u64, "gap or overlap in acked offsets");
+            flat.extend(batch.iter().map(|p| &p[..]));
+        }
+        assert_eq!(log.committed_end(), flat.len() as u64);
+        let live = drain(log.reader(0).unwrap());
+        let on_disk = drain(Reader::open_dir(&log.config().dir, 0).unwrap());
+        for got in [&live, &on_disk] {
+            assert_eq!(got.len(), flat.len());
+            for (r, want) in got.iter().zip(&flat) {
+                assert_eq!(&r.payload[..], *want, "offset {}", r.offset);
+            }
+        }
+    };
+    verify(&log, &succeeded);
+    assert!(!succeeded.is_empty());
+    assert_check_clean(&dir);
+
+    // Space returns: appends succeed again and continue the numbering. Fill the active
+    // segment until a large batch no longer fits in it.
+    fs::remove_file(&filler).unwrap();
+    let segment_bytes_max = log.config().segment_bytes_max;
+    let big: Vec<Vec<u8>> = (0..50).map(|i| vec![b'A' + (i % 26) as u8; 280]).collect();
+    let big_bytes: u64 = big.iter().map(|p| RECORD_HEADER + p.len() as u64).sum();
+    loop {
+        let active = segment_path(&dir, *list_segments(&dir).unwrap().last().unwrap());
+        if segment_bytes_max - fs::metadata(&active).unwrap().len() < big_bytes {
+            break;
+        }
+        let batch = vec![payload(seq, &mut rng, 200)];
+        seq += 1;
+        let done = append(&log, 0, &batch).unwrap().wait().expect("space is back");
+        succeeded.push((done, batch));
+    }
+    verify(&log, &succeeded);
+
+    // Now fill the disk from outside, so that the rotation the large batch needs cannot
+    // create the next segment: the batch is refused with DiskFull, no half-made segment
+    // is left behind, and the writer keeps going.
+    let segments = list_segments(&dir).unwrap();
+    let filler = mnt.join("filler2");
+    {
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![9u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    match append(&log, 0, &big).unwrap().wait() {
+        Err(AppendError::DiskFull(_)) => {}
+        other => panic!("a rotation on a full disk must fail with DiskFull, got {other:?}"),
+    }
+    assert_eq!(list_segments(&dir).unwrap(), segments, "half-made segment left behind");
+    assert!(log.failure().is_none());
+    verify(&log, &succeeded);
+    assert_check_clean(&dir);
+
+    fs::remove_file(&filler).unwrap();
+    let done = append(&log, 0, &big).unwrap().wait().expect("space is back");
+    assert_eq!(done.first_offset, log.committed_end() - big.len() as u64);
+    succeeded.push((done, big.clone()));
+    assert_eq!(list_segments(&dir).unwrap().len(), segments.len() + 1, "should have rotated");
+    assert_eq!(*list_segments(&dir).unwrap().last().unwrap(), done.first_offset);
+    verify(&log, &succeeded);
+    drop(log);
+    assert_check_clean(&dir);
+    let log = Log::open(small_config(&dir)).unwrap();
+    assert_eq!(log.recovery_report().torn_bytes_cut, 0);
+    verify(&log, &succeeded);
+}
