@@ -212,7 +212,23 @@ async fn refuse(stream: tokio_uring::net::TcpStream, kind: Kind, max: usize) {
         }
     };
     let fd = stream.as_raw_fd();
-    if tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg))
+    // Write the reason, half-close, and read what the client already sent until it
+    // closes too: closing with unread data would send a RST that can destroy the
+    // reason before the client reads it. Bounded to one second in all.
+    let polite = async {
+        let (res, _) = stream.write_all(msg).await;
+        res?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (res, b) = stream.read(buf).await;
+            buf = b;
+            if res? == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(1), polite)
         .await
         .is_err()
     {

@@ -1,0 +1,262 @@
+//! Test harness: the real `ringstash serve` binary on ephemeral loopback ports in a
+//! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringstash");
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub ws: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    /// Everything the server printed on stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `ringstash serve` on `data_dir` with extra flags; waits for "listening".
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RINGSTASH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringstash serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut lines = BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        sink.lock().unwrap().push_str(&line);
+                        if line.starts_with("listening ") {
+                            let _ = tx.send(line.clone());
+                        }
+                    }
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let addr = |key: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|a| a.parse().expect("address"))
+        };
+        Server {
+            child,
+            tcp: addr("tcp=").expect("tcp address"),
+            http: addr("http=").expect("http address"),
+            ws: addr("ws="),
+            data_dir: data_dir.to_owned(),
+            stderr,
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_timeout(&mut self.child, Duration::from_secs(30))
+            .expect("server did not stop within 30 s")
+    }
+
+    /// SIGKILL, then waits.
+    pub fn kill9(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ringstash cat --meta` as (offset, payload) pairs.
+pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
+    let out = Command::new(BIN)
+        .args(["cat", "--meta", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run cat");
+    assert!(
+        out.status.success(),
+        "cat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            let off = parts.next().unwrap().parse().unwrap();
+            let _ts = parts.next().unwrap();
+            (off, parts.next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// Parses "ack <count> <last>" lines; returns the last one seen.
+pub fn last_ack(text: &str) -> Option<(u64, u64)> {
+    text.lines().filter_map(parse_ack).last()
+}
+
+pub fn parse_ack(line: &str) -> Option<(u64, u64)> {
+    let mut w = line.split_whitespace();
+    if w.next()? != "ack" {
+        return None;
+    }
+    Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+}
+
+/// Sends `payload` on a new TCP connection, half-closes, returns all the server said.
+pub fn tcp_send_all(addr: SocketAddr, payload: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(payload).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read acks");
+    out
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Reads one HTTP response from a buffered stream; None on EOF before a status line.
+pub fn read_response(r: &mut BufReader<TcpStream>) -> Option<HttpResponse> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(&head).expect("valid response head");
+    let status = resp.code.unwrap();
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// One request on a fresh connection.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.write_all(&request(method, path, headers, body)).unwrap();
+    read_response(&mut BufReader::new(s)).expect("a response")
+}
+
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut out = req.into_bytes();
+    out.extend_from_slice(body);
+    out
+}

@@ -1,0 +1,608 @@
+//! `ringstash serve` end to end: the real binary, real sockets, bytes on disk.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+#[test]
+fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    const CONNS: usize = 8;
+    const LINES: usize = 3000;
+    let acks: Vec<(u64, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CONNS)
+            .map(|c| {
+                let addr = server.tcp;
+                s.spawn(move || {
+                    let mut payload = Vec::new();
+                    for i in 0..LINES {
+                        // Mixed line endings; every line a record.
+                        let end = if i % 3 == 0 { "\r\n" } else { "\n" };
+                        payload.extend_from_slice(format!("conn{c} line{i}{end}").as_bytes());
+                    }
+                    let said = tcp_send_all(addr, &payload);
+                    assert!(!said.contains("error"), "server said: {said}");
+                    last_ack(&said).expect("an ack")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(server.stop().success());
+    let records = cat(dir.path());
+    assert_eq!(records.len(), CONNS * LINES);
+    // Offsets contiguous from 0.
+    for (i, (off, _)) in records.iter().enumerate() {
+        assert_eq!(*off, i as u64);
+    }
+    // Per connection: all lines, in order, and the final ack names the last one.
+    let mut per_conn: HashMap<usize, Vec<(u64, usize)>> = HashMap::new();
+    for (off, p) in &records {
+        let (c, i) = p.strip_prefix("conn").unwrap().split_once(" line").unwrap();
+        per_conn
+            .entry(c.parse().unwrap())
+            .or_default()
+            .push((*off, i.parse().unwrap()));
+    }
+    for c in 0..CONNS {
+        let v = &per_conn[&c];
+        assert_eq!(
+            v.iter().map(|x| x.1).collect::<Vec<_>>(),
+            (0..LINES).collect::<Vec<_>>(),
+            "conn {c} order"
+        );
+        assert_eq!(
+            acks[c],
+            (LINES as u64, v.last().unwrap().0),
+            "conn {c} final ack"
+        );
+    }
+}
+
+#[test]
+fn tcp_refuses_too_long_lines_alone_and_stores_a_final_unterminated_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--record-bytes-max", "16"]);
+    let long = "x".repeat(100);
+    let said = tcp_send_all(
+        server.tcp,
+        format!("ok1\n{long}\nok2\n\nlast-no-newline").as_bytes(),
+    );
+    assert!(
+        said.contains("error 2 record_too_large"),
+        "error line names line 2: {said}"
+    );
+    assert_eq!(last_ack(&said), Some((3, 2)), "{said}");
+    assert!(server.stop().success());
+    let payloads: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    assert_eq!(payloads, vec!["ok1", "ok2", "last-no-newline"]);
+}
+
+#[test]
+fn http_ingest_endpoints_with_keep_alive_pipelining_and_chunked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let s = TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+
+    w.write_all(&request("POST", "/ingest", &[], b"alpha\nbeta\n"))
+        .unwrap();
+    let a = read_response(&mut r).unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json(),
+        serde_json::json!({"count": 2, "first_offset": 0, "last_offset": 1})
+    );
+
+    // Two requests in one write (pipelined): answered in order on the same connection.
+    let mut two = request(
+        "POST",
+        "/v1/logs",
+        &[("Content-Type", "application/json")],
+        br#"[{"service":"auth_service","level":"INFO","message":"login"},{"z":1,"a":2}]"#,
+    );
+    two.extend(request(
+        "POST",
+        "/v1/logs",
+        &[("Content-Type", "application/x-ndjson")],
+        b"{\"n\": 1}\n\n{\"n\": 2}\n",
+    ));
+    w.write_all(&two).unwrap();
+    let b = read_response(&mut r).unwrap();
+    assert_eq!(
+        b.json(),
+        serde_json::json!({"count": 2, "first_offset": 2, "last_offset": 3})
+    );
+    let c = read_response(&mut r).unwrap();
+    assert_eq!(
+        c.json(),
+        serde_json::json!({"count": 2, "first_offset": 4, "last_offset": 5})
+    );
+
+    // Chunked body, with Expect: 100-continue.
+    w.write_all(
+        b"POST /ingest HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut cont = String::new();
+    r.read_line(&mut cont).unwrap();
+    assert!(cont.starts_with("HTTP/1.1 100"), "{cont}");
+    r.read_line(&mut cont).unwrap();
+    w.write_all(b"6\r\ngamma\n\r\n6\r\ndelta\n\r\n0\r\n\r\n")
+        .unwrap();
+    let d = read_response(&mut r).unwrap();
+    assert_eq!(
+        d.json(),
+        serde_json::json!({"count": 2, "first_offset": 6, "last_offset": 7})
+    );
+
+    let h = {
+        w.write_all(&request("GET", "/healthz", &[], b"")).unwrap();
+        read_response(&mut r).unwrap()
+    };
+    assert_eq!(
+        (h.status, h.json()),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    drop((w, r));
+    assert!(server.stop().success());
+    let payloads: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        payloads,
+        vec![
+            "alpha",
+            "beta",
+            r#"{"service":"auth_service","level":"INFO","message":"login"}"#,
+            r#"{"z":1,"a":2}"#,
+            r#"{"n":1}"#,
+            r#"{"n":2}"#,
+            "gamma",
+            "delta"
+        ]
+    );
+}
+
+#[test]
+fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--http-body-bytes-max",
+            "1000",
+            "--http-header-bytes-max",
+            "1024",
+            "--record-bytes-max",
+            "100",
+        ],
+    );
+    // A healthy TCP producer keeps its connection open across all the bad requests.
+    let mut good = TcpStream::connect(server.tcp).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    good.write_all(b"before\n").unwrap();
+
+    let json = [("Content-Type", "application/json")];
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"BLAH\x01 / HTTP/1.1\r\n\r\n".to_vec(), 400, "bad_request"),
+        (
+            b"POST /ingest HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            411,
+            "length_required",
+        ),
+        (
+            request("POST", "/ingest", &[], &[b'a'; 1001]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            request("POST", "/ingest", &[], &[b'a'; 200]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            request("POST", "/v1/logs", &[("Content-Type", "text/plain")], b"{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            request("POST", "/v1/logs", &json, b"[1,2]"),
+            400,
+            "bad_request",
+        ),
+        (
+            request("POST", "/v1/logs", &json, b"{not json"),
+            400,
+            "bad_request",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(2000)).into_bytes(),
+            431,
+            "headers_too_large",
+        ),
+        (
+            b"POST /ingest HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            400,
+            "bad_request",
+        ),
+        (request("GET", "/nowhere", &[], b""), 404, "not_found"),
+        (
+            request("GET", "/ingest", &[], b""),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let s = TcpStream::connect(server.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.try_clone().unwrap().write_all(&req).unwrap();
+        let resp = read_response(&mut BufReader::new(s)).expect("a response");
+        assert_eq!(
+            resp.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&req[..req.len().min(60)])
+        );
+        assert_eq!(resp.json()["error"], code);
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+    }
+    good.write_all(b"after\n").unwrap();
+    good.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut said = String::new();
+    good.read_to_string(&mut said).unwrap();
+    assert_eq!(last_ack(&said).map(|a| a.0), Some(2), "{said}");
+    let m = http(server.http, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8(m.body).unwrap();
+    assert!(
+        text.contains("ringstash_http_responses_4xx_total 11"),
+        "{text}"
+    );
+    assert!(server.stop().success());
+    let payloads: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        payloads,
+        vec!["before", "after"],
+        "no bad request stored anything"
+    );
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--connections-max", "2"]);
+    let a = TcpStream::connect(server.tcp).unwrap();
+    let b = TcpStream::connect(server.http).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let said = tcp_send_all(server.tcp, b"x\n");
+    assert!(said.starts_with("error - too_many_connections"), "{said}");
+    let r = http(server.http, "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "too_many_connections");
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(300));
+    let said = tcp_send_all(server.tcp, b"x\n");
+    assert_eq!(
+        last_ack(&said),
+        Some((1, 0)),
+        "a slot frees when a connection closes: {said}"
+    );
+    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(m.contains("ringstash_connections_refused_total 2"), "{m}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn idle_connections_are_closed_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--tcp-idle-timeout-ms",
+            "300",
+            "--http-idle-timeout-ms",
+            "300",
+        ],
+    );
+    let mut t = TcpStream::connect(server.tcp).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    t.write_all(b"one\n").unwrap();
+    let mut said = String::new();
+    t.read_to_string(&mut said).unwrap();
+    assert!(
+        said.contains("ack 1 0") && said.contains("error - idle_timeout"),
+        "{said}"
+    );
+    // Slowloris: half a request head, then silence.
+    let mut h = TcpStream::connect(server.http).unwrap();
+    h.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    h.write_all(b"POST /ingest HTTP/1.1\r\nHost:").unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = h.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed by the server, not the read timeout"
+    );
+    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(m.contains("ringstash_tcp_idle_closed_total 1"), "{m}");
+    assert!(m.contains("ringstash_http_idle_closed_total 1"), "{m}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_full_ring_makes_producers_wait_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--ring-batches-max",
+            "1",
+            "--groups-in-flight-max",
+            "1",
+            "--group-bytes-max",
+            "65536",
+            "--record-bytes-max",
+            "1024",
+            "--read-buffer-bytes",
+            "4096",
+        ],
+    );
+    const CONNS: usize = 6;
+    const LINES: usize = 5000;
+    let counts: Vec<u64> = std::thread::scope(|s| {
+        (0..CONNS)
+            .map(|c| {
+                let addr = server.tcp;
+                s.spawn(move || {
+                    let payload: String = (0..LINES)
+                        .map(|i| format!("c{c}-{i:06}-{}\n", "p".repeat(60)))
+                        .collect();
+                    last_ack(&tcp_send_all(addr, payload.as_bytes())).unwrap().0
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(counts, vec![LINES as u64; CONNS]);
+    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let waits: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ringstash_ring_full_waits_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        waits > 0,
+        "the ring was never full; the test did not exercise backpressure"
+    );
+    assert!(server.stop().success());
+    assert_eq!(cat(dir.path()).len(), CONNS * LINES);
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u64 {
+        let server = Server::start(dir.path(), &[]);
+        const CONNS: usize = 4;
+        let stop_at = Instant::now() + Duration::from_millis(400 + round * 450);
+        // Each producer sends numbered lines and records the highest ack it read.
+        let acked: Vec<(String, u64)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..CONNS)
+                .map(|c| {
+                    let addr = server.tcp;
+                    s.spawn(move || {
+                        let tag = format!("r{round}c{c}");
+                        let mut w = TcpStream::connect(addr).unwrap();
+                        let mut r = BufReader::new(w.try_clone().unwrap());
+                        r.get_ref()
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
+                        let reader = std::thread::spawn(move || {
+                            let mut best = 0u64;
+                            let mut line = String::new();
+                            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                                if let Some((n, _)) = parse_ack(&line) {
+                                    best = best.max(n);
+                                }
+                                line.clear();
+                            }
+                            best
+                        });
+                        let mut i = 0u64;
+                        while w
+                            .write_all(format!("{tag} {i:08} payload-payload-payload\n").as_bytes())
+                            .is_ok()
+                        {
+                            i += 1;
+                            if i % 64 == 0 {
+                                std::thread::yield_now();
+                            }
+                        }
+                        (tag, reader.join().unwrap())
+                    })
+                })
+                .collect();
+            while Instant::now() < stop_at {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        drop(server);
+        // Restart: recovery cuts any torn tail; every acked record is there exactly once.
+        let server = Server::start(dir.path(), &[]);
+        assert!(server.stop().success());
+        let records = cat(dir.path());
+        for (i, (off, _)) in records.iter().enumerate() {
+            assert_eq!(*off, i as u64, "offsets contiguous after recovery");
+        }
+        for (tag, n) in &acked {
+            let mine: Vec<u64> = records
+                .iter()
+                .filter_map(|(_, p)| p.strip_prefix(&format!("{tag} ")))
+                .map(|rest| {
+                    assert!(
+                        rest.ends_with(" payload-payload-payload"),
+                        "torn record served: {rest:?}"
+                    );
+                    rest[..8].parse().unwrap()
+                })
+                .collect();
+            assert!(
+                mine.len() as u64 >= *n,
+                "{tag}: {n} acked but only {} stored",
+                mine.len()
+            );
+            // Stored records of a connection are a prefix of what it sent, once each.
+            assert_eq!(
+                mine,
+                (0..mine.len() as u64).collect::<Vec<_>>(),
+                "{tag}: order/duplicates"
+            );
+        }
+        assert!(
+            acked.iter().any(|(_, n)| *n > 0),
+            "round {round}: nothing was acked before the kill"
+        );
+        let check = Command::new(BIN)
+            .args(["check", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+}
+
+#[test]
+fn real_clients_nc_curl_logger() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut expected = Vec::new();
+    let have = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    if have("curl") {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-d",
+                "from curl",
+                &format!("http://{}/ingest", server.http),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["count"], 1);
+        expected.push("from curl".to_owned());
+    } else {
+        println!("SKIP curl: not installed");
+    }
+    if have("nc") {
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "printf 'from nc\\n' | nc -q 2 {} {} || printf 'from nc\\n' | nc -N {} {}",
+                    server.tcp.ip(),
+                    server.tcp.port(),
+                    server.tcp.ip(),
+                    server.tcp.port()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("ack 1 "), "nc printed: {said}");
+        expected.push("from nc".to_owned());
+    } else {
+        println!("SKIP nc: not installed");
+    }
+    if have("logger") {
+        let st = Command::new("logger")
+            .args([
+                "--tcp",
+                "-n",
+                &server.tcp.ip().to_string(),
+                "-P",
+                &server.tcp.port().to_string(),
+                "-t",
+                "rstest",
+                "from logger",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        expected.push("from logger".to_owned());
+    } else {
+        println!("SKIP logger: not installed");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.stop().success());
+    let got: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    for e in &expected {
+        assert!(
+            got.iter().any(|g| g.contains(e.as_str())),
+            "{e:?} not stored; got {got:?}"
+        );
+    }
+    assert_eq!(got.len(), expected.len());
+}
+
+#[test]
+fn config_file_unknown_keys_and_bad_values_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ringstash.toml");
+    std::fs::write(&cfg, "conections_max = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conections_max"));
+    std::fs::write(&cfg, "connections_max = 0\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connections_max = 0 is outside"));
+    // A valid file is used, and flags override it.
+    std::fs::write(&cfg, "connections_max = 1\nrecord_bytes_max = 8\n").unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &["--config", cfg.to_str().unwrap(), "--record-bytes-max", "4"],
+    );
+    let said = tcp_send_all(server.tcp, b"12345\n1234\n");
+    assert!(
+        said.contains("error 1 record_too_large"),
+        "flag (4) overrides file (8): {said}"
+    );
+    assert!(server.stop().success());
+}
