@@ -263,7 +263,7 @@ impl Conn {
         };
         // A request we did not read the body of leaves the stream out of step.
         let unread_body =
-            !matches!(head.body, BodyKind::None) && !(head.method == Method::Post && is_ingest);
+            !(matches!(head.body, BodyKind::None) || head.method == Method::Post && is_ingest);
         let keep = keep_alive && !unread_body;
         let mut response = response;
         response.head_only = head.method == Method::Head;
