@@ -135,7 +135,8 @@ async fn read_loop(
     let batch_max = super::batch_bytes_max(s);
     let mut buf: Vec<u8> = Vec::with_capacity(s.read_buffer_bytes);
     let mut framer = LineFramer::new(s.record_bytes_max);
-    let mut builder = BatchBuilder::new(batch_max + s.read_buffer_bytes, s.record_bytes_max);
+    // Starts at two reads' worth and grows only under load, so idle connections stay small.
+    let mut builder = BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max);
     let mut reject = |line: u64| {
         ctx.stats
             .tcp_records_too_large_total
