@@ -1,4 +1,69 @@
-fn main() {
-    eprintln!("loadtest: not implemented yet (issue 4)");
-    std::process::exit(2);
+//! The `loadtest` binary: argument parsing and dispatch only.
+
+use std::{io::Write, process::ExitCode};
+
+use clap::Parser;
+use loadtest::{
+    cli::{Cli, Command},
+    runner,
+    sink::Sink,
+    workload::Corpus,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let report = runner::run(&args)?;
+            let text = if args.json {
+                report.to_json() + "\n"
+            } else {
+                report.to_table()
+            };
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen(args) => {
+            let cfg = runner::gen_config(&args.gen_opts, None)?;
+            let corpus =
+                Corpus::generate(&cfg).map_err(|e| anyhow::anyhow!("--record-size: {e}"))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut cursor = 0;
+            let mut buf = Vec::new();
+            let mut left = args.count;
+            while left > 0 {
+                let n = left.min(4096);
+                buf.clear();
+                corpus.append_lines(&mut cursor, n as usize, &mut buf);
+                if let Err(e) = out.write_all(&buf) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    return Err(e.into());
+                }
+                left -= n;
+            }
+            let _ = out.flush();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sink(args) => {
+            let sink = Sink::start(args.addr, args.reply)?;
+            println!("listening on {}", sink.addr);
+            let _ = std::io::stdout().flush();
+            loop {
+                std::thread::park();
+            }
+        }
+    }
 }

@@ -1,0 +1,236 @@
+//! Command-line interface: `loadtest run`, `loadtest gen`, `loadtest sink`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    engine::{LogsBody, Mode},
+    sink::SinkReply,
+    workload::{Format, SizeDist},
+};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load-test harness for ringstash and other newline-TCP / HTTP log receivers",
+    long_about = "Load-test harness for ringstash and other newline-TCP / HTTP log receivers.\n\n\
+Drives raw TCP (fire and forget, or waiting on ringstash's cumulative acks) and HTTP POST \
+(/ingest lines, /v1/logs JSON) in closed loop (peak throughput) or open loop at --rate \
+(latency measured from each batch's intended send time: coordinated omission corrected, \
+as wrk2 does), and reports throughput and HdrHistogram latency percentiles."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive a server and report throughput and latency.
+    Run(Box<RunArgs>),
+    /// Print generated records to stdout (what `run` would send).
+    Gen(GenArgs),
+    /// Run a counting receiver (discard, ack or HTTP) for loopback bandwidth runs.
+    Sink(SinkArgs),
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a plain number of seconds.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (want e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("bad duration unit {unit:?} in {s:?}")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Options of the workload generator, shared by `run` and `gen`.
+#[derive(Debug, Clone, Args)]
+pub struct GenOpts {
+    /// Record size in bytes including the `\n`: `128` (exactly, padded) or `100-300`
+    /// (uniform).
+    #[arg(long, default_value = "128", value_parser = SizeDist::parse)]
+    pub record_size: SizeDist,
+    /// Record format [default: text; json for http-logs].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Probability that a record carries labels (region, env, host, version).
+    #[arg(long, default_value_t = 0.3)]
+    pub labels: f64,
+    /// PRNG seed: the same seed (and base time) gives the same records.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Timestamp of the first record, Unix seconds [default: now].
+    #[arg(long)]
+    pub base_time: Option<u64>,
+    /// Distinct records generated before batches repeat them.
+    #[arg(long, default_value_t = 1 << 16)]
+    pub corpus_records: usize,
+}
+
+/// `loadtest run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Protocol, and what completes a batch: tcp (fire and forget: written), tcp-acked
+    /// (ringstash ack), http-ingest / http-logs (HTTP response), ws-e2e (not yet
+    /// available: send-to-delivery through a WebSocket subscriber, issue 5).
+    #[arg(long, value_enum, default_value = "tcp-acked")]
+    pub mode: Mode,
+    /// Server address [default: 127.0.0.1:5140 for TCP, 127.0.0.1:8080 for HTTP].
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// HTTP path [default: /ingest for http-ingest, /v1/logs for http-logs].
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Body of http-logs requests.
+    #[arg(long, value_enum, default_value = "json-array")]
+    pub body: LogsBody,
+    /// Connections.
+    #[arg(short = 'c', long, default_value_t = 4)]
+    pub connections: usize,
+    /// Worker threads driving the connections [default: min(connections, cores)].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Records per batch (one TCP write or one HTTP request).
+    #[arg(short = 'b', long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Batches in flight per connection [default: 1 in closed loop, 1024 in open loop].
+    #[arg(long)]
+    pub inflight: Option<usize>,
+    /// Open loop: records per second, all connections together. Without it the run is
+    /// closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Stop after this many records (after the warm-up).
+    #[arg(short = 'n', long, conflicts_with = "duration")]
+    pub count: Option<u64>,
+    /// Stop after this long (after the warm-up) [default: 10s unless --count].
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Send for this long before measuring.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// After sending stops, wait this long for outstanding acks or responses.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+    /// Connect timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub connect_timeout: Duration,
+    /// Workload generator.
+    #[command(flatten)]
+    pub gen_opts: GenOpts,
+    /// Report the CPU time and resident memory of this process (the server).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// For receivers that do not ack: wait until this output file has grown by every
+    /// byte sent and report the rate at which it did.
+    #[arg(long)]
+    pub landed_file: Option<PathBuf>,
+    /// Give up waiting on --landed-file after it has not grown for this long.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub landed_idle_timeout: Duration,
+    /// Print the report as JSON on stdout (instead of the table).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json_file: Option<PathBuf>,
+    /// Write the corrected latency distribution in HdrHistogram's .hgrm text format
+    /// (milliseconds) to this file.
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// No progress line (it is shown only when stderr is a terminal anyway).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `loadtest gen`.
+#[derive(Debug, Clone, Args)]
+pub struct GenArgs {
+    /// Records to print.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub count: u64,
+    /// Workload generator.
+    #[command(flatten)]
+    pub gen_opts: GenOpts,
+}
+
+/// `loadtest sink`.
+#[derive(Debug, Clone, Args)]
+pub struct SinkArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: std::net::SocketAddr,
+    /// What to answer.
+    #[arg(long, value_enum, default_value = "none")]
+    pub reply: SinkReply,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "run",
+            "--mode",
+            "http-logs",
+            "--body",
+            "ndjson",
+            "--rate",
+            "5000",
+            "-n",
+            "100",
+            "--record-size",
+            "200-300",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.mode, Mode::HttpLogs);
+        assert_eq!(a.body, LogsBody::Ndjson);
+        assert_eq!(a.rate, Some(5000.0));
+        assert_eq!(a.gen_opts.record_size, SizeDist { min: 200, max: 300 });
+        assert!(Cli::try_parse_from(["loadtest", "run", "-n", "1", "-d", "1s"]).is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! `loadtest`: the load-test harness of ringstash, usable against any newline-TCP or
+//! HTTP log receiver.
+//!
+//! # Layout
+//!
+//! | stage | module | what it is |
+//! |-------|--------|------------|
+//! | records | [`workload`] | seeded workload generator: realistic text / JSON log records of a chosen size, built once into a corpus |
+//! | schedule | [`pace`] | open-loop intended send times (the base of coordinated-omission correction) |
+//! | wire | [`engine`] | worker threads with `mio` poll loops: batch → one `write`, completion by write, ack or response |
+//! | parsing | [`proto`] | allocation-free parsing of ringstash ack lines and HTTP responses |
+//! | numbers | [`stats`], [`report`] | HdrHistograms and counters; table, JSON and `.hgrm` output |
+//! | server | [`procstat`] | the server's CPU and resident memory from `/proc/<pid>` |
+//! | glue | [`cli`], [`runner`] | command line and the `run` command; [`sink`] is a counting receiver for loopback runs and tests |
+//!
+//! `compare.sh` next to the crate drives ringstash and its peers (rsyslog, syslog-ng)
+//! with identical load and measures the physical limits (fio, loopback) in the same run.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod engine;
+pub mod pace;
+pub mod procstat;
+pub mod proto;
+pub mod report;
+pub mod runner;
+pub mod sink;
+pub mod stats;
+pub mod workload;

@@ -1,0 +1,579 @@
+//! The run's report: a readable table, JSON (`--json`), and the full latency
+//! distribution in HdrHistogram's `.hgrm` percentile text format (`--hgrm`).
+//!
+//! The JSON fields are documented in `loadtest/README.md`; [`REPORT_VERSION`] changes
+//! when a field changes meaning or goes away (new fields may be added at any time).
+
+use std::{collections::BTreeMap, fmt::Write as _, io};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{procstat::ProcDelta, stats::Stats};
+
+/// Version of the JSON report layout.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Latency percentiles of one histogram, microseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencySummary {
+    /// Number of batches measured.
+    pub count: u64,
+    /// Smallest, µs.
+    pub min: u64,
+    /// Median, µs.
+    pub p50: u64,
+    /// 90th percentile, µs.
+    pub p90: u64,
+    /// 99th percentile, µs.
+    pub p99: u64,
+    /// 99.9th percentile, µs.
+    pub p99_9: u64,
+    /// 99.99th percentile, µs.
+    pub p99_99: u64,
+    /// Largest, µs.
+    pub max: u64,
+    /// Mean, µs.
+    pub mean: f64,
+    /// Standard deviation, µs.
+    pub stdev: f64,
+}
+
+impl LatencySummary {
+    /// Summarises `h` (µs). All zero for an empty histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return LatencySummary {
+                count: 0,
+                min: 0,
+                p50: 0,
+                p90: 0,
+                p99: 0,
+                p99_9: 0,
+                p99_99: 0,
+                max: 0,
+                mean: 0.0,
+                stdev: 0.0,
+            };
+        }
+        LatencySummary {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            p99_99: h.value_at_quantile(0.9999),
+            max: h.max(),
+            mean: round3(h.mean()),
+            stdev: round3(h.stdev()),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The run's settings, echoed in the report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunInfo {
+    /// `tcp`, `tcp-acked`, `http-ingest`, `http-logs`.
+    pub mode: String,
+    /// Address driven (`host:port`), with the HTTP path for HTTP modes.
+    pub target: String,
+    /// `closed` or `open`.
+    pub load: String,
+    /// Open loop: the target rate, records/s. `null` in closed loop.
+    pub rate_target: Option<f64>,
+    /// Number of connections.
+    pub connections: usize,
+    /// Worker threads driving them.
+    pub threads: usize,
+    /// Records per batch (one TCP write or one HTTP request).
+    pub batch_records: usize,
+    /// Batches in flight per connection at most.
+    pub inflight: usize,
+    /// Record size distribution, bytes including `\n`: `[min, max]`.
+    pub record_bytes: [usize; 2],
+    /// `text` or `json`.
+    pub format: String,
+    /// Generator seed.
+    pub seed: u64,
+    /// Warm-up, seconds (not measured).
+    pub warmup_s: f64,
+}
+
+/// Resource use of the server process over the measurement window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerInfo {
+    /// Process id read.
+    pub pid: u32,
+    /// CPU time (user + system) used during the window, seconds.
+    pub cpu_s: f64,
+    /// `cpu_s` over the window's wall time, percent of one core.
+    pub cpu_percent: f64,
+    /// CPU time per completed record, µs.
+    pub cpu_us_per_record: f64,
+    /// Resident set size at the start of the window, bytes.
+    pub rss_bytes_start: u64,
+    /// Resident set size at the end, bytes.
+    pub rss_bytes_end: u64,
+    /// Largest resident set size sampled during the run (every 100 ms), bytes.
+    pub rss_bytes_max: u64,
+    /// The kernel's peak resident set size of the process (`VmHWM`), bytes.
+    pub rss_bytes_peak: u64,
+}
+
+/// The harness's own CPU use over the window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientInfo {
+    /// CPU time, seconds.
+    pub cpu_s: f64,
+    /// Percent of one core.
+    pub cpu_percent: f64,
+}
+
+/// What reached a receiver's output file (`--landed-file`), for servers that do
+/// not acknowledge.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LandedInfo {
+    /// File watched.
+    pub file: String,
+    /// Bytes the harness sent (warm-up included) that should reach it.
+    pub bytes_expected: u64,
+    /// Bytes that reached it.
+    pub bytes_landed: u64,
+    /// From the start of the measurement until the last byte landed (or the wait
+    /// gave up), seconds.
+    pub elapsed_s: f64,
+    /// Bytes landed after the measurement started, per second, in records.
+    pub records_per_s: f64,
+    /// The same in MB/s (10^6 bytes).
+    pub mb_per_s: f64,
+    /// True if every byte sent landed.
+    pub complete: bool,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// [`REPORT_VERSION`].
+    pub version: u32,
+    /// Settings of the run.
+    pub run: RunInfo,
+    /// Measurement window: first measured send to last measured completion, seconds.
+    pub duration_s: f64,
+    /// Records completed successfully in the window.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Batches completed successfully in the window.
+    pub batches: u64,
+    /// `records / duration_s`.
+    pub records_per_s: f64,
+    /// `bytes / duration_s / 10^6`.
+    pub mb_per_s: f64,
+    /// From intended send time to completion (coordinated-omission corrected), µs.
+    pub latency_us: LatencySummary,
+    /// From actual send to completion (not corrected), µs.
+    pub service_time_us: LatencySummary,
+    /// Records handed to the sockets, warm-up included.
+    pub sent_records_total: u64,
+    /// Records completed successfully, warm-up included.
+    pub completed_records_total: u64,
+    /// Records in batches that failed or timed out.
+    pub failed_records_total: u64,
+    /// Sum over connections of the server's last cumulative ack count (TCP modes
+    /// against ringstash; 0 for servers that do not ack).
+    pub server_acked_total: u64,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Sum of `errors`.
+    pub errors_total: u64,
+    /// Reconnections after a connection was lost.
+    pub reconnects: u64,
+    /// Server process resources (`--server-pid`), else `null`.
+    pub server: Option<ServerInfo>,
+    /// The harness's own CPU use.
+    pub client: Option<ClientInfo>,
+    /// Output file progress (`--landed-file`), else `null`.
+    pub landed: Option<LandedInfo>,
+}
+
+impl Report {
+    /// Builds the report from merged stats.
+    pub fn new(run: RunInfo, stats: &Stats, duration_s: f64) -> Self {
+        let secs = duration_s.max(1e-9);
+        Report {
+            version: REPORT_VERSION,
+            run,
+            duration_s: round3(duration_s * 1000.0) / 1000.0,
+            records: stats.records,
+            bytes: stats.bytes,
+            batches: stats.batches,
+            records_per_s: (stats.records as f64 / secs).round(),
+            mb_per_s: round3(stats.bytes as f64 / secs / 1e6),
+            latency_us: LatencySummary::of(&stats.latency_us),
+            service_time_us: LatencySummary::of(&stats.service_us),
+            sent_records_total: stats.sent_records_total,
+            completed_records_total: stats.completed_records_total,
+            failed_records_total: stats.failed_records_total,
+            server_acked_total: stats.server_acked_total,
+            errors: stats.errors.clone(),
+            errors_total: stats.errors_total(),
+            reconnects: stats.reconnects,
+            server: None,
+            client: None,
+            landed: None,
+        }
+    }
+
+    /// Fills `server` from a `/proc` delta over the window.
+    pub fn set_server(&mut self, d: &ProcDelta, rss_bytes_max: u64) {
+        let wall = d.wall_s.max(1e-9);
+        self.server = Some(ServerInfo {
+            pid: d.pid,
+            cpu_s: round3(d.cpu_s),
+            cpu_percent: round3(d.cpu_s / wall * 100.0),
+            cpu_us_per_record: if self.records > 0 {
+                round3(d.cpu_s * 1e6 / self.records as f64)
+            } else {
+                0.0
+            },
+            rss_bytes_start: d.rss_bytes_start,
+            rss_bytes_end: d.rss_bytes_end,
+            rss_bytes_max: rss_bytes_max.max(d.rss_bytes_end).max(d.rss_bytes_start),
+            rss_bytes_peak: d.rss_bytes_peak,
+        });
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    /// The report as a table for people.
+    pub fn to_table(&self) -> String {
+        let r = &self.run;
+        let mut s = String::new();
+        let load = match r.rate_target {
+            Some(rate) => format!("open loop at {} records/s", thousands(rate.round() as u64)),
+            None => "closed loop".to_owned(),
+        };
+        let size = if r.record_bytes[0] == r.record_bytes[1] {
+            format!("{} B", r.record_bytes[0])
+        } else {
+            format!("{}-{} B", r.record_bytes[0], r.record_bytes[1])
+        };
+        let _ = writeln!(s, "loadtest {} -> {}", r.mode, r.target);
+        let _ = writeln!(
+            s,
+            "  load        {load}, {} conn x {} in flight, {} records/batch, {size} {} records, {} thread(s)",
+            r.connections, r.inflight, r.batch_records, r.format, r.threads
+        );
+        let _ = writeln!(
+            s,
+            "  window      {:.3} s measured{}",
+            self.duration_s,
+            if r.warmup_s > 0.0 {
+                format!(" after {:.1} s warm-up", r.warmup_s)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  records     {} ok in window, {} failed; {} sent, {} ok in total{}",
+            thousands(self.records),
+            thousands(self.failed_records_total),
+            thousands(self.sent_records_total),
+            thousands(self.completed_records_total),
+            if self.server_acked_total > 0 {
+                format!(", {} acked by server", thousands(self.server_acked_total))
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  throughput  {} records/s   {:.1} MB/s   ({} batches)",
+            thousands(self.records_per_s as u64),
+            self.mb_per_s,
+            thousands(self.batches)
+        );
+        let _ = writeln!(
+            s,
+            "  latency µs  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+            "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"
+        );
+        for (name, l) in [
+            ("corrected ", &self.latency_us),
+            ("service   ", &self.service_time_us),
+        ] {
+            let _ = writeln!(
+                s,
+                "  {name}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1}",
+                l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max, l.mean
+            );
+        }
+        if self.errors.is_empty() {
+            let _ = writeln!(s, "  errors      none");
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  errors      {} ({})",
+                self.errors_total,
+                list.join(", ")
+            );
+        }
+        if self.reconnects > 0 {
+            let _ = writeln!(s, "  reconnects  {}", self.reconnects);
+        }
+        if let Some(sv) = &self.server {
+            let _ = writeln!(
+                s,
+                "  server      pid {}: cpu {:.2} s ({:.0} % of a core, {:.2} µs/record), rss {:.1} MB (max {:.1}, peak {:.1})",
+                sv.pid,
+                sv.cpu_s,
+                sv.cpu_percent,
+                sv.cpu_us_per_record,
+                sv.rss_bytes_end as f64 / 1e6,
+                sv.rss_bytes_max as f64 / 1e6,
+                sv.rss_bytes_peak as f64 / 1e6
+            );
+        }
+        if let Some(c) = &self.client {
+            let _ = writeln!(
+                s,
+                "  client      cpu {:.2} s ({:.0} % of a core)",
+                c.cpu_s, c.cpu_percent
+            );
+        }
+        if let Some(l) = &self.landed {
+            let _ = writeln!(
+                s,
+                "  landed      {} of {} bytes in {} after {:.3} s: {} records/s, {:.1} MB/s{}",
+                thousands(l.bytes_landed),
+                thousands(l.bytes_expected),
+                l.file,
+                l.elapsed_s,
+                thousands(l.records_per_s as u64),
+                l.mb_per_s,
+                if l.complete { "" } else { "  (INCOMPLETE)" }
+            );
+        }
+        s
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Writes `h` (recorded in µs) in HdrHistogram's percentile-distribution text format,
+/// values divided by `scale` (1000.0 gives milliseconds, what the HdrHistogram
+/// plotter expects), with 5 ticks per half distance like `outputPercentileDistribution`.
+///
+/// # Errors
+/// Errors of `out`.
+pub fn write_hgrm(h: &Histogram<u64>, scale: f64, out: &mut dyn io::Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
+    let mut total = 0u64;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            let value = v.value_iterated_to() as f64 / scale;
+            if q < 1.0 {
+                writeln!(
+                    out,
+                    "{value:12.3} {q:2.12} {total:10} {:14.2}",
+                    1.0 / (1.0 - q)
+                )?;
+            } else {
+                writeln!(out, "{value:12.3} {q:2.12} {total:10}")?;
+            }
+        }
+    }
+    let (mean, stdev, max) = if h.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        (h.mean() / scale, h.stdev() / scale, h.max() as f64 / scale)
+    };
+    writeln!(
+        out,
+        "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]"
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {max:12.3}, Total count    = {:12}]",
+        h.len()
+    )?;
+    // Sub-buckets per bucket: the power of two that holds 2 * 10^sigfig values.
+    let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
+    writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        sub_buckets
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_histogram;
+
+    fn run_info() -> RunInfo {
+        RunInfo {
+            mode: "tcp-acked".into(),
+            target: "127.0.0.1:5140".into(),
+            load: "closed".into(),
+            rate_target: None,
+            connections: 4,
+            threads: 2,
+            batch_records: 1024,
+            inflight: 1,
+            record_bytes: [128, 128],
+            format: "text".into(),
+            seed: 1,
+            warmup_s: 0.0,
+        }
+    }
+
+    fn stats() -> Stats {
+        let mut st = Stats::default();
+        for v in 1..=10_000u64 {
+            st.latency_us.record(v).unwrap();
+            st.service_us.record(v / 2 + 1).unwrap();
+        }
+        st.records = 1_000_000;
+        st.bytes = 128_000_000;
+        st.batches = 10_000;
+        st.error("http_503");
+        st
+    }
+
+    #[test]
+    fn summary_percentiles() {
+        let l = LatencySummary::of(&stats().latency_us);
+        assert_eq!(l.count, 10_000);
+        assert_eq!(l.min, 1);
+        assert!((4990..=5010).contains(&l.p50), "{}", l.p50);
+        assert!((8990..=9010).contains(&l.p90));
+        assert!((9890..=9910).contains(&l.p99));
+        assert!((9980..=10010).contains(&l.p99_9));
+        assert!((9990..=10010).contains(&l.max));
+        assert!((l.mean - 5000.5).abs() < 5.0);
+        assert_eq!(LatencySummary::of(&new_histogram()).p99, 0);
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let r = Report::new(run_info(), &stats(), 0.5);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["version"], REPORT_VERSION);
+        assert_eq!(v["records_per_s"], 2_000_000.0);
+        assert_eq!(v["mb_per_s"], 256.0);
+        assert_eq!(v["errors"]["http_503"], 1);
+        assert_eq!(v["errors_total"], 1);
+        for k in [
+            "count", "min", "p50", "p90", "p99", "p99_9", "p99_99", "max", "mean", "stdev",
+        ] {
+            assert!(v["latency_us"][k].is_number(), "latency_us.{k}");
+            assert!(v["service_time_us"][k].is_number(), "service_time_us.{k}");
+        }
+        for k in [
+            "mode",
+            "target",
+            "load",
+            "connections",
+            "batch_records",
+            "inflight",
+            "record_bytes",
+            "seed",
+        ] {
+            assert!(!v["run"][k].is_null(), "run.{k}");
+        }
+        assert!(v["server"].is_null());
+    }
+
+    #[test]
+    fn table_reads_well() {
+        let mut r = Report::new(run_info(), &stats(), 0.5);
+        r.set_server(
+            &ProcDelta {
+                pid: 42,
+                wall_s: 0.5,
+                cpu_s: 0.25,
+                rss_bytes_start: 10_000_000,
+                rss_bytes_end: 20_000_000,
+                rss_bytes_peak: 21_000_000,
+            },
+            0,
+        );
+        let t = r.to_table();
+        assert!(t.contains("2,000,000 records/s"), "{t}");
+        assert!(t.contains("256.0 MB/s"), "{t}");
+        assert!(t.contains("http_503=1"), "{t}");
+        assert!(
+            t.contains("pid 42: cpu 0.25 s (50 % of a core, 0.25 µs/record)"),
+            "{t}"
+        );
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn hgrm_format() {
+        let mut out = Vec::new();
+        write_hgrm(&stats().latency_us, 1000.0, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "       Value     Percentile TotalCount 1/(1-Percentile)"
+        );
+        assert_eq!(lines.next().unwrap(), "");
+        let rows: Vec<&str> = text
+            .lines()
+            .skip(2)
+            .take_while(|l| !l.starts_with('#'))
+            .collect();
+        assert!(rows.len() > 50);
+        let first: Vec<&str> = rows[0].split_whitespace().collect();
+        assert_eq!(first.len(), 4);
+        assert_eq!(first[0], "0.001");
+        let last: Vec<&str> = rows.last().unwrap().split_whitespace().collect();
+        assert_eq!(last.len(), 3);
+        assert_eq!(last[1], "1.000000000000");
+        assert_eq!(last[2], "10000");
+        assert!(
+            text.contains("#[Mean    =        5.001, StdDeviation   =        2.887]"),
+            "{text}"
+        );
+        assert!(text.contains("Total count    =        10000]"));
+        assert!(text.contains("SubBuckets     =         2048]"));
+    }
+}

@@ -1,0 +1,322 @@
+//! `loadtest run`: turns the command line into an engine run, watches the server
+//! and the output file while it goes, and builds the [`Report`].
+
+use std::{
+    io::{IsTerminal, Write},
+    net::{SocketAddr, ToSocketAddrs},
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    cli::{GenOpts, RunArgs},
+    engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop, mono_ns},
+    procstat::{self, ProcSample},
+    report::{ClientInfo, LandedInfo, Report, RunInfo, thousands, write_hgrm},
+    workload::{Corpus, Format, GenConfig, RECORD_BYTES_MAX},
+};
+
+/// Largest batch, bytes: bounds the write buffers.
+pub const BATCH_BYTES_MAX: usize = 256 << 20;
+
+/// The generator config for `opts` as used with `mode`.
+///
+/// # Errors
+/// `--format text` with `http-logs` (which takes JSON objects only).
+pub fn gen_config(opts: &GenOpts, mode: Option<Mode>) -> anyhow::Result<GenConfig> {
+    let format = match (opts.format, mode) {
+        (Some(Format::Text), Some(Mode::HttpLogs)) => {
+            bail!("http-logs sends JSON records: use --format json (the default for it)")
+        }
+        (Some(f), _) => f,
+        (None, Some(Mode::HttpLogs)) => Format::Json,
+        (None, _) => Format::Text,
+    };
+    if !(0.0..=1.0).contains(&opts.labels) {
+        bail!("--labels is a probability between 0 and 1");
+    }
+    let base_time_s = opts.base_time.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    Ok(GenConfig {
+        seed: opts.seed,
+        format,
+        size: opts.record_size,
+        labels_probability: opts.labels,
+        base_time_s,
+        corpus_records: opts.corpus_records,
+    })
+}
+
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+/// Watches the server process, the harness itself and the landed file while the
+/// engine runs, and prints the progress line.
+struct Watch<'a> {
+    server_pid: Option<u32>,
+    server_start: Option<ProcSample>,
+    server_end: Option<ProcSample>,
+    server_rss_max: u64,
+    client_start: Option<ProcSample>,
+    client_end: Option<ProcSample>,
+    landed_file: Option<&'a Path>,
+    landed_at_measure: u64,
+    show_progress: bool,
+    last_print: Option<(Instant, u64)>,
+}
+
+impl Observer for Watch<'_> {
+    fn measure_start(&mut self) {
+        if let Some(pid) = self.server_pid {
+            self.server_start = procstat::sample(pid).ok();
+        }
+        self.client_start = procstat::sample(std::process::id()).ok();
+        if let Some(f) = self.landed_file {
+            self.landed_at_measure = file_len(f);
+        }
+    }
+
+    fn tick(&mut self, progress: &Progress, elapsed: Duration) {
+        if let Some(pid) = self.server_pid
+            && let Ok(s) = procstat::sample(pid)
+        {
+            self.server_rss_max = self.server_rss_max.max(s.rss_bytes);
+        }
+        if !self.show_progress {
+            return;
+        }
+        // Relaxed: display only.
+        let records = progress.records.load(Ordering::Relaxed);
+        let errors = progress.errors.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let (t0, r0) = *self.last_print.get_or_insert((now, 0));
+        let dt = now.duration_since(t0).as_secs_f64();
+        if dt >= 1.0 {
+            let rate = (records - r0) as f64 / dt;
+            eprint!(
+                "\r\x1b[K  {:6.1} s  {:>12} records/s  {:>14} records  {} errors",
+                elapsed.as_secs_f64(),
+                thousands(rate as u64),
+                thousands(records),
+                errors
+            );
+            let _ = std::io::stderr().flush();
+            self.last_print = Some((now, records));
+        }
+    }
+
+    fn finished(&mut self) {
+        if let Some(pid) = self.server_pid {
+            self.server_end = procstat::sample(pid).ok();
+        }
+        self.client_end = procstat::sample(std::process::id()).ok();
+        if self.show_progress && self.last_print.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// Runs `loadtest run` and returns its report (it prints nothing itself).
+///
+/// # Errors
+/// Bad options, an unreachable server, a mode not yet available.
+pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
+    let gen_cfg = gen_config(&args.gen_opts, Some(args.mode))?;
+    if args.mode == Mode::WsE2e {
+        bail!("mode ws-e2e is not yet available (needs the WebSocket fan-out, issue 5)");
+    }
+    if args.batch == 0 || args.connections == 0 {
+        bail!("--batch and --connections must be at least 1");
+    }
+    if args.batch.saturating_mul(args.gen_opts.record_size.max) > BATCH_BYTES_MAX {
+        bail!("a batch may hold at most {BATCH_BYTES_MAX} bytes: lower --batch or --record-size");
+    }
+    if args.gen_opts.record_size.max > RECORD_BYTES_MAX {
+        bail!("records over {RECORD_BYTES_MAX} bytes are not supported");
+    }
+    let load = match args.rate {
+        Some(rate) if rate > 0.0 && rate.is_finite() => Load::Open { rate },
+        Some(_) => bail!("--rate must be a positive number of records per second"),
+        None => Load::Closed,
+    };
+    let stop = match (args.count, args.duration) {
+        (Some(n), _) => Stop::Count(n),
+        (None, Some(d)) => Stop::Duration(d),
+        (None, None) => Stop::Duration(Duration::from_secs(10)),
+    };
+    let addr_s = args.addr.clone().unwrap_or_else(|| {
+        if args.mode.is_http() {
+            "127.0.0.1:8080"
+        } else {
+            "127.0.0.1:5140"
+        }
+        .to_owned()
+    });
+    let addr = resolve(&addr_s)?;
+    let path = args
+        .path
+        .clone()
+        .or_else(|| args.mode.default_path().map(str::to_owned))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cores).clamp(1, args.connections);
+    let inflight = args.inflight.unwrap_or(match load {
+        Load::Closed => 1,
+        Load::Open { .. } => 1024,
+    });
+    let corpus =
+        Arc::new(Corpus::generate(&gen_cfg).map_err(|e| anyhow::anyhow!("--record-size: {e}"))?);
+    let cfg = EngineConfig {
+        mode: args.mode,
+        addr,
+        host: addr_s.clone(),
+        path: path.clone(),
+        logs_body: args.body,
+        connections: args.connections,
+        threads,
+        batch_records: args.batch,
+        inflight,
+        load,
+        stop,
+        warmup: args.warmup,
+        drain_timeout: args.drain_timeout,
+        connect_timeout: args.connect_timeout,
+    };
+    let landed_file = args.landed_file.as_deref();
+    let landed_initial = landed_file.map(file_len);
+    let mut watch = Watch {
+        server_pid: args.server_pid,
+        server_start: None,
+        server_end: None,
+        server_rss_max: 0,
+        client_start: None,
+        client_end: None,
+        landed_file,
+        landed_at_measure: 0,
+        show_progress: !args.quiet && std::io::stderr().is_terminal(),
+        last_print: None,
+    };
+    if let Some(pid) = args.server_pid {
+        procstat::sample(pid)
+            .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
+    }
+    let res = engine::run(&cfg, corpus, &mut watch)?;
+    let info = RunInfo {
+        mode: args.mode.name().to_owned(),
+        target: if args.mode.is_http() {
+            format!("{addr_s}{path}")
+        } else {
+            addr_s
+        },
+        load: match load {
+            Load::Closed => "closed",
+            Load::Open { .. } => "open",
+        }
+        .to_owned(),
+        rate_target: args.rate,
+        connections: args.connections,
+        threads,
+        batch_records: args.batch,
+        inflight,
+        record_bytes: [gen_cfg.size.min, gen_cfg.size.max],
+        format: match gen_cfg.format {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+        .to_owned(),
+        seed: gen_cfg.seed,
+        warmup_s: args.warmup.as_secs_f64(),
+    };
+    let mut report = Report::new(info, &res.stats, res.duration_s);
+    if let (Some(a), Some(b)) = (&watch.server_start, &watch.server_end) {
+        report.set_server(&a.delta(b), watch.server_rss_max);
+    }
+    if let (Some(a), Some(b)) = (&watch.client_start, &watch.client_end) {
+        let d = a.delta(b);
+        report.client = Some(ClientInfo {
+            cpu_s: (d.cpu_s * 1000.0).round() / 1000.0,
+            cpu_percent: (d.cpu_s / d.wall_s.max(1e-9) * 1000.0).round() / 10.0,
+        });
+    }
+    if let (Some(f), Some(initial)) = (landed_file, landed_initial) {
+        report.landed = Some(wait_landed(
+            f,
+            initial,
+            watch.landed_at_measure,
+            res.stats.bytes_total,
+            res.stats.completed_records_total,
+            res.measure_start_ns,
+            args.landed_idle_timeout,
+        ));
+    }
+    if let Some(p) = &args.hgrm {
+        let mut f =
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        write_hgrm(&res.stats.latency_us, 1000.0, &mut f)?;
+    }
+    if let Some(p) = &args.json_file {
+        std::fs::write(p, report.to_json() + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(report)
+}
+
+/// Waits until `file` holds `initial + bytes_sent` bytes, or stops growing for
+/// `idle`, and measures the rate it grew at since the measurement started.
+fn wait_landed(
+    file: &Path,
+    initial: u64,
+    at_measure: u64,
+    bytes_sent: u64,
+    records_sent: u64,
+    measure_start_ns: u64,
+    idle: Duration,
+) -> LandedInfo {
+    let expected = initial + bytes_sent;
+    let mut last = file_len(file);
+    let mut last_change = mono_ns();
+    let mut landed_ns = last_change;
+    while last < expected {
+        std::thread::sleep(Duration::from_millis(2));
+        let len = file_len(file);
+        let now = mono_ns();
+        if len != last {
+            last = len;
+            last_change = now;
+            landed_ns = now;
+        } else if now - last_change > idle.as_nanos() as u64 {
+            break;
+        }
+    }
+    let elapsed_s = landed_ns.saturating_sub(measure_start_ns) as f64 / 1e9;
+    let grown = last.saturating_sub(at_measure) as f64;
+    let bytes_per_record = if records_sent > 0 {
+        bytes_sent as f64 / records_sent as f64
+    } else {
+        1.0
+    };
+    let secs = elapsed_s.max(1e-9);
+    LandedInfo {
+        file: file.display().to_string(),
+        bytes_expected: bytes_sent,
+        bytes_landed: last.saturating_sub(initial),
+        elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
+        records_per_s: (grown / bytes_per_record / secs).round(),
+        mb_per_s: (grown / secs / 1e6 * 1000.0).round() / 1000.0,
+        complete: last >= expected,
+    }
+}
