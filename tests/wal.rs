@@ -979,7 +979,13 @@ fn append_and_kill(dir: &Path, tag: &str, kill_after: usize, delay: Duration) ->
     use std::os::unix::process::ExitStatusExt;
     let mut child = Command::new(BIN)
         .args(["append", "--data-dir", dir.to_str().unwrap()])
-        .args(["--print-offsets", "--batch-records", "16", "--segment-bytes-max", "65536"])
+        .args([
+            "--print-offsets",
+            "--batch-records",
+            "16",
+            "--segment-bytes-max",
+            "65536",
+        ])
         .env("RINGSTASH_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1015,7 +1021,9 @@ fn append_and_kill(dir: &Path, tag: &str, kill_after: usize, delay: Duration) ->
         let Some(l) = line.strip_suffix('\n') else {
             break; // cut off mid-line by the kill: not an acknowledgement
         };
-        let (a, b) = l.split_once(' ').unwrap_or_else(|| panic!("bad ack line {l:?}"));
+        let (a, b) = l
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("bad ack line {l:?}"));
         acks.push((a.parse().unwrap(), b.parse().unwrap()));
     }
     let status = child.wait().unwrap();
@@ -1061,7 +1069,10 @@ fn sigkill_while_appending_loses_no_acknowledged_record() {
 
         let log = Log::open(LogConfig::new(&dir)).unwrap();
         let end = log.committed_end();
-        assert!(end >= next, "run {run}: acked up to {next} but only {end} survived");
+        assert!(
+            end >= next,
+            "run {run}: acked up to {next} but only {end} survived"
+        );
         let all = drain(log.reader(0).unwrap());
         drop(log);
         assert_eq!(all.len() as u64, end);
@@ -1070,7 +1081,10 @@ fn sigkill_while_appending_loses_no_acknowledged_record() {
         for (o, rec) in all.iter().enumerate() {
             assert_eq!(rec.offset, o as u64);
             if (o as u64) < start {
-                assert_eq!(rec.payload, expected[o], "run {run}: earlier record {o} changed");
+                assert_eq!(
+                    rec.payload, expected[o],
+                    "run {run}: earlier record {o} changed"
+                );
             } else {
                 let want = format!("{tag}-{}", o as u64 - start).into_bytes();
                 assert_eq!(rec.payload, want, "run {run}: offset {o}");
@@ -1079,7 +1093,10 @@ fn sigkill_while_appending_loses_no_acknowledged_record() {
         expected = all.into_iter().map(|r| r.payload).collect();
         assert_check_clean(&dir);
     }
-    assert!(list_segments(&dir).unwrap().len() > 1, "the runs should have rotated");
+    assert!(
+        list_segments(&dir).unwrap().len() > 1,
+        "the runs should have rotated"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1107,7 +1124,10 @@ impl Tmpfs {
             )
         };
         if r != 0 {
-            return Err(format!("mount -t tmpfs failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(Tmpfs { target })
     }
@@ -1139,37 +1159,86 @@ fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns
     let log = Log::open(small_config(&dir)).unwrap();
     let mut rng = Rng(7);
 
-    // Append with several batches in flight until the disk is full, then a little more.
+    // Append with several batches in flight until the disk is full, then more: on a
+    // full disk, failed writes leave partial data in the last page until they are cut
+    // back, and small batches still fit in its slack and succeed. A live follower reads
+    // all the while; it must see exactly the committed records, never bytes of a write
+    // that failed (which a reader could have buffered before the cut).
     let mut succeeded: Vec<(Committed, Vec<Vec<u8>>)> = Vec::new();
-    let mut disk_full = 0;
-    let mut in_flight: VecDeque<(Completion, Vec<Vec<u8>>)> = VecDeque::new();
     let mut seq = 0u64;
-    let mut batches = 0;
-    let mut settle = |c: Completion, batch: Vec<Vec<u8>>, disk_full: &mut u32| match c.wait() {
-        Ok(done) => succeeded.push((done, batch)),
-        Err(AppendError::DiskFull(why)) => {
-            assert!(why.contains("No space left"), "{why}");
-            *disk_full += 1;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let followed = std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            let mut r = log.reader(0).unwrap();
+            let mut seen: Vec<Record> = Vec::new();
+            loop {
+                let stopping = stop.load(std::sync::atomic::Ordering::Acquire);
+                while let Some(rec) = r.next().unwrap() {
+                    seen.push(rec.into());
+                }
+                if stopping {
+                    return seen;
+                }
+                log.wait_committed_beyond(seen.len() as u64, Duration::from_millis(5));
+            }
+        });
+        let mut disk_full = 0;
+        let mut in_flight: VecDeque<(Completion, Vec<Vec<u8>>)> = VecDeque::new();
+        let mut batches = 0;
+        let mut settle = |c: Completion, batch: Vec<Vec<u8>>, disk_full: &mut u32| match c.wait() {
+            Ok(done) => succeeded.push((done, batch)),
+            Err(AppendError::DiskFull(why)) => {
+                assert!(why.contains("No space left"), "{why}");
+                *disk_full += 1;
+            }
+            Err(other) => panic!("expected success or DiskFull, got {other}"),
+        };
+        while disk_full < 300 {
+            batches += 1;
+            assert!(batches < 20_000, "the disk never filled up");
+            let n = 1 + rng.below(if disk_full > 0 && batches % 2 == 0 {
+                2
+            } else {
+                20
+            });
+            let batch: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    seq += 1;
+                    payload(seq, &mut rng, 300)
+                })
+                .collect();
+            // Timestamps are not checked here: ts(0) for all.
+            in_flight.push_back((
+                append(&log, 0, &batch).expect("accepted while the disk is full"),
+                batch,
+            ));
+            if in_flight.len() >= 8 {
+                let (c, b) = in_flight.pop_front().unwrap();
+                settle(c, b, &mut disk_full);
+            }
         }
-        Err(other) => panic!("expected success or DiskFull, got {other}"),
-    };
-    while disk_full < 20 {
-        batches += 1;
-        assert!(batches < 20_000, "the disk never filled up");
-        let n = 1 + rng.below(20);
-        let batch: Vec<Vec<u8>> = (0..n).map(|_| { seq += 1; payload(seq, &mut rng, 300) }).collect();
-        // Timestamps are not checked here: ts(0) for all.
-        in_flight.push_back((append(&log, 0, &batch).expect("accepted while the disk is full"), batch));
-        if in_flight.len() >= 8 {
-            let (c, b) = in_flight.pop_front().unwrap();
+        for (c, b) in in_flight.drain(..) {
             settle(c, b, &mut disk_full);
         }
-    }
-    for (c, b) in in_flight.drain(..) {
-        settle(c, b, &mut disk_full);
-    }
-    assert!(log.failure().is_none(), "a full disk must not stop the writer: {:?}", log.failure());
-    assert!(log.stats().disk_full_errors.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        follower.join().unwrap()
+    });
+    assert_eq!(
+        followed,
+        drain(log.reader(0).unwrap()),
+        "the live follower saw records that are not in the log"
+    );
+    assert!(
+        log.failure().is_none(),
+        "a full disk must not stop the writer: {:?}",
+        log.failure()
+    );
+    assert!(
+        log.stats()
+            .disk_full_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
 
     // Every batch that succeeded is in the log, contiguous, and nothing else is: not in
     // the live view, and not on disk either (failed writes were cut back).
@@ -1178,7 +1247,11 @@ fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns
         acked.sort_by_key(|(c, _)| c.first_offset);
         let mut flat: Vec<&[u8]> = Vec::new();
         for (c, batch) in acked {
-            assert_eq!(c.first_offset, flat.len() as u64, "gap or overlap in acked offsets");
+            assert_eq!(
+                c.first_offset,
+                flat.len() as u64,
+                "gap or overlap in acked offsets"
+            );
             flat.extend(batch.iter().map(|p| &p[..]));
         }
         assert_eq!(log.committed_end(), flat.len() as u64);
@@ -1208,7 +1281,10 @@ fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns
         }
         let batch = vec![payload(seq, &mut rng, 200)];
         seq += 1;
-        let done = append(&log, 0, &batch).unwrap().wait().expect("space is back");
+        let done = append(&log, 0, &batch)
+            .unwrap()
+            .wait()
+            .expect("space is back");
         succeeded.push((done, batch));
     }
     verify(&log, &succeeded);
@@ -1227,21 +1303,342 @@ fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns
         Err(AppendError::DiskFull(_)) => {}
         other => panic!("a rotation on a full disk must fail with DiskFull, got {other:?}"),
     }
-    assert_eq!(list_segments(&dir).unwrap(), segments, "half-made segment left behind");
+    assert_eq!(
+        list_segments(&dir).unwrap(),
+        segments,
+        "half-made segment left behind"
+    );
     assert!(log.failure().is_none());
     verify(&log, &succeeded);
     assert_check_clean(&dir);
 
     fs::remove_file(&filler).unwrap();
-    let done = append(&log, 0, &big).unwrap().wait().expect("space is back");
+    let done = append(&log, 0, &big)
+        .unwrap()
+        .wait()
+        .expect("space is back");
     assert_eq!(done.first_offset, log.committed_end() - big.len() as u64);
     succeeded.push((done, big.clone()));
-    assert_eq!(list_segments(&dir).unwrap().len(), segments.len() + 1, "should have rotated");
-    assert_eq!(*list_segments(&dir).unwrap().last().unwrap(), done.first_offset);
+    assert_eq!(
+        list_segments(&dir).unwrap().len(),
+        segments.len() + 1,
+        "should have rotated"
+    );
+    assert_eq!(
+        *list_segments(&dir).unwrap().last().unwrap(),
+        done.first_offset
+    );
     verify(&log, &succeeded);
     drop(log);
     assert_check_clean(&dir);
     let log = Log::open(small_config(&dir)).unwrap();
     assert_eq!(log.recovery_report().torn_bytes_cut, 0);
     verify(&log, &succeeded);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. io_uring unavailable
+// ---------------------------------------------------------------------------------------
+
+/// `AUDIT_ARCH_X86_64` from linux/audit.h (EM_X86_64 | 64-bit | little-endian); libc
+/// does not export it.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+
+/// Installs a seccomp filter in the calling process that makes `io_uring_setup` fail
+/// with EPERM and allows everything else. Meant for `Command::pre_exec`: it only makes
+/// async-signal-safe system calls and does not allocate.
+#[cfg(target_arch = "x86_64")]
+fn deny_io_uring_setup() -> std::io::Result<()> {
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_ERRNO, sock_filter, sock_fprog,
+    };
+    const ARCH_AT: u32 = 4; // offsetof(struct seccomp_data, arch)
+    const NR_AT: u32 = 0; // offsetof(struct seccomp_data, nr)
+    const IO_URING_SETUP: u32 = 425; // x86_64
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| sock_filter {
+        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut program = [
+        stmt(BPF_LD | BPF_W | BPF_ABS, ARCH_AT),
+        jeq(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), // another ABI: leave it alone
+        stmt(BPF_LD | BPF_W | BPF_ABS, NR_AT),
+        jeq(IO_URING_SETUP, 0, 1),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    ];
+    let prog = sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: prctl with valid arguments; `prog` and `program` outlive the calls.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const sock_fprog,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn io_uring_blocked_by_seccomp_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["append", "--data-dir", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .env("RINGSTASH_LOG", "warn");
+    // SAFETY: the closure only calls prctl (async-signal-safe) and allocates nothing.
+    unsafe { cmd.pre_exec(deny_io_uring_setup) };
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must fail without io_uring: {stderr}"
+    );
+    assert!(stderr.contains("io_uring is unavailable"), "{stderr}");
+    assert!(
+        stderr.contains("seccomp"),
+        "must name seccomp as the cause: {stderr}"
+    );
+    assert!(
+        stderr.contains("io_uring_setup"),
+        "must name the blocked call: {stderr}"
+    );
+
+    // The same binary and directory work once the filter is gone: the failure was the
+    // filter's doing, and the refused start left nothing that gets in the way.
+    let mut child = Command::new(BIN)
+        .args([
+            "append",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--print-offsets",
+        ])
+        .env("RINGSTASH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 0\n");
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[test]
+fn io_uring_blocked_by_seccomp_is_a_clear_error() {
+    println!("SKIP: the seccomp filter in this test is written for x86_64");
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Non-durable policies
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn non_durable_policies_round_trip_and_shut_down_cleanly() {
+    for policy in [FsyncPolicy::Never, FsyncPolicy::Interval { interval_ms: 5 }] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let mut config = small_config(&dir);
+        config.fsync = policy;
+        let log = Log::open(config.clone()).unwrap();
+        let mut expected = fill_log(&log, &mut Rng(8), 700, 20, 250);
+        assert!(
+            list_segments(&dir).unwrap().len() > 1,
+            "{policy}: should rotate"
+        );
+        assert_records(
+            &drain(log.reader(0).unwrap()),
+            &expected,
+            0,
+            "before shutdown",
+        );
+        if let FsyncPolicy::Interval { .. } = policy {
+            // The interval timer syncs what was written without anyone asking.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while log
+                .stats()
+                .fsyncs
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{policy}: never synced"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // A last batch just before shutdown is still written and completed.
+        let last = vec![b"the last one".to_vec()];
+        let c = append(&log, expected.len() as u64, &last).unwrap();
+        expected.extend(last);
+        log.shutdown();
+        assert_eq!(c.wait().unwrap().first_offset, expected.len() as u64 - 1);
+        assert!(log.failure().is_none());
+        assert_eq!(
+            append(&log, 0, &[b"late".to_vec()]).unwrap_err(),
+            AppendError::Closed,
+            "{policy}: a closed log takes nothing"
+        );
+        drop(log);
+        assert_check_clean(&dir);
+        let log = Log::open(config).unwrap();
+        assert_eq!(log.recovery_report().torn_bytes_cut, 0, "{policy}");
+        assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "after reopen");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Lowering record_bytes_max between runs
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn lowering_record_bytes_max_does_not_make_old_records_look_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut config = LogConfig::new(&dir);
+    config.segment_bytes_max = 2 << 20;
+    config.group_bytes_max = 1 << 20;
+    config.record_bytes_max = (1 << 20) - 24;
+    let log = Log::open(config.clone()).unwrap();
+    // Records larger than the readers' 256 KiB buffer, and small ones between them.
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    let mut rng = Rng(9);
+    for size in [10, 700_000, 20, 300_000, 1 << 19, 5, 900_000, 40, 250_000] {
+        let i = expected.len() as u64;
+        let mut p = format!("big-{i}-").into_bytes();
+        p.extend(rng.bytes(size));
+        assert_eq!(
+            append_wait(&log, i, std::slice::from_ref(&p)).first_offset,
+            i
+        );
+        expected.push(p);
+    }
+    drop(log);
+    assert!(list_segments(&dir).unwrap().len() > 1);
+
+    config.record_bytes_max = 64;
+    config.group_bytes_max = 4096;
+    let log = Log::open(config.clone()).unwrap();
+    let report = log.recovery_report().clone();
+    assert_eq!(
+        (report.torn_bytes_cut, report.next_offset),
+        (0, expected.len() as u64),
+        "{report:?}"
+    );
+    assert!(report.sealed_problems.is_empty(), "{report:?}");
+    for from in 0..expected.len() as u64 {
+        assert_records(
+            &drain(log.reader(from).unwrap()),
+            &expected,
+            from,
+            "live reader",
+        );
+    }
+    // New records obey the new bound; old ones stay readable after them.
+    let mut b = BatchBuilder::new(4096, log.appender().record_bytes_max());
+    assert!(b.push(0, &[0u8; 65]).is_err());
+    let small = b"small".to_vec();
+    let n = expected.len() as u64;
+    assert_eq!(
+        append_wait(&log, n, std::slice::from_ref(&small)).first_offset,
+        n
+    );
+    expected.push(small);
+    drop(log);
+    assert_records(
+        &drain(Reader::open_dir(&dir, 0).unwrap()),
+        &expected,
+        0,
+        "dir reader",
+    );
+    assert_check_clean(&dir);
+
+    // A torn large record is still cut exactly, under the lower bound.
+    let seg = last_segment(&dir);
+    let recs = parse_segment(&seg);
+    let victim = recs[recs.len() - 2];
+    assert!(victim.frame_bytes > 200_000, "{recs:?}");
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(victim.position + victim.frame_bytes - 1000)
+        .unwrap();
+    let log = Log::open(config).unwrap();
+    assert_eq!(log.recovery_report().next_offset, victim.offset);
+    assert_eq!(
+        log.recovery_report().torn_bytes_cut,
+        victim.frame_bytes - 1000
+    );
+    assert_records(
+        &drain(log.reader(0).unwrap()),
+        &expected[..victim.offset as usize],
+        0,
+        "cut",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounds and exclusivity
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_directory_is_written_by_one_log_only_and_oversized_batches_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let config = small_config(&dir);
+    let log = Log::open(config.clone()).unwrap();
+    assert!(matches!(Log::open(config.clone()), Err(OpenError::Locked(d)) if d == dir));
+    let out = run(&["append", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+
+    // A batch over group_bytes_max is refused whole, and the log goes on.
+    let mut b = BatchBuilder::new(32 << 10, config.record_bytes_max);
+    while b.bytes() <= config.group_bytes_max {
+        b.push(0, &[1u8; 1000]).unwrap();
+    }
+    let (frames, n) = b.take();
+    match log.appender().try_append(frames, n) {
+        Err(ringstash::wal::TryAppendError::Refused(AppendError::BatchTooLarge {
+            max, ..
+        })) => {
+            assert_eq!(max, config.group_bytes_max);
+        }
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    let p = vec![b"fine".to_vec()];
+    assert_eq!(append_wait(&log, 0, &p).first_offset, 0);
+    assert_records(&drain(log.reader(0).unwrap()), &p, 0, "after refusal");
+    drop(log);
+    // Released on drop.
+    drop(Log::open(config).unwrap());
 }

@@ -64,12 +64,26 @@ pub struct Reader {
     /// record, the index is damaged (the records may be fine), and the reader scans the
     /// segment from its start instead of reporting the data as corrupt.
     unverified_seek: Option<u64>,
+    /// Live readers: the writer's count of failed writes when this reader last looked.
+    /// A failed write truncates the active segment and the offsets it covered are given
+    /// to other records, so bytes the scanner buffered past the committed offset before
+    /// that may be stale; a change in this count makes the reader drop them.
+    write_failures_seen: u64,
+}
+
+/// Writes that failed (and truncated the active segment back) since the log opened.
+/// The writer bumps these counters in `rewind` before it commits anything written after
+/// the cut (Relaxed increments ordered by its later Release store of committed_end).
+fn write_failures(inner: &Inner) -> u64 {
+    inner.stats.disk_full_errors.load(Ordering::Relaxed)
+        + inner.stats.write_errors.load(Ordering::Relaxed)
 }
 
 impl Reader {
     pub(crate) fn open_live(inner: Arc<Inner>, from: u64) -> Result<Reader, ReadError> {
         let start = inner.start_offset.load(Ordering::Acquire);
         let dir = inner.config.dir.clone();
+        let write_failures_seen = write_failures(&inner);
         Ok(Reader {
             dir,
             bound: Bound::Live(inner),
@@ -77,6 +91,7 @@ impl Reader {
             skip_below: from,
             scanner: None,
             unverified_seek: None,
+            write_failures_seen,
         })
     }
 
@@ -96,6 +111,7 @@ impl Reader {
             skip_below: from,
             scanner: None,
             unverified_seek: None,
+            write_failures_seen: 0,
         })
     }
 
@@ -147,7 +163,21 @@ impl Reader {
     pub fn next(&mut self) -> Result<Option<RecordRef<'_>>, ReadError> {
         loop {
             let committed_end = match &self.bound {
-                Bound::Live(inner) => Some(inner.committed_end.load(Ordering::Acquire)),
+                Bound::Live(inner) => {
+                    let end = inner.committed_end.load(Ordering::Acquire);
+                    // Loaded after the committed end: a rewrite committed by then was
+                    // preceded by its failure count, made visible by the Acquire above.
+                    let failures = write_failures(inner);
+                    if failures != self.write_failures_seen {
+                        self.write_failures_seen = failures;
+                        if let Some(s) = self.scanner.as_mut() {
+                            // Everything before the scanner's position is committed and
+                            // was already returned; what lies beyond is read again.
+                            s.forget_tail();
+                        }
+                    }
+                    Some(end)
+                }
                 Bound::OnDisk => None,
             };
             if committed_end.is_some_and(|end| self.next_offset >= end) {

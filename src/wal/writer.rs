@@ -573,6 +573,10 @@ impl Writer {
         } else {
             &self.inner.stats.write_errors
         };
+        // Live readers compare this count to drop bytes they buffered past the committed
+        // offset (now cut, and soon rewritten with other records). Relaxed suffices: the
+        // count is bumped before anything written after the cut is committed, and
+        // readers load it after an Acquire load of committed_end.
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %err, offset = first_offset, "write failed; batches refused, log truncated back");
         for gi in self.in_flight.drain(..) {
