@@ -606,3 +606,99 @@ fn config_file_unknown_keys_and_bad_values_are_refused_at_start() {
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
+    let Some(fs) = Tmpfs::mount("3m") else { return };
+    let data = fs.dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--segment-bytes-max",
+            "1048576",
+            "--group-bytes-max",
+            "262144",
+            "--record-bytes-max",
+            "4096",
+        ],
+    );
+    // Take most of the space with a file we can delete later.
+    let filler = fs.dir.path().join("filler");
+    let _ = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", filler.display()),
+            "bs=64k",
+            "count=32",
+        ])
+        .output()
+        .unwrap();
+    // Fill the rest over TCP until the server refuses.
+    let line = format!("{}\n", "f".repeat(200));
+    let mut refused_tcp = None;
+    let mut full_connections = 0;
+    for _ in 0..200 {
+        let said = tcp_send_all(server.tcp, line.repeat(500).as_bytes());
+        if let Some(l) = said.lines().find(|l| l.starts_with("error - ")) {
+            refused_tcp = Some((l.to_owned(), last_ack(&said).map_or(0, |a| a.0)));
+            break;
+        }
+        assert_eq!(last_ack(&said).map(|a| a.0), Some(500), "{said}");
+        full_connections += 1;
+    }
+    assert!(
+        full_connections > 0,
+        "some records were stored before the disk filled"
+    );
+    let (err, acked_in_failed_conn) = refused_tcp.expect("the disk never filled");
+    assert!(err.starts_with("error - disk_full"), "{err}");
+    let r = http(
+        server.http,
+        "POST",
+        "/ingest",
+        &[],
+        line.repeat(200).as_bytes(),
+    );
+    assert_eq!(r.status, 507, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "disk_full");
+    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(!m.contains("ringstash_disk_full_errors_total 0\n"), "{m}");
+    assert_eq!(
+        http(server.http, "GET", "/healthz", &[], b"").status,
+        200,
+        "a full disk is not a failure"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let said = tcp_send_all(server.tcp, b"after space returned\n");
+    assert_eq!(last_ack(&said).map(|a| a.0), Some(1), "{said}");
+    let r = http(
+        server.http,
+        "POST",
+        "/ingest",
+        &[],
+        b"http after space returned\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(server.stop().success());
+
+    // Every acked record is there, the log is clean, and nothing half-written remains.
+    let check = Command::new(BIN)
+        .args(["check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let records = cat(&data);
+    let full = records.iter().filter(|r| r.1.len() == 200).count();
+    assert!(
+        full as u64 >= full_connections * 500 + acked_in_failed_conn,
+        "every acked record is stored"
+    );
+    assert_eq!(records[records.len() - 2].1, "after space returned");
+    assert_eq!(records[records.len() - 1].1, "http after space returned");
+}

@@ -31,6 +31,7 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--ws-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RINGSTASH_LOG", "warn")
             .stdin(Stdio::null())
@@ -259,4 +260,43 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
     let mut out = req.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// A size-limited tmpfs mounted on a temp dir for the life of the value; None (with a
+/// printed reason) where the machine does not allow mounting.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => {
+                println!(
+                    "SKIP: cannot mount tmpfs: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("SKIP: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }
