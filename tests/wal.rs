@@ -1642,3 +1642,61 @@ fn a_directory_is_written_by_one_log_only_and_oversized_batches_are_refused() {
     // Released on drop.
     drop(Log::open(config).unwrap());
 }
+
+// ---------------------------------------------------------------------------------------
+// Crash during rotation
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_segment_whose_header_never_reached_the_disk_is_removed_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let (config, expected, _) = two_segment_log(&pristine);
+    let n = expected.len() as u64;
+    let mut header = vec![0u8; 32];
+    header[..8].copy_from_slice(b"RSTASHLG");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty file", Vec::new()),
+        ("part of a header", header[..10].to_vec()),
+        ("32 zeros", vec![0; 32]),
+        ("header with a bad checksum", header),
+    ];
+    for (what, bytes) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&pristine, &dir);
+        let stray = segment_path(&dir, n);
+        fs::write(&stray, &bytes).unwrap();
+        fs::write(index_path(&dir, n), b"").unwrap();
+        // Not damage: nothing was ever acknowledged in it.
+        let (code, text) = check(&dir);
+        assert_eq!(code, 0, "{what}: {text}");
+        assert!(text.contains("torn tail"), "{what}: {text}");
+        let mut config = config.clone();
+        config.dir = dir.clone();
+        {
+            let log = Log::open(config.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(
+                log.recovery_report().removed_segment.as_deref(),
+                Some(&*stray),
+                "{what}"
+            );
+            assert!(!stray.exists(), "{what}: the stray segment must be gone");
+        }
+        assert_recovers(&config, &expected, expected.len(), 0, what);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // A header-only segment that is not the last one is damage, and is reported.
+    let dir = tmp.path().join("middle");
+    copy_dir(&pristine, &dir);
+    let bases = list_segments(&dir).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(segment_path(&dir, bases[0]))
+        .unwrap()
+        .write_all_at(&[0u8; 32], 0)
+        .unwrap();
+    let (code, text) = check(&dir);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("bad segment header"), "{text}");
+}

@@ -42,6 +42,16 @@ pub struct CheckReport {
     pub torn_tail: Option<String>,
 }
 
+/// Reads up to the first 32 bytes of a segment (fewer if the file is shorter).
+fn read_header(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SEGMENT_HEADER_BYTES as u64).read_to_end(&mut header))
+        .map_err(|e| ReadError::io("read segment header", path, e))?;
+    Ok(header)
+}
+
 /// Verifies every segment in `dir`: headers, every record's checksum and offset,
 /// contiguity across segments, and that index entries point at the right records.
 ///
@@ -73,18 +83,27 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
                 ));
             }
         }
-        let header = std::fs::read(&path).map_err(|e| ReadError::io("read segment", &path, e))?;
-        match format::decode_segment_header(&header[..header.len().min(SEGMENT_HEADER_BYTES)]) {
-            Ok(h) if h == base => {}
+        let header = read_header(&path)?;
+        let mut header_ok = false;
+        match format::decode_segment_header(&header) {
+            Ok(h) if h == base => header_ok = true,
             Ok(h) => {
                 seg.problem = Some(format!(
                     "header base offset {h} does not match the file name"
                 ))
             }
+            // A last segment holding no more than a bad header is a rotation that crashed
+            // before the header was synced: it never held a record, and recovery removes
+            // it at the next start. Like a torn tail, it is not damage.
+            Err(e) if last && file_bytes <= SEGMENT_HEADER_BYTES as u64 => {
+                report.torn_tail = Some(format!(
+                    "{}: {e}: a rotation that crashed before its header was synced; no records; removed at next start",
+                    path.display()
+                ));
+            }
             Err(e) => seg.problem = Some(format!("bad segment header: {e}")),
         }
-        drop(header);
-        if seg.problem.is_none() {
+        if header_ok {
             let mut s = Scanner::open(path.clone(), SEGMENT_HEADER_BYTES as u64, base)
                 .map_err(|e| ReadError::io("open segment", &path, e))?;
             let mut positions: Vec<(u64, u64)> = Vec::new();
@@ -131,7 +150,7 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
                 }
             }
             expected = Some(base + seg.records);
-        } else {
+        } else if seg.problem.is_some() {
             expected = None;
         }
         if let Some(p) = &seg.problem {

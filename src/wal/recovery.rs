@@ -147,19 +147,25 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
         });
     }
 
-    // A last segment whose header is short is a rotation that crashed before the header
-    // was synced: nothing in it was ever acknowledged. Remove it and use the one before.
+    // A last segment that holds nothing but a short or invalid header (after power loss
+    // the file's size can reach the disk before its data, leaving zeros) is a rotation
+    // that crashed before the header was synced: it never held a record, so nothing in
+    // it was acknowledged. Remove it and use the one before.
     loop {
         let base = *bases.last().expect("non-empty");
         let path = segment::segment_path(dir, base);
+        let header_only = std::fs::metadata(&path)
+            .map_err(|e| OpenError::io("stat segment", &path, e))?
+            .len()
+            <= SEGMENT_HEADER_BYTES as u64;
         match read_header(&path)? {
-            Err(HeaderError::Short(n)) if bases.len() > 1 => {
-                tracing::warn!(path = %path.display(), bytes = n, "removing segment with incomplete header (crash during rotation)");
+            Err(e) if header_only && bases.len() > 1 => {
+                tracing::warn!(path = %path.display(), error = %e, "removing segment with incomplete header (crash during rotation)");
                 remove_segment(dir, base)?;
                 report.removed_segment = Some(path);
                 bases.pop();
             }
-            Err(HeaderError::Short(_)) => {
+            Err(_) if header_only => {
                 // The only segment, never written: start it again.
                 let active = create_segment(dir, base)?;
                 report.segments = 1;
