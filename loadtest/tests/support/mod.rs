@@ -1,0 +1,167 @@
+//! Shared test helpers: the real `ringstash serve` on free loopback ports in a temp
+//! data directory, and the `loadtest` binary run with `--json`.
+#![allow(dead_code)]
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, OnceLock},
+    time::{Duration, Instant},
+};
+
+pub const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
+
+/// Timing-sensitive tests take this so they do not share the 2 cores with each other.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}
+
+/// Path of the `ringstash` binary, built (debug) once per test process.
+pub fn ringstash_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "ringstash", "--bin", "ringstash"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .status()
+            .expect("run cargo build -p ringstash");
+        assert!(st.success(), "cargo build -p ringstash failed");
+        let bin = target_dir().join("debug/ringstash");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A running `ringstash serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub tcp: String,
+    pub http: String,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let tcp = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let ws = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(ringstash_bin())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir.path())
+            .args(["--tcp-addr", &tcp, "--http-addr", &http, "--ws-addr", &ws])
+            .env("RINGSTASH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ringstash serve");
+        let t0 = Instant::now();
+        while TcpStream::connect(&tcp).is_err() || TcpStream::connect(&http).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("ringstash serve exited at start: {st}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "ringstash serve did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            child,
+            tcp,
+            http,
+            data_dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Records stored, by `ringstash cat --data-dir D | wc -l`.
+    pub fn stored_records(&self) -> u64 {
+        let out = Command::new(ringstash_bin())
+            .args(["cat", "--data-dir"])
+            .arg(self.data_dir.path())
+            .output()
+            .expect("ringstash cat");
+        assert!(
+            out.status.success(),
+            "ringstash cat: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout.iter().filter(|&&b| b == b'\n').count() as u64
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `loadtest run ARGS --json -q` and returns the parsed report.
+pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(LOADTEST)
+        .arg("run")
+        .args(args)
+        .args(["--json", "-q"])
+        .output()
+        .expect("run loadtest");
+    assert!(
+        out.status.success(),
+        "loadtest {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+pub fn u(v: &serde_json::Value, path: &str) -> u64 {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = &cur[k];
+    }
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("{path} is not a u64 in {v}"))
+}
+
+pub fn f(v: &serde_json::Value, path: &str) -> f64 {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = &cur[k];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number in {v}"))
+}
