@@ -1,7 +1,7 @@
 //! The command-line tools that work on a data directory: `cat` and `check`.
 
 use std::{
-    io::{self, Write},
+    io::{self, BufRead, Write},
     path::Path,
     time::Duration,
 };
@@ -115,12 +115,16 @@ pub struct AppendOptions {
 /// many batches in flight; prints offsets as batches become durable if asked. Returns
 /// the number of records appended.
 ///
+/// Whenever no more input is ready, the records read so far are appended and every
+/// pending batch is reported before the next (blocking) read, so a slow producer gets
+/// its acknowledgement without sending more.
+///
 /// # Errors
 /// An I/O error on input or output, or the first append error.
-pub fn append(
+pub fn append<R: io::Read + std::os::fd::AsFd>(
     log: &wal::Log,
     opts: &AppendOptions,
-    input: &mut dyn io::BufRead,
+    input: &mut io::BufReader<R>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u64> {
     let appender = log.appender();
@@ -153,16 +157,18 @@ pub fn append(
             builder.push(wal::now_ns(), &line)?;
             total += 1;
         }
+        // Nothing buffered and nothing ready: the next read would block.
+        let idle = n > 0 && input.buffer().is_empty() && !readable(input.get_ref())?;
         let flush = n == 0
+            || idle
             || builder.records() as usize >= opts.batch_records
-            || builder.bytes() >= batch_bytes_max
-            || input.fill_buf()?.is_empty();
+            || builder.bytes() >= batch_bytes_max;
         if flush && !builder.is_empty() {
             let (frames, records) = builder.take();
             pending.push_back(appender.append(frames, records)?);
         }
         while let Some(c) = pending.front() {
-            if c.try_result().is_none() && pending.len() < 64 && n > 0 {
+            if c.try_result().is_none() && pending.len() < 64 && n > 0 && !idle {
                 break;
             }
             let c = pending.pop_front().expect("front exists");
@@ -170,6 +176,29 @@ pub fn append(
         }
         if n == 0 && pending.is_empty() {
             return Ok(total);
+        }
+    }
+}
+
+/// True if a read from `fd` would not block (data, end of file, or an error is ready).
+fn readable(fd: &impl std::os::fd::AsFd) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, a zero timeout.
+        match unsafe { libc::poll(&mut p, 1, 0) } {
+            0 => return Ok(false),
+            n if n > 0 => return Ok(true),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
 }

@@ -23,7 +23,6 @@ use ringstash::{
     wal::{
         BatchBuilder, Committed, Completion, FsyncPolicy, Log, LogConfig, Reader, Record,
         RecoveryMode,
-        check::check_dir,
         segment::{index_path, list_segments, segment_path},
     },
 };
@@ -1699,4 +1698,61 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_at_start() {
     let (code, text) = check(&dir);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("bad segment header"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------
+// `ringstash append` acknowledges without waiting for more input
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn append_acknowledges_a_line_before_the_next_one_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut child = Command::new(BIN)
+        .args([
+            "append",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--print-offsets",
+        ])
+        .env("RINGSTASH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // A producer that writes a line and waits for its ack before writing the next one
+    // (a slow source, or a person at a terminal) must get each ack while it waits. The
+    // timeout is only there so that a hang fails instead of blocking the suite.
+    let mut acked = Vec::new();
+    for (i, line) in ["first\n", "second\n", "third\n"].iter().enumerate() {
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(ack) => assert_eq!(ack, format!("{i} {i}")),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no ack for line {i} while the producer waits for it ({e})");
+            }
+        }
+        acked.push(line.trim_end().as_bytes().to_vec());
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    // Timestamps are the receive time here, so compare offsets and payloads only.
+    let got = drain(Reader::open_dir(&dir, 0).unwrap());
+    assert_eq!(
+        got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        acked
+    );
 }

@@ -75,13 +75,13 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
             file_bytes,
             problem: None,
         };
-        if let Some(exp) = expected {
-            if exp != base {
-                report.errors.push(format!(
-                    "gap: previous segment ends at offset {exp}, {} starts at {base}",
-                    path.display()
-                ));
-            }
+        if let Some(exp) = expected
+            && exp != base
+        {
+            report.errors.push(format!(
+                "gap: previous segment ends at offset {exp}, {} starts at {base}",
+                path.display()
+            ));
         }
         let header = read_header(&path)?;
         let mut header_ok = false;

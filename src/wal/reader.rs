@@ -160,6 +160,8 @@ impl Reader {
     /// # Errors
     /// An I/O error, or [`ReadError::Corrupt`] when a record that must be valid (it is
     /// committed, or a later segment exists) fails its checks.
+    // Not an Iterator: the record borrows the reader's buffer (a lending iterator).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<RecordRef<'_>>, ReadError> {
         loop {
             let committed_end = match &self.bound {

@@ -42,10 +42,11 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
         let Some(stem) = name.strip_suffix(".log") else {
             continue;
         };
-        if stem.len() == NAME_DIGITS && stem.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(base) = stem.parse::<u64>() {
-                bases.push(base);
-            }
+        if stem.len() == NAME_DIGITS
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(base) = stem.parse::<u64>()
+        {
+            bases.push(base);
         }
     }
     bases.sort_unstable();
@@ -207,6 +208,8 @@ impl Scanner {
     ///
     /// # Errors
     /// The OS error from reading the file. Bad data is a [`Scan::Bad`], not an error.
+    // Not an Iterator: the record borrows the scanner's buffer (a lending iterator).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> io::Result<Scan<'_>> {
         let avail = self.fill(RECORD_HEADER_BYTES)?;
         if avail == 0 {

@@ -173,10 +173,10 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("rs-writer".into())
         .spawn(move || {
-            if let Some(id) = core {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-                    tracing::warn!(core = id, "could not pin the writer thread");
-                }
+            if let Some(id) = core
+                && !core_affinity::set_for_current(core_affinity::CoreId { id })
+            {
+                tracing::warn!(core = id, "could not pin the writer thread");
             }
             if let Err(why) = w.run() {
                 w.fail_everything(why);
@@ -202,11 +202,9 @@ impl Writer {
         loop {
             self.reap()?;
             self.retire()?;
-            if self.rewinding {
-                if self.in_flight.is_empty() {
-                    self.rewinding = false;
-                }
-                // Failed groups were retired above; nothing else to do this turn.
+            // Failed groups were retired above; nothing else to do this turn.
+            if self.rewinding && self.in_flight.is_empty() {
+                self.rewinding = false;
             }
             if self.rotate_due && self.in_flight.is_empty() {
                 self.rotate()?;
@@ -231,17 +229,17 @@ impl Writer {
     /// Blocks in io_uring_enter until something completes or a producer wakes us.
     /// Never blocks unless a completion or a wake-up is sure to come.
     fn wait(&mut self, idle: bool) -> Result<(), Arc<str>> {
-        if let FsyncPolicy::Interval { interval_ms } = self.inner.config.fsync {
-            if self.unsynced && !self.timeout_armed {
-                let left =
-                    Duration::from_millis(interval_ms).saturating_sub(self.last_sync.elapsed());
-                *self.timeout_spec = types::Timespec::from(left.max(Duration::from_micros(100)));
-                let sqe = opcode::Timeout::new(&*self.timeout_spec as *const _)
-                    .build()
-                    .user_data(UD_TIMEOUT);
-                self.push_sqe(&sqe)?;
-                self.timeout_armed = true;
-            }
+        if let FsyncPolicy::Interval { interval_ms } = self.inner.config.fsync
+            && self.unsynced
+            && !self.timeout_armed
+        {
+            let left = Duration::from_millis(interval_ms).saturating_sub(self.last_sync.elapsed());
+            *self.timeout_spec = types::Timespec::from(left.max(Duration::from_micros(100)));
+            let sqe = opcode::Timeout::new(&*self.timeout_spec as *const _)
+                .build()
+                .user_data(UD_TIMEOUT);
+            self.push_sqe(&sqe)?;
+            self.timeout_armed = true;
         }
         let outstanding =
             !self.in_flight.is_empty() || self.lone_sync_in_flight || self.timeout_armed;
