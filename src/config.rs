@@ -85,6 +85,22 @@ settings! {
     index_interval_bytes: u32 = 4096, env "RINGSTASH_INDEX_INTERVAL_BYTES";
     /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
     recovery: RecoveryChoice = RecoveryChoice(RecoveryMode::TolerateTornTail), env "RINGSTASH_RECOVERY";
+    /// WebSocket listener of the fan-out core (subscriptions at /v1/stream). [default: 127.0.0.1:8081]
+    ws_addr: SocketAddr = "127.0.0.1:8081".parse().expect("literal"), env "RINGSTASH_WS_ADDR";
+    /// WebSocket subscribers (handshakes included) before new ones get 503. [default: 256]
+    subscribers_max: usize = 256, env "RINGSTASH_SUBSCRIBERS_MAX";
+    /// Bytes queued for one subscriber: its largest message, and its socket's SO_SNDBUF. [default: 262144]
+    subscriber_send_buffer_bytes: usize = 256 << 10, env "RINGSTASH_SUBSCRIBER_SEND_BUFFER_BYTES";
+    /// A subscriber whose socket stays unwritable this long is closed with code 4008, in ms. [default: 10000]
+    subscriber_stall_ms_max: u64 = 10_000, env "RINGSTASH_SUBSCRIBER_STALL_MS_MAX";
+    /// Longest filter (service + level + q, decoded) a subscription or read may carry, in bytes. [default: 1024]
+    filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX";
+    /// Origins allowed to open a WebSocket: `*` (any), empty (no Origin, or the Host's own host), or a comma-separated list. [default: ""]
+    ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
+    /// Committed records the fan-out core keeps in memory for live subscribers, in bytes. [default: 16777216]
+    fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX";
+    /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
+    read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX";
 }
 
 /// A core number, or `auto`.
@@ -220,6 +236,35 @@ impl Settings {
         let mut c = LogConfig::new(self.data_dir.clone());
         c.segment_bytes_max = self.segment_bytes_max;
         c.group_bytes_max = self.group_bytes_max;
+        range("subscribers_max", self.subscribers_max, 1, 100_000)?;
+        range(
+            "subscriber_send_buffer_bytes",
+            self.subscriber_send_buffer_bytes,
+            4096,
+            64 << 20,
+        )?;
+        range(
+            "subscriber_stall_ms_max",
+            self.subscriber_stall_ms_max,
+            1,
+            3_600_000,
+        )?;
+        range("filter_bytes_max", self.filter_bytes_max, 16, 64 << 10)?;
+        range(
+            "fanout_window_bytes_max",
+            self.fanout_window_bytes_max,
+            64 << 10,
+            1 << 30,
+        )?;
+        range("read_records_max", self.read_records_max, 1, 1_000_000)?;
+        if (self.ws_addr == self.http_addr || self.ws_addr == self.tcp_addr)
+            && self.ws_addr.port() != 0
+        {
+            return Err(format!(
+                "ws_addr {} is the same address as another listener",
+                self.ws_addr
+            ));
+        }
         c.ring_batches_max = self.ring_batches_max;
         c.record_bytes_max = self.record_bytes_max;
         c.index_interval_bytes = self.index_interval_bytes;

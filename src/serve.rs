@@ -26,6 +26,8 @@ pub struct Placement {
     pub reactors: Vec<usize>,
     /// Core of the group-commit writer.
     pub writer: usize,
+    /// Core of the fan-out thread (WebSocket subscribers).
+    pub fanout: usize,
 }
 
 impl Placement {
@@ -34,7 +36,10 @@ impl Placement {
     /// - writer: the given core, else the first core no reactor uses, else the last
     ///   core (shared with the reactor there: on a small machine the writer mostly
     ///   sleeps in io_uring_enter waiting for fdatasync, so it costs that reactor
-    ///   little).
+    ///   little);
+    /// - fan-out: the first core that neither a reactor nor the writer uses (so its own
+    ///   core when cores > reactors + 1), else core 0, shared with reactor 0: it works
+    ///   only while someone subscribes, and then mostly waits in epoll.
     pub fn compute(cores: usize, reactor_threads: usize, writer: CoreChoice) -> Placement {
         let cores = cores.max(1);
         let n = if reactor_threads == 0 {
@@ -48,10 +53,14 @@ impl Placement {
             CoreChoice::Auto if n < cores => n,
             CoreChoice::Auto => cores - 1,
         };
+        let fanout = (0..cores)
+            .find(|c| *c != writer && !reactors.contains(c))
+            .unwrap_or(0);
         Placement {
             cores,
             reactors,
             writer,
+            fanout,
         }
     }
 
@@ -78,8 +87,27 @@ impl Placement {
             .enumerate()
             .map(|(i, c)| format!("{i}->core {c}"))
             .collect();
+        let mut fanout_shares: Vec<String> = self
+            .reactors
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| c == self.fanout)
+            .map(|(i, _)| format!("reactor {i}"))
+            .collect();
+        if self.writer == self.fanout {
+            fanout_shares.push("writer".into());
+        }
+        let fanout = if fanout_shares.is_empty() {
+            format!("fan-out core {} (own core)", self.fanout)
+        } else {
+            format!(
+                "fan-out core {} (shared with {})",
+                self.fanout,
+                fanout_shares.join(", ")
+            )
+        };
         format!(
-            "placement: {} cores; reactors {}; {writer}",
+            "placement: {} cores; reactors {}; {writer}; {fanout}",
             self.cores,
             reactors.join(", ")
         )
@@ -126,6 +154,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         placement.reactors.len(),
     )?;
 
+    let ws_listener = crate::fanout::bind(settings.ws_addr)
+        .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
+    let ws_addr = ws_listener.local_addr()?;
+
+        } else {
+        },
+    };
     let log = Arc::new(log);
     let ctx = Arc::new(ServerCtx {
         appender: log.appender(),
@@ -135,6 +170,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         gauges: Gauges::default(),
         started: Instant::now(),
         shutting_down: AtomicBool::new(false),
+        ws_addr,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -149,13 +185,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         )?);
     }
     spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
-    eprintln!("listening tcp={tcp_addr} http={http_addr}");
+    eprintln!("listening tcp={tcp_addr} http={http_addr} ws={ws_addr}");
     notify_systemd("READY=1");
 
     // Watch the writer: a failed fdatasync stops it for good; drain and exit non-zero.
     while !threads.iter().all(|t| t.is_finished()) {
         if log.failure().is_some() && !ctx.shutting_down.swap(true, Ordering::Relaxed) {
             tracing::error!("the log writer failed; shutting down");
+    let fanout = crate::fanout::spawn(ws_listener, Some(placement.fanout), ctx.clone())
+        .context("starting the fan-out thread")?;
             let _ = stop_tx.send(true);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -173,6 +211,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         log.committed_end()
     );
     Ok(())
+    // After the log: subscribers get what was committed while draining, then 1001.
+    fanout.stop();
 }
 
 /// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
@@ -229,11 +269,19 @@ mod tests {
         assert_eq!((p.reactors.clone(), p.writer), (vec![0, 1], 1));
         assert!(p.describe().contains("shared with reactor [1]"));
         let p = Placement::compute(8, 6, CoreChoice::Auto);
-        assert_eq!(p.writer, 6);
+        assert_eq!((p.writer, p.fanout), (6, 7));
+        assert!(p.describe().contains("fan-out core 7 (own core)"));
         assert!(p.describe().contains("own core"));
         let p = Placement::compute(2, 1, CoreChoice::Auto);
-        assert_eq!((p.reactors.clone(), p.writer), (vec![0], 1));
+        assert_eq!((p.reactors.clone(), p.writer, p.fanout), (vec![0], 1, 0));
         let p = Placement::compute(4, 0, CoreChoice::Core(2));
         assert_eq!(p.writer, 2);
     }
+        assert_eq!(p.fanout, 0);
+        assert!(
+            p.describe()
+                .contains("fan-out core 0 (shared with reactor 0)"),
+            "{}",
+            p.describe()
+        );
 }

@@ -214,6 +214,7 @@ impl Conn {
                         Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
                         Err(e) => Err(e),
                     }
+                    };
                 };
                 match result {
                     Ok(r) => r,
@@ -227,18 +228,41 @@ impl Conn {
                 }
             }
             (_, "/ingest") | (_, "/v1/logs") if is_ingest => {
-                let mut r = Response::error(&HttpError::new(405, "method_not_allowed", "use POST"));
-                r.headers.push(("Allow", "POST".into()));
+                let allow = if head.path == "/ingest" {
+                    "POST"
+                } else {
+                    "GET, HEAD, POST"
+                };
+                let mut r = Response::error(&HttpError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("use {allow}"),
+                ));
+                r.headers.push(("Allow", allow.into()));
                 r
             }
             (Method::Get | Method::Head, "/healthz") => self.healthz(),
             (Method::Get | Method::Head, "/stats") => Response::json(
                 200,
+            (Method::Get | Method::Head, "/v1/logs") => {
+                let (status, body) = crate::fanout::api::read_logs(&self.ctx, &head.query);
+                Response::json(status, body)
+            }
                 stats::stats_json(
                     &self.ctx.stats,
                     &self.ctx.gauges,
                     &self.ctx.log,
                     self.ctx.started,
+            (Method::Get | Method::Head, "/") => Response {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: crate::fanout::api::DASHBOARD_HTML.as_bytes().to_vec(),
+                headers: vec![("Cache-Control", "no-cache".into())],
+                head_only: false,
+            },
+            (Method::Get | Method::Head, "/v1/config") => {
+                Response::json(200, crate::fanout::api::config_json(&self.ctx))
+            }
                 )
                 .into_bytes(),
             ),
@@ -250,7 +274,7 @@ impl Conn {
                 headers: Vec::new(),
                 head_only: false,
             },
-            (_, "/healthz" | "/stats" | "/metrics") => {
+            (_, "/healthz" | "/stats" | "/metrics" | "/" | "/v1/config") => {
                 let mut r = Response::error(&HttpError::new(405, "method_not_allowed", "use GET"));
                 r.headers.push(("Allow", "GET, HEAD".into()));
                 r
@@ -496,6 +520,9 @@ fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpErr
             | "application/ndjson"
             | "application/jsonl"
             | "application/x-jsonlines",
+    head: &RequestHead,
+    body: &[u8],
+) -> Result<Vec<Vec<u8>>, HttpError> {
         ) => true,
         other => {
             return Err(HttpError::new(
@@ -547,14 +574,15 @@ fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpErr
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            if !v.is_object() {
+        .map(|(i, mut v)| {
+            let Some(obj) = v.as_object_mut() else {
                 return Err(HttpError::new(
                     400,
                     "bad_request",
                     format!("element {i} is not a JSON object; nothing was stored"),
                 ));
-            }
+            };
+            })?;
             // One allocation per JSON record: the object is re-serialised compactly.
             Ok(serde_json::to_vec(&v).expect("json"))
         })
