@@ -56,6 +56,26 @@ counters! {
     ring_full_waits_total,
     /// Batches that failed with disk full (their records were not acknowledged).
     disk_full_batches_total,
+    /// WebSocket subscriptions opened (handshake completed).
+    ws_subscribers_total,
+    /// WebSocket connections refused with 503 because subscribers_max was reached.
+    ws_subscribers_refused_total,
+    /// WebSocket requests refused before the upgrade (bad path, parameters or handshake).
+    ws_bad_requests_total,
+    /// WebSocket requests refused with 403 by the ws_allowed_origins check.
+    ws_origin_refused_total,
+    /// Subscriptions and reads refused because the filter exceeded filter_bytes_max.
+    filter_too_long_total,
+    /// Subscribers closed with 4008 after stalling past subscriber_stall_ms_max.
+    ws_stalled_closed_total,
+    /// WebSocket messages sent to subscribers.
+    ws_messages_sent_total,
+    /// Records delivered to subscribers (each delivery counted).
+    ws_records_sent_total,
+    /// Records subscribers read from the segment files because they were behind the window.
+    ws_catchup_records_total,
+    /// GET /v1/logs requests served.
+    read_requests_total,
 }
 
 /// Connections open right now (a gauge, kept apart from the counters).
@@ -63,6 +83,43 @@ counters! {
 pub struct Gauges {
     /// Open connections, TCP and HTTP.
     pub connections_open: AtomicU64,
+    /// WebSocket subscribers open (handshakes included).
+    pub ws_subscribers_open: AtomicU64,
+    /// Largest lag of any subscriber, in records behind the committed end.
+    pub ws_lag_records_max: AtomicU64,
+    /// Bytes of committed records the fan-out core holds in memory.
+    pub fanout_window_bytes: AtomicU64,
+    /// Oldest offset the fan-out window holds (subscribers below it read the files).
+    pub fanout_window_start: AtomicU64,
+}
+
+impl Gauges {
+    /// The fan-out core's gauges, with their help text.
+    fn fanout(&self) -> [(&'static str, &'static str, u64); 4] {
+        let r = Ordering::Relaxed;
+        [
+            (
+                "ws_subscribers_open",
+                "WebSocket subscribers open (handshakes included).",
+                self.ws_subscribers_open.load(r),
+            ),
+            (
+                "ws_lag_records_max",
+                "Largest subscriber lag, in records behind the committed end.",
+                self.ws_lag_records_max.load(r),
+            ),
+            (
+                "fanout_window_bytes",
+                "Bytes of committed records the fan-out core holds in memory.",
+                self.fanout_window_bytes.load(r),
+            ),
+            (
+                "fanout_window_start",
+                "Oldest offset in the fan-out window.",
+                self.fanout_window_start.load(r),
+            ),
+        ]
+    }
 }
 
 /// Renders the `/stats` JSON document.
@@ -82,6 +139,9 @@ pub fn stats_json(
         "connections_open".into(),
         gauges.connections_open.load(Ordering::Relaxed).into(),
     );
+    for (name, _, v) in gauges.fanout() {
+        server.insert(name.into(), v.into());
+    }
     let doc = serde_json::json!({
         "uptime_s": started.elapsed().as_secs_f64(),
         "log": {
@@ -129,6 +189,9 @@ pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
         "Open connections, TCP and HTTP.",
         gauges.connections_open.load(Ordering::Relaxed),
     );
+    for (name, help, v) in gauges.fanout() {
+        metric(name, "gauge", help, v);
+    }
     let w = log.stats();
     let (depth, cap) = log.ring_depth();
     let r = Ordering::Relaxed;

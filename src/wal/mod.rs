@@ -198,7 +198,12 @@ impl LogConfig {
         {
             return bad(
                 "record_bytes_max",
-                format!("{} is outside 1..group_bytes_max-24", self.record_bytes_max),
+                format!(
+                    "{} is outside 1..=group_bytes_max-24 ({}); lower record_bytes_max or raise group_bytes_max",
+                    self.record_bytes_max,
+                    self.group_bytes_max
+                        .saturating_sub(format::RECORD_HEADER_BYTES)
+                ),
             );
         }
         if self.ring_batches_max == 0 || self.ring_batches_max > 1 << 20 {
@@ -276,13 +281,20 @@ pub(crate) struct Inner {
     pub(crate) commit_watch: CommitWatch,
 }
 
-/// A condition variable on the committed offset, for followers that may block.
+/// A condition variable on the committed offset, for followers that may block, and an
+/// eventfd for the one follower that runs an event loop (the fan-out core).
 #[derive(Debug, Default)]
 pub(crate) struct CommitWatch {
     lock: Mutex<()>,
     cond: std::sync::Condvar,
     /// Number of threads blocked in `wait_beyond`; the writer skips the notify when 0.
     waiters: AtomicU64,
+    /// The event-loop follower's eventfd, created by [`Log::follower`]; lives as long as
+    /// the log.
+    follower_fd: OnceLock<std::os::fd::OwnedFd>,
+    /// Set by the event-loop follower just before it sleeps; the writer clears it and
+    /// writes `follower_fd`. While it is clear, a commit costs the writer one load.
+    follower_sleeping: std::sync::atomic::AtomicBool,
 }
 
 impl CommitWatch {
@@ -294,6 +306,78 @@ impl CommitWatch {
             let _g = self.lock.lock().expect("commit watch lock");
             self.cond.notify_all();
         }
+        // The same fence orders the committed_end store before this load, as the
+        // follower's fence orders its flag store before its re-check of committed_end
+        // (Dekker): either it sees the new end and does not sleep, or we see the flag.
+        if self.follower_sleeping.load(Ordering::Relaxed)
+            && self.follower_sleeping.swap(false, Ordering::AcqRel)
+            && let Some(fd) = self.follower_fd.get()
+        {
+            let one: u64 = 1;
+            // SAFETY: an 8-byte write from a live u64 to our own eventfd. EAGAIN (the
+            // counter saturated) still leaves the follower woken.
+            unsafe {
+                libc::write(
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    (&one as *const u64).cast(),
+                    8,
+                )
+            };
+        }
+    }
+}
+
+/// The wake-up of the one thread that follows the committed offset from an event loop
+/// (the fan-out core): an eventfd to poll, written by the writer after a commit only
+/// when the follower said it is about to sleep. No lock on the commit path.
+#[derive(Debug, Clone)]
+pub struct CommitFollower {
+    inner: Arc<Inner>,
+}
+
+impl CommitFollower {
+    /// The eventfd to register with the event loop (readable after a wake-up).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(
+            self.inner
+                .commit_watch
+                .follower_fd
+                .get()
+                .expect("created by Log::follower"),
+        )
+    }
+
+    /// Exclusive end of the committed records.
+    pub fn committed_end(&self) -> u64 {
+        self.inner.committed_end.load(Ordering::Acquire)
+    }
+
+    /// Announces a sleep. Returns false if the committed end already moved past `seen`
+    /// (the caller must then not sleep).
+    pub fn prepare_sleep(&self, seen: u64) -> bool {
+        let w = &self.inner.commit_watch;
+        w.follower_sleeping.store(true, Ordering::Relaxed);
+        // Pairs with the fence in CommitWatch::notify (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.inner.committed_end.load(Ordering::Relaxed) != seen
+            || self.inner.failure.get().is_some()
+        {
+            w.follower_sleeping.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The sleep ended; resets the flag and the eventfd's counter.
+    pub fn woke(&self) {
+        self.inner
+            .commit_watch
+            .follower_sleeping
+            .store(false, Ordering::Relaxed);
+        let mut buf = 0u64;
+        // SAFETY: an 8-byte read into a live u64 from our own non-blocking eventfd;
+        // EAGAIN (nothing written) is expected and ignored.
+        unsafe { libc::read(self.fd(), (&mut buf as *mut u64).cast(), 8) };
     }
 }
 
@@ -406,6 +490,29 @@ impl Log {
     /// An I/O error locating the segment.
     pub fn reader(&self, from: u64) -> Result<Reader, crate::error::ReadError> {
         Reader::open_live(self.inner.clone(), from)
+    }
+
+    /// The wake-up for the one event-loop follower of the committed offset (the
+    /// fan-out core). Creates its eventfd on first call.
+    ///
+    /// # Errors
+    /// The OS error if the eventfd cannot be created.
+    pub fn follower(&self) -> std::io::Result<CommitFollower> {
+        let w = &self.inner.commit_watch;
+        if w.follower_fd.get().is_none() {
+            // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is a fresh descriptor we own. A lost race drops ours.
+            let _ = w
+                .follower_fd
+                .set(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
+        }
+        Ok(CommitFollower {
+            inner: self.inner.clone(),
+        })
     }
 
     /// Blocks until the committed end passes `offset` or `timeout` elapses; returns the

@@ -1,0 +1,861 @@
+//! The fan-out core: committed records to WebSocket subscribers.
+//!
+//! One thread, pinned (see [`crate::serve::Placement`]), running a mio event loop with
+//! its own WebSocket listener (`ws_addr`, path `/v1/stream`; tungstenite over
+//! non-blocking sockets). Everything here lives on that thread: the types are not
+//! `Send` on purpose (`Rc`), and nothing a subscriber does reaches the writer or the
+//! reactors.
+//!
+//! # How committed records reach subscribers
+//!
+//! - **Wake-up**: the writer publishes the committed end in an atomic (as it always
+//!   did) and, only when this core announced that it is about to sleep
+//!   ([`crate::wal::CommitFollower::prepare_sleep`]), writes an eventfd that this loop
+//!   polls. No lock on the commit path; a busy fan-out costs the writer one load.
+//! - **Live, from memory**: one tail reader follows the committed end through the page
+//!   cache and decodes and renders each record once into the [`window::Window`]
+//!   (bounded by `fanout_window_bytes_max`). A subscriber whose cursor is in the window
+//!   is served from it; unfiltered subscribers at a chunk boundary share one rendered
+//!   message. (The writer's own group buffers are not shared: they are reused for the
+//!   next group as soon as it is durable, and handing them out would mean an
+//!   allocation or a copy on the writer's core. Reading them back from the page cache
+//!   costs this core, not the writer.)
+//! - **Catch-up, from the files**: a subscriber whose cursor is below the window (it
+//!   asked for old records, or fell behind) reads the segment files with a
+//!   [`crate::wal::Reader`] of its own, at its own pace, until it reaches the window.
+//! - **Flow control**: a subscriber has at most one message in flight (at most
+//!   `subscriber_send_buffer_bytes`, the size of its socket's send buffer too). The next
+//!   is built only once the last was handed to the kernel, so a slow subscriber just
+//!   falls behind; its lag is in `/stats`. One whose socket stays unwritable for
+//!   `subscriber_stall_ms_max` is closed with code 4008 `stalled`; it may resume with
+//!   `from=<next>`.
+
+pub mod api;
+pub mod query;
+pub mod render;
+pub mod window;
+
+use std::{
+    cell::RefCell,
+    io::{self, Read, Write},
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    rc::Rc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use mio::{Events, Interest, Poll, Token, Waker, net::TcpStream, unix::SourceFd};
+use tungstenite::{
+    Message, WebSocket,
+    handshake::{
+        HandshakeError, MidHandshake,
+        server::{Callback, ErrorResponse, Request, Response, ServerHandshake},
+    },
+    protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
+};
+
+use self::{
+    query::{Filter, Start},
+    render::MessageBuilder,
+    window::{Built, Window},
+};
+use crate::{
+    net::{
+        ServerCtx,
+        http_proto::{self, HttpError},
+    },
+    wal::{CommitFollower, Reader},
+};
+
+/// The WebSocket path of subscriptions.
+pub const STREAM_PATH: &str = "/v1/stream";
+/// Close code for a subscriber that stalled past `subscriber_stall_ms_max`.
+pub const CLOSE_STALLED: u16 = 4008;
+/// Close code when the log could not be read for a subscriber.
+pub const CLOSE_READ_ERROR: u16 = 1011;
+/// How long a subscriber being closed gets to take the rest of its data and the close
+/// frame before its TCP connection is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Messages one subscriber may be sent per loop turn, so that one fast reader does not
+/// hold up the others.
+const MESSAGES_PER_TURN: usize = 4;
+/// Records scanned per message for a filtered subscriber, so that a filter matching
+/// nothing cannot hold the loop.
+const SCAN_PER_MESSAGE: usize = 50_000;
+/// Chunks the tail reader decodes per loop turn.
+const TAIL_CHUNKS_PER_TURN: usize = 8;
+
+const LISTENER: Token = Token(0);
+const COMMIT: Token = Token(1);
+const STOP: Token = Token(2);
+const FIRST_SUB: usize = 16;
+
+/// The running fan-out thread.
+#[derive(Debug)]
+pub struct FanoutHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FanoutHandle {
+    /// Delivers what is committed (for at most a second), closes every subscriber with
+    /// 1001 "server shutting down", and joins the thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds the WebSocket listener (non-blocking), so that errors are reported before
+/// the threads start.
+///
+/// # Errors
+/// The OS error from bind or listen.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Starts the fan-out thread on `core` (if given).
+///
+/// # Errors
+/// The OS error creating the poller, the eventfd or the thread.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    core: Option<usize>,
+    ctx: Arc<ServerCtx>,
+) -> io::Result<FanoutHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+    let follower = ctx.log.follower()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut SourceFd(&follower.fd()), COMMIT, Interest::READABLE)?;
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("rs-fanout".into())
+        .spawn(move || {
+            if let Some(c) = core
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: c })
+            {
+                tracing::warn!(core = c, "could not pin the fan-out thread");
+            }
+            let mut f = Fanout::new(ctx, poll, listener, follower, stop2);
+            f.run();
+        })?;
+    Ok(FanoutHandle {
+        stop,
+        waker,
+        thread: Some(thread),
+    })
+}
+
+/// The socket, shared between the WebSocket (which reads and writes it) and the loop
+/// (which registers it and may write a refusal after a failed handshake).
+#[derive(Debug, Clone)]
+struct Shared(Rc<TcpStream>);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The subscription a handshake asked for, filled in by [`Upgrade`].
+type Asked = Rc<RefCell<Option<(u64, Filter)>>>;
+
+/// Validates the upgrade request: path, Origin, parameters. Anything wrong gets an
+/// HTTP error response before the upgrade.
+struct Upgrade {
+    ctx: Arc<ServerCtx>,
+    asked: Asked,
+}
+
+fn error_response(status: u16, code: &'static str, detail: String) -> ErrorResponse {
+    let body = String::from_utf8(http_proto::error_body(&HttpError::new(
+        status, code, detail,
+    )))
+    .expect("JSON is UTF-8");
+    tungstenite::http::Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", body.len())
+        .header("Connection", "close")
+        .body(Some(body))
+        .expect("valid response")
+}
+
+impl Callback for Upgrade {
+    fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+        let ctx = &self.ctx;
+        let s = &ctx.settings;
+        let bad = |c: &std::sync::atomic::AtomicU64| c.fetch_add(1, Ordering::Relaxed);
+        if req.uri().path() != STREAM_PATH {
+            bad(&ctx.stats.ws_bad_requests_total);
+            return Err(error_response(
+                404,
+                "not_found",
+                format!("subscribe at {STREAM_PATH}, not {}", req.uri().path()),
+            ));
+        }
+        let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+        if !query::origin_allowed(&s.ws_allowed_origins, header("origin"), header("host")) {
+            bad(&ctx.stats.ws_origin_refused_total);
+            return Err(error_response(
+                403,
+                "origin_not_allowed",
+                format!(
+                    "Origin {:?} is not in ws_allowed_origins",
+                    header("origin").unwrap_or("")
+                ),
+            ));
+        }
+        let q = match query::parse(
+            req.uri().query().unwrap_or(""),
+            false,
+            0,
+            s.filter_bytes_max,
+        ) {
+            Ok(q) => q,
+            Err(e) => {
+                if e.code == "filter_too_long" {
+                    bad(&ctx.stats.filter_too_long_total);
+                }
+                bad(&ctx.stats.ws_bad_requests_total);
+                return Err(error_response(400, e.code, e.detail));
+            }
+        };
+        let cursor = match q.start.unwrap_or(Start::Latest) {
+            Start::Earliest => ctx.log.start_offset(),
+            Start::Latest => ctx.log.committed_end(),
+            Start::Offset(n) => n.max(ctx.log.start_offset()),
+        };
+        *self.asked.borrow_mut() = Some((cursor, q.filter));
+        Ok(resp)
+    }
+}
+
+enum State {
+    Handshake {
+        mid: Box<MidHandshake<ServerHandshake<Shared, Upgrade>>>,
+        asked: Asked,
+    },
+    Open(Box<WebSocket<Shared>>),
+    /// A close frame is queued; the connection is dropped once it is written and the
+    /// peer answered, or at the deadline.
+    Closing(Box<WebSocket<Shared>>, Instant),
+    /// Transient, while a state is being replaced.
+    Gone,
+}
+
+/// One subscriber: a cursor into the log and its connection.
+struct Sub {
+    stream: Rc<TcpStream>,
+    state: State,
+    /// When the connection was accepted (bounds the handshake).
+    accepted: Instant,
+    /// Offset of the next record to consider.
+    cursor: u64,
+    filter: Filter,
+    /// The subscriber's own reader, while its cursor is below the window.
+    reader: Option<Reader>,
+    /// Since when the socket has refused bytes of the last message; `None` when
+    /// everything queued was handed to the kernel.
+    blocked_since: Option<Instant>,
+}
+
+/// The event loop's state. Lives on the fan-out thread.
+struct Fanout {
+    ctx: Arc<ServerCtx>,
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    follower: CommitFollower,
+    stop: Arc<AtomicBool>,
+    /// Subscribers by token - FIRST_SUB; `None` slots are free.
+    subs: Vec<Option<Sub>>,
+    free: Vec<usize>,
+    open: usize,
+    /// Recent committed records, while anyone subscribes.
+    window: Option<Window>,
+    /// The reader that fills the window.
+    tail: Option<Reader>,
+    /// Per-subscriber message budget and SO_SNDBUF.
+    budget: usize,
+    stall: Duration,
+    handshake_timeout: Duration,
+    ws_config: WebSocketConfig,
+}
+
+impl Fanout {
+    fn new(
+        ctx: Arc<ServerCtx>,
+        poll: Poll,
+        listener: mio::net::TcpListener,
+        follower: CommitFollower,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        let s = &ctx.settings;
+        let budget = s.subscriber_send_buffer_bytes;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(64 << 10))
+            .max_frame_size(Some(64 << 10));
+        Fanout {
+            budget,
+            stall: Duration::from_millis(s.subscriber_stall_ms_max),
+            handshake_timeout: Duration::from_millis(s.http_idle_timeout_ms),
+            ws_config,
+            ctx,
+            poll,
+            listener,
+            follower,
+            stop,
+            subs: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            window: None,
+            tail: None,
+        }
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut busy = false;
+        let mut stop_deadline: Option<Instant> = None;
+        // The committed end the last turn delivered up to.
+        let mut seen = self.follower.committed_end();
+        loop {
+            let mut timeout = if self.open == 0 {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            let mut prepared = false;
+            if busy {
+                timeout = Duration::ZERO;
+            } else if self.open > 0 {
+                // Ask the writer for a wake-up only while someone waits for records.
+                prepared = self.follower.prepare_sleep(seen);
+                if !prepared {
+                    timeout = Duration::ZERO;
+                }
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "fan-out poll failed; subscribers are dropped");
+                return;
+            }
+            if prepared {
+                self.follower.woke();
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    COMMIT | STOP => {}
+                    Token(t) => self.on_event(t - FIRST_SUB),
+                }
+            }
+            let stopping = self.stop.load(Ordering::Acquire);
+            if stopping && stop_deadline.is_none() {
+                stop_deadline = Some(Instant::now() + Duration::from_secs(1));
+                let _ = self.poll.registry().deregister(&mut self.listener);
+            }
+            let end = self.follower.committed_end();
+            busy = self.fill_window(end);
+            busy |= self.pump(end);
+            seen = end;
+            self.timers();
+            self.publish_gauges();
+            if let Some(d) = stop_deadline
+                && (!busy || Instant::now() >= d)
+            {
+                self.close_all();
+                return;
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "WebSocket accept failed");
+                    return;
+                }
+            };
+            if self.open >= self.ctx.settings.subscribers_max {
+                self.ctx
+                    .stats
+                    .ws_subscribers_refused_total
+                    .fetch_add(1, Ordering::Relaxed);
+                let e = HttpError::new(
+                    503,
+                    "too_many_subscribers",
+                    format!(
+                        "subscribers_max ({}) reached",
+                        self.ctx.settings.subscribers_max
+                    ),
+                );
+                let mut out = Vec::new();
+                http_proto::write_response(
+                    &mut out,
+                    503,
+                    "application/json",
+                    &http_proto::error_body(&e),
+                    false,
+                    &[("Retry-After", "1")],
+                );
+                // Best effort: a fresh socket's buffer takes a small response whole.
+                let _ = (&stream).write(&out);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(self.budget);
+            let i = match self.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.subs.push(None);
+                    self.subs.len() - 1
+                }
+            };
+            let fd = stream.as_raw_fd();
+            if let Err(e) = self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(i + FIRST_SUB),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(error = %e, %peer, "could not register a subscriber");
+                self.free.push(i);
+                continue;
+            }
+            let stream = Rc::new(stream);
+            let asked: Asked = Rc::new(RefCell::new(None));
+            let mid = ServerHandshake::start(
+                Shared(stream.clone()),
+                Upgrade {
+                    ctx: self.ctx.clone(),
+                    asked: asked.clone(),
+                },
+                Some(self.ws_config),
+            );
+            self.subs[i] = Some(Sub {
+                stream,
+                state: State::Handshake {
+                    mid: Box::new(mid),
+                    asked,
+                },
+                accepted: Instant::now(),
+                cursor: 0,
+                filter: Filter::default(),
+                reader: None,
+                blocked_since: None,
+            });
+            self.open += 1;
+            // The request may already be there.
+            self.on_event(i);
+        }
+    }
+
+    /// Readiness on subscriber `i`: progress its handshake, read what it sent (pings,
+    /// close), write what is queued.
+    fn on_event(&mut self, i: usize) {
+        let Some(sub) = self.subs.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let keep = match std::mem::replace(&mut sub.state, State::Gone) {
+            State::Handshake { mid, asked } => match (*mid).handshake() {
+                Ok(ws) => {
+                    let (cursor, filter) = asked.borrow_mut().take().expect("set by Upgrade");
+                    sub.cursor = cursor;
+                    sub.filter = filter;
+                    sub.state = State::Open(Box::new(ws));
+                    self.ctx
+                        .stats
+                        .ws_subscribers_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(HandshakeError::Interrupted(mid)) => {
+                    sub.state = State::Handshake {
+                        mid: Box::new(mid),
+                        asked,
+                    };
+                    true
+                }
+                Err(HandshakeError::Failure(tungstenite::Error::Http(_))) => {
+                    // Our refusal (400/403/404) was written by the handshake.
+                    false
+                }
+                Err(HandshakeError::Failure(e)) => {
+                    self.ctx
+                        .stats
+                        .ws_bad_requests_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    let (status, code) = match e {
+                        tungstenite::Error::Io(_) | tungstenite::Error::ConnectionClosed => (0, ""),
+                        _ => (400, "bad_request"),
+                    };
+                    if status != 0 {
+                        let err = HttpError::new(
+                            status,
+                            code,
+                            format!("not a valid WebSocket upgrade to {STREAM_PATH}: {e}"),
+                        );
+                        let mut out = Vec::new();
+                        http_proto::write_response(
+                            &mut out,
+                            status,
+                            "application/json",
+                            &http_proto::error_body(&err),
+                            false,
+                            &[],
+                        );
+                        let _ = (&*sub.stream).write(&out);
+                    }
+                    false
+                }
+            },
+            State::Open(mut ws) => {
+                let ok = read_incoming(&mut ws) && flush(&mut ws, &mut sub.blocked_since);
+                sub.state = State::Open(ws);
+                ok
+            }
+            State::Closing(mut ws, deadline) => {
+                let ok = read_incoming(&mut ws) && flush(&mut ws, &mut sub.blocked_since);
+                sub.state = State::Closing(ws, deadline);
+                ok
+            }
+            State::Gone => false,
+        };
+        if !keep {
+            self.remove(i);
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(sub) = self.subs[i].take() {
+            let fd = sub.stream.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.free.push(i);
+            self.open -= 1;
+        }
+    }
+
+    /// Keeps the window filled while anyone subscribes. Returns true if the tail is
+    /// still behind.
+    fn fill_window(&mut self, end: u64) -> bool {
+        if self.open == 0 {
+            self.window = None;
+            self.tail = None;
+            return false;
+        }
+        if self.tail.is_none() {
+            match self.ctx.log.reader(end) {
+                Ok(r) => {
+                    self.window = Some(Window::new(
+                        r.next_offset(),
+                        self.ctx.settings.fanout_window_bytes_max,
+                    ));
+                    self.tail = Some(r);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "fan-out cannot open the log");
+                    return false;
+                }
+            }
+        }
+        let (Some(w), Some(tail)) = (self.window.as_mut(), self.tail.as_mut()) else {
+            return false;
+        };
+        match w.fill(tail, end, TAIL_CHUNKS_PER_TURN) {
+            Ok(behind) => behind,
+            Err(e) => {
+                // Subscribers fall back to their own readers, which report it.
+                tracing::error!(error = %e, "fan-out tail reader failed; restarting it");
+                self.tail = None;
+                self.window = None;
+                false
+            }
+        }
+    }
+
+    /// Sends every open subscriber what it can take. Returns true if some subscriber
+    /// has more to take right now.
+    fn pump(&mut self, end: u64) -> bool {
+        let mut more = false;
+        for i in 0..self.subs.len() {
+            let Some(sub) = self.subs[i].as_mut() else {
+                continue;
+            };
+            let State::Open(ws) = &mut sub.state else {
+                continue;
+            };
+            let mut sent = 0;
+            let mut failed: Option<String> = None;
+            while sub.blocked_since.is_none() && sub.cursor < end {
+                if sent == MESSAGES_PER_TURN {
+                    more = true;
+                    break;
+                }
+                let built = match self.window.as_mut() {
+                    Some(w) if w.holds(sub.cursor) => {
+                        sub.reader = None;
+                        w.build(sub.cursor, &sub.filter, self.budget, SCAN_PER_MESSAGE)
+                    }
+                    Some(w) if sub.cursor >= w.end() => break, // the tail will bring it
+                    w => {
+                        // Below the window (or no window): read the files.
+                        let stop = w.map_or(end, |w| w.start().max(sub.cursor));
+                        match catch_up(
+                            &self.ctx,
+                            &mut sub.reader,
+                            sub.cursor,
+                            &sub.filter,
+                            stop,
+                            end,
+                            self.budget,
+                        ) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                };
+                sent += 1;
+                match built {
+                    Built::Skipped(next) => {
+                        if next <= sub.cursor {
+                            break; // nothing readable yet
+                        }
+                        sub.cursor = next;
+                    }
+                    Built::Message(msg, next, records) => {
+                        sub.cursor = next;
+                        // The frame is queued even when the socket takes none of
+                        // it (WouldBlock); flush says where it stands.
+                        let queued = match ws.write(Message::Text(msg)) {
+                            Ok(()) => true,
+                            Err(tungstenite::Error::Io(e)) => e.kind() == io::ErrorKind::WouldBlock,
+                            Err(_) => false,
+                        };
+                        if !queued || !flush(ws, &mut sub.blocked_since) {
+                            failed = Some(String::new());
+                            break;
+                        }
+                        let st = &self.ctx.stats;
+                        st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
+                        st.ws_records_sent_total
+                            .fetch_add(records, Ordering::Relaxed);
+                    }
+                }
+            }
+            if let Some(why) = failed {
+                if why.is_empty() {
+                    self.remove(i);
+                } else {
+                    tracing::error!(error = %why, "closing a subscriber: the log could not be read");
+                    self.begin_close(i, CLOSE_READ_ERROR, "log read error");
+                }
+            }
+        }
+        more
+    }
+
+    /// Queues a close frame and gives the peer [`CLOSE_GRACE`] to take it.
+    fn begin_close(&mut self, i: usize, code: u16, reason: &str) {
+        let Some(sub) = self.subs[i].as_mut() else {
+            return;
+        };
+        match std::mem::replace(&mut sub.state, State::Gone) {
+            State::Open(mut ws) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.to_owned().into(),
+                };
+                let _ = ws.close(Some(frame));
+                sub.blocked_since = None;
+                let ok = flush(&mut ws, &mut sub.blocked_since);
+                sub.state = State::Closing(ws, Instant::now() + CLOSE_GRACE);
+                if !ok {
+                    self.remove(i);
+                }
+            }
+            other => {
+                sub.state = other;
+                self.remove(i);
+            }
+        }
+    }
+
+    /// Stalled subscribers, slow handshakes, closes past their grace.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.subs.len() {
+            let Some(sub) = self.subs[i].as_ref() else {
+                continue;
+            };
+            let (drop_now, stalled) = match &sub.state {
+                State::Handshake { .. } => (now - sub.accepted > self.handshake_timeout, false),
+                State::Open(_) => (
+                    false,
+                    sub.blocked_since.is_some_and(|t| now - t > self.stall),
+                ),
+                State::Closing(_, deadline) => (now >= *deadline, false),
+                State::Gone => (true, false),
+            };
+            if stalled {
+                self.ctx
+                    .stats
+                    .ws_stalled_closed_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    cursor = sub.cursor,
+                    "closing a subscriber that stalled past subscriber_stall_ms_max"
+                );
+                self.begin_close(i, CLOSE_STALLED, "stalled");
+            } else if drop_now {
+                self.remove(i);
+            }
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let end = self.follower.committed_end();
+        let lag = self
+            .subs
+            .iter()
+            .flatten()
+            .filter(|s| matches!(s.state, State::Open(_)))
+            .map(|s| end.saturating_sub(s.cursor))
+            .max()
+            .unwrap_or(0);
+        let g = &self.ctx.gauges;
+        g.ws_subscribers_open
+            .store(self.open as u64, Ordering::Relaxed);
+        g.ws_lag_records_max.store(lag, Ordering::Relaxed);
+        g.fanout_window_bytes.store(
+            self.window.as_ref().map_or(0, |w| w.bytes() as u64),
+            Ordering::Relaxed,
+        );
+        g.fanout_window_start.store(
+            self.window.as_ref().map_or(end, Window::start),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Shutdown: close everyone with 1001 and give the close frames a moment.
+    fn close_all(&mut self) {
+        for i in 0..self.subs.len() {
+            self.begin_close(i, 1001, "server shutting down");
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut events = Events::with_capacity(256);
+        while self.open > 0 && Instant::now() < deadline {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+            let ready: Vec<usize> = events
+                .iter()
+                .filter_map(|e| e.token().0.checked_sub(FIRST_SUB))
+                .collect();
+            for i in ready {
+                self.on_event(i);
+            }
+        }
+    }
+}
+
+/// Reads whatever the peer sent; tungstenite answers pings and close frames itself.
+/// Returns false once the connection is finished.
+fn read_incoming(ws: &mut WebSocket<Shared>) -> bool {
+    loop {
+        match ws.read() {
+            Ok(_) => continue, // text/binary from a subscriber carry no meaning
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                return true;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Hands queued bytes to the kernel. Tracks since when the socket refuses them;
+/// returns false if the connection failed or is finished.
+fn flush(ws: &mut WebSocket<Shared>, blocked_since: &mut Option<Instant>) -> bool {
+    match ws.flush() {
+        Ok(()) => {
+            *blocked_since = None;
+            true
+        }
+        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+            blocked_since.get_or_insert_with(Instant::now);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Builds a message for a subscriber below the window from its own reader.
+fn catch_up(
+    ctx: &ServerCtx,
+    reader: &mut Option<Reader>,
+    cursor: u64,
+    filter: &Filter,
+    stop: u64,
+    committed_end: u64,
+    budget: usize,
+) -> Result<Built, String> {
+    if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
+        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
+    }
+    let reader = reader.as_mut().expect("just set");
+    let mut m = MessageBuilder::new(budget.min(256 << 10));
+    let outcome = window::read_into(
+        reader,
+        filter,
+        &mut m,
+        stop,
+        usize::MAX,
+        budget,
+        SCAN_PER_MESSAGE as u64,
+    )
+    .map_err(|e| e.to_string())?;
+    ctx.stats
+        .ws_catchup_records_total
+        .fetch_add(outcome.scanned, Ordering::Relaxed);
+    let next = reader.next_offset();
+    if m.is_empty() {
+        // Nothing matched, or nothing to read yet (the reader may be at the end).
+        return Ok(Built::Skipped(next.max(cursor)));
+    }
+    let records = m.records() as u64;
+    let msg = tungstenite::Utf8Bytes::try_from(m.finish(next, committed_end))
+        .expect("rendered JSON is UTF-8");
+    Ok(Built::Message(msg, next, records))
+}

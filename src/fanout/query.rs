@@ -1,0 +1,373 @@
+//! Subscription and read parameters, and the record filter: sans-I/O, shared by the
+//! WebSocket endpoint (`/v1/stream`) and the read API (`GET /v1/logs`).
+//!
+//! Query syntax (`application/x-www-form-urlencoded`, `+` is a space):
+//!
+//! | key | value | meaning |
+//! |---|---|---|
+//! | `from` | `earliest`, `latest` or an offset | first record wanted |
+//! | `limit` | 1..=`read_records_max` (read API only) | most records returned |
+//! | `service` | comma-separated names | JSON records whose `"service"` is one of them |
+//! | `level` | comma-separated levels | JSON records whose `"level"` is one of them (ASCII case-insensitive) |
+//! | `q` | text | records whose payload contains it (bytes, case-sensitive) |
+//!
+//! Unknown keys, repeated keys and malformed values are refused; empty values are
+//! ignored (a form's empty selector means "any").
+
+use std::borrow::Cow;
+
+/// Where a cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest stored record.
+    Earliest,
+    /// The committed end at subscription time: only records committed afterwards.
+    Latest,
+    /// This offset (clamped up to the oldest stored record).
+    Offset(u64),
+}
+
+/// Which records a subscriber or reader wants. Empty = every record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Accepted `"service"` values; empty = any.
+    services: Vec<String>,
+    /// Accepted `"level"` values, lower-cased; empty = any.
+    levels: Vec<String>,
+    /// Substring the payload must contain.
+    q: Option<Vec<u8>>,
+}
+
+impl Filter {
+    /// True if the filter lets every record through.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.levels.is_empty() && self.q.is_none()
+    }
+
+    /// True if the filter needs the record's `service`/`level` fields.
+    pub fn needs_fields(&self) -> bool {
+        !self.services.is_empty() || !self.levels.is_empty()
+    }
+
+    /// Whether a record with this payload and these JSON fields passes.
+    pub fn matches(&self, payload: &[u8], service: Option<&str>, level: Option<&str>) -> bool {
+        if !self.services.is_empty()
+            && !service.is_some_and(|s| self.services.iter().any(|x| x == s))
+        {
+            return false;
+        }
+        if !self.levels.is_empty()
+            && !level.is_some_and(|l| self.levels.iter().any(|x| x.eq_ignore_ascii_case(l)))
+        {
+            return false;
+        }
+        if let Some(q) = &self.q {
+            return memchr::memmem::find(payload, q).is_some();
+        }
+        true
+    }
+}
+
+/// Parsed query parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Where to start; `None` if not given (the caller picks its default).
+    pub start: Option<Start>,
+    /// `limit`, if given (read API only).
+    pub limit: Option<usize>,
+    /// The filter.
+    pub filter: Filter,
+}
+
+/// A refused query: the error code and a detail for the 400 body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryError {
+    /// `bad_request` or `filter_too_long`.
+    pub code: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+fn bad(detail: impl Into<String>) -> QueryError {
+    QueryError {
+        code: "bad_request",
+        detail: detail.into(),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding). Invalid escapes are refused.
+///
+/// # Errors
+/// A malformed escape or a result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Result<Cow<'_, str>, QueryError> {
+    if !s.contains(['%', '+']) {
+        return Ok(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad(format!("malformed percent escape in {s:?}")))?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| bad(format!("{s:?} does not decode to UTF-8")))
+}
+
+/// Parses a query string. `allow_limit` is true for the read API; `limit_max` bounds
+/// `limit`; `filter_bytes_max` bounds the decoded service + level + q.
+///
+/// # Errors
+/// A [`QueryError`] naming the parameter.
+pub fn parse(
+    query: &str,
+    allow_limit: bool,
+    limit_max: usize,
+    filter_bytes_max: usize,
+) -> Result<Query, QueryError> {
+    let mut q = Query {
+        start: None,
+        limit: None,
+        filter: Filter::default(),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut filter_bytes = 0usize;
+    if query.len() > filter_bytes_max.saturating_mul(3) + 256 {
+        return Err(QueryError {
+            code: "filter_too_long",
+            detail: format!("query string exceeds filter_bytes_max ({filter_bytes_max} bytes)"),
+        });
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k)?;
+        let v = percent_decode(v)?;
+        if seen.iter().any(|s| *s == k) {
+            return Err(bad(format!("parameter {k:?} given twice")));
+        }
+        seen.push(k.to_string());
+        if v.is_empty() {
+            continue;
+        }
+        match &*k {
+            "from" => {
+                q.start = Some(match &*v {
+                    "earliest" => Start::Earliest,
+                    "latest" => Start::Latest,
+                    n => Start::Offset(n.parse().map_err(|_| {
+                        bad(format!(
+                            "from must be `earliest`, `latest` or an offset, not {n:?}"
+                        ))
+                    })?),
+                });
+            }
+            "limit" if allow_limit => {
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=limit_max).contains(&n))
+                    .ok_or_else(|| bad(format!("limit must be 1..={limit_max}, not {v:?}")))?;
+                q.limit = Some(n);
+            }
+            "service" | "level" => {
+                filter_bytes += v.len();
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if &*k == "service" {
+                    q.filter.services = list;
+                } else {
+                    q.filter.levels = list.into_iter().map(|l| l.to_ascii_lowercase()).collect();
+                }
+            }
+            "q" => {
+                filter_bytes += v.len();
+                q.filter.q = Some(v.as_bytes().to_vec());
+            }
+            other => {
+                let known = if allow_limit {
+                    "from, limit, service, level, q"
+                } else {
+                    "from, service, level, q"
+                };
+                return Err(bad(format!("unknown parameter {other:?} (known: {known})")));
+            }
+        }
+    }
+    if filter_bytes > filter_bytes_max {
+        return Err(QueryError {
+            code: "filter_too_long",
+            detail: format!(
+                "service + level + q are {filter_bytes} bytes, over filter_bytes_max ({filter_bytes_max})"
+            ),
+        });
+    }
+    Ok(q)
+}
+
+/// The `"service"` and `"level"` string fields of a JSON object record, if it is one.
+/// Non-JSON records, and fields that are not strings, give `None`.
+pub fn json_fields(payload: &[u8]) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow, default)]
+        service: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        level: Option<Cow<'a, str>>,
+    }
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return (None, None);
+    }
+    match serde_json::from_slice::<Fields<'_>>(payload) {
+        Ok(f) => (f.service, f.level),
+        Err(_) => (None, None),
+    }
+}
+
+/// Checks an `Origin` header against `ws_allowed_origins`: `*` allows any; an empty
+/// setting allows requests without `Origin` (not from a browser) and origins whose host
+/// is the request's `Host` host (the dashboard on the HTTP port of the same server);
+/// otherwise the origin must be one of the comma-separated entries exactly.
+pub fn origin_allowed(allowed: &str, origin: Option<&str>, host: Option<&str>) -> bool {
+    let allowed = allowed.trim();
+    if allowed == "*" {
+        return true;
+    }
+    let Some(origin) = origin else {
+        return true;
+    };
+    if allowed.is_empty() {
+        let origin_host = origin
+            .split_once("://")
+            .map_or(origin, |(_, rest)| rest)
+            .trim_end_matches('/');
+        return host.is_some_and(|h| strip_port(origin_host) == strip_port(h));
+    }
+    allowed
+        .split(',')
+        .map(str::trim)
+        .any(|a| a.trim_end_matches('/') == origin.trim_end_matches('/'))
+}
+
+fn strip_port(hostport: &str) -> &str {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cursor_filters_and_limits() {
+        let q = parse(
+            "from=42&service=api,web&level=ERROR&q=disk+full%21",
+            false,
+            0,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(q.start, Some(Start::Offset(42)));
+        assert!(
+            q.filter
+                .matches(b"x disk full! y", Some("api"), Some("error"))
+        );
+        assert!(
+            !q.filter
+                .matches(b"x disk full! y", Some("db"), Some("error"))
+        );
+        assert!(
+            !q.filter
+                .matches(b"x disk full! y", Some("api"), Some("info"))
+        );
+        assert!(!q.filter.matches(b"nothing", Some("web"), Some("Error")));
+        assert!(!q.filter.matches(b"disk full!", None, Some("error")));
+        let q = parse("from=latest&service=&level=", false, 0, 1024).unwrap();
+        assert_eq!(q.start, Some(Start::Latest));
+        assert!(q.filter.is_empty());
+        assert_eq!(parse("limit=5", true, 10, 1024).unwrap().limit, Some(5));
+    }
+
+    #[test]
+    fn refuses_bad_parameters() {
+        for bad_q in [
+            "from=abc",
+            "from=-1",
+            "limit=5",
+            "bogus=1",
+            "from=1&from=2",
+            "q=%zz",
+            "q=%ff",
+        ] {
+            let e = parse(bad_q, false, 10, 1024).unwrap_err();
+            assert_eq!(e.code, "bad_request", "{bad_q}: {e:?}");
+        }
+        assert_eq!(
+            parse("limit=11", true, 10, 1024).unwrap_err().code,
+            "bad_request"
+        );
+        assert_eq!(
+            parse("limit=0", true, 10, 1024).unwrap_err().code,
+            "bad_request"
+        );
+        let long = format!("q={}", "a".repeat(100));
+        assert_eq!(
+            parse(&long, false, 0, 64).unwrap_err().code,
+            "filter_too_long"
+        );
+    }
+
+    #[test]
+    fn json_fields_of_records() {
+        let (s, l) = json_fields(br#"{"service":"api","level":"warn","msg":"x"}"#);
+        assert_eq!((s.as_deref(), l.as_deref()), (Some("api"), Some("warn")));
+        let (s, l) = json_fields(br#"{"service":"a\"b","level":3}"#);
+        assert_eq!((s.as_deref(), l.as_deref()), (None, None));
+        assert_eq!(json_fields(b"plain text"), (None, None));
+    }
+
+    #[test]
+    fn origin_rule() {
+        assert!(origin_allowed("", None, Some("127.0.0.1:8081")));
+        assert!(origin_allowed(
+            "",
+            Some("http://127.0.0.1:8080"),
+            Some("127.0.0.1:8081")
+        ));
+        assert!(!origin_allowed(
+            "",
+            Some("http://evil.example"),
+            Some("127.0.0.1:8081")
+        ));
+        assert!(origin_allowed("*", Some("http://evil.example"), None));
+        assert!(origin_allowed(
+            "https://a.example, https://b.example",
+            Some("https://b.example"),
+            None
+        ));
+        assert!(!origin_allowed(
+            "https://a.example",
+            Some("https://c.example"),
+            None
+        ));
+    }
+}

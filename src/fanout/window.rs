@@ -1,0 +1,357 @@
+//! The fan-out core's window: the most recent committed records, decoded and rendered
+//! once, shared by every live subscriber.
+//!
+//! One tail reader (a [`Reader`] bounded by the committed offset) follows the log and
+//! appends chunks: each holds up to `CHUNK_BYTES` of rendered fragments, with the raw
+//! payloads and the `service`/`level` fields for filters. An unfiltered subscriber whose
+//! cursor sits at a chunk's start gets the chunk's message, rendered once for everyone
+//! (a `Bytes` handle, not a copy); others get a message assembled from the fragments.
+//! The window is bounded by `fanout_window_bytes_max`; a subscriber whose cursor falls
+//! below its start reads the segment files with a reader of its own (see
+//! [`read_into`]).
+
+use std::{cell::OnceCell, collections::VecDeque};
+
+use tungstenite::Utf8Bytes;
+
+use super::{
+    query::{self, Filter},
+    render::{self, MessageBuilder},
+};
+use crate::{error::ReadError, wal::Reader};
+
+/// Rendered bytes per chunk, before the record that crosses it. Small enough that a
+/// chunk's message is one modest WebSocket frame; large enough that at high rates one
+/// message carries hundreds of records.
+pub const CHUNK_BYTES: usize = 64 << 10;
+
+/// Where one record's pieces lie in its chunk's buffers.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// End of the fragment in `frags` (it starts where the previous one ends).
+    frag_end: u32,
+    /// End of the payload in `payloads`.
+    payload_end: u32,
+    /// `service` in `strs`, if the record has one.
+    service: Option<(u32, u32)>,
+    /// `level` in `strs`, if the record has one.
+    level: Option<(u32, u32)>,
+}
+
+/// Consecutive committed records, rendered.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Offset of the first record.
+    first: u64,
+    /// Exclusive end offset.
+    end: u64,
+    /// The committed end when the chunk was read, for its messages.
+    committed_end: u64,
+    entries: Vec<Entry>,
+    frags: Vec<u8>,
+    payloads: Vec<u8>,
+    strs: Vec<u8>,
+    /// The whole chunk as one message, rendered on first use and shared.
+    shared: OnceCell<Utf8Bytes>,
+}
+
+impl Chunk {
+    fn new(first: u64) -> Self {
+        Chunk {
+            first,
+            end: first,
+            committed_end: first,
+            entries: Vec::new(),
+            frags: Vec::with_capacity(CHUNK_BYTES + 1024),
+            payloads: Vec::with_capacity(CHUNK_BYTES / 2),
+            strs: Vec::new(),
+            shared: OnceCell::new(),
+        }
+    }
+
+    fn push(&mut self, offset: u64, ts: u64, payload: &[u8]) {
+        debug_assert_eq!(offset, self.end, "records must be consecutive");
+        let (service, level) = query::json_fields(payload);
+        let mut place = |s: Option<&str>| {
+            s.map(|s| {
+                let start = self.strs.len() as u32;
+                self.strs.extend_from_slice(s.as_bytes());
+                (start, self.strs.len() as u32)
+            })
+        };
+        let service_at = place(service.as_deref());
+        let level_at = place(level.as_deref());
+        render::fragment(
+            &mut self.frags,
+            offset,
+            ts,
+            payload,
+            service.as_deref(),
+            level.as_deref(),
+        );
+        self.payloads.extend_from_slice(payload);
+        self.entries.push(Entry {
+            frag_end: self.frags.len() as u32,
+            payload_end: self.payloads.len() as u32,
+            service: service_at,
+            level: level_at,
+        });
+        self.end = offset + 1;
+    }
+
+    fn bytes(&self) -> usize {
+        self.frags.len()
+            + self.payloads.len()
+            + self.strs.len()
+            + self.entries.len() * std::mem::size_of::<Entry>()
+            + self.shared.get().map_or(0, |m| m.len())
+    }
+
+    fn str_at(&self, at: Option<(u32, u32)>) -> Option<&str> {
+        // The bytes came from a &str, so they are UTF-8.
+        at.and_then(|(a, b)| std::str::from_utf8(&self.strs[a as usize..b as usize]).ok())
+    }
+
+    /// Fragment, payload, service and level of record `i`.
+    fn record(&self, i: usize) -> (&[u8], &[u8], Option<&str>, Option<&str>) {
+        let e = self.entries[i];
+        let (f0, p0) = if i == 0 {
+            (0, 0)
+        } else {
+            let p = self.entries[i - 1];
+            (p.frag_end as usize, p.payload_end as usize)
+        };
+        (
+            &self.frags[f0..e.frag_end as usize],
+            &self.payloads[p0..e.payload_end as usize],
+            self.str_at(e.service),
+            self.str_at(e.level),
+        )
+    }
+
+    fn shared_message(&self) -> Utf8Bytes {
+        self.shared
+            .get_or_init(|| {
+                let mut m = MessageBuilder::new(self.frags.len() + self.entries.len() + 64);
+                for i in 0..self.entries.len() {
+                    m.push_fragment(self.record(i).0);
+                }
+                Utf8Bytes::try_from(m.finish(self.end, self.committed_end))
+                    .expect("rendered JSON is UTF-8")
+            })
+            .clone()
+    }
+}
+
+/// What [`Window::build`] produced for a subscriber.
+#[derive(Debug)]
+pub enum Built {
+    /// A message to send, the cursor after it, and the records it carries.
+    Message(Utf8Bytes, u64, u64),
+    /// No record passed the filter; the cursor moved to here.
+    Skipped(u64),
+}
+
+/// The in-memory window of recent committed records.
+#[derive(Debug)]
+pub struct Window {
+    chunks: VecDeque<Chunk>,
+    /// Offset of the first record held (= `end` when empty).
+    start: u64,
+    /// Exclusive end of the records held: where the tail reader continues.
+    end: u64,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Window {
+    /// An empty window positioned at `at`.
+    pub fn new(at: u64, bytes_max: usize) -> Self {
+        Window {
+            chunks: VecDeque::new(),
+            start: at,
+            end: at,
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    /// Oldest offset held.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Exclusive end of what is held.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Reads up to `chunks_max` chunks of committed records from `tail` (positioned at
+    /// `self.end`). Returns true if the tail is still behind `committed_end`.
+    ///
+    /// # Errors
+    /// The tail reader's error (I/O, or a committed record failing its checks).
+    pub fn fill(
+        &mut self,
+        tail: &mut Reader,
+        committed_end: u64,
+        chunks_max: usize,
+    ) -> Result<bool, ReadError> {
+        debug_assert_eq!(tail.next_offset().max(self.end), tail.next_offset());
+        for _ in 0..chunks_max {
+            if tail.next_offset() >= committed_end {
+                return Ok(false);
+            }
+            let mut chunk = Chunk::new(tail.next_offset());
+            while chunk.frags.len() < CHUNK_BYTES {
+                match tail.next()? {
+                    Some(r) => chunk.push(r.offset, r.timestamp_ns, r.payload),
+                    None => break,
+                }
+            }
+            if chunk.entries.is_empty() {
+                return Ok(false);
+            }
+            chunk.committed_end = committed_end.max(chunk.end);
+            if self.chunks.is_empty() {
+                // The tail may have skipped purged records: the window starts here.
+                self.start = chunk.first;
+            }
+            self.end = chunk.end;
+            self.bytes += chunk.bytes();
+            self.chunks.push_back(chunk);
+            while self.bytes > self.bytes_max && self.chunks.len() > 1 {
+                let old = self.chunks.pop_front().expect("non-empty");
+                self.bytes -= old.bytes();
+                self.start = old.end;
+            }
+        }
+        Ok(tail.next_offset() < committed_end)
+    }
+
+    /// True if `cursor` is a record the window holds.
+    pub fn holds(&self, cursor: u64) -> bool {
+        cursor >= self.start && cursor < self.end
+    }
+
+    /// Builds the next message for a subscriber at `cursor` (which the window holds),
+    /// of about `budget` bytes (at least one record), scanning at most `scan_max`
+    /// records.
+    pub fn build(&mut self, cursor: u64, filter: &Filter, budget: usize, scan_max: usize) -> Built {
+        assert!(self.holds(cursor), "cursor {cursor} outside the window");
+        let mut idx = self.chunks.partition_point(|c| c.end <= cursor);
+        let c = &self.chunks[idx];
+        if filter.is_empty() && c.first == cursor && c.frags.len() <= budget {
+            let had = c.shared.get().is_some();
+            let msg = c.shared_message();
+            if !had {
+                self.bytes += msg.len();
+            }
+            return Built::Message(msg, c.end, c.entries.len() as u64);
+        }
+        let committed_end = self.chunks.back().map_or(self.end, |c| c.committed_end);
+        let mut m = MessageBuilder::new(budget.min(CHUNK_BYTES * 2));
+        let mut at = cursor;
+        let mut scanned = 0usize;
+        'chunks: while idx < self.chunks.len() {
+            let c = &self.chunks[idx];
+            for i in (at - c.first) as usize..c.entries.len() {
+                let (frag, payload, service, level) = c.record(i);
+                if filter.matches(payload, service, level) {
+                    m.push_fragment(frag);
+                }
+                at += 1;
+                scanned += 1;
+                if m.len() >= budget || scanned >= scan_max {
+                    break 'chunks;
+                }
+            }
+            idx += 1;
+        }
+        if m.is_empty() {
+            return Built::Skipped(at);
+        }
+        let records = m.records() as u64;
+        let msg = Utf8Bytes::try_from(m.finish(at, committed_end)).expect("rendered JSON is UTF-8");
+        Built::Message(msg, at, records)
+    }
+}
+
+/// What [`read_into`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Records read from the files (matching or not).
+    pub scanned: u64,
+    /// The reader has no more committed records below `stop` for now.
+    pub caught_up: bool,
+}
+
+/// Reads committed records from `reader` into `m` until the reader reaches `stop`, `m`
+/// holds `records_max` records or `bytes_max` bytes, or `scan_max` records were read.
+/// For subscribers behind the window and for `GET /v1/logs`.
+///
+/// # Errors
+/// The reader's error.
+pub fn read_into(
+    reader: &mut Reader,
+    filter: &Filter,
+    m: &mut MessageBuilder,
+    stop: u64,
+    records_max: usize,
+    bytes_max: usize,
+    scan_max: u64,
+) -> Result<ReadOutcome, ReadError> {
+    let mut scanned = 0u64;
+    while reader.next_offset() < stop
+        && m.records() < records_max
+        && m.len() < bytes_max
+        && scanned < scan_max
+    {
+        let Some(r) = reader.next()? else {
+            return Ok(ReadOutcome {
+                scanned,
+                caught_up: true,
+            });
+        };
+        scanned += 1;
+        if filter.is_empty() {
+            let (service, level) = query::json_fields(r.payload);
+            m.push_record(
+                r.offset,
+                r.timestamp_ns,
+                r.payload,
+                service.as_deref(),
+                level.as_deref(),
+            );
+            continue;
+        }
+        let (service, level) = if filter.needs_fields() {
+            query::json_fields(r.payload)
+        } else {
+            (None, None)
+        };
+        if filter.matches(r.payload, service.as_deref(), level.as_deref()) {
+            let (service, level) = if filter.needs_fields() {
+                (service, level)
+            } else {
+                query::json_fields(r.payload)
+            };
+            m.push_record(
+                r.offset,
+                r.timestamp_ns,
+                r.payload,
+                service.as_deref(),
+                level.as_deref(),
+            );
+        }
+    }
+    Ok(ReadOutcome {
+        scanned,
+        caught_up: reader.next_offset() >= stop,
+    })
+}

@@ -1,0 +1,657 @@
+//! The fan-out core against the real binary: real WebSocket clients (tungstenite) on
+//! `/v1/stream`, the read API, and the dashboard in headless Chromium.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use common::{Server, http, tcp_send_all};
+use tungstenite::{Message, WebSocket, protocol::frame::coding::CloseCode};
+
+type Ws = WebSocket<TcpStream>;
+
+/// One delivered record.
+#[derive(Debug, Clone, PartialEq)]
+struct Rec {
+    offset: u64,
+    data: String,
+    service: Option<String>,
+    level: Option<String>,
+}
+
+fn ws_addr(s: &Server) -> SocketAddr {
+    s.ws.expect("the server prints ws=")
+}
+
+/// Opens a subscription; panics on a refused handshake.
+fn subscribe(addr: SocketAddr, query: &str) -> Ws {
+    subscribe_on(TcpStream::connect(addr).expect("connect ws"), addr, query)
+}
+
+fn subscribe_on(stream: TcpStream, addr: SocketAddr, query: &str) -> Ws {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let url = format!("ws://{addr}/v1/stream?{query}");
+    let (ws, resp) = tungstenite::client::client(url.as_str(), stream)
+        .unwrap_or_else(|e| panic!("subscribe {url}: {e:?}"));
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// The refusal of a subscription: status and JSON body.
+fn refused(
+    addr: SocketAddr,
+    path_and_query: &str,
+    origin: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{addr}{path_and_query}"
+    ))
+    .unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    match tungstenite::client::client(req, stream) {
+        Ok(_) => panic!("{path_and_query} was accepted"),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp.body().clone().unwrap_or_default();
+            let json = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&body)));
+            (resp.status().as_u16(), json)
+        }
+        Err(e) => panic!("{path_and_query}: unexpected {e:?}"),
+    }
+}
+
+fn parse_message(text: &str) -> (Vec<Rec>, u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(text).expect("message is JSON");
+    let recs = v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| Rec {
+            offset: r["offset"].as_u64().unwrap(),
+            data: r["data"].as_str().unwrap().to_owned(),
+            service: r["service"].as_str().map(str::to_owned),
+            level: r["level"].as_str().map(str::to_owned),
+        })
+        .collect();
+    (
+        recs,
+        v["next"].as_u64().unwrap(),
+        v["committed_end"].as_u64().unwrap(),
+    )
+}
+
+/// Reads messages until `n` records arrived (or panics after `within`). Returns them
+/// and the last `next`.
+fn read_records(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Rec>, u64) {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut next = 0;
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records arrived",
+            out.len()
+        );
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                let (recs, nx, end) = parse_message(&t);
+                assert!(nx <= end, "next {nx} beyond committed_end {end}");
+                assert!(!recs.is_empty(), "empty message");
+                next = nx;
+                out.extend(recs);
+            }
+            Ok(_) => {}
+            Err(e) => panic!("subscription failed after {} records: {e}", out.len()),
+        }
+    }
+    (out, next)
+}
+
+/// Ingests `lines` over one TCP connection and returns (count, last_offset) of the ack.
+fn ingest_lines(s: &Server, lines: &[String]) -> (u64, u64) {
+    let mut payload = lines.join("\n");
+    payload.push('\n');
+    let acks = tcp_send_all(s.tcp, payload.as_bytes());
+    common::last_ack(&acks).unwrap_or_else(|| panic!("no ack in {acks:?}"))
+}
+
+fn stats(s: &Server) -> serde_json::Value {
+    http(s.http, "GET", "/stats", &[], b"").json()
+}
+
+fn assert_exact(recs: &[Rec], first: u64, expected: &[String]) {
+    assert_eq!(recs.len(), expected.len(), "record count");
+    for (i, (r, e)) in recs.iter().zip(expected).enumerate() {
+        assert_eq!(r.offset, first + i as u64, "offset of record {i}");
+        assert_eq!(&r.data, e, "payload of offset {}", r.offset);
+    }
+}
+
+#[test]
+fn subscribers_receive_exactly_the_committed_records_in_order_with_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let ws_at = ws_addr(&s);
+    let mut early = subscribe(ws_at, "from=earliest");
+    let mut live = subscribe(ws_at, "from=latest");
+    let lines: Vec<String> = (0..5000)
+        .map(|i| format!("line {i} {}", "x".repeat(i % 50)))
+        .collect();
+    for part in lines.chunks(1000) {
+        ingest_lines(&s, part);
+    }
+    let (got, next) = read_records(&mut early, lines.len(), Duration::from_secs(30));
+    assert_exact(&got, 0, &lines);
+    assert_eq!(next, lines.len() as u64);
+    let (got, _) = read_records(&mut live, lines.len(), Duration::from_secs(30));
+    assert_exact(&got, 0, &lines);
+    // Batching: far fewer messages than records.
+    let st = stats(&s);
+    let msgs = st["server"]["ws_messages_sent_total"].as_u64().unwrap();
+    assert!(
+        msgs < 2 * lines.len() as u64 / 10,
+        "{msgs} messages for {} records",
+        2 * lines.len()
+    );
+    assert_eq!(st["server"]["ws_subscribers_open"], 2);
+    // A late subscriber from an offset gets exactly the rest, from the files.
+    let mut late = subscribe(ws_at, "from=4990");
+    let (got, _) = read_records(&mut late, 10, Duration::from_secs(10));
+    assert_exact(&got, 4990, &lines[4990..]);
+    // Nothing more arrives than was committed.
+    late.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(matches!(late.read(), Err(tungstenite::Error::Io(_))));
+    assert!(s.stop().success());
+}
+
+#[test]
+fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<String> = Vec::new();
+    let mut got: Vec<Rec> = Vec::new();
+    let s = Server::start(dir.path(), &[]);
+    let batch =
+        |from: usize| -> Vec<String> { (from..from + 700).map(|i| format!("r{i}")).collect() };
+    let b = batch(0);
+    ingest_lines(&s, &b);
+    all.extend(b);
+    // Take part of it, then hang up mid-stream.
+    let mut ws = subscribe(ws_addr(&s), "from=earliest");
+    let (part, next) = read_records(&mut ws, 300, Duration::from_secs(10));
+    got.extend(part);
+    let mut resume = next;
+    drop(ws);
+    let b = batch(700);
+    ingest_lines(&s, &b);
+    all.extend(b);
+    // Resume from `next`: the rest, once.
+    let mut ws = subscribe(ws_addr(&s), &format!("from={resume}"));
+    let want = all.len() - got.len();
+    let (part, next) = read_records(&mut ws, want, Duration::from_secs(10));
+    got.extend(part);
+    resume = next;
+    // Server restart: the subscriber is told (1001) and resumes on the new process.
+    assert!(s.stop().success());
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => {
+                assert_eq!(f.code, CloseCode::Away);
+                break;
+            }
+            Ok(Message::Close(None)) => panic!("close without a code"),
+            Ok(Message::Text(t)) => {
+                let (part, next, _) = parse_message(&t);
+                got.extend(part);
+                resume = next;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+    let s = Server::start(dir.path(), &[]);
+    let b = batch(1400);
+    ingest_lines(&s, &b);
+    all.extend(b);
+    let mut ws = subscribe(ws_addr(&s), &format!("from={resume}"));
+    let want = all.len() - got.len();
+    let (part, _) = read_records(&mut ws, want, Duration::from_secs(10));
+    got.extend(part);
+    assert_exact(&got, 0, &all);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_stalled_subscriber_is_closed_with_4008_and_producers_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--subscriber-stall-ms-max",
+            "300",
+            "--subscriber-send-buffer-bytes",
+            "16384",
+        ],
+    );
+    let ws_at = ws_addr(&s);
+    // A subscriber with a small receive buffer that reads nothing.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(8192).unwrap();
+    sock.connect(&ws_at.into()).unwrap();
+    let mut stalled = subscribe_on(sock.into(), ws_at, "from=earliest");
+    // A healthy subscriber alongside.
+    let mut healthy = subscribe(ws_at, "from=earliest");
+    // Producers: 40 000 records of 100 bytes over 4 connections, every ack checked.
+    let lines: Vec<String> = (0..40_000)
+        .map(|i| format!("{i:08} {}", "p".repeat(91)))
+        .collect();
+    let started = Instant::now();
+    let producers: Vec<_> = lines
+        .chunks(10_000)
+        .map(|c| {
+            let c = c.to_vec();
+            let tcp = s.tcp;
+            std::thread::spawn(move || {
+                let mut payload = c.join("\n");
+                payload.push('\n');
+                let acks = tcp_send_all(tcp, payload.as_bytes());
+                common::last_ack(&acks).expect("acks").0
+            })
+        })
+        .collect();
+    let acked: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+    assert_eq!(acked, lines.len() as u64, "every record acked");
+    eprintln!(
+        "40000 records acked in {:?} with a stalled subscriber",
+        started.elapsed()
+    );
+    let (got, _) = read_records(&mut healthy, lines.len(), Duration::from_secs(30));
+    let mut offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    offsets.dedup();
+    assert_eq!(offsets.len(), lines.len());
+    // The stalled one is closed within a few stall periods.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(&s)["server"]["ws_stalled_closed_total"].as_u64() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled subscriber was not closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It reads what it was sent, then the close frame with the code and reason.
+    let mut got: Vec<Rec> = Vec::new();
+    let mut resume = 0;
+    loop {
+        match stalled.read() {
+            Ok(Message::Text(t)) => {
+                let (part, next, _) = parse_message(&t);
+                got.extend(part);
+                resume = next;
+            }
+            Ok(Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 4008);
+                assert_eq!(f.reason.as_str(), "stalled");
+                break;
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => panic!("expected the 4008 close frame, got {e}"),
+        }
+    }
+    assert!(resume < lines.len() as u64, "it stalled before the end");
+    // And it resumes from its last `next` with nothing lost or repeated.
+    let mut again = subscribe(ws_at, &format!("from={resume}"));
+    let (rest, _) = read_records(&mut again, lines.len() - got.len(), Duration::from_secs(30));
+    got.extend(rest);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+    }
+    assert!(s.stop().success());
+}
+
+#[test]
+fn filters_select_exactly_what_they_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let ws_at = ws_addr(&s);
+    let services = ["api", "db", "web"];
+    let levels = ["error", "warn", "info"];
+    let mut body = String::new();
+    let mut expected_all = Vec::new();
+    for i in 0..300 {
+        let svc = services[i % 3];
+        let lvl = levels[(i / 3) % 3];
+        let msg = if i % 7 == 0 {
+            "disk full on /var"
+        } else {
+            "ok"
+        };
+        let rec =
+            serde_json::json!({"service": svc, "level": lvl, "message": format!("{msg} #{i}")});
+        body.push_str(&rec.to_string());
+        body.push('\n');
+        expected_all.push((i as u64, svc, lvl, format!("{msg} #{i}")));
+    }
+    // Plain lines that mention the filter words but are not JSON records.
+    let r = http(
+        s.http,
+        "POST",
+        "/ingest",
+        &[],
+        b"api error disk full plain\n",
+    );
+    assert_eq!(r.status, 200);
+    let r = http(
+        s.http,
+        "POST",
+        "/v1/logs",
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let end = 301u64;
+    let cases: Vec<(&str, Box<dyn Fn(&(u64, &str, &str, String)) -> bool>, bool)> = vec![
+        ("service=api", Box::new(|r| r.1 == "api"), false),
+        ("level=ERROR", Box::new(|r| r.2 == "error"), false),
+        (
+            "service=api,db&level=warn",
+            Box::new(|r| (r.1 == "api" || r.1 == "db") && r.2 == "warn"),
+            false,
+        ),
+        ("q=disk+full", Box::new(|r| r.3.contains("disk full")), true),
+        (
+            "service=web&q=disk%20full",
+            Box::new(|r| r.1 == "web" && r.3.contains("disk full")),
+            false,
+        ),
+    ];
+    for (query, pred, plain_matches) in cases {
+        let mut want: Vec<u64> = expected_all
+            .iter()
+            .filter(|r| pred(r))
+            .map(|r| r.0 + 1)
+            .collect();
+        if plain_matches {
+            want.insert(0, 0);
+        }
+        let mut ws = subscribe(ws_at, &format!("from=earliest&{query}"));
+        let (got, _) = read_records(&mut ws, want.len(), Duration::from_secs(10));
+        let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, want, "subscription {query}");
+        // Nothing else trickles in.
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            matches!(ws.read(), Err(tungstenite::Error::Io(_))),
+            "{query}"
+        );
+        // The read API applies the same filter.
+        let r = http(
+            s.http,
+            "GET",
+            &format!("/v1/logs?from=0&limit=1000&{query}"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        let offsets: Vec<u64> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, want, "read {query}");
+        assert_eq!(v["next"].as_u64(), Some(end));
+    }
+    // JSON records carry their fields in the message.
+    let mut ws = subscribe(ws_at, "from=1&service=db");
+    let (got, _) = read_records(&mut ws, 1, Duration::from_secs(10));
+    assert_eq!(got[0].service.as_deref(), Some("db"));
+    assert!(got[0].level.is_some());
+    assert!(s.stop().success());
+}
+
+#[test]
+fn bad_subscriptions_get_an_http_error_before_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--filter-bytes-max",
+            "32",
+            "--subscribers-max",
+            "2",
+            "--ws-allowed-origins",
+            "http://good.example",
+        ],
+    );
+    let ws_at = ws_addr(&s);
+    for (pq, status, code) in [
+        ("/v1/stream?from=abc", 400, "bad_request"),
+        ("/v1/stream?from=-3", 400, "bad_request"),
+        ("/v1/stream?frm=1", 400, "bad_request"),
+        ("/v1/stream?from=1&from=2", 400, "bad_request"),
+        ("/v1/stream?q=%zz", 400, "bad_request"),
+        ("/v1/stream?limit=3", 400, "bad_request"),
+        (
+            "/v1/stream?q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            400,
+            "filter_too_long",
+        ),
+        ("/elsewhere", 404, "not_found"),
+    ] {
+        let (st, body) = refused(ws_at, pq, None);
+        assert_eq!(
+            (st, body["error"].as_str().unwrap()),
+            (status, code),
+            "{pq}: {body}"
+        );
+        assert!(!body["detail"].as_str().unwrap().is_empty());
+    }
+    let (st, body) = refused(ws_at, "/v1/stream", Some("http://evil.example"));
+    assert_eq!(
+        (st, body["error"].as_str().unwrap()),
+        (403, "origin_not_allowed")
+    );
+    let _ok = subscribe_with_origin(ws_at, "http://good.example");
+    // Not a WebSocket request at all.
+    let r = http(ws_at, "GET", "/v1/stream?from=1", &[], b"");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad_request");
+    // subscribers_max = 2: the third is refused with 503.
+    let _second = subscribe(ws_at, "from=latest");
+    std::thread::sleep(Duration::from_millis(100));
+    let (st, body) = refused_raw(ws_at);
+    assert_eq!(
+        (st, body["error"].as_str().unwrap()),
+        (503, "too_many_subscribers")
+    );
+    let st = stats(&s);
+    let sv = &st["server"];
+    assert!(sv["ws_bad_requests_total"].as_u64().unwrap() >= 9, "{sv}");
+    assert_eq!(sv["ws_origin_refused_total"], 1);
+    assert_eq!(sv["filter_too_long_total"], 1);
+    assert_eq!(sv["ws_subscribers_refused_total"], 1);
+    // The read API refuses bad parameters the same way.
+    for q in ["from=x", "limit=0", "limit=10001", "bogus=1"] {
+        let r = http(s.http, "GET", &format!("/v1/logs?{q}"), &[], b"");
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(r.json()["error"], "bad_request", "{q}");
+    }
+    assert!(s.stop().success());
+}
+
+fn subscribe_with_origin(addr: SocketAddr, origin: &str) -> Ws {
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{addr}/v1/stream"
+    ))
+    .unwrap();
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    tungstenite::client::client(req, stream)
+        .expect("allowed origin")
+        .0
+}
+
+/// A refusal written before any handshake (subscribers_max): a plain HTTP response.
+fn refused_raw(addr: SocketAddr) -> (u16, serde_json::Value) {
+    let r = http(
+        addr,
+        "GET",
+        "/v1/stream",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    );
+    (r.status, r.json())
+}
+
+#[test]
+fn read_api_returns_committed_records_and_post_still_ingests() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--read-records-max", "50"]);
+    let lines: Vec<String> = (0..120).map(|i| format!("rec {i}")).collect();
+    ingest_lines(&s, &lines);
+    let r = http(s.http, "GET", "/v1/logs", &[], b"");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(
+        v["records"].as_array().unwrap().len(),
+        50,
+        "default 100 capped at read_records_max"
+    );
+    let r = http(s.http, "GET", "/v1/logs?from=100&limit=50", &[], b"").json();
+    let recs = r["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 20);
+    assert_eq!(recs[0]["offset"], 100);
+    assert_eq!(recs[0]["data"], "rec 100");
+    assert_eq!(
+        (r["next"].as_u64(), r["committed_end"].as_u64()),
+        (Some(120), Some(120))
+    );
+    let r = http(s.http, "GET", "/v1/logs?from=latest", &[], b"").json();
+    assert_eq!(r["records"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        http(s.http, "GET", "/v1/logs?limit=51", &[], b"").status,
+        400
+    );
+    // POST /v1/logs still ingests; other methods get 405 with Allow.
+    let r = http(
+        s.http,
+        "POST",
+        "/v1/logs",
+        &[("Content-Type", "application/json")],
+        br#"[{"service":"x","message":"y"}]"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["first_offset"], 120);
+    let r = http(s.http, "PUT", "/v1/logs", &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, HEAD, POST"));
+    // The dashboard and its settings.
+    let page = http(s.http, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("Content-Type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(
+        html.contains("/v1/config") && !html.contains("https://"),
+        "self-contained"
+    );
+    let cfg = http(s.http, "GET", "/v1/config", &[], b"").json();
+    assert_eq!(cfg["ws_port"].as_u64(), Some(u64::from(ws_addr(&s).port())));
+    assert_eq!(cfg["ws_path"], "/v1/stream");
+    assert!(s.stop().success());
+}
+
+#[test]
+fn dashboard_shows_ingested_records_in_headless_chromium() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(chromium) = chromium else {
+        println!("SKIP: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--ws-allowed-origins", "*"]);
+    let mut lines: Vec<String> = (0..40)
+        .map(|i| {
+            serde_json::json!({"service": "checkout", "level": if i % 4 == 0 {"error"} else {"info"},
+                               "message": format!("dashboard-marker-{i}")})
+            .to_string()
+        })
+        .collect();
+    lines.push("plain-line-marker".into());
+    ingest_lines(&s, &lines);
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fanout-dashboard");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", s.http);
+    let run = |extra: &[&str]| {
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--virtual-time-budget=8000",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("run chromium")
+    };
+    let out = run(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::write(out_dir.join("dom.html"), &dom).unwrap();
+    assert!(
+        dom.contains("dashboard-marker-39") && dom.contains("plain-line-marker"),
+        "records not on the page; chromium stderr:\n{}\nDOM:\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dom.contains("checkout"), "service shown");
+    let shot = out_dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = run(&[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("dashboard screenshot: {}", shot.display());
+    let mut levels = BTreeMap::new();
+    for l in &lines {
+        *levels.entry(l.contains("\"error\"")).or_insert(0) += 1;
+    }
+    assert_eq!(levels.get(&true), Some(&10));
+    assert!(s.stop().success());
+}
