@@ -1756,3 +1756,53 @@ fn append_acknowledges_a_line_before_the_next_one_arrives() {
         acked
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// A writer that cannot go on stops loudly
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_malformed_batch_never_hangs_producers_or_gets_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let log = Log::open(small_config(&dir)).unwrap();
+    let good = vec![b"good".to_vec()];
+    assert_eq!(append_wait(&log, 0, &good).first_offset, 0);
+
+    // A batch whose record count disagrees with its frames: a producer's bug. Whatever
+    // the log does with it, it must not acknowledge it, and nobody may wait forever.
+    let mut b = BatchBuilder::new(1024, 64);
+    b.push(ts(1), b"one").unwrap();
+    b.push(ts(2), b"two").unwrap();
+    let (frames, _) = b.take();
+    let outcome = match log.appender().try_append(frames, 3) {
+        Err(refused) => format!("refused: {refused:?}"),
+        Ok(c) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(c.wait()));
+            // Only so that a hang fails the test instead of blocking the suite.
+            let r = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the completion of a malformed batch never resolved");
+            assert!(r.is_err(), "a malformed batch was acknowledged: {r:?}");
+            // The next producer learns it at once too.
+            let next = append(&log, 9, &good);
+            assert!(
+                !matches!(next.as_ref().map(|c| c.try_result()), Ok(Some(Ok(_)))),
+                "{next:?}"
+            );
+            if let Ok(c) = next {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || tx.send(c.wait()));
+                let r = rx.recv_timeout(Duration::from_secs(30)).expect("hung");
+                assert!(matches!(r, Err(AppendError::Failed(_))), "{r:?}");
+            }
+            assert!(log.failure().is_some());
+            format!("{r:?}")
+        }
+    };
+    drop(log);
+    // The good record is still there, the bad ones are not, and the directory reopens.
+    let log = Log::open(small_config(&dir)).unwrap();
+    assert_records(&drain(log.reader(0).unwrap()), &good, 0, &outcome);
+}

@@ -129,7 +129,7 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<ActiveSegment, Ope
 /// Opens the log directory and recovers it.
 pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     let dir = &config.dir;
-    std::fs::create_dir_all(dir).map_err(|e| OpenError::io("create data directory", dir, e))?;
+    create_dir_durably(dir)?;
     let lock = lock_dir(dir)?;
     let mut bases =
         segment::list_segments(dir).map_err(|e| OpenError::io("list segments", dir, e))?;
@@ -254,6 +254,33 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
         report,
         lock,
     })
+}
+
+/// Creates `dir` and any missing parents, syncing each parent that gained an entry, so
+/// that a new data directory (and so the first acknowledged records) survives power
+/// loss. Does nothing to a directory that exists.
+fn create_dir_durably(dir: &Path) -> Result<(), OpenError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d.to_owned());
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| OpenError::io("create data directory", dir, e))?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(parent).map_err(|e| OpenError::io("sync directory", parent, e))?;
+    }
+    Ok(())
 }
 
 fn read_header(path: &Path) -> Result<Result<u64, HeaderError>, OpenError> {

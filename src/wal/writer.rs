@@ -178,9 +178,23 @@ pub(crate) fn spawn(
             {
                 tracing::warn!(core = id, "could not pin the writer thread");
             }
-            if let Err(why) = w.run() {
-                w.fail_everything(why);
-            }
+            // A panic (a broken invariant) must not leave producers waiting forever on
+            // completions nobody will resolve: catch it and fail everything like any
+            // other fatal error. `fail_everything` leaks what the kernel may still own.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run()));
+            let why: Arc<str> = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(why)) => why,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("unknown panic");
+                    format!("the log writer panicked: {what}").into()
+                }
+            };
+            w.fail_everything(why);
         })
         .map_err(|e| OpenError::io("spawn writer thread", "", e))
 }
@@ -328,6 +342,9 @@ impl Writer {
                 self.pending = Some(batch);
                 break;
             }
+            // The slot goes into the group first, so that if a check below panics the
+            // batch is failed with the rest rather than dropped unanswered.
+            g.slots.push((batch.slot, next));
             let start = g.buf.len();
             g.buf.extend_from_slice(&batch.frames);
             let file_start = g.file_pos + start as u64;
@@ -347,7 +364,6 @@ impl Writer {
                 u64::from(batch.records),
                 "batch record count disagrees with its frames"
             );
-            g.slots.push((batch.slot, next));
             next += n;
             // batch.frames drops here: the producer's builder can reuse the memory.
         }
@@ -692,8 +708,11 @@ impl Writer {
         let _ = self.inner.failure.set(why.clone());
         self.inner.ring.close();
         let err = AppendError::Failed(why);
-        for gi in self.in_flight.drain(..) {
-            for (slot, _) in self.groups[gi].slots.drain(..) {
+        // Every group, not only those in flight: a panic may have struck while one was
+        // being gathered.
+        self.in_flight.clear();
+        for g in &mut self.groups {
+            for (slot, _) in g.slots.drain(..) {
                 slot.fail(err.clone());
             }
         }
