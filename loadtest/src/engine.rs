@@ -224,6 +224,8 @@ struct Pending {
     byte_end: u64,
     /// Sent after the warm-up: counts in the report.
     measured: bool,
+    /// Records of this batch the server refused (`error <line_no> ...`).
+    refused: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +270,8 @@ struct Conn {
     server_closing: bool,
     state: State,
     reconnect_at: Option<u64>,
+    /// When the connection was lost and not yet re-established.
+    lost_since: Option<u64>,
     /// HTTP request head up to the `Content-Length` value.
     http_head: Vec<u8>,
 }
@@ -360,6 +364,7 @@ impl Conn {
             server_closing: false,
             state: State::Sending,
             reconnect_at: None,
+            lost_since: None,
             http_head,
         }
     }
@@ -377,18 +382,24 @@ impl Worker<'_> {
         };
         let n = u64::from(p.records);
         if ok {
-            self.stats.completed_records_total += n;
-            self.stats.bytes_total += u64::from(p.bytes);
+            // Records the server refused inside a completed batch are failures; their
+            // bytes are estimated from the batch's mean record size.
+            let refused = u64::from(p.refused.min(p.records));
+            let ok_n = n - refused;
+            let ok_bytes = u64::from(p.bytes) * ok_n / n.max(1);
+            self.stats.failed_records_total += refused;
+            self.stats.completed_records_total += ok_n;
+            self.stats.bytes_total += ok_bytes;
             // Relaxed: a progress counter, read for display only.
-            self.progress.records.fetch_add(n, Ordering::Relaxed);
+            self.progress.records.fetch_add(ok_n, Ordering::Relaxed);
             if p.measured {
                 record_ns(
                     &mut self.stats.latency_us,
                     now.saturating_sub(p.intended_ns),
                 );
                 record_ns(&mut self.stats.service_us, now.saturating_sub(p.sent_ns));
-                self.stats.records += n;
-                self.stats.bytes += u64::from(p.bytes);
+                self.stats.records += ok_n;
+                self.stats.bytes += ok_bytes;
                 self.stats.batches += 1;
                 self.stats.last_completion_ns = self.stats.last_completion_ns.max(now);
             }
@@ -422,7 +433,10 @@ impl Worker<'_> {
         ) = (0, 0, 0, 0, 0);
         c.server_closing = false;
         match c.state {
-            State::Sending => c.reconnect_at = Some(now + 10_000_000),
+            State::Sending => {
+                c.reconnect_at = Some(now + 10_000_000);
+                c.lost_since.get_or_insert(now);
+            }
             _ => c.state = State::Done,
         }
     }
@@ -443,6 +457,7 @@ impl Worker<'_> {
                 }
                 c.sock = Some(s);
                 c.writable = true;
+                c.lost_since = None;
                 self.stats.reconnects += 1;
             }
             Err(e) => {
@@ -518,6 +533,7 @@ impl Worker<'_> {
             rec_end: c.sock_records,
             byte_end: c.sock_queued,
             measured,
+            refused: 0,
         });
     }
 
@@ -566,6 +582,18 @@ impl Worker<'_> {
             return None;
         }
         if c.sock.is_none() {
+            // Give up on a server that stays unreachable for the drain timeout, or
+            // once the run's time is over: a count-mode run must end too.
+            let gone_too_long = c
+                .lost_since
+                .is_some_and(|t| now - t > self.cfg.drain_timeout.as_nanos() as u64);
+            if gone_too_long || self.times.send_end.is_some_and(|end| now >= end) {
+                if gone_too_long {
+                    self.err("gave_up_reconnecting");
+                }
+                c.state = State::Done;
+                return None;
+            }
             match c.reconnect_at {
                 Some(t) if t <= now => self.reconnect(c, poll, now),
                 Some(t) => return Some(t),
@@ -764,8 +792,14 @@ impl Worker<'_> {
                         }
                     }
                 }
-                ServerLine::RecordError { code, .. } => {
+                ServerLine::RecordError { line_no, code } => {
                     c.sock_refused += 1;
+                    // Line numbers count this socket's lines from 1, as our records.
+                    if let Some(p) = c.pending.iter_mut().find(|p| {
+                        line_no <= p.rec_end && line_no > p.rec_end - u64::from(p.records)
+                    }) {
+                        p.refused += 1;
+                    }
                     let kind = String::from_utf8_lossy(code).into_owned();
                     self.err(&kind);
                 }

@@ -226,3 +226,100 @@ fn coordinated_omission_correction_shows_a_stall() {
     );
     assert_eq!(u(&r, "records"), 20_000);
 }
+
+/// Refusals are counted by kind and as failed records, and the run still ends with
+/// the right totals: records over `record_bytes_max` on TCP (the connection goes on)
+/// and over-size HTTP bodies (413, the server closes, the harness reconnects).
+#[test]
+fn refusals_are_errors_by_kind() {
+    let _g = serial();
+    let srv = Server::start_with(&[
+        "--record-bytes-max",
+        "150",
+        "--http-body-bytes-max",
+        "20000",
+    ]);
+    let r = loadtest_json(&[
+        "--mode",
+        "tcp-acked",
+        "--addr",
+        &srv.tcp,
+        "-n",
+        "5000",
+        "-c",
+        "2",
+        "--batch",
+        "100",
+        "--record-size",
+        "100-200",
+    ]);
+    let refused = u(&r, "errors.record_too_large");
+    assert!(refused > 1000 && refused < 4000, "{r}");
+    assert_eq!(u(&r, "failed_records_total"), refused, "{r}");
+    assert_eq!(u(&r, "records") + refused, 5000, "{r}");
+    assert_eq!(u(&r, "server_acked_total"), u(&r, "records"), "{r}");
+    assert_eq!(srv.stored_records(), u(&r, "records"));
+
+    // 100 records of 128 B = 12,800 B fit; 200 = 25,600 B do not.
+    let r = loadtest_json(&[
+        "--mode",
+        "http-ingest",
+        "--addr",
+        &srv.http,
+        "-n",
+        "1000",
+        "-c",
+        "1",
+        "--batch",
+        "200",
+    ]);
+    assert_eq!(u(&r, "errors.http_413_payload_too_large"), 5, "{r}");
+    assert_eq!(u(&r, "failed_records_total"), 1000, "{r}");
+    assert_eq!(u(&r, "records"), 0);
+    assert!(u(&r, "reconnects") >= 4, "{r}");
+    let r = loadtest_json(&[
+        "--mode",
+        "http-ingest",
+        "--addr",
+        &srv.http,
+        "-n",
+        "1000",
+        "-c",
+        "1",
+        "--batch",
+        "100",
+    ]);
+    assert_eq!(u(&r, "records"), 1000, "{r}");
+    assert_eq!(u(&r, "errors_total"), 0, "{r}");
+}
+
+/// A server that dies mid-run ends the run (after the drain timeout), with the loss
+/// reported, instead of hanging a count-mode run forever.
+#[test]
+fn a_dead_server_ends_the_run() {
+    let _g = serial();
+    let srv = Server::start();
+    let tcp = srv.tcp.clone();
+    let t = std::thread::spawn(move || {
+        loadtest_json(&[
+            "--mode",
+            "tcp-acked",
+            "--addr",
+            &tcp,
+            "-n",
+            "1000000000",
+            "-c",
+            "2",
+            "--batch",
+            "100",
+            "--drain-timeout",
+            "1s",
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    srv.signal(libc::SIGKILL);
+    let r = t.join().unwrap();
+    assert!(u(&r, "errors_total") > 0, "{r}");
+    assert_eq!(u(&r, "errors.gave_up_reconnecting"), 2, "{r}");
+    assert!(u(&r, "records") > 0, "{r}");
+}

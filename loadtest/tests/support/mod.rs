@@ -61,6 +61,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let tcp = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
@@ -69,6 +74,7 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(data_dir.path())
             .args(["--tcp-addr", &tcp, "--http-addr", &http, "--ws-addr", &ws])
+            .args(extra)
             .env("RINGSTASH_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
