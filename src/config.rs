@@ -228,14 +228,6 @@ impl Settings {
             1,
             3_600_000,
         )?;
-        self.log_config(None).validate().map_err(|e| e.to_string())
-    }
-
-    /// The log's settings, with the writer pinned to `writer_core`.
-    pub fn log_config(&self, writer_core: Option<usize>) -> LogConfig {
-        let mut c = LogConfig::new(self.data_dir.clone());
-        c.segment_bytes_max = self.segment_bytes_max;
-        c.group_bytes_max = self.group_bytes_max;
         range("subscribers_max", self.subscribers_max, 1, 100_000)?;
         range(
             "subscriber_send_buffer_bytes",
@@ -265,6 +257,14 @@ impl Settings {
                 self.ws_addr
             ));
         }
+        self.log_config(None).validate().map_err(|e| e.to_string())
+    }
+
+    /// The log's settings, with the writer pinned to `writer_core`.
+    pub fn log_config(&self, writer_core: Option<usize>) -> LogConfig {
+        let mut c = LogConfig::new(self.data_dir.clone());
+        c.segment_bytes_max = self.segment_bytes_max;
+        c.group_bytes_max = self.group_bytes_max;
         c.ring_batches_max = self.ring_batches_max;
         c.record_bytes_max = self.record_bytes_max;
         c.index_interval_bytes = self.index_interval_bytes;

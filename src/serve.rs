@@ -158,11 +158,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
     let ws_addr = ws_listener.local_addr()?;
 
-        } else {
-        },
-    };
     let log = Arc::new(log);
     let ctx = Arc::new(ServerCtx {
+        ws_addr,
         appender: log.appender(),
         log: log.clone(),
         settings,
@@ -170,7 +168,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         gauges: Gauges::default(),
         started: Instant::now(),
         shutting_down: AtomicBool::new(false),
-        ws_addr,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -184,6 +181,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             stop_rx.clone(),
         )?);
     }
+    let fanout = crate::fanout::spawn(ws_listener, Some(placement.fanout), ctx.clone())
+        .context("starting the fan-out thread")?;
     spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
     eprintln!("listening tcp={tcp_addr} http={http_addr} ws={ws_addr}");
     notify_systemd("READY=1");
@@ -192,8 +191,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     while !threads.iter().all(|t| t.is_finished()) {
         if log.failure().is_some() && !ctx.shutting_down.swap(true, Ordering::Relaxed) {
             tracing::error!("the log writer failed; shutting down");
-    let fanout = crate::fanout::spawn(ws_listener, Some(placement.fanout), ctx.clone())
-        .context("starting the fan-out thread")?;
             let _ = stop_tx.send(true);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -203,6 +200,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = t.join();
     }
     log.shutdown();
+    // After the log: subscribers get what was committed while draining, then 1001.
+    fanout.stop();
     if let Some(why) = log.failure() {
         anyhow::bail!("the log writer failed: {why}");
     }
@@ -211,8 +210,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         log.committed_end()
     );
     Ok(())
-    // After the log: subscribers get what was committed while draining, then 1001.
-    fanout.stop();
 }
 
 /// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
@@ -268,6 +265,13 @@ mod tests {
         let p = Placement::compute(2, 0, CoreChoice::Auto);
         assert_eq!((p.reactors.clone(), p.writer), (vec![0, 1], 1));
         assert!(p.describe().contains("shared with reactor [1]"));
+        assert_eq!(p.fanout, 0);
+        assert!(
+            p.describe()
+                .contains("fan-out core 0 (shared with reactor 0)"),
+            "{}",
+            p.describe()
+        );
         let p = Placement::compute(8, 6, CoreChoice::Auto);
         assert_eq!((p.writer, p.fanout), (6, 7));
         assert!(p.describe().contains("fan-out core 7 (own core)"));
@@ -277,11 +281,4 @@ mod tests {
         let p = Placement::compute(4, 0, CoreChoice::Core(2));
         assert_eq!(p.writer, 2);
     }
-        assert_eq!(p.fanout, 0);
-        assert!(
-            p.describe()
-                .contains("fan-out core 0 (shared with reactor 0)"),
-            "{}",
-            p.describe()
-        );
 }

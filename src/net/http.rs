@@ -214,7 +214,6 @@ impl Conn {
                         Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
                         Err(e) => Err(e),
                     }
-                    };
                 };
                 match result {
                     Ok(r) => r,
@@ -226,6 +225,10 @@ impl Conn {
                         r
                     }
                 }
+            }
+            (Method::Get | Method::Head, "/v1/logs") => {
+                let (status, body) = crate::fanout::api::read_logs(&self.ctx, &head.query);
+                Response::json(status, body)
             }
             (_, "/ingest") | (_, "/v1/logs") if is_ingest => {
                 let allow = if head.path == "/ingest" {
@@ -241,18 +244,6 @@ impl Conn {
                 r.headers.push(("Allow", allow.into()));
                 r
             }
-            (Method::Get | Method::Head, "/healthz") => self.healthz(),
-            (Method::Get | Method::Head, "/stats") => Response::json(
-                200,
-            (Method::Get | Method::Head, "/v1/logs") => {
-                let (status, body) = crate::fanout::api::read_logs(&self.ctx, &head.query);
-                Response::json(status, body)
-            }
-                stats::stats_json(
-                    &self.ctx.stats,
-                    &self.ctx.gauges,
-                    &self.ctx.log,
-                    self.ctx.started,
             (Method::Get | Method::Head, "/") => Response {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
@@ -263,6 +254,14 @@ impl Conn {
             (Method::Get | Method::Head, "/v1/config") => {
                 Response::json(200, crate::fanout::api::config_json(&self.ctx))
             }
+            (Method::Get | Method::Head, "/healthz") => self.healthz(),
+            (Method::Get | Method::Head, "/stats") => Response::json(
+                200,
+                stats::stats_json(
+                    &self.ctx.stats,
+                    &self.ctx.gauges,
+                    &self.ctx.log,
+                    self.ctx.started,
                 )
                 .into_bytes(),
             ),
@@ -520,9 +519,6 @@ fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpErr
             | "application/ndjson"
             | "application/jsonl"
             | "application/x-jsonlines",
-    head: &RequestHead,
-    body: &[u8],
-) -> Result<Vec<Vec<u8>>, HttpError> {
         ) => true,
         other => {
             return Err(HttpError::new(
@@ -574,15 +570,14 @@ fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpErr
     values
         .into_iter()
         .enumerate()
-        .map(|(i, mut v)| {
-            let Some(obj) = v.as_object_mut() else {
+        .map(|(i, v)| {
+            if !v.is_object() {
                 return Err(HttpError::new(
                     400,
                     "bad_request",
                     format!("element {i} is not a JSON object; nothing was stored"),
                 ));
-            };
-            })?;
+            }
             // One allocation per JSON record: the object is re-serialised compactly.
             Ok(serde_json::to_vec(&v).expect("json"))
         })

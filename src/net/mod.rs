@@ -39,9 +39,9 @@ pub struct ServerCtx {
     pub gauges: Gauges,
     /// When serving began.
     pub started: Instant,
-    /// Set once on the first SIGINT/SIGTERM (or a writer failure): stop accepting,
     /// The fan-out core's bound WebSocket address (for `/v1/config` and the dashboard).
     pub ws_addr: std::net::SocketAddr,
+    /// Set once on the first SIGINT/SIGTERM (or a writer failure): stop accepting,
     /// drain, close. Relaxed is enough: it is a hint polled at safe points, and the
     /// reactors are also told through a channel that wakes them.
     pub shutting_down: AtomicBool,
