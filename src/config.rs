@@ -85,6 +85,14 @@ settings! {
     index_interval_bytes: u32 = 4096, env "RINGSTASH_INDEX_INTERVAL_BYTES";
     /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
     recovery: RecoveryChoice = RecoveryChoice(RecoveryMode::TolerateTornTail), env "RINGSTASH_RECOVERY";
+    /// POST /v1/logs: set received_at, client_ip and node_id on every object. [default: true]
+    json_enrich: bool = true, env "RINGSTASH_JSON_ENRICH";
+    /// POST /v1/logs: refuse objects without service/message, with an unknown level, or a bad timestamp. [default: false]
+    json_validate: bool = false, env "RINGSTASH_JSON_VALIDATE";
+    /// Under json_validate, largest distance of `timestamp` from the server's clock, in ms. [default: 604800000]
+    json_timestamp_skew_ms_max: u64 = 7 * 86_400_000, env "RINGSTASH_JSON_TIMESTAMP_SKEW_MS_MAX";
+    /// This node's id for enrichment; empty = the host name. [default: ""]
+    node_id: String = String::new(), env "RINGSTASH_NODE_ID";
     /// WebSocket listener of the fan-out core (subscriptions at /v1/stream). [default: 127.0.0.1:8081]
     ws_addr: SocketAddr = "127.0.0.1:8081".parse().expect("literal"), env "RINGSTASH_WS_ADDR";
     /// WebSocket subscribers (handshakes included) before new ones get 503. [default: 256]

@@ -158,6 +158,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
     let ws_addr = ws_listener.local_addr()?;
 
+    let json_policy = crate::net::enrich::JsonPolicy {
+        enrich: settings.json_enrich,
+        validate: settings.json_validate,
+        timestamp_skew_max: Duration::from_millis(settings.json_timestamp_skew_ms_max),
+        node_id: if settings.node_id.is_empty() {
+            crate::net::enrich::hostname()
+        } else {
+            settings.node_id.clone()
+        },
+    };
     let log = Arc::new(log);
     let ctx = Arc::new(ServerCtx {
         ws_addr,
@@ -168,6 +178,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         gauges: Gauges::default(),
         started: Instant::now(),
         shutting_down: AtomicBool::new(false),
+        json_policy,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);

@@ -90,7 +90,7 @@ fn tcp_refuses_too_long_lines_alone_and_stores_a_final_unterminated_line() {
 #[test]
 fn http_ingest_endpoints_with_keep_alive_pipelining_and_chunked() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &["--json-enrich", "false"]);
     let s = TcpStream::connect(server.http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -701,4 +701,48 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     );
     assert_eq!(records[records.len() - 2].1, "after space returned");
     assert_eq!(records[records.len() - 1].1, "http after space returned");
+}
+
+#[test]
+fn json_logs_are_enriched_and_optionally_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--json-validate", "true", "--node-id", "node-a"],
+    );
+    let json = [("Content-Type", "application/json")];
+    let now = ringstash::cli::format_ts(ringstash::wal::now_ns());
+    let good = format!(
+        r#"[{{"service":"auth_service","level":"WARN","message":"slow","timestamp":"{now}","client_ip":"spoofed"}}]"#
+    );
+    let r = http(server.http, "POST", "/v1/logs", &json, good.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // One bad object refuses the whole request, naming the object and the field.
+    let bad = br#"[{"service":"s","message":"ok"},{"service":"s","message":""}]"#;
+    let r = http(server.http, "POST", "/v1/logs", &json, bad);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_log");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("log object 1: `message` is empty")
+    );
+    let stale = br#"{"service":"s","message":"m","timestamp":"2001-01-01T00:00:00Z"}"#;
+    let r = http(server.http, "POST", "/v1/logs", &json, stale);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_log"))
+    );
+    assert!(server.stop().success());
+    let stored = cat(dir.path());
+    assert_eq!(stored.len(), 1, "refused requests stored nothing");
+    let v: serde_json::Value = serde_json::from_str(&stored[0].1).unwrap();
+    assert_eq!(v["service"], "auth_service");
+    assert_eq!(v["node_id"], "node-a");
+    assert_eq!(
+        v["client_ip"], "127.0.0.1",
+        "enrichment overwrites what the client claimed"
+    );
+    assert!(v["received_at"].as_str().unwrap().ends_with('Z'));
 }

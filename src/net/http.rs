@@ -18,6 +18,7 @@ use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 use super::{
     ServerCtx,
     conn::{self, ConnGuard, PushFail, Registry},
+    enrich::{JsonPolicy, RequestInfo},
     http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     lines::LineFramer,
 };
@@ -56,7 +57,7 @@ impl Response {
 /// Serves one HTTP connection until it closes, errs, idles out, or the server stops.
 pub async fn serve(
     stream: TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     ctx: Arc<ServerCtx>,
     registry: Rc<Registry>,
 ) {
@@ -82,6 +83,7 @@ pub async fn serve(
         );
     }
     let mut conn = Conn {
+        peer,
         stream,
         ctx,
         buf: Vec::new(),
@@ -95,6 +97,8 @@ pub async fn serve(
 }
 
 struct Conn {
+    /// The client's address (for `client_ip` enrichment).
+    peer: SocketAddr,
     stream: TcpStream,
     ctx: Arc<ServerCtx>,
     /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
@@ -210,7 +214,12 @@ impl Conn {
                 let result = if head.path == "/ingest" {
                     self.ingest_lines(&body).await
                 } else {
-                    match json_records(&head, &body) {
+                    let info = RequestInfo {
+                        received_at: crate::cli::format_ts(wal::now_ns()),
+                        client_ip: self.peer.ip().to_string(),
+                        now: std::time::SystemTime::now(),
+                    };
+                    match json_records(&head, &body, &self.ctx.json_policy, &info) {
                         Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
                         Err(e) => Err(e),
                     }
@@ -511,7 +520,12 @@ fn append_error(ctx: &ServerCtx, e: &AppendError) -> HttpError {
 }
 
 /// Parses a `/v1/logs` body into compact JSON records, one per log object.
-fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpError> {
+fn json_records(
+    head: &RequestHead,
+    body: &[u8],
+    policy: &JsonPolicy,
+    info: &RequestInfo,
+) -> Result<Vec<Vec<u8>>, HttpError> {
     let ndjson = match head.content_type.as_deref() {
         Some("application/json") => false,
         Some(
@@ -570,14 +584,17 @@ fn json_records(head: &RequestHead, body: &[u8]) -> Result<Vec<Vec<u8>>, HttpErr
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            if !v.is_object() {
+        .map(|(i, mut v)| {
+            let Some(obj) = v.as_object_mut() else {
                 return Err(HttpError::new(
                     400,
                     "bad_request",
                     format!("element {i} is not a JSON object; nothing was stored"),
                 ));
-            }
+            };
+            policy.apply(i, obj, info).map_err(|why| {
+                HttpError::new(400, "invalid_log", format!("{why}; nothing was stored"))
+            })?;
             // One allocation per JSON record: the object is re-serialised compactly.
             Ok(serde_json::to_vec(&v).expect("json"))
         })

@@ -7,6 +7,7 @@
 
 pub mod acks;
 pub mod conn;
+pub mod enrich;
 pub mod http;
 pub mod http_proto;
 pub mod lines;
@@ -41,6 +42,8 @@ pub struct ServerCtx {
     pub started: Instant,
     /// The fan-out core's bound WebSocket address (for `/v1/config` and the dashboard).
     pub ws_addr: std::net::SocketAddr,
+    /// What `/v1/logs` does to each JSON object.
+    pub json_policy: enrich::JsonPolicy,
     /// Set once on the first SIGINT/SIGTERM (or a writer failure): stop accepting,
     /// drain, close. Relaxed is enough: it is a hint polled at safe points, and the
     /// reactors are also told through a channel that wakes them.
