@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Server, f, loadtest_json, serial, u};
+use support::{Server, f, loadtest_json, lt, serial, u};
 
 /// Every record sent is completed, acked by the server, and on disk, in every mode.
 #[test]
@@ -70,24 +70,11 @@ fn json_report_has_the_documented_fields() {
     let srv = Server::start();
     let hgrm = tempfile::NamedTempFile::new().unwrap();
     let pid = srv.pid().to_string();
-    let r = loadtest_json(&[
-        "--mode",
-        "tcp-acked",
-        "--addr",
-        &srv.tcp,
-        "-d",
-        "1s",
-        "--warmup",
-        "300ms",
-        "-c",
-        "2",
-        "--batch",
-        "256",
-        "--server-pid",
-        &pid,
-        "--hgrm",
-        hgrm.path().to_str().unwrap(),
-    ]);
+    let r = lt(&format!(
+        "--mode tcp-acked --addr {} -d 1s --warmup 300ms -c 2 --batch 256 --server-pid {pid} --hgrm {}",
+        srv.tcp,
+        hgrm.path().display()
+    ));
     assert_eq!(u(&r, "version"), 1);
     for k in [
         "mode",
@@ -161,10 +148,9 @@ fn open_loop_keeps_its_rate() {
     let _g = serial();
     let srv = Server::start();
     for (mode, addr) in [("tcp-acked", &srv.tcp), ("http-ingest", &srv.http)] {
-        let r = loadtest_json(&[
-            "--mode", mode, "--addr", addr, "--rate", "20000", "-d", "2s", "-c", "2", "--batch",
-            "50",
-        ]);
+        let r = lt(&format!(
+            "--mode {mode} --addr {addr} --rate 20000 -d 2s -c 2 --batch 50"
+        ));
         assert_eq!(r["run"]["load"], "open");
         assert_eq!(f(&r, "run.rate_target"), 20000.0);
         // The schedule intends exactly 40,000 records in 2 s ...
@@ -188,20 +174,9 @@ fn coordinated_omission_correction_shows_a_stall() {
     let srv = Server::start();
     let tcp = srv.tcp.clone();
     let runner = std::thread::spawn(move || {
-        loadtest_json(&[
-            "--mode",
-            "tcp-acked",
-            "--addr",
-            &tcp,
-            "--rate",
-            "10000",
-            "-d",
-            "2s",
-            "-c",
-            "2",
-            "--batch",
-            "10",
-        ])
+        lt(&format!(
+            "--mode tcp-acked --addr {tcp} --rate 10000 -d 2s -c 2 --batch 10"
+        ))
     });
     std::thread::sleep(Duration::from_millis(800));
     srv.signal(libc::SIGSTOP);
@@ -239,20 +214,10 @@ fn refusals_are_errors_by_kind() {
         "--http-body-bytes-max",
         "20000",
     ]);
-    let r = loadtest_json(&[
-        "--mode",
-        "tcp-acked",
-        "--addr",
-        &srv.tcp,
-        "-n",
-        "5000",
-        "-c",
-        "2",
-        "--batch",
-        "100",
-        "--record-size",
-        "100-200",
-    ]);
+    let r = lt(&format!(
+        "--mode tcp-acked --addr {} -n 5000 -c 2 --batch 100 --record-size 100-200",
+        srv.tcp
+    ));
     let refused = u(&r, "errors.record_too_large");
     assert!(refused > 1000 && refused < 4000, "{r}");
     assert_eq!(u(&r, "failed_records_total"), refused, "{r}");
@@ -261,34 +226,18 @@ fn refusals_are_errors_by_kind() {
     assert_eq!(srv.stored_records(), u(&r, "records"));
 
     // 100 records of 128 B = 12,800 B fit; 200 = 25,600 B do not.
-    let r = loadtest_json(&[
-        "--mode",
-        "http-ingest",
-        "--addr",
-        &srv.http,
-        "-n",
-        "1000",
-        "-c",
-        "1",
-        "--batch",
-        "200",
-    ]);
+    let r = lt(&format!(
+        "--mode http-ingest --addr {} -n 1000 -c 1 --batch 200",
+        srv.http
+    ));
     assert_eq!(u(&r, "errors.http_413_payload_too_large"), 5, "{r}");
     assert_eq!(u(&r, "failed_records_total"), 1000, "{r}");
     assert_eq!(u(&r, "records"), 0);
     assert!(u(&r, "reconnects") >= 4, "{r}");
-    let r = loadtest_json(&[
-        "--mode",
-        "http-ingest",
-        "--addr",
-        &srv.http,
-        "-n",
-        "1000",
-        "-c",
-        "1",
-        "--batch",
-        "100",
-    ]);
+    let r = lt(&format!(
+        "--mode http-ingest --addr {} -n 1000 -c 1 --batch 100",
+        srv.http
+    ));
     assert_eq!(u(&r, "records"), 1000, "{r}");
     assert_eq!(u(&r, "errors_total"), 0, "{r}");
 }
@@ -301,20 +250,9 @@ fn a_dead_server_ends_the_run() {
     let srv = Server::start();
     let tcp = srv.tcp.clone();
     let t = std::thread::spawn(move || {
-        loadtest_json(&[
-            "--mode",
-            "tcp-acked",
-            "--addr",
-            &tcp,
-            "-n",
-            "1000000000",
-            "-c",
-            "2",
-            "--batch",
-            "100",
-            "--drain-timeout",
-            "1s",
-        ])
+        lt(&format!(
+            "--mode tcp-acked --addr {tcp} -n 1000000000 -c 2 --batch 100 --drain-timeout 1s"
+        ))
     });
     std::thread::sleep(Duration::from_millis(500));
     srv.signal(libc::SIGKILL);

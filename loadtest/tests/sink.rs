@@ -6,7 +6,7 @@ mod support;
 use std::{sync::atomic::Ordering, time::Duration};
 
 use loadtest::sink::{Sink, SinkReply};
-use support::{f, loadtest_json, serial, u};
+use support::{f, lt, serial, u};
 
 fn sink(reply: SinkReply) -> Sink {
     Sink::start("127.0.0.1:0".parse().unwrap(), reply).unwrap()
@@ -17,18 +17,9 @@ fn acked_and_http_counts_match_the_sink() {
     let _g = serial();
     let s = sink(SinkReply::Ack);
     let addr = s.addr.to_string();
-    let r = loadtest_json(&[
-        "--mode",
-        "tcp-acked",
-        "--addr",
-        &addr,
-        "-n",
-        "100003",
-        "-c",
-        "3",
-        "--batch",
-        "1000",
-    ]);
+    let r = lt(&format!(
+        "--mode tcp-acked --addr {addr} -n 100003 -c 3 --batch 1000"
+    ));
     assert_eq!(u(&r, "records"), 100_003);
     assert_eq!(u(&r, "server_acked_total"), 100_003);
     assert_eq!(u(&r, "bytes"), 100_003 * 128);
@@ -36,20 +27,9 @@ fn acked_and_http_counts_match_the_sink() {
     let h = sink(SinkReply::Http);
     let addr = h.addr.to_string();
     for body in ["json-array", "ndjson"] {
-        let r = loadtest_json(&[
-            "--mode",
-            "http-logs",
-            "--body",
-            body,
-            "--addr",
-            &addr,
-            "-n",
-            "5000",
-            "-c",
-            "2",
-            "--batch",
-            "100",
-        ]);
+        let r = lt(&format!(
+            "--mode http-logs --body {body} --addr {addr} -n 5000 -c 2 --batch 100"
+        ));
         assert_eq!(u(&r, "records"), 5000, "{r}");
         assert_eq!(u(&r, "errors_total"), 0, "{r}");
     }
@@ -61,41 +41,19 @@ fn open_loop_rate_and_stall_correction() {
     let _g = serial();
     let s = sink(SinkReply::Ack);
     let addr = s.addr.to_string();
-    let r = loadtest_json(&[
-        "--mode",
-        "tcp-acked",
-        "--addr",
-        &addr,
-        "--rate",
-        "50000",
-        "-d",
-        "1s",
-        "-c",
-        "2",
-        "--batch",
-        "100",
-    ]);
-    assert_eq!(u(&r, "sent_records_total"), 50_000);
+    let r = lt(&format!(
+        "--mode tcp-acked --addr {addr} --rate 50000 -d 2s -c 2 --batch 100"
+    ));
+    assert_eq!(u(&r, "sent_records_total"), 100_000);
     let rate = f(&r, "records_per_s");
     assert!((45_000.0..=55_000.0).contains(&rate), "{rate}: {r}");
 
     let paused = s.paused.clone();
     let a = addr.clone();
     let t = std::thread::spawn(move || {
-        loadtest_json(&[
-            "--mode",
-            "tcp-acked",
-            "--addr",
-            &a,
-            "--rate",
-            "10000",
-            "-d",
-            "2s",
-            "-c",
-            "1",
-            "--batch",
-            "10",
-        ])
+        lt(&format!(
+            "--mode tcp-acked --addr {a} --rate 10000 -d 2s -c 1 --batch 10"
+        ))
     });
     std::thread::sleep(Duration::from_millis(700));
     paused.store(true, Ordering::Relaxed);
@@ -123,18 +81,9 @@ fn closed_loop_hides_what_open_loop_shows() {
     let addr = s.addr.to_string();
     let paused = s.paused.clone();
     let t = std::thread::spawn(move || {
-        loadtest_json(&[
-            "--mode",
-            "tcp-acked",
-            "--addr",
-            &addr,
-            "-d",
-            "2s",
-            "-c",
-            "1",
-            "--batch",
-            "10",
-        ])
+        lt(&format!(
+            "--mode tcp-acked --addr {addr} -d 2s -c 1 --batch 10"
+        ))
     });
     std::thread::sleep(Duration::from_millis(700));
     paused.store(true, Ordering::Relaxed);

@@ -154,6 +154,11 @@ pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// [`loadtest_json`] with the arguments as one whitespace-separated string.
+pub fn lt(args: &str) -> serde_json::Value {
+    loadtest_json(&args.split_whitespace().collect::<Vec<_>>())
+}
+
 pub fn u(v: &serde_json::Value, path: &str) -> u64 {
     let mut cur = v;
     for k in path.split('.') {
