@@ -10,9 +10,11 @@
 #   DIR      directory on the filesystem under test; default: the writer benches'
 #            directory (target/bench-wal, or $RINGSTASH_BENCH_DIR). Never tmpfs.
 # Environment:
-#   SIZES    block sizes = bytes per fdatasync (default "1m 4m 608k 3648k"; 608k is
+#   SIZES    block sizes = bytes per fdatasync (default "256k 608k 1m 3648k 4m"; 608k is
 #            one 4096-record batch of 128-byte records = the writer's group when
-#            group_bytes_max = 1 MiB, 3648k is six of them = its group at 4 MiB)
+#            group_bytes_max = 1 MiB, 3648k is six of them = its group at 4 MiB;
+#            256k is about the group of 1-record batches, which the ring's 1024
+#            slots bound)
 #   ENGINES  default "io_uring psync"
 #   RUNTIME  seconds per run (default 5)
 #   ROUNDS   interleaved rounds; the median is printed (default 3)
@@ -22,7 +24,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${1:-${RINGSTASH_BENCH_DIR:-${CARGO_TARGET_DIR:-$here/target}/bench-wal}}"
-sizes="${SIZES:-1m 4m 608k 3648k}"
+sizes="${SIZES:-256k 608k 1m 3648k 4m}"
 engines="${ENGINES:-io_uring psync}"
 runtime="${RUNTIME:-5}"
 rounds="${ROUNDS:-3}"

@@ -76,7 +76,10 @@ fn framing(c: &mut Criterion) {
     // One iteration frames a whole batch and takes it, as a reactor does; the two ids
     // differ only in the unit criterion reports.
     for (id, tp) in [
-        ("push_128B/records", Throughput::Elements(RECORDS_PER_BATCH as u64)),
+        (
+            "push_128B/records",
+            Throughput::Elements(RECORDS_PER_BATCH as u64),
+        ),
         (
             "push_128B/payload_bytes",
             Throughput::Bytes((RECORDS_PER_BATCH * PAYLOAD_BYTES) as u64),
@@ -168,8 +171,8 @@ fn ring(c: &mut Criterion) {
                     let handles: Vec<_> = (0..producers as u64)
                         .map(|p| {
                             let ring = ring.clone();
-                            let n = iters / producers as u64
-                                + u64::from(p < iters % producers as u64);
+                            let n =
+                                iters / producers as u64 + u64::from(p < iters % producers as u64);
                             std::thread::spawn(move || {
                                 for seq in 0..n {
                                     let mut item = FakeBatch {
@@ -216,7 +219,9 @@ fn ring(c: &mut Criterion) {
 fn bench_root() -> PathBuf {
     let root = std::env::var_os("RINGSTASH_BENCH_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("bench-wal")))
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("bench-wal"))
+        })
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-wal"));
     std::fs::create_dir_all(&root).expect("create bench directory");
     // SAFETY: statfs fills a zeroed struct from a NUL-terminated path we own.
@@ -350,7 +355,11 @@ impl WriterRun {
 
 fn writer(c: &mut Criterion) {
     const SAMPLES: usize = 10;
-    println!("writer benches in {} (load {})", bench_root().display(), loadavg());
+    println!(
+        "writer benches in {} (load {})",
+        bench_root().display(),
+        loadavg()
+    );
     let mut g = c.benchmark_group("writer");
     g.sample_size(SAMPLES)
         .sampling_mode(SamplingMode::Flat)
