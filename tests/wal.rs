@@ -1806,3 +1806,37 @@ fn a_malformed_batch_never_hangs_producers_or_gets_acknowledged() {
     let log = Log::open(small_config(&dir)).unwrap();
     assert_records(&drain(log.reader(0).unwrap()), &good, 0, &outcome);
 }
+
+// ---------------------------------------------------------------------------------------
+// Completions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn several_threads_waiting_on_one_completion_all_learn_the_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let log = Log::open(small_config(&dir)).unwrap();
+    // Queue a lot of work ahead, so that the waiters below are all parked before the
+    // batch they wait on becomes durable.
+    let mut ahead = Vec::new();
+    for i in 0..100u64 {
+        let batch: Vec<Vec<u8>> = (0..40).map(|k| vec![b'a' + (k % 26) as u8; 300]).collect();
+        ahead.push(append(&log, i, &batch).unwrap());
+    }
+    let c = std::sync::Arc::new(append(&log, 0, &[b"watched".to_vec()]).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..4 {
+        let (c, tx) = (c.clone(), tx.clone());
+        std::thread::spawn(move || tx.send(c.wait()));
+    }
+    for _ in 0..4 {
+        // Only so that a hang fails the test instead of blocking the suite.
+        let r = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a thread waiting on the completion was never woken");
+        assert_eq!(r.unwrap().first_offset, 100 * 40);
+    }
+    for a in ahead {
+        a.wait().unwrap();
+    }
+}

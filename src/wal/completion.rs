@@ -1,19 +1,19 @@
 //! Completion handles: how a producer learns that its batch is durable.
 //!
 //! One handle per batch (never per record). The writer fills in the batch's first
-//! offset or an error, then wakes whoever waits: a blocked thread (`wait`) or an async
-//! task on another core (the handle is a `Future`). Waking never blocks the writer: it
-//! is an atomic store plus `Waker::wake`.
+//! offset or an error, then wakes whoever waits: the async task awaiting the handle (a
+//! `Future`; polling needs `&mut`, so there is one) and any number of threads blocked
+//! in `wait` (it takes `&self`). Waking costs the writer an atomic store, `Waker::wake`
+//! and one load; it takes a lock only when a thread is blocked in `wait`.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, OnceLock,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        Arc, Condvar, Mutex, OnceLock,
+        atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
     },
-    task::{Context, Poll, Wake, Waker},
-    thread::Thread,
+    task::{Context, Poll},
 };
 
 use atomic_waker::AtomicWaker;
@@ -47,7 +47,13 @@ pub(crate) struct Slot {
     first_offset: AtomicU64,
     records: u32,
     error: OnceLock<AppendError>,
+    /// The task awaiting the completion as a future.
     waker: AtomicWaker,
+    /// Threads blocked in `Completion::wait` sleep on `cond` under `lock`; `parked`
+    /// counts them so that the writer skips the lock when there are none.
+    lock: Mutex<()>,
+    cond: Condvar,
+    parked: AtomicU32,
 }
 
 impl Slot {
@@ -58,6 +64,9 @@ impl Slot {
             records,
             error: OnceLock::new(),
             waker: AtomicWaker::new(),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+            parked: AtomicU32::new(0),
         })
     }
 
@@ -65,18 +74,32 @@ impl Slot {
     /// fsync mode).
     pub(crate) fn complete(&self, first_offset: u64) {
         self.first_offset.store(first_offset, Ordering::Relaxed);
-        // Release: a waiter that sees DONE also sees first_offset.
-        let prev = self.state.swap(DONE, Ordering::Release);
+        // SeqCst (it includes Release: a waiter that sees DONE also sees first_offset)
+        // orders this store before the load of `parked` in wake_all; see there.
+        let prev = self.state.swap(DONE, Ordering::SeqCst);
         debug_assert_eq!(prev, PENDING, "batch completed twice");
-        self.waker.wake();
+        self.wake_all();
     }
 
     /// Called by the writer when the batch will never be durable.
     pub(crate) fn fail(&self, err: AppendError) {
         let _ = self.error.set(err);
-        let prev = self.state.swap(FAILED, Ordering::Release);
+        let prev = self.state.swap(FAILED, Ordering::SeqCst);
         debug_assert_eq!(prev, PENDING, "batch completed twice");
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         self.waker.wake();
+        // The state store (SeqCst) precedes this load (SeqCst); a waiting thread
+        // increments `parked` (SeqCst) before it re-checks the state (SeqCst). In the
+        // single order of SeqCst operations one of the two sees the other: either we see
+        // parked > 0 and notify under the lock the waiter holds until it sleeps, or it
+        // sees the new state and does not sleep.
+        if self.parked.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.cond.notify_all();
+        }
     }
 
     fn poll_result(&self) -> Option<Result<Committed, AppendError>> {
@@ -98,9 +121,11 @@ impl Slot {
 
 /// A producer's handle on one appended batch.
 ///
-/// Await it, or call [`Completion::wait`] from a thread that may block. Dropping it does
-/// not cancel the batch: the records are still written.
-#[derive(Debug, Clone)]
+/// Await it, or call [`Completion::wait`] from a thread that may block; several threads
+/// may wait on one `&Completion`. It is not `Clone`: a second handle awaited from
+/// another task would not be woken. Dropping it does not cancel the batch: the records
+/// are still written.
+#[derive(Debug)]
 pub struct Completion {
     slot: Arc<Slot>,
 }
@@ -120,17 +145,23 @@ impl Completion {
     /// # Errors
     /// The [`AppendError`] the writer reported for this batch.
     pub fn wait(&self) -> Result<Committed, AppendError> {
-        loop {
-            if let Some(r) = self.slot.poll_result() {
-                return r;
-            }
-            let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-            self.slot.waker.register(&waker);
-            if let Some(r) = self.slot.poll_result() {
-                return r;
-            }
-            std::thread::park();
+        if let Some(r) = self.slot.poll_result() {
+            return r;
         }
+        let slot = &*self.slot;
+        let mut guard = slot.lock.lock().unwrap_or_else(|e| e.into_inner());
+        slot.parked.fetch_add(1, Ordering::SeqCst);
+        let r = loop {
+            // SeqCst pairs with the writer's state store; see Slot::wake_all.
+            if slot.state.load(Ordering::SeqCst) != PENDING
+                && let Some(r) = slot.poll_result()
+            {
+                break r;
+            }
+            guard = slot.cond.wait(guard).unwrap_or_else(|e| e.into_inner());
+        };
+        slot.parked.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 }
 
@@ -146,13 +177,5 @@ impl Future for Completion {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
         }
-    }
-}
-
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
     }
 }
