@@ -593,6 +593,19 @@ impl Fanout {
         let (Some(w), Some(tail)) = (self.window.as_mut(), self.tail.as_mut()) else {
             return false;
         };
+        // Read ahead only for a subscriber that is waiting at the window's end and can
+        // take more: the window is a read-ahead shared by whoever follows the leader,
+        // and decoding records nobody is ready for would cost this core for nothing
+        // (the leader would fall off the window's start and read them again).
+        let demand = self.subs.iter().flatten().any(|s| {
+            matches!(s.state, State::Open(_))
+                && s.blocked_since.is_none()
+                && s.cursor >= w.end()
+                && s.cursor < end
+        });
+        if !demand {
+            return false;
+        }
         match w.fill(tail, end, TAIL_CHUNKS_PER_TURN) {
             Ok(behind) => behind,
             Err(e) => {

@@ -92,10 +92,10 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("rs-reactor-{id}"))
         .spawn(move || {
-            if let Some(c) = core {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-                    tracing::warn!(reactor = id, core = c, "could not pin reactor thread");
-                }
+            if let Some(c) = core
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: c })
+            {
+                tracing::warn!(reactor = id, core = c, "could not pin reactor thread");
             }
             tokio_uring::start(run(listeners, ctx, shutdown));
         })

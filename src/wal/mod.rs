@@ -359,9 +359,8 @@ impl CommitFollower {
         w.follower_sleeping.store(true, Ordering::Relaxed);
         // Pairs with the fence in CommitWatch::notify (see there).
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.inner.committed_end.load(Ordering::Relaxed) != seen
-            || self.inner.failure.get().is_some()
-        {
+        // A failed writer is not a reason to stay awake: fail_everything notifies once.
+        if self.inner.committed_end.load(Ordering::Relaxed) != seen {
             w.follower_sleeping.store(false, Ordering::Relaxed);
             return false;
         }

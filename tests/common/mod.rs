@@ -144,7 +144,7 @@ pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
 
 /// Parses "ack <count> <last>" lines; returns the last one seen.
 pub fn last_ack(text: &str) -> Option<(u64, u64)> {
-    text.lines().filter_map(parse_ack).last()
+    text.lines().filter_map(parse_ack).next_back()
 }
 
 pub fn parse_ack(line: &str) -> Option<(u64, u64)> {
