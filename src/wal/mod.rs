@@ -25,6 +25,8 @@
 
 pub mod check;
 pub mod completion;
+#[cfg(feature = "failpoints")]
+pub(crate) mod failpoints;
 pub mod format;
 pub mod reader;
 pub mod recovery;

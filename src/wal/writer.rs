@@ -381,6 +381,8 @@ impl Writer {
 
     /// Submits the unwritten part of group `gi`, linked to an fdatasync under `always`.
     fn submit_write(&mut self, gi: usize) -> Result<(), Arc<str>> {
+        #[cfg(feature = "failpoints")]
+        super::failpoints::before_group();
         let fd = types::Fd(self.active.file.as_raw_fd());
         let durable = self.inner.config.fsync == FsyncPolicy::Always;
         let g = &mut self.groups[gi];
@@ -448,6 +450,12 @@ impl Writer {
                 _ => {
                     let gi = (ud >> 8) as usize;
                     let op = ud & 0xff;
+                    #[cfg(feature = "failpoints")]
+                    let res = if op == OP_SYNC {
+                        super::failpoints::fsync_result(res)
+                    } else {
+                        res
+                    };
                     let g = &mut self.groups[gi];
                     g.ops -= 1;
                     if op == OP_WRITE {

@@ -1,0 +1,62 @@
+//! Named fault-injection points for tests, compiled only with the `failpoints` feature
+//! (never in a release build without it). Armed by the environment variable
+//! `RINGSTASH_FAILPOINTS`, read once, a comma-separated list of:
+//!
+//! - `fsync_eio_after=N`: the first N fdatasyncs of groups succeed; every later one
+//!   fails with EIO, as a dying disk would report it.
+//! - `group_delay_ms=M`: the writer sleeps M ms before submitting each group, as a
+//!   very slow disk would make it wait.
+//!
+//! Tests start the real binary with the variable set; see `tests/failpoints.rs`.
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+#[derive(Debug, Default)]
+struct Armed {
+    fsync_eio_after: Option<u64>,
+    group_delay_ms: u64,
+}
+
+static ARMED: OnceLock<Armed> = OnceLock::new();
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
+
+fn armed() -> &'static Armed {
+    ARMED.get_or_init(|| {
+        let mut a = Armed::default();
+        let spec = std::env::var("RINGSTASH_FAILPOINTS").unwrap_or_default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
+                Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
+                _ => panic!("unknown failpoint {item:?} in RINGSTASH_FAILPOINTS"),
+            }
+        }
+        if !spec.is_empty() {
+            tracing::warn!(%spec, "failpoints armed");
+        }
+        a
+    })
+}
+
+/// Called with each group fdatasync's result; returns the result to act on.
+pub(crate) fn fsync_result(res: i32) -> i32 {
+    let Some(after) = armed().fsync_eio_after else {
+        return res;
+    };
+    // Relaxed: only the writer thread counts.
+    if res >= 0 && FSYNCS.fetch_add(1, Ordering::Relaxed) >= after {
+        return -libc::EIO;
+    }
+    res
+}
+
+/// Called before each group is submitted.
+pub(crate) fn before_group() {
+    let ms = armed().group_delay_ms;
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}

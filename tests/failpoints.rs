@@ -1,0 +1,172 @@
+//! Fault injection through named failpoints (`--features failpoints`; the README's test
+//! command enables it): a failed fdatasync, and a writer so slow the ring stays full.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+
+/// Starts serve with failpoints armed.
+fn start_armed(dir: &std::path::Path, failpoints: &str, extra: &[&str]) -> Server {
+    // SAFETY: tests in this binary set the variable only around a spawn, one at a time.
+    unsafe { std::env::set_var("RINGSTASH_FAILPOINTS", failpoints) };
+    let s = Server::start(dir, extra);
+    unsafe { std::env::remove_var("RINGSTASH_FAILPOINTS") };
+    s
+}
+
+#[test]
+fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five groups succeed; the sixth fdatasync fails with EIO.
+    let mut server = start_armed(
+        dir.path(),
+        "fsync_eio_after=5",
+        &["--groups-in-flight-max", "1"],
+    );
+    let mut acked = 0u64;
+    let mut failed_line = None;
+    for i in 0..20 {
+        let said = tcp_send_all(server.tcp, format!("batch {i} record\n").as_bytes());
+        match (
+            last_ack(&said),
+            said.lines().find(|l| l.starts_with("error - ")),
+        ) {
+            (Some((1, _)), None) => acked += 1,
+            (_, Some(e)) => {
+                failed_line = Some(e.to_owned());
+                break;
+            }
+            other => panic!("unexpected reply {said:?} {other:?}"),
+        }
+    }
+    assert_eq!(
+        acked, 5,
+        "exactly the records of the five good fdatasyncs were acked"
+    );
+    let err = failed_line.expect("the failed fdatasync was reported");
+    assert!(
+        err.starts_with("error - log_failed") && err.contains("fdatasync"),
+        "{err}"
+    );
+    // The server drains and exits non-zero, naming the cause, so a supervisor restarts it.
+    let status = wait_timeout(&mut server.child, Duration::from_secs(20))
+        .expect("server exits after the failure");
+    assert!(!status.success());
+    assert!(
+        server.stderr_text().contains("fdatasync"),
+        "{}",
+        server.stderr_text()
+    );
+    // The acked records are there after a restart; nothing after them was acknowledged.
+    let stored: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    for i in 0..5 {
+        assert_eq!(stored[i], format!("batch {i} record"));
+    }
+}
+
+#[test]
+fn a_failed_fdatasync_in_append_never_prints_the_batch_it_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "append",
+            "--print-offsets",
+            "--batch-records",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RINGSTASH_FAILPOINTS", "fsync_eio_after=3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = Vec::new();
+    for i in 0..10 {
+        if writeln!(stdin, "line {i}")
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            break;
+        }
+        let mut l = String::new();
+        if out.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        printed.push(l.trim().to_owned());
+    }
+    drop(stdin);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        printed,
+        vec!["0 0", "1 1", "2 2"],
+        "only durable batches were printed"
+    );
+    assert!(!status.success());
+    assert!(
+        err.contains("fdatasync") && err.contains("Input/output error"),
+        "{err}"
+    );
+}
+
+#[test]
+fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_armed(
+        dir.path(),
+        "group_delay_ms=1500",
+        &[
+            "--ring-batches-max",
+            "1",
+            "--groups-in-flight-max",
+            "1",
+            "--enqueue-timeout-ms",
+            "200",
+        ],
+    );
+    // Three producers: one batch in the writer (delayed), one in the ring, the rest wait.
+    let mut busy: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.tcp).unwrap();
+            s.write_all(format!("filler {i}\n").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http(server.http, "POST", "/ingest", &[], b"refused\n");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "ring_full");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(m.contains("ringstash_http_ring_full_total 1"), "{m}");
+    // The waiting TCP producers are not refused: their records land once the writer moves.
+    for s in &mut busy {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut said = String::new();
+        s.read_to_string(&mut said).unwrap();
+        assert_eq!(last_ack(&said).map(|a| a.0), Some(1), "{said}");
+    }
+    assert!(server.stop().success());
+    let stored: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    assert_eq!(stored.len(), 3);
+    assert!(!stored.iter().any(|s| s == "refused"));
+}
