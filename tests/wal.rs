@@ -1642,6 +1642,38 @@ fn a_directory_is_written_by_one_log_only_and_oversized_batches_are_refused() {
     drop(Log::open(config).unwrap());
 }
 
+#[test]
+fn a_directory_reopens_right_after_close_even_if_a_child_was_forked_meanwhile() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let config = small_config(&dir);
+    let log = Log::open(config.clone()).unwrap();
+    // A child forked while the log is open holds copies of every descriptor, the lock
+    // file's included, until it execs (the lock file is close-on-exec). Here the gap
+    // between fork and exec is stretched to 300 ms; in a busy process that spawns
+    // children it is short but real.
+    let mut cmd = Command::new("true");
+    // SAFETY: nanosleep is async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            let t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 300_000_000,
+            };
+            libc::nanosleep(&t, std::ptr::null_mut());
+            Ok(())
+        })
+    };
+    let child = std::thread::spawn(move || cmd.status().unwrap());
+    std::thread::sleep(Duration::from_millis(50)); // let the fork happen
+    drop(log);
+    // The lock is released by this process; the child's copy goes away at its exec.
+    let log = Log::open(config).expect("reopen after close must not report Locked");
+    assert!(child.join().unwrap().success());
+    drop(log);
+}
+
 // ---------------------------------------------------------------------------------------
 // Crash during rotation
 // ---------------------------------------------------------------------------------------

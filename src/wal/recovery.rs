@@ -77,6 +77,14 @@ pub(crate) struct Recovered {
     pub(crate) lock: File,
 }
 
+/// How long `Log::open` waits for the directory lock before reporting it in use.
+///
+/// A process that forks holds copies of every descriptor, the lock file's included,
+/// until the child execs (the lock file is close-on-exec). A log closed while a child
+/// was between fork and exec stays locked for that moment, so a reopen right after a
+/// close waits it out instead of reporting another owner.
+pub const LOCK_WAIT_MS_MAX: u64 = 1000;
+
 /// Takes an exclusive `flock` on `DIR/.lock`, so two servers never write one log.
 fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     let path = dir.join(".lock");
@@ -86,11 +94,22 @@ fn lock_dir(dir: &Path) -> Result<File, OpenError> {
         .write(true)
         .open(&path)
         .map_err(|e| OpenError::io("open lock file", &path, e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(OpenError::Locked(dir.to_owned()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_WAIT_MS_MAX);
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Some(libc::EWOULDBLOCK) => return Err(OpenError::Locked(dir.to_owned())),
+            Some(libc::EINTR) => {}
+            _ => return Err(OpenError::io("lock", &path, e)),
+        }
     }
-    Ok(f)
 }
 
 /// Creates segment `base` (header written and synced, empty index) and syncs the
