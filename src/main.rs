@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, env = "RINGSTASH_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: ringstash::config::SettingsArgs,
+        settings: Box<ringstash::config::SettingsArgs>,
     },
     /// Print stored records, one per line, payload as stored.
     Cat {

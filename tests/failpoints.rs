@@ -67,8 +67,8 @@ fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
     );
     // The acked records are there after a restart; nothing after them was acknowledged.
     let stored: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
-    for i in 0..5 {
-        assert_eq!(stored[i], format!("batch {i} record"));
+    for (i, got) in stored.iter().take(5).enumerate() {
+        assert_eq!(got, &format!("batch {i} record"));
     }
 }
 

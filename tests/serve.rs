@@ -429,7 +429,7 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
                             .is_ok()
                         {
                             i += 1;
-                            if i % 64 == 0 {
+                            if i.is_multiple_of(64) {
                                 std::thread::yield_now();
                             }
                         }
