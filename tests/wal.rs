@@ -786,6 +786,43 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
 }
 
 #[test]
+fn a_missing_segment_is_a_gap_that_check_and_readers_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (config, expected) = many_segment_log(&dir, 7);
+    let bases = list_segments(&dir).unwrap();
+    fs::remove_file(segment_path(&dir, bases[2])).unwrap();
+    fs::remove_file(index_path(&dir, bases[2])).unwrap();
+
+    let (code, text) = check(&dir);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("gap") && text.contains(&bases[3].to_string()),
+        "check must name the gap: {text}"
+    );
+    let (got, err) = read_until_error(Reader::open_dir(&dir, 0).unwrap());
+    assert_records(&got, &expected[..bases[2] as usize], 0, "before the gap");
+    assert!(
+        matches!(&err, ReadError::Corrupt { offset, .. } if *offset == bases[2]),
+        "{err}"
+    );
+    let log = Log::open(config).unwrap();
+    let problems = &log.recovery_report().sealed_problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains(&bases[3].to_string()), "{problems:?}");
+    let (got, err) = read_until_error(log.reader(bases[1]).unwrap());
+    assert_records(&got, &expected[..bases[2] as usize], bases[1], "live");
+    assert!(matches!(err, ReadError::Corrupt { .. }), "{err}");
+    // What lies after the gap is still served to readers that start there.
+    assert_records(
+        &drain(log.reader(bases[3]).unwrap()),
+        &expected,
+        bases[3],
+        "after",
+    );
+}
+
+#[test]
 fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
