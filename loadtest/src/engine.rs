@@ -635,10 +635,14 @@ impl Worker<'_> {
                     wake = Some(wake.map_or(end, |w: u64| w.min(end)));
                 }
             }
+            let pending_before = c.pending.len();
             if !self.flush(c, poll, now) {
                 return Some(now);
             }
-            if built == 0 || !c.writable {
+            // Go round again if this round built something, or if the write completed
+            // batches (fire and forget) and so freed in-flight slots.
+            let freed = c.pending.len() < pending_before;
+            if (built == 0 && !freed) || !c.writable {
                 break;
             }
             if round == 15 {

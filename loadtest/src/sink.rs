@@ -33,7 +33,7 @@ pub struct Sink {
     pub addr: SocketAddr,
     /// While true, connections stop reading (the kernel's buffers fill and push back).
     pub paused: Arc<AtomicBool>,
-    /// Lines (records) received, all connections.
+    /// Lines (records) received, all connections (not counted by a discard sink).
     pub lines: Arc<AtomicU64>,
     /// Bytes received, all connections.
     pub bytes: Arc<AtomicU64>,
@@ -103,19 +103,20 @@ impl Sink {
             }
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             match reply {
-                SinkReply::None | SinkReply::Ack => {
+                // A discard sink only counts bytes: it measures the loopback, not
+                // a newline scan.
+                SinkReply::None => {}
+                SinkReply::Ack => {
                     let data = &buf[..n];
                     let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
                     count += lines;
                     self.lines.fetch_add(lines, Ordering::Relaxed);
-                    if reply == SinkReply::Ack {
-                        // A partial line is outstanding iff the last byte is not `\n`.
-                        partial = data.last() != Some(&b'\n');
-                        if lines > 0 {
-                            out.clear();
-                            let _ = writeln!(out, "ack {count} {}", count - 1);
-                            conn.write_all(&out)?;
-                        }
+                    // A partial line is outstanding iff the last byte is not `\n`.
+                    partial = data.last() != Some(&b'\n');
+                    if lines > 0 {
+                        out.clear();
+                        let _ = writeln!(out, "ack {count} {}", count - 1);
+                        conn.write_all(&out)?;
                     }
                 }
                 SinkReply::Http => {

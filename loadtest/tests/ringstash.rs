@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Server, f, loadtest_json, lt, serial, u};
+use support::{Server, f, loadtest_json, lt, serial, u, wait_until};
 
 /// Every record sent is completed, acked by the server, and on disk, in every mode.
 #[test]
@@ -142,11 +142,13 @@ fn json_report_has_the_documented_fields() {
     );
 }
 
-/// Open loop sends at the target rate on a lightly loaded server.
+/// Open loop sends at the target rate on a lightly loaded server (`--fsync never`).
 #[test]
 fn open_loop_keeps_its_rate() {
     let _g = serial();
-    let srv = Server::start();
+    // The harness is under test here, not the disk: without fdatasync the
+    // latencies are not at the mercy of whatever else is writing to this disk.
+    let srv = Server::start_with(&["--fsync", "never"]);
     for (mode, addr) in [("tcp-acked", &srv.tcp), ("http-ingest", &srv.http)] {
         let r = lt(&format!(
             "--mode {mode} --addr {addr} --rate 20000 -d 2s -c 2 --batch 50"
@@ -171,14 +173,18 @@ fn open_loop_keeps_its_rate() {
 #[test]
 fn coordinated_omission_correction_shows_a_stall() {
     let _g = serial();
-    let srv = Server::start();
+    // The harness is under test here, not the disk: without fdatasync the
+    // latencies are not at the mercy of whatever else is writing to this disk.
+    let srv = Server::start_with(&["--fsync", "never"]);
     let tcp = srv.tcp.clone();
     let runner = std::thread::spawn(move || {
         lt(&format!(
             "--mode tcp-acked --addr {tcp} --rate 10000 -d 2s -c 2 --batch 10"
         ))
     });
-    std::thread::sleep(Duration::from_millis(800));
+    // Stall once the run is under way (the binary may start slowly on a busy box).
+    wait_until("records on disk", || srv.stored_records() > 0);
+    std::thread::sleep(Duration::from_millis(500));
     srv.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(200));
     srv.signal(libc::SIGCONT);
@@ -254,7 +260,8 @@ fn a_dead_server_ends_the_run() {
             "--mode tcp-acked --addr {tcp} -n 1000000000 -c 2 --batch 100 --drain-timeout 1s"
         ))
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("records on disk", || srv.stored_records() >= 1000);
+    std::thread::sleep(Duration::from_millis(200));
     srv.signal(libc::SIGKILL);
     let r = t.join().unwrap();
     assert!(u(&r, "errors_total") > 0, "{r}");

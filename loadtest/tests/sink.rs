@@ -6,7 +6,7 @@ mod support;
 use std::{sync::atomic::Ordering, time::Duration};
 
 use loadtest::sink::{Sink, SinkReply};
-use support::{f, lt, serial, u};
+use support::{f, lt, serial, u, wait_until};
 
 fn sink(reply: SinkReply) -> Sink {
     Sink::start("127.0.0.1:0".parse().unwrap(), reply).unwrap()
@@ -55,7 +55,11 @@ fn open_loop_rate_and_stall_correction() {
             "--mode tcp-acked --addr {a} --rate 10000 -d 2s -c 1 --batch 10"
         ))
     });
-    std::thread::sleep(Duration::from_millis(700));
+    let before = s.lines.load(Ordering::Relaxed);
+    wait_until("the run to start", || {
+        s.lines.load(Ordering::Relaxed) > before
+    });
+    std::thread::sleep(Duration::from_millis(500));
     paused.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     paused.store(false, Ordering::Relaxed);
@@ -85,7 +89,11 @@ fn closed_loop_hides_what_open_loop_shows() {
             "--mode tcp-acked --addr {addr} -d 2s -c 1 --batch 10"
         ))
     });
-    std::thread::sleep(Duration::from_millis(700));
+    let before = s.lines.load(Ordering::Relaxed);
+    wait_until("the run to start", || {
+        s.lines.load(Ordering::Relaxed) > before
+    });
+    std::thread::sleep(Duration::from_millis(500));
     paused.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     paused.store(false, Ordering::Relaxed);

@@ -133,6 +133,21 @@ impl Drop for Server {
     }
 }
 
+/// Polls `cond` every 20 ms until it holds.
+///
+/// # Panics
+/// If it does not within 30 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `loadtest run ARGS --json -q` and returns the parsed report.
 pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(LOADTEST)
