@@ -877,12 +877,20 @@ fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
 
 #[test]
 fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
+    // One group at a time, the default overlap of write and sync, and the most.
+    for groups_in_flight_max in [1, 2, 8] {
+        concurrent_producers(groups_in_flight_max);
+    }
+}
+
+fn concurrent_producers(groups_in_flight_max: usize) {
     const PRODUCERS: u64 = 4;
-    const BATCHES: u64 = 150;
+    const BATCHES: u64 = 100;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     let mut config = small_config(&dir);
     config.ring_batches_max = 8; // small, so producers also meet a full ring
+    config.groups_in_flight_max = groups_in_flight_max;
     let log = Log::open(config).unwrap();
 
     // A follower reads while the producers write: it must see every committed record in
