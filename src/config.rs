@@ -85,6 +85,10 @@ settings! {
     index_interval_bytes: u32 = 4096, env "RINGSTASH_INDEX_INTERVAL_BYTES";
     /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
     recovery: RecoveryChoice = RecoveryChoice(RecoveryMode::TolerateTornTail), env "RINGSTASH_RECOVERY";
+    /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. [default: 0]
+    retention_bytes_max: u64 = 0, env "RINGSTASH_RETENTION_BYTES_MAX";
+    /// Remove sealed segments whose newest record is older than this, in ms; 0 = keep all. [default: 0]
+    retention_ms: u64 = 0, env "RINGSTASH_RETENTION_MS";
     /// POST /v1/logs: set received_at, client_ip and node_id on every object. [default: true]
     json_enrich: bool = true, env "RINGSTASH_JSON_ENRICH";
     /// POST /v1/logs: refuse objects without service/message, with an unknown level, or a bad timestamp. [default: false]
@@ -280,6 +284,8 @@ impl Settings {
         c.groups_in_flight_max = self.groups_in_flight_max;
         c.writer_core = writer_core;
         c.recovery = self.recovery.0;
+        c.retention_bytes_max = self.retention_bytes_max;
+        c.retention_ms = self.retention_ms;
         c
     }
 }

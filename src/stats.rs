@@ -158,6 +158,7 @@ pub fn stats_json(
             "disk_full_errors": w.disk_full_errors.load(Ordering::Relaxed),
             "write_errors": w.write_errors.load(Ordering::Relaxed),
             "segments_rotated": w.segments_rotated.load(Ordering::Relaxed),
+            "segments_purged": w.segments_purged.load(Ordering::Relaxed),
             "ring_depth": depth,
             "ring_batches_max": cap,
             "ring_full_refusals": log.ring_full_refusals(),
@@ -254,6 +255,12 @@ pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
         "counter",
         "Segments sealed.",
         w.segments_rotated.load(r),
+    );
+    metric(
+        "segments_purged_total",
+        "counter",
+        "Segments removed by retention.",
+        w.segments_purged.load(r),
     );
     metric(
         "ring_depth",

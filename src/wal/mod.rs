@@ -30,6 +30,7 @@ pub(crate) mod failpoints;
 pub mod format;
 pub mod reader;
 pub mod recovery;
+pub mod retention;
 pub mod segment;
 pub mod uring;
 mod writer;
@@ -147,6 +148,12 @@ pub struct LogConfig {
     pub writer_core: Option<usize>,
     /// What to do with a damaged tail at open.
     pub recovery: RecoveryMode,
+    /// Remove the oldest sealed segments while all segments together exceed this many
+    /// bytes; 0 keeps everything. Checked at each rotation and at open.
+    pub retention_bytes_max: u64,
+    /// Remove sealed segments whose newest record is older than this, in ms; 0 keeps
+    /// everything. Checked at each rotation and at open.
+    pub retention_ms: u64,
 }
 
 impl LogConfig {
@@ -163,6 +170,8 @@ impl LogConfig {
             groups_in_flight_max: 2,
             writer_core: None,
             recovery: RecoveryMode::TolerateTornTail,
+            retention_bytes_max: 0,
+            retention_ms: 0,
         }
     }
 
@@ -264,6 +273,8 @@ pub struct WalStats {
     pub write_errors: AtomicU64,
     /// Segments sealed and replaced by a new one.
     pub segments_rotated: AtomicU64,
+    /// Segments removed by retention.
+    pub segments_purged: AtomicU64,
 }
 
 /// Shared between the [`Log`] handle, its appenders, its readers and the writer.
@@ -428,6 +439,7 @@ impl Log {
             commit_watch: CommitWatch::default(),
         });
         let report = recovered.report.clone();
+        apply_retention(&inner, recovered.active.base);
         let handle = writer::spawn(inner.clone(), uring, recovered)?;
         Ok(Log {
             inner,
@@ -536,6 +548,30 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Applies the retention settings; a failure is logged, not fatal: it endangers no
+/// acknowledged record, only disk space.
+pub(crate) fn apply_retention(inner: &Inner, active_base: u64) {
+    let c = &inner.config;
+    if c.retention_bytes_max == 0 && c.retention_ms == 0 {
+        return;
+    }
+    let age = (c.retention_ms > 0).then(|| Duration::from_millis(c.retention_ms));
+    match retention::purge(&c.dir, active_base, c.retention_bytes_max, age) {
+        Ok(p) if p.segments > 0 => {
+            // Release: a reader that sees the new start finds the older files gone.
+            inner.start_offset.store(p.start_offset, Ordering::Release);
+            inner
+                .stats
+                .segments_purged
+                .fetch_add(p.segments, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, dir = %c.dir.display(), "retention could not remove old segments")
+        }
     }
 }
 

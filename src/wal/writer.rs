@@ -667,6 +667,7 @@ impl Writer {
                     .segments_rotated
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(base = self.next_offset, "rotated to a new segment");
+                super::apply_retention(&self.inner, self.active.base);
                 Ok(())
             }
             Err(e) => {
