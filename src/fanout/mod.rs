@@ -14,9 +14,10 @@
 //!   polls. No lock on the commit path; a busy fan-out costs the writer one load.
 //! - **Live, from memory**: one tail reader follows the committed end through the page
 //!   cache and decodes and renders each record once into the [`window::Window`]
-//!   (bounded by `fanout_window_bytes_max`). A subscriber whose cursor is in the window
-//!   is served from it; unfiltered subscribers at a chunk boundary share one rendered
-//!   message. (The writer's own group buffers are not shared: they are reused for the
+//!   (bounded by `fanout_window_bytes_max`). It reads ahead only when a subscriber
+//!   that can take more waits at the window's end (the leader), so nothing is decoded
+//!   for nobody. A subscriber whose cursor is in the window is served from it;
+//!   unfiltered subscribers at a chunk boundary share one rendered message. (The writer's own group buffers are not shared: they are reused for the
 //!   next group as soon as it is durable, and handing them out would mean an
 //!   allocation or a copy on the writer's core. Reading them back from the page cache
 //!   costs this core, not the writer.)
@@ -89,6 +90,8 @@ const MESSAGES_PER_TURN: usize = 4;
 const SCAN_PER_MESSAGE: usize = 50_000;
 /// Chunks the tail reader decodes per loop turn.
 const TAIL_CHUNKS_PER_TURN: usize = 8;
+/// How long a refused connection is kept for its peer to read the refusal.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
 
 const LISTENER: Token = Token(0);
 const COMMIT: Token = Token(1);
@@ -299,6 +302,10 @@ struct Fanout {
     open: usize,
     /// Recent committed records, while anyone subscribes.
     window: Option<Window>,
+    /// Refused connections kept until the peer closes (or [`REFUSED_LINGER`]), so that
+    /// closing with its request unread does not reset the connection before it reads
+    /// the refusal. At most `subscribers_max`.
+    refused: Vec<(TcpStream, Instant)>,
     /// The reader that fills the window.
     tail: Option<Reader>,
     /// Per-subscriber message budget and SO_SNDBUF.
@@ -338,6 +345,7 @@ impl Fanout {
             open: 0,
             window: None,
             tail: None,
+            refused: Vec::new(),
         }
     }
 
@@ -348,7 +356,7 @@ impl Fanout {
         // The committed end the last turn delivered up to.
         let mut seen = self.follower.committed_end();
         loop {
-            let mut timeout = if self.open == 0 {
+            let mut timeout = if self.open == 0 && self.refused.is_empty() {
                 Duration::from_secs(1)
             } else {
                 Duration::from_millis(100)
@@ -389,6 +397,7 @@ impl Fanout {
             busy |= self.pump(end);
             seen = end;
             self.timers();
+            self.drain_refused();
             self.publish_gauges();
             if let Some(d) = stop_deadline
                 && (!busy || Instant::now() >= d)
@@ -433,6 +442,7 @@ impl Fanout {
                 );
                 // Best effort: a fresh socket's buffer takes a small response whole.
                 let _ = (&stream).write(&out);
+                self.linger(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -784,6 +794,35 @@ impl Fanout {
         );
     }
 
+    /// Keeps a refused connection (its refusal written) until the peer has read and
+    /// closed, so the refusal is not lost to a reset.
+    fn linger(&mut self, stream: TcpStream) {
+        if self.refused.len() >= self.ctx.settings.subscribers_max {
+            return; // dropped: under a flood, a reset is the answer
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        self.refused.push((stream, Instant::now() + REFUSED_LINGER));
+    }
+
+    /// Reads and discards what refused peers send; closes them at EOF or deadline.
+    fn drain_refused(&mut self) {
+        let now = Instant::now();
+        let mut buf = [0u8; 1024];
+        self.refused.retain(|(s, deadline)| {
+            if now >= *deadline {
+                return false;
+            }
+            loop {
+                match (&*s).read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
+            }
+        });
+    }
+
     /// Shutdown: close everyone with 1001 and give the close frames a moment.
     fn close_all(&mut self) {
         for i in 0..self.subs.len() {
@@ -807,7 +846,9 @@ impl Fanout {
 /// Reads whatever the peer sent; tungstenite answers pings and close frames itself.
 /// Returns false once the connection is finished.
 fn read_incoming(ws: &mut WebSocket<Shared>) -> bool {
-    loop {
+    // Bounded, so that a client flooding messages cannot hold the loop; what is left
+    // is read on its next readiness.
+    for _ in 0..64 {
         match ws.read() {
             Ok(_) => continue, // text/binary from a subscriber carry no meaning
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -816,6 +857,7 @@ fn read_incoming(ws: &mut WebSocket<Shared>) -> bool {
             Err(_) => return false,
         }
     }
+    true
 }
 
 /// Hands queued bytes to the kernel. Tracks since when the socket refuses them;
