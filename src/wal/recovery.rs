@@ -430,6 +430,13 @@ fn recover_active(
         prev = Some((r, p));
         keep += 1;
     }
+    // Under a non-durable fsync policy the index was written once groups were merely
+    // written, and a power loss can keep a later group while losing an earlier one: an
+    // entry may point past a hole. Only a scan from the first record finds the hole, so
+    // the whole active segment is scanned (and its index rebuilt) in those modes.
+    if !config.fsync.is_durable() {
+        keep = 0;
+    }
     entries.truncate(keep);
     report.index_entries_dropped = read_entries - entries.len();
     if report.index_entries_dropped > 0 {
