@@ -75,6 +75,10 @@ pub enum AppendError {
     /// The log is shutting down and takes no new batches.
     #[error("log is shutting down")]
     Closed,
+    /// The buffer is not a whole number of well-formed frames, or holds a different
+    /// number of records than declared: refused before it reaches the writer.
+    #[error("malformed batch: {0}")]
+    MalformedBatch(String),
     /// The batch is larger than `group_bytes_max` and can never be written in one group.
     #[error("batch of {bytes} bytes exceeds group_bytes_max ({max} bytes)")]
     BatchTooLarge {

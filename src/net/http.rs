@@ -515,6 +515,7 @@ fn append_error(ctx: &ServerCtx, e: &AppendError) -> HttpError {
             HttpError::new(413, "payload_too_large", e.to_string())
         }
         AppendError::Write(d) => HttpError::new(500, "write_failed", d.to_string()),
+        AppendError::MalformedBatch(_) => HttpError::new(500, "internal", e.to_string()),
         AppendError::Failed(d) => HttpError::new(500, "log_failed", d.to_string()),
     }
 }

@@ -219,6 +219,32 @@ pub fn stamp_offsets(frames: &mut [u8], first: u64, mut on_record: impl FnMut(u6
     n
 }
 
+/// Counts the frames in a batch buffer, checking that each header's length fits and
+/// that the frames end exactly at the end of the buffer. Reads only the headers.
+///
+/// # Errors
+/// A description of the first inconsistency.
+pub fn count_frames(frames: &[u8]) -> Result<u32, String> {
+    let mut pos = 0usize;
+    let mut n = 0u32;
+    while pos < frames.len() {
+        if frames.len() - pos < RECORD_HEADER_BYTES {
+            return Err(format!(
+                "{} stray bytes after frame {n}",
+                frames.len() - pos
+            ));
+        }
+        let len =
+            u32::from_le_bytes(frames[pos + 12..pos + 16].try_into().expect("4 bytes")) as usize;
+        pos = pos
+            .checked_add(RECORD_HEADER_BYTES + len)
+            .filter(|&end| end <= frames.len())
+            .ok_or_else(|| format!("frame {n} claims {len} bytes past the end of the batch"))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Builds a batch of framed records in one contiguous buffer.
 ///
 /// The buffer is reused between batches: `take` splits the framed bytes off and keeps

@@ -613,6 +613,17 @@ impl Appender {
                 max,
             }));
         }
+        // The writer trusts batches (it stamps offsets by walking the frames), so a
+        // malformed one is refused here, on the producer's core.
+        match format::count_frames(&frames) {
+            Ok(n) if n == records => {}
+            Ok(n) => {
+                return Err(TryAppendError::Refused(AppendError::MalformedBatch(
+                    format!("{n} frames, {records} declared"),
+                )));
+            }
+            Err(why) => return Err(TryAppendError::Refused(AppendError::MalformedBatch(why))),
+        }
         let slot = completion::Slot::new(records);
         let batch = Batch {
             frames,
