@@ -884,3 +884,50 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     assert!(server.wait().unwrap().success());
 }
+
+/// The writer's wake-up of the fan-out core: an eventfd written after a commit only
+/// when the follower announced a sleep, and never missed (Dekker with the flag).
+#[test]
+fn the_commit_follower_is_woken_only_when_it_sleeps() {
+    use ringstash::wal::{BatchBuilder, Log, LogConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path())).unwrap();
+    let f = log.follower().unwrap();
+    let readable = |ms: i32| {
+        let mut p = libc::pollfd {
+            fd: f.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    };
+    let append = |n: usize| {
+        let mut b = BatchBuilder::new(4096, 1024);
+        for i in 0..n {
+            b.push(1, format!("r{i}").as_bytes()).unwrap();
+        }
+        let (frames, count) = b.take();
+        log.appender()
+            .append(frames, count)
+            .unwrap()
+            .wait()
+            .unwrap();
+    };
+    // Not sleeping: a commit costs the writer no write to the eventfd.
+    append(3);
+    assert!(!readable(50), "woken although not asleep");
+    // Asleep at the current end: the next commit wakes it.
+    let seen = f.committed_end();
+    assert_eq!(seen, 3);
+    assert!(f.prepare_sleep(seen));
+    append(2);
+    assert!(
+        readable(2000),
+        "a commit did not wake the sleeping follower"
+    );
+    f.woke();
+    assert!(!readable(0), "woke() resets the eventfd");
+    // Announcing a sleep with a stale end is refused: there is work already.
+    assert!(!f.prepare_sleep(seen));
+    assert_eq!(f.committed_end(), 5);
+}
