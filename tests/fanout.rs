@@ -487,6 +487,16 @@ fn bad_subscriptions_get_an_http_error_before_the_upgrade() {
     assert_eq!(sv["ws_origin_refused_total"], 1);
     assert_eq!(sv["filter_too_long_total"], 1);
     assert_eq!(sv["ws_subscribers_refused_total"], 1);
+    let metrics = String::from_utf8(http(s.http, "GET", "/metrics", &[], b"").body).unwrap();
+    for m in [
+        "ringstash_ws_subscribers_open 2",
+        "ringstash_ws_lag_records_max ",
+        "ringstash_ws_stalled_closed_total 0",
+        "ringstash_ws_subscribers_refused_total 1",
+        "ringstash_filter_too_long_total 1",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from /metrics");
+    }
     // The read API refuses bad parameters the same way.
     for q in ["from=x", "limit=0", "limit=10001", "bogus=1"] {
         let r = http(s.http, "GET", &format!("/v1/logs?{q}"), &[], b"");
