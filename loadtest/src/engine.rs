@@ -736,8 +736,8 @@ impl Worker<'_> {
             loop {
                 match parse_http_response(c.rbuf.data()) {
                     Ok(None) => return true,
-                    Err(e) => {
-                        let _ = e;
+                    Err(_) => {
+                        // The stream cannot be resynchronised: drop it, reconnect.
                         self.drop_socket(c, poll, now, Some("bad_http_response"));
                         return false;
                     }
