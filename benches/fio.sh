@@ -18,6 +18,11 @@
 #   ENGINES  default "io_uring psync"
 #   RUNTIME  seconds per run (default 5)
 #   ROUNDS   interleaved rounds; the median is printed (default 3)
+#   MODES    default "append". Also available, to size proposals for the writer:
+#            "overwrite" (the file is pre-written with zeros and synced first, then
+#            overwritten in place: no size or extent change for fdatasync to journal)
+#            and "direct" (O_DIRECT appends: no page-cache copy; still fdatasync'ed).
+#            Their rows are labelled engine/mode.
 #
 # Prints one line per run and a table of medians. MB/s = 1e6 bytes/s.
 set -euo pipefail
@@ -28,6 +33,7 @@ sizes="${SIZES:-256k 608k 1m 3648k 4m}"
 engines="${ENGINES:-io_uring psync}"
 runtime="${RUNTIME:-5}"
 rounds="${ROUNDS:-3}"
+modes="${MODES:-append}"
 
 if ! command -v fio >/dev/null; then
     echo "fio missing: installing it (apt-get)" >&2
@@ -43,24 +49,38 @@ fi
 echo "# fio $(fio --version) on $(uname -r), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# dir $dir ($fstype)"
 df -h "$dir" | sed 's/^/# /'
-echo "# rw=write (append, file grows), fdatasync=1, iodepth=1, runtime=${runtime}s, rounds=$rounds"
+echo "# rw=write, modes: $modes (append = file grows), fdatasync=1, iodepth=1, runtime=${runtime}s, rounds=$rounds"
 
 results="$(mktemp)"
 trap 'rm -f "$results"; rm -rf "$dir/fio"' EXIT
 for round in $(seq 1 "$rounds"); do
     for bs in $sizes; do
-        for engine in $engines; do
-            f="$dir/fio/append-$bs-$engine"
-            rm -f "$f"
-            # Let the previous run's writeback and (with -o discard) its discards
-            # settle, so that one run's cleanup is not billed to the next.
-            sync
-            sleep 2
-            json="$(fio --name=append --filename="$f" --rw=write --bs="$bs" \
-                --size=32g --runtime="$runtime" --ioengine="$engine" --iodepth=1 \
-                --fdatasync=1 --fallocate=none --end_fsync=0 --output-format=json)"
-            rm -f "$f"
-            line="$(python3 -c '
+        for mode in $modes; do
+            for engine in $engines; do
+                label="$engine"
+                [ "$mode" = append ] || label="$engine/$mode"
+                f="$dir/fio/$mode-$bs-$engine"
+                rm -f "$f"
+                extra=(--size=32g --fallocate=none)
+                case "$mode" in
+                    append) ;;
+                    direct) extra+=(--direct=1) ;;
+                    overwrite)
+                        # 2 GiB written and synced before the timed run; fio then wraps
+                        # around inside it, so every timed write is an overwrite.
+                        dd if=/dev/zero of="$f" bs=4M count=512 conv=fdatasync status=none
+                        extra=(--size=2g --overwrite=1 --time_based) ;;
+                    *) echo "unknown mode $mode" >&2; exit 2 ;;
+                esac
+                # Let the previous run's writeback and (with -o discard) its discards
+                # settle, so that one run's cleanup is not billed to the next.
+                sync
+                sleep 2
+                json="$(fio --name="$mode" --filename="$f" --rw=write --bs="$bs" \
+                    --runtime="$runtime" --ioengine="$engine" --iodepth=1 \
+                    --fdatasync=1 --end_fsync=0 "${extra[@]}" --output-format=json)"
+                rm -f "$f"
+                line="$(python3 -c '
 import json, sys
 j = json.loads(sys.stdin.read())
 job = j["jobs"][0]
@@ -74,9 +94,10 @@ def p(k):
 print("%.1f %.0f %s %s" % (w["bw_bytes"] / 1e6, w["total_ios"] / secs if secs else 0,
       p("50.000000"), p("99.000000")))
 ' <<<"$json")"
-            read -r mbps syncs p50 p99 <<<"$line"
-            echo "round $round bs=$bs engine=$engine: $mbps MB/s, $syncs fdatasync/s, fdatasync p50 ${p50} us p99 ${p99} us, load $(cut -d' ' -f1 /proc/loadavg)"
-            echo "$bs $engine $mbps $syncs $p50 $p99" >>"$results"
+                read -r mbps syncs p50 p99 <<<"$line"
+                echo "round $round bs=$bs engine=$label: $mbps MB/s, $syncs fdatasync/s, fdatasync p50 ${p50} us p99 ${p99} us, load $(cut -d' ' -f1 /proc/loadavg)"
+                echo "$bs $label $mbps $syncs $p50 $p99" >>"$results"
+            done
         done
     done
 done
@@ -85,7 +106,7 @@ echo
 echo "| bs (bytes per fdatasync) | engine | MB/s median (min-max) | fdatasync/s | fdatasync p50 / p99 us |"
 echo "|---|---|---|---|---|"
 for bs in $sizes; do
-    for engine in $engines; do
+    for engine in $(awk '{print $2}' "$results" | awk '!seen[$0]++'); do
         awk -v bs="$bs" -v e="$engine" '$1 == bs && $2 == e' "$results" | sort -k3,3n | awk -v bs="$bs" -v e="$engine" '
             { mb[NR] = $3; sy[NR] = $4; p50[NR] = $5; p99[NR] = $6 }
             END {
