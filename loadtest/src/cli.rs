@@ -94,8 +94,8 @@ pub struct GenOpts {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Protocol, and what completes a batch: tcp (fire and forget: written), tcp-acked
-    /// (ringstash ack), http-ingest / http-logs (HTTP response), ws-e2e (not yet
-    /// available: send-to-delivery through a WebSocket subscriber, issue 5).
+    /// (ringstash ack), http-ingest / http-logs (HTTP response), ws-e2e (records sent
+    /// over TCP, batch latency until WebSocket subscribers receive its last record).
     #[arg(long, value_enum, default_value = "tcp-acked")]
     pub mode: Mode,
     /// Server address [default: 127.0.0.1:5140 for TCP, 127.0.0.1:8080 for HTTP].
@@ -138,6 +138,23 @@ pub struct RunArgs {
     /// Connect timeout.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub connect_timeout: Duration,
+    /// ws-e2e: the server's WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub ws_addr: String,
+    /// ws-e2e: path and query of the subscription.
+    #[arg(long, default_value = "/v1/stream?from=latest")]
+    pub ws_path: String,
+    /// ws-e2e: live subscribers; each must receive every record exactly once, and
+    /// the latency covers all of them (0: producer only).
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// ws-e2e: extra subscribers that connect and never read.
+    #[arg(long, default_value_t = 0)]
+    pub stalled_subscribers: usize,
+    /// ws-e2e: how the producer sends: acked (waits on ringstash's acks, like
+    /// tcp-acked) or unacked (fire and forget, like tcp).
+    #[arg(long, value_enum, default_value = "acked")]
+    pub e2e_send: E2eSend,
     /// Workload generator.
     #[command(flatten)]
     pub gen_opts: GenOpts,
@@ -164,6 +181,15 @@ pub struct RunArgs {
     /// No progress line (it is shown only when stderr is a terminal anyway).
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+/// How `ws-e2e` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum E2eSend {
+    /// Wait on ringstash's cumulative acks (as `tcp-acked`).
+    Acked,
+    /// Fire and forget (as `tcp`).
+    Unacked,
 }
 
 /// `loadtest gen`.

@@ -19,11 +19,16 @@
 //!
 //! # Adding a mode
 //!
-//! A mode is a [`Mode`] variant plus a [`Completion`] rule. The end-to-end WebSocket
-//! mode (issue 5) will add `Completion::Delivered`: a subscriber thread reads the
-//! fan-out, and a batch completes when its last record's offset (learnt from the
-//! ack) is delivered, so the latency covers send → durable → fan-out → subscriber.
-//! It is declared here and refused at start with "not yet available".
+//! A mode is a [`Mode`] variant plus a [`Completion`] rule.
+//!
+//! # End to end (`ws-e2e`)
+//!
+//! The engine sends tagged records over TCP exactly as `tcp-acked` (or `tcp`, with
+//! [`EngineConfig::e2e_acked`] off) does, and its own completions measure the
+//! producer. Before a batch goes to the socket, [`crate::e2e::E2eShared::publish`]
+//! records its intended and actual send times; subscriber threads
+//! ([`crate::e2e`]) complete it a second time, when its last record arrives over
+//! the WebSocket, so that latency covers send → durable → fan-out → subscriber.
 
 use std::{
     collections::VecDeque,
@@ -61,8 +66,8 @@ pub enum Mode {
     HttpIngest,
     /// HTTP `POST /v1/logs` (or `--path`), body = JSON array or NDJSON of JSON records.
     HttpLogs,
-    /// End-to-end: send over TCP, time until a WebSocket subscriber receives the
-    /// records (not yet available: needs the fan-out, issue 5).
+    /// End-to-end: send tagged records over TCP (acked, or fire and forget), and
+    /// time each batch until WebSocket subscribers receive its last record.
     WsE2e,
 }
 
@@ -168,6 +173,10 @@ pub struct EngineConfig {
     pub drain_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// `ws-e2e`: where batches' send times are published for the subscribers.
+    pub e2e: Option<Arc<crate::e2e::E2eShared>>,
+    /// `ws-e2e`: the producer waits for ringstash's acks (else fire and forget).
+    pub e2e_acked: bool,
 }
 
 /// Bytes of unsent data a connection buffers before it stops building batches.
@@ -242,6 +251,10 @@ enum State {
 
 /// One connection of a worker: owned by that worker's thread only.
 struct Conn {
+    /// Index among all connections of the run.
+    index: usize,
+    /// `ws-e2e`: records tagged on this connection so far (across reconnects).
+    e2e_seq: u64,
     token: Token,
     sock: Option<TcpStream>,
     /// The socket accepted everything so far; cleared on `WouldBlock` until the
@@ -345,6 +358,8 @@ impl Conn {
         .into_bytes();
         let batch_bytes_max = cfg.batch_records * (corpus.record(0).len().max(1) * 2 + 1) + 512;
         Conn {
+            index,
+            e2e_seq: 0,
             token,
             sock: Some(TcpStream::from_std(sock)),
             writable: true,
@@ -518,6 +533,11 @@ impl Worker<'_> {
             };
             debug_assert_eq!(appended, body_len);
             bytes
+        } else if let Some(e2e) = &self.cfg.e2e {
+            let id0 = e2e.publish(c.index, c.e2e_seq, n as u64, intended, now, measured);
+            c.e2e_seq += n as u64;
+            self.corpus
+                .append_lines_tagged(&mut c.cursor, n, id0, &mut c.wbuf)
         } else {
             self.corpus.append_lines(&mut c.cursor, n, &mut c.wbuf)
         };
@@ -984,10 +1004,13 @@ pub fn run(
         Mode::Tcp => Completion::Written,
         Mode::TcpAcked => Completion::Ack,
         Mode::HttpIngest | Mode::HttpLogs => Completion::Response,
-        Mode::WsE2e => {
-            anyhow::bail!("mode ws-e2e is not yet available (needs the WebSocket fan-out, issue 5)")
-        }
+        Mode::WsE2e if cfg.e2e_acked => Completion::Ack,
+        Mode::WsE2e => Completion::Written,
     };
+    anyhow::ensure!(
+        cfg.mode != Mode::WsE2e || cfg.e2e.is_some(),
+        "ws-e2e needs the subscribers' shared state"
+    );
     anyhow::ensure!(cfg.connections > 0, "need at least one connection");
     anyhow::ensure!(cfg.batch_records > 0, "need at least one record per batch");
     anyhow::ensure!(cfg.inflight > 0, "need at least one batch in flight");

@@ -8,6 +8,7 @@
 //! | records | [`workload`] | seeded workload generator: realistic text / JSON log records of a chosen size, built once into a corpus |
 //! | schedule | [`pace`] | open-loop intended send times (the base of coordinated-omission correction) |
 //! | wire | [`engine`] | worker threads with `mio` poll loops: batch → one `write`, completion by write, ack or response |
+//! | end to end | [`e2e`] | `ws-e2e`: WebSocket subscribers that check exactly-once delivery and time send → receipt |
 //! | parsing | [`proto`] | allocation-free parsing of ringstash ack lines and HTTP responses |
 //! | numbers | [`stats`], [`report`] | HdrHistograms and counters; table, JSON and `.hgrm` output |
 //! | server | [`procstat`] | the server's CPU and resident memory from `/proc/<pid>` |
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod e2e;
 pub mod engine;
 pub mod pace;
 pub mod procstat;

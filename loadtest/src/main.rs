@@ -32,6 +32,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::stdout().write_all(text.as_bytes());
+            if let Some(e) = report.e2e.as_ref().filter(|e| !e.ok) {
+                for (i, s) in e.per_subscriber.iter().enumerate() {
+                    if s.missed > 0 || s.duplicates > 0 || s.delivered != e.expected_records {
+                        eprintln!(
+                            "loadtest: ws-e2e subscriber {i} received {} of {} records ({} missed, {} duplicated){}",
+                            s.delivered,
+                            e.expected_records,
+                            s.missed,
+                            s.duplicates,
+                            s.error
+                                .as_deref()
+                                .map(|x| format!(": {x}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                return Ok(ExitCode::from(3));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => {

@@ -155,6 +155,54 @@ pub struct LandedInfo {
     pub complete: bool,
 }
 
+/// What one live `ws-e2e` subscriber received.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberInfo {
+    /// Records received, each counted once.
+    pub delivered: u64,
+    /// Records sent and never received (or skipped over).
+    pub missed: u64,
+    /// Records received more than once (each extra copy).
+    pub duplicates: u64,
+    /// Tags not from this run's connections, or malformed.
+    pub foreign: u64,
+    /// Batch ends whose send times were overwritten before they arrived (no sample).
+    pub lapped: u64,
+    /// WebSocket messages read.
+    pub messages: u64,
+    /// Its own send → receipt latency (corrected), µs.
+    pub latency_us: LatencySummary,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// The `ws-e2e` part of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eInfo {
+    /// The subscription URL.
+    pub ws_target: String,
+    /// `acked` or `unacked`: how the producer sent.
+    pub send: String,
+    /// Live subscribers.
+    pub subscribers: usize,
+    /// Subscribers that connected and never read.
+    pub stalled_subscribers: usize,
+    /// Records every live subscriber had to receive (all records sent, warm-up
+    /// included).
+    pub expected_records: u64,
+    /// Every live subscriber received every record exactly once.
+    pub ok: bool,
+    /// From the end of sending to the last record's receipt on the slowest live
+    /// subscriber, seconds.
+    pub drain_s: f64,
+    /// The producer's own completion latency (ack, or write), corrected, µs.
+    pub producer_latency_us: LatencySummary,
+    /// The same from the actual send, µs.
+    pub producer_service_time_us: LatencySummary,
+    /// One entry per live subscriber.
+    pub per_subscriber: Vec<SubscriberInfo>,
+}
+
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -199,6 +247,8 @@ pub struct Report {
     pub client: Option<ClientInfo>,
     /// Output file progress (`--landed-file`), else `null`.
     pub landed: Option<LandedInfo>,
+    /// `ws-e2e`: subscribers and delivery, else `null`.
+    pub e2e: Option<E2eInfo>,
 }
 
 impl Report {
@@ -226,6 +276,7 @@ impl Report {
             server: None,
             client: None,
             landed: None,
+            e2e: None,
         }
     }
 
@@ -353,6 +404,67 @@ impl Report {
                 s,
                 "  client      cpu {:.2} s ({:.0} % of a core)",
                 c.cpu_s, c.cpu_percent
+            );
+        }
+        if let Some(e) = &self.e2e {
+            let _ = writeln!(
+                s,
+                "  e2e         {}: {} live + {} stalled subscriber(s), producer {}; latency above = send -> receipt on every live subscriber",
+                e.ws_target, e.subscribers, e.stalled_subscribers, e.send
+            );
+            let l = &e.producer_latency_us;
+            let _ = writeln!(
+                s,
+                "  producer    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1}",
+                l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max, l.mean
+            );
+            let show = if e.per_subscriber.len() <= 4 {
+                e.per_subscriber.len()
+            } else {
+                2
+            };
+            for (i, sub) in e.per_subscriber.iter().enumerate().take(show) {
+                let _ = writeln!(
+                    s,
+                    "  sub {i:<7} {} of {} delivered, {} missed, {} duplicated; p50 {} p99 {} max {} µs{}",
+                    thousands(sub.delivered),
+                    thousands(e.expected_records),
+                    sub.missed,
+                    sub.duplicates,
+                    sub.latency_us.p50,
+                    sub.latency_us.p99,
+                    sub.latency_us.max,
+                    sub.error
+                        .as_deref()
+                        .map(|x| format!("  ({x})"))
+                        .unwrap_or_default()
+                );
+            }
+            if show < e.per_subscriber.len() {
+                let d = e.per_subscriber.iter().map(|x| x.delivered);
+                let p99 = e.per_subscriber.iter().map(|x| x.latency_us.p99);
+                let _ = writeln!(
+                    s,
+                    "  subs        {} more: delivered {}..{} of {}, {} missed, {} duplicated, p99 {}..{} µs",
+                    e.per_subscriber.len() - show,
+                    thousands(d.clone().min().unwrap_or(0)),
+                    thousands(d.max().unwrap_or(0)),
+                    thousands(e.expected_records),
+                    e.per_subscriber.iter().map(|x| x.missed).sum::<u64>(),
+                    e.per_subscriber.iter().map(|x| x.duplicates).sum::<u64>(),
+                    p99.clone().min().unwrap_or(0),
+                    p99.max().unwrap_or(0)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  delivery    {} (last record {:.3} s after sending ended)",
+                if e.ok {
+                    "every live subscriber got every record exactly once"
+                } else {
+                    "FAILED: a live subscriber missed or duplicated records"
+                },
+                e.drain_s
             );
         }
         if let Some(l) = &self.landed {

@@ -12,10 +12,15 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    cli::{GenOpts, RunArgs},
+    cli::{E2eSend, GenOpts, RunArgs},
+    e2e::{self, E2eShared, Finish, SubResult},
     engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop, mono_ns},
     procstat::{self, ProcSample},
-    report::{ClientInfo, LandedInfo, Report, RunInfo, thousands, write_hgrm},
+    report::{
+        ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo,
+        thousands, write_hgrm,
+    },
+    stats::new_histogram,
     workload::{Corpus, Format, GenConfig, RECORD_BYTES_MAX},
 };
 
@@ -50,6 +55,7 @@ pub fn gen_config(opts: &GenOpts, mode: Option<Mode>) -> anyhow::Result<GenConfi
         labels_probability: opts.labels,
         base_time_s,
         corpus_records: opts.corpus_records,
+        tag: mode == Some(Mode::WsE2e),
     })
 }
 
@@ -130,14 +136,31 @@ impl Observer for Watch<'_> {
     }
 }
 
+/// The `ws-e2e` subscribers of a run.
+#[derive(Default)]
+struct Subscribers {
+    live: Vec<std::thread::JoinHandle<SubResult>>,
+    stalled: Vec<tungstenite::WebSocket<std::net::TcpStream>>,
+    finish: Arc<Finish>,
+    ws_target: String,
+}
+
+impl Drop for Subscribers {
+    /// On an early error, lets live subscribers stop at once.
+    fn drop(&mut self) {
+        self.finish.done_sending.store(true, Ordering::Release);
+        self.finish.deadline_ns.store(1, Ordering::Release);
+    }
+}
+
 /// Runs `loadtest run` and returns its report (it prints nothing itself).
 ///
 /// # Errors
 /// Bad options, an unreachable server, a mode not yet available.
 pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let gen_cfg = gen_config(&args.gen_opts, Some(args.mode))?;
-    if args.mode == Mode::WsE2e {
-        bail!("mode ws-e2e is not yet available (needs the WebSocket fan-out, issue 5)");
+    if args.mode == Mode::WsE2e && args.connections > e2e::CONNECTIONS_MAX {
+        bail!("ws-e2e takes at most {} connections", e2e::CONNECTIONS_MAX);
     }
     if args.batch == 0 || args.connections == 0 {
         bail!("--batch and --connections must be at least 1");
@@ -195,7 +218,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         warmup: args.warmup,
         drain_timeout: args.drain_timeout,
         connect_timeout: args.connect_timeout,
+        e2e: None,
+        e2e_acked: args.e2e_send == E2eSend::Acked,
     };
+    let mut cfg = cfg;
+    // ws-e2e: subscribers connect (and live ones start reading) before anything is
+    // sent, so `from=latest` starts them before the first record.
+    let mut subs = Subscribers::default();
+    if args.mode == Mode::WsE2e {
+        let ws_addr = resolve(&args.ws_addr)?;
+        let shared = Arc::new(E2eShared::new(args.connections, args.batch));
+        for i in 0..args.stalled_subscribers {
+            let ws = e2e::connect(ws_addr, &args.ws_path, args.connect_timeout)
+                .with_context(|| format!("stalled subscriber {i}"))?;
+            subs.stalled.push(ws);
+        }
+        for i in 0..args.subscribers {
+            let ws = e2e::connect(ws_addr, &args.ws_path, args.connect_timeout)
+                .with_context(|| format!("subscriber {i}"))?;
+            subs.live
+                .push(e2e::spawn_live(i, ws, shared.clone(), subs.finish.clone())?);
+        }
+        subs.ws_target = format!("ws://{}{}", args.ws_addr, args.ws_path);
+        cfg.e2e = Some(shared);
+    }
+    let cfg = cfg;
     let landed_file = args.landed_file.as_deref();
     let landed_initial = landed_file.map(file_len);
     let mut watch = Watch {
@@ -214,7 +261,27 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         procstat::sample(pid)
             .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
     }
-    let res = engine::run(&cfg, corpus, &mut watch)?;
+    let res = engine::run(&cfg, corpus, &mut watch);
+    let send_end_ns = mono_ns();
+    subs.finish.done_sending.store(true, Ordering::Release);
+    let drain_ns = if res.is_ok() {
+        args.drain_timeout.as_nanos() as u64
+    } else {
+        0
+    };
+    subs.finish
+        .deadline_ns
+        .store(send_end_ns + drain_ns.max(1), Ordering::Release);
+    let sub_results: Vec<SubResult> = std::mem::take(&mut subs.live)
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a subscriber thread panicked"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // The stalled subscribers hung on until everything was delivered to the others.
+    drop(std::mem::take(&mut subs.stalled));
+    let res = res?;
     let info = RunInfo {
         mode: args.mode.name().to_owned(),
         target: if args.mode.is_http() {
@@ -242,6 +309,57 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         warmup_s: args.warmup.as_secs_f64(),
     };
     let mut report = Report::new(info, &res.stats, res.duration_s);
+    let mut e2e_latency = None;
+    if args.mode == Mode::WsE2e {
+        let mut lat = new_histogram();
+        let mut svc = new_histogram();
+        let mut last_receipt = 0;
+        let expected = res.stats.sent_records_total;
+        let per_subscriber: Vec<SubscriberInfo> = sub_results
+            .iter()
+            .map(|r| {
+                lat.add(&r.latency_us).expect("same bounds");
+                svc.add(&r.service_us).expect("same bounds");
+                last_receipt = last_receipt.max(r.last_receipt_ns);
+                SubscriberInfo {
+                    delivered: r.check.delivered,
+                    missed: r.check.missed,
+                    duplicates: r.check.duplicates,
+                    foreign: r.check.foreign,
+                    lapped: r.lapped,
+                    messages: r.messages,
+                    latency_us: LatencySummary::of(&r.latency_us),
+                    error: r.error.clone(),
+                }
+            })
+            .collect();
+        let ok = per_subscriber
+            .iter()
+            .all(|s| s.missed == 0 && s.duplicates == 0 && s.delivered == expected);
+        let producer_latency_us = report.latency_us.clone();
+        let producer_service_time_us = report.service_time_us.clone();
+        if args.subscribers > 0 {
+            report.latency_us = LatencySummary::of(&lat);
+            report.service_time_us = LatencySummary::of(&svc);
+            e2e_latency = Some(lat);
+        }
+        report.e2e = Some(E2eInfo {
+            ws_target: subs.ws_target.clone(),
+            send: match args.e2e_send {
+                E2eSend::Acked => "acked",
+                E2eSend::Unacked => "unacked",
+            }
+            .to_owned(),
+            subscribers: args.subscribers,
+            stalled_subscribers: args.stalled_subscribers,
+            expected_records: expected,
+            ok,
+            drain_s: (last_receipt.saturating_sub(send_end_ns) as f64 / 1e6).round() / 1e3,
+            producer_latency_us,
+            producer_service_time_us,
+            per_subscriber,
+        });
+    }
     if let (Some(a), Some(b)) = (&watch.server_start, &watch.server_end) {
         report.set_server(&a.delta(b), watch.server_rss_max);
     }
@@ -266,7 +384,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     if let Some(p) = &args.hgrm {
         let mut f =
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-        write_hgrm(&res.stats.latency_us, 1000.0, &mut f)?;
+        write_hgrm(
+            e2e_latency.as_ref().unwrap_or(&res.stats.latency_us),
+            1000.0,
+            &mut f,
+        )?;
     }
     if let Some(p) = &args.json_file {
         std::fs::write(p, report.to_json() + "\n")

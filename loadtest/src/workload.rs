@@ -133,7 +133,22 @@ pub struct GenConfig {
     pub base_time_s: u64,
     /// How many distinct records the corpus holds before batches wrap around.
     pub corpus_records: usize,
+    /// Give every record an end-to-end tag field ([`TAG_MARKER`] + [`TAG_VALUE_LEN`]
+    /// placeholder characters) that the sender fills in with the connection, the
+    /// record's sequence number and an end-of-batch flag (`ws-e2e` mode).
+    pub tag: bool,
 }
+
+/// What precedes the tag value in a tagged record (text: ` e2e=<value>`; JSON:
+/// `"tag":"e2e=<value>"`), so a subscriber finds it the same way in both formats.
+pub const TAG_MARKER: &[u8] = b"e2e=";
+
+/// Length of the tag value: 16 lowercase hex digits of `connection << 48 | seq`,
+/// then `L` on the last record of a batch, `-` on the others.
+pub const TAG_VALUE_LEN: usize = 17;
+
+/// Bits of the tag value's sequence number; the connection index is above them.
+pub const TAG_SEQ_BITS: u32 = 48;
 
 impl Default for GenConfig {
     fn default() -> Self {
@@ -144,6 +159,7 @@ impl Default for GenConfig {
             labels_probability: 0.3,
             base_time_s: 1_795_000_000,
             corpus_records: 1 << 16,
+            tag: false,
         }
     }
 }
@@ -277,6 +293,8 @@ struct Fields {
 /// What a render includes; narrowed step by step until the record fits.
 #[derive(Clone, Copy)]
 struct Shape {
+    /// The end-to-end tag field (never trimmed).
+    tag: bool,
     labels: bool,
     request_id: bool,
     message_len: usize,
@@ -300,6 +318,11 @@ fn render(f: &Fields, s: Shape, format: Format, out: &mut Vec<u8>) {
             out.extend_from_slice(f.level.as_bytes());
             out.push(b' ');
             out.extend_from_slice(f.service.as_bytes());
+            if s.tag {
+                out.push(b' ');
+                out.extend_from_slice(TAG_MARKER);
+                out.extend_from_slice(&TAG_PLACEHOLDER);
+            }
             if s.request_id {
                 out.push(b' ');
                 out.extend_from_slice(f.request_id.as_bytes());
@@ -327,6 +350,11 @@ fn render(f: &Fields, s: Shape, format: Format, out: &mut Vec<u8>) {
             out.extend_from_slice(f.level.as_bytes());
             out.extend_from_slice(b"\",\"service\":\"");
             out.extend_from_slice(f.service.as_bytes());
+            if s.tag {
+                out.extend_from_slice(b"\",\"tag\":\"");
+                out.extend_from_slice(TAG_MARKER);
+                out.extend_from_slice(&TAG_PLACEHOLDER);
+            }
             out.extend_from_slice(b"\",\"message\":\"");
             out.extend_from_slice(msg);
             filler(f.filler_seed, s.message_extra, out);
@@ -361,6 +389,9 @@ fn render(f: &Fields, s: Shape, format: Format, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// The tag value in the corpus, overwritten on every send.
+const TAG_PLACEHOLDER: [u8; TAG_VALUE_LEN] = *b"0000000000000000-";
+
 /// Bytes a pad field costs beyond its value: ` pad=` (text) or `,"pad":""` (JSON).
 fn pad_overhead(format: Format) -> usize {
     match format {
@@ -374,10 +405,12 @@ fn render_sized(
     f: &Fields,
     target: usize,
     format: Format,
+    tag: bool,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), RecordTooSmall> {
     let mut shape = Shape {
+        tag,
         labels: !f.labels.is_empty(),
         request_id: true,
         message_len: f.message.len(),
@@ -500,6 +533,8 @@ pub struct Corpus {
     data: Vec<u8>,
     /// `starts[i]` is where record `i` begins; `starts[len]` is `data.len()`.
     starts: Vec<usize>,
+    /// Tagged corpora: where the tag value starts inside record `i`; else empty.
+    tag_at: Vec<u32>,
 }
 
 impl Corpus {
@@ -516,6 +551,7 @@ impl Corpus {
         let mut rng = Rng::new(cfg.seed);
         let mut data = Vec::with_capacity((cfg.size.mean() as usize + 1) * n);
         let mut starts = Vec::with_capacity(n + 1);
+        let mut tag_at = Vec::with_capacity(if cfg.tag { n } else { 0 });
         let mut scratch = Vec::with_capacity(per_record_max + 256);
         let mut micros = cfg.base_time_s * 1_000_000;
         for _ in 0..n {
@@ -523,10 +559,30 @@ impl Corpus {
             let fields = make_fields(&mut rng, micros, cfg.labels_probability);
             let target = rng.range(cfg.size.min as u64, cfg.size.max as u64) as usize;
             starts.push(data.len());
-            render_sized(&fields, target, cfg.format, &mut scratch, &mut data)?;
+            render_sized(
+                &fields,
+                target,
+                cfg.format,
+                cfg.tag,
+                &mut scratch,
+                &mut data,
+            )?;
+            if cfg.tag {
+                let r = &data[starts[starts.len() - 1]..];
+                let at = r
+                    .windows(TAG_MARKER.len())
+                    .position(|w| w == TAG_MARKER)
+                    .expect("a tagged record holds its marker")
+                    + TAG_MARKER.len();
+                tag_at.push(at as u32);
+            }
         }
         starts.push(data.len());
-        Ok(Corpus { data, starts })
+        Ok(Corpus {
+            data,
+            starts,
+            tag_at,
+        })
     }
 
     /// Number of distinct records.
@@ -558,6 +614,38 @@ impl Corpus {
             *cursor = (i + take) % self.len();
         }
         out.len() - before
+    }
+
+    /// [`Corpus::append_lines`], then fills in each record's tag (tagged corpora
+    /// only): `id0 + k` for the `k`-th record as 16 hex digits, and `L` on the last
+    /// one, `-` on the others. `id0` is `connection << TAG_SEQ_BITS | first seq`.
+    ///
+    /// # Panics
+    /// If the corpus was generated without `tag`.
+    pub fn append_lines_tagged(
+        &self,
+        cursor: &mut usize,
+        n: usize,
+        id0: u64,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        assert!(!self.tag_at.is_empty(), "corpus generated without tags");
+        let mut i = *cursor;
+        let mut pos = out.len();
+        let appended = self.append_lines(cursor, n, out);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for k in 0..n {
+            let at = pos + self.tag_at[i] as usize;
+            let id = id0 + k as u64;
+            let v = &mut out[at..at + TAG_VALUE_LEN];
+            for (d, b) in v[..16].iter_mut().enumerate() {
+                *b = HEX[((id >> (60 - 4 * d)) & 0xf) as usize];
+            }
+            v[16] = if k + 1 == n { b'L' } else { b'-' };
+            pos += self.starts[i + 1] - self.starts[i];
+            i = (i + 1) % self.len();
+        }
+        appended
     }
 
     /// Bytes of the `n` records starting at `cursor` (wrapping), `\n` included,
