@@ -20,7 +20,9 @@
 //! each sample measures the steady state, not the filling and draining of the pipe.
 //! After each writer bench a `SUMMARY` line gives the median over the measured samples
 //! of records/s and MB/s (1 MB = 1e6 bytes, framed bytes as written to disk), and the
-//! writer's own counters: mean group size and mean fdatasync latency.
+//! writer's own counters: mean group size and mean fdatasync latency (measured from
+//! the group's write submission to its fdatasync completion, so it includes the
+//! write), and the process's CPU time per record while measuring.
 
 use std::{
     collections::VecDeque,
@@ -54,6 +56,15 @@ fn payload() -> [u8; PAYLOAD_BYTES] {
     p[..n].copy_from_slice(&text[..n]);
     p[PAYLOAD_BYTES - 1] = b'\n';
     p
+}
+
+/// CPU time used by this process so far, all threads, user and system.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills a zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// The 1-, 5- and 15-minute load averages, for the record.
@@ -248,8 +259,9 @@ struct WriterRun {
     window_max: usize,
     records_per_batch: usize,
     payload: [u8; PAYLOAD_BYTES],
-    /// (batches, elapsed) of every call from criterion, warm-up included.
-    samples: Vec<(u64, Duration)>,
+    /// (batches, elapsed, process CPU time) of every call from criterion, warm-up
+    /// included.
+    samples: Vec<(u64, Duration, Duration)>,
     _dir: tempfile::TempDir,
 }
 
@@ -280,6 +292,7 @@ impl WriterRun {
     /// Appends `batches` batches, waiting for the oldest completion whenever the
     /// window is full; returns the time taken.
     fn run(&mut self, batches: u64) -> Duration {
+        let cpu_start = process_cpu();
         let start = Instant::now();
         for _ in 0..batches {
             let ts = ringstash::wal::now_ns();
@@ -295,7 +308,8 @@ impl WriterRun {
             self.window.push_back(c);
         }
         let elapsed = start.elapsed();
-        self.samples.push((batches, elapsed));
+        self.samples
+            .push((batches, elapsed, process_cpu().saturating_sub(cpu_start)));
         elapsed
     }
 
@@ -311,8 +325,15 @@ impl WriterRun {
         let measured = &self.samples[self.samples.len().saturating_sub(measured_samples)..];
         let mut rates: Vec<f64> = measured
             .iter()
-            .map(|&(b, d)| (b * self.records_per_batch as u64) as f64 / d.as_secs_f64())
+            .map(|&(b, d, _)| (b * self.records_per_batch as u64) as f64 / d.as_secs_f64())
             .collect();
+        // CPU of the whole process (producer, writer, and the kernel's io_uring workers,
+        // which are threads of this process) per record appended while measuring.
+        let (cpu, records) = measured.iter().fold((0.0, 0u64), |(c, r), &(b, _, cpu)| {
+            (c + cpu.as_secs_f64(), r + b * self.records_per_batch as u64)
+        });
+        let cpu_us_per_record = cpu * 1e6 / records.max(1) as f64;
+        let cpu_busy = cpu / measured.iter().map(|s| s.1.as_secs_f64()).sum::<f64>();
         rates.sort_by(f64::total_cmp);
         let median = if rates.is_empty() {
             0.0
@@ -334,7 +355,7 @@ impl WriterRun {
             "SUMMARY {name}: median {:.0} records/s = {:.1} MB/s framed ({:.1} MB/s payload); \
              samples {} min {:.0} max {:.0} records/s; window {} batches; \
              groups {} mean {:.0} B/group; fdatasync mean {:.2} ms max {:.2} ms; \
-             rotations {}; load {}",
+             rotations {}; cpu {:.3} us/record ({:.2} cores busy); load {}",
             median,
             mb(median),
             median * PAYLOAD_BYTES as f64 / 1e6,
@@ -347,6 +368,8 @@ impl WriterRun {
             ld(&st.fsync_ns_total) as f64 / fsyncs as f64 / 1e6,
             ld(&st.fsync_ns_max) as f64 / 1e6,
             ld(&st.segments_rotated),
+            cpu_us_per_record,
+            cpu_busy,
             loadavg(),
         );
         self.log.shutdown();
