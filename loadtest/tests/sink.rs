@@ -102,14 +102,17 @@ fn closed_loop_hides_what_open_loop_shows() {
     assert!(u(&r, "latency_us.p99") < 50_000, "{r}");
 }
 
+/// ws-e2e without a WebSocket server: a clear error before anything is sent.
 #[test]
-fn ws_e2e_is_not_yet_available() {
+fn ws_e2e_without_a_subscription_endpoint_fails_clearly() {
+    let ws = format!("127.0.0.1:{}", support::free_port());
     let out = std::process::Command::new(support::LOADTEST)
-        .args(["run", "--mode", "ws-e2e", "-n", "1"])
+        .args(["run", "--mode", "ws-e2e", "-n", "1", "--ws-addr", &ws])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subscriber 0") && err.contains(&ws), "{err}");
 }
 
 #[test]

@@ -86,6 +86,7 @@ pub struct Server {
     pub child: Child,
     pub tcp: String,
     pub http: String,
+    pub ws: String,
     pub data_dir: tempfile::TempDir,
 }
 
@@ -112,7 +113,10 @@ impl Server {
             .spawn()
             .expect("spawn ringstash serve");
         let t0 = Instant::now();
-        while TcpStream::connect(&tcp).is_err() || TcpStream::connect(&http).is_err() {
+        while TcpStream::connect(&tcp).is_err()
+            || TcpStream::connect(&http).is_err()
+            || TcpStream::connect(&ws).is_err()
+        {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("ringstash serve exited at start: {st}");
             }
@@ -126,6 +130,7 @@ impl Server {
             child,
             tcp,
             http,
+            ws,
             data_dir,
         }
     }
@@ -197,6 +202,22 @@ pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Runs `loadtest run ARGS --json -q`: exit code, parsed report (`Null` if stdout
+/// is not JSON), stderr.
+pub fn loadtest_run(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = Command::new(LOADTEST)
+        .arg("run")
+        .args(args)
+        .args(["--json", "-q"])
+        .output()
+        .expect("run loadtest");
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// [`loadtest_json`] with the arguments as one whitespace-separated string.
