@@ -856,3 +856,78 @@ fn retention_by_age_removes_sealed_segments_at_start() {
     assert_eq!(records.last().unwrap().0, 2999, "nothing newer was touched");
     assert!(records[0].1.starts_with(&format!("{:05}", records[0].0)));
 }
+
+#[test]
+fn graceful_shutdown_acks_every_record_it_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut w = TcpStream::connect(server.tcp).unwrap();
+    let mut r = BufReader::new(w.try_clone().unwrap());
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = r.read_to_string(&mut all);
+        all
+    });
+    let sender = std::thread::spawn(move || {
+        let chunk: String = (0..256)
+            .map(|i| format!("stream {i:03} {}\n", "s".repeat(100)))
+            .collect();
+        while w.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(server.stop().success());
+    let said = reader.join().unwrap();
+    sender.join().unwrap();
+    let (acked, last) = last_ack(&said).expect("acks before the shutdown");
+    assert!(
+        said.trim_end()
+            .ends_with("error - shutting_down the server is shutting down"),
+        "{}",
+        &said[said.len().saturating_sub(200)..]
+    );
+    let stored = cat(dir.path());
+    assert_eq!(
+        acked,
+        stored.len() as u64,
+        "the final ack covers exactly what was stored (else a client resends stored records)"
+    );
+    assert_eq!(last, stored.len() as u64 - 1);
+}
+
+#[test]
+fn a_long_line_after_short_ones_never_overflows_a_batch() {
+    // The reviewer's reproduction: small groups, a record bound close to the group size,
+    // short lines then a long one in the same read.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--group-bytes-max",
+            "4096",
+            "--record-bytes-max",
+            "4000",
+            "--read-buffer-bytes",
+            "4096",
+        ],
+    );
+    let mut body = String::new();
+    for i in 0..19 {
+        body.push_str(&format!("{i:02}{}\n", "s".repeat(97)));
+    }
+    body.push_str(&"L".repeat(2000));
+    body.push('\n');
+    let said = tcp_send_all(server.tcp, body.as_bytes());
+    assert_eq!(last_ack(&said).map(|a| a.0), Some(20), "{said}");
+    let r = http(server.http, "POST", "/ingest", &[], body.as_bytes());
+    assert_eq!(
+        (r.status, r.json()["count"].as_u64()),
+        (200, Some(20)),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(server.stop().success());
+    assert_eq!(cat(dir.path()).len(), 40);
+}

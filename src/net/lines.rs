@@ -4,7 +4,7 @@
 //! are framed straight into the connection's [`BatchBuilder`] (no allocation per
 //! record). What is left (a partial line) stays in the caller's buffer for the next read.
 
-use crate::wal::BatchBuilder;
+use crate::wal::{BatchBuilder, format::RECORD_HEADER_BYTES};
 
 /// Per-connection framing state.
 #[derive(Debug)]
@@ -58,12 +58,19 @@ impl LineFramer {
         let mut out = Framed::default();
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', input) {
-            if !batch.is_empty() && batch.bytes() >= batch_bytes_max {
+            let line = strip_cr(&input[start..nl]);
+            // End the batch before a record that would take it past its bound, so a
+            // batch never exceeds batch_bytes_max unless it holds a single record (which
+            // record_bytes_max keeps within group_bytes_max).
+            if !batch.is_empty()
+                && !self.discarding
+                && line.len() <= self.record_bytes_max
+                && batch.bytes() + RECORD_HEADER_BYTES + line.len() > batch_bytes_max
+            {
                 out.batch_full = true;
                 out.consumed = start;
                 return out;
             }
-            let line = strip_cr(&input[start..nl]);
             start = nl + 1;
             self.line_no += 1;
             if std::mem::take(&mut self.discarding) || line.is_empty() {
@@ -189,12 +196,26 @@ mod tests {
     }
 
     #[test]
-    fn stops_when_the_batch_is_full() {
+    fn stops_before_a_record_that_would_overflow_the_batch() {
         let mut f = LineFramer::new(100);
         let mut b = BatchBuilder::new(1024, 100);
-        let r = f.frame(b"aaaa\nbbbb\ncccc\n", 1, &mut b, 30, &mut |_| {});
+        // Each frame is 28 bytes: one fits in 60, two fit (56), the third would not.
+        let r = f.frame(b"aaaa\nbbbb\ncccc\n", 1, &mut b, 60, &mut |_| {});
         assert!(r.batch_full);
-        assert_eq!(r.records, 2);
-        assert_eq!(r.consumed, 10);
+        assert_eq!((r.records, r.consumed, b.bytes()), (2, 10, 56));
+        // A long line after short ones starts a batch of its own instead of overflowing.
+        let (_, _) = b.take();
+        let long = [b"x\n".as_slice(), &[b'y'; 90], b"\n"].concat();
+        let r = f.frame(&long, 1, &mut b, 60, &mut |_| {});
+        assert_eq!((r.records, r.consumed, r.batch_full), (1, 2, true));
+        let (_, _) = b.take();
+        let r = f.frame(&long[2..], 1, &mut b, 60, &mut |_| {});
+        assert_eq!(
+            (r.records, b.bytes()),
+            (1, 24 + 90),
+            "alone, it may exceed the batch bound"
+        );
+        // aaaa, bbbb, x, the long line: cccc was left for the caller to feed again.
+        assert_eq!(f.line_no(), 4);
     }
 }

@@ -226,10 +226,16 @@ async fn push(
 }
 
 /// Awaits the connection's completions in order and moves its ack state.
+///
+/// Every batch handed to the log is awaited and, if durable, acknowledged, even after a
+/// connection-level error such as a shutdown or an idle timeout: a stored record the
+/// client was never told about would be sent again. Only once a batch itself has failed
+/// are later ones left unacknowledged (an ack means "all before it", and the failed
+/// batch breaks that), which makes delivery at-least-once across such a failure.
 async fn drain(mut rx: tokio::sync::mpsc::Receiver<Completion>, shared: Rc<Shared>, fd: i32) {
+    let mut failed = false;
     while let Some(c) = rx.recv().await {
-        if shared.fatal.borrow().is_some() {
-            // After a failure nothing more is acknowledged (acks mean "all before").
+        if failed {
             continue;
         }
         match c.await {
@@ -238,6 +244,7 @@ async fn drain(mut rx: tokio::sync::mpsc::Receiver<Completion>, shared: Rc<Share
                 shared.wake.notify_one();
             }
             Err(e) => {
+                failed = true;
                 let (code, detail) = fatal_of(&e);
                 shared.set_fatal(code, detail);
                 // Stop the reader: its pending read returns 0.
