@@ -170,3 +170,33 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(stored.len(), 3);
     assert!(!stored.iter().any(|s| s == "refused"));
 }
+
+#[test]
+fn short_writes_are_completed_before_anything_is_acknowledged() {
+    for fsync in ["always", "never"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_armed(dir.path(), "short_writes=1", &["--fsync", fsync]);
+        let payload: String = (0..5000)
+            .map(|i| format!("short {i:05} {}\n", "w".repeat(50)))
+            .collect();
+        let said = tcp_send_all(server.tcp, payload.as_bytes());
+        assert_eq!(last_ack(&said), Some((5000, 4999)), "{fsync}: {said}");
+        assert!(server.stop().success());
+        let stored = cat(dir.path());
+        assert_eq!(stored.len(), 5000, "{fsync}");
+        for (i, (off, p)) in stored.iter().enumerate() {
+            assert_eq!(*off, i as u64);
+            assert!(p.starts_with(&format!("short {i:05} ")), "{fsync}: {p}");
+        }
+        let check = Command::new(BIN)
+            .args(["check", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+}

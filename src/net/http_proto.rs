@@ -157,13 +157,21 @@ pub fn parse_head(
             })?
             .trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value.parse().map_err(|_| {
-                HttpError::new(
-                    400,
-                    "bad_request",
-                    format!("invalid Content-Length {value:?}"),
-                )
-            })?;
+            // Digits only: Rust's parser also takes a leading `+`, which proxies read
+            // differently, and framing disagreements are how requests are smuggled.
+            let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+            let n: u64 = value
+                .parse()
+                .ok()
+                .filter(|_| digits)
+                .ok_or(())
+                .map_err(|_| {
+                    HttpError::new(
+                        400,
+                        "bad_request",
+                        format!("invalid Content-Length {value:?}"),
+                    )
+                })?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::new(
                     400,
@@ -250,6 +258,8 @@ pub struct ChunkedDecoder {
     state: ChunkState,
     /// Bytes left in the current chunk.
     remaining: u64,
+    /// Bytes of trailer lines seen (bounded by CHUNK_LINE_MAX in all).
+    trailer_bytes: usize,
 }
 
 /// Longest chunk-size or trailer line accepted.
@@ -260,6 +270,7 @@ impl Default for ChunkedDecoder {
         ChunkedDecoder {
             state: ChunkState::Size,
             remaining: 0,
+            trailer_bytes: 0,
         }
     }
 }
@@ -299,6 +310,14 @@ impl ChunkedDecoder {
                     let line = &rest[..eol];
                     pos += eol + 2;
                     if self.state == ChunkState::Trailer {
+                        self.trailer_bytes += eol + 2;
+                        if self.trailer_bytes > CHUNK_LINE_MAX {
+                            return Err(HttpError::new(
+                                400,
+                                "bad_request",
+                                format!("chunked trailers over {CHUNK_LINE_MAX} bytes"),
+                            ));
+                        }
                         if line.is_empty() {
                             self.state = ChunkState::Done;
                         }
@@ -306,13 +325,19 @@ impl ChunkedDecoder {
                     }
                     let size_text = line.split(|&b| b == b';').next().unwrap_or(b"");
                     let size_text = std::str::from_utf8(size_text).unwrap_or("").trim();
-                    let size = u64::from_str_radix(size_text, 16).map_err(|_| {
-                        HttpError::new(
-                            400,
-                            "bad_request",
-                            format!("invalid chunk size {size_text:?}"),
-                        )
-                    })?;
+                    let hex =
+                        !size_text.is_empty() && size_text.bytes().all(|b| b.is_ascii_hexdigit());
+                    let size = u64::from_str_radix(size_text, 16)
+                        .ok()
+                        .filter(|_| hex)
+                        .ok_or(())
+                        .map_err(|_| {
+                            HttpError::new(
+                                400,
+                                "bad_request",
+                                format!("invalid chunk size {size_text:?}"),
+                            )
+                        })?;
                     if size == 0 {
                         self.state = ChunkState::Trailer;
                     } else {
@@ -483,5 +508,15 @@ mod tests {
             d.decode(b"zz\r\n", &mut vec![], 100).unwrap_err().status,
             400
         );
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(
+            d.decode(b"+a\r\n", &mut vec![], 100).unwrap_err().status,
+            400
+        );
+        let mut d = ChunkedDecoder::default();
+        let many = [b"0\r\n".as_slice(), &b"X: y\r\n".repeat(1000)].concat();
+        assert_eq!(d.decode(&many, &mut vec![], 100).unwrap_err().status, 400);
+        let plus = b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n";
+        assert_eq!(parse_head(plus, 8192).unwrap_err().status, 400);
     }
 }

@@ -6,6 +6,8 @@
 //!   fails with EIO, as a dying disk would report it.
 //! - `group_delay_ms=M`: the writer sleeps M ms before submitting each group, as a
 //!   very slow disk would make it wait.
+//! - `short_writes=1`: every write is submitted for half of what remains (at least one
+//!   byte), so the kernel returns short counts and the writer must resubmit the rest.
 //!
 //! Tests start the real binary with the variable set; see `tests/failpoints.rs`.
 
@@ -18,6 +20,7 @@ use std::sync::{
 struct Armed {
     fsync_eio_after: Option<u64>,
     group_delay_ms: u64,
+    short_writes: bool,
 }
 
 static ARMED: OnceLock<Armed> = OnceLock::new();
@@ -31,6 +34,7 @@ fn armed() -> &'static Armed {
             match item.split_once('=') {
                 Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
+                Some(("short_writes", n)) => a.short_writes = n == "1",
                 _ => panic!("unknown failpoint {item:?} in RINGSTASH_FAILPOINTS"),
             }
         }
@@ -58,5 +62,15 @@ pub(crate) fn before_group() {
     let ms = armed().group_delay_ms;
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Called with the length of each write about to be submitted; returns the length to
+/// submit.
+pub(crate) fn write_len(len: usize) -> usize {
+    if armed().short_writes && len > 1 {
+        len / 2
+    } else {
+        len
     }
 }

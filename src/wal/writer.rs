@@ -389,6 +389,8 @@ impl Writer {
         g.short = false;
         g.submitted = Instant::now();
         let rest = &g.buf[g.written..];
+        #[cfg(feature = "failpoints")]
+        let rest = &rest[..super::failpoints::write_len(rest.len())];
         let write = opcode::Write::new(fd, rest.as_ptr(), rest.len() as u32)
             .offset(g.file_pos + g.written as u64)
             .build()
@@ -467,19 +469,14 @@ impl Writer {
                             g.written += res as usize;
                             if g.written < g.buf.len() {
                                 g.short = true;
-                                if !durable {
-                                    resubmit.push(gi);
-                                }
                             } else if !durable {
                                 g.done = true;
                                 self.unsynced = true;
                             }
                         }
                     } else if res == -libc::ECANCELED {
-                        // The linked write failed or came back short.
-                        if g.write_errno.is_none() && g.short {
-                            resubmit.push(gi);
-                        }
+                        // The linked write failed or came back short: handled below, once
+                        // both completions are in, whichever order they arrived in.
                     } else if res < 0 {
                         return Err(format!(
                             "fdatasync of {} failed: {}; the records it covered (offsets {}..{}) are not acknowledged",
@@ -490,13 +487,19 @@ impl Writer {
                         )
                         .into());
                     } else if g.written < g.buf.len() {
-                        // A short write whose linked sync ran anyway: write the rest.
+                        // A short write whose linked sync ran anyway: written below.
                         g.short = true;
-                        resubmit.push(gi);
                     } else {
                         g.done = true;
                         let submitted = g.submitted;
                         self.note_sync(submitted);
+                    }
+                    // A short write is resubmitted once every completion of its last
+                    // submission is in (the write's and, under `always`, the cancelled or
+                    // completed sync's), in whatever order the kernel posted them.
+                    let g = &self.groups[gi];
+                    if g.ops == 0 && !g.done && g.write_errno.is_none() && g.written < g.buf.len() {
+                        resubmit.push(gi);
                     }
                 }
             }
