@@ -21,8 +21,11 @@ use crate::{
 /// The connections of one reactor. Lives on that reactor's thread only (`Rc`).
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Open sockets by id: connections, and refused connections being told why.
     conns: RefCell<HashMap<u64, RawFd>>,
     next_id: Cell<u64>,
+    /// Refused connections in `conns`.
+    refusals: Cell<usize>,
     /// Woken whenever a connection ends.
     pub ended: tokio::sync::Notify,
 }
@@ -47,6 +50,40 @@ impl Registry {
             // (in ConnGuard::drop) before its socket can be closed.
             unsafe { libc::shutdown(fd, how) };
         }
+    }
+}
+
+/// Refused connections a reactor keeps open at once to tell them why (a bounded,
+/// one-second courtesy); past this, a refused connection is closed without a reason.
+pub const REFUSALS_IN_FLIGHT_MAX: usize = 64;
+
+/// Registers a refused connection while its reason is written, so that shutdown
+/// waits for (or cuts) it like any other; it does not count in `connections_open`.
+#[derive(Debug)]
+pub struct RefusalGuard {
+    registry: Rc<Registry>,
+    id: u64,
+}
+
+impl RefusalGuard {
+    /// Registers `fd`, or returns None when REFUSALS_IN_FLIGHT_MAX are in flight.
+    pub fn new(registry: Rc<Registry>, fd: RawFd) -> Option<Self> {
+        if registry.refusals.get() >= REFUSALS_IN_FLIGHT_MAX {
+            return None;
+        }
+        registry.refusals.set(registry.refusals.get() + 1);
+        let id = registry.next_id.get();
+        registry.next_id.set(id + 1);
+        registry.conns.borrow_mut().insert(id, fd);
+        Some(RefusalGuard { registry, id })
+    }
+}
+
+impl Drop for RefusalGuard {
+    fn drop(&mut self) {
+        self.registry.refusals.set(self.registry.refusals.get() - 1);
+        self.registry.conns.borrow_mut().remove(&self.id);
+        self.registry.ended.notify_waiters();
     }
 }
 

@@ -173,7 +173,10 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         if !conn::admit(&ctx) {
-            tokio_uring::spawn(refuse(stream, kind, ctx.settings.connections_max));
+            // Tell it why, within bounds: registered (so shutdown covers it) and capped.
+            if let Some(guard) = conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd()) {
+                tokio_uring::spawn(refuse(stream, kind, ctx.settings.connections_max, guard));
+            }
             continue;
         }
         match kind {
@@ -188,7 +191,12 @@ async fn accept_loop(
 }
 
 /// Tells a connection over `connections_max` why it is closed, with a bounded wait.
-async fn refuse(stream: tokio_uring::net::TcpStream, kind: Kind, max: usize) {
+async fn refuse(
+    stream: tokio_uring::net::TcpStream,
+    kind: Kind,
+    max: usize,
+    guard: conn::RefusalGuard,
+) {
     let msg = match kind {
         Kind::Tcp => {
             format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
@@ -235,4 +243,6 @@ async fn refuse(stream: tokio_uring::net::TcpStream, kind: Kind, max: usize) {
         // SAFETY: `stream` is alive here, so fd is its socket.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
+    // Unregistered before the socket closes, so shutdown never touches a reused fd.
+    drop(guard);
 }
