@@ -321,6 +321,8 @@ struct Fanout {
     /// closing with its request unread does not reset the connection before it reads
     /// the refusal. At most `subscribers_max`.
     refused: Vec<(TcpStream, Instant)>,
+    /// Subscribers whose input was left unread by the per-turn bound.
+    more_input: Vec<usize>,
     /// The reader that fills the window.
     tail: Option<Reader>,
     /// Per-subscriber message budget and SO_SNDBUF.
@@ -361,6 +363,7 @@ impl Fanout {
             window: None,
             tail: None,
             refused: Vec::new(),
+            more_input: Vec::new(),
         }
     }
 
@@ -402,6 +405,10 @@ impl Fanout {
                     Token(t) => self.on_event(t - FIRST_SUB),
                 }
             }
+            let more = std::mem::take(&mut self.more_input);
+            for &i in &more {
+                self.on_event(i);
+            }
             let stopping = self.stop.load(Ordering::Acquire);
             if stopping && stop_deadline.is_none() {
                 stop_deadline = Some(Instant::now() + Duration::from_secs(1));
@@ -410,6 +417,7 @@ impl Fanout {
             let end = self.follower.committed_end();
             busy = self.fill_window(end);
             busy |= self.pump(end);
+            busy |= !self.more_input.is_empty() || !more.is_empty();
             seen = end;
             self.timers();
             self.drain_refused();
@@ -567,13 +575,21 @@ impl Fanout {
                 }
             },
             State::Open(mut ws) => {
-                let ok = read_incoming(&mut ws) && flush(&mut ws, &mut sub.blocked_since);
+                let input = read_incoming(&mut ws);
+                let ok = input != Incoming::Failed && flush(&mut ws, &mut sub.blocked_since);
                 sub.state = State::Open(ws);
+                if input == Incoming::More {
+                    self.more_input.push(i);
+                }
                 ok
             }
             State::Closing(mut ws, deadline) => {
-                let ok = read_incoming(&mut ws) && flush(&mut ws, &mut sub.blocked_since);
+                let input = read_incoming(&mut ws);
+                let ok = input != Incoming::Failed && flush(&mut ws, &mut sub.blocked_since);
                 sub.state = State::Closing(ws, deadline);
+                if input == Incoming::More {
+                    self.more_input.push(i);
+                }
                 ok
             }
             State::Gone => false,
@@ -827,7 +843,9 @@ impl Fanout {
             if now >= *deadline {
                 return false;
             }
-            loop {
+            // At most 64 KiB per socket per turn, so a refused peer that sends faster
+            // than we read cannot hold the fan-out thread; the rest waits a turn.
+            for _ in 0..64 {
                 match (&*s).read(&mut buf) {
                     Ok(0) => return false,
                     Ok(_) => continue,
@@ -835,6 +853,7 @@ impl Fanout {
                     Err(_) => return false,
                 }
             }
+            true
         });
     }
 
@@ -860,19 +879,30 @@ impl Fanout {
 
 /// Reads whatever the peer sent; tungstenite answers pings and close frames itself.
 /// Returns false once the connection is finished.
-fn read_incoming(ws: &mut WebSocket<Shared>) -> bool {
-    // Bounded, so that a client flooding messages cannot hold the loop; what is left
-    // is read on its next readiness.
+/// What reading a subscriber's input found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Incoming {
+    /// Everything available was read.
+    Drained,
+    /// The per-turn bound was hit with input left: read again next turn (mio is
+    /// edge-triggered and will not signal it again).
+    More,
+    /// The connection failed or was closed.
+    Failed,
+}
+
+fn read_incoming(ws: &mut WebSocket<Shared>) -> Incoming {
+    // Bounded, so that a client flooding messages cannot hold the loop.
     for _ in 0..64 {
         match ws.read() {
             Ok(_) => continue, // text/binary from a subscriber carry no meaning
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                return true;
+                return Incoming::Drained;
             }
-            Err(_) => return false,
+            Err(_) => return Incoming::Failed,
         }
     }
-    true
+    Incoming::More
 }
 
 /// Hands queued bytes to the kernel. Tracks since when the socket refuses them;
