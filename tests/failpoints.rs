@@ -188,15 +188,6 @@ fn short_writes_are_completed_before_anything_is_acknowledged() {
             assert_eq!(*off, i as u64);
             assert!(p.starts_with(&format!("short {i:05} ")), "{fsync}: {p}");
         }
-        let check = Command::new(BIN)
-            .args(["check", "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stdout)
-        );
+        assert_check_clean(dir.path());
     }
 }

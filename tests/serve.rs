@@ -479,16 +479,7 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
             acked.iter().any(|(_, n)| *n > 0),
             "round {round}: nothing was acked before the kill"
         );
-        let check = Command::new(BIN)
-            .args(["check", "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stdout)
-        );
+        assert_check_clean(dir.path());
     }
 }
 
@@ -683,16 +674,7 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     assert!(server.stop().success());
 
     // Every acked record is there, the log is clean, and nothing half-written remains.
-    let check = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert_check_clean(&data);
     let records = cat(&data);
     let full = records.iter().filter(|r| r.1.len() == 200).count();
     assert!(
@@ -795,16 +777,7 @@ fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest
     for w in records.windows(2) {
         assert_eq!(w[1].0, w[0].0 + 1);
     }
-    let check = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert_check_clean(dir.path());
 }
 
 #[test]

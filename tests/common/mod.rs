@@ -300,3 +300,18 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Asserts that `ringstash check` finds every segment in `dir` intact (exit 0).
+#[track_caller]
+pub fn assert_check_clean(dir: &Path) {
+    let out = Command::new(BIN)
+        .args(["check", "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "check found damage:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
