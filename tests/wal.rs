@@ -1877,7 +1877,7 @@ fn a_malformed_batch_is_refused_by_the_producer_and_the_log_keeps_serving() {
     drop(log);
     // The good record is still there, the bad ones are not, and the directory reopens.
     let log = Log::open(small_config(&dir)).unwrap();
-    assert_records(&drain(log.reader(0).unwrap()), &good, 0, &outcome);
+    assert_records(&drain(log.reader(0).unwrap()), &good, 0, outcome);
 }
 
 // ---------------------------------------------------------------------------------------
