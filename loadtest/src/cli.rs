@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// ws-e2e: extra subscribers that connect and never read.
     #[arg(long, default_value_t = 0)]
     pub stalled_subscribers: usize,
+    /// ws-e2e: subscribers still behind when sending ends stop there and do not fail
+    /// the run (what they did receive must still be in order, without gaps or
+    /// duplicates). For throughput runs where many subscribers cannot keep up.
+    #[arg(long)]
+    pub allow_lag: bool,
     /// ws-e2e: how the producer sends: acked (waits on ringstash's acks, like
     /// tcp-acked) or unacked (fire and forget, like tcp).
     #[arg(long, value_enum, default_value = "acked")]

@@ -218,9 +218,11 @@ pub struct Check {
     pub next: Vec<u64>,
     /// Records received in sequence (each once).
     pub delivered: u64,
-    /// Records skipped (a sequence number above the next expected one), plus, at the
-    /// end, those sent and never received.
+    /// Records skipped: a sequence number above the next expected one (lost).
     pub missed: u64,
+    /// At the end: records sent and not received yet (still behind, or lost at the
+    /// tail).
+    pub undelivered: u64,
     /// Records received again (a sequence number below the next expected one).
     pub duplicates: u64,
     /// Tags naming a connection this run does not have, or malformed.
@@ -234,6 +236,7 @@ impl Check {
             next: vec![0; connections],
             delivered: 0,
             missed: 0,
+            undelivered: 0,
             duplicates: 0,
             foreign: 0,
         }
@@ -260,11 +263,14 @@ impl Check {
         self.next.iter().zip(sent).all(|(n, s)| n >= s)
     }
 
-    /// Counts what never arrived of `sent` as missed.
+    /// Counts what has not arrived of `sent` as undelivered.
     pub fn finish(&mut self, sent: &[u64]) {
-        for (n, s) in self.next.iter().zip(sent) {
-            self.missed += s.saturating_sub(*n);
-        }
+        self.undelivered = self
+            .next
+            .iter()
+            .zip(sent)
+            .map(|(n, s)| s.saturating_sub(*n))
+            .sum();
     }
 }
 
@@ -493,7 +499,7 @@ mod tests {
         assert!(c.complete(&[2, 4]));
         assert!(!c.complete(&[3, 4]));
         c.finish(&[3, 4]);
-        assert_eq!(c.missed, 3);
+        assert_eq!((c.missed, c.undelivered), (2, 1));
     }
 
     #[test]

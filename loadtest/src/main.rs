@@ -35,11 +35,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(e) = report.e2e.as_ref().filter(|e| !e.ok) {
                 for (i, s) in e.per_subscriber.iter().enumerate() {
                     if s.missed > 0 || s.duplicates > 0 || s.delivered != e.expected_records {
+                        if i >= 8 {
+                            eprintln!("loadtest: ... and more subscribers");
+                            break;
+                        }
                         eprintln!(
-                            "loadtest: ws-e2e subscriber {i} received {} of {} records ({} missed, {} duplicated){}",
+                            "loadtest: ws-e2e subscriber {i} received {} of {} records ({} skipped, {} not received, {} duplicated){}",
                             s.delivered,
                             e.expected_records,
                             s.missed,
+                            s.undelivered,
                             s.duplicates,
                             s.error
                                 .as_deref()

@@ -264,7 +264,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let res = engine::run(&cfg, corpus, &mut watch);
     let send_end_ns = mono_ns();
     subs.finish.done_sending.store(true, Ordering::Release);
-    let drain_ns = if res.is_ok() {
+    let drain_ns = if res.is_ok() && !args.allow_lag {
         args.drain_timeout.as_nanos() as u64
     } else {
         0
@@ -324,6 +324,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
                 SubscriberInfo {
                     delivered: r.check.delivered,
                     missed: r.check.missed,
+                    undelivered: r.check.undelivered,
                     duplicates: r.check.duplicates,
                     foreign: r.check.foreign,
                     lapped: r.lapped,
@@ -333,9 +334,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
                 }
             })
             .collect();
-        let ok = per_subscriber
-            .iter()
-            .all(|s| s.missed == 0 && s.duplicates == 0 && s.delivered == expected);
+        let ok = per_subscriber.iter().all(|s| {
+            s.missed == 0
+                && s.duplicates == 0
+                && (args.allow_lag || (s.undelivered == 0 && s.delivered == expected))
+        });
         let producer_latency_us = report.latency_us.clone();
         let producer_service_time_us = report.service_time_us.clone();
         if args.subscribers > 0 {
@@ -354,6 +357,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             stalled_subscribers: args.stalled_subscribers,
             expected_records: expected,
             ok,
+            allow_lag: args.allow_lag,
             drain_s: (last_receipt.saturating_sub(send_end_ns) as f64 / 1e6).round() / 1e3,
             producer_latency_us,
             producer_service_time_us,

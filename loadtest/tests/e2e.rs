@@ -32,6 +32,7 @@ fn check_delivery(r: &serde_json::Value, subscribers: usize, n: u64) {
     for s in subs {
         assert_eq!(u(s, "delivered"), n, "{r}");
         assert_eq!(u(s, "missed"), 0, "{r}");
+        assert_eq!(u(s, "undelivered"), 0, "{r}");
         assert_eq!(u(s, "duplicates"), 0, "{r}");
         assert_eq!(u(s, "foreign"), 0, "{r}");
         assert!(s["error"].is_null(), "{r}");
@@ -215,8 +216,29 @@ fn a_subscriber_missing_records_fails_the_run() {
     assert_eq!(r["e2e"]["ok"], false, "{r}");
     let sub = &r["e2e"]["per_subscriber"][0];
     assert_eq!(u(sub, "delivered"), 0, "{r}");
-    assert_eq!(u(sub, "missed"), 1000, "{r}");
+    assert_eq!(u(sub, "undelivered"), 1000, "{r}");
     assert!(err.contains("subscriber 0 received 0 of 1000"), "{err}");
+    // With --allow-lag, being behind is no failure (nothing arrived out of order).
+    let (code, r, err) = loadtest_run(&[
+        "--mode",
+        "ws-e2e",
+        "--addr",
+        &srv.tcp,
+        "--ws-addr",
+        &srv.ws,
+        "--ws-path",
+        "/v1/stream?from=latest&q=no-such-text",
+        "-n",
+        "1000",
+        "--allow-lag",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["e2e"]["ok"], true, "{r}");
+    assert_eq!(
+        u(&r["e2e"]["per_subscriber"][0], "undelivered"),
+        1000,
+        "{r}"
+    );
     // A subscription the server refuses: its HTTP status in the error.
     let (code, _, err) = loadtest_run(&[
         "--mode",
