@@ -177,6 +177,7 @@ for n in names:
     ratios = [j["records_per_s"] / b["records_per_s"] for j, b in zip(runs, base)
               if j and b and b["records_per_s"] > 0]
     ratio[n] = med(ratios)
+    per_round = ", ".join(f"{x:.2f}" for x in ratios)
     e2e = [j["e2e"] for j in runs if j]
     live = [j for j in runs if j and j["e2e"]["subscribers"] > 0]
     delivered = med([sum(s["delivered"] for s in j["e2e"]["per_subscriber"]) /
@@ -186,8 +187,10 @@ for n in names:
         rps=rps,
         ratio=ratio[n],
         ack_p99=med([e["producer_latency_us"]["p99"] for e in e2e]),
-        e2e_p50=med([j["latency_us"]["p50"] for j in live]),
-        e2e_p99=med([j["latency_us"]["p99"] for j in live]),
+        # No sample when a lagging subscriber got nothing past the warm-up.
+        e2e_p50=med([j["latency_us"]["p50"] for j in live if j["latency_us"]["count"]]),
+        e2e_p99=med([j["latency_us"]["p99"] for j in live if j["latency_us"]["count"]]),
+        per_round=per_round,
         delivered=delivered,
         ok=all(e["ok"] for e in e2e) and len(e2e) == rounds,
         rss=med([(j.get("server") or {}).get("rss_bytes_max") for j in runs if j]),
@@ -201,15 +204,21 @@ def f(x, fmt="{:,.0f}"):
 print(f"ringstash fan-out: producer cost of subscribers and end-to-end latency "
       f"(medians of {rounds} round(s); ratios to 0 subscribers of the same round)")
 print()
-print("| run | producer records/s | vs 0 subs | producer ack p99 µs | e2e p50 µs | e2e p99 µs "
+print("| run | producer records/s | vs 0 subs | per round | producer ack p99 µs | e2e p50 µs | e2e p99 µs "
       "| share of records delivered per live sub | checks | server CPU % | server RSS MB | loadtest CPU % |")
-print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+print("|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|")
 for n in names:
     s = summary[n]
-    print(f"| {what[n]} | {f(s['rps'])} | {f(s['ratio'], '{:.3f}')} | {f(s['ack_p99'])} "
+    print(f"| {what[n]} | {f(s['rps'])} | {f(s['ratio'], '{:.3f}')} | {s['per_round']} | {f(s['ack_p99'])} "
           f"| {f(s['e2e_p50'])} | {f(s['e2e_p99'])} | {f(s['delivered'], '{:.1%}')} "
           f"| {'ok' if s['ok'] else 'FAILED'} | {f(s['cpu'])} "
           f"| {f(s['rss'] and s['rss'] / 1e6, '{:.1f}')} | {f(s['client'])} |")
+base = [load("peak-0", r) for r in range(1, rounds + 1)]
+base = [b["records_per_s"] for b in base if b]
+if len(base) > 1:
+    print()
+    print(f"Noise: the 0-subscriber reference itself ranged {min(base):,.0f} .. {max(base):,.0f} "
+          f"records/s over the rounds ({(max(base) - min(base)) / max(base):.0%} spread).")
 print()
 r100 = ratio.get(f"live-{subs}")
 rst = ratio.get("stalled-1")

@@ -16,6 +16,8 @@
 //!
 //! `compare.sh` next to the crate drives ringstash and its peers (rsyslog, syslog-ng)
 //! with identical load and measures the physical limits (fio, loopback) in the same run.
+//! `fanout-bench.sh` measures what WebSocket subscribers cost producers and the
+//! end-to-end latency through the fan-out (`ws-e2e` mode).
 
 #![warn(missing_docs)]
 
