@@ -26,8 +26,11 @@ pub fn fragment(
     service: Option<&str>,
     level: Option<&str>,
 ) {
-    use std::io::Write;
-    write!(out, "{{\"offset\":{offset},\"ts\":{ts}").expect("write to Vec");
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"offset\":");
+    out.extend_from_slice(num.format(offset).as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(num.format(ts).as_bytes());
     if let Some(s) = service {
         out.extend_from_slice(b",\"service\":");
         serde_json::to_writer(&mut *out, s).expect("write to Vec");
@@ -37,12 +40,33 @@ pub fn fragment(
         serde_json::to_writer(&mut *out, l).expect("write to Vec");
     }
     out.extend_from_slice(b",\"data\":");
-    let text = String::from_utf8_lossy(payload);
-    serde_json::to_writer(&mut *out, &*text).expect("write to Vec");
+    push_json_string(out, payload);
     out.push(b'}');
 }
 
 /// Builds one message from fragments.
+/// Appends `payload` as a JSON string. Log lines are mostly printable ASCII with
+/// nothing to escape: one pass proves that (it also proves valid UTF-8) and the bytes
+/// are copied as they are; anything else goes through lossy UTF-8 decoding and
+/// serde_json's escaper. Profiling the fan-out showed those two passes taking a third
+/// of its time on such lines.
+fn push_json_string(out: &mut Vec<u8>, payload: &[u8]) {
+    // Branch-free so that it vectorises: no early exit, one OR per byte.
+    let special = payload.iter().fold(0u8, |acc, &b| {
+        acc | u8::from(b < 0x20) | u8::from(b >= 0x7f) | u8::from(b == b'"') | u8::from(b == b'\\')
+    });
+    let plain = special == 0;
+    if plain {
+        out.reserve(payload.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(payload);
+        out.push(b'"');
+    } else {
+        let text = String::from_utf8_lossy(payload);
+        serde_json::to_writer(&mut *out, &*text).expect("write to Vec");
+    }
+}
+
 #[derive(Debug)]
 pub struct MessageBuilder {
     /// The message so far; starts with the `records` array opened.
@@ -116,6 +140,25 @@ impl MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_path_strings_equal_serde_json() {
+        for p in [
+            &b"plain line 123 ~!@#$%^&*()"[..],
+            b"",
+            b"tab\there",
+            b"q\"uote",
+            b"back\\slash",
+            b"\x7f del",
+            "\u{e9}t\u{e9}".as_bytes(),
+            b"\xff\xfe",
+        ] {
+            let mut out = Vec::new();
+            push_json_string(&mut out, p);
+            let want = serde_json::to_vec(&*String::from_utf8_lossy(p)).unwrap();
+            assert_eq!(out, want, "{:?}", String::from_utf8_lossy(p));
+        }
+    }
 
     #[test]
     fn message_is_valid_json_with_escapes() {
