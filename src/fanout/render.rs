@@ -44,7 +44,6 @@ pub fn fragment(
     out.push(b'}');
 }
 
-/// Builds one message from fragments.
 /// Appends `payload` as a JSON string. Log lines are mostly printable ASCII with
 /// nothing to escape: one pass proves that (it also proves valid UTF-8) and the bytes
 /// are copied as they are; anything else goes through lossy UTF-8 decoding and
@@ -67,6 +66,7 @@ fn push_json_string(out: &mut Vec<u8>, payload: &[u8]) {
     }
 }
 
+/// Builds one message from fragments.
 #[derive(Debug)]
 pub struct MessageBuilder {
     /// The message so far; starts with the `records` array opened.
