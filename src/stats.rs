@@ -155,6 +155,8 @@ pub fn stats_json(
             "fsyncs": w.fsyncs.load(Ordering::Relaxed),
             "fsync_ns_total": w.fsync_ns_total.load(Ordering::Relaxed),
             "fsync_ns_max": w.fsync_ns_max.load(Ordering::Relaxed),
+            "group_commit_us_p50": w.commit_us_quantile(0.50),
+            "group_commit_us_p99": w.commit_us_quantile(0.99),
             "disk_full_errors": w.disk_full_errors.load(Ordering::Relaxed),
             "write_errors": w.write_errors.load(Ordering::Relaxed),
             "segments_rotated": w.segments_rotated.load(Ordering::Relaxed),
@@ -291,6 +293,32 @@ pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
         "gauge",
         "Resident set size of the process.",
         rss_bytes(),
+    );
+    // Group commit time as a Prometheus histogram (cumulative buckets, seconds).
+    let _ = writeln!(
+        out,
+        "# HELP ringstash_group_commit_seconds Time from a group's write submission to its fdatasync's completion.\n# TYPE ringstash_group_commit_seconds histogram"
+    );
+    let mut cumulative = 0u64;
+    for (i, c) in w.commit_us_buckets.iter().enumerate() {
+        cumulative += c.load(r);
+        if i + 1 < w.commit_us_buckets.len() {
+            let le = (1u64 << i) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "ringstash_group_commit_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "ringstash_group_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "ringstash_group_commit_seconds_sum {}\nringstash_group_commit_seconds_count {}",
+        w.fsync_ns_total.load(r) as f64 / 1e9,
+        w.fsyncs.load(r)
     );
     out
 }

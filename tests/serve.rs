@@ -37,6 +37,29 @@ fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    // Every group commit is in the histogram, and the percentiles come from it.
+    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let metric = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .trim()
+            .parse::<f64>()
+            .unwrap() as u64
+    };
+    let groups = metric("ringstash_groups_committed_total ");
+    assert!(groups > 0);
+    assert_eq!(
+        metric("ringstash_group_commit_seconds_bucket{le=\"+Inf\"} "),
+        groups
+    );
+    assert_eq!(metric("ringstash_group_commit_seconds_count "), groups);
+    let stats = http(server.http, "GET", "/stats", &[], b"").json();
+    let (p50, p99) = (
+        stats["log"]["group_commit_us_p50"].as_u64().unwrap(),
+        stats["log"]["group_commit_us_p99"].as_u64().unwrap(),
+    );
+    assert!(p50 > 0 && p50 <= p99, "{p50} {p99}");
     assert!(server.stop().success());
     let records = cat(dir.path());
     assert_eq!(records.len(), CONNS * LINES);

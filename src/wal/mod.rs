@@ -267,6 +267,10 @@ pub struct WalStats {
     pub fsync_ns_total: AtomicU64,
     /// Longest fdatasync seen, in nanoseconds.
     pub fsync_ns_max: AtomicU64,
+    /// Group commit times (a group's write submitted → its fdatasync completed) by
+    /// power-of-two microsecond bucket: bucket i counts times below 2^i µs (the last
+    /// one everything longer). For percentiles in /stats and a histogram in /metrics.
+    pub commit_us_buckets: [AtomicU64; COMMIT_BUCKETS],
     /// Writes that failed with ENOSPC/EDQUOT (batches failed with DiskFull).
     pub disk_full_errors: AtomicU64,
     /// Writes that failed for other reasons.
@@ -275,6 +279,34 @@ pub struct WalStats {
     pub segments_rotated: AtomicU64,
     /// Segments removed by retention.
     pub segments_purged: AtomicU64,
+}
+
+/// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).
+pub const COMMIT_BUCKETS: usize = 32;
+
+impl WalStats {
+    /// The bucket upper bound (µs) at or below which `q` (0..=1) of the group commits
+    /// completed; 0 before the first commit.
+    pub fn commit_us_quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .commit_us_buckets
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return 1u64 << i;
+            }
+        }
+        1u64 << (COMMIT_BUCKETS - 1)
+    }
 }
 
 /// Shared between the [`Log`] handle, its appenders, its readers and the writer.

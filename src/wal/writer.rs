@@ -518,6 +518,9 @@ impl Writer {
         st.fsyncs.fetch_add(1, Ordering::Relaxed);
         st.fsync_ns_total.fetch_add(ns, Ordering::Relaxed);
         st.fsync_ns_max.fetch_max(ns, Ordering::Relaxed);
+        let us = ns / 1000;
+        let bucket = (u64::BITS - us.leading_zeros()) as usize;
+        st.commit_us_buckets[bucket.min(super::COMMIT_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Completes finished groups in order; handles a failed write.
