@@ -155,7 +155,7 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "ring_full");
     assert_eq!(r.header("retry-after"), Some("1"));
-    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let m = metrics(server.http);
     assert!(m.contains("ringstash_http_ring_full_total 1"), "{m}");
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {

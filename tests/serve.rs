@@ -38,7 +38,7 @@ fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     // Every group commit is in the histogram, and the percentiles come from it.
-    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let m = metrics(server.http);
     let metric = |name: &str| -> u64 {
         m.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -321,7 +321,7 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
         Some((1, 0)),
         "a slot frees when a connection closes: {said}"
     );
-    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let m = metrics(server.http);
     assert!(m.contains("ringstash_connections_refused_total 2"), "{m}");
     assert!(server.stop().success());
 }
@@ -358,7 +358,7 @@ fn idle_connections_are_closed_with_a_reason() {
         started.elapsed() < Duration::from_secs(5),
         "closed by the server, not the read timeout"
     );
-    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let m = metrics(server.http);
     assert!(m.contains("ringstash_tcp_idle_closed_total 1"), "{m}");
     assert!(m.contains("ringstash_http_idle_closed_total 1"), "{m}");
     assert!(server.stop().success());
@@ -401,7 +401,7 @@ fn a_full_ring_makes_producers_wait_and_loses_nothing() {
             .collect()
     });
     assert_eq!(counts, vec![LINES as u64; CONNS]);
-    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let m = metrics(server.http);
     let waits: u64 = m
         .lines()
         .find_map(|l| l.strip_prefix("ringstash_ring_full_waits_total "))
@@ -675,7 +675,7 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     );
     assert_eq!(r.status, 507, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "disk_full");
-    let m = String::from_utf8(http(server.http, "GET", "/metrics", &[], b"").body).unwrap();
+    let m = metrics(server.http);
     assert!(!m.contains("ringstash_disk_full_errors_total 0\n"), "{m}");
     assert_eq!(
         http(server.http, "GET", "/healthz", &[], b"").status,

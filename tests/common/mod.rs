@@ -315,3 +315,8 @@ pub fn assert_check_clean(dir: &Path) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The server's `/metrics` text.
+pub fn metrics(addr: SocketAddr) -> String {
+    String::from_utf8(http(addr, "GET", "/metrics", &[], b"").body).expect("metrics are UTF-8")
+}
