@@ -191,10 +191,14 @@ pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
         .args(["--json", "-q"])
         .output()
         .expect("run loadtest");
+    // The report (stdout) is printed even when the run fails: keep it in the message,
+    // it says whether the producer lost a connection (errors, reconnects) or a
+    // subscriber missed records.
     assert!(
         out.status.success(),
-        "loadtest {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "loadtest {args:?} failed: {}\nreport: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
