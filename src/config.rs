@@ -79,6 +79,8 @@ settings! {
     group_bytes_max: usize = 4 << 20, env "RINGSTASH_GROUP_BYTES_MAX";
     /// Batches the reactors→writer ring holds; full = backpressure. [default: 1024]
     ring_batches_max: usize = 1024, env "RINGSTASH_RING_BATCHES_MAX";
+    /// Pre-write each next segment with zeros in the background, so group fdatasyncs overwrite instead of append (no journal commit per group). [default: true]
+    segment_prewrite: bool = true, env "RINGSTASH_SEGMENT_PREWRITE";
     /// Groups written and synced concurrently by the writer (1..=8). [default: 2]
     groups_in_flight_max: usize = 2, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
@@ -289,6 +291,7 @@ impl Settings {
         c.recovery = self.recovery.0;
         c.retention_bytes_max = self.retention_bytes_max;
         c.retention_ms = self.retention_ms;
+        c.segment_prewrite = self.segment_prewrite;
         c
     }
 }

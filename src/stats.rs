@@ -161,6 +161,11 @@ pub fn stats_json(
             "write_errors": w.write_errors.load(Ordering::Relaxed),
             "segments_rotated": w.segments_rotated.load(Ordering::Relaxed),
             "segments_purged": w.segments_purged.load(Ordering::Relaxed),
+            "spares_prepared": w.spares_prepared.load(Ordering::Relaxed),
+            "spares_used": w.spares_used.load(Ordering::Relaxed),
+            "spares_missed": w.spares_missed.load(Ordering::Relaxed),
+            "spares_skipped": w.spares_skipped.load(Ordering::Relaxed),
+            "spare_ready": w.spares_ready.load(Ordering::Relaxed),
             "ring_depth": depth,
             "ring_batches_max": cap,
             "ring_full_refusals": log.ring_full_refusals(),
@@ -263,6 +268,36 @@ pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
         "counter",
         "Segments removed by retention.",
         w.segments_purged.load(r),
+    );
+    metric(
+        "spares_prepared_total",
+        "counter",
+        "Spare segments pre-written with zeros (segment_prewrite).",
+        w.spares_prepared.load(r),
+    );
+    metric(
+        "spares_used_total",
+        "counter",
+        "Rotations into a pre-written spare segment.",
+        w.spares_used.load(r),
+    );
+    metric(
+        "spares_missed_total",
+        "counter",
+        "Rotations that found no spare ready and created an empty segment.",
+        w.spares_missed.load(r),
+    );
+    metric(
+        "spares_skipped_total",
+        "counter",
+        "Spares not prepared: under two segments of free space, or an I/O error.",
+        w.spares_skipped.load(r),
+    );
+    metric(
+        "spare_ready",
+        "gauge",
+        "1 while a pre-written spare waits for the next rotation.",
+        w.spares_ready.load(r),
     );
     metric(
         "ring_depth",

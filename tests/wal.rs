@@ -141,8 +141,9 @@ struct OnDisk {
 }
 
 /// Parses a segment file byte by byte, independently of the library: header, then
-/// frames. Stops at the end of the file; panics on anything malformed (use only on
-/// files the test knows to be intact).
+/// frames. Stops at the end of the file, or at a record header of zeros if every byte
+/// after it is zero too (the unwritten rest of a pre-written active segment); panics on
+/// anything malformed (use only on files the test knows to be intact).
 fn parse_segment(path: &Path) -> Vec<OnDisk> {
     let bytes = fs::read(path).unwrap();
     assert!(
@@ -162,6 +163,13 @@ fn parse_segment(path: &Path) -> Vec<OnDisk> {
     let mut out = Vec::new();
     while pos < bytes.len() {
         let h = &bytes[pos..pos + RECORD_HEADER as usize];
+        if h.iter().all(|&b| b == 0) {
+            assert!(
+                bytes[pos..].iter().all(|&b| b == 0),
+                "{path:?}: zeros at {pos} followed by data"
+            );
+            break;
+        }
         let offset = u64::from_le_bytes(h[0..8].try_into().unwrap());
         let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
@@ -384,6 +392,133 @@ fn round_trip_across_many_rotations_from_any_offset() {
         assert!(fields.next().unwrap().starts_with(b"2023-11-14T"));
         assert_eq!(fields.next().unwrap(), &expected[o as usize][..]);
     }
+}
+
+/// `segment_prewrite`: rotations move into spare segments pre-written with zeros; a
+/// sealed or cleanly closed segment is exactly as long as its records; a crash image
+/// taken while the active segment is pre-written recovers every committed record, cuts
+/// the zeros, and the log carries on.
+#[test]
+fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let config = small_config(&dir);
+    assert!(config.segment_prewrite, "on by default");
+    let log = Log::open(config.clone()).unwrap();
+    let mut rng = Rng(11);
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    let active_is_prewritten = |expected: &[Vec<u8>]| {
+        let base = *list_segments(&dir).unwrap().last().unwrap();
+        let len = fs::metadata(segment_path(&dir, base)).unwrap().len();
+        base < expected.len() as u64 && len == config.segment_bytes_max
+    };
+    // One batch at a time, so the preparer has time to build spares between rotations;
+    // go on until several spares were used and the active segment is one of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while log
+        .stats()
+        .spares_used
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 3
+        || !active_is_prewritten(&expected)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare was ever used"
+        );
+        let first = expected.len() as u64;
+        let batch: Vec<Vec<u8>> = (first..first + 8)
+            .map(|i| payload(i, &mut rng, 300))
+            .collect();
+        assert_eq!(append_wait(&log, first, &batch).first_offset, first);
+        expected.extend(batch);
+    }
+    let bases = list_segments(&dir).unwrap();
+    assert!(!dir.join("spare.seg.tmp").exists() || bases.len() > 1);
+    // Sealed segments hold their records and nothing after them.
+    for &base in &bases[..bases.len() - 1] {
+        let path = segment_path(&dir, base);
+        let recs = parse_segment(&path);
+        let last = recs.last().unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            last.position + last.frame_bytes,
+            "{path:?}: a sealed segment ends at its last record"
+        );
+    }
+    // A live follower and an on-disk reader both read through the zeros correctly.
+    assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "live");
+    assert_records(
+        &drain(Reader::open_dir(&dir, 0).unwrap()),
+        &expected,
+        0,
+        "on disk",
+    );
+    let (code, text) = check(&dir);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("unwritten (zero) space"), "{text}");
+
+    // A crash image: the files as they are now, the active segment still pre-written.
+    let crashed = tmp.path().join("crashed");
+    copy_dir(&dir, &crashed);
+    let active = segment_path(&crashed, *bases.last().unwrap());
+    let data_end = parse_segment(&active)
+        .last()
+        .map_or(32, |r| r.position + r.frame_bytes);
+    let mut c2 = config.clone();
+    c2.dir = crashed.clone();
+    let log2 = Log::open(c2).unwrap();
+    let report = log2.recovery_report().clone();
+    assert_eq!(report.next_offset, expected.len() as u64, "{report:?}");
+    assert_eq!(
+        report.torn_bytes_cut,
+        config.segment_bytes_max - data_end,
+        "{report:?}"
+    );
+    assert_eq!(fs::metadata(&active).unwrap().len(), data_end);
+    let first = expected.len() as u64;
+    let more: Vec<Vec<u8>> = (first..first + 5)
+        .map(|i| payload(i, &mut rng, 300))
+        .collect();
+    assert_eq!(append_wait(&log2, first, &more).first_offset, first);
+    let mut expected2 = expected.clone();
+    expected2.extend(more);
+    assert_records(
+        &drain(log2.reader(0).unwrap()),
+        &expected2,
+        0,
+        "after the crash",
+    );
+    drop(log2);
+    assert_check_clean(&crashed);
+
+    // A clean close cuts the active segment to its records.
+    drop(log);
+    let active = segment_path(&dir, *bases.last().unwrap());
+    let recs = parse_segment(&active);
+    let last = recs.last().unwrap();
+    assert_eq!(
+        fs::metadata(&active).unwrap().len(),
+        last.position + last.frame_bytes
+    );
+    let (code, text) = check(&dir);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("unwritten"), "{text}");
+    assert!(text.contains("errors 0"), "{text}");
+    let spare = dir.join("spare.seg");
+    if spare.exists() {
+        assert_eq!(
+            fs::metadata(&spare).unwrap().len(),
+            config.segment_bytes_max
+        );
+        assert!(
+            fs::read(&spare).unwrap().iter().all(|&b| b == 0),
+            "a spare is zeros"
+        );
+    }
+    // Reopened, the log reads back the same and a spare left behind is reused.
+    let log = Log::open(config.clone()).unwrap();
+    assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "reopened");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@
 //!   after an fdatasync that covered the batch, and after the directory entry of the
 //!   segment holding it was synced. The other policies are named for what they give up.
 //! - **rotate**: when the active segment would exceed `segment_bytes_max`, the writer
-//!   syncs it and its index, creates the next segment named by its first offset, syncs
-//!   the new file and the directory, and only then writes to it.
+//!   syncs it and its index, creates the next segment named by its first offset (or
+//!   renames a spare pre-written with zeros into place, see [`spare`]), syncs the new
+//!   file and the directory, and only then writes to it.
 //! - **read**: a [`Reader`] returns records in offset order from any offset, across
 //!   segments, and never past the committed offset, while the writer appends.
 //! - **recover**: [`Log::open`] cuts a torn tail of the last segment at the first
@@ -32,6 +33,7 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod spare;
 pub mod uring;
 mod writer;
 
@@ -154,6 +156,10 @@ pub struct LogConfig {
     /// Remove sealed segments whose newest record is older than this, in ms; 0 keeps
     /// everything. Checked at each rotation and at open.
     pub retention_ms: u64,
+    /// Pre-write each next segment with zeros (a thread of its own, once the active
+    /// segment is a quarter full) so that group fdatasyncs overwrite allocated blocks
+    /// instead of extending the file: no journal commit per group. Default true.
+    pub segment_prewrite: bool,
 }
 
 impl LogConfig {
@@ -172,6 +178,7 @@ impl LogConfig {
             recovery: RecoveryMode::TolerateTornTail,
             retention_bytes_max: 0,
             retention_ms: 0,
+            segment_prewrite: true,
         }
     }
 
@@ -279,6 +286,16 @@ pub struct WalStats {
     pub segments_rotated: AtomicU64,
     /// Segments removed by retention.
     pub segments_purged: AtomicU64,
+    /// Spare segments pre-written with zeros (see `segment_prewrite`).
+    pub spares_prepared: AtomicU64,
+    /// Rotations into a pre-written spare.
+    pub spares_used: AtomicU64,
+    /// Rotations that found no spare ready and created an empty segment.
+    pub spares_missed: AtomicU64,
+    /// Spares not prepared: under two segments of free space, or an I/O error.
+    pub spares_skipped: AtomicU64,
+    /// 1 while a spare is ready for the next rotation.
+    pub spares_ready: AtomicU64,
 }
 
 /// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).

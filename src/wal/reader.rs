@@ -69,6 +69,9 @@ pub struct Reader {
     /// to other records, so bytes the scanner buffered past the committed offset before
     /// that may be stale; a change in this count makes the reader drop them.
     write_failures_seen: u64,
+    /// The offset at which the scanner's buffer was last dropped and the file read
+    /// again because the bytes there did not decode (see `next`).
+    reread_at: Option<u64>,
 }
 
 /// Writes that failed (and truncated the active segment back) since the log opened.
@@ -92,6 +95,7 @@ impl Reader {
             scanner: None,
             unverified_seek: None,
             write_failures_seen,
+            reread_at: None,
         })
     }
 
@@ -112,6 +116,7 @@ impl Reader {
             scanner: None,
             unverified_seek: None,
             write_failures_seen: 0,
+            reread_at: None,
         })
     }
 
@@ -204,6 +209,7 @@ impl Reader {
             match outcome {
                 Ok(offset) => {
                     self.unverified_seek = None;
+                    self.reread_at = None;
                     self.next_offset = offset + 1;
                     if offset < self.skip_below {
                         continue;
@@ -215,6 +221,15 @@ impl Reader {
                     ));
                 }
                 Err(bad) => {
+                    // The scanner may have buffered bytes past the data written at the
+                    // time: the zeros of a pre-written segment (see `spare`), which the
+                    // writer has since overwritten with committed records. Read the file
+                    // again once before concluding anything.
+                    if self.reread_at != Some(self.next_offset) {
+                        self.reread_at = Some(self.next_offset);
+                        self.scanner.as_mut().expect("positioned").forget_tail();
+                        continue;
+                    }
                     if let Some(base) = self.unverified_seek.take() {
                         tracing::warn!(
                             path = %path.display(),

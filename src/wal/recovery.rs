@@ -64,6 +64,9 @@ pub(crate) struct ActiveSegment {
     pub(crate) end_pos: u64,
     /// Position of the record the last index entry points at.
     pub(crate) last_index_pos: u64,
+    /// The file was a pre-written spare: it is longer than its data (zeros follow), and
+    /// is truncated to its data when sealed or closed.
+    pub(crate) prewritten: bool,
 }
 
 /// The outcome of recovery, handed to the writer.
@@ -127,6 +130,34 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<ActiveSegment, Ope
     file.write_all_at(&format::encode_segment_header(base), 0)
         .and_then(|()| file.sync_data())
         .map_err(|e| OpenError::io("write segment header", &path, e))?;
+    with_new_index(dir, base, file, false)
+}
+
+/// Turns the pre-written spare `file` (at `spare_path`) into segment `base`: header
+/// written and synced first, then renamed into place, then an empty index, then the
+/// directory synced, so that no crash leaves a segment file without a valid header.
+pub(crate) fn activate_spare(
+    dir: &Path,
+    file: File,
+    spare_path: &Path,
+    base: u64,
+) -> Result<ActiveSegment, OpenError> {
+    let path = segment::segment_path(dir, base);
+    file.write_all_at(&format::encode_segment_header(base), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| OpenError::io("write segment header", spare_path, e))?;
+    std::fs::rename(spare_path, &path).map_err(|e| OpenError::io("rename spare", &path, e))?;
+    with_new_index(dir, base, file, true)
+}
+
+/// The rest of a new segment once its `.log` has its synced header: an empty index,
+/// then a directory sync so both entries survive power loss.
+fn with_new_index(
+    dir: &Path,
+    base: u64,
+    file: File,
+    prewritten: bool,
+) -> Result<ActiveSegment, OpenError> {
     let ipath = segment::index_path(dir, base);
     let index = OpenOptions::new()
         .write(true)
@@ -142,6 +173,7 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<ActiveSegment, Ope
         index_len: 0,
         end_pos: SEGMENT_HEADER_BYTES as u64,
         last_index_pos: 0,
+        prewritten,
     })
 }
 
@@ -489,10 +521,21 @@ fn recover_active(
                 ),
             });
         }
-        tracing::warn!(
-            path = %path.display(), position, offset, cut_bytes = len - position, %reason,
-            "cutting torn tail of the last segment"
-        );
+        // A pre-written segment (see `spare`) ends in zeros after a crash: its unused
+        // rest, not damage. Said apart from a torn record so operators are not alarmed.
+        let mut head = [0u8; format::RECORD_HEADER_BYTES];
+        let zeros = file.read_exact_at(&mut head, position).is_ok() && head.iter().all(|&b| b == 0);
+        if zeros {
+            tracing::info!(
+                path = %path.display(), position, offset, cut_bytes = len - position,
+                "cutting the unwritten (zero) rest of the last segment"
+            );
+        } else {
+            tracing::warn!(
+                path = %path.display(), position, offset, cut_bytes = len - position, %reason,
+                "cutting torn tail of the last segment"
+            );
+        }
         file.set_len(position)
             .and_then(|()| file.sync_all())
             .map_err(|e| OpenError::io("truncate torn tail", &path, e))?;
@@ -526,5 +569,6 @@ fn recover_active(
         index_len,
         end_pos: pos,
         last_index_pos,
+        prewritten: false,
     })
 }

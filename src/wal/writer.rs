@@ -32,7 +32,9 @@ use super::{
     completion::Slot,
     format::{self, SEGMENT_HEADER_BYTES},
     recovery::{self, ActiveSegment, Recovered},
-    segment, sync_dir,
+    segment,
+    spare::Spares,
+    sync_dir,
 };
 use crate::error::{AppendError, OpenError};
 
@@ -139,6 +141,8 @@ struct Writer {
     rotate_due: bool,
     /// A write failed: stop gathering until every group in flight has come back.
     rewinding: bool,
+    /// The pre-written spare segments' preparer, under `segment_prewrite`.
+    spares: Option<Spares>,
     _lock: std::fs::File,
 }
 
@@ -150,6 +154,17 @@ pub(crate) fn spawn(
     let core = inner.config.writer_core;
     let depth = inner.config.groups_in_flight_max;
     let cap = inner.config.group_bytes_max;
+    let spares = if inner.config.segment_prewrite {
+        match Spares::start(inner.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the spare segment preparer; segments will be created empty");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut w = Writer {
         pos: recovered.active.end_pos,
         next_offset: recovered.next_offset,
@@ -166,6 +181,7 @@ pub(crate) fn spawn(
         lone_sync_in_flight: false,
         rotate_due: false,
         rewinding: false,
+        spares,
         _lock: recovered.lock,
         inner,
         ring,
@@ -376,6 +392,11 @@ impl Writer {
         self.next_offset = next;
         self.in_flight.push_back(gi);
         self.submit_write(gi)?;
+        if self.pos >= segment_max / 4
+            && let Some(s) = self.spares.as_mut()
+        {
+            s.request();
+        }
         Ok(true)
     }
 
@@ -581,6 +602,9 @@ impl Writer {
         let (file_pos, first_offset) =
             (self.groups[first].file_pos, self.groups[first].first_offset);
         let path = segment::segment_path(&self.inner.config.dir, self.active.base);
+        // A pre-written segment is cut here too: stale bytes past the cut must never be
+        // read as records, and the segment carries on as an ordinary, appended one.
+        self.active.prewritten = false;
         if let Err(e) = self.active.file.set_len(file_pos) {
             return Err(format!(
                 "write to {} failed ({}) and truncating back to byte {file_pos} failed too ({e})",
@@ -652,9 +676,8 @@ impl Writer {
         debug_assert!(self.in_flight.is_empty());
         let dir = self.inner.config.dir.clone();
         let old = segment::segment_path(&dir, self.active.base);
-        self.active
-            .file
-            .sync_data()
+        self.seal_length()
+            .and_then(|()| self.active.file.sync_data())
             .and_then(|()| self.active.index.sync_data())
             .map_err(|e| {
                 Arc::<str>::from(format!(
@@ -662,7 +685,34 @@ impl Writer {
                     old.display()
                 ))
             })?;
-        match recovery::create_segment(&dir, self.next_offset) {
+        let next = match self.spares.as_mut().map(|s| s.take(&self.inner.stats)) {
+            Some(Some((file, spare_path))) => {
+                match recovery::activate_spare(&dir, file, &spare_path, self.next_offset) {
+                    Ok(seg) => {
+                        self.inner.stats.spares_used.fetch_add(1, Ordering::Relaxed);
+                        Ok(seg)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not use the pre-written spare; creating the segment empty");
+                        let _ = std::fs::remove_file(&spare_path);
+                        recovery::create_segment(&dir, self.next_offset)
+                    }
+                }
+            }
+            Some(None) => {
+                self.inner
+                    .stats
+                    .spares_missed
+                    .fetch_add(1, Ordering::Relaxed);
+                recovery::create_segment(&dir, self.next_offset)
+            }
+            None => recovery::create_segment(&dir, self.next_offset),
+        };
+        // The log is rotating: have the next spare built while this segment fills.
+        if let Some(s) = self.spares.as_mut() {
+            s.request();
+        }
+        match next {
             Ok(seg) => {
                 self.active = seg;
                 self.pos = SEGMENT_HEADER_BYTES as u64;
@@ -703,12 +753,24 @@ impl Writer {
         }
     }
 
+    /// Cuts a pre-written active segment's unused zeros, so that a sealed or cleanly
+    /// closed segment is exactly as long as its records.
+    fn seal_length(&mut self) -> io::Result<()> {
+        if self.active.prewritten {
+            self.active.file.set_len(self.pos)?;
+            self.active.prewritten = false;
+        }
+        Ok(())
+    }
+
     /// Clean shutdown: sync what a non-durable policy left unsynced.
     fn finish(&mut self) -> Result<(), Arc<str>> {
+        if let Some(mut s) = self.spares.take() {
+            s.stop();
+        }
         let path = segment::segment_path(&self.inner.config.dir, self.active.base);
-        self.active
-            .file
-            .sync_data()
+        self.seal_length()
+            .and_then(|()| self.active.file.sync_data())
             .and_then(|()| self.active.index.sync_data())
             .map_err(|e| {
                 Arc::<str>::from(format!("final sync of {} failed: {e}", path.display()))
