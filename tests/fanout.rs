@@ -177,6 +177,129 @@ fn subscribers_receive_exactly_the_committed_records_in_order_with_offsets() {
     assert!(s.stop().success());
 }
 
+/// Parses one `format=binary` message independently of the server's code, byte by
+/// byte as `docs/protocol.md` and `docs/format.md` describe it: (next, committed_end,
+/// records as (offset, ts, payload)). Every frame's CRC-32C is checked.
+fn parse_binary(m: &[u8]) -> (u64, u64, Vec<(u64, u64, Vec<u8>)>) {
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    assert!(m.len() >= 16, "short binary message");
+    let (next, end) = (u64_at(m, 0), u64_at(m, 8));
+    let mut recs = Vec::new();
+    let mut at = 16;
+    while at < m.len() {
+        let len = u32_at(m, at + 12) as usize;
+        let frame_end = at + 24 + len;
+        assert!(frame_end <= m.len(), "frame at {at} overruns the message");
+        assert_eq!(
+            u32_at(m, at + 8),
+            crc32c::crc32c(&m[at + 12..frame_end]),
+            "crc of the frame at {at}"
+        );
+        recs.push((
+            u64_at(m, at),
+            u64_at(m, at + 16),
+            m[at + 24..frame_end].to_vec(),
+        ));
+        at = frame_end;
+    }
+    assert!(!recs.is_empty(), "empty binary message");
+    (next, end, recs)
+}
+
+/// Reads binary messages until `n` records arrived; returns them and the last `next`.
+fn read_binary(ws: &mut Ws, n: usize, within: Duration) -> (Vec<(u64, u64, Vec<u8>)>, u64) {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut next = 0;
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records arrived",
+            out.len()
+        );
+        match ws.read() {
+            Ok(Message::Binary(b)) => {
+                let (nx, end, recs) = parse_binary(&b);
+                assert!(nx <= end, "next {nx} beyond committed_end {end}");
+                assert!(nx > recs.last().unwrap().0, "next is past the last record");
+                next = nx;
+                out.extend(recs);
+            }
+            Ok(Message::Text(t)) => panic!("a text message on a binary subscription: {t}"),
+            Ok(_) => {}
+            Err(e) => panic!("subscription failed after {} records: {e}", out.len()),
+        }
+    }
+    (out, next)
+}
+
+#[test]
+fn binary_subscribers_receive_the_stored_frames_exactly_filtered_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let ws_at = ws_addr(&s);
+    let mut all = subscribe(ws_at, "from=earliest&format=binary");
+    let mut errors = subscribe(ws_at, "from=latest&format=binary&level=error");
+    let lines: Vec<String> = (0..6000)
+        .map(|i| {
+            let level = if i % 7 == 0 { "error" } else { "info" };
+            format!(
+                r#"{{"service":"s{}","level":"{level}","message":"m{i} {}"}}"#,
+                i % 3,
+                "y".repeat(i % 40)
+            )
+        })
+        .collect();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for part in lines.chunks(1500) {
+        ingest_lines(&s, part);
+    }
+    let (got, next) = read_binary(&mut all, lines.len(), Duration::from_secs(30));
+    assert_eq!(
+        next,
+        lines.len() as u64,
+        "unfiltered: next follows the last record"
+    );
+    assert_eq!(got.len(), lines.len());
+    for (i, ((offset, ts, payload), want)) in got.iter().zip(&lines).enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(payload, want.as_bytes(), "payload of offset {offset}");
+        assert!(
+            *ts >= before - 60_000_000_000,
+            "receive time of offset {offset}"
+        );
+    }
+    // The filtered subscription: exactly the error records, with their own offsets.
+    let want: Vec<(u64, &String)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 7 == 0)
+        .map(|(i, l)| (i as u64, l))
+        .collect();
+    let (got, _) = read_binary(&mut errors, want.len(), Duration::from_secs(30));
+    let got: Vec<(u64, Vec<u8>)> = got.into_iter().map(|(o, _, p)| (o, p)).collect();
+    let want: Vec<(u64, Vec<u8>)> = want
+        .into_iter()
+        .map(|(o, l)| (o, l.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    // Resume from an offset in the middle: exactly the rest, byte for byte as on disk.
+    let mut resumed = subscribe(ws_at, "from=5990&format=binary");
+    let (got, _) = read_binary(&mut resumed, 10, Duration::from_secs(10));
+    let offsets: Vec<u64> = got.iter().map(|r| r.0).collect();
+    assert_eq!(offsets, (5990..6000).collect::<Vec<_>>());
+    resumed
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(matches!(resumed.read(), Err(tungstenite::Error::Io(_))));
+    assert!(s.stop().success());
+}
+
 #[test]
 fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -448,6 +571,7 @@ fn bad_subscriptions_get_an_http_error_before_the_upgrade() {
         ("/v1/stream?from=1&from=2", 400, "bad_request"),
         ("/v1/stream?q=%zz", 400, "bad_request"),
         ("/v1/stream?limit=3", 400, "bad_request"),
+        ("/v1/stream?format=xml", 400, "bad_request"),
         (
             "/v1/stream?q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             400,

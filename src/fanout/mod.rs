@@ -24,6 +24,9 @@
 //! - **Catch-up, from the files**: a subscriber whose cursor is below the window (it
 //!   asked for old records, or fell behind) reads the segment files with a
 //!   [`crate::wal::Reader`] of its own, at its own pace, until it reaches the window.
+//! - **Binary, from the files**: a `format=binary` subscriber always reads with its own
+//!   reader and gets the stored frames copied as they are ([`window::read_frames`]):
+//!   no rendering, so one core keeps up with far higher rates than JSON allows.
 //! - **Flow control**: a subscriber has at most one message in flight (at most
 //!   `subscriber_send_buffer_bytes`, the size of its socket's send buffer too). The next
 //!   is built only once the last was handed to the kernel, so a slow subscriber just
@@ -61,7 +64,7 @@ use tungstenite::{
 };
 
 use self::{
-    query::{Filter, Start},
+    query::{Encoding, Filter, Start},
     render::MessageBuilder,
     window::{Built, Window},
 };
@@ -88,6 +91,8 @@ const MESSAGES_PER_TURN: usize = 4;
 /// Records scanned per message for a filtered subscriber, so that a filter matching
 /// nothing cannot hold the loop.
 const SCAN_PER_MESSAGE: usize = 50_000;
+/// A binary message's header: `next` then `committed_end`, u64 little-endian each.
+const BINARY_HEADER_BYTES: usize = 16;
 /// Chunks the tail reader decodes per loop turn.
 const TAIL_CHUNKS_PER_TURN: usize = 8;
 /// How long a refused connection is kept for its peer to read the refusal.
@@ -202,7 +207,7 @@ impl Write for Shared {
 }
 
 /// The subscription a handshake asked for, filled in by [`Upgrade`].
-type Asked = Rc<RefCell<Option<(u64, Filter)>>>;
+type Asked = Rc<RefCell<Option<(u64, Filter, Encoding)>>>;
 
 /// Validates the upgrade request: path, Origin, parameters. Anything wrong gets an
 /// HTTP error response before the upgrade.
@@ -270,7 +275,7 @@ impl Callback for Upgrade {
             Start::Latest => ctx.log.committed_end(),
             Start::Offset(n) => n.max(ctx.log.start_offset()),
         };
-        *self.asked.borrow_mut() = Some((cursor, q.filter));
+        *self.asked.borrow_mut() = Some((cursor, q.filter, q.encoding));
         Ok(resp)
     }
 }
@@ -297,7 +302,9 @@ struct Sub {
     /// Offset of the next record to consider.
     cursor: u64,
     filter: Filter,
-    /// The subscriber's own reader, while its cursor is below the window.
+    encoding: Encoding,
+    /// The subscriber's own reader, while its cursor is below the window (JSON), or
+    /// always (binary).
     reader: Option<Reader>,
     /// Since when the socket has refused bytes of the last message; `None` when
     /// everything queued was handed to the kernel.
@@ -506,6 +513,7 @@ impl Fanout {
                 accepted: Instant::now(),
                 cursor: 0,
                 filter: Filter::default(),
+                encoding: Encoding::Json,
                 reader: None,
                 blocked_since: None,
             });
@@ -524,9 +532,11 @@ impl Fanout {
         let keep = match std::mem::replace(&mut sub.state, State::Gone) {
             State::Handshake { mid, asked } => match (*mid).handshake() {
                 Ok(ws) => {
-                    let (cursor, filter) = asked.borrow_mut().take().expect("set by Upgrade");
+                    let (cursor, filter, encoding) =
+                        asked.borrow_mut().take().expect("set by Upgrade");
                     sub.cursor = cursor;
                     sub.filter = filter;
+                    sub.encoding = encoding;
                     sub.state = State::Open(Box::new(ws));
                     self.ctx
                         .stats
@@ -640,6 +650,7 @@ impl Fanout {
         // (the leader would fall off the window's start and read them again).
         let demand = self.subs.iter().flatten().any(|s| {
             matches!(s.state, State::Open(_))
+                && s.encoding == Encoding::Json
                 && s.blocked_since.is_none()
                 && s.cursor >= w.end()
                 && s.cursor < end
@@ -678,6 +689,24 @@ impl Fanout {
                     break;
                 }
                 let built = match self.window.as_mut() {
+                    _ if sub.encoding == Encoding::Binary => {
+                        // Frames as stored: nothing to render or share, so each binary
+                        // subscriber reads the page cache with its own reader.
+                        match frames(
+                            &self.ctx,
+                            &mut sub.reader,
+                            sub.cursor,
+                            &sub.filter,
+                            end,
+                            self.budget,
+                        ) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
                     Some(w) if w.holds(sub.cursor) => {
                         sub.reader = None;
                         w.build(sub.cursor, &sub.filter, self.budget, SCAN_PER_MESSAGE)
@@ -704,32 +733,33 @@ impl Fanout {
                     }
                 };
                 sent += 1;
-                match built {
+                let (msg, next, records) = match built {
                     Built::Skipped(next) => {
                         if next <= sub.cursor {
                             break; // nothing readable yet
                         }
                         sub.cursor = next;
+                        continue;
                     }
-                    Built::Message(msg, next, records) => {
-                        sub.cursor = next;
-                        // The frame is queued even when the socket takes none of
-                        // it (WouldBlock); flush says where it stands.
-                        let queued = match ws.write(Message::Text(msg)) {
-                            Ok(()) => true,
-                            Err(tungstenite::Error::Io(e)) => e.kind() == io::ErrorKind::WouldBlock,
-                            Err(_) => false,
-                        };
-                        if !queued || !flush(ws, &mut sub.blocked_since) {
-                            failed = Some(String::new());
-                            break;
-                        }
-                        let st = &self.ctx.stats;
-                        st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
-                        st.ws_records_sent_total
-                            .fetch_add(records, Ordering::Relaxed);
-                    }
+                    Built::Message(m, next, records) => (Message::Text(m), next, records),
+                    Built::Frames(m, next, records) => (Message::Binary(m), next, records),
+                };
+                sub.cursor = next;
+                // The frame is queued even when the socket takes none of it
+                // (WouldBlock); flush says where it stands.
+                let queued = match ws.write(msg) {
+                    Ok(()) => true,
+                    Err(tungstenite::Error::Io(e)) => e.kind() == io::ErrorKind::WouldBlock,
+                    Err(_) => false,
+                };
+                if !queued || !flush(ws, &mut sub.blocked_since) {
+                    failed = Some(String::new());
+                    break;
                 }
+                let st = &self.ctx.stats;
+                st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
+                st.ws_records_sent_total
+                    .fetch_add(records, Ordering::Relaxed);
             }
             if let Some(why) = failed {
                 if why.is_empty() {
@@ -958,4 +988,38 @@ fn catch_up(
     let msg = tungstenite::Utf8Bytes::try_from(m.finish(next, committed_end))
         .expect("rendered JSON is UTF-8");
     Ok(Built::Message(msg, next, records))
+}
+
+/// Builds a binary message for a `format=binary` subscriber from its own reader: the
+/// next and committed offsets, then the record frames exactly as stored.
+fn frames(
+    ctx: &ServerCtx,
+    reader: &mut Option<Reader>,
+    cursor: u64,
+    filter: &Filter,
+    committed_end: u64,
+    budget: usize,
+) -> Result<Built, String> {
+    if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
+        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
+    }
+    let reader = reader.as_mut().expect("just set");
+    let mut buf = Vec::with_capacity(budget.min(256 << 10));
+    buf.extend_from_slice(&[0; BINARY_HEADER_BYTES]);
+    let outcome = window::read_frames(
+        reader,
+        filter,
+        &mut buf,
+        committed_end,
+        budget,
+        SCAN_PER_MESSAGE as u64,
+    )
+    .map_err(|e| e.to_string())?;
+    let next = reader.next_offset();
+    if outcome.records == 0 {
+        return Ok(Built::Skipped(next.max(cursor)));
+    }
+    buf[0..8].copy_from_slice(&next.to_le_bytes());
+    buf[8..16].copy_from_slice(&committed_end.to_le_bytes());
+    Ok(Built::Frames(buf.into(), next, outcome.records))
 }

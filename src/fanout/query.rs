@@ -77,6 +77,20 @@ pub struct Query {
     pub limit: Option<usize>,
     /// The filter.
     pub filter: Filter,
+    /// How a subscription's messages are encoded (stream only).
+    pub encoding: Encoding,
+}
+
+/// The encoding of a subscription's messages (`format=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// Text messages of JSON (`format=json`, the default): for browsers and scripts.
+    #[default]
+    Json,
+    /// Binary messages carrying the record frames exactly as stored in the segments
+    /// (`format=binary`): nothing is rendered or escaped, for consumers that want
+    /// every record at high rates (`docs/protocol.md`).
+    Binary,
 }
 
 /// A refused query: the error code and a detail for the 400 body.
@@ -142,6 +156,7 @@ pub fn parse(
         start: None,
         limit: None,
         filter: Filter::default(),
+        encoding: Encoding::Json,
     };
     let mut seen: Vec<String> = Vec::new();
     let mut filter_bytes = 0usize;
@@ -196,6 +211,17 @@ pub fn parse(
                     q.filter.levels = list.into_iter().map(|l| l.to_ascii_lowercase()).collect();
                 }
             }
+            "format" if !allow_limit => {
+                q.encoding = match &*v {
+                    "json" => Encoding::Json,
+                    "binary" => Encoding::Binary,
+                    other => {
+                        return Err(bad(format!(
+                            "format must be `json` or `binary`, not {other:?}"
+                        )));
+                    }
+                };
+            }
             "q" => {
                 filter_bytes += v.len();
                 q.filter.q = Some(v.as_bytes().to_vec());
@@ -204,7 +230,7 @@ pub fn parse(
                 let known = if allow_limit {
                     "from, limit, service, level, q"
                 } else {
-                    "from, service, level, q"
+                    "from, service, level, q, format"
                 };
                 return Err(bad(format!("unknown parameter {other:?} (known: {known})")));
             }

@@ -12,7 +12,7 @@
 
 use std::{cell::OnceCell, collections::VecDeque};
 
-use tungstenite::Utf8Bytes;
+use tungstenite::{Bytes, Utf8Bytes};
 
 use super::{
     query::{self, Filter},
@@ -146,8 +146,10 @@ impl Chunk {
 /// What [`Window::build`] produced for a subscriber.
 #[derive(Debug)]
 pub enum Built {
-    /// A message to send, the cursor after it, and the records it carries.
+    /// A JSON message to send, the cursor after it, and the records it carries.
     Message(Utf8Bytes, u64, u64),
+    /// A binary message of record frames (`format=binary`), likewise.
+    Frames(Bytes, u64, u64),
     /// No record passed the filter; the cursor moved to here.
     Skipped(u64),
 }
@@ -364,6 +366,59 @@ pub fn read_into(
         scanned,
         caught_up: reader.next_offset() >= stop,
     })
+}
+
+/// What [`read_frames`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramesOutcome {
+    /// Records read from the files (matching or not).
+    pub scanned: u64,
+    /// Frames appended.
+    pub records: u64,
+}
+
+/// Appends the stored frames of committed records that pass `filter` to `out`, until
+/// the reader reaches `stop`, `out` holds `bytes_max` bytes (one frame always fits), or
+/// `scan_max` records were read. For `format=binary` subscribers: one copy per
+/// record, out of the reader's buffer, and nothing rendered.
+///
+/// # Errors
+/// The reader's error.
+pub fn read_frames(
+    reader: &mut Reader,
+    filter: &Filter,
+    out: &mut Vec<u8>,
+    stop: u64,
+    bytes_max: usize,
+    scan_max: u64,
+) -> Result<FramesOutcome, ReadError> {
+    let mut o = FramesOutcome {
+        scanned: 0,
+        records: 0,
+    };
+    let empty = out.len();
+    while reader.next_offset() < stop
+        && (out.len() == empty || out.len() < bytes_max)
+        && o.scanned < scan_max
+    {
+        let Some((r, frame)) = reader.next_frame()? else {
+            break;
+        };
+        o.scanned += 1;
+        let pass = filter.is_empty() || {
+            let (service, level) = if filter.needs_fields() {
+                query::json_fields(r.payload)
+            } else {
+                (None, None)
+            };
+            filter.matches(r.payload, service.as_deref(), level.as_deref())
+        };
+        if pass {
+            out.extend_from_slice(frame);
+            o.records += 1;
+        }
+    }
+    Ok(o)
 }
 
 #[cfg(test)]

@@ -168,6 +168,15 @@ impl Reader {
     // Not an Iterator: the record borrows the reader's buffer (a lending iterator).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<RecordRef<'_>>, ReadError> {
+        Ok(self.next_frame()?.map(|(record, _)| record))
+    }
+
+    /// Like [`Reader::next`], with the record's whole frame as stored in the segment
+    /// (see `docs/format.md`), checksum already verified.
+    ///
+    /// # Errors
+    /// As [`Reader::next`].
+    pub fn next_frame(&mut self) -> Result<Option<(RecordRef<'_>, &[u8])>, ReadError> {
         loop {
             let committed_end = match &self.bound {
                 Bound::Live(inner) => {
@@ -217,7 +226,7 @@ impl Reader {
                     // Decode again from the scanner's buffer to hand out a borrow tied to
                     // &mut self; the scanner moved past it, so step back once.
                     return Ok(Some(
-                        self.scanner.as_mut().expect("positioned").last_record(),
+                        self.scanner.as_ref().expect("positioned").last_frame(),
                     ));
                 }
                 Err(bad) => {

@@ -288,6 +288,18 @@ impl Scanner {
         }
     }
 
+    /// The record the last call to `next` returned, with its whole frame as stored
+    /// (header and payload), for callers that forward frames without re-encoding them.
+    ///
+    /// # Panics
+    /// If the last call did not return a record.
+    pub fn last_frame(&self) -> (RecordRef<'_>, &[u8]) {
+        let record = self.last_record();
+        let pos = self.last_pos.expect("checked by last_record");
+        let start = (pos - self.buf_file_pos) as usize;
+        (record, &self.buf[start..start + record.frame_bytes()])
+    }
+
     /// Forgets buffered bytes past the current position, so that the next call reads
     /// the file again (used when following a file that is still being written).
     pub fn forget_tail(&mut self) {
