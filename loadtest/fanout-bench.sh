@@ -32,6 +32,7 @@
 #   SIZE      record bytes incl. \n (default 128)  ROUNDS  rounds (default 2)
 #   SUBS      the large subscriber count (default 100)
 #   NOISE     stalled-1 "costs nothing" band, percent (default 5)
+#   FORMAT    the live subscribers' message format, json or binary (default json)
 #   WORKDIR   scratch directory on the disk under test, not tmpfs
 #             (default target/fanout-bench); its results/ is replaced
 # Output: the table on stdout; JSON reports and .hgrm files under $WORKDIR/results/.
@@ -47,6 +48,8 @@ size="${SIZE:-128}"
 rounds="${ROUNDS:-2}"
 subs="${SUBS:-100}"
 noise="${NOISE:-5}"
+format="${FORMAT:-json}"
+case "$format" in json | binary) ;; *) echo "fanout-bench: FORMAT must be json or binary" >&2; exit 2 ;; esac
 work="${WORKDIR:-${CARGO_TARGET_DIR:-$root/target}/fanout-bench}"
 
 log() { echo "fanout-bench: $*" >&2; }
@@ -111,7 +114,7 @@ start_server() { # name
 }
 
 common=(--mode ws-e2e -d "$duration" --warmup "$warmup" -c "$conns" -b "$batch"
-    --record-size "$size" -q)
+    --record-size "$size" -q --ws-path "/v1/stream?from=latest&format=$format")
 
 run() { # name round loadtest-args...
     local name=$1 r=$2

@@ -40,7 +40,8 @@ fn check_delivery(r: &serde_json::Value, subscribers: usize, n: u64) {
 }
 
 /// Every record reaches every live subscriber exactly once, acked or not, text or
-/// JSON; one latency sample per batch and subscriber; the records are stored too.
+/// JSON records, JSON or binary subscriptions; one latency sample per batch and
+/// subscriber; the records are stored too.
 #[test]
 fn every_record_reaches_every_subscriber_exactly_once() {
     let _g = serial();
@@ -72,6 +73,19 @@ fn every_record_reaches_every_subscriber_exactly_once() {
             "json",
             "--record-size",
             "150-400",
+        ],
+        // Binary subscriptions: the stored frames, the tags found in raw payloads.
+        &[
+            "-n",
+            "20000",
+            "-c",
+            "2",
+            "--batch",
+            "256",
+            "--subscribers",
+            "2",
+            "--ws-path",
+            "/v1/stream?from=latest&format=binary",
         ],
     ];
     for extra in runs {
