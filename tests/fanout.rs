@@ -177,10 +177,13 @@ fn subscribers_receive_exactly_the_committed_records_in_order_with_offsets() {
     assert!(s.stop().success());
 }
 
+/// One record of a binary message: offset, timestamp, payload.
+type Frame = (u64, u64, Vec<u8>);
+
 /// Parses one `format=binary` message independently of the server's code, byte by
 /// byte as `docs/protocol.md` and `docs/format.md` describe it: (next, committed_end,
 /// records as (offset, ts, payload)). Every frame's CRC-32C is checked.
-fn parse_binary(m: &[u8]) -> (u64, u64, Vec<(u64, u64, Vec<u8>)>) {
+fn parse_binary(m: &[u8]) -> (u64, u64, Vec<Frame>) {
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
     assert!(m.len() >= 16, "short binary message");
@@ -208,7 +211,7 @@ fn parse_binary(m: &[u8]) -> (u64, u64, Vec<(u64, u64, Vec<u8>)>) {
 }
 
 /// Reads binary messages until `n` records arrived; returns them and the last `next`.
-fn read_binary(ws: &mut Ws, n: usize, within: Duration) -> (Vec<(u64, u64, Vec<u8>)>, u64) {
+fn read_binary(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Frame>, u64) {
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
     let mut next = 0;
