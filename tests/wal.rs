@@ -461,6 +461,32 @@ fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
     // A crash image: the files as they are now, the active segment still pre-written.
     let crashed = tmp.path().join("crashed");
     copy_dir(&dir, &crashed);
+    // `recovery = strict` opens it too (zeros to the end are unwritten space, not
+    // damage), but refuses once anything but zeros follows.
+    for (name, damage) in [("strict-zeros", false), ("strict-damaged", true)] {
+        let copy = tmp.path().join(name);
+        copy_dir(&dir, &copy);
+        let active = segment_path(&copy, *bases.last().unwrap());
+        if damage {
+            let f = OpenOptions::new().write(true).open(&active).unwrap();
+            f.write_all_at(b"x", config.segment_bytes_max - 1).unwrap();
+        }
+        let mut strict = config.clone();
+        strict.dir = copy;
+        strict.recovery = RecoveryMode::Strict;
+        match (Log::open(strict), damage) {
+            (Ok(log), false) => {
+                assert_eq!(log.recovery_report().next_offset, expected.len() as u64);
+            }
+            (Err(OpenError::Corrupt { .. }), true) => {
+                assert_eq!(
+                    fs::metadata(&active).unwrap().len(),
+                    config.segment_bytes_max
+                );
+            }
+            (other, _) => panic!("{name}: {:?}", other.map(|_| "opened")),
+        }
+    }
     let active = segment_path(&crashed, *bases.last().unwrap());
     let data_end = parse_segment(&active)
         .last()

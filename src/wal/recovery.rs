@@ -177,6 +177,21 @@ fn with_new_index(
     })
 }
 
+/// Whether every byte of `file` from `from` to `len` is zero (read 1 MiB at a time).
+fn zero_from(file: &File, from: u64, len: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// Opens the log directory and recovers it.
 pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     let dir = &config.dir;
@@ -510,7 +525,16 @@ fn recover_active(
     };
     if let Some((position, reason)) = bad {
         debug_assert_eq!(position, pos);
-        if config.recovery == RecoveryMode::Strict {
+        // A pre-written segment (see `spare`) ends in zeros after a crash: its unused
+        // rest, not damage. Said apart from a torn record so operators are not alarmed,
+        // and not refused under `strict` when every byte to the end is zero.
+        let mut head = [0u8; format::RECORD_HEADER_BYTES];
+        let zeros = file.read_exact_at(&mut head, position).is_ok() && head.iter().all(|&b| b == 0);
+        if config.recovery == RecoveryMode::Strict
+            && !(zeros
+                && zero_from(&file, position, len)
+                    .map_err(|e| OpenError::io("read segment", &path, e))?)
+        {
             return Err(OpenError::Corrupt {
                 path,
                 position,
@@ -521,10 +545,6 @@ fn recover_active(
                 ),
             });
         }
-        // A pre-written segment (see `spare`) ends in zeros after a crash: its unused
-        // rest, not damage. Said apart from a torn record so operators are not alarmed.
-        let mut head = [0u8; format::RECORD_HEADER_BYTES];
-        let zeros = file.read_exact_at(&mut head, position).is_ok() && head.iter().all(|&b| b == 0);
         if zeros {
             tracing::info!(
                 path = %path.display(), position, offset, cut_bytes = len - position,
