@@ -16,8 +16,10 @@
 //! is not ready at rotation (a disk slower than the ingest), the writer creates the
 //! next segment the ordinary way and nothing waits.
 //!
-//! Crash safety: the spare is built as `spare.seg.tmp`, synced, then renamed to
-//! `spare.seg`, so a `spare.seg` is always whole. The writer writes the segment header
+//! Crash safety: spare `n` is built as `spare-<n>.seg.tmp`, synced, then renamed to
+//! `spare-<n>.seg`, so a `spare-<n>.seg` is always whole. Every spare has a name of its
+//! own, so the writer renaming one into place never races the preparer publishing the
+//! next. The writer writes the segment header
 //! into it and syncs that *before* renaming it to the segment's name, so a segment file
 //! never has a bad header. The active segment is longer than its data while it is
 //! pre-written: the writer truncates it to its data at rotation and at a clean close,
@@ -36,17 +38,26 @@ use std::{
 
 use super::{Inner, WalStats, sync_dir};
 
-/// Name of a ready spare in the data directory (not a segment name, so readers,
-/// retention and `check` ignore it).
-pub const SPARE_NAME: &str = "spare.seg";
-const SPARE_TMP_NAME: &str = "spare.seg.tmp";
+/// Spare `n` is `spare-<n>.seg` in the data directory (not a segment name, so
+/// readers, retention and `check` ignore it); while being written, `spare-<n>.seg.tmp`.
+fn spare_name(n: u64) -> String {
+    format!("spare-{n}.seg")
+}
+
+/// The number of a ready spare's file name.
+fn spare_number(name: &str) -> Option<u64> {
+    name.strip_prefix("spare-")?
+        .strip_suffix(".seg")?
+        .parse()
+        .ok()
+}
 /// Zeros written per call while preparing; the stop flag is checked between calls.
 const CHUNK_BYTES: usize = 128 << 10;
 
 #[derive(Debug, Default)]
 struct State {
-    /// A whole, synced spare, waiting for the writer.
-    ready: Option<File>,
+    /// A whole, synced spare and its path, waiting for the writer.
+    ready: Option<(File, PathBuf)>,
     /// The writer asked for a spare and none is being built or ready.
     requested: bool,
     stop: bool,
@@ -60,6 +71,8 @@ struct Shared {
     cv: Condvar,
     /// Mirrors `state.stop` so that a long preparation can check it without the lock.
     stopping: AtomicBool,
+    /// The number the next spare is built under.
+    next_number: std::sync::atomic::AtomicU64,
 }
 
 /// The writer's handle on the preparer thread.
@@ -77,15 +90,28 @@ impl Spares {
     pub(crate) fn start(inner: Arc<Inner>) -> std::io::Result<Self> {
         let dir = &inner.config.dir;
         let bytes = inner.config.segment_bytes_max;
-        let _ = std::fs::remove_file(dir.join(SPARE_TMP_NAME));
-        let path = dir.join(SPARE_NAME);
+        // Keep one whole spare of the right size; remove partial ones and the rest.
         let mut ready = None;
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() == bytes => {
-                ready = Some(OpenOptions::new().read(true).write(true).open(&path)?);
+        let mut highest = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with("spare-") {
+                continue;
             }
-            Ok(_) => std::fs::remove_file(&path)?,
-            Err(_) => {}
+            let path = entry.path();
+            match spare_number(name) {
+                Some(n) if ready.is_none() && entry.metadata()?.len() == bytes => {
+                    highest = highest.max(n);
+                    let f = OpenOptions::new().read(true).write(true).open(&path)?;
+                    ready = Some((f, path));
+                }
+                n => {
+                    highest = highest.max(n.unwrap_or(0));
+                    std::fs::remove_file(&path)?;
+                }
+            }
         }
         if ready.is_some() {
             inner.stats.spares_ready.store(1, Ordering::Relaxed);
@@ -99,6 +125,7 @@ impl Spares {
             }),
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
+            next_number: std::sync::atomic::AtomicU64::new(highest + 1),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -127,9 +154,9 @@ impl Spares {
     /// The ready spare, if there is one; the next segment's request is re-armed.
     pub(crate) fn take(&mut self, stats: &WalStats) -> Option<(File, PathBuf)> {
         self.requested = false;
-        let file = self.shared.state.lock().expect("spare lock").ready.take()?;
+        let spare = self.shared.state.lock().expect("spare lock").ready.take()?;
         stats.spares_ready.store(0, Ordering::Relaxed);
-        Some((file, self.shared.dir.join(SPARE_NAME)))
+        Some(spare)
     }
 
     /// Stops the preparer (abandoning a spare half-built) and waits for it.
@@ -165,9 +192,14 @@ fn prepare_loop(shared: &Shared, stats: &WalStats) {
             st.requested = false;
         }
         match prepare(shared) {
-            Ok(Some(file)) => {
+            Ok(Some(spare)) => {
                 let mut st = shared.state.lock().expect("spare lock");
-                st.ready = Some(file);
+                // A request that came in while this spare was being built is answered
+                // by it.
+                st.requested = false;
+                if let Some((_, stale)) = st.ready.replace(spare) {
+                    let _ = std::fs::remove_file(stale);
+                }
                 stats.spares_prepared.fetch_add(1, Ordering::Relaxed);
                 stats.spares_ready.store(1, Ordering::Relaxed);
             }
@@ -183,7 +215,6 @@ fn prepare_loop(shared: &Shared, stats: &WalStats) {
             Err(Skip::Io(what, e)) => {
                 stats.spares_skipped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "pre-writing the next segment failed ({what}); it will be created empty");
-                let _ = std::fs::remove_file(shared.dir.join(SPARE_TMP_NAME));
             }
         }
     }
@@ -194,20 +225,30 @@ enum Skip {
     Io(&'static str, std::io::Error),
 }
 
-/// Builds one spare. `Ok(None)`: stopped half-way (the partial file is removed).
-fn prepare(shared: &Shared) -> Result<Option<File>, Skip> {
+/// Builds one spare. `Ok(None)`: stopped half-way. A partial file is removed.
+fn prepare(shared: &Shared) -> Result<Option<(File, PathBuf)>, Skip> {
+    let n = shared.next_number.fetch_add(1, Ordering::Relaxed);
+    let path = shared.dir.join(spare_name(n));
+    let tmp = shared.dir.join(format!("{}.tmp", spare_name(n)));
+    let built = build(shared, &tmp, &path);
+    if !matches!(built, Ok(Some(_))) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(built?.map(|f| (f, path)))
+}
+
+fn build(shared: &Shared, tmp: &Path, path: &Path) -> Result<Option<File>, Skip> {
     let free = free_bytes(&shared.dir).map_err(|e| Skip::Io("statvfs", e))?;
     // Leave at least a segment's worth for the writer besides the spare itself.
     if free < shared.bytes.saturating_mul(2) {
         return Err(Skip::LowSpace { free });
     }
-    let tmp = shared.dir.join(SPARE_TMP_NAME);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
+        .open(tmp)
         .map_err(|e| Skip::Io("create", e))?;
     // The zeros bypass the page cache (O_DIRECT) where the filesystem allows: buffered,
     // they would pile up a segment's worth of dirty pages whose writeback (or the final
@@ -216,14 +257,12 @@ fn prepare(shared: &Shared) -> Result<Option<File>, Skip> {
     let direct = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
-        .open(&tmp)
+        .open(tmp)
         .ok();
     let zeros = AlignedZeros::new(CHUNK_BYTES);
     let mut at = 0u64;
     while at < shared.bytes {
         if shared.stopping.load(Ordering::Relaxed) {
-            drop(file);
-            let _ = std::fs::remove_file(&tmp);
             return Ok(None);
         }
         let n = (shared.bytes - at).min(CHUNK_BYTES as u64) as usize;
@@ -236,7 +275,7 @@ fn prepare(shared: &Shared) -> Result<Option<File>, Skip> {
         at += n as u64;
     }
     file.sync_all().map_err(|e| Skip::Io("fsync", e))?;
-    std::fs::rename(&tmp, shared.dir.join(SPARE_NAME)).map_err(|e| Skip::Io("rename", e))?;
+    std::fs::rename(tmp, path).map_err(|e| Skip::Io("rename", e))?;
     sync_dir(&shared.dir).map_err(|e| Skip::Io("sync directory", e))?;
     Ok(Some(file))
 }
