@@ -8,6 +8,8 @@
 //!   very slow disk would make it wait.
 //! - `short_writes=1`: every write is submitted for half of what remains (at least one
 //!   byte), so the kernel returns short counts and the writer must resubmit the rest.
+//! - `spare_delay_ms=M`: the spare thread sleeps M ms before publishing each spare, so
+//!   that rotations find none ready and ask again while one is being built.
 //!
 //! Tests start the real binary with the variable set; see `tests/failpoints.rs`.
 
@@ -21,6 +23,7 @@ struct Armed {
     fsync_eio_after: Option<u64>,
     group_delay_ms: u64,
     short_writes: bool,
+    spare_delay_ms: u64,
 }
 
 static ARMED: OnceLock<Armed> = OnceLock::new();
@@ -35,6 +38,7 @@ fn armed() -> &'static Armed {
                 Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
                 Some(("short_writes", n)) => a.short_writes = n == "1",
+                Some(("spare_delay_ms", n)) => a.spare_delay_ms = n.parse().unwrap_or(0),
                 _ => panic!("unknown failpoint {item:?} in RINGSTASH_FAILPOINTS"),
             }
         }
@@ -72,5 +76,13 @@ pub(crate) fn write_len(len: usize) -> usize {
         len / 2
     } else {
         len
+    }
+}
+
+/// Called by the spare thread before it publishes a spare.
+pub(crate) fn before_spare_published() {
+    let ms = armed().spare_delay_ms;
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }

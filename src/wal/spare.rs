@@ -191,7 +191,10 @@ fn prepare_loop(shared: &Shared, stats: &WalStats) {
             }
             st.requested = false;
         }
-        match prepare(shared) {
+        let built = prepare(shared);
+        #[cfg(feature = "failpoints")]
+        super::failpoints::before_spare_published();
+        match built {
             Ok(Some(spare)) => {
                 let mut st = shared.state.lock().expect("spare lock");
                 // A request that came in while this spare was being built is answered
