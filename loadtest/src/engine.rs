@@ -296,7 +296,12 @@ struct Worker<'a> {
     times: Times,
     completion: Completion,
     stats: Stats,
+    /// Unexpected server lines shown on stderr so far (see [`BAD_LINES_SHOWN_MAX`]).
+    bad_lines_shown: u32,
 }
+
+/// Unexpected server lines a worker shows on stderr; the rest are only counted.
+const BAD_LINES_SHOWN_MAX: u32 = 3;
 
 fn error_kind(e: &io::Error) -> &'static str {
     match e.kind() {
@@ -832,11 +837,21 @@ impl Worker<'_> {
                     let kind = String::from_utf8_lossy(code).into_owned();
                     self.err(&kind);
                 }
-                ServerLine::Unknown(_) => {
+                ServerLine::Unknown(line) => {
                     // Receivers other than ringstash may say anything; only count it
-                    // where acks are expected.
+                    // where acks are expected, and show the first few on stderr (a
+                    // count alone cannot tell a server bug from a harness one).
                     if self.completion == Completion::Ack {
                         self.err("bad_ack_line");
+                        if self.bad_lines_shown < BAD_LINES_SHOWN_MAX {
+                            self.bad_lines_shown += 1;
+                            eprintln!(
+                                "loadtest: connection {}: unexpected line from the server ({} bytes): {:?}",
+                                c.token.0,
+                                line.len(),
+                                String::from_utf8_lossy(&line[..line.len().min(160)])
+                            );
+                        }
                     }
                 }
             }
@@ -1061,6 +1076,7 @@ pub fn run(
                         times,
                         completion,
                         stats: Stats::default(),
+                        bad_lines_shown: 0,
                     };
                     worker_loop(&mut w, &mut conns)?;
                     Ok(w.stats)
