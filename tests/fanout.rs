@@ -91,9 +91,15 @@ fn parse_message(text: &str) -> (Vec<Rec>, u64, u64) {
     )
 }
 
-/// Reads messages until `n` records arrived (or panics after `within`). Returns them
-/// and the last `next`.
-fn read_records(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Rec>, u64) {
+/// Reads messages until `n` records arrived (or panics after `within`), handing each
+/// data message to `parse` for (records, next, committed_end). Returns the records and
+/// the last `next`.
+fn read_until<T>(
+    ws: &mut Ws,
+    n: usize,
+    within: Duration,
+    mut parse: impl FnMut(Message) -> Option<(Vec<T>, u64, u64)>,
+) -> (Vec<T>, u64) {
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
     let mut next = 0;
@@ -104,18 +110,27 @@ fn read_records(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Rec>, u64) {
             out.len()
         );
         match ws.read() {
-            Ok(Message::Text(t)) => {
-                let (recs, nx, end) = parse_message(&t);
+            Ok(m) => {
+                let Some((recs, nx, end)) = parse(m) else {
+                    continue;
+                };
                 assert!(nx <= end, "next {nx} beyond committed_end {end}");
                 assert!(!recs.is_empty(), "empty message");
                 next = nx;
                 out.extend(recs);
             }
-            Ok(_) => {}
             Err(e) => panic!("subscription failed after {} records: {e}", out.len()),
         }
     }
     (out, next)
+}
+
+/// JSON records until `n` arrived; see [`read_until`].
+fn read_records(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Rec>, u64) {
+    read_until(ws, n, within, |m| match m {
+        Message::Text(t) => Some(parse_message(&t)),
+        _ => None,
+    })
 }
 
 /// Ingests `lines` over one TCP connection and returns (count, last_offset) of the ack.
@@ -210,31 +225,20 @@ fn parse_binary(m: &[u8]) -> (u64, u64, Vec<Frame>) {
     (next, end, recs)
 }
 
-/// Reads binary messages until `n` records arrived; returns them and the last `next`.
+/// Binary records until `n` arrived; see [`read_until`].
 fn read_binary(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Frame>, u64) {
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    let mut next = 0;
-    while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} records arrived",
-            out.len()
-        );
-        match ws.read() {
-            Ok(Message::Binary(b)) => {
-                let (nx, end, recs) = parse_binary(&b);
-                assert!(nx <= end, "next {nx} beyond committed_end {end}");
-                assert!(nx > recs.last().unwrap().0, "next is past the last record");
-                next = nx;
-                out.extend(recs);
-            }
-            Ok(Message::Text(t)) => panic!("a text message on a binary subscription: {t}"),
-            Ok(_) => {}
-            Err(e) => panic!("subscription failed after {} records: {e}", out.len()),
+    read_until(ws, n, within, |m| match m {
+        Message::Binary(b) => {
+            let (next, end, recs) = parse_binary(&b);
+            assert!(
+                next > recs.last().unwrap().0,
+                "next is past the last record"
+            );
+            Some((recs, next, end))
         }
-    }
-    (out, next)
+        Message::Text(t) => panic!("a text message on a binary subscription: {t}"),
+        _ => None,
+    })
 }
 
 #[test]

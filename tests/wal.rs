@@ -208,6 +208,22 @@ fn parse_index(path: &Path) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Starts `ringstash append --print-offsets` on `dir`, stdin and stdout piped.
+fn spawn_append_printing_offsets(dir: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args([
+            "append",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--print-offsets",
+        ])
+        .env("RINGSTASH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the binary with `args` and returns its output.
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -1643,18 +1659,7 @@ fn io_uring_blocked_by_seccomp_is_a_clear_error() {
 
     // The same binary and directory work once the filter is gone: the failure was the
     // filter's doing, and the refused start left nothing that gets in the way.
-    let mut child = Command::new(BIN)
-        .args([
-            "append",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--print-offsets",
-        ])
-        .env("RINGSTASH_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_append_printing_offsets(&dir);
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -1955,18 +1960,7 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_at_start() {
 fn append_acknowledges_a_line_before_the_next_one_arrives() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
-    let mut child = Command::new(BIN)
-        .args([
-            "append",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--print-offsets",
-        ])
-        .env("RINGSTASH_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_append_printing_offsets(&dir);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -951,6 +951,18 @@ fn flush(ws: &mut WebSocket<Shared>, blocked_since: &mut Option<Instant>) -> boo
     }
 }
 
+/// The subscriber's own reader, opened (again) unless it already stands at `cursor`.
+fn positioned<'a>(
+    ctx: &ServerCtx,
+    reader: &'a mut Option<Reader>,
+    cursor: u64,
+) -> Result<&'a mut Reader, String> {
+    if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
+        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
+    }
+    Ok(reader.as_mut().expect("just set"))
+}
+
 /// Builds a message for a subscriber below the window from its own reader.
 fn catch_up(
     ctx: &ServerCtx,
@@ -961,10 +973,7 @@ fn catch_up(
     committed_end: u64,
     budget: usize,
 ) -> Result<Built, String> {
-    if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
-        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
-    }
-    let reader = reader.as_mut().expect("just set");
+    let reader = positioned(ctx, reader, cursor)?;
     let mut m = MessageBuilder::new(budget.min(256 << 10));
     let outcome = window::read_into(
         reader,
@@ -1000,13 +1009,10 @@ fn frames(
     committed_end: u64,
     budget: usize,
 ) -> Result<Built, String> {
-    if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
-        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
-    }
-    let reader = reader.as_mut().expect("just set");
+    let reader = positioned(ctx, reader, cursor)?;
     let mut buf = Vec::with_capacity(budget.min(256 << 10));
     buf.extend_from_slice(&[0; BINARY_HEADER_BYTES]);
-    let outcome = window::read_frames(
+    let records = window::read_frames(
         reader,
         filter,
         &mut buf,
@@ -1016,10 +1022,10 @@ fn frames(
     )
     .map_err(|e| e.to_string())?;
     let next = reader.next_offset();
-    if outcome.records == 0 {
+    if records == 0 {
         return Ok(Built::Skipped(next.max(cursor)));
     }
     buf[0..8].copy_from_slice(&next.to_le_bytes());
     buf[8..16].copy_from_slice(&committed_end.to_le_bytes());
-    Ok(Built::Frames(buf.into(), next, outcome.records))
+    Ok(Built::Frames(buf.into(), next, records))
 }

@@ -368,19 +368,11 @@ pub fn read_into(
     })
 }
 
-/// What [`read_frames`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FramesOutcome {
-    /// Records read from the files (matching or not).
-    pub scanned: u64,
-    /// Frames appended.
-    pub records: u64,
-}
-
 /// Appends the stored frames of committed records that pass `filter` to `out`, until
 /// the reader reaches `stop`, `out` holds `bytes_max` bytes (one frame always fits), or
 /// `scan_max` records were read. For `format=binary` subscribers: one copy per
-/// record, out of the reader's buffer, and nothing rendered.
+/// record, out of the reader's buffer, and nothing rendered. Returns the frames
+/// appended.
 ///
 /// # Errors
 /// The reader's error.
@@ -391,20 +383,17 @@ pub fn read_frames(
     stop: u64,
     bytes_max: usize,
     scan_max: u64,
-) -> Result<FramesOutcome, ReadError> {
-    let mut o = FramesOutcome {
-        scanned: 0,
-        records: 0,
-    };
+) -> Result<u64, ReadError> {
+    let (mut scanned, mut records) = (0u64, 0u64);
     let empty = out.len();
     while reader.next_offset() < stop
         && (out.len() == empty || out.len() < bytes_max)
-        && o.scanned < scan_max
+        && scanned < scan_max
     {
         let Some((r, frame)) = reader.next_frame()? else {
             break;
         };
-        o.scanned += 1;
+        scanned += 1;
         let pass = filter.is_empty() || {
             let (service, level) = if filter.needs_fields() {
                 query::json_fields(r.payload)
@@ -415,10 +404,10 @@ pub fn read_frames(
         };
         if pass {
             out.extend_from_slice(frame);
-            o.records += 1;
+            records += 1;
         }
     }
-    Ok(o)
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -52,16 +52,6 @@ fn read_header(path: &Path) -> Result<Vec<u8>, ReadError> {
     Ok(header)
 }
 
-/// Whether a record header's worth of zeros lies at `position` of `path`.
-fn zeros_at(path: &Path, position: u64) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut head = [0u8; format::RECORD_HEADER_BYTES];
-    std::fs::File::open(path)
-        .and_then(|f| f.read_exact_at(&mut head, position))
-        .is_ok()
-        && head.iter().all(|&b| b == 0)
-}
-
 /// Verifies every segment in `dir`: headers, every record's checksum and offset,
 /// contiguity across segments, and that index entries point at the right records.
 ///
@@ -128,10 +118,10 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
                         positions.push((record.offset, position));
                     }
                     Scan::End => break,
-                    Scan::Bad { position, .. } if last && zeros_at(&path, position) => {
+                    Scan::Bad { position, reason } if last && reason == format::UNWRITTEN => {
                         // A pre-written active segment (see `spare`): its unused rest.
                         report.torn_tail = Some(format!(
-                            "{}: {} bytes of unwritten (zero) space after the last record, at byte {position}: a pre-written segment in use, or left by a crash; cut at next start",
+                            "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
                             path.display(),
                             file_bytes - position
                         ));

@@ -143,6 +143,12 @@ pub enum Decoded<'a> {
     },
 }
 
+/// [`Decoded::Invalid`]'s reason for a record header of 24 zero bytes: space never
+/// written (a pre-written segment's rest, or blocks a crash left unwritten), as told
+/// apart from a damaged record by recovery and `check`. Never a valid frame: its CRC
+/// field would have to equal the CRC-32C of 12 zero bytes, which is not 0.
+pub const UNWRITTEN: &str = "zeros (space never written)";
+
 /// Decodes the record frame at the start of `buf`.
 ///
 /// `record_bytes_max` bounds the length field, so that garbage cannot make a reader
@@ -163,8 +169,14 @@ pub fn decode_record(buf: &[u8], record_bytes_max: usize) -> Decoded<'_> {
     }
     let crc = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
     if crc != crc32c::crc32c(&buf[12..total]) {
+        // Only on the failure path: nothing is added to a valid record's decode.
+        let zeros = buf[..RECORD_HEADER_BYTES].iter().all(|&b| b == 0);
         return Decoded::Invalid {
-            reason: "checksum mismatch",
+            reason: if zeros {
+                UNWRITTEN
+            } else {
+                "checksum mismatch"
+            },
         };
     }
     Decoded::Record(RecordRef {
@@ -406,10 +418,19 @@ mod tests {
                 Decoded::Incomplete { .. }
             ));
         }
-        assert!(matches!(
+        assert_eq!(
             decode_record(&[0u8; 64], 100),
-            Decoded::Invalid { .. }
-        ));
+            Decoded::Invalid { reason: UNWRITTEN }
+        );
+        let mut torn = [0u8; 64];
+        torn[20] = 1; // in the timestamp field
+        assert_eq!(
+            decode_record(&torn, 100),
+            Decoded::Invalid {
+                reason: "checksum mismatch"
+            },
+            "a header with a non-zero byte is not unwritten space"
+        );
     }
 
     #[test]

@@ -528,8 +528,7 @@ fn recover_active(
         // A pre-written segment (see `spare`) ends in zeros after a crash: its unused
         // rest, not damage. Said apart from a torn record so operators are not alarmed,
         // and not refused under `strict` when every byte to the end is zero.
-        let mut head = [0u8; format::RECORD_HEADER_BYTES];
-        let zeros = file.read_exact_at(&mut head, position).is_ok() && head.iter().all(|&b| b == 0);
+        let zeros = reason == format::UNWRITTEN;
         if config.recovery == RecoveryMode::Strict
             && !(zeros
                 && zero_from(&file, position, len)

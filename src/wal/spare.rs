@@ -11,17 +11,18 @@
 //! the ack latency tail.
 //!
 //! The cost is writing every segment twice (zeros, then records), off the data path,
-//! and one segment of disk space held in advance. Preparation starts once the active
-//! segment is a quarter full, so a log that never rotates never pays it; if the spare
+//! and one segment of disk space held in advance. The writer asks for a spare once the
+//! active segment is a quarter full (so a log that never fills one never pays it) and
+//! right after each rotation (the log is rotating: the next one will be needed); if the
+//! spare
 //! is not ready at rotation (a disk slower than the ingest), the writer creates the
 //! next segment the ordinary way and nothing waits.
 //!
 //! Crash safety: spare `n` is built as `spare-<n>.seg.tmp`, synced, then renamed to
 //! `spare-<n>.seg`, so a `spare-<n>.seg` is always whole. Every spare has a name of its
 //! own, so the writer renaming one into place never races the preparer publishing the
-//! next. The writer writes the segment header
-//! into it and syncs that *before* renaming it to the segment's name, so a segment file
-//! never has a bad header. The active segment is longer than its data while it is
+//! next. The writer writes the segment header into it and syncs that *before* renaming
+//! it to the segment's name, so a segment file never has a bad header. The active segment is longer than its data while it is
 //! pre-written: the writer truncates it to its data at rotation and at a clean close,
 //! and recovery cuts the zeros after a crash like any unwritten tail.
 
@@ -31,7 +32,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Condvar, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
 };
@@ -51,6 +52,7 @@ fn spare_number(name: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
 /// Zeros written per call while preparing; the stop flag is checked between calls.
 const CHUNK_BYTES: usize = 128 << 10;
 
@@ -60,7 +62,6 @@ struct State {
     ready: Option<(File, PathBuf)>,
     /// The writer asked for a spare and none is being built or ready.
     requested: bool,
-    stop: bool,
 }
 
 #[derive(Debug)]
@@ -69,10 +70,11 @@ struct Shared {
     bytes: u64,
     state: Mutex<State>,
     cv: Condvar,
-    /// Mirrors `state.stop` so that a long preparation can check it without the lock.
+    /// Set (under the lock, so the preparer's wait sees it) to stop; read without the
+    /// lock between the chunks of a preparation.
     stopping: AtomicBool,
     /// The number the next spare is built under.
-    next_number: std::sync::atomic::AtomicU64,
+    next_number: AtomicU64,
 }
 
 /// The writer's handle on the preparer thread.
@@ -85,8 +87,9 @@ pub(crate) struct Spares {
 }
 
 impl Spares {
-    /// Starts the preparer for segments of `bytes` in `dir`. A whole spare left by an
-    /// earlier run (right size) is kept; anything else of that name is removed.
+    /// Starts the preparer for the log's directory and segment size. One whole spare
+    /// left by an earlier run (of the right size) is kept; every other `spare-*` file
+    /// is removed.
     pub(crate) fn start(inner: Arc<Inner>) -> std::io::Result<Self> {
         let dir = &inner.config.dir;
         let bytes = inner.config.segment_bytes_max;
@@ -125,7 +128,7 @@ impl Spares {
             }),
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
-            next_number: std::sync::atomic::AtomicU64::new(highest + 1),
+            next_number: AtomicU64::new(highest + 1),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -162,8 +165,7 @@ impl Spares {
     /// Stops the preparer (abandoning a spare half-built) and waits for it.
     pub(crate) fn stop(&mut self) {
         {
-            let mut st = self.shared.state.lock().expect("spare lock");
-            st.stop = true;
+            let _st = self.shared.state.lock().expect("spare lock");
             self.shared.stopping.store(true, Ordering::Relaxed);
             self.shared.cv.notify_one();
         }
@@ -183,10 +185,11 @@ fn prepare_loop(shared: &Shared, stats: &WalStats) {
     loop {
         {
             let mut st = shared.state.lock().expect("spare lock");
-            while !st.stop && !st.requested {
+            let stopping = || shared.stopping.load(Ordering::Relaxed);
+            while !stopping() && !st.requested {
                 st = shared.cv.wait(st).expect("spare lock");
             }
-            if st.stop {
+            if stopping() {
                 return;
             }
             st.requested = false;
