@@ -274,6 +274,12 @@ impl Settings {
                 self.ws_addr
             ));
         }
+        if self.tcp_addr == self.http_addr && self.tcp_addr.port() != 0 {
+            return Err(format!(
+                "tcp_addr and http_addr are the same address ({})",
+                self.tcp_addr
+            ));
+        }
         self.log_config(None).validate().map_err(|e| e.to_string())
     }
 

@@ -927,3 +927,106 @@ fn a_long_line_after_short_ones_never_overflows_a_batch() {
     assert!(server.stop().success());
     assert_eq!(cat(dir.path()).len(), 40);
 }
+
+/// SO_REUSEPORT must not let a second server (or a second listener of this one) share
+/// a port: the kernel would split the producers' connections between them. A second
+/// server on the first's ports refuses to start and names the address; the first
+/// still receives every connection.
+#[test]
+fn a_second_server_on_the_same_ports_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(&dir.path().join("a"), &[]);
+    let (tcp, http) = (first.tcp.to_string(), first.http.to_string());
+    let refused = |args: &[&str], says: &str| {
+        let mut second = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("b"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // One that binds keeps running: give it a bounded time, then fail.
+        let status = wait_timeout(&mut second, Duration::from_secs(10));
+        if status.is_none() {
+            let _ = second.kill();
+        }
+        let mut err = String::new();
+        second
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let _ = second.wait();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{args:?} started: {err}"
+        );
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    // Its TCP port, then its HTTP port, each taken by the other's listener.
+    refused(
+        &[
+            "--tcp-addr",
+            &tcp,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ],
+        &format!("binding the TCP listener on {tcp}"),
+    );
+    refused(
+        &[
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            &tcp,
+            "--ws-addr",
+            "127.0.0.1:0",
+        ],
+        &format!("binding the HTTP listener on {tcp}"),
+    );
+    refused(
+        &[
+            "--tcp-addr",
+            &http,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ],
+        "does not share its ports",
+    );
+    // One server's own TCP and HTTP listeners on one port.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    refused(
+        &[
+            "--tcp-addr",
+            &free,
+            "--http-addr",
+            &free,
+            "--ws-addr",
+            "127.0.0.1:0",
+        ],
+        "tcp_addr and http_addr are the same address",
+    );
+    // 20 connections, one record each: all land in the first server's log.
+    for i in 0..20 {
+        let said = tcp_send_all(first.tcp, format!("line {i}\n").as_bytes());
+        assert!(said.starts_with("ack 1 "), "connection {i}: {said}");
+    }
+    let data = first.data_dir.clone();
+    assert!(first.stop().success());
+    let out = Command::new(BIN)
+        .args(["cat", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 20);
+}

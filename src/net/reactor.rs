@@ -45,11 +45,33 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     Ok(s.into())
 }
 
+/// Fails if anything listens on `addr` already, whatever its options.
+///
+/// Why: `SO_REUSEPORT` lets any socket of the same user that sets it too join the
+/// group, and the kernel then splits the incoming connections between the members. A
+/// second ringstash started by mistake on the same port would bind without an error
+/// and silently take a share of the producers' connections into another data
+/// directory (and a TCP and an HTTP listener on one port would take each other's).
+/// A plain bind (no `SO_REUSEPORT`) is refused while anything listens there, so trying
+/// one first turns that into an error at start. `SO_REUSEADDR` keeps a restart working
+/// while the previous run's connections are in TIME_WAIT.
+///
+/// # Errors
+/// `AddrInUse` (or another bind error) from the probing bind.
+pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(()); // the kernel picks a port nobody holds
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+}
+
 /// Binds `n` listener pairs on the same addresses. A port of 0 is resolved by the first
 /// bind and reused by the others. Returns them with the bound addresses.
 ///
 /// # Errors
-/// The first bind error, with the address.
+/// The first bind error, with the address; an address something already listens on.
 pub fn bind_all(
     tcp: SocketAddr,
     http: SocketAddr,
@@ -58,9 +80,26 @@ pub fn bind_all(
     use anyhow::Context;
     let mut out = Vec::with_capacity(n);
     let (mut tcp_addr, mut http_addr) = (tcp, http);
+    let in_use = |what: &'static str, addr: SocketAddr| {
+        move |e: std::io::Error| {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another process, another ringstash or another of its listeners holds it; \
+                 ringstash does not share its ports)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("binding the {what} listener on {addr}{why}"))
+        }
+    };
     for i in 0..n {
+        if i == 0 {
+            ensure_unused(tcp_addr).map_err(in_use("TCP", tcp_addr))?;
+        }
         let t = bind_reuseport(tcp_addr)
             .with_context(|| format!("binding the TCP listener on {tcp_addr}"))?;
+        if i == 0 {
+            ensure_unused(http_addr).map_err(in_use("HTTP", http_addr))?;
+        }
         let h = bind_reuseport(http_addr)
             .with_context(|| format!("binding the HTTP listener on {http_addr}"))?;
         if i == 0 {

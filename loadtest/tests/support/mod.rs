@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::{
-    net::{TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Mutex, MutexGuard, OnceLock},
@@ -95,42 +96,51 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// Starts with extra `serve` flags.
+    /// Starts with extra `serve` flags, on ports the server picks itself (port 0), read
+    /// back from its "listening" line: ports picked here and passed in could be taken
+    /// by another test's server in between.
     pub fn start_with(extra: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let tcp = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let ws = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(ringstash_bin())
             .args(["serve", "--data-dir"])
             .arg(data_dir.path())
-            .args(["--tcp-addr", &tcp, "--http-addr", &http, "--ws-addr", &ws])
+            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--ws-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RINGSTASH_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ringstash serve");
-        let t0 = Instant::now();
-        while TcpStream::connect(&tcp).is_err()
-            || TcpStream::connect(&http).is_err()
-            || TcpStream::connect(&ws).is_err()
-        {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("ringstash serve exited at start: {st}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        // Reads stderr to its end, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while matches!(stderr.read_line(&mut line), Ok(n) if n > 0) {
+                if line.starts_with("listening ") {
+                    let _ = tx.send(line.clone());
+                }
+                line.clear();
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "ringstash serve did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let st = child.try_wait();
+            let _ = child.kill();
+            panic!("ringstash serve did not start listening (exit: {st:?})");
+        };
+        let addr = |key: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .to_owned()
+        };
         Server {
+            tcp: addr("tcp="),
+            http: addr("http="),
+            ws: addr("ws="),
             child,
-            tcp,
-            http,
-            ws,
             data_dir,
         }
     }
