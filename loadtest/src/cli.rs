@@ -1,4 +1,4 @@
-//! Command-line interface: `loadtest run`, `loadtest gen`, `loadtest sink`.
+//! Command-line interface: `loadtest run`, `loadtest gen`, `loadtest sink`, `loadtest floor`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -37,6 +37,9 @@ pub enum Command {
     Gen(GenArgs),
     /// Run a counting receiver (discard, ack or HTTP) for loopback bandwidth runs.
     Sink(SinkArgs),
+    /// Measure the ack latency floor of a disk: an ideal writer (pwrite + fdatasync of
+    /// everything arrived) on the open-loop schedule of `run --rate`.
+    Floor(FloorArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a plain number of seconds.
@@ -217,6 +220,38 @@ pub struct SinkArgs {
     /// What to answer.
     #[arg(long, value_enum, default_value = "none")]
     pub reply: SinkReply,
+}
+
+/// `loadtest floor`.
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Directory on the disk to measure (its files are removed afterwards).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Target records per second.
+    #[arg(long)]
+    pub rate: f64,
+    /// Records per batch: one latency sample per batch, as in `run`.
+    #[arg(short = 'b', long, default_value_t = 1024)]
+    pub batch: u32,
+    /// Bytes per record, newline included.
+    #[arg(long, default_value_t = 128)]
+    pub record_size: u32,
+    /// Measured time.
+    #[arg(short = 'd', long, value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Time run before the measurement and not recorded.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Bytes per data file before the next (append) or the wrap to 0 (overwrite).
+    #[arg(long, default_value_t = 128 << 20)]
+    pub file_bytes: u64,
+    /// Pre-write the file with zeros and overwrite it instead of appending.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::{io::Write, process::ExitCode};
 use clap::Parser;
 use loadtest::{
     cli::{Cli, Command},
-    runner,
+    floor, runner,
     sink::Sink,
     workload::Corpus,
 };
@@ -78,6 +78,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 left -= n;
             }
             let _ = out.flush();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Floor(a) => {
+            let report = floor::run(&floor::FloorConfig {
+                dir: a.dir,
+                rate: a.rate,
+                batch: a.batch,
+                record_size: a.record_size,
+                duration: a.duration,
+                warmup: a.warmup,
+                file_bytes: a.file_bytes,
+                overwrite: a.overwrite,
+            })?;
+            let text = if a.json {
+                report.to_json() + "\n"
+            } else {
+                report.to_table()
+            };
+            let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(ExitCode::SUCCESS)
         }
         Command::Sink(args) => {
