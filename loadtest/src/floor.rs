@@ -80,9 +80,9 @@ pub struct FloorReport {
     /// Records acknowledged in the window.
     pub records: u64,
     /// Records per second achieved.
-    pub records_per_sec: f64,
+    pub records_per_s: f64,
     /// Megabytes (10^6) per second achieved.
-    pub mb_per_sec: f64,
+    pub mb_per_s: f64,
     /// fdatasync calls in the window.
     pub syncs: u64,
     /// Mean bytes written per fdatasync.
@@ -275,8 +275,8 @@ fn measure(cfg: &FloorConfig, files: &mut Files) -> anyhow::Result<FloorReport> 
         record_size: cfg.record_size,
         seconds,
         records,
-        records_per_sec: records as f64 / seconds,
-        mb_per_sec: (records * u64::from(cfg.record_size)) as f64 / seconds / 1e6,
+        records_per_s: records as f64 / seconds,
+        mb_per_s: (records * u64::from(cfg.record_size)) as f64 / seconds / 1e6,
         syncs,
         bytes_per_sync_mean: if syncs == 0 {
             0.0
@@ -311,8 +311,8 @@ impl FloorReport {
             thousands(self.rate_target as u64),
             self.batch,
             self.record_size,
-            thousands(self.records_per_sec as u64),
-            self.mb_per_sec,
+            thousands(self.records_per_s as u64),
+            self.mb_per_s,
             thousands((self.syncs as f64 / self.seconds) as u64),
             thousands(self.bytes_per_sync_mean as u64),
             "µs",
