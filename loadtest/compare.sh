@@ -5,7 +5,8 @@
 # packages, with the private configurations in shared/peers/*.conf, each writing the
 # raw lines to one file), drives each with the same load from `loadtest`, and
 # measures alongside the disk (fio: sequential appends, one fdatasync per group of
-# the size ringstash's writer actually committed) and loopback bandwidth (iperf3, or
+# the size ringstash's writer actually committed; `loadtest floor`: the ack latency
+# an ideal durable writer gets at the half-peak rate) and loopback bandwidth (iperf3, or
 # `loadtest` blasting its own discard sink if iperf3 cannot be installed).
 # Prints one table with ratios. Systems are alternated within each round; with
 # ROUNDS > 1 the table shows medians.
@@ -146,14 +147,20 @@ common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size 
 
 # ---------------------------------------------------------------- runs
 run_ringstash() { # round
-    local r=$1 d="$work/ringstash-$1" tcp http pid
+    local r=$1 d="$work/ringstash-$1" tcp http pid line
     mkdir -p "$d"
-    tcp=$(free_port)
-    http=$(free_port)
-    RINGSTASH_LOG=warn "$RS" serve --data-dir "$d/data" --tcp-addr "127.0.0.1:$tcp" \
-        --http-addr "127.0.0.1:$http" --ws-addr "127.0.0.1:$(free_port)" 2>"$d/serve.log" &
+    # Port 0: the server picks its ports and prints them ("listening tcp=... http=...").
+    RINGSTASH_LOG=warn "$RS" serve --data-dir "$d/data" --tcp-addr 127.0.0.1:0 \
+        --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 2>"$d/serve.log" &
     pid=$!
-    wait_port "$tcp" $pid || { log "ringstash did not start"; cat "$d/serve.log" >&2; return 1; }
+    for _ in $(seq 1 200); do
+        line=$(grep -m1 '^listening ' "$d/serve.log" || true)
+        [ -n "$line" ] || ! kill -0 $pid 2>/dev/null && break
+        sleep 0.05
+    done
+    [ -n "$line" ] || { log "ringstash did not start"; cat "$d/serve.log" >&2; return 1; }
+    tcp=$(sed -n 's/.*tcp=[^ ]*:\([0-9]*\).*/\1/p' <<<"$line")
+    http=$(sed -n 's/.*http=[^ ]*:\([0-9]*\).*/\1/p' <<<"$line")
     "$LT" run --mode tcp-acked --addr "127.0.0.1:$tcp" "${common[@]}" --server-pid $pid \
         --json-file "$results/ringstash-tcp-acked-$r.json" >/dev/null
     # The writer's real fsync cadence during the peak run, for fio.
@@ -169,6 +176,11 @@ EOF
         --rate "$(python3 -c "print(max(1000, $peak / 2))")" \
         --json-file "$results/ringstash-half-peak-$r.json" \
         --hgrm "$results/ringstash-half-peak-$r.hgrm" >/dev/null
+    # The disk's own floor at that rate, right after, on the same file system: the
+    # ideal durable writer's per-batch latency and its per-call fdatasync times.
+    "$LT" floor --dir "$d/floor" --rate "$(python3 -c "print(max(1000, $peak / 2))")" \
+        -b "$batch" --record-size "$size" -d "$duration" --warmup "$warmup" --json \
+        >"$results/floor-$r.json" || log "loadtest floor failed"
     "$LT" run --mode http-ingest --addr "127.0.0.1:$http" "${common[@]}" --server-pid $pid \
         --json-file "$results/ringstash-http-ingest-$r.json" >/dev/null
     stop_pid $pid
@@ -374,8 +386,23 @@ if half:
     line = f"| ringstash ack latency at half peak ({fmt(rate)} records/s, open loop) | p50 {fmt(med([j['latency_us']['p50'] for j in half]))} µs, p99 {fmt(p99)} µs"
     if fsync_p99_us:
         bar = 2 * fsync_p99_us + 1000
-        line += f"; bar 2 x fdatasync p99 + 1 ms = {fmt(bar)} µs: {'met' if p99 <= bar else 'NOT met'}"
+        line += f"; bar 2 x fio's fdatasync p99 + 1 ms = {fmt(bar)} µs: {'met' if p99 <= bar else 'NOT met'}"
     print(line + " |")
+floor = load("floor")
+if floor:
+    fp99 = med([j["latency_us"]["p99"] for j in floor])
+    sp99 = med([j["fdatasync_us"]["p99"] for j in floor])
+    print(f"| disk's ack floor at that rate (`loadtest floor`, right after each half-peak run) | "
+          f"per batch p50 {fmt(med([j['latency_us']['p50'] for j in floor]))} µs, p99 {fmt(fp99)} µs; "
+          f"its fdatasync p99 {fmt(sp99)} µs |")
+    if half:
+        # Round by round: each half-peak run against the floor measured right after it.
+        verdicts = []
+        for h, f in zip(half, floor):
+            a, s99, f99 = h["latency_us"]["p99"], f["fdatasync_us"]["p99"], f["latency_us"]["p99"]
+            verdicts.append(f"{fmt(a)} µs vs {fmt(2 * s99 + 1000)} (2 x fdatasync p99 + 1 ms) "
+                            f"and {fmt(f99 + 1000)} (floor p99 + 1 ms)")
+        print(f"| ringstash ack p99 at half peak against the same round's disk | {'; '.join(verdicts)} |")
 print()
 print(f"# JSON reports: {res}")
 EOF
