@@ -29,6 +29,7 @@
 #             (default target/compare); it is emptied first
 #   PEERS_DIR where the peer configurations are (default ../shared/peers)
 #   NO_INSTALL=1  do not apt-get anything; skip what is missing
+#   SETTLE    pause before the half-peak run and before the disk's floor (default 5)
 # Output: the table on stdout; every run's JSON report under $WORKDIR/results/.
 set -euo pipefail
 
@@ -45,6 +46,9 @@ peers_dir="${PEERS_DIR:-$root/../shared/peers}"
 default_peers="rsyslog-async rsyslog-durable rsyslog-durable-batch syslog-ng-async-default syslog-ng-async syslog-ng-durable syslog-ng-durable-batch"
 peers="${PEERS-$default_peers}"
 work="${WORKDIR:-${CARGO_TARGET_DIR:-$root/target}/compare}"
+# Absolute: rsyslogd changes directory before it writes its pid file.
+work="$(realpath -m "$work")"
+settle="${SETTLE:-5}"
 export DEBIAN_FRONTEND=noninteractive
 case "$duration" in
 *[0-9]s) dur_s="${duration%s}" ;;
@@ -171,11 +175,16 @@ EOF
     local peak
     peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["records_per_s"])' \
         "$results/ringstash-tcp-acked-$r.json")
-    # Ack latency at half of peak load (open loop, coordinated omission corrected).
+    # Ack latency at half of peak load (open loop, coordinated omission corrected),
+    # after the peak run's writes have settled: a steady half load, not the tail of a
+    # burst (the disk here stays slow for seconds after several GB).
+    sync
+    sleep "$settle"
     "$LT" run --mode tcp-acked --addr "127.0.0.1:$tcp" "${common[@]}" --server-pid $pid \
         --rate "$(python3 -c "print(max(1000, $peak / 2))")" \
         --json-file "$results/ringstash-half-peak-$r.json" \
         --hgrm "$results/ringstash-half-peak-$r.hgrm" >/dev/null
+    sleep "$settle"
     # The disk's own floor at that rate, right after, on the same file system: the
     # ideal durable writer's per-batch latency and its per-call fdatasync times.
     "$LT" floor --dir "$d/floor" --rate "$(python3 -c "print(max(1000, $peak / 2))")" \
