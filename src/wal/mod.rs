@@ -336,6 +336,14 @@ pub(crate) struct Inner {
     pub(crate) committed_end: AtomicU64,
     /// Offset of the oldest record still on disk.
     pub(crate) start_offset: AtomicU64,
+    /// Base offset of the active segment. Stored (Relaxed) before `active_written`.
+    pub(crate) active_base: AtomicU64,
+    /// Byte position in the active segment up to which committed records are written:
+    /// live readers read no further. Past it lie groups still in flight or, in a
+    /// pre-written segment, zeros; reading those costs a copy of up to a buffer per
+    /// wake-up, and reading zeros the page cache does not hold costs disk reads that
+    /// queue with the writer's. Stored with Release before `committed_end`.
+    pub(crate) active_written: AtomicU64,
     /// Set once, when the writer stops for good.
     pub(crate) failure: OnceLock<Arc<str>>,
     pub(crate) stats: WalStats,
@@ -481,6 +489,8 @@ impl Log {
         let inner = Arc::new(Inner {
             committed_end: AtomicU64::new(recovered.next_offset),
             start_offset: AtomicU64::new(recovered.start_offset),
+            active_base: AtomicU64::new(recovered.active.base),
+            active_written: AtomicU64::new(recovered.active.end_pos),
             config: config.clone(),
             ring,
             failure: OnceLock::new(),

@@ -72,6 +72,8 @@ pub struct Reader {
     /// The offset at which the scanner's buffer was last dropped and the file read
     /// again because the bytes there did not decode (see `next`).
     reread_at: Option<u64>,
+    /// Base offset of the open segment.
+    segment_base: u64,
 }
 
 /// Writes that failed (and truncated the active segment back) since the log opened.
@@ -96,6 +98,7 @@ impl Reader {
             unverified_seek: None,
             write_failures_seen,
             reread_at: None,
+            segment_base: 0,
         })
     }
 
@@ -117,6 +120,7 @@ impl Reader {
             unverified_seek: None,
             write_failures_seen: 0,
             reread_at: None,
+            segment_base: 0,
         })
     }
 
@@ -155,6 +159,7 @@ impl Reader {
             .map_err(|e| ReadError::io("open segment", &path, e))?;
         self.next_offset = offset;
         self.scanner = Some(s);
+        self.segment_base = base;
         self.unverified_seek = None;
         Ok(())
     }
@@ -178,9 +183,14 @@ impl Reader {
     /// As [`Reader::next`].
     pub fn next_frame(&mut self) -> Result<Option<(RecordRef<'_>, &[u8])>, ReadError> {
         loop {
+            let mut written = None;
             let committed_end = match &self.bound {
                 Bound::Live(inner) => {
                     let end = inner.committed_end.load(Ordering::Acquire);
+                    // After the end: covers every committed record in the active
+                    // segment; the base is the written position's (stored before it).
+                    let pos = inner.active_written.load(Ordering::Acquire);
+                    written = Some((inner.active_base.load(Ordering::Relaxed), pos));
                     // Loaded after the committed end: a rewrite committed by then was
                     // preceded by its failure count, made visible by the Acquire above.
                     let failures = write_failures(inner);
@@ -206,6 +216,9 @@ impl Reader {
                 }
             }
             let s = self.scanner.as_mut().expect("positioned");
+            // In the active segment, read no further than the committed records; sealed
+            // segments end at their last record.
+            s.set_limit(written.and_then(|(base, pos)| (base == self.segment_base).then_some(pos)));
             let path = s.path().to_owned();
             let outcome = match s
                 .next()

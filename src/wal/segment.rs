@@ -129,6 +129,8 @@ pub struct Scanner {
     buf_len: usize,
     /// Position of the record the last `next` returned, if it is still in `buf`.
     last_pos: Option<u64>,
+    /// Bytes at and past this file position are not read (see [`Scanner::set_limit`]).
+    limit: Option<u64>,
 }
 
 /// Default read buffer size: large enough that a scan issues few system calls.
@@ -151,7 +153,14 @@ impl Scanner {
             buf_file_pos: pos,
             buf_len: 0,
             last_pos: None,
+            limit: None,
         })
+    }
+
+    /// Reads stop at file position `limit` (none: at the end of the file). A live
+    /// reader sets it to where the committed records end in the active segment.
+    pub fn set_limit(&mut self, limit: Option<u64>) {
+        self.limit = limit;
     }
 
     /// The segment's path.
@@ -192,10 +201,17 @@ impl Scanner {
             }
         }
         while self.buf_len < need {
-            let n = self.file.read_at(
-                &mut self.buf[self.buf_len..],
-                self.buf_file_pos + self.buf_len as u64,
-            )?;
+            let at = self.buf_file_pos + self.buf_len as u64;
+            let room = self.buf.len() - self.buf_len;
+            let room = self
+                .limit
+                .map_or(room, |l| room.min(l.saturating_sub(at) as usize));
+            if room == 0 {
+                break;
+            }
+            let n = self
+                .file
+                .read_at(&mut self.buf[self.buf_len..self.buf_len + room], at)?;
             if n == 0 {
                 break;
             }

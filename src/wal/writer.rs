@@ -577,6 +577,12 @@ impl Writer {
             }
             let prev = self.inner.committed_end.load(Ordering::Relaxed);
             assert_eq!(prev, g.first_offset, "groups must retire in offset order");
+            // Groups never span a rotation (it waits for none in flight): g is in the
+            // active segment. Before committed_end, so readers that see the new end see
+            // a written position covering it.
+            self.inner
+                .active_written
+                .store(g.file_pos + g.buf.len() as u64, Ordering::Release);
             // Release: readers that see the new end also see the bytes in the page cache.
             self.inner
                 .committed_end
@@ -629,6 +635,7 @@ impl Writer {
         // offset (now cut, and soon rewritten with other records). Relaxed suffices: the
         // count is bumped before anything written after the cut is committed, and
         // readers load it after an Acquire load of committed_end.
+        self.inner.active_written.store(file_pos, Ordering::Release);
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %err, offset = first_offset, "write failed; batches refused, log truncated back");
         for gi in self.in_flight.drain(..) {
@@ -716,6 +723,11 @@ impl Writer {
             Ok(seg) => {
                 self.active = seg;
                 self.pos = SEGMENT_HEADER_BYTES as u64;
+                // Base first: a reader that sees the new position sees the new base.
+                self.inner
+                    .active_base
+                    .store(self.active.base, Ordering::Relaxed);
+                self.inner.active_written.store(self.pos, Ordering::Release);
                 self.rotate_due = false;
                 self.unsynced = false;
                 self.inner
