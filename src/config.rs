@@ -113,7 +113,7 @@ settings! {
     ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
     /// Committed records the fan-out core keeps in memory for live subscribers, in bytes. [default: 16777216]
     fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX";
-    /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core. [default: 10]
+    /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core; 0 gives subscribers lower latency under heavy ingest at that cost (docs/benchmarks.md). [default: 10]
     fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE";
     /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
     read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX";
