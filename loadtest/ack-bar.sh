@@ -31,6 +31,8 @@ rm -rf "$work"
 mkdir -p "$work/results"
 cargo build --release -q -p ringstash -p loadtest
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+# shellcheck source=loadtest/serve-lib.sh
+. "$root/loadtest/serve-lib.sh"
 log() { echo "ack-bar: $*" >&2; }
 
 run() { # round name
@@ -42,19 +44,12 @@ run() { # round name
     floor-overwrite) "$bin/loadtest" floor --dir "$work/floor" --rate "$rate" -b "$batch" \
         -d "$duration" --warmup "$warmup" --overwrite --json >"$out" ;;
     rs:*)
-        local flags="${name#rs:}" pid line=""
+        local flags="${name#rs:}" pid
         [ "$flags" = default ] && flags=""
         # shellcheck disable=SC2086 # flags are words
-        RINGSTASH_LOG=warn "$bin/ringstash" serve --data-dir "$work/data" --tcp-addr 127.0.0.1:0 \
-            --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 $flags 2>"$work/serve.log" &
-        pid=$!
-        for _ in $(seq 1 200); do
-            line=$(grep -m1 '^listening ' "$work/serve.log" || true)
-            [ -n "$line" ] || ! kill -0 $pid 2>/dev/null && break
-            sleep 0.05
-        done
-        [ -n "$line" ] || { log "ringstash did not start"; cat "$work/serve.log" >&2; exit 1; }
-        "$bin/loadtest" run --mode tcp-acked --addr "$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")" \
+        start_ringstash "$bin/ringstash" "$work/data" "$work/serve.log" $flags || exit 1
+        pid=$RS_PID
+        "$bin/loadtest" run --mode tcp-acked --addr "$RS_TCP" \
             -c "$conns" -b "$batch" --rate "$rate" -d "$duration" --warmup "$warmup" -q \
             --json-file "$out" >/dev/null
         kill $pid

@@ -128,6 +128,8 @@ cargo build --release -q -p ringstash -p loadtest
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 LT="$bin/loadtest"
 RS="$bin/ringstash"
+# shellcheck source=loadtest/serve-lib.sh
+. "$root/loadtest/serve-lib.sh"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -151,26 +153,16 @@ common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size 
 
 # ---------------------------------------------------------------- runs
 run_ringstash() { # round
-    local r=$1 d="$work/ringstash-$1" tcp http pid line
+    local r=$1 d="$work/ringstash-$1" pid
     mkdir -p "$d"
-    # Port 0: the server picks its ports and prints them ("listening tcp=... http=...").
-    RINGSTASH_LOG=warn "$RS" serve --data-dir "$d/data" --tcp-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 2>"$d/serve.log" &
-    pid=$!
-    for _ in $(seq 1 200); do
-        line=$(grep -m1 '^listening ' "$d/serve.log" || true)
-        [ -n "$line" ] || ! kill -0 $pid 2>/dev/null && break
-        sleep 0.05
-    done
-    [ -n "$line" ] || { log "ringstash did not start"; cat "$d/serve.log" >&2; return 1; }
-    tcp=$(sed -n 's/.*tcp=[^ ]*:\([0-9]*\).*/\1/p' <<<"$line")
-    http=$(sed -n 's/.*http=[^ ]*:\([0-9]*\).*/\1/p' <<<"$line")
-    "$LT" run --mode tcp-acked --addr "127.0.0.1:$tcp" "${common[@]}" --server-pid $pid \
+    start_ringstash "$RS" "$d/data" "$d/serve.log" || return 1
+    pid=$RS_PID
+    "$LT" run --mode tcp-acked --addr "$RS_TCP" "${common[@]}" --server-pid $pid \
         --json-file "$results/ringstash-tcp-acked-$r.json" >/dev/null
     # The writer's real fsync cadence during the peak run, for fio.
-    python3 - "$http" >"$results/ringstash-stats-$r.json" <<'EOF' || true
+    python3 - "$RS_HTTP" >"$results/ringstash-stats-$r.json" <<'EOF' || true
 import sys, urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:%s/stats" % sys.argv[1], timeout=5).read().decode())
+print(urllib.request.urlopen("http://%s/stats" % sys.argv[1], timeout=5).read().decode())
 EOF
     local peak
     peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["records_per_s"])' \
@@ -180,7 +172,7 @@ EOF
     # burst (the disk here stays slow for seconds after several GB).
     sync
     sleep "$settle"
-    "$LT" run --mode tcp-acked --addr "127.0.0.1:$tcp" "${common[@]}" --server-pid $pid \
+    "$LT" run --mode tcp-acked --addr "$RS_TCP" "${common[@]}" --server-pid $pid \
         --rate "$(python3 -c "print(max(1000, $peak / 2))")" \
         --json-file "$results/ringstash-half-peak-$r.json" \
         --hgrm "$results/ringstash-half-peak-$r.hgrm" >/dev/null
@@ -190,7 +182,7 @@ EOF
     "$LT" floor --dir "$d/floor" --rate "$(python3 -c "print(max(1000, $peak / 2))")" \
         -b "$batch" --record-size "$size" -d "$duration" --warmup "$warmup" --json \
         >"$results/floor-$r.json" || log "loadtest floor failed"
-    "$LT" run --mode http-ingest --addr "127.0.0.1:$http" "${common[@]}" --server-pid $pid \
+    "$LT" run --mode http-ingest --addr "$RS_HTTP" "${common[@]}" --server-pid $pid \
         --json-file "$results/ringstash-http-ingest-$r.json" >/dev/null
     stop_pid $pid
     rm -rf "$d/data"

@@ -69,6 +69,8 @@ cargo build --release -q --workspace
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 LT="$bin/loadtest"
 RS="$bin/ringstash"
+# shellcheck source=loadtest/serve-lib.sh
+. "$root/loadtest/serve-lib.sh"
 
 {
     echo "date: $(date -Is)"
@@ -94,23 +96,10 @@ trap stop_server EXIT
 # Starts a fresh server; sets TCP, WS and server_pid.
 start_server() { # name
     rm -rf "$work/data"
-    RINGSTASH_LOG=warn "$RS" serve --data-dir "$work/data" --tcp-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 2>"$results/serve-$1.log" &
-    server_pid=$!
-    local line=""
-    for _ in $(seq 1 200); do
-        line="$(grep -o 'listening tcp=.*' "$results/serve-$1.log" || true)"
-        [ -n "$line" ] && break
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [ -z "$line" ]; then
-        log "ringstash did not start"
-        cat "$results/serve-$1.log" >&2
-        exit 1
-    fi
-    TCP="$(sed 's/.*tcp=\([^ ]*\).*/\1/' <<<"$line")"
-    WS="$(sed 's/.*ws=\([^ ]*\).*/\1/' <<<"$line")"
+    start_ringstash "$RS" "$work/data" "$results/serve-$1.log" || exit 1
+    server_pid=$RS_PID
+    TCP=$RS_TCP
+    WS=$RS_WS
 }
 
 common=(--mode ws-e2e -d "$duration" --warmup "$warmup" -c "$conns" -b "$batch"

@@ -1,0 +1,29 @@
+# Sourced by the bench scripts (compare.sh, fanout-bench.sh, ack-bar.sh).
+#
+# start_ringstash RS DATA_DIR LOG [serve flags...]
+#   Starts `RS serve` in the background on loopback ports it picks itself (port 0:
+#   ports chosen here and passed in could be taken by someone else in between) and
+#   reads them back from its "listening tcp=... http=... ws=..." line on stderr
+#   (written to LOG). Sets RS_PID and RS_TCP, RS_HTTP, RS_WS (host:port). Returns 1,
+#   with the log on stderr, if the server exits or does not listen within 10 s.
+start_ringstash() {
+    local rs=$1 data=$2 logf=$3 line=""
+    shift 3
+    RINGSTASH_LOG=warn "$rs" serve --data-dir "$data" --tcp-addr 127.0.0.1:0 \
+        --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 "$@" 2>"$logf" &
+    RS_PID=$!
+    for _ in $(seq 1 200); do
+        line=$(grep -m1 '^listening ' "$logf" || true)
+        [ -n "$line" ] && break
+        kill -0 "$RS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$line" ]; then
+        echo "ringstash did not start:" >&2
+        cat "$logf" >&2
+        return 1
+    fi
+    RS_TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
+    RS_HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
+    RS_WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
+}
