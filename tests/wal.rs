@@ -110,6 +110,45 @@ fn drain(mut r: Reader) -> Vec<Record> {
     out
 }
 
+/// Reads every record a live reader yields until it has caught up, a run at a time
+/// ([`Reader::next_run`]), with byte bounds that vary from run to run (down to one
+/// byte, which must still yield one record), and checks each run's bounds: no record
+/// at or past `stop`, and no more than `bytes_max` bytes unless the run is one record.
+/// The frames are parsed here, independently of the library.
+fn drain_runs(r: &mut Reader, stop: u64) -> Vec<Record> {
+    let mut out = Vec::new();
+    for bytes_max in [1usize, 100, 777, 4096, 1 << 20].into_iter().cycle() {
+        let Some((n, frames)) = r.next_run(stop, bytes_max).expect("read") else {
+            break;
+        };
+        assert!(n >= 1);
+        assert!(
+            n == 1 || frames.len() <= bytes_max,
+            "{n} records in {} bytes, bound {bytes_max}",
+            frames.len()
+        );
+        let mut pos = 0;
+        for _ in 0..n {
+            let h = &frames[pos..pos + RECORD_HEADER as usize];
+            let crc = u32::from_le_bytes(h[8..12].try_into().unwrap());
+            let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
+            let end = pos + RECORD_HEADER as usize + len;
+            assert_eq!(crc, crc32c::crc32c(&frames[pos + 12..end]), "crc at {pos}");
+            let offset = u64::from_le_bytes(h[0..8].try_into().unwrap());
+            assert!(offset < stop, "record {offset} at or past stop {stop}");
+            out.push(Record {
+                offset,
+                timestamp_ns: u64::from_le_bytes(h[16..24].try_into().unwrap()),
+                payload: frames[pos + RECORD_HEADER as usize..end].to_vec(),
+            });
+            pos = end;
+        }
+        assert_eq!(pos, frames.len(), "the run is exactly its {n} frames");
+        assert_eq!(r.next_offset(), out.last().unwrap().offset + 1);
+    }
+    out
+}
+
 /// Asserts that `got` is exactly the records `from..` of `expected` (payload i at offset
 /// i, timestamp `ts(i)`).
 #[track_caller]
@@ -348,20 +387,34 @@ fn round_trip_across_many_rotations_from_any_offset() {
     for &from in &starts {
         let got = drain(log.reader(from).unwrap());
         assert_records(&got, &expected, from, "live reader");
+        let got = drain_runs(&mut log.reader(from).unwrap(), u64::MAX);
+        assert_records(&got, &expected, from, "live reader, by runs");
+        // A stop short of the end: exactly the records before it.
+        let stop = from.saturating_add(37).min(n);
+        let got = drain_runs(&mut log.reader(from).unwrap(), stop);
+        assert_records(&got, &expected[..stop as usize], from, "runs up to a stop");
         let got = drain(Reader::open_dir(&dir, from).unwrap());
         assert_records(&got, &expected, from, "directory reader");
     }
 
     // Followers at the end see new records once they are committed, and nothing before.
     let mut live = log.reader(n).unwrap();
+    let mut runs = log.reader(n).unwrap();
     let mut on_disk = Reader::open_dir(&dir, n).unwrap();
     assert!(live.next().unwrap().is_none());
+    assert!(runs.next_run(u64::MAX, 4096).unwrap().is_none());
     assert!(on_disk.next().unwrap().is_none());
     let more: Vec<Vec<u8>> = (n..n + 5).map(|i| payload(i, &mut rng, 50)).collect();
     let c = append_wait(&log, n, &more);
     assert_eq!((c.first_offset, c.last_offset()), (n, n + 4));
     expected.extend(more);
     assert_records(&drain(live), &expected, n, "live follower");
+    assert_records(
+        &drain_runs(&mut runs, u64::MAX),
+        &expected,
+        n,
+        "live follower, by runs",
+    );
     assert_records(&drain(on_disk), &expected, n, "directory follower");
 
     // Reopen: recovery finds everything and numbering continues.
@@ -431,6 +484,10 @@ fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
     // One batch at a time, so the preparer has time to build spares between rotations;
     // go on until several spares were used and the active segment is one of them.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // A follower reading runs after every batch, as binary subscribers do: it must read
+    // up to the committed records in each pre-written segment and never into its zeros.
+    let mut follower = log.reader(0).unwrap();
+    let mut followed = Vec::new();
     while log
         .stats()
         .spares_used
@@ -448,7 +505,10 @@ fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
             .collect();
         assert_eq!(append_wait(&log, first, &batch).first_offset, first);
         expected.extend(batch);
+        followed.extend(drain_runs(&mut follower, u64::MAX));
+        assert_eq!(followed.len(), expected.len(), "the follower lags");
     }
+    assert_records(&followed, &expected, 0, "live follower, by runs");
     let bases = list_segments(&dir).unwrap();
     // Sealed segments hold their records and nothing after them.
     for &base in &bases[..bases.len() - 1] {

@@ -127,10 +127,24 @@ pub struct Scanner {
     buf_file_pos: u64,
     /// Bytes of `buf` holding file data.
     buf_len: usize,
-    /// Position of the record the last `next` returned, if it is still in `buf`.
-    last_pos: Option<u64>,
+    /// The record the last `next` returned, while it is still in `buf`: its position,
+    /// offset, timestamp and payload length, already verified, so that handing it out
+    /// again (see [`Scanner::last_frame`]) does not compute its checksum a second time.
+    last: Option<LastRecord>,
+    /// The run of frames the last `next_run` returned, as `buf` indices, while still
+    /// in `buf`.
+    last_run: Option<(usize, usize)>,
     /// Bytes at and past this file position are not read (see [`Scanner::set_limit`]).
     limit: Option<u64>,
+}
+
+/// What [`Scanner::next`] verified of the record it returned last.
+#[derive(Debug, Clone, Copy)]
+struct LastRecord {
+    position: u64,
+    offset: u64,
+    timestamp_ns: u64,
+    payload_len: usize,
 }
 
 /// Default read buffer size: large enough that a scan issues few system calls.
@@ -152,7 +166,8 @@ impl Scanner {
             buf: vec![0; SCAN_BUFFER_BYTES],
             buf_file_pos: pos,
             buf_len: 0,
-            last_pos: None,
+            last: None,
+            last_run: None,
             limit: None,
         })
     }
@@ -181,7 +196,8 @@ impl Scanner {
     /// Makes at least `need` bytes from `self.pos` available in the buffer if the file
     /// has them; returns how many are available.
     fn fill(&mut self, mut need: usize) -> io::Result<usize> {
-        self.last_pos = None;
+        self.last = None;
+        self.last_run = None;
         let start = (self.pos - self.buf_file_pos) as usize;
         let avail = self.buf_len.saturating_sub(start);
         if avail >= need {
@@ -227,6 +243,7 @@ impl Scanner {
     // Not an Iterator: the record borrows the scanner's buffer (a lending iterator).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> io::Result<Scan<'_>> {
+        self.last_run = None;
         let avail = self.fill(RECORD_HEADER_BYTES)?;
         if avail == 0 {
             return Ok(Scan::End);
@@ -269,7 +286,12 @@ impl Scanner {
                         });
                     }
                     let position = self.pos;
-                    self.last_pos = Some(position);
+                    self.last = Some(LastRecord {
+                        position,
+                        offset: r.offset,
+                        timestamp_ns: r.timestamp_ns,
+                        payload_len: r.payload.len(),
+                    });
                     self.pos += r.frame_bytes() as u64;
                     self.next_offset += 1;
                     // Re-borrow from the buffer so the result's lifetime is tied to self.
@@ -289,37 +311,79 @@ impl Scanner {
         }
     }
 
-    /// The record the last call to `next` returned.
-    ///
-    /// # Panics
-    /// If the last call did not return a record.
-    pub fn last_record(&self) -> RecordRef<'_> {
-        let pos = self
-            .last_pos
-            .expect("last_record after a call that returned no record");
-        let start = (pos - self.buf_file_pos) as usize;
-        match format::decode_record(&self.buf[start..self.buf_len], format::RECORD_BYTES_LIMIT) {
-            Decoded::Record(r) => r,
-            other => unreachable!("record re-decode changed: {other:?}"),
-        }
-    }
-
     /// The record the last call to `next` returned, with its whole frame as stored
     /// (header and payload), for callers that forward frames without re-encoding them.
     ///
     /// # Panics
     /// If the last call did not return a record.
     pub fn last_frame(&self) -> (RecordRef<'_>, &[u8]) {
-        let record = self.last_record();
-        let pos = self.last_pos.expect("checked by last_record");
-        let start = (pos - self.buf_file_pos) as usize;
-        (record, &self.buf[start..start + record.frame_bytes()])
+        let last = self
+            .last
+            .expect("last_frame after a call that returned no record");
+        // `fill` clears `last` before it moves or replaces buffered bytes, so the frame
+        // `next` verified is still where it was.
+        let start = (last.position - self.buf_file_pos) as usize;
+        let frame = &self.buf[start..start + RECORD_HEADER_BYTES + last.payload_len];
+        debug_assert_eq!(frame[0..8], last.offset.to_le_bytes());
+        let record = RecordRef {
+            offset: last.offset,
+            timestamp_ns: last.timestamp_ns,
+            payload: &frame[RECORD_HEADER_BYTES..],
+        };
+        (record, frame)
+    }
+
+    /// Moves past the longest run of valid, consecutive records from the current
+    /// position that is already buffered or fits in the buffer after one read, ending
+    /// before offset `stop` and, after its first record, within `bytes_max` bytes.
+    /// Returns how many records the run holds; [`Scanner::last_run`] has their frames.
+    ///
+    /// Each record gets the same checks as in [`Scanner::next`]. The run ends silently
+    /// at the first record that fails one, or is incomplete: zero records means "use
+    /// `next`", which reports why (or grows the buffer for a large record).
+    ///
+    /// # Errors
+    /// The OS error from reading the file.
+    pub fn next_run(&mut self, stop: u64, bytes_max: usize) -> io::Result<u64> {
+        let want = bytes_max.clamp(RECORD_HEADER_BYTES, self.buf.len());
+        self.fill(want)?;
+        let start = (self.pos - self.buf_file_pos) as usize;
+        let (mut end, mut n) = (start, 0u64);
+        while self.next_offset + n < stop {
+            match format::decode_record(&self.buf[end..self.buf_len], format::RECORD_BYTES_LIMIT) {
+                Decoded::Record(r) if r.offset == self.next_offset + n => {
+                    let frame = r.frame_bytes();
+                    if n > 0 && end - start + frame > bytes_max {
+                        break;
+                    }
+                    end += frame;
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        self.pos += (end - start) as u64;
+        self.next_offset += n;
+        self.last_run = Some((start, end));
+        Ok(n)
+    }
+
+    /// The frames of the run the last call to `next_run` moved past, as stored.
+    ///
+    /// # Panics
+    /// If the buffer changed since (another call).
+    pub fn last_run(&self) -> &[u8] {
+        let (start, end) = self
+            .last_run
+            .expect("last_run after a call other than next_run");
+        &self.buf[start..end]
     }
 
     /// Forgets buffered bytes past the current position, so that the next call reads
     /// the file again (used when following a file that is still being written).
     pub fn forget_tail(&mut self) {
-        self.last_pos = None;
+        self.last = None;
+        self.last_run = None;
         self.buf_file_pos = self.pos;
         self.buf_len = 0;
     }
