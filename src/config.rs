@@ -111,7 +111,7 @@ settings! {
     filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX";
     /// Origins allowed to open a WebSocket: `*` (any), empty (no Origin, or the Host's own host), or a comma-separated list. [default: ""]
     ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
-    /// Committed records the fan-out core keeps in memory for live subscribers, in bytes. [default: 16777216]
+    /// Committed records the fan-out core keeps in memory for live subscribers, in bytes, for each of its two windows (JSON, binary). [default: 16777216]
     fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX";
     /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core; 0 gives subscribers lower latency under heavy ingest at that cost (docs/benchmarks.md). [default: 10]
     fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE";

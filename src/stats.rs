@@ -72,7 +72,7 @@ counters! {
     ws_messages_sent_total,
     /// Records delivered to subscribers (each delivery counted).
     ws_records_sent_total,
-    /// Records subscribers read from the segment files because they were behind the window.
+    /// Records subscribers read from the segment files with readers of their own: below a window, on the way to the binary window's next message, or filtered binary.
     ws_catchup_records_total,
     /// GET /v1/logs requests served.
     read_requests_total,

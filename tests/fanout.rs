@@ -307,6 +307,131 @@ fn binary_subscribers_receive_the_stored_frames_exactly_filtered_and_resumable()
     assert!(s.stop().success());
 }
 
+/// Starts reading (first offset, count) records from each subscriber at once, one
+/// thread each; [`check_binary_reads`] joins them.
+fn read_binary_each(
+    subs: Vec<(Ws, u64, usize)>,
+) -> Vec<std::thread::JoinHandle<(u64, Vec<Frame>)>> {
+    subs.into_iter()
+        .map(|(mut ws, first, n)| {
+            std::thread::spawn(move || (first, read_binary(&mut ws, n, Duration::from_secs(60)).0))
+        })
+        .collect()
+}
+
+/// Joins the readers and checks every record: offsets `first..` in order, payloads
+/// `lines[offset]`.
+fn check_binary_reads(threads: Vec<std::thread::JoinHandle<(u64, Vec<Frame>)>>, lines: &[String]) {
+    for t in threads {
+        let (first, got) = t.join().expect("reader thread");
+        for (k, (offset, _, payload)) in got.iter().enumerate() {
+            assert_eq!(*offset, first + k as u64, "offsets from {first}");
+            assert_eq!(
+                payload,
+                lines[*offset as usize].as_bytes(),
+                "payload of {offset}"
+            );
+        }
+    }
+}
+
+/// Unfiltered binary subscribers share the messages one tail reader builds (the binary
+/// window); one that starts below the window, between two of its messages, or ahead of
+/// its end reads on its own until it meets it. Each still gets exactly its records.
+#[test]
+fn binary_subscribers_from_anywhere_share_the_window_and_get_exactly_their_records() {
+    let lines: Vec<String> = (0..6000)
+        .map(|i| format!("b{i:05} {}", "z".repeat(60 + i % 50)))
+        .collect();
+    let total = lines.len() as u64;
+
+    // Subscribers that follow the log as it is written. The window starts at the
+    // committed end (2000) when the first binary subscriber opens: `earliest` and
+    // `middle` read up to it on their own, `future` joins once the log reaches 4500,
+    // and `live` reads nothing on its own. Without the window every subscriber would
+    // read every record it receives itself.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--subscriber-send-buffer-bytes", "8192"]);
+    let ws_at = ws_addr(&s);
+    ingest_lines(&s, &lines[..2000]);
+    let earliest = subscribe(ws_at, "from=earliest&format=binary");
+    let middle = subscribe(ws_at, "from=1237&format=binary");
+    let future = subscribe(ws_at, "from=4500&format=binary");
+    let live = subscribe(ws_at, "from=latest&format=binary");
+    let filtered = subscribe(ws_at, "from=earliest&format=binary&q=b0123");
+    let readers = read_binary_each(vec![
+        (earliest, 0, 6000),
+        (middle, 1237, 6000 - 1237),
+        (future, 4500, 1500),
+        (live, 2000, 4000),
+    ]);
+    for part in lines[2000..].chunks(250) {
+        ingest_lines(&s, part);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check_binary_reads(readers, &lines);
+    let mut filtered = filtered;
+    let (got, _) = read_binary(&mut filtered, 10, Duration::from_secs(20));
+    let offsets: Vec<u64> = got.iter().map(|r| r.0).collect();
+    assert_eq!(offsets, (1230..1240).collect::<Vec<_>>(), "q=b0123");
+    let st = stats(&s);
+    let delivered = st["server"]["ws_records_sent_total"].as_u64().unwrap();
+    let own = st["server"]["ws_catchup_records_total"].as_u64().unwrap();
+    assert!(delivered >= 6000 + 4763 + 1500 + 4000 + 10, "{st}");
+    // On their own: `filtered` all 6000, `earliest` 2000, `middle` 763, and `future`
+    // what it reads before it meets the window (none when `live` keeps up; all 1500
+    // at worst). With a reader each, it would be all 22,263 (`filtered` included).
+    assert!(
+        own <= total + 2763 + 1500,
+        "{own} of {delivered} records read by subscribers' own readers: the window was not shared"
+    );
+    assert!(s.stop().success());
+
+    // A window of 64 KiB (about 500 of these records) and subscribers read one after
+    // the other: those waiting fall below the window, read the files on their own, and
+    // join it again; nothing is lost or repeated on the way.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--subscriber-send-buffer-bytes",
+            "4096",
+            "--fanout-window-bytes-max",
+            "65536",
+        ],
+    );
+    let ws_at = ws_addr(&s);
+    let mut subs: Vec<(Ws, u64)> = vec![
+        (subscribe(ws_at, "from=latest&format=binary"), 0),
+        (subscribe(ws_at, "from=latest&format=binary"), 0),
+    ];
+    ingest_lines(&s, &lines[..3000]);
+    subs.push((subscribe(ws_at, "from=777&format=binary"), 777));
+    for part in lines[3000..].chunks(1000) {
+        ingest_lines(&s, part);
+    }
+    for (mut ws, first) in subs {
+        let (got, next) = read_binary(&mut ws, (total - first) as usize, Duration::from_secs(60));
+        assert_eq!(next, total);
+        for (k, (offset, _, payload)) in got.iter().enumerate() {
+            assert_eq!(*offset, first + k as u64, "offsets from {first}");
+            assert_eq!(
+                payload,
+                lines[*offset as usize].as_bytes(),
+                "payload of {offset}"
+            );
+        }
+    }
+    let own = stats(&s)["server"]["ws_catchup_records_total"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        own > 0,
+        "subscribers left below a 64 KiB window read on their own"
+    );
+    assert!(s.stop().success());
+}
+
 #[test]
 fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();

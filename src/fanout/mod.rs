@@ -24,9 +24,10 @@
 //! - **Catch-up, from the files**: a subscriber whose cursor is below the window (it
 //!   asked for old records, or fell behind) reads the segment files with a
 //!   [`crate::wal::Reader`] of its own, at its own pace, until it reaches the window.
-//! - **Binary, from the files**: a `format=binary` subscriber always reads with its own
-//!   reader and gets the stored frames copied as they are ([`window::read_frames`]):
-//!   no rendering, so one core keeps up with far higher rates than JSON allows.
+//! - **Binary, shared**: `format=binary` messages are the stored frames as they are,
+//!   so nothing is rendered, and unfiltered ones are read once and shared from the
+//!   binary window ([`frames::FrameWindow`]); a filtered binary subscriber, or one not
+//!   yet on a shared message, reads with its own reader ([`frames::build`]).
 //! - **Flow control**: a subscriber has at most one message in flight (at most
 //!   `subscriber_send_buffer_bytes`, the size of its socket's send buffer too). The next
 //!   is built only once the last was handed to the kernel, so a slow subscriber just
@@ -35,6 +36,7 @@
 //!   `from=<next>`.
 
 pub mod api;
+pub mod frames;
 pub mod query;
 pub mod render;
 pub mod window;
@@ -64,6 +66,7 @@ use tungstenite::{
 };
 
 use self::{
+    frames::FrameWindow,
     query::{Encoding, Filter, Start},
     render::MessageBuilder,
     window::{Built, Window},
@@ -91,8 +94,6 @@ const MESSAGES_PER_TURN: usize = 4;
 /// Records scanned per message for a filtered subscriber, so that a filter matching
 /// nothing cannot hold the loop.
 const SCAN_PER_MESSAGE: usize = 50_000;
-/// A binary message's header: `next` then `committed_end`, u64 little-endian each.
-const BINARY_HEADER_BYTES: usize = 16;
 /// Chunks the tail reader decodes per loop turn.
 const TAIL_CHUNKS_PER_TURN: usize = 8;
 /// How long a refused connection is kept for its peer to read the refusal.
@@ -332,6 +333,9 @@ struct Fanout {
     more_input: Vec<usize>,
     /// The reader that fills the window.
     tail: Option<Reader>,
+    /// Recent unfiltered binary messages, while an unfiltered binary subscriber is
+    /// open.
+    binary: Option<FrameWindow>,
     /// Per-subscriber message budget and SO_SNDBUF.
     budget: usize,
     stall: Duration,
@@ -369,6 +373,7 @@ impl Fanout {
             open: 0,
             window: None,
             tail: None,
+            binary: None,
             refused: Vec::new(),
             more_input: Vec::new(),
         }
@@ -621,6 +626,7 @@ impl Fanout {
     /// Keeps the window filled while anyone subscribes. Returns true if the tail is
     /// still behind.
     fn fill_window(&mut self, end: u64) -> bool {
+        self.keep_binary_window(end);
         if self.open == 0 {
             self.window = None;
             self.tail = None;
@@ -670,6 +676,51 @@ impl Fanout {
         }
     }
 
+    /// Keeps the binary window while an unfiltered binary subscriber is open, and
+    /// moves it to them when all of them have got ahead of it (one that resumed
+    /// further on would otherwise never meet it). Its messages are read on demand, in
+    /// `pump`, when a subscriber reaches its end.
+    fn keep_binary_window(&mut self, end: u64) {
+        let mut lowest_ahead: Option<u64> = None;
+        let window_end = self.binary.as_ref().map(FrameWindow::end);
+        for s in self.subs.iter().flatten() {
+            if !matches!(s.state, State::Open(_))
+                || s.encoding != Encoding::Binary
+                || !s.filter.is_empty()
+            {
+                continue;
+            }
+            if window_end.is_some_and(|e| s.cursor <= e) {
+                return; // someone can use the window as it is
+            }
+            lowest_ahead = Some(lowest_ahead.map_or(s.cursor, |l| l.min(s.cursor)));
+        }
+        if lowest_ahead.is_none() {
+            self.binary = None;
+            return;
+        }
+        // None yet: start at the committed end (subscribers below it read on their
+        // own up to there). Everyone past it: restart at the lowest of them, once
+        // that is committed (a cursor may name an offset still to come).
+        let at = match (&self.binary, lowest_ahead) {
+            (None, _) => end,
+            (Some(_), Some(l)) if l <= end => l,
+            (Some(_), _) => return,
+        };
+        match self.ctx.log.reader(at) {
+            Ok(r) => {
+                self.binary = Some(FrameWindow::new(
+                    r,
+                    self.ctx.settings.fanout_window_bytes_max,
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fan-out cannot open the log for the binary window");
+                self.binary = None;
+            }
+        }
+    }
+
     /// Sends every open subscriber what it can take. Returns true if some subscriber
     /// has more to take right now.
     fn pump(&mut self, end: u64) -> bool {
@@ -688,41 +739,61 @@ impl Fanout {
                     more = true;
                     break;
                 }
-                let built = match self.window.as_mut() {
+                // From a window, or the subscriber's own reader up to this offset.
+                let from_window = match self.window.as_mut() {
                     _ if sub.encoding == Encoding::Binary => {
-                        // Frames as stored: nothing to render or share, so each binary
-                        // subscriber reads the page cache with its own reader.
-                        match frames(
-                            &self.ctx,
-                            &mut sub.reader,
-                            sub.cursor,
-                            &sub.filter,
-                            end,
-                            self.budget,
-                        ) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
+                        let shared = match self.binary.as_mut() {
+                            Some(b) if sub.filter.is_empty() => {
+                                match b.serve(sub.cursor, end, self.budget) {
+                                    Ok(m) => m,
+                                    Err(e) => {
+                                        // Subscribers read on their own, and report it.
+                                        tracing::error!(error = %e, "fan-out binary tail reader failed; restarting it");
+                                        self.binary = None;
+                                        None
+                                    }
+                                }
                             }
+                            _ => None,
+                        };
+                        match shared {
+                            Some((m, next, records)) => Ok(Built::Frames(m, next, records)),
+                            // Filtered, or not on one of the window's messages: read on
+                            // its own up to where it can join the window.
+                            None => Err(self
+                                .binary
+                                .as_ref()
+                                .filter(|_| sub.filter.is_empty())
+                                .and_then(|b| b.stop_for(sub.cursor))
+                                .map_or(end, |s| s.min(end))),
                         }
                     }
                     Some(w) if w.holds(sub.cursor) => {
-                        sub.reader = None;
-                        w.build(sub.cursor, &sub.filter, self.budget, SCAN_PER_MESSAGE)
+                        Ok(w.build(sub.cursor, &sub.filter, self.budget, SCAN_PER_MESSAGE))
                     }
                     Some(w) if sub.cursor >= w.end() => break, // the tail will bring it
-                    w => {
-                        // Below the window (or no window): read the files.
-                        let stop = w.map_or(end, |w| w.start().max(sub.cursor));
-                        match catch_up(
+                    // Below the window (or no window): read the files.
+                    w => Err(w.map_or(end, |w| w.start().max(sub.cursor))),
+                };
+                let built = match from_window {
+                    Ok(built) => {
+                        sub.reader = None;
+                        built
+                    }
+                    Err(stop) if stop <= sub.cursor => break, // the tail will bring it
+                    Err(stop) => {
+                        let span = Span {
+                            stop,
+                            committed_end: end,
+                            budget: self.budget,
+                        };
+                        match own_read(
                             &self.ctx,
                             &mut sub.reader,
                             sub.cursor,
                             &sub.filter,
-                            stop,
-                            end,
-                            self.budget,
+                            sub.encoding,
+                            span,
                         ) {
                             Ok(b) => b,
                             Err(e) => {
@@ -846,7 +917,8 @@ impl Fanout {
             .store(self.open as u64, Ordering::Relaxed);
         g.ws_lag_records_max.store(lag, Ordering::Relaxed);
         g.fanout_window_bytes.store(
-            self.window.as_ref().map_or(0, |w| w.bytes() as u64),
+            (self.window.as_ref().map_or(0, Window::bytes)
+                + self.binary.as_ref().map_or(0, FrameWindow::bytes)) as u64,
             Ordering::Relaxed,
         );
         g.fanout_window_start.store(
@@ -963,69 +1035,57 @@ fn positioned<'a>(
     Ok(reader.as_mut().expect("just set"))
 }
 
-/// Builds a message for a subscriber below the window from its own reader.
-fn catch_up(
-    ctx: &ServerCtx,
-    reader: &mut Option<Reader>,
-    cursor: u64,
-    filter: &Filter,
+/// How far a subscriber's own read may go: up to offset `stop`, about `budget` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Span {
     stop: u64,
+    /// For the message header.
     committed_end: u64,
     budget: usize,
-) -> Result<Built, String> {
-    let reader = positioned(ctx, reader, cursor)?;
-    let mut m = MessageBuilder::new(budget.min(256 << 10));
-    let outcome = window::read_into(
-        reader,
-        filter,
-        &mut m,
-        stop,
-        usize::MAX,
-        budget,
-        SCAN_PER_MESSAGE as u64,
-    )
-    .map_err(|e| e.to_string())?;
-    ctx.stats
-        .ws_catchup_records_total
-        .fetch_add(outcome.scanned, Ordering::Relaxed);
-    let next = reader.next_offset();
-    if m.is_empty() {
-        // Nothing matched, or nothing to read yet (the reader may be at the end).
-        return Ok(Built::Skipped(next.max(cursor)));
-    }
-    let records = m.records() as u64;
-    let msg = tungstenite::Utf8Bytes::try_from(m.finish(next, committed_end))
-        .expect("rendered JSON is UTF-8");
-    Ok(Built::Message(msg, next, records))
 }
 
-/// Builds a binary message for a `format=binary` subscriber from its own reader: the
-/// next and committed offsets, then the record frames exactly as stored.
-fn frames(
+/// Builds the next message for a subscriber at `cursor` with its own reader: JSON
+/// below the window, binary when filtered or on its way to the binary window.
+fn own_read(
     ctx: &ServerCtx,
     reader: &mut Option<Reader>,
     cursor: u64,
     filter: &Filter,
-    committed_end: u64,
-    budget: usize,
+    encoding: Encoding,
+    span: Span,
 ) -> Result<Built, String> {
     let reader = positioned(ctx, reader, cursor)?;
-    let mut buf = Vec::with_capacity(budget.min(256 << 10));
-    buf.extend_from_slice(&[0; BINARY_HEADER_BYTES]);
-    let records = window::read_frames(
-        reader,
-        filter,
-        &mut buf,
-        committed_end,
-        budget,
-        SCAN_PER_MESSAGE as u64,
-    )
-    .map_err(|e| e.to_string())?;
+    let built = match encoding {
+        Encoding::Binary => {
+            frames::build(reader, filter, span.stop, span.committed_end, span.budget)
+                .map_err(|e| e.to_string())?
+                .map(|(m, _, next, records)| Built::Frames(m, next, records))
+        }
+        Encoding::Json => {
+            let mut m = MessageBuilder::new(span.budget.min(256 << 10));
+            window::read_into(
+                reader,
+                filter,
+                &mut m,
+                span.stop,
+                usize::MAX,
+                span.budget,
+                SCAN_PER_MESSAGE as u64,
+            )
+            .map_err(|e| e.to_string())?;
+            let next = reader.next_offset();
+            (!m.is_empty()).then(|| {
+                let records = m.records() as u64;
+                let msg = tungstenite::Utf8Bytes::try_from(m.finish(next, span.committed_end))
+                    .expect("rendered JSON is UTF-8");
+                Built::Message(msg, next, records)
+            })
+        }
+    };
     let next = reader.next_offset();
-    if records == 0 {
-        return Ok(Built::Skipped(next.max(cursor)));
-    }
-    buf[0..8].copy_from_slice(&next.to_le_bytes());
-    buf[8..16].copy_from_slice(&committed_end.to_le_bytes());
-    Ok(Built::Frames(buf.into(), next, records))
+    ctx.stats
+        .ws_catchup_records_total
+        .fetch_add(next.saturating_sub(cursor), Ordering::Relaxed);
+    // Nothing matched, or nothing to read yet (the reader may be at the end).
+    Ok(built.unwrap_or(Built::Skipped(next.max(cursor))))
 }

@@ -1,0 +1,209 @@
+//! The binary window: recent `format=binary` messages, read once and shared.
+//!
+//! A binary message is the stored frames of consecutive records behind a 16-byte
+//! header (`docs/protocol.md`), so an unfiltered one is the same bytes for every
+//! subscriber that asks for the same records. One tail reader builds these messages
+//! at the end of the log, on demand, and keeps the recent ones; a subscriber whose
+//! cursor stands at a message's start gets that message as a `Bytes` handle (a
+//! reference count, not a copy). With N subscribers following the log that is one read
+//! and one checksum per record instead of N.
+//!
+//! Subscribers move from message to message, so once on a boundary they stay on one.
+//! A subscriber whose cursor is not on one (it resumed from an offset of its own, or
+//! fell below the window's start) reads with its own reader up to the next boundary,
+//! or up to the window's start, and joins there. Filtered binary subscribers always
+//! read on their own: their messages are theirs alone.
+
+use std::collections::VecDeque;
+
+use tungstenite::Bytes;
+
+use super::query::Filter;
+use crate::{error::ReadError, wal::Reader};
+
+/// A binary message's header: `next` then `committed_end`, u64 little-endian each.
+pub const HEADER_BYTES: usize = 16;
+
+/// One shared message: records `first..next`.
+#[derive(Debug)]
+struct Shared {
+    first: u64,
+    next: u64,
+    records: u64,
+    message: Bytes,
+}
+
+/// Recent binary messages, contiguous, bounded in bytes.
+#[derive(Debug)]
+pub struct FrameWindow {
+    msgs: VecDeque<Shared>,
+    /// First offset the window holds (its end while empty).
+    start: u64,
+    /// Where the tail reader stands: the next message starts here.
+    end: u64,
+    bytes: usize,
+    bytes_max: usize,
+    tail: Reader,
+}
+
+impl FrameWindow {
+    /// A window that begins where `tail` stands.
+    pub fn new(tail: Reader, bytes_max: usize) -> Self {
+        let at = tail.next_offset();
+        FrameWindow {
+            msgs: VecDeque::new(),
+            start: at,
+            end: at,
+            bytes: 0,
+            bytes_max,
+            tail,
+        }
+    }
+
+    /// First offset held (the end while empty).
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Where the next message will start.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes of messages held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The shared message for a subscriber at `cursor`: the held message starting
+    /// there, or, if `cursor` is the window's end and records are committed past it,
+    /// a new one of up to `bytes_max` bytes read at the tail. `None` if the window
+    /// cannot serve `cursor` (see [`FrameWindow::stop_for`]) or nothing is committed
+    /// past it yet. Returns the message, its `next`, and its record count.
+    ///
+    /// # Errors
+    /// The tail reader's error; the window is then unusable (drop it).
+    pub fn serve(
+        &mut self,
+        cursor: u64,
+        committed_end: u64,
+        bytes_max: usize,
+    ) -> Result<Option<(Bytes, u64, u64)>, ReadError> {
+        if cursor == self.end {
+            if cursor >= committed_end || !self.read_one(committed_end, bytes_max)? {
+                return Ok(None);
+            }
+            let m = self.msgs.back().expect("just read");
+            return Ok(Some((m.message.clone(), m.next, m.records)));
+        }
+        if cursor < self.start || cursor > self.end {
+            return Ok(None);
+        }
+        let i = self.msgs.partition_point(|m| m.first < cursor);
+        Ok(self
+            .msgs
+            .get(i)
+            .filter(|m| m.first == cursor)
+            .map(|m| (m.message.clone(), m.next, m.records)))
+    }
+
+    /// Where a subscriber at `cursor` that the window cannot serve should stop
+    /// reading on its own to join it: the window's start from below it, the next
+    /// boundary from between two. `None` from ahead of the window's end.
+    pub fn stop_for(&self, cursor: u64) -> Option<u64> {
+        if cursor < self.start {
+            return Some(self.start);
+        }
+        let i = self.msgs.partition_point(|m| m.first <= cursor);
+        match self.msgs.get(i) {
+            Some(m) => Some(m.first),
+            None if cursor < self.end => Some(self.end),
+            None => None,
+        }
+    }
+
+    /// Reads one message at the tail; false if nothing was readable.
+    fn read_one(&mut self, committed_end: u64, bytes_max: usize) -> Result<bool, ReadError> {
+        debug_assert_eq!(self.tail.next_offset(), self.end);
+        let Some((message, first, next, records)) = build(
+            &mut self.tail,
+            &Filter::default(),
+            committed_end,
+            committed_end,
+            bytes_max,
+        )?
+        else {
+            // The tail may have skipped records purged by retention.
+            self.end = self.end.max(self.tail.next_offset());
+            if self.msgs.is_empty() {
+                self.start = self.end;
+            }
+            return Ok(false);
+        };
+        if first != self.end {
+            // The tail skipped records purged by retention: what is held no longer
+            // joins up with what follows, and is let go.
+            assert!(first > self.end, "the tail reader went backwards");
+            self.msgs.clear();
+            self.bytes = 0;
+        }
+        if self.msgs.is_empty() {
+            self.start = first;
+        }
+        self.end = next;
+        self.bytes += message.len();
+        self.msgs.push_back(Shared {
+            first,
+            next,
+            records,
+            message,
+        });
+        // The newest message always stays: it is what the leader was just sent.
+        while self.bytes > self.bytes_max && self.msgs.len() > 1 {
+            let old = self.msgs.pop_front().expect("non-empty");
+            self.bytes -= old.message.len();
+            self.start = old.next;
+        }
+        Ok(true)
+    }
+}
+
+/// Builds a binary message from `reader`: the header (`next`, then `committed_end`),
+/// then the stored frames of the records from the reader's position that pass
+/// `filter`, up to offset `stop`, `bytes_max` bytes (one frame always fits), or
+/// [`super::SCAN_PER_MESSAGE`] records scanned. `None` if no record passed; the reader
+/// may still have moved (past records the filter refused). Returns the message, the
+/// offset of its first record, `next` and the record count.
+///
+/// # Errors
+/// The reader's error.
+pub fn build(
+    reader: &mut Reader,
+    filter: &Filter,
+    stop: u64,
+    committed_end: u64,
+    bytes_max: usize,
+) -> Result<Option<(Bytes, u64, u64, u64)>, ReadError> {
+    let mut buf = Vec::with_capacity(bytes_max.min(256 << 10) + HEADER_BYTES);
+    buf.extend_from_slice(&[0; HEADER_BYTES]);
+    let records = super::window::read_frames(
+        reader,
+        filter,
+        &mut buf,
+        stop,
+        bytes_max,
+        super::SCAN_PER_MESSAGE as u64,
+    )?;
+    if records == 0 {
+        return Ok(None);
+    }
+    let first = u64::from_le_bytes(
+        buf[HEADER_BYTES..HEADER_BYTES + 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let next = reader.next_offset();
+    buf[0..8].copy_from_slice(&next.to_le_bytes());
+    buf[8..16].copy_from_slice(&committed_end.max(next).to_le_bytes());
+    Ok(Some((buf.into(), first, next, records)))
+}
