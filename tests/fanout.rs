@@ -319,19 +319,23 @@ fn read_binary_each(
         .collect()
 }
 
-/// Joins the readers and checks every record: offsets `first..` in order, payloads
-/// `lines[offset]`.
+/// Checks binary records: offsets `first..` in order, payloads `lines[offset]`.
+fn check_frames(first: u64, got: &[Frame], lines: &[String]) {
+    for (k, (offset, _, payload)) in got.iter().enumerate() {
+        assert_eq!(*offset, first + k as u64, "offsets from {first}");
+        assert_eq!(
+            payload,
+            lines[*offset as usize].as_bytes(),
+            "payload of {offset}"
+        );
+    }
+}
+
+/// Joins the readers and checks every record ([`check_frames`]).
 fn check_binary_reads(threads: Vec<std::thread::JoinHandle<(u64, Vec<Frame>)>>, lines: &[String]) {
     for t in threads {
         let (first, got) = t.join().expect("reader thread");
-        for (k, (offset, _, payload)) in got.iter().enumerate() {
-            assert_eq!(*offset, first + k as u64, "offsets from {first}");
-            assert_eq!(
-                payload,
-                lines[*offset as usize].as_bytes(),
-                "payload of {offset}"
-            );
-        }
+        check_frames(first, &got, lines);
     }
 }
 
@@ -413,14 +417,7 @@ fn binary_subscribers_from_anywhere_share_the_window_and_get_exactly_their_recor
     for (mut ws, first) in subs {
         let (got, next) = read_binary(&mut ws, (total - first) as usize, Duration::from_secs(60));
         assert_eq!(next, total);
-        for (k, (offset, _, payload)) in got.iter().enumerate() {
-            assert_eq!(*offset, first + k as u64, "offsets from {first}");
-            assert_eq!(
-                payload,
-                lines[*offset as usize].as_bytes(),
-                "payload of {offset}"
-            );
-        }
+        check_frames(first, &got, &lines);
     }
     let own = stats(&s)["server"]["ws_catchup_records_total"]
         .as_u64()

@@ -37,10 +37,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct FrameWindow {
     msgs: VecDeque<Shared>,
-    /// First offset the window holds (its end while empty).
-    start: u64,
-    /// Where the tail reader stands: the next message starts here.
-    end: u64,
+    /// Bytes of `msgs`' messages.
     bytes: usize,
     bytes_max: usize,
     tail: Reader,
@@ -49,11 +46,8 @@ pub struct FrameWindow {
 impl FrameWindow {
     /// A window that begins where `tail` stands.
     pub fn new(tail: Reader, bytes_max: usize) -> Self {
-        let at = tail.next_offset();
         FrameWindow {
             msgs: VecDeque::new(),
-            start: at,
-            end: at,
             bytes: 0,
             bytes_max,
             tail,
@@ -62,12 +56,12 @@ impl FrameWindow {
 
     /// First offset held (the end while empty).
     pub fn start(&self) -> u64 {
-        self.start
+        self.msgs.front().map_or(self.end(), |m| m.first)
     }
 
-    /// Where the next message will start.
+    /// Where the next message will start: where the tail reader stands.
     pub fn end(&self) -> u64 {
-        self.end
+        self.tail.next_offset()
     }
 
     /// Bytes of messages held.
@@ -89,14 +83,14 @@ impl FrameWindow {
         committed_end: u64,
         bytes_max: usize,
     ) -> Result<Option<(Bytes, u64, u64)>, ReadError> {
-        if cursor == self.end {
+        if cursor == self.end() {
             if cursor >= committed_end || !self.read_one(committed_end, bytes_max)? {
                 return Ok(None);
             }
             let m = self.msgs.back().expect("just read");
             return Ok(Some((m.message.clone(), m.next, m.records)));
         }
-        if cursor < self.start || cursor > self.end {
+        if cursor < self.start() || cursor > self.end() {
             return Ok(None);
         }
         let i = self.msgs.partition_point(|m| m.first < cursor);
@@ -111,20 +105,20 @@ impl FrameWindow {
     /// reading on its own to join it: the window's start from below it, the next
     /// boundary from between two. `None` from ahead of the window's end.
     pub fn stop_for(&self, cursor: u64) -> Option<u64> {
-        if cursor < self.start {
-            return Some(self.start);
+        if cursor < self.start() {
+            return Some(self.start());
         }
         let i = self.msgs.partition_point(|m| m.first <= cursor);
         match self.msgs.get(i) {
             Some(m) => Some(m.first),
-            None if cursor < self.end => Some(self.end),
+            None if cursor < self.end() => Some(self.end()),
             None => None,
         }
     }
 
     /// Reads one message at the tail; false if nothing was readable.
     fn read_one(&mut self, committed_end: u64, bytes_max: usize) -> Result<bool, ReadError> {
-        debug_assert_eq!(self.tail.next_offset(), self.end);
+        let end = self.end();
         let Some((message, first, next, records)) = build(
             &mut self.tail,
             &Filter::default(),
@@ -133,24 +127,18 @@ impl FrameWindow {
             bytes_max,
         )?
         else {
-            // The tail may have skipped records purged by retention.
-            self.end = self.end.max(self.tail.next_offset());
-            if self.msgs.is_empty() {
-                self.start = self.end;
-            }
+            // Nothing readable yet (the tail may have skipped records purged by
+            // retention; the next message starts past them).
             return Ok(false);
         };
-        if first != self.end {
+        if first != end {
             // The tail skipped records purged by retention: what is held no longer
             // joins up with what follows, and is let go.
-            assert!(first > self.end, "the tail reader went backwards");
+            assert!(first > end, "the tail reader went backwards");
             self.msgs.clear();
             self.bytes = 0;
         }
-        if self.msgs.is_empty() {
-            self.start = first;
-        }
-        self.end = next;
+        debug_assert_eq!(next, self.end());
         self.bytes += message.len();
         self.msgs.push_back(Shared {
             first,
@@ -162,7 +150,6 @@ impl FrameWindow {
         while self.bytes > self.bytes_max && self.msgs.len() > 1 {
             let old = self.msgs.pop_front().expect("non-empty");
             self.bytes -= old.message.len();
-            self.start = old.next;
         }
         Ok(true)
     }
