@@ -407,15 +407,12 @@ pub fn read_frames(
             break;
         };
         scanned += 1;
-        let pass = filter.is_empty() || {
-            let (service, level) = if filter.needs_fields() {
-                query::json_fields(r.payload)
-            } else {
-                (None, None)
-            };
-            filter.matches(r.payload, service.as_deref(), level.as_deref())
+        let (service, level) = if filter.needs_fields() {
+            query::json_fields(r.payload)
+        } else {
+            (None, None)
         };
-        if pass {
+        if filter.matches(r.payload, service.as_deref(), level.as_deref()) {
             out.extend_from_slice(frame);
             records += 1;
         }
