@@ -35,6 +35,7 @@ pub mod retention;
 pub mod segment;
 pub mod spare;
 pub mod uring;
+mod view;
 mod writer;
 
 use std::{
@@ -53,6 +54,7 @@ pub use completion::{Committed, Completion};
 pub use format::{BatchBuilder, RecordTooLarge};
 pub use reader::{Reader, Record};
 pub use recovery::{RecoveryMode, RecoveryReport};
+pub use view::LogView;
 
 use crate::{
     error::{AppendError, OpenError},
@@ -453,7 +455,8 @@ impl CommitFollower {
 /// The open log. Owns the writer thread; dropping it shuts the writer down cleanly.
 #[derive(Debug)]
 pub struct Log {
-    inner: Arc<Inner>,
+    /// The read side, which the log hands out as [`Log::view`]; [`Log`] derefs to it.
+    view: LogView,
     writer: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
 }
@@ -501,7 +504,7 @@ impl Log {
         apply_retention(&inner, recovered.active.base);
         let handle = writer::spawn(inner.clone(), uring, recovered)?;
         Ok(Log {
-            inner,
+            view: LogView { inner },
             writer: Mutex::new(Some(handle)),
             report,
         })
@@ -510,8 +513,14 @@ impl Log {
     /// A producer handle.
     pub fn appender(&self) -> Appender {
         Appender {
-            inner: self.inner.clone(),
+            inner: self.view.inner.clone(),
         }
+    }
+
+    /// The read-only side of the log, for the stages that only read (the fan-out, the
+    /// read API, `/stats`): it cannot append or stop the writer.
+    pub fn view(&self) -> LogView {
+        self.view.clone()
     }
 
     /// What recovery found and did at open.
@@ -519,88 +528,21 @@ impl Log {
         &self.report
     }
 
-    /// Exclusive end of the committed records (the next offset to be assigned once
-    /// everything queued is committed is at least this).
-    pub fn committed_end(&self) -> u64 {
-        self.inner.committed_end.load(Ordering::Acquire)
-    }
-
-    /// Offset of the oldest record still stored.
-    pub fn start_offset(&self) -> u64 {
-        self.inner.start_offset.load(Ordering::Acquire)
-    }
-
-    /// The settings the log runs with.
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
-    }
-
-    /// The writer's counters.
-    pub fn stats(&self) -> &WalStats {
-        &self.inner.stats
-    }
-
-    /// Batches waiting in the ring now, and its capacity.
-    pub fn ring_depth(&self) -> (usize, usize) {
-        (self.inner.ring.len(), self.inner.ring.capacity())
-    }
-
-    /// Pushes refused because the ring was full, since open.
-    pub fn ring_full_refusals(&self) -> u64 {
-        self.inner.ring.full_refusals()
-    }
-
-    /// Why the writer stopped, if it stopped on an error.
-    pub fn failure(&self) -> Option<Arc<str>> {
-        self.inner.failure.get().cloned()
-    }
-
-    /// A reader positioned at `from` (clamped to the oldest stored record) that never
-    /// reads past the committed offset.
-    ///
-    /// # Errors
-    /// An I/O error locating the segment.
-    pub fn reader(&self, from: u64) -> Result<Reader, crate::error::ReadError> {
-        Reader::open_live(self.inner.clone(), from)
-    }
-
-    /// The wake-up for the one event-loop follower of the committed offset (the
-    /// fan-out core). Creates its eventfd on first call.
-    ///
-    /// # Errors
-    /// The OS error if the eventfd cannot be created.
-    pub fn follower(&self) -> std::io::Result<CommitFollower> {
-        let w = &self.inner.commit_watch;
-        if w.follower_fd.get().is_none() {
-            // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: fd is a fresh descriptor we own. A lost race drops ours.
-            let _ = w
-                .follower_fd
-                .set(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
-        }
-        Ok(CommitFollower {
-            inner: self.inner.clone(),
-        })
-    }
-
-    /// Blocks until the committed end passes `offset` or `timeout` elapses; returns the
-    /// committed end. For followers that run on their own thread.
-    pub fn wait_committed_beyond(&self, offset: u64, timeout: Duration) -> u64 {
-        wait_beyond(&self.inner, offset, timeout)
-    }
-
     /// Stops taking batches, writes and syncs everything already taken, completes it,
     /// and stops the writer. Idempotent.
     pub fn shutdown(&self) {
-        self.inner.ring.close();
-        writer::wake(&self.inner);
+        self.view.inner.ring.close();
+        writer::wake(&self.view.inner);
         if let Some(h) = self.writer.lock().expect("writer handle lock").take() {
             let _ = h.join();
         }
+    }
+}
+
+impl std::ops::Deref for Log {
+    type Target = LogView;
+    fn deref(&self) -> &LogView {
+        &self.view
     }
 }
 

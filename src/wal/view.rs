@@ -1,0 +1,93 @@
+//! The read-only side of the log: what the stages that only read may touch.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use super::{CommitFollower, Inner, LogConfig, Reader, WalStats, wait_beyond};
+
+/// A read-only handle on the open log: the committed end, the start offset, readers,
+/// the follower's wake-up, the counters and the writer's failure. The fan-out, the read
+/// API and `/stats` hold this, never a [`super::Log`] or an [`super::Appender`], so
+/// nothing in their types can append to the log or stop its writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LogView {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl LogView {
+    /// Exclusive end of the committed records (the next offset to be assigned once
+    /// everything queued is committed is at least this).
+    pub fn committed_end(&self) -> u64 {
+        self.inner.committed_end.load(Ordering::Acquire)
+    }
+
+    /// Offset of the oldest record still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.inner.start_offset.load(Ordering::Acquire)
+    }
+
+    /// The settings the log runs with.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &WalStats {
+        &self.inner.stats
+    }
+
+    /// Batches waiting in the ring now, and its capacity.
+    pub fn ring_depth(&self) -> (usize, usize) {
+        (self.inner.ring.len(), self.inner.ring.capacity())
+    }
+
+    /// Pushes refused because the ring was full, since open.
+    pub fn ring_full_refusals(&self) -> u64 {
+        self.inner.ring.full_refusals()
+    }
+
+    /// Why the writer stopped, if it stopped on an error.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.inner.failure.get().cloned()
+    }
+
+    /// A reader positioned at `from` (clamped to the oldest stored record) that never
+    /// reads past the committed offset.
+    ///
+    /// # Errors
+    /// An I/O error locating the segment.
+    pub fn reader(&self, from: u64) -> Result<Reader, crate::error::ReadError> {
+        Reader::open_live(self.inner.clone(), from)
+    }
+
+    /// The wake-up for the one event-loop follower of the committed offset (the
+    /// fan-out core). Creates its eventfd on first call.
+    ///
+    /// # Errors
+    /// The OS error if the eventfd cannot be created.
+    pub fn follower(&self) -> std::io::Result<CommitFollower> {
+        let w = &self.inner.commit_watch;
+        if w.follower_fd.get().is_none() {
+            // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is a fresh descriptor we own. A lost race drops ours.
+            let _ = w
+                .follower_fd
+                .set(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
+        }
+        Ok(CommitFollower {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Blocks until the committed end passes `offset` or `timeout` elapses; returns the
+    /// committed end. For followers that run on their own thread.
+    pub fn wait_committed_beyond(&self, offset: u64, timeout: Duration) -> u64 {
+        wait_beyond(&self.inner, offset, timeout)
+    }
+}
