@@ -366,3 +366,58 @@ pub fn rss_bytes() -> u64 {
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/metrics` as a fresh server renders it, with the one value that differs from
+    /// run to run (the resident size) blanked.
+    fn fresh_metrics() -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(crate::wal::LogConfig::new(dir.path())).unwrap();
+        let text = metrics_text(&ServerStats::default(), &Gauges::default(), &log);
+        text.lines()
+            .map(|l| match l.strip_prefix("ringstash_resident_memory_bytes ") {
+                Some(_) => "ringstash_resident_memory_bytes RSS".to_string(),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
+    /// The Prometheus exposition is an interface: dashboards and alerts name these
+    /// series. Any change to a name, a type, a help text or the order shows here.
+    /// `RINGSTASH_BLESS=1` rewrites the golden file after an intended change.
+    #[test]
+    fn metrics_text_matches_the_golden_file() {
+        let got = fresh_metrics();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/stats/metrics.golden");
+        if std::env::var_os("RINGSTASH_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap();
+        assert_eq!(got, want, "/metrics changed; see {path}");
+    }
+
+    /// The same for `/stats`: every key, in order, with a fresh server's values (the
+    /// uptime and the resident size blanked).
+    #[test]
+    fn stats_json_matches_the_golden_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(crate::wal::LogConfig::new(dir.path())).unwrap();
+        let started = std::time::Instant::now();
+        let text = stats_json(&ServerStats::default(), &Gauges::default(), &log, started);
+        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["uptime_s"] = 0.into();
+        doc["process"]["rss_bytes"] = 0.into();
+        let got = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/stats/stats.golden.json");
+        if std::env::var_os("RINGSTASH_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap();
+        assert_eq!(got, want, "/stats changed; see {path}");
+    }
+}
