@@ -5,15 +5,16 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context;
 
 use crate::{
     config::{CoreChoice, Settings},
-    net::{ServerCtx, reactor},
-    stats::{Gauges, ServerStats},
+    fanout::FanoutCtx,
+    net::{NetCtx, reactor},
+    stats::Observed,
     wal::Log,
 };
 
@@ -168,15 +169,23 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             settings.node_id.clone()
         },
     };
-    let log = Arc::new(log);
-    let ctx = Arc::new(ServerCtx {
+    let observed = Observed::new(log.view());
+    let fanout_ctx = Arc::new(FanoutCtx {
+        settings: settings.clone(),
+        log: log.view(),
+        stats: observed.fanout.clone(),
+        gauges: observed.fanout_gauges.clone(),
+        reads: observed.reads.clone(),
+    });
+    let ctx = Arc::new(NetCtx {
         ws_addr,
         appender: log.appender(),
-        log: log.clone(),
+        log: log.view(),
         settings,
-        stats: ServerStats::default(),
-        gauges: Gauges::default(),
-        started: Instant::now(),
+        stats: observed.net.clone(),
+        gauges: observed.net_gauges.clone(),
+        reads: observed.reads.clone(),
+        observed,
         shutting_down: AtomicBool::new(false),
         json_policy,
     });
@@ -192,7 +201,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             stop_rx.clone(),
         )?);
     }
-    let fanout = crate::fanout::spawn(ws_listener, Some(placement.fanout), ctx.clone())
+    let fanout = crate::fanout::spawn(ws_listener, Some(placement.fanout), fanout_ctx)
         .context("starting the fan-out thread")?;
     spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
     eprintln!("listening tcp={tcp_addr} http={http_addr} ws={ws_addr}");
@@ -225,7 +234,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
 /// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
 fn spawn_signal_thread(
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<NetCtx>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
 ) -> anyhow::Result<()> {
     use signal_hook::{consts::*, iterator::Signals};

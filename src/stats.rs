@@ -1,176 +1,424 @@
-//! Server counters, and their two renderings: `/stats` (JSON) and `/metrics`
-//! (Prometheus text format). Every refusal the server makes has a counter here.
+//! Every stage's counters and gauges, and their two renderings: `/stats` (JSON) and
+//! `/metrics` (Prometheus text format). Every refusal the server makes has a counter.
+//!
+//! Each stage owns its own set ([`NetStats`], [`FanoutStats`], [`ReadStats`] and the
+//! gauges beside them) and its context holds only that set, so a stage cannot move
+//! another's counters. The renderers see all of them read-only, through [`Observed`],
+//! and walk them once each in the same order ([`Observed::each`]), so the two
+//! renderings cannot disagree about what exists.
 
 use std::{
     fmt::Write,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
 };
 
-use crate::wal::Log;
+use crate::wal::LogView;
 
-macro_rules! counters {
-    ($( #[doc = $doc:literal] $name:ident, )*) => {
-        /// Counters shared by all reactors. Relaxed atomics: each is an independent
-        /// statistic; nothing is derived from two of them at once.
+/// What a series is to Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One series as both renderings see it: its name without the `ringstash_` prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The name (the `/stats` key; `/metrics` adds the `ringstash_` prefix).
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+    /// The value now.
+    pub value: u64,
+}
+
+/// Declares one stage's set of series: a struct of atomics, each with its kind and its
+/// help text (the doc comment), and the walk over them that the renderers use.
+macro_rules! series {
+    ($( #[doc = $sdoc:literal] )* $vis:vis struct $set:ident {
+        $( #[doc = $doc:literal] $kind:ident $name:ident, )*
+    }) => {
+        $( #[doc = $sdoc] )*
+        ///
+        /// Relaxed atomics: each is an independent statistic; nothing is derived from
+        /// two of them at once.
         #[derive(Debug, Default)]
-        pub struct ServerStats {
+        $vis struct $set {
             $( #[doc = $doc] pub $name: AtomicU64, )*
         }
 
-        impl ServerStats {
-            fn each(&self) -> Vec<(&'static str, &'static str, u64)> {
-                vec![$( (stringify!($name), $doc.trim(), self.$name.load(Ordering::Relaxed)), )*]
+        impl $set {
+            /// Every series of the set, in declaration order.
+            pub fn each(&self, f: &mut dyn FnMut(Metric)) {
+                $( f(Metric {
+                    name: stringify!($name),
+                    kind: series!(@kind $kind),
+                    help: $doc.trim(),
+                    value: self.$name.load(Ordering::Relaxed),
+                }); )*
             }
         }
     };
+    (@kind counter) => { Kind::Counter };
+    (@kind gauge) => { Kind::Gauge };
 }
 
-counters! {
-    /// TCP connections accepted.
-    tcp_connections_total,
-    /// HTTP connections accepted.
-    http_connections_total,
-    /// Connections refused because connections_max was reached.
-    connections_refused_total,
-    /// Records received over raw TCP and handed to the log.
-    tcp_records_total,
-    /// Raw TCP lines refused for exceeding record_bytes_max.
-    tcp_records_too_large_total,
-    /// Raw TCP connections closed for idleness (tcp_idle_timeout_ms).
-    tcp_idle_closed_total,
-    /// HTTP requests received.
-    http_requests_total,
-    /// HTTP records handed to the log.
-    http_records_total,
-    /// HTTP responses with a 2xx status.
-    http_responses_2xx_total,
-    /// HTTP responses with a 4xx status.
-    http_responses_4xx_total,
-    /// HTTP responses with a 5xx status.
-    http_responses_5xx_total,
-    /// HTTP requests refused with 503 because the ring stayed full (enqueue_timeout_ms).
-    http_ring_full_total,
-    /// HTTP connections closed for idleness or a stalled request (http_idle_timeout_ms).
-    http_idle_closed_total,
-    /// Times a reactor found the ring full and paused reading (backpressure).
-    ring_full_waits_total,
-    /// Batches that failed with disk full (their records were not acknowledged).
-    disk_full_batches_total,
-    /// WebSocket subscriptions opened (handshake completed).
-    ws_subscribers_total,
-    /// WebSocket connections refused with 503 because subscribers_max was reached.
-    ws_subscribers_refused_total,
-    /// WebSocket requests refused before the upgrade (bad path, parameters or handshake).
-    ws_bad_requests_total,
-    /// WebSocket requests refused with 403 by the ws_allowed_origins check.
-    ws_origin_refused_total,
-    /// Subscriptions and reads refused because the filter exceeded filter_bytes_max.
-    filter_too_long_total,
-    /// Subscribers closed with 4008 after stalling past subscriber_stall_ms_max.
-    ws_stalled_closed_total,
-    /// WebSocket messages sent to subscribers.
-    ws_messages_sent_total,
-    /// Records delivered to subscribers (each delivery counted).
-    ws_records_sent_total,
-    /// Records subscribers read from the segment files with readers of their own: below a window, on the way to the binary window's next message, or filtered binary.
-    ws_catchup_records_total,
-    /// GET /v1/logs requests served.
-    read_requests_total,
-}
-
-/// Connections open right now (a gauge, kept apart from the counters).
-#[derive(Debug, Default)]
-pub struct Gauges {
-    /// Open connections, TCP and HTTP.
-    pub connections_open: AtomicU64,
-    /// WebSocket subscribers open (handshakes included).
-    pub ws_subscribers_open: AtomicU64,
-    /// Largest lag of any subscriber, in records behind the committed end.
-    pub ws_lag_records_max: AtomicU64,
-    /// Bytes of committed records the fan-out core holds in memory.
-    pub fanout_window_bytes: AtomicU64,
-    /// Oldest offset the fan-out window holds (subscribers below it read the files).
-    pub fanout_window_start: AtomicU64,
-}
-
-impl Gauges {
-    /// The fan-out core's gauges, with their help text.
-    fn fanout(&self) -> [(&'static str, &'static str, u64); 4] {
-        let r = Ordering::Relaxed;
-        [
-            (
-                "ws_subscribers_open",
-                "WebSocket subscribers open (handshakes included).",
-                self.ws_subscribers_open.load(r),
-            ),
-            (
-                "ws_lag_records_max",
-                "Largest subscriber lag, in records behind the committed end.",
-                self.ws_lag_records_max.load(r),
-            ),
-            (
-                "fanout_window_bytes",
-                "Bytes of committed records the fan-out core holds in memory.",
-                self.fanout_window_bytes.load(r),
-            ),
-            (
-                "fanout_window_start",
-                "Oldest offset in the fan-out window.",
-                self.fanout_window_start.load(r),
-            ),
-        ]
+series! {
+    /// The ingest stage's counters (raw TCP and HTTP reactors).
+    pub struct NetStats {
+        /// TCP connections accepted.
+        counter tcp_connections_total,
+        /// HTTP connections accepted.
+        counter http_connections_total,
+        /// Connections refused because connections_max was reached.
+        counter connections_refused_total,
+        /// Records received over raw TCP and handed to the log.
+        counter tcp_records_total,
+        /// Raw TCP lines refused for exceeding record_bytes_max.
+        counter tcp_records_too_large_total,
+        /// Raw TCP connections closed for idleness (tcp_idle_timeout_ms).
+        counter tcp_idle_closed_total,
+        /// HTTP requests received.
+        counter http_requests_total,
+        /// HTTP records handed to the log.
+        counter http_records_total,
+        /// HTTP responses with a 2xx status.
+        counter http_responses_2xx_total,
+        /// HTTP responses with a 4xx status.
+        counter http_responses_4xx_total,
+        /// HTTP responses with a 5xx status.
+        counter http_responses_5xx_total,
+        /// HTTP requests refused with 503 because the ring stayed full (enqueue_timeout_ms).
+        counter http_ring_full_total,
+        /// HTTP connections closed for idleness or a stalled request (http_idle_timeout_ms).
+        counter http_idle_closed_total,
+        /// Times a reactor found the ring full and paused reading (backpressure).
+        counter ring_full_waits_total,
+        /// Batches that failed with disk full (their records were not acknowledged).
+        counter disk_full_batches_total,
     }
 }
+
+series! {
+    /// The fan-out stage's counters (WebSocket subscribers).
+    pub struct FanoutStats {
+        /// WebSocket subscriptions opened (handshake completed).
+        counter ws_subscribers_total,
+        /// WebSocket connections refused with 503 because subscribers_max was reached.
+        counter ws_subscribers_refused_total,
+        /// WebSocket requests refused before the upgrade (bad path, parameters or handshake).
+        counter ws_bad_requests_total,
+        /// WebSocket requests refused with 403 by the ws_allowed_origins check.
+        counter ws_origin_refused_total,
+        /// Subscribers closed with 4008 after stalling past subscriber_stall_ms_max.
+        counter ws_stalled_closed_total,
+        /// WebSocket messages sent to subscribers.
+        counter ws_messages_sent_total,
+        /// Records delivered to subscribers (each delivery counted).
+        counter ws_records_sent_total,
+        /// Records subscribers read from the segment files with readers of their own: below a window, on the way to the binary window's next message, or filtered binary.
+        counter ws_catchup_records_total,
+    }
+}
+
+series! {
+    /// What the query layer's two users count together: the read API (on the
+    /// reactors) and subscriptions (on the fan-out core) parse the same filters.
+    pub struct ReadStats {
+        /// Subscriptions and reads refused because the filter exceeded filter_bytes_max.
+        counter filter_too_long_total,
+        /// GET /v1/logs requests served.
+        counter read_requests_total,
+    }
+}
+
+series! {
+    /// The ingest stage's gauge.
+    pub struct NetGauges {
+        /// Open connections, TCP and HTTP.
+        gauge connections_open,
+    }
+}
+
+series! {
+    /// The fan-out core's gauges.
+    pub struct FanoutGauges {
+        /// WebSocket subscribers open (handshakes included).
+        gauge ws_subscribers_open,
+        /// Largest subscriber lag, in records behind the committed end.
+        gauge ws_lag_records_max,
+        /// Bytes of committed records the fan-out core holds in memory.
+        gauge fanout_window_bytes,
+        /// Oldest offset in the fan-out window.
+        gauge fanout_window_start,
+    }
+}
+
+/// Read-only handles on every stage's series, for `/stats` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The ingest stage's counters.
+    pub net: Arc<NetStats>,
+    /// The ingest stage's gauge.
+    pub net_gauges: Arc<NetGauges>,
+    /// The fan-out's counters.
+    pub fanout: Arc<FanoutStats>,
+    /// The fan-out's gauges.
+    pub fanout_gauges: Arc<FanoutGauges>,
+    /// The read API's and the filters' counters.
+    pub reads: Arc<ReadStats>,
+    /// The log, for its own counters.
+    pub log: LogView,
+    /// When serving began.
+    pub started: Instant,
+}
+
+impl Observed {
+    /// Fresh series for every stage, over `log`.
+    pub fn new(log: LogView) -> Self {
+        Observed {
+            net: Arc::default(),
+            net_gauges: Arc::default(),
+            fanout: Arc::default(),
+            fanout_gauges: Arc::default(),
+            reads: Arc::default(),
+            log,
+            started: Instant::now(),
+        }
+    }
+
+    /// The servers' series (not the log's), counters first, then gauges.
+    pub fn each(&self, f: &mut dyn FnMut(Metric)) {
+        self.net.each(f);
+        self.fanout.each(f);
+        self.reads.each(f);
+        self.net_gauges.each(f);
+        self.fanout_gauges.each(f);
+    }
+}
+
+/// One of the log's series: its `/stats` key and its `/metrics` name (either may be
+/// absent: some are only meaningful in one rendering), and how to read it.
+struct LogSeries {
+    json: Option<&'static str>,
+    prom: Option<(&'static str, Kind, &'static str)>,
+    value: fn(&LogView) -> serde_json::Value,
+}
+
+const fn both(
+    json: &'static str,
+    prom: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&LogView) -> serde_json::Value,
+) -> LogSeries {
+    LogSeries {
+        json: Some(json),
+        prom: Some((prom, kind, help)),
+        value,
+    }
+}
+
+const fn json_only(json: &'static str, value: fn(&LogView) -> serde_json::Value) -> LogSeries {
+    LogSeries {
+        json: Some(json),
+        prom: None,
+        value,
+    }
+}
+
+/// The log's series in `/stats` order; `/metrics` renders the ones with a name, in the
+/// same order. Relaxed loads: independent statistics.
+const LOG_SERIES: &[LogSeries] = {
+    use Kind::{Counter, Gauge};
+    const R: Ordering = Ordering::Relaxed;
+    &[
+        both(
+            "committed_end",
+            "committed_end",
+            Gauge,
+            "Exclusive end offset of the committed records.",
+            |l| l.committed_end().into(),
+        ),
+        json_only("start_offset", |l| l.start_offset().into()),
+        json_only("fsync", |l| l.config().fsync.to_string().into()),
+        both(
+            "records_committed",
+            "records_committed_total",
+            Counter,
+            "Records made durable.",
+            |l| l.stats().records_committed.load(R).into(),
+        ),
+        both(
+            "bytes_committed",
+            "bytes_committed_total",
+            Counter,
+            "Framed bytes made durable.",
+            |l| l.stats().bytes_committed.load(R).into(),
+        ),
+        json_only("batches_appended", |l| {
+            l.stats().batches_appended.load(R).into()
+        }),
+        both(
+            "groups_committed",
+            "groups_committed_total",
+            Counter,
+            "Group commits (write + fdatasync).",
+            |l| l.stats().groups_committed.load(R).into(),
+        ),
+        both(
+            "fsyncs",
+            "fsyncs_total",
+            Counter,
+            "fdatasync calls completed.",
+            |l| l.stats().fsyncs.load(R).into(),
+        ),
+        both(
+            "fsync_ns_total",
+            "fsync_ns_total",
+            Counter,
+            "Time spent in fdatasync, nanoseconds.",
+            |l| l.stats().fsync_ns_total.load(R).into(),
+        ),
+        both(
+            "fsync_ns_max",
+            "fsync_ns_max",
+            Gauge,
+            "Longest fdatasync seen, nanoseconds.",
+            |l| l.stats().fsync_ns_max.load(R).into(),
+        ),
+        json_only("group_commit_us_p50", |l| {
+            l.stats().commit_us_quantile(0.50).into()
+        }),
+        json_only("group_commit_us_p99", |l| {
+            l.stats().commit_us_quantile(0.99).into()
+        }),
+        both(
+            "disk_full_errors",
+            "disk_full_errors_total",
+            Counter,
+            "Writes that failed with ENOSPC/EDQUOT.",
+            |l| l.stats().disk_full_errors.load(R).into(),
+        ),
+        both(
+            "write_errors",
+            "write_errors_total",
+            Counter,
+            "Writes that failed otherwise.",
+            |l| l.stats().write_errors.load(R).into(),
+        ),
+        both(
+            "segments_rotated",
+            "segments_rotated_total",
+            Counter,
+            "Segments sealed.",
+            |l| l.stats().segments_rotated.load(R).into(),
+        ),
+        both(
+            "segments_purged",
+            "segments_purged_total",
+            Counter,
+            "Segments removed by retention.",
+            |l| l.stats().segments_purged.load(R).into(),
+        ),
+        both(
+            "spares_prepared",
+            "spares_prepared_total",
+            Counter,
+            "Spare segments pre-written with zeros (segment_prewrite).",
+            |l| l.stats().spares_prepared.load(R).into(),
+        ),
+        both(
+            "spares_used",
+            "spares_used_total",
+            Counter,
+            "Rotations into a pre-written spare segment.",
+            |l| l.stats().spares_used.load(R).into(),
+        ),
+        both(
+            "spares_missed",
+            "spares_missed_total",
+            Counter,
+            "Rotations that found no spare ready and created an empty segment.",
+            |l| l.stats().spares_missed.load(R).into(),
+        ),
+        both(
+            "spares_skipped",
+            "spares_skipped_total",
+            Counter,
+            "Spares not prepared: under two segments of free space, or an I/O error.",
+            |l| l.stats().spares_skipped.load(R).into(),
+        ),
+        both(
+            "spare_ready",
+            "spare_ready",
+            Gauge,
+            "1 while a pre-written spare waits for the next rotation.",
+            |l| l.stats().spares_ready.load(R).into(),
+        ),
+        both(
+            "ring_depth",
+            "ring_depth",
+            Gauge,
+            "Batches waiting in the ring.",
+            |l| l.ring_depth().0.into(),
+        ),
+        both(
+            "ring_batches_max",
+            "ring_batches_max",
+            Gauge,
+            "Ring capacity in batches.",
+            |l| l.ring_depth().1.into(),
+        ),
+        both(
+            "ring_full_refusals",
+            "ring_full_total",
+            Counter,
+            "Pushes refused because the ring was full.",
+            |l| l.ring_full_refusals().into(),
+        ),
+        both(
+            "failure",
+            "writer_failed",
+            Gauge,
+            "1 once the writer stopped on an error.",
+            |l| l.failure().map(|f| f.to_string()).into(),
+        ),
+    ]
+};
 
 /// Renders the `/stats` JSON document.
-pub fn stats_json(
-    stats: &ServerStats,
-    gauges: &Gauges,
-    log: &Log,
-    started: std::time::Instant,
-) -> String {
-    let w = log.stats();
-    let (depth, cap) = log.ring_depth();
+pub fn stats_json(o: &Observed) -> String {
+    let mut log = serde_json::Map::new();
+    for s in LOG_SERIES {
+        if let Some(key) = s.json {
+            log.insert(key.into(), (s.value)(&o.log));
+        }
+    }
     let mut server = serde_json::Map::new();
-    for (name, _, v) in stats.each() {
-        server.insert(name.into(), v.into());
-    }
-    server.insert(
-        "connections_open".into(),
-        gauges.connections_open.load(Ordering::Relaxed).into(),
-    );
-    for (name, _, v) in gauges.fanout() {
-        server.insert(name.into(), v.into());
-    }
+    o.each(&mut |m| {
+        server.insert(m.name.into(), m.value.into());
+    });
     let doc = serde_json::json!({
-        "uptime_s": started.elapsed().as_secs_f64(),
-        "log": {
-            "committed_end": log.committed_end(),
-            "start_offset": log.start_offset(),
-            "fsync": log.config().fsync.to_string(),
-            "records_committed": w.records_committed.load(Ordering::Relaxed),
-            "bytes_committed": w.bytes_committed.load(Ordering::Relaxed),
-            "batches_appended": w.batches_appended.load(Ordering::Relaxed),
-            "groups_committed": w.groups_committed.load(Ordering::Relaxed),
-            "fsyncs": w.fsyncs.load(Ordering::Relaxed),
-            "fsync_ns_total": w.fsync_ns_total.load(Ordering::Relaxed),
-            "fsync_ns_max": w.fsync_ns_max.load(Ordering::Relaxed),
-            "group_commit_us_p50": w.commit_us_quantile(0.50),
-            "group_commit_us_p99": w.commit_us_quantile(0.99),
-            "disk_full_errors": w.disk_full_errors.load(Ordering::Relaxed),
-            "write_errors": w.write_errors.load(Ordering::Relaxed),
-            "segments_rotated": w.segments_rotated.load(Ordering::Relaxed),
-            "segments_purged": w.segments_purged.load(Ordering::Relaxed),
-            "spares_prepared": w.spares_prepared.load(Ordering::Relaxed),
-            "spares_used": w.spares_used.load(Ordering::Relaxed),
-            "spares_missed": w.spares_missed.load(Ordering::Relaxed),
-            "spares_skipped": w.spares_skipped.load(Ordering::Relaxed),
-            "spare_ready": w.spares_ready.load(Ordering::Relaxed),
-            "ring_depth": depth,
-            "ring_batches_max": cap,
-            "ring_full_refusals": log.ring_full_refusals(),
-            "failure": log.failure().map(|f| f.to_string()),
-        },
+        "uptime_s": o.started.elapsed().as_secs_f64(),
+        "log": log,
         "server": server,
         "process": {
             "rss_bytes": rss_bytes(),
@@ -180,158 +428,42 @@ pub fn stats_json(
 }
 
 /// Renders `/metrics` in the Prometheus text exposition format.
-pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
+pub fn metrics_text(o: &Observed) -> String {
     let mut out = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+    let mut metric = |name: &str, kind: Kind, help: &str, v: u64| {
+        let kind = kind.as_str();
         let _ = writeln!(
             out,
             "# HELP ringstash_{name} {help}\n# TYPE ringstash_{name} {kind}\nringstash_{name} {v}"
         );
     };
-    for (name, help, v) in stats.each() {
-        metric(name, "counter", help, v);
+    o.each(&mut |m| metric(m.name, m.kind, m.help, m.value));
+    for s in LOG_SERIES {
+        if let Some((name, kind, help)) = s.prom {
+            // A text value (the writer's failure) is rendered as 1 when present.
+            let v = match (s.value)(&o.log) {
+                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+                serde_json::Value::Null => 0,
+                _ => 1,
+            };
+            metric(name, kind, help, v);
+        }
     }
-    metric(
-        "connections_open",
-        "gauge",
-        "Open connections, TCP and HTTP.",
-        gauges.connections_open.load(Ordering::Relaxed),
-    );
-    for (name, help, v) in gauges.fanout() {
-        metric(name, "gauge", help, v);
-    }
-    let w = log.stats();
-    let (depth, cap) = log.ring_depth();
-    let r = Ordering::Relaxed;
-    metric(
-        "committed_end",
-        "gauge",
-        "Exclusive end offset of the committed records.",
-        log.committed_end(),
-    );
-    metric(
-        "records_committed_total",
-        "counter",
-        "Records made durable.",
-        w.records_committed.load(r),
-    );
-    metric(
-        "bytes_committed_total",
-        "counter",
-        "Framed bytes made durable.",
-        w.bytes_committed.load(r),
-    );
-    metric(
-        "groups_committed_total",
-        "counter",
-        "Group commits (write + fdatasync).",
-        w.groups_committed.load(r),
-    );
-    metric(
-        "fsyncs_total",
-        "counter",
-        "fdatasync calls completed.",
-        w.fsyncs.load(r),
-    );
-    metric(
-        "fsync_ns_total",
-        "counter",
-        "Time spent in fdatasync, nanoseconds.",
-        w.fsync_ns_total.load(r),
-    );
-    metric(
-        "fsync_ns_max",
-        "gauge",
-        "Longest fdatasync seen, nanoseconds.",
-        w.fsync_ns_max.load(r),
-    );
-    metric(
-        "disk_full_errors_total",
-        "counter",
-        "Writes that failed with ENOSPC/EDQUOT.",
-        w.disk_full_errors.load(r),
-    );
-    metric(
-        "write_errors_total",
-        "counter",
-        "Writes that failed otherwise.",
-        w.write_errors.load(r),
-    );
-    metric(
-        "segments_rotated_total",
-        "counter",
-        "Segments sealed.",
-        w.segments_rotated.load(r),
-    );
-    metric(
-        "segments_purged_total",
-        "counter",
-        "Segments removed by retention.",
-        w.segments_purged.load(r),
-    );
-    metric(
-        "spares_prepared_total",
-        "counter",
-        "Spare segments pre-written with zeros (segment_prewrite).",
-        w.spares_prepared.load(r),
-    );
-    metric(
-        "spares_used_total",
-        "counter",
-        "Rotations into a pre-written spare segment.",
-        w.spares_used.load(r),
-    );
-    metric(
-        "spares_missed_total",
-        "counter",
-        "Rotations that found no spare ready and created an empty segment.",
-        w.spares_missed.load(r),
-    );
-    metric(
-        "spares_skipped_total",
-        "counter",
-        "Spares not prepared: under two segments of free space, or an I/O error.",
-        w.spares_skipped.load(r),
-    );
-    metric(
-        "spare_ready",
-        "gauge",
-        "1 while a pre-written spare waits for the next rotation.",
-        w.spares_ready.load(r),
-    );
-    metric(
-        "ring_depth",
-        "gauge",
-        "Batches waiting in the ring.",
-        depth as u64,
-    );
-    metric(
-        "ring_batches_max",
-        "gauge",
-        "Ring capacity in batches.",
-        cap as u64,
-    );
-    metric(
-        "ring_full_total",
-        "counter",
-        "Pushes refused because the ring was full.",
-        log.ring_full_refusals(),
-    );
-    metric(
-        "writer_failed",
-        "gauge",
-        "1 once the writer stopped on an error.",
-        log.failure().is_some() as u64,
-    );
     metric(
         "resident_memory_bytes",
-        "gauge",
+        Kind::Gauge,
         "Resident set size of the process.",
         rss_bytes(),
     );
-    // Group commit time as a Prometheus histogram (cumulative buckets, seconds).
+    group_commit_histogram(&mut out, o.log.stats());
+    out
+}
+
+/// Group commit time as a Prometheus histogram (cumulative buckets, seconds).
+fn group_commit_histogram(out: &mut String, w: &crate::wal::WalStats) {
+    let r = Ordering::Relaxed;
     let _ = writeln!(
-        out,
+        *out,
         "# HELP ringstash_group_commit_seconds Time from a group's write submission to its fdatasync's completion.\n# TYPE ringstash_group_commit_seconds histogram"
     );
     let mut cumulative = 0u64;
@@ -340,22 +472,21 @@ pub fn metrics_text(stats: &ServerStats, gauges: &Gauges, log: &Log) -> String {
         if i + 1 < w.commit_us_buckets.len() {
             let le = (1u64 << i) as f64 / 1e6;
             let _ = writeln!(
-                out,
+                *out,
                 "ringstash_group_commit_seconds_bucket{{le=\"{le}\"}} {cumulative}"
             );
         }
     }
     let _ = writeln!(
-        out,
+        *out,
         "ringstash_group_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
     );
     let _ = writeln!(
-        out,
+        *out,
         "ringstash_group_commit_seconds_sum {}\nringstash_group_commit_seconds_count {}",
         w.fsync_ns_total.load(r) as f64 / 1e9,
         w.fsyncs.load(r)
     );
-    out
 }
 
 /// The process's resident set size, from /proc/self/statm.
@@ -370,18 +501,21 @@ pub fn rss_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::Log;
 
     /// `/metrics` as a fresh server renders it, with the one value that differs from
     /// run to run (the resident size) blanked.
     fn fresh_metrics() -> String {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(crate::wal::LogConfig::new(dir.path())).unwrap();
-        let text = metrics_text(&ServerStats::default(), &Gauges::default(), &log);
+        let text = metrics_text(&Observed::new(log.view()));
         text.lines()
-            .map(|l| match l.strip_prefix("ringstash_resident_memory_bytes ") {
-                Some(_) => "ringstash_resident_memory_bytes RSS".to_string(),
-                None => l.to_string(),
-            })
+            .map(
+                |l| match l.strip_prefix("ringstash_resident_memory_bytes ") {
+                    Some(_) => "ringstash_resident_memory_bytes RSS".to_string(),
+                    None => l.to_string(),
+                },
+            )
             .collect::<Vec<_>>()
             .join("\n")
             + "\n"
@@ -407,8 +541,7 @@ mod tests {
     fn stats_json_matches_the_golden_file() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(crate::wal::LogConfig::new(dir.path())).unwrap();
-        let started = std::time::Instant::now();
-        let text = stats_json(&ServerStats::default(), &Gauges::default(), &log, started);
+        let text = stats_json(&Observed::new(log.view()));
         let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         doc["uptime_s"] = 0.into();
         doc["process"]["rss_bytes"] = 0.into();

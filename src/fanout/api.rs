@@ -9,7 +9,7 @@ use super::{
     window,
 };
 use crate::net::{
-    ServerCtx,
+    NetCtx,
     http_proto::{self, HttpError},
 };
 
@@ -33,14 +33,14 @@ pub const READ_SCAN_RECORDS_MAX: u64 = 100_000;
 /// [`READ_SCAN_RECORDS_MAX`] bound how long.
 ///
 /// Returns the status and the JSON body.
-pub fn read_logs(ctx: &ServerCtx, query_string: &str) -> (u16, Vec<u8>) {
+pub fn read_logs(ctx: &NetCtx, query_string: &str) -> (u16, Vec<u8>) {
     use std::sync::atomic::Ordering;
     let s = &ctx.settings;
     let q = match query::parse(query_string, true, s.read_records_max, s.filter_bytes_max) {
         Ok(q) => q,
         Err(e) => {
             if e.code == "filter_too_long" {
-                ctx.stats
+                ctx.reads
                     .filter_too_long_total
                     .fetch_add(1, Ordering::Relaxed);
             }
@@ -50,7 +50,7 @@ pub fn read_logs(ctx: &ServerCtx, query_string: &str) -> (u16, Vec<u8>) {
             );
         }
     };
-    ctx.stats
+    ctx.reads
         .read_requests_total
         .fetch_add(1, Ordering::Relaxed);
     let end = ctx.log.committed_end();
@@ -91,7 +91,7 @@ pub fn read_logs(ctx: &ServerCtx, query_string: &str) -> (u16, Vec<u8>) {
 }
 
 /// `GET /v1/config`: what the dashboard needs to subscribe.
-pub fn config_json(ctx: &ServerCtx) -> Vec<u8> {
+pub fn config_json(ctx: &NetCtx) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "ws_port": ctx.ws_addr.port(),

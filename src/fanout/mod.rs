@@ -36,6 +36,8 @@
 //!   `from=<next>`.
 
 pub mod api;
+mod ctx;
+pub use ctx::FanoutCtx;
 pub mod frames;
 pub mod query;
 pub mod render;
@@ -72,10 +74,7 @@ use self::{
     window::{Built, Window},
 };
 use crate::{
-    net::{
-        ServerCtx,
-        http_proto::{self, HttpError},
-    },
+    net::http_proto::{self, HttpError},
     wal::{CommitFollower, Reader},
 };
 
@@ -142,7 +141,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub fn spawn(
     listener: std::net::TcpListener,
     core: Option<usize>,
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<FanoutCtx>,
 ) -> io::Result<FanoutHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
@@ -213,7 +212,7 @@ type Asked = Rc<RefCell<Option<(u64, Filter, Encoding)>>>;
 /// Validates the upgrade request: path, Origin, parameters. Anything wrong gets an
 /// HTTP error response before the upgrade.
 struct Upgrade {
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<FanoutCtx>,
     asked: Asked,
 }
 
@@ -265,7 +264,7 @@ impl Callback for Upgrade {
             Ok(q) => q,
             Err(e) => {
                 if e.code == "filter_too_long" {
-                    bad(&ctx.stats.filter_too_long_total);
+                    bad(&ctx.reads.filter_too_long_total);
                 }
                 bad(&ctx.stats.ws_bad_requests_total);
                 return Err(error_response(400, e.code, e.detail));
@@ -314,7 +313,7 @@ struct Sub {
 
 /// The event loop's state. Lives on the fan-out thread.
 struct Fanout {
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<FanoutCtx>,
     poll: Poll,
     listener: mio::net::TcpListener,
     follower: CommitFollower,
@@ -345,7 +344,7 @@ struct Fanout {
 
 impl Fanout {
     fn new(
-        ctx: Arc<ServerCtx>,
+        ctx: Arc<FanoutCtx>,
         poll: Poll,
         listener: mio::net::TcpListener,
         follower: CommitFollower,
@@ -1025,7 +1024,7 @@ fn flush(ws: &mut WebSocket<Shared>, blocked_since: &mut Option<Instant>) -> boo
 
 /// The subscriber's own reader, opened (again) unless it already stands at `cursor`.
 fn positioned<'a>(
-    ctx: &ServerCtx,
+    ctx: &FanoutCtx,
     reader: &'a mut Option<Reader>,
     cursor: u64,
 ) -> Result<&'a mut Reader, String> {
@@ -1047,7 +1046,7 @@ struct Span {
 /// Builds the next message for a subscriber at `cursor` with its own reader: JSON
 /// below the window, binary when filtered or on its way to the binary window.
 fn own_read(
-    ctx: &ServerCtx,
+    ctx: &FanoutCtx,
     reader: &mut Option<Reader>,
     cursor: u64,
     filter: &Filter,

@@ -12,7 +12,7 @@ use std::{
 
 use bytes::BytesMut;
 
-use super::ServerCtx;
+use super::NetCtx;
 use crate::{
     error::AppendError,
     wal::{Completion, TryAppendError},
@@ -93,14 +93,14 @@ impl Drop for RefusalGuard {
 pub struct ConnGuard {
     registry: Rc<Registry>,
     id: u64,
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<NetCtx>,
     /// Set when the connection ends; the watchdog checks it before touching the fd.
     pub closed: Rc<Cell<bool>>,
 }
 
 impl ConnGuard {
     /// Registers `fd`. The caller already counted it in `connections_open`.
-    pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<ServerCtx>) -> Self {
+    pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<NetCtx>) -> Self {
         let id = registry.next_id.get();
         registry.next_id.set(id + 1);
         registry.conns.borrow_mut().insert(id, fd);
@@ -126,7 +126,7 @@ impl Drop for ConnGuard {
 }
 
 /// Takes a connection slot, or refuses when `connections_max` are open.
-pub fn admit(ctx: &ServerCtx) -> bool {
+pub fn admit(ctx: &NetCtx) -> bool {
     let open = ctx.gauges.connections_open.fetch_add(1, Ordering::Relaxed);
     if open as usize >= ctx.settings.connections_max {
         ctx.gauges.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -182,7 +182,7 @@ pub enum PushFail {
 /// [`PushFail::TimedOut`] past the deadline; [`PushFail::Refused`] when the log
 /// refuses the batch (closing, failed, too large).
 pub async fn push_batch(
-    ctx: &ServerCtx,
+    ctx: &NetCtx,
     mut frames: BytesMut,
     mut records: u32,
     deadline: Option<Instant>,

@@ -16,7 +16,7 @@ use std::{
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
 use super::{
-    ServerCtx,
+    NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
     enrich::{JsonPolicy, RequestInfo},
     http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
@@ -55,12 +55,7 @@ impl Response {
 }
 
 /// Serves one HTTP connection until it closes, errs, idles out, or the server stops.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<ServerCtx>,
-    registry: Rc<Registry>,
-) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
     let fd = stream.as_raw_fd();
     let guard = ConnGuard::new(registry, fd, ctx.clone());
     ctx.stats
@@ -100,7 +95,7 @@ struct Conn {
     /// The client's address (for `client_ip` enrichment).
     peer: SocketAddr,
     stream: TcpStream,
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<NetCtx>,
     /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
     buf: Vec<u8>,
     /// The response being written; reused.
@@ -264,21 +259,13 @@ impl Conn {
                 Response::json(200, crate::fanout::api::config_json(&self.ctx))
             }
             (Method::Get | Method::Head, "/healthz") => self.healthz(),
-            (Method::Get | Method::Head, "/stats") => Response::json(
-                200,
-                stats::stats_json(
-                    &self.ctx.stats,
-                    &self.ctx.gauges,
-                    &self.ctx.log,
-                    self.ctx.started,
-                )
-                .into_bytes(),
-            ),
+            (Method::Get | Method::Head, "/stats") => {
+                Response::json(200, stats::stats_json(&self.ctx.observed).into_bytes())
+            }
             (Method::Get | Method::Head, "/metrics") => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
-                body: stats::metrics_text(&self.ctx.stats, &self.ctx.gauges, &self.ctx.log)
-                    .into_bytes(),
+                body: stats::metrics_text(&self.ctx.observed).into_bytes(),
                 headers: Vec::new(),
                 head_only: false,
             },
@@ -498,7 +485,7 @@ impl Conn {
     }
 }
 
-fn append_error(ctx: &ServerCtx, e: &AppendError) -> HttpError {
+fn append_error(ctx: &NetCtx, e: &AppendError) -> HttpError {
     match e {
         AppendError::DiskFull(d) => {
             ctx.stats

@@ -15,33 +15,38 @@ pub mod reactor;
 pub mod tcp;
 
 use std::{
+    net::SocketAddr,
     sync::{Arc, atomic::AtomicBool},
-    time::Instant,
 };
 
 use crate::{
     config::Settings,
-    stats::{Gauges, ServerStats},
-    wal::{Appender, Log},
+    stats::{NetGauges, NetStats, Observed, ReadStats},
+    wal::{Appender, LogView},
 };
 
-/// What every reactor shares. Read-mostly; counters are atomics.
+/// What the ingest stage may touch, shared by every reactor: the producer handle, a
+/// read-only view of the log (health, the read API), its own counters, and read-only
+/// handles on everyone's counters for `/stats` and `/metrics`. Nothing here reaches the
+/// fan-out core or the writer except through the [`Appender`].
 #[derive(Debug)]
-pub struct ServerCtx {
+pub struct NetCtx {
     /// The validated settings.
     pub settings: Settings,
-    /// The log (for stats and health).
-    pub log: Arc<Log>,
-    /// The producer handle the reactors clone.
+    /// The producer handle the connections push batches through.
     pub appender: Appender,
-    /// Counters.
-    pub stats: ServerStats,
-    /// Gauges.
-    pub gauges: Gauges,
-    /// When serving began.
-    pub started: Instant,
+    /// The log, read-only: health, `/v1/config`, `GET /v1/logs`.
+    pub log: LogView,
+    /// The ingest stage's counters.
+    pub stats: Arc<NetStats>,
+    /// Open connections.
+    pub gauges: Arc<NetGauges>,
+    /// The read API's counters (shared with the fan-out's filter parsing).
+    pub reads: Arc<ReadStats>,
+    /// Every stage's series, read-only, for `/stats` and `/metrics`.
+    pub observed: Observed,
     /// The fan-out core's bound WebSocket address (for `/v1/config` and the dashboard).
-    pub ws_addr: std::net::SocketAddr,
+    pub ws_addr: SocketAddr,
     /// What `/v1/logs` does to each JSON object.
     pub json_policy: enrich::JsonPolicy,
     /// Set once on the first SIGINT/SIGTERM (or a writer failure): stop accepting,

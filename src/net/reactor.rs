@@ -19,7 +19,7 @@ use std::{
 use socket2::{Domain, Socket, Type};
 use tokio_uring::net::TcpListener;
 
-use super::{ServerCtx, conn, http, tcp};
+use super::{NetCtx, conn, http, tcp};
 
 /// A reactor's listening sockets, bound before the threads start so that errors are
 /// reported at once.
@@ -125,7 +125,7 @@ pub fn spawn(
     id: usize,
     core: Option<usize>,
     listeners: Listeners,
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<NetCtx>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -142,7 +142,7 @@ pub fn spawn(
 
 async fn run(
     listeners: Listeners,
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<NetCtx>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let registry = Rc::new(conn::Registry::default());
@@ -190,7 +190,7 @@ async fn wait_empty(registry: &conn::Registry, within: Duration) -> bool {
 async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
-    ctx: Arc<ServerCtx>,
+    ctx: Arc<NetCtx>,
     registry: Rc<conn::Registry>,
 ) {
     loop {

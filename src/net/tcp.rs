@@ -20,7 +20,7 @@ use std::{
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
 use super::{
-    ServerCtx,
+    NetCtx,
     acks::AckState,
     conn::{self, ConnGuard, PushFail, Registry},
     lines::LineFramer,
@@ -68,12 +68,7 @@ fn fatal_of(e: &AppendError) -> (&'static str, String) {
 }
 
 /// Serves one raw TCP connection until EOF, error, idle timeout or shutdown.
-pub async fn serve(
-    stream: TcpStream,
-    _peer: SocketAddr,
-    ctx: Arc<ServerCtx>,
-    registry: Rc<Registry>,
-) {
+pub async fn serve(stream: TcpStream, _peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
     let guard = ConnGuard::new(registry, fd, ctx.clone());
@@ -126,7 +121,7 @@ pub async fn serve(
 
 async fn read_loop(
     stream: &TcpStream,
-    ctx: &ServerCtx,
+    ctx: &NetCtx,
     shared: &Shared,
     last_activity: &Cell<Instant>,
     tx: tokio::sync::mpsc::Sender<Completion>,
@@ -203,7 +198,7 @@ async fn read_loop(
 
 /// Pushes the connection's batch; false if the connection must stop.
 async fn push(
-    ctx: &ServerCtx,
+    ctx: &NetCtx,
     shared: &Shared,
     builder: &mut BatchBuilder,
     tx: &tokio::sync::mpsc::Sender<Completion>,
@@ -258,7 +253,7 @@ async fn drain(mut rx: tokio::sync::mpsc::Receiver<Completion>, shared: Rc<Share
 }
 
 /// Writes acks and error lines; the only writer on the socket.
-async fn write_acks(stream: Rc<TcpStream>, shared: Rc<Shared>, ctx: Arc<ServerCtx>) {
+async fn write_acks(stream: Rc<TcpStream>, shared: Rc<Shared>, ctx: Arc<NetCtx>) {
     let mut out: Vec<u8> = Vec::with_capacity(256);
     let max = ctx.settings.record_bytes_max;
     loop {
