@@ -43,7 +43,7 @@ use hdrhistogram::Histogram;
 use tungstenite::{Message, WebSocket};
 
 use crate::{
-    engine::mono_ns,
+    clock::mono_ns,
     stats::{new_histogram, record_ns},
     workload::{TAG_MARKER, TAG_SEQ_BITS, TAG_VALUE_LEN},
 };

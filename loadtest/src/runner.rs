@@ -13,8 +13,9 @@ use anyhow::{Context, bail};
 
 use crate::{
     cli::{E2eSend, GenOpts, RunArgs},
+    clock::mono_ns,
     e2e::{self, E2eShared, Finish, SubResult},
-    engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop, mono_ns},
+    engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop},
     procstat::{self, ProcSample},
     report::{
         ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo,
