@@ -1,5 +1,6 @@
-//! One connection of a worker: its batches on the wire, its per-socket counters and
-//! its life cycle (connect, lose the socket, reconnect 10 ms later, give up).
+//! One connection's life cycle: set up ([`Conn::new`]), connect, lose the socket
+//! (failing what was on the wire), reconnect 10 ms later. The types themselves are
+//! in the parent module, so that every part of the engine reads their fields.
 
 use std::{
     collections::VecDeque,
@@ -11,20 +12,10 @@ use std::{
 use mio::{Interest, Poll, Token, net::TcpStream};
 
 use super::{
-    EngineConfig, Load, LogsBody, Mode, RBUF_BYTES, Stop, WBUF_BYTES_SOFT_MAX, worker::Worker,
+    Conn, EngineConfig, Load, LogsBody, Mode, RBUF_BYTES, State, Stop, Times, WBUF_BYTES_SOFT_MAX,
+    worker::Worker,
 };
 use crate::{pace::Schedule, proto::ReadBuf, workload::Corpus};
-
-/// The times every worker shares, ns on the monotonic clock.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Times {
-    /// The run starts (t = 0 for schedules).
-    pub(super) start: u64,
-    /// The warm-up ends and measurement begins.
-    pub(super) measure: u64,
-    /// Duration mode: no batch is intended at or after this.
-    pub(super) send_end: Option<u64>,
-}
 
 impl Times {
     /// The times of a run that starts at `start` (monotonic ns) under `cfg`.
@@ -39,79 +30,6 @@ impl Times {
             },
         }
     }
-}
-
-/// One batch on the wire.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Pending {
-    /// When the schedule meant it to be sent (closed loop: when its slot freed).
-    pub(super) intended_ns: u64,
-    /// When it was handed to the socket.
-    pub(super) sent_ns: u64,
-    /// Records in it.
-    pub(super) records: u32,
-    /// Record bytes in it (`\n` included, HTTP framing excluded).
-    pub(super) bytes: u32,
-    /// Records sent on this socket up to and including this batch.
-    pub(super) rec_end: u64,
-    /// Bytes queued on this socket up to and including this batch.
-    pub(super) byte_end: u64,
-    /// Sent after the warm-up: counts in the report.
-    pub(super) measured: bool,
-    /// Records of this batch the server refused (`error <line_no> ...`).
-    pub(super) refused: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum State {
-    /// Building and sending batches.
-    Sending,
-    /// Sending is over; waiting for outstanding completions until the deadline.
-    Draining { deadline: u64 },
-    /// Our write side is shut down; reading until the server closes or the deadline.
-    Closing { deadline: u64 },
-    /// Finished.
-    Done,
-}
-
-/// One connection of a worker: owned by that worker's thread only.
-pub(super) struct Conn {
-    /// Index among all connections of the run.
-    pub(super) index: usize,
-    /// `ws-e2e`: records tagged on this connection so far (across reconnects).
-    pub(super) e2e_seq: u64,
-    pub(super) token: Token,
-    pub(super) sock: Option<TcpStream>,
-    /// The socket accepted everything so far; cleared on `WouldBlock` until the
-    /// next writable event.
-    pub(super) writable: bool,
-    /// Bytes queued for the socket; `wpos` of them are written.
-    pub(super) wbuf: Vec<u8>,
-    pub(super) wpos: usize,
-    pub(super) rbuf: ReadBuf,
-    /// Batches on the wire, oldest first; at most `inflight`.
-    pub(super) pending: VecDeque<Pending>,
-    /// Next corpus record to send.
-    pub(super) cursor: usize,
-    /// Open loop: the schedule; `batch_no` indexes it.
-    pub(super) sched: Option<Schedule>,
-    pub(super) batch_no: u64,
-    /// Count mode: measured records this connection still has to send.
-    pub(super) quota: Option<u64>,
-    /// Per-socket counters, reset on reconnect.
-    pub(super) sock_records: u64,
-    pub(super) sock_queued: u64,
-    pub(super) sock_written: u64,
-    pub(super) sock_acked: u64,
-    pub(super) sock_refused: u64,
-    /// The server announced it is closing (`error - <code>`), so its EOF is no surprise.
-    pub(super) server_closing: bool,
-    pub(super) state: State,
-    pub(super) reconnect_at: Option<u64>,
-    /// When the connection was lost and not yet re-established.
-    pub(super) lost_since: Option<u64>,
-    /// HTTP request head up to the `Content-Length` value.
-    pub(super) http_head: Vec<u8>,
 }
 
 /// The error kind counted in the report for a socket error.

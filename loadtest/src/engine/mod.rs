@@ -6,9 +6,9 @@
 //!
 //! A connection copies `batch_records` records out of the [`Corpus`] into its write
 //! buffer (framed as an HTTP request for the HTTP modes), writes as much as the socket
-//! takes in one `write`, and queues a [`Pending`](conn::Pending) entry: its intended
-//! send time, when it was handed to the socket, how many records, and where it ends
-//! on this connection (record count and byte count). The batch *completes* when
+//! takes in one `write`, and queues a [`Pending`] entry: its intended send time,
+//! when it was handed to the socket, how many records, and where it ends on this
+//! connection (record count and byte count). The batch *completes* when
 //!
 //! - `tcp`: its last byte was accepted by the kernel (fire and forget);
 //! - `tcp-acked`: the server's cumulative `ack <count> <last_offset>` reaches it;
@@ -21,8 +21,8 @@
 //!
 //! | module | what |
 //! |--------|------|
-//! | this one | settings ([`EngineConfig`], [`Mode`], [`Load`], [`Stop`]), [`run`]: connect, spawn the workers, watch them |
-//! | [`conn`] | one connection's state, connecting and reconnecting, losing a socket |
+//! | this one | settings ([`EngineConfig`], [`Mode`], [`Load`], [`Stop`]); the state a worker keeps per connection ([`Conn`], [`Pending`]), here so that every part below reads its fields; [`run`]: connect, spawn the workers, watch them |
+//! | [`conn`] | a connection's life cycle: set-up, connecting and reconnecting, losing a socket |
 //! | [`send`] | open- and closed-loop scheduling, building batches (per protocol), writing them |
 //! | [`recv`] | reading: ringstash's ack and error lines, HTTP responses |
 //! | [`worker`] | the poll loop, each connection's state machine, recording completions |
@@ -48,6 +48,7 @@ mod send;
 mod worker;
 
 use std::{
+    collections::VecDeque,
     net::{SocketAddr, TcpStream as StdTcpStream},
     sync::{
         Arc, Barrier,
@@ -57,15 +58,14 @@ use std::{
     time::Duration,
 };
 
+use self::worker::Worker;
 pub use self::{
     conn::connect,
     progress::{NoObserver, Observer, Progress},
 };
-use self::{
-    conn::{Conn, Times},
-    worker::Worker,
-};
-use crate::{clock::mono_ns, stats::Stats, workload::Corpus};
+use mio::{Token, net::TcpStream};
+
+use crate::{clock::mono_ns, pace::Schedule, proto::ReadBuf, stats::Stats, workload::Corpus};
 
 /// What the harness talks to and what completes a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -198,6 +198,90 @@ pub const WBUF_BYTES_SOFT_MAX: usize = 4 << 20;
 
 /// Size of each connection's receive buffer (acks and responses are small).
 pub const RBUF_BYTES: usize = 64 << 10;
+
+/// The times every worker shares, ns on the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    /// The run starts (t = 0 for schedules).
+    start: u64,
+    /// The warm-up ends and measurement begins.
+    measure: u64,
+    /// Duration mode: no batch is intended at or after this.
+    send_end: Option<u64>,
+}
+
+/// One batch on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// When the schedule meant it to be sent (closed loop: when its slot freed).
+    intended_ns: u64,
+    /// When it was handed to the socket.
+    sent_ns: u64,
+    /// Records in it.
+    records: u32,
+    /// Record bytes in it (`\n` included, HTTP framing excluded).
+    bytes: u32,
+    /// Records sent on this socket up to and including this batch.
+    rec_end: u64,
+    /// Bytes queued on this socket up to and including this batch.
+    byte_end: u64,
+    /// Sent after the warm-up: counts in the report.
+    measured: bool,
+    /// Records of this batch the server refused (`error <line_no> ...`).
+    refused: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Building and sending batches.
+    Sending,
+    /// Sending is over; waiting for outstanding completions until the deadline.
+    Draining { deadline: u64 },
+    /// Our write side is shut down; reading until the server closes or the deadline.
+    Closing { deadline: u64 },
+    /// Finished.
+    Done,
+}
+
+/// One connection of a worker: owned by that worker's thread only.
+struct Conn {
+    /// Index among all connections of the run.
+    index: usize,
+    /// `ws-e2e`: records tagged on this connection so far (across reconnects).
+    e2e_seq: u64,
+    token: Token,
+    sock: Option<TcpStream>,
+    /// The socket accepted everything so far; cleared on `WouldBlock` until the
+    /// next writable event.
+    writable: bool,
+    /// Bytes queued for the socket; `wpos` of them are written.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    rbuf: ReadBuf,
+    /// Batches on the wire, oldest first; at most `inflight`.
+    pending: VecDeque<Pending>,
+    /// Next corpus record to send.
+    cursor: usize,
+    /// Open loop: the schedule; `batch_no` indexes it.
+    sched: Option<Schedule>,
+    batch_no: u64,
+    /// Count mode: measured records this connection still has to send.
+    quota: Option<u64>,
+    /// Per-socket counters, reset on reconnect.
+    sock_records: u64,
+    sock_queued: u64,
+    sock_written: u64,
+    sock_acked: u64,
+    sock_refused: u64,
+    /// The server announced it is closing (`error - <code>`), so its EOF is no surprise.
+    server_closing: bool,
+    state: State,
+    reconnect_at: Option<u64>,
+    /// When the connection was lost and not yet re-established.
+    lost_since: Option<u64>,
+    /// HTTP request head up to the `Content-Length` value.
+    http_head: Vec<u8>,
+}
 
 /// The result of [`run`].
 #[derive(Debug)]

@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use mio::Poll;
 
 use super::{
-    Completion,
-    conn::{Conn, State, error_kind},
+    Completion, Conn, State,
+    conn::error_kind,
     worker::{BAD_LINES_SHOWN_MAX, Worker},
 };
 use crate::proto::{

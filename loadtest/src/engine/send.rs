@@ -13,8 +13,7 @@ use std::{
 use mio::Poll;
 
 use super::{
-    Completion, LogsBody, Mode, WBUF_BYTES_SOFT_MAX,
-    conn::{Conn, Pending, State, error_kind},
+    Completion, Conn, LogsBody, Mode, Pending, State, WBUF_BYTES_SOFT_MAX, conn::error_kind,
     worker::Worker,
 };
 

@@ -15,10 +15,7 @@ use std::{
 
 use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 
-use super::{
-    Completion, EngineConfig, Progress,
-    conn::{Conn, State, Times},
-};
+use super::{Completion, Conn, EngineConfig, Progress, State, Times};
 use crate::{
     clock::{Timer, mono_ns},
     stats::{Stats, record_ns},
