@@ -35,12 +35,9 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-duration="${DURATION:-5s}"
-warmup="${WARMUP:-1s}"
-conns="${CONNS:-4}"
-batch="${BATCH:-1024}"
-size="${SIZE:-128}"
-rounds="${ROUNDS:-1}"
+# shellcheck source=loadtest/serve-lib.sh
+. "$root/loadtest/serve-lib.sh"
+bench_settings 1024 1
 peers_dir="${PEERS_DIR:-$root/../shared/peers}"
 [ -d "$peers_dir" ] || peers_dir="/work/shared/peers"
 default_peers="rsyslog-async rsyslog-durable rsyslog-durable-batch syslog-ng-async-default syslog-ng-async syslog-ng-durable syslog-ng-durable-batch"
@@ -57,11 +54,7 @@ esac
 
 log() { echo "compare: $*" >&2; }
 
-fstype="$(findmnt -no FSTYPE --target "$(dirname "$work")" 2>/dev/null || echo unknown)"
-if [ "$fstype" = tmpfs ]; then
-    echo "compare: $work is on tmpfs, where fdatasync costs nothing; set WORKDIR to a disk" >&2
-    exit 2
-fi
+refuse_tmpfs compare "$(dirname "$work")" "$work"
 rm -rf "$work"
 mkdir -p "$work/results"
 results="$work/results"
@@ -128,8 +121,6 @@ cargo build --release -q -p ringstash -p loadtest
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 LT="$bin/loadtest"
 RS="$bin/ringstash"
-# shellcheck source=loadtest/serve-lib.sh
-. "$root/loadtest/serve-lib.sh"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -40,12 +40,9 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-duration="${DURATION:-5s}"
-warmup="${WARMUP:-1s}"
-conns="${CONNS:-4}"
-batch="${BATCH:-4096}"
-size="${SIZE:-128}"
-rounds="${ROUNDS:-2}"
+# shellcheck source=loadtest/serve-lib.sh
+. "$root/loadtest/serve-lib.sh"
+bench_settings 4096 2
 subs="${SUBS:-100}"
 noise="${NOISE:-5}"
 format="${FORMAT:-json}"
@@ -55,11 +52,7 @@ work="${WORKDIR:-${CARGO_TARGET_DIR:-$root/target}/fanout-bench}"
 log() { echo "fanout-bench: $*" >&2; }
 
 mkdir -p "$work"
-fstype="$(findmnt -no FSTYPE --target "$work" 2>/dev/null || echo unknown)"
-if [ "$fstype" = tmpfs ]; then
-    log "$work is on tmpfs, where fdatasync costs nothing; set WORKDIR to a disk"
-    exit 2
-fi
+refuse_tmpfs fanout-bench "$work"
 results="$work/results"
 rm -rf "$results" "$work/data"
 mkdir -p "$results"
@@ -69,8 +62,6 @@ cargo build --release -q --workspace
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 LT="$bin/loadtest"
 RS="$bin/ringstash"
-# shellcheck source=loadtest/serve-lib.sh
-. "$root/loadtest/serve-lib.sh"
 
 {
     echo "date: $(date -Is)"

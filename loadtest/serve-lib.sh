@@ -1,5 +1,31 @@
 # Sourced by the bench scripts (compare.sh, fanout-bench.sh, ack-bar.sh).
 #
+# bench_settings BATCH_DEFAULT ROUNDS_DEFAULT
+#   The load settings the bench scripts share, from the environment with their
+#   defaults: sets duration (DURATION, 5s), warmup (WARMUP, 1s), conns (CONNS, 4),
+#   batch (BATCH), size (SIZE, 128) and rounds (ROUNDS).
+# shellcheck disable=SC2034 # the variables are the scripts'
+bench_settings() {
+    duration="${DURATION:-5s}"
+    warmup="${WARMUP:-1s}"
+    conns="${CONNS:-4}"
+    batch="${BATCH:-$1}"
+    size="${SIZE:-128}"
+    rounds="${ROUNDS:-$2}"
+}
+
+# refuse_tmpfs NAME DIR [SHOWN]
+#   Sets fstype to the file system type under DIR. If it is tmpfs, where fdatasync
+#   costs nothing, says so (as NAME, about SHOWN, default DIR) and exits 2.
+refuse_tmpfs() {
+    fstype="$(findmnt -no FSTYPE --target "$2" 2>/dev/null || echo unknown)"
+    if [ "$fstype" = tmpfs ]; then
+        echo "$1: ${3:-$2} is on tmpfs, where fdatasync costs nothing; set WORKDIR to a disk" >&2
+        exit 2
+    fi
+}
+
+#
 # start_ringstash RS DATA_DIR LOG [serve flags...]
 #   Starts `RS serve` in the background on loopback ports it picks itself (port 0:
 #   ports chosen here and passed in could be taken by someone else in between) and

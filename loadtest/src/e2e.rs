@@ -43,7 +43,7 @@ use hdrhistogram::Histogram;
 use tungstenite::{Message, WebSocket};
 
 use crate::{
-    engine::mono_ns,
+    clock::mono_ns,
     stats::{new_histogram, record_ns},
     workload::{TAG_MARKER, TAG_SEQ_BITS, TAG_VALUE_LEN},
 };
@@ -347,6 +347,8 @@ pub fn spawn_live(
         .spawn(move || live_loop(ws, &shared, &finish))
 }
 
+/// A live subscriber's thread: reads until every record arrived after sending ended,
+/// the drain deadline passed, or the connection failed.
 fn live_loop(mut ws: WebSocket<TcpStream>, shared: &E2eShared, finish: &Finish) -> SubResult {
     let finder = memchr::memmem::Finder::new(TAG_MARKER);
     let mut r = SubResult {
@@ -377,28 +379,7 @@ fn live_loop(mut ws: WebSocket<TcpStream>, shared: &E2eShared, finish: &Finish) 
                     }
                     _ => continue,
                 };
-                r.messages += 1;
-                let mut got = false;
-                let bad = for_each_tag(data, &finder, |t| {
-                    if r.check.on_tag(t) {
-                        got = true;
-                        if t.last {
-                            match shared.lookup(t.conn, t.seq) {
-                                Some((intended, sent_at, measured)) => {
-                                    if measured {
-                                        record_ns(&mut r.latency_us, now.saturating_sub(intended));
-                                        record_ns(&mut r.service_us, now.saturating_sub(sent_at));
-                                    }
-                                }
-                                None => r.lapped += 1,
-                            }
-                        }
-                    }
-                });
-                r.check.foreign += bad;
-                if got {
-                    r.last_receipt_ns = now;
-                }
+                r.on_message(data, &finder, shared, now);
             }
             Err(tungstenite::Error::Io(e))
                 if matches!(
@@ -413,9 +394,7 @@ fn live_loop(mut ws: WebSocket<TcpStream>, shared: &E2eShared, finish: &Finish) 
             }
         }
         if finish.done_sending.load(Ordering::Acquire) {
-            for (c, s) in sent.iter_mut().enumerate() {
-                *s = shared.sent(c);
-            }
+            read_sent(shared, &mut sent);
             if r.check.complete(&sent) {
                 break;
             }
@@ -425,13 +404,53 @@ fn live_loop(mut ws: WebSocket<TcpStream>, shared: &E2eShared, finish: &Finish) 
             }
         }
     }
-    for (c, s) in sent.iter_mut().enumerate() {
-        *s = shared.sent(c);
-    }
+    read_sent(shared, &mut sent);
     r.check.finish(&sent);
     let _ = ws.close(None);
     let _ = ws.flush();
     r
+}
+
+/// Records each connection has sent so far, into `sent`.
+fn read_sent(shared: &E2eShared, sent: &mut [u64]) {
+    for (c, s) in sent.iter_mut().enumerate() {
+        *s = shared.sent(c);
+    }
+}
+
+impl SubResult {
+    /// One message received at `now`: checks every tag in it, and times each batch
+    /// whose last record it holds.
+    fn on_message(
+        &mut self,
+        data: &[u8],
+        finder: &memchr::memmem::Finder<'_>,
+        shared: &E2eShared,
+        now: u64,
+    ) {
+        self.messages += 1;
+        let mut got = false;
+        let bad = for_each_tag(data, finder, |t| {
+            if self.check.on_tag(t) {
+                got = true;
+                if t.last {
+                    match shared.lookup(t.conn, t.seq) {
+                        Some((intended, sent_at, measured)) => {
+                            if measured {
+                                record_ns(&mut self.latency_us, now.saturating_sub(intended));
+                                record_ns(&mut self.service_us, now.saturating_sub(sent_at));
+                            }
+                        }
+                        None => self.lapped += 1,
+                    }
+                }
+            }
+        });
+        self.check.foreign += bad;
+        if got {
+            self.last_receipt_ns = now;
+        }
+    }
 }
 
 #[cfg(test)]

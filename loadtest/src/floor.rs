@@ -160,6 +160,22 @@ impl Files {
             let _ = std::fs::remove_file(p);
         }
     }
+
+    /// Writes `len` bytes of records from `chunk` at the current position (which it
+    /// does not advance), one `pwrite` per chunk.
+    fn write_records(&self, chunk: &[u8], len: u64, record_size: usize) -> anyhow::Result<()> {
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(chunk.len() as u64) as usize;
+            // Chunks start on a record boundary: the chunk holds whole records.
+            let n = n - n % record_size;
+            self.file
+                .write_all_at(&chunk[..n], self.pos + off)
+                .context("writing")?;
+            off += n as u64;
+        }
+        Ok(())
+    }
 }
 
 fn path_of(dir: &Path, n: usize) -> PathBuf {
@@ -204,6 +220,16 @@ pub fn run(cfg: &FloorConfig) -> anyhow::Result<FloorReport> {
     result
 }
 
+/// A write buffer of records as they would be stored: printable bytes, one newline
+/// each, `record_size` bytes apart.
+fn record_chunk(record_size: usize) -> Vec<u8> {
+    let mut chunk = vec![b'x'; WRITE_CHUNK_BYTES.max(record_size)];
+    for i in (record_size - 1..chunk.len()).step_by(record_size) {
+        chunk[i] = b'\n';
+    }
+    chunk
+}
+
 fn measure(cfg: &FloorConfig, files: &mut Files) -> anyhow::Result<FloorReport> {
     let batch_bytes = u64::from(cfg.batch) * u64::from(cfg.record_size);
     let interval_ns = f64::from(cfg.batch) / cfg.rate * 1e9;
@@ -214,11 +240,7 @@ fn measure(cfg: &FloorConfig, files: &mut Files) -> anyhow::Result<FloorReport> 
     let intended = |k: u64| k as f64 * interval_ns;
     let measured = |k: u64| intended(k) >= warm_ns;
 
-    // Records as they would be stored: printable bytes, one newline each.
-    let mut chunk = vec![b'x'; WRITE_CHUNK_BYTES.max(cfg.record_size as usize)];
-    for i in (cfg.record_size as usize - 1..chunk.len()).step_by(cfg.record_size as usize) {
-        chunk[i] = b'\n';
-    }
+    let chunk = record_chunk(cfg.record_size as usize);
 
     let (mut latency, mut fsync, mut write): (Histogram<u64>, _, _) =
         (new_histogram(), new_histogram(), new_histogram());
@@ -237,17 +259,7 @@ fn measure(cfg: &FloorConfig, files: &mut Files) -> anyhow::Result<FloorReport> 
         let len = (arrived - done) * batch_bytes;
         files.room_for(len)?;
         let w0 = Instant::now();
-        let mut off = 0u64;
-        while off < len {
-            let n = (len - off).min(chunk.len() as u64) as usize;
-            // Chunks start on a record boundary: the chunk holds whole records.
-            let n = n - n % cfg.record_size as usize;
-            files
-                .file
-                .write_all_at(&chunk[..n], files.pos + off)
-                .context("writing")?;
-            off += n as u64;
-        }
+        files.write_records(&chunk, len, cfg.record_size as usize)?;
         let w1 = Instant::now();
         files.file.sync_data().context("fdatasync")?;
         let s1 = Instant::now();

@@ -8,6 +8,7 @@
 //! | records | [`workload`] | seeded workload generator: realistic text / JSON log records of a chosen size, built once into a corpus |
 //! | schedule | [`pace`] | open-loop intended send times (the base of coordinated-omission correction) |
 //! | wire | [`engine`] | worker threads with `mio` poll loops: batch → one `write`, completion by write, ack or response |
+//! | time | [`clock`] | the monotonic clock all stages share (`mono_ns`) and the `timerfd` that wakes the poll loops; depends on nothing |
 //! | end to end | [`e2e`] | `ws-e2e`: WebSocket subscribers that check exactly-once delivery and time send → receipt |
 //! | parsing | [`proto`] | allocation-free parsing of ringstash ack lines and HTTP responses |
 //! | numbers | [`stats`], [`report`] | HdrHistograms and counters; table, JSON and `.hgrm` output |
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clock;
 pub mod e2e;
 pub mod engine;
 pub mod floor;

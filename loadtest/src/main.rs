@@ -4,7 +4,7 @@ use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use loadtest::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, GenArgs, RunArgs},
     floor, runner,
     sink::Sink,
     workload::Corpus,
@@ -23,63 +23,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => {
-            let report = runner::run(&args)?;
-            let text = if args.json {
-                report.to_json() + "\n"
-            } else {
-                report.to_table()
-            };
-            // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            if let Some(e) = report.e2e.as_ref().filter(|e| !e.ok) {
-                for (i, s) in e.per_subscriber.iter().enumerate() {
-                    if s.missed > 0 || s.duplicates > 0 || s.delivered != e.expected_records {
-                        if i >= 8 {
-                            eprintln!("loadtest: ... and more subscribers");
-                            break;
-                        }
-                        eprintln!(
-                            "loadtest: ws-e2e subscriber {i} received {} of {} records ({} skipped, {} not received, {} duplicated){}",
-                            s.delivered,
-                            e.expected_records,
-                            s.missed,
-                            s.undelivered,
-                            s.duplicates,
-                            s.error
-                                .as_deref()
-                                .map(|x| format!(": {x}"))
-                                .unwrap_or_default()
-                        );
-                    }
-                }
-                return Ok(ExitCode::from(3));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Gen(args) => {
-            let cfg = runner::gen_config(&args.gen_opts, None)?;
-            let corpus =
-                Corpus::generate(&cfg).map_err(|e| anyhow::anyhow!("--record-size: {e}"))?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut cursor = 0;
-            let mut buf = Vec::new();
-            let mut left = args.count;
-            while left > 0 {
-                let n = left.min(4096);
-                buf.clear();
-                corpus.append_lines(&mut cursor, n as usize, &mut buf);
-                if let Err(e) = out.write_all(&buf) {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    return Err(e.into());
-                }
-                left -= n;
-            }
-            let _ = out.flush();
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run(args) => run_cmd(&args),
+        Command::Gen(args) => gen_cmd(&args),
         Command::Floor(a) => {
             let report = floor::run(&floor::FloorConfig {
                 dir: a.dir,
@@ -108,4 +53,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `loadtest run`: the report on stdout; exit status 3 if a `ws-e2e` subscriber did
+/// not get every record exactly once (what went wrong on stderr).
+fn run_cmd(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let report = runner::run(args)?;
+    let text = if args.json {
+        report.to_json() + "\n"
+    } else {
+        report.to_table()
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    if let Some(e) = report.e2e.as_ref().filter(|e| !e.ok) {
+        for (i, s) in e.per_subscriber.iter().enumerate() {
+            if s.missed > 0 || s.duplicates > 0 || s.delivered != e.expected_records {
+                if i >= 8 {
+                    eprintln!("loadtest: ... and more subscribers");
+                    break;
+                }
+                eprintln!(
+                    "loadtest: ws-e2e subscriber {i} received {} of {} records ({} skipped, {} not received, {} duplicated){}",
+                    s.delivered,
+                    e.expected_records,
+                    s.missed,
+                    s.undelivered,
+                    s.duplicates,
+                    s.error
+                        .as_deref()
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `loadtest gen`: the records `run` would send, on stdout.
+fn gen_cmd(args: &GenArgs) -> anyhow::Result<ExitCode> {
+    let cfg = runner::gen_config(&args.gen_opts, None)?;
+    let corpus = Corpus::generate(&cfg).map_err(|e| anyhow::anyhow!("--record-size: {e}"))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut cursor = 0;
+    let mut buf = Vec::new();
+    let mut left = args.count;
+    while left > 0 {
+        let n = left.min(4096);
+        buf.clear();
+        corpus.append_lines(&mut cursor, n as usize, &mut buf);
+        if let Err(e) = out.write_all(&buf) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e.into());
+        }
+        left -= n;
+    }
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
 }

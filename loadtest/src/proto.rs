@@ -176,89 +176,22 @@ pub fn parse_http_response(buf: &[u8]) -> Result<Option<HttpResponse>, HttpParse
         }
         return Ok(None);
     };
-    let head = &buf[..head_end];
-    let mut lines = head.split(|&b| b == b'\n');
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, |&b| b == b' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with(b"HTTP/1.") {
-        return Err(HttpParseError("not an HTTP/1.x status line"));
-    }
-    let status = parts
-        .next()
-        .and_then(parse_u64)
-        .filter(|s| (100..1000).contains(s))
-        .ok_or(HttpParseError("bad status code"))? as u16;
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut close = version == b"HTTP/1.0";
-    for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(HttpParseError("header without colon"));
-        };
-        let name = &line[..colon];
-        let value = trim(&line[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            content_length =
-                Some(parse_u64(value).ok_or(HttpParseError("bad content-length"))? as usize);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = value
-                .split(|&b| b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if value.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if value.eq_ignore_ascii_case(b"keep-alive") {
-                close = false;
-            }
-        }
-    }
+    let head = parse_head(&buf[..head_end])?;
+    let (status, close) = (head.status, head.close);
     let body_start = head_end + 4;
     let no_body = status < 200 || status == 204 || status == 304;
-    if chunked && !no_body {
-        let mut pos = body_start;
-        loop {
-            let Some(eol) = find(&buf[pos..], b"\r\n") else {
-                return Ok(None);
-            };
-            let size_field = &buf[pos..pos + eol];
-            let size_hex = size_field
-                .split(|&b| b == b';')
-                .next()
-                .map(trim)
-                .unwrap_or_default();
-            let size = std::str::from_utf8(size_hex)
-                .ok()
-                .and_then(|s| usize::from_str_radix(s, 16).ok())
-                .ok_or(HttpParseError("bad chunk size"))?;
-            pos += eol + 2;
-            if size == 0 {
-                // Trailers, then an empty line.
-                loop {
-                    let Some(eol) = find(&buf[pos..], b"\r\n") else {
-                        return Ok(None);
-                    };
-                    pos += eol + 2;
-                    if eol == 0 {
-                        return Ok(Some(HttpResponse {
-                            status,
-                            len: pos,
-                            body: body_start..body_start,
-                            close,
-                        }));
-                    }
-                }
-            }
-            if buf.len() < pos + size + 2 {
-                return Ok(None);
-            }
-            pos += size + 2;
-        }
+    if head.chunked && !no_body {
+        return Ok(chunked_end(buf, body_start)?.map(|len| HttpResponse {
+            status,
+            len,
+            body: body_start..body_start,
+            close,
+        }));
     }
     let body_len = if no_body {
         0
     } else {
-        content_length.unwrap_or(0)
+        head.content_length.unwrap_or(0)
     };
     if buf.len() < body_start + body_len {
         return Ok(None);
@@ -271,9 +204,100 @@ pub fn parse_http_response(buf: &[u8]) -> Result<Option<HttpResponse>, HttpParse
     }))
 }
 
-/// The value of a top-level string field `"key":"value"` in a small JSON body,
-/// found by scanning (no JSON parser, no allocation).
-pub fn json_str_field<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+/// What a response head says about the response.
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+    close: bool,
+}
+
+/// Parses a response head (status line and headers, without the blank line).
+fn parse_head(head: &[u8]) -> Result<Head, HttpParseError> {
+    let mut lines = head.split(|&b| b == b'\n');
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, |&b| b == b' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with(b"HTTP/1.") {
+        return Err(HttpParseError("not an HTTP/1.x status line"));
+    }
+    let status = parts
+        .next()
+        .and_then(parse_u64)
+        .filter(|s| (100..1000).contains(s))
+        .ok_or(HttpParseError("bad status code"))? as u16;
+    let mut h = Head {
+        status,
+        content_length: None,
+        chunked: false,
+        close: version == b"HTTP/1.0",
+    };
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(HttpParseError("header without colon"));
+        };
+        let name = &line[..colon];
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            h.content_length =
+                Some(parse_u64(value).ok_or(HttpParseError("bad content-length"))? as usize);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            h.chunked = value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if value.eq_ignore_ascii_case(b"close") {
+                h.close = true;
+            } else if value.eq_ignore_ascii_case(b"keep-alive") {
+                h.close = false;
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// Where a chunked body starting at `pos` ends (after its last chunk, trailers and
+/// the empty line), or `None` if it is not all in `buf` yet. The chunks are skipped,
+/// not decoded.
+fn chunked_end(buf: &[u8], mut pos: usize) -> Result<Option<usize>, HttpParseError> {
+    loop {
+        let Some(eol) = find(&buf[pos..], b"\r\n") else {
+            return Ok(None);
+        };
+        let size_field = &buf[pos..pos + eol];
+        let size_hex = size_field
+            .split(|&b| b == b';')
+            .next()
+            .map(trim)
+            .unwrap_or_default();
+        let size = std::str::from_utf8(size_hex)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .ok_or(HttpParseError("bad chunk size"))?;
+        pos += eol + 2;
+        if size == 0 {
+            // Trailers, then an empty line.
+            loop {
+                let Some(eol) = find(&buf[pos..], b"\r\n") else {
+                    return Ok(None);
+                };
+                pos += eol + 2;
+                if eol == 0 {
+                    return Ok(Some(pos));
+                }
+            }
+        }
+        if buf.len() < pos + size + 2 {
+            return Ok(None);
+        }
+        pos += size + 2;
+    }
+}
+
+/// What follows the first `"key":` in a small JSON body, spaces after the colon
+/// skipped; `None` if the key is missing or not followed by a colon. Found by
+/// scanning (no JSON parser, no allocation), so only for flat bodies we know.
+fn json_value_after<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
     let k = key.as_bytes();
     let mut i = 0;
     while let Some(p) = find(&body[i..], k) {
@@ -282,33 +306,27 @@ pub fn json_str_field<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
         if at == 0 || body[at - 1] != b'"' || body.get(i) != Some(&b'"') {
             continue;
         }
-        let rest = trim(&body[i + 1..]);
-        let rest = rest.strip_prefix(b":")?;
-        let rest = trim(rest).strip_prefix(b"\"")?;
-        let end = rest.iter().position(|&b| b == b'"')?;
-        return Some(&rest[..end]);
+        return Some(trim(trim(&body[i + 1..]).strip_prefix(b":")?));
     }
     None
 }
 
+/// The value of a top-level string field `"key":"value"` in a small JSON body,
+/// found by scanning (no JSON parser, no allocation).
+pub fn json_str_field<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let rest = json_value_after(body, key)?.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    Some(&rest[..end])
+}
+
 /// The value of a top-level unsigned number field `"key":123` in a small JSON body.
 pub fn json_u64_field(body: &[u8], key: &str) -> Option<u64> {
-    let k = key.as_bytes();
-    let mut i = 0;
-    while let Some(p) = find(&body[i..], k) {
-        let at = i + p;
-        i = at + k.len();
-        if at == 0 || body[at - 1] != b'"' || body.get(i) != Some(&b'"') {
-            continue;
-        }
-        let rest = trim(trim(&body[i + 1..]).strip_prefix(b":")?);
-        let end = rest
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(rest.len());
-        return parse_u64(&rest[..end]);
-    }
-    None
+    let rest = json_value_after(body, key)?;
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    parse_u64(&rest[..end])
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
 
 use crate::{
     cli::{E2eSend, GenOpts, RunArgs},
+    clock::mono_ns,
     e2e::{self, E2eShared, Finish, SubResult},
-    engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop, mono_ns},
+    engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop},
     procstat::{self, ProcSample},
     report::{
         ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo,
@@ -85,6 +87,37 @@ struct Watch<'a> {
     last_print: Option<(Instant, u64)>,
 }
 
+impl<'a> Watch<'a> {
+    fn new(args: &'a RunArgs) -> Self {
+        Watch {
+            server_pid: args.server_pid,
+            server_start: None,
+            server_end: None,
+            server_rss_max: 0,
+            client_start: None,
+            client_end: None,
+            landed_file: args.landed_file.as_deref(),
+            landed_at_measure: 0,
+            show_progress: !args.quiet && std::io::stderr().is_terminal(),
+            last_print: None,
+        }
+    }
+
+    /// Fills the report's server and client resource use over the window.
+    fn add_resources(&self, report: &mut Report) {
+        if let (Some(a), Some(b)) = (&self.server_start, &self.server_end) {
+            report.set_server(&a.delta(b), self.server_rss_max);
+        }
+        if let (Some(a), Some(b)) = (&self.client_start, &self.client_end) {
+            let d = a.delta(b);
+            report.client = Some(ClientInfo {
+                cpu_s: (d.cpu_s * 1000.0).round() / 1000.0,
+                cpu_percent: (d.cpu_s / d.wall_s.max(1e-9) * 1000.0).round() / 10.0,
+            });
+        }
+    }
+}
+
 impl Observer for Watch<'_> {
     fn measure_start(&mut self) {
         if let Some(pid) = self.server_pid {
@@ -145,6 +178,58 @@ struct Subscribers {
     ws_target: String,
 }
 
+impl Subscribers {
+    /// Connects the stalled subscribers, then the live ones (each on its own
+    /// thread); returns the state the engine publishes send times in.
+    fn start(&mut self, args: &RunArgs) -> anyhow::Result<Arc<E2eShared>> {
+        let ws_addr = resolve(&args.ws_addr)?;
+        let shared = Arc::new(E2eShared::new(args.connections, args.batch));
+        for i in 0..args.stalled_subscribers {
+            let ws = e2e::connect(ws_addr, &args.ws_path, args.connect_timeout)
+                .with_context(|| format!("stalled subscriber {i}"))?;
+            self.stalled.push(ws);
+        }
+        for i in 0..args.subscribers {
+            let ws = e2e::connect(ws_addr, &args.ws_path, args.connect_timeout)
+                .with_context(|| format!("subscriber {i}"))?;
+            self.live
+                .push(e2e::spawn_live(i, ws, shared.clone(), self.finish.clone())?);
+        }
+        self.ws_target = format!("ws://{}{}", args.ws_addr, args.ws_path);
+        Ok(shared)
+    }
+
+    /// Sending ended at `send_end_ns`: live subscribers get `--drain-timeout` more
+    /// (if `drain`) to receive everything, then their results are collected and the
+    /// stalled ones closed.
+    fn stop(
+        &mut self,
+        send_end_ns: u64,
+        drain: bool,
+        args: &RunArgs,
+    ) -> anyhow::Result<Vec<SubResult>> {
+        self.finish.done_sending.store(true, Ordering::Release);
+        let drain_ns = if drain {
+            args.drain_timeout.as_nanos() as u64
+        } else {
+            0
+        };
+        self.finish
+            .deadline_ns
+            .store(send_end_ns + drain_ns.max(1), Ordering::Release);
+        let results = std::mem::take(&mut self.live)
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a subscriber thread panicked"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        // The stalled subscribers hung on until everything was delivered to the others.
+        drop(std::mem::take(&mut self.stalled));
+        Ok(results)
+    }
+}
+
 impl Drop for Subscribers {
     /// On an early error, lets live subscribers stop at once.
     fn drop(&mut self) {
@@ -159,6 +244,70 @@ impl Drop for Subscribers {
 /// Bad options, an unreachable server, a mode not yet available.
 pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let gen_cfg = gen_config(&args.gen_opts, Some(args.mode))?;
+    let mut cfg = engine_config(args)?;
+    let corpus =
+        Arc::new(Corpus::generate(&gen_cfg).map_err(|e| anyhow::anyhow!("--record-size: {e}"))?);
+    // ws-e2e: subscribers connect (and live ones start reading) before anything is
+    // sent, so `from=latest` starts them before the first record.
+    let mut subs = Subscribers::default();
+    if args.mode == Mode::WsE2e {
+        cfg.e2e = Some(subs.start(args)?);
+    }
+    let landed_file = args.landed_file.as_deref();
+    let landed_initial = landed_file.map(file_len);
+    let mut watch = Watch::new(args);
+    if let Some(pid) = args.server_pid {
+        procstat::sample(pid)
+            .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
+    }
+    let res = engine::run(&cfg, corpus, &mut watch);
+    let send_end_ns = mono_ns();
+    let sub_results = subs.stop(send_end_ns, res.is_ok() && !args.allow_lag, args)?;
+    let res = res?;
+    let mut report = Report::new(run_info(args, &cfg, &gen_cfg), &res.stats, res.duration_s);
+    let mut e2e_latency = None;
+    if args.mode == Mode::WsE2e {
+        let expected = res.stats.sent_records_total;
+        e2e_latency = add_e2e(
+            &mut report,
+            args,
+            &sub_results,
+            &subs,
+            expected,
+            send_end_ns,
+        );
+    }
+    watch.add_resources(&mut report);
+    if let (Some(f), Some(initial)) = (landed_file, landed_initial) {
+        report.landed = Some(wait_landed(
+            f,
+            initial,
+            watch.landed_at_measure,
+            res.stats.bytes_total,
+            res.stats.completed_records_total,
+            res.measure_start_ns,
+            args.landed_idle_timeout,
+        ));
+    }
+    if let Some(p) = &args.hgrm {
+        let mut f =
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        write_hgrm(
+            e2e_latency.as_ref().unwrap_or(&res.stats.latency_us),
+            1000.0,
+            &mut f,
+        )?;
+    }
+    if let Some(p) = &args.json_file {
+        std::fs::write(p, report.to_json() + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(report)
+}
+
+/// Checks the options and resolves the address: the engine's settings (without the
+/// `ws-e2e` shared state, which the subscribers bring).
+fn engine_config(args: &RunArgs) -> anyhow::Result<EngineConfig> {
     if args.mode == Mode::WsE2e && args.connections > e2e::CONNECTIONS_MAX {
         bail!("ws-e2e takes at most {} connections", e2e::CONNECTIONS_MAX);
     }
@@ -196,23 +345,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         .or_else(|| args.mode.default_path().map(str::to_owned))
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or(cores).clamp(1, args.connections);
-    let inflight = args.inflight.unwrap_or(match load {
-        Load::Closed => 1,
-        Load::Open { .. } => 1024,
-    });
-    let corpus =
-        Arc::new(Corpus::generate(&gen_cfg).map_err(|e| anyhow::anyhow!("--record-size: {e}"))?);
-    let cfg = EngineConfig {
+    Ok(EngineConfig {
         mode: args.mode,
         addr,
-        host: addr_s.clone(),
-        path: path.clone(),
+        host: addr_s,
+        path,
         logs_body: args.body,
         connections: args.connections,
-        threads,
+        threads: args.threads.unwrap_or(cores).clamp(1, args.connections),
         batch_records: args.batch,
-        inflight,
+        inflight: args.inflight.unwrap_or(match load {
+            Load::Closed => 1,
+            Load::Open { .. } => 1024,
+        }),
         load,
         stop,
         warmup: args.warmup,
@@ -220,85 +365,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         connect_timeout: args.connect_timeout,
         e2e: None,
         e2e_acked: args.e2e_send == E2eSend::Acked,
-    };
-    let mut cfg = cfg;
-    // ws-e2e: subscribers connect (and live ones start reading) before anything is
-    // sent, so `from=latest` starts them before the first record.
-    let mut subs = Subscribers::default();
-    if args.mode == Mode::WsE2e {
-        let ws_addr = resolve(&args.ws_addr)?;
-        let shared = Arc::new(E2eShared::new(args.connections, args.batch));
-        for i in 0..args.stalled_subscribers {
-            let ws = e2e::connect(ws_addr, &args.ws_path, args.connect_timeout)
-                .with_context(|| format!("stalled subscriber {i}"))?;
-            subs.stalled.push(ws);
-        }
-        for i in 0..args.subscribers {
-            let ws = e2e::connect(ws_addr, &args.ws_path, args.connect_timeout)
-                .with_context(|| format!("subscriber {i}"))?;
-            subs.live
-                .push(e2e::spawn_live(i, ws, shared.clone(), subs.finish.clone())?);
-        }
-        subs.ws_target = format!("ws://{}{}", args.ws_addr, args.ws_path);
-        cfg.e2e = Some(shared);
-    }
-    let cfg = cfg;
-    let landed_file = args.landed_file.as_deref();
-    let landed_initial = landed_file.map(file_len);
-    let mut watch = Watch {
-        server_pid: args.server_pid,
-        server_start: None,
-        server_end: None,
-        server_rss_max: 0,
-        client_start: None,
-        client_end: None,
-        landed_file,
-        landed_at_measure: 0,
-        show_progress: !args.quiet && std::io::stderr().is_terminal(),
-        last_print: None,
-    };
-    if let Some(pid) = args.server_pid {
-        procstat::sample(pid)
-            .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
-    }
-    let res = engine::run(&cfg, corpus, &mut watch);
-    let send_end_ns = mono_ns();
-    subs.finish.done_sending.store(true, Ordering::Release);
-    let drain_ns = if res.is_ok() && !args.allow_lag {
-        args.drain_timeout.as_nanos() as u64
-    } else {
-        0
-    };
-    subs.finish
-        .deadline_ns
-        .store(send_end_ns + drain_ns.max(1), Ordering::Release);
-    let sub_results: Vec<SubResult> = std::mem::take(&mut subs.live)
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a subscriber thread panicked"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    // The stalled subscribers hung on until everything was delivered to the others.
-    drop(std::mem::take(&mut subs.stalled));
-    let res = res?;
-    let info = RunInfo {
+    })
+}
+
+/// The run's settings as the report echoes them.
+fn run_info(args: &RunArgs, cfg: &EngineConfig, gen_cfg: &GenConfig) -> RunInfo {
+    RunInfo {
         mode: args.mode.name().to_owned(),
         target: if args.mode.is_http() {
-            format!("{addr_s}{path}")
+            format!("{}{}", cfg.host, cfg.path)
         } else {
-            addr_s
+            cfg.host.clone()
         },
-        load: match load {
+        load: match cfg.load {
             Load::Closed => "closed",
             Load::Open { .. } => "open",
         }
         .to_owned(),
         rate_target: args.rate,
         connections: args.connections,
-        threads,
+        threads: cfg.threads,
         batch_records: args.batch,
-        inflight,
+        inflight: cfg.inflight,
         record_bytes: [gen_cfg.size.min, gen_cfg.size.max],
         format: match gen_cfg.format {
             Format::Text => "text",
@@ -307,98 +395,73 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         .to_owned(),
         seed: gen_cfg.seed,
         warmup_s: args.warmup.as_secs_f64(),
-    };
-    let mut report = Report::new(info, &res.stats, res.duration_s);
-    let mut e2e_latency = None;
-    if args.mode == Mode::WsE2e {
-        let mut lat = new_histogram();
-        let mut svc = new_histogram();
-        let mut last_receipt = 0;
-        let expected = res.stats.sent_records_total;
-        let per_subscriber: Vec<SubscriberInfo> = sub_results
-            .iter()
-            .map(|r| {
-                lat.add(&r.latency_us).expect("same bounds");
-                svc.add(&r.service_us).expect("same bounds");
-                last_receipt = last_receipt.max(r.last_receipt_ns);
-                SubscriberInfo {
-                    delivered: r.check.delivered,
-                    missed: r.check.missed,
-                    undelivered: r.check.undelivered,
-                    duplicates: r.check.duplicates,
-                    foreign: r.check.foreign,
-                    lapped: r.lapped,
-                    messages: r.messages,
-                    latency_us: LatencySummary::of(&r.latency_us),
-                    error: r.error.clone(),
-                }
-            })
-            .collect();
-        let ok = per_subscriber.iter().all(|s| {
-            s.missed == 0
-                && s.duplicates == 0
-                && (args.allow_lag || (s.undelivered == 0 && s.delivered == expected))
-        });
-        let producer_latency_us = report.latency_us.clone();
-        let producer_service_time_us = report.service_time_us.clone();
-        if args.subscribers > 0 {
-            report.latency_us = LatencySummary::of(&lat);
-            report.service_time_us = LatencySummary::of(&svc);
-            e2e_latency = Some(lat);
-        }
-        report.e2e = Some(E2eInfo {
-            ws_target: subs.ws_target.clone(),
-            send: match args.e2e_send {
-                E2eSend::Acked => "acked",
-                E2eSend::Unacked => "unacked",
+    }
+}
+
+/// `ws-e2e`: fills `report.e2e` from the subscribers' results and, with live
+/// subscribers, replaces the report's latencies with theirs (send → receipt), which
+/// it returns for `--hgrm`. `expected`: records each had to receive.
+fn add_e2e(
+    report: &mut Report,
+    args: &RunArgs,
+    sub_results: &[SubResult],
+    subs: &Subscribers,
+    expected: u64,
+    send_end_ns: u64,
+) -> Option<Histogram<u64>> {
+    let mut lat = new_histogram();
+    let mut svc = new_histogram();
+    let mut last_receipt = 0;
+    let per_subscriber: Vec<SubscriberInfo> = sub_results
+        .iter()
+        .map(|r| {
+            lat.add(&r.latency_us).expect("same bounds");
+            svc.add(&r.service_us).expect("same bounds");
+            last_receipt = last_receipt.max(r.last_receipt_ns);
+            SubscriberInfo {
+                delivered: r.check.delivered,
+                missed: r.check.missed,
+                undelivered: r.check.undelivered,
+                duplicates: r.check.duplicates,
+                foreign: r.check.foreign,
+                lapped: r.lapped,
+                messages: r.messages,
+                latency_us: LatencySummary::of(&r.latency_us),
+                error: r.error.clone(),
             }
-            .to_owned(),
-            subscribers: args.subscribers,
-            stalled_subscribers: args.stalled_subscribers,
-            expected_records: expected,
-            ok,
-            allow_lag: args.allow_lag,
-            drain_s: (last_receipt.saturating_sub(send_end_ns) as f64 / 1e6).round() / 1e3,
-            producer_latency_us,
-            producer_service_time_us,
-            per_subscriber,
-        });
+        })
+        .collect();
+    let ok = per_subscriber.iter().all(|s| {
+        s.missed == 0
+            && s.duplicates == 0
+            && (args.allow_lag || (s.undelivered == 0 && s.delivered == expected))
+    });
+    let producer_latency_us = report.latency_us.clone();
+    let producer_service_time_us = report.service_time_us.clone();
+    let mut e2e_latency = None;
+    if args.subscribers > 0 {
+        report.latency_us = LatencySummary::of(&lat);
+        report.service_time_us = LatencySummary::of(&svc);
+        e2e_latency = Some(lat);
     }
-    if let (Some(a), Some(b)) = (&watch.server_start, &watch.server_end) {
-        report.set_server(&a.delta(b), watch.server_rss_max);
-    }
-    if let (Some(a), Some(b)) = (&watch.client_start, &watch.client_end) {
-        let d = a.delta(b);
-        report.client = Some(ClientInfo {
-            cpu_s: (d.cpu_s * 1000.0).round() / 1000.0,
-            cpu_percent: (d.cpu_s / d.wall_s.max(1e-9) * 1000.0).round() / 10.0,
-        });
-    }
-    if let (Some(f), Some(initial)) = (landed_file, landed_initial) {
-        report.landed = Some(wait_landed(
-            f,
-            initial,
-            watch.landed_at_measure,
-            res.stats.bytes_total,
-            res.stats.completed_records_total,
-            res.measure_start_ns,
-            args.landed_idle_timeout,
-        ));
-    }
-    if let Some(p) = &args.hgrm {
-        let mut f =
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-        write_hgrm(
-            e2e_latency.as_ref().unwrap_or(&res.stats.latency_us),
-            1000.0,
-            &mut f,
-        )?;
-    }
-    if let Some(p) = &args.json_file {
-        std::fs::write(p, report.to_json() + "\n")
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(report)
+    report.e2e = Some(E2eInfo {
+        ws_target: subs.ws_target.clone(),
+        send: match args.e2e_send {
+            E2eSend::Acked => "acked",
+            E2eSend::Unacked => "unacked",
+        }
+        .to_owned(),
+        subscribers: args.subscribers,
+        stalled_subscribers: args.stalled_subscribers,
+        expected_records: expected,
+        ok,
+        allow_lag: args.allow_lag,
+        drain_s: (last_receipt.saturating_sub(send_end_ns) as f64 / 1e6).round() / 1e3,
+        producer_latency_us,
+        producer_service_time_us,
+        per_subscriber,
+    });
+    e2e_latency
 }
 
 /// Waits until `file` holds `initial + bytes_sent` bytes, or stops growing for

@@ -121,48 +121,63 @@ impl Sink {
                 }
                 SinkReply::Http => {
                     pending.extend_from_slice(&buf[..n]);
-                    while let Some(head_end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head =
-                            String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        let total = head_end + 4 + len;
-                        if pending.len() < total {
-                            break;
-                        }
-                        let body = &pending[head_end + 4..total];
-                        let records = if body.first() == Some(&b'[') {
-                            if body.len() > 2 {
-                                body.windows(2).filter(|w| w == b"},").count() as u64 + 1
-                            } else {
-                                0
-                            }
-                        } else {
-                            body.iter().filter(|&&b| b == b'\n').count() as u64
-                        };
-                        self.lines.fetch_add(records, Ordering::Relaxed);
-                        let first = count;
-                        count += records;
-                        let json = if records > 0 {
-                            format!(
-                                "{{\"count\":{records},\"first_offset\":{first},\"last_offset\":{}}}",
-                                count - 1
-                            )
-                        } else {
-                            "{\"count\":0,\"first_offset\":null,\"last_offset\":null}".to_owned()
-                        };
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-                            json.len()
-                        );
-                        conn.write_all(resp.as_bytes())?;
-                        pending.drain(..total);
-                    }
+                    self.answer_http(&mut conn, &mut pending, &mut count)?;
                 }
             }
         }
+    }
+
+    /// Answers every whole request in `pending` (and removes it) with ringstash's
+    /// `200 {"count":N,...}`; `count` is the records so far on this connection.
+    fn answer_http(
+        &self,
+        conn: &mut TcpStream,
+        pending: &mut Vec<u8>,
+        count: &mut u64,
+    ) -> io::Result<()> {
+        while let Some(head_end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let total = head_end + 4 + len;
+            if pending.len() < total {
+                break;
+            }
+            let records = body_records(&pending[head_end + 4..total]);
+            self.lines.fetch_add(records, Ordering::Relaxed);
+            let first = *count;
+            *count += records;
+            let json = if records > 0 {
+                format!(
+                    "{{\"count\":{records},\"first_offset\":{first},\"last_offset\":{}}}",
+                    *count - 1
+                )
+            } else {
+                "{\"count\":0,\"first_offset\":null,\"last_offset\":null}".to_owned()
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            );
+            conn.write_all(resp.as_bytes())?;
+            pending.drain(..total);
+        }
+        Ok(())
+    }
+}
+
+/// Records in a request body: objects of a JSON array, else lines.
+fn body_records(body: &[u8]) -> u64 {
+    if body.first() == Some(&b'[') {
+        if body.len() > 2 {
+            body.windows(2).filter(|w| w == b"},").count() as u64 + 1
+        } else {
+            0
+        }
+    } else {
+        body.iter().filter(|&&b| b == b'\n').count() as u64
     }
 }

@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use support::{Server, f, loadtest_json, loadtest_run, serial, u};
 
+/// `--mode ws-e2e` against `srv`, then `args` (whitespace-separated).
+fn e2e_args<'a>(srv: &'a Server, args: &'a str) -> Vec<&'a str> {
+    let mut v = vec!["--mode", "ws-e2e", "--addr", &srv.tcp, "--ws-addr", &srv.ws];
+    v.extend(args.split_whitespace());
+    v
+}
+
 fn check_sane(r: &serde_json::Value, h: &str) {
     let (min, p50, p99, max) = (
         u(r, &format!("{h}.min")),
@@ -47,53 +54,17 @@ fn every_record_reaches_every_subscriber_exactly_once() {
     let _g = serial();
     let srv = Server::start();
     let mut stored = 0;
-    let runs: &[&[&str]] = &[
-        &[
-            "-n",
-            "30000",
-            "-c",
-            "3",
-            "--batch",
-            "500",
-            "--subscribers",
-            "3",
-        ],
-        &[
-            "-n",
-            "10007",
-            "-c",
-            "2",
-            "--batch",
-            "64",
-            "--subscribers",
-            "2",
-            "--e2e-send",
-            "unacked",
-            "--format",
-            "json",
-            "--record-size",
-            "150-400",
-        ],
+    let runs = [
+        "-n 30000 -c 3 --batch 500 --subscribers 3",
+        "-n 10007 -c 2 --batch 64 --subscribers 2 --e2e-send unacked --format json --record-size 150-400",
         // Binary subscriptions: the stored frames, the tags found in raw payloads.
-        &[
-            "-n",
-            "20000",
-            "-c",
-            "2",
-            "--batch",
-            "256",
-            "--subscribers",
-            "2",
-            "--ws-path",
-            "/v1/stream?from=latest&format=binary",
-        ],
+        "-n 20000 -c 2 --batch 256 --subscribers 2 --ws-path /v1/stream?from=latest&format=binary",
     ];
     for extra in runs {
-        let mut args = vec!["--mode", "ws-e2e", "--addr", &srv.tcp, "--ws-addr", &srv.ws];
-        args.extend_from_slice(extra);
-        let r = loadtest_json(&args);
-        let n: u64 = extra[1].parse().unwrap();
-        let subs: usize = extra[7].parse().unwrap();
+        let r = loadtest_json(&e2e_args(&srv, extra));
+        let words: Vec<&str> = extra.split_whitespace().collect();
+        let n: u64 = words[1].parse().unwrap();
+        let subs: usize = words[7].parse().unwrap();
         assert_eq!(r["run"]["mode"], "ws-e2e");
         assert_eq!(u(&r, "records"), n, "{r}");
         assert_eq!(u(&r, "errors_total"), 0, "{r}");
@@ -120,24 +91,10 @@ fn open_loop_end_to_end_latency() {
     let _g = serial();
     // Other disk users do not decide the rate.
     let srv = Server::start_with(&["--fsync", "never"]);
-    let r = loadtest_json(&[
-        "--mode",
-        "ws-e2e",
-        "--addr",
-        &srv.tcp,
-        "--ws-addr",
-        &srv.ws,
-        "--rate",
-        "20000",
-        "-d",
-        "1500ms",
-        "--warmup",
-        "300ms",
-        "-c",
-        "2",
-        "--batch",
-        "100",
-    ]);
+    let r = loadtest_json(&e2e_args(
+        &srv,
+        "--rate 20000 -d 1500ms --warmup 300ms -c 2 --batch 100",
+    ));
     let sent = u(&r, "sent_records_total");
     check_delivery(&r, 1, sent);
     assert_eq!(r["run"]["load"], "open");
@@ -159,46 +116,20 @@ fn stalled_subscribers_do_not_stop_the_run() {
     // 200,000 x 128 B = 25 MB: far more than the stalled sockets' buffers hold.
     let n = 200_000u64;
     let t0 = Instant::now();
-    let r = loadtest_json(&[
-        "--mode",
-        "ws-e2e",
-        "--addr",
-        &srv.tcp,
-        "--ws-addr",
-        &srv.ws,
-        "-n",
-        "200000",
-        "-c",
-        "2",
-        "--batch",
-        "2000",
-        "--subscribers",
-        "1",
-        "--stalled-subscribers",
-        "2",
-    ]);
+    let r = loadtest_json(&e2e_args(
+        &srv,
+        "-n 200000 -c 2 --batch 2000 --subscribers 1 --stalled-subscribers 2",
+    ));
     assert!(t0.elapsed() < Duration::from_secs(120));
     assert_eq!(u(&r, "records"), n, "{r}");
     assert_eq!(u(&r, "server_acked_total"), n, "{r}");
     assert_eq!(u(&r, "e2e.stalled_subscribers"), 2, "{r}");
     check_delivery(&r, 1, n);
     // Producer only, next to a stalled subscriber.
-    let r = loadtest_json(&[
-        "--mode",
-        "ws-e2e",
-        "--addr",
-        &srv.tcp,
-        "--ws-addr",
-        &srv.ws,
-        "-n",
-        "100000",
-        "--batch",
-        "2000",
-        "--subscribers",
-        "0",
-        "--stalled-subscribers",
-        "1",
-    ]);
+    let r = loadtest_json(&e2e_args(
+        &srv,
+        "-n 100000 --batch 2000 --subscribers 0 --stalled-subscribers 1",
+    ));
     assert_eq!(u(&r, "records"), 100_000, "{r}");
     assert_eq!(r["e2e"]["ok"], true, "{r}");
     assert_eq!(srv.stored_records(), n + 100_000);
@@ -210,22 +141,10 @@ fn stalled_subscribers_do_not_stop_the_run() {
 fn a_subscriber_missing_records_fails_the_run() {
     let _g = serial();
     let srv = Server::start();
-    let (code, r, err) = loadtest_run(&[
-        "--mode",
-        "ws-e2e",
-        "--addr",
-        &srv.tcp,
-        "--ws-addr",
-        &srv.ws,
-        "--ws-path",
-        "/v1/stream?from=latest&q=no-such-text",
-        "-n",
-        "1000",
-        "--batch",
-        "100",
-        "--drain-timeout",
-        "1s",
-    ]);
+    let (code, r, err) = loadtest_run(&e2e_args(
+        &srv,
+        "--ws-path /v1/stream?from=latest&q=no-such-text -n 1000 --batch 100 --drain-timeout 1s",
+    ));
     assert_eq!(code, Some(3), "{err}");
     assert_eq!(r["e2e"]["ok"], false, "{r}");
     let sub = &r["e2e"]["per_subscriber"][0];
@@ -233,19 +152,10 @@ fn a_subscriber_missing_records_fails_the_run() {
     assert_eq!(u(sub, "undelivered"), 1000, "{r}");
     assert!(err.contains("subscriber 0 received 0 of 1000"), "{err}");
     // With --allow-lag, being behind is no failure (nothing arrived out of order).
-    let (code, r, err) = loadtest_run(&[
-        "--mode",
-        "ws-e2e",
-        "--addr",
-        &srv.tcp,
-        "--ws-addr",
-        &srv.ws,
-        "--ws-path",
-        "/v1/stream?from=latest&q=no-such-text",
-        "-n",
-        "1000",
-        "--allow-lag",
-    ]);
+    let (code, r, err) = loadtest_run(&e2e_args(
+        &srv,
+        "--ws-path /v1/stream?from=latest&q=no-such-text -n 1000 --allow-lag",
+    ));
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(r["e2e"]["ok"], true, "{r}");
     assert_eq!(
@@ -254,18 +164,7 @@ fn a_subscriber_missing_records_fails_the_run() {
         "{r}"
     );
     // A subscription the server refuses: its HTTP status in the error.
-    let (code, _, err) = loadtest_run(&[
-        "--mode",
-        "ws-e2e",
-        "--addr",
-        &srv.tcp,
-        "--ws-addr",
-        &srv.ws,
-        "--ws-path",
-        "/v1/stream?from=nonsense",
-        "-n",
-        "10",
-    ]);
+    let (code, _, err) = loadtest_run(&e2e_args(&srv, "--ws-path /v1/stream?from=nonsense -n 10"));
     assert_eq!(code, Some(1));
     assert!(err.contains("HTTP 400"), "{err}");
 }

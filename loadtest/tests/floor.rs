@@ -5,25 +5,21 @@ mod support;
 
 use std::process::Command;
 
-use support::{LOADTEST, serial, u};
+use support::{LOADTEST, serial, stdout_of, u};
 
 fn floor(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(LOADTEST)
-        .args(["floor", "--dir"])
-        .arg(dir)
-        // 102,400 records/s in 1024-record batches: one batch every 10 ms.
-        .args([
-            "--rate", "102400", "-d", "1s", "--warmup", "200ms", "--json",
-        ])
-        .args(extra)
-        .output()
-        .expect("run loadtest floor");
-    assert!(
-        out.status.success(),
-        "loadtest floor failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(LOADTEST)
+            .args(["floor", "--dir"])
+            .arg(dir)
+            // 102,400 records/s in 1024-record batches: one batch every 10 ms.
+            .args([
+                "--rate", "102400", "-d", "1s", "--warmup", "200ms", "--json",
+            ])
+            .args(extra),
+        "loadtest floor",
     );
-    serde_json::from_slice(&out.stdout).expect("the report is JSON")
+    serde_json::from_slice(&out).expect("the report is JSON")
 }
 
 fn check(r: &serde_json::Value, mode: &str) {

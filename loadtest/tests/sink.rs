@@ -12,24 +12,42 @@ fn sink(reply: SinkReply) -> Sink {
     Sink::start("127.0.0.1:0".parse().unwrap(), reply).unwrap()
 }
 
+/// Runs `loadtest run --addr <s> ARGS` and returns the report.
+fn run_at(s: &Sink, args: &str) -> serde_json::Value {
+    lt(&format!("--addr {} {args}", s.addr))
+}
+
+/// Runs `loadtest run --addr <s> ARGS` while `s` stops reading for 200 ms, half a
+/// second after the run started sending; returns the report.
+fn run_across_a_stall(s: &Sink, args: &str) -> serde_json::Value {
+    let args = format!("--addr {} {args}", s.addr);
+    let t = std::thread::spawn(move || lt(&args));
+    let before = s.lines.load(Ordering::Relaxed);
+    wait_until("the run to start", || {
+        s.lines.load(Ordering::Relaxed) > before
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    s.paused.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    s.paused.store(false, Ordering::Relaxed);
+    t.join().unwrap()
+}
+
 #[test]
 fn acked_and_http_counts_match_the_sink() {
     let _g = serial();
     let s = sink(SinkReply::Ack);
-    let addr = s.addr.to_string();
-    let r = lt(&format!(
-        "--mode tcp-acked --addr {addr} -n 100003 -c 3 --batch 1000"
-    ));
+    let r = run_at(&s, "--mode tcp-acked -n 100003 -c 3 --batch 1000");
     assert_eq!(u(&r, "records"), 100_003);
     assert_eq!(u(&r, "server_acked_total"), 100_003);
     assert_eq!(u(&r, "bytes"), 100_003 * 128);
     assert_eq!(s.lines.load(Ordering::Relaxed), 100_003);
     let h = sink(SinkReply::Http);
-    let addr = h.addr.to_string();
     for body in ["json-array", "ndjson"] {
-        let r = lt(&format!(
-            "--mode http-logs --body {body} --addr {addr} -n 5000 -c 2 --batch 100"
-        ));
+        let r = run_at(
+            &h,
+            &format!("--mode http-logs --body {body} -n 5000 -c 2 --batch 100"),
+        );
         assert_eq!(u(&r, "records"), 5000, "{r}");
         assert_eq!(u(&r, "errors_total"), 0, "{r}");
     }
@@ -40,30 +58,12 @@ fn acked_and_http_counts_match_the_sink() {
 fn open_loop_rate_and_stall_correction() {
     let _g = serial();
     let s = sink(SinkReply::Ack);
-    let addr = s.addr.to_string();
-    let r = lt(&format!(
-        "--mode tcp-acked --addr {addr} --rate 50000 -d 2s -c 2 --batch 100"
-    ));
+    let r = run_at(&s, "--mode tcp-acked --rate 50000 -d 2s -c 2 --batch 100");
     assert_eq!(u(&r, "sent_records_total"), 100_000);
     let rate = f(&r, "records_per_s");
     assert!((45_000.0..=55_000.0).contains(&rate), "{rate}: {r}");
 
-    let paused = s.paused.clone();
-    let a = addr.clone();
-    let t = std::thread::spawn(move || {
-        lt(&format!(
-            "--mode tcp-acked --addr {a} --rate 10000 -d 2s -c 1 --batch 10"
-        ))
-    });
-    let before = s.lines.load(Ordering::Relaxed);
-    wait_until("the run to start", || {
-        s.lines.load(Ordering::Relaxed) > before
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    paused.store(true, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(200));
-    paused.store(false, Ordering::Relaxed);
-    let r = t.join().unwrap();
+    let r = run_across_a_stall(&s, "--mode tcp-acked --rate 10000 -d 2s -c 1 --batch 10");
     let (p50, p99, max) = (
         u(&r, "latency_us.p50"),
         u(&r, "latency_us.p99"),
@@ -82,22 +82,7 @@ fn closed_loop_hides_what_open_loop_shows() {
     // coordinated omission that open loop corrects.
     let _g = serial();
     let s = sink(SinkReply::Ack);
-    let addr = s.addr.to_string();
-    let paused = s.paused.clone();
-    let t = std::thread::spawn(move || {
-        lt(&format!(
-            "--mode tcp-acked --addr {addr} -d 2s -c 1 --batch 10"
-        ))
-    });
-    let before = s.lines.load(Ordering::Relaxed);
-    wait_until("the run to start", || {
-        s.lines.load(Ordering::Relaxed) > before
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    paused.store(true, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(200));
-    paused.store(false, Ordering::Relaxed);
-    let r = t.join().unwrap();
+    let r = run_across_a_stall(&s, "--mode tcp-acked -d 2s -c 1 --batch 10");
     assert!(u(&r, "latency_us.max") >= 170_000, "{r}");
     assert!(u(&r, "latency_us.p99") < 50_000, "{r}");
 }

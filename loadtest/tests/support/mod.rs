@@ -151,17 +151,13 @@ impl Server {
 
     /// Records stored, by `ringstash cat --data-dir D | wc -l`.
     pub fn stored_records(&self) -> u64 {
-        let out = Command::new(ringstash_bin())
-            .args(["cat", "--data-dir"])
-            .arg(self.data_dir.path())
-            .output()
-            .expect("ringstash cat");
-        assert!(
-            out.status.success(),
-            "ringstash cat: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = stdout_of(
+            Command::new(ringstash_bin())
+                .args(["cat", "--data-dir"])
+                .arg(self.data_dir.path()),
+            "ringstash cat",
         );
-        out.stdout.iter().filter(|&&b| b == b'\n').count() as u64
+        out.iter().filter(|&&b| b == b'\n').count() as u64
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -176,6 +172,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `cmd` to its end and returns its stdout.
+///
+/// # Panics
+/// If it cannot be started, or exits unsuccessfully (the message holds `what` and
+/// its stderr).
+pub fn stdout_of(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Polls `cond` every 20 ms until it holds.
@@ -193,14 +204,19 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Runs `loadtest run ARGS --json -q` and returns the parsed report.
-pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(LOADTEST)
+/// Runs `loadtest run ARGS --json -q` to its end.
+fn run_json(args: &[&str]) -> std::process::Output {
+    Command::new(LOADTEST)
         .arg("run")
         .args(args)
         .args(["--json", "-q"])
         .output()
-        .expect("run loadtest");
+        .expect("run loadtest")
+}
+
+/// Runs `loadtest run ARGS --json -q` and returns the parsed report.
+pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
+    let out = run_json(args);
     // The report (stdout) is printed even when the run fails: keep it in the message,
     // it says whether the producer lost a connection (errors, reconnects) or a
     // subscriber missed records.
@@ -221,12 +237,7 @@ pub fn loadtest_json(args: &[&str]) -> serde_json::Value {
 /// Runs `loadtest run ARGS --json -q`: exit code, parsed report (`Null` if stdout
 /// is not JSON), stderr.
 pub fn loadtest_run(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    let out = Command::new(LOADTEST)
-        .arg("run")
-        .args(args)
-        .args(["--json", "-q"])
-        .output()
-        .expect("run loadtest");
+    let out = run_json(args);
     (
         out.status.code(),
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
@@ -239,20 +250,27 @@ pub fn lt(args: &str) -> serde_json::Value {
     loadtest_json(&args.split_whitespace().collect::<Vec<_>>())
 }
 
+/// The value at a dotted `path` (`latency_us.p99`) in `v`.
+fn at<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    path.split('.').fold(v, |cur, k| &cur[k])
+}
+
+/// The unsigned integer at a dotted `path` in `v`.
+///
+/// # Panics
+/// If there is none.
 pub fn u(v: &serde_json::Value, path: &str) -> u64 {
-    let mut cur = v;
-    for k in path.split('.') {
-        cur = &cur[k];
-    }
-    cur.as_u64()
+    at(v, path)
+        .as_u64()
         .unwrap_or_else(|| panic!("{path} is not a u64 in {v}"))
 }
 
+/// The number at a dotted `path` in `v`.
+///
+/// # Panics
+/// If there is none.
 pub fn f(v: &serde_json::Value, path: &str) -> f64 {
-    let mut cur = v;
-    for k in path.split('.') {
-        cur = &cur[k];
-    }
-    cur.as_f64()
+    at(v, path)
+        .as_f64()
         .unwrap_or_else(|| panic!("{path} is not a number in {v}"))
 }

@@ -3,12 +3,19 @@
 //!
 //! The JSON fields are documented in `loadtest/README.md`; [`REPORT_VERSION`] changes
 //! when a field changes meaning or goes away (new fields may be added at any time).
+//!
+//! This module holds the report's fields (what `--json` serialises); `table` renders
+//! them for people, `hgrm` writes a histogram as `.hgrm`.
 
-use std::{collections::BTreeMap, fmt::Write as _, io};
+mod hgrm;
+mod table;
+
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use self::hgrm::write_hgrm;
 use crate::{procstat::ProcDelta, stats::Stats};
 
 /// Version of the JSON report layout.
@@ -308,190 +315,6 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
-
-    /// The report as a table for people.
-    pub fn to_table(&self) -> String {
-        let r = &self.run;
-        let mut s = String::new();
-        let load = match r.rate_target {
-            Some(rate) => format!("open loop at {} records/s", thousands(rate.round() as u64)),
-            None => "closed loop".to_owned(),
-        };
-        let size = if r.record_bytes[0] == r.record_bytes[1] {
-            format!("{} B", r.record_bytes[0])
-        } else {
-            format!("{}-{} B", r.record_bytes[0], r.record_bytes[1])
-        };
-        let _ = writeln!(s, "loadtest {} -> {}", r.mode, r.target);
-        let _ = writeln!(
-            s,
-            "  load        {load}, {} conn x {} in flight, {} records/batch, {size} {} records, {} thread(s)",
-            r.connections, r.inflight, r.batch_records, r.format, r.threads
-        );
-        let _ = writeln!(
-            s,
-            "  window      {:.3} s measured{}",
-            self.duration_s,
-            if r.warmup_s > 0.0 {
-                format!(" after {:.1} s warm-up", r.warmup_s)
-            } else {
-                String::new()
-            }
-        );
-        let _ = writeln!(
-            s,
-            "  records     {} ok in window, {} failed; {} sent, {} ok in total{}",
-            thousands(self.records),
-            thousands(self.failed_records_total),
-            thousands(self.sent_records_total),
-            thousands(self.completed_records_total),
-            if self.server_acked_total > 0 {
-                format!(", {} acked by server", thousands(self.server_acked_total))
-            } else {
-                String::new()
-            }
-        );
-        let _ = writeln!(
-            s,
-            "  throughput  {} records/s   {:.1} MB/s   ({} batches)",
-            thousands(self.records_per_s as u64),
-            self.mb_per_s,
-            thousands(self.batches)
-        );
-        let _ = writeln!(
-            s,
-            "  latency µs  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
-            "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"
-        );
-        for (name, l) in [
-            ("corrected ", &self.latency_us),
-            ("service   ", &self.service_time_us),
-        ] {
-            let _ = writeln!(
-                s,
-                "  {name}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1}",
-                l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max, l.mean
-            );
-        }
-        if self.errors.is_empty() {
-            let _ = writeln!(s, "  errors      none");
-        } else {
-            let list: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  errors      {} ({})",
-                self.errors_total,
-                list.join(", ")
-            );
-        }
-        if self.reconnects > 0 {
-            let _ = writeln!(s, "  reconnects  {}", self.reconnects);
-        }
-        if let Some(sv) = &self.server {
-            let _ = writeln!(
-                s,
-                "  server      pid {}: cpu {:.2} s ({:.0} % of a core, {:.2} µs/record), rss {:.1} MB (max {:.1}, peak {:.1})",
-                sv.pid,
-                sv.cpu_s,
-                sv.cpu_percent,
-                sv.cpu_us_per_record,
-                sv.rss_bytes_end as f64 / 1e6,
-                sv.rss_bytes_max as f64 / 1e6,
-                sv.rss_bytes_peak as f64 / 1e6
-            );
-        }
-        if let Some(c) = &self.client {
-            let _ = writeln!(
-                s,
-                "  client      cpu {:.2} s ({:.0} % of a core)",
-                c.cpu_s, c.cpu_percent
-            );
-        }
-        if let Some(e) = &self.e2e {
-            let _ = writeln!(
-                s,
-                "  e2e         {}: {} live + {} stalled subscriber(s), producer {}; latency above = send -> receipt on every live subscriber",
-                e.ws_target, e.subscribers, e.stalled_subscribers, e.send
-            );
-            let l = &e.producer_latency_us;
-            let _ = writeln!(
-                s,
-                "  producer    {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1}",
-                l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max, l.mean
-            );
-            let show = if e.per_subscriber.len() <= 4 {
-                e.per_subscriber.len()
-            } else {
-                2
-            };
-            for (i, sub) in e.per_subscriber.iter().enumerate().take(show) {
-                let _ = writeln!(
-                    s,
-                    "  sub {i:<7} {} of {} delivered, {} missed, {} duplicated; p50 {} p99 {} max {} µs{}",
-                    thousands(sub.delivered),
-                    thousands(e.expected_records),
-                    sub.missed + sub.undelivered,
-                    sub.duplicates,
-                    sub.latency_us.p50,
-                    sub.latency_us.p99,
-                    sub.latency_us.max,
-                    sub.error
-                        .as_deref()
-                        .map(|x| format!("  ({x})"))
-                        .unwrap_or_default()
-                );
-            }
-            if show < e.per_subscriber.len() {
-                let d = e.per_subscriber.iter().map(|x| x.delivered);
-                let p99 = e.per_subscriber.iter().map(|x| x.latency_us.p99);
-                let _ = writeln!(
-                    s,
-                    "  subs        {} more: delivered {}..{} of {}, {} missed, {} duplicated, p99 {}..{} µs",
-                    e.per_subscriber.len() - show,
-                    thousands(d.clone().min().unwrap_or(0)),
-                    thousands(d.max().unwrap_or(0)),
-                    thousands(e.expected_records),
-                    e.per_subscriber
-                        .iter()
-                        .map(|x| x.missed + x.undelivered)
-                        .sum::<u64>(),
-                    e.per_subscriber.iter().map(|x| x.duplicates).sum::<u64>(),
-                    p99.clone().min().unwrap_or(0),
-                    p99.max().unwrap_or(0)
-                );
-            }
-            let _ = writeln!(
-                s,
-                "  delivery    {} (last record {:.3} s after sending ended)",
-                if e.ok && e.allow_lag {
-                    "in order, no gaps, no duplicates (--allow-lag: behind is not a failure)"
-                } else if e.ok {
-                    "every live subscriber got every record exactly once"
-                } else {
-                    "FAILED: a live subscriber missed or duplicated records"
-                },
-                e.drain_s
-            );
-        }
-        if let Some(l) = &self.landed {
-            let _ = writeln!(
-                s,
-                "  landed      {} of {} bytes in {} after {:.3} s: {} records/s, {:.1} MB/s{}",
-                thousands(l.bytes_landed),
-                thousands(l.bytes_expected),
-                l.file,
-                l.elapsed_s,
-                thousands(l.records_per_s as u64),
-                l.mb_per_s,
-                if l.complete { "" } else { "  (INCOMPLETE)" }
-            );
-        }
-        s
-    }
 }
 
 /// `1234567` as `1,234,567`.
@@ -507,65 +330,12 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Writes `h` (recorded in µs) in HdrHistogram's percentile-distribution text format,
-/// values divided by `scale` (1000.0 gives milliseconds, what the HdrHistogram
-/// plotter expects), with 5 ticks per half distance like `outputPercentileDistribution`.
-///
-/// # Errors
-/// Errors of `out`.
-pub fn write_hgrm(h: &Histogram<u64>, scale: f64, out: &mut dyn io::Write) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    )?;
-    let mut total = 0u64;
-    if !h.is_empty() {
-        for v in h.iter_quantiles(5) {
-            total += v.count_since_last_iteration();
-            let q = v.quantile_iterated_to();
-            let value = v.value_iterated_to() as f64 / scale;
-            if q < 1.0 {
-                writeln!(
-                    out,
-                    "{value:12.3} {q:2.12} {total:10} {:14.2}",
-                    1.0 / (1.0 - q)
-                )?;
-            } else {
-                writeln!(out, "{value:12.3} {q:2.12} {total:10}")?;
-            }
-        }
-    }
-    let (mean, stdev, max) = if h.is_empty() {
-        (0.0, 0.0, 0.0)
-    } else {
-        (h.mean() / scale, h.stdev() / scale, h.max() as f64 / scale)
-    };
-    writeln!(
-        out,
-        "#[Mean    = {mean:12.3}, StdDeviation   = {stdev:12.3}]"
-    )?;
-    writeln!(
-        out,
-        "#[Max     = {max:12.3}, Total count    = {:12}]",
-        h.len()
-    )?;
-    // Sub-buckets per bucket: the power of two that holds 2 * 10^sigfig values.
-    let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
-    writeln!(
-        out,
-        "#[Buckets = {:12}, SubBuckets     = {:12}]",
-        h.buckets(),
-        sub_buckets
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::new_histogram;
 
-    fn run_info() -> RunInfo {
+    pub(super) fn run_info() -> RunInfo {
         RunInfo {
             mode: "tcp-acked".into(),
             target: "127.0.0.1:5140".into(),
@@ -582,7 +352,7 @@ mod tests {
         }
     }
 
-    fn stats() -> Stats {
+    pub(super) fn stats() -> Stats {
         let mut st = Stats::default();
         for v in 1..=10_000u64 {
             st.latency_us.record(v).unwrap();
@@ -637,65 +407,5 @@ mod tests {
             assert!(!v["run"][k].is_null(), "run.{k}");
         }
         assert!(v["server"].is_null());
-    }
-
-    #[test]
-    fn table_reads_well() {
-        let mut r = Report::new(run_info(), &stats(), 0.5);
-        r.set_server(
-            &ProcDelta {
-                pid: 42,
-                wall_s: 0.5,
-                cpu_s: 0.25,
-                rss_bytes_start: 10_000_000,
-                rss_bytes_end: 20_000_000,
-                rss_bytes_peak: 21_000_000,
-            },
-            0,
-        );
-        let t = r.to_table();
-        assert!(t.contains("2,000,000 records/s"), "{t}");
-        assert!(t.contains("256.0 MB/s"), "{t}");
-        assert!(t.contains("http_503=1"), "{t}");
-        assert!(
-            t.contains("pid 42: cpu 0.25 s (50 % of a core, 0.25 µs/record)"),
-            "{t}"
-        );
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
-
-    #[test]
-    fn hgrm_format() {
-        let mut out = Vec::new();
-        write_hgrm(&stats().latency_us, 1000.0, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let mut lines = text.lines();
-        assert_eq!(
-            lines.next().unwrap(),
-            "       Value     Percentile TotalCount 1/(1-Percentile)"
-        );
-        assert_eq!(lines.next().unwrap(), "");
-        let rows: Vec<&str> = text
-            .lines()
-            .skip(2)
-            .take_while(|l| !l.starts_with('#'))
-            .collect();
-        assert!(rows.len() > 50);
-        let first: Vec<&str> = rows[0].split_whitespace().collect();
-        assert_eq!(first.len(), 4);
-        assert_eq!(first[0], "0.001");
-        let last: Vec<&str> = rows.last().unwrap().split_whitespace().collect();
-        assert_eq!(last.len(), 3);
-        assert_eq!(last[1], "1.000000000000");
-        assert_eq!(last[2], "10000");
-        assert!(
-            text.contains("#[Mean    =        5.001, StdDeviation   =        2.887]"),
-            "{text}"
-        );
-        assert!(text.contains("Total count    =        10000]"));
-        assert!(text.contains("SubBuckets     =         2048]"));
     }
 }
