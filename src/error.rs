@@ -89,6 +89,32 @@ pub enum AppendError {
     },
 }
 
+impl AppendError {
+    /// The code the wire protocols name this refusal with (an HTTP error body's
+    /// `error`, a TCP `error` line's code): one mapping for every listener.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppendError::DiskFull(_) => "disk_full",
+            AppendError::Closed => "shutting_down",
+            AppendError::BatchTooLarge { .. } => "payload_too_large",
+            AppendError::Write(_) => "write_failed",
+            AppendError::MalformedBatch(_) => "internal",
+            AppendError::Failed(_) => "log_failed",
+        }
+    }
+
+    /// The detail a client is shown beside the code.
+    pub fn detail(&self) -> String {
+        match self {
+            AppendError::DiskFull(d) | AppendError::Write(d) | AppendError::Failed(d) => {
+                d.to_string()
+            }
+            AppendError::Closed => "the server is shutting down".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Reading records failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

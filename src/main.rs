@@ -140,7 +140,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = ringstash::wal::LogConfig::new(data_dir);
             config.segment_bytes_max = segment_bytes_max;
             config.group_bytes_max = config.group_bytes_max.min((segment_bytes_max / 4) as usize);
-            config.record_bytes_max = config.record_bytes_max.min(config.group_bytes_max - 24);
+            config.record_bytes_max = config
+                .record_bytes_max
+                .min(config.group_bytes_max - ringstash::wal::format::RECORD_HEADER_BYTES);
             config.fsync = fsync;
             let log = ringstash::wal::Log::open(config)?;
             let opts = ringstash::cli::AppendOptions {

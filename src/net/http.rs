@@ -410,7 +410,9 @@ impl Conn {
         let mut batches = Vec::new();
         let ts = wal::now_ns();
         for (i, r) in records.enumerate() {
-            if !builder.is_empty() && builder.bytes() + r.len() + 24 > batch_max {
+            if !builder.is_empty()
+                && builder.bytes() + r.len() + wal::format::RECORD_HEADER_BYTES > batch_max
+            {
                 batches.push(builder.take());
             }
             builder.push(ts, r).map_err(|e| {
@@ -486,25 +488,22 @@ impl Conn {
 }
 
 fn append_error(ctx: &NetCtx, e: &AppendError) -> HttpError {
-    match e {
-        AppendError::DiskFull(d) => {
+    let status = match e {
+        AppendError::DiskFull(_) => {
             ctx.stats
                 .disk_full_batches_total
                 .fetch_add(1, Ordering::Relaxed);
-            HttpError::new(
+            return HttpError::new(
                 507,
-                "disk_full",
-                format!("{d}; the request was not acknowledged"),
-            )
+                e.code(),
+                format!("{}; the request was not acknowledged", e.detail()),
+            );
         }
-        AppendError::Closed => HttpError::new(503, "shutting_down", "the server is shutting down"),
-        AppendError::BatchTooLarge { .. } => {
-            HttpError::new(413, "payload_too_large", e.to_string())
-        }
-        AppendError::Write(d) => HttpError::new(500, "write_failed", d.to_string()),
-        AppendError::MalformedBatch(_) => HttpError::new(500, "internal", e.to_string()),
-        AppendError::Failed(d) => HttpError::new(500, "log_failed", d.to_string()),
-    }
+        AppendError::Closed => 503,
+        AppendError::BatchTooLarge { .. } => 413,
+        AppendError::Write(_) | AppendError::MalformedBatch(_) | AppendError::Failed(_) => 500,
+    };
+    HttpError::new(status, e.code(), e.detail())
 }
 
 /// Parses a `/v1/logs` body into compact JSON records, one per log object.

@@ -59,10 +59,11 @@ impl Shared {
     }
 }
 
+/// A raw TCP client is told only three things: the disk is full, the server is
+/// stopping, or the log failed (every other refusal, with its whole message).
 fn fatal_of(e: &AppendError) -> (&'static str, String) {
     match e {
-        AppendError::DiskFull(d) => ("disk_full", d.to_string()),
-        AppendError::Closed => ("shutting_down", "the server is shutting down".into()),
+        AppendError::DiskFull(_) | AppendError::Closed => (e.code(), e.detail()),
         other => ("log_failed", other.to_string()),
     }
 }
