@@ -33,11 +33,9 @@
 # Output: the table on stdout; every run's JSON report under $WORKDIR/results/.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
 # shellcheck source=loadtest/serve-lib.sh
-. "$root/loadtest/serve-lib.sh"
-bench_settings 1024 1
+. "$(dirname "$0")/serve-lib.sh"
+bench_setup 1024 1
 peers_dir="${PEERS_DIR:-$root/../shared/peers}"
 [ -d "$peers_dir" ] || peers_dir="/work/shared/peers"
 default_peers="rsyslog-async rsyslog-durable rsyslog-durable-batch syslog-ng-async-default syslog-ng-async syslog-ng-durable syslog-ng-durable-batch"

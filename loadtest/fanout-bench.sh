@@ -38,11 +38,9 @@
 # Output: the table on stdout; JSON reports and .hgrm files under $WORKDIR/results/.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
 # shellcheck source=loadtest/serve-lib.sh
-. "$root/loadtest/serve-lib.sh"
-bench_settings 4096 2
+. "$(dirname "$0")/serve-lib.sh"
+bench_setup 4096 2
 subs="${SUBS:-100}"
 noise="${NOISE:-5}"
 format="${FORMAT:-json}"

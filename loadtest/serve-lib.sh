@@ -1,11 +1,14 @@
 # Sourced by the bench scripts (compare.sh, fanout-bench.sh, ack-bar.sh).
 #
-# bench_settings BATCH_DEFAULT ROUNDS_DEFAULT
-#   The load settings the bench scripts share, from the environment with their
-#   defaults: sets duration (DURATION, 5s), warmup (WARMUP, 1s), conns (CONNS, 4),
+# bench_setup BATCH_DEFAULT ROUNDS_DEFAULT
+#   Sets root to the repository (the parent of the script's directory) and changes
+#   to it; then the load settings the bench scripts share, from the environment with
+#   their defaults: duration (DURATION, 5s), warmup (WARMUP, 1s), conns (CONNS, 4),
 #   batch (BATCH), size (SIZE, 128) and rounds (ROUNDS).
 # shellcheck disable=SC2034 # the variables are the scripts'
-bench_settings() {
+bench_setup() {
+    root="$(cd "$(dirname "$0")/.." && pwd)"
+    cd "$root"
     duration="${DURATION:-5s}"
     warmup="${WARMUP:-1s}"
     conns="${CONNS:-4}"
