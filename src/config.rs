@@ -11,7 +11,7 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 use crate::wal::{FsyncPolicy, LogConfig, RecoveryMode};
 
 macro_rules! settings {
-    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr, env $env:literal; )*) => {
+    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr, env $env:literal $(, range $lo:literal ..= $hi:literal)?; )*) => {
         /// Every `serve` setting, with its default.
         #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
         #[serde(deny_unknown_fields, default)]
@@ -37,6 +37,14 @@ macro_rules! settings {
                 $( if let Some(v) = self.$name { s.$name = v; } )*
             }
         }
+
+        impl Settings {
+            /// Checks every setting whose row in the table carries a range.
+            fn check_ranges(&self) -> Result<(), String> {
+                $( $( check_range(stringify!($name), self.$name, $lo, $hi)?; )? )*
+                Ok(())
+            }
+        }
     };
 }
 
@@ -48,29 +56,29 @@ settings! {
     /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
     http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("literal"), env "RINGSTASH_HTTP_ADDR";
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
-    reactor_threads: usize = 0, env "RINGSTASH_REACTOR_THREADS";
+    reactor_threads: usize = 0, env "RINGSTASH_REACTOR_THREADS", range 0 ..= 1024;
     /// Core for the group-commit writer: a core number or `auto` (see docs/architecture.md). [default: auto]
     writer_core: CoreChoice = CoreChoice::Auto, env "RINGSTASH_WRITER_CORE";
     /// Open connections (TCP + HTTP) before new ones are refused. [default: 1024]
-    connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX";
+    connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX", range 1 ..= 1_000_000;
     /// Largest record payload in bytes; longer lines are refused whole. [default: 1048576]
     record_bytes_max: usize = 1 << 20, env "RINGSTASH_RECORD_BYTES_MAX";
     /// Largest HTTP request body in bytes (413 beyond). [default: 4194304]
-    http_body_bytes_max: usize = 4 << 20, env "RINGSTASH_HTTP_BODY_BYTES_MAX";
+    http_body_bytes_max: usize = 4 << 20, env "RINGSTASH_HTTP_BODY_BYTES_MAX", range 1 ..= 1_073_741_824;
     /// Largest HTTP request head in bytes (431 beyond). [default: 16384]
-    http_header_bytes_max: usize = 16 << 10, env "RINGSTASH_HTTP_HEADER_BYTES_MAX";
+    http_header_bytes_max: usize = 16 << 10, env "RINGSTASH_HTTP_HEADER_BYTES_MAX", range 1024 ..= 1_048_576;
     /// Per-connection read buffer in bytes (grows only to hold one long line). [default: 65536]
-    read_buffer_bytes: usize = 64 << 10, env "RINGSTASH_READ_BUFFER_BYTES";
+    read_buffer_bytes: usize = 64 << 10, env "RINGSTASH_READ_BUFFER_BYTES", range 4096 ..= 67_108_864;
     /// Batches one connection may have queued for commit before it stops reading. [default: 64]
-    connection_batches_max: usize = 64, env "RINGSTASH_CONNECTION_BATCHES_MAX";
+    connection_batches_max: usize = 64, env "RINGSTASH_CONNECTION_BATCHES_MAX", range 1 ..= 65_536;
     /// Close a raw TCP connection that sent nothing for this long, in ms. [default: 600000]
-    tcp_idle_timeout_ms: u64 = 600_000, env "RINGSTASH_TCP_IDLE_TIMEOUT_MS";
+    tcp_idle_timeout_ms: u64 = 600_000, env "RINGSTASH_TCP_IDLE_TIMEOUT_MS", range 1 ..= 86_400_000;
     /// Close an HTTP connection idle, or stuck mid-request, for this long, in ms (slowloris). [default: 30000]
-    http_idle_timeout_ms: u64 = 30_000, env "RINGSTASH_HTTP_IDLE_TIMEOUT_MS";
+    http_idle_timeout_ms: u64 = 30_000, env "RINGSTASH_HTTP_IDLE_TIMEOUT_MS", range 1 ..= 86_400_000;
     /// How long an HTTP request waits for room in a full ring before 503, in ms. [default: 5000]
-    enqueue_timeout_ms: u64 = 5_000, env "RINGSTASH_ENQUEUE_TIMEOUT_MS";
+    enqueue_timeout_ms: u64 = 5_000, env "RINGSTASH_ENQUEUE_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// On shutdown, how long connections get to drain before they are cut, in ms. [default: 10000]
-    shutdown_timeout_ms: u64 = 10_000, env "RINGSTASH_SHUTDOWN_TIMEOUT_MS";
+    shutdown_timeout_ms: u64 = 10_000, env "RINGSTASH_SHUTDOWN_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// `always` (acked = durable), or NOT DURABLE `interval:<ms>` / `never`. [default: always]
     fsync: FsyncPolicy = FsyncPolicy::Always, env "RINGSTASH_FSYNC";
     /// Segment size at which the log rotates, in bytes. [default: 134217728]
@@ -102,21 +110,21 @@ settings! {
     /// WebSocket listener of the fan-out core (subscriptions at /v1/stream). [default: 127.0.0.1:8081]
     ws_addr: SocketAddr = "127.0.0.1:8081".parse().expect("literal"), env "RINGSTASH_WS_ADDR";
     /// WebSocket subscribers (handshakes included) before new ones get 503. [default: 256]
-    subscribers_max: usize = 256, env "RINGSTASH_SUBSCRIBERS_MAX";
+    subscribers_max: usize = 256, env "RINGSTASH_SUBSCRIBERS_MAX", range 1 ..= 100_000;
     /// Bytes queued for one subscriber: its largest message, and its socket's SO_SNDBUF. [default: 262144]
-    subscriber_send_buffer_bytes: usize = 256 << 10, env "RINGSTASH_SUBSCRIBER_SEND_BUFFER_BYTES";
+    subscriber_send_buffer_bytes: usize = 256 << 10, env "RINGSTASH_SUBSCRIBER_SEND_BUFFER_BYTES", range 4096 ..= 67_108_864;
     /// A subscriber whose socket stays unwritable this long is closed with code 4008, in ms. [default: 10000]
-    subscriber_stall_ms_max: u64 = 10_000, env "RINGSTASH_SUBSCRIBER_STALL_MS_MAX";
+    subscriber_stall_ms_max: u64 = 10_000, env "RINGSTASH_SUBSCRIBER_STALL_MS_MAX", range 1 ..= 3_600_000;
     /// Longest filter (service + level + q, decoded) a subscription or read may carry, in bytes. [default: 1024]
-    filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX";
+    filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX", range 16 ..= 65_536;
     /// Origins allowed to open a WebSocket: `*` (any), empty (no Origin, or the Host's own host), or a comma-separated list. [default: ""]
     ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
     /// Committed records the fan-out core keeps in memory for live subscribers, in bytes, for each of its two windows (JSON, binary). [default: 16777216]
-    fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX";
+    fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX", range 65_536 ..= 1_073_741_824;
     /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core; 0 gives subscribers lower latency under heavy ingest at that cost (docs/benchmarks.md). [default: 10]
-    fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE";
+    fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE", range 0 ..= 19;
     /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
-    read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX";
+    read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX", range 1 ..= 1_000_000;
 }
 
 /// A core number, or `auto`.
@@ -182,6 +190,18 @@ impl FromStr for FsyncPolicy {
     }
 }
 
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), String> {
+    if v < lo || v > hi {
+        return Err(format!("{name} = {v} is outside {lo}..={hi}"));
+    }
+    Ok(())
+}
+
 impl Settings {
     /// Reads a TOML file; unknown keys are an error.
     ///
@@ -198,74 +218,7 @@ impl Settings {
     /// # Errors
     /// A message naming the setting and its allowed range.
     pub fn validate(&self) -> Result<(), String> {
-        fn range<T: PartialOrd + std::fmt::Display>(
-            name: &str,
-            v: T,
-            lo: T,
-            hi: T,
-        ) -> Result<(), String> {
-            if v < lo || v > hi {
-                return Err(format!("{name} = {v} is outside {lo}..={hi}"));
-            }
-            Ok(())
-        }
-        range("connections_max", self.connections_max, 1, 1_000_000)?;
-        range("reactor_threads", self.reactor_threads, 0, 1024)?;
-        range(
-            "http_header_bytes_max",
-            self.http_header_bytes_max,
-            1024,
-            1 << 20,
-        )?;
-        range("http_body_bytes_max", self.http_body_bytes_max, 1, 1 << 30)?;
-        range("read_buffer_bytes", self.read_buffer_bytes, 4096, 64 << 20)?;
-        range(
-            "connection_batches_max",
-            self.connection_batches_max,
-            1,
-            1 << 16,
-        )?;
-        range(
-            "tcp_idle_timeout_ms",
-            self.tcp_idle_timeout_ms,
-            1,
-            86_400_000,
-        )?;
-        range(
-            "http_idle_timeout_ms",
-            self.http_idle_timeout_ms,
-            1,
-            86_400_000,
-        )?;
-        range("enqueue_timeout_ms", self.enqueue_timeout_ms, 1, 3_600_000)?;
-        range(
-            "shutdown_timeout_ms",
-            self.shutdown_timeout_ms,
-            1,
-            3_600_000,
-        )?;
-        range("subscribers_max", self.subscribers_max, 1, 100_000)?;
-        range("fanout_nice", self.fanout_nice, 0, 19)?;
-        range(
-            "subscriber_send_buffer_bytes",
-            self.subscriber_send_buffer_bytes,
-            4096,
-            64 << 20,
-        )?;
-        range(
-            "subscriber_stall_ms_max",
-            self.subscriber_stall_ms_max,
-            1,
-            3_600_000,
-        )?;
-        range("filter_bytes_max", self.filter_bytes_max, 16, 64 << 10)?;
-        range(
-            "fanout_window_bytes_max",
-            self.fanout_window_bytes_max,
-            64 << 10,
-            1 << 30,
-        )?;
-        range("read_records_max", self.read_records_max, 1, 1_000_000)?;
+        self.check_ranges()?;
         if (self.ws_addr == self.http_addr || self.ws_addr == self.tcp_addr)
             && self.ws_addr.port() != 0
         {
