@@ -12,6 +12,7 @@
 //! | storage | [`wal::segment`], [`wal::recovery`] | segment files, sparse index, recovery of a torn tail |
 //! | read | [`wal::reader`], [`wal::check`] | cursors over committed records; full verification |
 //! | ingest | [`net`] | pinned reactors (tokio-uring, SO_REUSEPORT): raw TCP lines and HTTP, framed by sans-I/O [`net::lines`], [`net::http_proto`], acked by [`net::acks`] |
+//! | query | [`query`] | below ingest and fan-out: filters, JSON rendering, the one bounded scan, the read API over a read-only [`wal::LogView`] |
 //! | fan-out | [`fanout`] | the pinned fan-out core (mio): committed records to WebSocket subscribers, each a cursor; live from an in-memory window, catch-up from the segment files; filters; the dashboard page |
 //! | serve | [`serve`], [`config`], [`stats`] | placement, start-up and shutdown; settings; `/stats` and `/metrics` |
 //! | tools | [`cli`] | `cat`, `check`, `append` |
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod net;
+pub mod query;
 pub mod ring;
 pub mod serve;
 pub mod stats;

@@ -35,12 +35,9 @@
 //!   `subscriber_stall_ms_max` is closed with code 4008 `stalled`; it may resume with
 //!   `from=<next>`.
 
-pub mod api;
 mod ctx;
 pub use ctx::FanoutCtx;
 pub mod frames;
-pub mod query;
-pub mod render;
 pub mod window;
 
 use std::{
@@ -67,6 +64,8 @@ use tungstenite::{
     protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
 };
 
+use crate::query::{filter as query, render};
+
 use self::{
     frames::FrameWindow,
     query::{Encoding, Filter, Start},
@@ -78,8 +77,7 @@ use crate::{
     wal::{CommitFollower, Reader},
 };
 
-/// The WebSocket path of subscriptions.
-pub const STREAM_PATH: &str = "/v1/stream";
+pub use crate::query::STREAM_PATH;
 /// Close code for a subscriber that stalled past `subscriber_stall_ms_max`.
 pub const CLOSE_STALLED: u16 = 4008;
 /// Close code when the log could not be read for a subscriber.
@@ -1062,7 +1060,7 @@ fn own_read(
         }
         Encoding::Json => {
             let mut m = MessageBuilder::new(span.budget.min(256 << 10));
-            window::read_into(
+            crate::query::scan::read_into(
                 reader,
                 filter,
                 &mut m,

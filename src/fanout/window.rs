@@ -8,7 +8,7 @@
 //! (a `Bytes` handle, not a copy); others get a message assembled from the fragments.
 //! The window is bounded by `fanout_window_bytes_max`; a subscriber whose cursor falls
 //! below its start reads the segment files with a reader of its own (see
-//! [`read_into`]).
+//! [`crate::query::scan::read_into`]).
 
 use std::{cell::OnceCell, collections::VecDeque};
 
@@ -292,80 +292,6 @@ impl Window {
         let msg = Utf8Bytes::try_from(m.finish(at, committed_end)).expect("rendered JSON is UTF-8");
         Built::Message(msg, at, records)
     }
-}
-
-/// What [`read_into`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadOutcome {
-    /// Records read from the files (matching or not).
-    pub scanned: u64,
-    /// The reader has no more committed records below `stop` for now.
-    pub caught_up: bool,
-}
-
-/// Reads committed records from `reader` into `m` until the reader reaches `stop`, `m`
-/// holds `records_max` records or `bytes_max` bytes, or `scan_max` records were read.
-/// For subscribers behind the window and for `GET /v1/logs`.
-///
-/// # Errors
-/// The reader's error.
-pub fn read_into(
-    reader: &mut Reader,
-    filter: &Filter,
-    m: &mut MessageBuilder,
-    stop: u64,
-    records_max: usize,
-    bytes_max: usize,
-    scan_max: u64,
-) -> Result<ReadOutcome, ReadError> {
-    let mut scanned = 0u64;
-    while reader.next_offset() < stop
-        && m.records() < records_max
-        && m.len() < bytes_max
-        && scanned < scan_max
-    {
-        let Some(r) = reader.next()? else {
-            return Ok(ReadOutcome {
-                scanned,
-                caught_up: true,
-            });
-        };
-        scanned += 1;
-        if filter.is_empty() {
-            let (service, level) = query::json_fields(r.payload);
-            m.push_record(
-                r.offset,
-                r.timestamp_ns,
-                r.payload,
-                service.as_deref(),
-                level.as_deref(),
-            );
-            continue;
-        }
-        let (service, level) = if filter.needs_fields() {
-            query::json_fields(r.payload)
-        } else {
-            (None, None)
-        };
-        if filter.matches(r.payload, service.as_deref(), level.as_deref()) {
-            let (service, level) = if filter.needs_fields() {
-                (service, level)
-            } else {
-                query::json_fields(r.payload)
-            };
-            m.push_record(
-                r.offset,
-                r.timestamp_ns,
-                r.payload,
-                service.as_deref(),
-                level.as_deref(),
-            );
-        }
-    }
-    Ok(ReadOutcome {
-        scanned,
-        caught_up: reader.next_offset() >= stop,
-    })
 }
 
 /// Appends the stored frames of committed records that pass `filter` to `out`, until

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     error::AppendError,
+    query::read::{self, ReadApiError, ReadLimits},
     stats,
     wal::{self, BatchBuilder, Committed},
 };
@@ -210,7 +211,7 @@ impl Conn {
                     self.ingest_lines(&body).await
                 } else {
                     let info = RequestInfo {
-                        received_at: crate::cli::format_ts(wal::now_ns()),
+                        received_at: crate::query::render::format_ts(wal::now_ns()),
                         client_ip: self.peer.ip().to_string(),
                         now: std::time::SystemTime::now(),
                     };
@@ -230,10 +231,7 @@ impl Conn {
                     }
                 }
             }
-            (Method::Get | Method::Head, "/v1/logs") => {
-                let (status, body) = crate::fanout::api::read_logs(&self.ctx, &head.query);
-                Response::json(status, body)
-            }
+            (Method::Get | Method::Head, "/v1/logs") => self.read_logs(&head.query),
             (_, "/ingest") | (_, "/v1/logs") if is_ingest => {
                 let allow = if head.path == "/ingest" {
                     "POST"
@@ -251,12 +249,12 @@ impl Conn {
             (Method::Get | Method::Head, "/") => Response {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
-                body: crate::fanout::api::DASHBOARD_HTML.as_bytes().to_vec(),
+                body: super::dashboard::DASHBOARD_HTML.as_bytes().to_vec(),
                 headers: vec![("Cache-Control", "no-cache".into())],
                 head_only: false,
             },
             (Method::Get | Method::Head, "/v1/config") => {
-                Response::json(200, crate::fanout::api::config_json(&self.ctx))
+                Response::json(200, super::dashboard::config_json(&self.ctx))
             }
             (Method::Get | Method::Head, "/healthz") => self.healthz(),
             (Method::Get | Method::Head, "/stats") => {
@@ -484,6 +482,40 @@ impl Conn {
             200,
             serde_json::to_vec(&body).expect("json"),
         ))
+    }
+}
+
+impl Conn {
+    /// `GET /v1/logs`: the query layer reads; this side counts and maps its errors.
+    fn read_logs(&self, query_string: &str) -> Response {
+        let ctx = &self.ctx;
+        let limits = ReadLimits {
+            records_max: ctx.settings.read_records_max,
+            filter_bytes_max: ctx.settings.filter_bytes_max,
+        };
+        let result = read::read_logs(&ctx.log, limits, query_string);
+        match &result {
+            Err(ReadApiError::BadQuery(e)) if e.code == "filter_too_long" => {
+                ctx.reads
+                    .filter_too_long_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(ReadApiError::BadQuery(_)) => {}
+            Ok(_) | Err(ReadApiError::ReadFailed(_)) => {
+                ctx.reads
+                    .read_requests_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match result {
+            Ok(body) => Response::json(200, body),
+            Err(ReadApiError::BadQuery(e)) => {
+                Response::error(&HttpError::new(400, e.code, e.detail))
+            }
+            Err(ReadApiError::ReadFailed(e)) => {
+                Response::error(&HttpError::new(500, "read_failed", e.to_string()))
+            }
+        }
     }
 }
 

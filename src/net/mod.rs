@@ -7,6 +7,7 @@
 
 pub mod acks;
 pub mod conn;
+pub mod dashboard;
 pub mod enrich;
 pub mod http;
 pub mod http_proto;
