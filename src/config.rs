@@ -117,6 +117,8 @@ settings! {
     subscriber_stall_ms_max: u64 = 10_000, env "RINGSTASH_SUBSCRIBER_STALL_MS_MAX", range 1 ..= 3_600_000;
     /// Longest filter (service + level + q, decoded) a subscription or read may carry, in bytes. [default: 1024]
     filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX", range 16 ..= 65_536;
+    /// A WebSocket connection that has not completed its upgrade request in this long is closed, in ms. [default: 30000]
+    ws_handshake_timeout_ms: u64 = 30_000, env "RINGSTASH_WS_HANDSHAKE_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// Origins allowed to open a WebSocket: `*` (any), empty (no Origin, or the Host's own host), or a comma-separated list. [default: ""]
     ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
     /// Committed records the fan-out core keeps in memory for live subscribers, in bytes, for each of its two windows (JSON, binary). [default: 16777216]
@@ -125,6 +127,61 @@ settings! {
     fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE", range 0 ..= 19;
     /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
     read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX", range 1 ..= 1_000_000;
+}
+
+/// Declares a stage's own settings: a struct of the rows of the table that stage
+/// reads, and the projection from [`Settings`] (generated, so no field is copied by
+/// hand). The types are written again here; the compiler holds them to the table's.
+macro_rules! stage_settings {
+    ($( #[doc = $doc:literal] $stage:ident => $fn:ident { $( $name:ident : $ty:ty, )* } )*) => {
+        $(
+            #[doc = $doc]
+            ///
+            /// Each field is the setting of the same name in [`Settings`].
+            #[derive(Debug, Clone)]
+            #[allow(missing_docs)]
+            pub struct $stage {
+                $( pub $name: $ty, )*
+            }
+
+            impl Settings {
+                #[doc = concat!("The [`", stringify!($stage), "`] of these settings.")]
+                pub fn $fn(&self) -> $stage {
+                    $stage { $( $name: self.$name.clone(), )* }
+                }
+            }
+        )*
+    };
+}
+
+stage_settings! {
+    /// What the ingest stage (the reactors) reads.
+    NetSettings => net {
+        connections_max: usize,
+        record_bytes_max: usize,
+        http_body_bytes_max: usize,
+        http_header_bytes_max: usize,
+        read_buffer_bytes: usize,
+        connection_batches_max: usize,
+        tcp_idle_timeout_ms: u64,
+        http_idle_timeout_ms: u64,
+        enqueue_timeout_ms: u64,
+        shutdown_timeout_ms: u64,
+        group_bytes_max: usize,
+        filter_bytes_max: usize,
+        read_records_max: usize,
+    }
+    /// What the fan-out core reads.
+    FanoutSettings => fanout {
+        subscribers_max: usize,
+        subscriber_send_buffer_bytes: usize,
+        subscriber_stall_ms_max: u64,
+        filter_bytes_max: usize,
+        ws_allowed_origins: String,
+        ws_handshake_timeout_ms: u64,
+        fanout_window_bytes_max: usize,
+        fanout_nice: i32,
+    }
 }
 
 /// A core number, or `auto`.

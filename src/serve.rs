@@ -171,7 +171,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let observed = Observed::new(log.view());
     let fanout_ctx = Arc::new(FanoutCtx {
-        settings: settings.clone(),
+        settings: settings.fanout(),
         log: log.view(),
         stats: observed.fanout.clone(),
         gauges: observed.fanout_gauges.clone(),
@@ -181,7 +181,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         ws_addr,
         appender: log.appender(),
         log: log.view(),
-        settings,
+        settings: settings.net(),
         stats: observed.net.clone(),
         gauges: observed.net_gauges.clone(),
         reads: observed.reads.clone(),

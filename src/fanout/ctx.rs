@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::{
-    config::Settings,
+    config::FanoutSettings,
     stats::{FanoutGauges, FanoutStats, ReadStats},
     wal::LogView,
 };
@@ -13,7 +13,7 @@ use crate::{
 #[derive(Debug)]
 pub struct FanoutCtx {
     /// The validated settings.
-    pub settings: Settings,
+    pub settings: FanoutSettings,
     /// The log, read-only: committed end, start offset, readers, the follower.
     pub log: LogView,
     /// The fan-out's counters.

@@ -358,7 +358,7 @@ impl Fanout {
         Fanout {
             budget,
             stall: Duration::from_millis(s.subscriber_stall_ms_max),
-            handshake_timeout: Duration::from_millis(s.http_idle_timeout_ms),
+            handshake_timeout: Duration::from_millis(s.ws_handshake_timeout_ms),
             ws_config,
             ctx,
             poll,

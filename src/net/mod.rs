@@ -21,7 +21,7 @@ use std::{
 };
 
 use crate::{
-    config::Settings,
+    config::NetSettings,
     stats::{NetGauges, NetStats, Observed, ReadStats},
     wal::{Appender, LogView},
 };
@@ -33,7 +33,7 @@ use crate::{
 #[derive(Debug)]
 pub struct NetCtx {
     /// The validated settings.
-    pub settings: Settings,
+    pub settings: NetSettings,
     /// The producer handle the connections push batches through.
     pub appender: Appender,
     /// The log, read-only: health, `/v1/config`, `GET /v1/logs`.
@@ -58,6 +58,6 @@ pub struct NetCtx {
 
 /// Bytes per batch a connection hands to the ring: big enough to amortise the ring
 /// and the completion, small enough that many connections share a group.
-pub fn batch_bytes_max(settings: &Settings) -> usize {
+pub fn batch_bytes_max(settings: &NetSettings) -> usize {
     (settings.group_bytes_max / 2).clamp(4096, 1 << 20)
 }
