@@ -39,6 +39,16 @@ macro_rules! settings {
         }
 
         impl Settings {
+            /// The table itself, for the generated reference (`docs/settings.md`).
+            pub fn rows() -> Vec<SettingRow> {
+                vec![$( SettingRow {
+                    name: stringify!($name),
+                    doc: $doc.trim(),
+                    env: $env,
+                    range: None $( .or(Some((stringify!($lo), stringify!($hi)))) )?,
+                }, )*]
+            }
+
             /// Checks every setting whose row in the table carries a range.
             fn check_ranges(&self) -> Result<(), String> {
                 $( $( check_range(stringify!($name), self.$name, $lo, $hi)?; )? )*
@@ -247,6 +257,53 @@ impl FromStr for FsyncPolicy {
     }
 }
 
+/// One row of the settings table, as the generated reference shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingRow {
+    /// The TOML key; the flag is the same with dashes.
+    pub name: &'static str,
+    /// The help text (ends with the default).
+    pub doc: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The inclusive range `validate` checks, as written in the table.
+    pub range: Option<(&'static str, &'static str)>,
+}
+
+/// The reference of every `serve` setting as a Markdown table, from the table itself
+/// (`docs/settings.md` is this; a test keeps it current).
+pub fn settings_markdown() -> String {
+    let defaults = toml::Value::try_from(Settings::default()).expect("settings serialize");
+    let mut out = String::from(
+        "# Settings\n\nGenerated from the settings table in `src/config.rs` (a test keeps this file\n\
+         current: `RINGSTASH_BLESS=1 cargo test --lib config::` rewrites it). A TOML key is the\n\
+         name; the flag is `--` and the name with dashes; the environment variable is given.\n\n\
+         | setting | default | range | environment | what it is |\n|---|---|---|---|---|\n",
+    );
+    for r in Settings::rows() {
+        let default = match defaults.get(r.name) {
+            Some(toml::Value::String(s)) => format!("`{s:?}`"),
+            Some(v) => format!("`{v}`"),
+            None => "-".into(),
+        };
+        let range = r
+            .range
+            .map(|(lo, hi)| format!("{lo}..={hi}"))
+            .unwrap_or_else(|| "-".into());
+        let doc = r
+            .doc
+            .split(" [default:")
+            .next()
+            .unwrap_or(r.doc)
+            .replace('|', "\\|");
+        out += &format!(
+            "| `{}` | {default} | {range} | `{}` | {doc} |\n",
+            r.name, r.env
+        );
+    }
+    out
+}
+
 fn check_range<T: PartialOrd + std::fmt::Display>(
     name: &str,
     v: T,
@@ -339,5 +396,46 @@ mod tests {
         s.validate().unwrap();
         s.connections_max = 0;
         assert!(s.validate().unwrap_err().contains("connections_max"));
+    }
+
+    /// The reference in docs/settings.md is generated from the table; a new or changed
+    /// row fails here until the file is blessed.
+    #[test]
+    fn docs_settings_md_is_generated_from_the_table() {
+        let got = settings_markdown();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/settings.md");
+        if std::env::var_os("RINGSTASH_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            got, want,
+            "docs/settings.md is stale; bless with RINGSTASH_BLESS=1"
+        );
+    }
+
+    /// Each row's help text names its default; it must be the table's default.
+    #[test]
+    fn help_text_defaults_match_the_table() {
+        let defaults = toml::Value::try_from(Settings::default()).unwrap();
+        for r in Settings::rows() {
+            let shown = r
+                .doc
+                .rsplit("[default: ")
+                .next()
+                .unwrap()
+                .trim_end_matches(']');
+            let want = match defaults.get(r.name) {
+                Some(toml::Value::String(s)) if s.is_empty() => "\"\"".to_string(),
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => continue,
+            };
+            assert_eq!(
+                shown, want,
+                "{}: help says {shown}, table says {want}",
+                r.name
+            );
+        }
     }
 }
