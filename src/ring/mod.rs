@@ -6,17 +6,21 @@
 //! lines); a full ring refuses the push and hands the batch back, which is the
 //! backpressure signal: the producer stops reading from its sockets until there is room.
 //!
-//! The consumer (the writer) sleeps in `io_uring_enter` with a read pending on an
-//! eventfd. Producers write the eventfd only when the consumer announced that it is
-//! about to sleep, so a busy writer costs producers no system call.
+//! The consumer (the writer) sleeps in `io_uring_enter` with a read pending on the
+//! ring's [`Doorbell`]. Producers write its eventfd only when the consumer announced
+//! that it is about to sleep, so a busy writer costs producers no system call.
+
+pub mod doorbell;
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence},
+    os::fd::RawFd,
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 use crossbeam_queue::ArrayQueue;
+
+pub use doorbell::Doorbell;
 
 /// Why a push was refused; the item comes back to the caller.
 #[derive(Debug)]
@@ -32,11 +36,8 @@ pub enum PushError<T> {
 pub struct BatchRing<T> {
     /// The queue itself; its capacity is `ring_batches_max`.
     queue: ArrayQueue<T>,
-    /// Set by the consumer just before it sleeps; a producer that finds it set clears
-    /// it and writes the eventfd.
-    consumer_sleeping: AtomicBool,
-    /// Wakes the consumer out of `io_uring_enter`.
-    wake_fd: OwnedFd,
+    /// Wakes the consumer out of `io_uring_enter`; rung after every successful push.
+    doorbell: Doorbell,
     /// Producers between their check of `open` and the end of their push. The consumer
     /// drains only once this is zero after closing, so no batch is stranded.
     pushing: AtomicUsize,
@@ -53,16 +54,9 @@ impl<T> BatchRing<T> {
     /// The OS error if the eventfd cannot be created.
     pub fn new(capacity: usize) -> io::Result<Self> {
         assert!(capacity > 0, "ring capacity must be positive");
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(BatchRing {
             queue: ArrayQueue::new(capacity),
-            consumer_sleeping: AtomicBool::new(false),
-            // SAFETY: fd is a fresh descriptor we own.
-            wake_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            doorbell: Doorbell::new()?,
             pushing: AtomicUsize::new(0),
             open: AtomicBool::new(true),
             full_refusals: AtomicU64::new(0),
@@ -86,34 +80,14 @@ impl<T> BatchRing<T> {
         self.pushing.fetch_sub(1, Ordering::SeqCst);
         match r {
             Ok(()) => {
-                self.wake_consumer();
+                // The push is the published work of the doorbell's handshake.
+                self.doorbell.ring();
                 Ok(())
             }
             Err(item) => {
                 self.full_refusals.fetch_add(1, Ordering::Relaxed);
                 Err(PushError::Full(item))
             }
-        }
-    }
-
-    fn wake_consumer(&self) {
-        // Dekker pattern with prepare_sleep: the fence orders our push before the load
-        // of the flag, as the consumer's fence orders its flag store before its
-        // emptiness check. One of the two sides must see the other.
-        fence(Ordering::SeqCst);
-        if self.consumer_sleeping.load(Ordering::Relaxed)
-            && self.consumer_sleeping.swap(false, Ordering::AcqRel)
-        {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN (counter
-            // saturated) still leaves the consumer woken, so the result is ignored.
-            unsafe {
-                libc::write(
-                    self.wake_fd.as_raw_fd(),
-                    (&one as *const u64).cast(),
-                    std::mem::size_of::<u64>(),
-                )
-            };
         }
     }
 
@@ -125,23 +99,23 @@ impl<T> BatchRing<T> {
     /// Consumer side: announces an imminent sleep. Returns false if there is work
     /// after all (the caller must then not sleep).
     pub fn prepare_sleep(&self) -> bool {
-        self.consumer_sleeping.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if !self.queue.is_empty() {
-            self.consumer_sleeping.store(false, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.doorbell.prepare_sleep(|| !self.queue.is_empty())
     }
 
     /// Consumer side: the sleep ended (woken or not); producers need not write the fd.
     pub fn cancel_sleep(&self) {
-        self.consumer_sleeping.store(false, Ordering::Relaxed);
+        self.doorbell.cancel_sleep();
     }
 
     /// The eventfd the consumer waits on (read it to reset).
     pub fn wake_fd(&self) -> RawFd {
-        self.wake_fd.as_raw_fd()
+        self.doorbell.fd()
+    }
+
+    /// Wakes the consumer whether or not it announced a sleep (shutdown: the consumer
+    /// must notice that the ring closed).
+    pub fn wake_consumer(&self) {
+        self.doorbell.force_ring();
     }
 
     /// Consumer side: refuse new pushes, then wait until no push is in progress. After

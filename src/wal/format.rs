@@ -361,6 +361,14 @@ pub fn payload_bytes(r: &RecordRef<'_>) -> Bytes {
     Bytes::copy_from_slice(r.payload)
 }
 
+/// Current time in nanoseconds since the Unix epoch, the records' timestamp.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

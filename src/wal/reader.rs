@@ -64,11 +64,11 @@ pub struct Reader {
     /// record, the index is damaged (the records may be fine), and the reader scans the
     /// segment from its start instead of reporting the data as corrupt.
     unverified_seek: Option<u64>,
-    /// Live readers: the writer's count of failed writes when this reader last looked.
-    /// A failed write truncates the active segment and the offsets it covered are given
-    /// to other records, so bytes the scanner buffered past the committed offset before
-    /// that may be stale; a change in this count makes the reader drop them.
-    write_failures_seen: u64,
+    /// Live readers: the log's truncation epoch when this reader last looked. A failed
+    /// write truncates the active segment and the offsets it covered are given to other
+    /// records, so bytes the scanner buffered past the committed offset before that may
+    /// be stale; a change in the epoch makes the reader drop them.
+    truncation_epoch_seen: u64,
     /// The offset at which the scanner's buffer was last dropped and the file read
     /// again because the bytes there did not decode (see `next`).
     reread_at: Option<u64>,
@@ -76,19 +76,19 @@ pub struct Reader {
     segment_base: u64,
 }
 
-/// Writes that failed (and truncated the active segment back) since the log opened.
-/// The writer bumps these counters in `rewind` before it commits anything written after
-/// the cut (Relaxed increments ordered by its later Release store of committed_end).
-fn write_failures(inner: &Inner) -> u64 {
-    inner.stats.disk_full_errors.load(Ordering::Relaxed)
-        + inner.stats.write_errors.load(Ordering::Relaxed)
+/// Times a failed write truncated the active segment back since the log opened.
+/// Relaxed: called after an Acquire load of committed_end, which makes visible every
+/// bump made before the records that load lets the reader read (see
+/// `Inner::truncation_epoch`).
+fn truncation_epoch(inner: &Inner) -> u64 {
+    inner.truncation_epoch.load(Ordering::Relaxed)
 }
 
 impl Reader {
     pub(crate) fn open_live(inner: Arc<Inner>, from: u64) -> Result<Reader, ReadError> {
         let start = inner.start_offset.load(Ordering::Acquire);
         let dir = inner.config.dir.clone();
-        let write_failures_seen = write_failures(&inner);
+        let truncation_epoch_seen = truncation_epoch(&inner);
         Ok(Reader {
             dir,
             bound: Bound::Live(inner),
@@ -96,7 +96,7 @@ impl Reader {
             skip_below: from,
             scanner: None,
             unverified_seek: None,
-            write_failures_seen,
+            truncation_epoch_seen,
             reread_at: None,
             segment_base: 0,
         })
@@ -118,7 +118,7 @@ impl Reader {
             skip_below: from,
             scanner: None,
             unverified_seek: None,
-            write_failures_seen: 0,
+            truncation_epoch_seen: 0,
             reread_at: None,
             segment_base: 0,
         })
@@ -185,7 +185,7 @@ impl Reader {
     /// For consumers that forward frames (binary subscribers): a run costs one bound
     /// check and at most one read, where [`Reader::next_frame`] costs them per record.
     /// Anything unusual (a segment's end, a bad record, a seek still unverified, the
-    /// writer's failures) goes through `next_frame`, one record at a time.
+    /// writer truncating after a failed write) goes through `next_frame`, one record at a time.
     ///
     /// # Errors
     /// As [`Reader::next`].
@@ -204,7 +204,7 @@ impl Reader {
             let end = inner.committed_end.load(Ordering::Acquire).min(stop);
             let pos = inner.active_written.load(Ordering::Acquire);
             let base = inner.active_base.load(Ordering::Relaxed);
-            if write_failures(inner) == self.write_failures_seen && self.next_offset < end {
+            if truncation_epoch(inner) == self.truncation_epoch_seen && self.next_offset < end {
                 debug_assert_eq!(s.next_offset(), self.next_offset);
                 s.set_limit((base == self.segment_base).then_some(pos));
                 let n = match s.next_run(end, bytes_max) {
@@ -238,10 +238,10 @@ impl Reader {
                     let pos = inner.active_written.load(Ordering::Acquire);
                     written = Some((inner.active_base.load(Ordering::Relaxed), pos));
                     // Loaded after the committed end: a rewrite committed by then was
-                    // preceded by its failure count, made visible by the Acquire above.
-                    let failures = write_failures(inner);
-                    if failures != self.write_failures_seen {
-                        self.write_failures_seen = failures;
+                    // preceded by its epoch bump, made visible by the Acquire above.
+                    let epoch = truncation_epoch(inner);
+                    if epoch != self.truncation_epoch_seen {
+                        self.truncation_epoch_seen = epoch;
                         if let Some(s) = self.scanner.as_mut() {
                             // Everything before the scanner's position is committed and
                             // was already returned; what lies beyond is read again.

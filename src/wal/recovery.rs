@@ -11,8 +11,7 @@ use std::{
 use super::{
     LogConfig,
     format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
-    segment::{self, Scan, Scanner},
-    sync_dir,
+    segment::{self, Scan, Scanner, sync_dir},
 };
 use crate::error::OpenError;
 

@@ -10,10 +10,11 @@
 
 use std::{
     path::Path,
+    sync::atomic::Ordering,
     time::{Duration, SystemTime},
 };
 
-use super::{segment, sync_dir};
+use super::{Inner, segment, segment::sync_dir};
 
 /// What a purge removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +25,30 @@ pub struct Purged {
     pub bytes: u64,
     /// Base offset of the oldest segment kept (the log's new start offset).
     pub start_offset: u64,
+}
+
+/// Applies the retention settings; a failure is logged, not fatal: it endangers no
+/// acknowledged record, only disk space.
+pub(crate) fn apply(inner: &Inner, active_base: u64) {
+    let c = &inner.config;
+    if c.retention_bytes_max == 0 && c.retention_ms == 0 {
+        return;
+    }
+    let age = (c.retention_ms > 0).then(|| Duration::from_millis(c.retention_ms));
+    match purge(&c.dir, active_base, c.retention_bytes_max, age) {
+        Ok(p) if p.segments > 0 => {
+            // Release: a reader that sees the new start finds the older files gone.
+            inner.start_offset.store(p.start_offset, Ordering::Release);
+            inner
+                .stats
+                .segments_purged
+                .fetch_add(p.segments, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, dir = %c.dir.display(), "retention could not remove old segments")
+        }
+    }
 }
 
 /// Removes sealed segments of `dir` beyond `bytes_max` in total (0 = no limit) or last

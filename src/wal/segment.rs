@@ -24,6 +24,14 @@ pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:0NAME_DIGITS$}.log"))
 }
 
+/// Syncs a directory so that entries created or removed in it survive power loss.
+///
+/// # Errors
+/// The OS error from opening or syncing the directory.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Path of the sparse index of the segment whose first record is `base`.
 pub fn index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:0NAME_DIGITS$}.idx"))

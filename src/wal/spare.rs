@@ -37,7 +37,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use super::{Inner, WalStats, sync_dir};
+use super::{Inner, WalStats, segment::sync_dir};
 
 /// Spare `n` is `spare-<n>.seg` in the data directory (not a segment name, so
 /// readers, retention and `check` ignore it); while being written, `spare-<n>.seg.tmp`.

@@ -5,7 +5,9 @@ use std::{
     time::Duration,
 };
 
-use super::{CommitFollower, Inner, LogConfig, Reader, WalStats, wait_beyond};
+use super::{
+    CommitFollower, Inner, LogConfig, Reader, WalStats, WriterFailure, watch::wait_beyond,
+};
 
 /// A read-only handle on the open log: the committed end, the start offset, readers,
 /// the follower's wake-up, the counters and the writer's failure. The fan-out, the read
@@ -49,7 +51,7 @@ impl LogView {
     }
 
     /// Why the writer stopped, if it stopped on an error.
-    pub fn failure(&self) -> Option<Arc<str>> {
+    pub fn failure(&self) -> Option<WriterFailure> {
         self.inner.failure.get().cloned()
     }
 
@@ -68,18 +70,7 @@ impl LogView {
     /// # Errors
     /// The OS error if the eventfd cannot be created.
     pub fn follower(&self) -> std::io::Result<CommitFollower> {
-        let w = &self.inner.commit_watch;
-        if w.follower_fd.get().is_none() {
-            // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: fd is a fresh descriptor we own. A lost race drops ours.
-            let _ = w
-                .follower_fd
-                .set(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
-        }
+        self.inner.commit_watch.open_follower()?;
         Ok(CommitFollower {
             inner: self.inner.clone(),
         })

@@ -1,0 +1,130 @@
+//! The log's settings and their validation: every bound has its unit in its name and
+//! is checked once, at open, so the stages may rely on it afterwards.
+
+use std::path::PathBuf;
+
+use super::{FsyncPolicy, RecoveryMode, format};
+use crate::error::OpenError;
+
+/// The log's settings. Every bound has its unit in its name; [`LogConfig::validate`]
+/// checks them once, at open.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Directory holding the segments. Created if missing.
+    pub dir: PathBuf,
+    /// Size at which a segment is sealed and the next one begins. Default 128 MiB,
+    /// minimum 64 KiB.
+    pub segment_bytes_max: u64,
+    /// Most bytes the writer gathers into one write + fdatasync. Default 4 MiB, minimum
+    /// 4 KiB, at most `segment_bytes_max` - 32. A batch may not be larger.
+    pub group_bytes_max: usize,
+    /// Batches the ring holds before producers are refused. Default 1024.
+    pub ring_batches_max: usize,
+    /// Largest record payload. Default 1 MiB; at most `group_bytes_max` - 24.
+    pub record_bytes_max: usize,
+    /// Bytes of log between two sparse-index entries. Default 4 KiB.
+    pub index_interval_bytes: u32,
+    /// When to fdatasync (and so what an acknowledgement means).
+    pub fsync: FsyncPolicy,
+    /// Groups written and synced concurrently: 2 lets the next group's write overlap
+    /// the previous group's fdatasync. Default 2, range 1..=8.
+    pub groups_in_flight_max: usize,
+    /// Core to pin the writer thread to; `None` leaves it to the scheduler.
+    pub writer_core: Option<usize>,
+    /// What to do with a damaged tail at open.
+    pub recovery: RecoveryMode,
+    /// Remove the oldest sealed segments while all segments together exceed this many
+    /// bytes; 0 keeps everything. Checked at each rotation and at open.
+    pub retention_bytes_max: u64,
+    /// Remove sealed segments whose newest record is older than this, in ms; 0 keeps
+    /// everything. Checked at each rotation and at open.
+    pub retention_ms: u64,
+    /// Pre-write each next segment with zeros (a thread of its own, once the active
+    /// segment is a quarter full) so that group fdatasyncs overwrite allocated blocks
+    /// instead of extending the file: no journal commit per group. Default true.
+    pub segment_prewrite: bool,
+}
+
+impl LogConfig {
+    /// Defaults for a log in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogConfig {
+            dir: dir.into(),
+            segment_bytes_max: 128 << 20,
+            group_bytes_max: 4 << 20,
+            ring_batches_max: 1024,
+            record_bytes_max: 1 << 20,
+            index_interval_bytes: 4096,
+            fsync: FsyncPolicy::Always,
+            groups_in_flight_max: 2,
+            writer_core: None,
+            recovery: RecoveryMode::TolerateTornTail,
+            retention_bytes_max: 0,
+            retention_ms: 0,
+            segment_prewrite: true,
+        }
+    }
+
+    /// Checks every bound and their relations.
+    ///
+    /// # Errors
+    /// [`OpenError::Setting`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), OpenError> {
+        fn bad(name: &'static str, why: String) -> Result<(), OpenError> {
+            Err(OpenError::Setting { name, why })
+        }
+        if self.segment_bytes_max < 64 << 10 || self.segment_bytes_max > u32::MAX as u64 {
+            return bad(
+                "segment_bytes_max",
+                format!(
+                    "{} is outside 64 KiB..4 GiB (positions are 32-bit in the index)",
+                    self.segment_bytes_max
+                ),
+            );
+        }
+        if self.group_bytes_max < 4096
+            || self.group_bytes_max as u64
+                > self.segment_bytes_max - format::SEGMENT_HEADER_BYTES as u64
+        {
+            return bad(
+                "group_bytes_max",
+                format!(
+                    "{} is outside 4096..segment_bytes_max-32",
+                    self.group_bytes_max
+                ),
+            );
+        }
+        if self.record_bytes_max == 0
+            || self.record_bytes_max > self.group_bytes_max - format::RECORD_HEADER_BYTES
+        {
+            return bad(
+                "record_bytes_max",
+                format!(
+                    "{} is outside 1..=group_bytes_max-24 ({}); lower record_bytes_max or raise group_bytes_max",
+                    self.record_bytes_max,
+                    self.group_bytes_max
+                        .saturating_sub(format::RECORD_HEADER_BYTES)
+                ),
+            );
+        }
+        if self.ring_batches_max == 0 || self.ring_batches_max > 1 << 20 {
+            return bad(
+                "ring_batches_max",
+                format!("{} is outside 1..1048576", self.ring_batches_max),
+            );
+        }
+        if self.index_interval_bytes < 64 {
+            return bad(
+                "index_interval_bytes",
+                format!("{} is below 64", self.index_interval_bytes),
+            );
+        }
+        if !(1..=8).contains(&self.groups_in_flight_max) {
+            return bad(
+                "groups_in_flight_max",
+                format!("{} is outside 1..=8", self.groups_in_flight_max),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The writer's counters, read by `/stats` and `/metrics`. All are Relaxed: each is a
+//! figure on its own, and none orders any other memory access.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters the writer keeps; read by `/stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    /// Batches accepted into the ring.
+    pub batches_appended: AtomicU64,
+    /// Records made durable (or written, under a non-durable policy).
+    pub records_committed: AtomicU64,
+    /// Framed bytes made durable.
+    pub bytes_committed: AtomicU64,
+    /// Groups written (one write + one fdatasync each under `always`).
+    pub groups_committed: AtomicU64,
+    /// fdatasync calls completed.
+    pub fsyncs: AtomicU64,
+    /// Total time spent waiting for fdatasync, in nanoseconds.
+    pub fsync_ns_total: AtomicU64,
+    /// Longest fdatasync seen, in nanoseconds.
+    pub fsync_ns_max: AtomicU64,
+    /// Group commit times (a group's write submitted → its fdatasync completed) by
+    /// power-of-two microsecond bucket: bucket i counts times below 2^i µs (the last
+    /// one everything longer). For percentiles in /stats and a histogram in /metrics.
+    pub commit_us_buckets: [AtomicU64; COMMIT_BUCKETS],
+    /// Writes that failed with ENOSPC/EDQUOT (batches failed with DiskFull).
+    pub disk_full_errors: AtomicU64,
+    /// Writes that failed for other reasons.
+    pub write_errors: AtomicU64,
+    /// Segments sealed and replaced by a new one.
+    pub segments_rotated: AtomicU64,
+    /// Segments removed by retention.
+    pub segments_purged: AtomicU64,
+    /// Spare segments pre-written with zeros (see `segment_prewrite`).
+    pub spares_prepared: AtomicU64,
+    /// Rotations into a pre-written spare.
+    pub spares_used: AtomicU64,
+    /// Rotations that found no spare ready and created an empty segment.
+    pub spares_missed: AtomicU64,
+    /// Spares not prepared: under two segments of free space, or an I/O error.
+    pub spares_skipped: AtomicU64,
+    /// 1 while a spare is ready for the next rotation.
+    pub spares_ready: AtomicU64,
+}
+
+/// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).
+pub const COMMIT_BUCKETS: usize = 32;
+
+impl WalStats {
+    /// The bucket upper bound (µs) at or below which `q` (0..=1) of the group commits
+    /// completed; 0 before the first commit.
+    pub fn commit_us_quantile(&self, q: f64) -> u64 {
+        // An array, not a Vec: /stats and /metrics ask often enough not to allocate.
+        let counts: [u64; COMMIT_BUCKETS] =
+            std::array::from_fn(|i| self.commit_us_buckets[i].load(Ordering::Relaxed));
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return 1u64 << i;
+            }
+        }
+        1u64 << (COMMIT_BUCKETS - 1)
+    }
+
+    /// Counts one completed fdatasync that took `ns` nanoseconds (since its group's
+    /// write was submitted, or since the lone sync was).
+    pub(crate) fn record_sync(&self, ns: u64) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_ns_total.fetch_add(ns, Ordering::Relaxed);
+        self.fsync_ns_max.fetch_max(ns, Ordering::Relaxed);
+        let us = ns / 1000;
+        let bucket = (u64::BITS - us.leading_zeros()) as usize;
+        self.commit_us_buckets[bucket.min(COMMIT_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,333 @@
+//! A group's life up to durability: gather batches into it (copy, stamp offsets, note
+//! index points), submit its write (linked to an fdatasync under `always`), and take
+//! its completions, resubmitting the rest of a short write.
+
+use std::{os::fd::AsRawFd, sync::Arc, time::Instant};
+
+use io_uring::{opcode, squeue, types};
+
+use super::{Phase, Writer};
+use crate::{
+    error::AppendError,
+    wal::{
+        Batch, FsyncPolicy, WriterFailure, WriterFailureKind,
+        completion::Slot,
+        format::{self, SEGMENT_HEADER_BYTES},
+    },
+};
+
+const OP_WRITE: u64 = 1;
+const OP_SYNC: u64 = 2;
+
+fn user_data(group: usize, op: u64) -> u64 {
+    ((group as u64) << 8) | op
+}
+
+/// Where a group stands. `Writing` → `Done` when the write is complete (and, under
+/// `always`, its linked sync succeeded); `Writing` → `Failed` when a write fails. A
+/// short write stays `Writing` and is resubmitted from `written`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GroupState {
+    /// Not all of the buffer is confirmed written, or its sync has not come back.
+    Writing,
+    /// Durable (or written, under a non-durable policy): retires once `ops` is 0.
+    Done,
+    /// The write failed with this errno: the writer rewinds.
+    Failed(i32),
+}
+
+/// One group: the unit of write + fdatasync.
+#[derive(Debug)]
+pub(super) struct Group {
+    /// Framed records, offsets stamped; capacity `group_bytes_max`, allocated once.
+    pub(super) buf: Vec<u8>,
+    /// Completions of the batches in this group, with each batch's first offset.
+    pub(super) slots: Vec<(Arc<Slot>, u64)>,
+    /// Sparse-index entries for records in this group, written once it is durable.
+    pub(super) index: Vec<u8>,
+    /// Where `buf` goes in the active segment.
+    pub(super) file_pos: u64,
+    /// Offset of the first record in the group.
+    pub(super) first_offset: u64,
+    /// Exclusive end offset of the group.
+    pub(super) end_offset: u64,
+    /// Bytes of `buf` the kernel confirmed written.
+    written: usize,
+    /// See [`GroupState`].
+    pub(super) state: GroupState,
+    /// When the write was submitted, for the sync latency figure.
+    submitted: Instant,
+    /// SQEs of this group whose CQE has not come back; the buffer is the kernel's
+    /// while this is non-zero.
+    pub(super) ops: u8,
+}
+
+impl Group {
+    pub(super) fn new(capacity: usize) -> Self {
+        Group {
+            buf: Vec::with_capacity(capacity),
+            slots: Vec::new(),
+            index: Vec::new(),
+            file_pos: 0,
+            first_offset: 0,
+            end_offset: 0,
+            written: 0,
+            state: GroupState::Writing,
+            submitted: Instant::now(),
+            ops: 0,
+        }
+    }
+
+    fn reset(&mut self, file_pos: u64, first_offset: u64) {
+        assert_eq!(self.ops, 0, "group reused while the kernel still owns it");
+        self.buf.clear();
+        self.slots.clear();
+        self.index.clear();
+        self.file_pos = file_pos;
+        self.first_offset = first_offset;
+        self.end_offset = first_offset;
+        self.written = 0;
+        self.state = GroupState::Writing;
+    }
+
+    /// The write failed; the group waits for the rewind.
+    pub(super) fn failed(&self) -> bool {
+        matches!(self.state, GroupState::Failed(_))
+    }
+
+    /// Fails every batch in the group with `err`.
+    pub(super) fn fail_batches(&mut self, err: &AppendError) {
+        for (slot, _) in self.slots.drain(..) {
+            slot.fail(err.clone());
+        }
+    }
+
+    /// Appends `batch`: copies its frames, stamps their offsets from `first` and notes
+    /// sparse-index points. Returns the number of records.
+    fn push_batch(&mut self, batch: Batch, first: u64, cursor: &mut IndexCursor) -> u64 {
+        // The slot goes into the group first, so that if a check below panics the
+        // batch is failed with the rest rather than dropped unanswered.
+        self.slots.push((batch.slot, first));
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&batch.frames);
+        let file_start = self.file_pos + start as u64;
+        let index = &mut self.index;
+        let n = format::stamp_offsets(&mut self.buf[start..], first, |offset, rel| {
+            cursor.note(offset, file_start + rel as u64, index);
+        });
+        assert_eq!(
+            n,
+            u64::from(batch.records),
+            "batch record count disagrees with its frames"
+        );
+        n
+        // batch.frames drops here: the producer's builder can reuse the memory.
+    }
+
+    /// A write's completion. Returns true if the group is now written under a
+    /// non-durable policy (it is done, and the file has unsynced data).
+    fn on_write(&mut self, res: i32, durable: bool) -> bool {
+        if res < 0 {
+            self.state = GroupState::Failed(-res);
+        } else if res == 0 && self.written < self.buf.len() {
+            self.state = GroupState::Failed(libc::EIO);
+        } else {
+            self.written += res as usize;
+            // Short: stays Writing; resubmitted once every completion is in.
+            if self.written == self.buf.len() && !durable {
+                self.state = GroupState::Done;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A linked sync's completion. `Ok(true)` if the group is now durable; `Err` with
+    /// the errno if the sync itself failed.
+    fn on_sync(&mut self, res: i32) -> Result<bool, i32> {
+        if res == -libc::ECANCELED {
+            // The linked write failed or came back short: handled once both completions
+            // are in, whichever order they arrived in.
+            Ok(false)
+        } else if res < 0 {
+            Err(-res)
+        } else if self.written < self.buf.len() {
+            // A short write whose linked sync ran anyway: the rest is written again.
+            Ok(false)
+        } else {
+            self.state = GroupState::Done;
+            Ok(true)
+        }
+    }
+
+    /// Every completion of the last submission is in and part of the buffer is still
+    /// unwritten (a short write, in whatever order the kernel posted the CQEs).
+    fn needs_resubmit(&self) -> bool {
+        self.ops == 0 && self.state == GroupState::Writing && self.written < self.buf.len()
+    }
+}
+
+/// The sparse index's progress while a group is gathered: an entry at most every
+/// `interval` bytes of the active segment.
+struct IndexCursor {
+    /// Base offset of the active segment (entries hold offsets relative to it).
+    base: u64,
+    /// `index_interval_bytes`.
+    interval: u64,
+    /// Position of the last entry; 0 when the segment has none.
+    last_pos: u64,
+}
+
+impl IndexCursor {
+    /// Notes the record at `offset`, stored at byte `position`, if an entry is due.
+    fn note(&mut self, offset: u64, position: u64, entries: &mut Vec<u8>) {
+        if self.last_pos == 0 || position >= self.last_pos + self.interval {
+            entries.extend_from_slice(&format::encode_index_entry(
+                (offset - self.base) as u32,
+                position as u32,
+            ));
+            self.last_pos = position;
+        }
+    }
+}
+
+impl Writer {
+    /// Pops batches into a free group and submits it. Returns false if there was
+    /// nothing to gather.
+    pub(super) fn gather_and_submit(&mut self) -> Result<bool, WriterFailure> {
+        let gi = (0..self.groups.len())
+            .find(|i| !self.in_flight.contains(i))
+            .expect("a free group exists when fewer than depth are in flight");
+        if !self.gather(gi) {
+            return Ok(false);
+        }
+        self.in_flight.push_back(gi);
+        self.submit_write(gi)?;
+        if self.pos >= self.inner.config.segment_bytes_max / 4
+            && let Some(s) = self.spares.as_mut()
+        {
+            s.request();
+        }
+        Ok(true)
+    }
+
+    /// Fills group `gi` with as many queued batches as fit the group and the segment.
+    /// Returns false (leaving the writer as it was) if none was taken. A batch that
+    /// does not fit stays `pending`; if it does not fit even alone, a rotation is due.
+    fn gather(&mut self, gi: usize) -> bool {
+        let config = &self.inner.config;
+        let empty_segment = self.pos == SEGMENT_HEADER_BYTES as u64;
+        let room = if empty_segment {
+            config.group_bytes_max
+        } else {
+            (config.segment_bytes_max.saturating_sub(self.pos) as usize).min(config.group_bytes_max)
+        };
+        let mut cursor = IndexCursor {
+            base: self.active.base,
+            interval: u64::from(config.index_interval_bytes),
+            last_pos: self.active.last_index_pos,
+        };
+        let g = &mut self.groups[gi];
+        g.reset(self.pos, self.next_offset);
+        let mut next = self.next_offset;
+        while let Some(batch) = self.pending.take().or_else(|| self.inner.ring.pop()) {
+            if g.buf.len() + batch.frames.len() > room {
+                if g.buf.is_empty() && !empty_segment {
+                    self.phase = Phase::RotateDue;
+                }
+                self.pending = Some(batch);
+                break;
+            }
+            next += g.push_batch(batch, next, &mut cursor);
+        }
+        if g.slots.is_empty() {
+            return false;
+        }
+        g.end_offset = next;
+        self.active.last_index_pos = cursor.last_pos;
+        self.pos += g.buf.len() as u64;
+        self.next_offset = next;
+        true
+    }
+
+    /// Submits the unwritten part of group `gi`, linked to an fdatasync under `always`.
+    pub(super) fn submit_write(&mut self, gi: usize) -> Result<(), WriterFailure> {
+        #[cfg(feature = "failpoints")]
+        crate::wal::failpoints::before_group();
+        let fd = types::Fd(self.active.file.as_raw_fd());
+        let durable = self.inner.config.fsync == FsyncPolicy::Always;
+        let g = &mut self.groups[gi];
+        g.submitted = Instant::now();
+        let rest = &g.buf[g.written..];
+        #[cfg(feature = "failpoints")]
+        let rest = &rest[..crate::wal::failpoints::write_len(rest.len())];
+        let write = opcode::Write::new(fd, rest.as_ptr(), rest.len() as u32)
+            .offset(g.file_pos + g.written as u64)
+            .build()
+            .user_data(user_data(gi, OP_WRITE));
+        if durable {
+            let sync = opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(user_data(gi, OP_SYNC));
+            // Make room for both so the link is never split across submissions.
+            let free = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if free < 2 {
+                self.submit()?;
+            }
+            self.push_sqe(&write.flags(squeue::Flags::IO_LINK))?;
+            self.push_sqe(&sync)?;
+            self.groups[gi].ops += 2;
+        } else {
+            self.push_sqe(&write)?;
+            self.groups[gi].ops += 1;
+        }
+        self.submit()
+    }
+
+    /// A completion of one of group `ud >> 8`'s SQEs. Notes the group for `resubmit`
+    /// once a short write's completions are all in.
+    pub(super) fn on_group_cqe(&mut self, ud: u64, res: i32) -> Result<(), WriterFailure> {
+        let gi = (ud >> 8) as usize;
+        let op = ud & 0xff;
+        #[cfg(feature = "failpoints")]
+        let res = if op == OP_SYNC {
+            crate::wal::failpoints::fsync_result(res)
+        } else {
+            res
+        };
+        let durable = self.inner.config.fsync == FsyncPolicy::Always;
+        let g = &mut self.groups[gi];
+        g.ops -= 1;
+        if op == OP_WRITE {
+            if g.on_write(res, durable) {
+                self.unsynced = true;
+            }
+        } else {
+            match g.on_sync(res) {
+                Ok(true) => {
+                    let submitted = g.submitted;
+                    self.note_sync(submitted);
+                }
+                Ok(false) => {}
+                Err(errno) => {
+                    let (first_offset, end_offset) = (g.first_offset, g.end_offset);
+                    return Err(WriterFailureKind::GroupSync {
+                        path: self.active_path(),
+                        source: std::io::Error::from_raw_os_error(errno),
+                        first_offset,
+                        end_offset,
+                    }
+                    .into());
+                }
+            }
+        }
+        if self.groups[gi].needs_resubmit() {
+            self.resubmit.push(gi);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! Rotation: sealing the active segment and starting the next (from a pre-written
+//! spare when one is ready), and the clean finish at shutdown. Both run with nothing in
+//! flight.
+
+use std::{io, path::PathBuf, sync::atomic::Ordering};
+
+use super::{Phase, Writer};
+use crate::{
+    error::{AppendError, OpenError},
+    wal::{
+        WriterFailure, WriterFailureKind,
+        format::SEGMENT_HEADER_BYTES,
+        recovery::{self, ActiveSegment},
+        retention,
+        segment::{self, sync_dir},
+    },
+};
+
+impl Writer {
+    /// Seals the active segment and starts the next. Runs with nothing in flight.
+    /// Leaves the writer `Gathering`: on success in the new segment; if the next
+    /// segment cannot be created, on the sealed one with the batch that needed the new
+    /// segment refused.
+    pub(super) fn rotate(&mut self) -> Result<(), WriterFailure> {
+        debug_assert!(self.in_flight.is_empty());
+        self.seal_and_sync()
+            .map_err(|source| WriterFailureKind::RotationSync {
+                path: self.active_path(),
+                source,
+            })?;
+        let next = self.next_segment();
+        // The log is rotating: have the next spare built while this segment fills.
+        if let Some(s) = self.spares.as_mut() {
+            s.request();
+        }
+        match next {
+            Ok(seg) => self.rotated(seg),
+            Err(e) => self.rotation_failed(e),
+        }
+        self.phase = Phase::Gathering;
+        Ok(())
+    }
+
+    /// The next segment, at `next_offset`: the spare renamed into place if one is
+    /// ready, else a new empty file.
+    fn next_segment(&mut self) -> Result<ActiveSegment, OpenError> {
+        let dir = &self.inner.config.dir;
+        let stats = &self.inner.stats;
+        match self.spares.as_mut().map(|s| s.take(stats)) {
+            Some(Some((file, spare_path))) => {
+                match recovery::activate_spare(dir, file, &spare_path, self.next_offset) {
+                    Ok(seg) => {
+                        stats.spares_used.fetch_add(1, Ordering::Relaxed);
+                        Ok(seg)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not use the pre-written spare; creating the segment empty");
+                        let _ = std::fs::remove_file(&spare_path);
+                        recovery::create_segment(dir, self.next_offset)
+                    }
+                }
+            }
+            Some(None) => {
+                stats.spares_missed.fetch_add(1, Ordering::Relaxed);
+                recovery::create_segment(dir, self.next_offset)
+            }
+            None => recovery::create_segment(dir, self.next_offset),
+        }
+    }
+
+    /// Makes `seg` the active segment and publishes it to readers.
+    fn rotated(&mut self, seg: ActiveSegment) {
+        self.active = seg;
+        self.pos = SEGMENT_HEADER_BYTES as u64;
+        // Base first (Relaxed), then the position (Release): a reader that sees the new
+        // position sees the new base.
+        self.inner
+            .active_base
+            .store(self.active.base, Ordering::Relaxed);
+        self.inner.active_written.store(self.pos, Ordering::Release);
+        self.unsynced = false;
+        self.inner
+            .stats
+            .segments_rotated
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(base = self.next_offset, "rotated to a new segment");
+        retention::apply(&self.inner, self.active.base);
+    }
+
+    /// The next segment could not be created, most likely for a full disk. Refuses the
+    /// batch that needed it and stays on the sealed segment; the next batch tries again.
+    fn rotation_failed(&mut self, e: OpenError) {
+        let text = e.to_string().into();
+        tracing::error!(error = %text, "could not create the next segment");
+        let disk_full = matches!(&e, OpenError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)));
+        let dir = &self.inner.config.dir;
+        let _ = std::fs::remove_file(segment::segment_path(dir, self.next_offset));
+        let _ = std::fs::remove_file(segment::index_path(dir, self.next_offset));
+        let _ = sync_dir(dir);
+        if let Some(b) = self.pending.take() {
+            b.slot.fail(if disk_full {
+                AppendError::DiskFull(text)
+            } else {
+                AppendError::Write(text)
+            });
+        }
+        self.inner
+            .stats
+            .disk_full_errors
+            .fetch_add(disk_full as u64, Ordering::Relaxed);
+    }
+
+    /// Cuts a pre-written active segment's unused zeros (so that a sealed or cleanly
+    /// closed segment is exactly as long as its records), then syncs the segment and
+    /// its index.
+    fn seal_and_sync(&mut self) -> io::Result<()> {
+        if self.active.prewritten {
+            self.active.file.set_len(self.pos)?;
+            self.active.prewritten = false;
+        }
+        self.active.file.sync_data()?;
+        self.active.index.sync_data()
+    }
+
+    /// Clean shutdown: sync what a non-durable policy left unsynced.
+    pub(super) fn finish(&mut self) -> Result<(), WriterFailure> {
+        if let Some(mut s) = self.spares.take() {
+            s.stop();
+        }
+        let path: PathBuf = self.active_path();
+        self.seal_and_sync()
+            .map_err(|source| WriterFailureKind::FinalSync { path, source })?;
+        tracing::debug!(committed_end = self.next_offset, "writer stopped cleanly");
+        Ok(())
+    }
+}
