@@ -402,16 +402,7 @@ mod tests {
     /// row fails here until the file is blessed.
     #[test]
     fn docs_settings_md_is_generated_from_the_table() {
-        let got = settings_markdown();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/settings.md");
-        if std::env::var_os("RINGSTASH_BLESS").is_some() {
-            std::fs::write(path, &got).unwrap();
-        }
-        let want = std::fs::read_to_string(path).unwrap_or_default();
-        assert_eq!(
-            got, want,
-            "docs/settings.md is stale; bless with RINGSTASH_BLESS=1"
-        );
+        crate::assert_golden("docs/settings.md", &settings_markdown());
     }
 
     /// Each row's help text names its default; it must be the table's default.

@@ -32,3 +32,17 @@ pub mod ring;
 pub mod serve;
 pub mod stats;
 pub mod wal;
+
+/// Golden files for tests: an interface's rendering checked against a committed copy.
+#[cfg(test)]
+pub(crate) fn assert_golden(relative_path: &str, got: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_path);
+    if std::env::var_os("RINGSTASH_BLESS").is_some() {
+        std::fs::write(&path, got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        got, want,
+        "{relative_path} is stale; bless an intended change with RINGSTASH_BLESS=1"
+    );
+}

@@ -526,13 +526,7 @@ mod tests {
     /// `RINGSTASH_BLESS=1` rewrites the golden file after an intended change.
     #[test]
     fn metrics_text_matches_the_golden_file() {
-        let got = fresh_metrics();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/stats/metrics.golden");
-        if std::env::var_os("RINGSTASH_BLESS").is_some() {
-            std::fs::write(path, &got).unwrap();
-        }
-        let want = std::fs::read_to_string(path).unwrap();
-        assert_eq!(got, want, "/metrics changed; see {path}");
+        crate::assert_golden("src/stats/metrics.golden", &fresh_metrics());
     }
 
     /// The same for `/stats`: every key, in order, with a fresh server's values (the
@@ -545,12 +539,9 @@ mod tests {
         let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         doc["uptime_s"] = 0.into();
         doc["process"]["rss_bytes"] = 0.into();
-        let got = serde_json::to_string_pretty(&doc).unwrap() + "\n";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/stats/stats.golden.json");
-        if std::env::var_os("RINGSTASH_BLESS").is_some() {
-            std::fs::write(path, &got).unwrap();
-        }
-        let want = std::fs::read_to_string(path).unwrap();
-        assert_eq!(got, want, "/stats changed; see {path}");
+        let got = serde_json::to_string_pretty(&doc).unwrap()
+            + "
+";
+        crate::assert_golden("src/stats/stats.golden.json", &got);
     }
 }

@@ -44,36 +44,29 @@ pub fn read_into(
             });
         };
         scanned += 1;
-        if filter.is_empty() {
-            let (service, level) = query::json_fields(r.payload);
-            m.push_record(
-                r.offset,
-                r.timestamp_ns,
-                r.payload,
-                service.as_deref(),
-                level.as_deref(),
-            );
-            continue;
-        }
-        let (service, level) = if filter.needs_fields() {
+        // The fields are parsed once: before the filter when it needs them (or there
+        // is none, so the record is sent anyway), else only for a record it passes.
+        let early = filter.is_empty() || filter.needs_fields();
+        let (service, level) = if early {
             query::json_fields(r.payload)
         } else {
             (None, None)
         };
-        if filter.matches(r.payload, service.as_deref(), level.as_deref()) {
-            let (service, level) = if filter.needs_fields() {
-                (service, level)
-            } else {
-                query::json_fields(r.payload)
-            };
-            m.push_record(
-                r.offset,
-                r.timestamp_ns,
-                r.payload,
-                service.as_deref(),
-                level.as_deref(),
-            );
+        if !filter.is_empty() && !filter.matches(r.payload, service.as_deref(), level.as_deref()) {
+            continue;
         }
+        let (service, level) = if early {
+            (service, level)
+        } else {
+            query::json_fields(r.payload)
+        };
+        m.push_record(
+            r.offset,
+            r.timestamp_ns,
+            r.payload,
+            service.as_deref(),
+            level.as_deref(),
+        );
     }
     Ok(ReadOutcome {
         scanned,
