@@ -1,0 +1,71 @@
+//! A subscriber's own reader: positioned at its cursor and read up to a bound, for
+//! catch-up below the window and filtered or off-boundary binary subscribers.
+
+use super::*;
+
+/// The subscriber's own reader, opened (again) unless it already stands at `cursor`.
+pub(super) fn positioned<'a>(
+    ctx: &FanoutCtx,
+    reader: &'a mut Option<Reader>,
+    cursor: u64,
+) -> Result<&'a mut Reader, String> {
+    if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
+        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
+    }
+    Ok(reader.as_mut().expect("just set"))
+}
+
+/// How far a subscriber's own read may go: up to offset `stop`, about `budget` bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    pub(super) stop: u64,
+    /// For the message header.
+    pub(super) committed_end: u64,
+    pub(super) budget: usize,
+}
+
+/// Builds the next message for a subscriber at `cursor` with its own reader: JSON
+/// below the window, binary when filtered or on its way to the binary window.
+pub(super) fn own_read(
+    ctx: &FanoutCtx,
+    reader: &mut Option<Reader>,
+    cursor: u64,
+    filter: &Filter,
+    encoding: Encoding,
+    span: Span,
+) -> Result<Built, String> {
+    let reader = positioned(ctx, reader, cursor)?;
+    let built = match encoding {
+        Encoding::Binary => {
+            frames::build(reader, filter, span.stop, span.committed_end, span.budget)
+                .map_err(|e| e.to_string())?
+                .map(|(m, _, next, records)| Built::Frames(m, next, records))
+        }
+        Encoding::Json => {
+            let mut m = MessageBuilder::new(span.budget.min(256 << 10));
+            crate::query::scan::read_into(
+                reader,
+                filter,
+                &mut m,
+                span.stop,
+                usize::MAX,
+                span.budget,
+                SCAN_PER_MESSAGE as u64,
+            )
+            .map_err(|e| e.to_string())?;
+            let next = reader.next_offset();
+            (!m.is_empty()).then(|| {
+                let records = m.records() as u64;
+                let msg = tungstenite::Utf8Bytes::try_from(m.finish(next, span.committed_end))
+                    .expect("rendered JSON is UTF-8");
+                Built::Message(msg, next, records)
+            })
+        }
+    };
+    let next = reader.next_offset();
+    ctx.stats
+        .ws_catchup_records_total
+        .fetch_add(next.saturating_sub(cursor), Ordering::Relaxed);
+    // Nothing matched, or nothing to read yet (the reader may be at the end).
+    Ok(built.unwrap_or(Built::Skipped(next.max(cursor))))
+}

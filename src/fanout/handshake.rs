@@ -1,0 +1,98 @@
+//! The WebSocket handshake: the shared socket, the upgrade callback that checks the
+//! path, the Origin and the query, and the refusal responses it sends before the upgrade.
+
+use super::*;
+
+/// The socket, shared between the WebSocket (which reads and writes it) and the loop
+/// (which registers it and may write a refusal after a failed handshake).
+#[derive(Debug, Clone)]
+pub(super) struct Shared(pub(super) Rc<TcpStream>);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The subscription a handshake asked for, filled in by [`Upgrade`].
+pub(super) type Asked = Rc<RefCell<Option<(u64, Filter, Encoding)>>>;
+
+/// Validates the upgrade request: path, Origin, parameters. Anything wrong gets an
+/// HTTP error response before the upgrade.
+pub(super) struct Upgrade {
+    pub(super) ctx: Arc<FanoutCtx>,
+    pub(super) asked: Asked,
+}
+
+pub(super) fn error_response(status: u16, code: &'static str, detail: String) -> ErrorResponse {
+    let body = String::from_utf8(http_proto::error_body(&HttpError::new(
+        status, code, detail,
+    )))
+    .expect("JSON is UTF-8");
+    tungstenite::http::Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", body.len())
+        .header("Connection", "close")
+        .body(Some(body))
+        .expect("valid response")
+}
+
+impl Callback for Upgrade {
+    fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+        let ctx = &self.ctx;
+        let s = &ctx.settings;
+        let bad = |c: &std::sync::atomic::AtomicU64| c.fetch_add(1, Ordering::Relaxed);
+        if req.uri().path() != STREAM_PATH {
+            bad(&ctx.stats.ws_bad_requests_total);
+            return Err(error_response(
+                404,
+                "not_found",
+                format!("subscribe at {STREAM_PATH}, not {}", req.uri().path()),
+            ));
+        }
+        let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+        if !query::origin_allowed(&s.ws_allowed_origins, header("origin"), header("host")) {
+            bad(&ctx.stats.ws_origin_refused_total);
+            return Err(error_response(
+                403,
+                "origin_not_allowed",
+                format!(
+                    "Origin {:?} is not in ws_allowed_origins",
+                    header("origin").unwrap_or("")
+                ),
+            ));
+        }
+        let q = match query::parse(
+            req.uri().query().unwrap_or(""),
+            false,
+            0,
+            s.filter_bytes_max,
+        ) {
+            Ok(q) => q,
+            Err(e) => {
+                if e.code == "filter_too_long" {
+                    bad(&ctx.reads.filter_too_long_total);
+                }
+                bad(&ctx.stats.ws_bad_requests_total);
+                return Err(error_response(400, e.code, e.detail));
+            }
+        };
+        let cursor = match q.start.unwrap_or(Start::Latest) {
+            Start::Earliest => ctx.log.start_offset(),
+            Start::Latest => ctx.log.committed_end(),
+            Start::Offset(n) => n.max(ctx.log.start_offset()),
+        };
+        *self.asked.borrow_mut() = Some((cursor, q.filter, q.encoding));
+        Ok(resp)
+    }
+}

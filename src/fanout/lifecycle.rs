@@ -1,0 +1,140 @@
+//! Closing subscribers, their stall timers, the gauges, and refused connections
+//! lingering until they read their refusal.
+
+use super::*;
+
+impl Fanout {
+    /// Queues a close frame and gives the peer [`CLOSE_GRACE`] to take it.
+    pub(super) fn begin_close(&mut self, i: usize, code: u16, reason: &str) {
+        let Some(sub) = self.subs[i].as_mut() else {
+            return;
+        };
+        match std::mem::replace(&mut sub.state, State::Gone) {
+            State::Open(mut ws) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.to_owned().into(),
+                };
+                let _ = ws.close(Some(frame));
+                sub.blocked_since = None;
+                let ok = flush(&mut ws, &mut sub.blocked_since);
+                sub.state = State::Closing(ws, Instant::now() + CLOSE_GRACE);
+                if !ok {
+                    self.remove(i);
+                }
+            }
+            other => {
+                sub.state = other;
+                self.remove(i);
+            }
+        }
+    }
+
+    /// Stalled subscribers, slow handshakes, closes past their grace.
+    pub(super) fn timers(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.subs.len() {
+            let Some(sub) = self.subs[i].as_ref() else {
+                continue;
+            };
+            let (drop_now, stalled) = match &sub.state {
+                State::Handshake { .. } => (now - sub.accepted > self.handshake_timeout, false),
+                State::Open(_) => (
+                    false,
+                    sub.blocked_since.is_some_and(|t| now - t > self.stall),
+                ),
+                State::Closing(_, deadline) => (now >= *deadline, false),
+                State::Gone => (true, false),
+            };
+            if stalled {
+                self.ctx
+                    .stats
+                    .ws_stalled_closed_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    cursor = sub.cursor,
+                    "closing a subscriber that stalled past subscriber_stall_ms_max"
+                );
+                self.begin_close(i, CLOSE_STALLED, "stalled");
+            } else if drop_now {
+                self.remove(i);
+            }
+        }
+    }
+
+    pub(super) fn publish_gauges(&self) {
+        let end = self.follower.committed_end();
+        let lag = self
+            .subs
+            .iter()
+            .flatten()
+            .filter(|s| matches!(s.state, State::Open(_)))
+            .map(|s| end.saturating_sub(s.cursor))
+            .max()
+            .unwrap_or(0);
+        let g = &self.ctx.gauges;
+        g.ws_subscribers_open
+            .store(self.open as u64, Ordering::Relaxed);
+        g.ws_lag_records_max.store(lag, Ordering::Relaxed);
+        g.fanout_window_bytes.store(
+            (self.window.as_ref().map_or(0, Window::bytes)
+                + self.binary.as_ref().map_or(0, FrameWindow::bytes)) as u64,
+            Ordering::Relaxed,
+        );
+        g.fanout_window_start.store(
+            self.window.as_ref().map_or(end, Window::start),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Keeps a refused connection (its refusal written) until the peer has read and
+    /// closed, so the refusal is not lost to a reset.
+    pub(super) fn linger(&mut self, stream: TcpStream) {
+        if self.refused.len() >= self.ctx.settings.subscribers_max {
+            return; // dropped: under a flood, a reset is the answer
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        self.refused.push((stream, Instant::now() + REFUSED_LINGER));
+    }
+
+    /// Reads and discards what refused peers send; closes them at EOF or deadline.
+    pub(super) fn drain_refused(&mut self) {
+        let now = Instant::now();
+        let mut buf = [0u8; 1024];
+        self.refused.retain(|(s, deadline)| {
+            if now >= *deadline {
+                return false;
+            }
+            // At most 64 KiB per socket per turn, so a refused peer that sends faster
+            // than we read cannot hold the fan-out thread; the rest waits a turn.
+            for _ in 0..64 {
+                match (&*s).read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
+            }
+            true
+        });
+    }
+
+    /// Shutdown: close everyone with 1001 and give the close frames a moment.
+    pub(super) fn close_all(&mut self) {
+        for i in 0..self.subs.len() {
+            self.begin_close(i, 1001, "server shutting down");
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut events = Events::with_capacity(256);
+        while self.open > 0 && Instant::now() < deadline {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+            let ready: Vec<usize> = events
+                .iter()
+                .filter_map(|e| e.token().0.checked_sub(FIRST_SUB))
+                .collect();
+            for i in ready {
+                self.on_event(i);
+            }
+        }
+    }
+}

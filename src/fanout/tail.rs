@@ -1,0 +1,104 @@
+//! Keeping the two windows (JSON chunks, binary messages) filled from the tail while
+//! someone subscribes.
+
+use super::*;
+
+impl Fanout {
+    /// Keeps the window filled while anyone subscribes. Returns true if the tail is
+    /// still behind.
+    pub(super) fn fill_window(&mut self, end: u64) -> bool {
+        self.keep_binary_window(end);
+        if self.open == 0 {
+            self.window = None;
+            self.tail = None;
+            return false;
+        }
+        if self.tail.is_none() {
+            match self.ctx.log.reader(end) {
+                Ok(r) => {
+                    self.window = Some(Window::new(
+                        r.next_offset(),
+                        self.ctx.settings.fanout_window_bytes_max,
+                    ));
+                    self.tail = Some(r);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "fan-out cannot open the log");
+                    return false;
+                }
+            }
+        }
+        let (Some(w), Some(tail)) = (self.window.as_mut(), self.tail.as_mut()) else {
+            return false;
+        };
+        // Read ahead only for a subscriber that is waiting at the window's end and can
+        // take more: the window is a read-ahead shared by whoever follows the leader,
+        // and decoding records nobody is ready for would cost this core for nothing
+        // (the leader would fall off the window's start and read them again).
+        let demand = self.subs.iter().flatten().any(|s| {
+            matches!(s.state, State::Open(_))
+                && s.encoding == Encoding::Json
+                && s.blocked_since.is_none()
+                && s.cursor >= w.end()
+                && s.cursor < end
+        });
+        if !demand {
+            return false;
+        }
+        match w.fill(tail, end, TAIL_CHUNKS_PER_TURN) {
+            Ok(behind) => behind,
+            Err(e) => {
+                // Subscribers fall back to their own readers, which report it.
+                tracing::error!(error = %e, "fan-out tail reader failed; restarting it");
+                self.tail = None;
+                self.window = None;
+                false
+            }
+        }
+    }
+
+    /// Keeps the binary window while an unfiltered binary subscriber is open, and
+    /// moves it to them when all of them have got ahead of it (one that resumed
+    /// further on would otherwise never meet it). Its messages are read on demand, in
+    /// `pump`, when a subscriber reaches its end.
+    pub(super) fn keep_binary_window(&mut self, end: u64) {
+        let mut lowest_ahead: Option<u64> = None;
+        let window_end = self.binary.as_ref().map(FrameWindow::end);
+        for s in self.subs.iter().flatten() {
+            if !matches!(s.state, State::Open(_))
+                || s.encoding != Encoding::Binary
+                || !s.filter.is_empty()
+            {
+                continue;
+            }
+            if window_end.is_some_and(|e| s.cursor <= e) {
+                return; // someone can use the window as it is
+            }
+            lowest_ahead = Some(lowest_ahead.map_or(s.cursor, |l| l.min(s.cursor)));
+        }
+        if lowest_ahead.is_none() {
+            self.binary = None;
+            return;
+        }
+        // None yet: start at the committed end (subscribers below it read on their
+        // own up to there). Everyone past it: restart at the lowest of them, once
+        // that is committed (a cursor may name an offset still to come).
+        let at = match (&self.binary, lowest_ahead) {
+            (None, _) => end,
+            (Some(_), Some(l)) if l <= end => l,
+            (Some(_), _) => return,
+        };
+        match self.ctx.log.reader(at) {
+            Ok(r) => {
+                self.binary = Some(FrameWindow::new(
+                    r,
+                    self.ctx.settings.fanout_window_bytes_max,
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fan-out cannot open the log for the binary window");
+                self.binary = None;
+            }
+        }
+    }
+}
