@@ -72,7 +72,7 @@ settings! {
     /// Open connections (TCP + HTTP) before new ones are refused. [default: 1024]
     connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX", range 1 ..= 1_000_000;
     /// Largest record payload in bytes; longer lines are refused whole. [default: 1048576]
-    record_bytes_max: usize = 1 << 20, env "RINGSTASH_RECORD_BYTES_MAX";
+    record_bytes_max: usize = log_default().record_bytes_max, env "RINGSTASH_RECORD_BYTES_MAX";
     /// Largest HTTP request body in bytes (413 beyond). [default: 4194304]
     http_body_bytes_max: usize = 4 << 20, env "RINGSTASH_HTTP_BODY_BYTES_MAX", range 1 ..= 1_073_741_824;
     /// Largest HTTP request head in bytes (431 beyond). [default: 16384]
@@ -90,25 +90,25 @@ settings! {
     /// On shutdown, how long connections get to drain before they are cut, in ms. [default: 10000]
     shutdown_timeout_ms: u64 = 10_000, env "RINGSTASH_SHUTDOWN_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// `always` (acked = durable), or NOT DURABLE `interval:<ms>` / `never`. [default: always]
-    fsync: FsyncPolicy = FsyncPolicy::Always, env "RINGSTASH_FSYNC";
+    fsync: FsyncPolicy = log_default().fsync, env "RINGSTASH_FSYNC";
     /// Segment size at which the log rotates, in bytes. [default: 134217728]
-    segment_bytes_max: u64 = 128 << 20, env "RINGSTASH_SEGMENT_BYTES_MAX";
+    segment_bytes_max: u64 = log_default().segment_bytes_max, env "RINGSTASH_SEGMENT_BYTES_MAX";
     /// Most bytes per group commit (one write + one fdatasync). [default: 4194304]
-    group_bytes_max: usize = 4 << 20, env "RINGSTASH_GROUP_BYTES_MAX";
+    group_bytes_max: usize = log_default().group_bytes_max, env "RINGSTASH_GROUP_BYTES_MAX";
     /// Batches the reactors→writer ring holds; full = backpressure. [default: 1024]
-    ring_batches_max: usize = 1024, env "RINGSTASH_RING_BATCHES_MAX";
+    ring_batches_max: usize = log_default().ring_batches_max, env "RINGSTASH_RING_BATCHES_MAX";
     /// Pre-write each next segment with zeros in the background, so group fdatasyncs overwrite instead of append (no journal commit per group). [default: true]
-    segment_prewrite: bool = true, env "RINGSTASH_SEGMENT_PREWRITE";
+    segment_prewrite: bool = log_default().segment_prewrite, env "RINGSTASH_SEGMENT_PREWRITE";
     /// Groups written and synced concurrently by the writer (1..=8). [default: 2]
-    groups_in_flight_max: usize = 2, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
+    groups_in_flight_max: usize = log_default().groups_in_flight_max, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
-    index_interval_bytes: u32 = 4096, env "RINGSTASH_INDEX_INTERVAL_BYTES";
+    index_interval_bytes: u32 = log_default().index_interval_bytes, env "RINGSTASH_INDEX_INTERVAL_BYTES";
     /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
-    recovery: RecoveryChoice = RecoveryChoice(RecoveryMode::TolerateTornTail), env "RINGSTASH_RECOVERY";
+    recovery: RecoveryChoice = RecoveryChoice(log_default().recovery), env "RINGSTASH_RECOVERY";
     /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. [default: 0]
-    retention_bytes_max: u64 = 0, env "RINGSTASH_RETENTION_BYTES_MAX";
+    retention_bytes_max: u64 = log_default().retention_bytes_max, env "RINGSTASH_RETENTION_BYTES_MAX";
     /// Remove sealed segments whose newest record is older than this, in ms; 0 = keep all. [default: 0]
-    retention_ms: u64 = 0, env "RINGSTASH_RETENTION_MS";
+    retention_ms: u64 = log_default().retention_ms, env "RINGSTASH_RETENTION_MS";
     /// POST /v1/logs: set received_at, client_ip and node_id on every object. [default: true]
     json_enrich: bool = true, env "RINGSTASH_JSON_ENRICH";
     /// POST /v1/logs: refuse objects without service/message, with an unknown level, or a bad timestamp. [default: false]
@@ -192,6 +192,12 @@ stage_settings! {
         fanout_window_bytes_max: usize,
         fanout_nice: i32,
     }
+}
+
+/// The log's own defaults: the rows of the table that configure the log take theirs
+/// from [`LogConfig::new`], so they are written once, in the log.
+fn log_default() -> LogConfig {
+    LogConfig::new(PathBuf::new())
 }
 
 /// A core number, or `auto`.
