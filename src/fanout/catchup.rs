@@ -1,16 +1,23 @@
 //! A subscriber's own reader: positioned at its cursor and read up to a bound, for
 //! catch-up below the window and filtered or off-boundary binary subscribers.
 
-use super::*;
+use super::{
+    FanoutCtx, SCAN_PER_MESSAGE, frames,
+    query::{Encoding, Filter},
+    render::MessageBuilder,
+    window::Built,
+};
+use crate::{error::ReadError, wal::Reader};
+use std::sync::atomic::Ordering;
 
 /// The subscriber's own reader, opened (again) unless it already stands at `cursor`.
 pub(super) fn positioned<'a>(
     ctx: &FanoutCtx,
     reader: &'a mut Option<Reader>,
     cursor: u64,
-) -> Result<&'a mut Reader, String> {
+) -> Result<&'a mut Reader, ReadError> {
     if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
-        *reader = Some(ctx.log.reader(cursor).map_err(|e| e.to_string())?);
+        *reader = Some(ctx.log.reader(cursor)?);
     }
     Ok(reader.as_mut().expect("just set"))
 }
@@ -33,12 +40,11 @@ pub(super) fn own_read(
     filter: &Filter,
     encoding: Encoding,
     span: Span,
-) -> Result<Built, String> {
+) -> Result<Built, ReadError> {
     let reader = positioned(ctx, reader, cursor)?;
     let built = match encoding {
         Encoding::Binary => {
-            frames::build(reader, filter, span.stop, span.committed_end, span.budget)
-                .map_err(|e| e.to_string())?
+            frames::build(reader, filter, span.stop, span.committed_end, span.budget)?
                 .map(|(m, _, next, records)| Built::Frames(m, next, records))
         }
         Encoding::Json => {
@@ -51,8 +57,7 @@ pub(super) fn own_read(
                 usize::MAX,
                 span.budget,
                 SCAN_PER_MESSAGE as u64,
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             let next = reader.next_offset();
             (!m.is_empty()).then(|| {
                 let records = m.records() as u64;

@@ -1,7 +1,21 @@
 //! The WebSocket handshake: the shared socket, the upgrade callback that checks the
 //! path, the Origin and the query, and the refusal responses it sends before the upgrade.
 
-use super::*;
+use std::{
+    cell::RefCell,
+    io::{self, Read, Write},
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+};
+
+use mio::net::TcpStream;
+use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
+
+use super::{
+    FanoutCtx, STREAM_PATH,
+    query::{self, Encoding, Filter, Start},
+};
+use crate::net::http_proto::{self, HttpError};
 
 /// The socket, shared between the WebSocket (which reads and writes it) and the loop
 /// (which registers it and may write a refusal after a failed handshake).

@@ -1,7 +1,18 @@
 //! Closing subscribers, their stall timers, the gauges, and refused connections
 //! lingering until they read their refusal.
 
-use super::*;
+use std::{
+    io::{self, Read},
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use mio::{Events, net::TcpStream};
+
+use super::{
+    CLOSE_GRACE, CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER, frames::FrameWindow,
+    subscriber::Due, window::Window,
+};
 
 impl Fanout {
     /// Queues a close frame and gives the peer [`CLOSE_GRACE`] to take it.
@@ -9,24 +20,8 @@ impl Fanout {
         let Some(sub) = self.subs[i].as_mut() else {
             return;
         };
-        match std::mem::replace(&mut sub.state, State::Gone) {
-            State::Open(mut ws) => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.to_owned().into(),
-                };
-                let _ = ws.close(Some(frame));
-                sub.blocked_since = None;
-                let ok = flush(&mut ws, &mut sub.blocked_since);
-                sub.state = State::Closing(ws, Instant::now() + CLOSE_GRACE);
-                if !ok {
-                    self.remove(i);
-                }
-            }
-            other => {
-                sub.state = other;
-                self.remove(i);
-            }
+        if !sub.begin_close(code, reason, CLOSE_GRACE) {
+            self.remove(i);
         }
     }
 
@@ -37,27 +32,20 @@ impl Fanout {
             let Some(sub) = self.subs[i].as_ref() else {
                 continue;
             };
-            let (drop_now, stalled) = match &sub.state {
-                State::Handshake { .. } => (now - sub.accepted > self.handshake_timeout, false),
-                State::Open(_) => (
-                    false,
-                    sub.blocked_since.is_some_and(|t| now - t > self.stall),
-                ),
-                State::Closing(_, deadline) => (now >= *deadline, false),
-                State::Gone => (true, false),
-            };
-            if stalled {
-                self.ctx
-                    .stats
-                    .ws_stalled_closed_total
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    cursor = sub.cursor,
-                    "closing a subscriber that stalled past subscriber_stall_ms_max"
-                );
-                self.begin_close(i, CLOSE_STALLED, "stalled");
-            } else if drop_now {
-                self.remove(i);
+            match sub.due(now, self.limits) {
+                Due::Nothing => {}
+                Due::Drop => self.remove(i),
+                Due::Stalled => {
+                    self.ctx
+                        .stats
+                        .ws_stalled_closed_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        cursor = sub.cursor,
+                        "closing a subscriber that stalled past subscriber_stall_ms_max"
+                    );
+                    self.begin_close(i, CLOSE_STALLED, "stalled");
+                }
             }
         }
     }
@@ -68,7 +56,7 @@ impl Fanout {
             .subs
             .iter()
             .flatten()
-            .filter(|s| matches!(s.state, State::Open(_)))
+            .filter(|s| s.is_open())
             .map(|s| end.saturating_sub(s.cursor))
             .max()
             .unwrap_or(0);

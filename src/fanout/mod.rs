@@ -39,6 +39,8 @@ mod catchup;
 mod ctx;
 mod handshake;
 mod lifecycle;
+mod source;
+mod subscriber;
 mod tail;
 mod wire;
 pub use ctx::FanoutCtx;
@@ -46,8 +48,7 @@ pub mod frames;
 pub mod window;
 
 use std::{
-    cell::RefCell,
-    io::{self, Read, Write},
+    io::{self, Write},
     net::SocketAddr,
     os::fd::AsRawFd,
     rc::Rc,
@@ -60,25 +61,15 @@ use std::{
 };
 
 use mio::{Events, Interest, Poll, Token, Waker, net::TcpStream, unix::SourceFd};
-use tungstenite::{
-    Message, WebSocket,
-    handshake::{
-        HandshakeError, MidHandshake,
-        server::{Callback, ErrorResponse, Request, Response, ServerHandshake},
-    },
-    protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
-};
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::query::{filter as query, render};
 
-#[allow(clippy::wildcard_imports)]
-use self::{catchup::*, handshake::*, wire::*};
-
 use self::{
     frames::FrameWindow,
-    query::{Encoding, Filter, Start},
-    render::MessageBuilder,
-    window::{Built, Window},
+    source::Windows,
+    subscriber::{Limits, Ready, SendError, Sent, Sub},
+    window::Window,
 };
 use crate::{
     net::http_proto::{self, HttpError},
@@ -192,37 +183,6 @@ fn set_nice(nice: i32) {
     }
 }
 
-enum State {
-    Handshake {
-        mid: Box<MidHandshake<ServerHandshake<Shared, Upgrade>>>,
-        asked: Asked,
-    },
-    Open(Box<WebSocket<Shared>>),
-    /// A close frame is queued; the connection is dropped once it is written and the
-    /// peer answered, or at the deadline.
-    Closing(Box<WebSocket<Shared>>, Instant),
-    /// Transient, while a state is being replaced.
-    Gone,
-}
-
-/// One subscriber: a cursor into the log and its connection.
-struct Sub {
-    stream: Rc<TcpStream>,
-    state: State,
-    /// When the connection was accepted (bounds the handshake).
-    accepted: Instant,
-    /// Offset of the next record to consider.
-    cursor: u64,
-    filter: Filter,
-    encoding: Encoding,
-    /// The subscriber's own reader, while its cursor is below the window (JSON), or
-    /// always (binary).
-    reader: Option<Reader>,
-    /// Since when the socket has refused bytes of the last message; `None` when
-    /// everything queued was handed to the kernel.
-    blocked_since: Option<Instant>,
-}
-
 /// The event loop's state. Lives on the fan-out thread.
 struct Fanout {
     ctx: Arc<FanoutCtx>,
@@ -249,8 +209,7 @@ struct Fanout {
     binary: Option<FrameWindow>,
     /// Per-subscriber message budget and SO_SNDBUF.
     budget: usize,
-    stall: Duration,
-    handshake_timeout: Duration,
+    limits: Limits,
     ws_config: WebSocketConfig,
 }
 
@@ -271,8 +230,10 @@ impl Fanout {
             .max_frame_size(Some(64 << 10));
         Fanout {
             budget,
-            stall: Duration::from_millis(s.subscriber_stall_ms_max),
-            handshake_timeout: Duration::from_millis(s.ws_handshake_timeout_ms),
+            limits: Limits {
+                stall: Duration::from_millis(s.subscriber_stall_ms_max),
+                handshake: Duration::from_millis(s.ws_handshake_timeout_ms),
+            },
             ws_config,
             ctx,
             poll,
@@ -365,30 +326,7 @@ impl Fanout {
                 }
             };
             if self.open >= self.ctx.settings.subscribers_max {
-                self.ctx
-                    .stats
-                    .ws_subscribers_refused_total
-                    .fetch_add(1, Ordering::Relaxed);
-                let e = HttpError::new(
-                    503,
-                    "too_many_subscribers",
-                    format!(
-                        "subscribers_max ({}) reached",
-                        self.ctx.settings.subscribers_max
-                    ),
-                );
-                let mut out = Vec::new();
-                http_proto::write_response(
-                    &mut out,
-                    503,
-                    "application/json",
-                    &http_proto::error_body(&e),
-                    false,
-                    &[("Retry-After", "1")],
-                );
-                // Best effort: a fresh socket's buffer takes a small response whole.
-                let _ = (&stream).write(&out);
-                self.linger(stream);
+                self.refuse_full(stream);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -410,33 +348,37 @@ impl Fanout {
                 self.free.push(i);
                 continue;
             }
-            let stream = Rc::new(stream);
-            let asked: Asked = Rc::new(RefCell::new(None));
-            let mid = ServerHandshake::start(
-                Shared(stream.clone()),
-                Upgrade {
-                    ctx: self.ctx.clone(),
-                    asked: asked.clone(),
-                },
-                Some(self.ws_config),
-            );
-            self.subs[i] = Some(Sub {
-                stream,
-                state: State::Handshake {
-                    mid: Box::new(mid),
-                    asked,
-                },
-                accepted: Instant::now(),
-                cursor: 0,
-                filter: Filter::default(),
-                encoding: Encoding::Json,
-                reader: None,
-                blocked_since: None,
-            });
+            self.subs[i] = Some(Sub::accept(Rc::new(stream), &self.ctx, self.ws_config));
             self.open += 1;
             // The request may already be there.
             self.on_event(i);
         }
+    }
+
+    /// Answers a connection past `subscribers_max` with 503 and lets it linger.
+    fn refuse_full(&mut self, stream: TcpStream) {
+        self.ctx
+            .stats
+            .ws_subscribers_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        let max = self.ctx.settings.subscribers_max;
+        let e = HttpError::new(
+            503,
+            "too_many_subscribers",
+            format!("subscribers_max ({max}) reached"),
+        );
+        let mut out = Vec::new();
+        http_proto::write_response(
+            &mut out,
+            503,
+            "application/json",
+            &http_proto::error_body(&e),
+            false,
+            &[("Retry-After", "1")],
+        );
+        // Best effort: a fresh socket's buffer takes a small response whole.
+        let _ = (&stream).write(&out);
+        self.linger(stream);
     }
 
     /// Readiness on subscriber `i`: progress its handshake, read what it sent (pings,
@@ -445,83 +387,10 @@ impl Fanout {
         let Some(sub) = self.subs.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        let keep = match std::mem::replace(&mut sub.state, State::Gone) {
-            State::Handshake { mid, asked } => match (*mid).handshake() {
-                Ok(ws) => {
-                    let (cursor, filter, encoding) =
-                        asked.borrow_mut().take().expect("set by Upgrade");
-                    sub.cursor = cursor;
-                    sub.filter = filter;
-                    sub.encoding = encoding;
-                    sub.state = State::Open(Box::new(ws));
-                    self.ctx
-                        .stats
-                        .ws_subscribers_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Err(HandshakeError::Interrupted(mid)) => {
-                    sub.state = State::Handshake {
-                        mid: Box::new(mid),
-                        asked,
-                    };
-                    true
-                }
-                Err(HandshakeError::Failure(tungstenite::Error::Http(_))) => {
-                    // Our refusal (400/403/404) was written by the handshake.
-                    false
-                }
-                Err(HandshakeError::Failure(e)) => {
-                    self.ctx
-                        .stats
-                        .ws_bad_requests_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    let (status, code) = match e {
-                        tungstenite::Error::Io(_) | tungstenite::Error::ConnectionClosed => (0, ""),
-                        _ => (400, "bad_request"),
-                    };
-                    if status != 0 {
-                        let err = HttpError::new(
-                            status,
-                            code,
-                            format!("not a valid WebSocket upgrade to {STREAM_PATH}: {e}"),
-                        );
-                        let mut out = Vec::new();
-                        http_proto::write_response(
-                            &mut out,
-                            status,
-                            "application/json",
-                            &http_proto::error_body(&err),
-                            false,
-                            &[],
-                        );
-                        let _ = (&*sub.stream).write(&out);
-                    }
-                    false
-                }
-            },
-            State::Open(mut ws) => {
-                let input = read_incoming(&mut ws);
-                let ok = input != Incoming::Failed && flush(&mut ws, &mut sub.blocked_since);
-                sub.state = State::Open(ws);
-                if input == Incoming::More {
-                    self.more_input.push(i);
-                }
-                ok
-            }
-            State::Closing(mut ws, deadline) => {
-                let input = read_incoming(&mut ws);
-                let ok = input != Incoming::Failed && flush(&mut ws, &mut sub.blocked_since);
-                sub.state = State::Closing(ws, deadline);
-                if input == Incoming::More {
-                    self.more_input.push(i);
-                }
-                ok
-            }
-            State::Gone => false,
-        };
-        if !keep {
-            self.remove(i);
+        match sub.on_ready(&self.ctx.stats) {
+            Ready::Keep => {}
+            Ready::MoreInput => self.more_input.push(i),
+            Ready::Drop => self.remove(i),
         }
     }
 
@@ -539,121 +408,50 @@ impl Fanout {
     fn pump(&mut self, end: u64) -> bool {
         let mut more = false;
         for i in 0..self.subs.len() {
-            let Some(sub) = self.subs[i].as_mut() else {
-                continue;
-            };
-            let State::Open(ws) = &mut sub.state else {
-                continue;
-            };
-            let mut sent = 0;
-            let mut failed: Option<String> = None;
-            while sub.blocked_since.is_none() && sub.cursor < end {
-                if sent == MESSAGES_PER_TURN {
-                    more = true;
-                    break;
-                }
-                // From a window, or the subscriber's own reader up to this offset.
-                let from_window = match self.window.as_mut() {
-                    _ if sub.encoding == Encoding::Binary => {
-                        let shared = match self.binary.as_mut() {
-                            Some(b) if sub.filter.is_empty() => {
-                                match b.serve(sub.cursor, end, self.budget) {
-                                    Ok(m) => m,
-                                    Err(e) => {
-                                        // Subscribers read on their own, and report it.
-                                        tracing::error!(error = %e, "fan-out binary tail reader failed; restarting it");
-                                        self.binary = None;
-                                        None
-                                    }
-                                }
-                            }
-                            _ => None,
-                        };
-                        match shared {
-                            Some((m, next, records)) => Ok(Built::Frames(m, next, records)),
-                            // Filtered, or not on one of the window's messages: read on
-                            // its own up to where it can join the window.
-                            None => Err(self
-                                .binary
-                                .as_ref()
-                                .filter(|_| sub.filter.is_empty())
-                                .and_then(|b| b.stop_for(sub.cursor))
-                                .map_or(end, |s| s.min(end))),
-                        }
-                    }
-                    Some(w) if w.holds(sub.cursor) => {
-                        Ok(w.build(sub.cursor, &sub.filter, self.budget, SCAN_PER_MESSAGE))
-                    }
-                    Some(w) if sub.cursor >= w.end() => break, // the tail will bring it
-                    // Below the window (or no window): read the files.
-                    w => Err(w.map_or(end, |w| w.start().max(sub.cursor))),
-                };
-                let built = match from_window {
-                    Ok(built) => {
-                        sub.reader = None;
-                        built
-                    }
-                    Err(stop) if stop <= sub.cursor => break, // the tail will bring it
-                    Err(stop) => {
-                        let span = Span {
-                            stop,
-                            committed_end: end,
-                            budget: self.budget,
-                        };
-                        match own_read(
-                            &self.ctx,
-                            &mut sub.reader,
-                            sub.cursor,
-                            &sub.filter,
-                            sub.encoding,
-                            span,
-                        ) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                };
-                sent += 1;
-                let (msg, next, records) = match built {
-                    Built::Skipped(next) => {
-                        if next <= sub.cursor {
-                            break; // nothing readable yet
-                        }
-                        sub.cursor = next;
-                        continue;
-                    }
-                    Built::Message(m, next, records) => (Message::Text(m), next, records),
-                    Built::Frames(m, next, records) => (Message::Binary(m), next, records),
-                };
-                sub.cursor = next;
-                // The frame is queued even when the socket takes none of it
-                // (WouldBlock); flush says where it stands.
-                let queued = match ws.write(msg) {
-                    Ok(()) => true,
-                    Err(tungstenite::Error::Io(e)) => e.kind() == io::ErrorKind::WouldBlock,
-                    Err(_) => false,
-                };
-                if !queued || !flush(ws, &mut sub.blocked_since) {
-                    failed = Some(String::new());
-                    break;
-                }
-                let st = &self.ctx.stats;
-                st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
-                st.ws_records_sent_total
-                    .fetch_add(records, Ordering::Relaxed);
-            }
-            if let Some(why) = failed {
-                if why.is_empty() {
-                    self.remove(i);
-                } else {
-                    tracing::error!(error = %why, "closing a subscriber: the log could not be read");
+            match self.pump_one(i, end) {
+                Ok(m) => more |= m,
+                Err(SendError::Connection) => self.remove(i),
+                Err(SendError::Read(e)) => {
+                    tracing::error!(error = %e, "closing a subscriber: the log could not be read");
                     self.begin_close(i, CLOSE_READ_ERROR, "log read error");
                 }
             }
         }
         more
+    }
+
+    /// Sends subscriber `i` up to [`MESSAGES_PER_TURN`] messages. Returns true if it
+    /// could take more right now.
+    fn pump_one(&mut self, i: usize, end: u64) -> Result<bool, SendError> {
+        let Some(sub) = self.subs[i].as_mut().filter(|s| s.is_open()) else {
+            return Ok(false);
+        };
+        let mut windows = Windows {
+            json: self.window.as_mut(),
+            binary: &mut self.binary,
+            committed_end: end,
+            budget: self.budget,
+            scan_max: SCAN_PER_MESSAGE,
+        };
+        let st = &self.ctx.stats;
+        for _ in 0..MESSAGES_PER_TURN {
+            if sub.blocked_since.is_some() || sub.cursor >= end {
+                return Ok(false);
+            }
+            let source = windows.source(sub);
+            let Some(built) = windows.build(&self.ctx, sub, source)? else {
+                return Ok(false); // the tail will bring it
+            };
+            match sub.send(built)? {
+                Sent::Message(records) => {
+                    st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
+                    st.ws_records_sent_total
+                        .fetch_add(records, Ordering::Relaxed);
+                }
+                Sent::Skipped => {}
+                Sent::Nothing => return Ok(false), // nothing readable yet
+            }
+        }
+        Ok(sub.blocked_since.is_none() && sub.cursor < end)
     }
 }

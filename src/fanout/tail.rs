@@ -1,7 +1,7 @@
 //! Keeping the two windows (JSON chunks, binary messages) filled from the tail while
 //! someone subscribes.
 
-use super::*;
+use super::{Fanout, TAIL_CHUNKS_PER_TURN, frames::FrameWindow, query::Encoding, window::Window};
 
 impl Fanout {
     /// Keeps the window filled while anyone subscribes. Returns true if the tail is
@@ -36,7 +36,7 @@ impl Fanout {
         // and decoding records nobody is ready for would cost this core for nothing
         // (the leader would fall off the window's start and read them again).
         let demand = self.subs.iter().flatten().any(|s| {
-            matches!(s.state, State::Open(_))
+            s.is_open()
                 && s.encoding == Encoding::Json
                 && s.blocked_since.is_none()
                 && s.cursor >= w.end()
@@ -65,10 +65,7 @@ impl Fanout {
         let mut lowest_ahead: Option<u64> = None;
         let window_end = self.binary.as_ref().map(FrameWindow::end);
         for s in self.subs.iter().flatten() {
-            if !matches!(s.state, State::Open(_))
-                || s.encoding != Encoding::Binary
-                || !s.filter.is_empty()
-            {
+            if !s.is_open() || s.encoding != Encoding::Binary || !s.filter.is_empty() {
                 continue;
             }
             if window_end.is_some_and(|e| s.cursor <= e) {

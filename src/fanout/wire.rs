@@ -1,6 +1,10 @@
 //! Reading a subscriber's input and flushing its output, without blocking the loop.
 
-use super::*;
+use std::{io, time::Instant};
+
+use tungstenite::WebSocket;
+
+use super::handshake::Shared;
 
 /// What reading a subscriber's input found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,316 @@
+//! One subscriber: a cursor into the log and its connection's state machine.
+//!
+//! ```text
+//!   accepted ──handshake done──▶ Open ──begin_close──▶ Closing ──written, or deadline──▶ dropped
+//!      │                          │                       ▲
+//!      └──refused, failed, or ────┴──socket failed────────┘ (dropped at once)
+//!         ws_handshake_timeout_ms
+//! ```
+//!
+//! The transitions live here; the event loop ([`super::Fanout`]) owns the slots, the
+//! registrations and the windows, and decides what to send next
+//! ([`super::source`]). Nothing here reads the log.
+
+use std::{
+    cell::RefCell,
+    io::{self, Write},
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use mio::net::TcpStream;
+use tungstenite::{
+    Message, WebSocket,
+    handshake::{HandshakeError, MidHandshake, server::ServerHandshake},
+    protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
+};
+
+use super::{
+    FanoutCtx, STREAM_PATH,
+    handshake::{Asked, Shared, Upgrade},
+    query::{Encoding, Filter},
+    window::Built,
+    wire::{Incoming, flush, read_incoming},
+};
+use crate::{
+    error::ReadError,
+    net::http_proto::{self, HttpError},
+    stats::FanoutStats,
+    wal::Reader,
+};
+
+/// Where a subscriber's connection stands.
+pub(super) enum State {
+    Handshake {
+        mid: Box<MidHandshake<ServerHandshake<Shared, Upgrade>>>,
+        asked: Asked,
+    },
+    Open(Box<WebSocket<Shared>>),
+    /// A close frame is queued; the connection is dropped once it is written and the
+    /// peer answered, or at the deadline.
+    Closing(Box<WebSocket<Shared>>, Instant),
+    /// Transient, while a state is being replaced.
+    Gone,
+}
+
+/// One subscriber: a cursor into the log and its connection.
+pub(super) struct Sub {
+    pub(super) stream: Rc<TcpStream>,
+    state: State,
+    /// When the connection was accepted (bounds the handshake).
+    accepted: Instant,
+    /// Offset of the next record to consider.
+    pub(super) cursor: u64,
+    pub(super) filter: Filter,
+    pub(super) encoding: Encoding,
+    /// The subscriber's own reader, while its cursor is below the window (JSON), or
+    /// always (binary).
+    pub(super) reader: Option<Reader>,
+    /// Since when the socket has refused bytes of the last message; `None` when
+    /// everything queued was handed to the kernel.
+    pub(super) blocked_since: Option<Instant>,
+}
+
+/// Why a subscriber cannot be sent any more.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendError {
+    /// The connection failed or is finished: it is dropped, with no close frame.
+    #[error("the subscriber's connection failed")]
+    Connection,
+    /// Its records could not be read: it is closed with 1011.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// What readiness did to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ready {
+    Keep,
+    /// Input was left unread by the per-turn bound: call again next turn (mio is
+    /// edge-triggered and will not signal it again).
+    MoreInput,
+    /// Refused, failed or finished: remove it.
+    Drop,
+}
+
+/// What one built message did to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// A message was queued; it carried this many records.
+    Message(u64),
+    /// No record passed the filter; the cursor moved on.
+    Skipped,
+    /// Nothing readable yet; the cursor stayed.
+    Nothing,
+}
+
+/// What a subscriber's timers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    Nothing,
+    /// Its handshake or its close took too long: drop it.
+    Drop,
+    /// Its socket stayed unwritable past `subscriber_stall_ms_max`: close it (4008).
+    Stalled,
+}
+
+/// The time limits [`Sub::due`] checks.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) handshake: Duration,
+    pub(super) stall: Duration,
+}
+
+impl Sub {
+    /// A subscriber whose handshake starts on `stream`.
+    pub(super) fn accept(
+        stream: Rc<TcpStream>,
+        ctx: &Arc<FanoutCtx>,
+        ws_config: WebSocketConfig,
+    ) -> Self {
+        let asked: Asked = Rc::new(RefCell::new(None));
+        let mid = ServerHandshake::start(
+            Shared(stream.clone()),
+            Upgrade {
+                ctx: ctx.clone(),
+                asked: asked.clone(),
+            },
+            Some(ws_config),
+        );
+        Sub {
+            stream,
+            state: State::Handshake {
+                mid: Box::new(mid),
+                asked,
+            },
+            accepted: Instant::now(),
+            cursor: 0,
+            filter: Filter::default(),
+            encoding: Encoding::Json,
+            reader: None,
+            blocked_since: None,
+        }
+    }
+
+    /// True once the handshake is done and until a close begins: the subscriber is
+    /// sent records.
+    pub(super) fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// Readiness: progress the handshake, read what the peer sent (pings, close),
+    /// write what is queued.
+    pub(super) fn on_ready(&mut self, stats: &FanoutStats) -> Ready {
+        match std::mem::replace(&mut self.state, State::Gone) {
+            State::Handshake { mid, asked } => self.handshake(*mid, asked, stats),
+            State::Open(mut ws) => {
+                let ready = self.exchange(&mut ws);
+                self.state = State::Open(ws);
+                ready
+            }
+            State::Closing(mut ws, deadline) => {
+                let ready = self.exchange(&mut ws);
+                self.state = State::Closing(ws, deadline);
+                ready
+            }
+            State::Gone => Ready::Drop,
+        }
+    }
+
+    fn exchange(&mut self, ws: &mut WebSocket<Shared>) -> Ready {
+        let input = read_incoming(ws);
+        if input == Incoming::Failed || !flush(ws, &mut self.blocked_since) {
+            Ready::Drop
+        } else if input == Incoming::More {
+            Ready::MoreInput
+        } else {
+            Ready::Keep
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        mid: MidHandshake<ServerHandshake<Shared, Upgrade>>,
+        asked: Asked,
+        stats: &FanoutStats,
+    ) -> Ready {
+        match mid.handshake() {
+            Ok(ws) => {
+                let (cursor, filter, encoding) = asked.borrow_mut().take().expect("set by Upgrade");
+                self.cursor = cursor;
+                self.filter = filter;
+                self.encoding = encoding;
+                self.state = State::Open(Box::new(ws));
+                stats.ws_subscribers_total.fetch_add(1, Ordering::Relaxed);
+                Ready::Keep
+            }
+            Err(HandshakeError::Interrupted(mid)) => {
+                self.state = State::Handshake {
+                    mid: Box::new(mid),
+                    asked,
+                };
+                Ready::Keep
+            }
+            // Our refusal (400/403/404) was written by the handshake.
+            Err(HandshakeError::Failure(tungstenite::Error::Http(_))) => Ready::Drop,
+            Err(HandshakeError::Failure(e)) => {
+                stats.ws_bad_requests_total.fetch_add(1, Ordering::Relaxed);
+                if !matches!(
+                    e,
+                    tungstenite::Error::Io(_) | tungstenite::Error::ConnectionClosed
+                ) {
+                    self.refuse_upgrade(&e);
+                }
+                Ready::Drop
+            }
+        }
+    }
+
+    /// Answers a request that is not a WebSocket upgrade at all with 400.
+    fn refuse_upgrade(&self, e: &tungstenite::Error) {
+        let err = HttpError::new(
+            400,
+            "bad_request",
+            format!("not a valid WebSocket upgrade to {STREAM_PATH}: {e}"),
+        );
+        let mut out = Vec::new();
+        http_proto::write_response(
+            &mut out,
+            400,
+            "application/json",
+            &http_proto::error_body(&err),
+            false,
+            &[],
+        );
+        let _ = (&*self.stream).write(&out);
+    }
+
+    /// Queues `built` and hands what the socket takes to the kernel. The frame is
+    /// queued even when the socket takes none of it (WouldBlock); `blocked_since` then
+    /// says since when.
+    ///
+    /// # Errors
+    /// [`SendError::Connection`] if the connection failed.
+    pub(super) fn send(&mut self, built: Built) -> Result<Sent, SendError> {
+        let State::Open(ws) = &mut self.state else {
+            return Ok(Sent::Nothing);
+        };
+        let (msg, next, records) = match built {
+            Built::Skipped(next) if next <= self.cursor => return Ok(Sent::Nothing),
+            Built::Skipped(next) => {
+                self.cursor = next;
+                return Ok(Sent::Skipped);
+            }
+            Built::Message(m, next, records) => (Message::Text(m), next, records),
+            Built::Frames(m, next, records) => (Message::Binary(m), next, records),
+        };
+        self.cursor = next;
+        let queued = match ws.write(msg) {
+            Ok(()) => true,
+            Err(tungstenite::Error::Io(e)) => e.kind() == io::ErrorKind::WouldBlock,
+            Err(_) => false,
+        };
+        if queued && flush(ws, &mut self.blocked_since) {
+            Ok(Sent::Message(records))
+        } else {
+            Err(SendError::Connection)
+        }
+    }
+
+    /// Queues a close frame and gives the peer until `grace` from now to take it.
+    /// Returns false if the subscriber should be dropped at once (it was not open, or
+    /// its socket failed).
+    pub(super) fn begin_close(&mut self, code: u16, reason: &str, grace: Duration) -> bool {
+        match std::mem::replace(&mut self.state, State::Gone) {
+            State::Open(mut ws) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.to_owned().into(),
+                };
+                let _ = ws.close(Some(frame));
+                self.blocked_since = None;
+                let ok = flush(&mut ws, &mut self.blocked_since);
+                self.state = State::Closing(ws, Instant::now() + grace);
+                ok
+            }
+            other => {
+                self.state = other;
+                false
+            }
+        }
+    }
+
+    /// What the subscriber's timers say at `now`.
+    pub(super) fn due(&self, now: Instant, limits: Limits) -> Due {
+        match &self.state {
+            State::Handshake { .. } if now - self.accepted > limits.handshake => Due::Drop,
+            State::Open(_) if self.blocked_since.is_some_and(|t| now - t > limits.stall) => {
+                Due::Stalled
+            }
+            State::Closing(_, deadline) if now >= *deadline => Due::Drop,
+            State::Gone => Due::Drop,
+            _ => Due::Nothing,
+        }
+    }
+}
