@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use tungstenite::Bytes;
 
 use super::query::Filter;
-use crate::{error::ReadError, wal::Reader};
+use crate::{error::ReadError, query::scan, wal::Reader};
 
 /// A binary message's header: `next` then `committed_end`, u64 little-endian each.
 pub const HEADER_BYTES: usize = 16;
@@ -173,7 +173,7 @@ pub fn build(
 ) -> Result<Option<(Bytes, u64, u64, u64)>, ReadError> {
     let mut buf = Vec::with_capacity(bytes_max.min(256 << 10) + HEADER_BYTES);
     buf.extend_from_slice(&[0; HEADER_BYTES]);
-    let records = super::window::read_frames(
+    let records = read_frames(
         reader,
         filter,
         &mut buf,
@@ -193,4 +193,47 @@ pub fn build(
     buf[0..8].copy_from_slice(&next.to_le_bytes());
     buf[8..16].copy_from_slice(&committed_end.max(next).to_le_bytes());
     Ok(Some((buf.into(), first, next, records)))
+}
+
+/// Appends the stored frames of committed records that pass `filter` to `out`, until
+/// the reader reaches `stop`, `out` holds `bytes_max` bytes (one frame always fits), or
+/// `scan_max` records were read. For `format=binary` subscribers: nothing rendered,
+/// and without a filter one copy per run of frames out of the reader's buffer
+/// ([`Reader::next_run`]), not per record; with one, the shared scan
+/// ([`scan::read_into`]). Returns the frames appended.
+///
+/// # Errors
+/// The reader's error.
+pub fn read_frames(
+    reader: &mut Reader,
+    filter: &Filter,
+    out: &mut Vec<u8>,
+    stop: u64,
+    bytes_max: usize,
+    scan_max: u64,
+) -> Result<u64, ReadError> {
+    if !filter.is_empty() {
+        let mut frames = scan::Frames::new(out);
+        scan::read_into(
+            reader,
+            filter,
+            &mut frames,
+            stop,
+            usize::MAX,
+            bytes_max,
+            scan_max,
+        )?;
+        return Ok(scan::Sink::records(&frames) as u64);
+    }
+    // Every record goes: copy whole runs of frames, not one record at a time.
+    let (mut scanned, empty) = (0u64, out.len());
+    while out.len() == empty || out.len() < bytes_max && scanned < scan_max {
+        let room = bytes_max.saturating_sub(out.len());
+        let Some((n, frames)) = reader.next_run(stop, room)? else {
+            break;
+        };
+        out.extend_from_slice(frames);
+        scanned += n;
+    }
+    Ok(scanned)
 }

@@ -294,58 +294,6 @@ impl Window {
     }
 }
 
-/// Appends the stored frames of committed records that pass `filter` to `out`, until
-/// the reader reaches `stop`, `out` holds `bytes_max` bytes (one frame always fits), or
-/// `scan_max` records were read. For `format=binary` subscribers: nothing rendered,
-/// and without a filter one copy per run of frames out of the reader's buffer
-/// ([`Reader::next_run`]), not per record. Returns the frames appended.
-///
-/// # Errors
-/// The reader's error.
-pub fn read_frames(
-    reader: &mut Reader,
-    filter: &Filter,
-    out: &mut Vec<u8>,
-    stop: u64,
-    bytes_max: usize,
-    scan_max: u64,
-) -> Result<u64, ReadError> {
-    let (mut scanned, mut records) = (0u64, 0u64);
-    let empty = out.len();
-    if filter.is_empty() {
-        // Every record goes: copy whole runs of frames, not one record at a time.
-        while out.len() == empty || out.len() < bytes_max && scanned < scan_max {
-            let room = bytes_max.saturating_sub(out.len());
-            let Some((n, frames)) = reader.next_run(stop, room)? else {
-                break;
-            };
-            out.extend_from_slice(frames);
-            scanned += n;
-            records += n;
-        }
-        return Ok(records);
-    }
-    while reader.next_offset() < stop
-        && (out.len() == empty || out.len() < bytes_max)
-        && scanned < scan_max
-    {
-        let Some((r, frame)) = reader.next_frame()? else {
-            break;
-        };
-        scanned += 1;
-        let (service, level) = if filter.needs_fields() {
-            query::json_fields(r.payload)
-        } else {
-            (None, None)
-        };
-        if filter.matches(r.payload, service.as_deref(), level.as_deref()) {
-            out.extend_from_slice(frame);
-            records += 1;
-        }
-    }
-    Ok(records)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
