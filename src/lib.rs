@@ -31,6 +31,7 @@ pub mod query;
 pub mod ring;
 pub mod serve;
 pub mod stats;
+pub mod syslog;
 pub mod wal;
 
 /// Golden files for tests: an interface's rendering checked against a committed copy.

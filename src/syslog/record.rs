@@ -1,0 +1,247 @@
+//! One syslog message to one stored record: a JSON object whose `service` and `level`
+//! are what filters, the read API and the dashboard select on.
+//!
+//! Parsing is `syslog_loose`'s (RFC 5424 first, then RFC 3164), the parser Vector
+//! uses. A message it cannot parse is stored whole with `"unparsed":true`, never
+//! dropped. Fields, in order (absent ones are left out):
+//!
+//! | field       | from                                                         |
+//! |-------------|--------------------------------------------------------------|
+//! | `service`   | APP-NAME (5424) or TAG (3164)                                |
+//! | `level`     | severity: 0-2 `fatal`, 3 `error`, 4 `warn`, 5-6 `info`, 7 `debug` |
+//! | `severity`  | the severity number, 0-7                                     |
+//! | `facility`  | the facility's name (`kern`, `user`, ... `local7`)           |
+//! | `host`      | HOSTNAME                                                     |
+//! | `timestamp` | TIMESTAMP, RFC 3339 (3164's, without a year or zone: this year, UTC) |
+//! | `procid`, `msgid` | PROCID, MSGID                                          |
+//! | `sd`        | structured data: `{"id@n": {"name": "value"}}`               |
+//! | `message`   | MSG                                                          |
+//! | `syslog`    | `rfc5424` or `rfc3164`                                       |
+//!
+//! then the enrichment fields the caller passes (`received_at`, `client_ip`,
+//! `node_id`). Invalid UTF-8 is replaced (U+FFFD) and flagged `"utf8_lossy":true`.
+
+use std::{borrow::Cow, io::Write};
+
+use chrono::{Datelike, Utc};
+use syslog_loose::{Message, ProcId, Protocol, SyslogSeverity, Variant};
+
+/// How a message was understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// RFC 5424 or RFC 3164; fields extracted.
+    Syslog,
+    /// Not syslog: stored whole, marked `unparsed`.
+    Unparsed,
+}
+
+/// The record's `level` for a syslog severity.
+pub fn level(severity: SyslogSeverity) -> &'static str {
+    match severity as u8 {
+        0..=2 => "fatal",
+        3 => "error",
+        4 => "warn",
+        5 | 6 => "info",
+        _ => "debug",
+    }
+}
+
+/// Renders `msg` (one syslog frame, without its framing) as a JSON object into `out`
+/// (cleared first), followed by the `extra` string fields.
+pub fn render(msg: &[u8], extra: &[(&str, &str)], out: &mut Vec<u8>) -> Parsed {
+    out.clear();
+    let text = String::from_utf8_lossy(msg);
+    let lossy = matches!(text, Cow::Owned(_));
+    let this_year = |_| Utc::now().year();
+    let parsed = syslog_loose::parse_message_with_year_exact_tz(
+        &text,
+        this_year,
+        Some(Utc),
+        Variant::Either,
+    );
+    out.push(b'{');
+    let mut w = Fields { out, first: true };
+    let outcome = match parsed {
+        Ok(m) => {
+            w.message(&m);
+            Parsed::Syslog
+        }
+        Err(_) => {
+            w.raw("unparsed", b"true");
+            w.str("message", &text);
+            Parsed::Unparsed
+        }
+    };
+    if lossy {
+        w.raw("utf8_lossy", b"true");
+    }
+    for (k, v) in extra {
+        w.str(k, v);
+    }
+    out.push(b'}');
+    outcome
+}
+
+/// A JSON object being written, field by field.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, k: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        json_str(self.out, k);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        json_str(self.out, v);
+    }
+
+    fn raw(&mut self, k: &str, v: &[u8]) {
+        self.key(k);
+        self.out.extend_from_slice(v);
+    }
+
+    fn opt(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v.filter(|v| !v.is_empty() && *v != "-") {
+            self.str(k, v);
+        }
+    }
+
+    fn message(&mut self, m: &Message<&str>) {
+        self.opt("service", m.appname);
+        if let Some(sev) = m.severity {
+            self.str("level", level(sev));
+            let _ = write!(self.out, ",\"severity\":{}", sev as u8);
+        }
+        self.opt("facility", m.facility.map(|f| f.as_str()));
+        self.opt("host", m.hostname);
+        if let Some(ts) = m.timestamp {
+            self.str("timestamp", &ts.to_rfc3339());
+        }
+        match &m.procid {
+            Some(ProcId::PID(pid)) => {
+                self.key("procid");
+                let _ = write!(self.out, "{pid}");
+            }
+            Some(ProcId::Name(name)) => self.opt("procid", Some(name)),
+            None => {}
+        }
+        self.opt("msgid", m.msgid);
+        if !m.structured_data.is_empty() {
+            self.key("sd");
+            self.out.push(b'{');
+            for (i, e) in m.structured_data.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                json_str(self.out, e.id);
+                self.out.extend_from_slice(b":{");
+                for (j, (k, v)) in e.params.iter().enumerate() {
+                    if j > 0 {
+                        self.out.push(b',');
+                    }
+                    json_str(self.out, k);
+                    self.out.push(b':');
+                    json_str(self.out, v);
+                }
+                self.out.push(b'}');
+            }
+            self.out.push(b'}');
+        }
+        self.str("message", m.msg);
+        let protocol = match m.protocol {
+            Protocol::RFC5424(_) => "rfc5424",
+            Protocol::RFC3164 => "rfc3164",
+        };
+        self.str("syslog", protocol);
+    }
+}
+
+/// A JSON string, escaped by serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(msg: &[u8]) -> (serde_json::Value, Parsed) {
+        let mut out = Vec::new();
+        let p = render(msg, &[("node_id", "n1")], &mut out);
+        (serde_json::from_slice(&out).expect("valid JSON"), p)
+    }
+
+    #[test]
+    fn rfc5424_fields() {
+        let (v, p) = json(
+            br#"<11>1 2026-12-02T10:00:00.123Z web01 nginx 4242 ID47 [exampleSDID@32473 iut="3" eventSource="App"] upstream timed out"#,
+        );
+        assert_eq!(p, Parsed::Syslog);
+        assert_eq!(v["service"], "nginx");
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["severity"], 3);
+        assert_eq!(v["facility"], "user");
+        assert_eq!(v["host"], "web01");
+        assert_eq!(v["procid"], 4242);
+        assert_eq!(v["msgid"], "ID47");
+        assert_eq!(v["sd"]["exampleSDID@32473"]["iut"], "3");
+        assert_eq!(v["message"], "upstream timed out");
+        assert_eq!(v["syslog"], "rfc5424");
+        assert_eq!(v["node_id"], "n1");
+        assert!(
+            v["timestamp"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-12-02T10:00:00.123")
+        );
+    }
+
+    #[test]
+    fn rfc3164_fields() {
+        let (v, p) = json(b"<28>Dec  2 10:00:00 db01 postgres[77]: checkpoint starting");
+        assert_eq!(p, Parsed::Syslog);
+        assert_eq!(v["service"], "postgres");
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["facility"], "daemon");
+        assert_eq!(v["host"], "db01");
+        assert_eq!(v["procid"], 77);
+        assert_eq!(v["message"], "checkpoint starting");
+        assert_eq!(v["syslog"], "rfc3164");
+    }
+
+    #[test]
+    fn severities_map_to_levels() {
+        for (pri, lvl) in [
+            (0, "fatal"),
+            (2, "fatal"),
+            (3, "error"),
+            (4, "warn"),
+            (5, "info"),
+            (6, "info"),
+            (7, "debug"),
+        ] {
+            let (v, _) = json(format!("<{pri}>1 - h app - - - m").as_bytes());
+            assert_eq!(
+                (v["level"].as_str(), v["severity"].as_u64()),
+                (Some(lvl), Some(pri))
+            );
+        }
+    }
+
+    #[test]
+    fn what_does_not_parse_is_kept_whole() {
+        let (v, p) = json(b"\xffnot syslog \"at\" all");
+        assert_eq!(p, Parsed::Unparsed);
+        assert_eq!(v["unparsed"], true);
+        assert_eq!(v["utf8_lossy"], true);
+        assert_eq!(v["message"], "\u{fffd}not syslog \"at\" all");
+        assert_eq!(v["node_id"], "n1");
+    }
+}
