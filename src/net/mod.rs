@@ -9,6 +9,7 @@ pub mod acks;
 pub mod conn;
 pub mod dashboard;
 pub mod enrich;
+pub mod framing;
 pub mod http;
 pub mod http_proto;
 pub mod lines;

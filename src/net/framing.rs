@@ -1,0 +1,261 @@
+//! How a stream connection's bytes become records: the [`Framing`] a TCP listener
+//! uses. Raw lines are stored as they came ([`LineFramer`]); syslog frames are
+//! rendered to JSON records with their fields ([`SyslogFraming`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::lines::{Framed, LineFramer};
+use crate::{
+    query::render::format_ts,
+    syslog::{
+        frame::{Finished, Split, SyslogFramer},
+        record::{self, Parsed},
+    },
+    wal::{BatchBuilder, format::RECORD_HEADER_BYTES},
+};
+
+/// Frames the bytes of one connection into a batch (no I/O).
+pub trait Framing {
+    /// Frames the complete records at the start of `input` into `batch`, stopping
+    /// early once `batch` holds `batch_bytes_max` bytes. Refused records' numbers
+    /// (1-based, per connection) go to `rejected`.
+    fn frame(
+        &mut self,
+        input: &[u8],
+        timestamp_ns: u64,
+        batch: &mut BatchBuilder,
+        batch_bytes_max: usize,
+        rejected: &mut impl FnMut(u64),
+    ) -> Framed;
+
+    /// At a clean end of stream (FIN): frames what `rest` holds, if it is a record.
+    /// Returns the records framed.
+    fn finish(
+        &mut self,
+        rest: &[u8],
+        timestamp_ns: u64,
+        batch: &mut BatchBuilder,
+        rejected: &mut impl FnMut(u64),
+    ) -> u32;
+}
+
+impl Framing for LineFramer {
+    fn frame(
+        &mut self,
+        input: &[u8],
+        timestamp_ns: u64,
+        batch: &mut BatchBuilder,
+        batch_bytes_max: usize,
+        rejected: &mut impl FnMut(u64),
+    ) -> Framed {
+        LineFramer::frame(self, input, timestamp_ns, batch, batch_bytes_max, rejected)
+    }
+
+    fn finish(
+        &mut self,
+        rest: &[u8],
+        timestamp_ns: u64,
+        batch: &mut BatchBuilder,
+        rejected: &mut impl FnMut(u64),
+    ) -> u32 {
+        LineFramer::finish(self, rest, timestamp_ns, batch, rejected)
+    }
+}
+
+/// Counters of the syslog listener, shared by its connections.
+#[derive(Debug, Default)]
+pub struct SyslogCounts {
+    /// Messages that were not syslog, stored whole and marked unparsed.
+    pub unparsed: AtomicU64,
+    /// Octet-counted frames cut off by the end of the connection (not stored).
+    pub truncated: AtomicU64,
+}
+
+/// The enrichment fields a syslog record gets (`json_enrich`): as `POST /v1/logs`
+/// sets them on JSON objects.
+#[derive(Debug, Clone)]
+pub struct Enrichment {
+    /// The TCP peer's address.
+    pub client_ip: String,
+    /// The `node_id` setting.
+    pub node_id: String,
+}
+
+/// Syslog over TCP: RFC 6587 frames rendered as JSON records.
+#[derive(Debug)]
+pub struct SyslogFraming<'a> {
+    framer: SyslogFramer,
+    /// Frames seen on this connection (for refusal reports).
+    frame_no: u64,
+    /// The rendered record, reused.
+    scratch: Vec<u8>,
+    enrich: Option<Enrichment>,
+    /// `received_at` for the read being framed: (its timestamp, RFC 3339).
+    received_at: (u64, String),
+    counts: &'a SyslogCounts,
+}
+
+impl<'a> SyslogFraming<'a> {
+    /// A connection's framing: frames over `frame_bytes_max` are refused; with
+    /// `enrich`, every record gets `received_at`, `client_ip` and `node_id`.
+    pub fn new(
+        frame_bytes_max: usize,
+        enrich: Option<Enrichment>,
+        counts: &'a SyslogCounts,
+    ) -> Self {
+        SyslogFraming {
+            framer: SyslogFramer::new(frame_bytes_max),
+            frame_no: 0,
+            scratch: Vec::with_capacity(1024),
+            enrich,
+            received_at: (u64::MAX, String::new()),
+            counts,
+        }
+    }
+
+    /// Renders `msg` into `scratch`, received at `timestamp_ns`.
+    fn render(&mut self, msg: &[u8], timestamp_ns: u64) {
+        let parsed = match &self.enrich {
+            None => record::render(msg, &[], &mut self.scratch),
+            Some(e) => {
+                if self.received_at.0 != timestamp_ns {
+                    self.received_at = (timestamp_ns, format_ts(timestamp_ns));
+                }
+                let extra = [
+                    ("received_at", self.received_at.1.as_str()),
+                    ("client_ip", e.client_ip.as_str()),
+                    ("node_id", e.node_id.as_str()),
+                ];
+                record::render(msg, &extra, &mut self.scratch)
+            }
+        };
+        if parsed == Parsed::Unparsed {
+            self.counts.unparsed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Framing for SyslogFraming<'_> {
+    fn frame(
+        &mut self,
+        input: &[u8],
+        timestamp_ns: u64,
+        batch: &mut BatchBuilder,
+        batch_bytes_max: usize,
+        rejected: &mut impl FnMut(u64),
+    ) -> Framed {
+        let mut out = Framed::default();
+        loop {
+            let (n, split) = self.framer.split(&input[out.consumed..]);
+            match split {
+                Split::Incomplete => return out,
+                Split::Skipped => {}
+                Split::TooLarge => {
+                    self.frame_no += 1;
+                    rejected(self.frame_no);
+                }
+                Split::Frame(msg) => {
+                    self.render(msg, timestamp_ns);
+                    // A frame is consumed only once its record is in the batch, so one
+                    // that does not fit is split again after the batch is handed off.
+                    if !batch.is_empty()
+                        && batch.bytes() + RECORD_HEADER_BYTES + self.scratch.len()
+                            > batch_bytes_max
+                    {
+                        out.batch_full = true;
+                        return out;
+                    }
+                    self.frame_no += 1;
+                    if batch.push(timestamp_ns, &self.scratch).is_ok() {
+                        out.records += 1;
+                    } else {
+                        rejected(self.frame_no);
+                    }
+                }
+            }
+            out.consumed += n;
+        }
+    }
+
+    fn finish(
+        &mut self,
+        rest: &[u8],
+        timestamp_ns: u64,
+        batch: &mut BatchBuilder,
+        rejected: &mut impl FnMut(u64),
+    ) -> u32 {
+        match self.framer.finish(rest) {
+            Finished::Clean => 0,
+            Finished::Truncated => {
+                self.counts.truncated.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+            Finished::Frame(msg) => {
+                self.render(msg, timestamp_ns);
+                self.frame_no += 1;
+                if batch.push(timestamp_ns, &self.scratch).is_ok() {
+                    1
+                } else {
+                    rejected(self.frame_no);
+                    0
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::format::{Decoded, decode_record, stamp_offsets};
+
+    fn payloads(b: &mut BatchBuilder) -> Vec<serde_json::Value> {
+        let (mut frames, _) = b.take();
+        stamp_offsets(&mut frames, 0, |_, _| {});
+        let (mut pos, mut v) = (0, vec![]);
+        while pos < frames.len() {
+            let Decoded::Record(r) = decode_record(&frames[pos..], 1 << 20) else {
+                panic!()
+            };
+            v.push(serde_json::from_slice(r.payload).unwrap());
+            pos += r.frame_bytes();
+        }
+        v
+    }
+
+    #[test]
+    fn syslog_frames_become_enriched_records_and_stop_at_a_full_batch() {
+        let counts = SyslogCounts::default();
+        let enrich = Enrichment {
+            client_ip: "10.0.0.9".into(),
+            node_id: "n1".into(),
+        };
+        let mut f = SyslogFraming::new(1024, Some(enrich), &counts);
+        let mut b = BatchBuilder::new(4096, 4096);
+        let input =
+            b"25 <11>1 - h app - - - first\n<14>Dec  2 10:00:00 h tag: second\nnot syslog\n";
+        let r = f.frame(input, 1_000_000_000, &mut b, 1 << 20, &mut |_| panic!());
+        assert_eq!(
+            (r.records, r.consumed, r.batch_full),
+            (3, input.len(), false)
+        );
+        let v = payloads(&mut b);
+        assert_eq!(v[0]["service"], "app");
+        assert_eq!(v[0]["level"], "error");
+        assert_eq!(v[0]["message"], "first");
+        assert_eq!(v[1]["service"], "tag");
+        assert_eq!(v[1]["message"], "second");
+        assert_eq!(v[2]["unparsed"], true);
+        assert_eq!(v[2]["message"], "not syslog");
+        for r in &v {
+            assert_eq!(r["client_ip"], "10.0.0.9");
+            assert_eq!(r["received_at"], "1970-01-01T00:00:01.000000Z");
+        }
+        assert_eq!(counts.unparsed.load(Ordering::Relaxed), 1);
+        // A tiny batch bound: one record per batch, the rest left for the next call.
+        let mut f = SyslogFraming::new(1024, None, &counts);
+        let r = f.frame(input, 1, &mut b, 10, &mut |_| panic!());
+        assert_eq!((r.records, r.batch_full), (1, true));
+        assert_eq!(&input[r.consumed..r.consumed + 3], b"<14");
+    }
+}
