@@ -81,7 +81,7 @@ use self::{
     window::{Built, Window},
 };
 use crate::{
-    net::http_proto::{self, HttpError},
+    http_proto::{self, HttpError},
     wal::{CommitFollower, Reader},
 };
 

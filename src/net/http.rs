@@ -19,11 +19,11 @@ use super::{
     NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
     enrich::{JsonPolicy, RequestInfo},
-    http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     lines::LineFramer,
 };
 use crate::{
     error::AppendError,
+    http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     query::read::{self, ReadApiError, ReadLimits},
     stats,
     wal::{self, BatchBuilder, Committed},

@@ -4,6 +4,10 @@
 //! must decide before reading a body: its framing (`Content-Length` or chunked, never
 //! both: that is how requests are smuggled), keep-alive, `Expect: 100-continue`, the
 //! media type, and bounds on head and body sizes.
+//!
+//! It sits below both stages that speak HTTP, the ingest reactors ([`crate::net`]) and
+//! the fan-out core's WebSocket handshake ([`crate::fanout`]), so that neither imports
+//! the other for it, and so that both word their refusals the same way ([`refusal`]).
 
 use std::io::Write;
 
@@ -440,6 +444,20 @@ pub fn write_response(
 /// The JSON body of an error response.
 pub fn error_body(e: &HttpError) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": e.code, "detail": e.detail })).expect("json")
+}
+
+/// Appends the response that refuses a connection before (or instead of) serving it:
+/// `err`'s status and JSON body, then `Connection: close`. One writer, so that every
+/// listener refuses in the same words (`extra_headers` such as `Retry-After`).
+pub fn refusal(out: &mut Vec<u8>, err: &HttpError, extra_headers: &[(&str, &str)]) {
+    write_response(
+        out,
+        err.status,
+        "application/json",
+        &error_body(err),
+        false,
+        extra_headers,
+    );
 }
 
 #[cfg(test)]
