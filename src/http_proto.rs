@@ -548,6 +548,21 @@ mod tests {
     }
 
     #[test]
+    fn refusal_is_the_error_then_close() {
+        let e = HttpError::new(503, "too_many_connections", "connections_max (1) reached");
+        let mut out = Vec::new();
+        refusal(&mut out, &e, &[("Retry-After", "1")]);
+        let body = error_body(&e);
+        let mut want = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        want.extend_from_slice(&body);
+        assert_eq!(out, want);
+    }
+
+    #[test]
     fn refuses_smuggling_and_oversized_heads() {
         let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(parse_head(both, 8192).unwrap_err().status, 400);
