@@ -72,7 +72,7 @@ use self::{
     window::Window,
 };
 use crate::{
-    net::http_proto::{self, HttpError},
+    http_proto::{self, HttpError},
     wal::{CommitFollower, Reader},
 };
 

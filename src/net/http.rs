@@ -19,11 +19,11 @@ use super::{
     NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
     enrich::{JsonPolicy, RequestInfo},
-    http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     lines::LineFramer,
 };
 use crate::{
     error::AppendError,
+    http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     query::read::{self, ReadApiError, ReadLimits},
     stats,
     wal::{self, BatchBuilder, Committed},
@@ -196,43 +196,69 @@ impl Conn {
     async fn request(&mut self, head: RequestHead) -> Next {
         let keep_alive = head.keep_alive && !self.ctx.shutting_down.load(Ordering::Relaxed);
         let is_ingest = matches!(head.path.as_str(), "/ingest" | "/v1/logs");
-        let response = match (head.method, head.path.as_str()) {
+        let mut response = match (head.method, head.path.as_str()) {
             (Method::Post, "/ingest") | (Method::Post, "/v1/logs") => {
-                let body = match self.read_body(&head).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => return Next::Close,
-                    Err(e) => {
-                        // The stream is out of step with request boundaries: close.
-                        self.respond(Response::error(&e), false).await;
-                        return Next::Close;
-                    }
-                };
-                let result = if head.path == "/ingest" {
-                    self.ingest_lines(&body).await
-                } else {
-                    let info = RequestInfo {
-                        received_at: crate::query::render::format_ts(wal::now_ns()),
-                        client_ip: self.peer.ip().to_string(),
-                        now: std::time::SystemTime::now(),
-                    };
-                    match json_records(&head, &body, &self.ctx.json_policy, &info) {
-                        Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
-                        Err(e) => Err(e),
-                    }
-                };
-                match result {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let mut r = Response::error(&e);
-                        if e.status == 503 && e.code == "ring_full" {
-                            r.headers.push(("Retry-After", "1".into()));
-                        }
-                        r
-                    }
+                match self.post_ingest(&head).await {
+                    Some(r) => r,
+                    None => return Next::Close,
                 }
             }
+            _ => self.route(&head),
+        };
+        // A request we did not read the body of leaves the stream out of step.
+        let unread_body =
+            !(matches!(head.body, BodyKind::None) || head.method == Method::Post && is_ingest);
+        let keep = keep_alive && !unread_body;
+        response.head_only = head.method == Method::Head;
+        if !self.respond(response, keep).await || !keep {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// `POST /ingest` and `POST /v1/logs`: reads the body and stores its records.
+    /// `None` when the connection must close: the client went away, or its body was
+    /// refused (that refusal is already written).
+    async fn post_ingest(&mut self, head: &RequestHead) -> Option<Response> {
+        let body = match self.read_body(head).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                // The stream is out of step with request boundaries: close.
+                self.respond(Response::error(&e), false).await;
+                return None;
+            }
+        };
+        let result = if head.path == "/ingest" {
+            self.ingest_lines(&body).await
+        } else {
+            let info = RequestInfo {
+                received_at: crate::query::render::format_ts(wal::now_ns()),
+                client_ip: self.peer.ip().to_string(),
+                now: std::time::SystemTime::now(),
+            };
+            match json_records(head, &body, &self.ctx.json_policy, &info) {
+                Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
+                Err(e) => Err(e),
+            }
+        };
+        Some(match result {
+            Ok(r) => r,
+            Err(e) => {
+                let mut r = Response::error(&e);
+                if e.status == 503 && e.code == "ring_full" {
+                    r.headers.push(("Retry-After", "1".into()));
+                }
+                r
+            }
+        })
+    }
+
+    /// Every request but an ingest POST: answered without reading a body.
+    fn route(&self, head: &RequestHead) -> Response {
+        match (head.method, head.path.as_str()) {
             (Method::Get | Method::Head, "/v1/logs") => self.read_logs(&head.query),
-            (_, "/ingest") | (_, "/v1/logs") if is_ingest => {
+            (_, "/ingest") | (_, "/v1/logs") => {
                 let allow = if head.path == "/ingest" {
                     "POST"
                 } else {
@@ -277,17 +303,7 @@ impl Conn {
                 "not_found",
                 format!("no such path {}", head.path),
             )),
-        };
-        // A request we did not read the body of leaves the stream out of step.
-        let unread_body =
-            !(matches!(head.body, BodyKind::None) || head.method == Method::Post && is_ingest);
-        let keep = keep_alive && !unread_body;
-        let mut response = response;
-        response.head_only = head.method == Method::Head;
-        if !self.respond(response, keep).await || !keep {
-            return Next::Close;
         }
-        Next::KeepAlive
     }
 
     fn healthz(&self) -> Response {
@@ -545,60 +561,10 @@ fn json_records(
     policy: &JsonPolicy,
     info: &RequestInfo,
 ) -> Result<Vec<Vec<u8>>, HttpError> {
-    let ndjson = match head.content_type.as_deref() {
-        Some("application/json") => false,
-        Some(
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines",
-        ) => true,
-        other => {
-            return Err(HttpError::new(
-                415,
-                "unsupported_media_type",
-                format!(
-                    "/v1/logs takes application/json (an array of objects) or application/x-ndjson, not {}",
-                    other.unwrap_or("a body without Content-Type")
-                ),
-            ));
-        }
-    };
-    let values: Vec<serde_json::Value> = if ndjson {
-        let mut v = Vec::new();
-        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            v.push(serde_json::from_slice(line).map_err(|e| {
-                HttpError::new(
-                    400,
-                    "bad_request",
-                    format!("line {}: invalid JSON: {e}", i + 1),
-                )
-            })?);
-        }
-        v
+    let values = if is_ndjson(head.content_type.as_deref())? {
+        ndjson_values(body)?
     } else {
-        match serde_json::from_slice(body) {
-            Ok(serde_json::Value::Array(a)) => a,
-            Ok(o @ serde_json::Value::Object(_)) => vec![o],
-            Ok(_) => {
-                return Err(HttpError::new(
-                    400,
-                    "bad_request",
-                    "expected an array of log objects",
-                ));
-            }
-            Err(e) => {
-                return Err(HttpError::new(
-                    400,
-                    "bad_request",
-                    format!("invalid JSON: {e}"),
-                ));
-            }
-        }
+        array_values(body)?
     };
     values
         .into_iter()
@@ -618,4 +584,62 @@ fn json_records(
             Ok(serde_json::to_vec(&v).expect("json"))
         })
         .collect()
+}
+
+/// Whether a `/v1/logs` media type is newline-delimited (else one JSON document).
+fn is_ndjson(content_type: Option<&str>) -> Result<bool, HttpError> {
+    match content_type {
+        Some("application/json") => Ok(false),
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines",
+        ) => Ok(true),
+        other => Err(HttpError::new(
+            415,
+            "unsupported_media_type",
+            format!(
+                "/v1/logs takes application/json (an array of objects) or application/x-ndjson, not {}",
+                other.unwrap_or("a body without Content-Type")
+            ),
+        )),
+    }
+}
+
+/// One value per non-blank line (CRLF or LF).
+fn ndjson_values(body: &[u8]) -> Result<Vec<serde_json::Value>, HttpError> {
+    let mut v = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        v.push(serde_json::from_slice(line).map_err(|e| {
+            HttpError::new(
+                400,
+                "bad_request",
+                format!("line {}: invalid JSON: {e}", i + 1),
+            )
+        })?);
+    }
+    Ok(v)
+}
+
+/// An array of values, or a single object.
+fn array_values(body: &[u8]) -> Result<Vec<serde_json::Value>, HttpError> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Array(a)) => Ok(a),
+        Ok(o @ serde_json::Value::Object(_)) => Ok(vec![o]),
+        Ok(_) => Err(HttpError::new(
+            400,
+            "bad_request",
+            "expected an array of log objects",
+        )),
+        Err(e) => Err(HttpError::new(
+            400,
+            "bad_request",
+            format!("invalid JSON: {e}"),
+        )),
+    }
 }

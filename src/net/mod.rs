@@ -3,7 +3,8 @@
 //! Each reactor is a thread pinned to a core running its own tokio-uring runtime with
 //! its own `SO_REUSEPORT` listeners, so the kernel spreads connections across cores
 //! with no shared accept lock. Protocol logic lives in sans-I/O modules ([`lines`],
-//! [`acks`], [`http_proto`]) that the drivers ([`tcp`], [`http`]) feed with bytes.
+//! [`acks`], and the crate's [`http_proto`](crate::http_proto), shared with the fan-out)
+//! that the drivers ([`tcp`], [`http`]) feed with bytes.
 
 pub mod acks;
 pub mod conn;
@@ -11,7 +12,6 @@ pub mod dashboard;
 pub mod enrich;
 pub mod framing;
 pub mod http;
-pub mod http_proto;
 pub mod lines;
 pub mod reactor;
 pub mod tcp;

@@ -20,6 +20,7 @@ use socket2::{Domain, Socket, Type};
 use tokio_uring::net::TcpListener;
 
 use super::{NetCtx, conn, http, tcp};
+use crate::http_proto::{self, HttpError};
 
 /// A reactor's listening sockets, bound before the threads start so that errors are
 /// reported at once.
@@ -241,20 +242,13 @@ async fn refuse(
             format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
         }
         Kind::Http => {
-            let e = super::http_proto::HttpError::new(
+            let e = HttpError::new(
                 503,
                 "too_many_connections",
                 format!("connections_max ({max}) reached"),
             );
             let mut out = Vec::new();
-            super::http_proto::write_response(
-                &mut out,
-                503,
-                "application/json",
-                &super::http_proto::error_body(&e),
-                false,
-                &[("Retry-After", "1")],
-            );
+            http_proto::refusal(&mut out, &e, &[("Retry-After", "1")]);
             out
         }
     };

@@ -50,6 +50,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// A line refused as too long: counted, and queued for the ack writer to report.
+    fn reject(&self, ctx: &NetCtx, line: u64) {
+        ctx.stats
+            .tcp_records_too_large_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut r = self.rejects.borrow_mut();
+        if r.len() < REJECTS_QUEUED_MAX {
+            r.push(line);
+        } else {
+            self.rejects_dropped.set(self.rejects_dropped.get() + 1);
+        }
+        self.wake.notify_one();
+    }
+
     fn set_fatal(&self, code: &'static str, detail: String) {
         let mut f = self.fatal.borrow_mut();
         if f.is_none() {
@@ -120,6 +134,7 @@ pub async fn serve(stream: TcpStream, _peer: SocketAddr, ctx: Arc<NetCtx>, regis
     drop(guard);
 }
 
+/// Reads, frames and pushes until EOF, a connection-level error or a refused push.
 async fn read_loop(
     stream: &TcpStream,
     ctx: &NetCtx,
@@ -133,33 +148,13 @@ async fn read_loop(
     let mut framer = LineFramer::new(s.record_bytes_max);
     // Starts at two reads' worth and grows only under load, so idle connections stay small.
     let mut builder = BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max);
-    let mut reject = |line: u64| {
-        ctx.stats
-            .tcp_records_too_large_total
-            .fetch_add(1, Ordering::Relaxed);
-        let mut r = shared.rejects.borrow_mut();
-        if r.len() < REJECTS_QUEUED_MAX {
-            r.push(line);
-        } else {
-            shared.rejects_dropped.set(shared.rejects_dropped.get() + 1);
-        }
-        shared.wake.notify_one();
-    };
+    let mut reject = |line: u64| shared.reject(ctx, line);
     loop {
         if shared.fatal.borrow().is_some() {
             return;
         }
-        if buf.len() == buf.capacity() {
-            // Only a partial line fills the buffer; the framer refuses one longer than
-            // record_bytes_max, so this growth is bounded by that.
-            buf.reserve(buf.capacity());
-        }
-        let len = buf.len();
-        let (res, slice) = stream.read(buf.slice(len..)).await;
-        buf = slice.into_inner();
-        let n = match res {
-            Ok(n) => n,
-            Err(_) => return,
+        let Ok(n) = read_more(stream, &mut buf).await else {
+            return;
         };
         let eof = n == 0;
         if eof && ctx.shutting_down.load(Ordering::Relaxed) {
@@ -195,6 +190,21 @@ async fn read_loop(
             return;
         }
     }
+}
+
+/// Reads into the spare capacity of `buf` (growing it when full); 0 at EOF.
+async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        // Only a partial line fills the buffer; the framer refuses one longer than
+        // record_bytes_max, so this growth is bounded by that.
+        buf.reserve(buf.capacity());
+    }
+    let len = buf.len();
+    // The buffer itself goes to the kernel and comes back: `take` leaves an empty Vec,
+    // which does not allocate.
+    let (res, slice) = stream.read(std::mem::take(buf).slice(len..)).await;
+    *buf = slice.into_inner();
+    res
 }
 
 /// Pushes the connection's batch; false if the connection must stop.

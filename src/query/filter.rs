@@ -177,64 +177,7 @@ pub fn parse(
         if v.is_empty() {
             continue;
         }
-        match &*k {
-            "from" => {
-                q.start = Some(match &*v {
-                    "earliest" => Start::Earliest,
-                    "latest" => Start::Latest,
-                    n => Start::Offset(n.parse().map_err(|_| {
-                        bad(format!(
-                            "from must be `earliest`, `latest` or an offset, not {n:?}"
-                        ))
-                    })?),
-                });
-            }
-            "limit" if allow_limit => {
-                let n: usize = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| (1..=limit_max).contains(&n))
-                    .ok_or_else(|| bad(format!("limit must be 1..={limit_max}, not {v:?}")))?;
-                q.limit = Some(n);
-            }
-            "service" | "level" => {
-                filter_bytes += v.len();
-                let list: Vec<String> = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if &*k == "service" {
-                    q.filter.services = list;
-                } else {
-                    q.filter.levels = list.into_iter().map(|l| l.to_ascii_lowercase()).collect();
-                }
-            }
-            "format" if !allow_limit => {
-                q.encoding = match &*v {
-                    "json" => Encoding::Json,
-                    "binary" => Encoding::Binary,
-                    other => {
-                        return Err(bad(format!(
-                            "format must be `json` or `binary`, not {other:?}"
-                        )));
-                    }
-                };
-            }
-            "q" => {
-                filter_bytes += v.len();
-                q.filter.q = Some(v.as_bytes().to_vec());
-            }
-            other => {
-                let known = if allow_limit {
-                    "from, limit, service, level, q"
-                } else {
-                    "from, service, level, q, format"
-                };
-                return Err(bad(format!("unknown parameter {other:?} (known: {known})")));
-            }
-        }
+        filter_bytes += set(&mut q, &k, &v, allow_limit, limit_max)?;
     }
     if filter_bytes > filter_bytes_max {
         return Err(QueryError {
@@ -245,6 +188,76 @@ pub fn parse(
         });
     }
     Ok(q)
+}
+
+/// Sets one parameter (its value not empty) on `q`; returns the bytes it adds to the
+/// filter, which `filter_bytes_max` bounds.
+fn set(
+    q: &mut Query,
+    k: &str,
+    v: &str,
+    allow_limit: bool,
+    limit_max: usize,
+) -> Result<usize, QueryError> {
+    match k {
+        "from" => {
+            q.start = Some(match v {
+                "earliest" => Start::Earliest,
+                "latest" => Start::Latest,
+                n => Start::Offset(n.parse().map_err(|_| {
+                    bad(format!(
+                        "from must be `earliest`, `latest` or an offset, not {n:?}"
+                    ))
+                })?),
+            });
+        }
+        "limit" if allow_limit => {
+            let n: usize = v
+                .parse()
+                .ok()
+                .filter(|&n| (1..=limit_max).contains(&n))
+                .ok_or_else(|| bad(format!("limit must be 1..={limit_max}, not {v:?}")))?;
+            q.limit = Some(n);
+        }
+        "service" | "level" => {
+            let list: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if k == "service" {
+                q.filter.services = list;
+            } else {
+                q.filter.levels = list.into_iter().map(|l| l.to_ascii_lowercase()).collect();
+            }
+            return Ok(v.len());
+        }
+        "format" if !allow_limit => {
+            q.encoding = match v {
+                "json" => Encoding::Json,
+                "binary" => Encoding::Binary,
+                other => {
+                    return Err(bad(format!(
+                        "format must be `json` or `binary`, not {other:?}"
+                    )));
+                }
+            };
+        }
+        "q" => {
+            q.filter.q = Some(v.as_bytes().to_vec());
+            return Ok(v.len());
+        }
+        other => {
+            let known = if allow_limit {
+                "from, limit, service, level, q"
+            } else {
+                "from, service, level, q, format"
+            };
+            return Err(bad(format!("unknown parameter {other:?} (known: {known})")));
+        }
+    }
+    Ok(0)
 }
 
 /// The `"service"` and `"level"` string fields of a JSON object record, if it is one.

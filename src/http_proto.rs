@@ -4,6 +4,10 @@
 //! must decide before reading a body: its framing (`Content-Length` or chunked, never
 //! both: that is how requests are smuggled), keep-alive, `Expect: 100-continue`, the
 //! media type, and bounds on head and body sizes.
+//!
+//! It sits below both stages that speak HTTP, the ingest reactors ([`crate::net`]) and
+//! the fan-out core's WebSocket handshake ([`crate::fanout`]), so that neither imports
+//! the other for it, and so that both word their refusals the same way ([`refusal`]).
 
 use std::io::Write;
 
@@ -94,17 +98,48 @@ pub fn parse_head(
 ) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut headers);
+    let Some(consumed) = parse_request(&mut req, buf, header_bytes_max)? else {
+        return Ok(None);
+    };
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let minor_version = req.version.unwrap_or(1);
+    let fields = HeaderFields::read(req.headers, minor_version)?;
+    let body = fields.body()?;
+    Ok(Some((
+        RequestHead {
+            method,
+            path: path.to_owned(),
+            query: query.to_owned(),
+            minor_version,
+            body,
+            keep_alive: fields.keep_alive,
+            content_type: fields.content_type,
+            expect_continue: fields.expect_continue,
+            upgrade_websocket: fields.upgrade_websocket,
+            origin: fields.origin,
+        },
+        consumed,
+    )))
+}
+
+/// Runs httparse over `buf`: the head's length, or `None` while it is incomplete.
+fn parse_request<'b>(
+    req: &mut httparse::Request<'_, 'b>,
+    buf: &'b [u8],
+    header_bytes_max: usize,
+) -> Result<Option<usize>, HttpError> {
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > header_bytes_max {
-                return Err(HttpError::new(
-                    431,
-                    "headers_too_large",
-                    format!(
-                        "request head exceeds http_header_bytes_max ({header_bytes_max} bytes)"
-                    ),
-                ));
+                return Err(head_too_large(header_bytes_max));
             }
             return Ok(None);
         }
@@ -124,123 +159,124 @@ pub fn parse_head(
         }
     };
     if consumed > header_bytes_max {
-        return Err(HttpError::new(
-            431,
-            "headers_too_large",
-            format!("request head exceeds http_header_bytes_max ({header_bytes_max} bytes)"),
-        ));
+        return Err(head_too_large(header_bytes_max));
     }
-    let method = match req.method.unwrap_or("") {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        _ => Method::Other,
-    };
-    let target = req.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let minor_version = req.version.unwrap_or(1);
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut keep_alive = minor_version >= 1;
-    let mut content_type = None;
-    let mut expect_continue = false;
-    let mut upgrade_websocket = false;
-    let mut origin = None;
-    for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| {
-                HttpError::new(
-                    400,
-                    "bad_request",
-                    format!("header {} is not UTF-8", h.name),
-                )
-            })?
-            .trim();
-        if h.name.eq_ignore_ascii_case("content-length") {
-            // Digits only: Rust's parser also takes a leading `+`, which proxies read
-            // differently, and framing disagreements are how requests are smuggled.
-            let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-            let n: u64 = value
-                .parse()
-                .ok()
-                .filter(|_| digits)
-                .ok_or(())
+    Ok(Some(consumed))
+}
+
+/// The 431 for a head over the bound, complete or not.
+fn head_too_large(header_bytes_max: usize) -> HttpError {
+    HttpError::new(
+        431,
+        "headers_too_large",
+        format!("request head exceeds http_header_bytes_max ({header_bytes_max} bytes)"),
+    )
+}
+
+/// What the headers say, gathered before the body's framing is decided (which needs
+/// all of them: Content-Length and chunked may come in either order).
+#[derive(Debug, Default)]
+struct HeaderFields {
+    content_length: Option<u64>,
+    chunked: bool,
+    keep_alive: bool,
+    content_type: Option<String>,
+    expect_continue: bool,
+    upgrade_websocket: bool,
+    origin: Option<String>,
+}
+
+impl HeaderFields {
+    /// Reads the headers in order; the first bad one is the error.
+    fn read(headers: &[httparse::Header<'_>], minor_version: u8) -> Result<Self, HttpError> {
+        let mut fields = HeaderFields {
+            keep_alive: minor_version >= 1,
+            ..HeaderFields::default()
+        };
+        for h in headers {
+            let value = std::str::from_utf8(h.value)
                 .map_err(|_| {
                     HttpError::new(
                         400,
                         "bad_request",
-                        format!("invalid Content-Length {value:?}"),
+                        format!("header {} is not UTF-8", h.name),
                     )
-                })?;
-            if content_length.is_some_and(|c| c != n) {
+                })?
+                .trim();
+            fields.take(h.name, value)?;
+        }
+        Ok(fields)
+    }
+
+    /// Records one header; the ones this server does not read are ignored.
+    fn take(&mut self, name: &str, value: &str) -> Result<(), HttpError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = content_length(value)?;
+            if self.content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::new(
                     400,
                     "bad_request",
                     "conflicting Content-Length headers",
                 ));
             }
-            content_length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else {
+            self.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value.eq_ignore_ascii_case("chunked") {
                 return Err(HttpError::new(
                     400,
                     "bad_request",
                     format!("unsupported Transfer-Encoding {value:?} (only chunked)"),
                 ));
             }
-        } else if h.name.eq_ignore_ascii_case("connection") {
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
+                    self.keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") {
-                    keep_alive = true;
+                    self.keep_alive = true;
                 }
             }
-        } else if h.name.eq_ignore_ascii_case("content-type") {
-            let media = value
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            content_type = Some(media);
-        } else if h.name.eq_ignore_ascii_case("expect") {
-            expect_continue = value.eq_ignore_ascii_case("100-continue");
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade_websocket = value.eq_ignore_ascii_case("websocket");
-        } else if h.name.eq_ignore_ascii_case("origin") {
-            origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let media = value.split(';').next().unwrap_or("").trim();
+            self.content_type = Some(media.to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            self.upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("origin") {
+            self.origin = Some(value.to_owned());
         }
+        Ok(())
     }
-    let body = match (content_length, chunked) {
-        (Some(_), true) => {
-            return Err(HttpError::new(
+
+    /// The body's framing: Content-Length or chunked, never both.
+    fn body(&self) -> Result<BodyKind, HttpError> {
+        match (self.content_length, self.chunked) {
+            (Some(_), true) => Err(HttpError::new(
                 400,
                 "bad_request",
                 "both Content-Length and Transfer-Encoding: chunked",
-            ));
+            )),
+            (Some(n), false) => Ok(BodyKind::Length(n)),
+            (None, true) => Ok(BodyKind::Chunked),
+            (None, false) => Ok(BodyKind::None),
         }
-        (Some(n), false) => BodyKind::Length(n),
-        (None, true) => BodyKind::Chunked,
-        (None, false) => BodyKind::None,
-    };
-    Ok(Some((
-        RequestHead {
-            method,
-            path: path.to_owned(),
-            query: query.to_owned(),
-            minor_version,
-            body,
-            keep_alive,
-            content_type,
-            expect_continue,
-            upgrade_websocket,
-            origin,
-        },
-        consumed,
-    )))
+    }
+}
+
+/// A Content-Length value.
+fn content_length(value: &str) -> Result<u64, HttpError> {
+    // Digits only: Rust's parser also takes a leading `+`, which proxies read
+    // differently, and framing disagreements are how requests are smuggled.
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    value.parse().ok().filter(|_| digits).ok_or_else(|| {
+        HttpError::new(
+            400,
+            "bad_request",
+            format!("invalid Content-Length {value:?}"),
+        )
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,89 +329,119 @@ impl ChunkedDecoder {
     ) -> Result<usize, HttpError> {
         let mut pos = 0;
         loop {
-            match self.state {
+            let rest = &input[pos..];
+            // Each step consumes from `rest`, or returns None for more input.
+            let step = match self.state {
                 ChunkState::Done => return Ok(pos),
                 ChunkState::Size | ChunkState::Trailer => {
-                    let rest = &input[pos..];
-                    let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
-                        if rest.len() > CHUNK_LINE_MAX {
-                            return Err(HttpError::new(
-                                400,
-                                "bad_request",
-                                "chunk size line too long",
-                            ));
-                        }
-                        return Ok(pos);
-                    };
-                    let line = &rest[..eol];
-                    pos += eol + 2;
-                    if self.state == ChunkState::Trailer {
-                        self.trailer_bytes += eol + 2;
-                        if self.trailer_bytes > CHUNK_LINE_MAX {
-                            return Err(HttpError::new(
-                                400,
-                                "bad_request",
-                                format!("chunked trailers over {CHUNK_LINE_MAX} bytes"),
-                            ));
-                        }
-                        if line.is_empty() {
-                            self.state = ChunkState::Done;
-                        }
-                        continue;
-                    }
-                    let size_text = line.split(|&b| b == b';').next().unwrap_or(b"");
-                    let size_text = std::str::from_utf8(size_text).unwrap_or("").trim();
-                    let hex =
-                        !size_text.is_empty() && size_text.bytes().all(|b| b.is_ascii_hexdigit());
-                    let size = u64::from_str_radix(size_text, 16)
-                        .ok()
-                        .filter(|_| hex)
-                        .ok_or(())
-                        .map_err(|_| {
-                            HttpError::new(
-                                400,
-                                "bad_request",
-                                format!("invalid chunk size {size_text:?}"),
-                            )
-                        })?;
-                    if size == 0 {
-                        self.state = ChunkState::Trailer;
-                    } else {
-                        if out.len() as u64 + size > body_bytes_max as u64 {
-                            return Err(too_large(body_bytes_max));
-                        }
-                        self.remaining = size;
-                        self.state = ChunkState::Data;
-                    }
+                    self.line(rest, out.len(), body_bytes_max)?
                 }
-                ChunkState::Data => {
-                    let take = (input.len() - pos).min(self.remaining as usize);
-                    if take == 0 {
-                        return Ok(pos);
-                    }
-                    out.extend_from_slice(&input[pos..pos + take]);
-                    pos += take;
-                    self.remaining -= take as u64;
-                    if self.remaining == 0 {
-                        self.state = ChunkState::DataEnd;
-                    }
-                }
-                ChunkState::DataEnd => {
-                    if input.len() - pos < 2 {
-                        return Ok(pos);
-                    }
-                    if &input[pos..pos + 2] != b"\r\n" {
-                        return Err(HttpError::new(
-                            400,
-                            "bad_request",
-                            "chunk data not followed by CRLF",
-                        ));
-                    }
-                    pos += 2;
-                    self.state = ChunkState::Size;
-                }
+                ChunkState::Data => self.data(rest, out),
+                ChunkState::DataEnd => self.data_end(rest)?,
+            };
+            match step {
+                Some(n) => pos += n,
+                None => return Ok(pos),
             }
         }
+    }
+
+    /// A chunk-size line or a trailer line, with its CRLF.
+    fn line(
+        &mut self,
+        rest: &[u8],
+        body_len: usize,
+        body_bytes_max: usize,
+    ) -> Result<Option<usize>, HttpError> {
+        let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
+            if rest.len() > CHUNK_LINE_MAX {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    "chunk size line too long",
+                ));
+            }
+            return Ok(None);
+        };
+        let line = &rest[..eol];
+        if self.state == ChunkState::Trailer {
+            self.trailer_bytes += eol + 2;
+            if self.trailer_bytes > CHUNK_LINE_MAX {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("chunked trailers over {CHUNK_LINE_MAX} bytes"),
+                ));
+            }
+            if line.is_empty() {
+                self.state = ChunkState::Done;
+            }
+        } else {
+            self.size_line(line, body_len, body_bytes_max)?;
+        }
+        Ok(Some(eol + 2))
+    }
+
+    /// The chunk size (hex digits only, extensions ignored); 0 starts the trailers.
+    fn size_line(
+        &mut self,
+        line: &[u8],
+        body_len: usize,
+        body_bytes_max: usize,
+    ) -> Result<(), HttpError> {
+        let size_text = line.split(|&b| b == b';').next().unwrap_or(b"");
+        let size_text = std::str::from_utf8(size_text).unwrap_or("").trim();
+        let hex = !size_text.is_empty() && size_text.bytes().all(|b| b.is_ascii_hexdigit());
+        let size = u64::from_str_radix(size_text, 16)
+            .ok()
+            .filter(|_| hex)
+            .ok_or_else(|| {
+                HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("invalid chunk size {size_text:?}"),
+                )
+            })?;
+        if size == 0 {
+            self.state = ChunkState::Trailer;
+        } else {
+            if body_len as u64 + size > body_bytes_max as u64 {
+                return Err(too_large(body_bytes_max));
+            }
+            self.remaining = size;
+            self.state = ChunkState::Data;
+        }
+        Ok(())
+    }
+
+    /// As much of the current chunk's data as `rest` holds.
+    fn data(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let take = rest.len().min(self.remaining as usize);
+        if take == 0 {
+            return None;
+        }
+        out.extend_from_slice(&rest[..take]);
+        self.remaining -= take as u64;
+        if self.remaining == 0 {
+            self.state = ChunkState::DataEnd;
+        }
+        Some(take)
+    }
+
+    /// The CRLF after a chunk's data.
+    fn data_end(&mut self, rest: &[u8]) -> Result<Option<usize>, HttpError> {
+        if rest.len() < 2 {
+            return Ok(None);
+        }
+        if &rest[..2] != b"\r\n" {
+            return Err(HttpError::new(
+                400,
+                "bad_request",
+                "chunk data not followed by CRLF",
+            ));
+        }
+        self.state = ChunkState::Size;
+        Ok(Some(2))
     }
 }
 
@@ -442,6 +508,20 @@ pub fn error_body(e: &HttpError) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": e.code, "detail": e.detail })).expect("json")
 }
 
+/// Appends the response that refuses a connection before (or instead of) serving it:
+/// `err`'s status and JSON body, then `Connection: close`. One writer, so that every
+/// listener refuses in the same words (`extra_headers` such as `Retry-After`).
+pub fn refusal(out: &mut Vec<u8>, err: &HttpError, extra_headers: &[(&str, &str)]) {
+    write_response(
+        out,
+        err.status,
+        "application/json",
+        &error_body(err),
+        false,
+        extra_headers,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +545,21 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn refusal_is_the_error_then_close() {
+        let e = HttpError::new(503, "too_many_connections", "connections_max (1) reached");
+        let mut out = Vec::new();
+        refusal(&mut out, &e, &[("Retry-After", "1")]);
+        let body = error_body(&e);
+        let mut want = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        want.extend_from_slice(&body);
+        assert_eq!(out, want);
     }
 
     #[test]
