@@ -15,7 +15,7 @@ use super::{
     FanoutCtx, STREAM_PATH,
     query::{self, Encoding, Filter, Start},
 };
-use crate::net::http_proto::{self, HttpError};
+use crate::http_proto::{self, HttpError};
 
 /// The socket, shared between the WebSocket (which reads and writes it) and the loop
 /// (which registers it and may write a refusal after a failed handshake).

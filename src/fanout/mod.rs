@@ -368,14 +368,7 @@ impl Fanout {
             format!("subscribers_max ({max}) reached"),
         );
         let mut out = Vec::new();
-        http_proto::write_response(
-            &mut out,
-            503,
-            "application/json",
-            &http_proto::error_body(&e),
-            false,
-            &[("Retry-After", "1")],
-        );
+        http_proto::refusal(&mut out, &e, &[("Retry-After", "1")]);
         // Best effort: a fresh socket's buffer takes a small response whole.
         let _ = (&stream).write(&out);
         self.linger(stream);

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     error::ReadError,
-    net::http_proto::{self, HttpError},
+    http_proto::{self, HttpError},
     stats::FanoutStats,
     wal::Reader,
 };
@@ -235,14 +235,7 @@ impl Sub {
             format!("not a valid WebSocket upgrade to {STREAM_PATH}: {e}"),
         );
         let mut out = Vec::new();
-        http_proto::write_response(
-            &mut out,
-            400,
-            "application/json",
-            &http_proto::error_body(&err),
-            false,
-            &[],
-        );
+        http_proto::refusal(&mut out, &err, &[]);
         let _ = (&*self.stream).write(&out);
     }
 
