@@ -100,9 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, settings } => {
             let mut s = match &config {
-                Some(path) => {
-                    ringstash::config::Settings::from_file(path).map_err(anyhow::Error::msg)?
-                }
+                Some(path) => ringstash::config::Settings::from_file(path)?,
                 None => ringstash::config::Settings::default(),
             };
             settings.apply(&mut s);

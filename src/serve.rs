@@ -122,7 +122,7 @@ impl Placement {
 /// A bad setting, an unusable data directory, io_uring unavailable, a bind failure,
 /// or the writer failing while serving.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    settings.validate().map_err(anyhow::Error::msg)?;
+    settings.validate()?;
     let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
     let placement = Placement::compute(cores, settings.reactor_threads, settings.writer_core);
     let log = Log::open(settings.log_config(Some(placement.writer)))
