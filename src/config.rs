@@ -246,31 +246,33 @@ pub enum CoreChoice {
     Core(usize),
 }
 
-/// A string that is neither a core number nor `auto`.
+/// A string that names none of a setting's values ([`CoreChoice`], and
+/// [`RecoveryMode`] as a flag; the file reads the latter through serde's names).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a core number or `auto`, not {given:?}")]
-pub struct CoreChoiceError {
+#[error("expected {expected}, not {given:?}")]
+pub struct ChoiceError {
+    /// The forms accepted, as the message names them.
+    pub expected: &'static str,
     /// The string as given.
     pub given: String,
 }
 
 impl FromStr for CoreChoice {
-    type Err = CoreChoiceError;
-    fn from_str(s: &str) -> Result<Self, CoreChoiceError> {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         if s == "auto" {
             return Ok(CoreChoice::Auto);
         }
-        s.parse()
-            .map(CoreChoice::Core)
-            .map_err(|_| CoreChoiceError {
-                given: s.to_owned(),
-            })
+        s.parse().map(CoreChoice::Core).map_err(|_| ChoiceError {
+            expected: "a core number or `auto`",
+            given: s.to_owned(),
+        })
     }
 }
 
 impl TryFrom<String> for CoreChoice {
-    type Error = CoreChoiceError;
-    fn try_from(s: String) -> Result<Self, CoreChoiceError> {
+    type Error = ChoiceError;
+    fn try_from(s: String) -> Result<Self, ChoiceError> {
         s.parse()
     }
 }
@@ -284,23 +286,16 @@ impl From<CoreChoice> for String {
     }
 }
 
-/// A string that names no recovery mode (the flag's; the file's is serde's own).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected `tolerate_torn_tail` or `strict`, not {given:?}")]
-pub struct RecoveryModeError {
-    /// The string as given.
-    pub given: String,
-}
-
 /// The recovery mode as a flag or environment variable (the file reads it through
 /// its serde names, which are the same).
 impl FromStr for RecoveryMode {
-    type Err = RecoveryModeError;
-    fn from_str(s: &str) -> Result<Self, RecoveryModeError> {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         match s {
             "tolerate_torn_tail" => Ok(RecoveryMode::TolerateTornTail),
             "strict" => Ok(RecoveryMode::Strict),
-            _ => Err(RecoveryModeError {
+            _ => Err(ChoiceError {
+                expected: "`tolerate_torn_tail` or `strict`",
                 given: s.to_owned(),
             }),
         }
