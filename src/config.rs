@@ -3,8 +3,8 @@
 //! name, a documented default, and is checked once by [`Settings::validate`].
 //!
 //! The table is declared once (the `settings!` invocation below); the TOML struct, the
-//! flags, their environment variables and their help text are generated from it, so
-//! they cannot drift apart.
+//! flags, their environment variables, their help text and the log's [`LogConfig`]
+//! are generated from it, so they cannot drift apart.
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
