@@ -3,15 +3,39 @@
 //! name, a documented default, and is checked once by [`Settings::validate`].
 //!
 //! The table is declared once (the `settings!` invocation below); the TOML struct, the
-//! flags, their environment variables and their help text are generated from it, so
-//! they cannot drift apart.
+//! flags, their environment variables, their help text and the log's [`LogConfig`]
+//! are generated from it, so they cannot drift apart.
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
+pub use crate::error::ConfigError;
 use crate::wal::{FsyncPolicy, LogConfig, RecoveryMode};
 
+/// A row's default: the one written in the table, or for a row of the log's
+/// (`= @log`) the log's own.
+macro_rules! row_default {
+    ($name:ident; @log) => {
+        log_default().$name
+    };
+    ($name:ident; $default:expr) => {
+        $default
+    };
+}
+
+/// A row of the log's, as its field of [`LogConfig`].
+macro_rules! log_row {
+    (log, $value:expr) => {
+        $value.clone()
+    };
+}
+
+/// A row reads `name: type = default, env "VAR"` with an optional `, range lo ..= hi`
+/// that [`Settings::validate`] checks. A row written `= @log` instead of a default is
+/// one of the log's own settings: its default is [`LogConfig::new`]'s and
+/// [`Settings::log_config`] copies it into the field of the same name, so such a
+/// setting is named once, here.
 macro_rules! settings {
-    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr, env $env:literal $(, range $lo:literal ..= $hi:literal)?; )*) => {
+    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $(@$of:ident)? $($default:expr)?, env $env:literal $(, range $lo:literal ..= $hi:literal)?; )*) => {
         /// Every `serve` setting, with its default.
         #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
         #[serde(deny_unknown_fields, default)]
@@ -21,7 +45,7 @@ macro_rules! settings {
 
         impl Default for Settings {
             fn default() -> Self {
-                Settings { $( $name: $default, )* }
+                Settings { $( $name: row_default!($name; $(@$of)? $($default)?), )* }
             }
         }
 
@@ -50,9 +74,21 @@ macro_rules! settings {
             }
 
             /// Checks every setting whose row in the table carries a range.
-            fn check_ranges(&self) -> Result<(), String> {
+            fn check_ranges(&self) -> Result<(), ConfigError> {
                 $( $( check_range(stringify!($name), self.$name, $lo, $hi)?; )? )*
                 Ok(())
+            }
+
+            /// The log's settings, with the writer pinned to `writer_core`.
+            ///
+            /// A struct literal, not `..LogConfig::new`: a field added to the log
+            /// fails to compile here until it gets a row (or a value) of its own.
+            pub fn log_config(&self, writer_core: Option<usize>) -> LogConfig {
+                LogConfig {
+                    dir: self.data_dir.clone(),
+                    writer_core,
+                    $( $( $name: log_row!($of, self.$name), )? )*
+                }
             }
         }
     };
@@ -72,7 +108,7 @@ settings! {
     /// Open connections (TCP + HTTP) before new ones are refused. [default: 1024]
     connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX", range 1 ..= 1_000_000;
     /// Largest record payload in bytes; longer lines are refused whole. [default: 1048576]
-    record_bytes_max: usize = log_default().record_bytes_max, env "RINGSTASH_RECORD_BYTES_MAX";
+    record_bytes_max: usize = @log, env "RINGSTASH_RECORD_BYTES_MAX";
     /// Largest HTTP request body in bytes (413 beyond). [default: 4194304]
     http_body_bytes_max: usize = 4 << 20, env "RINGSTASH_HTTP_BODY_BYTES_MAX", range 1 ..= 1_073_741_824;
     /// Largest HTTP request head in bytes (431 beyond). [default: 16384]
@@ -90,25 +126,25 @@ settings! {
     /// On shutdown, how long connections get to drain before they are cut, in ms. [default: 10000]
     shutdown_timeout_ms: u64 = 10_000, env "RINGSTASH_SHUTDOWN_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// `always` (acked = durable), or NOT DURABLE `interval:<ms>` / `never`. [default: always]
-    fsync: FsyncPolicy = log_default().fsync, env "RINGSTASH_FSYNC";
+    fsync: FsyncPolicy = @log, env "RINGSTASH_FSYNC";
     /// Segment size at which the log rotates, in bytes. [default: 134217728]
-    segment_bytes_max: u64 = log_default().segment_bytes_max, env "RINGSTASH_SEGMENT_BYTES_MAX";
+    segment_bytes_max: u64 = @log, env "RINGSTASH_SEGMENT_BYTES_MAX";
     /// Most bytes per group commit (one write + one fdatasync). [default: 4194304]
-    group_bytes_max: usize = log_default().group_bytes_max, env "RINGSTASH_GROUP_BYTES_MAX";
+    group_bytes_max: usize = @log, env "RINGSTASH_GROUP_BYTES_MAX";
     /// Batches the reactors→writer ring holds; full = backpressure. [default: 1024]
-    ring_batches_max: usize = log_default().ring_batches_max, env "RINGSTASH_RING_BATCHES_MAX";
+    ring_batches_max: usize = @log, env "RINGSTASH_RING_BATCHES_MAX";
     /// Pre-write each next segment with zeros in the background, so group fdatasyncs overwrite instead of append (no journal commit per group). [default: true]
-    segment_prewrite: bool = log_default().segment_prewrite, env "RINGSTASH_SEGMENT_PREWRITE";
+    segment_prewrite: bool = @log, env "RINGSTASH_SEGMENT_PREWRITE";
     /// Groups written and synced concurrently by the writer (1..=8). [default: 2]
-    groups_in_flight_max: usize = log_default().groups_in_flight_max, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
+    groups_in_flight_max: usize = @log, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
-    index_interval_bytes: u32 = log_default().index_interval_bytes, env "RINGSTASH_INDEX_INTERVAL_BYTES";
+    index_interval_bytes: u32 = @log, env "RINGSTASH_INDEX_INTERVAL_BYTES";
     /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
-    recovery: RecoveryChoice = RecoveryChoice(log_default().recovery), env "RINGSTASH_RECOVERY";
+    recovery: RecoveryMode = @log, env "RINGSTASH_RECOVERY";
     /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. [default: 0]
-    retention_bytes_max: u64 = log_default().retention_bytes_max, env "RINGSTASH_RETENTION_BYTES_MAX";
+    retention_bytes_max: u64 = @log, env "RINGSTASH_RETENTION_BYTES_MAX";
     /// Remove sealed segments whose newest record is older than this, in ms; 0 = keep all. [default: 0]
-    retention_ms: u64 = log_default().retention_ms, env "RINGSTASH_RETENTION_MS";
+    retention_ms: u64 = @log, env "RINGSTASH_RETENTION_MS";
     /// POST /v1/logs: set received_at, client_ip and node_id on every object. [default: true]
     json_enrich: bool = true, env "RINGSTASH_JSON_ENRICH";
     /// POST /v1/logs: refuse objects without service/message, with an unknown level, or a bad timestamp. [default: false]
@@ -210,21 +246,33 @@ pub enum CoreChoice {
     Core(usize),
 }
 
+/// A string that names none of a setting's values ([`CoreChoice`], and
+/// [`RecoveryMode`] as a flag; the file reads the latter through serde's names).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, not {given:?}")]
+pub struct ChoiceError {
+    /// The forms accepted, as the message names them.
+    pub expected: &'static str,
+    /// The string as given.
+    pub given: String,
+}
+
 impl FromStr for CoreChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         if s == "auto" {
             return Ok(CoreChoice::Auto);
         }
-        s.parse()
-            .map(CoreChoice::Core)
-            .map_err(|_| format!("expected a core number or `auto`, not {s:?}"))
+        s.parse().map(CoreChoice::Core).map_err(|_| ChoiceError {
+            expected: "a core number or `auto`",
+            given: s.to_owned(),
+        })
     }
 }
 
 impl TryFrom<String> for CoreChoice {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = ChoiceError;
+    fn try_from(s: String) -> Result<Self, ChoiceError> {
         s.parse()
     }
 }
@@ -238,28 +286,19 @@ impl From<CoreChoice> for String {
     }
 }
 
-/// The recovery mode, as a setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct RecoveryChoice(pub RecoveryMode);
-
-impl FromStr for RecoveryChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+/// The recovery mode as a flag or environment variable (the file reads it through
+/// its serde names, which are the same).
+impl FromStr for RecoveryMode {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         match s {
-            "tolerate_torn_tail" => Ok(RecoveryChoice(RecoveryMode::TolerateTornTail)),
-            "strict" => Ok(RecoveryChoice(RecoveryMode::Strict)),
-            _ => Err(format!(
-                "expected `tolerate_torn_tail` or `strict`, not {s:?}"
-            )),
+            "tolerate_torn_tail" => Ok(RecoveryMode::TolerateTornTail),
+            "strict" => Ok(RecoveryMode::Strict),
+            _ => Err(ChoiceError {
+                expected: "`tolerate_torn_tail` or `strict`",
+                given: s.to_owned(),
+            }),
         }
-    }
-}
-
-impl FromStr for FsyncPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        FsyncPolicy::parse(s)
     }
 }
 
@@ -311,13 +350,18 @@ pub fn settings_markdown() -> String {
 }
 
 fn check_range<T: PartialOrd + std::fmt::Display>(
-    name: &str,
+    key: &'static str,
     v: T,
     lo: T,
     hi: T,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     if v < lo || v > hi {
-        return Err(format!("{name} = {v} is outside {lo}..={hi}"));
+        return Err(ConfigError::OutOfRange {
+            key,
+            value: v.to_string(),
+            lo: lo.to_string(),
+            hi: hi.to_string(),
+        });
     }
     Ok(())
 }
@@ -326,52 +370,36 @@ impl Settings {
     /// Reads a TOML file; unknown keys are an error.
     ///
     /// # Errors
-    /// The file cannot be read or is not a valid settings table.
-    pub fn from_file(path: &std::path::Path) -> Result<Settings, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// [`ConfigError::Read`]: the file cannot be read; [`ConfigError::Toml`]: it is
+    /// not a valid settings table (an unknown key, a bad value).
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Toml {
+            path: path.to_owned(),
+            error,
+        })
     }
 
     /// Checks every bound. The log's own bounds are checked again by the log.
     ///
     /// # Errors
-    /// A message naming the setting and its allowed range.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`ConfigError::OutOfRange`] naming the setting and its allowed range, a
+    /// listener address shared by two listeners, or [`ConfigError::Log`] for a bound
+    /// of the log's.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_ranges()?;
         if (self.ws_addr == self.http_addr || self.ws_addr == self.tcp_addr)
             && self.ws_addr.port() != 0
         {
-            return Err(format!(
-                "ws_addr {} is the same address as another listener",
-                self.ws_addr
-            ));
+            return Err(ConfigError::WsAddrShared(self.ws_addr));
         }
         if self.tcp_addr == self.http_addr && self.tcp_addr.port() != 0 {
-            return Err(format!(
-                "tcp_addr and http_addr are the same address ({})",
-                self.tcp_addr
-            ));
+            return Err(ConfigError::TcpHttpShared(self.tcp_addr));
         }
-        self.log_config(None).validate().map_err(|e| e.to_string())
-    }
-
-    /// The log's settings, with the writer pinned to `writer_core`.
-    pub fn log_config(&self, writer_core: Option<usize>) -> LogConfig {
-        let mut c = LogConfig::new(self.data_dir.clone());
-        c.segment_bytes_max = self.segment_bytes_max;
-        c.group_bytes_max = self.group_bytes_max;
-        c.ring_batches_max = self.ring_batches_max;
-        c.record_bytes_max = self.record_bytes_max;
-        c.index_interval_bytes = self.index_interval_bytes;
-        c.fsync = self.fsync;
-        c.groups_in_flight_max = self.groups_in_flight_max;
-        c.writer_core = writer_core;
-        c.recovery = self.recovery.0;
-        c.retention_bytes_max = self.retention_bytes_max;
-        c.retention_ms = self.retention_ms;
-        c.segment_prewrite = self.segment_prewrite;
-        c
+        Ok(self.log_config(None).validate()?)
     }
 }
 
@@ -401,7 +429,44 @@ mod tests {
         assert_eq!(s.connections_max, 3);
         s.validate().unwrap();
         s.connections_max = 0;
-        assert!(s.validate().unwrap_err().contains("connections_max"));
+        let err = s.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::OutOfRange {
+                    key: "connections_max",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "connections_max = 0 is outside 1..=1000000"
+        );
+    }
+
+    /// The log's rows take their defaults from the log and are copied back by
+    /// `log_config`: the default settings are the log's defaults, and a setting
+    /// reaches the field of its name.
+    #[test]
+    fn log_config_is_the_logs_rows() {
+        let s = Settings::default();
+        assert_eq!(
+            format!("{:?}", s.log_config(None)),
+            format!("{:?}", LogConfig::new(s.data_dir.clone()))
+        );
+        let s = Settings {
+            retention_ms: 7,
+            recovery: RecoveryMode::Strict,
+            fsync: FsyncPolicy::Never,
+            ..Settings::default()
+        };
+        let c = s.log_config(Some(3));
+        assert_eq!(c.retention_ms, 7);
+        assert_eq!(c.recovery, RecoveryMode::Strict);
+        assert_eq!(c.fsync, FsyncPolicy::Never);
+        assert_eq!(c.writer_core, Some(3));
     }
 
     /// The reference in docs/settings.md is generated from the table; a new or changed

@@ -3,7 +3,56 @@
 //! Each carries the operation, the path and, where there is one, the offset, so the
 //! message a user sees names what failed and where. `anyhow` is used only in the binary.
 
-use std::{io, path::PathBuf, sync::Arc};
+use std::{io, net::SocketAddr, path::PathBuf, sync::Arc};
+
+/// The `serve` settings cannot be used: the file is unreadable or malformed, or a
+/// setting is out of its bounds. Each message names the setting (or the file) and
+/// what is allowed; the binary prints it as it is and exits 1.
+///
+/// The file's errors carry their cause in the message rather than as a `source`, so
+/// that the message is the same however it is printed (`{e}` or anyhow's `{e:#}`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The settings file cannot be read.
+    #[error("reading {}: {error}", path.display())]
+    Read {
+        /// The file given with `--config`.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// The settings file is not a valid settings table: bad TOML, an unknown key (they
+    /// are refused, so a typo is not silently ignored) or a value of the wrong form.
+    #[error("{}: {error}", path.display())]
+    Toml {
+        /// The file given with `--config`.
+        path: PathBuf,
+        /// What the parser found, with the line and column.
+        error: toml::de::Error,
+    },
+    /// A setting is outside the range its row in the table gives.
+    #[error("{key} = {value} is outside {lo}..={hi}")]
+    OutOfRange {
+        /// The setting's name, as in the file.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// The smallest value allowed.
+        lo: String,
+        /// The largest value allowed.
+        hi: String,
+    },
+    /// The WebSocket listener would share its address with the TCP or HTTP listener.
+    #[error("ws_addr {0} is the same address as another listener")]
+    WsAddrShared(SocketAddr),
+    /// The TCP and HTTP listeners would share one address.
+    #[error("tcp_addr and http_addr are the same address ({0})")]
+    TcpHttpShared(SocketAddr),
+    /// A setting of the log's is out of its bounds ([`OpenError::Setting`], from the
+    /// log's own check, so the bounds are written once, in the log).
+    #[error(transparent)]
+    Log(#[from] OpenError),
+}
 
 /// Opening (and recovering) a log failed.
 #[derive(Debug, thiserror::Error)]

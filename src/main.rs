@@ -1,6 +1,9 @@
 //! The `ringstash` binary: argument parsing and dispatch only.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 
@@ -96,111 +99,149 @@ fn main() -> ExitCode {
     }
 }
 
+/// Dispatches a subcommand; each returns the exit code it decided on, or an error that
+/// `main` prints and exits 1 with.
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, settings } => {
-            let mut s = match &config {
-                Some(path) => {
-                    ringstash::config::Settings::from_file(path).map_err(anyhow::Error::msg)?
-                }
-                None => ringstash::config::Settings::default(),
-            };
-            settings.apply(&mut s);
-            ringstash::serve::run(s)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve { config, settings } => serve(config.as_deref(), *settings),
         Command::Cat {
             data_dir,
             from,
             follow,
             meta,
             limit,
-        } => {
-            if !data_dir.is_dir() {
-                anyhow::bail!("data directory {} does not exist", data_dir.display());
-            }
-            let opts = ringstash::cli::CatOptions {
+        } => cat(
+            &data_dir,
+            &ringstash::cli::CatOptions {
                 from,
                 follow,
                 show_meta: meta,
                 limit,
-            };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
-            ringstash::cli::cat(&data_dir, &opts, &mut out)?;
-            Ok(ExitCode::SUCCESS)
-        }
+            },
+        ),
         Command::Append {
             data_dir,
             batch_records,
             print_offsets,
             segment_bytes_max,
             fsync,
-        } => {
-            let mut config = ringstash::wal::LogConfig::new(data_dir);
-            config.segment_bytes_max = segment_bytes_max;
-            config.group_bytes_max = config.group_bytes_max.min((segment_bytes_max / 4) as usize);
-            config.record_bytes_max = config
-                .record_bytes_max
-                .min(config.group_bytes_max - ringstash::wal::format::RECORD_HEADER_BYTES);
-            config.fsync = fsync;
-            let log = ringstash::wal::Log::open(config)?;
-            let opts = ringstash::cli::AppendOptions {
+        } => append(
+            append_log_config(data_dir, segment_bytes_max, fsync),
+            &ringstash::cli::AppendOptions {
                 batch_records: batch_records.max(1),
                 print_offsets,
-            };
-            let stdin = std::io::stdin();
-            let mut input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let n = ringstash::cli::append(&log, &opts, &mut input, &mut out)?;
-            log.shutdown();
-            if let Some(why) = log.failure() {
-                anyhow::bail!("log failed: {why}");
-            }
-            tracing::info!(records = n, committed_end = log.committed_end(), "appended");
-            Ok(ExitCode::SUCCESS)
+            },
+        ),
+        Command::Check { data_dir, json } => check(&data_dir, json),
+    }
+}
+
+/// The settings file first, then the environment and the flags over it.
+fn serve(
+    config: Option<&Path>,
+    settings: ringstash::config::SettingsArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut s = match config {
+        Some(path) => ringstash::config::Settings::from_file(path)?,
+        None => ringstash::config::Settings::default(),
+    };
+    settings.apply(&mut s);
+    ringstash::serve::run(s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cat` and `check` only read: a missing directory is refused with its name, never
+/// created.
+fn existing_dir(data_dir: &Path) -> anyhow::Result<()> {
+    if !data_dir.is_dir() {
+        anyhow::bail!("data directory {} does not exist", data_dir.display());
+    }
+    Ok(())
+}
+
+fn cat(data_dir: &Path, opts: &ringstash::cli::CatOptions) -> anyhow::Result<ExitCode> {
+    existing_dir(data_dir)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    ringstash::cli::cat(data_dir, opts, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The log's defaults, with groups and records shrunk to fit a small
+/// `--segment-bytes-max`, so that any segment size the log accepts also validates.
+fn append_log_config(
+    data_dir: PathBuf,
+    segment_bytes_max: u64,
+    fsync: ringstash::wal::FsyncPolicy,
+) -> ringstash::wal::LogConfig {
+    let mut config = ringstash::wal::LogConfig::new(data_dir);
+    config.segment_bytes_max = segment_bytes_max;
+    config.group_bytes_max = config.group_bytes_max.min((segment_bytes_max / 4) as usize);
+    config.record_bytes_max = config
+        .record_bytes_max
+        .min(config.group_bytes_max - ringstash::wal::format::RECORD_HEADER_BYTES);
+    config.fsync = fsync;
+    config
+}
+
+/// Appends stdin; the log is shut down (its last group synced) before the exit code
+/// is decided, so a writer failure at any point exits 1.
+fn append(
+    config: ringstash::wal::LogConfig,
+    opts: &ringstash::cli::AppendOptions,
+) -> anyhow::Result<ExitCode> {
+    let log = ringstash::wal::Log::open(config)?;
+    let stdin = std::io::stdin();
+    let mut input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let n = ringstash::cli::append(&log, opts, &mut input, &mut out)?;
+    log.shutdown();
+    if let Some(why) = log.failure() {
+        anyhow::bail!("log failed: {why}");
+    }
+    tracing::info!(records = n, committed_end = log.committed_end(), "appended");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the report (text or JSON); exits 1 if any segment is damaged, so scripts
+/// need not parse it.
+fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    existing_dir(data_dir)?;
+    let r = ringstash::wal::check::check_dir(data_dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for s in &r.segments {
+            println!(
+                "{}  base {}  records {}  bytes {}{}",
+                s.path.display(),
+                s.base_offset,
+                s.records,
+                s.bytes,
+                s.problem
+                    .as_deref()
+                    .map(|p| format!("  DAMAGED: {p}"))
+                    .unwrap_or_default()
+            );
         }
-        Command::Check { data_dir, json } => {
-            if !data_dir.is_dir() {
-                anyhow::bail!("data directory {} does not exist", data_dir.display());
-            }
-            let r = ringstash::wal::check::check_dir(&data_dir)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                for s in &r.segments {
-                    println!(
-                        "{}  base {}  records {}  bytes {}{}",
-                        s.path.display(),
-                        s.base_offset,
-                        s.records,
-                        s.bytes,
-                        s.problem
-                            .as_deref()
-                            .map(|p| format!("  DAMAGED: {p}"))
-                            .unwrap_or_default()
-                    );
-                }
-                println!(
-                    "segments {}  records {}  bytes {}  errors {}",
-                    r.segments.len(),
-                    r.records,
-                    r.bytes,
-                    r.errors.len()
-                );
-                if let Some(t) = &r.torn_tail {
-                    println!("torn tail (unacknowledged; cut at next start): {t}");
-                }
-                for e in &r.errors {
-                    println!("ERROR: {e}");
-                }
-            }
-            Ok(if r.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+        println!(
+            "segments {}  records {}  bytes {}  errors {}",
+            r.segments.len(),
+            r.records,
+            r.bytes,
+            r.errors.len()
+        );
+        if let Some(t) = &r.torn_tail {
+            println!("torn tail (unacknowledged; cut at next start): {t}");
+        }
+        for e in &r.errors {
+            println!("ERROR: {e}");
         }
     }
+    Ok(if r.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

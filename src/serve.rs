@@ -1,14 +1,17 @@
 //! `ringstash serve`: placement, start-up, signals, shutdown.
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    thread::JoinHandle,
     time::Duration,
 };
 
 use anyhow::Context;
+use tokio::sync::watch;
 
 use crate::{
     config::{CoreChoice, Settings},
@@ -118,14 +121,32 @@ impl Placement {
 /// Runs the appliance until SIGINT/SIGTERM (or a writer failure). Returns an error if
 /// the writer failed, so the process exits non-zero and a supervisor restarts it.
 ///
+/// The steps run in the order their doc comments give reasons for: the log, then the
+/// listeners, then the threads, and on the way out the reverse.
+///
 /// # Errors
 /// A bad setting, an unusable data directory, io_uring unavailable, a bind failure,
 /// or the writer failing while serving.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    settings.validate().map_err(anyhow::Error::msg)?;
+    settings.validate()?;
     let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
     let placement = Placement::compute(cores, settings.reactor_threads, settings.writer_core);
-    let log = Log::open(settings.log_config(Some(placement.writer)))
+    let log = open_log(&settings, placement.writer)?;
+    eprintln!("{}", placement.describe());
+    let bound = Bound::bind(&settings, placement.reactors.len())?;
+    let running = Running::start(&settings, &placement, &log, bound)?;
+    running.serve(&log);
+    running.stop(&log)
+}
+
+/// Opens (and recovers) the log and prints the start-up banner.
+///
+/// First of all the steps: recovery finishes and the data directory's lock is held
+/// before any listener exists, so a producer never connects to a server whose log
+/// then fails to open, and a second server on the same directory stops at the lock
+/// before it touches a port.
+fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
+    let log = Log::open(settings.log_config(Some(writer_core)))
         .with_context(|| format!("opening the log in {}", settings.data_dir.display()))?;
     let report = log.recovery_report();
     eprintln!(
@@ -148,17 +169,42 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             report.torn_reason.as_deref().unwrap_or("")
         );
     }
-    eprintln!("{}", placement.describe());
-    let (listeners, tcp_addr, http_addr) = reactor::bind_all(
-        settings.tcp_addr,
-        settings.http_addr,
-        placement.reactors.len(),
-    )?;
+    Ok(log)
+}
 
-    let ws_listener = crate::fanout::bind(settings.ws_addr)
-        .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
-    let ws_addr = ws_listener.local_addr()?;
+/// Every listening socket, bound before any thread starts: a port in use fails
+/// start-up at once, naming the address, and the addresses printed are the bound
+/// ones (a port 0 resolved).
+struct Bound {
+    /// Each reactor's TCP and HTTP listeners.
+    reactors: Vec<reactor::Listeners>,
+    tcp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    /// The fan-out core's WebSocket listener.
+    ws: std::net::TcpListener,
+    ws_addr: SocketAddr,
+}
 
+impl Bound {
+    fn bind(settings: &Settings, reactors: usize) -> anyhow::Result<Bound> {
+        let (listeners, tcp_addr, http_addr) =
+            reactor::bind_all(settings.tcp_addr, settings.http_addr, reactors)?;
+        let ws = crate::fanout::bind(settings.ws_addr)
+            .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
+        let ws_addr = ws.local_addr()?;
+        Ok(Bound {
+            reactors: listeners,
+            tcp_addr,
+            http_addr,
+            ws,
+            ws_addr,
+        })
+    }
+}
+
+/// Each stage's context: its own settings and the handles it may use
+/// (docs/architecture.md, the stage boundaries).
+fn contexts(settings: &Settings, log: &Log, ws_addr: SocketAddr) -> (Arc<NetCtx>, Arc<FanoutCtx>) {
     let json_policy = crate::net::enrich::JsonPolicy {
         enrich: settings.json_enrich,
         validate: settings.json_validate,
@@ -189,54 +235,102 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         shutting_down: AtomicBool::new(false),
         json_policy,
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let mut threads = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        threads.push(reactor::spawn(
-            i,
-            Some(placement.reactors[i]),
-            l,
-            ctx.clone(),
-            stop_rx.clone(),
-        )?);
-    }
-    let fanout = crate::fanout::spawn(ws_listener, Some(placement.fanout), fanout_ctx)
-        .context("starting the fan-out thread")?;
-    spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
-    eprintln!("listening tcp={tcp_addr} http={http_addr} ws={ws_addr}");
-    notify_systemd("READY=1");
+    (ctx, fanout_ctx)
+}
 
-    // Watch the writer: a failed fdatasync stops it for good; drain and exit non-zero.
-    while !threads.iter().all(|t| t.is_finished()) {
-        if log.failure().is_some() && !ctx.shutting_down.swap(true, Ordering::Relaxed) {
-            tracing::error!("the log writer failed; shutting down");
-            let _ = stop_tx.send(true);
+/// The running stages, in the order [`Running::stop`] stops them.
+struct Running {
+    reactors: Vec<JoinHandle<()>>,
+    fanout: crate::fanout::FanoutHandle,
+    ctx: Arc<NetCtx>,
+    stop_tx: Arc<watch::Sender<bool>>,
+    /// Held while serving: a watch channel without receivers drops what is sent, so
+    /// this one keeps the stop signal stored whatever the reactors hold.
+    _stop_rx: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Starts the reactors, the fan-out thread and the signal thread, then says so.
+    ///
+    /// The `listening` line and READY=1 come last: a supervisor (and the tests) may
+    /// signal as soon as it sees them, and by then the handler is installed and every
+    /// stage is there to drain.
+    fn start(
+        settings: &Settings,
+        placement: &Placement,
+        log: &Log,
+        bound: Bound,
+    ) -> anyhow::Result<Running> {
+        let (ctx, fanout_ctx) = contexts(settings, log, bound.ws_addr);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let mut reactors = Vec::new();
+        for (i, l) in bound.reactors.into_iter().enumerate() {
+            reactors.push(reactor::spawn(
+                i,
+                Some(placement.reactors[i]),
+                l,
+                ctx.clone(),
+                stop_rx.clone(),
+            )?);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let fanout = crate::fanout::spawn(bound.ws, Some(placement.fanout), fanout_ctx)
+            .context("starting the fan-out thread")?;
+        spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
+        eprintln!(
+            "listening tcp={} http={} ws={}",
+            bound.tcp_addr, bound.http_addr, bound.ws_addr
+        );
+        notify_systemd("READY=1");
+        Ok(Running {
+            reactors,
+            fanout,
+            ctx,
+            stop_tx,
+            _stop_rx: stop_rx,
+        })
     }
-    notify_systemd("STOPPING=1");
-    for t in threads {
-        let _ = t.join();
+
+    /// Serves until every reactor has stopped (they stop on a signal). Watches the
+    /// writer meanwhile: a failed fdatasync stops it for good, and then the reactors
+    /// are told to drain so that the process exits non-zero.
+    fn serve(&self, log: &Log) {
+        while !self.reactors.iter().all(|t| t.is_finished()) {
+            if log.failure().is_some() && !self.ctx.shutting_down.swap(true, Ordering::Relaxed) {
+                tracing::error!("the log writer failed; shutting down");
+                let _ = self.stop_tx.send(true);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    log.shutdown();
-    // After the log: subscribers get what was committed while draining, then 1001.
-    fanout.stop();
-    if let Some(why) = log.failure() {
-        anyhow::bail!("the log writer failed: {why}");
+
+    /// Stops in the order that loses nothing: the reactors first (they have drained
+    /// their connections, so nothing more is appended), then the log (every queued
+    /// batch committed or failed), then the fan-out.
+    ///
+    /// # Errors
+    /// The writer failed: the process must exit non-zero.
+    fn stop(self, log: &Log) -> anyhow::Result<()> {
+        notify_systemd("STOPPING=1");
+        for t in self.reactors {
+            let _ = t.join();
+        }
+        log.shutdown();
+        // After the log: subscribers get what was committed while draining, then 1001.
+        self.fanout.stop();
+        if let Some(why) = log.failure() {
+            anyhow::bail!("the log writer failed: {why}");
+        }
+        eprintln!(
+            "ringstash: stopped cleanly; committed_end={}",
+            log.committed_end()
+        );
+        Ok(())
     }
-    eprintln!(
-        "ringstash: stopped cleanly; committed_end={}",
-        log.committed_end()
-    );
-    Ok(())
 }
 
 /// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
-fn spawn_signal_thread(
-    ctx: Arc<NetCtx>,
-    stop: Arc<tokio::sync::watch::Sender<bool>>,
-) -> anyhow::Result<()> {
+fn spawn_signal_thread(ctx: Arc<NetCtx>, stop: Arc<watch::Sender<bool>>) -> anyhow::Result<()> {
     use signal_hook::{consts::*, iterator::Signals};
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     std::thread::Builder::new()

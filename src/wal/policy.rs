@@ -21,13 +21,13 @@ pub enum FsyncPolicy {
 impl FsyncPolicy {
     /// Parses `always`, `never` or `interval:<ms>` (the flag syntax).
     ///
-    /// The message form of [`FsyncPolicy::try_from`], for parsers whose error is a
-    /// string (the settings file's `FromStr`); clap takes either.
+    /// [`FsyncPolicy::try_from`] as a plain function, for clap's `value_parser` (which
+    /// cannot name one of the two `TryFrom` impls).
     ///
     /// # Errors
-    /// A message naming the accepted forms.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        FsyncPolicy::try_from(s).map_err(|e| e.to_string())
+    /// [`FsyncPolicyError`], naming the accepted forms.
+    pub fn parse(s: &str) -> Result<Self, FsyncPolicyError> {
+        FsyncPolicy::try_from(s)
     }
 
     /// True only for the policy under which an acknowledgement means durable.
@@ -59,6 +59,14 @@ impl TryFrom<&str> for FsyncPolicy {
                 }),
             },
         }
+    }
+}
+
+/// The flag's and the environment variable's form (clap parses through `FromStr`).
+impl std::str::FromStr for FsyncPolicy {
+    type Err = FsyncPolicyError;
+    fn from_str(s: &str) -> Result<Self, FsyncPolicyError> {
+        FsyncPolicy::try_from(s)
     }
 }
 
