@@ -97,8 +97,14 @@ macro_rules! settings {
 settings! {
     /// Directory holding the log's segments. [default: ./data]
     data_dir: PathBuf = PathBuf::from("./data"), env "RINGSTASH_DATA_DIR";
-    /// Raw TCP listener (newline-delimited records, acks). [default: 127.0.0.1:5140]
+    /// Raw TCP listener, one-way: newline-delimited records, nothing written back (what logger, nc and forwarders expect). [default: 127.0.0.1:5140]
     tcp_addr: SocketAddr = "127.0.0.1:5140".parse().expect("literal"), env "RINGSTASH_TCP_ADDR";
+    /// Raw TCP listener with cumulative acks (`ack <count> <last_offset>`) and error lines. [default: 127.0.0.1:5141]
+    tcp_acked_addr: SocketAddr = "127.0.0.1:5141".parse().expect("literal"), env "RINGSTASH_TCP_ACKED_ADDR";
+    /// Syslog over TCP: RFC 6587 framing (octet-counted or LF), RFC 5424 and RFC 3164 messages; nothing written back. [default: 127.0.0.1:5514]
+    syslog_addr: SocketAddr = "127.0.0.1:5514".parse().expect("literal"), env "RINGSTASH_SYSLOG_ADDR";
+    /// Largest syslog message (one frame, framing excluded) in bytes; longer ones are refused whole and counted. [default: 65536]
+    syslog_frame_bytes_max: usize = 64 << 10, env "RINGSTASH_SYSLOG_FRAME_BYTES_MAX", range 480 ..= 16_777_216;
     /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
     http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("literal"), env "RINGSTASH_HTTP_ADDR";
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
@@ -165,6 +171,12 @@ settings! {
     filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX", range 16 ..= 65_536;
     /// A WebSocket connection that has not completed its upgrade request in this long is closed, in ms. [default: 30000]
     ws_handshake_timeout_ms: u64 = 30_000, env "RINGSTASH_WS_HANDSHAKE_TIMEOUT_MS", range 1 ..= 3_600_000;
+    /// Largest WebSocket message (and frame) a subscriber may send, in bytes; beyond, it is closed with 1009. [default: 65536]
+    ws_message_bytes_max: usize = 64 << 10, env "RINGSTASH_WS_MESSAGE_BYTES_MAX", range 125 ..= 16_777_216;
+    /// How long a subscriber being closed gets to take its last data and the close frame, in ms. [default: 5000]
+    ws_close_grace_ms: u64 = 5_000, env "RINGSTASH_WS_CLOSE_GRACE_MS", range 1 ..= 600_000;
+    /// On shutdown, how long the fan-out keeps delivering committed records before closing subscribers with 1001, in ms. [default: 1000]
+    fanout_stop_drain_ms: u64 = 1_000, env "RINGSTASH_FANOUT_STOP_DRAIN_MS", range 0 ..= 600_000;
     /// Origins allowed to open a WebSocket: `*` (any), empty (no Origin, or the Host's own host), or a comma-separated list. [default: ""]
     ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
     /// Committed records the fan-out core keeps in memory for live subscribers, in bytes, for each of its two windows (JSON, binary). [default: 16777216]
@@ -210,6 +222,7 @@ stage_settings! {
         read_buffer_bytes: usize,
         connection_batches_max: usize,
         tcp_idle_timeout_ms: u64,
+        syslog_frame_bytes_max: usize,
         http_idle_timeout_ms: u64,
         enqueue_timeout_ms: u64,
         shutdown_timeout_ms: u64,
@@ -225,6 +238,9 @@ stage_settings! {
         filter_bytes_max: usize,
         ws_allowed_origins: String,
         ws_handshake_timeout_ms: u64,
+        ws_message_bytes_max: usize,
+        ws_close_grace_ms: u64,
+        fanout_stop_drain_ms: u64,
         fanout_window_bytes_max: usize,
         fanout_nice: i32,
     }
@@ -383,6 +399,17 @@ impl Settings {
         })
     }
 
+    /// Every listener's address, by setting name, in the table's order.
+    pub fn listener_addrs(&self) -> [(&'static str, SocketAddr); 5] {
+        [
+            ("tcp_addr", self.tcp_addr),
+            ("tcp_acked_addr", self.tcp_acked_addr),
+            ("syslog_addr", self.syslog_addr),
+            ("http_addr", self.http_addr),
+            ("ws_addr", self.ws_addr),
+        ]
+    }
+
     /// Checks every bound. The log's own bounds are checked again by the log.
     ///
     /// # Errors
@@ -391,13 +418,18 @@ impl Settings {
     /// of the log's.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_ranges()?;
-        if (self.ws_addr == self.http_addr || self.ws_addr == self.tcp_addr)
-            && self.ws_addr.port() != 0
-        {
-            return Err(ConfigError::WsAddrShared(self.ws_addr));
-        }
-        if self.tcp_addr == self.http_addr && self.tcp_addr.port() != 0 {
-            return Err(ConfigError::TcpHttpShared(self.tcp_addr));
+        let listeners = self.listener_addrs();
+        for (i, (first, a)) in listeners.iter().enumerate() {
+            if let Some((second, _)) = listeners[i + 1..]
+                .iter()
+                .find(|(_, b)| b == a && a.port() != 0)
+            {
+                return Err(ConfigError::AddrShared {
+                    first,
+                    second,
+                    addr: *a,
+                });
+            }
         }
         Ok(self.log_config(None).validate()?)
     }

@@ -42,12 +42,16 @@ pub enum ConfigError {
         /// The largest value allowed.
         hi: String,
     },
-    /// The WebSocket listener would share its address with the TCP or HTTP listener.
-    #[error("ws_addr {0} is the same address as another listener")]
-    WsAddrShared(SocketAddr),
-    /// The TCP and HTTP listeners would share one address.
-    #[error("tcp_addr and http_addr are the same address ({0})")]
-    TcpHttpShared(SocketAddr),
+    /// Two listeners would share one address (a port of 0 excepted).
+    #[error("{first} and {second} are the same address ({addr})")]
+    AddrShared {
+        /// The first setting, in the table's order.
+        first: &'static str,
+        /// The second.
+        second: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
     /// A setting of the log's is out of its bounds ([`OpenError::Setting`], from the
     /// log's own check, so the bounds are written once, in the log).
     #[error(transparent)]

@@ -176,10 +176,10 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
 /// start-up at once, naming the address, and the addresses printed are the bound
 /// ones (a port 0 resolved).
 struct Bound {
-    /// Each reactor's TCP and HTTP listeners.
+    /// Each reactor's stream listeners (TCP, acked TCP, syslog, HTTP).
     reactors: Vec<reactor::Listeners>,
-    tcp_addr: SocketAddr,
-    http_addr: SocketAddr,
+    /// Their bound addresses, in [`reactor::Kind::ALL`]'s order.
+    addrs: [SocketAddr; 4],
     /// The fan-out core's WebSocket listener.
     ws: std::net::TcpListener,
     ws_addr: SocketAddr,
@@ -187,15 +187,19 @@ struct Bound {
 
 impl Bound {
     fn bind(settings: &Settings, reactors: usize) -> anyhow::Result<Bound> {
-        let (listeners, tcp_addr, http_addr) =
-            reactor::bind_all(settings.tcp_addr, settings.http_addr, reactors)?;
+        let wanted = [
+            settings.tcp_addr,
+            settings.tcp_acked_addr,
+            settings.syslog_addr,
+            settings.http_addr,
+        ];
+        let (listeners, addrs) = reactor::bind_all(wanted, reactors)?;
         let ws = crate::fanout::bind(settings.ws_addr)
             .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
         let ws_addr = ws.local_addr()?;
         Ok(Bound {
             reactors: listeners,
-            tcp_addr,
-            http_addr,
+            addrs,
             ws,
             ws_addr,
         })
@@ -277,10 +281,11 @@ impl Running {
         let fanout = crate::fanout::spawn(bound.ws, Some(placement.fanout), fanout_ctx)
             .context("starting the fan-out thread")?;
         spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
-        eprintln!(
-            "listening tcp={} http={} ws={}",
-            bound.tcp_addr, bound.http_addr, bound.ws_addr
-        );
+        let mut line = String::from("listening");
+        for (kind, addr) in reactor::Kind::ALL.iter().zip(bound.addrs) {
+            line.push_str(&format!(" {}={addr}", kind.name()));
+        }
+        eprintln!("{line} ws={}", bound.ws_addr);
         notify_systemd("READY=1");
         Ok(Running {
             reactors,

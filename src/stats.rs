@@ -95,6 +95,18 @@ series! {
         counter tcp_records_too_large_total,
         /// Raw TCP connections closed for idleness (tcp_idle_timeout_ms).
         counter tcp_idle_closed_total,
+        /// Partial last lines or frames discarded because a stream connection ended by a reset, an error, an idle timeout or a shutdown rather than the producer's FIN.
+        counter tcp_partial_discarded_total,
+        /// Syslog connections accepted (syslog_addr).
+        counter syslog_connections_total,
+        /// Syslog messages stored (syslog_addr).
+        counter syslog_records_total,
+        /// Syslog messages stored whole, marked unparsed: neither RFC 5424 nor RFC 3164.
+        counter syslog_unparsed_total,
+        /// Syslog frames refused whole: over syslog_frame_bytes_max, or rendered over record_bytes_max.
+        counter syslog_frames_too_large_total,
+        /// Octet-counted syslog frames cut off by the end of their connection (not stored).
+        counter syslog_truncated_total,
         /// HTTP requests received.
         counter http_requests_total,
         /// HTTP records handed to the log.
@@ -129,6 +141,8 @@ series! {
         counter ws_origin_refused_total,
         /// Subscribers closed with 4008 after stalling past subscriber_stall_ms_max.
         counter ws_stalled_closed_total,
+        /// Subscribers closed with 1009 for sending a message over ws_message_bytes_max.
+        counter ws_message_too_large_total,
         /// WebSocket messages sent to subscribers.
         counter ws_messages_sent_total,
         /// Records delivered to subscribers (each delivery counted).

@@ -10,17 +10,18 @@ use std::{
 use mio::{Events, net::TcpStream};
 
 use super::{
-    CLOSE_GRACE, CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER, frames::FrameWindow,
-    subscriber::Due, window::Window,
+    CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER, frames::FrameWindow, subscriber::Due,
+    window::Window,
 };
 
 impl Fanout {
-    /// Queues a close frame and gives the peer [`CLOSE_GRACE`] to take it.
+    /// Queues a close frame and gives the peer `ws_close_grace_ms` to take it.
     pub(super) fn begin_close(&mut self, i: usize, code: u16, reason: &str) {
         let Some(sub) = self.subs[i].as_mut() else {
             return;
         };
-        if !sub.begin_close(code, reason, CLOSE_GRACE) {
+        let grace = Duration::from_millis(self.ctx.settings.ws_close_grace_ms);
+        if !sub.begin_close(code, reason, grace) {
             self.remove(i);
         }
     }

@@ -81,9 +81,8 @@ pub use crate::query::STREAM_PATH;
 pub const CLOSE_STALLED: u16 = 4008;
 /// Close code when the log could not be read for a subscriber.
 pub const CLOSE_READ_ERROR: u16 = 1011;
-/// How long a subscriber being closed gets to take the rest of its data and the close
-/// frame before its TCP connection is dropped.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Close code for a subscriber that sent a message over `ws_message_bytes_max`.
+pub const CLOSE_TOO_LARGE: u16 = 1009;
 /// Messages one subscriber may be sent per loop turn, so that one fast reader does not
 /// hold up the others.
 const MESSAGES_PER_TURN: usize = 4;
@@ -109,7 +108,7 @@ pub struct FanoutHandle {
 }
 
 impl FanoutHandle {
-    /// Delivers what is committed (for at most a second), closes every subscriber with
+    /// Delivers what is committed (for at most `fanout_stop_drain_ms`), closes every subscriber with
     /// 1001 "server shutting down", and joins the thread.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
@@ -226,8 +225,8 @@ impl Fanout {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
-            .max_message_size(Some(64 << 10))
-            .max_frame_size(Some(64 << 10));
+            .max_message_size(Some(s.ws_message_bytes_max))
+            .max_frame_size(Some(s.ws_message_bytes_max));
         Fanout {
             budget,
             limits: Limits {
@@ -295,7 +294,9 @@ impl Fanout {
             }
             let stopping = self.stop.load(Ordering::Acquire);
             if stopping && stop_deadline.is_none() {
-                stop_deadline = Some(Instant::now() + Duration::from_secs(1));
+                stop_deadline = Some(
+                    Instant::now() + Duration::from_millis(self.ctx.settings.fanout_stop_drain_ms),
+                );
                 let _ = self.poll.registry().deregister(&mut self.listener);
             }
             let end = self.follower.committed_end();
@@ -383,6 +384,13 @@ impl Fanout {
         match sub.on_ready(&self.ctx.stats) {
             Ready::Keep => {}
             Ready::MoreInput => self.more_input.push(i),
+            Ready::TooLarge => {
+                self.ctx
+                    .stats
+                    .ws_message_too_large_total
+                    .fetch_add(1, Ordering::Relaxed);
+                self.begin_close(i, CLOSE_TOO_LARGE, "message too big");
+            }
             Ready::Drop => self.remove(i),
         }
     }

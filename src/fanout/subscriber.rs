@@ -90,6 +90,8 @@ pub(super) enum Ready {
     /// Input was left unread by the per-turn bound: call again next turn (mio is
     /// edge-triggered and will not signal it again).
     MoreInput,
+    /// It sent a message over `ws_message_bytes_max`: close it with 1009.
+    TooLarge,
     /// Refused, failed or finished: remove it.
     Drop,
 }
@@ -182,10 +184,12 @@ impl Sub {
         let input = read_incoming(ws);
         if input == Incoming::Failed || !flush(ws, &mut self.blocked_since) {
             Ready::Drop
-        } else if input == Incoming::More {
-            Ready::MoreInput
         } else {
-            Ready::Keep
+            match input {
+                Incoming::More => Ready::MoreInput,
+                Incoming::TooLarge => Ready::TooLarge,
+                Incoming::Drained | Incoming::Failed => Ready::Keep,
+            }
         }
     }
 

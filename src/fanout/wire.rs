@@ -14,6 +14,8 @@ pub(super) enum Incoming {
     /// The per-turn bound was hit with input left: read again next turn (mio is
     /// edge-triggered and will not signal it again).
     More,
+    /// The peer sent a message over `ws_message_bytes_max`.
+    TooLarge,
     /// The connection failed or was closed.
     Failed,
 }
@@ -28,6 +30,7 @@ pub(super) fn read_incoming(ws: &mut WebSocket<Shared>) -> Incoming {
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Incoming::Drained;
             }
+            Err(tungstenite::Error::Capacity(_)) => return Incoming::TooLarge,
             Err(_) => return Incoming::Failed,
         }
     }

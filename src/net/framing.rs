@@ -2,11 +2,12 @@
 //! uses. Raw lines are stored as they came ([`LineFramer`]); syslog frames are
 //! rendered to JSON records with their fields ([`SyslogFraming`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::lines::{Framed, LineFramer};
 use crate::{
     query::render::format_ts,
+    stats::NetStats,
     syslog::{
         frame::{Finished, Split, SyslogFramer},
         record::{self, Parsed},
@@ -62,15 +63,6 @@ impl Framing for LineFramer {
     }
 }
 
-/// Counters of the syslog listener, shared by its connections.
-#[derive(Debug, Default)]
-pub struct SyslogCounts {
-    /// Messages that were not syslog, stored whole and marked unparsed.
-    pub unparsed: AtomicU64,
-    /// Octet-counted frames cut off by the end of the connection (not stored).
-    pub truncated: AtomicU64,
-}
-
 /// The enrichment fields a syslog record gets (`json_enrich`): as `POST /v1/logs`
 /// sets them on JSON objects.
 #[derive(Debug, Clone)]
@@ -92,24 +84,20 @@ pub struct SyslogFraming<'a> {
     enrich: Option<Enrichment>,
     /// `received_at` for the read being framed: (its timestamp, RFC 3339).
     received_at: (u64, String),
-    counts: &'a SyslogCounts,
+    stats: &'a NetStats,
 }
 
 impl<'a> SyslogFraming<'a> {
     /// A connection's framing: frames over `frame_bytes_max` are refused; with
     /// `enrich`, every record gets `received_at`, `client_ip` and `node_id`.
-    pub fn new(
-        frame_bytes_max: usize,
-        enrich: Option<Enrichment>,
-        counts: &'a SyslogCounts,
-    ) -> Self {
+    pub fn new(frame_bytes_max: usize, enrich: Option<Enrichment>, stats: &'a NetStats) -> Self {
         SyslogFraming {
             framer: SyslogFramer::new(frame_bytes_max),
             frame_no: 0,
             scratch: Vec::with_capacity(1024),
             enrich,
             received_at: (u64::MAX, String::new()),
-            counts,
+            stats,
         }
     }
 
@@ -130,7 +118,9 @@ impl<'a> SyslogFraming<'a> {
             }
         };
         if parsed == Parsed::Unparsed {
-            self.counts.unparsed.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .syslog_unparsed_total
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -187,7 +177,9 @@ impl Framing for SyslogFraming<'_> {
         match self.framer.finish(rest) {
             Finished::Clean => 0,
             Finished::Truncated => {
-                self.counts.truncated.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .syslog_truncated_total
+                    .fetch_add(1, Ordering::Relaxed);
                 0
             }
             Finished::Frame(msg) => {
@@ -225,12 +217,12 @@ mod tests {
 
     #[test]
     fn syslog_frames_become_enriched_records_and_stop_at_a_full_batch() {
-        let counts = SyslogCounts::default();
+        let stats = NetStats::default();
         let enrich = Enrichment {
             client_ip: "10.0.0.9".into(),
             node_id: "n1".into(),
         };
-        let mut f = SyslogFraming::new(1024, Some(enrich), &counts);
+        let mut f = SyslogFraming::new(1024, Some(enrich), &stats);
         let mut b = BatchBuilder::new(4096, 4096);
         let input =
             b"25 <11>1 - h app - - - first\n<14>Dec  2 10:00:00 h tag: second\nnot syslog\n";
@@ -251,9 +243,9 @@ mod tests {
             assert_eq!(r["client_ip"], "10.0.0.9");
             assert_eq!(r["received_at"], "1970-01-01T00:00:01.000000Z");
         }
-        assert_eq!(counts.unparsed.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.syslog_unparsed_total.load(Ordering::Relaxed), 1);
         // A tiny batch bound: one record per batch, the rest left for the next call.
-        let mut f = SyslogFraming::new(1024, None, &counts);
+        let mut f = SyslogFraming::new(1024, None, &stats);
         let r = f.frame(input, 1, &mut b, 10, &mut |_| panic!());
         assert_eq!((r.records, r.batch_full), (1, true));
         assert_eq!(&input[r.consumed..r.consumed + 3], b"<14");

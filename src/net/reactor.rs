@@ -19,18 +19,54 @@ use std::{
 use socket2::{Domain, Socket, Type};
 use tokio_uring::net::TcpListener;
 
-use super::{NetCtx, conn, http, tcp};
+use super::{
+    NetCtx, conn, http,
+    tcp::{self, Mode},
+};
 use crate::http_proto::{self, HttpError};
 
-/// A reactor's listening sockets, bound before the threads start so that errors are
-/// reported at once.
-#[derive(Debug)]
-pub struct Listeners {
-    /// Raw TCP ingest.
-    pub tcp: std::net::TcpListener,
-    /// HTTP.
-    pub http: std::net::TcpListener,
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Raw lines, one-way (`tcp_addr`).
+    Tcp,
+    /// Raw lines with acks (`tcp_acked_addr`).
+    TcpAcked,
+    /// Syslog over TCP, one-way (`syslog_addr`).
+    Syslog,
+    /// HTTP/1.1 (`http_addr`).
+    Http,
 }
+
+impl Kind {
+    /// Every stream listener a reactor has, in the order they are bound and printed.
+    pub const ALL: [Kind; 4] = [Kind::Tcp, Kind::TcpAcked, Kind::Syslog, Kind::Http];
+
+    /// The listener's name in the `listening` line and in errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::TcpAcked => "tcp_acked",
+            Kind::Syslog => "syslog",
+            Kind::Http => "http",
+        }
+    }
+
+    /// The listener as error messages name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Tcp => "TCP",
+            Kind::TcpAcked => "acked TCP",
+            Kind::Syslog => "syslog",
+            Kind::Http => "HTTP",
+        }
+    }
+}
+
+/// A reactor's listening sockets, bound before the threads start so that errors are
+/// reported at once: one per [`Kind::ALL`], in that order.
+#[derive(Debug)]
+pub struct Listeners(pub Vec<(Kind, std::net::TcpListener)>);
 
 /// Binds a listening socket with `SO_REUSEPORT`, so every reactor can have its own.
 ///
@@ -68,19 +104,19 @@ pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
     s.bind(&addr.into())
 }
 
-/// Binds `n` listener pairs on the same addresses. A port of 0 is resolved by the first
-/// bind and reused by the others. Returns them with the bound addresses.
+/// Binds `n` sets of listeners on the same addresses (`addrs`, one per
+/// [`Kind::ALL`]). A port of 0 is resolved by the first bind and reused by the others.
+/// Returns them with the bound addresses.
 ///
 /// # Errors
 /// The first bind error, with the address; an address something already listens on.
 pub fn bind_all(
-    tcp: SocketAddr,
-    http: SocketAddr,
+    addrs: [SocketAddr; 4],
     n: usize,
-) -> anyhow::Result<(Vec<Listeners>, SocketAddr, SocketAddr)> {
+) -> anyhow::Result<(Vec<Listeners>, [SocketAddr; 4])> {
     use anyhow::Context;
     let mut out = Vec::with_capacity(n);
-    let (mut tcp_addr, mut http_addr) = (tcp, http);
+    let mut bound = addrs;
     let in_use = |what: &'static str, addr: SocketAddr| {
         move |e: std::io::Error| {
             let why = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -93,29 +129,22 @@ pub fn bind_all(
         }
     };
     for i in 0..n {
-        if i == 0 {
-            ensure_unused(tcp_addr).map_err(in_use("TCP", tcp_addr))?;
+        let mut set = Vec::with_capacity(Kind::ALL.len());
+        for (k, kind) in Kind::ALL.into_iter().enumerate() {
+            let addr = bound[k];
+            if i == 0 {
+                ensure_unused(addr).map_err(in_use(kind.label(), addr))?;
+            }
+            let l = bind_reuseport(addr)
+                .with_context(|| format!("binding the {} listener on {addr}", kind.label()))?;
+            if i == 0 {
+                bound[k] = l.local_addr()?;
+            }
+            set.push((kind, l));
         }
-        let t = bind_reuseport(tcp_addr)
-            .with_context(|| format!("binding the TCP listener on {tcp_addr}"))?;
-        if i == 0 {
-            ensure_unused(http_addr).map_err(in_use("HTTP", http_addr))?;
-        }
-        let h = bind_reuseport(http_addr)
-            .with_context(|| format!("binding the HTTP listener on {http_addr}"))?;
-        if i == 0 {
-            tcp_addr = t.local_addr()?;
-            http_addr = h.local_addr()?;
-        }
-        out.push(Listeners { tcp: t, http: h });
+        out.push(Listeners(set));
     }
-    Ok((out, tcp_addr, http_addr))
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Tcp,
-    Http,
+    Ok((out, bound))
 }
 
 /// Starts reactor `id` on its own thread, pinned to `core` if given.
@@ -147,22 +176,23 @@ async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let registry = Rc::new(conn::Registry::default());
-    let tcp_fd = listeners.tcp.as_raw_fd();
-    let http_fd = listeners.http.as_raw_fd();
-    let tcp = TcpListener::from_std(listeners.tcp);
-    let http = TcpListener::from_std(listeners.http);
-    let a1 = tokio_uring::spawn(accept_loop(tcp, Kind::Tcp, ctx.clone(), registry.clone()));
-    let a2 = tokio_uring::spawn(accept_loop(http, Kind::Http, ctx.clone(), registry.clone()));
+    let mut accepting = Vec::new();
+    for (kind, l) in listeners.0 {
+        let fd = l.as_raw_fd();
+        let l = TcpListener::from_std(l);
+        let task = tokio_uring::spawn(accept_loop(l, kind, ctx.clone(), registry.clone()));
+        accepting.push((fd, task));
+    }
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     // Stop accepting: completes the pending accepts (see the module doc).
-    // SAFETY: the listeners are open until their accept loops end, awaited below.
-    unsafe {
-        libc::shutdown(tcp_fd, libc::SHUT_RDWR);
-        libc::shutdown(http_fd, libc::SHUT_RDWR);
+    for (fd, _) in &accepting {
+        // SAFETY: the listeners are open until their accept loops end, awaited below.
+        unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
     }
-    let _ = a1.await;
-    let _ = a2.await;
+    for (_, task) in accepting {
+        let _ = task.await;
+    }
 
     // Drain: connections stop reading, finish what they received, and end.
     registry.shutdown_all(libc::SHUT_RD);
@@ -219,13 +249,16 @@ async fn accept_loop(
             }
             continue;
         }
+        let (ctx, registry) = (ctx.clone(), registry.clone());
         match kind {
-            Kind::Tcp => {
-                tokio_uring::spawn(tcp::serve(stream, peer, ctx.clone(), registry.clone()))
+            Kind::Tcp => tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::OneWay)),
+            Kind::TcpAcked => {
+                tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::Acked))
             }
-            Kind::Http => {
-                tokio_uring::spawn(http::serve(stream, peer, ctx.clone(), registry.clone()))
+            Kind::Syslog => {
+                tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::Syslog))
             }
+            Kind::Http => tokio_uring::spawn(http::serve(stream, peer, ctx, registry)),
         };
     }
 }
@@ -238,7 +271,9 @@ async fn refuse(
     guard: conn::RefusalGuard,
 ) {
     let msg = match kind {
-        Kind::Tcp => {
+        // Syslog has no way to say it: the connection is just closed (and counted).
+        Kind::Syslog => Vec::new(),
+        Kind::Tcp | Kind::TcpAcked => {
             format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
         }
         Kind::Http => {
@@ -257,8 +292,10 @@ async fn refuse(
     // closes too: closing with unread data would send a RST that can destroy the
     // reason before the client reads it. Bounded to one second in all.
     let polite = async {
-        let (res, _) = stream.write_all(msg).await;
-        res?;
+        if !msg.is_empty() {
+            let (res, _) = stream.write_all(msg).await;
+            res?;
+        }
         stream.shutdown(std::net::Shutdown::Write)?;
         let mut buf = vec![0u8; 4096];
         loop {

@@ -1,6 +1,19 @@
-//! The raw TCP connection driver (tokio-uring): read → frame → push; acks back.
+//! The stream connection driver (tokio-uring): read → frame → push; acks back on the
+//! acked listener only.
 //!
-//! Three tasks per connection, all on the reactor's thread:
+//! Three listeners share it ([`Mode`]): raw lines one-way (`tcp_addr`), raw lines
+//! with acks (`tcp_acked_addr`), syslog one-way (`syslog_addr`). One-way means the
+//! server never writes to the connection: a producer that writes and closes without
+//! reading (logger, nc, scripts, most forwarders' TCP outputs) would otherwise close
+//! with unread acks in its receive buffer, which makes its kernel send a RST and drop
+//! whatever it had not yet sent: the producer's tail would be lost.
+//!
+//! On every listener only a clean end of stream (a FIN: the socket is in CLOSE_WAIT)
+//! makes a last line without `\n` a record; after a reset, an error, an idle timeout
+//! or a shutdown the partial line is discarded and counted
+//! (`tcp_partial_discarded_total`).
+//!
+//! Three tasks per connection (two when one-way), all on the reactor's thread:
 //! - the reader: reads, frames complete lines into a batch, pushes it to the ring and
 //!   hands the completion to the drainer (a bounded channel: `connection_batches_max`);
 //! - the drainer: awaits completions in order and moves the connection's ack state;
@@ -23,6 +36,7 @@ use super::{
     NetCtx,
     acks::AckState,
     conn::{self, ConnGuard, PushFail, Registry},
+    framing::{Enrichment, Framing, SyslogFraming},
     lines::LineFramer,
 };
 use crate::{
@@ -33,6 +47,18 @@ use crate::{
 /// Error lines queued for a client that is not reading are capped here; the rest are
 /// counted and summarised.
 const REJECTS_QUEUED_MAX: usize = 1024;
+
+/// What a stream connection speaks, and whether anything is written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Raw lines; nothing is ever written back (`tcp_addr`).
+    OneWay,
+    /// Raw lines; cumulative acks and error lines back (`tcp_acked_addr`).
+    Acked,
+    /// Syslog frames (RFC 6587) rendered to JSON records; nothing written back
+    /// (`syslog_addr`).
+    Syslog,
+}
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -50,11 +76,24 @@ struct Shared {
 }
 
 impl Shared {
-    /// A line refused as too long: counted, and queued for the ack writer to report.
-    fn reject(&self, ctx: &NetCtx, line: u64) {
-        ctx.stats
-            .tcp_records_too_large_total
-            .fetch_add(1, Ordering::Relaxed);
+    /// A record refused as too long: counted, and queued for the ack writer to report
+    /// (acked), or logged once per connection (one-way: nothing is written back).
+    fn reject(&self, ctx: &NetCtx, mode: Mode, line: u64) {
+        let counter = match mode {
+            Mode::Syslog => &ctx.stats.syslog_frames_too_large_total,
+            Mode::OneWay | Mode::Acked => &ctx.stats.tcp_records_too_large_total,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if mode != Mode::Acked {
+            if self.rejects_dropped.replace(self.rejects_dropped.get() + 1) == 0 {
+                tracing::warn!(
+                    record = line,
+                    "refused a record over its size bound on a one-way connection (not \
+                     stored; the rest of this connection's refusals are counted, not logged)"
+                );
+            }
+            return;
+        }
         let mut r = self.rejects.borrow_mut();
         if r.len() < REJECTS_QUEUED_MAX {
             r.push(line);
@@ -82,114 +121,224 @@ fn fatal_of(e: &AppendError) -> (&'static str, String) {
     }
 }
 
-/// Serves one raw TCP connection until EOF, error, idle timeout or shutdown.
-pub async fn serve(stream: TcpStream, _peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
+/// Serves one stream connection until EOF, error, idle timeout or shutdown.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<NetCtx>,
+    registry: Rc<Registry>,
+    mode: Mode,
+) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
     let guard = ConnGuard::new(registry, fd, ctx.clone());
-    ctx.stats
-        .tcp_connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    let connections = match mode {
+        Mode::Syslog => &ctx.stats.syslog_connections_total,
+        Mode::OneWay | Mode::Acked => &ctx.stats.tcp_connections_total,
+    };
+    connections.fetch_add(1, Ordering::Relaxed);
     let shared = Rc::new(Shared::default());
     let last_activity = Rc::new(Cell::new(Instant::now()));
-    {
-        let (shared, ctx) = (shared.clone(), ctx.clone());
-        conn::spawn_idle_watchdog(
-            fd,
-            last_activity.clone(),
-            guard.closed.clone(),
-            Duration::from_millis(ctx.settings.tcp_idle_timeout_ms),
-            libc::SHUT_RD,
-            move || {
-                ctx.stats
-                    .tcp_idle_closed_total
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.set_fatal(
-                    "idle_timeout",
-                    format!(
-                        "nothing received for {} ms",
-                        ctx.settings.tcp_idle_timeout_ms
-                    ),
-                );
-            },
-        );
-    }
+    spawn_watchdog(fd, &ctx, &shared, &last_activity, &guard);
     let (tx, rx) = tokio::sync::mpsc::channel::<Completion>(ctx.settings.connection_batches_max);
     let drainer = tokio_uring::spawn(drain(rx, shared.clone(), fd));
-    let writer = tokio_uring::spawn(write_acks(stream.clone(), shared.clone(), ctx.clone()));
+    let writer = (mode == Mode::Acked)
+        .then(|| tokio_uring::spawn(write_acks(stream.clone(), shared.clone(), ctx.clone())));
 
-    read_loop(&stream, &ctx, &shared, &last_activity, tx).await;
+    let conn = Conn {
+        stream: &stream,
+        ctx: &ctx,
+        shared: &shared,
+        last_activity: &last_activity,
+        mode,
+    };
+    if mode == Mode::Syslog {
+        let enrich = ctx.json_policy.enrich.then(|| Enrichment {
+            client_ip: peer.ip().to_string(),
+            node_id: ctx.json_policy.node_id.clone(),
+        });
+        let framing = SyslogFraming::new(ctx.settings.syslog_frame_bytes_max, enrich, &ctx.stats);
+        conn.read_loop(framing, tx).await;
+    } else {
+        conn.read_loop(LineFramer::new(ctx.settings.record_bytes_max), tx)
+            .await;
+    }
 
     let _ = drainer.await;
-    // The client may never read its last ack: give it a bounded time, then cut.
-    let grace = Duration::from_millis(
-        ctx.settings
-            .shutdown_timeout_ms
-            .min(ctx.settings.tcp_idle_timeout_ms),
-    );
-    if tokio::time::timeout(grace, writer).await.is_err() {
-        // SAFETY: the guard is alive, so fd is still this connection's socket.
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    match writer {
+        Some(writer) => {
+            // The client may never read its last ack: give it a bounded time, then cut.
+            let grace = Duration::from_millis(
+                ctx.settings
+                    .shutdown_timeout_ms
+                    .min(ctx.settings.tcp_idle_timeout_ms),
+            );
+            if tokio::time::timeout(grace, writer).await.is_err() {
+                // SAFETY: the guard is alive, so fd is still this connection's socket.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            }
+        }
+        None => {
+            // One-way: the producer is told nothing; the server's log says why.
+            if let Some((code, detail)) = shared.fatal.borrow_mut().take() {
+                tracing::info!(%peer, code, detail, "closed a one-way connection");
+            }
+        }
     }
     drop(guard);
 }
 
-/// Reads, frames and pushes until EOF, a connection-level error or a refused push.
-async fn read_loop(
-    stream: &TcpStream,
-    ctx: &NetCtx,
-    shared: &Shared,
-    last_activity: &Cell<Instant>,
-    tx: tokio::sync::mpsc::Sender<Completion>,
+/// Closes the connection's reading side after `tcp_idle_timeout_ms` without input.
+fn spawn_watchdog(
+    fd: i32,
+    ctx: &Arc<NetCtx>,
+    shared: &Rc<Shared>,
+    last_activity: &Rc<Cell<Instant>>,
+    guard: &ConnGuard,
 ) {
-    let s = &ctx.settings;
-    let batch_max = super::batch_bytes_max(s);
-    let mut buf: Vec<u8> = Vec::with_capacity(s.read_buffer_bytes);
-    let mut framer = LineFramer::new(s.record_bytes_max);
-    // Starts at two reads' worth and grows only under load, so idle connections stay small.
-    let mut builder = BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max);
-    let mut reject = |line: u64| shared.reject(ctx, line);
-    loop {
-        if shared.fatal.borrow().is_some() {
-            return;
-        }
-        let Ok(n) = read_more(stream, &mut buf).await else {
-            return;
-        };
-        let eof = n == 0;
-        if eof && ctx.shutting_down.load(Ordering::Relaxed) {
-            // Stopped by the server, not by the client: a partial line is not a record.
-            shared.set_fatal("shutting_down", "the server is shutting down".into());
-            return;
-        }
-        last_activity.set(Instant::now());
-        let ts = wal::now_ns();
-        let mut start = 0;
+    let (shared, ctx) = (shared.clone(), ctx.clone());
+    let idle_ms = ctx.settings.tcp_idle_timeout_ms;
+    conn::spawn_idle_watchdog(
+        fd,
+        last_activity.clone(),
+        guard.closed.clone(),
+        Duration::from_millis(idle_ms),
+        libc::SHUT_RD,
+        move || {
+            ctx.stats
+                .tcp_idle_closed_total
+                .fetch_add(1, Ordering::Relaxed);
+            shared.set_fatal("idle_timeout", format!("nothing received for {idle_ms} ms"));
+        },
+    );
+}
+
+/// The reading side of one connection.
+struct Conn<'a> {
+    stream: &'a TcpStream,
+    ctx: &'a NetCtx,
+    shared: &'a Shared,
+    last_activity: &'a Cell<Instant>,
+    mode: Mode,
+}
+
+impl Conn<'_> {
+    /// Reads, frames and pushes until EOF, a connection-level error or a refused push.
+    async fn read_loop(&self, mut framer: impl Framing, tx: tokio::sync::mpsc::Sender<Completion>) {
+        let (ctx, shared) = (self.ctx, self.shared);
+        let s = &ctx.settings;
+        let batch_max = super::batch_bytes_max(s);
+        let mut buf: Vec<u8> = Vec::with_capacity(s.read_buffer_bytes);
+        // Starts at two reads' worth and grows only under load, so idle connections stay small.
+        let mut builder = BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max);
+        let mut reject = |line: u64| shared.reject(ctx, self.mode, line);
         loop {
-            let f = framer.frame(&buf[start..], ts, &mut builder, batch_max, &mut reject);
-            start += f.consumed;
-            if !f.batch_full {
-                break;
+            if shared.fatal.borrow().is_some() {
+                return self.discard_partial(&buf);
             }
-            if !push(ctx, shared, &mut builder, &tx).await {
+            let Ok(n) = read_more(self.stream, &mut buf).await else {
+                return self.discard_partial(&buf); // a reset or an error
+            };
+            let eof = n == 0;
+            if eof && ctx.shutting_down.load(Ordering::Relaxed) {
+                // Stopped by the server, not by the client: a partial line is not a record.
+                shared.set_fatal("shutting_down", "the server is shutting down".into());
+                return self.discard_partial(&buf);
+            }
+            if eof && !clean_end(self.stream.as_raw_fd()) {
+                // Our own SHUT_RD (idle, a failed batch) or a reset whose error a
+                // write already took: not the end the producer meant.
+                return self.discard_partial(&buf);
+            }
+            self.last_activity.set(Instant::now());
+            let ts = wal::now_ns();
+            let mut start = 0;
+            loop {
+                let f = framer.frame(&buf[start..], ts, &mut builder, batch_max, &mut reject);
+                start += f.consumed;
+                if !f.batch_full {
+                    break;
+                }
+                if !self.push(&mut builder, &tx).await {
+                    return;
+                }
+            }
+            if eof {
+                framer.finish(&buf[start..], ts, &mut builder, &mut reject);
+                start = buf.len();
+            }
+            if !builder.is_empty() && !self.push(&mut builder, &tx).await {
+                return;
+            }
+            buf.drain(..start);
+            if buf.capacity() > 4 * s.read_buffer_bytes && buf.len() < s.read_buffer_bytes {
+                buf.shrink_to(s.read_buffer_bytes);
+            }
+            if eof {
                 return;
             }
         }
-        if eof {
-            framer.finish(&buf[start..], ts, &mut builder, &mut reject);
-            start = buf.len();
-        }
-        if !builder.is_empty() && !push(ctx, shared, &mut builder, &tx).await {
-            return;
-        }
-        buf.drain(..start);
-        if buf.capacity() > 4 * s.read_buffer_bytes && buf.len() < s.read_buffer_bytes {
-            buf.shrink_to(s.read_buffer_bytes);
-        }
-        if eof {
-            return;
+    }
+
+    /// The connection ended other than by the producer's FIN: what is left in `buf`
+    /// (an incomplete line or frame) is not a record.
+    fn discard_partial(&self, buf: &[u8]) {
+        if !buf.is_empty() {
+            self.ctx
+                .stats
+                .tcp_partial_discarded_total
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Pushes the connection's batch; false if the connection must stop.
+    async fn push(
+        &self,
+        builder: &mut BatchBuilder,
+        tx: &tokio::sync::mpsc::Sender<Completion>,
+    ) -> bool {
+        let (ctx, shared) = (self.ctx, self.shared);
+        let (frames, records) = builder.take();
+        match conn::push_batch(ctx, frames, records, None).await {
+            Ok(c) => {
+                let counter = match self.mode {
+                    Mode::Syslog => &ctx.stats.syslog_records_total,
+                    Mode::OneWay | Mode::Acked => &ctx.stats.tcp_records_total,
+                };
+                counter.fetch_add(u64::from(records), Ordering::Relaxed);
+                tx.send(c).await.is_ok()
+            }
+            Err(PushFail::Refused(e)) => {
+                let (code, detail) = fatal_of(&e);
+                shared.set_fatal(code, detail);
+                false
+            }
+            Err(PushFail::TimedOut) => unreachable!("no deadline given"),
+        }
+    }
+}
+
+/// True if the peer ended its stream with a FIN: the socket is in CLOSE_WAIT. After
+/// a reset it is CLOSED (and a read may return 0 once a write has taken the reset's
+/// error); after our own `shutdown(SHUT_RD)` it is still ESTABLISHED.
+fn clean_end(fd: i32) -> bool {
+    /// `TCP_CLOSE_WAIT` in the kernel's `enum tcp_state`.
+    const TCP_CLOSE_WAIT: u8 = 8;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: fd is this connection's open socket (the caller holds its guard), and
+    // `info`/`len` are valid for writes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    r == 0 && info.tcpi_state == TCP_CLOSE_WAIT
 }
 
 /// Reads into the spare capacity of `buf` (growing it when full); 0 at EOF.
@@ -205,30 +354,6 @@ async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usi
     let (res, slice) = stream.read(std::mem::take(buf).slice(len..)).await;
     *buf = slice.into_inner();
     res
-}
-
-/// Pushes the connection's batch; false if the connection must stop.
-async fn push(
-    ctx: &NetCtx,
-    shared: &Shared,
-    builder: &mut BatchBuilder,
-    tx: &tokio::sync::mpsc::Sender<Completion>,
-) -> bool {
-    let (frames, records) = builder.take();
-    match conn::push_batch(ctx, frames, records, None).await {
-        Ok(c) => {
-            ctx.stats
-                .tcp_records_total
-                .fetch_add(u64::from(records), Ordering::Relaxed);
-            tx.send(c).await.is_ok()
-        }
-        Err(PushFail::Refused(e)) => {
-            let (code, detail) = fatal_of(&e);
-            shared.set_fatal(code, detail);
-            false
-        }
-        Err(PushFail::TimedOut) => unreachable!("no deadline given"),
-    }
 }
 
 /// Awaits the connection's completions in order and moves its ack state.
