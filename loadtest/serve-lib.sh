@@ -33,13 +33,18 @@ refuse_tmpfs() {
 #   Starts `RS serve` in the background on loopback ports it picks itself (port 0:
 #   ports chosen here and passed in could be taken by someone else in between) and
 #   reads them back from its "listening tcp=... http=... ws=..." line on stderr
-#   (written to LOG). Sets RS_PID and RS_TCP, RS_HTTP, RS_WS (host:port). Returns 1,
-#   with the log on stderr, if the server exits or does not listen within 10 s.
+#   (written to LOG). Sets RS_PID and RS_TCP (the acked raw TCP listener), RS_TCP_ONEWAY,
+#   RS_SYSLOG, RS_HTTP, RS_WS (host:port). A binary from before the acked listener
+#   was split off (an A/B's old side) has one raw TCP listener: RS_TCP is that one.
+#   Returns 1, with the log on stderr, if the server exits or does not listen within 10 s.
 start_ringstash() {
-    local rs=$1 data=$2 logf=$3 line=""
+    local rs=$1 data=$2 logf=$3 line="" more=()
     shift 3
+    if "$rs" serve --help 2>/dev/null | grep -q -- '--tcp-acked-addr'; then
+        more=(--tcp-acked-addr 127.0.0.1:0 --syslog-addr 127.0.0.1:0)
+    fi
     RINGSTASH_LOG=warn "$rs" serve --data-dir "$data" --tcp-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 "$@" 2>"$logf" &
+        --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 "${more[@]}" "$@" 2>"$logf" &
     RS_PID=$!
     for _ in $(seq 1 200); do
         line=$(grep -m1 '^listening ' "$logf" || true)
@@ -52,7 +57,10 @@ start_ringstash() {
         cat "$logf" >&2
         return 1
     fi
-    RS_TCP=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
+    RS_TCP_ONEWAY=$(sed -n 's/.*tcp=\([^ ]*\).*/\1/p' <<<"$line")
+    RS_TCP=$(sed -n 's/.*tcp_acked=\([^ ]*\).*/\1/p' <<<"$line")
+    [ -n "$RS_TCP" ] || RS_TCP=$RS_TCP_ONEWAY
+    RS_SYSLOG=$(sed -n 's/.*syslog=\([^ ]*\).*/\1/p' <<<"$line")
     RS_HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
     RS_WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
 }

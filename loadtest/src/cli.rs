@@ -101,7 +101,7 @@ pub struct RunArgs {
     /// over TCP, batch latency until WebSocket subscribers receive its last record).
     #[arg(long, value_enum, default_value = "tcp-acked")]
     pub mode: Mode,
-    /// Server address [default: 127.0.0.1:5140 for TCP, 127.0.0.1:8080 for HTTP].
+    /// Server address [default: 127.0.0.1:5140 for tcp (ringstash's one-way listener), 127.0.0.1:5141 for tcp-acked and ws-e2e (its acked listener), 127.0.0.1:8080 for HTTP].
     #[arg(long)]
     pub addr: Option<String>,
     /// HTTP path [default: /ingest for http-ingest, /v1/logs for http-logs].

@@ -331,10 +331,11 @@ fn engine_config(args: &RunArgs) -> anyhow::Result<EngineConfig> {
         (None, None) => Stop::Duration(Duration::from_secs(10)),
     };
     let addr_s = args.addr.clone().unwrap_or_else(|| {
-        if args.mode.is_http() {
-            "127.0.0.1:8080"
-        } else {
-            "127.0.0.1:5140"
+        match args.mode {
+            m if m.is_http() => "127.0.0.1:8080",
+            Mode::Tcp => "127.0.0.1:5140",
+            // ringstash's acked listener; ws-e2e sends acked by default.
+            _ => "127.0.0.1:5141",
         }
         .to_owned()
     });

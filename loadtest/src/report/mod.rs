@@ -338,7 +338,7 @@ mod tests {
     pub(super) fn run_info() -> RunInfo {
         RunInfo {
             mode: "tcp-acked".into(),
-            target: "127.0.0.1:5140".into(),
+            target: "127.0.0.1:5141".into(),
             load: "closed".into(),
             rate_target: None,
             connections: 4,
