@@ -624,7 +624,7 @@ fn config_file_unknown_keys_and_bad_values_are_refused_at_start() {
 #[test]
 fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     let Some(fs) = Tmpfs::mount("3m") else { return };
-    let data = fs.dir.path().join("data");
+    let data = fs.path().join("data");
     let server = Server::start(
         &data,
         &[
@@ -637,7 +637,7 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
         ],
     );
     // Take most of the space with a file we can delete later.
-    let filler = fs.dir.path().join("filler");
+    let filler = fs.path().join("filler");
     let _ = Command::new("dd")
         .args([
             "if=/dev/zero",

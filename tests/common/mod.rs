@@ -2,11 +2,14 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+pub mod wal;
+
 use std::{
+    ffi::CString,
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -262,58 +265,101 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
     out
 }
 
-/// A size-limited tmpfs mounted on a temp dir for the life of the value; None (with a
-/// printed reason) where the machine does not allow mounting.
+/// A size-limited tmpfs, unmounted on drop, also when a test fails.
 pub struct Tmpfs {
-    pub dir: tempfile::TempDir,
+    target: CString,
+    path: PathBuf,
+    /// The temp dir [`Tmpfs::mount`] made to mount on; removed after the unmount (fields
+    /// drop after [`Drop::drop`]).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Tmpfs {
+    /// Mounts on a new temp dir; None (with a printed SKIP reason) where the machine does
+    /// not allow mounting.
     pub fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            Ok(o) => {
-                println!(
-                    "SKIP: cannot mount tmpfs: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
+        match Tmpfs::mount_at(dir.path(), size) {
+            Ok(mut t) => {
+                t._dir = Some(dir);
+                Some(t)
             }
-            Err(e) => {
-                println!("SKIP: cannot run mount: {e}");
+            Err(why) => {
+                println!("SKIP: {why}");
                 None
             }
         }
+    }
+
+    /// Mounts on `target` (an existing directory); the error says why it could not.
+    pub fn mount_at(target: &Path, size: &str) -> Result<Tmpfs, String> {
+        let c = |s: &str| CString::new(s).unwrap();
+        let (source, fstype, options) = (c("tmpfs"), c("tmpfs"), c(&format!("size={size}")));
+        let path = target.to_owned();
+        let target = c(target.to_str().unwrap());
+        // SAFETY: all arguments are valid NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Tmpfs {
+            target,
+            path,
+            _dir: None,
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        // SAFETY: a valid path; MNT_DETACH so that a failing test cannot leave it behind.
+        unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
-/// Asserts that `ringstash check` finds every segment in `dir` intact (exit 0).
+/// Runs the binary with `args` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RINGSTASH_LOG", "warn")
+        .output()
+        .expect("run ringstash")
+}
+
+/// Runs `ringstash check` on `dir`; returns (exit code, stdout + stderr).
+pub fn check(dir: &Path) -> (i32, String) {
+    let out = run(&["check", "--data-dir", dir.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().expect("check exited normally"), text)
+}
+
+/// Asserts that `ringstash check` finds every segment in `dir` intact: exit 0 and
+/// "errors 0".
 #[track_caller]
 pub fn assert_check_clean(dir: &Path) {
-    let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("run check");
-    assert!(
-        out.status.success(),
-        "check found damage:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, text) = check(dir);
+    assert_eq!(code, 0, "ringstash check failed:\n{text}");
+    assert!(text.contains("errors 0"), "check output:\n{text}");
 }
 
 /// The server's `/metrics` text.
