@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod wal;
+pub mod ws;
 
 use std::{
     ffi::CString,
