@@ -58,8 +58,7 @@ fn read_binary(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Frame>, u64) {
 
 #[test]
 fn binary_subscribers_receive_the_stored_frames_exactly_filtered_and_resumable() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    let (_dir, s) = Server::start_in_tempdir(&[]);
     let ws_at = ws_addr(&s);
     let mut all = subscribe(ws_at, "from=earliest&format=binary");
     let mut errors = subscribe(ws_at, "from=latest&format=binary&level=error");
@@ -169,8 +168,7 @@ fn binary_subscribers_from_anywhere_share_the_window_and_get_exactly_their_recor
     // `middle` read up to it on their own, `future` joins once the log reaches 4500,
     // and `live` reads nothing on its own. Without the window every subscriber would
     // read every record it receives itself.
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--subscriber-send-buffer-bytes", "8192"]);
+    let (_dir, s) = Server::start_in_tempdir(&["--subscriber-send-buffer-bytes", "8192"]);
     let ws_at = ws_addr(&s);
     ingest_lines(&s, &lines[..2000]);
     let earliest = subscribe(ws_at, "from=earliest&format=binary");
@@ -209,16 +207,12 @@ fn binary_subscribers_from_anywhere_share_the_window_and_get_exactly_their_recor
     // A window of 64 KiB (about 500 of these records) and subscribers read one after
     // the other: those waiting fall below the window, read the files on their own, and
     // join it again; nothing is lost or repeated on the way.
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--subscriber-send-buffer-bytes",
-            "4096",
-            "--fanout-window-bytes-max",
-            "65536",
-        ],
-    );
+    let (_dir, s) = Server::start_in_tempdir(&[
+        "--subscriber-send-buffer-bytes",
+        "4096",
+        "--fanout-window-bytes-max",
+        "65536",
+    ]);
     let ws_at = ws_addr(&s);
     let mut subs: Vec<(Ws, u64)> = vec![
         (subscribe(ws_at, "from=latest&format=binary"), 0),

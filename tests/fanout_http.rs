@@ -13,8 +13,7 @@ use tungstenite::Message;
 
 #[test]
 fn read_api_returns_committed_records_and_post_still_ingests() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--read-records-max", "50"]);
+    let (_dir, s) = Server::start_in_tempdir(&["--read-records-max", "50"]);
     let lines: Vec<String> = (0..120).map(|i| format!("rec {i}")).collect();
     ingest_lines(&s, &lines);
     let r = http(s.http, "GET", "/v1/logs", &[], b"");

@@ -14,16 +14,12 @@ use tungstenite::Message;
 
 #[test]
 fn a_stalled_subscriber_is_closed_with_4008_and_producers_are_unaffected() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--subscriber-stall-ms-max",
-            "300",
-            "--subscriber-send-buffer-bytes",
-            "16384",
-        ],
-    );
+    let (_dir, s) = Server::start_in_tempdir(&[
+        "--subscriber-stall-ms-max",
+        "300",
+        "--subscriber-send-buffer-bytes",
+        "16384",
+    ]);
     let ws_at = ws_addr(&s);
     // A subscriber with a small receive buffer that reads nothing.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -101,18 +97,14 @@ fn a_stalled_subscriber_is_closed_with_4008_and_producers_are_unaffected() {
 
 #[test]
 fn bad_subscriptions_get_an_http_error_before_the_upgrade() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--filter-bytes-max",
-            "32",
-            "--subscribers-max",
-            "2",
-            "--ws-allowed-origins",
-            "http://good.example",
-        ],
-    );
+    let (_dir, s) = Server::start_in_tempdir(&[
+        "--filter-bytes-max",
+        "32",
+        "--subscribers-max",
+        "2",
+        "--ws-allowed-origins",
+        "http://good.example",
+    ]);
     let ws_at = ws_addr(&s);
     for (pq, status, code) in [
         ("/v1/stream?from=abc", 400, "bad_request"),

@@ -11,8 +11,7 @@ use tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 #[test]
 fn subscribers_receive_exactly_the_committed_records_in_order_with_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    let (_dir, s) = Server::start_in_tempdir(&[]);
     let ws_at = ws_addr(&s);
     let mut early = subscribe(ws_at, "from=earliest");
     let mut live = subscribe(ws_at, "from=latest");
@@ -107,8 +106,7 @@ fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
 
 #[test]
 fn filters_select_exactly_what_they_should() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    let (_dir, s) = Server::start_in_tempdir(&[]);
     let ws_at = ws_addr(&s);
     let services = ["api", "db", "web"];
     let levels = ["error", "warn", "info"];

@@ -14,8 +14,7 @@ use common::*;
 
 #[test]
 fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let (dir, server) = Server::start_in_tempdir(&[]);
     const CONNS: usize = 8;
     const LINES: usize = 3000;
     let acks: Vec<(u64, u64)> = std::thread::scope(|s| {
@@ -54,7 +53,7 @@ fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
         groups
     );
     assert_eq!(metric("ringstash_group_commit_seconds_count "), groups);
-    let stats = http(server.http, "GET", "/stats", &[], b"").json();
+    let stats = stats_json(server.http);
     let (p50, p99) = (
         stats["log"]["group_commit_us_p50"].as_u64().unwrap(),
         stats["log"]["group_commit_us_p99"].as_u64().unwrap(),
@@ -93,8 +92,7 @@ fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
 
 #[test]
 fn tcp_refuses_too_long_lines_alone_and_stores_a_final_unterminated_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--record-bytes-max", "16"]);
+    let (dir, server) = Server::start_in_tempdir(&["--record-bytes-max", "16"]);
     let long = "x".repeat(100);
     let said = tcp_send_all(
         server.tcp,
@@ -106,14 +104,13 @@ fn tcp_refuses_too_long_lines_alone_and_stores_a_final_unterminated_line() {
     );
     assert_eq!(last_ack(&said), Some((3, 2)), "{said}");
     assert!(server.stop().success());
-    let payloads: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    let payloads: Vec<String> = stored_payloads(dir.path());
     assert_eq!(payloads, vec!["ok1", "ok2", "last-no-newline"]);
 }
 
 #[test]
 fn http_ingest_endpoints_with_keep_alive_pipelining_and_chunked() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--json-enrich", "false"]);
+    let (dir, server) = Server::start_in_tempdir(&["--json-enrich", "false"]);
     let s = TcpStream::connect(server.http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -180,7 +177,7 @@ fn http_ingest_endpoints_with_keep_alive_pipelining_and_chunked() {
     );
     drop((w, r));
     assert!(server.stop().success());
-    let payloads: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    let payloads: Vec<String> = stored_payloads(dir.path());
     assert_eq!(
         payloads,
         vec![
@@ -198,18 +195,14 @@ fn http_ingest_endpoints_with_keep_alive_pipelining_and_chunked() {
 
 #[test]
 fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--http-body-bytes-max",
-            "1000",
-            "--http-header-bytes-max",
-            "1024",
-            "--record-bytes-max",
-            "100",
-        ],
-    );
+    let (dir, server) = Server::start_in_tempdir(&[
+        "--http-body-bytes-max",
+        "1000",
+        "--http-header-bytes-max",
+        "1024",
+        "--record-bytes-max",
+        "100",
+    ]);
     // A healthy TCP producer keeps its connection open across all the bad requests.
     let mut good = TcpStream::connect(server.tcp).unwrap();
     good.set_read_timeout(Some(Duration::from_secs(20)))
@@ -293,7 +286,7 @@ fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
         "{text}"
     );
     assert!(server.stop().success());
-    let payloads: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    let payloads: Vec<String> = stored_payloads(dir.path());
     assert_eq!(
         payloads,
         vec!["before", "after"],
@@ -303,8 +296,7 @@ fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
 
 #[test]
 fn connections_over_the_limit_are_refused_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--connections-max", "2"]);
+    let (_dir, server) = Server::start_in_tempdir(&["--connections-max", "2"]);
     let a = TcpStream::connect(server.tcp).unwrap();
     let b = TcpStream::connect(server.http).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -321,23 +313,18 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
         Some((1, 0)),
         "a slot frees when a connection closes: {said}"
     );
-    let m = metrics(server.http);
-    assert!(m.contains("ringstash_connections_refused_total 2"), "{m}");
+    assert_metrics(server.http, &["ringstash_connections_refused_total 2"]);
     assert!(server.stop().success());
 }
 
 #[test]
 fn idle_connections_are_closed_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--tcp-idle-timeout-ms",
-            "300",
-            "--http-idle-timeout-ms",
-            "300",
-        ],
-    );
+    let (_dir, server) = Server::start_in_tempdir(&[
+        "--tcp-idle-timeout-ms",
+        "300",
+        "--http-idle-timeout-ms",
+        "300",
+    ]);
     let mut t = TcpStream::connect(server.tcp).unwrap();
     t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     t.write_all(b"one\n").unwrap();
@@ -358,30 +345,30 @@ fn idle_connections_are_closed_with_a_reason() {
         started.elapsed() < Duration::from_secs(5),
         "closed by the server, not the read timeout"
     );
-    let m = metrics(server.http);
-    assert!(m.contains("ringstash_tcp_idle_closed_total 1"), "{m}");
-    assert!(m.contains("ringstash_http_idle_closed_total 1"), "{m}");
+    assert_metrics(
+        server.http,
+        &[
+            "ringstash_tcp_idle_closed_total 1",
+            "ringstash_http_idle_closed_total 1",
+        ],
+    );
     assert!(server.stop().success());
 }
 
 #[test]
 fn a_full_ring_makes_producers_wait_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--ring-batches-max",
-            "1",
-            "--groups-in-flight-max",
-            "1",
-            "--group-bytes-max",
-            "65536",
-            "--record-bytes-max",
-            "1024",
-            "--read-buffer-bytes",
-            "4096",
-        ],
-    );
+    let (dir, server) = Server::start_in_tempdir(&[
+        "--ring-batches-max",
+        "1",
+        "--groups-in-flight-max",
+        "1",
+        "--group-bytes-max",
+        "65536",
+        "--record-bytes-max",
+        "1024",
+        "--read-buffer-bytes",
+        "4096",
+    ]);
     const CONNS: usize = 6;
     const LINES: usize = 5000;
     let counts: Vec<u64> = std::thread::scope(|s| {
@@ -508,8 +495,7 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
 
 #[test]
 fn real_clients_nc_curl_logger() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let (dir, server) = Server::start_in_tempdir(&[]);
     let mut expected = Vec::new();
     let have = |cmd: &str| {
         Command::new("sh")
@@ -576,7 +562,7 @@ fn real_clients_nc_curl_logger() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(server.stop().success());
-    let got: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    let got: Vec<String> = stored_payloads(dir.path());
     for e in &expected {
         assert!(
             got.iter().any(|g| g.contains(e.as_str())),
@@ -710,11 +696,8 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
 
 #[test]
 fn json_logs_are_enriched_and_optionally_validated() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &["--json-validate", "true", "--node-id", "node-a"],
-    );
+    let (dir, server) =
+        Server::start_in_tempdir(&["--json-validate", "true", "--node-id", "node-a"]);
     let json = [("Content-Type", "application/json")];
     let now = ringstash::cli::format_ts(ringstash::wal::now_ns());
     let good = format!(
@@ -754,20 +737,8 @@ fn json_logs_are_enriched_and_optionally_validated() {
 
 #[test]
 fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--segment-bytes-max",
-            "65536",
-            "--group-bytes-max",
-            "16384",
-            "--record-bytes-max",
-            "1024",
-            "--retention-bytes-max",
-            "200000",
-        ],
-    );
+    let (dir, server) =
+        Server::start_in_tempdir(&small_segments_and(&["--retention-bytes-max", "200000"]));
     // About 1 MB of records: many rotations, of which retention keeps about 200 kB.
     for c in 0..10 {
         let payload: String = (0..1000)
@@ -778,7 +749,7 @@ fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest
             Some(1000)
         );
     }
-    let stats = http(server.http, "GET", "/stats", &[], b"").json();
+    let stats = stats_json(server.http);
     let start = stats["log"]["start_offset"].as_u64().unwrap();
     assert!(stats["log"]["segments_purged"].as_u64().unwrap() > 0);
     assert!(start > 0);
@@ -806,15 +777,7 @@ fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest
 #[test]
 fn retention_by_age_removes_sealed_segments_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let small = [
-        "--segment-bytes-max",
-        "65536",
-        "--group-bytes-max",
-        "16384",
-        "--record-bytes-max",
-        "1024",
-    ];
-    let server = Server::start(dir.path(), &small);
+    let server = Server::start(dir.path(), &SMALL_SEGMENTS);
     let payload: String = (0..3000)
         .map(|i| format!("{i:05} {}\n", "a".repeat(90)))
         .collect();
@@ -841,10 +804,11 @@ fn retention_by_age_removes_sealed_segments_at_start() {
                 .success()
         );
     }
-    let mut args = small.to_vec();
-    args.extend(["--retention-ms", "86400000"]);
-    let server = Server::start(dir.path(), &args);
-    let stats = http(server.http, "GET", "/stats", &[], b"").json();
+    let server = Server::start(
+        dir.path(),
+        &small_segments_and(&["--retention-ms", "86400000"]),
+    );
+    let stats = stats_json(server.http);
     assert_eq!(stats["log"]["segments_purged"], 2);
     assert!(server.stop().success());
     assert!(!logs[0].exists() && !logs[1].exists() && logs[2].exists());
@@ -855,8 +819,7 @@ fn retention_by_age_removes_sealed_segments_at_start() {
 
 #[test]
 fn graceful_shutdown_acks_every_record_it_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let (dir, server) = Server::start_in_tempdir(&[]);
     let mut w = TcpStream::connect(server.tcp).unwrap();
     let mut r = BufReader::new(w.try_clone().unwrap());
     r.get_ref()
@@ -897,18 +860,14 @@ fn graceful_shutdown_acks_every_record_it_stored() {
 fn a_long_line_after_short_ones_never_overflows_a_batch() {
     // The reviewer's reproduction: small groups, a record bound close to the group size,
     // short lines then a long one in the same read.
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--group-bytes-max",
-            "4096",
-            "--record-bytes-max",
-            "4000",
-            "--read-buffer-bytes",
-            "4096",
-        ],
-    );
+    let (dir, server) = Server::start_in_tempdir(&[
+        "--group-bytes-max",
+        "4096",
+        "--record-bytes-max",
+        "4000",
+        "--read-buffer-bytes",
+        "4096",
+    ]);
     let mut body = String::new();
     for i in 0..19 {
         body.push_str(&format!("{i:02}{}\n", "s".repeat(97)));

@@ -84,6 +84,13 @@ impl Server {
         }
     }
 
+    /// Starts `ringstash serve` on a new temp dir; returns the dir (keep it alive) too.
+    pub fn start_in_tempdir(extra: &[&str]) -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), extra);
+        (dir, server)
+    }
+
     /// SIGTERM, then waits; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -122,6 +129,22 @@ pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process:
     }
 }
 
+/// Segments of 64 KiB, groups of 16 KiB and records of at most 1 KiB: a few thousand
+/// short records rotate many times.
+pub const SMALL_SEGMENTS: [&str; 6] = [
+    "--segment-bytes-max",
+    "65536",
+    "--group-bytes-max",
+    "16384",
+    "--record-bytes-max",
+    "1024",
+];
+
+/// [`SMALL_SEGMENTS`] followed by `more` flags.
+pub fn small_segments_and(more: &[&'static str]) -> Vec<&'static str> {
+    [SMALL_SEGMENTS.as_slice(), more].concat()
+}
+
 /// `ringstash cat --meta` as (offset, payload) pairs.
 pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
     let out = Command::new(BIN)
@@ -144,6 +167,11 @@ pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
             (off, parts.next().unwrap_or("").to_owned())
         })
         .collect()
+}
+
+/// The payloads `ringstash cat` prints, in offset order.
+pub fn stored_payloads(data_dir: &Path) -> Vec<String> {
+    cat(data_dir).into_iter().map(|r| r.1).collect()
 }
 
 /// Parses "ack <count> <last>" lines; returns the last one seen.
@@ -366,4 +394,20 @@ pub fn assert_check_clean(dir: &Path) {
 /// The server's `/metrics` text.
 pub fn metrics(addr: SocketAddr) -> String {
     String::from_utf8(http(addr, "GET", "/metrics", &[], b"").body).expect("metrics are UTF-8")
+}
+
+/// Asserts that the server's `/metrics` text has every one of `lines` (e.g.
+/// "ringstash_tcp_idle_closed_total 1"); returns the text for further checks.
+#[track_caller]
+pub fn assert_metrics(addr: SocketAddr, lines: &[&str]) -> String {
+    let m = metrics(addr);
+    for l in lines {
+        assert!(m.contains(l), "{m}");
+    }
+    m
+}
+
+/// The server's `/stats` JSON.
+pub fn stats_json(addr: SocketAddr) -> serde_json::Value {
+    http(addr, "GET", "/stats", &[], b"").json()
 }

@@ -141,7 +141,7 @@ pub fn ingest_lines(s: &Server, lines: &[String]) -> (u64, u64) {
 }
 
 pub fn stats(s: &Server) -> serde_json::Value {
-    http(s.http, "GET", "/stats", &[], b"").json()
+    super::stats_json(s.http)
 }
 
 pub fn assert_exact(recs: &[Rec], first: u64, expected: &[String]) {
