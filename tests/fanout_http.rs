@@ -124,6 +124,19 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// Flags of every Chromium this test starts: headless, and quiet (no sandbox, GPU,
+/// updates, sync or first-run work).
+const CHROMIUM_HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+];
+
 /// A headless Chromium driven over the DevTools protocol (flattened sessions).
 struct Browser {
     child: std::process::Child,
@@ -136,18 +149,8 @@ impl Browser {
     fn open(chromium: &str, profile: &std::path::Path, url: &str) -> Browser {
         use std::io::BufRead;
         let mut child = std::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=1280,900",
-            ])
+            .args(CHROMIUM_HEADLESS)
+            .args(["--remote-debugging-port=0", "--window-size=1280,900"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdin(std::process::Stdio::null())
@@ -342,15 +345,8 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     let shot = out_dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let out = std::process::Command::new(chromium)
+        .args(CHROMIUM_HEADLESS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
             "--hide-scrollbars",
             "--virtual-time-budget=5000",
             "--window-size=1280,900",

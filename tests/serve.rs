@@ -576,22 +576,19 @@ fn real_clients_nc_curl_logger() {
 fn config_file_unknown_keys_and_bad_values_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("ringstash.toml");
-    std::fs::write(&cfg, "conections_max = 5\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("conections_max"));
-    std::fs::write(&cfg, "connections_max = 0\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("connections_max = 0 is outside"));
+    // Writes `contents` as the config file; serve must refuse to start, saying `says`.
+    let refused = |contents: &str, says: &str| {
+        std::fs::write(&cfg, contents).unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says));
+    };
+    refused("conections_max = 5\n", "conections_max");
+    refused("connections_max = 0\n", "connections_max = 0 is outside");
     // A valid file is used, and flags override it.
     std::fs::write(&cfg, "connections_max = 1\nrecord_bytes_max = 8\n").unwrap();
     let data = dir.path().join("data");

@@ -2,6 +2,7 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+mod spawn_serve;
 pub mod wal;
 pub mod ws;
 
@@ -10,7 +11,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -31,18 +32,7 @@ pub struct Server {
 impl Server {
     /// Starts `ringstash serve` on `data_dir` with extra flags; waits for "listening".
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--ws-addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("RINGSTASH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringstash serve");
+        let mut child = spawn_serve::spawn_serve(Path::new(BIN), data_dir, extra);
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap());

@@ -8,7 +8,7 @@ use std::{
 
 use tungstenite::{Message, WebSocket};
 
-use super::{Server, http, tcp_send_all};
+use super::{Server, tcp_send_all};
 
 pub type Ws = WebSocket<TcpStream>;
 
