@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{ws::*, *};
 use tungstenite::Message;
 
+/// One record of a binary message: offset, timestamp, payload.
 type Frame = (u64, u64, Vec<u8>);
 
 /// Parses one `format=binary` message independently of the server's code, byte by

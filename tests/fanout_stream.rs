@@ -47,7 +47,6 @@ fn subscribers_receive_exactly_the_committed_records_in_order_with_offsets() {
     assert!(s.stop().success());
 }
 
-/// One record of a binary message: offset, timestamp, payload.
 #[test]
 fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -97,8 +97,7 @@ fn append_and_kill(dir: &Path, tag: &str, kill_after: usize, delay: Duration) ->
 
 #[test]
 fn sigkill_while_appending_loses_no_acknowledged_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     // Every run continues the same log, so later runs also recover earlier crashes.
     let mut expected: Vec<Vec<u8>> = Vec::new();
     let runs = [
@@ -416,8 +415,7 @@ fn deny_io_uring_setup() -> std::io::Result<()> {
 #[test]
 fn io_uring_blocked_by_seccomp_is_a_clear_error() {
     use std::os::unix::process::CommandExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let mut cmd = Command::new(BIN);
     cmd.args(["append", "--data-dir", dir.to_str().unwrap()])
         .stdin(Stdio::null())

@@ -37,8 +37,7 @@ fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
 fn concurrent_producers(groups_in_flight_max: usize) {
     const PRODUCERS: u64 = 4;
     const BATCHES: u64 = 100;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let mut config = small_config(&dir);
     config.ring_batches_max = 8; // small, so producers also meet a full ring
     config.groups_in_flight_max = groups_in_flight_max;
@@ -169,8 +168,7 @@ fn concurrent_producers(groups_in_flight_max: usize) {
 
 #[test]
 fn a_directory_is_written_by_one_log_only_and_oversized_batches_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let config = small_config(&dir);
     let log = Log::open(config.clone()).unwrap();
     assert!(matches!(Log::open(config.clone()), Err(OpenError::Locked(d)) if d == dir));
@@ -206,8 +204,7 @@ fn a_directory_is_written_by_one_log_only_and_oversized_batches_are_refused() {
 #[test]
 fn a_directory_reopens_right_after_close_even_if_a_child_was_forked_meanwhile() {
     use std::os::unix::process::CommandExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let config = small_config(&dir);
     let log = Log::open(config.clone()).unwrap();
     // A child forked while the log is open holds copies of every descriptor, the lock
@@ -241,8 +238,7 @@ fn a_directory_reopens_right_after_close_even_if_a_child_was_forked_meanwhile() 
 
 #[test]
 fn append_acknowledges_a_line_before_the_next_one_arrives() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let mut child = spawn_append_printing_offsets(&dir);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -287,8 +283,7 @@ fn append_acknowledges_a_line_before_the_next_one_arrives() {
 
 #[test]
 fn a_malformed_batch_is_refused_by_the_producer_and_the_log_keeps_serving() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let log = Log::open(small_config(&dir)).unwrap();
     let good = vec![b"good".to_vec()];
     assert_eq!(append_wait(&log, 0, &good).first_offset, 0);
@@ -333,8 +328,7 @@ fn a_malformed_batch_is_refused_by_the_producer_and_the_log_keeps_serving() {
 
 #[test]
 fn several_threads_waiting_on_one_completion_all_learn_the_outcome() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let log = Log::open(small_config(&dir)).unwrap();
     // Queue a lot of work ahead, so that the waiters below are all parked before the
     // batch they wait on becomes durable.

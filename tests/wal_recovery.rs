@@ -106,8 +106,7 @@ fn assert_recovers(config: &LogConfig, expected: &[Vec<u8>], keep: usize, cut: u
 
 #[test]
 fn torn_tail_at_every_byte_of_the_last_record_is_cut() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pristine = tmp.path().join("pristine");
+    let (tmp, pristine) = temp_data_dir("pristine");
     let (config, expected, tail) = two_segment_log(&pristine);
     let n = expected.len();
     for cut_at in 0..=tail.frame_bytes {
@@ -140,8 +139,7 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut() {
 
 #[test]
 fn strict_recovery_refuses_a_torn_tail_and_leaves_it_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let (mut config, _, tail) = two_segment_log(&dir);
     let seg = last_segment(&dir);
     let len = tail.position + tail.frame_bytes / 2;
@@ -175,8 +173,7 @@ fn strict_recovery_refuses_a_torn_tail_and_leaves_it_alone() {
 
 #[test]
 fn garbage_and_zeros_after_the_last_record_are_cut() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pristine = tmp.path().join("pristine");
+    let (tmp, pristine) = temp_data_dir("pristine");
     let (config, expected, _) = two_segment_log(&pristine);
     let mut rng = Rng(3);
     let mut huge_len = vec![0u8; 24];
@@ -222,8 +219,7 @@ fn garbage_and_zeros_after_the_last_record_are_cut() {
 
 #[test]
 fn damaged_index_of_the_last_segment_is_recovered_from() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pristine = tmp.path().join("pristine");
+    let (tmp, pristine) = temp_data_dir("pristine");
     let (config, expected, tail) = two_segment_log(&pristine);
     let base = *list_segments(&pristine).unwrap().last().unwrap();
     let good = fs::read(index_path(&pristine, base)).unwrap();
@@ -308,8 +304,7 @@ fn damaged_index_of_the_last_segment_is_recovered_from() {
 
 #[test]
 fn a_segment_whose_header_never_reached_the_disk_is_removed_at_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pristine = tmp.path().join("pristine");
+    let (tmp, pristine) = temp_data_dir("pristine");
     let (config, expected, _) = two_segment_log(&pristine);
     let n = expected.len() as u64;
     let mut header = vec![0u8; 32];

@@ -28,8 +28,7 @@ use common::{wal::*, *};
 
 #[test]
 fn round_trip_across_many_rotations_from_any_offset() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
+    let (_tmp, dir) = temp_data_dir("data");
     let config = small_config(&dir);
     let log = Log::open(config.clone()).unwrap();
     let mut rng = Rng(1);
@@ -165,8 +164,7 @@ fn round_trip_across_many_rotations_from_any_offset() {
 /// the zeros, and the log carries on.
 #[test]
 fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (tmp, dir) = temp_data_dir("d");
     let config = small_config(&dir);
     assert!(config.segment_prewrite, "on by default");
     let log = Log::open(config.clone()).unwrap();
@@ -335,8 +333,7 @@ fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
 #[test]
 fn non_durable_policies_round_trip_and_shut_down_cleanly() {
     for policy in [FsyncPolicy::Never, FsyncPolicy::Interval { interval_ms: 5 }] {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("d");
+        let (_tmp, dir) = temp_data_dir("d");
         let mut config = small_config(&dir);
         config.fsync = policy;
         let log = Log::open(config.clone()).unwrap();
@@ -393,8 +390,7 @@ fn non_durable_policies_round_trip_and_shut_down_cleanly() {
 
 #[test]
 fn lowering_record_bytes_max_does_not_make_old_records_look_damaged() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let mut config = LogConfig::new(&dir);
     config.segment_bytes_max = 2 << 20;
     config.group_bytes_max = 1 << 20;

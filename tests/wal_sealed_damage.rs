@@ -47,8 +47,7 @@ fn read_until_error(mut r: Reader) -> (Vec<Record>, ReadError) {
 
 #[test]
 fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pristine = tmp.path().join("pristine");
+    let (tmp, pristine) = temp_data_dir("pristine");
     let (config, expected) = many_segment_log(&pristine, 5);
     let bases = list_segments(&pristine).unwrap();
     let base = bases[1];
@@ -136,8 +135,7 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
 
 #[test]
 fn a_missing_segment_is_a_gap_that_check_and_readers_report() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let (config, expected) = many_segment_log(&dir, 7);
     let bases = list_segments(&dir).unwrap();
     fs::remove_file(segment_path(&dir, bases[2])).unwrap();
@@ -173,8 +171,7 @@ fn a_missing_segment_is_a_gap_that_check_and_readers_report() {
 
 #[test]
 fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("d");
+    let (_tmp, dir) = temp_data_dir("d");
     let (config, expected) = many_segment_log(&dir, 6);
     let bases = list_segments(&dir).unwrap();
     let (base, next_base) = (bases[1], bases[2]);

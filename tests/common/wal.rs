@@ -47,6 +47,14 @@ impl Rng {
     }
 }
 
+/// A new temp dir and the path of a data directory `name` in it (not created: the log
+/// creates it). Keep the dir alive as long as the path is used.
+pub fn temp_data_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    (tmp, dir)
+}
+
 /// A log configuration small enough that a few thousand records rotate many times.
 pub fn small_config(dir: &Path) -> LogConfig {
     let mut c = LogConfig::new(dir);
