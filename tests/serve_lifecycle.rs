@@ -144,10 +144,7 @@ fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest
         let payload: String = (0..1000)
             .map(|i| format!("c{c:02} {i:04} {}\n", "r".repeat(80)))
             .collect();
-        assert_eq!(
-            last_ack(&tcp_send_all(server.tcp, payload.as_bytes())).map(|a| a.0),
-            Some(1000)
-        );
+        assert_eq!(acked_count(server.tcp, &payload), Some(1000));
     }
     let stats = stats_json(server.http);
     let start = stats["log"]["start_offset"].as_u64().unwrap();
@@ -181,10 +178,7 @@ fn retention_by_age_removes_sealed_segments_at_start() {
     let payload: String = (0..3000)
         .map(|i| format!("{i:05} {}\n", "a".repeat(90)))
         .collect();
-    assert_eq!(
-        last_ack(&tcp_send_all(server.tcp, payload.as_bytes())).map(|a| a.0),
-        Some(3000)
-    );
+    assert_eq!(acked_count(server.tcp, &payload), Some(3000));
     assert!(server.stop().success());
     let mut logs: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -188,6 +188,11 @@ pub fn tcp_send_all(addr: SocketAddr, payload: &[u8]) -> String {
     out
 }
 
+/// Sends `payload` as in [`tcp_send_all`]; the record count of the last ack, if any.
+pub fn acked_count(addr: SocketAddr, payload: &str) -> Option<u64> {
+    last_ack(&tcp_send_all(addr, payload.as_bytes())).map(|a| a.0)
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct HttpResponse {
