@@ -66,7 +66,7 @@ fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
         server.stderr_text()
     );
     // The acked records are there after a restart; nothing after them was acknowledged.
-    let stored: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    let stored: Vec<String> = stored_payloads(dir.path());
     for (i, got) in stored.iter().take(5).enumerate() {
         assert_eq!(got, &format!("batch {i} record"));
     }
@@ -155,8 +155,7 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "ring_full");
     assert_eq!(r.header("retry-after"), Some("1"));
-    let m = metrics(server.http);
-    assert!(m.contains("ringstash_http_ring_full_total 1"), "{m}");
+    assert_metrics(server.http, &["ringstash_http_ring_full_total 1"]);
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {
         s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -166,7 +165,7 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
         assert_eq!(last_ack(&said).map(|a| a.0), Some(1), "{said}");
     }
     assert!(server.stop().success());
-    let stored: Vec<String> = cat(dir.path()).into_iter().map(|r| r.1).collect();
+    let stored: Vec<String> = stored_payloads(dir.path());
     assert_eq!(stored.len(), 3);
     assert!(!stored.iter().any(|s| s == "refused"));
 }
@@ -198,18 +197,7 @@ fn short_writes_are_completed_before_anything_is_acknowledged() {
 #[test]
 fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_armed(
-        dir.path(),
-        "spare_delay_ms=3",
-        &[
-            "--segment-bytes-max",
-            "65536",
-            "--group-bytes-max",
-            "16384",
-            "--record-bytes-max",
-            "1024",
-        ],
-    );
+    let server = start_armed(dir.path(), "spare_delay_ms=3", &SMALL_SEGMENTS);
     // Many small acknowledged sends, so that rotations come at about the pace of
     // spare builds.
     let mut sent = 0u64;
@@ -221,7 +209,7 @@ fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
         sent += 200;
         assert_eq!(last_ack(&said).map(|a| a.1), Some(sent - 1), "{said}");
     }
-    let stats = http(server.http, "GET", "/stats", &[], b"").json();
+    let stats = stats_json(server.http);
     let log = &stats["log"];
     assert!(log["spares_used"].as_u64().unwrap() > 0, "{log}");
     assert!(log["spares_missed"].as_u64().unwrap() > 0, "{log}");

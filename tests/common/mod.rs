@@ -2,11 +2,16 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+mod spawn_serve;
+pub mod wal;
+pub mod ws;
+
 use std::{
+    ffi::CString,
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -27,18 +32,7 @@ pub struct Server {
 impl Server {
     /// Starts `ringstash serve` on `data_dir` with extra flags; waits for "listening".
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--ws-addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("RINGSTASH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringstash serve");
+        let mut child = spawn_serve::spawn_serve(Path::new(BIN), data_dir, extra);
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap());
@@ -80,6 +74,13 @@ impl Server {
         }
     }
 
+    /// Starts `ringstash serve` on a new temp dir; returns the dir (keep it alive) too.
+    pub fn start_in_tempdir(extra: &[&str]) -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), extra);
+        (dir, server)
+    }
+
     /// SIGTERM, then waits; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -118,6 +119,22 @@ pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<std::process:
     }
 }
 
+/// Segments of 64 KiB, groups of 16 KiB and records of at most 1 KiB: a few thousand
+/// short records rotate many times.
+pub const SMALL_SEGMENTS: [&str; 6] = [
+    "--segment-bytes-max",
+    "65536",
+    "--group-bytes-max",
+    "16384",
+    "--record-bytes-max",
+    "1024",
+];
+
+/// [`SMALL_SEGMENTS`] followed by `more` flags.
+pub fn small_segments_and(more: &[&'static str]) -> Vec<&'static str> {
+    [SMALL_SEGMENTS.as_slice(), more].concat()
+}
+
 /// `ringstash cat --meta` as (offset, payload) pairs.
 pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
     let out = Command::new(BIN)
@@ -142,6 +159,11 @@ pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// The payloads `ringstash cat` prints, in offset order.
+pub fn stored_payloads(data_dir: &Path) -> Vec<String> {
+    cat(data_dir).into_iter().map(|r| r.1).collect()
+}
+
 /// Parses "ack <count> <last>" lines; returns the last one seen.
 pub fn last_ack(text: &str) -> Option<(u64, u64)> {
     text.lines().filter_map(parse_ack).next_back()
@@ -164,6 +186,11 @@ pub fn tcp_send_all(addr: SocketAddr, payload: &[u8]) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read acks");
     out
+}
+
+/// Sends `payload` as in [`tcp_send_all`]; the record count of the last ack, if any.
+pub fn acked_count(addr: SocketAddr, payload: &str) -> Option<u64> {
+    last_ack(&tcp_send_all(addr, payload.as_bytes())).map(|a| a.0)
 }
 
 /// A parsed HTTP response.
@@ -262,61 +289,120 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
     out
 }
 
-/// A size-limited tmpfs mounted on a temp dir for the life of the value; None (with a
-/// printed reason) where the machine does not allow mounting.
+/// A size-limited tmpfs, unmounted on drop, also when a test fails.
 pub struct Tmpfs {
-    pub dir: tempfile::TempDir,
+    target: CString,
+    path: PathBuf,
+    /// The temp dir [`Tmpfs::mount`] made to mount on; removed after the unmount (fields
+    /// drop after [`Drop::drop`]).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Tmpfs {
+    /// Mounts on a new temp dir; None (with a printed SKIP reason) where the machine does
+    /// not allow mounting.
     pub fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            Ok(o) => {
-                println!(
-                    "SKIP: cannot mount tmpfs: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
+        match Tmpfs::mount_at(dir.path(), size) {
+            Ok(mut t) => {
+                t._dir = Some(dir);
+                Some(t)
             }
-            Err(e) => {
-                println!("SKIP: cannot run mount: {e}");
+            Err(why) => {
+                println!("SKIP: {why}");
                 None
             }
         }
+    }
+
+    /// Mounts on `target` (an existing directory); the error says why it could not.
+    pub fn mount_at(target: &Path, size: &str) -> Result<Tmpfs, String> {
+        let c = |s: &str| CString::new(s).unwrap();
+        let (source, fstype, options) = (c("tmpfs"), c("tmpfs"), c(&format!("size={size}")));
+        let path = target.to_owned();
+        let target = c(target.to_str().unwrap());
+        // SAFETY: all arguments are valid NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Tmpfs {
+            target,
+            path,
+            _dir: None,
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        // SAFETY: a valid path; MNT_DETACH so that a failing test cannot leave it behind.
+        unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
-/// Asserts that `ringstash check` finds every segment in `dir` intact (exit 0).
+/// Runs the binary with `args` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RINGSTASH_LOG", "warn")
+        .output()
+        .expect("run ringstash")
+}
+
+/// Runs `ringstash check` on `dir`; returns (exit code, stdout + stderr).
+pub fn check(dir: &Path) -> (i32, String) {
+    let out = run(&["check", "--data-dir", dir.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().expect("check exited normally"), text)
+}
+
+/// Asserts that `ringstash check` finds every segment in `dir` intact: exit 0 and
+/// "errors 0".
 #[track_caller]
 pub fn assert_check_clean(dir: &Path) {
-    let out = Command::new(BIN)
-        .args(["check", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("run check");
-    assert!(
-        out.status.success(),
-        "check found damage:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, text) = check(dir);
+    assert_eq!(code, 0, "ringstash check failed:\n{text}");
+    assert!(text.contains("errors 0"), "check output:\n{text}");
 }
 
 /// The server's `/metrics` text.
 pub fn metrics(addr: SocketAddr) -> String {
     String::from_utf8(http(addr, "GET", "/metrics", &[], b"").body).expect("metrics are UTF-8")
+}
+
+/// Asserts that the server's `/metrics` text has every one of `lines` (e.g.
+/// "ringstash_tcp_idle_closed_total 1"); returns the text for further checks.
+#[track_caller]
+pub fn assert_metrics(addr: SocketAddr, lines: &[&str]) -> String {
+    let m = metrics(addr);
+    for l in lines {
+        assert!(m.contains(l), "{m}");
+    }
+    m
+}
+
+/// The server's `/stats` JSON.
+pub fn stats_json(addr: SocketAddr) -> serde_json::Value {
+    http(addr, "GET", "/stats", &[], b"").json()
 }

@@ -6,10 +6,13 @@ use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{Mutex, MutexGuard, OnceLock},
     time::{Duration, Instant},
 };
+
+#[path = "../../../tests/common/spawn_serve.rs"]
+mod spawn_serve;
 
 pub const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
 
@@ -101,18 +104,7 @@ impl Server {
     /// by another test's server in between.
     pub fn start_with(extra: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(ringstash_bin())
-            .args(["serve", "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--ws-addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("RINGSTASH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringstash serve");
+        let mut child = spawn_serve::spawn_serve(ringstash_bin(), data_dir.path(), extra);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
         // Reads stderr to its end, so the server never blocks on a full pipe.

@@ -1,0 +1,218 @@
+//! Damage in sealed segments (a flipped byte, a missing segment, a damaged index) is
+//! reported by `ringstash check` and by readers, never skipped over.
+
+use std::{
+    fs::{self, OpenOptions},
+    os::unix::fs::FileExt,
+    path::Path,
+};
+
+use ringstash::{
+    error::ReadError,
+    wal::{
+        Log, LogConfig, Reader, Record,
+        segment::{index_path, list_segments, segment_path},
+    },
+};
+
+mod common;
+
+use common::{wal::*, *};
+
+// ---------------------------------------------------------------------------------------
+// Damage in a sealed segment is reported, never skipped
+// ---------------------------------------------------------------------------------------
+
+/// A log of at least four segments; returns its config and payloads.
+fn many_segment_log(dir: &Path, seed: u64) -> (LogConfig, Vec<Vec<u8>>) {
+    let config = small_config(dir);
+    let log = Log::open(config.clone()).unwrap();
+    let expected = fill_log(&log, &mut Rng(seed), 1400, 20, 300);
+    drop(log);
+    assert!(list_segments(dir).unwrap().len() >= 4);
+    (config, expected)
+}
+
+/// Reads from `from` until the reader fails; returns what it read and the error.
+fn read_until_error(mut r: Reader) -> (Vec<Record>, ReadError) {
+    let mut got = Vec::new();
+    loop {
+        match r.next() {
+            Ok(Some(rec)) => got.push(Record::from(rec)),
+            Ok(None) => panic!("reader reached the end without reporting the damage"),
+            Err(e) => return (got, e),
+        }
+    }
+}
+
+#[test]
+fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
+    let (tmp, pristine) = temp_data_dir("pristine");
+    let (config, expected) = many_segment_log(&pristine, 5);
+    let bases = list_segments(&pristine).unwrap();
+    let base = bases[1];
+    let recs = parse_segment(&segment_path(&pristine, base));
+    let victim = recs[recs.len() / 2];
+    let last_of_segment = *recs.last().unwrap();
+
+    // One byte of each field of a record in the middle, and of the segment's last record.
+    let cases = [
+        ("offset field", victim, 3),
+        ("checksum field", victim, 9),
+        ("length field", victim, 12),
+        ("timestamp field", victim, 20),
+        ("payload", victim, RECORD_HEADER + 5),
+        (
+            "last byte of the segment",
+            last_of_segment,
+            last_of_segment.frame_bytes - 1,
+        ),
+    ];
+    for (what, rec, byte) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&pristine, &dir);
+        let seg = segment_path(&dir, base);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, rec.position + byte).unwrap();
+        f.write_all_at(&[b[0] ^ 0x24], rec.position + byte).unwrap();
+        drop(f);
+
+        let (code, text) = check(&dir);
+        assert_eq!(code, 1, "{what}: check must fail:\n{text}");
+        let name = seg.file_name().unwrap().to_str().unwrap();
+        assert!(
+            text.contains(name) && text.contains(&format!("byte {}", rec.position)),
+            "{what}: check must name {name} and byte {}:\n{text}",
+            rec.position
+        );
+
+        // The directory reader, from the start and from inside the damaged segment,
+        // stops at the damaged record with Corrupt instead of skipping it.
+        for from in [0, base, rec.offset] {
+            let (got, err) = read_until_error(Reader::open_dir(&dir, from).unwrap());
+            assert_records(&got, &expected[..rec.offset as usize], from, what);
+            match err {
+                ReadError::Corrupt {
+                    path,
+                    position,
+                    offset,
+                    ..
+                } => {
+                    assert_eq!(
+                        (path, position, offset),
+                        (seg.clone(), rec.position, rec.offset),
+                        "{what}"
+                    );
+                }
+                other => panic!("{what}: expected Corrupt, got {other}"),
+            }
+        }
+        // So does a live reader of the reopened log; later segments still read.
+        let mut config = config.clone();
+        config.dir = dir.clone();
+        let log = Log::open(config).unwrap();
+        let (got, err) = read_until_error(log.reader(base).unwrap());
+        assert_records(&got, &expected[..rec.offset as usize], base, what);
+        assert!(
+            matches!(&err, ReadError::Corrupt { position, .. } if *position == rec.position),
+            "{what}: {err}"
+        );
+        assert_records(
+            &drain(log.reader(bases[2]).unwrap()),
+            &expected,
+            bases[2],
+            what,
+        );
+        drop(log);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_missing_segment_is_a_gap_that_check_and_readers_report() {
+    let (_tmp, dir) = temp_data_dir("d");
+    let (config, expected) = many_segment_log(&dir, 7);
+    let bases = list_segments(&dir).unwrap();
+    fs::remove_file(segment_path(&dir, bases[2])).unwrap();
+    fs::remove_file(index_path(&dir, bases[2])).unwrap();
+
+    let (code, text) = check(&dir);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("gap") && text.contains(&bases[3].to_string()),
+        "check must name the gap: {text}"
+    );
+    let (got, err) = read_until_error(Reader::open_dir(&dir, 0).unwrap());
+    assert_records(&got, &expected[..bases[2] as usize], 0, "before the gap");
+    assert!(
+        matches!(&err, ReadError::Corrupt { offset, .. } if *offset == bases[2]),
+        "{err}"
+    );
+    let log = Log::open(config).unwrap();
+    let problems = &log.recovery_report().sealed_problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains(&bases[3].to_string()), "{problems:?}");
+    let (got, err) = read_until_error(log.reader(bases[1]).unwrap());
+    assert_records(&got, &expected[..bases[2] as usize], bases[1], "live");
+    assert!(matches!(err, ReadError::Corrupt { .. }), "{err}");
+    // What lies after the gap is still served to readers that start there.
+    assert_records(
+        &drain(log.reader(bases[3]).unwrap()),
+        &expected,
+        bases[3],
+        "after",
+    );
+}
+
+#[test]
+fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
+    let (_tmp, dir) = temp_data_dir("d");
+    let (config, expected) = many_segment_log(&dir, 6);
+    let bases = list_segments(&dir).unwrap();
+    let (base, next_base) = (bases[1], bases[2]);
+    let ipath = index_path(&dir, base);
+    let mut idx = fs::read(&ipath).unwrap();
+    assert!(idx.len() >= 40);
+    // Shift the position of every entry from the third on by 8 bytes.
+    for e in idx.chunks_exact_mut(8).skip(2) {
+        let p = u32::from_le_bytes(e[4..8].try_into().unwrap()) + 8;
+        e[4..8].copy_from_slice(&p.to_le_bytes());
+    }
+    fs::write(&ipath, &idx).unwrap();
+
+    let (code, text) = check(&dir);
+    assert_eq!(code, 1, "check must report the damaged index:\n{text}");
+    assert!(
+        text.contains(ipath.file_name().unwrap().to_str().unwrap()),
+        "{text}"
+    );
+
+    // The records themselves are intact: recovery blames the index, not the segment,
+    // and every reader still returns the records.
+    let log = Log::open(config).unwrap();
+    let problems = &log.recovery_report().sealed_problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(ipath.to_str().unwrap()),
+        "{problems:?}"
+    );
+    for from in (base..next_base).step_by(7).chain([next_base - 1]) {
+        assert_records(
+            &drain(log.reader(from).unwrap()),
+            &expected,
+            from,
+            "live reader",
+        );
+        assert_records(
+            &drain(Reader::open_dir(&dir, from).unwrap()),
+            &expected,
+            from,
+            "dir reader",
+        );
+    }
+}
