@@ -34,7 +34,7 @@ fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
     let mut acked = 0u64;
     let mut failed_line = None;
     for i in 0..20 {
-        let said = tcp_send_all(server.tcp, format!("batch {i} record\n").as_bytes());
+        let said = tcp_send_all(server.tcp_acked, format!("batch {i} record\n").as_bytes());
         match (
             last_ack(&said),
             said.lines().find(|l| l.starts_with("error - ")),
@@ -145,7 +145,7 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     // Three producers: one batch in the writer (delayed), one in the ring, the rest wait.
     let mut busy: Vec<TcpStream> = (0..3)
         .map(|i| {
-            let mut s = TcpStream::connect(server.tcp).unwrap();
+            let mut s = TcpStream::connect(server.tcp_acked).unwrap();
             s.write_all(format!("filler {i}\n").as_bytes()).unwrap();
             s
         })
@@ -178,7 +178,7 @@ fn short_writes_are_completed_before_anything_is_acknowledged() {
         let payload: String = (0..5000)
             .map(|i| format!("short {i:05} {}\n", "w".repeat(50)))
             .collect();
-        let said = tcp_send_all(server.tcp, payload.as_bytes());
+        let said = tcp_send_all(server.tcp_acked, payload.as_bytes());
         assert_eq!(last_ack(&said), Some((5000, 4999)), "{fsync}: {said}");
         assert!(server.stop().success());
         let stored = cat(dir.path());
@@ -205,7 +205,7 @@ fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
         let payload: String = (0..200)
             .map(|i| format!("spare {:05} {}\n", chunk * 200 + i, "s".repeat(80)))
             .collect();
-        let said = tcp_send_all(server.tcp, payload.as_bytes());
+        let said = tcp_send_all(server.tcp_acked, payload.as_bytes());
         sent += 200;
         assert_eq!(last_ack(&said).map(|a| a.1), Some(sent - 1), "{said}");
     }

@@ -37,7 +37,7 @@ fn a_stalled_subscriber_is_closed_with_4008_and_producers_are_unaffected() {
         .chunks(10_000)
         .map(|c| {
             let c = c.to_vec();
-            let tcp = s.tcp;
+            let tcp = s.tcp_acked;
             std::thread::spawn(move || {
                 let mut payload = c.join("\n");
                 payload.push('\n');

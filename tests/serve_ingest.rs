@@ -23,7 +23,7 @@ fn tcp_lines_from_many_connections_land_in_order_with_matching_acks() {
     let acks: Vec<(u64, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..CONNS)
             .map(|c| {
-                let addr = server.tcp;
+                let addr = server.tcp_acked;
                 s.spawn(move || {
                     let mut payload = Vec::new();
                     for i in 0..LINES {
@@ -98,7 +98,7 @@ fn tcp_refuses_too_long_lines_alone_and_stores_a_final_unterminated_line() {
     let (dir, server) = Server::start_in_tempdir(&["--record-bytes-max", "16"]);
     let long = "x".repeat(100);
     let said = tcp_send_all(
-        server.tcp,
+        server.tcp_acked,
         format!("ok1\n{long}\nok2\n\nlast-no-newline").as_bytes(),
     );
     assert!(
@@ -230,10 +230,10 @@ fn real_clients_nc_curl_logger() {
                 "-c",
                 &format!(
                     "printf 'from nc\\n' | nc -q 2 {} {} || printf 'from nc\\n' | nc -N {} {}",
-                    server.tcp.ip(),
-                    server.tcp.port(),
-                    server.tcp.ip(),
-                    server.tcp.port()
+                    server.tcp_acked.ip(),
+                    server.tcp_acked.port(),
+                    server.tcp_acked.ip(),
+                    server.tcp_acked.port()
                 ),
             ])
             .output()
@@ -249,9 +249,9 @@ fn real_clients_nc_curl_logger() {
             .args([
                 "--tcp",
                 "-n",
-                &server.tcp.ip().to_string(),
+                &server.tcp_acked.ip().to_string(),
                 "-P",
-                &server.tcp.port().to_string(),
+                &server.tcp_acked.port().to_string(),
                 "-t",
                 "rstest",
                 "from logger",
@@ -334,7 +334,7 @@ fn a_long_line_after_short_ones_never_overflows_a_batch() {
     }
     body.push_str(&"L".repeat(2000));
     body.push('\n');
-    let said = tcp_send_all(server.tcp, body.as_bytes());
+    let said = tcp_send_all(server.tcp_acked, body.as_bytes());
     assert_eq!(last_ack(&said).map(|a| a.0), Some(20), "{said}");
     let r = http(server.http, "POST", "/ingest", &[], body.as_bytes());
     assert_eq!(

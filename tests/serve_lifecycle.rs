@@ -24,7 +24,7 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
         let acked: Vec<(String, u64)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..CONNS)
                 .map(|c| {
-                    let addr = server.tcp;
+                    let addr = server.tcp_acked;
                     s.spawn(move || {
                         let tag = format!("r{round}c{c}");
                         let mut w = TcpStream::connect(addr).unwrap();
@@ -127,7 +127,7 @@ fn config_file_unknown_keys_and_bad_values_are_refused_at_start() {
         &data,
         &["--config", cfg.to_str().unwrap(), "--record-bytes-max", "4"],
     );
-    let said = tcp_send_all(server.tcp, b"12345\n1234\n");
+    let said = tcp_send_all(server.tcp_acked, b"12345\n1234\n");
     assert!(
         said.contains("error 1 record_too_large"),
         "flag (4) overrides file (8): {said}"
@@ -144,7 +144,7 @@ fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest
         let payload: String = (0..1000)
             .map(|i| format!("c{c:02} {i:04} {}\n", "r".repeat(80)))
             .collect();
-        assert_eq!(acked_count(server.tcp, &payload), Some(1000));
+        assert_eq!(acked_count(server.tcp_acked, &payload), Some(1000));
     }
     let stats = stats_json(server.http);
     let start = stats["log"]["start_offset"].as_u64().unwrap();
@@ -178,7 +178,7 @@ fn retention_by_age_removes_sealed_segments_at_start() {
     let payload: String = (0..3000)
         .map(|i| format!("{i:05} {}\n", "a".repeat(90)))
         .collect();
-    assert_eq!(acked_count(server.tcp, &payload), Some(3000));
+    assert_eq!(acked_count(server.tcp_acked, &payload), Some(3000));
     assert!(server.stop().success());
     let mut logs: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -214,7 +214,7 @@ fn retention_by_age_removes_sealed_segments_at_start() {
 #[test]
 fn graceful_shutdown_acks_every_record_it_stored() {
     let (dir, server) = Server::start_in_tempdir(&[]);
-    let mut w = TcpStream::connect(server.tcp).unwrap();
+    let mut w = TcpStream::connect(server.tcp_acked).unwrap();
     let mut r = BufReader::new(w.try_clone().unwrap());
     r.get_ref()
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -263,6 +263,12 @@ fn a_second_server_on_the_same_ports_refuses_to_start() {
         let mut second = Command::new(BIN)
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("b"))
+            .args([
+                "--tcp-acked-addr",
+                "127.0.0.1:0",
+                "--syslog-addr",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -340,7 +346,7 @@ fn a_second_server_on_the_same_ports_refuses_to_start() {
     );
     // 20 connections, one record each: all land in the first server's log.
     for i in 0..20 {
-        let said = tcp_send_all(first.tcp, format!("line {i}\n").as_bytes());
+        let said = tcp_send_all(first.tcp_acked, format!("line {i}\n").as_bytes());
         assert!(said.starts_with("ack 1 "), "connection {i}: {said}");
     }
     let data = first.data_dir.clone();

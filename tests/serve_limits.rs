@@ -24,7 +24,7 @@ fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
         "100",
     ]);
     // A healthy TCP producer keeps its connection open across all the bad requests.
-    let mut good = TcpStream::connect(server.tcp).unwrap();
+    let mut good = TcpStream::connect(server.tcp_acked).unwrap();
     good.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     good.write_all(b"before\n").unwrap();
@@ -117,17 +117,17 @@ fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
 #[test]
 fn connections_over_the_limit_are_refused_with_a_reason() {
     let (_dir, server) = Server::start_in_tempdir(&["--connections-max", "2"]);
-    let a = TcpStream::connect(server.tcp).unwrap();
+    let a = TcpStream::connect(server.tcp_acked).unwrap();
     let b = TcpStream::connect(server.http).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let said = tcp_send_all(server.tcp, b"x\n");
+    let said = tcp_send_all(server.tcp_acked, b"x\n");
     assert!(said.starts_with("error - too_many_connections"), "{said}");
     let r = http(server.http, "GET", "/healthz", &[], b"");
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"], "too_many_connections");
     drop((a, b));
     std::thread::sleep(Duration::from_millis(300));
-    let said = tcp_send_all(server.tcp, b"x\n");
+    let said = tcp_send_all(server.tcp_acked, b"x\n");
     assert_eq!(
         last_ack(&said),
         Some((1, 0)),
@@ -145,7 +145,7 @@ fn idle_connections_are_closed_with_a_reason() {
         "--http-idle-timeout-ms",
         "300",
     ]);
-    let mut t = TcpStream::connect(server.tcp).unwrap();
+    let mut t = TcpStream::connect(server.tcp_acked).unwrap();
     t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     t.write_all(b"one\n").unwrap();
     let mut said = String::new();
@@ -194,7 +194,7 @@ fn a_full_ring_makes_producers_wait_and_loses_nothing() {
     let counts: Vec<u64> = std::thread::scope(|s| {
         (0..CONNS)
             .map(|c| {
-                let addr = server.tcp;
+                let addr = server.tcp_acked;
                 s.spawn(move || {
                     let payload: String = (0..LINES)
                         .map(|i| format!("c{c}-{i:06}-{}\n", "p".repeat(60)))
@@ -254,7 +254,7 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     let mut refused_tcp = None;
     let mut full_connections = 0;
     for _ in 0..200 {
-        let said = tcp_send_all(server.tcp, line.repeat(500).as_bytes());
+        let said = tcp_send_all(server.tcp_acked, line.repeat(500).as_bytes());
         if let Some(l) = said.lines().find(|l| l.starts_with("error - ")) {
             refused_tcp = Some((l.to_owned(), last_ack(&said).map_or(0, |a| a.0)));
             break;
@@ -286,7 +286,7 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let said = tcp_send_all(server.tcp, b"after space returned\n");
+    let said = tcp_send_all(server.tcp_acked, b"after space returned\n");
     assert_eq!(last_ack(&said).map(|a| a.0), Some(1), "{said}");
     let r = http(
         server.http,

@@ -66,11 +66,21 @@ pub fn render(msg: &[u8], extra: &[(&str, &str)], out: &mut Vec<u8>) -> Parsed {
             w.message(&m);
             Parsed::Syslog
         }
-        Err(_) => {
-            w.raw("unparsed", b"true");
-            w.str("message", &text);
-            Parsed::Unparsed
-        }
+        // `<PRI>` and then nothing RFC 3164 recognises (no timestamp, no host): as
+        // rsyslog does, the priority still counts and the rest is the message.
+        Err(_) => match pri_prefix(&text) {
+            Some((pri, rest)) => {
+                w.pri(pri);
+                w.str("message", rest);
+                w.str("syslog", "rfc3164");
+                Parsed::Syslog
+            }
+            None => {
+                w.raw("unparsed", b"true");
+                w.str("message", &text);
+                Parsed::Unparsed
+            }
+        },
     };
     if lossy {
         w.raw("utf8_lossy", b"true");
@@ -113,12 +123,23 @@ impl Fields<'_> {
         }
     }
 
-    fn message(&mut self, m: &Message<&str>) {
-        self.opt("service", m.appname);
-        if let Some(sev) = m.severity {
+    /// `level`, `severity` and `facility` from a PRI value.
+    fn pri(&mut self, pri: u8) {
+        let (facility, severity) = syslog_loose::decompose_pri(pri);
+        self.severity(severity);
+        self.opt("facility", facility.map(|f| f.as_str()));
+    }
+
+    fn severity(&mut self, severity: Option<SyslogSeverity>) {
+        if let Some(sev) = severity {
             self.str("level", level(sev));
             let _ = write!(self.out, ",\"severity\":{}", sev as u8);
         }
+    }
+
+    fn message(&mut self, m: &Message<&str>) {
+        self.opt("service", m.appname);
+        self.severity(m.severity);
         self.opt("facility", m.facility.map(|f| f.as_str()));
         self.opt("host", m.hostname);
         if let Some(ts) = m.timestamp {
@@ -161,6 +182,18 @@ impl Fields<'_> {
         };
         self.str("syslog", protocol);
     }
+}
+
+/// `<PRI>` at the start of `text` (1-3 digits, at most 191), and what follows it.
+fn pri_prefix(text: &str) -> Option<(u8, &str)> {
+    let rest = text.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let digits = &rest[..end];
+    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let pri: u8 = digits.parse().ok().filter(|p| *p <= 191)?;
+    Some((pri, rest[end + 1..].trim_start()))
 }
 
 /// A JSON string, escaped by serde_json.
@@ -233,6 +266,22 @@ mod tests {
                 (Some(lvl), Some(pri))
             );
         }
+    }
+
+    #[test]
+    fn a_bare_priority_still_counts() {
+        let (v, p) = json(b"<11>cut short");
+        assert_eq!(p, Parsed::Syslog);
+        assert_eq!(
+            (v["level"].as_str(), v["facility"].as_str()),
+            (Some("error"), Some("user"))
+        );
+        assert_eq!(v["message"], "cut short");
+        let (v, p) = json(b"<999>no");
+        assert_eq!(
+            (p, &v["message"]),
+            (Parsed::Unparsed, &serde_json::json!("<999>no"))
+        );
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ringstash");
 /// A running server.
 pub struct Server {
     pub child: Child,
+    /// The one-way raw TCP listener (nothing is written back).
     pub tcp: SocketAddr,
+    /// The raw TCP listener with acks.
+    pub tcp_acked: SocketAddr,
+    /// Syslog over TCP.
+    pub syslog: SocketAddr,
     pub http: SocketAddr,
     pub ws: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -67,6 +72,8 @@ impl Server {
         Server {
             child,
             tcp: addr("tcp=").expect("tcp address"),
+            tcp_acked: addr("tcp_acked=").expect("tcp_acked address"),
+            syslog: addr("syslog=").expect("syslog address"),
             http: addr("http=").expect("http address"),
             ws: addr("ws="),
             data_dir: data_dir.to_owned(),
@@ -405,4 +412,22 @@ pub fn assert_metrics(addr: SocketAddr, lines: &[&str]) -> String {
 /// The server's `/stats` JSON.
 pub fn stats_json(addr: SocketAddr) -> serde_json::Value {
     http(addr, "GET", "/stats", &[], b"").json()
+}
+
+/// The path of a tool a test runs (`logger`, `rsyslogd`...), looked up in PATH and
+/// the sbin directories. Missing: under CI (`CI` set) the test fails, since `.ci/run`
+/// installs it (Debian package `package`); elsewhere it prints SKIP and returns None.
+#[track_caller]
+pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let why = format!("{name} is not installed (Debian package {package})");
+        assert!(std::env::var_os("CI").is_none(), "under CI: {why}");
+        println!("SKIP: {why}");
+    }
+    found
 }

@@ -14,6 +14,12 @@ pub fn spawn_serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Child {
         .args(["serve", "--data-dir"])
         .arg(data_dir)
         .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args([
+            "--tcp-acked-addr",
+            "127.0.0.1:0",
+            "--syslog-addr",
+            "127.0.0.1:0",
+        ])
         .args(["--ws-addr", "127.0.0.1:0"])
         .args(extra)
         .env("RINGSTASH_LOG", "warn")

@@ -136,7 +136,7 @@ pub fn read_records(ws: &mut Ws, n: usize, within: Duration) -> (Vec<Rec>, u64) 
 pub fn ingest_lines(s: &Server, lines: &[String]) -> (u64, u64) {
     let mut payload = lines.join("\n");
     payload.push('\n');
-    let acks = tcp_send_all(s.tcp, payload.as_bytes());
+    let acks = tcp_send_all(s.tcp_acked, payload.as_bytes());
     super::last_ack(&acks).unwrap_or_else(|| panic!("no ack in {acks:?}"))
 }
 

@@ -129,7 +129,7 @@ impl Server {
                 .to_owned()
         };
         Server {
-            tcp: addr("tcp="),
+            tcp: addr("tcp_acked="),
             http: addr("http="),
             ws: addr("ws="),
             child,

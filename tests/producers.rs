@@ -1,0 +1,278 @@
+//! The producers people already run, against the real binary: fire-and-forget raw TCP
+//! senders that close without reading, `logger` over TCP with both syslog framings and
+//! both message formats, and the end of a stream (a clean FIN against a reset).
+//! Every test checks the records stored and what filters see, not only a status.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpStream},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{Server, http, metrics, require_tool, stored_payloads};
+
+/// Waits until the server has committed `n` records (GET /v1/logs's committed_end).
+fn wait_committed(s: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = http(s.http, "GET", "/v1/logs?from=latest&limit=1", &[], b"").json();
+        let end = v["committed_end"].as_u64().unwrap();
+        if end >= n {
+            assert_eq!(end, n, "more records than were sent");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {end} of {n} records committed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The records a read with `query` returns, as parsed JSON objects (their `data`).
+fn read_records(s: &Server, query: &str) -> Vec<serde_json::Value> {
+    let v = http(s.http, "GET", &format!("/v1/logs?{query}"), &[], b"").json();
+    v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r["data"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// A metric's value in `/metrics`.
+fn metric(s: &Server, name: &str) -> u64 {
+    let m = metrics(s.http);
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{m}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn fire_and_forget_senders_that_close_without_reading_lose_nothing() {
+    let (_dir, s) = Server::start_in_tempdir(&[]);
+    const RUNS: u64 = 3;
+    const LINES: u64 = 300_000;
+    for run in 0..RUNS {
+        // One write of 300,000 lines of 128 bytes, then close without reading: what
+        // scripts, `nc` and forwarders' TCP outputs do.
+        let mut body = Vec::with_capacity((LINES * 128) as usize);
+        for i in 0..LINES {
+            let head = format!("run{run}-{i:07}-");
+            body.extend_from_slice(head.as_bytes());
+            body.resize(body.len() + 127 - head.len(), b'x');
+            body.push(b'\n');
+        }
+        let mut c = TcpStream::connect(s.tcp).unwrap();
+        c.write_all(&body).unwrap();
+        drop(c);
+    }
+    wait_committed(&s, RUNS * LINES);
+    let stored = stored_payloads(&s.data_dir);
+    assert_eq!(stored.len() as u64, RUNS * LINES);
+    // Each run's lines arrive whole and in order (runs may interleave only if they
+    // overlapped; they did not: each closed before the next connected).
+    for (k, p) in stored.iter().enumerate() {
+        let (run, i) = (k as u64 / LINES, k as u64 % LINES);
+        assert_eq!(p.len(), 127, "record {k} is whole");
+        assert!(
+            p.starts_with(&format!("run{run}-{i:07}-")),
+            "record {k}: {p}"
+        );
+    }
+    assert_eq!(metric(&s, "ringstash_tcp_partial_discarded_total"), 0);
+}
+
+#[test]
+fn the_one_way_listener_never_writes_and_counts_its_refusals() {
+    let (_dir, s) = Server::start_in_tempdir(&["--record-bytes-max", "64"]);
+    let mut c = TcpStream::connect(s.tcp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let long = "y".repeat(100);
+    c.write_all(format!("first\n{long}\nlast\n").as_bytes())
+        .unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut said = Vec::new();
+    c.read_to_end(&mut said).unwrap();
+    assert!(said.is_empty(), "the server wrote {said:?}");
+    wait_committed(&s, 2);
+    assert_eq!(stored_payloads(&s.data_dir), ["first", "last"]);
+    assert_eq!(metric(&s, "ringstash_tcp_records_too_large_total"), 1);
+    // The acked listener still answers.
+    let acks = common::tcp_send_all(s.tcp_acked, b"acked\n");
+    assert_eq!(acks, "ack 1 2\n");
+}
+
+#[test]
+fn a_partial_last_line_is_a_record_after_a_fin_and_discarded_after_a_reset() {
+    let (_dir, s) = Server::start_in_tempdir(&[]);
+    // Clean end: the unterminated last line is a record.
+    let mut c = TcpStream::connect(s.tcp).unwrap();
+    c.write_all(b"one\ntwo-without-newline").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    wait_committed(&s, 2);
+    // Reset: SO_LINGER 0 makes close() send a RST. The complete line is stored, the
+    // cut-off one is not.
+    let c = TcpStream::connect(s.tcp).unwrap();
+    (&c).write_all(b"three\nfour-cut-off").unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let the server read both
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    wait_committed(&s, 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s, "ringstash_tcp_partial_discarded_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the partial line was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        stored_payloads(&s.data_dir),
+        ["one", "two-without-newline", "three"]
+    );
+    assert_eq!(metric(&s, "ringstash_tcp_partial_discarded_total"), 1);
+}
+
+/// `logger --tcp` to the syslog listener with these extra arguments.
+fn logger(s: &Server, args: &[&str]) {
+    let Some(logger) = require_tool("logger", "bsdutils") else {
+        return;
+    };
+    let port = s.syslog.port().to_string();
+    let out = Command::new(logger)
+        .args(["--tcp", "-n", "127.0.0.1", "-P", &port])
+        .args(args)
+        .output()
+        .expect("run logger");
+    assert!(
+        out.status.success(),
+        "logger failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn logger_in_both_framings_and_formats_lands_with_its_fields() {
+    if require_tool("logger", "bsdutils").is_none() {
+        return;
+    }
+    let (_dir, s) = Server::start_in_tempdir(&["--node-id", "n1"]);
+    logger(
+        &s,
+        &[
+            "--rfc5424",
+            "-t",
+            "billing",
+            "-p",
+            "local0.err",
+            "--msgid",
+            "PAY",
+            "card declined",
+        ],
+    );
+    logger(
+        &s,
+        &[
+            "--rfc5424",
+            "--octet-count",
+            "-t",
+            "billing",
+            "-p",
+            "local0.info",
+            "paid",
+        ],
+    );
+    logger(
+        &s,
+        &["--rfc3164", "-t", "cron", "-p", "cron.warning", "job late"],
+    );
+    logger(
+        &s,
+        &[
+            "--rfc3164",
+            "--octet-count",
+            "-t",
+            "cron",
+            "-p",
+            "cron.debug",
+            "tick",
+        ],
+    );
+    wait_committed(&s, 4);
+    let all = read_records(&s, "from=earliest");
+    let fields: Vec<_> = all
+        .iter()
+        .map(|r| {
+            (
+                r["service"].as_str().unwrap(),
+                r["level"].as_str().unwrap(),
+                r["severity"].as_u64().unwrap(),
+                r["message"].as_str().unwrap(),
+                r["syslog"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("billing", "error", 3, "card declined", "rfc5424"),
+            ("billing", "info", 6, "paid", "rfc5424"),
+            ("cron", "warn", 4, "job late", "rfc3164"),
+            ("cron", "debug", 7, "tick", "rfc3164"),
+        ],
+        "the length prefix is framing, not payload: {all:#?}"
+    );
+    assert_eq!(all[0]["facility"], "local0");
+    assert_eq!(all[0]["msgid"], "PAY");
+    assert_eq!(all[2]["facility"], "cron");
+    for r in &all {
+        assert_eq!(r["node_id"], "n1");
+        assert_eq!(r["client_ip"], "127.0.0.1");
+        assert!(r["host"].is_string() && r["timestamp"].is_string(), "{r}");
+    }
+    // What the filters (read API, subscriptions, dashboard) see.
+    let errors = read_records(&s, "from=earliest&service=billing&level=error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["message"], "card declined");
+    assert_eq!(read_records(&s, "from=earliest&service=cron").len(), 2);
+    assert_eq!(metric(&s, "ringstash_syslog_records_total"), 4);
+    assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 0);
+}
+
+#[test]
+fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
+    let (_dir, s) = Server::start_in_tempdir(&["--syslog-frame-bytes-max", "512"]);
+    let mut c = TcpStream::connect(s.syslog).unwrap();
+    let big = "z".repeat(600);
+    let counted = format!("{} <13>1 - h app - - - {big}", 20 + big.len());
+    c.write_all(
+        format!("not syslog at all\n{counted}<14>1 - h app - - - after\n<11>cut\n27 <11>1 - h app - - - trunc")
+            .as_bytes(),
+    )
+    .unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut said = Vec::new();
+    c.read_to_end(&mut said).unwrap();
+    assert!(said.is_empty(), "the server wrote {said:?}");
+    wait_committed(&s, 3);
+    let all = read_records(&s, "from=earliest");
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[0]["unparsed"], true);
+    assert_eq!(all[0]["message"], "not syslog at all");
+    assert_eq!(all[1]["message"], "after");
+    assert_eq!(all[2]["message"], "cut");
+    assert_eq!(all[2]["level"], "error", "a bare <PRI> still counts");
+    assert_eq!(metric(&s, "ringstash_syslog_frames_too_large_total"), 1);
+    assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 1);
+    assert_eq!(metric(&s, "ringstash_syslog_truncated_total"), 1);
+}
