@@ -91,7 +91,11 @@ fn forwards_every_message(framing: &str) {
     let mut body = Vec::new();
     for i in 0..N {
         // local3.err for every tenth, local3.info otherwise.
-        let pri = if i.is_multiple_of(10) { 8 * 19 + 3 } else { 8 * 19 + 6 };
+        let pri = if i.is_multiple_of(10) {
+            8 * 19 + 3
+        } else {
+            8 * 19 + 6
+        };
         writeln!(
             body,
             "<{pri}>Dec  2 10:00:00 web01 shop[42]: order {i:06} placed"
@@ -146,7 +150,14 @@ fn forwards_every_message(framing: &str) {
         assert_eq!(r["service"], "shop", "record {i}: {r}");
         assert_eq!(r["host"], "web01");
         assert_eq!(r["facility"], "local3");
-        assert_eq!(r["level"], if i.is_multiple_of(10) { "error" } else { "info" });
+        assert_eq!(
+            r["level"],
+            if i.is_multiple_of(10) {
+                "error"
+            } else {
+                "info"
+            }
+        );
         assert_eq!(r["syslog"], "rfc5424");
     }
     let errors = http(

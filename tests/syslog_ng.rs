@@ -109,7 +109,11 @@ fn delivers_every_message(destination: impl Fn(SocketAddr) -> String, protocol: 
     let ng = SyslogNg::start(&root, dir.path(), &destination(s.syslog));
     let mut body = Vec::new();
     for i in 0..N {
-        let pri = if i.is_multiple_of(4) { 8 * 3 + 4 } else { 8 * 3 + 6 }; // daemon.warning / daemon.info
+        let pri = if i.is_multiple_of(4) {
+            8 * 3 + 4
+        } else {
+            8 * 3 + 6
+        }; // daemon.warning / daemon.info
         writeln!(
             body,
             "<{pri}>Dec  2 10:00:00 db01 pgsql[7]: checkpoint {i:06}"
@@ -148,7 +152,11 @@ fn delivers_every_message(destination: impl Fn(SocketAddr) -> String, protocol: 
             got += 1;
             assert_eq!(r["service"], "pgsql", "{r}");
             assert_eq!(r["host"], "db01", "{r}");
-            assert_eq!(r["level"], if i.is_multiple_of(4) { "warn" } else { "info" }, "{r}");
+            assert_eq!(
+                r["level"],
+                if i.is_multiple_of(4) { "warn" } else { "info" },
+                "{r}"
+            );
             assert_eq!(r["syslog"], protocol, "{r}");
         }
         from = v["next"].as_u64().unwrap();

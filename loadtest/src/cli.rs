@@ -173,7 +173,13 @@ pub struct RunArgs {
     /// byte sent and report the rate at which it did.
     #[arg(long)]
     pub landed_file: Option<PathBuf>,
-    /// Give up waiting on --landed-file after it has not grown for this long.
+    /// For ringstash's one-way listeners: wait until this counter of durable records in
+    /// its `/metrics` (`HOST:PORT/NAME`, e.g.
+    /// `127.0.0.1:8080/ringstash_records_committed_total`) has grown by every record
+    /// sent, and report the rate at which it did (as --landed-file does for a file).
+    #[arg(long, conflicts_with = "landed_file")]
+    pub landed_metric: Option<String>,
+    /// Give up waiting on --landed-file or --landed-metric after it has not grown for this long.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub landed_idle_timeout: Duration,
     /// Print the report as JSON on stdout (instead of the table).

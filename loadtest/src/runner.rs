@@ -72,6 +72,89 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.len())
 }
 
+/// Where a receiver that does not ack shows what it stored, in bytes of what was sent.
+#[derive(Debug, Clone)]
+enum Landed {
+    /// Its output file (rsyslog, syslog-ng): bytes written.
+    File(std::path::PathBuf),
+    /// A counter of durable records in a ringstash's `/metrics`, times the workload's
+    /// record size (so it compares with the bytes sent, as a file does).
+    Metric {
+        addr: SocketAddr,
+        name: String,
+        record_bytes: u64,
+    },
+}
+
+impl Landed {
+    fn from_args(args: &RunArgs) -> anyhow::Result<Option<Landed>> {
+        if let Some(f) = &args.landed_file {
+            return Ok(Some(Landed::File(f.clone())));
+        }
+        let Some(spec) = &args.landed_metric else {
+            return Ok(None);
+        };
+        let Some((addr, name)) = spec.split_once('/') else {
+            bail!("--landed-metric takes HOST:PORT/NAME, not {spec:?}");
+        };
+        let size = args.gen_opts.record_size;
+        if size.min != size.max {
+            bail!("--landed-metric needs a fixed --record-size");
+        }
+        Ok(Some(Landed::Metric {
+            addr: resolve(addr)?,
+            name: name.to_owned(),
+            record_bytes: size.min as u64,
+        }))
+    }
+
+    /// What has landed so far (0 if it cannot be read now).
+    fn bytes(&self) -> u64 {
+        match self {
+            Landed::File(p) => file_len(p),
+            Landed::Metric {
+                addr,
+                name,
+                record_bytes,
+            } => metric_value(*addr, name).unwrap_or(0) * record_bytes,
+        }
+    }
+
+    /// How often to look: a file costs a stat, a metric an HTTP request to the server
+    /// under test.
+    fn poll_interval(&self) -> Duration {
+        match self {
+            Landed::File(_) => Duration::from_millis(2),
+            Landed::Metric { .. } => Duration::from_millis(20),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Landed::File(p) => p.display().to_string(),
+            Landed::Metric { addr, name, .. } => format!("http://{addr}/metrics {name}"),
+        }
+    }
+}
+
+/// One counter from a Prometheus text page at `http://addr/metrics`.
+fn metric_value(addr: SocketAddr, name: &str) -> Option<u64> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut page = String::new();
+    s.read_to_string(&mut page).ok()?;
+    page.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
+    })
+}
+
 /// Watches the server process, the harness itself and the landed file while the
 /// engine runs, and prints the progress line.
 struct Watch<'a> {
@@ -81,14 +164,14 @@ struct Watch<'a> {
     server_rss_max: u64,
     client_start: Option<ProcSample>,
     client_end: Option<ProcSample>,
-    landed_file: Option<&'a Path>,
+    landed: Option<&'a Landed>,
     landed_at_measure: u64,
     show_progress: bool,
     last_print: Option<(Instant, u64)>,
 }
 
 impl<'a> Watch<'a> {
-    fn new(args: &'a RunArgs) -> Self {
+    fn new(args: &'a RunArgs, landed: Option<&'a Landed>) -> Self {
         Watch {
             server_pid: args.server_pid,
             server_start: None,
@@ -96,7 +179,7 @@ impl<'a> Watch<'a> {
             server_rss_max: 0,
             client_start: None,
             client_end: None,
-            landed_file: args.landed_file.as_deref(),
+            landed,
             landed_at_measure: 0,
             show_progress: !args.quiet && std::io::stderr().is_terminal(),
             last_print: None,
@@ -124,8 +207,8 @@ impl Observer for Watch<'_> {
             self.server_start = procstat::sample(pid).ok();
         }
         self.client_start = procstat::sample(std::process::id()).ok();
-        if let Some(f) = self.landed_file {
-            self.landed_at_measure = file_len(f);
+        if let Some(l) = self.landed {
+            self.landed_at_measure = l.bytes();
         }
     }
 
@@ -253,9 +336,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     if args.mode == Mode::WsE2e {
         cfg.e2e = Some(subs.start(args)?);
     }
-    let landed_file = args.landed_file.as_deref();
-    let landed_initial = landed_file.map(file_len);
-    let mut watch = Watch::new(args);
+    let landed = Landed::from_args(args)?;
+    let landed_initial = landed.as_ref().map(Landed::bytes);
+    let mut watch = Watch::new(args, landed.as_ref());
     if let Some(pid) = args.server_pid {
         procstat::sample(pid)
             .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
@@ -278,9 +361,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         );
     }
     watch.add_resources(&mut report);
-    if let (Some(f), Some(initial)) = (landed_file, landed_initial) {
+    if let (Some(l), Some(initial)) = (&landed, landed_initial) {
         report.landed = Some(wait_landed(
-            f,
+            l,
             initial,
             watch.landed_at_measure,
             res.stats.bytes_total,
@@ -392,6 +475,7 @@ fn run_info(args: &RunArgs, cfg: &EngineConfig, gen_cfg: &GenConfig) -> RunInfo 
         format: match gen_cfg.format {
             Format::Text => "text",
             Format::Json => "json",
+            Format::Syslog => "syslog",
         }
         .to_owned(),
         seed: gen_cfg.seed,
@@ -468,7 +552,7 @@ fn add_e2e(
 /// Waits until `file` holds `initial + bytes_sent` bytes, or stops growing for
 /// `idle`, and measures the rate it grew at since the measurement started.
 fn wait_landed(
-    file: &Path,
+    landed: &Landed,
     initial: u64,
     at_measure: u64,
     bytes_sent: u64,
@@ -477,12 +561,12 @@ fn wait_landed(
     idle: Duration,
 ) -> LandedInfo {
     let expected = initial + bytes_sent;
-    let mut last = file_len(file);
+    let mut last = landed.bytes();
     let mut last_change = mono_ns();
     let mut landed_ns = last_change;
     while last < expected {
-        std::thread::sleep(Duration::from_millis(2));
-        let len = file_len(file);
+        std::thread::sleep(landed.poll_interval());
+        let len = landed.bytes();
         let now = mono_ns();
         if len != last {
             last = len;
@@ -501,7 +585,7 @@ fn wait_landed(
     };
     let secs = elapsed_s.max(1e-9);
     LandedInfo {
-        file: file.display().to_string(),
+        file: landed.describe(),
         bytes_expected: bytes_sent,
         bytes_landed: last.saturating_sub(initial),
         elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,

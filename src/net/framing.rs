@@ -84,6 +84,8 @@ pub struct SyslogFraming<'a> {
     enrich: Option<Enrichment>,
     /// `received_at` for the read being framed: (its timestamp, RFC 3339).
     received_at: (u64, String),
+    /// The year RFC 3164 timestamps get, read from the clock with `received_at`.
+    year: i32,
     stats: &'a NetStats,
 }
 
@@ -97,24 +99,27 @@ impl<'a> SyslogFraming<'a> {
             scratch: Vec::with_capacity(1024),
             enrich,
             received_at: (u64::MAX, String::new()),
+            year: record::this_year(),
             stats,
         }
     }
 
     /// Renders `msg` into `scratch`, received at `timestamp_ns`.
     fn render(&mut self, msg: &[u8], timestamp_ns: u64) {
+        if self.received_at.0 != timestamp_ns {
+            self.received_at = (timestamp_ns, format_ts(timestamp_ns));
+            self.year = record::this_year();
+        }
+        let year = self.year;
         let parsed = match &self.enrich {
-            None => record::render(msg, &[], &mut self.scratch),
+            None => record::render(msg, year, &[], &mut self.scratch),
             Some(e) => {
-                if self.received_at.0 != timestamp_ns {
-                    self.received_at = (timestamp_ns, format_ts(timestamp_ns));
-                }
                 let extra = [
                     ("received_at", self.received_at.1.as_str()),
                     ("client_ip", e.client_ip.as_str()),
                     ("node_id", e.node_id.as_str()),
                 ];
-                record::render(msg, &extra, &mut self.scratch)
+                record::render(msg, year, &extra, &mut self.scratch)
             }
         };
         if parsed == Parsed::Unparsed {

@@ -194,8 +194,8 @@ mod tests {
     }
 
     #[test]
-    fn fixed_size_is_exact_for_both_formats() {
-        for format in [Format::Text, Format::Json] {
+    fn fixed_size_is_exact_for_every_format() {
+        for format in [Format::Text, Format::Json, Format::Syslog] {
             for size in [128usize, 200, 1000] {
                 let c = Corpus::generate(&cfg(format, &size.to_string())).unwrap();
                 for i in 0..c.len() {
@@ -205,6 +205,25 @@ mod tests {
                     assert!(!r[..size - 1].contains(&b'\n'));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn syslog_records_are_rfc3164_with_the_level_as_priority() {
+        let c = Corpus::generate(&cfg(Format::Syslog, "200")).unwrap();
+        for i in 0..c.len() {
+            let r = std::str::from_utf8(c.record(i)).unwrap();
+            let (pri, rest) = r[1..].split_once('>').unwrap();
+            let level = rest.split(": ").nth(1).unwrap().split(' ').nth(1).unwrap();
+            let want = match level {
+                "ERROR" => "11",
+                "WARN" => "12",
+                "DEBUG" => "15",
+                _ => "14",
+            };
+            assert_eq!(pri, want, "{r}");
+            // `Mmm dd hh:mm:ss loadgen service: `
+            assert_eq!(&rest[15..24], " loadgen ", "{r}");
         }
     }
 

@@ -70,6 +70,10 @@ pub enum Format {
     Text,
     /// `{"timestamp":"...","level":"INFO","service":"auth_service","message":"...",...}`
     Json,
+    /// RFC 3164 syslog, as forwarders send it:
+    /// `<14>Nov 22 14:27:01 loadgen auth_service: INFO req-3f2a9c1e user login ...`
+    /// (the priority from the level: user.debug/info/warning/err).
+    Syslog,
 }
 
 /// Record sizes in bytes, counting the trailing `\n`: fixed, or uniform in a range.

@@ -142,8 +142,33 @@ fn render(f: &Fields, s: Shape, format: Format, out: &mut Vec<u8>) {
     match format {
         Format::Text => render_text(f, s, out),
         Format::Json => render_json(f, s, out),
+        Format::Syslog => render_syslog(f, s, out),
     }
     out.push(b'\n');
+}
+
+/// `<PRI>Mmm dd hh:mm:ss loadgen <service>: ` then the text record.
+fn render_syslog(f: &Fields, s: Shape, out: &mut Vec<u8>) {
+    let pri: &[u8] = match f.level {
+        "ERROR" => b"<11>",
+        "WARN" => b"<12>",
+        "DEBUG" => b"<15>",
+        _ => b"<14>",
+    };
+    put(out, &[pri, bsd_timestamp(&f.ts).as_bytes(), b" loadgen "]);
+    put(out, &[f.service.as_bytes(), b": "]);
+    render_text(f, s, out);
+}
+
+/// `2026-11-22T14:27:01.123456Z` as RFC 3164's `Nov 22 14:27:01`.
+fn bsd_timestamp(ts: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month: usize = ts.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
+    let day: u32 = ts.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(1);
+    let time = ts.get(11..19).unwrap_or("00:00:00");
+    format!("{} {day:>2} {time}", MONTHS[month.clamp(1, 12) - 1])
 }
 
 /// `<ts> <level> <service>[ e2e=<tag>][ <request id>] <message>[ k=v...][ pad=...]`
@@ -214,7 +239,7 @@ const TAG_PLACEHOLDER: [u8; TAG_VALUE_LEN] = *b"0000000000000000-";
 /// Bytes a pad field costs beyond its value: ` pad=` (text) or `,"pad":""` (JSON).
 fn pad_overhead(format: Format) -> usize {
     match format {
-        Format::Text => 5,
+        Format::Text | Format::Syslog => 5,
         Format::Json => 9,
     }
 }

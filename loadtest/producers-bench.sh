@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One-way producers, in one interleaved run: ringstash's one-way raw TCP listener and
+# its syslog listener (LF-framed RFC 3164) against rsyslog's imtcp writing to a file
+# (shared/peers/rsyslog-async.conf: its fastest, non-durable setup), fed by the same
+# sender (`loadtest run --mode tcp`, fire and forget, the same corpus per protocol).
+#
+# Neither side acks, so both are measured by what landed: rsyslog by the growth of its
+# output file (--landed-file), ringstash by its durable-records counter
+# (--landed-metric .../ringstash_records_committed_total; fsync=always, so each of
+# those records was fdatasync'ed). Rate = records landed since the measurement
+# started, divided by the time until the last one landed.
+#
+# Usage: loadtest/producers-bench.sh      Environment: DURATION (5s), WARMUP (1s),
+#   CONNS (4), BATCH (1024), SIZE (128), ROUNDS (3), WORKDIR (target/producers, not
+#   tmpfs), PEERS_DIR (../shared/peers).
+# Output: one line per run, then medians and ratios; JSON reports under $WORKDIR/results.
+set -euo pipefail
+# shellcheck source=loadtest/serve-lib.sh
+. "$(dirname "$0")/serve-lib.sh"
+bench_setup 1024 3
+peers_dir="${PEERS_DIR:-$root/../shared/peers}"
+[ -d "$peers_dir" ] || peers_dir="/work/shared/peers"
+work="$(realpath -m "${WORKDIR:-${CARGO_TARGET_DIR:-$root/target}/producers}")"
+refuse_tmpfs producers-bench "$(dirname "$work")" "$work"
+rm -rf "$work"
+mkdir -p "$work/results"
+command -v rsyslogd >/dev/null || { echo "producers-bench: rsyslogd is not installed (apt-get install rsyslog)" >&2; exit 2; }
+cargo build --release -q -p ringstash -p loadtest
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+LT="$bin/loadtest"
+RS="$bin/ringstash"
+common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size "$size" -q)
+
+rate() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["landed"]; print(int(r["records_per_s"]) if r["complete"] else "incomplete:%d" % r["records_per_s"])' "$1"; }
+
+run_ringstash() { # round
+    local r=$1 d="$work/ringstash-$1"
+    mkdir -p "$d"
+    start_ringstash "$RS" "$d/data" "$d/serve.log"
+    local landed="$RS_HTTP/ringstash_records_committed_total"
+    "$LT" run --mode tcp --addr "$RS_TCP_ONEWAY" "${common[@]}" --server-pid "$RS_PID" \
+        --landed-metric "$landed" --json-file "$work/results/ringstash-tcp-$r.json" >/dev/null
+    "$LT" run --mode tcp --format syslog --addr "$RS_SYSLOG" "${common[@]}" --server-pid "$RS_PID" \
+        --landed-metric "$landed" --json-file "$work/results/ringstash-syslog-$r.json" >/dev/null
+    kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
+    rm -rf "$d/data"
+}
+
+run_rsyslog() { # round format
+    local r=$1 f=$2 d="$work/rsyslog-$1-$2" port pid
+    mkdir -p "$d"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    sed -e "s|@DIR@|$d|g" -e "s|@PORT@|$port|g" "$peers_dir/rsyslog-async.conf" >"$d/rsyslog.conf"
+    rsyslogd -n -f "$d/rsyslog.conf" -i "$d/rsyslog.pid" >"$d/daemon.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+    "$LT" run --mode tcp --format "$f" --addr "127.0.0.1:$port" "${common[@]}" --server-pid $pid \
+        --landed-file "$d/out.log" --json-file "$work/results/rsyslog-$f-$r.json" >/dev/null
+    kill $pid; wait $pid 2>/dev/null || true
+    rm -f "$d/out.log"
+}
+
+echo "producers-bench: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype, $rounds rounds, $conns conns, batch $batch, $size-byte records"
+for r in $(seq 1 "$rounds"); do
+    run_ringstash "$r"
+    run_rsyslog "$r" text
+    run_rsyslog "$r" syslog
+    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") records/s"
+done
+python3 - "$work/results" "$rounds" <<'PY'
+import json, statistics, sys
+d, n = sys.argv[1], int(sys.argv[2])
+def med(name):
+    v = [json.load(open(f"{d}/{name}-{r}.json"))["landed"]["records_per_s"] for r in range(1, n + 1)]
+    return statistics.median(v)
+rt, rs = med("ringstash-tcp"), med("ringstash-syslog")
+pt, ps = med("rsyslog-text"), med("rsyslog-syslog")
+print(f"median landed records/s: ringstash one-way tcp {rt:,.0f} vs rsyslog-async {pt:,.0f} = {rt/pt:.2f}x")
+print(f"median landed records/s: ringstash syslog      {rs:,.0f} vs rsyslog-async {ps:,.0f} = {rs/ps:.2f}x")
+PY
