@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, http, require_tool};
+use common::{Server, http, require_tool, wait_records};
 
 /// A private rsyslogd: its own config, work directory and pid file, no system inputs.
 struct Rsyslog {
@@ -104,33 +104,7 @@ fn forwards_every_message(framing: &str) {
     }
     c.write_all(&body).unwrap();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut records = Vec::new();
-    let mut from = 0u64;
-    while records.len() < N {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {N} messages arrived ({framing})",
-            records.len()
-        );
-        let v = http(
-            s.http,
-            "GET",
-            &format!("/v1/logs?from={from}&limit=10000"),
-            &[],
-            b"",
-        )
-        .json();
-        for r in v["records"].as_array().unwrap() {
-            records.push(
-                serde_json::from_str::<serde_json::Value>(r["data"].as_str().unwrap()).unwrap(),
-            );
-        }
-        from = v["next"].as_u64().unwrap();
-        if v["records"].as_array().unwrap().is_empty() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let mut records = wait_records(&s, N, Duration::from_secs(120), || framing.to_owned());
     assert_eq!(records.len(), N, "no more than were sent");
     // rsyslog's queue may reorder; every message must be there exactly once.
     let index = |r: &serde_json::Value| -> usize {

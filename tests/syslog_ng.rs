@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, http, metrics};
+use common::{Server, metrics, wait_records};
 
 /// Where syslog-ng was unpacked; None (SKIP) outside CI, a failure under CI.
 fn syslog_ng_root() -> Option<PathBuf> {
@@ -123,46 +123,23 @@ fn delivers_every_message(destination: impl Fn(SocketAddr) -> String, protocol: 
     let mut c = TcpStream::connect(ng.input).unwrap();
     c.write_all(&body).unwrap();
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let said = || {
+        let log = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        format!("syslog-ng said:\n{log}")
+    };
     let mut seen = vec![0u32; N];
-    let (mut from, mut got) = (0u64, 0usize);
-    while got < N {
-        assert!(
-            Instant::now() < deadline,
-            "{got} of {N} messages arrived; syslog-ng said:\n{}",
-            std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
-        );
-        let v = http(
-            s.http,
-            "GET",
-            &format!("/v1/logs?from={from}&limit=10000"),
-            &[],
-            b"",
-        )
-        .json();
-        let records = v["records"].as_array().unwrap();
-        for r in records {
-            let r: serde_json::Value = serde_json::from_str(r["data"].as_str().unwrap()).unwrap();
-            let m = r["message"].as_str().unwrap();
-            let i: usize = m
-                .strip_prefix("checkpoint ")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("not a message sent, or not whole: {r}"));
-            seen[i] += 1;
-            got += 1;
-            assert_eq!(r["service"], "pgsql", "{r}");
-            assert_eq!(r["host"], "db01", "{r}");
-            assert_eq!(
-                r["level"],
-                if i.is_multiple_of(4) { "warn" } else { "info" },
-                "{r}"
-            );
-            assert_eq!(r["syslog"], protocol, "{r}");
-        }
-        from = v["next"].as_u64().unwrap();
-        if records.is_empty() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    for r in wait_records(&s, N, Duration::from_secs(120), said) {
+        let m = r["message"].as_str().unwrap();
+        let i: usize = m
+            .strip_prefix("checkpoint ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a message sent, or not whole: {r}"));
+        seen[i] += 1;
+        assert_eq!(r["service"], "pgsql", "{r}");
+        assert_eq!(r["host"], "db01", "{r}");
+        let level = if i.is_multiple_of(4) { "warn" } else { "info" };
+        assert_eq!(r["level"], level, "{r}");
+        assert_eq!(r["syslog"], protocol, "{r}");
     }
     let missing = seen.iter().filter(|&&n| n == 0).count();
     let twice = seen.iter().filter(|&&n| n > 1).count();

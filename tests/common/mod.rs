@@ -431,3 +431,36 @@ pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Reads records from `GET /v1/logs` from offset 0 until `n` have arrived, as the JSON
+/// objects their payloads hold, in offset order. Fails after `within`, with `why()`
+/// in the message (e.g. a forwarder's own log).
+#[track_caller]
+pub fn wait_records(
+    s: &Server,
+    n: usize,
+    within: Duration,
+    why: impl Fn() -> String,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    let (mut records, mut from) = (Vec::with_capacity(n), 0u64);
+    while records.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records arrived; {}",
+            records.len(),
+            why()
+        );
+        let path = format!("/v1/logs?from={from}&limit=10000");
+        let v = http(s.http, "GET", &path, &[], b"").json();
+        let got = v["records"].as_array().unwrap();
+        for r in got {
+            records.push(serde_json::from_str(r["data"].as_str().unwrap()).unwrap());
+        }
+        from = v["next"].as_u64().unwrap();
+        if got.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    records
+}
