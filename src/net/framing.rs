@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering;
 
-use super::lines::{Framed, LineFramer};
 use crate::{
     query::render::format_ts,
     stats::NetStats,
@@ -15,52 +14,57 @@ use crate::{
     wal::{BatchBuilder, format::RECORD_HEADER_BYTES},
 };
 
+/// What one call to [`Framing::frame`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Framed {
+    /// Bytes of the input consumed; the rest is an incomplete line (or the batch filled).
+    pub consumed: usize,
+    /// Records framed into the batch.
+    pub records: u32,
+    /// The call stopped because the batch reached its byte limit; call again after
+    /// handing the batch off.
+    pub batch_full: bool,
+}
+
+/// Where one read's records go.
+pub struct Target<'a> {
+    /// The connection's batch.
+    pub batch: &'a mut BatchBuilder,
+    /// The read's receive time (one timestamp per read, not per record).
+    pub timestamp_ns: u64,
+    /// Stop before a record that would take the batch past this many bytes (a batch
+    /// holding a single record may exceed it).
+    pub batch_bytes_max: usize,
+    /// Takes refused records' numbers (1-based, per connection).
+    pub rejected: &'a mut dyn FnMut(u64),
+}
+
+impl<'a> Target<'a> {
+    /// Records of a read at `timestamp_ns` into `batch`, up to `batch_bytes_max`.
+    pub fn new(
+        batch: &'a mut BatchBuilder,
+        timestamp_ns: u64,
+        batch_bytes_max: usize,
+        rejected: &'a mut dyn FnMut(u64),
+    ) -> Self {
+        Target {
+            batch,
+            timestamp_ns,
+            batch_bytes_max,
+            rejected,
+        }
+    }
+}
+
 /// Frames the bytes of one connection into a batch (no I/O).
 pub trait Framing {
-    /// Frames the complete records at the start of `input` into `batch`, stopping
-    /// early once `batch` holds `batch_bytes_max` bytes. Refused records' numbers
-    /// (1-based, per connection) go to `rejected`.
-    fn frame(
-        &mut self,
-        input: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        batch_bytes_max: usize,
-        rejected: &mut impl FnMut(u64),
-    ) -> Framed;
+    /// Frames the complete records at the start of `input`, stopping early once the
+    /// batch is full ([`Framed::batch_full`]); the rest stays for the next call.
+    fn frame(&mut self, input: &[u8], to: &mut Target<'_>) -> Framed;
 
     /// At a clean end of stream (FIN): frames what `rest` holds, if it is a record.
     /// Returns the records framed.
-    fn finish(
-        &mut self,
-        rest: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        rejected: &mut impl FnMut(u64),
-    ) -> u32;
-}
-
-impl Framing for LineFramer {
-    fn frame(
-        &mut self,
-        input: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        batch_bytes_max: usize,
-        rejected: &mut impl FnMut(u64),
-    ) -> Framed {
-        LineFramer::frame(self, input, timestamp_ns, batch, batch_bytes_max, rejected)
-    }
-
-    fn finish(
-        &mut self,
-        rest: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        rejected: &mut impl FnMut(u64),
-    ) -> u32 {
-        LineFramer::finish(self, rest, timestamp_ns, batch, rejected)
-    }
+    fn finish(&mut self, rest: &[u8], to: &mut Target<'_>) -> u32;
 }
 
 /// The enrichment fields a syslog record gets (`json_enrich`): as `POST /v1/logs`
@@ -131,14 +135,7 @@ impl<'a> SyslogFraming<'a> {
 }
 
 impl Framing for SyslogFraming<'_> {
-    fn frame(
-        &mut self,
-        input: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        batch_bytes_max: usize,
-        rejected: &mut impl FnMut(u64),
-    ) -> Framed {
+    fn frame(&mut self, input: &[u8], to: &mut Target<'_>) -> Framed {
         let mut out = Framed::default();
         loop {
             let (n, split) = self.framer.split(&input[out.consumed..]);
@@ -147,24 +144,24 @@ impl Framing for SyslogFraming<'_> {
                 Split::Skipped => {}
                 Split::TooLarge => {
                     self.frame_no += 1;
-                    rejected(self.frame_no);
+                    (to.rejected)(self.frame_no);
                 }
                 Split::Frame(msg) => {
-                    self.render(msg, timestamp_ns);
+                    self.render(msg, to.timestamp_ns);
                     // A frame is consumed only once its record is in the batch, so one
                     // that does not fit is split again after the batch is handed off.
-                    if !batch.is_empty()
-                        && batch.bytes() + RECORD_HEADER_BYTES + self.scratch.len()
-                            > batch_bytes_max
+                    if !to.batch.is_empty()
+                        && to.batch.bytes() + RECORD_HEADER_BYTES + self.scratch.len()
+                            > to.batch_bytes_max
                     {
                         out.batch_full = true;
                         return out;
                     }
                     self.frame_no += 1;
-                    if batch.push(timestamp_ns, &self.scratch).is_ok() {
+                    if to.batch.push(to.timestamp_ns, &self.scratch).is_ok() {
                         out.records += 1;
                     } else {
-                        rejected(self.frame_no);
+                        (to.rejected)(self.frame_no);
                     }
                 }
             }
@@ -172,13 +169,7 @@ impl Framing for SyslogFraming<'_> {
         }
     }
 
-    fn finish(
-        &mut self,
-        rest: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        rejected: &mut impl FnMut(u64),
-    ) -> u32 {
+    fn finish(&mut self, rest: &[u8], to: &mut Target<'_>) -> u32 {
         match self.framer.finish(rest) {
             Finished::Clean => 0,
             Finished::Truncated => {
@@ -188,12 +179,12 @@ impl Framing for SyslogFraming<'_> {
                 0
             }
             Finished::Frame(msg) => {
-                self.render(msg, timestamp_ns);
+                self.render(msg, to.timestamp_ns);
                 self.frame_no += 1;
-                if batch.push(timestamp_ns, &self.scratch).is_ok() {
+                if to.batch.push(to.timestamp_ns, &self.scratch).is_ok() {
                     1
                 } else {
-                    rejected(self.frame_no);
+                    (to.rejected)(self.frame_no);
                     0
                 }
             }
@@ -231,7 +222,9 @@ mod tests {
         let mut b = BatchBuilder::new(4096, 4096);
         let input =
             b"25 <11>1 - h app - - - first\n<14>Dec  2 10:00:00 h tag: second\nnot syslog\n";
-        let r = f.frame(input, 1_000_000_000, &mut b, 1 << 20, &mut |_| panic!());
+        let mut refused = |n| panic!("refused {n}");
+        let mut to = Target::new(&mut b, 1_000_000_000, 1 << 20, &mut refused);
+        let r = f.frame(input, &mut to);
         assert_eq!(
             (r.records, r.consumed, r.batch_full),
             (3, input.len(), false)
@@ -251,7 +244,8 @@ mod tests {
         assert_eq!(stats.syslog_unparsed_total.load(Ordering::Relaxed), 1);
         // A tiny batch bound: one record per batch, the rest left for the next call.
         let mut f = SyslogFraming::new(1024, None, &stats);
-        let r = f.frame(input, 1, &mut b, 10, &mut |_| panic!());
+        let mut to = Target::new(&mut b, 1, 10, &mut refused);
+        let r = f.frame(input, &mut to);
         assert_eq!((r.records, r.batch_full), (1, true));
         assert_eq!(&input[r.consumed..r.consumed + 3], b"<14");
     }

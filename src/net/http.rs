@@ -19,6 +19,7 @@ use super::{
     NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
     enrich::{JsonPolicy, RequestInfo},
+    framing::{Framing, Target},
     lines::LineFramer,
 };
 use crate::{
@@ -382,10 +383,12 @@ impl Conn {
         let mut refused: Option<u64> = None;
         let ts = wal::now_ns();
         let mut start = 0;
+        let mut refuse = |line| {
+            refused.get_or_insert(line);
+        };
         loop {
-            let f = framer.frame(&body[start..], ts, &mut builder, batch_max, &mut |line| {
-                refused.get_or_insert(line);
-            });
+            let mut to = Target::new(&mut builder, ts, batch_max, &mut refuse);
+            let f = framer.frame(&body[start..], &mut to);
             start += f.consumed;
             if f.batch_full {
                 batches.push(builder.take());
@@ -393,9 +396,9 @@ impl Conn {
             }
             break;
         }
-        framer.finish(&body[start..], ts, &mut builder, &mut |line| {
-            refused.get_or_insert(line);
-        });
+        let mut to = Target::new(&mut builder, ts, batch_max, &mut refuse);
+        // A body's end is the request's: its last line without '\n' is a record.
+        framer.finish(&body[start..], &mut to);
         if let Some(line) = refused {
             // Validate the whole request before storing any of it.
             return Err(HttpError::new(

@@ -4,7 +4,8 @@
 //! are framed straight into the connection's [`BatchBuilder`] (no allocation per
 //! record). What is left (a partial line) stays in the caller's buffer for the next read.
 
-use crate::wal::{BatchBuilder, format::RECORD_HEADER_BYTES};
+use super::framing::{Framed, Framing, Target};
+use crate::wal::format::RECORD_HEADER_BYTES;
 
 /// Per-connection framing state.
 #[derive(Debug)]
@@ -15,18 +16,6 @@ pub struct LineFramer {
     discarding: bool,
     /// Largest payload accepted.
     record_bytes_max: usize,
-}
-
-/// What one call to [`LineFramer::frame`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Framed {
-    /// Bytes of the input consumed; the rest is an incomplete line (or the batch filled).
-    pub consumed: usize,
-    /// Records framed into the batch.
-    pub records: u32,
-    /// The call stopped because the batch reached its byte limit; call again after
-    /// handing the batch off.
-    pub batch_full: bool,
 }
 
 impl LineFramer {
@@ -43,29 +32,24 @@ impl LineFramer {
     pub fn line_no(&self) -> u64 {
         self.line_no
     }
+}
 
+impl Framing for LineFramer {
     /// Frames the complete lines at the start of `input` into `batch`, stopping early
-    /// once `batch` holds `batch_bytes_max` bytes. Refused lines' numbers go to
+    /// once `batch` holds `to.batch_bytes_max` bytes. Refused lines' numbers go to
     /// `rejected`.
-    pub fn frame(
-        &mut self,
-        input: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        batch_bytes_max: usize,
-        rejected: &mut impl FnMut(u64),
-    ) -> Framed {
+    fn frame(&mut self, input: &[u8], to: &mut Target<'_>) -> Framed {
         let mut out = Framed::default();
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', input) {
             let line = strip_cr(&input[start..nl]);
             // End the batch before a record that would take it past its bound, so a
-            // batch never exceeds batch_bytes_max unless it holds a single record (which
+            // batch never exceeds to.batch_bytes_max unless it holds a single record (which
             // record_bytes_max keeps within group_bytes_max).
-            if !batch.is_empty()
+            if !to.batch.is_empty()
                 && !self.discarding
                 && line.len() <= self.record_bytes_max
-                && batch.bytes() + RECORD_HEADER_BYTES + line.len() > batch_bytes_max
+                && to.batch.bytes() + RECORD_HEADER_BYTES + line.len() > to.batch_bytes_max
             {
                 out.batch_full = true;
                 out.consumed = start;
@@ -76,8 +60,8 @@ impl LineFramer {
             if std::mem::take(&mut self.discarding) || line.is_empty() {
                 continue;
             }
-            if batch.push(timestamp_ns, line).is_err() {
-                rejected(self.line_no);
+            if to.batch.push(to.timestamp_ns, line).is_err() {
+                (to.rejected)(self.line_no);
             } else {
                 out.records += 1;
             }
@@ -89,7 +73,7 @@ impl LineFramer {
         if self.discarding {
             out.consumed = input.len();
         } else if partial > self.record_bytes_max + 1 {
-            rejected(self.line_no + 1);
+            (to.rejected)(self.line_no + 1);
             self.discarding = true;
             out.consumed = input.len();
         }
@@ -97,13 +81,7 @@ impl LineFramer {
     }
 
     /// At end of input: frames a last line that had no newline.
-    pub fn finish(
-        &mut self,
-        rest: &[u8],
-        timestamp_ns: u64,
-        batch: &mut BatchBuilder,
-        rejected: &mut impl FnMut(u64),
-    ) -> u32 {
+    fn finish(&mut self, rest: &[u8], to: &mut Target<'_>) -> u32 {
         if std::mem::take(&mut self.discarding) || rest.is_empty() {
             return 0;
         }
@@ -112,10 +90,10 @@ impl LineFramer {
         if line.is_empty() {
             return 0;
         }
-        match batch.push(timestamp_ns, line) {
+        match to.batch.push(to.timestamp_ns, line) {
             Ok(()) => 1,
             Err(_) => {
-                rejected(self.line_no);
+                (to.rejected)(self.line_no);
                 0
             }
         }
@@ -129,7 +107,30 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::format::{Decoded, decode_record, stamp_offsets};
+    use crate::wal::{
+        BatchBuilder,
+        format::{Decoded, decode_record, stamp_offsets},
+    };
+
+    /// [`Framing::frame`] into `b`, refusals into `rej`, every read at time 1.
+    fn go(
+        f: &mut LineFramer,
+        input: &[u8],
+        b: &mut BatchBuilder,
+        max: usize,
+        rej: &mut Vec<u64>,
+    ) -> Framed {
+        let mut push = |n| rej.push(n);
+        let mut to = Target::new(b, 1, max, &mut push);
+        f.frame(input, &mut to)
+    }
+
+    /// [`Framing::finish`], likewise.
+    fn end(f: &mut LineFramer, rest: &[u8], b: &mut BatchBuilder, rej: &mut Vec<u64>) -> u32 {
+        let mut push = |n| rej.push(n);
+        let mut to = Target::new(b, 1, usize::MAX, &mut push);
+        f.finish(rest, &mut to)
+    }
 
     fn payloads(b: &mut BatchBuilder) -> Vec<Vec<u8>> {
         let (mut frames, _) = b.take();
@@ -152,10 +153,10 @@ mod tests {
         let mut b = BatchBuilder::new(1024, 10);
         let mut rej = vec![];
         let input = b"one\r\ntwo\n\n\r\nthree\npart";
-        let r = f.frame(input, 1, &mut b, 1 << 20, &mut |n| rej.push(n));
+        let r = go(&mut f, input, &mut b, 1 << 20, &mut rej);
         assert_eq!(r.records, 3);
         assert_eq!(&input[r.consumed..], b"part");
-        assert_eq!(f.finish(b"part\r", 1, &mut b, &mut |n| rej.push(n)), 1);
+        assert_eq!(end(&mut f, b"part\r", &mut b, &mut rej), 1);
         assert_eq!(
             payloads(&mut b),
             vec![
@@ -175,15 +176,13 @@ mod tests {
         let mut b = BatchBuilder::new(1024, 4);
         let mut rej = vec![];
         // Line 2 is too long but complete in one read.
-        let r = f.frame(b"ok\ntoolong\nfine\n", 1, &mut b, 1 << 20, &mut |n| {
-            rej.push(n)
-        });
+        let r = go(&mut f, b"ok\ntoolong\nfine\n", &mut b, 1 << 20, &mut rej);
         assert_eq!(r.records, 2);
         assert_eq!(rej, vec![2]);
         // Line 4 arrives in pieces longer than the bound: refused early, then skipped.
-        let r = f.frame(b"abcdefgh", 1, &mut b, 1 << 20, &mut |n| rej.push(n));
+        let r = go(&mut f, b"abcdefgh", &mut b, 1 << 20, &mut rej);
         assert_eq!(r.consumed, 8);
-        let r = f.frame(b"ijk\nlast\n", 1, &mut b, 1 << 20, &mut |n| rej.push(n));
+        let r = go(&mut f, b"ijk\nlast\n", &mut b, 1 << 20, &mut rej);
         assert_eq!(r.records, 1);
         assert_eq!(rej, vec![2, 4]);
         assert_eq!(
@@ -191,7 +190,7 @@ mod tests {
             vec![b"ok".to_vec(), b"fine".to_vec(), b"last".to_vec()]
         );
         // Exactly record_bytes_max with a \r is accepted.
-        let r = f.frame(b"abcd\r\n", 1, &mut b, 1 << 20, &mut |n| rej.push(n));
+        let r = go(&mut f, b"abcd\r\n", &mut b, 1 << 20, &mut rej);
         assert_eq!(r.records, 1);
     }
 
@@ -200,16 +199,16 @@ mod tests {
         let mut f = LineFramer::new(100);
         let mut b = BatchBuilder::new(1024, 100);
         // Each frame is 28 bytes: one fits in 60, two fit (56), the third would not.
-        let r = f.frame(b"aaaa\nbbbb\ncccc\n", 1, &mut b, 60, &mut |_| {});
+        let r = go(&mut f, b"aaaa\nbbbb\ncccc\n", &mut b, 60, &mut vec![]);
         assert!(r.batch_full);
         assert_eq!((r.records, r.consumed, b.bytes()), (2, 10, 56));
         // A long line after short ones starts a batch of its own instead of overflowing.
         let (_, _) = b.take();
         let long = [b"x\n".as_slice(), &[b'y'; 90], b"\n"].concat();
-        let r = f.frame(&long, 1, &mut b, 60, &mut |_| {});
+        let r = go(&mut f, &long, &mut b, 60, &mut vec![]);
         assert_eq!((r.records, r.consumed, r.batch_full), (1, 2, true));
         let (_, _) = b.take();
-        let r = f.frame(&long[2..], 1, &mut b, 60, &mut |_| {});
+        let r = go(&mut f, &long[2..], &mut b, 60, &mut vec![]);
         assert_eq!(
             (r.records, b.bytes()),
             (1, 24 + 90),

@@ -36,7 +36,7 @@ use super::{
     NetCtx,
     acks::AckState,
     conn::{self, ConnGuard, PushFail, Registry},
-    framing::{Enrichment, Framing, SyslogFraming},
+    framing::{Enrichment, Framing, SyslogFraming, Target},
     lines::LineFramer,
 };
 use crate::{
@@ -254,7 +254,8 @@ impl Conn<'_> {
             let ts = wal::now_ns();
             let mut start = 0;
             loop {
-                let f = framer.frame(&buf[start..], ts, &mut builder, batch_max, &mut reject);
+                let mut to = Target::new(&mut builder, ts, batch_max, &mut reject);
+                let f = framer.frame(&buf[start..], &mut to);
                 start += f.consumed;
                 if !f.batch_full {
                     break;
@@ -264,7 +265,8 @@ impl Conn<'_> {
                 }
             }
             if eof {
-                framer.finish(&buf[start..], ts, &mut builder, &mut reject);
+                let mut to = Target::new(&mut builder, ts, batch_max, &mut reject);
+                framer.finish(&buf[start..], &mut to);
                 start = buf.len();
             }
             if !builder.is_empty() && !self.push(&mut builder, &tx).await {
