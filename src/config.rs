@@ -103,6 +103,8 @@ settings! {
     tcp_acked_addr: SocketAddr = "127.0.0.1:5141".parse().expect("literal"), env "RINGSTASH_TCP_ACKED_ADDR";
     /// Syslog over TCP: RFC 6587 framing (octet-counted or LF), RFC 5424 and RFC 3164 messages; nothing written back. [default: 127.0.0.1:5514]
     syslog_addr: SocketAddr = "127.0.0.1:5514".parse().expect("literal"), env "RINGSTASH_SYSLOG_ADDR";
+    /// Syslog over UDP (RFC 5426), one message per datagram; NOT acknowledged, so datagrams the kernel drops when ringstash falls behind are lost (counted). Empty = off. [default: ""]
+    syslog_udp_addr: OptionalAddr = OptionalAddr(None), env "RINGSTASH_SYSLOG_UDP_ADDR";
     /// Largest syslog message (one frame, framing excluded) in bytes; longer ones are refused whole and counted. [default: 65536]
     syslog_frame_bytes_max: usize = 64 << 10, env "RINGSTASH_SYSLOG_FRAME_BYTES_MAX", range 480 ..= 16_777_216;
     /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
@@ -250,6 +252,39 @@ stage_settings! {
 /// from [`LogConfig::new`], so they are written once, in the log.
 fn log_default() -> LogConfig {
     LogConfig::new(PathBuf::new())
+}
+
+/// A listener address, or none (the empty string: the listener is off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl FromStr for OptionalAddr {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
+        if s.is_empty() {
+            return Ok(OptionalAddr(None));
+        }
+        s.parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| ChoiceError {
+                expected: "an address like 127.0.0.1:5514, or nothing (off)",
+                given: s.to_owned(),
+            })
+    }
+}
+
+impl TryFrom<String> for OptionalAddr {
+    type Error = ChoiceError;
+    fn try_from(s: String) -> Result<Self, ChoiceError> {
+        s.parse()
+    }
+}
+
+impl From<OptionalAddr> for String {
+    fn from(a: OptionalAddr) -> String {
+        a.0.map(|a| a.to_string()).unwrap_or_default()
+    }
 }
 
 /// A core number, or `auto`.

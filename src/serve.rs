@@ -183,6 +183,8 @@ struct Bound {
     /// The fan-out core's WebSocket listener.
     ws: std::net::TcpListener,
     ws_addr: SocketAddr,
+    /// Syslog over UDP, if `syslog_udp_addr` is set.
+    syslog_udp: Option<std::net::UdpSocket>,
 }
 
 impl Bound {
@@ -197,11 +199,19 @@ impl Bound {
         let ws = crate::fanout::bind(settings.ws_addr)
             .with_context(|| format!("binding the WebSocket listener on {}", settings.ws_addr))?;
         let ws_addr = ws.local_addr()?;
+        let syslog_udp = match settings.syslog_udp_addr.0 {
+            Some(a) => Some(
+                crate::net::udp::bind(a)
+                    .with_context(|| format!("binding the syslog UDP socket on {a}"))?,
+            ),
+            None => None,
+        };
         Ok(Bound {
             reactors: listeners,
             addrs,
             ws,
             ws_addr,
+            syslog_udp,
         })
     }
 }
@@ -245,6 +255,8 @@ fn contexts(settings: &Settings, log: &Log, ws_addr: SocketAddr) -> (Arc<NetCtx>
 /// The running stages, in the order [`Running::stop`] stops them.
 struct Running {
     reactors: Vec<JoinHandle<()>>,
+    /// The syslog UDP thread, if any; it ends with the reactors (`shutting_down`).
+    udp: Option<JoinHandle<()>>,
     fanout: crate::fanout::FanoutHandle,
     ctx: Arc<NetCtx>,
     stop_tx: Arc<watch::Sender<bool>>,
@@ -285,10 +297,19 @@ impl Running {
         for (kind, addr) in reactor::Kind::ALL.iter().zip(bound.addrs) {
             line.push_str(&format!(" {}={addr}", kind.name()));
         }
+        let mut udp = None;
+        if let Some(sock) = bound.syslog_udp {
+            line.push_str(&format!(" syslog_udp={}", sock.local_addr()?));
+            udp = Some(
+                crate::net::udp::spawn(sock, ctx.clone())
+                    .context("starting the syslog UDP thread")?,
+            );
+        }
         eprintln!("{line} ws={}", bound.ws_addr);
         notify_systemd("READY=1");
         Ok(Running {
             reactors,
+            udp,
             fanout,
             ctx,
             stop_tx,
@@ -317,7 +338,7 @@ impl Running {
     /// The writer failed: the process must exit non-zero.
     fn stop(self, log: &Log) -> anyhow::Result<()> {
         notify_systemd("STOPPING=1");
-        for t in self.reactors {
+        for t in self.reactors.into_iter().chain(self.udp) {
             let _ = t.join();
         }
         log.shutdown();

@@ -107,6 +107,10 @@ series! {
         counter syslog_frames_too_large_total,
         /// Octet-counted syslog frames cut off by the end of their connection (not stored).
         counter syslog_truncated_total,
+        /// Syslog UDP datagrams received (syslog_udp_addr).
+        counter syslog_udp_datagrams_total,
+        /// Syslog UDP datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL): lost, never seen.
+        counter syslog_udp_drops_total,
         /// HTTP requests received.
         counter http_requests_total,
         /// HTTP records handed to the log.

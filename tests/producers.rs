@@ -276,3 +276,74 @@ fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
     assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 1);
     assert_eq!(metric(&s, "ringstash_syslog_truncated_total"), 1);
 }
+
+#[test]
+fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
+    if require_tool("logger", "bsdutils").is_none() {
+        return;
+    }
+    let (_dir, s) = Server::start_in_tempdir(&[
+        "--syslog-udp-addr",
+        "127.0.0.1:0",
+        "--syslog-frame-bytes-max",
+        "512",
+    ]);
+    let udp: std::net::SocketAddr = s
+        .stderr_text()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("syslog_udp="))
+        .expect("the listening line names the UDP socket")
+        .parse()
+        .unwrap();
+    let port = udp.port().to_string();
+    for (i, pri) in ["local1.err", "local1.info", "local1.debug"]
+        .iter()
+        .enumerate()
+    {
+        let out = Command::new("logger")
+            .args([
+                "--udp",
+                "-n",
+                "127.0.0.1",
+                "-P",
+                &port,
+                "--rfc5424",
+                "-t",
+                "udpapp",
+            ])
+            .args(["-p", pri, &format!("datagram {i}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(format!("<11>{}", "x".repeat(600)).as_bytes(), udp)
+        .unwrap();
+    sock.send_to(b"<14>Dec  2 10:00:00 h raw: last one", udp)
+        .unwrap();
+    wait_committed(&s, 4);
+    let all = read_records(&s, "from=earliest");
+    let got: Vec<_> = all
+        .iter()
+        .map(|r| {
+            (
+                r["service"].as_str().unwrap(),
+                r["level"].as_str().unwrap(),
+                r["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("udpapp", "error", "datagram 0"),
+            ("udpapp", "info", "datagram 1"),
+            ("udpapp", "debug", "datagram 2"),
+            ("raw", "info", "last one"),
+        ]
+    );
+    assert_eq!(all[0]["client_ip"], "127.0.0.1");
+    assert_eq!(metric(&s, "ringstash_syslog_udp_datagrams_total"), 5);
+    assert_eq!(metric(&s, "ringstash_syslog_frames_too_large_total"), 1);
+    assert_eq!(metric(&s, "ringstash_syslog_udp_drops_total"), 0);
+}

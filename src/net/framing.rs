@@ -71,45 +71,52 @@ pub trait Framing {
 /// sets them on JSON objects.
 #[derive(Debug, Clone)]
 pub struct Enrichment {
-    /// The TCP peer's address.
+    /// The peer's address.
     pub client_ip: String,
     /// The `node_id` setting.
     pub node_id: String,
 }
 
-/// Syslog over TCP: RFC 6587 frames rendered as JSON records.
+/// Renders syslog messages to JSON records, for the TCP and UDP syslog listeners.
 #[derive(Debug)]
-pub struct SyslogFraming<'a> {
-    framer: SyslogFramer,
-    /// Frames seen on this connection (for refusal reports).
-    frame_no: u64,
+pub struct SyslogRenderer<'a> {
     /// The rendered record, reused.
     scratch: Vec<u8>,
     enrich: Option<Enrichment>,
-    /// `received_at` for the read being framed: (its timestamp, RFC 3339).
+    /// The peer `client_ip` was rendered from (UDP: it changes per datagram).
+    peer: Option<std::net::IpAddr>,
+    /// `received_at` for the read being rendered: (its timestamp, RFC 3339).
     received_at: (u64, String),
     /// The year RFC 3164 timestamps get, read from the clock with `received_at`.
     year: i32,
     stats: &'a NetStats,
 }
 
-impl<'a> SyslogFraming<'a> {
-    /// A connection's framing: frames over `frame_bytes_max` are refused; with
-    /// `enrich`, every record gets `received_at`, `client_ip` and `node_id`.
-    pub fn new(frame_bytes_max: usize, enrich: Option<Enrichment>, stats: &'a NetStats) -> Self {
-        SyslogFraming {
-            framer: SyslogFramer::new(frame_bytes_max),
-            frame_no: 0,
+impl<'a> SyslogRenderer<'a> {
+    /// With `enrich`, every record gets `received_at`, `client_ip` and `node_id`.
+    pub fn new(enrich: Option<Enrichment>, stats: &'a NetStats) -> Self {
+        SyslogRenderer {
             scratch: Vec::with_capacity(1024),
             enrich,
+            peer: None,
             received_at: (u64::MAX, String::new()),
             year: record::this_year(),
             stats,
         }
     }
 
-    /// Renders `msg` into `scratch`, received at `timestamp_ns`.
-    fn render(&mut self, msg: &[u8], timestamp_ns: u64) {
+    /// The sender of the next messages (UDP), for `client_ip`.
+    pub fn set_peer(&mut self, ip: std::net::IpAddr) {
+        if self.peer != Some(ip) {
+            self.peer = Some(ip);
+            if let Some(e) = &mut self.enrich {
+                e.client_ip = ip.to_string();
+            }
+        }
+    }
+
+    /// Renders `msg`, received at `timestamp_ns`; the record is valid until the next call.
+    pub fn render(&mut self, msg: &[u8], timestamp_ns: u64) -> &[u8] {
         if self.received_at.0 != timestamp_ns {
             self.received_at = (timestamp_ns, format_ts(timestamp_ns));
             self.year = record::this_year();
@@ -131,6 +138,30 @@ impl<'a> SyslogFraming<'a> {
                 .syslog_unparsed_total
                 .fetch_add(1, Ordering::Relaxed);
         }
+        &self.scratch
+    }
+}
+
+/// Syslog over TCP: RFC 6587 frames rendered as JSON records.
+#[derive(Debug)]
+pub struct SyslogFraming<'a> {
+    framer: SyslogFramer,
+    /// Frames seen on this connection (for refusal reports).
+    frame_no: u64,
+    renderer: SyslogRenderer<'a>,
+    stats: &'a NetStats,
+}
+
+impl<'a> SyslogFraming<'a> {
+    /// A connection's framing: frames over `frame_bytes_max` are refused; with
+    /// `enrich`, every record gets `received_at`, `client_ip` and `node_id`.
+    pub fn new(frame_bytes_max: usize, enrich: Option<Enrichment>, stats: &'a NetStats) -> Self {
+        SyslogFraming {
+            framer: SyslogFramer::new(frame_bytes_max),
+            frame_no: 0,
+            renderer: SyslogRenderer::new(enrich, stats),
+            stats,
+        }
     }
 }
 
@@ -147,18 +178,18 @@ impl Framing for SyslogFraming<'_> {
                     (to.rejected)(self.frame_no);
                 }
                 Split::Frame(msg) => {
-                    self.render(msg, to.timestamp_ns);
+                    let record = self.renderer.render(msg, to.timestamp_ns);
                     // A frame is consumed only once its record is in the batch, so one
                     // that does not fit is split again after the batch is handed off.
                     if !to.batch.is_empty()
-                        && to.batch.bytes() + RECORD_HEADER_BYTES + self.scratch.len()
+                        && to.batch.bytes() + RECORD_HEADER_BYTES + record.len()
                             > to.batch_bytes_max
                     {
                         out.batch_full = true;
                         return out;
                     }
                     self.frame_no += 1;
-                    if to.batch.push(to.timestamp_ns, &self.scratch).is_ok() {
+                    if to.batch.push(to.timestamp_ns, record).is_ok() {
                         out.records += 1;
                     } else {
                         (to.rejected)(self.frame_no);
@@ -179,9 +210,9 @@ impl Framing for SyslogFraming<'_> {
                 0
             }
             Finished::Frame(msg) => {
-                self.render(msg, to.timestamp_ns);
+                let record = self.renderer.render(msg, to.timestamp_ns);
                 self.frame_no += 1;
-                if to.batch.push(to.timestamp_ns, &self.scratch).is_ok() {
+                if to.batch.push(to.timestamp_ns, record).is_ok() {
                     1
                 } else {
                     (to.rejected)(self.frame_no);

@@ -15,6 +15,7 @@ pub mod http;
 pub mod lines;
 pub mod reactor;
 pub mod tcp;
+pub mod udp;
 
 use std::{
     net::SocketAddr,
