@@ -82,7 +82,13 @@ fn start_fixed(
     let mut child = std::process::Command::new(common::BIN)
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args(["--tcp-addr", "127.0.0.1:0"])
+        .args([
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--tcp-acked-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--syslog-addr", "127.0.0.1:0"])
         .args([
             "--http-addr",
             &http.to_string(),
@@ -110,7 +116,7 @@ fn start_fixed(
     std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
     let tcp = line
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp="))
+        .find_map(|w| w.strip_prefix("tcp_acked="))
         .unwrap()
         .parse()
         .unwrap();
@@ -146,7 +152,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn open(chromium: &str, profile: &std::path::Path, url: &str) -> Browser {
+    fn open(chromium: &std::path::Path, profile: &std::path::Path, url: &str) -> Browser {
         use std::io::BufRead;
         let mut child = std::process::Command::new(chromium)
             .args(CHROMIUM_HEADLESS)
@@ -284,11 +290,7 @@ fn send_lines(tcp: SocketAddr, lines: &[String]) {
 /// nothing lost or repeated. Keeps a screenshot in target/tmp/fanout-dashboard/.
 #[test]
 fn dashboard_shows_ingested_records_in_headless_chromium() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(chromium) = chromium else {
-        println!("SKIP: chromium is not installed (apt-get install chromium)");
+    let Some(chromium) = common::require_tool("chromium", "chromium") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -297,7 +299,7 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     send_lines(tcp, &json_lines("history", 10));
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{http_at}/");
-    let mut b = Browser::open(chromium, profile.path(), &url);
+    let mut b = Browser::open(&chromium, profile.path(), &url);
     let count = "document.querySelectorAll('#tail .rec').length";
     let has = |m: &str| format!("document.getElementById('tail').innerText.includes('\"{m}\"')");
     // History, then live records.
