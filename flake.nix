@@ -59,12 +59,12 @@
             openFirewall = lib.mkOption {
               type = lib.types.bool;
               default = false;
-              description = "Open the default listener ports: raw TCP 5140 (one-way) and 5141 (acked), syslog 5514, HTTP 8080, WebSocket 8081.";
+              description = "Open the default listener ports: raw TCP 5140 (one-way) and 5141 (acked), syslog 5514, RELP 2514, HTTP 8080, WebSocket 8081.";
             };
           };
 
           config = lib.mkIf cfg.enable {
-            networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ 5140 5141 5514 8080 8081 ];
+            networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ 5140 5141 5514 2514 8080 8081 ];
             systemd.services.ringstash = {
               description = "ringstash log-ingest appliance";
               wantedBy = [ "multi-user.target" ];

@@ -34,7 +34,7 @@ refuse_tmpfs() {
 #   ports chosen here and passed in could be taken by someone else in between) and
 #   reads them back from its "listening tcp=... http=... ws=..." line on stderr
 #   (written to LOG). Sets RS_PID and RS_TCP (the acked raw TCP listener), RS_TCP_ONEWAY,
-#   RS_SYSLOG, RS_HTTP, RS_WS (host:port). A binary from before the acked listener
+#   RS_SYSLOG, RS_RELP (empty for a binary without RELP), RS_HTTP, RS_WS (host:port). A binary from before the acked listener
 #   was split off (an A/B's old side) has one raw TCP listener: RS_TCP is that one.
 #   Returns 1, with the log on stderr, if the server exits or does not listen within 10 s.
 start_ringstash() {
@@ -42,6 +42,9 @@ start_ringstash() {
     shift 3
     if "$rs" serve --help 2>/dev/null | grep -q -- '--tcp-acked-addr'; then
         more=(--tcp-acked-addr 127.0.0.1:0 --syslog-addr 127.0.0.1:0)
+    fi
+    if "$rs" serve --help 2>/dev/null | grep -q -- '--relp-addr'; then
+        more+=(--relp-addr 127.0.0.1:0)
     fi
     RINGSTASH_LOG=warn "$rs" serve --data-dir "$data" --tcp-addr 127.0.0.1:0 \
         --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 "${more[@]}" "$@" 2>"$logf" &
@@ -62,5 +65,6 @@ start_ringstash() {
     [ -n "$RS_TCP" ] || RS_TCP=$RS_TCP_ONEWAY
     RS_SYSLOG=$(sed -n 's/.*syslog=\([^ ]*\).*/\1/p' <<<"$line")
     RS_HTTP=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")
+    RS_RELP=$(sed -n 's/.*relp=\([^ ]*\).*/\1/p' <<<"$line")
     RS_WS=$(sed -n 's/.*ws=\([^ ]*\).*/\1/p' <<<"$line")
 }

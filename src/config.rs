@@ -107,13 +107,19 @@ settings! {
     syslog_udp_addr: OptionalAddr = OptionalAddr(None), env "RINGSTASH_SYSLOG_UDP_ADDR";
     /// Largest syslog message (one frame, framing excluded) in bytes; longer ones are refused whole and counted. [default: 65536]
     syslog_frame_bytes_max: usize = 64 << 10, env "RINGSTASH_SYSLOG_FRAME_BYTES_MAX", range 480 ..= 16_777_216;
+    /// RELP listener (rsyslog's omrelp): syslog messages, each answered `rsp 200` only once durable. [default: 127.0.0.1:2514]
+    relp_addr: SocketAddr = "127.0.0.1:2514".parse().expect("literal"), env "RINGSTASH_RELP_ADDR";
+    /// Largest RELP frame DATA (DATALEN) in bytes; a larger frame is answered `rsp 500` and its connection closed. [default: 131072]
+    relp_frame_bytes_max: usize = 128 << 10, env "RINGSTASH_RELP_FRAME_BYTES_MAX", range 480 ..= 16_777_216;
+    /// RELP transactions one connection may have unanswered (omrelp's window is 128) before it stops reading. [default: 128]
+    relp_window_max: usize = 128, env "RINGSTASH_RELP_WINDOW_MAX", range 1 ..= 65_536;
     /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
     http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("literal"), env "RINGSTASH_HTTP_ADDR";
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
     reactor_threads: usize = 0, env "RINGSTASH_REACTOR_THREADS", range 0 ..= 1024;
     /// Core for the group-commit writer: a core number or `auto` (see docs/architecture.md). [default: auto]
     writer_core: CoreChoice = CoreChoice::Auto, env "RINGSTASH_WRITER_CORE";
-    /// Open connections (TCP + HTTP) before new ones are refused. [default: 1024]
+    /// Open connections (TCP, syslog, RELP, HTTP) before new ones are refused. [default: 1024]
     connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX", range 1 ..= 1_000_000;
     /// Largest record payload in bytes; longer lines are refused whole. [default: 1048576]
     record_bytes_max: usize = @log, env "RINGSTASH_RECORD_BYTES_MAX";
@@ -125,7 +131,7 @@ settings! {
     read_buffer_bytes: usize = 64 << 10, env "RINGSTASH_READ_BUFFER_BYTES", range 4096 ..= 67_108_864;
     /// Batches one connection may have queued for commit before it stops reading. [default: 64]
     connection_batches_max: usize = 64, env "RINGSTASH_CONNECTION_BATCHES_MAX", range 1 ..= 65_536;
-    /// Close a raw TCP connection that sent nothing for this long, in ms. [default: 600000]
+    /// Close a raw TCP, syslog or RELP connection that sent nothing for this long, in ms. [default: 600000]
     tcp_idle_timeout_ms: u64 = 600_000, env "RINGSTASH_TCP_IDLE_TIMEOUT_MS", range 1 ..= 86_400_000;
     /// Close an HTTP connection idle, or stuck mid-request, for this long, in ms (slowloris). [default: 30000]
     http_idle_timeout_ms: u64 = 30_000, env "RINGSTASH_HTTP_IDLE_TIMEOUT_MS", range 1 ..= 86_400_000;
@@ -225,6 +231,8 @@ stage_settings! {
         connection_batches_max: usize,
         tcp_idle_timeout_ms: u64,
         syslog_frame_bytes_max: usize,
+        relp_frame_bytes_max: usize,
+        relp_window_max: usize,
         http_idle_timeout_ms: u64,
         enqueue_timeout_ms: u64,
         shutdown_timeout_ms: u64,
@@ -435,11 +443,12 @@ impl Settings {
     }
 
     /// Every listener's address, by setting name, in the table's order.
-    pub fn listener_addrs(&self) -> [(&'static str, SocketAddr); 5] {
+    pub fn listener_addrs(&self) -> [(&'static str, SocketAddr); 6] {
         [
             ("tcp_addr", self.tcp_addr),
             ("tcp_acked_addr", self.tcp_acked_addr),
             ("syslog_addr", self.syslog_addr),
+            ("relp_addr", self.relp_addr),
             ("http_addr", self.http_addr),
             ("ws_addr", self.ws_addr),
         ]

@@ -176,10 +176,10 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
 /// start-up at once, naming the address, and the addresses printed are the bound
 /// ones (a port 0 resolved).
 struct Bound {
-    /// Each reactor's stream listeners (TCP, acked TCP, syslog, HTTP).
+    /// Each reactor's stream listeners (TCP, acked TCP, syslog, RELP, HTTP).
     reactors: Vec<reactor::Listeners>,
     /// Their bound addresses, in [`reactor::Kind::ALL`]'s order.
-    addrs: [SocketAddr; 4],
+    addrs: [SocketAddr; reactor::Kind::ALL.len()],
     /// The fan-out core's WebSocket listener.
     ws: std::net::TcpListener,
     ws_addr: SocketAddr,
@@ -193,6 +193,7 @@ impl Bound {
             settings.tcp_addr,
             settings.tcp_acked_addr,
             settings.syslog_addr,
+            settings.relp_addr,
             settings.http_addr,
         ];
         let (listeners, addrs) = reactor::bind_all(wanted, reactors)?;

@@ -93,7 +93,7 @@ series! {
         counter tcp_records_total,
         /// Raw TCP lines refused for exceeding record_bytes_max.
         counter tcp_records_too_large_total,
-        /// Raw TCP connections closed for idleness (tcp_idle_timeout_ms).
+        /// Raw TCP, syslog and RELP connections closed for idleness (tcp_idle_timeout_ms).
         counter tcp_idle_closed_total,
         /// Partial last lines or frames discarded because a stream connection ended by a reset, an error, an idle timeout or a shutdown rather than the producer's FIN.
         counter tcp_partial_discarded_total,
@@ -111,6 +111,16 @@ series! {
         counter syslog_udp_datagrams_total,
         /// Syslog UDP datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL): lost, never seen.
         counter syslog_udp_drops_total,
+        /// RELP connections accepted (relp_addr).
+        counter relp_connections_total,
+        /// RELP syslog messages stored (each answered rsp 200 once durable).
+        counter relp_records_total,
+        /// RELP refusals for size: a frame over relp_frame_bytes_max (rsp 500, connection closed), or a message rendered over record_bytes_max (rsp 500, session goes on).
+        counter relp_frames_too_large_total,
+        /// RELP connections refused for a protocol error: a malformed frame, a TXNR out of sequence, a command before open or unknown, bad offers (rsp 500, connection closed).
+        counter relp_protocol_errors_total,
+        /// Times a RELP connection stopped reading because relp_window_max transactions were unanswered.
+        counter relp_window_full_waits_total,
         /// HTTP requests received.
         counter http_requests_total,
         /// HTTP records handed to the log.

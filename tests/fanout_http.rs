@@ -88,7 +88,7 @@ fn start_fixed(
             "--tcp-acked-addr",
             "127.0.0.1:0",
         ])
-        .args(["--syslog-addr", "127.0.0.1:0"])
+        .args(["--syslog-addr", "127.0.0.1:0", "--relp-addr", "127.0.0.1:0"])
         .args([
             "--http-addr",
             &http.to_string(),

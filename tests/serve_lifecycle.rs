@@ -268,6 +268,8 @@ fn a_second_server_on_the_same_ports_refuses_to_start() {
                 "127.0.0.1:0",
                 "--syslog-addr",
                 "127.0.0.1:0",
+                "--relp-addr",
+                "127.0.0.1:0",
             ])
             .args(args)
             .stdout(std::process::Stdio::null())

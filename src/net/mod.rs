@@ -14,6 +14,7 @@ pub mod framing;
 pub mod http;
 pub mod lines;
 pub mod reactor;
+pub mod relp;
 pub mod tcp;
 pub mod udp;
 

@@ -20,10 +20,13 @@ use socket2::{Domain, Socket, Type};
 use tokio_uring::net::TcpListener;
 
 use super::{
-    NetCtx, conn, http,
+    NetCtx, conn, http, relp,
     tcp::{self, Mode},
 };
-use crate::http_proto::{self, HttpError};
+use crate::{
+    http_proto::{self, HttpError},
+    syslog,
+};
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +37,21 @@ pub enum Kind {
     TcpAcked,
     /// Syslog over TCP, one-way (`syslog_addr`).
     Syslog,
+    /// RELP, syslog with an answer per message once it is durable (`relp_addr`).
+    Relp,
     /// HTTP/1.1 (`http_addr`).
     Http,
 }
 
 impl Kind {
     /// Every stream listener a reactor has, in the order they are bound and printed.
-    pub const ALL: [Kind; 4] = [Kind::Tcp, Kind::TcpAcked, Kind::Syslog, Kind::Http];
+    pub const ALL: [Kind; 5] = [
+        Kind::Tcp,
+        Kind::TcpAcked,
+        Kind::Syslog,
+        Kind::Relp,
+        Kind::Http,
+    ];
 
     /// The listener's name in the `listening` line and in errors.
     pub fn name(self) -> &'static str {
@@ -48,6 +59,7 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::TcpAcked => "tcp_acked",
             Kind::Syslog => "syslog",
+            Kind::Relp => "relp",
             Kind::Http => "http",
         }
     }
@@ -58,6 +70,7 @@ impl Kind {
             Kind::Tcp => "TCP",
             Kind::TcpAcked => "acked TCP",
             Kind::Syslog => "syslog",
+            Kind::Relp => "RELP",
             Kind::Http => "HTTP",
         }
     }
@@ -111,9 +124,9 @@ pub fn ensure_unused(addr: SocketAddr) -> std::io::Result<()> {
 /// # Errors
 /// The first bind error, with the address; an address something already listens on.
 pub fn bind_all(
-    addrs: [SocketAddr; 4],
+    addrs: [SocketAddr; Kind::ALL.len()],
     n: usize,
-) -> anyhow::Result<(Vec<Listeners>, [SocketAddr; 4])> {
+) -> anyhow::Result<(Vec<Listeners>, [SocketAddr; Kind::ALL.len()])> {
     use anyhow::Context;
     let mut out = Vec::with_capacity(n);
     let mut bound = addrs;
@@ -258,6 +271,7 @@ async fn accept_loop(
             Kind::Syslog => {
                 tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::Syslog))
             }
+            Kind::Relp => tokio_uring::spawn(relp::serve(stream, peer, ctx, registry)),
             Kind::Http => tokio_uring::spawn(http::serve(stream, peer, ctx, registry)),
         };
     }
@@ -273,6 +287,14 @@ async fn refuse(
     let msg = match kind {
         // Syslog has no way to say it: the connection is just closed (and counted).
         Kind::Syslog => Vec::new(),
+        // A RELP client's first command is always `open` with TXNR 1: answer it now.
+        Kind::Relp => {
+            let mut out = Vec::new();
+            let why = format!("too_many_connections connections_max ({max}) reached");
+            syslog::relp::write_rsp(&mut out, 1, 500, &why, b"");
+            out.extend_from_slice(syslog::relp::SERVERCLOSE);
+            out
+        }
         Kind::Tcp | Kind::TcpAcked => {
             format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
         }

@@ -323,7 +323,7 @@ impl Conn<'_> {
 /// True if the peer ended its stream with a FIN: the socket is in CLOSE_WAIT. After
 /// a reset it is CLOSED (and a read may return 0 once a write has taken the reset's
 /// error); after our own `shutdown(SHUT_RD)` it is still ESTABLISHED.
-fn clean_end(fd: i32) -> bool {
+pub(super) fn clean_end(fd: i32) -> bool {
     /// `TCP_CLOSE_WAIT` in the kernel's `enum tcp_state`.
     const TCP_CLOSE_WAIT: u8 = 8;
     // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
@@ -344,7 +344,7 @@ fn clean_end(fd: i32) -> bool {
 }
 
 /// Reads into the spare capacity of `buf` (growing it when full); 0 at EOF.
-async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+pub(super) async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.len() == buf.capacity() {
         // Only a partial line fills the buffer; the framer refuses one longer than
         // record_bytes_max, so this growth is bounded by that.

@@ -27,6 +27,8 @@ pub struct Server {
     pub tcp_acked: SocketAddr,
     /// Syslog over TCP.
     pub syslog: SocketAddr,
+    /// RELP.
+    pub relp: SocketAddr,
     pub http: SocketAddr,
     pub ws: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -74,6 +76,7 @@ impl Server {
             tcp: addr("tcp=").expect("tcp address"),
             tcp_acked: addr("tcp_acked=").expect("tcp_acked address"),
             syslog: addr("syslog=").expect("syslog address"),
+            relp: addr("relp=").expect("relp address"),
             http: addr("http=").expect("http address"),
             ws: addr("ws="),
             data_dir: data_dir.to_owned(),

@@ -20,7 +20,7 @@ pub fn spawn_serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Child {
             "--syslog-addr",
             "127.0.0.1:0",
         ])
-        .args(["--ws-addr", "127.0.0.1:0"])
+        .args(["--relp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
         .args(extra)
         .env("RINGSTASH_LOG", "warn")
         .stdin(Stdio::null())
