@@ -2,6 +2,7 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+pub mod rsyslog;
 mod spawn_serve;
 pub mod wal;
 pub mod ws;
@@ -39,7 +40,44 @@ pub struct Server {
 impl Server {
     /// Starts `ringstash serve` on `data_dir` with extra flags; waits for "listening".
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = spawn_serve::spawn_serve(Path::new(BIN), data_dir, extra);
+        Server::start_env(data_dir, extra, &[])
+    }
+
+    /// As [`Server::start`], with environment variables for the server alone (such as
+    /// `RINGSTASH_FAILPOINTS`: set on the process, it would reach every server other
+    /// tests start meanwhile).
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::try_start_env(data_dir, extra, env)
+            .unwrap_or_else(|stderr| panic!("server did not start; stderr:\n{stderr}"))
+    }
+
+    /// Starts on `data_dir` with `extra` (naming fixed ports) after a SIGKILL of the
+    /// server that held them, retrying for up to 10 s while a port is still in use:
+    /// the dead server's io_uring instance is torn down by the kernel after the
+    /// process is reaped, and until then its listening sockets (held by their pending
+    /// accepts) still exist. A supervisor restarting it meets the same.
+    pub fn restart_after_kill(data_dir: &Path, extra: &[&str]) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Server::try_start_env(data_dir, extra, &[]) {
+                Ok(s) => return s,
+                Err(e) if e.contains("Address already in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("server did not restart; stderr:\n{e}"),
+            }
+        }
+    }
+
+    /// Starts as [`Server::start_env`] does; the server's stderr if it does not listen.
+    pub fn try_start_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        let mut cmd = spawn_serve::serve_command(Path::new(BIN), data_dir, extra);
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.spawn().expect("spawn ringstash serve");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap());
@@ -63,7 +101,8 @@ impl Server {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not start; stderr:\n{}", stderr.lock().unwrap());
+                let _ = child.wait();
+                return Err(stderr.lock().unwrap().clone());
             }
         };
         let addr = |key: &str| -> Option<SocketAddr> {
@@ -71,7 +110,7 @@ impl Server {
                 .find_map(|w| w.strip_prefix(key))
                 .map(|a| a.parse().expect("address"))
         };
-        Server {
+        Ok(Server {
             child,
             tcp: addr("tcp=").expect("tcp address"),
             tcp_acked: addr("tcp_acked=").expect("tcp_acked address"),
@@ -81,7 +120,7 @@ impl Server {
             ws: addr("ws="),
             data_dir: data_dir.to_owned(),
             stderr,
-        }
+        })
     }
 
     /// Starts `ringstash serve` on a new temp dir; returns the dir (keep it alive) too.

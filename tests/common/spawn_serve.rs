@@ -8,24 +8,35 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-/// Spawns `bin serve --data-dir data_dir` on loopback port 0 with `extra` flags.
-pub fn spawn_serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Child {
-    Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args([
-            "--tcp-acked-addr",
-            "127.0.0.1:0",
-            "--syslog-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--relp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
-        .args(extra)
+/// Every listener's flag, each given port 0 unless the caller gives it.
+const LISTENERS: [&str; 6] = [
+    "--tcp-addr",
+    "--tcp-acked-addr",
+    "--syslog-addr",
+    "--relp-addr",
+    "--http-addr",
+    "--ws-addr",
+];
+
+/// The `serve` command for `data_dir`: every listener on loopback port 0 except those
+/// `extra` names (a restart on the same port passes its address), then `extra`.
+pub fn serve_command(bin: &Path, data_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--data-dir"]).arg(data_dir);
+    for flag in LISTENERS.iter().filter(|f| !extra.contains(f)) {
+        cmd.args([flag, "127.0.0.1:0"]);
+    }
+    cmd.args(extra)
         .env("RINGSTASH_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Spawns `bin serve --data-dir data_dir` on loopback port 0 with `extra` flags.
+pub fn spawn_serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Child {
+    serve_command(bin, data_dir, extra)
         .spawn()
         .expect("spawn ringstash serve")
 }
