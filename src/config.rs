@@ -111,8 +111,8 @@ settings! {
     relp_addr: SocketAddr = "127.0.0.1:2514".parse().expect("literal"), env "RINGSTASH_RELP_ADDR";
     /// Largest RELP frame DATA (DATALEN) in bytes; a larger frame is answered `rsp 500` and its connection closed. [default: 131072]
     relp_frame_bytes_max: usize = 128 << 10, env "RINGSTASH_RELP_FRAME_BYTES_MAX", range 480 ..= 16_777_216;
-    /// RELP transactions one connection may have unanswered (omrelp's window is 128) before it stops reading. [default: 128]
-    relp_window_max: usize = 128, env "RINGSTASH_RELP_WINDOW_MAX", range 1 ..= 65_536;
+    /// RELP transactions one connection may have unanswered before it stops reading (omrelp's windowSize is 128 by default; larger client windows, which omrelp needs for throughput, are honoured up to this). [default: 1024]
+    relp_window_max: usize = 1024, env "RINGSTASH_RELP_WINDOW_MAX", range 1 ..= 65_536;
     /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
     http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("literal"), env "RINGSTASH_HTTP_ADDR";
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
