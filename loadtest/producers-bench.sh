@@ -10,9 +10,17 @@
 # those records was fdatasync'ed). Rate = records landed since the measurement
 # started, divided by the time until the last one landed.
 #
+# RELP, acknowledged: the same sender feeds a private rsyslog (imtcp in, omrelp out,
+# forwarding each line as it came, windowSize RELP_WINDOW) that forwards either to
+# ringstash's RELP listener (each message answered once fdatasync'ed) or to a second
+# rsyslog with imrelp writing to a file with sync="on" (rsyslog-durable-batch's omfile;
+# imrelp answers once a message is queued, before it is written, so that side promises
+# less). Landed as above: ringstash's durable-records counter, the receiver's file.
+#
 # Usage: loadtest/producers-bench.sh      Environment: DURATION (5s), WARMUP (1s),
 #   CONNS (4), BATCH (1024), SIZE (128), ROUNDS (3), WORKDIR (target/producers, not
-#   tmpfs), PEERS_DIR (../shared/peers).
+#   tmpfs), PEERS_DIR (../shared/peers), RELP_WINDOW (1024; omrelp's default is 128,
+#   which caps either receiver near 3,000 messages/s: see docs/protocol.md, RELP).
 # Output: one line per run, then medians and ratios; JSON reports under $WORKDIR/results.
 set -euo pipefail
 # shellcheck source=loadtest/serve-lib.sh
@@ -25,11 +33,38 @@ refuse_tmpfs producers-bench "$(dirname "$work")" "$work"
 rm -rf "$work"
 mkdir -p "$work/results"
 command -v rsyslogd >/dev/null || { echo "producers-bench: rsyslogd is not installed (apt-get install rsyslog)" >&2; exit 2; }
+[ -f /usr/lib/x86_64-linux-gnu/rsyslog/omrelp.so ] || { echo "producers-bench: rsyslog's RELP modules are not installed (apt-get install rsyslog-relp)" >&2; exit 2; }
+relp_window="${RELP_WINDOW:-1024}"
 cargo build --release -q -p ringstash -p loadtest
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 LT="$bin/loadtest"
 RS="$bin/ringstash"
 common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size "$size" -q)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# start_relp_sender DIR TARGET_PORT
+#   A private rsyslog in DIR: imtcp on a free port (SENDER_PORT), each line forwarded
+#   as it came (%rawmsg%) with omrelp to 127.0.0.1:TARGET_PORT. Sets SENDER_PID.
+start_relp_sender() {
+    local d=$1 target=$2
+    mkdir -p "$d"
+    SENDER_PORT=$(free_port)
+    cat >"$d/rsyslog.conf" <<EOF
+global(workDirectory="$d")
+module(load="imtcp")
+module(load="omrelp")
+template(name="raw" type="string" string="%rawmsg%")
+input(type="imtcp" address="127.0.0.1" port="$SENDER_PORT" ruleset="fwd")
+ruleset(name="fwd") {
+  action(type="omrelp" target="127.0.0.1" port="$target" template="raw" windowSize="$relp_window")
+}
+EOF
+    rsyslogd -n -f "$d/rsyslog.conf" -i "$d/rsyslog.pid" >"$d/daemon.log" 2>&1 &
+    SENDER_PID=$!
+    wait_port "$SENDER_PORT"
+}
 
 rate() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["landed"]; print(int(r["records_per_s"]) if r["complete"] else "incomplete:%d" % r["records_per_s"])' "$1"; }
 
@@ -42,6 +77,10 @@ run_ringstash() { # round
         --landed-metric "$landed" --json-file "$work/results/ringstash-tcp-$r.json" >/dev/null
     "$LT" run --mode tcp --format syslog --addr "$RS_SYSLOG" "${common[@]}" --server-pid "$RS_PID" \
         --landed-metric "$landed" --json-file "$work/results/ringstash-syslog-$r.json" >/dev/null
+    start_relp_sender "$d/sender" "${RS_RELP##*:}"
+    "$LT" run --mode tcp --format syslog --addr "127.0.0.1:$SENDER_PORT" "${common[@]}" --server-pid "$RS_PID" \
+        --landed-metric "$landed" --json-file "$work/results/ringstash-relp-$r.json" >/dev/null
+    kill "$SENDER_PID"; wait "$SENDER_PID" 2>/dev/null || true
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
     rm -rf "$d/data"
 }
@@ -60,12 +99,38 @@ run_rsyslog() { # round format
     rm -f "$d/out.log"
 }
 
+run_rsyslog_relp() { # round
+    local r=$1 d="$work/rsyslog-$1-relp" port pid
+    mkdir -p "$d/receiver"
+    port=$(free_port)
+    cat >"$d/receiver/rsyslog.conf" <<EOF
+global(workDirectory="$d/receiver")
+main_queue(queue.dequeueBatchSize="1024")
+module(load="imrelp")
+template(name="raw" type="string" string="%rawmsg%\n")
+input(type="imrelp" address="127.0.0.1" port="$port" ruleset="bench")
+ruleset(name="bench") {
+  action(type="omfile" file="$d/out.log" template="raw"
+         sync="on" flushOnTXEnd="on" asyncWriting="off" ioBufferSize="1m")
+}
+EOF
+    rsyslogd -n -f "$d/receiver/rsyslog.conf" -i "$d/receiver/rsyslog.pid" >"$d/receiver/daemon.log" 2>&1 &
+    pid=$!
+    wait_port "$port"
+    start_relp_sender "$d/sender" "$port"
+    "$LT" run --mode tcp --format syslog --addr "127.0.0.1:$SENDER_PORT" "${common[@]}" --server-pid $pid \
+        --landed-file "$d/out.log" --json-file "$work/results/rsyslog-relp-$r.json" >/dev/null
+    kill "$SENDER_PID" $pid; wait "$SENDER_PID" $pid 2>/dev/null || true
+    rm -f "$d/out.log"
+}
+
 echo "producers-bench: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype, $rounds rounds, $conns conns, batch $batch, $size-byte records"
 for r in $(seq 1 "$rounds"); do
     run_ringstash "$r"
     run_rsyslog "$r" text
     run_rsyslog "$r" syslog
-    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") records/s"
+    run_rsyslog_relp "$r"
+    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
 done
 python3 - "$work/results" "$rounds" <<'PY'
 import json, statistics, sys
@@ -77,4 +142,6 @@ rt, rs = med("ringstash-tcp"), med("ringstash-syslog")
 pt, ps = med("rsyslog-text"), med("rsyslog-syslog")
 print(f"median landed records/s: ringstash one-way tcp {rt:,.0f} vs rsyslog-async {pt:,.0f} = {rt/pt:.2f}x")
 print(f"median landed records/s: ringstash syslog      {rs:,.0f} vs rsyslog-async {ps:,.0f} = {rs/ps:.2f}x")
+rr, pr = med("ringstash-relp"), med("rsyslog-relp")
+print(f"median landed records/s: omrelp -> ringstash relp {rr:,.0f} vs -> rsyslog imrelp+omfile sync {pr:,.0f} = {rr/pr:.2f}x")
 PY
