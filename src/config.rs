@@ -274,13 +274,6 @@ impl FromStr for OptionalAddr {
     }
 }
 
-impl TryFrom<String> for OptionalAddr {
-    type Error = ChoiceError;
-    fn try_from(s: String) -> Result<Self, ChoiceError> {
-        s.parse()
-    }
-}
-
 impl From<OptionalAddr> for String {
     fn from(a: OptionalAddr) -> String {
         a.0.map(|a| a.to_string()).unwrap_or_default()
@@ -321,12 +314,19 @@ impl FromStr for CoreChoice {
     }
 }
 
-impl TryFrom<String> for CoreChoice {
-    type Error = ChoiceError;
-    fn try_from(s: String) -> Result<Self, ChoiceError> {
-        s.parse()
-    }
+/// serde reads these settings as strings (`try_from = "String"`) through their
+/// [`FromStr`], so the file, the flags and the environment accept the same forms.
+macro_rules! try_from_string {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = ChoiceError;
+            fn try_from(s: String) -> Result<Self, ChoiceError> {
+                s.parse()
+            }
+        }
+    )*};
 }
+try_from_string!(OptionalAddr, CoreChoice);
 
 impl From<CoreChoice> for String {
     fn from(c: CoreChoice) -> String {

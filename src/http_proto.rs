@@ -522,6 +522,15 @@ pub fn refusal(out: &mut Vec<u8>, err: &HttpError, extra_headers: &[(&str, &str)
     );
 }
 
+/// The refusal of a connection over a count bound (`setting` at `max`): 503 with
+/// `Retry-After: 1`, since a slot frees as soon as another client leaves.
+pub fn limit_refusal(code: &'static str, setting: &str, max: usize) -> Vec<u8> {
+    let e = HttpError::new(503, code, format!("{setting} ({max}) reached"));
+    let mut out = Vec::new();
+    refusal(&mut out, &e, &[("Retry-After", "1")]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

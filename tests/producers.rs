@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, http, metrics, require_tool, stored_payloads};
+use common::{Server, columns, http, metrics, require_tool, run_ok, stored_payloads};
 
 /// Waits until the server has committed `n` records (GET /v1/logs's committed_end).
 fn wait_committed(s: &Server, n: u64) {
@@ -149,15 +149,11 @@ fn logger(s: &Server, args: &[&str]) {
         return;
     };
     let port = s.syslog.port().to_string();
-    let out = Command::new(logger)
-        .args(["--tcp", "-n", "127.0.0.1", "-P", &port])
-        .args(args)
-        .output()
-        .expect("run logger");
-    assert!(
-        out.status.success(),
-        "logger failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(logger)
+            .args(["--tcp", "-n", "127.0.0.1", "-P", &port])
+            .args(args),
+        "logger",
     );
 }
 
@@ -210,25 +206,13 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
     );
     wait_committed(&s, 4);
     let all = read_records(&s, "from=earliest");
-    let fields: Vec<_> = all
-        .iter()
-        .map(|r| {
-            (
-                r["service"].as_str().unwrap(),
-                r["level"].as_str().unwrap(),
-                r["severity"].as_u64().unwrap(),
-                r["message"].as_str().unwrap(),
-                r["syslog"].as_str().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        fields,
+        columns(&all, &["service", "level", "severity", "message", "syslog"]),
         [
-            ("billing", "error", 3, "card declined", "rfc5424"),
-            ("billing", "info", 6, "paid", "rfc5424"),
-            ("cron", "warn", 4, "job late", "rfc3164"),
-            ("cron", "debug", 7, "tick", "rfc3164"),
+            "billing|error|3|card declined|rfc5424",
+            "billing|info|6|paid|rfc5424",
+            "cron|warn|4|job late|rfc3164",
+            "cron|debug|7|tick|rfc3164",
         ],
         "the length prefix is framing, not payload: {all:#?}"
     );
@@ -323,23 +307,13 @@ fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
         .unwrap();
     wait_committed(&s, 4);
     let all = read_records(&s, "from=earliest");
-    let got: Vec<_> = all
-        .iter()
-        .map(|r| {
-            (
-                r["service"].as_str().unwrap(),
-                r["level"].as_str().unwrap(),
-                r["message"].as_str().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        got,
+        columns(&all, &["service", "level", "message"]),
         [
-            ("udpapp", "error", "datagram 0"),
-            ("udpapp", "info", "datagram 1"),
-            ("udpapp", "debug", "datagram 2"),
-            ("raw", "info", "last one"),
+            "udpapp|error|datagram 0",
+            "udpapp|info|datagram 1",
+            "udpapp|debug|datagram 2",
+            "raw|info|last one",
         ]
     );
     assert_eq!(all[0]["client_ip"], "127.0.0.1");

@@ -8,20 +8,24 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-/// Spawns `bin serve --data-dir data_dir` on loopback port 0 with `extra` flags.
+/// Every listener's flag, on loopback port 0 unless a test gives its own address.
+const PORT_ZERO: [&str; 5] = [
+    "--tcp-addr",
+    "--tcp-acked-addr",
+    "--syslog-addr",
+    "--http-addr",
+    "--ws-addr",
+];
+
+/// Spawns `bin serve --data-dir data_dir` with `extra` flags; every listener that
+/// `extra` does not place goes on loopback port 0.
 pub fn spawn_serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Child {
-    Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--tcp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args([
-            "--tcp-acked-addr",
-            "127.0.0.1:0",
-            "--syslog-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--ws-addr", "127.0.0.1:0"])
-        .args(extra)
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--data-dir"]).arg(data_dir);
+    for flag in PORT_ZERO.into_iter().filter(|f| !extra.contains(f)) {
+        cmd.args([flag, "127.0.0.1:0"]);
+    }
+    cmd.args(extra)
         .env("RINGSTASH_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
