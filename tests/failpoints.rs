@@ -7,7 +7,6 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -75,21 +74,11 @@ fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
 #[test]
 fn a_failed_fdatasync_in_append_never_prints_the_batch_it_covered() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "append",
-            "--print-offsets",
-            "--batch-records",
-            "1",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RINGSTASH_FAILPOINTS", "fsync_eio_after=3")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::wal::spawn_append_printing_offsets(
+        dir.path(),
+        &["--batch-records", "1"],
+        &[("RINGSTASH_FAILPOINTS", "fsync_eio_after=3")],
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut printed = Vec::new();

@@ -43,6 +43,18 @@ fn read_records(s: &Server, query: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Sends `bytes` to a one-way listener, ends with a FIN, and reads until the server
+/// closes: it must have written nothing back.
+fn send_one_way(to: std::net::SocketAddr, bytes: &[u8]) {
+    let mut c = TcpStream::connect(to).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(bytes).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut said = Vec::new();
+    c.read_to_end(&mut said).unwrap();
+    assert!(said.is_empty(), "the server wrote {said:?}");
+}
+
 /// A metric's value in `/metrics`.
 fn metric(s: &Server, name: &str) -> u64 {
     let m = metrics(s.http);
@@ -91,15 +103,8 @@ fn fire_and_forget_senders_that_close_without_reading_lose_nothing() {
 #[test]
 fn the_one_way_listener_never_writes_and_counts_its_refusals() {
     let (_dir, s) = Server::start_in_tempdir(&["--record-bytes-max", "64"]);
-    let mut c = TcpStream::connect(s.tcp).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let long = "y".repeat(100);
-    c.write_all(format!("first\n{long}\nlast\n").as_bytes())
-        .unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut said = Vec::new();
-    c.read_to_end(&mut said).unwrap();
-    assert!(said.is_empty(), "the server wrote {said:?}");
+    send_one_way(s.tcp, format!("first\n{long}\nlast\n").as_bytes());
     wait_committed(&s, 2);
     assert_eq!(stored_payloads(&s.data_dir), ["first", "last"]);
     assert_eq!(metric(&s, "ringstash_tcp_records_too_large_total"), 1);
@@ -236,18 +241,13 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
 #[test]
 fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
     let (_dir, s) = Server::start_in_tempdir(&["--syslog-frame-bytes-max", "512"]);
-    let mut c = TcpStream::connect(s.syslog).unwrap();
     let big = "z".repeat(600);
     let counted = format!("{} <13>1 - h app - - - {big}", 20 + big.len());
-    c.write_all(
+    send_one_way(
+        s.syslog,
         format!("not syslog at all\n{counted}<14>1 - h app - - - after\n<11>cut\n27 <11>1 - h app - - - trunc")
             .as_bytes(),
-    )
-    .unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut said = Vec::new();
-    c.read_to_end(&mut said).unwrap();
-    assert!(said.is_empty(), "the server wrote {said:?}");
+    );
     wait_committed(&s, 3);
     let all = read_records(&s, "from=earliest");
     assert_eq!(all.len(), 3, "{all:#?}");
