@@ -17,7 +17,7 @@ use super::{
     format::{RecordRef, SEGMENT_HEADER_BYTES},
     segment::{self, Scan, Scanner},
 };
-use crate::error::ReadError;
+use crate::error::{Corruption, ReadError};
 
 /// An owned record, for callers that keep records past the next read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,12 +345,12 @@ impl Reader {
                 self.scanner.as_ref().map_or(0, |s| s.position()),
                 "segment ends before the next segment begins".into(),
             ));
-            return Err(ReadError::Corrupt {
+            return Err(ReadError::Corrupt(Corruption {
                 path,
                 position,
                 offset: self.next_offset,
                 reason,
-            });
+            }));
         }
         // Caught up with what is on disk; re-read the file next time.
         self.scanner.as_mut().expect("positioned").forget_tail();

@@ -13,7 +13,7 @@ use super::{
     format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
     segment::{self, Scan, Scanner, sync_dir},
 };
-use crate::error::OpenError;
+use crate::error::{Corruption, OpenError};
 
 /// What to do when the last segment ends in bytes that are not a valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -260,11 +260,13 @@ fn drop_unwritten_last(
             .map_err(|e| OpenError::io("stat segment", &path, e))?
             .len()
             <= SEGMENT_HEADER_BYTES as u64;
-        let corrupt = |reason: String| OpenError::Corrupt {
-            path: path.clone(),
-            position: 0,
-            offset: base,
-            reason,
+        let corrupt = |reason: String| {
+            OpenError::Corrupt(Corruption {
+                path: path.clone(),
+                position: 0,
+                offset: base,
+                reason,
+            })
         };
         match read_header(&path)? {
             Err(e) if header_only && bases.len() > 1 => {
@@ -622,7 +624,7 @@ fn cut_tail(
             && zero_from(file, position, len)
                 .map_err(|e| OpenError::io("read segment", path, e))?)
     {
-        return Err(OpenError::Corrupt {
+        return Err(OpenError::Corrupt(Corruption {
             path: path.to_owned(),
             position,
             offset,
@@ -630,7 +632,7 @@ fn cut_tail(
                 "{reason} (recovery = strict; {} bytes follow)",
                 len - position
             ),
-        });
+        }));
     }
     if zeros {
         tracing::info!(
