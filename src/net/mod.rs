@@ -13,6 +13,8 @@ pub mod enrich;
 pub mod framing;
 pub mod http;
 pub mod lines;
+pub mod logs_body;
+pub mod otlp;
 pub mod reactor;
 pub mod tcp;
 pub mod udp;
