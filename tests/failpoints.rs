@@ -11,7 +11,11 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{
+    otlp::{PROTOBUF, otlp_request},
+    *,
+};
+use prost::Message;
 
 /// Starts serve with failpoints armed.
 fn start_armed(dir: &std::path::Path, failpoints: &str, extra: &[&str]) -> Server {
@@ -155,7 +159,16 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "ring_full");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_metrics(server.http, &["ringstash_http_ring_full_total 1"]);
+    // OTLP: the same 503 and Retry-After (retryable for exporters), a Status body.
+    let otlp = otlp_request("api", &["refused"]).encode_to_vec();
+    let r = http(server.http, "POST", "/v1/logs", &[PROTOBUF], &otlp);
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
+    let status = ringstash::net::otlp::Status::decode(r.body.as_slice()).unwrap();
+    assert!(
+        status.code == 14 && status.message.starts_with("ring_full: "),
+        "{status:?}"
+    );
+    assert_metrics(server.http, &["ringstash_http_ring_full_total 2"]);
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {
         s.shutdown(std::net::Shutdown::Write).unwrap();

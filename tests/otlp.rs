@@ -7,17 +7,16 @@ mod common;
 
 use std::{io::Write, process::Command, time::Duration};
 
-use common::*;
+use common::{
+    otlp::{PROTOBUF, otlp_request},
+    *,
+};
 use opentelemetry_proto::tonic::{
-    collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-    common::v1::{AnyValue, KeyValue, any_value::Value as Any},
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-    resource::v1::Resource,
+    collector::logs::v1::ExportLogsServiceResponse, logs::v1::LogRecord,
 };
 use prost::Message;
 use ringstash::net::otlp::Status;
 
-const PROTOBUF: (&str, &str) = ("Content-Type", "application/x-protobuf");
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 /// Whether the Python SDK and its OTLP/HTTP exporter are importable: under CI they
@@ -160,45 +159,6 @@ fn python_sdk_logs_are_stored_mapped_and_filterable() {
     assert!(m.contains("ringstash_otlp_rejected_records_total 0"), "{m}");
 }
 
-fn kv(key: &str, v: Any) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-/// A request of one resource (`service.name` = `service`) with a record per body.
-fn request(service: &str, bodies: &[&str]) -> ExportLogsServiceRequest {
-    let log_records = bodies
-        .iter()
-        .map(|b| LogRecord {
-            time_unix_nano: 1_795_305_600_000_000_000,
-            severity_number: 17,
-            severity_text: "ERROR".into(),
-            body: Some(AnyValue {
-                value: Some(Any::StringValue((*b).into())),
-            }),
-            trace_id: vec![0x5b; 16],
-            span_id: vec![0xee; 8],
-            ..Default::default()
-        })
-        .collect();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", Any::StringValue(service.into()))],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 #[test]
 fn otlp_responses_refusals_and_the_plain_json_path() {
     let (_dir, s) = Server::start_in_tempdir(&[
@@ -226,7 +186,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
     // Protobuf: 200 with an empty ExportLogsServiceResponse (no partial success).
     let r = post(
         &[PROTOBUF],
-        &request("web", &["one", "two"]).encode_to_vec(),
+        &otlp_request("web", &["one", "two"]).encode_to_vec(),
     );
     assert_eq!(
         (r.status, r.header("Content-Type")),
@@ -241,7 +201,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
     let big = "x".repeat(2000);
     let r = post(
         &[PROTOBUF],
-        &request("web", &["three", &big, "four"]).encode_to_vec(),
+        &otlp_request("web", &["three", &big, "four"]).encode_to_vec(),
     );
     assert_eq!(r.status, 200);
     let partial = ExportLogsServiceResponse::decode(r.body.as_slice())
@@ -254,7 +214,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
         "{}",
         partial.error_message
     );
-    let json_req = serde_json::to_vec(&request("web", &[&big])).unwrap();
+    let json_req = serde_json::to_vec(&otlp_request("web", &[&big])).unwrap();
     let r = post(&[JSON], &json_req);
     assert_eq!(r.status, 200);
     let v = r.json();
@@ -269,7 +229,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
 
     // gzip, as exporters send it when configured.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&request("web", &["five"]).encode_to_vec())
+    gz.write_all(&otlp_request("web", &["five"]).encode_to_vec())
         .unwrap();
     let r = post(
         &[PROTOBUF, ("Content-Encoding", "gzip")],
@@ -397,7 +357,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
 fn otlp_validation_refuses_records_alone() {
     let (_dir, s) = Server::start_in_tempdir(&["--json-validate", "true"]);
     // The second record has no body, so no `message`: validation refuses it alone.
-    let mut req = request("api", &["kept"]);
+    let mut req = otlp_request("api", &["kept"]);
     req.resource_logs[0].scope_logs[0]
         .log_records
         .push(LogRecord {
