@@ -12,10 +12,9 @@ use std::{
 };
 
 use common::{
-    otlp::{PROTOBUF, otlp_request},
+    otlp::{assert_otlp_retry, otlp_request, post_otlp},
     *,
 };
-use prost::Message;
 
 /// Starts serve with failpoints armed.
 fn start_armed(dir: &std::path::Path, failpoints: &str, extra: &[&str]) -> Server {
@@ -160,14 +159,8 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(r.json()["error"], "ring_full");
     assert_eq!(r.header("retry-after"), Some("1"));
     // OTLP: the same 503 and Retry-After (retryable for exporters), a Status body.
-    let otlp = otlp_request("api", &["refused"]).encode_to_vec();
-    let r = http(server.http, "POST", "/v1/logs", &[PROTOBUF], &otlp);
-    assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
-    let status = ringstash::net::otlp::Status::decode(r.body.as_slice()).unwrap();
-    assert!(
-        status.code == 14 && status.message.starts_with("ring_full: "),
-        "{status:?}"
-    );
+    let r = post_otlp(server.http, &otlp_request("api", &["refused"]));
+    assert_otlp_retry(&r, "1", "ring_full");
     assert_metrics(server.http, &["ringstash_http_ring_full_total 2"]);
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {

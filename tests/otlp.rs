@@ -8,7 +8,7 @@ mod common;
 use std::{io::Write, process::Command, time::Duration};
 
 use common::{
-    otlp::{PROTOBUF, otlp_request},
+    otlp::{PROTOBUF, otlp_request, partial_success, post_otlp},
     *,
 };
 use opentelemetry_proto::tonic::{
@@ -199,15 +199,10 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
 
     // A record over record_bytes_max is refused alone: a partial success, the rest stored.
     let big = "x".repeat(2000);
-    let r = post(
-        &[PROTOBUF],
-        &otlp_request("web", &["three", &big, "four"]).encode_to_vec(),
-    );
-    assert_eq!(r.status, 200);
-    let partial = ExportLogsServiceResponse::decode(r.body.as_slice())
-        .unwrap()
-        .partial_success
-        .unwrap();
+    let partial = partial_success(&post_otlp(
+        s.http,
+        &otlp_request("web", &["three", &big, "four"]),
+    ));
     assert_eq!(partial.rejected_log_records, 1);
     assert!(
         partial.error_message.contains("record_bytes_max (1024)"),
@@ -373,18 +368,7 @@ fn otlp_validation_refuses_records_alone() {
     for r in &mut req.resource_logs[0].scope_logs[0].log_records {
         r.time_unix_nano = now;
     }
-    let r = http(
-        s.http,
-        "POST",
-        "/v1/logs",
-        &[PROTOBUF],
-        &req.encode_to_vec(),
-    );
-    assert_eq!(r.status, 200);
-    let partial = ExportLogsServiceResponse::decode(r.body.as_slice())
-        .unwrap()
-        .partial_success
-        .unwrap();
+    let partial = partial_success(&post_otlp(s.http, &req));
     assert_eq!(partial.rejected_log_records, 1);
     assert!(
         partial

@@ -12,10 +12,9 @@ use std::{
 };
 
 use common::{
-    otlp::{PROTOBUF, otlp_request},
+    otlp::{assert_otlp_retry, otlp_request, post_otlp},
     *,
 };
-use prost::Message;
 
 #[test]
 fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
@@ -283,14 +282,8 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     assert_eq!(r.json()["error"], "disk_full");
     // OTLP exporters retry only 429/502/503/504: a full disk is their 503.
     let big = line.repeat(15);
-    let otlp = otlp_request("api", &[big.as_str(); 20]).encode_to_vec();
-    let r = http(server.http, "POST", "/v1/logs", &[PROTOBUF], &otlp);
-    assert_eq!((r.status, r.header("retry-after")), (503, Some("10")));
-    let status = ringstash::net::otlp::Status::decode(r.body.as_slice()).unwrap();
-    assert!(
-        status.code == 14 && status.message.starts_with("disk_full: "),
-        "{status:?}"
-    );
+    let r = post_otlp(server.http, &otlp_request("api", &[big.as_str(); 20]));
+    assert_otlp_retry(&r, "10", "disk_full");
     let m = metrics(server.http);
     assert!(!m.contains("ringstash_disk_full_errors_total 0\n"), "{m}");
     assert_eq!(

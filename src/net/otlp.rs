@@ -365,8 +365,6 @@ pub fn status_body(enc: Encoding, status: u16, message: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use opentelemetry_proto::tonic::{
         common::v1::{AnyValue, ArrayValue, InstrumentationScope},
         logs::v1::{ResourceLogs, ScopeLogs},
@@ -374,29 +372,13 @@ mod tests {
     };
 
     use super::*;
+    use crate::net::enrich::fixtures::{policy, req as info};
 
     fn kv(key: &str, v: Any) -> KeyValue {
         KeyValue {
             key: key.into(),
             value: Some(AnyValue { value: Some(v) }),
             ..Default::default()
-        }
-    }
-
-    fn policy(validate: bool) -> JsonPolicy {
-        JsonPolicy {
-            enrich: true,
-            validate,
-            timestamp_skew_max: Duration::from_secs(7 * 86_400),
-            node_id: "n1".into(),
-        }
-    }
-
-    fn info() -> RequestInfo {
-        RequestInfo {
-            received_at: "2026-11-22T00:00:00.000000Z".into(),
-            client_ip: "127.0.0.1".into(),
-            now: humantime::parse_rfc3339("2026-11-22T00:00:00Z").unwrap(),
         }
     }
 
