@@ -8,11 +8,12 @@ mod common;
 use std::{io::Write, process::Command, time::Duration};
 
 use common::{
-    otlp::{PROTOBUF, otlp_request, partial_success, post_otlp},
+    otlp::{PROTOBUF, kv, otlp_request, partial_success, post_otlp},
     *,
 };
 use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceResponse, logs::v1::LogRecord,
+    collector::logs::v1::ExportLogsServiceResponse, common::v1::any_value::Value as Any,
+    logs::v1::LogRecord,
 };
 use prost::Message;
 use ringstash::net::otlp::Status;
@@ -166,6 +167,8 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
         "1024",
         "--http-body-decompressed-bytes-max",
         "100000",
+        "--otlp-records-bytes-max",
+        "65536",
     ]);
     let post =
         |headers: &[(&str, &str)], body: &[u8]| http(s.http, "POST", "/v1/logs", headers, body);
@@ -319,6 +322,22 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
             .contains("http_body_decompressed_bytes_max")
     );
 
+    // Records that would render past otlp_records_bytes_max: 413, nothing stored.
+    let mut req = otlp_request("web", &[""; 100]);
+    let resource = req.resource_logs[0].resource.as_mut().unwrap();
+    resource
+        .attributes
+        .push(kv("big", Any::StringValue("r".repeat(2048))));
+    let r = post_otlp(s.http, &req);
+    assert_eq!(r.status, 413);
+    let status = Status::decode(r.body.as_slice()).unwrap();
+    assert!(
+        status
+            .message
+            .contains("otlp_records_bytes_max (65536 bytes)"),
+        "{status:?}"
+    );
+
     // The plain JSON path is unchanged: an array, an object without resourceLogs.
     let r = post(
         &[JSON],
@@ -341,7 +360,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
     assert_metrics(
         s.http,
         &[
-            "ringstash_otlp_requests_total 5",
+            "ringstash_otlp_requests_total 6",
             "ringstash_otlp_records_total 7",
             "ringstash_otlp_rejected_records_total 2",
         ],

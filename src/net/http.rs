@@ -294,12 +294,19 @@ impl Conn {
     ) -> Response {
         let req = match req {
             Ok(r) => r,
-            Err(e) => return otlp_error(enc, &HttpError::new(400, "bad_request", e.to_string())),
+            Err(e) => return otlp_error(enc, &otlp_refusal(&e)),
         };
         let stats = &self.ctx.stats;
         stats.otlp_requests_total.fetch_add(1, Ordering::Relaxed);
         let policy = &self.ctx.json_policy;
-        let mapped = otlp::map_request(req, policy, info, self.ctx.settings.record_bytes_max);
+        let bounds = otlp::Bounds {
+            record_bytes_max: self.ctx.settings.record_bytes_max,
+            rendered_bytes_max: self.ctx.settings.otlp_records_bytes_max,
+        };
+        let mapped = match otlp::map_request(req, policy, info, bounds) {
+            Ok(m) => m,
+            Err(e) => return otlp_error(enc, &otlp_refusal(&e)),
+        };
         stats
             .otlp_rejected_records_total
             .fetch_add(mapped.rejected, Ordering::Relaxed);
@@ -596,6 +603,15 @@ fn plain_error(e: &HttpError) -> Response {
         r.headers.push(("Retry-After", "1".into()));
     }
     r
+}
+
+/// The status and code of a request `net::otlp` refused.
+fn otlp_refusal(e: &otlp::OtlpError) -> HttpError {
+    let (status, code) = match e {
+        otlp::OtlpError::Protobuf(_) | otlp::OtlpError::Json(_) => (400, "bad_request"),
+        otlp::OtlpError::RecordsTooLarge { .. } => (413, "payload_too_large"),
+    };
+    HttpError::new(status, code, e.to_string())
 }
 
 /// A refusal of an OTLP request: a `google.rpc.Status` in its encoding. OTLP exporters

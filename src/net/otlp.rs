@@ -53,6 +53,14 @@ pub enum OtlpError {
     /// The JSON object carries `resourceLogs` but is not OTLP/JSON.
     #[error("undecodable ExportLogsServiceRequest (OTLP/JSON): {0}")]
     Json(#[from] serde_json::Error),
+    /// The records would render to more than the bound (answered 413).
+    #[error(
+        "the request's log records render to more than otlp_records_bytes_max ({max} bytes) of JSON (each repeats its resource's attributes); nothing was stored, send smaller batches"
+    )]
+    RecordsTooLarge {
+        /// `otlp_records_bytes_max`.
+        max: usize,
+    },
 }
 
 /// Decodes a binary protobuf request.
@@ -105,18 +113,35 @@ impl Mapped {
     }
 }
 
+/// How much a request's records may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Largest record (`record_bytes_max`): a larger one is refused alone.
+    pub record_bytes_max: usize,
+    /// Most bytes of JSON one request may render, refused records included
+    /// (`otlp_records_bytes_max`). Every record repeats its resource's attributes, so
+    /// without it a few KiB of resource and a body of empty `LogRecord`s (2 bytes each)
+    /// would make a reactor render and hold gigabytes.
+    pub rendered_bytes_max: usize,
+}
+
 /// Maps every `LogRecord` of `req` to a record; a record that fails `policy`'s
 /// validation or renders over `record_bytes_max` is refused alone, so that one bad
 /// record does not make an exporter drop (a 400) or resend (a 5xx) its whole batch:
 /// OTLP's partial success reports it instead.
+///
+/// # Errors
+/// [`OtlpError::RecordsTooLarge`] past `rendered_bytes_max`: the whole request is
+/// refused (the exporter must split it, and nothing of it was stored).
 pub fn map_request(
     req: ExportLogsServiceRequest,
     policy: &JsonPolicy,
     info: &RequestInfo,
-    record_bytes_max: usize,
-) -> Mapped {
+    bounds: Bounds,
+) -> Result<Mapped, OtlpError> {
     let mut out = Mapped::default();
     let mut index = 0usize;
+    let mut rendered = 0usize;
     let refuse = |out: &mut Mapped, why: String| {
         out.rejected += 1;
         out.first_rejection.get_or_insert(why);
@@ -130,7 +155,7 @@ pub fn map_request(
                 Any::StringValue(s) => Some(s.clone()),
                 _ => None,
             });
-        let resource = attributes(resource);
+        let resource = (!resource.is_empty()).then(|| Value::Object(attributes(resource)));
         for sl in rl.scope_logs {
             let scope = sl.scope.filter(|s| !s.name.is_empty()).map(|s| {
                 let mut o = Map::new();
@@ -143,18 +168,36 @@ pub fn map_request(
             for lr in sl.log_records {
                 let i = index;
                 index += 1;
-                let mut obj = record(lr, service.as_deref(), &resource, scope.as_ref());
+                let mut obj = record(lr, service.as_deref());
+                // The resource and the scope join the record after validation, which
+                // does not read them, so that a refused record costs no copy of them;
+                // they go before the enrichment fields `apply` appends.
+                let mut at = obj.len();
                 if let Err(why) = policy.apply(i, &mut obj, info) {
                     refuse(&mut out, why);
                     continue;
                 }
+                if let Some(r) = &resource {
+                    obj.shift_insert(at, "resource".into(), r.clone());
+                    at += 1;
+                }
+                if let Some(sc) = &scope {
+                    obj.shift_insert(at, "scope".into(), sc.clone());
+                }
                 // One allocation per record, as on the JSON path: the object is
                 // serialised once, compactly, and that text is what is stored.
                 let bytes = serde_json::to_vec(&obj).expect("json");
-                if bytes.len() > record_bytes_max {
+                rendered += bytes.len();
+                if rendered > bounds.rendered_bytes_max {
+                    return Err(OtlpError::RecordsTooLarge {
+                        max: bounds.rendered_bytes_max,
+                    });
+                }
+                if bytes.len() > bounds.record_bytes_max {
                     let why = format!(
-                        "log record {i} is {} bytes as JSON, over record_bytes_max ({record_bytes_max})",
-                        bytes.len()
+                        "log record {i} is {} bytes as JSON, over record_bytes_max ({})",
+                        bytes.len(),
+                        bounds.record_bytes_max
                     );
                     refuse(&mut out, why);
                     continue;
@@ -163,7 +206,7 @@ pub fn map_request(
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// The short name of the OpenTelemetry data model for a severity number (1..=24); an
@@ -185,12 +228,7 @@ pub fn level(severity_number: i32, severity_text: &str) -> Option<String> {
 
 /// One `LogRecord` as a JSON object; fields the sender left at their default (empty,
 /// zero) are omitted, as protobuf cannot tell them from absent.
-fn record(
-    lr: LogRecord,
-    service: Option<&str>,
-    resource: &Map<String, Value>,
-    scope: Option<&Value>,
-) -> Map<String, Value> {
+fn record(lr: LogRecord, service: Option<&str>) -> Map<String, Value> {
     let mut o = Map::new();
     let time = if lr.time_unix_nano != 0 {
         lr.time_unix_nano
@@ -240,12 +278,6 @@ fn record(
             "dropped_attributes_count".into(),
             lr.dropped_attributes_count.into(),
         );
-    }
-    if !resource.is_empty() {
-        o.insert("resource".into(), Value::Object(resource.clone()));
-    }
-    if let Some(s) = scope {
-        o.insert("scope".into(), s.clone());
     }
     if !lr.trace_id.is_empty() {
         o.insert("trace_id".into(), hex(&lr.trace_id).into());
@@ -374,6 +406,11 @@ mod tests {
     use super::*;
     use crate::net::enrich::fixtures::{policy, req as info};
 
+    const BOUNDS: Bounds = Bounds {
+        record_bytes_max: 1 << 20,
+        rendered_bytes_max: 1 << 24,
+    };
+
     fn kv(key: &str, v: Any) -> KeyValue {
         KeyValue {
             key: key.into(),
@@ -437,7 +474,7 @@ mod tests {
             flags: 1,
             ..Default::default()
         };
-        let m = map_request(request(vec![lr]), &policy(true), &info(), 1 << 20);
+        let m = map_request(request(vec![lr]), &policy(true), &info(), BOUNDS).unwrap();
         assert_eq!((m.records.len(), m.rejected), (1, 0));
         assert_eq!(m.error_message(), "");
         let got = std::str::from_utf8(&m.records[0]).unwrap();
@@ -445,9 +482,9 @@ mod tests {
             r#"{"timestamp":"2026-11-22T00:00:00.123456Z","service":"checkout","level":"warn","#,
             r#""severity_number":13,"severity_text":"WARN","message":"card declined","#,
             r#""attributes":{"order.id":42,"retry":true,"tags":[0.5],"raw":"/wA="},"#,
+            r#""trace_id":"abababababababababababababababab","span_id":"0102030405060708","flags":1,"#,
             r#""resource":{"service.name":"checkout","host.name":"h1"},"#,
             r#""scope":{"name":"app.orders","version":"1.2"},"#,
-            r#""trace_id":"abababababababababababababababab","span_id":"0102030405060708","flags":1,"#,
             r#""received_at":"2026-11-22T00:00:00.000000Z","client_ip":"127.0.0.1","node_id":"n1"}"#
         );
         assert_eq!(got, want);
@@ -487,7 +524,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let m = map_request(request(vec![lr]), &policy(false), &info(), 1 << 20);
+        let m = map_request(request(vec![lr]), &policy(false), &info(), BOUNDS).unwrap();
         let v = parse(&m.records[0]);
         assert_eq!(v["timestamp"], "1970-01-01T00:00:01.000000Z");
         assert_eq!(v["message"], r#"{"a":1}"#);
@@ -509,12 +546,17 @@ mod tests {
             ..Default::default()
         };
         let huge = ok(&"x".repeat(2000));
+        let bounds = Bounds {
+            record_bytes_max: 1000,
+            ..BOUNDS
+        };
         let m = map_request(
             request(vec![ok("a"), no_body, huge, ok("b")]),
             &policy(true),
             &info(),
-            1000,
-        );
+            bounds,
+        )
+        .unwrap();
         assert_eq!((m.records.len(), m.rejected), (2, 2));
         let msg = m.error_message();
         assert!(
@@ -530,6 +572,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pb.partial_success.unwrap().rejected_log_records, 2);
+    }
+
+    #[test]
+    fn a_request_renders_a_bounded_number_of_bytes() {
+        // 10,000 empty records (2 bytes each on the wire) under a 1 KiB resource.
+        let mut req = request(vec![LogRecord::default(); 10_000]);
+        let attrs = &mut req.resource_logs[0].resource.as_mut().unwrap().attributes;
+        attrs.push(kv("big", Any::StringValue("r".repeat(1024))));
+        let bounds = Bounds {
+            record_bytes_max: 1 << 20,
+            rendered_bytes_max: 1 << 20,
+        };
+        let err = map_request(req.clone(), &policy(false), &info(), bounds).unwrap_err();
+        assert!(
+            matches!(err, OtlpError::RecordsTooLarge { max: 1_048_576 }),
+            "{err}"
+        );
+        // Records refused by validation (no body, so no message) render nothing.
+        let m = map_request(req, &policy(true), &info(), bounds).unwrap();
+        assert_eq!((m.records.len(), m.rejected), (0, 10_000));
     }
 
     #[test]
@@ -569,7 +631,7 @@ mod tests {
         }]});
         assert!(is_otlp_json(&json));
         assert!(!is_otlp_json(&serde_json::json!({"message": "m"})));
-        let m = map_request(decode_json(json).unwrap(), &policy(false), &info(), 1 << 20);
+        let m = map_request(decode_json(json).unwrap(), &policy(false), &info(), BOUNDS).unwrap();
         let v = parse(&m.records[0]);
         assert_eq!(v["service"], "api");
         assert_eq!(v["level"], "error");
