@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{
+    otlp::{assert_otlp_retry, otlp_request, post_otlp},
+    *,
+};
 
 /// Starts serve with failpoints armed.
 fn start_armed(dir: &std::path::Path, failpoints: &str, extra: &[&str]) -> Server {
@@ -144,7 +147,10 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "ring_full");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_metrics(server.http, &["ringstash_http_ring_full_total 1"]);
+    // OTLP: the same 503 and Retry-After (retryable for exporters), a Status body.
+    let r = post_otlp(server.http, &otlp_request("api", &["refused"]));
+    assert_otlp_retry(&r, "1", "ring_full");
+    assert_metrics(server.http, &["ringstash_http_ring_full_total 2"]);
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {
         s.shutdown(std::net::Shutdown::Write).unwrap();

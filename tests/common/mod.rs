@@ -2,6 +2,7 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+pub mod otlp;
 mod spawn_serve;
 pub mod wal;
 pub mod ws;
