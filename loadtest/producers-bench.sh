@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-way producers, in one interleaved run: ringstash's one-way raw TCP listener and
-# its syslog listener (LF-framed RFC 3164) against rsyslog's imtcp writing to a file
+# its syslog listener (RFC 3164, LF-framed and octet-counted) against rsyslog's imtcp writing to a file
 # (shared/peers/rsyslog-async.conf: its fastest, non-durable setup), fed by the same
 # sender (`loadtest run --mode tcp`, fire and forget, the same corpus per protocol).
 #
@@ -75,8 +75,10 @@ run_ringstash() { # round
     local landed="$RS_HTTP/ringstash_records_committed_total"
     "$LT" run --mode tcp --addr "$RS_TCP_ONEWAY" "${common[@]}" --server-pid "$RS_PID" \
         --landed-metric "$landed" --json-file "$work/results/ringstash-tcp-$r.json" >/dev/null
-    "$LT" run --mode tcp --format syslog --addr "$RS_SYSLOG" "${common[@]}" --server-pid "$RS_PID" \
-        --landed-metric "$landed" --json-file "$work/results/ringstash-syslog-$r.json" >/dev/null
+    for f in syslog syslog-octet; do
+        "$LT" run --mode tcp --format "$f" --addr "$RS_SYSLOG" "${common[@]}" --server-pid "$RS_PID" \
+            --landed-metric "$landed" --json-file "$work/results/ringstash-$f-$r.json" >/dev/null
+    done
     start_relp_sender "$d/sender" "${RS_RELP##*:}"
     "$LT" run --mode tcp --format syslog --addr "127.0.0.1:$SENDER_PORT" "${common[@]}" --server-pid "$RS_PID" \
         --landed-metric "$landed" --json-file "$work/results/ringstash-relp-$r.json" >/dev/null
@@ -129,8 +131,9 @@ for r in $(seq 1 "$rounds"); do
     run_ringstash "$r"
     run_rsyslog "$r" text
     run_rsyslog "$r" syslog
+    run_rsyslog "$r" syslog-octet
     run_rsyslog_relp "$r"
-    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
+    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
 done
 python3 - "$work/results" "$rounds" <<'PY'
 import json, statistics, sys
@@ -138,10 +141,11 @@ d, n = sys.argv[1], int(sys.argv[2])
 def med(name):
     v = [json.load(open(f"{d}/{name}-{r}.json"))["landed"]["records_per_s"] for r in range(1, n + 1)]
     return statistics.median(v)
-rt, rs = med("ringstash-tcp"), med("ringstash-syslog")
-pt, ps = med("rsyslog-text"), med("rsyslog-syslog")
-print(f"median landed records/s: ringstash one-way tcp {rt:,.0f} vs rsyslog-async {pt:,.0f} = {rt/pt:.2f}x")
-print(f"median landed records/s: ringstash syslog      {rs:,.0f} vs rsyslog-async {ps:,.0f} = {rs/ps:.2f}x")
-rr, pr = med("ringstash-relp"), med("rsyslog-relp")
-print(f"median landed records/s: omrelp -> ringstash relp {rr:,.0f} vs -> rsyslog imrelp+omfile sync {pr:,.0f} = {rr/pr:.2f}x")
+for ours, theirs, what in [("ringstash-tcp", "rsyslog-text", "one-way tcp"),
+                           ("ringstash-syslog", "rsyslog-syslog", "syslog LF"),
+                           ("ringstash-syslog-octet", "rsyslog-syslog-octet", "syslog octet-counted")]:
+    a, b = med(ours), med(theirs)
+    print(f"median landed records/s: ringstash {what:<20} {a:>12,.0f} vs rsyslog-async {b:>12,.0f} = {a/b:.2f}x")
+a, b = med("ringstash-relp"), med("rsyslog-relp")
+print(f"median landed records/s: omrelp -> ringstash relp {a:>12,.0f} vs -> rsyslog imrelp+omfile sync {b:>12,.0f} = {a/b:.2f}x")
 PY

@@ -34,8 +34,9 @@ refuse_tmpfs() {
 #   ports chosen here and passed in could be taken by someone else in between) and
 #   reads them back from its "listening tcp=... http=... ws=..." line on stderr
 #   (written to LOG). Sets RS_PID and RS_TCP (the acked raw TCP listener), RS_TCP_ONEWAY,
-#   RS_SYSLOG, RS_RELP (empty for a binary without RELP), RS_HTTP, RS_WS (host:port). A binary from before the acked listener
-#   was split off (an A/B's old side) has one raw TCP listener: RS_TCP is that one.
+#   RS_SYSLOG, RS_RELP (empty for a binary without RELP), RS_HTTP, RS_WS (host:port).
+#   A binary from before the acked listener was split off (an A/B's old side) has one
+#   raw TCP listener: RS_TCP is that one.
 #   Returns 1, with the log on stderr, if the server exits or does not listen within 10 s.
 start_ringstash() {
     local rs=$1 data=$2 logf=$3 line="" more=()

@@ -125,6 +125,10 @@ settings! {
     record_bytes_max: usize = @log, env "RINGSTASH_RECORD_BYTES_MAX";
     /// Largest HTTP request body in bytes (413 beyond). [default: 4194304]
     http_body_bytes_max: usize = 4 << 20, env "RINGSTASH_HTTP_BODY_BYTES_MAX", range 1 ..= 1_073_741_824;
+    /// Largest request body after undoing `Content-Encoding: gzip` (POST /v1/logs), in bytes (413 beyond). [default: 16777216]
+    http_body_decompressed_bytes_max: usize = 16 << 20, env "RINGSTASH_HTTP_BODY_DECOMPRESSED_BYTES_MAX", range 1 ..= 1_073_741_824;
+    /// Most bytes of JSON records one OTLP request may render (each record repeats its resource's attributes), refused ones included; 413 beyond. [default: 67108864]
+    otlp_records_bytes_max: usize = 64 << 20, env "RINGSTASH_OTLP_RECORDS_BYTES_MAX", range 65_536 ..= 4_294_967_296;
     /// Largest HTTP request head in bytes (431 beyond). [default: 16384]
     http_header_bytes_max: usize = 16 << 10, env "RINGSTASH_HTTP_HEADER_BYTES_MAX", range 1024 ..= 1_048_576;
     /// Per-connection read buffer in bytes (grows only to hold one long line). [default: 65536]
@@ -226,6 +230,8 @@ stage_settings! {
         connections_max: usize,
         record_bytes_max: usize,
         http_body_bytes_max: usize,
+        http_body_decompressed_bytes_max: usize,
+        otlp_records_bytes_max: usize,
         http_header_bytes_max: usize,
         read_buffer_bytes: usize,
         connection_batches_max: usize,
@@ -282,13 +288,6 @@ impl FromStr for OptionalAddr {
     }
 }
 
-impl TryFrom<String> for OptionalAddr {
-    type Error = ChoiceError;
-    fn try_from(s: String) -> Result<Self, ChoiceError> {
-        s.parse()
-    }
-}
-
 impl From<OptionalAddr> for String {
     fn from(a: OptionalAddr) -> String {
         a.0.map(|a| a.to_string()).unwrap_or_default()
@@ -329,12 +328,19 @@ impl FromStr for CoreChoice {
     }
 }
 
-impl TryFrom<String> for CoreChoice {
-    type Error = ChoiceError;
-    fn try_from(s: String) -> Result<Self, ChoiceError> {
-        s.parse()
-    }
+/// serde reads these settings as strings (`try_from = "String"`) through their
+/// [`FromStr`], so the file, the flags and the environment accept the same forms.
+macro_rules! try_from_string {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = ChoiceError;
+            fn try_from(s: String) -> Result<Self, ChoiceError> {
+                s.parse()
+            }
+        }
+    )*};
 }
+try_from_string!(OptionalAddr, CoreChoice);
 
 impl From<CoreChoice> for String {
     fn from(c: CoreChoice) -> String {

@@ -86,17 +86,23 @@ pub enum OpenError {
     #[error("data directory {0} is in use by another ringstash process (lock held on .lock)")]
     Locked(PathBuf),
     /// Sealed data failed verification; recovery refuses to guess.
-    #[error("segment {path} is corrupt at byte {position} (expected offset {offset}): {reason}")]
-    Corrupt {
-        /// The segment file.
-        path: PathBuf,
-        /// Byte position of the bad record.
-        position: u64,
-        /// The offset the record should have had.
-        offset: u64,
-        /// What the check found.
-        reason: String,
-    },
+    #[error(transparent)]
+    Corrupt(Corruption),
+}
+
+/// Where and why a record (or a segment header) that must be valid failed its checks:
+/// what recovery refuses to open past and a reader refuses to read past.
+#[derive(Debug, thiserror::Error)]
+#[error("segment {path} is corrupt at byte {position} (expected offset {offset}): {reason}")]
+pub struct Corruption {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte position of the bad record.
+    pub position: u64,
+    /// The offset the record should have had.
+    pub offset: u64,
+    /// What the check found.
+    pub reason: String,
 }
 
 impl OpenError {
@@ -182,17 +188,8 @@ pub enum ReadError {
         source: io::Error,
     },
     /// A record that should be there failed its checks.
-    #[error("segment {path} is corrupt at byte {position} (expected offset {offset}): {reason}")]
-    Corrupt {
-        /// The segment file.
-        path: PathBuf,
-        /// Byte position of the bad record.
-        position: u64,
-        /// The offset the record should have had.
-        offset: u64,
-        /// What the check found.
-        reason: String,
-    },
+    #[error(transparent)]
+    Corrupt(Corruption),
 }
 
 impl ReadError {

@@ -52,6 +52,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// Media type of the body, lower-cased, parameters removed.
     pub content_type: Option<String>,
+    /// `Content-Encoding` of the body, lower-cased (`gzip`); `None` = identity.
+    pub content_encoding: Option<String>,
     /// The client waits for `100 Continue` before sending the body.
     pub expect_continue: bool,
     /// `Upgrade: websocket` was asked for.
@@ -121,6 +123,7 @@ pub fn parse_head(
             body,
             keep_alive: fields.keep_alive,
             content_type: fields.content_type,
+            content_encoding: fields.content_encoding,
             expect_continue: fields.expect_continue,
             upgrade_websocket: fields.upgrade_websocket,
             origin: fields.origin,
@@ -181,6 +184,7 @@ struct HeaderFields {
     chunked: bool,
     keep_alive: bool,
     content_type: Option<String>,
+    content_encoding: Option<String>,
     expect_continue: bool,
     upgrade_websocket: bool,
     origin: Option<String>,
@@ -240,6 +244,9 @@ impl HeaderFields {
         } else if name.eq_ignore_ascii_case("content-type") {
             let media = value.split(';').next().unwrap_or("").trim();
             self.content_type = Some(media.to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            let coding = value.trim().to_ascii_lowercase();
+            self.content_encoding = (coding != "identity").then_some(coding);
         } else if name.eq_ignore_ascii_case("expect") {
             self.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("upgrade") {
@@ -454,6 +461,47 @@ pub fn too_large(body_bytes_max: usize) -> HttpError {
     )
 }
 
+/// Undoes a body's `Content-Encoding`: none, or `gzip` (RFC 1952, concatenated members
+/// too), decoded into at most `decoded_bytes_max` bytes. The bound is checked while
+/// decoding, so a small body that inflates without end costs only that much memory.
+///
+/// # Errors
+/// 415 for another coding; 400 for a body that is not gzip; 413 past the bound.
+pub fn decode_body(
+    coding: Option<&str>,
+    body: Vec<u8>,
+    decoded_bytes_max: usize,
+) -> Result<Vec<u8>, HttpError> {
+    use std::io::Read;
+    match coding {
+        None => Ok(body),
+        Some("gzip" | "x-gzip") => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(decoded_bytes_max));
+            flate2::read::MultiGzDecoder::new(body.as_slice())
+                .take(decoded_bytes_max as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    HttpError::new(400, "bad_request", format!("invalid gzip body: {e}"))
+                })?;
+            if out.len() > decoded_bytes_max {
+                return Err(HttpError::new(
+                    413,
+                    "payload_too_large",
+                    format!(
+                        "decompressed body exceeds http_body_decompressed_bytes_max ({decoded_bytes_max} bytes)"
+                    ),
+                ));
+            }
+            Ok(out)
+        }
+        Some(other) => Err(HttpError::new(
+            415,
+            "unsupported_media_type",
+            format!("Content-Encoding {other:?} is not supported (gzip or identity)"),
+        )),
+    }
+}
+
 /// The reason phrase of the statuses this server sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -522,6 +570,15 @@ pub fn refusal(out: &mut Vec<u8>, err: &HttpError, extra_headers: &[(&str, &str)
     );
 }
 
+/// The refusal of a connection over a count bound (`setting` at `max`): 503 with
+/// `Retry-After: 1`, since a slot frees as soon as another client leaves.
+pub fn limit_refusal(code: &'static str, setting: &str, max: usize) -> Vec<u8> {
+    let e = HttpError::new(503, code, format!("{setting} ({max}) reached"));
+    let mut out = Vec::new();
+    refusal(&mut out, &e, &[("Retry-After", "1")]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +633,33 @@ mod tests {
                 .status,
             400
         );
+    }
+
+    #[test]
+    fn gzip_bodies_decode_within_their_bound() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[b'a'; 1000]).unwrap();
+        let packed = gz.finish().unwrap();
+        assert_eq!(
+            decode_body(Some("gzip"), packed.clone(), 1000).unwrap(),
+            [b'a'; 1000]
+        );
+        assert_eq!(
+            decode_body(Some("gzip"), packed, 999).unwrap_err().status,
+            413
+        );
+        assert_eq!(
+            decode_body(Some("gzip"), b"plain".to_vec(), 99)
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            decode_body(Some("br"), Vec::new(), 99).unwrap_err().status,
+            415
+        );
+        assert_eq!(decode_body(None, b"x".to_vec(), 0).unwrap(), b"x");
     }
 
     #[test]

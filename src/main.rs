@@ -60,12 +60,13 @@ enum Command {
         /// Print "<first> <last>" offsets of each batch once it is durable.
         #[arg(long)]
         print_offsets: bool,
-        /// Segment size at which to rotate, in bytes.
-        #[arg(long, default_value_t = 128 << 20)]
-        segment_bytes_max: u64,
+        /// Segment size at which to rotate, in bytes. [default: the log's, as for serve]
+        #[arg(long)]
+        segment_bytes_max: Option<u64>,
         /// `always` (acked = durable), `never`, or `interval:<ms>` (not durable).
-        #[arg(long, default_value = "always", value_parser = ringstash::wal::FsyncPolicy::parse)]
-        fsync: ringstash::wal::FsyncPolicy,
+        /// [default: the log's, as for serve]
+        #[arg(long, value_parser = ringstash::wal::FsyncPolicy::parse)]
+        fsync: Option<ringstash::wal::FsyncPolicy>,
     },
     /// Verify every checksum; report segments, records and bytes. Exit 1 on damage.
     Check {
@@ -169,18 +170,26 @@ fn cat(data_dir: &Path, opts: &ringstash::cli::CatOptions) -> anyhow::Result<Exi
 
 /// The log's defaults, with groups and records shrunk to fit a small
 /// `--segment-bytes-max`, so that any segment size the log accepts also validates.
+/// The log's own defaults ([`LogConfig::new`](ringstash::wal::LogConfig::new), the same
+/// as `serve`'s), with the flags given over them.
 fn append_log_config(
     data_dir: PathBuf,
-    segment_bytes_max: u64,
-    fsync: ringstash::wal::FsyncPolicy,
+    segment_bytes_max: Option<u64>,
+    fsync: Option<ringstash::wal::FsyncPolicy>,
 ) -> ringstash::wal::LogConfig {
     let mut config = ringstash::wal::LogConfig::new(data_dir);
-    config.segment_bytes_max = segment_bytes_max;
-    config.group_bytes_max = config.group_bytes_max.min((segment_bytes_max / 4) as usize);
+    if let Some(max) = segment_bytes_max {
+        config.segment_bytes_max = max;
+    }
+    config.group_bytes_max = config
+        .group_bytes_max
+        .min((config.segment_bytes_max / 4) as usize);
     config.record_bytes_max = config
         .record_bytes_max
         .min(config.group_bytes_max - ringstash::wal::format::RECORD_HEADER_BYTES);
-    config.fsync = fsync;
+    if let Some(fsync) = fsync {
+        config.fsync = fsync;
+    }
     config
 }
 

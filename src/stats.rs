@@ -125,6 +125,12 @@ series! {
         counter http_requests_total,
         /// HTTP records handed to the log.
         counter http_records_total,
+        /// OTLP export requests (POST /v1/logs, protobuf or OTLP/JSON) decoded.
+        counter otlp_requests_total,
+        /// OTLP log records stored (acknowledged durable).
+        counter otlp_records_total,
+        /// OTLP log records refused alone and reported in a partial success (validation, record_bytes_max).
+        counter otlp_rejected_records_total,
         /// HTTP responses with a 2xx status.
         counter http_responses_2xx_total,
         /// HTTP responses with a 4xx status.

@@ -7,11 +7,13 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::*;
+use common::{
+    otlp::{assert_otlp_retry, otlp_request, post_otlp},
+    *,
+};
 
 /// Starts serve with failpoints armed.
 fn start_armed(dir: &std::path::Path, failpoints: &str, extra: &[&str]) -> Server {
@@ -75,21 +77,11 @@ fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
 #[test]
 fn a_failed_fdatasync_in_append_never_prints_the_batch_it_covered() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "append",
-            "--print-offsets",
-            "--batch-records",
-            "1",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RINGSTASH_FAILPOINTS", "fsync_eio_after=3")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::wal::spawn_append_printing_offsets(
+        dir.path(),
+        &["--batch-records", "1"],
+        &[("RINGSTASH_FAILPOINTS", "fsync_eio_after=3")],
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut printed = Vec::new();
@@ -155,7 +147,10 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "ring_full");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_metrics(server.http, &["ringstash_http_ring_full_total 1"]);
+    // OTLP: the same 503 and Retry-After (retryable for exporters), a Status body.
+    let r = post_otlp(server.http, &otlp_request("api", &["refused"]));
+    assert_otlp_retry(&r, "1", "ring_full");
+    assert_metrics(server.http, &["ringstash_http_ring_full_total 2"]);
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {
         s.shutdown(std::net::Shutdown::Write).unwrap();

@@ -71,58 +71,8 @@ fn read_api_returns_committed_records_and_post_still_ingests() {
     assert!(s.stop().success());
 }
 
-/// Starts `ringstash serve` on fixed HTTP and WebSocket ports (so that a page can
-/// reconnect to a restarted server); returns it and its TCP address.
-fn start_fixed(
-    data_dir: &std::path::Path,
-    http: SocketAddr,
-    ws: SocketAddr,
-) -> (std::process::Child, SocketAddr) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--tcp-addr",
-            "127.0.0.1:0",
-            "--tcp-acked-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--syslog-addr", "127.0.0.1:0", "--relp-addr", "127.0.0.1:0"])
-        .args([
-            "--http-addr",
-            &http.to_string(),
-            "--ws-addr",
-            &ws.to_string(),
-        ])
-        .env("RINGSTASH_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ringstash serve");
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            lines.read_line(&mut line).unwrap() > 0,
-            "server exited before listening"
-        );
-        if line.starts_with("listening ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
-    let tcp = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp_acked="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    (child, tcp)
-}
-
+/// A loopback port free now, for a server that must come back on the same ports (so
+/// that a page can reconnect to it after a restart).
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -295,7 +245,10 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (http_at, ws_at) = (free_port(), free_port());
-    let (mut server, tcp) = start_fixed(dir.path(), http_at, ws_at);
+    let (http_flag, ws_flag) = (http_at.to_string(), ws_at.to_string());
+    let fixed = ["--http-addr", &http_flag, "--ws-addr", &ws_flag];
+    let server = Server::start(dir.path(), &fixed);
+    let tcp = server.tcp_acked;
     send_lines(tcp, &json_lines("history", 10));
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{http_at}/");
@@ -319,9 +272,9 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     b.eval("document.getElementById('pause').click()");
     b.wait_for(&has("paused-3"), Duration::from_secs(10));
     // The server restarts; the page reconnects and resumes from its last offset.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    assert!(server.wait().unwrap().success());
-    let (mut server, tcp) = start_fixed(dir.path(), http_at, ws_at);
+    assert!(server.stop().success());
+    let server = Server::start(dir.path(), &fixed);
+    let tcp = server.tcp_acked;
     send_lines(tcp, &json_lines("restarted", 6));
     b.wait_for(&has("restarted-5"), Duration::from_secs(30));
     let offsets =
@@ -364,6 +317,5 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("dashboard screenshot: {}", shot.display());
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    assert!(server.wait().unwrap().success());
+    assert!(server.stop().success());
 }

@@ -53,25 +53,31 @@ fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
     let mut all: Vec<String> = Vec::new();
     let mut got: Vec<Rec> = Vec::new();
     let s = Server::start(dir.path(), &[]);
-    let batch =
-        |from: usize| -> Vec<String> { (from..from + 700).map(|i| format!("r{i}")).collect() };
-    let b = batch(0);
-    ingest_lines(&s, &b);
-    all.extend(b);
+    // Ingests the next 700 lines, and remembers them.
+    let more = |s: &Server, all: &mut Vec<String>| {
+        let b: Vec<String> = (all.len()..all.len() + 700)
+            .map(|i| format!("r{i}"))
+            .collect();
+        ingest_lines(s, &b);
+        all.extend(b);
+    };
+    // Subscribes from `resume` and reads the records not yet received.
+    let rest = |s: &Server, resume: u64, got: &mut Vec<Rec>, all: &[String]| {
+        let mut ws = subscribe(ws_addr(s), &format!("from={resume}"));
+        let (part, next) = read_records(&mut ws, all.len() - got.len(), Duration::from_secs(10));
+        got.extend(part);
+        (ws, next)
+    };
+    more(&s, &mut all);
     // Take part of it, then hang up mid-stream.
     let mut ws = subscribe(ws_addr(&s), "from=earliest");
     let (part, next) = read_records(&mut ws, 300, Duration::from_secs(10));
     got.extend(part);
     let mut resume = next;
     drop(ws);
-    let b = batch(700);
-    ingest_lines(&s, &b);
-    all.extend(b);
+    more(&s, &mut all);
     // Resume from `next`: the rest, once.
-    let mut ws = subscribe(ws_addr(&s), &format!("from={resume}"));
-    let want = all.len() - got.len();
-    let (part, next) = read_records(&mut ws, want, Duration::from_secs(10));
-    got.extend(part);
+    let (mut ws, next) = rest(&s, resume, &mut got, &all);
     resume = next;
     // Server restart: the subscriber is told (1001) and resumes on the new process.
     assert!(s.stop().success());
@@ -92,13 +98,8 @@ fn resume_after_disconnect_and_after_restart_loses_and_duplicates_nothing() {
         }
     }
     let s = Server::start(dir.path(), &[]);
-    let b = batch(1400);
-    ingest_lines(&s, &b);
-    all.extend(b);
-    let mut ws = subscribe(ws_addr(&s), &format!("from={resume}"));
-    let want = all.len() - got.len();
-    let (part, _) = read_records(&mut ws, want, Duration::from_secs(10));
-    got.extend(part);
+    more(&s, &mut all);
+    rest(&s, resume, &mut got, &all);
     assert_exact(&got, 0, &all);
     assert!(s.stop().success());
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, http, metrics, require_tool, stored_payloads};
+use common::{Server, columns, http, metrics, require_tool, run_ok, stored_payloads};
 
 /// Waits until the server has committed `n` records (GET /v1/logs's committed_end).
 fn wait_committed(s: &Server, n: u64) {
@@ -41,6 +41,18 @@ fn read_records(s: &Server, query: &str) -> Vec<serde_json::Value> {
         .iter()
         .map(|r| serde_json::from_str(r["data"].as_str().unwrap()).unwrap())
         .collect()
+}
+
+/// Sends `bytes` to a one-way listener, ends with a FIN, and reads until the server
+/// closes: it must have written nothing back.
+fn send_one_way(to: std::net::SocketAddr, bytes: &[u8]) {
+    let mut c = TcpStream::connect(to).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(bytes).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut said = Vec::new();
+    c.read_to_end(&mut said).unwrap();
+    assert!(said.is_empty(), "the server wrote {said:?}");
 }
 
 /// A metric's value in `/metrics`.
@@ -91,15 +103,8 @@ fn fire_and_forget_senders_that_close_without_reading_lose_nothing() {
 #[test]
 fn the_one_way_listener_never_writes_and_counts_its_refusals() {
     let (_dir, s) = Server::start_in_tempdir(&["--record-bytes-max", "64"]);
-    let mut c = TcpStream::connect(s.tcp).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let long = "y".repeat(100);
-    c.write_all(format!("first\n{long}\nlast\n").as_bytes())
-        .unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut said = Vec::new();
-    c.read_to_end(&mut said).unwrap();
-    assert!(said.is_empty(), "the server wrote {said:?}");
+    send_one_way(s.tcp, format!("first\n{long}\nlast\n").as_bytes());
     wait_committed(&s, 2);
     assert_eq!(stored_payloads(&s.data_dir), ["first", "last"]);
     assert_eq!(metric(&s, "ringstash_tcp_records_too_large_total"), 1);
@@ -149,15 +154,11 @@ fn logger(s: &Server, args: &[&str]) {
         return;
     };
     let port = s.syslog.port().to_string();
-    let out = Command::new(logger)
-        .args(["--tcp", "-n", "127.0.0.1", "-P", &port])
-        .args(args)
-        .output()
-        .expect("run logger");
-    assert!(
-        out.status.success(),
-        "logger failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(logger)
+            .args(["--tcp", "-n", "127.0.0.1", "-P", &port])
+            .args(args),
+        "logger",
     );
 }
 
@@ -210,25 +211,13 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
     );
     wait_committed(&s, 4);
     let all = read_records(&s, "from=earliest");
-    let fields: Vec<_> = all
-        .iter()
-        .map(|r| {
-            (
-                r["service"].as_str().unwrap(),
-                r["level"].as_str().unwrap(),
-                r["severity"].as_u64().unwrap(),
-                r["message"].as_str().unwrap(),
-                r["syslog"].as_str().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        fields,
+        columns(&all, &["service", "level", "severity", "message", "syslog"]),
         [
-            ("billing", "error", 3, "card declined", "rfc5424"),
-            ("billing", "info", 6, "paid", "rfc5424"),
-            ("cron", "warn", 4, "job late", "rfc3164"),
-            ("cron", "debug", 7, "tick", "rfc3164"),
+            "billing|error|3|card declined|rfc5424",
+            "billing|info|6|paid|rfc5424",
+            "cron|warn|4|job late|rfc3164",
+            "cron|debug|7|tick|rfc3164",
         ],
         "the length prefix is framing, not payload: {all:#?}"
     );
@@ -252,18 +241,13 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
 #[test]
 fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
     let (_dir, s) = Server::start_in_tempdir(&["--syslog-frame-bytes-max", "512"]);
-    let mut c = TcpStream::connect(s.syslog).unwrap();
     let big = "z".repeat(600);
     let counted = format!("{} <13>1 - h app - - - {big}", 20 + big.len());
-    c.write_all(
+    send_one_way(
+        s.syslog,
         format!("not syslog at all\n{counted}<14>1 - h app - - - after\n<11>cut\n27 <11>1 - h app - - - trunc")
             .as_bytes(),
-    )
-    .unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut said = Vec::new();
-    c.read_to_end(&mut said).unwrap();
-    assert!(said.is_empty(), "the server wrote {said:?}");
+    );
     wait_committed(&s, 3);
     let all = read_records(&s, "from=earliest");
     assert_eq!(all.len(), 3, "{all:#?}");
@@ -323,23 +307,13 @@ fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
         .unwrap();
     wait_committed(&s, 4);
     let all = read_records(&s, "from=earliest");
-    let got: Vec<_> = all
-        .iter()
-        .map(|r| {
-            (
-                r["service"].as_str().unwrap(),
-                r["level"].as_str().unwrap(),
-                r["message"].as_str().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        got,
+        columns(&all, &["service", "level", "message"]),
         [
-            ("udpapp", "error", "datagram 0"),
-            ("udpapp", "info", "datagram 1"),
-            ("udpapp", "debug", "datagram 2"),
-            ("raw", "info", "last one"),
+            "udpapp|error|datagram 0",
+            "udpapp|info|datagram 1",
+            "udpapp|debug|datagram 2",
+            "raw|info|last one",
         ]
     );
     assert_eq!(all[0]["client_ip"], "127.0.0.1");

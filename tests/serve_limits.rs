@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{
+    otlp::{assert_otlp_retry, otlp_request, post_otlp},
+    *,
+};
 
 #[test]
 fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
@@ -277,6 +280,10 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     );
     assert_eq!(r.status, 507, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "disk_full");
+    // OTLP exporters retry only 429/502/503/504: a full disk is their 503.
+    let big = line.repeat(15);
+    let r = post_otlp(server.http, &otlp_request("api", &[big.as_str(); 20]));
+    assert_otlp_retry(&r, "10", "disk_full");
     let m = metrics(server.http);
     assert!(!m.contains("ringstash_disk_full_errors_total 0\n"), "{m}");
     assert_eq!(

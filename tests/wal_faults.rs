@@ -33,21 +33,8 @@ use common::{wal::*, *};
 /// batches. Returns the acknowledged (first, last) offsets it printed.
 fn append_and_kill(dir: &Path, tag: &str, kill_after: usize, delay: Duration) -> Vec<(u64, u64)> {
     use std::os::unix::process::ExitStatusExt;
-    let mut child = Command::new(BIN)
-        .args(["append", "--data-dir", dir.to_str().unwrap()])
-        .args([
-            "--print-offsets",
-            "--batch-records",
-            "16",
-            "--segment-bytes-max",
-            "65536",
-        ])
-        .env("RINGSTASH_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let flags = ["--batch-records", "16", "--segment-bytes-max", "65536"];
+    let mut child = spawn_append_printing_offsets(dir, &flags, &[]);
     let stdin = child.stdin.take().unwrap();
     let tag_owned = tag.to_owned();
     let feeder = std::thread::spawn(move || {
@@ -440,7 +427,7 @@ fn io_uring_blocked_by_seccomp_is_a_clear_error() {
 
     // The same binary and directory work once the filter is gone: the failure was the
     // filter's doing, and the refused start left nothing that gets in the way.
-    let mut child = spawn_append_printing_offsets(&dir);
+    let mut child = spawn_append_printing_offsets(&dir, &[], &[]);
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());

@@ -239,7 +239,7 @@ fn a_directory_reopens_right_after_close_even_if_a_child_was_forked_meanwhile() 
 #[test]
 fn append_acknowledges_a_line_before_the_next_one_arrives() {
     let (_tmp, dir) = temp_data_dir("d");
-    let mut child = spawn_append_printing_offsets(&dir);
+    let mut child = spawn_append_printing_offsets(&dir, &[], &[]);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

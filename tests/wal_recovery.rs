@@ -11,7 +11,7 @@ use std::{
 };
 
 use ringstash::{
-    error::OpenError,
+    error::{Corruption, OpenError},
     wal::{
         FsyncPolicy, Log, LogConfig, Reader, RecoveryMode,
         segment::{index_path, list_segments, segment_path},
@@ -151,12 +151,12 @@ fn strict_recovery_refuses_a_torn_tail_and_leaves_it_alone() {
         .unwrap();
     config.recovery = RecoveryMode::Strict;
     match Log::open(config) {
-        Err(OpenError::Corrupt {
+        Err(OpenError::Corrupt(Corruption {
             path,
             position,
             offset,
             ..
-        }) => {
+        })) => {
             assert_eq!(
                 (path, position, offset),
                 (seg.clone(), tail.position, tail.offset)

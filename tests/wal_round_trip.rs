@@ -247,7 +247,7 @@ fn pre_written_segments_are_cut_to_their_records_and_recovered_after_a_crash() {
             (Ok(log), false) => {
                 assert_eq!(log.recovery_report().next_offset, expected.len() as u64);
             }
-            (Err(OpenError::Corrupt { .. }), true) => {
+            (Err(OpenError::Corrupt(_)), true) => {
                 assert_eq!(
                     fs::metadata(&active).unwrap().len(),
                     config.segment_bytes_max

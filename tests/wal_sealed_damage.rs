@@ -8,7 +8,7 @@ use std::{
 };
 
 use ringstash::{
-    error::ReadError,
+    error::{Corruption, ReadError},
     wal::{
         Log, LogConfig, Reader, Record,
         segment::{index_path, list_segments, segment_path},
@@ -97,12 +97,12 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
             let (got, err) = read_until_error(Reader::open_dir(&dir, from).unwrap());
             assert_records(&got, &expected[..rec.offset as usize], from, what);
             match err {
-                ReadError::Corrupt {
+                ReadError::Corrupt(Corruption {
                     path,
                     position,
                     offset,
                     ..
-                } => {
+                }) => {
                     assert_eq!(
                         (path, position, offset),
                         (seg.clone(), rec.position, rec.offset),
@@ -119,7 +119,7 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
         let (got, err) = read_until_error(log.reader(base).unwrap());
         assert_records(&got, &expected[..rec.offset as usize], base, what);
         assert!(
-            matches!(&err, ReadError::Corrupt { position, .. } if *position == rec.position),
+            matches!(&err, ReadError::Corrupt(Corruption { position, .. }) if *position == rec.position),
             "{what}: {err}"
         );
         assert_records(
@@ -150,7 +150,7 @@ fn a_missing_segment_is_a_gap_that_check_and_readers_report() {
     let (got, err) = read_until_error(Reader::open_dir(&dir, 0).unwrap());
     assert_records(&got, &expected[..bases[2] as usize], 0, "before the gap");
     assert!(
-        matches!(&err, ReadError::Corrupt { offset, .. } if *offset == bases[2]),
+        matches!(&err, ReadError::Corrupt(Corruption { offset, .. }) if *offset == bases[2]),
         "{err}"
     );
     let log = Log::open(config).unwrap();
@@ -159,7 +159,7 @@ fn a_missing_segment_is_a_gap_that_check_and_readers_report() {
     assert!(problems[0].contains(&bases[3].to_string()), "{problems:?}");
     let (got, err) = read_until_error(log.reader(bases[1]).unwrap());
     assert_records(&got, &expected[..bases[2] as usize], bases[1], "live");
-    assert!(matches!(err, ReadError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, ReadError::Corrupt(_)), "{err}");
     // What lies after the gap is still served to readers that start there.
     assert_records(
         &drain(log.reader(bases[3]).unwrap()),

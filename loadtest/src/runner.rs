@@ -476,6 +476,7 @@ fn run_info(args: &RunArgs, cfg: &EngineConfig, gen_cfg: &GenConfig) -> RunInfo 
             Format::Text => "text",
             Format::Json => "json",
             Format::Syslog => "syslog",
+            Format::SyslogOctet => "syslog-octet",
         }
         .to_owned(),
         seed: gen_cfg.seed,

@@ -72,7 +72,7 @@ use self::{
     window::Window,
 };
 use crate::{
-    http_proto::{self, HttpError},
+    http_proto,
     wal::{CommitFollower, Reader},
 };
 
@@ -363,13 +363,7 @@ impl Fanout {
             .ws_subscribers_refused_total
             .fetch_add(1, Ordering::Relaxed);
         let max = self.ctx.settings.subscribers_max;
-        let e = HttpError::new(
-            503,
-            "too_many_subscribers",
-            format!("subscribers_max ({max}) reached"),
-        );
-        let mut out = Vec::new();
-        http_proto::refusal(&mut out, &e, &[("Retry-After", "1")]);
+        let out = http_proto::limit_refusal("too_many_subscribers", "subscribers_max", max);
         // Best effort: a fresh socket's buffer takes a small response whole.
         let _ = (&stream).write(&out);
         self.linger(stream);

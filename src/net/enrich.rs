@@ -115,11 +115,13 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// A policy and a request for the unit tests of the modules that apply a policy.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn policy(validate: bool) -> JsonPolicy {
+    /// Enriching as node `n1`, validating if asked, with a skew bound of 7 days.
+    pub fn policy(validate: bool) -> JsonPolicy {
         JsonPolicy {
             enrich: true,
             validate,
@@ -128,13 +130,22 @@ mod tests {
         }
     }
 
-    fn req() -> RequestInfo {
+    /// A request from 127.0.0.1 received at 2026-11-22T00:00:00Z.
+    pub fn req() -> RequestInfo {
         RequestInfo {
             received_at: "2026-11-22T00:00:00.000000Z".into(),
             client_ip: "127.0.0.1".into(),
             now: humantime::parse_rfc3339("2026-11-22T00:00:00Z").unwrap(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        fixtures::{policy, req},
+        *,
+    };
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

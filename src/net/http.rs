@@ -13,14 +13,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
 use super::{
     NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
-    enrich::{JsonPolicy, RequestInfo},
+    enrich::RequestInfo,
     framing::{Framing, Target},
     lines::LineFramer,
+    logs_body::{LogsBody, Media, json_records},
+    otlp,
 };
 use crate::{
     error::AppendError,
@@ -226,33 +229,106 @@ impl Conn {
             Ok(None) => return None,
             Err(e) => {
                 // The stream is out of step with request boundaries: close.
-                self.respond(Response::error(&e), false).await;
+                let otlp = head.path == "/v1/logs"
+                    && Media::of(head.content_type.as_deref()) == Ok(Media::Protobuf);
+                let r = if otlp {
+                    otlp_error(otlp::Encoding::Protobuf, &e)
+                } else {
+                    Response::error(&e)
+                };
+                self.respond(r, false).await;
                 return None;
             }
         };
-        let result = if head.path == "/ingest" {
-            self.ingest_lines(&body).await
+        Some(if head.path == "/ingest" {
+            match self.ingest_lines(&body).await {
+                Ok(stored) => stored.response(),
+                Err(e) => plain_error(&e),
+            }
         } else {
-            let info = RequestInfo {
-                received_at: crate::query::render::format_ts(wal::now_ns()),
-                client_ip: self.peer.ip().to_string(),
-                now: std::time::SystemTime::now(),
-            };
-            match json_records(head, &body, &self.ctx.json_policy, &info) {
-                Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
-                Err(e) => Err(e),
-            }
-        };
-        Some(match result {
-            Ok(r) => r,
-            Err(e) => {
-                let mut r = Response::error(&e);
-                if e.status == 503 && e.code == "ring_full" {
-                    r.headers.push(("Retry-After", "1".into()));
-                }
-                r
-            }
+            self.post_logs(head, body).await
         })
+    }
+
+    /// `POST /v1/logs`: an OTLP export (protobuf, or JSON carrying `resourceLogs`), or
+    /// plain JSON log objects (an array, one object, NDJSON). Each is answered in its
+    /// own protocol's words.
+    async fn post_logs(&mut self, head: &RequestHead, body: Vec<u8>) -> Response {
+        let media = match Media::of(head.content_type.as_deref()) {
+            Ok(m) => m,
+            Err(e) => return plain_error(&e),
+        };
+        let max = self.ctx.settings.http_body_decompressed_bytes_max;
+        let body = match http_proto::decode_body(head.content_encoding.as_deref(), body, max) {
+            Ok(b) => b,
+            Err(e) if media == Media::Protobuf => return otlp_error(otlp::Encoding::Protobuf, &e),
+            Err(e) => return plain_error(&e),
+        };
+        let info = RequestInfo {
+            received_at: crate::query::render::format_ts(wal::now_ns()),
+            client_ip: self.peer.ip().to_string(),
+            now: std::time::SystemTime::now(),
+        };
+        let values = match LogsBody::read(media, &body) {
+            Ok(LogsBody::Otlp(enc, req)) => return self.ingest_otlp(enc, req, &info).await,
+            Ok(LogsBody::Objects(values)) => values,
+            Err(e) => return plain_error(&e),
+        };
+        let stored = match json_records(values, &self.ctx.json_policy, &info) {
+            Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(stored) => stored.response(),
+            Err(e) => plain_error(&e),
+        }
+    }
+
+    /// Stores an OTLP export: the records that map, a partial success for those that
+    /// do not (`otlp::map_request`), a `Status` for a body that does not decode.
+    async fn ingest_otlp(
+        &mut self,
+        enc: otlp::Encoding,
+        req: Result<ExportLogsServiceRequest, otlp::OtlpError>,
+        info: &RequestInfo,
+    ) -> Response {
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => return otlp_error(enc, &otlp_refusal(&e)),
+        };
+        let stats = &self.ctx.stats;
+        stats.otlp_requests_total.fetch_add(1, Ordering::Relaxed);
+        let policy = &self.ctx.json_policy;
+        let bounds = otlp::Bounds {
+            record_bytes_max: self.ctx.settings.record_bytes_max,
+            rendered_bytes_max: self.ctx.settings.otlp_records_bytes_max,
+        };
+        let mapped = match otlp::map_request(req, policy, info, bounds) {
+            Ok(m) => m,
+            Err(e) => return otlp_error(enc, &otlp_refusal(&e)),
+        };
+        stats
+            .otlp_rejected_records_total
+            .fetch_add(mapped.rejected, Ordering::Relaxed);
+        match self
+            .ingest_records(mapped.records.iter().map(Vec::as_slice))
+            .await
+        {
+            Ok(stored) => {
+                self.ctx
+                    .stats
+                    .otlp_records_total
+                    .fetch_add(stored.count, Ordering::Relaxed);
+                Response {
+                    status: 200,
+                    content_type: enc.content_type(),
+                    body: otlp::response_body(enc, mapped.rejected, &mapped.error_message()),
+                    headers: Vec::new(),
+                    head_only: false,
+                }
+            }
+            Err(e) => otlp_error(enc, &e),
+        }
     }
 
     /// Every request but an ingest POST: answered without reading a body.
@@ -374,7 +450,7 @@ impl Conn {
     }
 
     /// `POST /ingest`: each body line a record, framed exactly as on raw TCP.
-    async fn ingest_lines(&mut self, body: &[u8]) -> Result<Response, HttpError> {
+    async fn ingest_lines(&mut self, body: &[u8]) -> Result<Stored, HttpError> {
         let s = &self.ctx.settings;
         let batch_max = super::batch_bytes_max(s);
         let mut framer = LineFramer::new(s.record_bytes_max);
@@ -416,11 +492,11 @@ impl Conn {
         self.commit(batches).await
     }
 
-    /// Stores pre-encoded records (the JSON endpoint).
+    /// Stores pre-encoded records (`/v1/logs`).
     async fn ingest_records<'a>(
         &mut self,
         records: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<Response, HttpError> {
+    ) -> Result<Stored, HttpError> {
         let s = &self.ctx.settings;
         let batch_max = super::batch_bytes_max(s);
         let mut builder = BatchBuilder::new(batch_max, s.record_bytes_max);
@@ -447,10 +523,7 @@ impl Conn {
     }
 
     /// Pushes the request's batches and waits until all are durable.
-    async fn commit(
-        &mut self,
-        batches: Vec<(bytes::BytesMut, u32)>,
-    ) -> Result<Response, HttpError> {
+    async fn commit(&mut self, batches: Vec<(bytes::BytesMut, u32)>) -> Result<Stored, HttpError> {
         let deadline = Instant::now() + Duration::from_millis(self.ctx.settings.enqueue_timeout_ms);
         let mut completions = Vec::with_capacity(batches.len());
         let mut records = 0u64;
@@ -492,15 +565,76 @@ impl Conn {
                 Err(e) => return Err(append_error(&self.ctx, &e)),
             }
         }
+        Ok(Stored {
+            count: records,
+            first,
+            last,
+        })
+    }
+}
+
+/// What a request stored, once durable.
+struct Stored {
+    /// Records stored.
+    count: u64,
+    /// The first batch's commit, if any was stored.
+    first: Option<Committed>,
+    /// The last batch's commit.
+    last: Option<Committed>,
+}
+
+impl Stored {
+    /// The `200` of `/ingest` and of plain `/v1/logs` requests.
+    fn response(self) -> Response {
         let body = serde_json::json!({
-            "count": records,
-            "first_offset": first.map(|c| c.first_offset),
-            "last_offset": last.map(|c| c.last_offset()),
+            "count": self.count,
+            "first_offset": self.first.map(|c| c.first_offset),
+            "last_offset": self.last.map(|c| c.last_offset()),
         });
-        Ok(Response::json(
-            200,
-            serde_json::to_vec(&body).expect("json"),
-        ))
+        Response::json(200, serde_json::to_vec(&body).expect("json"))
+    }
+}
+
+/// A refusal of `/ingest` or of a plain `/v1/logs` request: the JSON error body, and
+/// `Retry-After` when the ring was full.
+fn plain_error(e: &HttpError) -> Response {
+    let mut r = Response::error(e);
+    if e.status == 503 && e.code == "ring_full" {
+        r.headers.push(("Retry-After", "1".into()));
+    }
+    r
+}
+
+/// The status and code of a request `net::otlp` refused.
+fn otlp_refusal(e: &otlp::OtlpError) -> HttpError {
+    let (status, code) = match e {
+        otlp::OtlpError::Protobuf(_) | otlp::OtlpError::Json(_) => (400, "bad_request"),
+        otlp::OtlpError::RecordsTooLarge { .. } => (413, "payload_too_large"),
+    };
+    HttpError::new(status, code, e.to_string())
+}
+
+/// A refusal of an OTLP request: a `google.rpc.Status` in its encoding. OTLP exporters
+/// retry only 429, 502, 503 and 504, so every refusal a retry can cure is a 503 with
+/// `Retry-After`: a full ring or a draining server (1 s), a full disk (10 s: retention
+/// or an operator must free room first). The rest keep their status and are dropped by
+/// the exporter.
+fn otlp_error(enc: otlp::Encoding, e: &HttpError) -> Response {
+    let (status, retry_after) = match e.status {
+        507 => (503, Some("10")),
+        503 => (503, Some("1")),
+        s => (s, None),
+    };
+    let message = format!("{}: {}", e.code, e.detail);
+    Response {
+        status,
+        content_type: enc.content_type(),
+        body: otlp::status_body(enc, status, &message),
+        headers: retry_after
+            .map(|s| ("Retry-After", s.to_owned()))
+            .into_iter()
+            .collect(),
+        head_only: false,
     }
 }
 
@@ -555,94 +689,4 @@ fn append_error(ctx: &NetCtx, e: &AppendError) -> HttpError {
         AppendError::Write(_) | AppendError::MalformedBatch(_) | AppendError::Failed(_) => 500,
     };
     HttpError::new(status, e.code(), e.detail())
-}
-
-/// Parses a `/v1/logs` body into compact JSON records, one per log object.
-fn json_records(
-    head: &RequestHead,
-    body: &[u8],
-    policy: &JsonPolicy,
-    info: &RequestInfo,
-) -> Result<Vec<Vec<u8>>, HttpError> {
-    let values = if is_ndjson(head.content_type.as_deref())? {
-        ndjson_values(body)?
-    } else {
-        array_values(body)?
-    };
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut v)| {
-            let Some(obj) = v.as_object_mut() else {
-                return Err(HttpError::new(
-                    400,
-                    "bad_request",
-                    format!("element {i} is not a JSON object; nothing was stored"),
-                ));
-            };
-            policy.apply(i, obj, info).map_err(|why| {
-                HttpError::new(400, "invalid_log", format!("{why}; nothing was stored"))
-            })?;
-            // One allocation per JSON record: the object is re-serialised compactly.
-            Ok(serde_json::to_vec(&v).expect("json"))
-        })
-        .collect()
-}
-
-/// Whether a `/v1/logs` media type is newline-delimited (else one JSON document).
-fn is_ndjson(content_type: Option<&str>) -> Result<bool, HttpError> {
-    match content_type {
-        Some("application/json") => Ok(false),
-        Some(
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines",
-        ) => Ok(true),
-        other => Err(HttpError::new(
-            415,
-            "unsupported_media_type",
-            format!(
-                "/v1/logs takes application/json (an array of objects) or application/x-ndjson, not {}",
-                other.unwrap_or("a body without Content-Type")
-            ),
-        )),
-    }
-}
-
-/// One value per non-blank line (CRLF or LF).
-fn ndjson_values(body: &[u8]) -> Result<Vec<serde_json::Value>, HttpError> {
-    let mut v = Vec::new();
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        v.push(serde_json::from_slice(line).map_err(|e| {
-            HttpError::new(
-                400,
-                "bad_request",
-                format!("line {}: invalid JSON: {e}", i + 1),
-            )
-        })?);
-    }
-    Ok(v)
-}
-
-/// An array of values, or a single object.
-fn array_values(body: &[u8]) -> Result<Vec<serde_json::Value>, HttpError> {
-    match serde_json::from_slice(body) {
-        Ok(serde_json::Value::Array(a)) => Ok(a),
-        Ok(o @ serde_json::Value::Object(_)) => Ok(vec![o]),
-        Ok(_) => Err(HttpError::new(
-            400,
-            "bad_request",
-            "expected an array of log objects",
-        )),
-        Err(e) => Err(HttpError::new(
-            400,
-            "bad_request",
-            format!("invalid JSON: {e}"),
-        )),
-    }
 }

@@ -3,8 +3,9 @@
 //! Each reactor is a thread pinned to a core running its own tokio-uring runtime with
 //! its own `SO_REUSEPORT` listeners, so the kernel spreads connections across cores
 //! with no shared accept lock. Protocol logic lives in sans-I/O modules ([`lines`],
-//! [`acks`], and the crate's [`http_proto`](crate::http_proto), shared with the fan-out)
-//! that the drivers ([`tcp`], [`http`]) feed with bytes.
+//! [`acks`], [`logs_body`] and [`otlp`] for `POST /v1/logs`, and the crate's
+//! [`http_proto`](crate::http_proto), shared with the fan-out) that the drivers
+//! ([`tcp`], [`http`]) feed with bytes.
 
 pub mod acks;
 pub mod conn;
@@ -13,6 +14,8 @@ pub mod enrich;
 pub mod framing;
 pub mod http;
 pub mod lines;
+pub mod logs_body;
+pub mod otlp;
 pub mod reactor;
 pub mod relp;
 pub mod tcp;

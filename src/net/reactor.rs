@@ -23,10 +23,7 @@ use super::{
     NetCtx, conn, http, relp,
     tcp::{self, Mode},
 };
-use crate::{
-    http_proto::{self, HttpError},
-    syslog,
-};
+use crate::{http_proto, syslog};
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,16 +295,7 @@ async fn refuse(
         Kind::Tcp | Kind::TcpAcked => {
             format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
         }
-        Kind::Http => {
-            let e = HttpError::new(
-                503,
-                "too_many_connections",
-                format!("connections_max ({max}) reached"),
-            );
-            let mut out = Vec::new();
-            http_proto::refusal(&mut out, &e, &[("Retry-After", "1")]);
-            out
-        }
+        Kind::Http => http_proto::limit_refusal("too_many_connections", "connections_max", max),
     };
     let fd = stream.as_raw_fd();
     // Write the reason, half-close, and read what the client already sent until it

@@ -83,81 +83,9 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
                 path.display()
             ));
         }
-        let header = read_header(&path)?;
-        let mut header_ok = false;
-        match format::decode_segment_header(&header) {
-            Ok(h) if h == base => header_ok = true,
-            Ok(h) => {
-                seg.problem = Some(format!(
-                    "header base offset {h} does not match the file name"
-                ))
-            }
-            // A last segment holding no more than a bad header is a rotation that crashed
-            // before the header was synced: it never held a record, and recovery removes
-            // it at the next start. Like a torn tail, it is not damage.
-            Err(e) if last && file_bytes <= SEGMENT_HEADER_BYTES as u64 => {
-                report.torn_tail = Some(format!(
-                    "{}: {e}: a rotation that crashed before its header was synced; no records; removed at next start",
-                    path.display()
-                ));
-            }
-            Err(e) => seg.problem = Some(format!("bad segment header: {e}")),
-        }
-        if header_ok {
-            let mut s = Scanner::open(path.clone(), SEGMENT_HEADER_BYTES as u64, base)
-                .map_err(|e| ReadError::io("open segment", &path, e))?;
-            let mut positions: Vec<(u64, u64)> = Vec::new();
-            loop {
-                match s
-                    .next()
-                    .map_err(|e| ReadError::io("read segment", &path, e))?
-                {
-                    Scan::Record { record, position } => {
-                        seg.records += 1;
-                        seg.bytes += record.frame_bytes() as u64;
-                        positions.push((record.offset, position));
-                    }
-                    Scan::End => break,
-                    Scan::Bad { position, reason } if last && reason == format::UNWRITTEN => {
-                        // A pre-written active segment (see `spare`): its unused rest.
-                        report.torn_tail = Some(format!(
-                            "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
-                            path.display(),
-                            file_bytes - position
-                        ));
-                        break;
-                    }
-                    Scan::Bad { position, reason } => {
-                        let text = format!(
-                            "{}: bad record at byte {position} (expected offset {}): {reason}; {} bytes follow",
-                            path.display(),
-                            s.next_offset(),
-                            file_bytes - position
-                        );
-                        if last {
-                            report.torn_tail = Some(text);
-                        } else {
-                            seg.problem = Some(text);
-                        }
-                        break;
-                    }
-                }
-            }
-            let ipath = segment::index_path(dir, base);
-            let entries =
-                segment::read_index(&ipath).map_err(|e| ReadError::io("read index", &ipath, e))?;
-            for (r, p) in entries {
-                let want = (base + u64::from(r), u64::from(p));
-                if positions.binary_search(&want).is_err() && !last {
-                    report.errors.push(format!(
-                        "{}: entry (offset {}, byte {}) points at no such record",
-                        ipath.display(),
-                        want.0,
-                        want.1
-                    ));
-                    break;
-                }
-            }
+        if check_header(&mut seg, last, &mut report)? {
+            let positions = check_records(&mut seg, last, &mut report)?;
+            check_index(dir, base, last, &positions, &mut report)?;
             expected = Some(base + seg.records);
         } else if seg.problem.is_some() {
             expected = None;
@@ -170,4 +98,111 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
         report.segments.push(seg);
     }
     Ok(report)
+}
+
+/// Whether the segment's header is valid and names its base offset; a bad one is the
+/// segment's problem, or the torn tail of a rotation that crashed.
+fn check_header(
+    seg: &mut SegmentCheck,
+    last: bool,
+    report: &mut CheckReport,
+) -> Result<bool, ReadError> {
+    let header = read_header(&seg.path)?;
+    match format::decode_segment_header(&header) {
+        Ok(h) if h == seg.base_offset => return Ok(true),
+        Ok(h) => {
+            seg.problem = Some(format!(
+                "header base offset {h} does not match the file name"
+            ))
+        }
+        // A last segment holding no more than a bad header is a rotation that crashed
+        // before the header was synced: it never held a record, and recovery removes
+        // it at the next start. Like a torn tail, it is not damage.
+        Err(e) if last && seg.file_bytes <= SEGMENT_HEADER_BYTES as u64 => {
+            report.torn_tail = Some(format!(
+                "{}: {e}: a rotation that crashed before its header was synced; no records; removed at next start",
+                seg.path.display()
+            ));
+        }
+        Err(e) => seg.problem = Some(format!("bad segment header: {e}")),
+    }
+    Ok(false)
+}
+
+/// Scans every record of the segment, counting them into `seg`; returns each
+/// record's (offset, position), ascending. Where the scan stops early is the last
+/// segment's torn tail, or the segment's problem.
+fn check_records(
+    seg: &mut SegmentCheck,
+    last: bool,
+    report: &mut CheckReport,
+) -> Result<Vec<(u64, u64)>, ReadError> {
+    let path = &seg.path;
+    let mut s = Scanner::open(path.clone(), SEGMENT_HEADER_BYTES as u64, seg.base_offset)
+        .map_err(|e| ReadError::io("open segment", path, e))?;
+    let mut positions: Vec<(u64, u64)> = Vec::new();
+    loop {
+        match s
+            .next()
+            .map_err(|e| ReadError::io("read segment", path, e))?
+        {
+            Scan::Record { record, position } => {
+                seg.records += 1;
+                seg.bytes += record.frame_bytes() as u64;
+                positions.push((record.offset, position));
+            }
+            Scan::End => break,
+            Scan::Bad { position, reason } if last && reason == format::UNWRITTEN => {
+                // A pre-written active segment (see `spare`): its unused rest.
+                report.torn_tail = Some(format!(
+                    "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
+                    path.display(),
+                    seg.file_bytes - position
+                ));
+                break;
+            }
+            Scan::Bad { position, reason } => {
+                let text = format!(
+                    "{}: bad record at byte {position} (expected offset {}): {reason}; {} bytes follow",
+                    path.display(),
+                    s.next_offset(),
+                    seg.file_bytes - position
+                );
+                if last {
+                    report.torn_tail = Some(text);
+                } else {
+                    seg.problem = Some(text);
+                }
+                break;
+            }
+        }
+    }
+    Ok(positions)
+}
+
+/// Checks that a sealed segment's index entries each point at one of its records
+/// (`positions`); the active segment's index may be ahead of its data.
+fn check_index(
+    dir: &Path,
+    base: u64,
+    last: bool,
+    positions: &[(u64, u64)],
+    report: &mut CheckReport,
+) -> Result<(), ReadError> {
+    let ipath = segment::index_path(dir, base);
+    let entries =
+        segment::read_index(&ipath).map_err(|e| ReadError::io("read index", &ipath, e))?;
+    for (r, p) in entries {
+        let want = (base + u64::from(r), u64::from(p));
+        if positions.binary_search(&want).is_err() && !last {
+            report.errors.push(format!(
+                "{}: entry (offset {}, byte {}) points at no such record",
+                ipath.display(),
+                want.0,
+                want.1
+            ));
+            break;
+        }
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use super::{
     format::{RecordRef, SEGMENT_HEADER_BYTES},
     segment::{self, Scan, Scanner},
 };
-use crate::error::ReadError;
+use crate::error::{Corruption, ReadError};
 
 /// An owned record, for callers that keep records past the next read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,29 +229,7 @@ impl Reader {
     /// As [`Reader::next`].
     pub fn next_frame(&mut self) -> Result<Option<(RecordRef<'_>, &[u8])>, ReadError> {
         loop {
-            let mut written = None;
-            let committed_end = match &self.bound {
-                Bound::Live(inner) => {
-                    let end = inner.committed_end.load(Ordering::Acquire);
-                    // After the end: covers every committed record in the active
-                    // segment; the base is the written position's (stored before it).
-                    let pos = inner.active_written.load(Ordering::Acquire);
-                    written = Some((inner.active_base.load(Ordering::Relaxed), pos));
-                    // Loaded after the committed end: a rewrite committed by then was
-                    // preceded by its epoch bump, made visible by the Acquire above.
-                    let epoch = truncation_epoch(inner);
-                    if epoch != self.truncation_epoch_seen {
-                        self.truncation_epoch_seen = epoch;
-                        if let Some(s) = self.scanner.as_mut() {
-                            // Everything before the scanner's position is committed and
-                            // was already returned; what lies beyond is read again.
-                            s.forget_tail();
-                        }
-                    }
-                    Some(end)
-                }
-                Bound::OnDisk => None,
-            };
+            let (committed_end, written) = self.observe_writer();
             if committed_end.is_some_and(|end| self.next_offset >= end) {
                 return Ok(None);
             }
@@ -288,59 +266,102 @@ impl Reader {
                         self.scanner.as_ref().expect("positioned").last_frame(),
                     ));
                 }
-                Err(bad) => {
-                    let path = self.scanner.as_ref().expect("positioned").path().to_owned();
-                    // The scanner may have buffered bytes past the data written at the
-                    // time: the zeros of a pre-written segment (see `spare`), which the
-                    // writer has since overwritten with committed records. Read the file
-                    // again once before concluding anything.
-                    if self.reread_at != Some(self.next_offset) {
-                        self.reread_at = Some(self.next_offset);
-                        self.scanner.as_mut().expect("positioned").forget_tail();
-                        continue;
-                    }
-                    if let Some(base) = self.unverified_seek.take() {
-                        tracing::warn!(
-                            path = %path.display(),
-                            offset = self.next_offset,
-                            "sparse index entry points at no valid record; scanning the segment from its start"
-                        );
-                        self.open_at(base, SEGMENT_HEADER_BYTES as u64, base)?;
-                        continue;
-                    }
-                    // End of this segment's valid data: move on if the next segment
-                    // starts right here.
-                    let next_path = segment::segment_path(&self.dir, self.next_offset);
-                    if next_path.exists() && next_path != path {
-                        self.open_at(
-                            self.next_offset,
-                            SEGMENT_HEADER_BYTES as u64,
-                            self.next_offset,
-                        )?;
-                        continue;
-                    }
-                    let later_segment = segment::list_segments(&self.dir)
-                        .map_err(|e| ReadError::io("list segments", &self.dir, e))?
-                        .into_iter()
-                        .any(|b| b > self.next_offset);
-                    let must_exist = committed_end.is_some() || later_segment;
-                    if must_exist {
-                        let (position, reason) = bad.unwrap_or((
-                            self.scanner.as_ref().map_or(0, |s| s.position()),
-                            "segment ends before the next segment begins".into(),
-                        ));
-                        return Err(ReadError::Corrupt {
-                            path,
-                            position,
-                            offset: self.next_offset,
-                            reason,
-                        });
-                    }
-                    // Caught up with what is on disk; re-read the file next time.
-                    self.scanner.as_mut().expect("positioned").forget_tail();
-                    return Ok(None);
-                }
+                Err(bad) => match self.stopped(bad, committed_end.is_some())? {
+                    Stopped::ReadOn => continue,
+                    Stopped::CaughtUp => return Ok(None),
+                },
             }
         }
     }
+
+    /// A live reader's view of the writer: the committed end, and the active segment's
+    /// base and written position. Notices a truncation (a new epoch) on the way and
+    /// makes the scanner read again what lies past its position. `(None, None)` for a
+    /// reader of files on disk.
+    fn observe_writer(&mut self) -> (Option<u64>, Option<(u64, u64)>) {
+        let Bound::Live(inner) = &self.bound else {
+            return (None, None);
+        };
+        let end = inner.committed_end.load(Ordering::Acquire);
+        // After the end: covers every committed record in the active segment; the base
+        // is the written position's (stored before it).
+        let pos = inner.active_written.load(Ordering::Acquire);
+        let written = (inner.active_base.load(Ordering::Relaxed), pos);
+        // Loaded after the committed end: a rewrite committed by then was preceded by
+        // its epoch bump, made visible by the Acquire above.
+        let epoch = truncation_epoch(inner);
+        if epoch != self.truncation_epoch_seen {
+            self.truncation_epoch_seen = epoch;
+            if let Some(s) = self.scanner.as_mut() {
+                // Everything before the scanner's position is committed and was already
+                // returned; what lies beyond is read again.
+                s.forget_tail();
+            }
+        }
+        (Some(end), Some(written))
+    }
+
+    /// The scan stopped before a record (`bad`: where and why, None at the end of the
+    /// file): decides whether that is a stale buffer, a bad index entry, the end of a
+    /// segment, the end of what is written, or damage (`live`: the reader follows the
+    /// writer, so every record below the committed end must exist).
+    fn stopped(&mut self, bad: Option<(u64, String)>, live: bool) -> Result<Stopped, ReadError> {
+        let path = self.scanner.as_ref().expect("positioned").path().to_owned();
+        // The scanner may have buffered bytes past the data written at the time: the
+        // zeros of a pre-written segment (see `spare`), which the writer has since
+        // overwritten with committed records. Read the file again once before
+        // concluding anything.
+        if self.reread_at != Some(self.next_offset) {
+            self.reread_at = Some(self.next_offset);
+            self.scanner.as_mut().expect("positioned").forget_tail();
+            return Ok(Stopped::ReadOn);
+        }
+        if let Some(base) = self.unverified_seek.take() {
+            tracing::warn!(
+                path = %path.display(),
+                offset = self.next_offset,
+                "sparse index entry points at no valid record; scanning the segment from its start"
+            );
+            self.open_at(base, SEGMENT_HEADER_BYTES as u64, base)?;
+            return Ok(Stopped::ReadOn);
+        }
+        // End of this segment's valid data: move on if the next segment starts right
+        // here.
+        let next_path = segment::segment_path(&self.dir, self.next_offset);
+        if next_path.exists() && next_path != path {
+            self.open_at(
+                self.next_offset,
+                SEGMENT_HEADER_BYTES as u64,
+                self.next_offset,
+            )?;
+            return Ok(Stopped::ReadOn);
+        }
+        let later_segment = segment::list_segments(&self.dir)
+            .map_err(|e| ReadError::io("list segments", &self.dir, e))?
+            .into_iter()
+            .any(|b| b > self.next_offset);
+        if live || later_segment {
+            let (position, reason) = bad.unwrap_or((
+                self.scanner.as_ref().map_or(0, |s| s.position()),
+                "segment ends before the next segment begins".into(),
+            ));
+            return Err(ReadError::Corrupt(Corruption {
+                path,
+                position,
+                offset: self.next_offset,
+                reason,
+            }));
+        }
+        // Caught up with what is on disk; re-read the file next time.
+        self.scanner.as_mut().expect("positioned").forget_tail();
+        Ok(Stopped::CaughtUp)
+    }
+}
+
+/// What [`Reader::stopped`] decided.
+enum Stopped {
+    /// Positioned anew (or to re-read): scan again.
+    ReadOn,
+    /// Nothing more on disk for now.
+    CaughtUp,
 }

@@ -13,7 +13,7 @@ use super::{
     format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
     segment::{self, Scan, Scanner, sync_dir},
 };
-use crate::error::OpenError;
+use crate::error::{Corruption, OpenError};
 
 /// What to do when the last segment ends in bytes that are not a valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -199,115 +199,30 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     let mut bases =
         segment::list_segments(dir).map_err(|e| OpenError::io("list segments", dir, e))?;
     let mut report = RecoveryReport::default();
-
-    if bases.is_empty() {
-        let active = create_segment(dir, 0)?;
+    let fresh = |base: u64, mut report: RecoveryReport, lock: File| {
+        let active = create_segment(dir, base)?;
         report.segments = 1;
-        return Ok(Recovered {
-            next_offset: 0,
-            start_offset: 0,
+        report.start_offset = base;
+        report.next_offset = base;
+        Ok(Recovered {
+            next_offset: base,
+            start_offset: base,
             active,
             report,
             lock,
-        });
+        })
+    };
+    if bases.is_empty() {
+        return fresh(0, report, lock);
     }
-
-    // A last segment that holds nothing but a short or invalid header (after power loss
-    // the file's size can reach the disk before its data, leaving zeros) is a rotation
-    // that crashed before the header was synced: it never held a record, so nothing in
-    // it was acknowledged. Remove it and use the one before.
-    loop {
-        let base = *bases.last().expect("non-empty");
-        let path = segment::segment_path(dir, base);
-        let header_only = std::fs::metadata(&path)
-            .map_err(|e| OpenError::io("stat segment", &path, e))?
-            .len()
-            <= SEGMENT_HEADER_BYTES as u64;
-        match read_header(&path)? {
-            Err(e) if header_only && bases.len() > 1 => {
-                tracing::warn!(path = %path.display(), error = %e, "removing segment with incomplete header (crash during rotation)");
-                remove_segment(dir, base)?;
-                report.removed_segment = Some(path);
-                bases.pop();
-            }
-            Err(_) if header_only => {
-                // The only segment, never written: start it again.
-                let active = create_segment(dir, base)?;
-                report.segments = 1;
-                report.start_offset = base;
-                report.next_offset = base;
-                return Ok(Recovered {
-                    next_offset: base,
-                    start_offset: base,
-                    active,
-                    report,
-                    lock,
-                });
-            }
-            Err(e) => {
-                return Err(OpenError::Corrupt {
-                    path,
-                    position: 0,
-                    offset: base,
-                    reason: e.to_string(),
-                });
-            }
-            Ok(h) if h != base => {
-                return Err(OpenError::Corrupt {
-                    path,
-                    position: 0,
-                    offset: base,
-                    reason: format!("header says base offset {h}, file name says {base}"),
-                });
-            }
-            Ok(_) => break,
-        }
+    if let LastSegment::NeverWritten(base) = drop_unwritten_last(dir, &mut bases, &mut report)? {
+        return fresh(base, report, lock);
     }
-
     // Sealed segments: check only their ends (cheap), so that a gap or a damaged last
     // record is reported at start. `ringstash check` verifies every record.
     for w in bases.windows(2) {
-        let (base, next_base) = (w[0], w[1]);
-        let path = segment::segment_path(dir, base);
-        let entries = segment::read_index(&segment::index_path(dir, base))
-            .map_err(|e| OpenError::io("read index", &path, e))?;
-        let (from, pos) = entries
-            .last()
-            .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
-            .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
-        let mut scanned = scan_to_end(&path, pos, from)?;
-        let mut problem = None;
-        if matches!(&scanned, (_, at, Some(_)) if *at == pos && pos != SEGMENT_HEADER_BYTES as u64)
-        {
-            // The last index entry points at no valid record: the index is damaged, not
-            // necessarily the data. Scan the whole segment to find out.
-            problem = Some(format!(
-                "{}: entry (offset {from}, byte {pos}) points at no valid record",
-                segment::index_path(dir, base).display()
-            ));
-            scanned = scan_to_end(&path, SEGMENT_HEADER_BYTES as u64, base)?;
-        }
-        if let Some(p) = problem {
-            tracing::error!("{p}; readers scan this segment from its start");
-            report.sealed_problems.push(p);
-        }
-        let problem = match scanned {
-            (end, _, None) if end == next_base => None,
-            (end, _, None) => Some(format!(
-                "{} ends at offset {end} but the next segment starts at {next_base}",
-                path.display()
-            )),
-            (_, at, Some(reason)) => Some(format!(
-                "{} is damaged at byte {at}: {reason}",
-                path.display()
-            )),
-        };
-        if let Some(p) = problem {
-            tracing::error!("{p}; run `ringstash check` for a full report");
-            report.sealed_problems.push(p);
-        }
+        check_sealed_end(dir, w[0], w[1], &mut report)?;
     }
-
     let base = *bases.last().expect("non-empty");
     let active = recover_active(config, base, &mut report)?;
     report.segments = bases.len();
@@ -319,6 +234,103 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
         report,
         lock,
     })
+}
+
+/// What [`drop_unwritten_last`] left as the last segment.
+enum LastSegment {
+    /// A segment with a valid header: recover it.
+    Valid,
+    /// The only segment never got its header: start it again at this base.
+    NeverWritten(u64),
+}
+
+/// A last segment that holds nothing but a short or invalid header (after power loss
+/// the file's size can reach the disk before its data, leaving zeros) is a rotation
+/// that crashed before the header was synced: it never held a record, so nothing in
+/// it was acknowledged. Removes it (and so uses the one before), repeatedly.
+fn drop_unwritten_last(
+    dir: &Path,
+    bases: &mut Vec<u64>,
+    report: &mut RecoveryReport,
+) -> Result<LastSegment, OpenError> {
+    loop {
+        let base = *bases.last().expect("non-empty");
+        let path = segment::segment_path(dir, base);
+        let header_only = std::fs::metadata(&path)
+            .map_err(|e| OpenError::io("stat segment", &path, e))?
+            .len()
+            <= SEGMENT_HEADER_BYTES as u64;
+        let corrupt = |reason: String| {
+            OpenError::Corrupt(Corruption {
+                path: path.clone(),
+                position: 0,
+                offset: base,
+                reason,
+            })
+        };
+        match read_header(&path)? {
+            Err(e) if header_only && bases.len() > 1 => {
+                tracing::warn!(path = %path.display(), error = %e, "removing segment with incomplete header (crash during rotation)");
+                remove_segment(dir, base)?;
+                report.removed_segment = Some(path);
+                bases.pop();
+            }
+            Err(_) if header_only => return Ok(LastSegment::NeverWritten(base)),
+            Err(e) => return Err(corrupt(e.to_string())),
+            Ok(h) if h != base => {
+                return Err(corrupt(format!(
+                    "header says base offset {h}, file name says {base}"
+                )));
+            }
+            Ok(_) => return Ok(LastSegment::Valid),
+        }
+    }
+}
+
+/// Checks that sealed segment `base` ends in a valid record right before `next_base`,
+/// from its last index entry on; what is wrong goes into `report` (reported, not
+/// repaired: the data may still be read up to the damage).
+fn check_sealed_end(
+    dir: &Path,
+    base: u64,
+    next_base: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    let path = segment::segment_path(dir, base);
+    let entries = segment::read_index(&segment::index_path(dir, base))
+        .map_err(|e| OpenError::io("read index", &path, e))?;
+    let (from, pos) = entries
+        .last()
+        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
+        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+    let mut scanned = scan_to_end(&path, pos, from)?;
+    if matches!(&scanned, (_, at, Some(_)) if *at == pos && pos != SEGMENT_HEADER_BYTES as u64) {
+        // The last index entry points at no valid record: the index is damaged, not
+        // necessarily the data. Scan the whole segment to find out.
+        let p = format!(
+            "{}: entry (offset {from}, byte {pos}) points at no valid record",
+            segment::index_path(dir, base).display()
+        );
+        tracing::error!("{p}; readers scan this segment from its start");
+        report.sealed_problems.push(p);
+        scanned = scan_to_end(&path, SEGMENT_HEADER_BYTES as u64, base)?;
+    }
+    let problem = match scanned {
+        (end, _, None) if end == next_base => None,
+        (end, _, None) => Some(format!(
+            "{} ends at offset {end} but the next segment starts at {next_base}",
+            path.display()
+        )),
+        (_, at, Some(reason)) => Some(format!(
+            "{} is damaged at byte {at}: {reason}",
+            path.display()
+        )),
+    };
+    if let Some(p) = problem {
+        tracing::error!("{p}; run `ringstash check` for a full report");
+        report.sealed_problems.push(p);
+    }
+    Ok(())
 }
 
 /// Creates `dir` and any missing parents, syncing each parent that gained an entry, so
@@ -452,30 +464,11 @@ fn recover_active(
         .map_err(|e| OpenError::io("stat segment", &path, e))?
         .len();
 
-    // Keep the longest prefix of the index whose entries ascend and each point at a
-    // valid record carrying the entry's offset. The index is written without fdatasync,
-    // so after power loss it may be ahead of, or behind, the log; and a damaged entry in
-    // the middle would send readers to a wrong position. Checking every entry costs one
-    // read per index interval of the active segment, once, at start. The scan below
-    // rebuilds the entries after the kept prefix.
     let mut entries =
         segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
     let read_entries = entries.len();
-    let mut keep = 0;
-    let mut prev: Option<(u32, u32)> = None;
-    let mut frame = Vec::new();
-    for &(r, p) in &entries {
-        let ascending = prev.is_none_or(|(pr, pp)| r > pr && p > pp);
-        if !ascending
-            || u64::from(p) < SEGMENT_HEADER_BYTES as u64
-            || !record_at(&file, len, u64::from(p), base + u64::from(r), &mut frame)
-                .map_err(|e| OpenError::io("read segment", &path, e))?
-        {
-            break;
-        }
-        prev = Some((r, p));
-        keep += 1;
-    }
+    let mut keep = valid_index_prefix(&file, len, base, &entries)
+        .map_err(|e| OpenError::io("read segment", &path, e))?;
     // Under a non-durable fsync policy the index was written once groups were merely
     // written, and a power loss can keep a later group while losing an earlier one: an
     // entry may point past a hole. Only a scan from the first record finds the hole, so
@@ -493,100 +486,192 @@ fn recover_active(
         );
     }
 
-    let (mut offset, mut pos) = entries
-        .last()
-        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
-        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
-    let mut last_index_pos = entries.last().map(|&(_, p)| u64::from(p)).unwrap_or(0);
-    let mut new_entries: Vec<u8> = Vec::new();
-    let interval = u64::from(config.index_interval_bytes);
-    let mut scanner = Scanner::open(path.clone(), pos, offset)
-        .map_err(|e| OpenError::io("open segment", &path, e))?;
-    let bad = loop {
-        match scanner
-            .next()
-            .map_err(|e| OpenError::io("read segment", &path, e))?
-        {
-            Scan::Record { record, position } => {
-                if last_index_pos == 0 || position >= last_index_pos + interval {
-                    new_entries.extend_from_slice(&format::encode_index_entry(
-                        (record.offset - base) as u32,
-                        position as u32,
-                    ));
-                    last_index_pos = position;
-                }
-                offset = record.offset + 1;
-                pos = position + record.frame_bytes() as u64;
-            }
-            Scan::End => break None,
-            Scan::Bad { position, reason } => break Some((position, reason)),
-        }
-    };
-    if let Some((position, reason)) = bad {
-        debug_assert_eq!(position, pos);
-        // A pre-written segment (see `spare`) ends in zeros after a crash: its unused
-        // rest, not damage. Said apart from a torn record so operators are not alarmed,
-        // and not refused under `strict` when every byte to the end is zero.
-        let zeros = reason == format::UNWRITTEN;
-        if config.recovery == RecoveryMode::Strict
-            && !(zeros
-                && zero_from(&file, position, len)
-                    .map_err(|e| OpenError::io("read segment", &path, e))?)
-        {
-            return Err(OpenError::Corrupt {
-                path,
-                position,
-                offset,
-                reason: format!(
-                    "{reason} (recovery = strict; {} bytes follow)",
-                    len - position
-                ),
-            });
-        }
-        if zeros {
-            tracing::info!(
-                path = %path.display(), position, offset, cut_bytes = len - position,
-                "cutting the unwritten (zero) rest of the last segment"
-            );
-        } else {
-            tracing::warn!(
-                path = %path.display(), position, offset, cut_bytes = len - position, %reason,
-                "cutting torn tail of the last segment"
-            );
-        }
-        file.set_len(position)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| OpenError::io("truncate torn tail", &path, e))?;
-        report.torn_bytes_cut = len - position;
-        report.torn_reason = Some(reason);
+    let tail = scan_tail(&path, base, &entries, config.index_interval_bytes)?;
+    if let Some((position, reason)) = tail.bad {
+        debug_assert_eq!(position, tail.pos);
+        cut_tail(
+            config.recovery,
+            &file,
+            len,
+            &path,
+            tail.offset,
+            position,
+            reason,
+            report,
+        )?;
     }
-
-    let mut index = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&ipath)
-        .map_err(|e| OpenError::io("open index", &ipath, e))?;
-    let index_len = (entries.len() * INDEX_ENTRY_BYTES) as u64;
-    index
-        .set_len(index_len)
-        .map_err(|e| OpenError::io("truncate index", &ipath, e))?;
-    let mut index_len = index_len;
-    if !new_entries.is_empty() {
-        index
-            .write_all_at(&new_entries, index_len)
-            .and_then(|()| index.flush())
-            .map_err(|e| OpenError::io("write index", &ipath, e))?;
-        index_len += new_entries.len() as u64;
-    }
-    report.next_offset = offset;
+    let (index, index_len) = rewrite_index(&ipath, entries.len(), &tail.new_entries)?;
+    report.next_offset = tail.offset;
     Ok(ActiveSegment {
         base,
         file,
         index,
         index_len,
-        end_pos: pos,
-        last_index_pos,
+        end_pos: tail.pos,
+        last_index_pos: tail.last_index_pos,
         prewritten: false,
     })
+}
+
+/// How many leading index entries to keep: the longest prefix whose entries ascend
+/// and each point at a valid record carrying the entry's offset. The index is written
+/// without fdatasync, so after power loss it may be ahead of, or behind, the log; and a
+/// damaged entry in the middle would send readers to a wrong position. Checking every
+/// entry costs one read per index interval of the active segment, once, at start; the
+/// tail scan rebuilds the entries after the kept prefix.
+fn valid_index_prefix(
+    file: &File,
+    len: u64,
+    base: u64,
+    entries: &[(u32, u32)],
+) -> std::io::Result<usize> {
+    let mut prev: Option<(u32, u32)> = None;
+    let mut frame = Vec::new();
+    for (keep, &(r, p)) in entries.iter().enumerate() {
+        let ascending = prev.is_none_or(|(pr, pp)| r > pr && p > pp);
+        if !ascending
+            || u64::from(p) < SEGMENT_HEADER_BYTES as u64
+            || !record_at(file, len, u64::from(p), base + u64::from(r), &mut frame)?
+        {
+            return Ok(keep);
+        }
+        prev = Some((r, p));
+    }
+    Ok(entries.len())
+}
+
+/// What the scan of the active segment's tail found.
+struct Tail {
+    /// The offset the next record gets.
+    offset: u64,
+    /// Where valid data ends.
+    pos: u64,
+    /// Position of the record the last index entry (kept or new) points at.
+    last_index_pos: u64,
+    /// Index entries for the scanned records, encoded, to append after the kept ones.
+    new_entries: Vec<u8>,
+    /// Where and why the scan stopped before the end of the file.
+    bad: Option<(u64, String)>,
+}
+
+/// Scans the active segment from its last kept index entry to the first record that
+/// fails, adding an index entry every `interval` bytes.
+fn scan_tail(
+    path: &Path,
+    base: u64,
+    kept: &[(u32, u32)],
+    interval: u32,
+) -> Result<Tail, OpenError> {
+    let (offset, pos) = kept
+        .last()
+        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
+        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+    let mut tail = Tail {
+        offset,
+        pos,
+        last_index_pos: kept.last().map(|&(_, p)| u64::from(p)).unwrap_or(0),
+        new_entries: Vec::new(),
+        bad: None,
+    };
+    let interval = u64::from(interval);
+    let mut scanner = Scanner::open(path.to_owned(), pos, offset)
+        .map_err(|e| OpenError::io("open segment", path, e))?;
+    loop {
+        match scanner
+            .next()
+            .map_err(|e| OpenError::io("read segment", path, e))?
+        {
+            Scan::Record { record, position } => {
+                if tail.last_index_pos == 0 || position >= tail.last_index_pos + interval {
+                    tail.new_entries
+                        .extend_from_slice(&format::encode_index_entry(
+                            (record.offset - base) as u32,
+                            position as u32,
+                        ));
+                    tail.last_index_pos = position;
+                }
+                tail.offset = record.offset + 1;
+                tail.pos = position + record.frame_bytes() as u64;
+            }
+            Scan::End => return Ok(tail),
+            Scan::Bad { position, reason } => {
+                tail.bad = Some((position, reason));
+                return Ok(tail);
+            }
+        }
+    }
+}
+
+/// Cuts the active segment at `position` (record `offset` failed there for `reason`)
+/// and syncs the cut, unless `strict` recovery refuses to.
+#[allow(clippy::too_many_arguments)] // one cut, described whole: file, place and cause
+fn cut_tail(
+    recovery: RecoveryMode,
+    file: &File,
+    len: u64,
+    path: &Path,
+    offset: u64,
+    position: u64,
+    reason: String,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    // A pre-written segment (see `spare`) ends in zeros after a crash: its unused
+    // rest, not damage. Said apart from a torn record so operators are not alarmed,
+    // and not refused under `strict` when every byte to the end is zero.
+    let zeros = reason == format::UNWRITTEN;
+    if recovery == RecoveryMode::Strict
+        && !(zeros
+            && zero_from(file, position, len)
+                .map_err(|e| OpenError::io("read segment", path, e))?)
+    {
+        return Err(OpenError::Corrupt(Corruption {
+            path: path.to_owned(),
+            position,
+            offset,
+            reason: format!(
+                "{reason} (recovery = strict; {} bytes follow)",
+                len - position
+            ),
+        }));
+    }
+    if zeros {
+        tracing::info!(
+            path = %path.display(), position, offset, cut_bytes = len - position,
+            "cutting the unwritten (zero) rest of the last segment"
+        );
+    } else {
+        tracing::warn!(
+            path = %path.display(), position, offset, cut_bytes = len - position, %reason,
+            "cutting torn tail of the last segment"
+        );
+    }
+    file.set_len(position)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| OpenError::io("truncate torn tail", path, e))?;
+    report.torn_bytes_cut = len - position;
+    report.torn_reason = Some(reason);
+    Ok(())
+}
+
+/// Opens the active segment's index, keeps its first `kept` entries and appends
+/// `new_entries`; returns it with its length in bytes.
+fn rewrite_index(ipath: &Path, kept: usize, new_entries: &[u8]) -> Result<(File, u64), OpenError> {
+    let mut index = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(ipath)
+        .map_err(|e| OpenError::io("open index", ipath, e))?;
+    let mut index_len = (kept * INDEX_ENTRY_BYTES) as u64;
+    index
+        .set_len(index_len)
+        .map_err(|e| OpenError::io("truncate index", ipath, e))?;
+    if !new_entries.is_empty() {
+        index
+            .write_all_at(new_entries, index_len)
+            .and_then(|()| index.flush())
+            .map_err(|e| OpenError::io("write index", ipath, e))?;
+        index_len += new_entries.len() as u64;
+    }
+    Ok((index, index_len))
 }

@@ -2,6 +2,7 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+pub mod otlp;
 pub mod rsyslog;
 mod spawn_serve;
 pub mod wal;
@@ -184,17 +185,41 @@ pub fn small_segments_and(more: &[&'static str]) -> Vec<&'static str> {
     [SMALL_SEGMENTS.as_slice(), more].concat()
 }
 
-/// `ringstash cat --meta` as (offset, payload) pairs.
-pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
-    let out = Command::new(BIN)
-        .args(["cat", "--meta", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .expect("run cat");
+/// Runs `cmd` to its end; fails the test, with what it printed on stderr, unless it
+/// exited 0.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "cat failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Each JSON record's `keys`, joined by `|` (strings as they are, other values as
+/// JSON; a missing key as `null`), for comparing the fields of many records at once.
+pub fn columns(records: &[serde_json::Value], keys: &[&str]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            let cell = |k: &&str| match &r[*k] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            keys.iter().map(cell).collect::<Vec<_>>().join("|")
+        })
+        .collect()
+}
+
+/// `ringstash cat --meta` as (offset, payload) pairs.
+pub fn cat(data_dir: &Path) -> Vec<(u64, String)> {
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["cat", "--meta", "--data-dir"])
+            .arg(data_dir),
+        "cat",
     );
     String::from_utf8(out.stdout)
         .expect("utf8")

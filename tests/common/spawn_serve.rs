@@ -8,8 +8,8 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-/// Every listener's flag, each given port 0 unless the caller gives it.
-const LISTENERS: [&str; 6] = [
+/// Every listener's flag, on loopback port 0 unless a test gives its own address.
+const PORT_ZERO: [&str; 6] = [
     "--tcp-addr",
     "--tcp-acked-addr",
     "--syslog-addr",
@@ -18,12 +18,13 @@ const LISTENERS: [&str; 6] = [
     "--ws-addr",
 ];
 
-/// The `serve` command for `data_dir`: every listener on loopback port 0 except those
-/// `extra` names (a restart on the same port passes its address), then `extra`.
+/// The `serve` command for `data_dir` with `extra` flags; every listener that `extra`
+/// does not place (a restart on the same port passes its address) goes on loopback
+/// port 0.
 pub fn serve_command(bin: &Path, data_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--data-dir"]).arg(data_dir);
-    for flag in LISTENERS.iter().filter(|f| !extra.contains(f)) {
+    for flag in PORT_ZERO.into_iter().filter(|f| !extra.contains(f)) {
         cmd.args([flag, "127.0.0.1:0"]);
     }
     cmd.args(extra)
@@ -34,7 +35,7 @@ pub fn serve_command(bin: &Path, data_dir: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-/// Spawns `bin serve --data-dir data_dir` on loopback port 0 with `extra` flags.
+/// Spawns `bin serve --data-dir data_dir` with `extra` flags (see [`serve_command`]).
 pub fn spawn_serve(bin: &Path, data_dir: &Path, extra: &[&str]) -> Child {
     serve_command(bin, data_dir, extra)
         .spawn()

@@ -244,8 +244,13 @@ pub fn parse_index(path: &Path) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// Starts `ringstash append --print-offsets` on `dir`, stdin and stdout piped.
-pub fn spawn_append_printing_offsets(dir: &Path) -> std::process::Child {
+/// Starts `ringstash append --print-offsets` on `dir` with `extra` flags and `env`,
+/// stdin, stdout and stderr piped.
+pub fn spawn_append_printing_offsets(
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
     Command::new(BIN)
         .args([
             "append",
@@ -253,12 +258,16 @@ pub fn spawn_append_printing_offsets(dir: &Path) -> std::process::Child {
             dir.to_str().unwrap(),
             "--print-offsets",
         ])
+        .args(extra)
         .env("RINGSTASH_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
+
 /// Copies the files of a data directory (not the lock) into a new directory.
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();

@@ -209,6 +209,20 @@ mod tests {
     }
 
     #[test]
+    fn octet_counted_syslog_is_exact_and_counts_its_message() {
+        for size in [128usize, 200, 1000] {
+            let c = Corpus::generate(&cfg(Format::SyslogOctet, &size.to_string())).unwrap();
+            for i in 0..c.len() {
+                let r = std::str::from_utf8(c.record(i)).unwrap();
+                assert_eq!(r.len(), size, "{r:?}");
+                let (len, msg) = r.split_once(' ').unwrap();
+                assert_eq!(len.parse::<usize>().unwrap(), msg.len(), "{r:?}");
+                assert!(msg.starts_with('<') && !msg.contains('\n'), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
     fn syslog_records_are_rfc3164_with_the_level_as_priority() {
         let c = Corpus::generate(&cfg(Format::Syslog, "200")).unwrap();
         for i in 0..c.len() {

@@ -74,6 +74,13 @@ pub enum Format {
     /// `<14>Nov 22 14:27:01 loadgen auth_service: INFO req-3f2a9c1e user login ...`
     /// (the priority from the level: user.debug/info/warning/err).
     Syslog,
+    /// The same RFC 3164 message in RFC 6587 octet-counting framing, as rsyslog's
+    /// `TCP_Framing="octet-counted"` and syslog-ng's `syslog()` send it:
+    /// `<LEN> <14>Nov 22 14:27:01 loadgen auth_service: ...` with no `\n` (the record's
+    /// size counts the length prefix).
+    #[value(name = "syslog-octet")]
+    #[serde(rename = "syslog-octet")]
+    SyslogOctet,
 }
 
 /// Record sizes in bytes, counting the trailing `\n`: fixed, or uniform in a range.

@@ -137,12 +137,20 @@ fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
-/// Renders `f` as narrowed by `s`, `\n` included, appending to `out`.
+/// Renders `f` as narrowed by `s`, framing included (`\n`, or an octet count),
+/// appending to `out`.
 fn render(f: &Fields, s: Shape, format: Format, out: &mut Vec<u8>) {
     match format {
         Format::Text => render_text(f, s, out),
         Format::Json => render_json(f, s, out),
         Format::Syslog => render_syslog(f, s, out),
+        Format::SyslogOctet => {
+            let start = out.len();
+            render_syslog(f, s, out);
+            let prefix = format!("{} ", out.len() - start);
+            out.splice(start..start, prefix.bytes());
+            return;
+        }
     }
     out.push(b'\n');
 }
@@ -239,7 +247,7 @@ const TAG_PLACEHOLDER: [u8; TAG_VALUE_LEN] = *b"0000000000000000-";
 /// Bytes a pad field costs beyond its value: ` pad=` (text) or `,"pad":""` (JSON).
 fn pad_overhead(format: Format) -> usize {
     match format {
-        Format::Text | Format::Syslog => 5,
+        Format::Text | Format::Syslog | Format::SyslogOctet => 5,
         Format::Json => 9,
     }
 }
