@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, columns, http, metrics, require_tool, run_ok, stored_payloads};
+use common::{Server, columns, get_logs, http, metrics, require_tool, run_ok, stored_payloads};
 
 /// Waits until the server has committed `n` records (GET /v1/logs's committed_end).
 fn wait_committed(s: &Server, n: u64) {
@@ -30,17 +30,6 @@ fn wait_committed(s: &Server, n: u64) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The records a read with `query` returns, as parsed JSON objects (their `data`).
-fn read_records(s: &Server, query: &str) -> Vec<serde_json::Value> {
-    let v = http(s.http, "GET", &format!("/v1/logs?{query}"), &[], b"").json();
-    v["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_str(r["data"].as_str().unwrap()).unwrap())
-        .collect()
 }
 
 /// Sends `bytes` to a one-way listener, ends with a FIN, and reads until the server
@@ -210,7 +199,7 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
         ],
     );
     wait_committed(&s, 4);
-    let all = read_records(&s, "from=earliest");
+    let all = get_logs(&s, "from=earliest");
     assert_eq!(
         columns(&all, &["service", "level", "severity", "message", "syslog"]),
         [
@@ -230,10 +219,10 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
         assert!(r["host"].is_string() && r["timestamp"].is_string(), "{r}");
     }
     // What the filters (read API, subscriptions, dashboard) see.
-    let errors = read_records(&s, "from=earliest&service=billing&level=error");
+    let errors = get_logs(&s, "from=earliest&service=billing&level=error");
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["message"], "card declined");
-    assert_eq!(read_records(&s, "from=earliest&service=cron").len(), 2);
+    assert_eq!(get_logs(&s, "from=earliest&service=cron").len(), 2);
     assert_eq!(metric(&s, "ringstash_syslog_records_total"), 4);
     assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 0);
 }
@@ -249,7 +238,7 @@ fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
             .as_bytes(),
     );
     wait_committed(&s, 3);
-    let all = read_records(&s, "from=earliest");
+    let all = get_logs(&s, "from=earliest");
     assert_eq!(all.len(), 3, "{all:#?}");
     assert_eq!(all[0]["unparsed"], true);
     assert_eq!(all[0]["message"], "not syslog at all");
@@ -306,7 +295,7 @@ fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
     sock.send_to(b"<14>Dec  2 10:00:00 h raw: last one", udp)
         .unwrap();
     wait_committed(&s, 4);
-    let all = read_records(&s, "from=earliest");
+    let all = get_logs(&s, "from=earliest");
     assert_eq!(
         columns(&all, &["service", "level", "message"]),
         [

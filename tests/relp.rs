@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    Server, assert_metrics, http,
+    Server, assert_metrics, get_logs, http,
     rsyslog::{Rsyslog, check_order, order_index, orders, require_omrelp},
     wait_records,
 };
@@ -76,13 +76,7 @@ fn rest(c: &mut TcpStream) -> String {
 
 /// The stored records, as the JSON objects their payloads hold.
 fn logs(s: &Server) -> Vec<serde_json::Value> {
-    let v = http(s.http, "GET", "/v1/logs?from=earliest&limit=1000", &[], b"").json();
-    v["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_str(r["data"].as_str().unwrap()).unwrap())
-        .collect()
+    get_logs(s, "from=earliest&limit=1000")
 }
 
 #[test]

@@ -500,6 +500,17 @@ pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
+/// The records `GET /v1/logs?<query>` returns, as parsed JSON objects (their `data`).
+pub fn get_logs(s: &Server, query: &str) -> Vec<serde_json::Value> {
+    let v = http(s.http, "GET", &format!("/v1/logs?{query}"), &[], b"").json();
+    v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r["data"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
 /// Reads records from `GET /v1/logs` from offset 0 until `n` have arrived, as the JSON
 /// objects their payloads hold, in offset order. Fails after `within`, with `why()`
 /// in the message (e.g. a forwarder's own log).
