@@ -528,6 +528,20 @@ mod tests {
         );
     }
 
+    /// RELP's address is checked against every other listener's, like theirs.
+    #[test]
+    fn relp_addr_may_not_share_another_listeners_address() {
+        let mut s = Settings::default();
+        s.relp_addr = s.syslog_addr;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "syslog_addr and relp_addr are the same address (127.0.0.1:5514)"
+        );
+        s.relp_addr = "127.0.0.1:0".parse().unwrap();
+        s.syslog_addr = s.relp_addr;
+        s.validate().expect("port 0 is never shared");
+    }
+
     /// The log's rows take their defaults from the log and are copied back by
     /// `log_config`: the default settings are the log's defaults, and a setting
     /// reaches the field of its name.

@@ -56,7 +56,8 @@ impl Server {
     /// server that held them, retrying for up to 10 s while a port is still in use:
     /// the dead server's io_uring instance is torn down by the kernel after the
     /// process is reaped, and until then its listening sockets (held by their pending
-    /// accepts) still exist. A supervisor restarting it meets the same.
+    /// accepts) still exist (measured: about 30 ms). A supervisor restarting it at
+    /// once meets the same.
     pub fn restart_after_kill(data_dir: &Path, extra: &[&str]) -> Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
