@@ -236,6 +236,46 @@ fn bad_input_gets_rsp_500_and_costs_only_its_connection() {
     assert_eq!(logs(&s).len(), 1);
 }
 
+/// A message whose record would exceed `record_bytes_max` is refused alone: `500` for
+/// its TXNR, in its place, and the session goes on.
+#[test]
+fn a_record_over_record_bytes_max_is_refused_alone() {
+    let (_dir, s) = Server::start_in_tempdir(&["--record-bytes-max", "512"]);
+    let mut c = connect(&s);
+    c.write_all(&frame(1, "open", OFFERS)).unwrap();
+    expect(&mut c, &open_ok());
+    let long = format!("<13>1 - h app - - - {}", "y".repeat(600));
+    let mut three = frame(2, "syslog", b"<13>1 - h app - - - before");
+    three.extend(frame(3, "syslog", long.as_bytes()));
+    three.extend(frame(4, "syslog", b"<13>1 - h app - - - after"));
+    three.extend(frame(5, "close", b""));
+    c.write_all(&three).unwrap();
+    let want = format!(
+        "2 rsp 6 200 OK\n{}4 rsp 6 200 OK\n5 rsp 6 200 OK\n",
+        rsp500(3, "record too large: rendered over record_bytes_max 512")
+    );
+    assert_eq!(rest(&mut c), want);
+    let stored: Vec<_> = logs(&s).iter().map(|r| r["message"].clone()).collect();
+    assert_eq!(stored, ["before", "after"]);
+    assert_metrics(s.http, &["ringstash_relp_frames_too_large_total 1"]);
+}
+
+/// On SIGTERM a session gets the answers owed for what became durable, then
+/// `serverclose`; the server exits cleanly.
+#[test]
+fn shutdown_answers_what_is_owed_then_serverclose() {
+    let (_dir, s) = Server::start_in_tempdir(&[]);
+    let mut c = connect(&s);
+    c.write_all(&frame(1, "open", OFFERS)).unwrap();
+    expect(&mut c, &open_ok());
+    c.write_all(&frame(2, "syslog", b"<13>1 - h app - - - last"))
+        .unwrap();
+    expect(&mut c, b"2 rsp 6 200 OK\n");
+    let stopping = std::thread::spawn(move || s.stop());
+    assert_eq!(rest(&mut c), "0 serverclose 0\n");
+    assert!(stopping.join().unwrap().success());
+}
+
 #[test]
 fn over_connections_max_the_open_gets_500_and_idle_sessions_get_serverclose() {
     let (_dir, s) =
