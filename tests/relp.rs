@@ -388,13 +388,22 @@ fn a_failed_fdatasync_is_never_answered_200() {
     assert!(!status.success());
 }
 
-/// Starts a private rsyslogd forwarding its imtcp input to `relp` with omrelp, with a
-/// short reconnect interval.
-fn rsyslog_to(rsyslogd: &std::path::Path, dir: &std::path::Path, relp_port: u16) -> Rsyslog {
+/// Starts a private rsyslogd forwarding its imtcp input to `relp_port` with omrelp,
+/// with a short reconnect interval, and `windowSize` when given (omrelp's default is
+/// 128).
+fn rsyslog_to(
+    rsyslogd: &std::path::Path,
+    dir: &std::path::Path,
+    relp_port: u16,
+    window: Option<u32>,
+) -> Rsyslog {
     let rdir = dir.join("rsyslog");
     std::fs::create_dir_all(&rdir).unwrap();
+    let window = window
+        .map(|w| format!(r#" windowSize="{w}""#))
+        .unwrap_or_default();
     let action = format!(
-        r#"action(type="omrelp" target="127.0.0.1" port="{relp_port}" timeout="5" conn.timeout="2" action.resumeRetryCount="-1" action.resumeInterval="1")"#
+        r#"action(type="omrelp" target="127.0.0.1" port="{relp_port}"{window} timeout="5" conn.timeout="2" action.resumeRetryCount="-1" action.resumeInterval="1")"#
     );
     Rsyslog::start(rsyslogd, &rdir, &["omrelp"], &action)
 }
@@ -406,7 +415,9 @@ fn rsyslog_omrelp_lands_every_message_exactly_once() {
     };
     const N: usize = 100_000;
     let (dir, s) = Server::start_in_tempdir(&[]);
-    let r = rsyslog_to(&rsyslogd, dir.path(), s.relp.port());
+    // The window the README recommends (with omrelp's default of 128 this takes about
+    // 30 s, spent in the client: docs/protocol.md, RELP).
+    let r = rsyslog_to(&rsyslogd, dir.path(), s.relp.port(), Some(1024));
     let t = Instant::now();
     r.feed(&orders(0, N));
     let mut records = wait_records(&s, N, Duration::from_secs(180), || "omrelp".into());
@@ -437,7 +448,8 @@ fn rsyslog_omrelp_resends_after_a_sigkill_and_nothing_is_lost() {
     let data = dir.path().join("data");
     let s = Server::start(&data, &[]);
     let relp = s.relp.to_string();
-    let r = rsyslog_to(&rsyslogd, dir.path(), s.relp.port());
+    // omrelp's default window: up to 128 messages unanswered when the server dies.
+    let r = rsyslog_to(&rsyslogd, dir.path(), s.relp.port(), None);
     r.feed(&orders(0, N));
     // Kill once part of the stream is stored.
     let deadline = Instant::now() + Duration::from_secs(60);
