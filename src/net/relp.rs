@@ -189,20 +189,28 @@ struct Pending {
     first: u32,
 }
 
+/// One connection's protocol state: its session, its renderer and the batch being built.
+struct Decoder<'a> {
+    session: Session,
+    renderer: SyslogRenderer<'a>,
+    pending: Pending,
+}
+
 impl Reader<'_> {
     /// Reads, parses, renders and pushes until the session ends; returns why.
     async fn read_loop(&self, tx: mpsc::Sender<Answer>, enrich: Option<Enrichment>) -> End {
         let (ctx, shared) = (self.ctx, self.shared);
         let s = &ctx.settings;
-        let batch_max = super::batch_bytes_max(s);
         let mut buf: Vec<u8> = Vec::with_capacity(s.read_buffer_bytes);
-        // Starts at two reads' worth and grows only under load, as on TCP.
-        let mut pending = Pending {
-            builder: BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max),
-            first: 0,
+        let mut decoder = Decoder {
+            session: Session::new(),
+            renderer: SyslogRenderer::new(enrich, &ctx.stats),
+            // Starts at two reads' worth and grows only under load, as on TCP.
+            pending: Pending {
+                builder: BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max),
+                first: 0,
+            },
         };
-        let mut renderer = SyslogRenderer::new(enrich, &ctx.stats);
-        let mut session = Session::new();
         loop {
             if shared.unanswered.get() >= s.relp_window_max && !shared.stop.get() {
                 ctx.stats
@@ -232,88 +240,105 @@ impl Reader<'_> {
                 };
             }
             self.last_activity.set(Instant::now());
-            let ts = wal::now_ns();
-            let mut start = 0;
-            let mut ended = None;
-            while ended.is_none() {
-                let frame = match relp::parse(&buf[start..], s.relp_frame_bytes_max) {
-                    Ok(Parsed::Incomplete) => break,
-                    Ok(Parsed::Frame(frame, n)) => {
-                        start += n;
-                        frame
-                    }
-                    Err(e) => {
-                        ended = Some(self.refuse_frame(&e));
-                        continue;
-                    }
-                };
-                let step = match session.step(frame) {
-                    Ok(step) => step,
-                    Err(e) => {
-                        ctx.stats
-                            .relp_protocol_errors_total
-                            .fetch_add(1, Ordering::Relaxed);
-                        ended = Some(refusal(e.txnr(), &e.to_string()));
-                        continue;
-                    }
-                };
-                let reply = match step {
-                    Step::Hint => continue,
-                    Step::Syslog { txnr, message } => {
-                        shared.unanswered.set(shared.unanswered.get() + 1);
-                        let record = renderer.render(message, ts);
-                        let b = &pending.builder;
-                        // A batch holds what one read brought, up to batch_max.
-                        let full = !b.is_empty()
-                            && b.bytes() + RECORD_HEADER_BYTES + record.len() > batch_max;
-                        if full && !self.push(&mut pending, &tx).await {
-                            return End::Server;
-                        }
-                        if pending.builder.is_empty() {
-                            pending.first = txnr;
-                        }
-                        if pending.builder.push(ts, record).is_ok() {
-                            continue;
-                        }
-                        ctx.stats
-                            .relp_frames_too_large_total
-                            .fetch_add(1, Ordering::Relaxed);
-                        let mut bytes = Vec::new();
-                        let why = format!(
-                            "record too large: rendered over record_bytes_max {}",
-                            s.record_bytes_max
-                        );
-                        relp::write_rsp(&mut bytes, txnr, 500, &why, b"");
-                        Answer::Reply { bytes, answers: 1 }
-                    }
-                    Step::Open { txnr } => {
-                        shared.unanswered.set(shared.unanswered.get() + 1);
-                        let mut bytes = Vec::new();
-                        relp::write_open_ok(&mut bytes, txnr);
-                        Answer::Reply { bytes, answers: 1 }
-                    }
-                    Step::Close { txnr } => {
-                        let mut bytes = Vec::new();
-                        relp::write_ok(&mut bytes, txnr);
-                        ended = Some(Answer::Last(bytes));
-                        continue;
-                    }
-                };
-                // In its place among the answers: after the records read before it.
-                if !self.push(&mut pending, &tx).await || tx.send(reply).await.is_err() {
-                    return End::Server;
-                }
-            }
-            if !self.push(&mut pending, &tx).await {
+            let (consumed, last) = match self.frames(&buf, &mut decoder, &tx).await {
+                Ok(done) => done,
+                Err(end) => return end,
+            };
+            if !self.push(&mut decoder.pending, &tx).await {
                 return End::Server;
             }
-            if let Some(last) = ended {
+            if let Some(last) = last {
                 let _ = tx.send(last).await;
                 return End::Answered;
             }
-            buf.drain(..start);
+            buf.drain(..consumed);
             if buf.capacity() > 4 * s.read_buffer_bytes && buf.len() < s.read_buffer_bytes {
                 buf.shrink_to(s.read_buffer_bytes);
+            }
+        }
+    }
+
+    /// Takes the complete frames at the start of `input` (one read's worth): renders
+    /// each message into the batch, pushing it when full, and queues the other answers
+    /// in their place. Returns the bytes consumed (the rest is an incomplete frame)
+    /// and the session's last answer if a frame ended it (`close`, a refusal).
+    ///
+    /// # Errors
+    /// The [`End`] when the connection must stop now (the log refused a batch, or the
+    /// answerer is gone).
+    async fn frames(
+        &self,
+        input: &[u8],
+        d: &mut Decoder<'_>,
+        tx: &mpsc::Sender<Answer>,
+    ) -> Result<(usize, Option<Answer>), End> {
+        let (ctx, shared) = (self.ctx, self.shared);
+        let s = &ctx.settings;
+        let batch_max = super::batch_bytes_max(s);
+        let ts = wal::now_ns(); // one timestamp per read
+        let mut start = 0;
+        loop {
+            let frame = match relp::parse(&input[start..], s.relp_frame_bytes_max) {
+                Ok(Parsed::Incomplete) => return Ok((start, None)),
+                Ok(Parsed::Frame(frame, n)) => {
+                    start += n;
+                    frame
+                }
+                Err(e) => return Ok((start, Some(self.refuse_frame(&e)))),
+            };
+            let step = match d.session.step(frame) {
+                Ok(step) => step,
+                Err(e) => {
+                    ctx.stats
+                        .relp_protocol_errors_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok((start, Some(refusal(e.txnr(), &e.to_string()))));
+                }
+            };
+            let reply = match step {
+                Step::Hint => continue,
+                Step::Syslog { txnr, message } => {
+                    shared.unanswered.set(shared.unanswered.get() + 1);
+                    let record = d.renderer.render(message, ts);
+                    let b = &d.pending.builder;
+                    // A batch holds what one read brought, up to batch_max.
+                    let full =
+                        !b.is_empty() && b.bytes() + RECORD_HEADER_BYTES + record.len() > batch_max;
+                    if full && !self.push(&mut d.pending, tx).await {
+                        return Err(End::Server);
+                    }
+                    if d.pending.builder.is_empty() {
+                        d.pending.first = txnr;
+                    }
+                    if d.pending.builder.push(ts, record).is_ok() {
+                        continue;
+                    }
+                    ctx.stats
+                        .relp_frames_too_large_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    let mut bytes = Vec::new();
+                    let why = format!(
+                        "record too large: rendered over record_bytes_max {}",
+                        s.record_bytes_max
+                    );
+                    relp::write_rsp(&mut bytes, txnr, 500, &why, b"");
+                    Answer::Reply { bytes, answers: 1 }
+                }
+                Step::Open { txnr } => {
+                    shared.unanswered.set(shared.unanswered.get() + 1);
+                    let mut bytes = Vec::new();
+                    relp::write_open_ok(&mut bytes, txnr);
+                    Answer::Reply { bytes, answers: 1 }
+                }
+                Step::Close { txnr } => {
+                    let mut bytes = Vec::new();
+                    relp::write_ok(&mut bytes, txnr);
+                    return Ok((start, Some(Answer::Last(bytes))));
+                }
+            };
+            // In its place among the answers: after the records read before it.
+            if !self.push(&mut d.pending, tx).await || tx.send(reply).await.is_err() {
+                return Err(End::Server);
             }
         }
     }
