@@ -166,6 +166,34 @@ pub fn spawn_idle_watchdog(
     });
 }
 
+/// The idle watchdog of a stream connection (raw TCP, syslog, RELP): after
+/// `tcp_idle_timeout_ms` without input, counts it in `tcp_idle_closed_total`, calls
+/// `on_fire` (which tells the connection why) and shuts its reading side, so that its
+/// pending read returns 0.
+pub fn spawn_stream_idle_watchdog(
+    fd: RawFd,
+    ctx: &Arc<NetCtx>,
+    last_activity: &Rc<Cell<Instant>>,
+    guard: &ConnGuard,
+    on_fire: impl FnOnce() + 'static,
+) {
+    let ctx = ctx.clone();
+    let timeout = Duration::from_millis(ctx.settings.tcp_idle_timeout_ms);
+    spawn_idle_watchdog(
+        fd,
+        last_activity.clone(),
+        guard.closed.clone(),
+        timeout,
+        libc::SHUT_RD,
+        move || {
+            ctx.stats
+                .tcp_idle_closed_total
+                .fetch_add(1, Ordering::Relaxed);
+            on_fire();
+        },
+    );
+}
+
 /// Why a batch could not be pushed.
 #[derive(Debug)]
 pub enum PushFail {

@@ -125,20 +125,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, regist
     let shared = Rc::new(Shared::default());
     let last_activity = Rc::new(Cell::new(Instant::now()));
     {
-        let (shared, ctx) = (shared.clone(), ctx.clone());
-        conn::spawn_idle_watchdog(
-            fd,
-            last_activity.clone(),
-            guard.closed.clone(),
-            Duration::from_millis(ctx.settings.tcp_idle_timeout_ms),
-            libc::SHUT_RD,
-            move || {
-                ctx.stats
-                    .tcp_idle_closed_total
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.stop();
-            },
-        );
+        let shared = shared.clone();
+        conn::spawn_stream_idle_watchdog(fd, &ctx, &last_activity, &guard, move || shared.stop());
     }
     let (tx, rx) = mpsc::channel::<Answer>(ctx.settings.connection_batches_max);
     let answerer = tokio_uring::spawn(answer(stream.clone(), rx, shared.clone(), fd));

@@ -139,7 +139,13 @@ pub async fn serve(
     connections.fetch_add(1, Ordering::Relaxed);
     let shared = Rc::new(Shared::default());
     let last_activity = Rc::new(Cell::new(Instant::now()));
-    spawn_watchdog(fd, &ctx, &shared, &last_activity, &guard);
+    {
+        let shared = shared.clone();
+        let idle_ms = ctx.settings.tcp_idle_timeout_ms;
+        conn::spawn_stream_idle_watchdog(fd, &ctx, &last_activity, &guard, move || {
+            shared.set_fatal("idle_timeout", format!("nothing received for {idle_ms} ms"));
+        });
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Completion>(ctx.settings.connection_batches_max);
     let drainer = tokio_uring::spawn(drain(rx, shared.clone(), fd));
     let writer = (mode == Mode::Acked)
@@ -186,31 +192,6 @@ pub async fn serve(
         }
     }
     drop(guard);
-}
-
-/// Closes the connection's reading side after `tcp_idle_timeout_ms` without input.
-fn spawn_watchdog(
-    fd: i32,
-    ctx: &Arc<NetCtx>,
-    shared: &Rc<Shared>,
-    last_activity: &Rc<Cell<Instant>>,
-    guard: &ConnGuard,
-) {
-    let (shared, ctx) = (shared.clone(), ctx.clone());
-    let idle_ms = ctx.settings.tcp_idle_timeout_ms;
-    conn::spawn_idle_watchdog(
-        fd,
-        last_activity.clone(),
-        guard.closed.clone(),
-        Duration::from_millis(idle_ms),
-        libc::SHUT_RD,
-        move || {
-            ctx.stats
-                .tcp_idle_closed_total
-                .fetch_add(1, Ordering::Relaxed);
-            shared.set_fatal("idle_timeout", format!("nothing received for {idle_ms} ms"));
-        },
-    );
 }
 
 /// The reading side of one connection.
