@@ -11,7 +11,7 @@
 //! | commit | `wal::writer` | the group-commit writer thread: gather → write → fdatasync via io_uring, then complete |
 //! | storage | [`wal::segment`], [`wal::recovery`] | segment files, sparse index, recovery of a torn tail |
 //! | read | [`wal::reader`], [`wal::check`] | cursors over committed records; full verification |
-//! | ingest | [`net`] | pinned reactors (tokio-uring, SO_REUSEPORT): raw TCP lines and HTTP, framed by sans-I/O [`net::lines`] and [`http_proto`], acked by [`net::acks`]; `POST /v1/logs` bodies read by sans-I/O [`net::logs_body`] and [`net::otlp`] (OpenTelemetry logs) |
+//! | ingest | [`net`] | pinned reactors (tokio-uring, SO_REUSEPORT): raw TCP lines, syslog, RELP and HTTP, framed by sans-I/O [`net::lines`], [`syslog`] (RFC 6587 frames, RELP sessions, messages to records) and [`http_proto`], acked by [`net::acks`] (RELP: [`net::relp`]); `POST /v1/logs` bodies read by sans-I/O [`net::logs_body`] and [`net::otlp`] (OpenTelemetry logs) |
 //! | query | [`query`] | below ingest and fan-out: filters, JSON rendering, the one bounded scan, the read API over a read-only [`wal::LogView`] |
 //! | HTTP wire | [`http_proto`] | below ingest and fan-out: HTTP/1.1 request heads, chunked bodies, responses and refusals, as sans-I/O state machines |
 //! | fan-out | [`fanout`] | the pinned fan-out core (mio): committed records to WebSocket subscribers, each a cursor; live from an in-memory window, catch-up from the segment files; filters; the dashboard page |

@@ -1,11 +1,13 @@
-//! The network front end: thread-per-core reactors, raw TCP and HTTP ingest.
+//! The network front end: thread-per-core reactors, raw TCP, syslog, RELP and HTTP
+//! ingest.
 //!
 //! Each reactor is a thread pinned to a core running its own tokio-uring runtime with
 //! its own `SO_REUSEPORT` listeners, so the kernel spreads connections across cores
 //! with no shared accept lock. Protocol logic lives in sans-I/O modules ([`lines`],
-//! [`acks`], [`logs_body`] and [`otlp`] for `POST /v1/logs`, and the crate's
+//! [`acks`], [`logs_body`] and [`otlp`] for `POST /v1/logs`, the crate's
+//! [`syslog`](crate::syslog) for syslog framing, RELP and rendering, and
 //! [`http_proto`](crate::http_proto), shared with the fan-out) that the drivers
-//! ([`tcp`], [`http`]) feed with bytes.
+//! ([`tcp`], [`relp`], [`http`]) feed with bytes.
 
 pub mod acks;
 pub mod conn;
