@@ -486,6 +486,40 @@ mod tests {
         }
     }
 
+    /// Arbitrary bytes never panic the parser, never make it consume more than it was
+    /// given, and a refusal is the same whatever follows the wrong byte.
+    #[test]
+    fn arbitrary_bytes_are_parsed_or_refused_without_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Mostly the frame's own alphabet, so that parsing gets past the header often.
+        const ALPHABET: &[u8] = b"0123456789 syslogopenclose\nx";
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            match parse(&input, 16) {
+                Ok(Parsed::Frame(f, n)) => {
+                    assert!(n <= input.len());
+                    assert_eq!(input[n - 1], b'\n');
+                    assert!(f.data.len() <= 16);
+                }
+                Ok(Parsed::Incomplete) => {}
+                Err(e) => {
+                    let mut longer = input.clone();
+                    longer.extend_from_slice(b"1 syslog 1 x\n");
+                    assert_eq!(parse(&longer, 16), Err(e), "{input:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_txnr_is_refused_at_its_first_wrong_byte() {
         for bad in [
