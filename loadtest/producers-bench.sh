@@ -33,17 +33,15 @@ common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size 
 
 rate() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["landed"]; print(int(r["records_per_s"]) if r["complete"] else "incomplete:%d" % r["records_per_s"])' "$1"; }
 
-run_ringstash() { # round
-    local r=$1 d="$work/ringstash-$1"
+run_ringstash() { # round format listener: a fresh server and data directory per run,
+    # so no run pays for the page cache and writeback an earlier one left behind
+    local r=$1 f=$2 d="$work/ringstash-$1-$2" addr
     mkdir -p "$d"
     start_ringstash "$RS" "$d/data" "$d/serve.log"
-    local landed="$RS_HTTP/ringstash_records_committed_total"
-    "$LT" run --mode tcp --addr "$RS_TCP_ONEWAY" "${common[@]}" --server-pid "$RS_PID" \
-        --landed-metric "$landed" --json-file "$work/results/ringstash-tcp-$r.json" >/dev/null
-    for f in syslog syslog-octet; do
-        "$LT" run --mode tcp --format "$f" --addr "$RS_SYSLOG" "${common[@]}" --server-pid "$RS_PID" \
-            --landed-metric "$landed" --json-file "$work/results/ringstash-$f-$r.json" >/dev/null
-    done
+    case $3 in tcp) addr=$RS_TCP_ONEWAY ;; syslog) addr=$RS_SYSLOG ;; esac
+    "$LT" run --mode tcp --format "$f" --addr "$addr" "${common[@]}" --server-pid "$RS_PID" \
+        --landed-metric "$RS_HTTP/ringstash_records_committed_total" \
+        --json-file "$work/results/ringstash-$([ "$3" = tcp ] && echo tcp || echo "$f")-$r.json" >/dev/null
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
     rm -rf "$d/data"
 }
@@ -64,9 +62,11 @@ run_rsyslog() { # round format
 
 echo "producers-bench: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype, $rounds rounds, $conns conns, batch $batch, $size-byte records"
 for r in $(seq 1 "$rounds"); do
-    run_ringstash "$r"
+    run_ringstash "$r" text tcp
     run_rsyslog "$r" text
+    run_ringstash "$r" syslog syslog
     run_rsyslog "$r" syslog
+    run_ringstash "$r" syslog-octet syslog
     run_rsyslog "$r" syslog-octet
     echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") records/s"
 done
