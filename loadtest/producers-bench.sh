@@ -20,7 +20,8 @@
 # Usage: loadtest/producers-bench.sh      Environment: DURATION (5s), WARMUP (1s),
 #   CONNS (4), BATCH (1024), SIZE (128), ROUNDS (3), WORKDIR (target/producers, not
 #   tmpfs), PEERS_DIR (../shared/peers), RELP_WINDOW (1024; omrelp's default is 128,
-#   which caps either receiver near 3,000 messages/s: see docs/protocol.md, RELP).
+#   which caps either receiver near 3,000 messages/s on loopback: see
+#   docs/protocol.md, RELP).
 # Output: one line per run, then medians and ratios; JSON reports under $WORKDIR/results.
 set -euo pipefail
 # shellcheck source=loadtest/serve-lib.sh
@@ -68,21 +69,15 @@ EOF
 
 rate() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["landed"]; print(int(r["records_per_s"]) if r["complete"] else "incomplete:%d" % r["records_per_s"])' "$1"; }
 
-run_ringstash() { # round
-    local r=$1 d="$work/ringstash-$1"
+run_ringstash() { # round format listener: a fresh server and data directory per run,
+    # so no run pays for the page cache and writeback an earlier one left behind
+    local r=$1 f=$2 d="$work/ringstash-$1-$2" addr
     mkdir -p "$d"
     start_ringstash "$RS" "$d/data" "$d/serve.log"
-    local landed="$RS_HTTP/ringstash_records_committed_total"
-    "$LT" run --mode tcp --addr "$RS_TCP_ONEWAY" "${common[@]}" --server-pid "$RS_PID" \
-        --landed-metric "$landed" --json-file "$work/results/ringstash-tcp-$r.json" >/dev/null
-    for f in syslog syslog-octet; do
-        "$LT" run --mode tcp --format "$f" --addr "$RS_SYSLOG" "${common[@]}" --server-pid "$RS_PID" \
-            --landed-metric "$landed" --json-file "$work/results/ringstash-$f-$r.json" >/dev/null
-    done
-    start_relp_sender "$d/sender" "${RS_RELP##*:}"
-    "$LT" run --mode tcp --format syslog --addr "127.0.0.1:$SENDER_PORT" "${common[@]}" --server-pid "$RS_PID" \
-        --landed-metric "$landed" --json-file "$work/results/ringstash-relp-$r.json" >/dev/null
-    kill "$SENDER_PID"; wait "$SENDER_PID" 2>/dev/null || true
+    case $3 in tcp) addr=$RS_TCP_ONEWAY ;; syslog) addr=$RS_SYSLOG ;; esac
+    "$LT" run --mode tcp --format "$f" --addr "$addr" "${common[@]}" --server-pid "$RS_PID" \
+        --landed-metric "$RS_HTTP/ringstash_records_committed_total" \
+        --json-file "$work/results/ringstash-$([ "$3" = tcp ] && echo tcp || echo "$f")-$r.json" >/dev/null
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
     rm -rf "$d/data"
 }
@@ -101,7 +96,19 @@ run_rsyslog() { # round format
     rm -f "$d/out.log"
 }
 
-run_rsyslog_relp() { # round
+run_ringstash_relp() { # round: a fresh server, fed through an omrelp sender
+    local r=$1 d="$work/ringstash-$1-relp"
+    mkdir -p "$d"
+    start_ringstash "$RS" "$d/data" "$d/serve.log"
+    start_relp_sender "$d/sender" "${RS_RELP##*:}"
+    "$LT" run --mode tcp --format syslog --addr "127.0.0.1:$SENDER_PORT" "${common[@]}" --server-pid "$RS_PID" \
+        --landed-metric "$RS_HTTP/ringstash_records_committed_total" \
+        --json-file "$work/results/ringstash-relp-$r.json" >/dev/null
+    kill "$SENDER_PID" "$RS_PID"; wait "$SENDER_PID" "$RS_PID" 2>/dev/null || true
+    rm -rf "$d/data"
+}
+
+run_rsyslog_relp() { # round: the same sender into rsyslog's imrelp, written with sync="on"
     local r=$1 d="$work/rsyslog-$1-relp" port pid
     mkdir -p "$d/receiver"
     port=$(free_port)
@@ -128,10 +135,13 @@ EOF
 
 echo "producers-bench: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype, $rounds rounds, $conns conns, batch $batch, $size-byte records"
 for r in $(seq 1 "$rounds"); do
-    run_ringstash "$r"
+    run_ringstash "$r" text tcp
     run_rsyslog "$r" text
+    run_ringstash "$r" syslog syslog
     run_rsyslog "$r" syslog
+    run_ringstash "$r" syslog-octet syslog
     run_rsyslog "$r" syslog-octet
+    run_ringstash_relp "$r"
     run_rsyslog_relp "$r"
     echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
 done

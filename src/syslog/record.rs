@@ -100,12 +100,20 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    /// `k` is one of this module's own field names (or an enrichment field's): plain
+    /// ASCII that needs no escaping, so it is copied as it is.
     fn key(&mut self, k: &str) {
+        debug_assert!(
+            k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{k}"
+        );
         if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
-        json_str(self.out, k);
-        self.out.push(b':');
+        self.out.reserve(k.len() + 3);
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     fn str(&mut self, k: &str, v: &str) {
@@ -204,7 +212,7 @@ fn pri_prefix(text: &str) -> Option<(u8, &str)> {
 /// exit so that it vectorises: with one (`all`) it was a fifth of the time of
 /// rendering an RFC 3164 message (`cargo bench --bench syslog`).
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    let special = s.bytes().fold(0u8, |acc, b| {
+    let special = s.as_bytes().iter().fold(0u8, |acc, &b| {
         acc | u8::from(b < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\')
     });
     if special == 0 {
