@@ -4,21 +4,10 @@
 //! bytes after a request stay in the buffer for the next one. An ingest response is
 //! written only after the request's records are durable.
 
-use std::{
-    cell::Cell,
-    net::SocketAddr,
-    os::fd::AsRawFd,
-    rc::Rc,
-    sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
-};
-
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
+use super::driver::*;
 use super::{
-    NetCtx,
-    conn::{self, ConnGuard, PushFail, Registry},
     enrich::RequestInfo,
     framing::{Framing, Target},
     lines::LineFramer,
@@ -30,7 +19,7 @@ use crate::{
     http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     query::read::{self, ReadApiError, ReadLimits},
     stats,
-    wal::{self, BatchBuilder, Committed},
+    wal::Committed,
 };
 
 /// A response ready to write.

@@ -12,6 +12,7 @@
 pub mod acks;
 pub mod conn;
 pub mod dashboard;
+mod driver;
 pub mod enrich;
 pub mod framing;
 pub mod http;

@@ -28,27 +28,16 @@
 //! records go out first, then `serverclose`. Messages of a batch that failed are never
 //! answered: the client sends them again on its next connection.
 
-use std::{
-    cell::Cell,
-    net::SocketAddr,
-    os::fd::AsRawFd,
-    rc::Rc,
-    sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
-};
-
 use tokio::sync::mpsc;
-use tokio_uring::net::TcpStream;
 
+use super::driver::*;
 use super::{
-    NetCtx,
-    conn::{self, ConnGuard, PushFail, Registry},
     framing::{Enrichment, SyslogRenderer},
     tcp::{clean_end, read_more},
 };
 use crate::{
     syslog::relp::{self, FrameError, Parsed, Session, Step},
-    wal::{self, BatchBuilder, Completion, format::RECORD_HEADER_BYTES},
+    wal::{Completion, format::RECORD_HEADER_BYTES},
 };
 
 /// Answers the answerer gathers into one write at most (it writes sooner when the
@@ -262,7 +251,6 @@ impl Reader<'_> {
     ) -> Result<(usize, Option<Answer>), End> {
         let (ctx, shared) = (self.ctx, self.shared);
         let s = &ctx.settings;
-        let batch_max = super::batch_bytes_max(s);
         let ts = wal::now_ns(); // one timestamp per read
         let mut start = 0;
         loop {
@@ -287,30 +275,10 @@ impl Reader<'_> {
                 Step::Hint => continue,
                 Step::Syslog { txnr, message } => {
                     shared.unanswered.set(shared.unanswered.get() + 1);
-                    let record = d.renderer.render(message, ts);
-                    let b = &d.pending.builder;
-                    // A batch holds what one read brought, up to batch_max.
-                    let full =
-                        !b.is_empty() && b.bytes() + RECORD_HEADER_BYTES + record.len() > batch_max;
-                    if full && !self.push(&mut d.pending, tx).await {
-                        return Err(End::Server);
+                    match self.store(txnr, message, ts, d, tx).await? {
+                        None => continue,
+                        Some(refused) => refused,
                     }
-                    if d.pending.builder.is_empty() {
-                        d.pending.first = txnr;
-                    }
-                    if d.pending.builder.push(ts, record).is_ok() {
-                        continue;
-                    }
-                    ctx.stats
-                        .relp_frames_too_large_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    let mut bytes = Vec::new();
-                    let why = format!(
-                        "record too large: rendered over record_bytes_max {}",
-                        s.record_bytes_max
-                    );
-                    relp::write_rsp(&mut bytes, txnr, 500, &why, b"");
-                    Answer::Reply { bytes, answers: 1 }
                 }
                 Step::Open { txnr } => {
                     shared.unanswered.set(shared.unanswered.get() + 1);
@@ -329,6 +297,48 @@ impl Reader<'_> {
                 return Err(End::Server);
             }
         }
+    }
+
+    /// Renders one `syslog` message into the connection's batch (pushing the batch
+    /// first if it is full). `Some(rsp 500)` when the rendered record is over
+    /// `record_bytes_max`: that message alone is refused, and the session goes on.
+    ///
+    /// # Errors
+    /// [`End::Server`] when a full batch could not be pushed.
+    async fn store(
+        &self,
+        txnr: u32,
+        message: &[u8],
+        ts: u64,
+        d: &mut Decoder<'_>,
+        tx: &mpsc::Sender<Answer>,
+    ) -> Result<Option<Answer>, End> {
+        let s = &self.ctx.settings;
+        let batch_max = super::batch_bytes_max(s);
+        let record = d.renderer.render(message, ts);
+        let b = &d.pending.builder;
+        // A batch holds what one read brought, up to batch_max.
+        let full = !b.is_empty() && b.bytes() + RECORD_HEADER_BYTES + record.len() > batch_max;
+        if full && !self.push(&mut d.pending, tx).await {
+            return Err(End::Server);
+        }
+        if d.pending.builder.is_empty() {
+            d.pending.first = txnr;
+        }
+        if d.pending.builder.push(ts, record).is_ok() {
+            return Ok(None);
+        }
+        self.ctx
+            .stats
+            .relp_frames_too_large_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        let why = format!(
+            "record too large: rendered over record_bytes_max {}",
+            s.record_bytes_max
+        );
+        relp::write_rsp(&mut bytes, txnr, 500, &why, b"");
+        Ok(Some(Answer::Reply { bytes, answers: 1 }))
     }
 
     /// The answer to a frame that cannot be parsed: counted, `rsp 500` with its TXNR
@@ -384,6 +394,52 @@ impl Reader<'_> {
     }
 }
 
+/// What [`write_answer`] did with one answer.
+enum Written {
+    /// Wrote this many answers into the buffer.
+    Answers(usize),
+    /// Wrote the connection's last bytes.
+    Last,
+    /// The batch failed: nothing was written, and nothing after it may be.
+    Failed,
+}
+
+/// Awaits `a` (a batch's durability) and writes what it answers into `out`.
+async fn write_answer(a: Answer, out: &mut Vec<u8>, shared: &Shared, fd: i32) -> Written {
+    match a {
+        Answer::Stored {
+            completion,
+            first,
+            count,
+        } => match completion.await {
+            Ok(_) => {
+                let mut txnr = first;
+                for _ in 0..count {
+                    relp::write_ok(out, txnr);
+                    txnr = relp::next_txnr(txnr);
+                }
+                Written::Answers(count as usize)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a RELP batch failed; its messages are not answered");
+                shared.stop();
+                // Stop the reader: its pending read returns 0.
+                // SAFETY: the connection (and so fd) outlives this task: serve() awaits it.
+                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+                Written::Failed
+            }
+        },
+        Answer::Reply { bytes, answers } => {
+            out.extend_from_slice(&bytes);
+            Written::Answers(answers)
+        }
+        Answer::Last(bytes) => {
+            out.extend_from_slice(&bytes);
+            Written::Last
+        }
+    }
+}
+
 /// `rsp 500 <why>` for `txnr`, then the `serverclose` hint: the connection's last bytes.
 fn refusal(txnr: u32, why: &str) -> Answer {
     let mut bytes = Vec::new();
@@ -419,37 +475,14 @@ async fn answer(
         let (mut answered, mut last) = (0usize, false);
         let mut item = Some(next);
         while let Some(a) = item.take() {
-            match a {
-                Answer::Stored {
-                    completion,
-                    first,
-                    count,
-                } => match completion.await {
-                    Ok(_) => {
-                        let mut txnr = first;
-                        for _ in 0..count {
-                            relp::write_ok(&mut out, txnr);
-                            txnr = relp::next_txnr(txnr);
-                        }
-                        answered += count as usize;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a RELP batch failed; its messages are not answered");
-                        failed = true;
-                        shared.stop();
-                        // Stop the reader: its pending read returns 0.
-                        // SAFETY: the connection (and so fd) outlives this task: serve() awaits it.
-                        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
-                        break;
-                    }
-                },
-                Answer::Reply { bytes, answers } => {
-                    out.extend_from_slice(&bytes);
-                    answered += answers;
-                }
-                Answer::Last(bytes) => {
-                    out.extend_from_slice(&bytes);
+            match write_answer(a, &mut out, &shared, fd).await {
+                Written::Answers(n) => answered += n,
+                Written::Last => {
                     last = true;
+                    break;
+                }
+                Written::Failed => {
+                    failed = true;
                     break;
                 }
             }

@@ -21,28 +21,15 @@
 //!   task that writes, so a client that never reads its acks stalls only this task,
 //!   never ingest (acks coalesce meanwhile).
 
-use std::{
-    cell::{Cell, RefCell},
-    net::SocketAddr,
-    os::fd::AsRawFd,
-    rc::Rc,
-    sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
-};
+use std::cell::RefCell;
 
-use tokio_uring::{buf::BoundedBuf, net::TcpStream};
-
+use super::driver::*;
 use super::{
-    NetCtx,
     acks::AckState,
-    conn::{self, ConnGuard, PushFail, Registry},
     framing::{Enrichment, Framing, SyslogFraming, Target},
     lines::LineFramer,
 };
-use crate::{
-    error::AppendError,
-    wal::{self, BatchBuilder, Completion},
-};
+use crate::{error::AppendError, wal::Completion};
 
 /// Error lines queued for a client that is not reading are capped here; the rest are
 /// counted and summarised.
