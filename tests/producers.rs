@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, columns, get_logs, http, metrics, require_tool, run_ok, stored_payloads};
+use common::{Server, columns, get_logs, http, metric, require_tool, run_ok, stored_payloads};
 
 /// Waits until the server has committed `n` records (GET /v1/logs's committed_end).
 fn wait_committed(s: &Server, n: u64) {
@@ -42,16 +42,6 @@ fn send_one_way(to: std::net::SocketAddr, bytes: &[u8]) {
     let mut said = Vec::new();
     c.read_to_end(&mut said).unwrap();
     assert!(said.is_empty(), "the server wrote {said:?}");
-}
-
-/// A metric's value in `/metrics`.
-fn metric(s: &Server, name: &str) -> u64 {
-    let m = metrics(s.http);
-    m.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{m}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -86,7 +76,7 @@ fn fire_and_forget_senders_that_close_without_reading_lose_nothing() {
             "record {k}: {p}"
         );
     }
-    assert_eq!(metric(&s, "ringstash_tcp_partial_discarded_total"), 0);
+    assert_eq!(metric(s.http, "ringstash_tcp_partial_discarded_total"), 0);
 }
 
 #[test]
@@ -96,7 +86,7 @@ fn the_one_way_listener_never_writes_and_counts_its_refusals() {
     send_one_way(s.tcp, format!("first\n{long}\nlast\n").as_bytes());
     wait_committed(&s, 2);
     assert_eq!(stored_payloads(&s.data_dir), ["first", "last"]);
-    assert_eq!(metric(&s, "ringstash_tcp_records_too_large_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_tcp_records_too_large_total"), 1);
     // The acked listener still answers.
     let acks = common::tcp_send_all(s.tcp_acked, b"acked\n");
     assert_eq!(acks, "ack 1 2\n");
@@ -123,7 +113,7 @@ fn a_partial_last_line_is_a_record_after_a_fin_and_discarded_after_a_reset() {
     drop(c);
     wait_committed(&s, 3);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&s, "ringstash_tcp_partial_discarded_total") == 0 {
+    while metric(s.http, "ringstash_tcp_partial_discarded_total") == 0 {
         assert!(
             Instant::now() < deadline,
             "the partial line was not counted"
@@ -134,7 +124,7 @@ fn a_partial_last_line_is_a_record_after_a_fin_and_discarded_after_a_reset() {
         stored_payloads(&s.data_dir),
         ["one", "two-without-newline", "three"]
     );
-    assert_eq!(metric(&s, "ringstash_tcp_partial_discarded_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_tcp_partial_discarded_total"), 1);
 }
 
 /// `logger --tcp` to the syslog listener with these extra arguments.
@@ -223,8 +213,8 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["message"], "card declined");
     assert_eq!(get_logs(&s, "from=earliest&service=cron").len(), 2);
-    assert_eq!(metric(&s, "ringstash_syslog_records_total"), 4);
-    assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 0);
+    assert_eq!(metric(s.http, "ringstash_syslog_records_total"), 4);
+    assert_eq!(metric(s.http, "ringstash_syslog_unparsed_total"), 0);
 }
 
 #[test]
@@ -245,9 +235,9 @@ fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
     assert_eq!(all[1]["message"], "after");
     assert_eq!(all[2]["message"], "cut");
     assert_eq!(all[2]["level"], "error", "a bare <PRI> still counts");
-    assert_eq!(metric(&s, "ringstash_syslog_frames_too_large_total"), 1);
-    assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 1);
-    assert_eq!(metric(&s, "ringstash_syslog_truncated_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_syslog_frames_too_large_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_syslog_unparsed_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_syslog_truncated_total"), 1);
 }
 
 #[test]
@@ -306,7 +296,7 @@ fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
         ]
     );
     assert_eq!(all[0]["client_ip"], "127.0.0.1");
-    assert_eq!(metric(&s, "ringstash_syslog_udp_datagrams_total"), 5);
-    assert_eq!(metric(&s, "ringstash_syslog_frames_too_large_total"), 1);
-    assert_eq!(metric(&s, "ringstash_syslog_udp_drops_total"), 0);
+    assert_eq!(metric(s.http, "ringstash_syslog_udp_datagrams_total"), 5);
+    assert_eq!(metric(s.http, "ringstash_syslog_frames_too_large_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_syslog_udp_drops_total"), 0);
 }

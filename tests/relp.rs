@@ -42,6 +42,14 @@ fn open_ok() -> Vec<u8> {
     format!("1 rsp {} {body}\n", body.len()).into_bytes()
 }
 
+/// A connection whose session is open: `open` sent and its answer read.
+fn open_session(s: &Server) -> TcpStream {
+    let mut c = connect(s);
+    c.write_all(&frame(1, "open", OFFERS)).unwrap();
+    expect(&mut c, &open_ok());
+    c
+}
+
 fn connect(s: &Server) -> TcpStream {
     let c = TcpStream::connect(s.relp).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -82,9 +90,7 @@ fn logs(s: &Server) -> Vec<serde_json::Value> {
 #[test]
 fn open_syslog_close_answers_byte_by_byte_and_200_means_stored() {
     let (_dir, s) = Server::start_in_tempdir(&[]);
-    let mut c = connect(&s);
-    c.write_all(&frame(1, "open", OFFERS)).unwrap();
-    expect(&mut c, &open_ok());
+    let mut c = open_session(&s);
     // Two messages in one write: one batch, answered in TXNR order.
     let mut two = frame(
         2,
@@ -165,9 +171,7 @@ fn frames_split_across_writes_are_answered_once_whole() {
 fn bad_input_gets_rsp_500_and_costs_only_its_connection() {
     let (_dir, s) = Server::start_in_tempdir(&["--relp-frame-bytes-max", "1024"]);
     let refused = |input: &[u8], want: String| {
-        let mut c = connect(&s);
-        c.write_all(&frame(1, "open", OFFERS)).unwrap();
-        expect(&mut c, &open_ok());
+        let mut c = open_session(&s);
         c.write_all(input).unwrap();
         assert_eq!(
             rest(&mut c),
@@ -241,9 +245,7 @@ fn bad_input_gets_rsp_500_and_costs_only_its_connection() {
 #[test]
 fn a_record_over_record_bytes_max_is_refused_alone() {
     let (_dir, s) = Server::start_in_tempdir(&["--record-bytes-max", "512"]);
-    let mut c = connect(&s);
-    c.write_all(&frame(1, "open", OFFERS)).unwrap();
-    expect(&mut c, &open_ok());
+    let mut c = open_session(&s);
     let long = format!("<13>1 - h app - - - {}", "y".repeat(600));
     let mut three = frame(2, "syslog", b"<13>1 - h app - - - before");
     three.extend(frame(3, "syslog", long.as_bytes()));
@@ -265,9 +267,7 @@ fn a_record_over_record_bytes_max_is_refused_alone() {
 #[test]
 fn shutdown_answers_what_is_owed_then_serverclose() {
     let (_dir, s) = Server::start_in_tempdir(&[]);
-    let mut c = connect(&s);
-    c.write_all(&frame(1, "open", OFFERS)).unwrap();
-    expect(&mut c, &open_ok());
+    let mut c = open_session(&s);
     c.write_all(&frame(2, "syslog", b"<13>1 - h app - - - last"))
         .unwrap();
     expect(&mut c, b"2 rsp 6 200 OK\n");
@@ -280,9 +280,7 @@ fn shutdown_answers_what_is_owed_then_serverclose() {
 fn over_connections_max_the_open_gets_500_and_idle_sessions_get_serverclose() {
     let (_dir, s) =
         Server::start_in_tempdir(&["--connections-max", "1", "--tcp-idle-timeout-ms", "500"]);
-    let mut first = connect(&s);
-    first.write_all(&frame(1, "open", OFFERS)).unwrap();
-    expect(&mut first, &open_ok());
+    let mut first = open_session(&s);
     let mut second = connect(&s);
     second.write_all(&frame(1, "open", OFFERS)).unwrap();
     assert_eq!(
@@ -327,9 +325,7 @@ fn rsp_200_waits_for_the_commit_and_the_window_stops_reading() {
         &["--relp-window-max", "4", "--groups-in-flight-max", "1"],
         &[("RINGSTASH_FAILPOINTS", "group_delay_ms=300")],
     );
-    let mut c = connect(&s);
-    c.write_all(&frame(1, "open", OFFERS)).unwrap();
-    expect(&mut c, &open_ok());
+    let mut c = open_session(&s);
     let t = Instant::now();
     c.write_all(&frame(2, "syslog", b"<13>1 - h app - - - slow"))
         .unwrap();
@@ -352,14 +348,8 @@ fn rsp_200_waits_for_the_commit_and_the_window_stops_reading() {
     c.write_all(&frame(15, "close", b"")).unwrap();
     let want: String = (3..=15).map(|t| format!("{t} rsp 6 200 OK\n")).collect();
     assert_eq!(rest(&mut c), want);
-    let m = common::metrics(s.http);
-    let waits: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("ringstash_relp_window_full_waits_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(waits >= 1, "{m}");
+    let waits = common::metric(s.http, "ringstash_relp_window_full_waits_total");
+    assert!(waits >= 1, "{waits}");
     assert_eq!(logs(&s).len(), 13);
 }
 
@@ -374,9 +364,7 @@ fn a_failed_fdatasync_is_never_answered_200() {
         &["--groups-in-flight-max", "1"],
         &[("RINGSTASH_FAILPOINTS", "fsync_eio_after=1")],
     );
-    let mut c = connect(&s);
-    c.write_all(&frame(1, "open", OFFERS)).unwrap();
-    expect(&mut c, &open_ok());
+    let mut c = open_session(&s);
     c.write_all(&frame(2, "syslog", b"<13>1 - h app - - - durable"))
         .unwrap();
     expect(&mut c, b"2 rsp 6 200 OK\n");

@@ -211,13 +211,7 @@ fn a_full_ring_makes_producers_wait_and_loses_nothing() {
             .collect()
     });
     assert_eq!(counts, vec![LINES as u64; CONNS]);
-    let m = metrics(server.http);
-    let waits: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("ringstash_ring_full_waits_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let waits = metric(server.http, "ringstash_ring_full_waits_total");
     assert!(
         waits > 0,
         "the ring was never full; the test did not exercise backpressure"

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, metrics, wait_records};
+use common::{Server, metric, wait_records};
 
 /// Where syslog-ng was unpacked; None (SKIP) outside CI, a failure under CI.
 fn syslog_ng_root() -> Option<PathBuf> {
@@ -89,16 +89,6 @@ impl Drop for SyslogNg {
     }
 }
 
-fn metric(s: &Server, name: &str) -> u64 {
-    metrics(s.http)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name} "))
-                .map(|v| v.parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 /// Sends `N` messages through syslog-ng's `destination` and checks each landed once.
 fn delivers_every_message(destination: impl Fn(SocketAddr) -> String, protocol: &str) {
     let Some(root) = syslog_ng_root() else {
@@ -145,8 +135,8 @@ fn delivers_every_message(destination: impl Fn(SocketAddr) -> String, protocol: 
     let twice = seen.iter().filter(|&&n| n > 1).count();
     assert_eq!((missing, twice), (0, 0), "every message exactly once");
     // One connection from syslog-ng for the whole run: it never saw a reason to reconnect.
-    assert_eq!(metric(&s, "ringstash_syslog_connections_total"), 1);
-    assert_eq!(metric(&s, "ringstash_syslog_unparsed_total"), 0);
+    assert_eq!(metric(s.http, "ringstash_syslog_connections_total"), 1);
+    assert_eq!(metric(s.http, "ringstash_syslog_unparsed_total"), 0);
 }
 
 #[test]

@@ -125,6 +125,17 @@ impl Drop for ConnGuard {
     }
 }
 
+/// A stream connection ended other than by the producer's FIN (a reset, an error, an
+/// idle timeout, a shutdown) with `buf` still holding an incomplete line or frame:
+/// that is not a record; it is counted (`tcp_partial_discarded_total`), not stored.
+pub fn discard_partial(ctx: &NetCtx, buf: &[u8]) {
+    if !buf.is_empty() {
+        ctx.stats
+            .tcp_partial_discarded_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Takes a connection slot, or refuses when `connections_max` are open.
 pub fn admit(ctx: &NetCtx) -> bool {
     let open = ctx.gauges.connections_open.fetch_add(1, Ordering::Relaxed);

@@ -198,16 +198,16 @@ impl Reader<'_> {
                 }
             }
             if shared.stop.get() {
-                self.discard_partial(&buf);
+                conn::discard_partial(self.ctx, &buf);
                 return End::Server;
             }
             let Ok(n) = read_more(self.stream, &mut buf).await else {
-                self.discard_partial(&buf); // a reset or an error
+                conn::discard_partial(self.ctx, &buf); // a reset or an error
                 return End::Client;
             };
             if n == 0 {
                 // An incomplete frame is never answered, so the client still holds it.
-                self.discard_partial(&buf);
+                conn::discard_partial(self.ctx, &buf);
                 let ours = shared.stop.get() || ctx.shutting_down.load(Ordering::Relaxed);
                 let fin = clean_end(self.stream.as_raw_fd());
                 return if ours && !fin {
@@ -350,16 +350,6 @@ impl Reader<'_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         refusal(e.txnr().unwrap_or(0), &e.to_string())
-    }
-
-    /// The connection ended with part of a frame buffered: it is not a message.
-    fn discard_partial(&self, buf: &[u8]) {
-        if !buf.is_empty() {
-            self.ctx
-                .stats
-                .tcp_partial_discarded_total
-                .fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// Pushes the batch being built, if any, and hands its completion to the

@@ -202,21 +202,21 @@ impl Conn<'_> {
         let mut reject = |line: u64| shared.reject(ctx, self.mode, line);
         loop {
             if shared.fatal.borrow().is_some() {
-                return self.discard_partial(&buf);
+                return conn::discard_partial(self.ctx, &buf);
             }
             let Ok(n) = read_more(self.stream, &mut buf).await else {
-                return self.discard_partial(&buf); // a reset or an error
+                return conn::discard_partial(self.ctx, &buf); // a reset or an error
             };
             let eof = n == 0;
             if eof && ctx.shutting_down.load(Ordering::Relaxed) {
                 // Stopped by the server, not by the client: a partial line is not a record.
                 shared.set_fatal("shutting_down", "the server is shutting down".into());
-                return self.discard_partial(&buf);
+                return conn::discard_partial(self.ctx, &buf);
             }
             if eof && !clean_end(self.stream.as_raw_fd()) {
                 // Our own SHUT_RD (idle, a failed batch) or a reset whose error a
                 // write already took: not the end the producer meant.
-                return self.discard_partial(&buf);
+                return conn::discard_partial(self.ctx, &buf);
             }
             self.last_activity.set(Instant::now());
             let ts = wal::now_ns();
@@ -247,17 +247,6 @@ impl Conn<'_> {
             if eof {
                 return;
             }
-        }
-    }
-
-    /// The connection ended other than by the producer's FIN: what is left in `buf`
-    /// (an incomplete line or frame) is not a record.
-    fn discard_partial(&self, buf: &[u8]) {
-        if !buf.is_empty() {
-            self.ctx
-                .stats
-                .tcp_partial_discarded_total
-                .fetch_add(1, Ordering::Relaxed);
         }
     }
 

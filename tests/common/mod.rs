@@ -199,6 +199,17 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
     out
 }
 
+/// The value of the series `name` (no labels) in `/metrics`; fails if it is absent.
+#[track_caller]
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let m = metrics(addr);
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{m}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Each JSON record's `keys`, joined by `|` (strings as they are, other values as
 /// JSON; a missing key as `null`), for comparing the fields of many records at once.
 pub fn columns(records: &[serde_json::Value], keys: &[&str]) -> Vec<String> {
