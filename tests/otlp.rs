@@ -207,11 +207,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
         &otlp_request("web", &["three", &big, "four"]),
     ));
     assert_eq!(partial.rejected_log_records, 1);
-    assert!(
-        partial.error_message.contains("record_bytes_max (1024)"),
-        "{}",
-        partial.error_message
-    );
+    assert_contains(&partial.error_message, "record_bytes_max (1024)");
     let json_req = serde_json::to_vec(&otlp_request("web", &[&big])).unwrap();
     let r = post(&[JSON], &json_req);
     assert_eq!(r.status, 200);
@@ -275,12 +271,9 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
     );
     let status = Status::decode(r.body.as_slice()).unwrap();
     assert_eq!(status.code, 3);
-    assert!(
-        status
-            .message
-            .contains("undecodable ExportLogsServiceRequest (protobuf)"),
-        "{}",
-        status.message
+    assert_contains(
+        &status.message,
+        "undecodable ExportLogsServiceRequest (protobuf)",
     );
     let r = post(
         &[JSON],
@@ -302,11 +295,9 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
     );
     let r = post(&[PROTOBUF, ("Content-Encoding", "br")], b"x");
     assert_eq!(r.status, 415);
-    assert!(
-        Status::decode(r.body.as_slice())
-            .unwrap()
-            .message
-            .contains("Content-Encoding \"br\"")
+    assert_contains(
+        &Status::decode(r.body.as_slice()).unwrap().message,
+        "Content-Encoding \"br\"",
     );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&[0; 200_000]).unwrap();
@@ -315,11 +306,9 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
         &gz.finish().unwrap(),
     );
     assert_eq!(r.status, 413);
-    assert!(
-        Status::decode(r.body.as_slice())
-            .unwrap()
-            .message
-            .contains("http_body_decompressed_bytes_max")
+    assert_contains(
+        &Status::decode(r.body.as_slice()).unwrap().message,
+        "http_body_decompressed_bytes_max",
     );
 
     // Records that would render past otlp_records_bytes_max: 413, nothing stored.
@@ -331,12 +320,7 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
     let r = post_otlp(s.http, &req);
     assert_eq!(r.status, 413);
     let status = Status::decode(r.body.as_slice()).unwrap();
-    assert!(
-        status
-            .message
-            .contains("otlp_records_bytes_max (65536 bytes)"),
-        "{status:?}"
-    );
+    assert_contains(&status.message, "otlp_records_bytes_max (65536 bytes)");
 
     // The plain JSON path is unchanged: an array, an object without resourceLogs.
     let r = post(
@@ -389,13 +373,7 @@ fn otlp_validation_refuses_records_alone() {
     }
     let partial = partial_success(&post_otlp(s.http, &req));
     assert_eq!(partial.rejected_log_records, 1);
-    assert!(
-        partial
-            .error_message
-            .contains("log object 1: `message` is missing"),
-        "{}",
-        partial.error_message
-    );
+    assert_contains(&partial.error_message, "log object 1: `message` is missing");
     let records = wait_records(&s, 1, Duration::from_secs(10), || s.stderr_text());
     assert_eq!(records[0]["message"], "kept");
 }

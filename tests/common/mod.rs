@@ -199,6 +199,12 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
     out
 }
 
+/// Fails, showing `text`, unless it contains `part`.
+#[track_caller]
+pub fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} not in {text:?}");
+}
+
 /// The value of the series `name` (no labels) in `/metrics`; fails if it is absent.
 #[track_caller]
 pub fn metric(addr: SocketAddr, name: &str) -> u64 {
