@@ -147,6 +147,9 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
         return;
     }
     let (_dir, s) = Server::start_in_tempdir(&["--node-id", "n1"]);
+    // Each logger is a connection of its own, and records of different connections
+    // are ordered only by when they were committed (the reactors take connections
+    // in parallel): each is awaited before the next, so the records come in call order.
     logger(
         &s,
         &[
@@ -160,6 +163,7 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
             "card declined",
         ],
     );
+    wait_committed(&s, 1);
     logger(
         &s,
         &[
@@ -172,10 +176,12 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
             "paid",
         ],
     );
+    wait_committed(&s, 2);
     logger(
         &s,
         &["--rfc3164", "-t", "cron", "-p", "cron.warning", "job late"],
     );
+    wait_committed(&s, 3);
     logger(
         &s,
         &[
