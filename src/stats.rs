@@ -278,6 +278,16 @@ const fn json_only(json: &'static str, value: fn(&LogView) -> serde_json::Value)
     }
 }
 
+/// A [`LOG_SERIES`] row for one of the writer's counters (`WalStats`), shown in both
+/// renderings; its `/stats` key is the field's name.
+macro_rules! wal_stat {
+    ($field:ident, $prom:literal, $kind:ident, $help:literal) => {
+        both(stringify!($field), $prom, $kind, $help, |l| {
+            l.stats().$field.load(Ordering::Relaxed).into()
+        })
+    };
+}
+
 /// The log's series in `/stats` order; `/metrics` renders the ones with a name, in the
 /// same order. Relaxed loads: independent statistics.
 const LOG_SERIES: &[LogSeries] = {
@@ -293,50 +303,44 @@ const LOG_SERIES: &[LogSeries] = {
         ),
         json_only("start_offset", |l| l.start_offset().into()),
         json_only("fsync", |l| l.config().fsync.to_string().into()),
-        both(
-            "records_committed",
+        wal_stat!(
+            records_committed,
             "records_committed_total",
             Counter,
-            "Records made durable.",
-            |l| l.stats().records_committed.load(R).into(),
+            "Records made durable."
         ),
-        both(
-            "bytes_committed",
+        wal_stat!(
+            bytes_committed,
             "bytes_committed_total",
             Counter,
-            "Framed bytes made durable.",
-            |l| l.stats().bytes_committed.load(R).into(),
+            "Framed bytes made durable."
         ),
         json_only("batches_appended", |l| {
             l.stats().batches_appended.load(R).into()
         }),
-        both(
-            "groups_committed",
+        wal_stat!(
+            groups_committed,
             "groups_committed_total",
             Counter,
-            "Group commits (write + fdatasync).",
-            |l| l.stats().groups_committed.load(R).into(),
+            "Group commits (write + fdatasync)."
         ),
-        both(
-            "fsyncs",
+        wal_stat!(
+            fsyncs,
             "fsyncs_total",
             Counter,
-            "fdatasync calls completed.",
-            |l| l.stats().fsyncs.load(R).into(),
+            "fdatasync calls completed."
         ),
-        both(
-            "fsync_ns_total",
+        wal_stat!(
+            fsync_ns_total,
             "fsync_ns_total",
             Counter,
-            "Time spent in fdatasync, nanoseconds.",
-            |l| l.stats().fsync_ns_total.load(R).into(),
+            "Time spent in fdatasync, nanoseconds."
         ),
-        both(
-            "fsync_ns_max",
+        wal_stat!(
+            fsync_ns_max,
             "fsync_ns_max",
             Gauge,
-            "Longest fdatasync seen, nanoseconds.",
-            |l| l.stats().fsync_ns_max.load(R).into(),
+            "Longest fdatasync seen, nanoseconds."
         ),
         json_only("group_commit_us_p50", |l| {
             l.stats().commit_us_quantile(0.50).into()
@@ -344,61 +348,53 @@ const LOG_SERIES: &[LogSeries] = {
         json_only("group_commit_us_p99", |l| {
             l.stats().commit_us_quantile(0.99).into()
         }),
-        both(
-            "disk_full_errors",
+        wal_stat!(
+            disk_full_errors,
             "disk_full_errors_total",
             Counter,
-            "Writes that failed with ENOSPC/EDQUOT.",
-            |l| l.stats().disk_full_errors.load(R).into(),
+            "Writes that failed with ENOSPC/EDQUOT."
         ),
-        both(
-            "write_errors",
+        wal_stat!(
+            write_errors,
             "write_errors_total",
             Counter,
-            "Writes that failed otherwise.",
-            |l| l.stats().write_errors.load(R).into(),
+            "Writes that failed otherwise."
         ),
-        both(
-            "segments_rotated",
+        wal_stat!(
+            segments_rotated,
             "segments_rotated_total",
             Counter,
-            "Segments sealed.",
-            |l| l.stats().segments_rotated.load(R).into(),
+            "Segments sealed."
         ),
-        both(
-            "segments_purged",
+        wal_stat!(
+            segments_purged,
             "segments_purged_total",
             Counter,
-            "Segments removed by retention.",
-            |l| l.stats().segments_purged.load(R).into(),
+            "Segments removed by retention."
         ),
-        both(
-            "spares_prepared",
+        wal_stat!(
+            spares_prepared,
             "spares_prepared_total",
             Counter,
-            "Spare segments pre-written with zeros (segment_prewrite).",
-            |l| l.stats().spares_prepared.load(R).into(),
+            "Spare segments pre-written with zeros (segment_prewrite)."
         ),
-        both(
-            "spares_used",
+        wal_stat!(
+            spares_used,
             "spares_used_total",
             Counter,
-            "Rotations into a pre-written spare segment.",
-            |l| l.stats().spares_used.load(R).into(),
+            "Rotations into a pre-written spare segment."
         ),
-        both(
-            "spares_missed",
+        wal_stat!(
+            spares_missed,
             "spares_missed_total",
             Counter,
-            "Rotations that found no spare ready and created an empty segment.",
-            |l| l.stats().spares_missed.load(R).into(),
+            "Rotations that found no spare ready and created an empty segment."
         ),
-        both(
-            "spares_skipped",
+        wal_stat!(
+            spares_skipped,
             "spares_skipped_total",
             Counter,
-            "Spares not prepared: under two segments of free space, or an I/O error.",
-            |l| l.stats().spares_skipped.load(R).into(),
+            "Spares not prepared: under two segments of free space, or an I/O error."
         ),
         both(
             "spare_ready",
