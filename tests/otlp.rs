@@ -260,7 +260,9 @@ fn otlp_responses_refusals_and_the_plain_json_path() {
         first["scope"],
         serde_json::json!({"name": "s", "version": "1"})
     );
-    assert_eq!(records[1]["level"], "notice");
+    // No severity number: the level comes from a text that names one (notice is info).
+    assert_eq!(records[1]["level"], "info");
+    assert_eq!(records[1]["severity_text"], "Notice");
     assert_eq!(records[2]["trace_id"], "5b".repeat(16));
 
     // Undecodable bodies: 400 with a google.rpc.Status in the request's encoding.

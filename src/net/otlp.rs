@@ -118,8 +118,8 @@ impl Mapped {
 pub struct Bounds {
     /// Largest record (`record_bytes_max`): a larger one is refused alone.
     pub record_bytes_max: usize,
-    /// Most bytes of JSON one request may render, refused records included
-    /// (`otlp_records_bytes_max`). Every record repeats its resource's attributes, so
+    /// Most bytes of JSON one request may render (`otlp_records_bytes_max`; records
+    /// refused for their own size count, those refused by validation do not). Every record repeats its resource's attributes, so
     /// without it a few KiB of resource and a body of empty `LogRecord`s (2 bytes each)
     /// would make a reactor render and hold gigabytes.
     pub rendered_bytes_max: usize,
@@ -210,8 +210,11 @@ pub fn map_request(
 }
 
 /// The short name of the OpenTelemetry data model for a severity number (1..=24); an
-/// unspecified (0) or unknown number falls back to `severity_text`, lower-cased, and
-/// without either there is no level.
+/// unspecified (0) or unknown number falls back to `severity_text` when that names a
+/// level (the data model's names, and the syslog and .NET/Java ones senders use:
+/// `notice` and `information` are `info`, `critical`, `emergency` and `alert` are
+/// `fatal`), and otherwise there is no level (the text is kept as `severity_text`), so
+/// that `json_validate` never refuses a record for a name it does not know.
 pub fn level(severity_number: i32, severity_text: &str) -> Option<String> {
     let name = match severity_number {
         1..=4 => "trace",
@@ -220,10 +223,35 @@ pub fn level(severity_number: i32, severity_text: &str) -> Option<String> {
         13..=16 => "warn",
         17..=20 => "error",
         21..=24 => "fatal",
-        _ if severity_text.is_empty() => return None,
-        _ => return Some(severity_text.to_lowercase()),
+        _ => level_of_text(severity_text)?,
     };
     Some(name.to_owned())
+}
+
+fn level_of_text(text: &str) -> Option<&'static str> {
+    const NAMES: [(&str, &str); 16] = [
+        ("trace", "trace"),
+        ("verbose", "trace"),
+        ("debug", "debug"),
+        ("info", "info"),
+        ("information", "info"),
+        ("notice", "info"),
+        ("warn", "warn"),
+        ("warning", "warn"),
+        ("error", "error"),
+        ("err", "error"),
+        ("fatal", "fatal"),
+        ("critical", "fatal"),
+        ("crit", "fatal"),
+        ("emergency", "fatal"),
+        ("emerg", "fatal"),
+        ("alert", "fatal"),
+    ];
+    let text = text.trim();
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(text))
+        .map(|&(_, level)| level)
 }
 
 /// One `LogRecord` as a JSON object; fields the sender left at their default (empty,
@@ -502,7 +530,11 @@ mod tests {
             (17, "", Some("error")),
             (21, "", Some("fatal")),
             (24, "", Some("fatal")),
-            (0, "Notice", Some("notice")),
+            (0, "Notice", Some("info")),
+            (0, "Information", Some("info")),
+            (0, " critical ", Some("fatal")),
+            (0, "WARNING", Some("warn")),
+            (0, "chatty", None),
             (25, "", None),
             (0, "", None),
         ];

@@ -254,6 +254,12 @@ impl Reader<'_> {
         let ts = wal::now_ns(); // one timestamp per read
         let mut start = 0;
         loop {
+            if shared.stop.get() {
+                // The session is ending (a failed batch, the idle timeout): nothing read
+                // after this is stored, since it would never be answered and the client
+                // would send it again.
+                return Err(End::Server);
+            }
             let frame = match relp::parse(&input[start..], s.relp_frame_bytes_max) {
                 Ok(Parsed::Incomplete) => return Ok((start, None)),
                 Ok(Parsed::Frame(frame, n)) => {
