@@ -131,6 +131,8 @@ series! {
         counter otlp_records_total,
         /// OTLP log records refused alone and reported in a partial success (validation, record_bytes_max).
         counter otlp_rejected_records_total,
+        /// POST /v1/logs bodies refused with 413 for holding more than logs_body_items_max items.
+        counter logs_body_items_refused_total,
         /// HTTP responses with a 2xx status.
         counter http_responses_2xx_total,
         /// HTTP responses with a 4xx status.

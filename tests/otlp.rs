@@ -379,3 +379,45 @@ fn otlp_validation_refuses_records_alone() {
     let records = wait_records(&s, 1, Duration::from_secs(10), || s.stderr_text());
     assert_eq!(records[0]["message"], "kept");
 }
+
+/// A small body that would decode to millions of values is refused before decoding
+/// (`logs_body_items_max`), in each body's own words, counted, and the server serves on.
+#[test]
+fn bodies_that_decode_to_too_many_items_are_refused_before_decoding() {
+    let (_dir, s) = Server::start_in_tempdir(&["--logs-body-items-max", "1000"]);
+    let post =
+        |headers: &[(&str, &str)], body: &[u8]| http(s.http, "POST", "/v1/logs", headers, body);
+    // resource_logs { scope_logs { 2,000,000 empty log_records } }, gzip: about 4 KiB
+    // on the wire, 4 MB inflated, and about 360 MB once decoded.
+    let records = [0x12u8, 0x00].repeat(2_000_000);
+    let mut scope = vec![0x12];
+    prost::encoding::encode_varint(records.len() as u64, &mut scope);
+    scope.extend(records);
+    let mut resource = vec![0x0a];
+    prost::encoding::encode_varint(scope.len() as u64, &mut resource);
+    resource.extend(scope);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&resource).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 16 << 10, "{}", bomb.len());
+    let r = post(&[PROTOBUF, ("Content-Encoding", "gzip")], &bomb);
+    assert_eq!(
+        (r.status, r.header("Content-Type")),
+        (413, Some("application/x-protobuf"))
+    );
+    let status = Status::decode(r.body.as_slice()).unwrap();
+    assert_contains(&status.message, "logs_body_items_max (1000)");
+    // Plain JSON and NDJSON: the JSON error body.
+    let many = format!("[{}{{}}]", "{},".repeat(1000));
+    let r = post(&[("Content-Type", "application/json")], many.as_bytes());
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("too_many_items"))
+    );
+    assert_metrics(s.http, &["ringstash_logs_body_items_refused_total 2"]);
+    // Nothing was stored, and a batch within the bound is.
+    let r = post_otlp(s.http, &otlp_request("web", &["a", "b"]));
+    assert_eq!(r.status, 200);
+    let stored = wait_records(&s, 2, Duration::from_secs(10), || s.stderr_text());
+    assert_eq!(columns(&stored, &["message"]), ["a", "b"]);
+}

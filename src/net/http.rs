@@ -11,7 +11,7 @@ use super::{
     enrich::RequestInfo,
     framing::{Framing, Target},
     lines::LineFramer,
-    logs_body::{LogsBody, Media, json_records},
+    logs_body::{self, LogsBody, Media, json_records},
     otlp,
 };
 use crate::{
@@ -258,10 +258,19 @@ impl Conn {
             client_ip: self.peer.ip().to_string(),
             now: std::time::SystemTime::now(),
         };
-        let values = match LogsBody::read(media, &body) {
+        let items_max = self.ctx.settings.logs_body_items_max;
+        let values = match LogsBody::read(media, &body, items_max) {
             Ok(LogsBody::Otlp(enc, req)) => return self.ingest_otlp(enc, req, &info).await,
             Ok(LogsBody::Objects(values)) => values,
-            Err(e) => return plain_error(&e),
+            Err(e) => {
+                if e.code == logs_body::TOO_MANY_ITEMS {
+                    self.ctx
+                        .stats
+                        .logs_body_items_refused_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return plain_error(&e);
+            }
         };
         let stored = match json_records(values, &self.ctx.json_policy, &info) {
             Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
@@ -283,7 +292,15 @@ impl Conn {
     ) -> Response {
         let req = match req {
             Ok(r) => r,
-            Err(e) => return otlp_error(enc, &otlp_refusal(&e)),
+            Err(e) => {
+                if matches!(e, otlp::OtlpError::TooManyItems { .. }) {
+                    self.ctx
+                        .stats
+                        .logs_body_items_refused_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return otlp_error(enc, &otlp_refusal(&e));
+            }
         };
         let stats = &self.ctx.stats;
         stats.otlp_requests_total.fetch_add(1, Ordering::Relaxed);
@@ -599,6 +616,7 @@ fn otlp_refusal(e: &otlp::OtlpError) -> HttpError {
     let (status, code) = match e {
         otlp::OtlpError::Protobuf(_) | otlp::OtlpError::Json(_) => (400, "bad_request"),
         otlp::OtlpError::RecordsTooLarge { .. } => (413, "payload_too_large"),
+        otlp::OtlpError::TooManyItems { .. } => (413, "too_many_items"),
     };
     HttpError::new(status, code, e.to_string())
 }

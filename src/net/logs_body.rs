@@ -8,9 +8,14 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use super::{
+    body_items,
     enrich::{JsonPolicy, RequestInfo},
     otlp,
 };
+
+/// The error code of a plain JSON body refused by `logs_body_items_max` (counted in
+/// `logs_body_items_refused_total`).
+pub const TOO_MANY_ITEMS: &str = "too_many_items";
 use crate::http_proto::HttpError;
 
 /// A decoded `/v1/logs` body.
@@ -30,7 +35,33 @@ impl LogsBody {
     ///
     /// # Errors
     /// 400 for JSON that does not parse, or is neither an array nor an object.
-    pub fn read(media: Media, body: &[u8]) -> Result<LogsBody, HttpError> {
+    pub fn read(media: Media, body: &[u8], items_max: usize) -> Result<LogsBody, HttpError> {
+        let too_many = |enc| {
+            Ok(LogsBody::Otlp(
+                enc,
+                Err(otlp::OtlpError::TooManyItems { max: items_max }),
+            ))
+        };
+        let counted = match media {
+            Media::Protobuf => body_items::otlp_protobuf(body, items_max),
+            Media::Json | Media::Ndjson => body_items::json(body, items_max),
+        };
+        if counted.is_err() {
+            // Not parsed, so whether JSON is OTLP/JSON is told by its key alone.
+            return match media {
+                Media::Protobuf => too_many(otlp::Encoding::Protobuf),
+                Media::Json if memchr::memmem::find(body, b"\"resourceLogs\"").is_some() => {
+                    too_many(otlp::Encoding::Json)
+                }
+                Media::Json | Media::Ndjson => Err(HttpError::new(
+                    413,
+                    TOO_MANY_ITEMS,
+                    format!(
+                        "the body holds more than logs_body_items_max ({items_max}) JSON objects and arrays; nothing was stored, send smaller batches"
+                    ),
+                )),
+            };
+        }
         match media {
             Media::Protobuf => Ok(LogsBody::Otlp(
                 otlp::Encoding::Protobuf,
@@ -156,18 +187,51 @@ mod tests {
 
     #[test]
     fn json_bodies_are_told_apart_by_resource_logs() {
-        let otlp = LogsBody::read(Media::Json, br#"{"resourceLogs":[]}"#).unwrap();
+        let otlp = LogsBody::read(Media::Json, br#"{"resourceLogs":[]}"#, usize::MAX).unwrap();
         assert!(matches!(otlp, LogsBody::Otlp(otlp::Encoding::Json, Ok(_))));
-        let one = LogsBody::read(Media::Json, br#"{"message":"m"}"#).unwrap();
+        let one = LogsBody::read(Media::Json, br#"{"message":"m"}"#, usize::MAX).unwrap();
         assert!(matches!(one, LogsBody::Objects(v) if v.len() == 1));
-        let many = LogsBody::read(Media::Ndjson, b"{\"a\":1}\r\n\n{\"a\":2}").unwrap();
+        let many = LogsBody::read(Media::Ndjson, b"{\"a\":1}\r\n\n{\"a\":2}", usize::MAX).unwrap();
         assert!(matches!(many, LogsBody::Objects(v) if v.len() == 2));
-        let garbage = LogsBody::read(Media::Protobuf, b"\xff").unwrap();
+        let garbage = LogsBody::read(Media::Protobuf, b"\xff", usize::MAX).unwrap();
         assert!(matches!(
             garbage,
             LogsBody::Otlp(otlp::Encoding::Protobuf, Err(_))
         ));
         assert_eq!(Media::of(Some("text/plain")).unwrap_err().status, 415);
-        assert_eq!(LogsBody::read(Media::Json, b"3").err().unwrap().status, 400);
+        assert_eq!(
+            LogsBody::read(Media::Json, b"3", usize::MAX)
+                .err()
+                .unwrap()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn bodies_past_logs_body_items_max_are_refused_before_decoding() {
+        let plain = LogsBody::read(Media::Json, b"[{},{},{}]", 3).err().unwrap();
+        assert_eq!((plain.status, plain.code), (413, TOO_MANY_ITEMS));
+        let nd = LogsBody::read(Media::Ndjson, b"{}\n{}", 1).err().unwrap();
+        assert_eq!(nd.status, 413);
+        let otlp_json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{},{}]}]}]}"#;
+        assert!(LogsBody::read(Media::Json, otlp_json, 6).is_ok());
+        assert!(matches!(
+            LogsBody::read(Media::Json, otlp_json, 5),
+            Ok(LogsBody::Otlp(
+                otlp::Encoding::Json,
+                Err(otlp::OtlpError::TooManyItems { max: 5 })
+            ))
+        ));
+        // resource_logs { scope_logs { log_records {} } }
+        let wire = [0x0a, 0x04, 0x12, 0x02, 0x12, 0x00];
+        assert!(LogsBody::read(Media::Protobuf, &wire, 3).is_ok());
+        assert!(matches!(
+            LogsBody::read(Media::Protobuf, &wire, 2),
+            Ok(LogsBody::Otlp(
+                otlp::Encoding::Protobuf,
+                Err(otlp::OtlpError::TooManyItems { max: 2 })
+            ))
+        ));
     }
 }

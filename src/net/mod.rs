@@ -10,6 +10,7 @@
 //! ([`tcp`], [`relp`], [`http`]) feed with bytes.
 
 pub mod acks;
+pub mod body_items;
 pub mod conn;
 pub mod dashboard;
 mod driver;

@@ -53,6 +53,15 @@ pub enum OtlpError {
     /// The JSON object carries `resourceLogs` but is not OTLP/JSON.
     #[error("undecodable ExportLogsServiceRequest (OTLP/JSON): {0}")]
     Json(#[from] serde_json::Error),
+    /// The body holds more items than the bound, counted before decoding (answered
+    /// 413).
+    #[error(
+        "the request holds more than logs_body_items_max ({max}) items (log records, attributes, values); nothing was stored, send smaller batches"
+    )]
+    TooManyItems {
+        /// `logs_body_items_max`.
+        max: usize,
+    },
     /// The records would render to more than the bound (answered 413).
     #[error(
         "the request's log records render to more than otlp_records_bytes_max ({max} bytes) of JSON (each repeats its resource's attributes); nothing was stored, send smaller batches"
