@@ -528,24 +528,17 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip] // a table, several cases to a line
     fn levels_follow_the_data_model_then_the_text() {
+        // (severity_number, severity_text, level): the number decides when it is one
+        // of the data model's; else the text, when it names a level.
         let cases = [
-            (1, "", Some("trace")),
-            (4, "", Some("trace")),
-            (5, "", Some("debug")),
-            (9, "INFO", Some("info")),
-            (12, "", Some("info")),
-            (16, "", Some("warn")),
-            (17, "", Some("error")),
-            (21, "", Some("fatal")),
-            (24, "", Some("fatal")),
-            (0, "Notice", Some("info")),
-            (0, "Information", Some("info")),
-            (0, " critical ", Some("fatal")),
-            (0, "WARNING", Some("warn")),
-            (0, "chatty", None),
-            (25, "", None),
-            (0, "", None),
+            (1, "", Some("trace")), (4, "", Some("trace")), (5, "", Some("debug")),
+            (9, "INFO", Some("info")), (12, "", Some("info")), (16, "", Some("warn")),
+            (17, "", Some("error")), (21, "", Some("fatal")), (24, "", Some("fatal")),
+            (0, "Notice", Some("info")), (0, "Information", Some("info")),
+            (0, " critical ", Some("fatal")), (0, "WARNING", Some("warn")),
+            (0, "chatty", None), (25, "", None), (0, "", None),
         ];
         for (n, text, want) in cases {
             assert_eq!(level(n, text).as_deref(), want, "{n} {text:?}");
