@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-way producers, in one interleaved run: ringstash's one-way raw TCP listener and
-# its syslog listener (RFC 3164, LF-framed and octet-counted) against rsyslog's imtcp writing to a file
+# its syslog listener (RFC 3164, LF-framed and octet-counted) against rsyslog's
+# durable-batch setup (omfile sync="on", dequeue batches of 1024: durable, as ringstash
+# is) and rsyslog's imtcp writing to a file
 # (shared/peers/rsyslog-async.conf: its fastest, non-durable setup), fed by the same
 # sender (`loadtest run --mode tcp`, fire and forget, the same corpus per protocol).
 #
@@ -82,16 +84,18 @@ run_ringstash() { # round format listener: a fresh server and data directory per
     rm -rf "$d/data"
 }
 
-run_rsyslog() { # round format
-    local r=$1 f=$2 d="$work/rsyslog-$1-$2" port pid
+run_rsyslog() { # round format [peer config: async (default) or durable-batch]
+    local r=$1 f=$2 conf=${3:-async} port pid
+    local name="rsyslog-$f" d="$work/rsyslog-$1-$2-$conf"
+    [ "$conf" = async ] || name="rsyslog-$conf-$f"
     mkdir -p "$d"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    sed -e "s|@DIR@|$d|g" -e "s|@PORT@|$port|g" "$peers_dir/rsyslog-async.conf" >"$d/rsyslog.conf"
+    sed -e "s|@DIR@|$d|g" -e "s|@PORT@|$port|g" "$peers_dir/rsyslog-$conf.conf" >"$d/rsyslog.conf"
     rsyslogd -n -f "$d/rsyslog.conf" -i "$d/rsyslog.pid" >"$d/daemon.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
     "$LT" run --mode tcp --format "$f" --addr "127.0.0.1:$port" "${common[@]}" --server-pid $pid \
-        --landed-file "$d/out.log" --json-file "$work/results/rsyslog-$f-$r.json" >/dev/null
+        --landed-file "$d/out.log" --json-file "$work/results/$name-$r.json" >/dev/null
     kill $pid; wait $pid 2>/dev/null || true
     rm -f "$d/out.log"
 }
@@ -137,13 +141,15 @@ echo "producers-bench: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fs
 for r in $(seq 1 "$rounds"); do
     run_ringstash "$r" text tcp
     run_rsyslog "$r" text
+    run_rsyslog "$r" text durable-batch
     run_ringstash "$r" syslog syslog
     run_rsyslog "$r" syslog
+    run_rsyslog "$r" syslog durable-batch
     run_ringstash "$r" syslog-octet syslog
     run_rsyslog "$r" syslog-octet
     run_ringstash_relp "$r"
     run_rsyslog_relp "$r"
-    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
+    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") | rsyslog-durable-batch text $(rate "$work/results/rsyslog-durable-batch-text-$r.json") syslog $(rate "$work/results/rsyslog-durable-batch-syslog-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
 done
 python3 - "$work/results" "$rounds" <<'PY'
 import json, statistics, sys
@@ -156,6 +162,10 @@ for ours, theirs, what in [("ringstash-tcp", "rsyslog-text", "one-way tcp"),
                            ("ringstash-syslog-octet", "rsyslog-syslog-octet", "syslog octet-counted")]:
     a, b = med(ours), med(theirs)
     print(f"median landed records/s: ringstash {what:<20} {a:>12,.0f} vs rsyslog-async {b:>12,.0f} = {a/b:.2f}x")
+for ours, theirs, what in [("ringstash-tcp", "rsyslog-durable-batch-text", "one-way tcp"),
+                           ("ringstash-syslog", "rsyslog-durable-batch-syslog", "syslog LF")]:
+    a, b = med(ours), med(theirs)
+    print(f"median landed records/s: ringstash {what:<20} {a:>12,.0f} vs rsyslog-durable-batch {b:>12,.0f} = {a/b:.2f}x")
 a, b = med("ringstash-relp"), med("rsyslog-relp")
 print(f"median landed records/s: omrelp -> ringstash relp {a:>12,.0f} vs -> rsyslog imrelp+omfile sync {b:>12,.0f} = {a/b:.2f}x")
 PY
