@@ -259,18 +259,17 @@ impl Conn {
             now: std::time::SystemTime::now(),
         };
         let items_max = self.ctx.settings.logs_body_items_max;
-        let values = match LogsBody::read(media, &body, items_max) {
+        let read = LogsBody::read(media, &body, items_max);
+        if logs_body::refused_for_items(&read) {
+            self.ctx
+                .stats
+                .logs_body_items_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let values = match read {
             Ok(LogsBody::Otlp(enc, req)) => return self.ingest_otlp(enc, req, &info).await,
             Ok(LogsBody::Objects(values)) => values,
-            Err(e) => {
-                if e.code == logs_body::TOO_MANY_ITEMS {
-                    self.ctx
-                        .stats
-                        .logs_body_items_refused_total
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                return plain_error(&e);
-            }
+            Err(e) => return plain_error(&e),
         };
         let stored = match json_records(values, &self.ctx.json_policy, &info) {
             Ok(records) => self.ingest_records(records.iter().map(Vec::as_slice)).await,
@@ -292,15 +291,7 @@ impl Conn {
     ) -> Response {
         let req = match req {
             Ok(r) => r,
-            Err(e) => {
-                if matches!(e, otlp::OtlpError::TooManyItems { .. }) {
-                    self.ctx
-                        .stats
-                        .logs_body_items_refused_total
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                return otlp_error(enc, &otlp_refusal(&e));
-            }
+            Err(e) => return otlp_error(enc, &otlp_refusal(&e)),
         };
         let stats = &self.ctx.stats;
         stats.otlp_requests_total.fetch_add(1, Ordering::Relaxed);

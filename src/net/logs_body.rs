@@ -15,7 +15,7 @@ use super::{
 
 /// The error code of a plain JSON body refused by `logs_body_items_max` (counted in
 /// `logs_body_items_refused_total`).
-pub const TOO_MANY_ITEMS: &str = "too_many_items";
+const TOO_MANY_ITEMS: &str = "too_many_items";
 use crate::http_proto::HttpError;
 
 /// A decoded `/v1/logs` body.
@@ -77,6 +77,16 @@ impl LogsBody {
             }
             Media::Ndjson => ndjson_values(body).map(LogsBody::Objects),
         }
+    }
+}
+
+/// Whether [`LogsBody::read`] refused the body for `logs_body_items_max`, in either
+/// protocol's words (counted once, by the caller, whatever the body was).
+pub fn refused_for_items(read: &Result<LogsBody, HttpError>) -> bool {
+    match read {
+        Ok(LogsBody::Otlp(_, Err(otlp::OtlpError::TooManyItems { .. }))) => true,
+        Err(e) => e.code == TOO_MANY_ITEMS,
+        Ok(_) => false,
     }
 }
 
