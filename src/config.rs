@@ -9,7 +9,7 @@
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 pub use crate::error::ConfigError;
-use crate::wal::{FsyncPolicy, LogConfig, RecoveryMode};
+use crate::wal::{FsyncPolicy, LogConfig, RecoveryMode, WriteMode};
 
 /// A row's default: the one written in the table, or for a row of the log's
 /// (`= @log`) the log's own.
@@ -87,6 +87,9 @@ macro_rules! settings {
                 LogConfig {
                     dir: self.data_dir.clone(),
                     writer_core,
+                    // The log keeps recent groups for the fan-out's readers: as much as
+                    // one of its windows holds.
+                    recent_bytes_max: self.fanout_window_bytes_max,
                     $( $( $name: log_row!($of, self.$name), )? )*
                 }
             }
@@ -155,6 +158,8 @@ settings! {
     ring_batches_max: usize = @log, env "RINGSTASH_RING_BATCHES_MAX";
     /// Pre-write each next segment with zeros in the background, so group fdatasyncs overwrite instead of append (no journal commit per group). [default: true]
     segment_prewrite: bool = @log, env "RINGSTASH_SEGMENT_PREWRITE";
+    /// `direct` (O_DIRECT group writes from aligned memory: no page-cache copy) or `buffered`; direct falls back to buffered, said at start, where the filesystem refuses O_DIRECT. [default: direct]
+    write_mode: WriteMode = @log, env "RINGSTASH_WRITE_MODE";
     /// Groups written and synced concurrently by the writer (1..=8). [default: 2]
     groups_in_flight_max: usize = @log, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
@@ -193,7 +198,7 @@ settings! {
     fanout_stop_drain_ms: u64 = 1_000, env "RINGSTASH_FANOUT_STOP_DRAIN_MS", range 0 ..= 600_000;
     /// Origins allowed to open a WebSocket: `*` (any), empty (no Origin, or the Host's own host), or a comma-separated list. [default: ""]
     ws_allowed_origins: String = String::new(), env "RINGSTASH_WS_ALLOWED_ORIGINS";
-    /// Committed records the fan-out core keeps in memory for live subscribers, in bytes, for each of its two windows (JSON, binary). [default: 16777216]
+    /// Committed records the fan-out core keeps in memory for live subscribers, in bytes, for each of its two windows (JSON, binary); also the bound of the recent committed groups the log keeps in memory for live readers. [default: 16777216]
     fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX", range 65_536 ..= 1_073_741_824;
     /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core; 0 gives subscribers lower latency under heavy ingest at that cost (docs/benchmarks.md). [default: 10]
     fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE", range 0 ..= 19;
@@ -364,6 +369,22 @@ impl FromStr for RecoveryMode {
             "strict" => Ok(RecoveryMode::Strict),
             _ => Err(ChoiceError {
                 expected: "`tolerate_torn_tail` or `strict`",
+                given: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The write mode as a flag or environment variable (the file reads it through its
+/// serde names, which are the same).
+impl FromStr for WriteMode {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
+        match s {
+            "direct" => Ok(WriteMode::Direct),
+            "buffered" => Ok(WriteMode::Buffered),
+            _ => Err(ChoiceError {
+                expected: "`direct` or `buffered`",
                 given: s.to_owned(),
             }),
         }

@@ -149,8 +149,9 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
     let log = Log::open(settings.log_config(Some(writer_core)))
         .with_context(|| format!("opening the log in {}", settings.data_dir.display()))?;
     let report = log.recovery_report();
+    let (write_mode, refused) = log.write_mode();
     eprintln!(
-        "ringstash {}: data_dir={} segments={} next_offset={} fsync={}{}",
+        "ringstash {}: data_dir={} segments={} next_offset={} fsync={}{} write_mode={}",
         env!("CARGO_PKG_VERSION"),
         settings.data_dir.display(),
         report.segments,
@@ -160,8 +161,12 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
             ""
         } else {
             " (NOT DURABLE: acks before fdatasync)"
-        }
+        },
+        write_mode.as_str(),
     );
+    if let Some(why) = refused {
+        eprintln!("write_mode: direct was asked for, but {why}");
+    }
     if report.torn_bytes_cut > 0 {
         eprintln!(
             "recovery: cut {} bytes of torn tail ({})",

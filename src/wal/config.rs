@@ -43,6 +43,35 @@ pub struct LogConfig {
     /// segment is a quarter full) so that group fdatasyncs overwrite allocated blocks
     /// instead of extending the file: no journal commit per group. Default true.
     pub segment_prewrite: bool,
+    /// How groups reach the disk: `direct` (`O_DIRECT`, no page-cache copy) or
+    /// `buffered`. Default direct; buffered is used, and said at start, where the
+    /// filesystem refuses `O_DIRECT`.
+    pub write_mode: WriteMode,
+    /// Bytes of the most recent committed groups kept in memory for live readers (see
+    /// `recent`); at least the newest group is kept whatever the bound. `serve` sets it
+    /// to `fanout_window_bytes_max`. Default 16 MiB.
+    pub recent_bytes_max: usize,
+}
+
+/// How the writer writes groups. See `docs/architecture.md` ("Direct I/O").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// `O_DIRECT` writes of whole blocks from aligned memory; the partial last block is
+    /// kept in memory and written again, completed, with the next group.
+    Direct,
+    /// Writes through the page cache.
+    Buffered,
+}
+
+impl WriteMode {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Direct => "direct",
+            WriteMode::Buffered => "buffered",
+        }
+    }
 }
 
 impl LogConfig {
@@ -62,6 +91,8 @@ impl LogConfig {
             retention_bytes_max: 0,
             retention_ms: 0,
             segment_prewrite: true,
+            write_mode: WriteMode::Direct,
+            recent_bytes_max: 16 << 20,
         }
     }
 

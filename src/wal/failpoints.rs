@@ -7,7 +7,7 @@
 //! - `group_delay_ms=M`: the writer sleeps M ms before submitting each group, as a
 //!   very slow disk would make it wait.
 //! - `short_writes=1`: every write is submitted for half of what remains (at least one
-//!   byte), so the kernel returns short counts and the writer must resubmit the rest.
+//!   byte, or one block under direct writes), so the kernel returns short counts and the writer must resubmit the rest.
 //! - `spare_delay_ms=M`: the spare thread sleeps M ms before publishing each spare, so
 //!   that rotations find none ready and ask again while one is being built.
 //!
@@ -69,11 +69,11 @@ pub(crate) fn before_group() {
     }
 }
 
-/// Called with the length of each write about to be submitted; returns the length to
-/// submit.
-pub(crate) fn write_len(len: usize) -> usize {
-    if armed().short_writes && len > 1 {
-        len / 2
+/// Called with the length of each write about to be submitted, which must stay a
+/// multiple of `align` (direct writes: a block); returns the length to submit.
+pub(crate) fn write_len(len: usize, align: usize) -> usize {
+    if armed().short_writes && len > align {
+        (len / 2 / align).max(1) * align
     } else {
         len
     }

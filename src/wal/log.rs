@@ -3,13 +3,16 @@
 //! and starts the writer; dropping the log shuts the writer down cleanly.
 
 use std::{
-    sync::{Arc, Mutex, OnceLock, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64},
+    },
     thread::JoinHandle,
 };
 
 use super::{
-    Appender, Batch, LogConfig, LogView, RecoveryReport, WalStats, WriterFailure, recovery,
-    retention, uring, watch::CommitWatch, writer,
+    Appender, Batch, LogConfig, LogView, RecoveryReport, WalStats, WriterFailure, recent::Recent,
+    recovery, retention, uring, watch::CommitWatch, writer,
 };
 use crate::{error::OpenError, ring::BatchRing};
 
@@ -42,6 +45,13 @@ pub(crate) struct Inner {
     /// Set once, when the writer stops for good.
     pub(crate) failure: OnceLock<WriterFailure>,
     pub(crate) stats: WalStats,
+    /// The most recent committed groups, for live readers (see `recent`).
+    pub(crate) recent: Recent,
+    /// The writer writes `O_DIRECT` (set once, by the writer at start, before it
+    /// commits anything): `write_mode = "direct"` and the filesystem took it.
+    pub(crate) direct_writes: AtomicBool,
+    /// Why `write_mode = "direct"` fell back to buffered writes, if it did.
+    pub(crate) direct_refused: OnceLock<String>,
     /// Wakes threads that follow the log (fan-out, `cat --follow` in-process).
     pub(crate) commit_watch: CommitWatch,
 }
@@ -80,6 +90,9 @@ impl Log {
             truncation_epoch: AtomicU64::new(0),
             failure: OnceLock::new(),
             stats: WalStats::default(),
+            recent: Recent::new(config.recent_bytes_max),
+            direct_writes: AtomicBool::new(false),
+            direct_refused: OnceLock::new(),
             commit_watch: CommitWatch::default(),
         });
         let report = recovered.report.clone();

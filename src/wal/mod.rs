@@ -39,6 +39,7 @@
 //! | storage | [`format`], [`segment`], [`recovery`], [`spare`], [`retention`] | the bytes on disk (see `docs/format.md`), recovery of a torn tail, pre-written segments, removal of old segments |
 //! | read | [`reader`], [`check`] | cursors that never pass the committed offset; full verification |
 
+mod aligned;
 mod appender;
 pub mod check;
 pub mod completion;
@@ -50,6 +51,7 @@ pub mod format;
 mod log;
 mod policy;
 pub mod reader;
+mod recent;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
@@ -62,7 +64,7 @@ mod writer;
 
 pub use appender::{Appender, TryAppendError};
 pub use completion::{Committed, Completion};
-pub use config::LogConfig;
+pub use config::{LogConfig, WriteMode};
 pub use failure::{WriterFailure, WriterFailureKind};
 pub use format::{BatchBuilder, RecordTooLarge, now_ns};
 pub use log::Log;

@@ -155,8 +155,11 @@ impl Reader {
 
     fn open_at(&mut self, base: u64, pos: u64, offset: u64) -> Result<(), ReadError> {
         let path = segment::segment_path(&self.dir, base);
-        let s = Scanner::open(path.clone(), pos, offset)
+        let mut s = Scanner::open(path.clone(), pos, offset)
             .map_err(|e| ReadError::io("open segment", &path, e))?;
+        if let Bound::Live(inner) = &self.bound {
+            s = s.with_memory(inner.clone(), base);
+        }
         self.next_offset = offset;
         self.scanner = Some(s);
         self.segment_base = base;

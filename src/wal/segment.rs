@@ -10,8 +10,10 @@ use std::{
     io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use super::Inner;
 use super::format::{
     self, Decoded, INDEX_ENTRY_BYTES, RECORD_HEADER_BYTES, RecordRef, SEGMENT_HEADER_BYTES,
 };
@@ -144,6 +146,9 @@ pub struct Scanner {
     last_run: Option<(usize, usize)>,
     /// Bytes at and past this file position are not read (see [`Scanner::set_limit`]).
     limit: Option<u64>,
+    /// A live reader's log and this segment's base: bytes the log still holds in memory
+    /// (see `recent`) are copied from there instead of read from the file.
+    memory: Option<(Arc<Inner>, u64)>,
 }
 
 /// What [`Scanner::next`] verified of the record it returned last.
@@ -177,7 +182,15 @@ impl Scanner {
             last: None,
             last_run: None,
             limit: None,
+            memory: None,
         })
+    }
+
+    /// Reads bytes the log holds in memory from there (a live reader of segment
+    /// `base` of the open log).
+    pub(crate) fn with_memory(mut self, inner: Arc<Inner>, base: u64) -> Self {
+        self.memory = Some((inner, base));
+        self
     }
 
     /// Reads stop at file position `limit` (none: at the end of the file). A live
@@ -233,9 +246,21 @@ impl Scanner {
             if room == 0 {
                 break;
             }
-            let n = self
-                .file
-                .read_at(&mut self.buf[self.buf_len..self.buf_len + room], at)?;
+            let dst = &mut self.buf[self.buf_len..self.buf_len + room];
+            let n = match &self.memory {
+                Some((inner, base)) => match inner.recent.read_at(*base, at, dst) {
+                    0 => {
+                        let n = self.file.read_at(dst, at)?;
+                        inner
+                            .recent
+                            .bytes_from_files
+                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        n
+                    }
+                    n => n,
+                },
+                None => self.file.read_at(dst, at)?,
+            };
             if n == 0 {
                 break;
             }

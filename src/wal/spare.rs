@@ -28,7 +28,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{
         Arc, Condvar, Mutex,
@@ -37,7 +37,11 @@ use std::{
     thread::JoinHandle,
 };
 
-use super::{Inner, WalStats, segment::sync_dir};
+use super::{
+    Inner, WalStats,
+    aligned::{self, AlignedBuf},
+    segment::sync_dir,
+};
 
 /// Spare `n` is `spare-<n>.seg` in the data directory (not a segment name, so
 /// readers, retention and `check` ignore it); while being written, `spare-<n>.seg.tmp`.
@@ -75,6 +79,8 @@ struct Shared {
     stopping: AtomicBool,
     /// The number the next spare is built under.
     next_number: AtomicU64,
+    /// Zeros are written `O_DIRECT` (the writer writes direct).
+    direct: bool,
 }
 
 /// The writer's handle on the preparer thread.
@@ -129,6 +135,7 @@ impl Spares {
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
             next_number: AtomicU64::new(highest + 1),
+            direct: inner.direct_writes.load(Ordering::Relaxed),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -256,20 +263,40 @@ fn build(shared: &Shared, tmp: &Path, path: &Path) -> Result<Option<File>, Skip>
         .truncate(true)
         .open(tmp)
         .map_err(|e| Skip::Io("create", e))?;
-    // Buffered, one chunk at a time, each written back and waited for
-    // (`sync_file_range`) before the next: never more than a chunk queued ahead of the
-    // writer's group fdatasyncs (a segment's worth of dirty pages flushed at once
-    // floods the device queue they wait in), and the zeros stay in the page cache.
-    // That matters: a group write that ends inside a page not in the cache makes the
-    // kernel read that page from the disk first, and here every group ends inside a
-    // page. With the zeros written O_DIRECT (the previous version) that was one
-    // synchronous 4 KiB disk read per group, in the write the ack waits for.
+    let whole = if shared.direct {
+        zero_direct(shared, &file, tmp)?
+    } else {
+        zero_buffered(shared, &file)?
+    };
+    if !whole {
+        return Ok(None);
+    }
+    finish(shared, file, tmp, path)
+}
+
+/// Publishes a zeroed spare: synced, renamed into place, the directory synced.
+fn finish(shared: &Shared, file: File, tmp: &Path, path: &Path) -> Result<Option<File>, Skip> {
+    file.sync_all().map_err(|e| Skip::Io("fsync", e))?;
+    std::fs::rename(tmp, path).map_err(|e| Skip::Io("rename", e))?;
+    sync_dir(&shared.dir).map_err(|e| Skip::Io("sync directory", e))?;
+    Ok(Some(file))
+}
+
+/// Writes the zeros through the page cache. Returns false if stopped half-way.
+///
+/// One chunk at a time, each written back and waited for (`sync_file_range`) before
+/// the next: never more than a chunk queued ahead of the writer's group fdatasyncs (a
+/// segment's worth of dirty pages flushed at once floods the device queue they wait
+/// in), and the zeros stay in the page cache. That matters for buffered group writes: a
+/// group write that ends inside a page not in the cache makes the kernel read that page
+/// from the disk first, and every group ends inside a page.
+fn zero_buffered(shared: &Shared, file: &File) -> Result<bool, Skip> {
     let zeros = vec![0u8; CHUNK_BYTES];
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
     let mut at = 0u64;
     while at < shared.bytes {
         if shared.stopping.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(false);
         }
         let n = (shared.bytes - at).min(CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..n], at)
@@ -290,10 +317,40 @@ fn build(shared: &Shared, tmp: &Path, path: &Path) -> Result<Option<File>, Skip>
         }
         at += n as u64;
     }
-    file.sync_all().map_err(|e| Skip::Io("fsync", e))?;
-    std::fs::rename(tmp, path).map_err(|e| Skip::Io("rename", e))?;
-    sync_dir(&shared.dir).map_err(|e| Skip::Io("sync directory", e))?;
-    Ok(Some(file))
+    Ok(true)
+}
+
+/// Writes the zeros `O_DIRECT` from one aligned zero buffer: no copy into the page
+/// cache, which direct group writes never read (they rewrite whole blocks). A direct
+/// write returns once the device has the chunk, so one chunk at a time again keeps
+/// the preparer from queueing ahead of the writer's syncs. Returns false if stopped.
+fn zero_direct(shared: &Shared, buffered: &File, tmp: &Path) -> Result<bool, Skip> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(tmp)
+        .map_err(|e| Skip::Io("open O_DIRECT", e))?;
+    let zeros = AlignedBuf::new(CHUNK_BYTES);
+    // SAFETY: the allocation is CHUNK_BYTES of zeros, never written.
+    let zeros = unsafe { std::slice::from_raw_parts(zeros.as_ptr(), CHUNK_BYTES) };
+    let mut at = 0u64;
+    while at < shared.bytes {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        // Segment sizes are not always whole blocks: the last piece goes buffered.
+        let left = shared.bytes - at;
+        let n = left.min(CHUNK_BYTES as u64) as usize;
+        let to = if n.is_multiple_of(aligned::BLOCK_BYTES) {
+            &file
+        } else {
+            buffered
+        };
+        to.write_all_at(&zeros[..n], at)
+            .map_err(|e| Skip::Io("write", e))?;
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 fn free_bytes(dir: &Path) -> std::io::Result<u64> {

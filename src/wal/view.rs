@@ -40,6 +40,29 @@ impl LogView {
         &self.inner.stats
     }
 
+    /// How the writer writes groups: `direct` where the setting asked for it and the
+    /// filesystem took it, else `buffered`, with the reason a `direct` setting fell
+    /// back.
+    pub fn write_mode(&self) -> (super::WriteMode, Option<&str>) {
+        let mode = if self.inner.direct_writes.load(Ordering::Relaxed) {
+            super::WriteMode::Direct
+        } else {
+            super::WriteMode::Buffered
+        };
+        (mode, self.inner.direct_refused.get().map(String::as_str))
+    }
+
+    /// Bytes live readers copied from the recent groups in memory, bytes they read from
+    /// segment files, and the bytes the recent groups hold now.
+    pub fn reader_sources(&self) -> (u64, u64, u64) {
+        let r = &self.inner.recent;
+        (
+            r.bytes_from_memory.load(Ordering::Relaxed),
+            r.bytes_from_files.load(Ordering::Relaxed),
+            r.bytes_held.load(Ordering::Relaxed),
+        )
+    }
+
     /// Batches waiting in the ring now, and its capacity.
     pub fn ring_depth(&self) -> (usize, usize) {
         (self.inner.ring.len(), self.inner.ring.capacity())

@@ -11,8 +11,10 @@ use crate::{
     error::AppendError,
     wal::{
         Batch, FsyncPolicy, WriterFailure, WriterFailureKind,
+        aligned::{self, AlignedBuf},
         completion::Slot,
         format::{self, SEGMENT_HEADER_BYTES},
+        recent::Recent,
     },
 };
 
@@ -39,19 +41,28 @@ pub(super) enum GroupState {
 /// One group: the unit of write + fdatasync.
 #[derive(Debug)]
 pub(super) struct Group {
-    /// Framed records, offsets stamped; capacity `group_bytes_max`, allocated once.
-    pub(super) buf: Vec<u8>,
+    /// What the group writes, starting at file position `file_pos - lead`: under direct
+    /// writes the `lead` bytes of the block before `file_pos` (already written, written
+    /// again) then the framed records, offsets stamped; buffered, the records alone.
+    /// Shared with [`Recent`](crate::wal::recent) once committed; replaced before reuse
+    /// if it still is. Capacity `group_bytes_max` plus a block.
+    pub(super) buf: Arc<AlignedBuf>,
+    /// Bytes at the front of `buf` from before `file_pos` (direct writes only).
+    pub(super) lead: usize,
     /// Completions of the batches in this group, with each batch's first offset.
     pub(super) slots: Vec<(Arc<Slot>, u64)>,
     /// Sparse-index entries for records in this group, written once it is durable.
     pub(super) index: Vec<u8>,
-    /// Where `buf` goes in the active segment.
+    /// Where the group's records go in the active segment.
     pub(super) file_pos: u64,
     /// Offset of the first record in the group.
     pub(super) first_offset: u64,
     /// Exclusive end offset of the group.
     pub(super) end_offset: u64,
-    /// Bytes of `buf` the kernel confirmed written.
+    /// Bytes the write covers: `buf.len()`, rounded up to whole blocks under direct
+    /// writes (the padding is zeros, cut when the segment is sealed).
+    write_len: usize,
+    /// Bytes of the write the kernel confirmed.
     written: usize,
     /// See [`GroupState`].
     pub(super) state: GroupState,
@@ -65,12 +76,14 @@ pub(super) struct Group {
 impl Group {
     pub(super) fn new(capacity: usize) -> Self {
         Group {
-            buf: Vec::with_capacity(capacity),
+            buf: Arc::new(AlignedBuf::new(capacity)),
+            lead: 0,
             slots: Vec::new(),
             index: Vec::new(),
             file_pos: 0,
             first_offset: 0,
             end_offset: 0,
+            write_len: 0,
             written: 0,
             state: GroupState::Writing,
             submitted: Instant::now(),
@@ -78,16 +91,62 @@ impl Group {
         }
     }
 
-    fn reset(&mut self, file_pos: u64, first_offset: u64) {
+    /// Starts the group at `file_pos` with `lead`, the bytes of the block before it
+    /// (empty for buffered writes). A buffer still shared with readers is replaced by
+    /// one that is not.
+    fn reset(&mut self, file_pos: u64, first_offset: u64, lead: &[u8], recent: &Recent) {
         assert_eq!(self.ops, 0, "group reused while the kernel still owns it");
-        self.buf.clear();
+        if Arc::get_mut(&mut self.buf).is_none() {
+            let capacity = self.buf.capacity();
+            self.buf = Arc::new(
+                recent
+                    .reusable(capacity)
+                    .unwrap_or_else(|| AlignedBuf::new(capacity)),
+            );
+        }
+        let buf = self.buf_mut();
+        buf.clear();
+        buf.extend_from_slice(lead);
+        self.lead = lead.len();
         self.slots.clear();
         self.index.clear();
         self.file_pos = file_pos;
         self.first_offset = first_offset;
         self.end_offset = first_offset;
+        self.write_len = 0;
         self.written = 0;
         self.state = GroupState::Writing;
+    }
+
+    /// The buffer, while the group is being gathered (nobody else holds it then).
+    fn buf_mut(&mut self) -> &mut AlignedBuf {
+        Arc::get_mut(&mut self.buf).expect("a group's buffer is unshared until it commits")
+    }
+
+    /// Bytes of records in the group.
+    pub(super) fn data_len(&self) -> usize {
+        self.buf.len() - self.lead
+    }
+
+    /// File position of `buf[0]`.
+    pub(super) fn buf_pos(&self) -> u64 {
+        self.file_pos - self.lead as u64
+    }
+
+    /// The kernel confirmed the whole write (the sync may still be running).
+    pub(super) fn write_done(&self) -> bool {
+        self.written >= self.write_len
+    }
+
+    /// Gathering is over: fixes what the write covers. Under direct writes that is whole
+    /// blocks, the padding after the records zeroed.
+    fn seal(&mut self, direct: bool) {
+        debug_assert!(!direct || self.buf_pos().is_multiple_of(aligned::BLOCK_BYTES as u64));
+        self.write_len = if direct {
+            self.buf_mut().padded().len()
+        } else {
+            self.buf.len()
+        };
     }
 
     /// The write failed; the group waits for the rewind.
@@ -109,10 +168,11 @@ impl Group {
         // batch is failed with the rest rather than dropped unanswered.
         self.slots.push((batch.slot, first));
         let start = self.buf.len();
-        self.buf.extend_from_slice(&batch.frames);
-        let file_start = self.file_pos + start as u64;
+        let file_start = self.buf_pos() + start as u64;
+        let buf = Arc::get_mut(&mut self.buf).expect("unshared while gathered");
+        buf.extend_from_slice(&batch.frames);
         let index = &mut self.index;
-        let n = format::stamp_offsets(&mut self.buf[start..], first, |offset, rel| {
+        let n = format::stamp_offsets(&mut buf[start..], first, |offset, rel| {
             cursor.note(offset, file_start + rel as u64, index);
         });
         assert_eq!(
@@ -129,12 +189,12 @@ impl Group {
     fn on_write(&mut self, res: i32, durable: bool) -> bool {
         if res < 0 {
             self.state = GroupState::Failed(-res);
-        } else if res == 0 && self.written < self.buf.len() {
+        } else if res == 0 && !self.write_done() {
             self.state = GroupState::Failed(libc::EIO);
         } else {
             self.written += res as usize;
             // Short: stays Writing; resubmitted once every completion is in.
-            if self.written == self.buf.len() && !durable {
+            if self.write_done() && !durable {
                 self.state = GroupState::Done;
                 return true;
             }
@@ -151,7 +211,7 @@ impl Group {
             Ok(false)
         } else if res < 0 {
             Err(-res)
-        } else if self.written < self.buf.len() {
+        } else if !self.write_done() {
             // A short write whose linked sync ran anyway: the rest is written again.
             Ok(false)
         } else {
@@ -163,7 +223,7 @@ impl Group {
     /// Every completion of the last submission is in and part of the buffer is still
     /// unwritten (a short write, in whatever order the kernel posted the CQEs).
     fn needs_resubmit(&self) -> bool {
-        self.ops == 0 && self.state == GroupState::Writing && self.written < self.buf.len()
+        self.ops == 0 && self.state == GroupState::Writing && !self.write_done()
     }
 }
 
@@ -228,11 +288,11 @@ impl Writer {
             last_pos: self.active.last_index_pos,
         };
         let g = &mut self.groups[gi];
-        g.reset(self.pos, self.next_offset);
+        g.reset(self.pos, self.next_offset, &self.tail, &self.inner.recent);
         let mut next = self.next_offset;
         while let Some(batch) = self.pending.take().or_else(|| self.inner.ring.pop()) {
-            if g.buf.len() + batch.frames.len() > room {
-                if g.buf.is_empty() && !empty_segment {
+            if g.data_len() + batch.frames.len() > room {
+                if g.slots.is_empty() && !empty_segment {
                     self.phase = Phase::RotateDue;
                 }
                 self.pending = Some(batch);
@@ -244,8 +304,15 @@ impl Writer {
             return false;
         }
         g.end_offset = next;
+        g.seal(self.direct);
+        if self.direct {
+            // The block the next group begins in: what this group leaves of it.
+            let from = aligned::round_down(g.buf.len() as u64) as usize;
+            self.tail.clear();
+            self.tail.extend_from_slice(&g.buf[from..]);
+        }
         self.active.last_index_pos = cursor.last_pos;
-        self.pos += g.buf.len() as u64;
+        self.pos += g.data_len() as u64;
         self.next_offset = next;
         true
     }
@@ -258,11 +325,17 @@ impl Writer {
         let durable = self.inner.config.fsync == FsyncPolicy::Always;
         let g = &mut self.groups[gi];
         g.submitted = Instant::now();
-        let rest = &g.buf[g.written..];
+        let len = g.write_len - g.written;
         #[cfg(feature = "failpoints")]
-        let rest = &rest[..crate::wal::failpoints::write_len(rest.len())];
-        let write = opcode::Write::new(fd, rest.as_ptr(), rest.len() as u32)
-            .offset(g.file_pos + g.written as u64)
+        let len = crate::wal::failpoints::write_len(
+            len,
+            if self.direct { aligned::BLOCK_BYTES } else { 1 },
+        );
+        // SAFETY (of the pointer's use by the kernel): the buffer is not touched, moved
+        // or freed until this group's completions are reaped (`ops`); `write_len` is
+        // within its allocation (`seal`).
+        let write = opcode::Write::new(fd, g.buf.as_ptr().wrapping_add(g.written), len as u32)
+            .offset(g.buf_pos() + g.written as u64)
             .build()
             .user_data(user_data(gi, OP_WRITE));
         if durable {

@@ -24,6 +24,7 @@
 //! - `retire`: completing durable groups in order, and the rewind after a failed write;
 //! - `rotate`: sealing the active segment and starting the next, and the clean finish.
 
+mod direct;
 mod group;
 mod retire;
 mod rotate;
@@ -39,7 +40,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use self::group::Group;
 use super::{
-    Batch, FsyncPolicy, Inner, WriterFailure, WriterFailureKind,
+    Batch, FsyncPolicy, Inner, WriterFailure, WriterFailureKind, aligned,
     recovery::{ActiveSegment, Recovered},
     segment,
     spare::Spares,
@@ -126,6 +127,11 @@ struct Writer {
     resubmit: Vec<usize>,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
+    /// Groups are written `O_DIRECT`: whole blocks from aligned memory (see `direct`).
+    direct: bool,
+    /// Under direct writes, the bytes of the active segment's block that `pos` falls
+    /// in, before `pos`: the next group writes them again in front of its records.
+    tail: Vec<u8>,
     /// The data directory's lock, held for the writer's life.
     _lock: std::fs::File,
 }
@@ -138,6 +144,11 @@ pub(crate) fn spawn(
     let core = inner.config.writer_core;
     let depth = inner.config.groups_in_flight_max;
     let cap = inner.config.group_bytes_max;
+    let cq_entries = ring.params().cq_entries() as usize;
+    let mut active = recovered.active;
+    let tail = direct::start(&inner, &mut active);
+    let direct = tail.is_some();
+    // After the write mode is known: spares are zeroed the same way.
     let spares = if inner.config.segment_prewrite {
         match Spares::start(inner.clone()) {
             Ok(s) => Some(s),
@@ -149,12 +160,14 @@ pub(crate) fn spawn(
     } else {
         None
     };
-    let cq_entries = ring.params().cq_entries() as usize;
     let mut w = Writer {
-        pos: recovered.active.end_pos,
+        pos: active.end_pos,
         next_offset: recovered.next_offset,
-        active: recovered.active,
-        groups: (0..depth).map(|_| Group::new(cap)).collect(),
+        active,
+        // A lead of up to a block comes before the records, and the write is padded.
+        groups: (0..depth)
+            .map(|_| Group::new(cap + 2 * aligned::BLOCK_BYTES))
+            .collect(),
         in_flight: VecDeque::with_capacity(depth),
         pending: None,
         phase: Phase::Gathering,
@@ -166,6 +179,8 @@ pub(crate) fn spawn(
         cqes: Vec::with_capacity(cq_entries),
         resubmit: Vec::with_capacity(depth),
         spares,
+        direct,
+        tail: tail.unwrap_or_default(),
         _lock: recovered.lock,
         inner,
         ring,
@@ -215,7 +230,7 @@ impl Writer {
                 self.rotate()?;
             }
             self.maybe_lone_sync()?;
-            while self.phase == Phase::Gathering && self.in_flight.len() < self.groups.len() {
+            while self.can_gather() {
                 if !self.gather_and_submit()? {
                     break;
                 }
@@ -240,9 +255,7 @@ impl Writer {
     fn wait(&mut self, idle: bool) -> Result<(), WriterFailure> {
         self.arm_timeout()?;
         let outstanding = !self.in_flight.is_empty() || self.armed.lone_sync || self.armed.timeout;
-        let can_take_more = self.in_flight.len() < self.groups.len()
-            && self.phase == Phase::Gathering
-            && self.pending.is_none();
+        let can_take_more = self.can_gather() && self.pending.is_none();
         if can_take_more {
             // Ask producers to wake us: a new batch lets us start a group now.
             if !self.inner.ring.prepare_sleep() {
@@ -264,6 +277,20 @@ impl Writer {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
             Err(source) => Err(WriterFailureKind::Enter { source }.into()),
         }
+    }
+
+    /// Whether a new group may be gathered now: the writer is gathering, a group is
+    /// free, and under direct writes the newest group's write is complete, because the
+    /// next one writes the block they share again (two writes of one block in flight
+    /// could land in either order; the syncs may still overlap).
+    fn can_gather(&self) -> bool {
+        self.phase == Phase::Gathering
+            && self.in_flight.len() < self.groups.len()
+            && !(self.direct
+                && self
+                    .in_flight
+                    .back()
+                    .is_some_and(|&gi| !self.groups[gi].write_done()))
     }
 
     /// Under `interval` with unsynced data: a timer, so the wait ends in time for the

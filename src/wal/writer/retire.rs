@@ -65,7 +65,12 @@ impl Writer {
         // a written position covering it.
         self.inner
             .active_written
-            .store(g.file_pos + g.buf.len() as u64, Ordering::Release);
+            .store(g.file_pos + g.data_len() as u64, Ordering::Release);
+        // Before committed_end too: a reader that sees the new end finds the group in
+        // memory (or, if it is already gone from there, in the file).
+        self.inner
+            .recent
+            .push(self.active.base, g.buf_pos(), &g.buf);
         // Release: readers that see the new end also see the bytes in the page cache
         // (and every truncation epoch bumped before, see `Inner::truncation_epoch`).
         self.inner
@@ -75,7 +80,7 @@ impl Writer {
         st.records_committed
             .fetch_add(g.end_offset - g.first_offset, Ordering::Relaxed);
         st.bytes_committed
-            .fetch_add(g.buf.len() as u64, Ordering::Relaxed);
+            .fetch_add(g.data_len() as u64, Ordering::Relaxed);
         st.groups_committed.fetch_add(1, Ordering::Relaxed);
         for (slot, first) in g.slots.drain(..) {
             slot.complete(first);
@@ -89,6 +94,10 @@ impl Writer {
         let first = self.in_flight[0];
         let (file_pos, first_offset) =
             (self.groups[first].file_pos, self.groups[first].first_offset);
+        // The block the cut falls in begins, in memory, as the failed group began.
+        let g = &self.groups[first];
+        self.tail.clear();
+        self.tail.extend_from_slice(&g.buf[..g.lead]);
         let path = self.active_path();
         let write = std::io::Error::from_raw_os_error(errno);
         // A pre-written segment is cut here too: stale bytes past the cut must never be

@@ -4,12 +4,12 @@
 
 use std::{io, path::PathBuf, sync::atomic::Ordering};
 
-use super::{Phase, Writer};
+use super::{Phase, Writer, direct};
 use crate::{
     error::{AppendError, OpenError},
     wal::{
         WriterFailure, WriterFailureKind,
-        format::SEGMENT_HEADER_BYTES,
+        format::{self, SEGMENT_HEADER_BYTES},
         recovery::{self, ActiveSegment},
         retention,
         segment::{self, sync_dir},
@@ -72,6 +72,19 @@ impl Writer {
     fn rotated(&mut self, seg: ActiveSegment) {
         self.active = seg;
         self.pos = SEGMENT_HEADER_BYTES as u64;
+        if self.direct {
+            match direct::enable(&self.active.file) {
+                // The first group writes the header's block again, header first.
+                Ok(()) => self.tail = format::encode_segment_header(self.active.base).to_vec(),
+                Err(e) => {
+                    // Same filesystem as at start, so not expected; writing on is.
+                    tracing::warn!(error = %e, "cannot turn O_DIRECT on for the new segment; writing through the page cache from now on");
+                    self.direct = false;
+                    self.tail.clear();
+                    self.inner.direct_writes.store(false, Ordering::Relaxed);
+                }
+            }
+        }
         // Base first (Relaxed), then the position (Release): a reader that sees the new
         // position sees the new base.
         self.inner
@@ -115,7 +128,8 @@ impl Writer {
     /// closed segment is exactly as long as its records), then syncs the segment and
     /// its index.
     fn seal_and_sync(&mut self) -> io::Result<()> {
-        if self.active.prewritten {
+        // Direct writes leave zeros up to the end of the last block.
+        if self.active.prewritten || self.direct {
             self.active.file.set_len(self.pos)?;
             self.active.prewritten = false;
         }

@@ -1,0 +1,174 @@
+//! Block-aligned memory for direct I/O: an `O_DIRECT` write must come from memory
+//! aligned to the device's logical block, cover whole blocks and start on a block
+//! boundary of the file. [`BLOCK_BYTES`] (4 KiB) satisfies every device with 512-byte or
+//! 4 KiB logical blocks, which is every disk this appliance is meant for.
+
+use std::{
+    alloc::{self, Layout},
+    ptr::NonNull,
+};
+
+/// The alignment and granularity of direct writes: of the memory, the file position
+/// and the length.
+pub const BLOCK_BYTES: usize = 4096;
+
+/// `n` rounded up to a whole number of blocks.
+pub const fn round_up(n: usize) -> usize {
+    n.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
+/// `n` rounded down to a block boundary.
+pub const fn round_down(n: u64) -> u64 {
+    n / BLOCK_BYTES as u64 * BLOCK_BYTES as u64
+}
+
+/// A fixed-capacity byte buffer whose start is block-aligned and whose capacity is a
+/// whole number of blocks. Allocated zeroed, once; `len` bytes are in use.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    len: usize,
+    /// The most bytes ever in use, padding included: what the buffer costs in resident
+    /// memory (a large zeroed allocation is fresh pages the kernel maps on first touch).
+    touched: usize,
+}
+
+// SAFETY: the buffer owns its allocation outright, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access is read-only (`&[u8]`), like a Vec<u8>.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zeroed buffer of at least `capacity` bytes (rounded up to whole blocks).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = round_up(capacity.max(1));
+        let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            alloc::handle_alloc_error(layout)
+        };
+        AlignedBuf {
+            ptr,
+            capacity,
+            len: 0,
+            touched: 0,
+        }
+    }
+
+    /// Bytes the buffer can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of the allocation ever written, in whole blocks: its resident cost.
+    pub fn touched(&self) -> usize {
+        round_up(self.touched)
+    }
+
+    /// Forgets the bytes in use (they stay in memory until overwritten).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `bytes`.
+    ///
+    /// # Panics
+    /// If they do not fit: the callers size every buffer for its largest content.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        assert!(end <= self.capacity, "aligned buffer overflow");
+        // SAFETY: in bounds (checked above); `bytes` cannot alias our allocation
+        // while we hold `&mut self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len = end;
+        self.touched = self.touched.max(end);
+    }
+
+    /// Zeroes the bytes from `len` to the next block boundary and returns the bytes in
+    /// use padded to it: what a direct write of this buffer covers.
+    pub fn padded(&mut self) -> &[u8] {
+        let end = round_up(self.len);
+        debug_assert!(end <= self.capacity);
+        self.touched = self.touched.max(end);
+        // SAFETY: `len..end` is within the allocation (capacity is whole blocks).
+        unsafe {
+            std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, end - self.len);
+            std::slice::from_raw_parts(self.ptr.as_ptr(), end)
+        }
+    }
+
+    /// The whole allocation as a raw pointer, for an SQE that reads from it.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes are initialised (the allocation is zeroed).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("valid layout");
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_and_padded_with_zeros() {
+        let mut b = AlignedBuf::new(5000);
+        assert_eq!(b.capacity(), 8192);
+        assert_eq!(b.as_ptr() as usize % BLOCK_BYTES, 0);
+        b.extend_from_slice(&[7; 4100]);
+        // Stale bytes past len must not leak into the padding.
+        b.clear();
+        b.extend_from_slice(&[1; 10]);
+        let p = b.padded();
+        assert_eq!(p.len(), 4096);
+        assert!(p[..10].iter().all(|&x| x == 1));
+        assert!(p[10..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "overflow")]
+    fn overflow_panics() {
+        AlignedBuf::new(4096).extend_from_slice(&[0; 4097]);
+    }
+}

@@ -1,0 +1,213 @@
+//! The most recently committed groups, kept in memory for live readers: the fan-out's
+//! tail, its binary window, the read API near the end, and subscribers close behind.
+//!
+//! Why: under `write_mode = "direct"` the page cache no longer holds what the writer
+//! just wrote, so a reader following the log would read every record back from the
+//! disk. Instead the writer hands each committed group's buffer over as it is (an
+//! `Arc`, not a copy), and a live [`Scanner`](super::segment::Scanner) copies from it
+//! where it would have read the file. Older records are read from the files as before.
+//!
+//! An entry covers whole file bytes: a group's buffer starts at a block boundary (under
+//! direct writes it begins with the bytes of the block that precede the group), so an
+//! entry is exactly the file's contents from `start` for `buf.len()` bytes, every one of
+//! them committed.
+//!
+//! Bounds: entries are kept while their resident cost (each buffer's touched bytes)
+//! stays within `recent_bytes_max` (the fan-out window's size), the newest always. A
+//! group that fills less than a quarter of a large buffer is copied into a buffer of its
+//! own size instead, so a slow trickle cannot pin a large buffer per record. Buffers
+//! that leave the window unshared go back to the writer ([`Recent::reusable`]), so a
+//! steady stream allocates nothing.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::aligned::AlignedBuf;
+
+/// Unshared buffers kept for the writer to reuse.
+const REUSABLE_MAX: usize = 4;
+
+#[derive(Debug)]
+struct Entry {
+    /// Base offset of the segment the bytes belong to.
+    base: u64,
+    /// File position of `buf[0]`.
+    start: u64,
+    buf: Arc<AlignedBuf>,
+    /// What the entry counts against the bound.
+    cost: usize,
+}
+
+impl Entry {
+    fn end(&self) -> u64 {
+        self.start + self.buf.len() as u64
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Oldest first; ascending by (base, start).
+    entries: VecDeque<Entry>,
+    cost: usize,
+    reusable: Vec<AlignedBuf>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Recent {
+    bytes_max: usize,
+    state: Mutex<State>,
+    /// Bytes live readers copied from here.
+    pub(crate) bytes_from_memory: AtomicU64,
+    /// Bytes live readers read from segment files.
+    pub(crate) bytes_from_files: AtomicU64,
+    /// The bytes the window holds now (its cost).
+    pub(crate) bytes_held: AtomicU64,
+}
+
+impl Recent {
+    pub(crate) fn new(bytes_max: usize) -> Self {
+        Recent {
+            bytes_max,
+            state: Mutex::new(State::default()),
+            bytes_from_memory: AtomicU64::new(0),
+            bytes_from_files: AtomicU64::new(0),
+            bytes_held: AtomicU64::new(0),
+        }
+    }
+
+    /// The writer: group bytes `buf`, at file position `start` of segment `base`, are
+    /// committed. Shares `buf` or copies it (see the module docs); evicts the oldest.
+    pub(crate) fn push(&self, base: u64, start: u64, buf: &Arc<AlignedBuf>) {
+        let (buf, cost) = if buf.len() * 4 >= buf.touched() {
+            (buf.clone(), buf.touched())
+        } else {
+            let mut own = AlignedBuf::new(buf.len());
+            own.extend_from_slice(buf);
+            let cost = own.capacity();
+            (Arc::new(own), cost)
+        };
+        let mut st = self.state.lock().expect("recent lock");
+        debug_assert!(
+            st.entries
+                .back()
+                .is_none_or(|e| (e.base, e.end()) <= (base, start + buf.len() as u64)),
+            "groups arrive in file order"
+        );
+        st.cost += cost;
+        st.entries.push_back(Entry {
+            base,
+            start,
+            buf,
+            cost,
+        });
+        while st.cost > self.bytes_max && st.entries.len() > 1 {
+            let old = st.entries.pop_front().expect("non-empty");
+            st.cost -= old.cost;
+            if let Ok(b) = Arc::try_unwrap(old.buf)
+                && st.reusable.len() < REUSABLE_MAX
+            {
+                st.reusable.push(b);
+            }
+        }
+        self.bytes_held.store(st.cost as u64, Ordering::Relaxed);
+    }
+
+    /// The writer: an unshared buffer of `capacity` bytes that left the window, if any.
+    pub(crate) fn reusable(&self, capacity: usize) -> Option<AlignedBuf> {
+        let mut st = self.state.lock().expect("recent lock");
+        let i = st.reusable.iter().position(|b| b.capacity() == capacity)?;
+        Some(st.reusable.swap_remove(i))
+    }
+
+    /// A live reader: copies the committed bytes of segment `base` from file position
+    /// `at` into `dst`, as far as the window holds them contiguously. Returns how many
+    /// bytes it copied: 0 if the window does not hold `at`.
+    pub(crate) fn read_at(&self, base: u64, at: u64, dst: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < dst.len() {
+            let pos = at + done as u64;
+            // Clone the entry out of the lock: the copy runs without it, so the writer
+            // never waits on a reader's memcpy.
+            let found = {
+                let st = self.state.lock().expect("recent lock");
+                let i = st
+                    .entries
+                    .partition_point(|e| (e.base, e.start) <= (base, pos));
+                i.checked_sub(1)
+                    .map(|i| &st.entries[i])
+                    .filter(|e| e.base == base && pos < e.end())
+                    .map(|e| (e.start, e.buf.clone()))
+            };
+            let Some((start, buf)) = found else { break };
+            let from = (pos - start) as usize;
+            let n = (buf.len() - from).min(dst.len() - done);
+            dst[done..done + n].copy_from_slice(&buf[from..from + n]);
+            done += n;
+        }
+        self.bytes_from_memory
+            .fetch_add(done as u64, Ordering::Relaxed);
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(start_byte: u8, len: usize) -> Arc<AlignedBuf> {
+        let mut b = AlignedBuf::new(len);
+        let bytes: Vec<u8> = (0..len).map(|i| start_byte.wrapping_add(i as u8)).collect();
+        b.extend_from_slice(&bytes);
+        Arc::new(b)
+    }
+
+    #[test]
+    fn reads_across_contiguous_entries_and_stops_at_a_gap() {
+        let r = Recent::new(1 << 20);
+        r.push(0, 0, &group(0, 4096));
+        r.push(0, 4096, &group(0, 100)); // 4096 % 256 == 0: continues the pattern
+        let mut dst = vec![0; 5000];
+        assert_eq!(r.read_at(0, 4000, &mut dst), 196);
+        assert_eq!(dst[0], (4000 % 256) as u8);
+        assert_eq!(dst[96], 0); // position 4096 starts the second group's pattern
+        // Another segment, and positions past the end, are not held.
+        assert_eq!(r.read_at(7, 0, &mut dst), 0);
+        assert_eq!(r.read_at(0, 4196, &mut dst), 0);
+    }
+
+    #[test]
+    fn evicts_oldest_beyond_the_bound_but_keeps_the_newest() {
+        let r = Recent::new(8192);
+        r.push(0, 0, &group(1, 4096));
+        r.push(0, 4096, &group(2, 4096));
+        r.push(0, 8192, &group(3, 4096));
+        let mut dst = [0u8; 1];
+        assert_eq!(r.read_at(0, 0, &mut dst), 0, "evicted");
+        assert_eq!(r.read_at(0, 4096, &mut dst), 1);
+        assert_eq!(r.bytes_held.load(Ordering::Relaxed), 8192);
+        // An evicted buffer nobody shares comes back for reuse.
+        assert!(r.reusable(4096).is_some());
+        let tiny = Recent::new(1);
+        tiny.push(0, 0, &group(0, 4096));
+        assert_eq!(tiny.read_at(0, 0, &mut dst), 1, "the newest is always kept");
+    }
+
+    #[test]
+    fn a_small_group_in_a_large_buffer_is_copied() {
+        let r = Recent::new(1 << 20);
+        let mut big = AlignedBuf::new(1 << 20);
+        big.extend_from_slice(&vec![9; 1 << 20]);
+        big.clear();
+        big.extend_from_slice(&[5; 10]);
+        let big = Arc::new(big);
+        r.push(0, 0, &big);
+        assert_eq!(Arc::strong_count(&big), 1, "not shared: copied");
+        assert_eq!(r.bytes_held.load(Ordering::Relaxed), 4096);
+    }
+}
