@@ -67,6 +67,9 @@ enum Command {
         /// [default: the log's, as for serve]
         #[arg(long, value_parser = ringstash::wal::FsyncPolicy::parse)]
         fsync: Option<ringstash::wal::FsyncPolicy>,
+        /// `direct` or `buffered`, as serve's `write_mode`. [default: direct]
+        #[arg(long, env = "RINGSTASH_WRITE_MODE")]
+        write_mode: Option<ringstash::wal::WriteMode>,
     },
     /// Verify every checksum; report segments, records and bytes. Exit 1 on damage.
     Check {
@@ -126,8 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_offsets,
             segment_bytes_max,
             fsync,
+            write_mode,
         } => append(
-            append_log_config(data_dir, segment_bytes_max, fsync),
+            append_log_config(data_dir, segment_bytes_max, fsync, write_mode),
             &ringstash::cli::AppendOptions {
                 batch_records: batch_records.max(1),
                 print_offsets,
@@ -176,8 +180,12 @@ fn append_log_config(
     data_dir: PathBuf,
     segment_bytes_max: Option<u64>,
     fsync: Option<ringstash::wal::FsyncPolicy>,
+    write_mode: Option<ringstash::wal::WriteMode>,
 ) -> ringstash::wal::LogConfig {
     let mut config = ringstash::wal::LogConfig::new(data_dir);
+    if let Some(mode) = write_mode {
+        config.write_mode = mode;
+    }
     if let Some(max) = segment_bytes_max {
         config.segment_bytes_max = max;
     }

@@ -213,9 +213,9 @@ fn filters_select_exactly_what_they_should() {
 /// when the follower announced a sleep, and never missed (Dekker with the flag).
 #[test]
 fn the_commit_follower_is_woken_only_when_it_sleeps() {
-    use ringstash::wal::{BatchBuilder, Log, LogConfig};
+    use ringstash::wal::{BatchBuilder, Log};
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(LogConfig::new(dir.path())).unwrap();
+    let log = Log::open(common::wal::default_config(dir.path())).unwrap();
     let f = log.follower().unwrap();
     let readable = |ms: i32| {
         let mut p = libc::pollfd {

@@ -16,8 +16,7 @@ use ringstash::{
     error::AppendError,
     wal::{
         Committed, Completion, Log, LogConfig, Reader, Record,
-        format::SEGMENT_HEADER_BYTES,
-        segment::{Scan, Scanner, list_segments, segment_path},
+        segment::{list_segments, segment_path},
     },
 };
 
@@ -110,7 +109,7 @@ fn sigkill_while_appending_loses_no_acknowledged_record() {
             next = last + 1;
         }
 
-        let log = Log::open(LogConfig::new(&dir)).unwrap();
+        let log = Log::open(default_config(&dir)).unwrap();
         let end = log.committed_end();
         assert!(
             end >= next,
@@ -145,17 +144,6 @@ fn sigkill_while_appending_loses_no_acknowledged_record() {
 // ---------------------------------------------------------------------------------------
 // Full disk
 // ---------------------------------------------------------------------------------------
-
-/// Where the records of segment `base` end: not its length, which direct writes pad to
-/// a whole block (and a pre-written segment holds zeros past it).
-fn data_end(path: &Path, base: u64) -> u64 {
-    let mut s = Scanner::open(path.to_owned(), SEGMENT_HEADER_BYTES as u64, base).unwrap();
-    let mut end = SEGMENT_HEADER_BYTES as u64;
-    while let Scan::Record { record, position } = s.next().unwrap() {
-        end = position + record.frame_bytes() as u64;
-    }
-    end
-}
 
 #[test]
 fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns() {
@@ -286,8 +274,8 @@ fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns
     let big: Vec<Vec<u8>> = (0..50).map(|i| vec![b'A' + (i % 26) as u8; 280]).collect();
     let big_bytes: u64 = big.iter().map(|p| RECORD_HEADER + p.len() as u64).sum();
     loop {
-        let base = *list_segments(&dir).unwrap().last().unwrap();
-        if segment_bytes_max - data_end(&segment_path(&dir, base), base) < big_bytes {
+        let active = segment_path(&dir, *list_segments(&dir).unwrap().last().unwrap());
+        if segment_bytes_max - data_end(&active) < big_bytes {
             break;
         }
         let batch = vec![payload(seq, &mut rng, 200)];

@@ -391,7 +391,7 @@ fn non_durable_policies_round_trip_and_shut_down_cleanly() {
 #[test]
 fn lowering_record_bytes_max_does_not_make_old_records_look_damaged() {
     let (_tmp, dir) = temp_data_dir("d");
-    let mut config = LogConfig::new(&dir);
+    let mut config = default_config(&dir);
     config.segment_bytes_max = 2 << 20;
     config.group_bytes_max = 1 << 20;
     config.record_bytes_max = (1 << 20) - 24;

@@ -381,7 +381,8 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
     out
 }
 
-/// A size-limited tmpfs, unmounted on drop, also when a test fails.
+/// A size-limited tmpfs (or a ramfs, which has no direct I/O), unmounted on drop, also
+/// when a test fails.
 pub struct Tmpfs {
     target: CString,
     path: PathBuf,
@@ -394,8 +395,17 @@ impl Tmpfs {
     /// Mounts on a new temp dir; None (with a printed SKIP reason) where the machine does
     /// not allow mounting.
     pub fn mount(size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount_new("tmpfs", &format!("size={size}"))
+    }
+
+    /// A ramfs on a new temp dir: a filesystem that refuses `O_DIRECT`.
+    pub fn mount_ramfs() -> Option<Tmpfs> {
+        Tmpfs::mount_new("ramfs", "")
+    }
+
+    fn mount_new(fstype: &str, options: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
-        match Tmpfs::mount_at(dir.path(), size) {
+        match Tmpfs::mount_type(dir.path(), fstype, options) {
             Ok(mut t) => {
                 t._dir = Some(dir);
                 Some(t)
@@ -410,8 +420,12 @@ impl Tmpfs {
 
     /// Mounts on `target` (an existing directory); the error says why it could not.
     pub fn mount_at(target: &Path, size: &str) -> Result<Tmpfs, String> {
+        Tmpfs::mount_type(target, "tmpfs", &format!("size={size}"))
+    }
+
+    fn mount_type(target: &Path, fstype: &str, options: &str) -> Result<Tmpfs, String> {
         let c = |s: &str| CString::new(s).unwrap();
-        let (source, fstype, options) = (c("tmpfs"), c("tmpfs"), c(&format!("size={size}")));
+        let (source, fstype_c, options) = (c(fstype), c(fstype), c(options));
         let path = target.to_owned();
         let target = c(target.to_str().unwrap());
         // SAFETY: all arguments are valid NUL-terminated strings that outlive the call.
@@ -419,14 +433,14 @@ impl Tmpfs {
             libc::mount(
                 source.as_ptr(),
                 target.as_ptr(),
-                fstype.as_ptr(),
+                fstype_c.as_ptr(),
                 0,
                 options.as_ptr().cast(),
             )
         };
         if r != 0 {
             return Err(format!(
-                "mount -t tmpfs failed: {}",
+                "mount -t {fstype} failed: {}",
                 std::io::Error::last_os_error()
             ));
         }

@@ -55,9 +55,21 @@ pub fn temp_data_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// The log's defaults for `dir`, with `write_mode` from `RINGSTASH_WRITE_MODE` when it
+/// is set, as `serve` and `append` take it: `.ci/run` runs the suite once per mode.
+pub fn default_config(dir: &Path) -> LogConfig {
+    let mut c = LogConfig::new(dir);
+    if let Ok(mode) = std::env::var("RINGSTASH_WRITE_MODE") {
+        c.write_mode = mode
+            .parse()
+            .expect("RINGSTASH_WRITE_MODE: direct or buffered");
+    }
+    c
+}
+
 /// A log configuration small enough that a few thousand records rotate many times.
 pub fn small_config(dir: &Path) -> LogConfig {
-    let mut c = LogConfig::new(dir);
+    let mut c = default_config(dir);
     c.segment_bytes_max = 64 << 10;
     c.group_bytes_max = 16 << 10;
     c.record_bytes_max = 4 << 10;
@@ -198,7 +210,9 @@ pub fn parse_segment(path: &Path) -> Vec<OnDisk> {
     let mut pos = SEGMENT_HEADER as usize;
     let mut out = Vec::new();
     while pos < bytes.len() {
-        let h = &bytes[pos..pos + RECORD_HEADER as usize];
+        // Direct writes pad the active segment to a whole block: fewer zeros than a
+        // header may follow the last record.
+        let h = &bytes[pos..(pos + RECORD_HEADER as usize).min(bytes.len())];
         if h.iter().all(|&b| b == 0) {
             assert!(
                 bytes[pos..].iter().all(|&b| b == 0),
@@ -228,6 +242,15 @@ pub fn parse_segment(path: &Path) -> Vec<OnDisk> {
         pos = end;
     }
     out
+}
+
+/// Where the records of the segment at `path` end, by [`parse_segment`]: not its length,
+/// which direct writes pad to a whole block (and a pre-written segment holds zeros past
+/// it).
+pub fn data_end(path: &Path) -> u64 {
+    parse_segment(path)
+        .last()
+        .map_or(SEGMENT_HEADER, |r| r.position + r.frame_bytes)
 }
 
 /// Reads a sparse index file as (offset relative to base, position) pairs.
