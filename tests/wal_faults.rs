@@ -15,7 +15,7 @@ use std::{
 use ringstash::{
     error::AppendError,
     wal::{
-        Committed, Completion, Log, LogConfig, Reader, Record,
+        Committed, Completion, Log, Reader, Record,
         segment::{list_segments, segment_path},
     },
 };

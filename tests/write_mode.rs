@@ -38,7 +38,7 @@ fn small_groups_rewrite_the_partial_block_and_the_segment_is_sealed_exact() {
             let end = data_end(&active);
             match mode {
                 WriteMode::Direct => assert!(
-                    len % 4096 == 0 && len >= end && len - end < 4096,
+                    len.is_multiple_of(4096) && len >= end && len - end < 4096,
                     "{mode:?}: file {len} bytes, records end at {end}"
                 ),
                 WriteMode::Buffered => assert_eq!(len, end, "{mode:?}"),
