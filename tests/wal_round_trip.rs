@@ -13,7 +13,7 @@ use std::{
 use ringstash::{
     error::{AppendError, OpenError},
     wal::{
-        BatchBuilder, FsyncPolicy, Log, LogConfig, Reader, RecoveryMode,
+        BatchBuilder, FsyncPolicy, Log, Reader, RecoveryMode,
         segment::{index_path, list_segments, segment_path},
     },
 };
