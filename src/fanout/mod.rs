@@ -12,15 +12,14 @@
 //!   did) and, only when this core announced that it is about to sleep
 //!   ([`crate::wal::CommitFollower::prepare_sleep`]), writes an eventfd that this loop
 //!   polls. No lock on the commit path; a busy fan-out costs the writer one load.
-//! - **Live, from memory**: one tail reader follows the committed end through the page
-//!   cache and decodes and renders each record once into the [`window::Window`]
+//! - **Live, from memory**: one tail reader follows the committed end through the
+//!   log's recent groups (the writer's own buffers, handed over at commit: see
+//!   `wal::recent`; under direct writes the page cache does not hold them) and decodes and renders each record once into the [`window::Window`]
 //!   (bounded by `fanout_window_bytes_max`). It reads ahead only when a subscriber
 //!   that can take more waits at the window's end (the leader), so nothing is decoded
 //!   for nobody. A subscriber whose cursor is in the window is served from it;
-//!   unfiltered subscribers at a chunk boundary share one rendered message. (The writer's own group buffers are not shared: they are reused for the
-//!   next group as soon as it is durable, and handing them out would mean an
-//!   allocation or a copy on the writer's core. Reading them back from the page cache
-//!   costs this core, not the writer.)
+//!   unfiltered subscribers at a chunk boundary share one rendered message. Copying
+//!   out of the recent groups costs this core, not the writer's.
 //! - **Catch-up, from the files**: a subscriber whose cursor is below the window (it
 //!   asked for old records, or fell behind) reads the segment files with a
 //!   [`crate::wal::Reader`] of its own, at its own pace, until it reaches the window.

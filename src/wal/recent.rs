@@ -14,8 +14,9 @@
 //!
 //! Bounds: entries are kept while their resident cost (each buffer's touched bytes)
 //! stays within `recent_bytes_max` (the fan-out window's size), the newest always. A
-//! group that fills less than a quarter of a large buffer is copied into a buffer of its
-//! own size instead, so a slow trickle cannot pin a large buffer per record. Buffers
+//! group under 64 KiB, or filling less than a quarter of its buffer, is copied instead,
+//! so a slow trickle neither pins a large buffer per record nor makes the writer map a
+//! new buffer per group (a copy that small costs it a few microseconds). Buffers
 //! that leave the window unshared go back to the writer ([`Recent::reusable`]), so a
 //! steady stream allocates nothing.
 
@@ -32,14 +33,37 @@ use super::aligned::AlignedBuf;
 /// Unshared buffers kept for the writer to reuse.
 const REUSABLE_MAX: usize = 4;
 
+/// Groups smaller than this are copied rather than shared: a copy of at most 64 KiB
+/// costs the writer a few microseconds, a shared buffer the mapping of a new one.
+const SHARE_BYTES_MIN: usize = 64 << 10;
+
+/// A group's bytes as the window holds them.
+#[derive(Debug, Clone)]
+enum Bytes {
+    /// The writer's own buffer, shared.
+    Shared(Arc<AlignedBuf>),
+    /// A copy, for a small group.
+    Copied(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Shared(b) => b,
+            Bytes::Copied(b) => b,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// Base offset of the segment the bytes belong to.
     base: u64,
     /// File position of `buf[0]`.
     start: u64,
-    buf: Arc<AlignedBuf>,
-    /// What the entry counts against the bound.
+    buf: Bytes,
+    /// What the entry counts against the bound: the bytes it keeps resident.
     cost: usize,
 }
 
@@ -84,13 +108,10 @@ impl Recent {
     /// The writer: group bytes `buf`, at file position `start` of segment `base`, are
     /// committed. Shares `buf` or copies it (see the module docs); evicts the oldest.
     pub(crate) fn push(&self, base: u64, start: u64, buf: &Arc<AlignedBuf>) {
-        let (buf, cost) = if buf.len() * 4 >= buf.touched() {
-            (buf.clone(), buf.touched())
+        let (buf, cost) = if buf.len() >= SHARE_BYTES_MIN && buf.len() * 4 >= buf.touched() {
+            (Bytes::Shared(buf.clone()), buf.touched())
         } else {
-            let mut own = AlignedBuf::new(buf.len());
-            own.extend_from_slice(buf);
-            let cost = own.capacity();
-            (Arc::new(own), cost)
+            (Bytes::Copied(Arc::from(&buf[..])), buf.len())
         };
         let mut st = self.state.lock().expect("recent lock");
         debug_assert!(
@@ -109,7 +130,8 @@ impl Recent {
         while st.cost > self.bytes_max && st.entries.len() > 1 {
             let old = st.entries.pop_front().expect("non-empty");
             st.cost -= old.cost;
-            if let Ok(b) = Arc::try_unwrap(old.buf)
+            if let Bytes::Shared(b) = old.buf
+                && let Ok(b) = Arc::try_unwrap(b)
                 && st.reusable.len() < REUSABLE_MAX
             {
                 st.reusable.push(b);
@@ -183,31 +205,48 @@ mod tests {
 
     #[test]
     fn evicts_oldest_beyond_the_bound_but_keeps_the_newest() {
-        let r = Recent::new(8192);
-        r.push(0, 0, &group(1, 4096));
-        r.push(0, 4096, &group(2, 4096));
-        r.push(0, 8192, &group(3, 4096));
+        const G: usize = SHARE_BYTES_MIN;
+        let r = Recent::new(2 * G);
+        let groups: Vec<_> = (0..3).map(|i| group(i as u8, G)).collect();
+        for (i, g) in groups.iter().enumerate() {
+            r.push(0, (i * G) as u64, g);
+        }
         let mut dst = [0u8; 1];
         assert_eq!(r.read_at(0, 0, &mut dst), 0, "evicted");
-        assert_eq!(r.read_at(0, 4096, &mut dst), 1);
-        assert_eq!(r.bytes_held.load(Ordering::Relaxed), 8192);
-        // An evicted buffer nobody shares comes back for reuse.
-        assert!(r.reusable(4096).is_some());
+        assert_eq!(r.read_at(0, G as u64, &mut dst), 1);
+        assert_eq!(r.bytes_held.load(Ordering::Relaxed), 2 * G as u64);
+        assert_eq!(Arc::strong_count(&groups[2]), 2, "shared, not copied");
+        // An evicted buffer nobody else holds comes back for reuse.
+        drop(groups);
+        let r2 = Recent::new(G);
+        r2.push(0, 0, &group(0, G));
+        r2.push(0, G as u64, &group(0, G));
+        assert!(r2.reusable(G).is_some());
         let tiny = Recent::new(1);
-        tiny.push(0, 0, &group(0, 4096));
+        tiny.push(0, 0, &group(0, 100));
         assert_eq!(tiny.read_at(0, 0, &mut dst), 1, "the newest is always kept");
     }
 
     #[test]
-    fn a_small_group_in_a_large_buffer_is_copied() {
+    fn small_groups_and_groups_in_a_mostly_empty_buffer_are_copied() {
         let r = Recent::new(1 << 20);
+        let small = group(0, 100);
+        r.push(0, 0, &small);
+        assert_eq!(Arc::strong_count(&small), 1, "small: copied");
         let mut big = AlignedBuf::new(1 << 20);
         big.extend_from_slice(&vec![9; 1 << 20]);
         big.clear();
-        big.extend_from_slice(&[5; 10]);
+        big.extend_from_slice(&vec![5; SHARE_BYTES_MIN]);
         let big = Arc::new(big);
-        r.push(0, 0, &big);
-        assert_eq!(Arc::strong_count(&big), 1, "not shared: copied");
-        assert_eq!(r.bytes_held.load(Ordering::Relaxed), 4096);
+        r.push(0, 100, &big);
+        assert_eq!(
+            Arc::strong_count(&big),
+            1,
+            "a quarter of its touched bytes: copied"
+        );
+        assert_eq!(
+            r.bytes_held.load(Ordering::Relaxed),
+            100 + SHARE_BYTES_MIN as u64
+        );
     }
 }

@@ -23,6 +23,8 @@
 //! - `group`: a group's life: gather (pop, copy, stamp), submit, and its completions;
 //! - `retire`: completing durable groups in order, and the rewind after a failed write;
 //! - `rotate`: sealing the active segment and starting the next, and the clean finish.
+//! - `direct`: `O_DIRECT` on the active segment, and the partial block each group
+//!   writes again (`write_mode = "direct"`).
 
 mod direct;
 mod group;
