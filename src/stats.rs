@@ -200,6 +200,8 @@ series! {
     pub struct NetGauges {
         /// Open connections, TCP and HTTP.
         gauge connections_open,
+        /// Open HTTP connections waiting between requests with nothing buffered (keep-alive); a drain ends once only these are open.
+        gauge connections_idle,
     }
 }
 

@@ -48,8 +48,8 @@ impl Registry {
         self.conns.borrow().is_empty()
     }
 
-    /// True when every open connection is idle between requests (or none is open):
-    /// what a drain waits for.
+    /// True when every connection of this reactor is idle between requests (or none is
+    /// open). A drain waits for this on every reactor ([`drained`]).
     pub fn only_idle_left(&self) -> bool {
         self.conns.borrow().len() == self.idle.get()
     }
@@ -151,12 +151,14 @@ impl ConnGuard {
             return;
         }
         self.idle = idle;
-        let r = &self.registry;
+        let (r, all) = (&self.registry, &self.ctx.gauges.connections_idle);
         if idle {
             r.idle.set(r.idle.get() + 1);
+            all.fetch_add(1, Ordering::Relaxed);
             r.ended.notify_waiters();
         } else {
             r.idle.set(r.idle.get() - 1);
+            all.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -184,6 +186,17 @@ pub fn discard_partial(ctx: &NetCtx, buf: &[u8]) {
             .tcp_partial_discarded_total
             .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// True when a drain is over as far as this reactor can tell: its own connections are
+/// all idle between requests, and so are every reactor's open connections (an idle
+/// keep-alive connection here must stay open while a request on another reactor is
+/// still under way, so that its client, which may send its next request meanwhile,
+/// gets 503 rather than EOF). Relaxed loads: the reactor polls this.
+pub fn drained(ctx: &NetCtx, registry: &Registry) -> bool {
+    let g = &ctx.gauges;
+    registry.only_idle_left()
+        && g.connections_open.load(Ordering::Relaxed) <= g.connections_idle.load(Ordering::Relaxed)
 }
 
 /// Takes a connection slot, or refuses when `connections_max` are open.

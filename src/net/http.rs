@@ -219,9 +219,8 @@ impl Conn {
             !(matches!(head.body, BodyKind::None) || head.method == Method::Post && is_ingest);
         // Checked at the answer, not at the request: a drain that began meanwhile
         // closes the connection rather than leave it to be cut while idle.
-        let keep = head.keep_alive
-            && !unread_body
-            && !self.ctx.shutting_down.load(Ordering::Relaxed);
+        let keep =
+            head.keep_alive && !unread_body && !self.ctx.shutting_down.load(Ordering::Relaxed);
         response.head_only = head.method == Method::Head;
         if !self.respond(response, keep).await || !keep {
             return Next::Close;

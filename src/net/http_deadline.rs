@@ -112,8 +112,7 @@ impl Limits {
     /// Bytes a body window must bring, when `left` bytes of the body were to come at
     /// its start: the rate's share of the window, or what is left if that is less.
     fn window_bytes_min(&self, left: Option<u64>) -> u64 {
-        let by_rate = (u128::from(self.body_rate_bytes_per_s_min)
-            * self.body_window.as_millis()
+        let by_rate = (u128::from(self.body_rate_bytes_per_s_min) * self.body_window.as_millis()
             / 1000)
             .min(u128::from(u64::MAX)) as u64;
         left.map_or(by_rate, |l| l.min(by_rate))
@@ -131,6 +130,9 @@ pub struct Clock {
     bytes_read: Cell<u64>,
     /// Set by the watchdog when it cut the current request.
     cut: Cell<Option<Cut>>,
+    /// Wakes the watchdog when the phase changes: the new phase may have an earlier
+    /// deadline than the one it sleeps until (idle, then a head's).
+    changed: tokio::sync::Notify,
 }
 
 impl Clock {
@@ -141,6 +143,7 @@ impl Clock {
             last_read: Cell::new(Instant::now()),
             bytes_read: Cell::new(0),
             cut: Cell::new(None),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -152,7 +155,9 @@ impl Clock {
 
     /// What the connection waits for from now on.
     pub fn set(&self, phase: Phase) {
-        self.phase.set(phase);
+        if self.phase.replace(phase) != phase {
+            self.changed.notify_one();
+        }
     }
 
     /// The current phase.
@@ -162,7 +167,7 @@ impl Clock {
 
     /// Starts the body's first window, `left` bytes of it to come (if known).
     pub fn start_body(&self, left: Option<u64>) {
-        self.phase.set(Phase::Body {
+        self.set(Phase::Body {
             since: Instant::now(),
             read_at: self.bytes_read.get(),
             left,
@@ -232,7 +237,8 @@ pub fn spawn_watchdog(
             if now >= at {
                 break cut;
             }
-            tokio::time::sleep_until(at.into()).await;
+            // Until the deadline, or until the phase changes (and so may the deadline).
+            let _ = tokio::time::timeout_at(at.into(), clock.changed.notified()).await;
         };
         let stats = &ctx.stats;
         let counter = match cut {

@@ -210,29 +210,32 @@ async fn run(
     // idle connections are left (or at shutdown_timeout_ms) the rest are cut.
     registry.shutdown_reads_for_drain();
     let grace = Duration::from_millis(ctx.settings.shutdown_timeout_ms);
-    if !wait_until(&registry, grace, conn::Registry::only_idle_left).await {
+    if !wait_until(&registry, grace, || conn::drained(&ctx, &registry)).await {
         tracing::warn!(
             open = registry.len(),
             "connections still open after shutdown_timeout_ms; cutting them"
         );
     }
     registry.shutdown_all(libc::SHUT_RDWR);
-    wait_until(&registry, Duration::from_secs(5), conn::Registry::is_empty).await;
+    wait_until(&registry, Duration::from_secs(5), || registry.is_empty()).await;
 }
 
-/// Waits until `done(registry)` holds, re-checking whenever a connection ends or
-/// turns idle; false if it still does not hold after `within`.
-async fn wait_until(
-    registry: &conn::Registry,
-    within: Duration,
-    done: fn(&conn::Registry) -> bool,
-) -> bool {
+/// How often a drain re-checks what other reactors' connections are doing (their
+/// ends wake only their own reactor).
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `done()` holds, re-checking whenever a connection of this reactor ends
+/// or turns idle, and every [`DRAIN_POLL`]; false if it still does not hold after
+/// `within`.
+async fn wait_until(registry: &conn::Registry, within: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
-    while !done(registry) {
-        let ended = registry.ended.notified();
-        if tokio::time::timeout_at(deadline, ended).await.is_err() {
-            return done(registry);
+    while !done() {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
         }
+        let ended = registry.ended.notified();
+        let _ = tokio::time::timeout_at(deadline.min(now + DRAIN_POLL), ended).await;
     }
     true
 }
