@@ -8,64 +8,14 @@
 mod common;
 
 use std::{
-    io::{BufReader, ErrorKind, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::{BufReader, Read, Write},
+    net::TcpStream,
     process::{Command, Stdio},
     sync::{Arc, Barrier},
     time::{Duration, Instant},
 };
 
 use common::*;
-
-/// What a trickling client got: the bytes the server sent, and when the first of them
-/// came (from the connect).
-struct Trickled {
-    said: Vec<u8>,
-    after: Option<Duration>,
-}
-
-/// Connects to `addr` and sends `bytes` one at a time, `every` apart, until the server
-/// answers (or closes); then reads the answer to its end. Gives up after `within`.
-fn trickle(addr: SocketAddr, bytes: &[u8], every: Duration, within: Duration) -> Trickled {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let started = Instant::now();
-    s.set_read_timeout(Some(every)).unwrap();
-    let mut said = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut next = 0;
-    let mut after = None;
-    while started.elapsed() < within {
-        if next < bytes.len() && s.write_all(&bytes[next..next + 1]).is_ok() {
-            next += 1;
-        }
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                after.get_or_insert(started.elapsed());
-                said.extend_from_slice(&buf[..n]);
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let _ = s.read_to_end(&mut said);
-                break;
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    Trickled { said, after }
-}
-
-/// The status and the JSON body of a raw response.
-fn status_and_body(said: &[u8]) -> (u16, serde_json::Value) {
-    let text = String::from_utf8_lossy(said);
-    let status = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|t| t.get(..3))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
-    (status, json)
-}
 
 #[test]
 fn a_trickled_head_is_cut_with_408_at_its_deadline_while_others_are_served() {
