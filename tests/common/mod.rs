@@ -611,3 +611,18 @@ pub fn status_and_body(said: &[u8]) -> (u16, serde_json::Value) {
     let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
     (status, json)
 }
+
+/// Asserts that a trickling client was answered 408 `request_timeout` naming `setting`,
+/// about `deadline` after its connect (not before it, and not much later).
+#[track_caller]
+pub fn assert_cut_at_deadline(t: &Trickled, setting: &str, deadline: Duration) {
+    let after = t.after.expect("the trickled request was answered");
+    assert!(
+        after >= deadline.mul_f64(0.9) && after < deadline * 3,
+        "answered {after:?} after the connect; {setting} is {deadline:?}"
+    );
+    let (status, body) = status_and_body(&t.said);
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(body["error"], "request_timeout");
+    assert_contains(body["detail"].as_str().unwrap(), setting);
+}
