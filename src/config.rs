@@ -124,6 +124,8 @@ settings! {
     writer_core: CoreChoice = CoreChoice::Auto, env "RINGSTASH_WRITER_CORE";
     /// Open connections (TCP, syslog, RELP, HTTP) before new ones are refused. [default: 1024]
     connections_max: usize = 1024, env "RINGSTASH_CONNECTIONS_MAX", range 1 ..= 1_000_000;
+    /// Connections refused for connections_max that each reactor keeps open at once (for at most 1 s) until the client has read why; past this, the reason is written without waiting for the client, and a reset may destroy it (counted in refusals_unlingered_total). [default: 1024]
+    refusals_in_flight_max: usize = 1024, env "RINGSTASH_REFUSALS_IN_FLIGHT_MAX", range 1 ..= 1_000_000;
     /// Largest record payload in bytes; longer lines are refused whole. [default: 1048576]
     record_bytes_max: usize = @log, env "RINGSTASH_RECORD_BYTES_MAX";
     /// Largest HTTP request body in bytes (413 beyond). [default: 4194304]
@@ -134,7 +136,7 @@ settings! {
     otlp_records_bytes_max: usize = 64 << 20, env "RINGSTASH_OTLP_RECORDS_BYTES_MAX", range 65_536 ..= 4_294_967_296;
     /// Most items one POST /v1/logs body may decode to, counted on its bytes before decoding: JSON objects and arrays, or OTLP protobuf fields that allocate (records, attributes, values, strings); 413 beyond. Bounds what a small body decodes to. [default: 1048576]
     logs_body_items_max: usize = 1 << 20, env "RINGSTASH_LOGS_BODY_ITEMS_MAX", range 1 ..= 1_073_741_824;
-    /// Largest HTTP request head in bytes (431 beyond). [default: 16384]
+    /// Largest HTTP request head in bytes (431 beyond), on the HTTP port and in a WebSocket upgrade request. [default: 16384]
     http_header_bytes_max: usize = 16 << 10, env "RINGSTASH_HTTP_HEADER_BYTES_MAX", range 1024 ..= 1_048_576;
     /// Per-connection read buffer in bytes (grows only to hold one long line). [default: 65536]
     read_buffer_bytes: usize = 64 << 10, env "RINGSTASH_READ_BUFFER_BYTES", range 4096 ..= 67_108_864;
@@ -142,8 +144,14 @@ settings! {
     connection_batches_max: usize = 64, env "RINGSTASH_CONNECTION_BATCHES_MAX", range 1 ..= 65_536;
     /// Close a raw TCP, syslog or RELP connection that sent nothing for this long, in ms. [default: 600000]
     tcp_idle_timeout_ms: u64 = 600_000, env "RINGSTASH_TCP_IDLE_TIMEOUT_MS", range 1 ..= 86_400_000;
-    /// Close an HTTP connection idle, or stuck mid-request, for this long, in ms (slowloris). [default: 30000]
+    /// Close an HTTP connection that sent nothing for this long, in ms: silently between requests, with a 408 mid-request. [default: 30000]
     http_idle_timeout_ms: u64 = 30_000, env "RINGSTASH_HTTP_IDLE_TIMEOUT_MS", range 1 ..= 86_400_000;
+    /// Deadline for a whole HTTP request head (request line and headers), from its first byte, in ms; past it the request is answered 408 and its connection closed, however steadily the bytes trickle in (slowloris). [default: 10000]
+    http_head_timeout_ms: u64 = 10_000, env "RINGSTASH_HTTP_HEAD_TIMEOUT_MS", range 1 ..= 3_600_000;
+    /// Slowest an HTTP request body may arrive, in bytes per second, measured over each http_body_rate_window_ms (a window needs no more than the body has left); slower is answered 408 and its connection closed. [default: 1024]
+    http_body_rate_bytes_per_s_min: u64 = 1024, env "RINGSTASH_HTTP_BODY_RATE_BYTES_PER_S_MIN", range 1 ..= 1_073_741_824;
+    /// The window over which http_body_rate_bytes_per_s_min is measured, in ms: a body may pause within a window as long as the window's total keeps the rate. [default: 10000]
+    http_body_rate_window_ms: u64 = 10_000, env "RINGSTASH_HTTP_BODY_RATE_WINDOW_MS", range 100 ..= 3_600_000;
     /// How long an HTTP request waits for room in a full ring before 503, in ms. [default: 5000]
     enqueue_timeout_ms: u64 = 5_000, env "RINGSTASH_ENQUEUE_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// On shutdown, how long connections get to drain before they are cut, in ms. [default: 10000]
@@ -188,7 +196,7 @@ settings! {
     subscriber_stall_ms_max: u64 = 10_000, env "RINGSTASH_SUBSCRIBER_STALL_MS_MAX", range 1 ..= 3_600_000;
     /// Longest filter (service + level + q, decoded) a subscription or read may carry, in bytes. [default: 1024]
     filter_bytes_max: usize = 1024, env "RINGSTASH_FILTER_BYTES_MAX", range 16 ..= 65_536;
-    /// A WebSocket connection that has not completed its upgrade request in this long is closed, in ms. [default: 30000]
+    /// Deadline for a WebSocket upgrade request, from the connection's accept, in ms; past it the request is answered 408 and the connection closed, however steadily its bytes trickle in. [default: 30000]
     ws_handshake_timeout_ms: u64 = 30_000, env "RINGSTASH_WS_HANDSHAKE_TIMEOUT_MS", range 1 ..= 3_600_000;
     /// Largest WebSocket message (and frame) a subscriber may send, in bytes; beyond, it is closed with 1009. [default: 65536]
     ws_message_bytes_max: usize = 64 << 10, env "RINGSTASH_WS_MESSAGE_BYTES_MAX", range 125 ..= 16_777_216;
@@ -235,6 +243,7 @@ stage_settings! {
     /// What the ingest stage (the reactors) reads.
     NetSettings => net {
         connections_max: usize,
+        refusals_in_flight_max: usize,
         record_bytes_max: usize,
         http_body_bytes_max: usize,
         http_body_decompressed_bytes_max: usize,
@@ -248,6 +257,9 @@ stage_settings! {
         relp_frame_bytes_max: usize,
         relp_window_max: usize,
         http_idle_timeout_ms: u64,
+        http_head_timeout_ms: u64,
+        http_body_rate_bytes_per_s_min: u64,
+        http_body_rate_window_ms: u64,
         enqueue_timeout_ms: u64,
         shutdown_timeout_ms: u64,
         group_bytes_max: usize,
@@ -261,6 +273,7 @@ stage_settings! {
         subscriber_stall_ms_max: u64,
         filter_bytes_max: usize,
         ws_allowed_origins: String,
+        http_header_bytes_max: usize,
         ws_handshake_timeout_ms: u64,
         ws_message_bytes_max: usize,
         ws_close_grace_ms: u64,

@@ -3,7 +3,12 @@
 //! Each carries the operation, the path and, where there is one, the offset, so the
 //! message a user sees names what failed and where. `anyhow` is used only in the binary.
 
-use std::{io, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 /// The `serve` settings cannot be used: the file is unreadable or malformed, or a
 /// setting is out of its bounds. Each message names the setting (or the file) and
@@ -162,16 +167,33 @@ impl AppendError {
         }
     }
 
-    /// The detail a client is shown beside the code.
-    pub fn detail(&self) -> String {
-        match self {
+    /// The detail a client is shown beside the code, with the log's directory
+    /// (`data_dir`) taken out of its paths ([`without_dir`]): the client learns what
+    /// failed and in which file, not where on the host the data lives. The server's
+    /// own log keeps the whole message.
+    pub fn detail(&self, data_dir: &Path) -> String {
+        let text = match self {
             AppendError::DiskFull(d) | AppendError::Write(d) | AppendError::Failed(d) => {
                 d.to_string()
             }
             AppendError::Closed => "the server is shutting down".into(),
             other => other.to_string(),
-        }
+        };
+        without_dir(&text, data_dir)
     }
+}
+
+/// `text` with `dir` taken out of the paths in it: a path under `dir` is given relative
+/// to it, and `dir` itself as `<data_dir>`. For messages sent to clients (error
+/// bodies, error lines), which must not show the server's paths.
+pub fn without_dir(text: &str, dir: &Path) -> String {
+    let dir = dir.display().to_string();
+    let dir = dir.trim_end_matches('/');
+    if dir.is_empty() {
+        return text.to_owned();
+    }
+    text.replace(&format!("{dir}/"), "")
+        .replace(dir, "<data_dir>")
 }
 
 /// Reading records failed.

@@ -167,8 +167,9 @@ fn parse_request<'b>(
     Ok(Some(consumed))
 }
 
-/// The 431 for a head over the bound, complete or not.
-fn head_too_large(header_bytes_max: usize) -> HttpError {
+/// The 431 for a head over the bound, complete or not (the HTTP port's, and a
+/// WebSocket upgrade request's).
+pub fn head_too_large(header_bytes_max: usize) -> HttpError {
     HttpError::new(
         431,
         "headers_too_large",

@@ -86,8 +86,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGSTASH_LOG")
         .unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal: a journal, a file or a pipe would
+    // get escape codes in every line.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         logs.json().init();

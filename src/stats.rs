@@ -89,6 +89,8 @@ series! {
         counter http_connections_total,
         /// Connections refused because connections_max was reached.
         counter connections_refused_total,
+        /// Refused connections past refusals_in_flight_max: their reason was written without waiting for the client to read it.
+        counter refusals_unlingered_total,
         /// Records received over raw TCP and handed to the log.
         counter tcp_records_total,
         /// Raw TCP lines refused for exceeding record_bytes_max.
@@ -143,6 +145,10 @@ series! {
         counter http_ring_full_total,
         /// HTTP connections closed for idleness or a stalled request (http_idle_timeout_ms).
         counter http_idle_closed_total,
+        /// HTTP requests answered 408 because their head was not complete within http_head_timeout_ms.
+        counter http_head_timeouts_total,
+        /// HTTP requests answered 408 because their body arrived slower than http_body_rate_bytes_per_s_min.
+        counter http_body_too_slow_total,
         /// Times a reactor found the ring full and paused reading (backpressure).
         counter ring_full_waits_total,
         /// Batches that failed with disk full (their records were not acknowledged).
@@ -165,6 +171,10 @@ series! {
         counter ws_stalled_closed_total,
         /// Subscribers closed with 1009 for sending a message over ws_message_bytes_max.
         counter ws_message_too_large_total,
+        /// Subscribers closed with 1002 (a frame breaking RFC 6455: unmasked, reserved bits or opcode, a control frame over 125 bytes) or 1007 (a text message not UTF-8).
+        counter ws_protocol_errors_total,
+        /// WebSocket upgrade requests answered 408 for not being complete within ws_handshake_timeout_ms.
+        counter ws_handshake_timeouts_total,
         /// WebSocket messages sent to subscribers.
         counter ws_messages_sent_total,
         /// Records delivered to subscribers (each delivery counted).
@@ -190,6 +200,8 @@ series! {
     pub struct NetGauges {
         /// Open connections, TCP and HTTP.
         gauge connections_open,
+        /// Open HTTP connections waiting between requests with nothing buffered (keep-alive); a drain ends once only these are open.
+        gauge connections_idle,
     }
 }
 

@@ -58,6 +58,11 @@ fn a_failed_fdatasync_acknowledges_nothing_it_covered_and_stops_the_server() {
         err.starts_with("error - log_failed") && err.contains("fdatasync"),
         "{err}"
     );
+    let data_dir = dir.path().to_str().unwrap();
+    assert!(
+        !err.contains(data_dir),
+        "a server path in the error line: {err}"
+    );
     // The server drains and exits non-zero, naming the cause, so a supervisor restarts it.
     let status = wait_timeout(&mut server.child, Duration::from_secs(20))
         .expect("server exits after the failure");
@@ -219,4 +224,27 @@ fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
         );
     }
     assert_check_clean(dir.path());
+}
+
+/// The 500 of a request whose fdatasync failed names the failure, not the server's
+/// paths; /healthz says why too, in the same words.
+#[test]
+fn a_failed_fdatasync_is_a_500_without_server_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_armed(dir.path(), "fsync_eio_after=0", &[]);
+    let r = http(server.http, "POST", "/ingest", &[], b"never acked\n");
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"], "log_failed");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert_contains(&detail, "fdatasync");
+    let data_dir = dir.path().to_str().unwrap();
+    assert!(
+        !detail.contains(data_dir),
+        "a server path in the 500: {detail}"
+    );
+    assert!(
+        server.stderr_text().contains(data_dir),
+        "the server's own log keeps the path: {}",
+        server.stderr_text()
+    );
 }

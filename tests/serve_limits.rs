@@ -157,7 +157,7 @@ fn idle_connections_are_closed_with_a_reason() {
         said.contains("ack 1 0") && said.contains("error - idle_timeout"),
         "{said}"
     );
-    // Slowloris: half a request head, then silence.
+    // Half a request head, then silence: told why (408), then closed.
     let mut h = TcpStream::connect(server.http).unwrap();
     h.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     h.write_all(b"POST /ingest HTTP/1.1\r\nHost:").unwrap();
@@ -168,6 +168,9 @@ fn idle_connections_are_closed_with_a_reason() {
         started.elapsed() < Duration::from_secs(5),
         "closed by the server, not the read timeout"
     );
+    let (status, body) = status_and_body(&buf);
+    assert_eq!(status, 408, "{body}");
+    assert_contains(body["detail"].as_str().unwrap(), "http_idle_timeout_ms");
     assert_metrics(
         server.http,
         &[
@@ -265,6 +268,12 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     );
     let (err, acked_in_failed_conn) = refused_tcp.expect("the disk never filled");
     assert!(err.starts_with("error - disk_full"), "{err}");
+    // Clients learn what failed, never where the server keeps its data.
+    let mount = fs.path().to_str().unwrap();
+    assert!(
+        !err.contains(mount),
+        "a server path in the error line: {err}"
+    );
     let r = http(
         server.http,
         "POST",
@@ -274,6 +283,12 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     );
     assert_eq!(r.status, 507, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "disk_full");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        !detail.contains(mount),
+        "a server path in the 507: {detail}"
+    );
+    assert_contains(&detail, "No space left on device");
     // OTLP exporters retry only 429/502/503/504: a full disk is their 503.
     let big = line.repeat(15);
     let r = post_otlp(server.http, &otlp_request("api", &[big.as_str(); 20]));

@@ -48,12 +48,14 @@ pub(super) struct Upgrade {
 }
 
 pub(super) fn error_response(status: u16, code: &'static str, detail: String) -> ErrorResponse {
-    let body = String::from_utf8(http_proto::error_body(&HttpError::new(
-        status, code, detail,
-    )))
-    .expect("JSON is UTF-8");
+    refusal(&HttpError::new(status, code, detail))
+}
+
+/// The response refusing an upgrade with `e`, in the HTTP port's words.
+fn refusal(e: &HttpError) -> ErrorResponse {
+    let body = String::from_utf8(http_proto::error_body(e)).expect("JSON is UTF-8");
     tungstenite::http::Response::builder()
-        .status(status)
+        .status(e.status)
         .header("Content-Type", "application/json")
         .header("Content-Length", body.len())
         .header("Connection", "close")
@@ -61,11 +63,54 @@ pub(super) fn error_response(status: u16, code: &'static str, detail: String) ->
         .expect("valid response")
 }
 
+/// The size of the request head as parsed: request line, headers, blank line.
+/// tungstenite reads up to 64 KiB of head; the HTTP port's bound applies here too.
+fn head_bytes(req: &Request) -> usize {
+    let line =
+        req.method().as_str().len() + 1 + req.uri().to_string().len() + " HTTP/1.1\r\n".len();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + ": \r\n".len() + v.len())
+        .sum();
+    line + headers + 2
+}
+
+/// True if `key` is what RFC 6455 section 4.1 asks for: the base64 encoding (with
+/// padding) of 16 bytes, 24 characters ending in `==`.
+fn key_well_formed(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b.ends_with(b"==")
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
 impl Callback for Upgrade {
     fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
         let ctx = &self.ctx;
         let s = &ctx.settings;
         let bad = |c: &std::sync::atomic::AtomicU64| c.fetch_add(1, Ordering::Relaxed);
+        if head_bytes(req) > s.http_header_bytes_max {
+            bad(&ctx.stats.ws_bad_requests_total);
+            return Err(refusal(&http_proto::head_too_large(
+                s.http_header_bytes_max,
+            )));
+        }
+        let key = req.headers().get("sec-websocket-key");
+        if !key
+            .and_then(|k| k.to_str().ok())
+            .is_some_and(key_well_formed)
+        {
+            bad(&ctx.stats.ws_bad_requests_total);
+            return Err(error_response(
+                400,
+                "bad_request",
+                "Sec-WebSocket-Key must be the base64 encoding of 16 bytes (RFC 6455 section 4.1)"
+                    .into(),
+            ));
+        }
         if req.uri().path() != STREAM_PATH {
             bad(&ctx.stats.ws_bad_requests_total);
             return Err(error_response(

@@ -2,15 +2,19 @@
 //! lingering until they read their refusal.
 
 use std::{
-    io::{self, Read},
+    io::{self, Read, Write},
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
 use mio::{Events, net::TcpStream};
 
+use crate::http_proto::{self, HttpError};
+
 use super::{
-    CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER, frames::FrameWindow, subscriber::Due,
+    CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER,
+    frames::FrameWindow,
+    subscriber::{Due, Sub},
     window::Window,
 };
 
@@ -26,6 +30,23 @@ impl Fanout {
         }
     }
 
+    /// Closes subscriber `i` with `code` after input that cannot be parsed any further
+    /// (tungstenite stops at a bad frame and would meet it again on every read, so
+    /// the peer's answering close frame can never be read): the close frame, then a
+    /// FIN, and the socket lingers like a refused one, its input discarded, until the
+    /// peer closes. Closing without reading what the peer sent would reset the
+    /// connection, which can destroy the close frame before the peer reads it. If the
+    /// frame cannot be written at once, the ordinary close with its grace applies.
+    pub(super) fn close_unreadable(&mut self, i: usize, code: u16, reason: &str) {
+        self.begin_close(i, code, reason);
+        let written = self.subs[i]
+            .as_ref()
+            .is_some_and(|s| s.blocked_since.is_none());
+        if written && let Some(stream) = self.take(i).and_then(Sub::into_stream) {
+            self.linger(stream);
+        }
+    }
+
     /// Stalled subscribers, slow handshakes, closes past their grace.
     pub(super) fn timers(&mut self) {
         let now = Instant::now();
@@ -36,6 +57,21 @@ impl Fanout {
             match sub.due(now, self.limits) {
                 Due::Nothing => {}
                 Due::Drop => self.remove(i),
+                Due::HandshakeTimeout => {
+                    self.ctx
+                        .stats
+                        .ws_handshake_timeouts_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    let e = HttpError::new(
+                        408,
+                        "request_timeout",
+                        format!(
+                            "the upgrade request was not complete within ws_handshake_timeout_ms ({} ms)",
+                            self.limits.handshake.as_millis()
+                        ),
+                    );
+                    self.refuse_handshake(i, &e);
+                }
                 Due::Stalled => {
                     self.ctx
                         .stats
@@ -74,6 +110,22 @@ impl Fanout {
             self.window.as_ref().map_or(end, Window::start),
             Ordering::Relaxed,
         );
+    }
+
+    /// Answers subscriber `i`, whose handshake is unfinished, with `e`, closes it, and
+    /// lets it linger until its peer has read why.
+    pub(super) fn refuse_handshake(&mut self, i: usize, e: &HttpError) {
+        let Some(sub) = self.take(i) else {
+            return;
+        };
+        let mut out = Vec::new();
+        http_proto::refusal(&mut out, e, &[]);
+        // Best effort: nothing was written on this socket yet, so its buffer takes a
+        // small response whole.
+        let _ = (&*sub.stream).write(&out);
+        if let Some(stream) = sub.into_stream() {
+            self.linger(stream);
+        }
     }
 
     /// Keeps a refused connection (its refusal written) until the peer has read and

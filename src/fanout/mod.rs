@@ -69,6 +69,7 @@ use self::{
     source::Windows,
     subscriber::{Limits, Ready, SendError, Sent, Sub},
     window::Window,
+    wire::Violation,
 };
 use crate::{
     http_proto,
@@ -377,24 +378,33 @@ impl Fanout {
         match sub.on_ready(&self.ctx.stats) {
             Ready::Keep => {}
             Ready::MoreInput => self.more_input.push(i),
-            Ready::TooLarge => {
-                self.ctx
-                    .stats
-                    .ws_message_too_large_total
-                    .fetch_add(1, Ordering::Relaxed);
-                self.begin_close(i, CLOSE_TOO_LARGE, "message too big");
+            Ready::Violation(v) => {
+                let st = &self.ctx.stats;
+                let counter = match v {
+                    Violation::TooLarge => &st.ws_message_too_large_total,
+                    Violation::Protocol | Violation::NotUtf8 => &st.ws_protocol_errors_total,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let (code, reason) = v.close();
+                self.close_unreadable(i, code, reason);
             }
             Ready::Drop => self.remove(i),
         }
     }
 
     fn remove(&mut self, i: usize) {
-        if let Some(sub) = self.subs[i].take() {
-            let fd = sub.stream.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            self.free.push(i);
-            self.open -= 1;
-        }
+        let _ = self.take(i);
+    }
+
+    /// Takes subscriber `i` out of the loop (its slot freed, its socket deregistered)
+    /// and hands it over.
+    fn take(&mut self, i: usize) -> Option<Sub> {
+        let sub = self.subs[i].take()?;
+        let fd = sub.stream.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        self.free.push(i);
+        self.open -= 1;
+        Some(sub)
     }
 
     /// Sends every open subscriber what it can take. Returns true if some subscriber

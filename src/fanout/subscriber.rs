@@ -31,7 +31,7 @@ use super::{
     handshake::{Asked, Shared, Upgrade},
     query::{Encoding, Filter},
     window::Built,
-    wire::{Incoming, flush, read_incoming},
+    wire::{Incoming, Violation, flush, read_incoming},
 };
 use crate::{
     error::ReadError,
@@ -90,8 +90,9 @@ pub(super) enum Ready {
     /// Input was left unread by the per-turn bound: call again next turn (mio is
     /// edge-triggered and will not signal it again).
     MoreInput,
-    /// It sent a message over `ws_message_bytes_max`: close it with 1009.
-    TooLarge,
+    /// It broke the protocol or sent a message over `ws_message_bytes_max`: close it
+    /// with the violation's code.
+    Violation(Violation),
     /// Refused, failed or finished: remove it.
     Drop,
 }
@@ -111,8 +112,11 @@ pub(super) enum Sent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Due {
     Nothing,
-    /// Its handshake or its close took too long: drop it.
+    /// Its close took too long: drop it.
     Drop,
+    /// Its upgrade request was not complete within `ws_handshake_timeout_ms`: answer
+    /// 408 and close.
+    HandshakeTimeout,
     /// Its socket stayed unwritable past `subscriber_stall_ms_max`: close it (4008).
     Stalled,
 }
@@ -172,7 +176,12 @@ impl Sub {
                 ready
             }
             State::Closing(mut ws, deadline) => {
-                let ready = self.exchange(&mut ws);
+                // Being closed already: more bad input changes nothing, and the close
+                // frame queued must not be cut short.
+                let ready = match self.exchange(&mut ws) {
+                    Ready::Violation(_) => Ready::Keep,
+                    other => other,
+                };
                 self.state = State::Closing(ws, deadline);
                 ready
             }
@@ -187,7 +196,7 @@ impl Sub {
         } else {
             match input {
                 Incoming::More => Ready::MoreInput,
-                Incoming::TooLarge => Ready::TooLarge,
+                Incoming::Violation(v) => Ready::Violation(v),
                 Incoming::Drained | Incoming::Failed => Ready::Keep,
             }
         }
@@ -229,6 +238,14 @@ impl Sub {
                 Ready::Drop
             }
         }
+    }
+
+    /// Its socket, once nothing else holds it (the handshake, the WebSocket): for a
+    /// refused subscriber to linger on until its peer has read why.
+    pub(super) fn into_stream(self) -> Option<TcpStream> {
+        let Sub { stream, state, .. } = self;
+        drop(state);
+        Rc::try_unwrap(stream).ok()
     }
 
     /// Answers a request that is not a WebSocket upgrade at all with 400.
@@ -301,7 +318,9 @@ impl Sub {
     /// What the subscriber's timers say at `now`.
     pub(super) fn due(&self, now: Instant, limits: Limits) -> Due {
         match &self.state {
-            State::Handshake { .. } if now - self.accepted > limits.handshake => Due::Drop,
+            State::Handshake { .. } if now - self.accepted > limits.handshake => {
+                Due::HandshakeTimeout
+            }
             State::Open(_) if self.blocked_since.is_some_and(|t| now - t > limits.stall) => {
                 Due::Stalled
             }

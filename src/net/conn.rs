@@ -3,7 +3,7 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::fd::RawFd,
     rc::Rc,
     sync::{Arc, atomic::Ordering},
@@ -26,7 +26,14 @@ pub struct Registry {
     next_id: Cell<u64>,
     /// Refused connections in `conns`.
     refusals: Cell<usize>,
-    /// Woken whenever a connection ends.
+    /// Connections in `conns` that answer for themselves during a drain (HTTP): the
+    /// reactor does not shut their reading side, so that a request arriving on an
+    /// idle keep-alive connection is read and answered 503 rather than met with EOF.
+    answer_in_drain: RefCell<HashSet<u64>>,
+    /// Connections in `conns` waiting between requests with nothing buffered: a drain
+    /// is over when only these remain (they are then cut).
+    idle: Cell<usize>,
+    /// Woken whenever a connection ends or turns idle.
     pub ended: tokio::sync::Notify,
 }
 
@@ -41,21 +48,36 @@ impl Registry {
         self.conns.borrow().is_empty()
     }
 
+    /// True when every connection of this reactor is idle between requests (or none is
+    /// open). A drain waits for this on every reactor ([`drained`]).
+    pub fn only_idle_left(&self) -> bool {
+        self.conns.borrow().len() == self.idle.get()
+    }
+
     /// Shuts down every open connection's socket in direction `how` (libc SHUT_*).
     /// A read pending on it completes (with 0 for SHUT_RD), which is how a reactor
     /// stops a connection without cancelling an io_uring operation.
     pub fn shutdown_all(&self, how: i32) {
-        for &fd in self.conns.borrow().values() {
-            // SAFETY: fds in the registry are open: a connection removes its entry
-            // (in ConnGuard::drop) before its socket can be closed.
-            unsafe { libc::shutdown(fd, how) };
+        self.shutdown_where(how, |_| true);
+    }
+
+    /// Starts a drain: shuts the reading side of every connection but those that
+    /// answer for themselves during one (see `answer_in_drain`).
+    pub fn shutdown_reads_for_drain(&self) {
+        let keep = self.answer_in_drain.borrow();
+        self.shutdown_where(libc::SHUT_RD, |id| !keep.contains(&id));
+    }
+
+    fn shutdown_where(&self, how: i32, mut pick: impl FnMut(u64) -> bool) {
+        for (&id, &fd) in self.conns.borrow().iter() {
+            if pick(id) {
+                // SAFETY: fds in the registry are open: a connection removes its
+                // entry (in ConnGuard::drop) before its socket can be closed.
+                unsafe { libc::shutdown(fd, how) };
+            }
         }
     }
 }
-
-/// Refused connections a reactor keeps open at once to tell them why (a bounded,
-/// one-second courtesy); past this, a refused connection is closed without a reason.
-pub const REFUSALS_IN_FLIGHT_MAX: usize = 64;
 
 /// Registers a refused connection while its reason is written, so that shutdown
 /// waits for (or cuts) it like any other; it does not count in `connections_open`.
@@ -66,9 +88,10 @@ pub struct RefusalGuard {
 }
 
 impl RefusalGuard {
-    /// Registers `fd`, or returns None when REFUSALS_IN_FLIGHT_MAX are in flight.
-    pub fn new(registry: Rc<Registry>, fd: RawFd) -> Option<Self> {
-        if registry.refusals.get() >= REFUSALS_IN_FLIGHT_MAX {
+    /// Registers `fd`, or returns None when `in_flight_max` refusals
+    /// (`refusals_in_flight_max`) are being told why already.
+    pub fn new(registry: Rc<Registry>, fd: RawFd, in_flight_max: usize) -> Option<Self> {
+        if registry.refusals.get() >= in_flight_max {
             return None;
         }
         registry.refusals.set(registry.refusals.get() + 1);
@@ -96,6 +119,8 @@ pub struct ConnGuard {
     ctx: Arc<NetCtx>,
     /// Set when the connection ends; the watchdog checks it before touching the fd.
     pub closed: Rc<Cell<bool>>,
+    /// Counted in the registry's `idle`.
+    idle: bool,
 }
 
 impl ConnGuard {
@@ -109,12 +134,39 @@ impl ConnGuard {
             id,
             ctx,
             closed: Rc::new(Cell::new(false)),
+            idle: false,
+        }
+    }
+
+    /// Marks the connection as one that answers for itself during a drain: its
+    /// reading side stays open until only idle connections are left (HTTP).
+    pub fn answer_in_drain(&self) {
+        self.registry.answer_in_drain.borrow_mut().insert(self.id);
+    }
+
+    /// Says whether the connection waits between requests with nothing buffered; a
+    /// drain ends (and cuts these) once only such connections are left.
+    pub fn set_idle(&mut self, idle: bool) {
+        if idle == self.idle {
+            return;
+        }
+        self.idle = idle;
+        let (r, all) = (&self.registry, &self.ctx.gauges.connections_idle);
+        if idle {
+            r.idle.set(r.idle.get() + 1);
+            all.fetch_add(1, Ordering::Relaxed);
+            r.ended.notify_waiters();
+        } else {
+            r.idle.set(r.idle.get() - 1);
+            all.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        self.set_idle(false);
+        self.registry.answer_in_drain.borrow_mut().remove(&self.id);
         self.closed.set(true);
         self.registry.conns.borrow_mut().remove(&self.id);
         self.ctx
@@ -134,6 +186,17 @@ pub fn discard_partial(ctx: &NetCtx, buf: &[u8]) {
             .tcp_partial_discarded_total
             .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// True when a drain is over as far as this reactor can tell: its own connections are
+/// all idle between requests, and so are every reactor's open connections (an idle
+/// keep-alive connection here must stay open while a request on another reactor is
+/// still under way, so that its client, which may send its next request meanwhile,
+/// gets 503 rather than EOF). Relaxed loads: the reactor polls this.
+pub fn drained(ctx: &NetCtx, registry: &Registry) -> bool {
+    let g = &ctx.gauges;
+    registry.only_idle_left()
+        && g.connections_open.load(Ordering::Relaxed) <= g.connections_idle.load(Ordering::Relaxed)
 }
 
 /// Takes a connection slot, or refuses when `connections_max` are open.

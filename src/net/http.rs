@@ -10,12 +10,13 @@ use super::driver::*;
 use super::{
     enrich::RequestInfo,
     framing::{Framing, Target},
+    http_deadline::{self, Clock, Phase},
     lines::LineFramer,
     logs_body::{self, LogsBody, Media, json_records},
     otlp,
 };
 use crate::{
-    error::AppendError,
+    error::{AppendError, without_dir},
     http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     query::read::{self, ReadApiError, ReadLimits},
     stats,
@@ -48,44 +49,41 @@ impl Response {
     }
 }
 
-/// Serves one HTTP connection until it closes, errs, idles out, or the server stops.
+/// Serves one HTTP connection until it closes, errs, times out, or the server stops.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
     let fd = stream.as_raw_fd();
     let guard = ConnGuard::new(registry, fd, ctx.clone());
+    guard.answer_in_drain();
     ctx.stats
         .http_connections_total
         .fetch_add(1, Ordering::Relaxed);
-    let last_activity = Rc::new(Cell::new(Instant::now()));
-    {
-        let ctx = ctx.clone();
-        conn::spawn_idle_watchdog(
-            fd,
-            last_activity.clone(),
-            guard.closed.clone(),
-            Duration::from_millis(ctx.settings.http_idle_timeout_ms),
-            libc::SHUT_RDWR,
-            move || {
-                ctx.stats
-                    .http_idle_closed_total
-                    .fetch_add(1, Ordering::Relaxed);
-            },
-        );
-    }
+    let clock = Clock::new();
+    let limits = http_deadline::Limits::of(&ctx);
+    http_deadline::spawn_watchdog(fd, clock.clone(), guard.closed.clone(), limits, ctx.clone());
     let mut conn = Conn {
         peer,
         stream,
         ctx,
         buf: Vec::new(),
         out: Vec::with_capacity(1024),
-        last_activity,
+        clock,
+        guard,
     };
     conn.buf
         .reserve(conn.ctx.settings.read_buffer_bytes.min(64 << 10));
     conn.run().await;
-    drop(guard);
+    if let Some(cut) = conn.clock.cut() {
+        // Slowloris and stalled requests: say why before closing.
+        conn.respond(Response::error(&cut.error(&limits)), false)
+            .await;
+    }
 }
 
 struct Conn {
+    /// The connection's registration, which says when it is idle (for a drain).
+    /// First, so that it drops first: the socket is unregistered before `stream`
+    /// closes it, and shutdown never touches a reused fd.
+    guard: ConnGuard,
     /// The client's address (for `client_ip` enrichment).
     peer: SocketAddr,
     stream: TcpStream,
@@ -94,7 +92,8 @@ struct Conn {
     buf: Vec<u8>,
     /// The response being written; reused.
     out: Vec<u8>,
-    last_activity: Rc<Cell<Instant>>,
+    /// What the connection waits for, shared with its watchdog (the deadlines).
+    clock: Rc<Clock>,
 }
 
 /// How a request ended for the connection.
@@ -104,7 +103,8 @@ enum Next {
 }
 
 impl Conn {
-    /// Reads more bytes into `buf`; false on EOF or error.
+    /// Reads more bytes into `buf`; false on EOF or error, or once the watchdog cut
+    /// the request (its reading side is shut then; `serve` answers 408).
     async fn read_more(&mut self) -> bool {
         if self.buf.len() == self.buf.capacity() {
             self.buf.reserve(self.buf.capacity().max(4096));
@@ -117,9 +117,9 @@ impl Conn {
         self.buf = slice.into_inner();
         match res {
             Ok(0) | Err(_) => false,
-            Ok(_) => {
-                self.last_activity.set(Instant::now());
-                true
+            Ok(n) => {
+                self.clock.read(n);
+                self.clock.cut().is_none()
             }
         }
     }
@@ -159,13 +159,23 @@ impl Conn {
                 match http_proto::parse_head(&self.buf, self.ctx.settings.http_header_bytes_max) {
                     Ok(Some((head, n))) => {
                         self.buf.drain(..n);
+                        self.clock.set(Phase::Busy);
                         break head;
                     }
                     Ok(None) => {
-                        if self.ctx.shutting_down.load(Ordering::Relaxed) && self.buf.is_empty() {
-                            return;
+                        // Idle until a byte comes; from then on the head's deadline runs.
+                        let idle = self.buf.is_empty();
+                        if idle {
+                            self.clock.set(Phase::Idle);
+                        } else if !matches!(self.clock.phase(), Phase::Head { .. }) {
+                            self.clock.set(Phase::Head {
+                                since: Instant::now(),
+                            });
                         }
-                        if !self.read_more().await {
+                        self.guard.set_idle(idle);
+                        let more = self.read_more().await;
+                        self.guard.set_idle(false);
+                        if !more {
                             return;
                         }
                     }
@@ -179,6 +189,13 @@ impl Conn {
                 .stats
                 .http_requests_total
                 .fetch_add(1, Ordering::Relaxed);
+            if self.ctx.shutting_down.load(Ordering::Relaxed) {
+                // A request that arrives during a drain (on a keep-alive connection the
+                // drain left open for this) is refused in words, not with EOF.
+                let e = append_error(&self.ctx, &AppendError::Closed);
+                self.respond(Response::error(&e), false).await;
+                return;
+            }
             match self.request(head).await {
                 Next::KeepAlive => {}
                 Next::Close => return,
@@ -187,7 +204,6 @@ impl Conn {
     }
 
     async fn request(&mut self, head: RequestHead) -> Next {
-        let keep_alive = head.keep_alive && !self.ctx.shutting_down.load(Ordering::Relaxed);
         let is_ingest = matches!(head.path.as_str(), "/ingest" | "/v1/logs");
         let mut response = match (head.method, head.path.as_str()) {
             (Method::Post, "/ingest") | (Method::Post, "/v1/logs") => {
@@ -201,7 +217,10 @@ impl Conn {
         // A request we did not read the body of leaves the stream out of step.
         let unread_body =
             !(matches!(head.body, BodyKind::None) || head.method == Method::Post && is_ingest);
-        let keep = keep_alive && !unread_body;
+        // Checked at the answer, not at the request: a drain that began meanwhile
+        // closes the connection rather than leave it to be cut while idle.
+        let keep =
+            head.keep_alive && !unread_body && !self.ctx.shutting_down.load(Ordering::Relaxed);
         response.head_only = head.method == Method::Head;
         if !self.respond(response, keep).await || !keep {
             return Next::Close;
@@ -213,7 +232,9 @@ impl Conn {
     /// `None` when the connection must close: the client went away, or its body was
     /// refused (that refusal is already written).
     async fn post_ingest(&mut self, head: &RequestHead) -> Option<Response> {
-        let body = match self.read_body(head).await {
+        let body = self.read_body(head).await;
+        self.clock.set(Phase::Busy);
+        let body = match body {
             Ok(Some(b)) => b,
             Ok(None) => return None,
             Err(e) => {
@@ -385,9 +406,10 @@ impl Conn {
             None => Response::json(200, br#"{"status":"ok"}"#.to_vec()),
             Some(why) => Response::json(
                 503,
-                serde_json::to_vec(
-                    &serde_json::json!({"status": "failed", "reason": why.to_string()}),
-                )
+                serde_json::to_vec(&serde_json::json!({
+                    "status": "failed",
+                    "reason": without_dir(&why.to_string(), &self.ctx.log.config().dir),
+                }))
                 .expect("json"),
             ),
         }
@@ -414,6 +436,8 @@ impl Conn {
                 if self.buf.capacity() < n {
                     self.buf.reserve(n - self.buf.len());
                 }
+                let left = n.saturating_sub(self.buf.len());
+                self.clock.start_body(Some(left as u64));
                 while self.buf.len() < n {
                     if !self.read_more().await {
                         return Ok(None);
@@ -432,6 +456,7 @@ impl Conn {
                 }
                 let mut dec = ChunkedDecoder::default();
                 let mut body = Vec::new();
+                self.clock.start_body(None);
                 loop {
                     let used = dec.decode(&self.buf, &mut body, max)?;
                     self.buf.drain(..used);
@@ -664,13 +689,18 @@ impl Conn {
                 Response::error(&HttpError::new(400, e.code, e.detail))
             }
             Err(ReadApiError::ReadFailed(e)) => {
-                Response::error(&HttpError::new(500, "read_failed", e.to_string()))
+                tracing::error!(error = %e, "GET /v1/logs: reading the log failed");
+                let detail = without_dir(&e.to_string(), &ctx.log.config().dir);
+                Response::error(&HttpError::new(500, "read_failed", detail))
             }
         }
     }
 }
 
+/// The HTTP refusal of a batch the log refused. Its detail never shows the server's
+/// paths ([`AppendError::detail`]).
 fn append_error(ctx: &NetCtx, e: &AppendError) -> HttpError {
+    let dir = &ctx.log.config().dir;
     let status = match e {
         AppendError::DiskFull(_) => {
             ctx.stats
@@ -679,12 +709,12 @@ fn append_error(ctx: &NetCtx, e: &AppendError) -> HttpError {
             return HttpError::new(
                 507,
                 e.code(),
-                format!("{}; the request was not acknowledged", e.detail()),
+                format!("{}; the request was not acknowledged", e.detail(dir)),
             );
         }
         AppendError::Closed => 503,
         AppendError::BatchTooLarge { .. } => 413,
         AppendError::Write(_) | AppendError::MalformedBatch(_) | AppendError::Failed(_) => 500,
     };
-    HttpError::new(status, e.code(), e.detail())
+    HttpError::new(status, e.code(), e.detail(dir))
 }

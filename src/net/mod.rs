@@ -17,6 +17,7 @@ mod driver;
 pub mod enrich;
 pub mod framing;
 pub mod http;
+pub mod http_deadline;
 pub mod lines;
 pub mod logs_body;
 pub mod otlp;

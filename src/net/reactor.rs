@@ -204,26 +204,38 @@ async fn run(
         let _ = task.await;
     }
 
-    // Drain: connections stop reading, finish what they received, and end.
-    registry.shutdown_all(libc::SHUT_RD);
+    // Drain: stream connections stop reading, finish what they received, and end.
+    // HTTP connections keep reading: a request that arrives meanwhile on a keep-alive
+    // connection is answered 503 `shutting_down` instead of meeting EOF. Once only
+    // idle connections are left (or at shutdown_timeout_ms) the rest are cut.
+    registry.shutdown_reads_for_drain();
     let grace = Duration::from_millis(ctx.settings.shutdown_timeout_ms);
-    if !wait_empty(&registry, grace).await {
+    if !wait_until(&registry, grace, || conn::drained(&ctx, &registry)).await {
         tracing::warn!(
             open = registry.len(),
             "connections still open after shutdown_timeout_ms; cutting them"
         );
-        registry.shutdown_all(libc::SHUT_RDWR);
-        wait_empty(&registry, Duration::from_secs(5)).await;
     }
+    registry.shutdown_all(libc::SHUT_RDWR);
+    wait_until(&registry, Duration::from_secs(5), || registry.is_empty()).await;
 }
 
-async fn wait_empty(registry: &conn::Registry, within: Duration) -> bool {
+/// How often a drain re-checks what other reactors' connections are doing (their
+/// ends wake only their own reactor).
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `done()` holds, re-checking whenever a connection of this reactor ends
+/// or turns idle, and every [`DRAIN_POLL`]; false if it still does not hold after
+/// `within`.
+async fn wait_until(registry: &conn::Registry, within: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
-    while !registry.is_empty() {
-        let ended = registry.ended.notified();
-        if tokio::time::timeout_at(deadline, ended).await.is_err() {
-            return registry.is_empty();
+    while !done() {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
         }
+        let ended = registry.ended.notified();
+        let _ = tokio::time::timeout_at(deadline.min(now + DRAIN_POLL), ended).await;
     }
     true
 }
@@ -253,9 +265,19 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         if !conn::admit(&ctx) {
+            let msg = refusal_message(kind, ctx.settings.connections_max);
             // Tell it why, within bounds: registered (so shutdown covers it) and capped.
-            if let Some(guard) = conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd()) {
-                tokio_uring::spawn(refuse(stream, kind, ctx.settings.connections_max, guard));
+            let max = ctx.settings.refusals_in_flight_max;
+            match conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd(), max) {
+                Some(guard) => {
+                    tokio_uring::spawn(refuse(stream, msg, guard));
+                }
+                None => {
+                    ctx.stats
+                        .refusals_unlingered_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    refuse_at_once(&stream, &msg);
+                }
             }
             continue;
         }
@@ -274,14 +296,9 @@ async fn accept_loop(
     }
 }
 
-/// Tells a connection over `connections_max` why it is closed, with a bounded wait.
-async fn refuse(
-    stream: tokio_uring::net::TcpStream,
-    kind: Kind,
-    max: usize,
-    guard: conn::RefusalGuard,
-) {
-    let msg = match kind {
+/// What a connection over `connections_max` (`max`) is told on listener `kind`.
+fn refusal_message(kind: Kind, max: usize) -> Vec<u8> {
+    match kind {
         // Syslog has no way to say it: the connection is just closed (and counted).
         Kind::Syslog => Vec::new(),
         // A RELP client's first command is always `open` with TXNR 1: answer it now.
@@ -296,7 +313,31 @@ async fn refuse(
             format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
         }
         Kind::Http => http_proto::limit_refusal("too_many_connections", "connections_max", max),
-    };
+    }
+}
+
+/// Past `refusals_in_flight_max`: writes the reason without waiting (a fresh socket's
+/// send buffer takes a few hundred bytes whole), half-closes, and reads what the client
+/// already sent, so that closing does not reset the connection over unread bytes. The
+/// client may still send more before the socket closes, and then a reset can destroy
+/// the reason before it is read; that is why this is only the overflow path (counted
+/// in `refusals_unlingered_total`).
+fn refuse_at_once(stream: &tokio_uring::net::TcpStream, msg: &[u8]) {
+    let fd = stream.as_raw_fd();
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `stream` is open for the whole function, so fd is its socket; the
+    // buffers are valid for the lengths given.
+    unsafe {
+        libc::send(fd, msg.as_ptr().cast(), msg.len(), flags);
+        libc::shutdown(fd, libc::SHUT_WR);
+        let mut buf = [0u8; 4096];
+        while libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) > 0 {}
+    }
+}
+
+/// Tells a connection over `connections_max` why it is closed (`msg`), with a bounded
+/// wait.
+async fn refuse(stream: tokio_uring::net::TcpStream, msg: Vec<u8>, guard: conn::RefusalGuard) {
     let fd = stream.as_raw_fd();
     // Write the reason, half-close, and read what the client already sent until it
     // closes too: closing with unread data would send a RST that can destroy the

@@ -100,11 +100,15 @@ impl Shared {
 }
 
 /// A raw TCP client is told only three things: the disk is full, the server is
-/// stopping, or the log failed (every other refusal, with its whole message).
-fn fatal_of(e: &AppendError) -> (&'static str, String) {
+/// stopping, or the log failed (every other refusal, with its whole message); never
+/// the server's paths (`data_dir` is taken out, see [`AppendError::detail`]).
+fn fatal_of(e: &AppendError, data_dir: &std::path::Path) -> (&'static str, String) {
     match e {
-        AppendError::DiskFull(_) | AppendError::Closed => (e.code(), e.detail()),
-        other => ("log_failed", other.to_string()),
+        AppendError::DiskFull(_) | AppendError::Closed => (e.code(), e.detail(data_dir)),
+        other => (
+            "log_failed",
+            crate::error::without_dir(&other.to_string(), data_dir),
+        ),
     }
 }
 
@@ -134,7 +138,8 @@ pub async fn serve(
         });
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Completion>(ctx.settings.connection_batches_max);
-    let drainer = tokio_uring::spawn(drain(rx, shared.clone(), fd));
+    let data_dir = ctx.log.config().dir.clone();
+    let drainer = tokio_uring::spawn(drain(rx, shared.clone(), fd, data_dir));
     let writer = (mode == Mode::Acked)
         .then(|| tokio_uring::spawn(write_acks(stream.clone(), shared.clone(), ctx.clone())));
 
@@ -268,7 +273,7 @@ impl Conn<'_> {
                 tx.send(c).await.is_ok()
             }
             Err(PushFail::Refused(e)) => {
-                let (code, detail) = fatal_of(&e);
+                let (code, detail) = fatal_of(&e, &ctx.log.config().dir);
                 shared.set_fatal(code, detail);
                 false
             }
@@ -322,7 +327,13 @@ pub(super) async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io:
 /// client was never told about would be sent again. Only once a batch itself has failed
 /// are later ones left unacknowledged (an ack means "all before it", and the failed
 /// batch breaks that), which makes delivery at-least-once across such a failure.
-async fn drain(mut rx: tokio::sync::mpsc::Receiver<Completion>, shared: Rc<Shared>, fd: i32) {
+/// `data_dir` is taken out of the error line's paths.
+async fn drain(
+    mut rx: tokio::sync::mpsc::Receiver<Completion>,
+    shared: Rc<Shared>,
+    fd: i32,
+    data_dir: std::path::PathBuf,
+) {
     let mut failed = false;
     while let Some(c) = rx.recv().await {
         if failed {
@@ -335,7 +346,7 @@ async fn drain(mut rx: tokio::sync::mpsc::Receiver<Completion>, shared: Rc<Share
             }
             Err(e) => {
                 failed = true;
-                let (code, detail) = fatal_of(&e);
+                let (code, detail) = fatal_of(&e, &data_dir);
                 shared.set_fatal(code, detail);
                 // Stop the reader: its pending read returns 0.
                 // SAFETY: the connection (and so fd) outlives this task: serve() awaits it.

@@ -11,7 +11,8 @@
 //! | `level` | comma-separated levels | JSON records whose `"level"` is one of them (ASCII case-insensitive) |
 //! | `q` | text | records whose payload contains it (bytes, case-sensitive) |
 //!
-//! Unknown keys, repeated keys and malformed values are refused; empty values are
+//! Unknown keys, repeated keys, malformed values and empty pairs (`&&`, a leading or
+//! trailing `&`, a pair with no name such as `=`) are refused; empty values are
 //! ignored (a form's empty selector means "any").
 
 use std::borrow::Cow;
@@ -166,7 +167,13 @@ pub fn parse(
             detail: format!("query string exceeds filter_bytes_max ({filter_bytes_max} bytes)"),
         });
     }
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    // An empty query string has no pairs; a non-empty one has no empty pair.
+    for pair in query.split('&').filter(|_| !query.is_empty()) {
+        if pair.is_empty() || pair.starts_with('=') {
+            return Err(bad(format!(
+                "empty query pair {pair:?} (from `&&`, a leading or trailing `&`, or a pair with no name)"
+            )));
+        }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(k)?;
         let v = percent_decode(v)?;
@@ -356,6 +363,12 @@ mod tests {
             "from=1&from=2",
             "q=%zz",
             "q=%ff",
+            "from=1&&q=x",
+            "&from=1",
+            "from=1&",
+            "&",
+            "=",
+            "=1",
         ] {
             let e = parse(bad_q, false, 10, 1024).unwrap_err();
             assert_eq!(e.code, "bad_request", "{bad_q}: {e:?}");

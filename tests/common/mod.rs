@@ -10,7 +10,7 @@ pub mod ws;
 
 use std::{
     ffi::CString,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output},
@@ -574,4 +574,69 @@ pub fn wait_records(
         }
     }
     records
+}
+
+/// What a trickling client ([`trickle`]) got: the bytes the server sent, and when the first of them
+/// came (from the connect).
+pub struct Trickled {
+    pub said: Vec<u8>,
+    pub after: Option<Duration>,
+}
+
+/// Connects to `addr` and sends `bytes` one at a time, `every` apart, until the server
+/// answers (or closes); then reads the answer to its end. Gives up after `within`.
+pub fn trickle(addr: SocketAddr, bytes: &[u8], every: Duration, within: Duration) -> Trickled {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    s.set_read_timeout(Some(every)).unwrap();
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut next = 0;
+    let mut after = None;
+    while started.elapsed() < within {
+        if next < bytes.len() && s.write_all(&bytes[next..next + 1]).is_ok() {
+            next += 1;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                after.get_or_insert(started.elapsed());
+                said.extend_from_slice(&buf[..n]);
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.read_to_end(&mut said);
+                break;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    Trickled { said, after }
+}
+
+/// The status and the JSON body of a raw response.
+pub fn status_and_body(said: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(said);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    (status, json)
+}
+
+/// Asserts that a trickling client was answered 408 `request_timeout` naming `setting`,
+/// about `deadline` after its connect (not before it, and not much later).
+#[track_caller]
+pub fn assert_cut_at_deadline(t: &Trickled, setting: &str, deadline: Duration) {
+    let after = t.after.expect("the trickled request was answered");
+    assert!(
+        after >= deadline.mul_f64(0.9) && after < deadline * 3,
+        "answered {after:?} after the connect; {setting} is {deadline:?}"
+    );
+    let (status, body) = status_and_body(&t.said);
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(body["error"], "request_timeout");
+    assert_contains(body["detail"].as_str().unwrap(), setting);
 }
