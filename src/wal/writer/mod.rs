@@ -124,9 +124,9 @@ struct Writer {
     /// The completions of one `reap`, copied off the CQ; capacity the CQ's, allocated
     /// once (the CQ is borrowed while it is iterated, the handlers need `&mut self`).
     cqes: Vec<(u64, i32)>,
-    /// Groups of one `reap` whose short write is to be resubmitted; capacity
-    /// `groups_in_flight_max`, allocated once.
-    resubmit: Vec<usize>,
+    /// Groups of one `reap` whose short write is to be resubmitted, and which of
+    /// their writes; capacity `groups_in_flight_max`, allocated once.
+    resubmit: Vec<(usize, group::Part)>,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
     /// Groups are written `O_DIRECT`: whole blocks from aligned memory (see `direct`).
@@ -222,6 +222,8 @@ impl Writer {
         loop {
             self.reap()?;
             self.retire()?;
+            // A body or a previous group's write that completed may let a head go.
+            self.submit_due_heads()?;
             // Failed groups were retired above; nothing else to do this turn.
             if let Phase::Rewinding { rotate_due } = self.phase
                 && self.in_flight.is_empty()
@@ -281,18 +283,10 @@ impl Writer {
         }
     }
 
-    /// Whether a new group may be gathered now: the writer is gathering, a group is
-    /// free, and under direct writes the newest group's write is complete, because the
-    /// next one writes the block they share again (two writes of one block in flight
-    /// could land in either order; the syncs may still overlap).
+    /// Whether a new group may be gathered now: the writer is gathering and a group is
+    /// free. (Under direct writes its head may then wait: see `group::Part`.)
     fn can_gather(&self) -> bool {
-        self.phase == Phase::Gathering
-            && self.in_flight.len() < self.groups.len()
-            && !(self.direct
-                && self
-                    .in_flight
-                    .back()
-                    .is_some_and(|&gi| !self.groups[gi].write_done()))
+        self.phase == Phase::Gathering && self.in_flight.len() < self.groups.len()
     }
 
     /// Under `interval` with unsynced data: a timer, so the wait ends in time for the
@@ -376,9 +370,9 @@ impl Writer {
             }
         }
         for i in 0..self.resubmit.len() {
-            let gi = self.resubmit[i];
+            let (gi, part) = self.resubmit[i];
             if !self.groups[gi].failed() {
-                self.submit_write(gi)?;
+                self.submit_write(gi, part)?;
             }
         }
         Ok(())
