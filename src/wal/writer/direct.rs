@@ -11,9 +11,7 @@
 //! partial block (`Writer::tail`) and the next group writes them again in front of its
 //! own records; the padding after a group's records is zeros, which the next group
 //! overwrites and sealing cuts. Two writes of one block must never be in flight at
-//! once, so a group's first block (its head) is written only once the previous
-//! group's writes are complete, and the blocks after it (its body) at once
-//! (`group::Part`). Crash safety is unchanged: the rewritten prefix holds
+//! once (`Writer::can_gather`). Crash safety is unchanged: the rewritten prefix holds
 //! the same bytes as before, so a torn block write leaves committed records intact,
 //! and recovery cuts trailing zeros as the unwritten rest of the segment (see
 //! `docs/format.md`).

@@ -18,23 +18,8 @@ use crate::{
     },
 };
 
-const OP_BODY: u64 = 1;
+const OP_WRITE: u64 = 1;
 const OP_SYNC: u64 = 2;
-const OP_HEAD: u64 = 3;
-
-/// A group's two writes under direct I/O. The **head** is the block the group shares
-/// with the previous group (it begins with the `lead` bytes that group left there); the
-/// **body** is every block after it. The body overlaps no earlier write and is
-/// submitted as soon as the group is gathered; the head, with the fdatasync linked to
-/// it, only once the previous group's writes and this group's body are complete: two
-/// writes of one block in flight together could land in either order, and the sync
-/// must cover the body. A group with no lead (buffered writes, or a group starting on
-/// a block boundary) has no head; its body carries the linked sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Part {
-    Head,
-    Body,
-}
 
 fn user_data(group: usize, op: u64) -> u64 {
     ((group as u64) << 8) | op
@@ -74,17 +59,11 @@ pub(super) struct Group {
     pub(super) first_offset: u64,
     /// Exclusive end offset of the group.
     pub(super) end_offset: u64,
-    /// Bytes the writes cover: `buf.len()`, rounded up to whole blocks under direct
+    /// Bytes the write covers: `buf.len()`, rounded up to whole blocks under direct
     /// writes (the padding is zeros, cut when the segment is sealed).
     write_len: usize,
-    /// The head is `buf[..split]`, the body `buf[split..write_len]` (see [`Part`]).
-    split: usize,
-    /// Bytes of the head the kernel confirmed.
-    head_written: usize,
-    /// Bytes of the body the kernel confirmed.
-    body_written: usize,
-    /// The head (and its sync) was submitted.
-    head_submitted: bool,
+    /// Bytes of the write the kernel confirmed.
+    written: usize,
     /// See [`GroupState`].
     pub(super) state: GroupState,
     /// When the write was submitted, for the sync latency figure.
@@ -105,10 +84,7 @@ impl Group {
             first_offset: 0,
             end_offset: 0,
             write_len: 0,
-            split: 0,
-            head_written: 0,
-            body_written: 0,
-            head_submitted: false,
+            written: 0,
             state: GroupState::Writing,
             submitted: Instant::now(),
             ops: 0,
@@ -138,10 +114,7 @@ impl Group {
         self.first_offset = first_offset;
         self.end_offset = first_offset;
         self.write_len = 0;
-        self.split = 0;
-        self.head_written = 0;
-        self.body_written = 0;
-        self.head_submitted = false;
+        self.written = 0;
         self.state = GroupState::Writing;
     }
 
@@ -160,55 +133,19 @@ impl Group {
         self.file_pos - self.lead as u64
     }
 
-    /// The kernel confirmed both writes (the sync may still be running).
+    /// The kernel confirmed the whole write (the sync may still be running).
     pub(super) fn write_done(&self) -> bool {
-        self.head_written >= self.split && self.body_done()
+        self.written >= self.write_len
     }
 
-    fn body_done(&self) -> bool {
-        self.split + self.body_written >= self.write_len
-    }
-
-    /// The part the fdatasync is linked to: the head when there is one.
-    fn synced_part(&self) -> Part {
-        if self.split > 0 {
-            Part::Head
-        } else {
-            Part::Body
-        }
-    }
-
-    /// The still unconfirmed bytes of `part`, as a range of `buf`.
-    fn rest(&self, part: Part) -> std::ops::Range<usize> {
-        match part {
-            Part::Head => self.head_written..self.split,
-            Part::Body => self.split + self.body_written..self.write_len,
-        }
-    }
-
-    /// The head waits for nothing but the previous group's writes and its own body.
-    pub(super) fn head_due(&self, previous_written: bool) -> bool {
-        self.split > 0
-            && !self.head_submitted
-            && self.state == GroupState::Writing
-            && self.body_done()
-            && previous_written
-    }
-
-    /// Gathering is over: fixes what the writes cover. Under direct writes that is whole
-    /// blocks, the padding after the records zeroed, and a head when the group shares
-    /// its first block with the previous one.
+    /// Gathering is over: fixes what the write covers. Under direct writes that is whole
+    /// blocks, the padding after the records zeroed.
     fn seal(&mut self, direct: bool) {
         debug_assert!(!direct || self.buf_pos().is_multiple_of(aligned::BLOCK_BYTES as u64));
         self.write_len = if direct {
             self.buf_mut().padded().len()
         } else {
             self.buf.len()
-        };
-        self.split = if direct && self.lead > 0 {
-            aligned::BLOCK_BYTES
-        } else {
-            0
         };
     }
 
@@ -249,16 +186,13 @@ impl Group {
 
     /// A write's completion. Returns true if the group is now written under a
     /// non-durable policy (it is done, and the file has unsynced data).
-    fn on_write(&mut self, part: Part, res: i32, durable: bool) -> bool {
+    fn on_write(&mut self, res: i32, durable: bool) -> bool {
         if res < 0 {
             self.state = GroupState::Failed(-res);
-        } else if res == 0 && !self.rest(part).is_empty() {
+        } else if res == 0 && !self.write_done() {
             self.state = GroupState::Failed(libc::EIO);
         } else {
-            match part {
-                Part::Head => self.head_written += res as usize,
-                Part::Body => self.body_written += res as usize,
-            }
+            self.written += res as usize;
             // Short: stays Writing; resubmitted once every completion is in.
             if self.write_done() && !durable {
                 self.state = GroupState::Done;
@@ -286,19 +220,10 @@ impl Group {
         }
     }
 
-    /// Every completion of the last submission is in and part of a submitted write is
-    /// still unwritten (a short write, in whatever order the kernel posted the CQEs):
-    /// which part to submit again.
-    fn needs_resubmit(&self) -> Option<Part> {
-        if self.ops != 0 || self.state != GroupState::Writing {
-            None
-        } else if !self.body_done() {
-            Some(Part::Body)
-        } else if self.head_submitted && !self.rest(Part::Head).is_empty() {
-            Some(Part::Head)
-        } else {
-            None
-        }
+    /// Every completion of the last submission is in and part of the buffer is still
+    /// unwritten (a short write, in whatever order the kernel posted the CQEs).
+    fn needs_resubmit(&self) -> bool {
+        self.ops == 0 && self.state == GroupState::Writing && !self.write_done()
     }
 }
 
@@ -336,14 +261,8 @@ impl Writer {
         if !self.gather(gi) {
             return Ok(false);
         }
-        #[cfg(feature = "failpoints")]
-        crate::wal::failpoints::before_group();
         self.in_flight.push_back(gi);
-        if self.groups[gi].rest(Part::Body).is_empty() {
-            self.submit_due_heads()?;
-        } else {
-            self.submit_write(gi, Part::Body)?;
-        }
+        self.submit_write(gi)?;
         if self.pos >= self.inner.config.segment_bytes_max / 4
             && let Some(s) = self.spares.as_mut()
         {
@@ -398,51 +317,27 @@ impl Writer {
         true
     }
 
-    /// Submits the heads that are due (see [`Part`]), oldest group first.
-    pub(super) fn submit_due_heads(&mut self) -> Result<(), WriterFailure> {
-        if matches!(self.phase, Phase::Rewinding { .. }) {
-            return Ok(());
-        }
-        let mut previous_written = true;
-        for i in 0..self.in_flight.len() {
-            let gi = self.in_flight[i];
-            if self.groups[gi].head_due(previous_written) {
-                self.submit_write(gi, Part::Head)?;
-            }
-            previous_written = self.groups[gi].write_done();
-        }
-        Ok(())
-    }
-
-    /// Submits the unwritten rest of `part` of group `gi`, linked to an fdatasync under
-    /// `always` if the sync goes with that part.
-    pub(super) fn submit_write(&mut self, gi: usize, part: Part) -> Result<(), WriterFailure> {
+    /// Submits the unwritten part of group `gi`, linked to an fdatasync under `always`.
+    pub(super) fn submit_write(&mut self, gi: usize) -> Result<(), WriterFailure> {
+        #[cfg(feature = "failpoints")]
+        crate::wal::failpoints::before_group();
         let fd = types::Fd(self.active.file.as_raw_fd());
+        let durable = self.inner.config.fsync == FsyncPolicy::Always;
         let g = &mut self.groups[gi];
-        let durable = self.inner.config.fsync == FsyncPolicy::Always && part == g.synced_part();
         g.submitted = Instant::now();
-        let rest = g.rest(part);
-        debug_assert!(!rest.is_empty());
-        let len = rest.len();
+        let len = g.write_len - g.written;
         #[cfg(feature = "failpoints")]
         let len = crate::wal::failpoints::write_len(
             len,
             if self.direct { aligned::BLOCK_BYTES } else { 1 },
         );
-        if part == Part::Head {
-            g.head_submitted = true;
-        }
-        let op = match part {
-            Part::Head => OP_HEAD,
-            Part::Body => OP_BODY,
-        };
         // SAFETY (of the pointer's use by the kernel): the buffer is not touched, moved
         // or freed until this group's completions are reaped (`ops`); `write_len` is
         // within its allocation (`seal`).
-        let write = opcode::Write::new(fd, g.buf.as_ptr().wrapping_add(rest.start), len as u32)
-            .offset(g.buf_pos() + rest.start as u64)
+        let write = opcode::Write::new(fd, g.buf.as_ptr().wrapping_add(g.written), len as u32)
+            .offset(g.buf_pos() + g.written as u64)
             .build()
-            .user_data(user_data(gi, op));
+            .user_data(user_data(gi, OP_WRITE));
         if durable {
             let sync = opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
@@ -480,13 +375,8 @@ impl Writer {
         let durable = self.inner.config.fsync == FsyncPolicy::Always;
         let g = &mut self.groups[gi];
         g.ops -= 1;
-        if op == OP_BODY || op == OP_HEAD {
-            let part = if op == OP_HEAD {
-                Part::Head
-            } else {
-                Part::Body
-            };
-            if g.on_write(part, res, durable) {
+        if op == OP_WRITE {
+            if g.on_write(res, durable) {
                 self.unsynced = true;
             }
         } else {
@@ -508,8 +398,8 @@ impl Writer {
                 }
             }
         }
-        if let Some(part) = self.groups[gi].needs_resubmit() {
-            self.resubmit.push((gi, part));
+        if self.groups[gi].needs_resubmit() {
+            self.resubmit.push(gi);
         }
         Ok(())
     }

@@ -124,9 +124,9 @@ struct Writer {
     /// The completions of one `reap`, copied off the CQ; capacity the CQ's, allocated
     /// once (the CQ is borrowed while it is iterated, the handlers need `&mut self`).
     cqes: Vec<(u64, i32)>,
-    /// Groups of one `reap` whose short write is to be resubmitted, and which of
-    /// their writes; capacity `groups_in_flight_max`, allocated once.
-    resubmit: Vec<(usize, group::Part)>,
+    /// Groups of one `reap` whose short write is to be resubmitted; capacity
+    /// `groups_in_flight_max`, allocated once.
+    resubmit: Vec<usize>,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
     /// Groups are written `O_DIRECT`: whole blocks from aligned memory (see `direct`).
@@ -222,8 +222,6 @@ impl Writer {
         loop {
             self.reap()?;
             self.retire()?;
-            // A body or a previous group's write that completed may let a head go.
-            self.submit_due_heads()?;
             // Failed groups were retired above; nothing else to do this turn.
             if let Phase::Rewinding { rotate_due } = self.phase
                 && self.in_flight.is_empty()
@@ -283,10 +281,18 @@ impl Writer {
         }
     }
 
-    /// Whether a new group may be gathered now: the writer is gathering and a group is
-    /// free. (Under direct writes its head may then wait: see `group::Part`.)
+    /// Whether a new group may be gathered now: the writer is gathering, a group is
+    /// free, and under direct writes the newest group's write is complete, because the
+    /// next one writes the block they share again (two writes of one block in flight
+    /// could land in either order; the syncs may still overlap).
     fn can_gather(&self) -> bool {
-        self.phase == Phase::Gathering && self.in_flight.len() < self.groups.len()
+        self.phase == Phase::Gathering
+            && self.in_flight.len() < self.groups.len()
+            && !(self.direct
+                && self
+                    .in_flight
+                    .back()
+                    .is_some_and(|&gi| !self.groups[gi].write_done()))
     }
 
     /// Under `interval` with unsynced data: a timer, so the wait ends in time for the
@@ -370,9 +376,9 @@ impl Writer {
             }
         }
         for i in 0..self.resubmit.len() {
-            let (gi, part) = self.resubmit[i];
+            let gi = self.resubmit[i];
             if !self.groups[gi].failed() {
-                self.submit_write(gi, part)?;
+                self.submit_write(gi)?;
             }
         }
         Ok(())
