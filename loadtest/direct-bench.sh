@@ -93,9 +93,9 @@ if [ "${1:-}" = perf ]; then
         --landed-metric "$RS_HTTP/ringstash_records_committed_total" --json-file "$d/run.json" >/dev/null
     wait $perf_pid || true
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
-    echo "perf $m: $(json "$d/run.json" 'f"{r[\"landed\"][\"records_per_s\"]:,.0f} records/s, {r[\"server\"][\"cpu_us_per_record\"]} µs CPU/record"')"
-    perf report -i "$d/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -12
-    perf report -i "$d/perf.data" --no-children --sort comm,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+    echo "perf $m: $(json "$d/run.json" '"%d records/s, %s us CPU/record" % (r["landed"]["records_per_s"], r["server"]["cpu_us_per_record"])')"
+    perf report -i "$d/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -12
+    perf report -i "$d/perf.data" --no-children --sort comm,sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -25
     rm -rf "$d/data"
     exit 0
 fi
