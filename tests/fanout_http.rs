@@ -71,15 +71,6 @@ fn read_api_returns_committed_records_and_post_still_ingests() {
     assert!(s.stop().success());
 }
 
-/// A loopback port free now, for a server that must come back on the same ports (so
-/// that a page can reconnect to it after a restart).
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Flags of every Chromium this test starts: headless, and quiet (no sandbox, GPU,
 /// updates, sync or first-run work).
 const CHROMIUM_HEADLESS: [&str; 8] = [
@@ -244,10 +235,13 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (http_at, ws_at) = (free_port(), free_port());
+    // Ports the server bound itself (port 0); the restart below takes the same ones, so
+    // the page reconnects where it was. (Picking free ports first and passing them on
+    // would race anyone binding in between.)
+    let server = Server::start(dir.path(), &[]);
+    let (http_at, ws_at) = (server.http, ws_addr(&server));
     let (http_flag, ws_flag) = (http_at.to_string(), ws_at.to_string());
     let fixed = ["--http-addr", &http_flag, "--ws-addr", &ws_flag];
-    let server = Server::start(dir.path(), &fixed);
     let tcp = server.tcp_acked;
     send_lines(tcp, &json_lines("history", 10));
     let profile = tempfile::tempdir().unwrap();
@@ -273,7 +267,7 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     b.wait_for(&has("paused-3"), Duration::from_secs(10));
     // The server restarts; the page reconnects and resumes from its last offset.
     assert!(server.stop().success());
-    let server = Server::start(dir.path(), &fixed);
+    let server = Server::restart_after_kill(dir.path(), &fixed);
     let tcp = server.tcp_acked;
     send_lines(tcp, &json_lines("restarted", 6));
     b.wait_for(&has("restarted-5"), Duration::from_secs(30));

@@ -116,14 +116,37 @@ mod tests {
     fn samples_itself() {
         let pid = std::process::id();
         let a = sample(pid).unwrap();
+        // Busy until this thread alone has used 200 ms of CPU (by its own clock), however
+        // long other load makes that take: the sample must count a good part of it (the
+        // kernel charges CPU time tick by tick, 10 ms each, so allow for a few missed).
+        let thread_cpu = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: writes into the timespec we own; the result is checked.
+            assert_eq!(
+                unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) },
+                0
+            );
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        };
+        let start = thread_cpu();
         let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while thread_cpu() - start < 0.2 {
+            for i in 0..10_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
         }
         std::hint::black_box(x);
         let b = sample(pid).unwrap();
         let d = a.delta(&b);
         assert!(d.rss_bytes_end > 0 && d.rss_bytes_peak >= d.rss_bytes_end);
-        assert!(d.cpu_s >= 0.0 && d.wall_s > 0.0);
+        assert!(d.wall_s >= 0.2, "{d:?}");
+        assert!(
+            d.cpu_s >= 0.1,
+            "200 ms of this thread's CPU counted as {} s for the process",
+            d.cpu_s
+        );
     }
 }
