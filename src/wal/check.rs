@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     format::{self, SEGMENT_HEADER_BYTES},
-    segment::{self, Scan, Scanner},
+    segment::{self, DamagedRange, Scan, Scanner},
 };
 use crate::error::ReadError;
 
@@ -34,11 +34,16 @@ pub struct CheckReport {
     pub records: u64,
     /// Bytes of valid records in all segments.
     pub bytes: u64,
-    /// Damage in sealed segments, gaps between segments, or bad index entries: data
-    /// that should be there and is not.
+    /// Damage in any segment (a bad record with valid records after it, the last
+    /// segment's included), damage at a sealed segment's end, gaps between segments,
+    /// or bad index entries: data that should be there and is not.
     pub errors: Vec<String>,
-    /// Bytes after the last valid record of the last segment: a torn tail that the
-    /// next start will cut (or a record being written, if a server is running).
+    /// The damaged ranges among `errors` that have valid records after them: readers
+    /// skip them, so they are given apart, with their positions and lost offsets.
+    pub damaged_ranges: Vec<DamagedRange>,
+    /// Bytes after the last valid record of the last segment with no valid record
+    /// after them: a torn tail that the next start will cut (or a record being
+    /// written, if a server is running).
     pub torn_tail: Option<String>,
 }
 
@@ -86,7 +91,8 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
         if check_header(&mut seg, last, &mut report)? {
             let positions = check_records(&mut seg, last, &mut report)?;
             check_index(dir, base, last, &positions, &mut report)?;
-            expected = Some(base + seg.records);
+            // Not `base + records`: a damaged range is a gap in the offsets.
+            expected = Some(positions.last().map_or(base, |&(o, _)| o + 1));
         } else if seg.problem.is_some() {
             expected = None;
         }
@@ -162,6 +168,16 @@ fn check_records(
                 break;
             }
             Scan::Bad { position, reason } => {
+                // Valid records after the bad one: damage, in any segment. The scan goes
+                // on after it, so that the records there are counted and checked.
+                let skipped = s
+                    .skip_damage(position, &reason)
+                    .map_err(|e| ReadError::io("read segment", path, e))?;
+                if let Some(range) = skipped {
+                    report.errors.push(range.to_string());
+                    report.damaged_ranges.push(range);
+                    continue;
+                }
                 let text = format!(
                     "{}: bad record at byte {position} (expected offset {}): {reason}; {} bytes follow",
                     path.display(),

@@ -71,6 +71,7 @@ pub use format::{BatchBuilder, RecordTooLarge, now_ns};
 pub use log::Log;
 pub use policy::{FsyncPolicy, FsyncPolicyError};
 pub use reader::{Reader, Record};
+pub use segment::DamagedRange;
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use stats::{COMMIT_BUCKETS, WalStats};
 pub use view::LogView;

@@ -15,7 +15,7 @@ use std::{
 use super::{
     Inner,
     format::{RecordRef, SEGMENT_HEADER_BYTES},
-    segment::{self, Scan, Scanner},
+    segment::{self, DamagedRange, Scan, Scanner},
 };
 use crate::error::{Corruption, ReadError};
 
@@ -74,6 +74,9 @@ pub struct Reader {
     reread_at: Option<u64>,
     /// Base offset of the open segment.
     segment_base: u64,
+    /// Damaged ranges skipped since the caller last took them (see
+    /// [`Reader::take_damaged`]); empty unless the log is damaged.
+    damaged: Vec<DamagedRange>,
 }
 
 /// Times a failed write truncated the active segment back since the log opened.
@@ -99,6 +102,7 @@ impl Reader {
             truncation_epoch_seen,
             reread_at: None,
             segment_base: 0,
+            damaged: Vec::new(),
         })
     }
 
@@ -121,12 +125,22 @@ impl Reader {
             truncation_epoch_seen: 0,
             reread_at: None,
             segment_base: 0,
+            damaged: Vec::new(),
         })
     }
 
     /// Offset of the next record this reader will return.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// The damaged ranges the reader skipped since the last call, oldest first: bad
+    /// frames with valid records after them (see `segment::resync`). Their offsets are
+    /// lost; the reader went on with the first valid record after each. Callers show
+    /// them as an explicit gap marker, so a reader never passes over lost records
+    /// silently. Ranges wholly below the reader's start are not reported.
+    pub fn take_damaged(&mut self) -> Vec<DamagedRange> {
+        std::mem::take(&mut self.damaged)
     }
 
     /// Opens the segment holding `self.next_offset`, positioned by its sparse index.
@@ -327,6 +341,30 @@ impl Reader {
             );
             self.open_at(base, SEGMENT_HEADER_BYTES as u64, base)?;
             return Ok(Stopped::ReadOn);
+        }
+        // A bad record with valid records after it (within what may be read) is damage:
+        // skip it, and keep the range for the caller's marker.
+        if let Some((position, reason)) = &bad {
+            let s = self.scanner.as_mut().expect("positioned");
+            let skipped = s
+                .skip_damage(*position, reason)
+                .map_err(|e| ReadError::io("read segment", &path, e))?;
+            if let Some(range) = skipped {
+                tracing::warn!(%range, "reader skipping a damaged range");
+                self.next_offset = range.to_offset;
+                self.reread_at = None;
+                if let Bound::Live(inner) = &self.bound {
+                    // Relaxed: a figure for /stats, ordered with nothing.
+                    inner
+                        .stats
+                        .damaged_ranges_skipped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if range.to_offset > self.skip_below {
+                    self.damaged.push(range);
+                }
+                return Ok(Stopped::ReadOn);
+            }
         }
         // End of this segment's valid data: move on if the next segment starts right
         // here.
