@@ -158,15 +158,6 @@ fn check_records(
                 positions.push((record.offset, position));
             }
             Scan::End => break,
-            Scan::Bad { position, reason } if last && reason == format::UNWRITTEN => {
-                // A pre-written active segment (see `spare`): its unused rest.
-                report.torn_tail = Some(format!(
-                    "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
-                    path.display(),
-                    seg.file_bytes - position
-                ));
-                break;
-            }
             Scan::Bad { position, reason } => {
                 // Valid records after the bad one: damage, in any segment. The scan goes
                 // on after it, so that the records there are counted and checked.
@@ -177,6 +168,15 @@ fn check_records(
                     report.errors.push(range.to_string());
                     report.damaged_ranges.push(range);
                     continue;
+                }
+                if last && reason == format::UNWRITTEN {
+                    // A pre-written active segment (see `spare`): its unused rest.
+                    report.torn_tail = Some(format!(
+                        "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
+                        path.display(),
+                        seg.file_bytes - position
+                    ));
+                    break;
                 }
                 let text = format!(
                     "{}: bad record at byte {position} (expected offset {}): {reason}; {} bytes follow",
