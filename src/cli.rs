@@ -44,14 +44,11 @@ pub fn cat(
     // reader can be asked, before the record is printed, what it skipped to reach it.
     let mut payload = Vec::new();
     loop {
-        loop {
-            let Some((offset, timestamp_ns)) = reader.next()?.map(|r| {
-                payload.clear();
-                payload.extend_from_slice(r.payload);
-                (r.offset, r.timestamp_ns)
-            }) else {
-                break;
-            };
+        while let Some((offset, timestamp_ns)) = reader.next()?.map(|r| {
+            payload.clear();
+            payload.extend_from_slice(r.payload);
+            (r.offset, r.timestamp_ns)
+        }) {
             for range in reader.take_damaged() {
                 // Flushed first, so that the marker falls between the records around it
                 // when both streams go to one terminal or file.

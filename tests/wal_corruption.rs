@@ -53,7 +53,7 @@ fn flip(path: &Path, at: u64) {
 }
 
 /// `ringstash cat --meta` on `dir`: (exit code, (offset, payload) per line, stderr).
-fn cat_meta(dir: &Path) -> (i32, Vec<(u64, String)>, String) {
+fn cat_meta(dir: &Path) -> (i32, Records, String) {
     let out = run(&["cat", "--meta", "--data-dir", dir.to_str().unwrap()]);
     let lines = String::from_utf8(out.stdout)
         .unwrap()
@@ -72,9 +72,12 @@ fn cat_meta(dir: &Path) -> (i32, Vec<(u64, String)>, String) {
     )
 }
 
+/// Records as (offset, payload).
+type Records = Vec<(u64, String)>;
+
 /// Every record `GET /v1/logs` serves from offset 0, page by page, as (offset, data),
 /// and every `gaps` entry the pages carried, as (from, to).
-fn read_api_all(s: &Server) -> (Vec<(u64, String)>, Vec<(u64, u64)>) {
+fn read_api_all(s: &Server) -> (Records, Vec<(u64, u64)>) {
     let (mut records, mut gaps, mut from) = (Vec::new(), Vec::new(), 0u64);
     loop {
         let v = http(
@@ -104,7 +107,7 @@ fn read_api_all(s: &Server) -> (Vec<(u64, String)>, Vec<(u64, u64)>) {
 }
 
 /// The records expected from offset 0 with `lost` missing, as (offset, payload).
-fn all_but(payloads: &[String], lost: &[u64]) -> Vec<(u64, String)> {
+fn all_but(payloads: &[String], lost: &[u64]) -> Records {
     (0..payloads.len() as u64)
         .filter(|o| !lost.contains(o))
         .map(|o| (o, payloads[o as usize].clone()))
