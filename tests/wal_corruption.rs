@@ -106,6 +106,35 @@ fn read_api_all(s: &Server) -> (Records, Vec<(u64, u64)>) {
     }
 }
 
+/// A JSON WebSocket subscription from offset 0, read until `n` records arrived: the
+/// records as (offset, data) and the `gaps` entries the messages carried.
+fn subscribe_all(s: &Server, n: usize) -> (Records, Vec<(u64, u64)>) {
+    let mut ws = common::ws::subscribe(common::ws::ws_addr(s), "from=0");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut records, mut gaps) = (Vec::new(), Vec::new());
+    while records.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n}",
+            records.len()
+        );
+        let tungstenite::Message::Text(t) = ws.read().expect("subscription") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        for r in v["records"].as_array().unwrap() {
+            records.push((
+                r["offset"].as_u64().unwrap(),
+                r["data"].as_str().unwrap().to_owned(),
+            ));
+        }
+        for g in v["gaps"].as_array().into_iter().flatten() {
+            gaps.push((g["from"].as_u64().unwrap(), g["to"].as_u64().unwrap()));
+        }
+    }
+    (records, gaps)
+}
+
 /// The records expected from offset 0 with `lost` missing, as (offset, payload).
 fn all_but(payloads: &[String], lost: &[u64]) -> Records {
     (0..payloads.len() as u64)
@@ -173,6 +202,11 @@ fn bit_rot_in_the_middle_of_the_active_segment_is_reported_skipped_and_never_cut
         serde_json::json!([{"from": 1000, "to": 1001}]),
         "{v}"
     );
+
+    // A WebSocket subscriber from offset 0 gets the same records and a `gaps` marker.
+    let (records, gaps) = subscribe_all(&s, RECORDS as usize - 1);
+    assert_eq!(records, all_but(&payloads, &[1000]));
+    assert_eq!(gaps, [(1000, 1001)]);
 
     // New records continue the numbering after the last record on disk.
     let said = tcp_send_all(s.tcp_acked, b"after-1\nafter-2\n");
