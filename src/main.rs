@@ -31,7 +31,8 @@ enum Command {
         #[command(flatten)]
         settings: Box<ringstash::config::SettingsArgs>,
     },
-    /// Print stored records, one per line, payload as stored.
+    /// Print stored records, one per line, payload as stored. A damaged range is skipped
+    /// with a `gap:` line on stderr, and the exit status is then 3.
     Cat {
         /// Data directory.
         #[arg(long, default_value = "./data", env = "RINGSTASH_DATA_DIR")]
