@@ -23,20 +23,25 @@ const RECORDS: u64 = 2000;
 /// in one segment, written through the acked TCP port and stopped cleanly. Returns the
 /// payloads, the segment's path and its records as parsed by the test's own parser.
 fn fixture(dir: &Path) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
+    fixture_of(dir, RECORDS, 37)
+}
+
+/// As [`fixture`], with `records` records of up to `filler_max` filler bytes each.
+fn fixture_of(dir: &Path, records: u64, filler_max: u64) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
     let s = Server::start(dir, &[]);
-    let payloads: Vec<String> = (0..RECORDS)
-        .map(|i| format!("record-{i:05}-{}", "x".repeat((i % 37) as usize)))
+    let payloads: Vec<String> = (0..records)
+        .map(|i| format!("record-{i:06}-{}", "x".repeat((i % filler_max) as usize)))
         .collect();
     let mut body = payloads.join("\n");
     body.push('\n');
     let said = tcp_send_all(s.tcp_acked, body.as_bytes());
-    assert_eq!(last_ack(&said), Some((RECORDS, RECORDS - 1)), "{said}");
+    assert_eq!(last_ack(&said), Some((records, records - 1)), "{said}");
     assert!(s.stop().success());
     let bases = list_segments(dir).unwrap();
     assert_eq!(bases, [0], "one segment");
     let seg = ringstash::wal::segment::segment_path(dir, 0);
     let recs = parse_segment(&seg);
-    assert_eq!(recs.len() as u64, RECORDS);
+    assert_eq!(recs.len() as u64, records);
     (payloads, seg, recs)
 }
 
@@ -312,5 +317,98 @@ fn a_genuine_torn_tail_is_still_cut_and_not_reported_as_damage() {
         assert_eq!(last_ack(&said), Some((1, kept)), "{what}: {said}");
         assert!(s.stop().success());
         assert_check_clean(&dir);
+    }
+}
+
+/// Default `groups_in_flight_max` × (`group_bytes_max` + two 4 KiB blocks): how far
+/// from the end of the data writes in flight at a crash can reach.
+const IN_FLIGHT_BYTES_MAX: u64 = 2 * ((4 << 20) + 8192);
+
+#[test]
+fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let records = 100_000;
+    let (payloads, _, recs) = fixture_of(&pristine, records, 150);
+    let last = *recs.last().unwrap();
+    let end = last.position + last.frame_bytes;
+
+    for (what, victim) in [("far", 1000usize), ("near", records as usize - 5)] {
+        let rec = recs[victim];
+        let in_flight = end - rec.position <= IN_FLIGHT_BYTES_MAX;
+        assert_eq!(
+            in_flight,
+            what == "near",
+            "{what}: the fixture spans the window"
+        );
+        let dir = tmp.path().join(what);
+        copy_dir(&pristine, &dir);
+        let seg = ringstash::wal::segment::segment_path(&dir, 0);
+        // The record's whole frame "never reached the disk".
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .write_all_at(&vec![0u8; rec.frame_bytes as usize], rec.position)
+            .unwrap();
+        let lost = rec.offset;
+
+        let (code, text) = check(&dir);
+        if in_flight {
+            assert_eq!(code, 0, "{what}: {text}");
+            assert!(
+                text.contains(&format!("zeros at byte {}", rec.position))
+                    && text.contains("writes in flight at a crash"),
+                "{what}: {text}"
+            );
+        } else {
+            assert_eq!(code, 1, "{what}: {text}");
+            assert!(
+                text.contains(&format!("damaged at byte {}", rec.position)),
+                "{what}: {text}"
+            );
+        }
+
+        let s = Server::start(&dir, &[]);
+        let len = fs::metadata(&seg).unwrap().len();
+        let v = http(
+            s.http,
+            "GET",
+            &format!("/v1/logs?from={}&limit=10", lost - 3),
+            &[],
+            b"",
+        )
+        .json();
+        let offsets: Vec<u64> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["offset"].as_u64().unwrap())
+            .collect();
+        let said = tcp_send_all(s.tcp_acked, b"next\n");
+        if in_flight {
+            // Cut with everything after it, as a torn tail: the records after it were
+            // never acknowledged by a server that had them in flight.
+            assert_eq!(len, rec.position, "{what}");
+            assert_eq!(offsets, [lost - 3, lost - 2, lost - 1], "{what}: {v}");
+            assert!(v["gaps"].is_null(), "{what}: {v}");
+            assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 0);
+            assert_eq!(last_ack(&said), Some((1, lost)), "{what}: {said}");
+        } else {
+            assert_eq!(len, end, "{what}: nothing cut");
+            let want: Vec<u64> = (lost - 3..lost + 8).filter(|&o| o != lost).collect();
+            assert_eq!(offsets, want, "{what}: {v}");
+            assert_eq!(
+                v["gaps"],
+                serde_json::json!([{"from": lost, "to": lost + 1}])
+            );
+            assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 1);
+            assert_eq!(last_ack(&said), Some((1, records)), "{what}: {said}");
+        }
+        assert_eq!(
+            v["records"][0]["data"].as_str().unwrap(),
+            payloads[(lost - 3) as usize]
+        );
+        assert!(s.stop().success());
     }
 }

@@ -147,6 +147,10 @@ fn check_records(
     let mut s = Scanner::open(path.clone(), SEGMENT_HEADER_BYTES as u64, seg.base_offset)
         .map_err(|e| ReadError::io("open segment", path, e))?;
     let mut positions: Vec<(u64, u64)> = Vec::new();
+    // Damaged ranges found, each with the segment's records, bytes and positions
+    // counted before it; the end of the last valid record.
+    let mut ranges: Vec<(DamagedRange, u64, u64, usize)> = Vec::new();
+    let mut data_end = SEGMENT_HEADER_BYTES as u64;
     loop {
         match s
             .next()
@@ -156,6 +160,7 @@ fn check_records(
                 seg.records += 1;
                 seg.bytes += record.frame_bytes() as u64;
                 positions.push((record.offset, position));
+                data_end = position + record.frame_bytes() as u64;
             }
             Scan::End => break,
             Scan::Bad { position, reason } => {
@@ -165,8 +170,7 @@ fn check_records(
                     .skip_damage(position, &reason)
                     .map_err(|e| ReadError::io("read segment", path, e))?;
                 if let Some(range) = skipped {
-                    report.errors.push(range.to_string());
-                    report.damaged_ranges.push(range);
+                    ranges.push((range, seg.records, seg.bytes, positions.len()));
                     continue;
                 }
                 if last && reason == format::UNWRITTEN {
@@ -192,6 +196,30 @@ fn check_records(
                 break;
             }
         }
+    }
+    // As recovery decides (`recovery::settle_in_flight_hole`), with the default
+    // `group_bytes_max` and `groups_in_flight_max` (check does not read the server's
+    // settings): zeros near the end of the last segment with records after them are
+    // writes in flight at a crash, a torn tail cut at the next start.
+    let window = super::recovery::in_flight_bytes_max(&super::LogConfig::new(""));
+    if last
+        && let Some(i) = ranges
+            .iter()
+            .position(|(r, ..)| r.reason == format::UNWRITTEN && data_end - r.position <= window)
+    {
+        let (hole, records, bytes, kept) = &ranges[i];
+        report.torn_tail = Some(format!(
+            "{}: zeros at byte {} with records after them up to byte {data_end}: writes in flight at a crash (unacknowledged); cut at next start",
+            path.display(),
+            hole.position
+        ));
+        (seg.records, seg.bytes) = (*records, *bytes);
+        positions.truncate(*kept);
+        ranges.truncate(i);
+    }
+    for (range, ..) in ranges {
+        report.errors.push(range.to_string());
+        report.damaged_ranges.push(range);
     }
     Ok(positions)
 }

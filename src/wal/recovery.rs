@@ -490,7 +490,7 @@ fn recover_active(
         );
     }
 
-    let tail = scan_tail(config.recovery, &path, base, config.index_interval_bytes)?;
+    let tail = scan_tail(config, &path, base)?;
     report.damaged_ranges = tail.damaged;
     if let Some((position, reason)) = tail.bad {
         debug_assert_eq!(position, tail.pos);
@@ -561,21 +561,21 @@ struct Tail {
     damaged: Vec<DamagedRange>,
 }
 
+/// [`Tail::bad`]'s reason for zeros with records after them that were in flight at a
+/// crash (see [`settle_in_flight_hole`]).
+const IN_FLIGHT_HOLE: &str =
+    "zeros (space never written) with records after them that were in flight at a crash";
+
 /// Scans the active segment from its first record to its end, adding an index entry
-/// every `interval` bytes. A bad record with valid records after it is skipped as a
-/// damaged range (refused under `strict`), and the first record after it always gets
-/// an index entry, so that a reader asking for an offset past the damage is sent past
-/// it; a bad record with none after it ends the scan as the torn tail.
+/// every `index_interval_bytes`. A bad record with valid records after it is skipped
+/// as a damaged range (refused under `strict`), and the first record after it always
+/// gets an index entry, so that a reader asking for an offset past the damage is sent
+/// past it; a bad record with none after it ends the scan as the torn tail.
 ///
 /// The offsets of a damaged range are lost for good: the records after it keep their
 /// own offsets, the next record gets the last valid record's offset + 1, and the
 /// offsets in the range are a gap that readers skip.
-fn scan_tail(
-    recovery: RecoveryMode,
-    path: &Path,
-    base: u64,
-    interval: u32,
-) -> Result<Tail, OpenError> {
+fn scan_tail(config: &LogConfig, path: &Path, base: u64) -> Result<Tail, OpenError> {
     let (offset, pos) = (base, SEGMENT_HEADER_BYTES as u64);
     let mut tail = Tail {
         offset,
@@ -585,10 +585,13 @@ fn scan_tail(
         bad: None,
         damaged: Vec::new(),
     };
-    let interval = u64::from(interval);
+    let interval = u64::from(config.index_interval_bytes);
     let mut scanner = Scanner::open(path.to_owned(), pos, offset)
         .map_err(|e| OpenError::io("open segment", path, e))?;
     let mut after_damage = false;
+    // Where `new_entries` and `last_index_pos` stood when each damaged range was met,
+    // so that a range found to be a crash's hole can be cut with what follows it.
+    let mut marks: Vec<(usize, u64)> = Vec::new();
     loop {
         match scanner
             .next()
@@ -610,39 +613,84 @@ fn scan_tail(
                 tail.offset = record.offset + 1;
                 tail.pos = position + record.frame_bytes() as u64;
             }
-            Scan::End => return Ok(tail),
+            Scan::End => break,
             Scan::Bad { position, reason } => {
                 let skipped = scanner
                     .skip_damage(position, &reason)
                     .map_err(|e| OpenError::io("read segment", path, e))?;
                 let Some(range) = skipped else {
                     tail.bad = Some((position, reason));
-                    return Ok(tail);
+                    break;
                 };
-                if recovery == RecoveryMode::Strict {
-                    return Err(OpenError::Corrupt(Corruption {
-                        path: path.to_owned(),
-                        position,
-                        offset: range.from_offset,
-                        reason: format!(
-                            "{reason}, with valid records after it from byte {} (offset {}): damage, not a torn tail (recovery = strict)",
-                            range.end_position, range.to_offset
-                        ),
-                    }));
-                }
-                tracing::error!(
-                    path = %path.display(),
-                    position,
-                    end_position = range.end_position,
-                    lost_offsets = %format_args!("{}..{}", range.from_offset, range.to_offset),
-                    %reason,
-                    "damaged range in the last segment, with valid records after it: not cut; readers skip it"
-                );
+                debug_assert_eq!((range.position, range.from_offset), (tail.pos, tail.offset));
+                marks.push((tail.new_entries.len(), tail.last_index_pos));
                 after_damage = true;
                 tail.damaged.push(range);
             }
         }
     }
+    settle_in_flight_hole(config, &mut tail, &marks);
+    if let Some(range) = tail.damaged.first()
+        && config.recovery == RecoveryMode::Strict
+    {
+        return Err(OpenError::Corrupt(Corruption {
+            path: path.to_owned(),
+            position: range.position,
+            offset: range.from_offset,
+            reason: format!(
+                "{}, with valid records after it from byte {} (offset {}): damage, not a torn tail (recovery = strict)",
+                range.reason, range.end_position, range.to_offset
+            ),
+        }));
+    }
+    for range in &tail.damaged {
+        tracing::error!(
+            path = %path.display(),
+            position = range.position,
+            end_position = range.end_position,
+            lost_offsets = %format_args!("{}..{}", range.from_offset, range.to_offset),
+            reason = %range.reason,
+            "damaged range in the last segment, with valid records after it: not cut; readers skip it"
+        );
+    }
+    Ok(tail)
+}
+
+/// Bytes at the end of the active segment that writes in flight at a crash can span:
+/// `groups_in_flight_max` groups of at most `group_bytes_max`, each rounded out to
+/// whole blocks when written direct.
+pub(crate) fn in_flight_bytes_max(config: &LogConfig) -> u64 {
+    config.groups_in_flight_max as u64
+        * (config.group_bytes_max as u64 + 2 * super::aligned::BLOCK_BYTES as u64)
+}
+
+/// Turns the first damaged range that a crash explains back into the torn tail, cut
+/// with everything after it.
+///
+/// The writer has up to `groups_in_flight_max` groups written concurrently, and a
+/// crash (or a power loss, for data not yet synced) can keep a later group's blocks
+/// and lose an earlier one's: zeros with valid records after them. Those records were
+/// never acknowledged (acknowledgements go in order, after each group's fdatasync), so
+/// this is a torn tail, not damage, when the bad frame is zeros and the valid data
+/// after it ends within [`in_flight_bytes_max`]. Under a non-durable fsync policy any
+/// unsynced group can be lost, so any zeros with records after them are cut, as
+/// before. Bytes that are not zeros (bit rot) are damage wherever they lie.
+fn settle_in_flight_hole(config: &LogConfig, tail: &mut Tail, marks: &[(usize, u64)]) {
+    let end = tail.pos;
+    let Some(i) = tail.damaged.iter().position(|r| {
+        r.reason == format::UNWRITTEN
+            && (!config.fsync.is_durable() || end - r.position <= in_flight_bytes_max(config))
+    }) else {
+        return;
+    };
+    let hole = &tail.damaged[i];
+    tail.offset = hole.from_offset;
+    tail.pos = hole.position;
+    tail.bad = Some((hole.position, IN_FLIGHT_HOLE.to_owned()));
+    let (entries_len, last_index_pos) = marks[i];
+    tail.new_entries.truncate(entries_len);
+    tail.last_index_pos = last_index_pos;
+    tail.damaged.truncate(i);
 }
 
 /// Cuts the active segment at `position` (record `offset` failed there for `reason`)
