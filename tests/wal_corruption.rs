@@ -208,6 +208,11 @@ fn bit_rot_in_the_middle_of_the_active_segment_is_reported_skipped_and_never_cut
         "{v}"
     );
 
+    // `cat` while the server holds the directory: the same, after letting writes that
+    // might be in flight settle once.
+    let (code, lines, stderr) = cat_meta(dir.path());
+    assert_eq!((code, lines), (3, all_but(&payloads, &[1000])), "{stderr}");
+
     // A WebSocket subscriber from offset 0 gets the same records and a `gaps` marker.
     let (records, gaps) = subscribe_all(&s, RECORDS as usize - 1);
     assert_eq!(records, all_but(&payloads, &[1000]));

@@ -528,29 +528,46 @@ impl std::fmt::Display for DamagedRange {
 }
 
 impl Scanner {
-    /// After a [`Scan::Bad`] at `bad`: looks for where valid records resume (see
-    /// [`resync`]) before the scanner's limit or the end of the file, and if found moves
-    /// there and returns the damaged range skipped.
+    /// After a [`Scan::Bad`] at `bad`: where valid records resume (see [`resync`])
+    /// before the scanner's limit or the end of the file, as the damaged range to
+    /// skip; the scanner does not move.
     ///
     /// # Errors
     /// The OS error from reading the file.
-    pub fn skip_damage(&mut self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
+    pub fn find_damage(&self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
         let len = self.file.metadata()?.len();
         let end = self.limit.map_or(len, |l| l.min(len));
         let Some((position, offset)) = resync(&self.file, bad, end, self.next_offset)? else {
             return Ok(None);
         };
-        let range = DamagedRange {
+        Ok(Some(DamagedRange {
             path: self.path.clone(),
             position: bad,
             end_position: position,
             from_offset: self.next_offset,
             to_offset: offset,
             reason: reason.to_owned(),
-        };
-        self.pos = position;
-        self.next_offset = offset;
+        }))
+    }
+
+    /// Moves past `range` (from [`Scanner::find_damage`]), to the first valid record
+    /// after it.
+    pub fn skip(&mut self, range: &DamagedRange) {
+        debug_assert_eq!(range.from_offset, self.next_offset);
+        self.pos = range.end_position;
+        self.next_offset = range.to_offset;
         self.forget_tail();
-        Ok(Some(range))
+    }
+
+    /// [`Scanner::find_damage`], then [`Scanner::skip`] past what it found.
+    ///
+    /// # Errors
+    /// The OS error from reading the file.
+    pub fn skip_damage(&mut self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
+        let range = self.find_damage(bad, reason)?;
+        if let Some(r) = &range {
+            self.skip(r);
+        }
+        Ok(range)
     }
 }
