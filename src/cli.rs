@@ -21,47 +21,84 @@ pub struct CatOptions {
     pub limit: Option<u64>,
 }
 
-/// Prints records, one per line, payload as stored.
+/// Prints records, one per line, payload as stored. Returns how many damaged ranges
+/// it skipped (see [`wal::Reader::take_damaged`]): each is announced on `marks` (stderr)
+/// with a line starting `gap:` that names the lost offsets, the segment and the byte
+/// position, and the binary exits [`CAT_EXIT_DAMAGED`] after printing every record it
+/// could, so that `cat` never exits 0 having passed over lost records.
 ///
 /// # Errors
 /// A read error (I/O or corruption), or a write error on `out` other than a closed
 /// pipe (which ends the command quietly, as `head` expects).
-pub fn cat(dir: &Path, opts: &CatOptions, out: &mut dyn Write) -> Result<(), ReadError> {
+pub fn cat(
+    dir: &Path,
+    opts: &CatOptions,
+    out: &mut dyn Write,
+    marks: &mut dyn Write,
+) -> Result<u64, ReadError> {
     let mut reader = wal::Reader::open_dir(dir, opts.from)?;
     let mut printed = 0u64;
+    let mut damaged = 0u64;
     let stdout_err = |e: io::Error| ReadError::io("write output", "<stdout>", e);
+    // The record is copied out of the reader (into one reused buffer) so that the
+    // reader can be asked, before the record is printed, what it skipped to reach it.
+    let mut payload = Vec::new();
     loop {
-        while let Some(r) = reader.next()? {
+        while let Some((offset, timestamp_ns)) = reader.next()?.map(|r| {
+            payload.clear();
+            payload.extend_from_slice(r.payload);
+            (r.offset, r.timestamp_ns)
+        }) {
+            for range in reader.take_damaged() {
+                // Flushed first, so that the marker falls between the records around it
+                // when both streams go to one terminal or file.
+                if let Err(e) = out.flush()
+                    && e.kind() != io::ErrorKind::BrokenPipe
+                {
+                    return Err(stdout_err(e));
+                }
+                damaged += 1;
+                let _ = writeln!(
+                    marks,
+                    "gap: offsets {}..{} lost: {range}",
+                    range.from_offset, range.to_offset
+                );
+            }
             if opts.limit.is_some_and(|l| printed >= l) {
-                return Ok(());
+                return Ok(damaged);
             }
             let res = if opts.show_meta {
-                write!(out, "{}\t{}\t", r.offset, format_ts(r.timestamp_ns))
-                    .and_then(|()| out.write_all(r.payload))
+                write!(out, "{offset}\t{}\t", format_ts(timestamp_ns))
+                    .and_then(|()| out.write_all(&payload))
                     .and_then(|()| out.write_all(b"\n"))
             } else {
-                out.write_all(r.payload).and_then(|()| out.write_all(b"\n"))
+                out.write_all(&payload).and_then(|()| out.write_all(b"\n"))
             };
             match res {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(damaged),
                 Err(e) => return Err(stdout_err(e)),
             }
             printed += 1;
         }
         match out.flush() {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(damaged),
             Err(e) => return Err(stdout_err(e)),
         }
         if !opts.follow || opts.limit.is_some_and(|l| printed >= l) {
-            return Ok(());
+            return Ok(damaged);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 pub use crate::query::render::format_ts;
+
+/// `cat`'s exit status when it skipped damaged ranges (announced by `gap:` lines on
+/// stderr) and printed every intact record: not 0, because records were lost, and not
+/// 1, which means `cat` failed and may have stopped early.
+pub const CAT_EXIT_DAMAGED: u8 = 3;
 
 #[cfg(test)]
 mod tests {

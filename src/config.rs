@@ -172,7 +172,7 @@ settings! {
     groups_in_flight_max: usize = @log, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
     index_interval_bytes: u32 = @log, env "RINGSTASH_INDEX_INTERVAL_BYTES";
-    /// `tolerate_torn_tail` (cut a crash's torn tail) or `strict` (refuse to start). [default: tolerate_torn_tail]
+    /// `tolerate_torn_tail` (cut a crash's torn tail; keep and skip damage with valid records after it) or `strict` (refuse to start on either). [default: tolerate_torn_tail]
     recovery: RecoveryMode = @log, env "RINGSTASH_RECOVERY";
     /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. [default: 0]
     retention_bytes_max: u64 = @log, env "RINGSTASH_RETENTION_BYTES_MAX";

@@ -31,7 +31,8 @@ enum Command {
         #[command(flatten)]
         settings: Box<ringstash::config::SettingsArgs>,
     },
-    /// Print stored records, one per line, payload as stored.
+    /// Print stored records, one per line, payload as stored. A damaged range is skipped
+    /// with a `gap:` line on stderr, and the exit status is then 3.
     Cat {
         /// Data directory.
         #[arg(long, default_value = "./data", env = "RINGSTASH_DATA_DIR")]
@@ -171,8 +172,12 @@ fn cat(data_dir: &Path, opts: &ringstash::cli::CatOptions) -> anyhow::Result<Exi
     existing_dir(data_dir)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
-    ringstash::cli::cat(data_dir, opts, &mut out)?;
-    Ok(ExitCode::SUCCESS)
+    let damaged = ringstash::cli::cat(data_dir, opts, &mut out, &mut std::io::stderr())?;
+    Ok(if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(ringstash::cli::CAT_EXIT_DAMAGED)
+    })
 }
 
 /// The log's defaults, with groups and records shrunk to fit a small

@@ -167,6 +167,9 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
     if let Some(why) = refused {
         eprintln!("write_mode: direct was asked for, but {why}");
     }
+    for range in &report.damaged_ranges {
+        eprintln!("recovery: {range}; not cut (valid records follow), readers skip it");
+    }
     if report.torn_bytes_cut > 0 {
         eprintln!(
             "recovery: cut {} bytes of torn tail ({})",

@@ -447,6 +447,19 @@ const LOG_SERIES: &[LogSeries] = {
             |l| l.stats().spares_ready.load(R).into(),
         ),
         both(
+            "recovery_damaged_ranges",
+            "recovery_damaged_ranges",
+            Gauge,
+            "Damaged ranges (bad frames with valid records after them) recovery found in the active segment at start; not cut, skipped by readers.",
+            |l| l.stats().recovery_damaged_ranges.load(R).into(),
+        ),
+        wal_stat!(
+            damaged_ranges_skipped,
+            "damaged_ranges_skipped_total",
+            Counter,
+            "Damaged ranges live readers (read API, subscribers) skipped, once per reader."
+        ),
+        both(
             "ring_depth",
             "ring_depth",
             Gauge,

@@ -357,7 +357,8 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_at_start() {
 
 /// Under `fsync = never` a power loss can keep a later group and lose an earlier one,
 /// with index entries pointing past the hole. Recovery must find the hole (it scans the
-/// whole active segment in that mode) and cut there, so readers never hit it.
+/// whole active segment) and cut there, so readers never hit it: zeros with records
+/// after them that were in flight (here: not synced) are a torn tail, not damage.
 #[test]
 fn non_durable_recovery_finds_a_hole_that_the_index_points_past() {
     let dir = tempfile::tempdir().unwrap();

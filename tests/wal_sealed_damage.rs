@@ -1,5 +1,7 @@
 //! Damage in sealed segments (a flipped byte, a missing segment, a damaged index) is
-//! reported by `ringstash check` and by readers, never skipped over.
+//! reported by `ringstash check` and by readers. A damaged record with valid records
+//! after it in its segment is skipped by readers with an explicit marker
+//! (`Reader::take_damaged`); damage with nothing valid after it stops them.
 
 use std::{
     fs::{self, OpenOptions},
@@ -10,7 +12,7 @@ use std::{
 use ringstash::{
     error::{Corruption, ReadError},
     wal::{
-        Log, LogConfig, Reader, Record,
+        DamagedRange, Log, LogConfig, Reader, Record,
         segment::{index_path, list_segments, segment_path},
     },
 };
@@ -43,6 +45,47 @@ fn read_until_error(mut r: Reader) -> (Vec<Record>, ReadError) {
             Err(e) => return (got, e),
         }
     }
+}
+
+/// Reads to the end; returns the records and the damaged ranges skipped.
+fn read_with_gaps(mut r: Reader) -> (Vec<Record>, Vec<DamagedRange>) {
+    let (mut got, mut gaps) = (Vec::new(), Vec::new());
+    while let Some(rec) = r.next().expect("read") {
+        got.push(Record::from(rec));
+        gaps.extend(r.take_damaged());
+    }
+    gaps.extend(r.take_damaged());
+    (got, gaps)
+}
+
+/// `got` (read from `from`) is every record but `rec`'s, and `gaps` is exactly `rec`'s
+/// range in `seg`.
+fn assert_skipped_one(
+    got: &[Record],
+    gaps: &[DamagedRange],
+    expected: &[Vec<u8>],
+    from: u64,
+    seg: &Path,
+    rec: OnDisk,
+    what: &str,
+) {
+    let want: Vec<u64> = (from..expected.len() as u64)
+        .filter(|&o| o != rec.offset)
+        .collect();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, want, "{what}: from {from}");
+    for r in got {
+        assert_eq!(r.payload, expected[r.offset as usize], "{what}: payload");
+    }
+    let ranges: Vec<_> = gaps
+        .iter()
+        .map(|g| (g.path.clone(), g.position, g.from_offset, g.to_offset))
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![(seg.to_owned(), rec.position, rec.offset, rec.offset + 1)],
+        "{what}: from {from}"
+    );
 }
 
 #[test]
@@ -91,37 +134,51 @@ fn damaged_byte_in_a_sealed_segment_is_reported_by_check_and_the_reader() {
             rec.position
         );
 
-        // The directory reader, from the start and from inside the damaged segment,
-        // stops at the damaged record with Corrupt instead of skipping it.
-        for from in [0, base, rec.offset] {
-            let (got, err) = read_until_error(Reader::open_dir(&dir, from).unwrap());
-            assert_records(&got, &expected[..rec.offset as usize], from, what);
-            match err {
-                ReadError::Corrupt(Corruption {
-                    path,
-                    position,
-                    offset,
-                    ..
-                }) => {
-                    assert_eq!(
-                        (path, position, offset),
-                        (seg.clone(), rec.position, rec.offset),
-                        "{what}"
-                    );
+        if what == "last byte of the segment" {
+            // No valid record follows in the segment: readers stop there with Corrupt.
+            for from in [0, base, rec.offset] {
+                let (got, err) = read_until_error(Reader::open_dir(&dir, from).unwrap());
+                assert_records(&got, &expected[..rec.offset as usize], from, what);
+                match err {
+                    ReadError::Corrupt(Corruption {
+                        path,
+                        position,
+                        offset,
+                        ..
+                    }) => {
+                        assert_eq!(
+                            (path, position, offset),
+                            (seg.clone(), rec.position, rec.offset),
+                            "{what}"
+                        );
+                    }
+                    other => panic!("{what}: expected Corrupt, got {other}"),
                 }
-                other => panic!("{what}: expected Corrupt, got {other}"),
+            }
+        } else {
+            // Valid records follow the damaged one: the directory reader skips exactly
+            // its offset, says so (take_damaged, with the segment and byte), and reads
+            // every record after it, across the later segments.
+            for from in [0, base, rec.offset] {
+                let (got, gaps) = read_with_gaps(Reader::open_dir(&dir, from).unwrap());
+                assert_skipped_one(&got, &gaps, &expected, from, &seg, rec, what);
             }
         }
         // So does a live reader of the reopened log; later segments still read.
         let mut config = config.clone();
         config.dir = dir.clone();
         let log = Log::open(config).unwrap();
-        let (got, err) = read_until_error(log.reader(base).unwrap());
-        assert_records(&got, &expected[..rec.offset as usize], base, what);
-        assert!(
-            matches!(&err, ReadError::Corrupt(Corruption { position, .. }) if *position == rec.position),
-            "{what}: {err}"
-        );
+        if what == "last byte of the segment" {
+            let (got, err) = read_until_error(log.reader(base).unwrap());
+            assert_records(&got, &expected[..rec.offset as usize], base, what);
+            assert!(
+                matches!(&err, ReadError::Corrupt(Corruption { position, .. }) if *position == rec.position),
+                "{what}: {err}"
+            );
+        } else {
+            let (got, gaps) = read_with_gaps(log.reader(base).unwrap());
+            assert_skipped_one(&got, &gaps, &expected, base, &seg, rec, what);
+        }
         assert_records(
             &drain(log.reader(bases[2]).unwrap()),
             &expected,

@@ -44,8 +44,12 @@ pub(super) fn own_read(
     let reader = positioned(ctx, reader, cursor)?;
     let built = match encoding {
         Encoding::Binary => {
-            frames::build(reader, filter, span.stop, span.committed_end, span.budget)?
-                .map(|(m, _, next, records)| Built::Frames(m, next, records))
+            let built = frames::build(reader, filter, span.stop, span.committed_end, span.budget)?
+                .map(|(m, _, next, records)| Built::Frames(m, next, records));
+            // Binary messages have no place for a marker: the gap shows in the offsets
+            // of the frames (docs/protocol.md). Taken so they do not pile up.
+            drop(reader.take_damaged());
+            built
         }
         Encoding::Json => {
             let mut m = MessageBuilder::new(span.budget.min(256 << 10));
@@ -58,8 +62,9 @@ pub(super) fn own_read(
                 span.budget,
                 SCAN_PER_MESSAGE as u64,
             )?;
+            m.gaps(&reader.take_damaged());
             let next = reader.next_offset();
-            (!m.is_empty()).then(|| {
+            (!m.is_empty() || m.has_gaps()).then(|| {
                 let records = m.records() as u64;
                 let msg = tungstenite::Utf8Bytes::try_from(m.finish(next, span.committed_end))
                     .expect("rendered JSON is UTF-8");

@@ -212,6 +212,19 @@ impl Window {
             let mut chunk = Chunk::new(tail.next_offset());
             while chunk.frags.len() < CHUNK_BYTES {
                 match tail.next()? {
+                    Some(r) if r.offset != chunk.end => {
+                        // The tail skipped a damaged range (lost offsets). The window
+                        // holds consecutive records only, so it starts again after the
+                        // range; a subscriber in or before it reads with its own reader,
+                        // whose messages mark the gap.
+                        let (offset, ts) = (r.offset, r.timestamp_ns);
+                        let payload = r.payload.to_vec(); // once per damaged range
+                        drop(tail.take_damaged());
+                        self.chunks.clear();
+                        self.bytes = 0;
+                        chunk = Chunk::new(offset);
+                        chunk.push(offset, ts, &payload);
+                    }
                     Some(r) => chunk.push(r.offset, r.timestamp_ns, r.payload),
                     None => break,
                 }

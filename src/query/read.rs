@@ -78,6 +78,7 @@ pub fn read_logs(
         READ_RESPONSE_BYTES_MAX,
         READ_SCAN_RECORDS_MAX,
     )?;
+    m.gaps(&reader.take_damaged());
     let next = reader.next_offset().max(from.min(end));
     Ok(m.finish(next, end))
 }

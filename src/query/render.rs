@@ -16,6 +16,14 @@
 //!
 //! `next` is the offset to resume from (`from=next`); `committed_end` is the committed
 //! end when the message was built, so `committed_end - next` is the subscriber's lag.
+//!
+//! When the reader skipped damaged ranges to build the message (bad records with valid
+//! records after them, see `docs/format.md`), a `gaps` array names the lost offsets,
+//! `to` exclusive, after `records`:
+//!
+//! ```text
+//! {"records":[...],"gaps":[{"from":7,"to":9}],"next":13,"committed_end":20}
+//! ```
 
 /// Appends one record's fragment to `out`.
 pub fn fragment(
@@ -73,6 +81,9 @@ pub struct MessageBuilder {
     buf: Vec<u8>,
     /// Records in the message.
     records: usize,
+    /// Lost offset ranges to mark (`from`, `to` exclusive); empty unless the log is
+    /// damaged, so it never allocates on the ordinary path.
+    gaps: Vec<(u64, u64)>,
 }
 
 const HEAD: &[u8] = b"{\"records\":[";
@@ -82,7 +93,11 @@ impl MessageBuilder {
     pub fn new(capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(HEAD);
-        MessageBuilder { buf, records: 0 }
+        MessageBuilder {
+            buf,
+            records: 0,
+            gaps: Vec::new(),
+        }
     }
 
     /// Records added so far.
@@ -125,12 +140,33 @@ impl MessageBuilder {
         self.records += 1;
     }
 
+    /// Marks the damaged ranges a reader skipped (offsets `from..to` lost), so the
+    /// message says so in its `gaps` array.
+    pub fn gaps(&mut self, skipped: &[crate::wal::DamagedRange]) {
+        self.gaps
+            .extend(skipped.iter().map(|g| (g.from_offset, g.to_offset)));
+    }
+
+    /// True if the message marks lost ranges: worth sending without records.
+    pub fn has_gaps(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
     /// Closes the message; the result is UTF-8 JSON.
     pub fn finish(mut self, next: u64, committed_end: u64) -> Vec<u8> {
         use std::io::Write;
+        self.buf.push(b']');
+        if !self.gaps.is_empty() {
+            self.buf.extend_from_slice(b",\"gaps\":[");
+            for (i, (from, to)) in self.gaps.iter().enumerate() {
+                let sep = if i > 0 { "," } else { "" };
+                write!(self.buf, "{sep}{{\"from\":{from},\"to\":{to}}}").expect("write to Vec");
+            }
+            self.buf.push(b']');
+        }
         write!(
             self.buf,
-            "],\"next\":{next},\"committed_end\":{committed_end}}}"
+            ",\"next\":{next},\"committed_end\":{committed_end}}}"
         )
         .expect("write to Vec");
         self.buf

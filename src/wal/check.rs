@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     format::{self, SEGMENT_HEADER_BYTES},
-    segment::{self, Scan, Scanner},
+    segment::{self, DamagedRange, Scan, Scanner},
 };
 use crate::error::ReadError;
 
@@ -34,11 +34,16 @@ pub struct CheckReport {
     pub records: u64,
     /// Bytes of valid records in all segments.
     pub bytes: u64,
-    /// Damage in sealed segments, gaps between segments, or bad index entries: data
-    /// that should be there and is not.
+    /// Damage in any segment (a bad record with valid records after it, the last
+    /// segment's included), damage at a sealed segment's end, gaps between segments,
+    /// or bad index entries: data that should be there and is not.
     pub errors: Vec<String>,
-    /// Bytes after the last valid record of the last segment: a torn tail that the
-    /// next start will cut (or a record being written, if a server is running).
+    /// The damaged ranges among `errors` that have valid records after them: readers
+    /// skip them, so they are given apart, with their positions and lost offsets.
+    pub damaged_ranges: Vec<DamagedRange>,
+    /// Bytes after the last valid record of the last segment with no valid record
+    /// after them: a torn tail that the next start will cut (or a record being
+    /// written, if a server is running).
     pub torn_tail: Option<String>,
 }
 
@@ -86,7 +91,8 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
         if check_header(&mut seg, last, &mut report)? {
             let positions = check_records(&mut seg, last, &mut report)?;
             check_index(dir, base, last, &positions, &mut report)?;
-            expected = Some(base + seg.records);
+            // Not `base + records`: a damaged range is a gap in the offsets.
+            expected = Some(positions.last().map_or(base, |&(o, _)| o + 1));
         } else if seg.problem.is_some() {
             expected = None;
         }
@@ -141,6 +147,10 @@ fn check_records(
     let mut s = Scanner::open(path.clone(), SEGMENT_HEADER_BYTES as u64, seg.base_offset)
         .map_err(|e| ReadError::io("open segment", path, e))?;
     let mut positions: Vec<(u64, u64)> = Vec::new();
+    // Damaged ranges found, each with the segment's records, bytes and positions
+    // counted before it; the end of the last valid record.
+    let mut ranges: Vec<(DamagedRange, u64, u64, usize)> = Vec::new();
+    let mut data_end = SEGMENT_HEADER_BYTES as u64;
     loop {
         match s
             .next()
@@ -150,18 +160,28 @@ fn check_records(
                 seg.records += 1;
                 seg.bytes += record.frame_bytes() as u64;
                 positions.push((record.offset, position));
+                data_end = position + record.frame_bytes() as u64;
             }
             Scan::End => break,
-            Scan::Bad { position, reason } if last && reason == format::UNWRITTEN => {
-                // A pre-written active segment (see `spare`): its unused rest.
-                report.torn_tail = Some(format!(
-                    "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
-                    path.display(),
-                    seg.file_bytes - position
-                ));
-                break;
-            }
             Scan::Bad { position, reason } => {
+                // Valid records after the bad one: damage, in any segment. The scan goes
+                // on after it, so that the records there are counted and checked.
+                let skipped = s
+                    .skip_damage(position, &reason)
+                    .map_err(|e| ReadError::io("read segment", path, e))?;
+                if let Some(range) = skipped {
+                    ranges.push((range, seg.records, seg.bytes, positions.len()));
+                    continue;
+                }
+                if last && reason == format::UNWRITTEN {
+                    // A pre-written active segment (see `spare`): its unused rest.
+                    report.torn_tail = Some(format!(
+                        "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
+                        path.display(),
+                        seg.file_bytes - position
+                    ));
+                    break;
+                }
                 let text = format!(
                     "{}: bad record at byte {position} (expected offset {}): {reason}; {} bytes follow",
                     path.display(),
@@ -176,6 +196,30 @@ fn check_records(
                 break;
             }
         }
+    }
+    // As recovery decides (`recovery::settle_in_flight_hole`), with the default
+    // `group_bytes_max` and `groups_in_flight_max` (check does not read the server's
+    // settings): zeros near the end of the last segment with records after them are
+    // writes in flight at a crash, a torn tail cut at the next start.
+    let window = super::recovery::in_flight_bytes_max(&super::LogConfig::new(""));
+    if last
+        && let Some(i) = ranges
+            .iter()
+            .position(|(r, ..)| r.reason == format::UNWRITTEN && data_end - r.position <= window)
+    {
+        let (hole, records, bytes, kept) = &ranges[i];
+        report.torn_tail = Some(format!(
+            "{}: zeros at byte {} with records after them up to byte {data_end}: writes in flight at a crash (unacknowledged); cut at next start",
+            path.display(),
+            hole.position
+        ));
+        (seg.records, seg.bytes) = (*records, *bytes);
+        positions.truncate(*kept);
+        ranges.truncate(i);
+    }
+    for (range, ..) in ranges {
+        report.errors.push(range.to_string());
+        report.damaged_ranges.push(range);
     }
     Ok(positions)
 }

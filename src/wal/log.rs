@@ -96,6 +96,11 @@ impl Log {
             commit_watch: CommitWatch::default(),
         });
         let report = recovered.report.clone();
+        // Relaxed: a figure for /stats, ordered with nothing.
+        inner.stats.recovery_damaged_ranges.store(
+            report.damaged_ranges.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         retention::apply(&inner, recovered.active.base);
         let handle = writer::spawn(inner.clone(), uring, recovered)?;
         Ok(Log {

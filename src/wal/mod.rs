@@ -72,6 +72,7 @@ pub use log::Log;
 pub use policy::{FsyncPolicy, FsyncPolicyError};
 pub use reader::{Reader, Record};
 pub use recovery::{RecoveryMode, RecoveryReport};
+pub use segment::DamagedRange;
 pub use stats::{COMMIT_BUCKETS, WalStats};
 pub use view::LogView;
 pub use watch::CommitFollower;

@@ -15,7 +15,7 @@ use std::{
 use super::{
     Inner,
     format::{RecordRef, SEGMENT_HEADER_BYTES},
-    segment::{self, Scan, Scanner},
+    segment::{self, DamagedRange, Scan, Scanner},
 };
 use crate::error::{Corruption, ReadError};
 
@@ -74,7 +74,20 @@ pub struct Reader {
     reread_at: Option<u64>,
     /// Base offset of the open segment.
     segment_base: u64,
+    /// Damaged ranges skipped since the caller last took them (see
+    /// [`Reader::take_damaged`]); empty unless the log is damaged.
+    damaged: Vec<DamagedRange>,
+    /// The offset at which a directory reader last waited [`DAMAGE_SETTLE_MS`] for
+    /// writes in flight before taking a bad record as damage.
+    settled_at: Option<u64>,
 }
+
+/// How long a directory reader waits, once per bad record, before skipping it as
+/// damage while a server writes the segment: a group written after it may have
+/// reached the file first (`groups_in_flight_max`), and the bad bytes are then an
+/// earlier group still being written, valid a moment later. A group's write takes
+/// well under this; a wait is paid only where a bad record has valid ones after it.
+pub const DAMAGE_SETTLE_MS: u64 = 250;
 
 /// Times a failed write truncated the active segment back since the log opened.
 /// Relaxed: called after an Acquire load of committed_end, which makes visible every
@@ -99,6 +112,8 @@ impl Reader {
             truncation_epoch_seen,
             reread_at: None,
             segment_base: 0,
+            damaged: Vec::new(),
+            settled_at: None,
         })
     }
 
@@ -121,12 +136,23 @@ impl Reader {
             truncation_epoch_seen: 0,
             reread_at: None,
             segment_base: 0,
+            damaged: Vec::new(),
+            settled_at: None,
         })
     }
 
     /// Offset of the next record this reader will return.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// The damaged ranges the reader skipped since the last call, oldest first: bad
+    /// frames with valid records after them (see `segment::resync`). Their offsets are
+    /// lost; the reader went on with the first valid record after each. Callers show
+    /// them as an explicit gap marker, so a reader never passes over lost records
+    /// silently. Ranges wholly below the reader's start are not reported.
+    pub fn take_damaged(&mut self) -> Vec<DamagedRange> {
+        std::mem::take(&mut self.damaged)
     }
 
     /// Opens the segment holding `self.next_offset`, positioned by its sparse index.
@@ -277,6 +303,21 @@ impl Reader {
         }
     }
 
+    /// Whether the bad record this directory reader just met in segment `path` may be
+    /// a write still in flight, not yet waited for: the segment is the newest, and a
+    /// server holds the directory's lock. Never for a live reader, which reads only
+    /// committed records.
+    fn may_be_in_flight(&self, path: &Path) -> Result<bool, ReadError> {
+        if matches!(self.bound, Bound::Live(_)) || self.settled_at == Some(self.next_offset) {
+            return Ok(false);
+        }
+        let newest = segment::list_segments(&self.dir)
+            .map_err(|e| ReadError::io("list segments", &self.dir, e))?
+            .last()
+            .is_some_and(|&b| segment::segment_path(&self.dir, b) == path);
+        Ok(newest && writer_holds_lock(&self.dir))
+    }
+
     /// A live reader's view of the writer: the committed end, and the active segment's
     /// base and written position. Notices a truncation (a new epoch) on the way and
     /// makes the scanner read again what lies past its position. `(None, None)` for a
@@ -328,6 +369,40 @@ impl Reader {
             self.open_at(base, SEGMENT_HEADER_BYTES as u64, base)?;
             return Ok(Stopped::ReadOn);
         }
+        // A bad record with valid records after it (within what may be read) is damage:
+        // skip it, and keep the range for the caller's marker.
+        if let Some((position, reason)) = &bad {
+            let s = self.scanner.as_mut().expect("positioned");
+            let found = s
+                .find_damage(*position, reason)
+                .map_err(|e| ReadError::io("read segment", &path, e))?;
+            if found.is_some() && self.may_be_in_flight(&path)? {
+                // A reader of another process's files may see a later group's bytes
+                // before an earlier group's (the writer has several in flight): let
+                // the writes settle once, then look again.
+                self.settled_at = Some(self.next_offset);
+                std::thread::sleep(std::time::Duration::from_millis(DAMAGE_SETTLE_MS));
+                self.scanner.as_mut().expect("positioned").forget_tail();
+                return Ok(Stopped::ReadOn);
+            }
+            if let Some(range) = found {
+                self.scanner.as_mut().expect("positioned").skip(&range);
+                tracing::warn!(%range, "reader skipping a damaged range");
+                self.next_offset = range.to_offset;
+                self.reread_at = None;
+                if let Bound::Live(inner) = &self.bound {
+                    // Relaxed: a figure for /stats, ordered with nothing.
+                    inner
+                        .stats
+                        .damaged_ranges_skipped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if range.to_offset > self.skip_below {
+                    self.damaged.push(range);
+                }
+                return Ok(Stopped::ReadOn);
+            }
+        }
         // End of this segment's valid data: move on if the next segment starts right
         // here.
         let next_path = segment::segment_path(&self.dir, self.next_offset);
@@ -359,6 +434,17 @@ impl Reader {
         self.scanner.as_mut().expect("positioned").forget_tail();
         Ok(Stopped::CaughtUp)
     }
+}
+
+/// True if a process holds the exclusive lock on `dir/.lock` (a server or `append`
+/// writing the log): a shared lock cannot be taken. Probed, and let go at once.
+fn writer_holds_lock(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(dir.join(".lock")) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; closing it releases the lock.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
 }
 
 /// What [`Reader::stopped`] decided.

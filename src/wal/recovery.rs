@@ -11,18 +11,22 @@ use std::{
 use super::{
     LogConfig,
     format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
-    segment::{self, Scan, Scanner, sync_dir},
+    segment::{self, DamagedRange, Scan, Scanner, sync_dir},
 };
 use crate::error::{Corruption, OpenError};
 
-/// What to do when the last segment ends in bytes that are not a valid record.
+/// What to do when the last segment holds bytes that are not a valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryMode {
-    /// Cut the tail at the first bad record (and sync the cut). Correct after a crash:
-    /// only records that were never acknowledged can be torn.
+    /// Cut the tail at the first bad record (and sync the cut) when no valid record
+    /// follows it. Correct after a crash: only records that were never acknowledged
+    /// can be torn. A bad record with valid records after it is damage, not a torn
+    /// tail: it is reported and skipped, never cut, so the acknowledged records after
+    /// it stay readable.
     TolerateTornTail,
-    /// Refuse to open; for operators who want to inspect a damaged tail first.
+    /// Refuse to open on a torn tail (other than unwritten zeros) or on damage; for
+    /// operators who want to inspect the segment first.
     Strict,
 }
 
@@ -46,6 +50,9 @@ pub struct RecoveryReport {
     pub index_entries_dropped: usize,
     /// Problems found at the ends of sealed segments (reported, not repaired).
     pub sealed_problems: Vec<String>,
+    /// Damaged ranges in the active segment: bad frames with valid records after them.
+    /// Left in place (not cut) and skipped by readers; their offsets are lost.
+    pub damaged_ranges: Vec<DamagedRange>,
 }
 
 /// The segment the writer appends to.
@@ -464,20 +471,17 @@ fn recover_active(
         .map_err(|e| OpenError::io("stat segment", &path, e))?
         .len();
 
-    let mut entries =
+    let entries =
         segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
     let read_entries = entries.len();
-    let mut keep = valid_index_prefix(&file, len, base, &entries)
+    let keep = valid_index_prefix(&file, len, base, &entries)
         .map_err(|e| OpenError::io("read segment", &path, e))?;
-    // Under a non-durable fsync policy the index was written once groups were merely
-    // written, and a power loss can keep a later group while losing an earlier one: an
-    // entry may point past a hole. Only a scan from the first record finds the hole, so
-    // the whole active segment is scanned (and its index rebuilt) in those modes.
-    if !config.fsync.is_durable() {
-        keep = 0;
-    }
-    entries.truncate(keep);
-    report.index_entries_dropped = read_entries - entries.len();
+    report.index_entries_dropped = read_entries - keep;
+    // Every record of the active segment is verified, from its first, and its index
+    // rebuilt: bit rot before the last index entry would otherwise go unseen until a
+    // reader met it, and under a non-durable fsync policy a power loss can keep a later
+    // group while losing an earlier one, a hole only a scan from the start finds. The
+    // cost is one read of at most `segment_bytes_max` bytes at start.
     if report.index_entries_dropped > 0 {
         tracing::info!(
             path = %ipath.display(),
@@ -486,7 +490,8 @@ fn recover_active(
         );
     }
 
-    let tail = scan_tail(&path, base, &entries, config.index_interval_bytes)?;
+    let tail = scan_tail(config, &path, base)?;
+    report.damaged_ranges = tail.damaged;
     if let Some((position, reason)) = tail.bad {
         debug_assert_eq!(position, tail.pos);
         cut_tail(
@@ -500,7 +505,7 @@ fn recover_active(
             report,
         )?;
     }
-    let (index, index_len) = rewrite_index(&ipath, entries.len(), &tail.new_entries)?;
+    let (index, index_len) = rewrite_index(&ipath, 0, &tail.new_entries)?;
     report.next_offset = tail.offset;
     Ok(ActiveSegment {
         base,
@@ -550,39 +555,54 @@ struct Tail {
     last_index_pos: u64,
     /// Index entries for the scanned records, encoded, to append after the kept ones.
     new_entries: Vec<u8>,
-    /// Where and why the scan stopped before the end of the file.
+    /// Where and why the scan stopped before the end of the file: a torn tail.
     bad: Option<(u64, String)>,
+    /// Damage with valid records after it, skipped (see [`segment::resync`]).
+    damaged: Vec<DamagedRange>,
 }
 
-/// Scans the active segment from its last kept index entry to the first record that
-/// fails, adding an index entry every `interval` bytes.
-fn scan_tail(
-    path: &Path,
-    base: u64,
-    kept: &[(u32, u32)],
-    interval: u32,
-) -> Result<Tail, OpenError> {
-    let (offset, pos) = kept
-        .last()
-        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
-        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+/// [`Tail::bad`]'s reason for zeros with records after them that were in flight at a
+/// crash (see [`settle_in_flight_hole`]).
+const IN_FLIGHT_HOLE: &str =
+    "zeros (space never written) with records after them that were in flight at a crash";
+
+/// Scans the active segment from its first record to its end, adding an index entry
+/// every `index_interval_bytes`. A bad record with valid records after it is skipped
+/// as a damaged range (refused under `strict`), and the first record after it always
+/// gets an index entry, so that a reader asking for an offset past the damage is sent
+/// past it; a bad record with none after it ends the scan as the torn tail.
+///
+/// The offsets of a damaged range are lost for good: the records after it keep their
+/// own offsets, the next record gets the last valid record's offset + 1, and the
+/// offsets in the range are a gap that readers skip.
+fn scan_tail(config: &LogConfig, path: &Path, base: u64) -> Result<Tail, OpenError> {
+    let (offset, pos) = (base, SEGMENT_HEADER_BYTES as u64);
     let mut tail = Tail {
         offset,
         pos,
-        last_index_pos: kept.last().map(|&(_, p)| u64::from(p)).unwrap_or(0),
+        last_index_pos: 0,
         new_entries: Vec::new(),
         bad: None,
+        damaged: Vec::new(),
     };
-    let interval = u64::from(interval);
+    let interval = u64::from(config.index_interval_bytes);
     let mut scanner = Scanner::open(path.to_owned(), pos, offset)
         .map_err(|e| OpenError::io("open segment", path, e))?;
+    let mut after_damage = false;
+    // Where `new_entries` and `last_index_pos` stood when each damaged range was met,
+    // so that a range found to be a crash's hole can be cut with what follows it.
+    let mut marks: Vec<(usize, u64)> = Vec::new();
     loop {
         match scanner
             .next()
             .map_err(|e| OpenError::io("read segment", path, e))?
         {
             Scan::Record { record, position } => {
-                if tail.last_index_pos == 0 || position >= tail.last_index_pos + interval {
+                if tail.last_index_pos == 0
+                    || after_damage
+                    || position >= tail.last_index_pos + interval
+                {
+                    after_damage = false;
                     tail.new_entries
                         .extend_from_slice(&format::encode_index_entry(
                             (record.offset - base) as u32,
@@ -593,13 +613,84 @@ fn scan_tail(
                 tail.offset = record.offset + 1;
                 tail.pos = position + record.frame_bytes() as u64;
             }
-            Scan::End => return Ok(tail),
+            Scan::End => break,
             Scan::Bad { position, reason } => {
-                tail.bad = Some((position, reason));
-                return Ok(tail);
+                let skipped = scanner
+                    .skip_damage(position, &reason)
+                    .map_err(|e| OpenError::io("read segment", path, e))?;
+                let Some(range) = skipped else {
+                    tail.bad = Some((position, reason));
+                    break;
+                };
+                debug_assert_eq!((range.position, range.from_offset), (tail.pos, tail.offset));
+                marks.push((tail.new_entries.len(), tail.last_index_pos));
+                after_damage = true;
+                tail.damaged.push(range);
             }
         }
     }
+    settle_in_flight_hole(config, &mut tail, &marks);
+    if let Some(range) = tail.damaged.first()
+        && config.recovery == RecoveryMode::Strict
+    {
+        return Err(OpenError::Corrupt(Corruption {
+            path: path.to_owned(),
+            position: range.position,
+            offset: range.from_offset,
+            reason: format!(
+                "{}, with valid records after it from byte {} (offset {}): damage, not a torn tail (recovery = strict)",
+                range.reason, range.end_position, range.to_offset
+            ),
+        }));
+    }
+    for range in &tail.damaged {
+        tracing::error!(
+            path = %path.display(),
+            position = range.position,
+            end_position = range.end_position,
+            lost_offsets = %format_args!("{}..{}", range.from_offset, range.to_offset),
+            reason = %range.reason,
+            "damaged range in the last segment, with valid records after it: not cut; readers skip it"
+        );
+    }
+    Ok(tail)
+}
+
+/// Bytes at the end of the active segment that writes in flight at a crash can span:
+/// `groups_in_flight_max` groups of at most `group_bytes_max`, each rounded out to
+/// whole blocks when written direct.
+pub(crate) fn in_flight_bytes_max(config: &LogConfig) -> u64 {
+    config.groups_in_flight_max as u64
+        * (config.group_bytes_max as u64 + 2 * super::aligned::BLOCK_BYTES as u64)
+}
+
+/// Turns the first damaged range that a crash explains back into the torn tail, cut
+/// with everything after it.
+///
+/// The writer has up to `groups_in_flight_max` groups written concurrently, and a
+/// crash (or a power loss, for data not yet synced) can keep a later group's blocks
+/// and lose an earlier one's: zeros with valid records after them. Those records were
+/// never acknowledged (acknowledgements go in order, after each group's fdatasync), so
+/// this is a torn tail, not damage, when the bad frame is zeros and the valid data
+/// after it ends within [`in_flight_bytes_max`]. Under a non-durable fsync policy any
+/// unsynced group can be lost, so any zeros with records after them are cut, as
+/// before. Bytes that are not zeros (bit rot) are damage wherever they lie.
+fn settle_in_flight_hole(config: &LogConfig, tail: &mut Tail, marks: &[(usize, u64)]) {
+    let end = tail.pos;
+    let Some(i) = tail.damaged.iter().position(|r| {
+        r.reason == format::UNWRITTEN
+            && (!config.fsync.is_durable() || end - r.position <= in_flight_bytes_max(config))
+    }) else {
+        return;
+    };
+    let hole = &tail.damaged[i];
+    tail.offset = hole.from_offset;
+    tail.pos = hole.position;
+    tail.bad = Some((hole.position, IN_FLIGHT_HOLE.to_owned()));
+    let (entries_len, last_index_pos) = marks[i];
+    tail.new_entries.truncate(entries_len);
+    tail.last_index_pos = last_index_pos;
+    tail.damaged.truncate(i);
 }
 
 /// Cuts the active segment at `position` (record `offset` failed there for `reason`)

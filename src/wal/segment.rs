@@ -421,3 +421,153 @@ impl Scanner {
         self.buf_len = 0;
     }
 }
+
+/// Bytes read at a time while looking for the next valid record past damage.
+const RESYNC_WINDOW_BYTES: usize = 1 << 20;
+
+/// Where valid records resume after damage: the first record found, at or after byte
+/// `bad + 1` and before `end`, that passes its checksum and carries a plausible offset
+/// (see below), as (position, offset). `None` if there is none: the damage runs to
+/// `end`, as a torn tail does.
+///
+/// Why this tells damage from a torn tail: the writer only ever appends, so a crash can
+/// leave bytes that fail their checks only at the end of what was written. Valid
+/// records after a bad one were written (and, under a durable policy, acknowledged)
+/// after it; the bad one was damaged in place.
+///
+/// Plausible means greater than `expected` (the offset the bad record should have had)
+/// and no greater than `expected` plus the number of 24-byte frame headers that fit
+/// between `bad` and the candidate, plus one: every lost record took at least a
+/// header's worth of bytes. With the CRC-32C this makes a false match in random bytes
+/// vanishingly rare, and it lets the search skip zeros and most garbage without
+/// computing a checksum. The search is bounded by `end` (at most one segment,
+/// `segment_bytes_max`), read through a window of [`RESYNC_WINDOW_BYTES`].
+///
+/// # Errors
+/// The OS error from reading the file.
+pub fn resync(file: &File, bad: u64, end: u64, expected: u64) -> io::Result<Option<(u64, u64)>> {
+    let header = RECORD_HEADER_BYTES as u64;
+    let mut window = vec![0u8; RESYNC_WINDOW_BYTES];
+    let mut frame = Vec::new();
+    // File position of window[0], and bytes of it holding file data.
+    let (mut wpos, mut wlen) = (0u64, 0usize);
+    let mut pos = bad + 1;
+    while pos + header <= end {
+        if pos + header > wpos + wlen as u64 {
+            wpos = pos;
+            wlen = ((end - pos) as usize).min(window.len());
+            file.read_exact_at(&mut window[..wlen], wpos)?;
+        }
+        let at = (pos - wpos) as usize;
+        let h = &window[at..at + RECORD_HEADER_BYTES];
+        let offset = u64::from_le_bytes(h[0..8].try_into().expect("8 bytes"));
+        let len = u64::from(u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")));
+        if offset == 0 {
+            // No frame starts where its 8 offset bytes are zero (offsets past `expected`
+            // are not 0), nor within 7 bytes before the next non-zero byte: skip runs of
+            // zeros (a pre-written segment's unused rest) without looking at each byte.
+            let wend = wpos + wlen as u64;
+            let next = window[at + 8..wlen]
+                .iter()
+                .position(|&b| b != 0)
+                .map_or(wend, |i| pos + 8 + i as u64);
+            pos = (pos + 1).max(next.saturating_sub(7));
+            continue;
+        }
+        let lost_max = (pos - bad) / header + 1;
+        if offset > expected && offset - expected <= lost_max && pos + header + len <= end {
+            frame.resize((header + len) as usize, 0);
+            file.read_exact_at(&mut frame, pos)?;
+            if matches!(
+                format::decode_record(&frame, format::RECORD_BYTES_LIMIT),
+                Decoded::Record(r) if r.offset == offset
+            ) {
+                return Ok(Some((pos, offset)));
+            }
+        }
+        pos += 1;
+    }
+    Ok(None)
+}
+
+/// A range of a segment that failed its checks with valid records after it (see
+/// [`resync`]): damage, not a torn tail. Its records are lost; the records after it
+/// keep their offsets, so the range is a gap in the offsets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedRange {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte position of the first bad frame.
+    pub position: u64,
+    /// Byte position of the first valid record after it.
+    pub end_position: u64,
+    /// Offset the first bad frame should have had: the first offset lost.
+    pub from_offset: u64,
+    /// Offset of the first valid record after the damage: the lost offsets are
+    /// `from_offset..to_offset`.
+    pub to_offset: u64,
+    /// What the check of the first bad frame found.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DamagedRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: damaged at byte {} ({}); bytes {}..{} and offsets {}..{} lost, valid records resume at offset {}",
+            self.path.display(),
+            self.position,
+            self.reason,
+            self.position,
+            self.end_position,
+            self.from_offset,
+            self.to_offset,
+            self.to_offset
+        )
+    }
+}
+
+impl Scanner {
+    /// After a [`Scan::Bad`] at `bad`: where valid records resume (see [`resync`])
+    /// before the scanner's limit or the end of the file, as the damaged range to
+    /// skip; the scanner does not move.
+    ///
+    /// # Errors
+    /// The OS error from reading the file.
+    pub fn find_damage(&self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
+        let len = self.file.metadata()?.len();
+        let end = self.limit.map_or(len, |l| l.min(len));
+        let Some((position, offset)) = resync(&self.file, bad, end, self.next_offset)? else {
+            return Ok(None);
+        };
+        Ok(Some(DamagedRange {
+            path: self.path.clone(),
+            position: bad,
+            end_position: position,
+            from_offset: self.next_offset,
+            to_offset: offset,
+            reason: reason.to_owned(),
+        }))
+    }
+
+    /// Moves past `range` (from [`Scanner::find_damage`]), to the first valid record
+    /// after it.
+    pub fn skip(&mut self, range: &DamagedRange) {
+        debug_assert_eq!(range.from_offset, self.next_offset);
+        self.pos = range.end_position;
+        self.next_offset = range.to_offset;
+        self.forget_tail();
+    }
+
+    /// [`Scanner::find_damage`], then [`Scanner::skip`] past what it found.
+    ///
+    /// # Errors
+    /// The OS error from reading the file.
+    pub fn skip_damage(&mut self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
+        let range = self.find_damage(bad, reason)?;
+        if let Some(r) = &range {
+            self.skip(r);
+        }
+        Ok(range)
+    }
+}

@@ -42,6 +42,12 @@ pub struct WalStats {
     pub spares_skipped: AtomicU64,
     /// 1 while a spare is ready for the next rotation.
     pub spares_ready: AtomicU64,
+    /// Damaged ranges recovery found in the active segment at open (bad frames with
+    /// valid records after them): left in place, skipped by readers. Set once.
+    pub recovery_damaged_ranges: AtomicU64,
+    /// Damaged ranges live readers (read API, subscribers) skipped, each time one was
+    /// met: a range read by three readers counts three.
+    pub damaged_ranges_skipped: AtomicU64,
 }
 
 /// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).

@@ -1,0 +1,414 @@
+//! Damage in the newest segment against the real binary (issue 13): a bad frame with
+//! valid frames after it is corruption, not a torn tail. Recovery keeps the records
+//! after it and says so; `check` exits 1 naming the byte; `cat` prints every intact
+//! record, marks the gap on stderr and exits 3; the read API serves the records after
+//! it with their own offsets and a `gaps` marker; `recovery = strict` refuses to start.
+//! A genuine torn tail (an incomplete last frame, zeros to the end) is still cut.
+
+use std::{
+    fs::{self, OpenOptions},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
+
+mod common;
+
+use common::{wal::*, *};
+use ringstash::wal::segment::list_segments;
+
+/// Records in the fixture: about 100 KB, several index intervals, one segment.
+const RECORDS: u64 = 2000;
+
+/// A data directory holding `RECORDS` acknowledged records (payload `record-<i>-...`)
+/// in one segment, written through the acked TCP port and stopped cleanly. Returns the
+/// payloads, the segment's path and its records as parsed by the test's own parser.
+fn fixture(dir: &Path) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
+    fixture_of(dir, RECORDS, 37)
+}
+
+/// As [`fixture`], with `records` records of up to `filler_max` filler bytes each.
+fn fixture_of(dir: &Path, records: u64, filler_max: u64) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
+    let s = Server::start(dir, &[]);
+    let payloads: Vec<String> = (0..records)
+        .map(|i| format!("record-{i:06}-{}", "x".repeat((i % filler_max) as usize)))
+        .collect();
+    let mut body = payloads.join("\n");
+    body.push('\n');
+    let said = tcp_send_all(s.tcp_acked, body.as_bytes());
+    assert_eq!(last_ack(&said), Some((records, records - 1)), "{said}");
+    assert!(s.stop().success());
+    let bases = list_segments(dir).unwrap();
+    assert_eq!(bases, [0], "one segment");
+    let seg = ringstash::wal::segment::segment_path(dir, 0);
+    let recs = parse_segment(&seg);
+    assert_eq!(recs.len() as u64, records);
+    (payloads, seg, recs)
+}
+
+/// XORs byte `at` of `path` with 0x24.
+fn flip(path: &Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x24], at).unwrap();
+}
+
+/// `ringstash cat --meta` on `dir`: (exit code, (offset, payload) per line, stderr).
+fn cat_meta(dir: &Path) -> (i32, Records, String) {
+    let out = run(&["cat", "--meta", "--data-dir", dir.to_str().unwrap()]);
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let offset = f.next().unwrap().parse().unwrap();
+            let _ts = f.next().unwrap();
+            (offset, f.next().unwrap().to_owned())
+        })
+        .collect();
+    (
+        out.status.code().expect("cat exited normally"),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Records as (offset, payload).
+type Records = Vec<(u64, String)>;
+
+/// Adds the records of JSON message `v` (read API or WebSocket) to `records`, as
+/// (offset, data), and its `gaps` entries to `gaps`, as (from, to).
+fn take_message(v: &serde_json::Value, records: &mut Records, gaps: &mut Vec<(u64, u64)>) {
+    for r in v["records"].as_array().unwrap() {
+        records.push((
+            r["offset"].as_u64().unwrap(),
+            r["data"].as_str().unwrap().to_owned(),
+        ));
+    }
+    for g in v["gaps"].as_array().into_iter().flatten() {
+        gaps.push((g["from"].as_u64().unwrap(), g["to"].as_u64().unwrap()));
+    }
+}
+
+/// Every record `GET /v1/logs` serves from offset 0, page by page, as (offset, data),
+/// and every `gaps` entry the pages carried, as (from, to).
+fn read_api_all(s: &Server) -> (Records, Vec<(u64, u64)>) {
+    let (mut records, mut gaps, mut from) = (Vec::new(), Vec::new(), 0u64);
+    loop {
+        let v = http(
+            s.http,
+            "GET",
+            &format!("/v1/logs?from={from}&limit=700"),
+            &[],
+            b"",
+        )
+        .json();
+        take_message(&v, &mut records, &mut gaps);
+        let next = v["next"].as_u64().unwrap();
+        if next >= v["committed_end"].as_u64().unwrap() {
+            return (records, gaps);
+        }
+        assert!(next > from, "the read API must move on: {v}");
+        from = next;
+    }
+}
+
+/// A JSON WebSocket subscription from offset 0, read until `n` records arrived: the
+/// records as (offset, data) and the `gaps` entries the messages carried.
+fn subscribe_all(s: &Server, n: usize) -> (Records, Vec<(u64, u64)>) {
+    let mut ws = common::ws::subscribe(common::ws::ws_addr(s), "from=0");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut records, mut gaps) = (Vec::new(), Vec::new());
+    while records.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n}",
+            records.len()
+        );
+        let tungstenite::Message::Text(t) = ws.read().expect("subscription") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        take_message(&v, &mut records, &mut gaps);
+    }
+    (records, gaps)
+}
+
+/// The records expected from offset 0 with `lost` missing, as (offset, payload).
+fn all_but(payloads: &[String], lost: &[u64]) -> Records {
+    (0..payloads.len() as u64)
+        .filter(|o| !lost.contains(o))
+        .map(|o| (o, payloads[o as usize].clone()))
+        .collect()
+}
+
+#[test]
+fn bit_rot_in_the_middle_of_the_active_segment_is_reported_skipped_and_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (payloads, seg, recs) = fixture(dir.path());
+    let victim = recs[1000];
+    // A payload byte: the frame stays complete, its checksum fails.
+    flip(&seg, victim.position + RECORD_HEADER + 3);
+    let len_before = fs::metadata(&seg).unwrap().len();
+    let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+
+    // `check` (before any restart): exit 1, naming the segment and the byte.
+    let (code, text) = check(dir.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&name) && text.contains(&format!("damaged at byte {}", victim.position)),
+        "{text}"
+    );
+    assert!(text.contains("offsets 1000..1001 lost"), "{text}");
+    assert!(!text.contains("torn tail"), "not a torn tail: {text}");
+
+    // `cat`: every intact record with its offset, the gap on stderr, exit 3.
+    let (code, lines, stderr) = cat_meta(dir.path());
+    assert_eq!(lines, all_but(&payloads, &[1000]));
+    assert_eq!(
+        code, 3,
+        "cat must not exit 0 having skipped records: {stderr}"
+    );
+    assert!(
+        stderr.contains("gap: offsets 1000..1001 lost")
+            && stderr.contains(&name)
+            && stderr.contains(&format!("damaged at byte {}", victim.position)),
+        "{stderr}"
+    );
+
+    // Restart: the damage is found, logged with segment and byte, counted, not cut.
+    let s = Server::start(dir.path(), &[]);
+    let log = s.stderr_text();
+    assert!(
+        log.contains(&name) && log.contains(&format!("damaged at byte {}", victim.position)),
+        "recovery must name the damage:\n{log}"
+    );
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len_before, "nothing cut");
+    assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 1);
+    assert_metrics(s.http, &["ringstash_recovery_damaged_ranges 1"]);
+
+    // The read API serves every record after the damage with its own offset, and
+    // marks the lost one.
+    let (records, gaps) = read_api_all(&s);
+    assert_eq!(records, all_but(&payloads, &[1000]));
+    assert_eq!(gaps, [(1000, 1001)]);
+    assert!(metric(s.http, "ringstash_damaged_ranges_skipped_total") >= 1);
+    // From inside the damaged range: the first record after it, and the marker.
+    let v = http(s.http, "GET", "/v1/logs?from=1000&limit=1", &[], b"").json();
+    assert_eq!(v["records"][0]["offset"], 1001, "{v}");
+    assert_eq!(
+        v["gaps"],
+        serde_json::json!([{"from": 1000, "to": 1001}]),
+        "{v}"
+    );
+
+    // `cat` while the server holds the directory: the same, after letting writes that
+    // might be in flight settle once.
+    let (code, lines, stderr) = cat_meta(dir.path());
+    assert_eq!((code, lines), (3, all_but(&payloads, &[1000])), "{stderr}");
+
+    // A WebSocket subscriber from offset 0 gets the same records and a `gaps` marker.
+    let (records, gaps) = subscribe_all(&s, RECORDS as usize - 1);
+    assert_eq!(records, all_but(&payloads, &[1000]));
+    assert_eq!(gaps, [(1000, 1001)]);
+
+    // New records continue the numbering after the last record on disk.
+    let said = tcp_send_all(s.tcp_acked, b"after-1\nafter-2\n");
+    assert_eq!(last_ack(&said), Some((2, RECORDS + 1)), "{said}");
+    assert!(s.stop().success());
+    let (code, lines, _) = cat_meta(dir.path());
+    assert_eq!(code, 3);
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [(RECORDS, "after-1".into()), (RECORDS + 1, "after-2".into())]
+    );
+    // The damage stays reported: it is never cut.
+    assert_eq!(check(dir.path()).0, 1);
+}
+
+#[test]
+fn a_bad_frame_before_the_last_records_is_not_cut_as_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (payloads, seg, recs) = fixture(dir.path());
+    // The checksum field of the third record from the end: the last index interval,
+    // the part recovery used to scan and cut.
+    let victim = recs[recs.len() - 3];
+    flip(&seg, victim.position + 9);
+    let len_before = fs::metadata(&seg).unwrap().len();
+    let lost = RECORDS - 3;
+
+    let (code, text) = check(dir.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("damaged at byte {}", victim.position)),
+        "{text}"
+    );
+
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len_before, "nothing cut");
+    let (records, gaps) = read_api_all(&s);
+    assert_eq!(records, all_but(&payloads, &[lost]));
+    assert_eq!(gaps, [(lost, lost + 1)]);
+    let said = tcp_send_all(s.tcp_acked, b"after\n");
+    assert_eq!(last_ack(&said), Some((1, RECORDS)), "{said}");
+    assert!(s.stop().success());
+
+    // Under `recovery = strict` the server refuses to start, naming segment and byte.
+    let err = match Server::try_start_env(dir.path(), &["--recovery", "strict"], &[]) {
+        Ok(_) => panic!("strict recovery must refuse damage"),
+        Err(stderr) => stderr,
+    };
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(
+        err.contains(name)
+            && err.contains(&format!("corrupt at byte {}", victim.position))
+            && err.contains("recovery = strict"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        len_before + RECORD_HEADER + 5,
+        "strict touches nothing"
+    );
+}
+
+#[test]
+fn a_genuine_torn_tail_is_still_cut_and_not_reported_as_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let (payloads, _, recs) = fixture(&pristine);
+    let last = *recs.last().unwrap();
+    let end = last.position + last.frame_bytes;
+
+    for (what, torn) in [("incomplete last frame", true), ("zeros to the end", false)] {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&pristine, &dir);
+        let seg = ringstash::wal::segment::segment_path(&dir, 0);
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        if torn {
+            f.set_len(last.position + 10).unwrap();
+        } else {
+            f.set_len(end + 8192).unwrap();
+        }
+        drop(f);
+        let kept = if torn { RECORDS - 1 } else { RECORDS };
+
+        let (code, text) = check(&dir);
+        assert_eq!(code, 0, "{what}: {text}");
+        assert!(text.contains("torn tail"), "{what}: {text}");
+        let (code, lines, stderr) = cat_meta(&dir);
+        assert_eq!(code, 0, "{what}: {stderr}");
+        assert!(!stderr.contains("gap"), "{what}: {stderr}");
+        assert_eq!(lines, all_but(&payloads[..kept as usize], &[]), "{what}");
+
+        let s = Server::start(&dir, &[]);
+        let cut_to = if torn { last.position } else { end };
+        assert_eq!(fs::metadata(&seg).unwrap().len(), cut_to, "{what}: cut");
+        assert_eq!(
+            stats_json(s.http)["log"]["recovery_damaged_ranges"],
+            0,
+            "{what}"
+        );
+        let (records, gaps) = read_api_all(&s);
+        assert_eq!(records, all_but(&payloads[..kept as usize], &[]), "{what}");
+        assert!(gaps.is_empty(), "{what}");
+        let said = tcp_send_all(s.tcp_acked, b"next\n");
+        assert_eq!(last_ack(&said), Some((1, kept)), "{what}: {said}");
+        assert!(s.stop().success());
+        assert_check_clean(&dir);
+    }
+}
+
+/// Default `groups_in_flight_max` × (`group_bytes_max` + two 4 KiB blocks): how far
+/// from the end of the data writes in flight at a crash can reach.
+const IN_FLIGHT_BYTES_MAX: u64 = 2 * ((4 << 20) + 8192);
+
+#[test]
+fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let records = 100_000;
+    let (payloads, _, recs) = fixture_of(&pristine, records, 150);
+    let last = *recs.last().unwrap();
+    let end = last.position + last.frame_bytes;
+
+    for (what, victim) in [("far", 1000usize), ("near", records as usize - 5)] {
+        let rec = recs[victim];
+        let in_flight = end - rec.position <= IN_FLIGHT_BYTES_MAX;
+        assert_eq!(
+            in_flight,
+            what == "near",
+            "{what}: the fixture spans the window"
+        );
+        let dir = tmp.path().join(what);
+        copy_dir(&pristine, &dir);
+        let seg = ringstash::wal::segment::segment_path(&dir, 0);
+        // The record's whole frame "never reached the disk".
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .write_all_at(&vec![0u8; rec.frame_bytes as usize], rec.position)
+            .unwrap();
+        let lost = rec.offset;
+
+        let (code, text) = check(&dir);
+        if in_flight {
+            assert_eq!(code, 0, "{what}: {text}");
+            assert!(
+                text.contains(&format!("zeros at byte {}", rec.position))
+                    && text.contains("writes in flight at a crash"),
+                "{what}: {text}"
+            );
+        } else {
+            assert_eq!(code, 1, "{what}: {text}");
+            assert!(
+                text.contains(&format!("damaged at byte {}", rec.position)),
+                "{what}: {text}"
+            );
+        }
+
+        let s = Server::start(&dir, &[]);
+        let len = fs::metadata(&seg).unwrap().len();
+        let v = http(
+            s.http,
+            "GET",
+            &format!("/v1/logs?from={}&limit=10", lost - 3),
+            &[],
+            b"",
+        )
+        .json();
+        let (mut got, mut gaps) = (Vec::new(), Vec::new());
+        take_message(&v, &mut got, &mut gaps);
+        let offsets: Vec<u64> = got.iter().map(|r| r.0).collect();
+        let said = tcp_send_all(s.tcp_acked, b"next\n");
+        if in_flight {
+            // Cut with everything after it, as a torn tail: the records after it were
+            // never acknowledged by a server that had them in flight.
+            assert_eq!(len, rec.position, "{what}");
+            assert_eq!(offsets, [lost - 3, lost - 2, lost - 1], "{what}: {v}");
+            assert!(gaps.is_empty(), "{what}: {v}");
+            assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 0);
+            assert_eq!(last_ack(&said), Some((1, lost)), "{what}: {said}");
+        } else {
+            assert_eq!(len, end, "{what}: nothing cut");
+            let want: Vec<u64> = (lost - 3..lost + 8).filter(|&o| o != lost).collect();
+            assert_eq!(offsets, want, "{what}: {v}");
+            assert_eq!(
+                v["gaps"],
+                serde_json::json!([{"from": lost, "to": lost + 1}])
+            );
+            assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 1);
+            assert_eq!(last_ack(&said), Some((1, records)), "{what}: {said}");
+        }
+        assert_eq!(
+            v["records"][0]["data"].as_str().unwrap(),
+            payloads[(lost - 3) as usize]
+        );
+        assert!(s.stop().success());
+    }
+}
