@@ -40,6 +40,12 @@ pub enum Command {
     /// Measure the ack latency floor of a disk: an ideal writer (pwrite + fdatasync of
     /// everything arrived) on the open-loop schedule of `run --rate`.
     Floor(FloorArgs),
+    /// Crash soak: SIGKILL `ringstash serve` at random moments under acked TCP and
+    /// HTTP load and check every acked record exactly after every kill.
+    KillLoop(KillLoopArgs),
+    /// Check a kill loop's data directory against its ledger of acked records (what
+    /// `kill-loop` does after every kill).
+    KillCheck(KillCheckArgs),
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us` or a plain number of seconds.
@@ -305,4 +311,66 @@ mod tests {
         assert_eq!(a.gen_opts.record_size, SizeDist { min: 200, max: 300 });
         assert!(Cli::try_parse_from(["loadtest", "run", "-n", "1", "-d", "1s"]).is_err());
     }
+}
+
+/// `loadtest kill-loop`.
+#[derive(Debug, Clone, Args)]
+pub struct KillLoopArgs {
+    /// The `ringstash` binary.
+    #[arg(long, default_value = "target/release/ringstash")]
+    pub ringstash: PathBuf,
+    /// Work directory: data directories `data-<n>` and ledgers `ledger-<n>` (`<id>
+    /// <lowest offset> <highest offset>` per acked record). Kept for a post-mortem.
+    #[arg(long)]
+    pub work_dir: PathBuf,
+    /// Kills to make.
+    #[arg(long, default_value_t = 100)]
+    pub iterations: u64,
+    /// Seed of every random choice [default: from the clock]; printed first.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Shortest time from the server's "listening" line to SIGKILL, in ms.
+    #[arg(long, default_value_t = 5)]
+    pub kill_min_ms: u64,
+    /// Longest time from the server's "listening" line to SIGKILL, in ms.
+    #[arg(long, default_value_t = 400)]
+    pub kill_max_ms: u64,
+    /// Acked raw TCP producers (connections).
+    #[arg(long, default_value_t = 2)]
+    pub tcp_producers: u32,
+    /// HTTP `POST /ingest` producers (keep-alive connections).
+    #[arg(long, default_value_t = 2)]
+    pub http_producers: u32,
+    /// Largest batch: lines per write (TCP) or per request (HTTP); each is 1..=this.
+    #[arg(long, default_value_t = 64)]
+    pub batch_max: u64,
+    /// Records per second per producer at most (0: as fast as the acks come). Bounds
+    /// what each check reads.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Start a fresh data directory every this many iterations (keeps the disk
+    /// bounded; no retention, so every check covers the whole log).
+    #[arg(long, default_value_t = 50)]
+    pub fresh_every: u64,
+    /// `serve --segment-bytes-max`: small, so rotations and pre-written spares are
+    /// crossed often.
+    #[arg(long, default_value_t = 1_048_576)]
+    pub segment_bytes_max: u64,
+    /// More `serve` flags, after `--`.
+    #[arg(last = true)]
+    pub serve_args: Vec<String>,
+}
+
+/// `loadtest kill-check`.
+#[derive(Debug, Clone, Args)]
+pub struct KillCheckArgs {
+    /// The `ringstash` binary.
+    #[arg(long, default_value = "target/release/ringstash")]
+    pub ringstash: PathBuf,
+    /// The data directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The ledger of acked records (`<id> <lowest offset> <highest offset>` lines).
+    #[arg(long)]
+    pub ledger: PathBuf,
 }

@@ -12,6 +12,7 @@
 //! | end to end | [`e2e`] | `ws-e2e`: WebSocket subscribers that check exactly-once delivery and time send → receipt |
 //! | parsing | [`proto`] | allocation-free parsing of ringstash ack lines and HTTP responses |
 //! | numbers | [`stats`], [`report`] | HdrHistograms and counters; table, JSON and `.hgrm` output |
+//! | crash soak | [`killloop`] | `loadtest kill-loop`: SIGKILL `ringstash serve` at random moments under acked TCP and HTTP load, check every acked record exactly (`soak/kill-loop.sh`) |
 //! | disk | [`floor`] | `loadtest floor`: the ack latency an ideal durable writer gets from the disk at a load (the bar for a server's) |
 //! | server | [`procstat`] | the server's CPU and resident memory from `/proc/<pid>` |
 //! | glue | [`cli`], [`runner`] | command line and the `run` command; [`sink`] is a counting receiver for loopback runs and tests |
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod e2e;
 pub mod engine;
 pub mod floor;
+pub mod killloop;
 pub mod pace;
 pub mod procstat;
 pub mod proto;

@@ -4,8 +4,8 @@ use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use loadtest::{
-    cli::{Cli, Command, GenArgs, RunArgs},
-    floor, runner,
+    cli::{Cli, Command, GenArgs, KillLoopArgs, RunArgs},
+    floor, killloop, runner,
     sink::Sink,
     workload::Corpus,
 };
@@ -43,6 +43,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::KillLoop(a) => kill_loop(&a),
+        Command::KillCheck(a) => {
+            let ledger = killloop::read_ledger(&a.ledger)?;
+            match killloop::check_dir(&a.ringstash, &a.data_dir, &ledger)? {
+                Ok(c) => {
+                    println!(
+                        "kill-check: ok: {} acked records checked, {} stored, {} segments",
+                        c.acked, c.stored, c.segments
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(what) => {
+                    eprintln!("kill-check: FAILED: {what}");
+                    Ok(ExitCode::from(3))
+                }
+            }
         }
         Command::Sink(args) => {
             let sink = Sink::start(args.addr, args.reply)?;
@@ -114,4 +131,62 @@ fn gen_cmd(args: &GenArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = out.flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `loadtest kill-loop`: the seed first, a line per kill, the figures at the end;
+/// exit status 3 on a mismatch (iteration, seed and what on stderr).
+fn kill_loop(a: &KillLoopArgs) -> anyhow::Result<ExitCode> {
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let cfg = killloop::Config {
+        ringstash: a.ringstash.clone(),
+        work_dir: a.work_dir.clone(),
+        iterations: a.iterations,
+        seed,
+        kill_min_ms: a.kill_min_ms,
+        kill_max_ms: a.kill_max_ms,
+        tcp_producers: a.tcp_producers,
+        http_producers: a.http_producers,
+        batch_max: a.batch_max.max(1),
+        rate: a.rate,
+        fresh_every: a.fresh_every,
+        segment_bytes_max: a.segment_bytes_max,
+        serve_args: a.serve_args.clone(),
+    };
+    println!(
+        "kill-loop: seed {seed}, {} iterations, kill after {}..={} ms, {} tcp + {} http producers at {} records/s each, segments of {} bytes, fresh data dir every {}, in {}",
+        cfg.iterations,
+        cfg.kill_min_ms,
+        cfg.kill_max_ms,
+        cfg.tcp_producers,
+        cfg.http_producers,
+        cfg.rate,
+        cfg.segment_bytes_max,
+        cfg.fresh_every,
+        cfg.work_dir.display()
+    );
+    let mut out = std::io::stdout();
+    match killloop::run(&cfg, &mut out) {
+        Ok(s) => {
+            println!(
+                "kill-loop: PASSED: seed {seed}: {} kills, {} acked records ({} acked-record checks), 0 lost, duplicated, reordered or corrupted; {} stored without an ack; {} rotations crossed in {} data dirs; {:.1} s",
+                s.kills,
+                s.acked_records,
+                s.acked_checks,
+                s.unacked_stored,
+                s.rotations,
+                s.data_dirs,
+                s.seconds
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("{e:#}");
+            Ok(ExitCode::from(3))
+        }
+    }
 }
