@@ -477,9 +477,23 @@ impl Server {
 
 /// What a producer reports: its acked records, and anything the server said that a
 /// kill does not explain.
+#[derive(Default)]
 struct Produced {
     acked: Vec<Acked>,
     errors: Vec<String>,
+}
+
+/// The `n` records `<stream>-<seq>`.. one answer covered, after an answer that
+/// ended at offset `base - 1`, the newest at `last`: the `k`-th lies in
+/// `base + k ..= last - (n - 1 - k)` (other connections' records may sit between).
+fn covered(out: &mut Vec<Acked>, stream: &str, seq: u64, n: u64, base: u64, last: u64) {
+    for k in 0..n {
+        out.push(Acked {
+            id: format!("{stream}-{}", seq + k),
+            lo: base + k,
+            hi: last - (n - 1 - k),
+        });
+    }
 }
 
 /// Sleeps until `sent` records are due at `rate` per second since `start` (0: never).
@@ -504,25 +518,30 @@ struct Load {
     stop: Arc<AtomicBool>,
 }
 
+impl Load {
+    /// A connection to the server, or `None` if it is already gone (killed).
+    fn connect(&self) -> Option<TcpStream> {
+        let conn = TcpStream::connect(&self.addr).ok()?;
+        let _ = conn.set_nodelay(true);
+        Some(conn)
+    }
+}
+
 /// One acked raw TCP connection: a writer sending batches of lines (at most `window`
 /// records ahead of the acks), a reader turning acks into offset ranges.
 fn tcp_producer(load: Load) -> Produced {
     let Load {
-        addr,
         stream,
         seed,
         batch_max,
         rate,
         stop,
-    } = load;
-    let mut out = Produced {
-        acked: Vec::new(),
-        errors: Vec::new(),
-    };
-    let Ok(conn) = TcpStream::connect(&addr) else {
+        ..
+    } = load.clone();
+    let mut out = Produced::default();
+    let Some(conn) = load.connect() else {
         return out; // killed before we connected
     };
-    let _ = conn.set_nodelay(true);
     let Ok(mut w) = conn.try_clone() else {
         return out;
     };
@@ -573,15 +592,15 @@ fn tcp_producer(load: Load) -> Produced {
                     ));
                     break;
                 }
-                let n = count - prev_count;
                 let base = prev_last.map_or(0, |p| p + 1);
-                for k in 0..n {
-                    out.acked.push(Acked {
-                        id: format!("{stream}-{}", prev_count + k),
-                        lo: base + k,
-                        hi: last - (n - 1 - k),
-                    });
-                }
+                covered(
+                    &mut out.acked,
+                    &stream,
+                    prev_count,
+                    count - prev_count,
+                    base,
+                    last,
+                );
                 prev_count = count;
                 prev_last = Some(last);
                 acked_count.store(count, Ordering::Relaxed);
@@ -599,37 +618,27 @@ fn tcp_producer(load: Load) -> Produced {
 
 /// One keep-alive HTTP connection posting batches to `/ingest`, one request at a time.
 fn http_producer(load: Load) -> Produced {
-    let Load {
-        addr,
-        stream,
-        seed,
-        batch_max,
-        rate,
-        stop,
-    } = load;
-    let mut out = Produced {
-        acked: Vec::new(),
-        errors: Vec::new(),
-    };
-    let Ok(mut conn) = TcpStream::connect(&addr) else {
+    let mut out = Produced::default();
+    let Some(mut conn) = load.connect() else {
         return out;
     };
-    let _ = conn.set_nodelay(true);
-    let mut rng = Rng::new(seed);
+    let stream = &load.stream;
+    let mut rng = Rng::new(load.seed);
     let mut seq = 0u64;
     let mut body = Vec::new();
     let mut resp = Vec::new();
     let start = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        pace(start, seq, rate);
+    while !load.stop.load(Ordering::Relaxed) {
+        pace(start, seq, load.rate);
         body.clear();
-        let n = rng.range(1, batch_max);
+        let n = rng.range(1, load.batch_max);
         for k in 0..n {
             body.extend_from_slice(payload(&format!("{stream}-{}", seq + k)).as_bytes());
             body.push(b'\n');
         }
         let head = format!(
-            "POST /ingest HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+            "POST /ingest HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            load.addr,
             body.len()
         );
         if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&body).is_err() {
@@ -665,13 +674,7 @@ fn http_producer(load: Load) -> Produced {
                 .push(format!("{stream}: {n} records sent, response {v}"));
             break;
         }
-        for k in 0..n {
-            out.acked.push(Acked {
-                id: format!("{stream}-{}", seq + k),
-                lo: first + k,
-                hi: last - (n - 1 - k),
-            });
-        }
+        covered(&mut out.acked, stream, seq, n, first, last);
         seq += n;
     }
     out
