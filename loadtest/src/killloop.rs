@@ -344,15 +344,17 @@ struct Server {
 
 impl Server {
     /// Starts `serve` on loopback ports it picks and waits for its "listening" line.
-    /// A start that fails because the directory is still locked (the killed process
-    /// not yet gone) is retried for up to 10 s; the server itself retries nothing.
+    /// A start refused because the directory is still locked (the server waits 1 s for
+    /// the lock of a killed predecessor, then gives up) or an address is in use is
+    /// retried for up to 10 s; any other refusal fails the loop.
     fn start(cfg: &Config, data: &Path) -> anyhow::Result<Server> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match Self::start_once(cfg, data)? {
                 Ok(s) => return Ok(s),
                 Err(log) => {
-                    let retry = log.contains("lock") || log.contains("in use");
+                    let retry = log.contains("in use by another ringstash process")
+                        || log.contains("Address already in use");
                     if !retry || Instant::now() > deadline {
                         bail!("ringstash serve did not start:\n{log}");
                     }

@@ -165,3 +165,32 @@ fn parse(line: &str) -> (&str, u64, u64) {
     let hi = it.next().unwrap().parse().unwrap();
     (id, lo, hi)
 }
+
+/// A loop that cannot go on says where it stopped and with which seed, and exits 3:
+/// here `serve` refuses a flag, so iteration 0 fails.
+#[test]
+fn a_failure_names_the_iteration_and_the_seed() {
+    let _g = serial();
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(LOADTEST)
+        .args(["kill-loop", "--ringstash"])
+        .arg(ringstash_bin())
+        .arg("--work-dir")
+        .arg(work.path())
+        .args(["--iterations", "3", "--seed", "42", "--", "--no-such-flag"])
+        .output()
+        .expect("run loadtest kill-loop");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kill loop FAILED at iteration 0 (seed 42, "),
+        "{}",
+        text(&out)
+    );
+    assert!(err.contains("--no-such-flag"), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PASSED"),
+        "{}",
+        text(&out)
+    );
+}
