@@ -26,6 +26,17 @@ fn kill_check(data: &Path, ledger: &Path) -> Output {
         .expect("run loadtest kill-check")
 }
 
+fn kill_loop(work: &Path, args: &[&str]) -> Output {
+    Command::new(LOADTEST)
+        .args(["kill-loop", "--ringstash"])
+        .arg(ringstash_bin())
+        .arg("--work-dir")
+        .arg(work)
+        .args(args)
+        .output()
+        .expect("run loadtest kill-loop")
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
@@ -52,12 +63,9 @@ fn figure(s: &str, word: &str) -> u64 {
 fn fifteen_kills_lose_nothing_acked_and_the_checker_catches_damage() {
     let _g = serial();
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(LOADTEST)
-        .args(["kill-loop", "--ringstash"])
-        .arg(ringstash_bin())
-        .arg("--work-dir")
-        .arg(work.path())
-        .args([
+    let out = kill_loop(
+        work.path(),
+        &[
             "--iterations",
             "15",
             "--seed",
@@ -70,9 +78,8 @@ fn fifteen_kills_lose_nothing_acked_and_the_checker_catches_damage() {
             "300",
             "--segment-bytes-max",
             "262144",
-        ])
-        .output()
-        .expect("run loadtest kill-loop");
+        ],
+    );
     let all = text(&out);
     assert!(out.status.success(), "kill loop failed:\n{all}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -172,14 +179,10 @@ fn parse(line: &str) -> (&str, u64, u64) {
 fn a_failure_names_the_iteration_and_the_seed() {
     let _g = serial();
     let work = tempfile::tempdir().unwrap();
-    let out = Command::new(LOADTEST)
-        .args(["kill-loop", "--ringstash"])
-        .arg(ringstash_bin())
-        .arg("--work-dir")
-        .arg(work.path())
-        .args(["--iterations", "3", "--seed", "42", "--", "--no-such-flag"])
-        .output()
-        .expect("run loadtest kill-loop");
+    let out = kill_loop(
+        work.path(),
+        &["--iterations", "3", "--seed", "42", "--", "--no-such-flag"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
