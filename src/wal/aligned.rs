@@ -76,11 +76,6 @@ impl AlignedBuf {
         self.capacity
     }
 
-    /// Bytes in use.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Bytes of the allocation ever written, in whole blocks: its resident cost.
     pub fn touched(&self) -> usize {
         round_up(self.touched)

@@ -330,9 +330,8 @@ fn zero_direct(shared: &Shared, buffered: &File, tmp: &Path) -> Result<bool, Ski
         .custom_flags(libc::O_DIRECT)
         .open(tmp)
         .map_err(|e| Skip::Io("open O_DIRECT", e))?;
-    let zeros = AlignedBuf::new(CHUNK_BYTES);
-    // SAFETY: the allocation is CHUNK_BYTES of zeros, never written.
-    let zeros = unsafe { std::slice::from_raw_parts(zeros.as_ptr(), CHUNK_BYTES) };
+    let mut zeros = AlignedBuf::new(CHUNK_BYTES);
+    zeros.extend_from_slice(&[0; CHUNK_BYTES]);
     let mut at = 0u64;
     while at < shared.bytes {
         if shared.stopping.load(Ordering::Relaxed) {
