@@ -27,17 +27,7 @@ set -euo pipefail
 bench_setup 1024 3
 peers_dir="${PEERS_DIR:-$root/../shared/peers}"
 [ -d "$peers_dir" ] || peers_dir="/work/shared/peers"
-settle="${SETTLE:-2}"
-work="$(realpath -m "${WORKDIR:-${CARGO_TARGET_DIR:-$root/target}/direct-bench}")"
-refuse_tmpfs direct-bench "$(dirname "$work")" "$work"
-cargo build --release -q -p ringstash -p loadtest
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
-LT="$bin/loadtest"
-RS="$bin/ringstash"
-common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size "$size" -q)
-res="$work/results"
-
-json() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
+bench_workdir direct-bench
 
 oneway() { # round mode: one-way TCP into a fresh server, then the catch-up read
     local r=$1 m=$2 d="$work/rs"

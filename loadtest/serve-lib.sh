@@ -17,6 +17,26 @@ bench_setup() {
     rounds="${ROUNDS:-$2}"
 }
 
+# bench_workdir NAME
+#   After bench_setup, for the scripts that run fresh servers from a release build on
+#   a disk: settle (SETTLE, 2 s of pause after each run), work (WORKDIR, default
+#   target/NAME; refused on tmpfs), res (work/results), the release binaries (bin, LT,
+#   RS, built here), the loadtest flags every run shares (common), and json FILE EXPR
+#   (prints EXPR of the JSON in FILE as r).
+bench_workdir() {
+    settle="${SETTLE:-2}"
+    work="$(realpath -m "${WORKDIR:-${CARGO_TARGET_DIR:-$root/target}/$1}")"
+    refuse_tmpfs "$1" "$(dirname "$work")" "$work"
+    cargo build --release -q -p ringstash -p loadtest
+    bin="${CARGO_TARGET_DIR:-$root/target}/release"
+    LT="$bin/loadtest"
+    RS="$bin/ringstash"
+    common=(-d "$duration" --warmup "$warmup" -c "$conns" -b "$batch" --record-size "$size" -q)
+    res="$work/results"
+}
+
+json() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"r": r}))' "$@"; }
+
 # refuse_tmpfs NAME DIR [SHOWN]
 #   Sets fstype to the file system type under DIR. If it is tmpfs, where fdatasync
 #   costs nothing, says so (as NAME, about SHOWN, default DIR) and exits 2.

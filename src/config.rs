@@ -9,7 +9,7 @@
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 pub use crate::error::ConfigError;
-use crate::wal::{FsyncPolicy, LogConfig, RecoveryMode, WriteMode};
+use crate::wal::{FsyncPolicy, IoDriver, LogConfig, RecoveryMode, WriteMode};
 
 /// A row's default: the one written in the table, or for a row of the log's
 /// (`= @log`) the log's own.
@@ -168,6 +168,8 @@ settings! {
     segment_prewrite: bool = @log, env "RINGSTASH_SEGMENT_PREWRITE";
     /// `direct` (O_DIRECT group writes from aligned memory: no page-cache copy) or `buffered`; direct falls back to buffered, said at start, where the filesystem refuses O_DIRECT. [default: direct]
     write_mode: WriteMode = @log, env "RINGSTASH_WRITE_MODE";
+    /// `auto` (io_uring where it can be set up, else epoll, said at start), `uring` (io_uring or fail, naming the cause: seccomp, sysctl, kernel, memlock) or `epoll` (reactors on epoll, the writer on pwrite + fdatasync threads). [default: auto]
+    io_driver: IoDriver = @log, env "RINGSTASH_IO_DRIVER";
     /// Groups written and synced concurrently by the writer (1..=8). [default: 2]
     groups_in_flight_max: usize = @log, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
@@ -398,6 +400,22 @@ impl FromStr for WriteMode {
             "buffered" => Ok(WriteMode::Buffered),
             _ => Err(ChoiceError {
                 expected: "`direct` or `buffered`",
+                given: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The I/O driver as a flag or environment variable.
+impl FromStr for IoDriver {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
+        match s {
+            "auto" => Ok(IoDriver::Auto),
+            "uring" => Ok(IoDriver::Uring),
+            "epoll" => Ok(IoDriver::Epoll),
+            _ => Err(ChoiceError {
+                expected: "`auto`, `uring` or `epoll`",
                 given: s.to_owned(),
             }),
         }

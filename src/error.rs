@@ -85,7 +85,9 @@ pub enum OpenError {
         why: String,
     },
     /// io_uring cannot be used on this host; the text names the cause.
-    #[error("io_uring is unavailable: {0}")]
+    #[error(
+        "io_uring is unavailable (io_driver = \"uring\" asks for it; \"auto\" would run the epoll driver): {0}"
+    )]
     UringUnavailable(String),
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another ringstash process (lock held on .lock)")]

@@ -71,6 +71,9 @@ enum Command {
         /// `direct` or `buffered`, as serve's `write_mode`. [default: direct]
         #[arg(long, env = "RINGSTASH_WRITE_MODE")]
         write_mode: Option<ringstash::wal::WriteMode>,
+        /// `auto`, `uring` or `epoll`, as serve's `io_driver`. [default: auto]
+        #[arg(long, env = "RINGSTASH_IO_DRIVER")]
+        io_driver: Option<ringstash::wal::IoDriver>,
     },
     /// Verify every checksum; report segments, records and bytes. Exit 1 on damage.
     Check {
@@ -134,8 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             segment_bytes_max,
             fsync,
             write_mode,
+            io_driver,
         } => append(
-            append_log_config(data_dir, segment_bytes_max, fsync, write_mode),
+            append_log_config(data_dir, segment_bytes_max, fsync, write_mode, io_driver),
             &ringstash::cli::AppendOptions {
                 batch_records: batch_records.max(1),
                 print_offsets,
@@ -189,10 +193,14 @@ fn append_log_config(
     segment_bytes_max: Option<u64>,
     fsync: Option<ringstash::wal::FsyncPolicy>,
     write_mode: Option<ringstash::wal::WriteMode>,
+    io_driver: Option<ringstash::wal::IoDriver>,
 ) -> ringstash::wal::LogConfig {
     let mut config = ringstash::wal::LogConfig::new(data_dir);
     if let Some(mode) = write_mode {
         config.write_mode = mode;
+    }
+    if let Some(driver) = io_driver {
+        config.io_driver = driver;
     }
     if let Some(max) = segment_bytes_max {
         config.segment_bytes_max = max;

@@ -18,7 +18,7 @@ use crate::{
     fanout::FanoutCtx,
     net::{NetCtx, reactor},
     stats::Observed,
-    wal::Log,
+    wal::{IoDriver, Log},
 };
 
 /// Where each role runs.
@@ -150,8 +150,9 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
         .with_context(|| format!("opening the log in {}", settings.data_dir.display()))?;
     let report = log.recovery_report();
     let (write_mode, refused) = log.write_mode();
+    let (driver, why_epoll) = log.io_driver();
     eprintln!(
-        "ringstash {}: data_dir={} segments={} next_offset={} fsync={}{} write_mode={}",
+        "ringstash {}: data_dir={} segments={} next_offset={} fsync={}{} write_mode={} io_driver={}",
         env!("CARGO_PKG_VERSION"),
         settings.data_dir.display(),
         report.segments,
@@ -163,7 +164,22 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
             " (NOT DURABLE: acks before fdatasync)"
         },
         write_mode.as_str(),
+        driver.as_str(),
     );
+    // One line that says which driver runs and why.
+    match (settings.io_driver, why_epoll) {
+        (_, Some(why)) => eprintln!(
+            "io_driver: epoll, because io_uring is unavailable: {why} (io_driver = \"auto\"; \"uring\" would refuse to start)"
+        ),
+        (IoDriver::Auto, None) => {
+            eprintln!("io_driver: uring (io_uring set up; io_driver = \"auto\")")
+        }
+        (asked, None) => eprintln!(
+            "io_driver: {} (io_driver = \"{}\")",
+            driver.as_str(),
+            asked.as_str()
+        ),
+    }
     if let Some(why) = refused {
         eprintln!("write_mode: direct was asked for, but {why}");
     }
@@ -247,6 +263,7 @@ fn contexts(settings: &Settings, log: &Log, ws_addr: SocketAddr) -> (Arc<NetCtx>
         reads: observed.reads.clone(),
     });
     let ctx = Arc::new(NetCtx {
+        driver: log.io_driver().0,
         ws_addr,
         appender: log.appender(),
         log: log.view(),

@@ -325,6 +325,14 @@ const LOG_SERIES: &[LogSeries] = {
             "1 while groups are written O_DIRECT (write_mode direct, taken by the filesystem).",
             |l| u64::from(l.write_mode().0 == crate::wal::WriteMode::Direct).into(),
         ),
+        json_only("io_driver", |l| l.io_driver().0.as_str().into()),
+        both(
+            "io_uring",
+            "io_uring",
+            Gauge,
+            "1 when the io_uring driver runs, 0 under the epoll driver (io_driver; why is said at start).",
+            |l| u64::from(l.io_driver().0 == crate::wal::IoDriver::Uring).into(),
+        ),
         both(
             "reader_memory_bytes",
             "reader_memory_bytes_total",

@@ -1,14 +1,13 @@
 //! Process- and system-level faults of the durable segment log, on the real binary or
 //! real files: SIGKILL while appending loses no acknowledged record, a full disk (a
-//! size-limited tmpfs) refuses batches cleanly and recovers, and io_uring blocked by
-//! seccomp is a clear error.
+//! size-limited tmpfs) refuses batches cleanly and recovers. (io_uring blocked by
+//! seccomp: `tests/io_driver.rs`.)
 
 use std::{
     collections::VecDeque,
     fs,
     io::{BufRead, BufReader, Write},
     path::Path,
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -333,109 +332,4 @@ fn full_disk_refuses_batches_keeps_the_log_clean_and_recovers_when_space_returns
     let log = Log::open(small_config(&dir)).unwrap();
     assert_eq!(log.recovery_report().torn_bytes_cut, 0);
     verify(&log, &succeeded);
-}
-
-// ---------------------------------------------------------------------------------------
-// io_uring unavailable
-// ---------------------------------------------------------------------------------------
-
-/// `AUDIT_ARCH_X86_64` from linux/audit.h (EM_X86_64 | 64-bit | little-endian); libc
-/// does not export it.
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-
-/// Installs a seccomp filter in the calling process that makes `io_uring_setup` fail
-/// with EPERM and allows everything else. Meant for `Command::pre_exec`: it only makes
-/// async-signal-safe system calls and does not allocate.
-#[cfg(target_arch = "x86_64")]
-fn deny_io_uring_setup() -> std::io::Result<()> {
-    use libc::{
-        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
-        SECCOMP_RET_ERRNO, sock_filter, sock_fprog,
-    };
-    const ARCH_AT: u32 = 4; // offsetof(struct seccomp_data, arch)
-    const NR_AT: u32 = 0; // offsetof(struct seccomp_data, nr)
-    const IO_URING_SETUP: u32 = 425; // x86_64
-    let stmt = |code: u32, k: u32| sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| sock_filter {
-        code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let mut program = [
-        stmt(BPF_LD | BPF_W | BPF_ABS, ARCH_AT),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), // another ABI: leave it alone
-        stmt(BPF_LD | BPF_W | BPF_ABS, NR_AT),
-        jeq(IO_URING_SETUP, 0, 1),
-        stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    ];
-    let prog = sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
-    };
-    // SAFETY: prctl with valid arguments; `prog` and `program` outlive the calls.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const sock_fprog,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn io_uring_blocked_by_seccomp_is_a_clear_error() {
-    use std::os::unix::process::CommandExt;
-    let (_tmp, dir) = temp_data_dir("d");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["append", "--data-dir", dir.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .env("RINGSTASH_LOG", "warn");
-    // SAFETY: the closure only calls prctl (async-signal-safe) and allocates nothing.
-    unsafe { cmd.pre_exec(deny_io_uring_setup) };
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must fail without io_uring: {stderr}"
-    );
-    assert!(stderr.contains("io_uring is unavailable"), "{stderr}");
-    assert!(
-        stderr.contains("seccomp"),
-        "must name seccomp as the cause: {stderr}"
-    );
-    assert!(
-        stderr.contains("io_uring_setup"),
-        "must name the blocked call: {stderr}"
-    );
-
-    // The same binary and directory work once the filter is gone: the failure was the
-    // filter's doing, and the refused start left nothing that gets in the way.
-    let mut child = spawn_append_printing_offsets(&dir, &[], &[]);
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 0\n");
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[test]
-fn io_uring_blocked_by_seccomp_is_a_clear_error() {
-    println!("SKIP: the seccomp filter in this test is written for x86_64");
 }

@@ -222,7 +222,7 @@ pub fn spawn_idle_watchdog(
     how: i32,
     on_fire: impl FnOnce() + 'static,
 ) {
-    tokio_uring::spawn(async move {
+    tokio::task::spawn_local(async move {
         loop {
             let deadline = last_activity.get() + timeout;
             tokio::time::sleep_until(deadline.into()).await;

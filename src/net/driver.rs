@@ -1,6 +1,6 @@
 //! What every connection driver ([`tcp`](super::tcp), [`http`](super::http),
 //! [`relp`](super::relp)) is built from: each serves one socket on a reactor's
-//! tokio-uring runtime, registers it (for shutdown), times it out, pushes batches into
+//! runtime (tokio-uring's or, under the epoll driver, tokio's), registers it (for shutdown), times it out, pushes batches into
 //! the ring and awaits their completions. One list, imported whole (`use
 //! super::driver::*`), so the drivers name these parts alike.
 
@@ -13,10 +13,11 @@ pub(super) use std::{
     time::{Duration, Instant},
 };
 
-pub(super) use tokio_uring::{buf::BoundedBuf, net::TcpStream};
+pub(super) use tokio::task::spawn_local;
 
 pub(super) use super::{
     NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
+    socket::Stream,
 };
 pub(super) use crate::wal::{self, BatchBuilder};

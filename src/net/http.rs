@@ -50,7 +50,7 @@ impl Response {
 }
 
 /// Serves one HTTP connection until it closes, errs, times out, or the server stops.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
+pub async fn serve(stream: Stream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
     let fd = stream.as_raw_fd();
     let guard = ConnGuard::new(registry, fd, ctx.clone());
     guard.answer_in_drain();
@@ -86,7 +86,7 @@ struct Conn {
     guard: ConnGuard,
     /// The client's address (for `client_ip` enrichment).
     peer: SocketAddr,
-    stream: TcpStream,
+    stream: Stream,
     ctx: Arc<NetCtx>,
     /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
     buf: Vec<u8>,
@@ -109,12 +109,8 @@ impl Conn {
         if self.buf.len() == self.buf.capacity() {
             self.buf.reserve(self.buf.capacity().max(4096));
         }
-        let len = self.buf.len();
-        let (res, slice) = self
-            .stream
-            .read(std::mem::take(&mut self.buf).slice(len..))
-            .await;
-        self.buf = slice.into_inner();
+        let (res, buf) = self.stream.read_spare(std::mem::take(&mut self.buf)).await;
+        self.buf = buf;
         match res {
             Ok(0) | Err(_) => false,
             Ok(n) => {

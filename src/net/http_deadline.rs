@@ -227,7 +227,7 @@ pub fn spawn_watchdog(
     limits: Limits,
     ctx: Arc<NetCtx>,
 ) {
-    tokio_uring::spawn(async move {
+    tokio::task::spawn_local(async move {
         let cut = loop {
             if closed.get() {
                 return;

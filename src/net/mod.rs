@@ -23,6 +23,7 @@ pub mod logs_body;
 pub mod otlp;
 pub mod reactor;
 pub mod relp;
+pub mod socket;
 pub mod tcp;
 pub mod udp;
 
@@ -45,6 +46,9 @@ use crate::{
 pub struct NetCtx {
     /// The validated settings.
     pub settings: NetSettings,
+    /// The I/O driver the log resolved `io_driver` to (`Uring` or `Epoll`); the
+    /// reactors run the same.
+    pub driver: crate::wal::IoDriver,
     /// The producer handle the connections push batches through.
     pub appender: Appender,
     /// The log, read-only: health, `/v1/config`, `GET /v1/logs`.

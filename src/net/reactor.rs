@@ -17,13 +17,13 @@ use std::{
 };
 
 use socket2::{Domain, Socket, Type};
-use tokio_uring::net::TcpListener;
 
 use super::{
     NetCtx, conn, http, relp,
+    socket::{Listener, Stream},
     tcp::{self, Mode},
 };
-use crate::{http_proto, syslog};
+use crate::{http_proto, syslog, wal::IoDriver};
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,16 @@ pub fn spawn(
             {
                 tracing::warn!(reactor = id, core = c, "could not pin reactor thread");
             }
-            tokio_uring::start(run(listeners, ctx, shutdown));
+            match ctx.driver {
+                IoDriver::Uring => tokio_uring::start(run(listeners, ctx, shutdown)),
+                _ => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a current-thread tokio runtime");
+                    tokio::task::LocalSet::new().block_on(&rt, run(listeners, ctx, shutdown));
+                }
+            }
         })
 }
 
@@ -189,8 +198,16 @@ async fn run(
     let mut accepting = Vec::new();
     for (kind, l) in listeners.0 {
         let fd = l.as_raw_fd();
-        let l = TcpListener::from_std(l);
-        let task = tokio_uring::spawn(accept_loop(l, kind, ctx.clone(), registry.clone()));
+        let l = match Listener::from_std(ctx.driver, l) {
+            Ok(l) => l,
+            Err(e) => {
+                // Only the epoll reactor's registration can fail here (ENOMEM, the fd
+                // limit): the other listeners still serve.
+                tracing::error!(listener = kind.name(), error = %e, "cannot register the listener");
+                continue;
+            }
+        };
+        let task = tokio::task::spawn_local(accept_loop(l, kind, ctx.clone(), registry.clone()));
         accepting.push((fd, task));
     }
 
@@ -241,7 +258,7 @@ async fn wait_until(registry: &conn::Registry, within: Duration, done: impl Fn()
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     kind: Kind,
     ctx: Arc<NetCtx>,
     registry: Rc<conn::Registry>,
@@ -270,7 +287,7 @@ async fn accept_loop(
             let max = ctx.settings.refusals_in_flight_max;
             match conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd(), max) {
                 Some(guard) => {
-                    tokio_uring::spawn(refuse(stream, msg, guard));
+                    tokio::task::spawn_local(refuse(stream, msg, guard));
                 }
                 None => {
                     ctx.stats
@@ -283,15 +300,17 @@ async fn accept_loop(
         }
         let (ctx, registry) = (ctx.clone(), registry.clone());
         match kind {
-            Kind::Tcp => tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::OneWay)),
+            Kind::Tcp => {
+                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::OneWay))
+            }
             Kind::TcpAcked => {
-                tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::Acked))
+                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::Acked))
             }
             Kind::Syslog => {
-                tokio_uring::spawn(tcp::serve(stream, peer, ctx, registry, Mode::Syslog))
+                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::Syslog))
             }
-            Kind::Relp => tokio_uring::spawn(relp::serve(stream, peer, ctx, registry)),
-            Kind::Http => tokio_uring::spawn(http::serve(stream, peer, ctx, registry)),
+            Kind::Relp => tokio::task::spawn_local(relp::serve(stream, peer, ctx, registry)),
+            Kind::Http => tokio::task::spawn_local(http::serve(stream, peer, ctx, registry)),
         };
     }
 }
@@ -322,7 +341,7 @@ fn refusal_message(kind: Kind, max: usize) -> Vec<u8> {
 /// client may still send more before the socket closes, and then a reset can destroy
 /// the reason before it is read; that is why this is only the overflow path (counted
 /// in `refusals_unlingered_total`).
-fn refuse_at_once(stream: &tokio_uring::net::TcpStream, msg: &[u8]) {
+fn refuse_at_once(stream: &Stream, msg: &[u8]) {
     let fd = stream.as_raw_fd();
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     // SAFETY: `stream` is open for the whole function, so fd is its socket; the
@@ -337,7 +356,7 @@ fn refuse_at_once(stream: &tokio_uring::net::TcpStream, msg: &[u8]) {
 
 /// Tells a connection over `connections_max` why it is closed (`msg`), with a bounded
 /// wait.
-async fn refuse(stream: tokio_uring::net::TcpStream, msg: Vec<u8>, guard: conn::RefusalGuard) {
+async fn refuse(stream: Stream, msg: Vec<u8>, guard: conn::RefusalGuard) {
     let fd = stream.as_raw_fd();
     // Write the reason, half-close, and read what the client already sent until it
     // closes too: closing with unread data would send a RST that can destroy the
@@ -348,10 +367,11 @@ async fn refuse(stream: tokio_uring::net::TcpStream, msg: Vec<u8>, guard: conn::
             res?;
         }
         stream.shutdown(std::net::Shutdown::Write)?;
-        let mut buf = vec![0u8; 4096];
+        let mut buf = Vec::with_capacity(4096);
         loop {
-            let (res, b) = stream.read(buf).await;
+            let (res, b) = stream.read_spare(buf).await;
             buf = b;
+            buf.clear();
             if res? == 0 {
                 return Ok::<(), std::io::Error>(());
             }

@@ -104,7 +104,7 @@ impl Shared {
 }
 
 /// Serves one RELP connection until `close`, EOF, a refusal, idle timeout or shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
+pub async fn serve(stream: Stream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
     let guard = ConnGuard::new(registry, fd, ctx.clone());
@@ -118,7 +118,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, regist
         conn::spawn_stream_idle_watchdog(fd, &ctx, &last_activity, &guard, move || shared.stop());
     }
     let (tx, rx) = mpsc::channel::<Answer>(ctx.settings.connection_batches_max);
-    let answerer = tokio_uring::spawn(answer(stream.clone(), rx, shared.clone(), fd));
+    let answerer = spawn_local(answer(stream.clone(), rx, shared.clone(), fd));
     let enrich = ctx.json_policy.enrich.then(|| Enrichment {
         client_ip: peer.ip().to_string(),
         node_id: ctx.json_policy.node_id.clone(),
@@ -153,7 +153,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<NetCtx>, regist
 
 /// The reading side of one connection.
 struct Reader<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Stream,
     ctx: &'a NetCtx,
     shared: &'a Shared,
     last_activity: &'a Cell<Instant>,
@@ -452,7 +452,7 @@ fn refusal(txnr: u32, why: &str) -> Answer {
 /// transactions unanswered resends from there anyway, and stopping at the first gap
 /// keeps "answered" meaning "stored" without exception.
 async fn answer(
-    stream: Rc<TcpStream>,
+    stream: Rc<Stream>,
     mut rx: mpsc::Receiver<Answer>,
     shared: Rc<Shared>,
     fd: i32,

@@ -114,7 +114,7 @@ fn fatal_of(e: &AppendError, data_dir: &std::path::Path) -> (&'static str, Strin
 
 /// Serves one stream connection until EOF, error, idle timeout or shutdown.
 pub async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     ctx: Arc<NetCtx>,
     registry: Rc<Registry>,
@@ -139,9 +139,9 @@ pub async fn serve(
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Completion>(ctx.settings.connection_batches_max);
     let data_dir = ctx.log.config().dir.clone();
-    let drainer = tokio_uring::spawn(drain(rx, shared.clone(), fd, data_dir));
+    let drainer = spawn_local(drain(rx, shared.clone(), fd, data_dir));
     let writer = (mode == Mode::Acked)
-        .then(|| tokio_uring::spawn(write_acks(stream.clone(), shared.clone(), ctx.clone())));
+        .then(|| spawn_local(write_acks(stream.clone(), shared.clone(), ctx.clone())));
 
     let conn = Conn {
         stream: &stream,
@@ -188,7 +188,7 @@ pub async fn serve(
 
 /// The reading side of one connection.
 struct Conn<'a> {
-    stream: &'a TcpStream,
+    stream: &'a Stream,
     ctx: &'a NetCtx,
     shared: &'a Shared,
     last_activity: &'a Cell<Instant>,
@@ -306,17 +306,16 @@ pub(super) fn clean_end(fd: i32) -> bool {
 }
 
 /// Reads into the spare capacity of `buf` (growing it when full); 0 at EOF.
-pub(super) async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+pub(super) async fn read_more(stream: &Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.len() == buf.capacity() {
         // Only a partial line fills the buffer; the framer refuses one longer than
         // record_bytes_max, so this growth is bounded by that.
         buf.reserve(buf.capacity());
     }
-    let len = buf.len();
     // The buffer itself goes to the kernel and comes back: `take` leaves an empty Vec,
     // which does not allocate.
-    let (res, slice) = stream.read(std::mem::take(buf).slice(len..)).await;
-    *buf = slice.into_inner();
+    let (res, back) = stream.read_spare(std::mem::take(buf)).await;
+    *buf = back;
     res
 }
 
@@ -359,7 +358,7 @@ async fn drain(
 }
 
 /// Writes acks and error lines; the only writer on the socket.
-async fn write_acks(stream: Rc<TcpStream>, shared: Rc<Shared>, ctx: Arc<NetCtx>) {
+async fn write_acks(stream: Rc<Stream>, shared: Rc<Shared>, ctx: Arc<NetCtx>) {
     let mut out: Vec<u8> = Vec::with_capacity(256);
     let max = ctx.settings.record_bytes_max;
     loop {

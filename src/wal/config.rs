@@ -47,6 +47,10 @@ pub struct LogConfig {
     /// `buffered`. Default direct; buffered is used, and said at start, where the
     /// filesystem refuses `O_DIRECT`.
     pub write_mode: WriteMode,
+    /// How the writer reaches the disk, and (in `serve`) how the reactors reach the
+    /// network: `auto` (io_uring where it can be set up, else epoll, said at start),
+    /// `uring` (io_uring or fail, naming the cause), `epoll`. Default auto.
+    pub io_driver: IoDriver,
     /// Bytes of the most recent committed groups kept in memory for live readers (see
     /// `recent`); at least the newest group is kept whatever the bound. `serve` sets it
     /// to `fanout_window_bytes_max`. Default 16 MiB.
@@ -74,6 +78,31 @@ impl WriteMode {
     }
 }
 
+/// The I/O driver. See `docs/architecture.md` ("Two drivers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    /// io_uring where `io_uring_setup` works, else epoll.
+    Auto,
+    /// io_uring: the writer's group commit with linked SQEs, the reactors on
+    /// tokio-uring.
+    Uring,
+    /// No io_uring: the reactors on tokio's epoll reactor (mio), the writer's
+    /// operations on threads calling pwrite and fdatasync.
+    Epoll,
+}
+
+impl IoDriver {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoDriver::Auto => "auto",
+            IoDriver::Uring => "uring",
+            IoDriver::Epoll => "epoll",
+        }
+    }
+}
+
 impl LogConfig {
     /// Defaults for a log in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -92,6 +121,7 @@ impl LogConfig {
             retention_ms: 0,
             segment_prewrite: true,
             write_mode: WriteMode::Direct,
+            io_driver: IoDriver::Auto,
             recent_bytes_max: 16 << 20,
         }
     }

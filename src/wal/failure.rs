@@ -13,21 +13,19 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriterFailureKind {
-    /// `io_uring_enter` (the writer's wait) failed with something other than EINTR.
-    #[error("io_uring_enter failed: {source}")]
+    /// The writer's wait (`io_uring_enter`, or ppoll under the epoll driver) failed
+    /// with something other than EINTR.
+    #[error("the writer's wait failed: {source}")]
     Enter {
         /// The OS error.
         source: io::Error,
     },
-    /// Submitting queued SQEs failed.
-    #[error("io_uring submit failed: {source}")]
+    /// Submitting queued operations failed (io_uring_enter, or the I/O threads gone).
+    #[error("submitting writes failed: {source}")]
     Submit {
         /// The OS error.
         source: io::Error,
     },
-    /// The submission queue stayed full after a submit (a broken bound on queued SQEs).
-    #[error("io_uring submission queue full")]
-    SubmissionQueueFull,
     /// A group's fdatasync failed: its records are not acknowledged.
     #[error(
         "fdatasync of {} failed: {source}; the records it covered (offsets {first_offset}..{end_offset}) are not acknowledged",
@@ -112,9 +110,8 @@ impl WriterFailure {
     /// The operation that failed, in a word or two (for logs and metrics labels).
     pub fn op(&self) -> &'static str {
         match &*self.kind {
-            WriterFailureKind::Enter { .. } => "io_uring_enter",
-            WriterFailureKind::Submit { .. } => "io_uring submit",
-            WriterFailureKind::SubmissionQueueFull => "io_uring submission",
+            WriterFailureKind::Enter { .. } => "wait",
+            WriterFailureKind::Submit { .. } => "submit",
             WriterFailureKind::GroupSync { .. } => "group fdatasync",
             WriterFailureKind::IntervalSync { .. } => "interval fdatasync",
             WriterFailureKind::TruncateBack { .. } => "truncate after failed write",

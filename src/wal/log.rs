@@ -52,6 +52,10 @@ pub(crate) struct Inner {
     pub(crate) direct_writes: AtomicBool,
     /// Why `write_mode = "direct"` fell back to buffered writes, if it did.
     pub(crate) direct_refused: OnceLock<String>,
+    /// The driver `io_driver` resolved to: `Uring` or `Epoll`.
+    pub(crate) io_driver: super::IoDriver,
+    /// Why `auto` resolved to epoll (io_uring_setup's failure, explained).
+    pub(crate) why_epoll: Option<String>,
     /// Wakes threads that follow the log (fan-out, `cat --follow` in-process).
     pub(crate) commit_watch: CommitWatch,
 }
@@ -76,7 +80,7 @@ impl Log {
     /// an I/O error with its path, or corruption that recovery refuses to cut.
     pub fn open(config: LogConfig) -> Result<Log, OpenError> {
         config.validate()?;
-        let uring = uring::new_ring(64)?;
+        let chosen = uring::choose(config.io_driver)?;
         let recovered = recovery::recover(&config)?;
         let ring = BatchRing::new(config.ring_batches_max)
             .map_err(|e| OpenError::io("create eventfd", "", e))?;
@@ -93,6 +97,8 @@ impl Log {
             recent: Recent::new(config.recent_bytes_max),
             direct_writes: AtomicBool::new(false),
             direct_refused: OnceLock::new(),
+            io_driver: chosen.driver,
+            why_epoll: chosen.why_epoll,
             commit_watch: CommitWatch::default(),
         });
         let report = recovered.report.clone();
@@ -102,7 +108,11 @@ impl Log {
             std::sync::atomic::Ordering::Relaxed,
         );
         retention::apply(&inner, recovered.active.base);
-        let handle = writer::spawn(inner.clone(), uring, recovered)?;
+        let disk = match chosen.ring {
+            Some(ring) => writer::DiskChoice::Uring(Box::new(ring)),
+            None => writer::DiskChoice::Threads,
+        };
+        let handle = writer::spawn(inner.clone(), disk, recovered)?;
         Ok(Log {
             view: LogView { inner },
             writer: Mutex::new(Some(handle)),

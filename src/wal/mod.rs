@@ -65,7 +65,7 @@ mod writer;
 
 pub use appender::{Appender, TryAppendError};
 pub use completion::{Committed, Completion};
-pub use config::{LogConfig, WriteMode};
+pub use config::{IoDriver, LogConfig, WriteMode};
 pub use failure::{WriterFailure, WriterFailureKind};
 pub use format::{BatchBuilder, RecordTooLarge, now_ns};
 pub use log::Log;

@@ -8,7 +8,44 @@ use std::io;
 
 use io_uring::IoUring;
 
-use crate::error::OpenError;
+use crate::{error::OpenError, wal::IoDriver};
+
+/// What the log runs on, once `io_driver` is resolved.
+pub(crate) struct Chosen {
+    /// The writer's ring, or None for the epoll driver.
+    pub ring: Option<IoUring>,
+    /// `Uring` or `Epoll`.
+    pub driver: IoDriver,
+    /// Why `auto` chose epoll.
+    pub why_epoll: Option<String>,
+}
+
+/// Resolves `io_driver`: `auto` tries to set up a ring and takes epoll, with the
+/// cause, where that fails.
+///
+/// # Errors
+/// [`OpenError::UringUnavailable`] under `uring` where no ring can be set up.
+pub(crate) fn choose(driver: IoDriver) -> Result<Chosen, OpenError> {
+    let uring = |ring| Chosen {
+        ring: Some(ring),
+        driver: IoDriver::Uring,
+        why_epoll: None,
+    };
+    let epoll = |why_epoll| Chosen {
+        ring: None,
+        driver: IoDriver::Epoll,
+        why_epoll,
+    };
+    match driver {
+        IoDriver::Uring => new_ring(64).map(uring),
+        IoDriver::Epoll => Ok(epoll(None)),
+        IoDriver::Auto => match new_ring(64) {
+            Ok(ring) => Ok(uring(ring)),
+            Err(OpenError::UringUnavailable(why)) => Ok(epoll(Some(why))),
+            Err(e) => Err(e),
+        },
+    }
+}
 
 /// Creates a ring with `entries` submission entries.
 ///

@@ -52,6 +52,12 @@ impl LogView {
         (mode, self.inner.direct_refused.get().map(String::as_str))
     }
 
+    /// The I/O driver the log runs (`Uring` or `Epoll`; the reactors follow it), and
+    /// why `auto` took epoll.
+    pub fn io_driver(&self) -> (super::IoDriver, Option<&str>) {
+        (self.inner.io_driver, self.inner.why_epoll.as_deref())
+    }
+
     /// Bytes live readers copied from the recent groups in memory, bytes they read from
     /// segment files, and the bytes the recent groups hold now.
     pub fn reader_sources(&self) -> (u64, u64, u64) {

@@ -4,6 +4,7 @@
 
 pub mod otlp;
 pub mod rsyslog;
+pub mod seccomp;
 mod spawn_serve;
 pub mod wal;
 pub mod ws;
@@ -77,8 +78,20 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
+        Server::try_start_with(data_dir, extra, env, |_| {})
+    }
+
+    /// As [`Server::try_start_env`], with `prepare` applied to the command before it
+    /// is spawned (e.g. [`seccomp::block_io_uring`]).
+    pub fn try_start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
         let mut cmd = spawn_serve::serve_command(Path::new(BIN), data_dir, extra);
         cmd.envs(env.iter().copied());
+        prepare(&mut cmd);
         let mut child = cmd.spawn().expect("spawn ringstash serve");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();

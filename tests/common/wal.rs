@@ -55,14 +55,20 @@ pub fn temp_data_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-/// The log's defaults for `dir`, with `write_mode` from `RINGSTASH_WRITE_MODE` when it
-/// is set, as `serve` and `append` take it: `.ci/run` runs the suite once per mode.
+/// The log's defaults for `dir`, with `write_mode` from `RINGSTASH_WRITE_MODE` and
+/// `io_driver` from `RINGSTASH_IO_DRIVER` when they are set, as `serve` and `append`
+/// take them: `.ci/run` runs the suite once per write mode and driver.
 pub fn default_config(dir: &Path) -> LogConfig {
     let mut c = LogConfig::new(dir);
     if let Ok(mode) = std::env::var("RINGSTASH_WRITE_MODE") {
         c.write_mode = mode
             .parse()
             .expect("RINGSTASH_WRITE_MODE: direct or buffered");
+    }
+    if let Ok(driver) = std::env::var("RINGSTASH_IO_DRIVER") {
+        c.io_driver = driver
+            .parse()
+            .expect("RINGSTASH_IO_DRIVER: auto, uring or epoll");
     }
     c
 }

@@ -4,9 +4,7 @@
 
 use std::{os::fd::AsRawFd, sync::Arc, time::Instant};
 
-use io_uring::{opcode, squeue, types};
-
-use super::{Phase, Writer};
+use super::{Phase, Writer, disk::Op};
 use crate::{
     error::AppendError,
     wal::{
@@ -321,7 +319,7 @@ impl Writer {
     pub(super) fn submit_write(&mut self, gi: usize) -> Result<(), WriterFailure> {
         #[cfg(feature = "failpoints")]
         crate::wal::failpoints::before_group();
-        let fd = types::Fd(self.active.file.as_raw_fd());
+        let fd = self.active.file.as_raw_fd();
         let durable = self.inner.config.fsync == FsyncPolicy::Always;
         let g = &mut self.groups[gi];
         g.submitted = Instant::now();
@@ -331,31 +329,21 @@ impl Writer {
             len,
             if self.direct { aligned::BLOCK_BYTES } else { 1 },
         );
-        // SAFETY (of the pointer's use by the kernel): the buffer is not touched, moved
-        // or freed until this group's completions are reaped (`ops`); `write_len` is
-        // within its allocation (`seal`).
-        let write = opcode::Write::new(fd, g.buf.as_ptr().wrapping_add(g.written), len as u32)
-            .offset(g.buf_pos() + g.written as u64)
-            .build()
-            .user_data(user_data(gi, OP_WRITE));
+        // SAFETY (of the pointer's use by the kernel or an I/O thread): the buffer is
+        // not touched, moved or freed until this group's completions are reaped
+        // (`ops`); `write_len` is within its allocation (`seal`).
+        let write = Op::Write {
+            fd,
+            ptr: g.buf.as_ptr().wrapping_add(g.written),
+            len: len as u32,
+            offset: g.buf_pos() + g.written as u64,
+        };
+        let write = (write, user_data(gi, OP_WRITE));
         if durable {
-            let sync = opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-                .user_data(user_data(gi, OP_SYNC));
-            // Make room for both so the link is never split across submissions.
-            let free = {
-                let sq = self.ring.submission();
-                sq.capacity() - sq.len()
-            };
-            if free < 2 {
-                self.submit()?;
-            }
-            self.push_sqe(&write.flags(squeue::Flags::IO_LINK))?;
-            self.push_sqe(&sync)?;
+            self.push(&[write, (Op::Datasync { fd }, user_data(gi, OP_SYNC))])?;
             self.groups[gi].ops += 2;
         } else {
-            self.push_sqe(&write)?;
+            self.push(&[write])?;
             self.groups[gi].ops += 1;
         }
         self.submit()

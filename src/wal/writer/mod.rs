@@ -24,9 +24,12 @@
 //! - `retire`: completing durable groups in order, and the rewind after a failed write;
 //! - `rotate`: sealing the active segment and starting the next, and the clean finish.
 //! - `direct`: `O_DIRECT` on the active segment, and the partial block each group
-//!   writes again (`write_mode = "direct"`).
+//!   writes again (`write_mode = "direct"`);
+//! - `disk`: where the operations go: io_uring, or under the epoll driver a few I/O
+//!   threads calling pwrite and fdatasync, with the same completions.
 
 mod direct;
+mod disk;
 mod group;
 mod retire;
 mod rotate;
@@ -38,9 +41,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use io_uring::{IoUring, opcode, squeue, types};
-
-use self::group::Group;
+use self::{
+    disk::{Disk, Op},
+    group::Group,
+};
 use super::{
     Batch, FsyncPolicy, Inner, WriterFailure, WriterFailureKind, aligned,
     recovery::{ActiveSegment, Recovered},
@@ -97,7 +101,7 @@ struct Armed {
 /// The writer thread's state. Lives on one thread; nothing here is shared.
 struct Writer {
     inner: Arc<Inner>,
-    ring: IoUring,
+    disk: Disk,
     active: ActiveSegment,
     /// Where the next gathered group goes in the active segment.
     pos: u64,
@@ -115,8 +119,6 @@ struct Writer {
     armed: Armed,
     /// Target of the eventfd read; boxed so its address is stable.
     wake_buf: Box<u64>,
-    /// Target of the interval timer; boxed so its address is stable.
-    timeout_spec: Box<types::Timespec>,
     /// Bytes written since the last fdatasync, under the non-durable policies.
     unsynced: bool,
     /// When the last lone fdatasync was submitted (the `interval` policy's clock).
@@ -138,15 +140,31 @@ struct Writer {
     _lock: std::fs::File,
 }
 
+/// Where the writer's operations go, chosen by the log at open.
+pub(crate) enum DiskChoice {
+    /// A ring created (and so known to work) by the caller.
+    Uring(Box<io_uring::IoUring>),
+    /// The epoll driver's I/O threads.
+    Threads,
+}
+
 pub(crate) fn spawn(
     inner: Arc<Inner>,
-    ring: IoUring,
+    disk: DiskChoice,
     recovered: Recovered,
 ) -> Result<JoinHandle<()>, OpenError> {
     let core = inner.config.writer_core;
     let depth = inner.config.groups_in_flight_max;
     let cap = inner.config.group_bytes_max;
-    let cq_entries = ring.params().cq_entries() as usize;
+    let disk = match disk {
+        DiskChoice::Uring(ring) => Disk::Uring(disk::UringDisk::new(*ring)),
+        // One thread per group in flight, and one for the interval policy's lone sync.
+        DiskChoice::Threads => Disk::Threads(
+            disk::ThreadDisk::start(depth + 1)
+                .map_err(|e| OpenError::io("start the writer's I/O threads", "", e))?,
+        ),
+    };
+    let cq_entries = disk.completions_max();
     let mut active = recovered.active;
     let tail = direct::start(&inner, &mut active);
     let direct = tail.is_some();
@@ -175,7 +193,6 @@ pub(crate) fn spawn(
         phase: Phase::Gathering,
         armed: Armed::default(),
         wake_buf: Box::new(0),
-        timeout_spec: Box::new(types::Timespec::new()),
         unsynced: false,
         last_sync: Instant::now(),
         cqes: Vec::with_capacity(cq_entries),
@@ -185,7 +202,7 @@ pub(crate) fn spawn(
         tail: tail.unwrap_or_default(),
         _lock: recovered.lock,
         inner,
-        ring,
+        disk,
     };
     std::thread::Builder::new()
         .name("rs-writer".into())
@@ -252,7 +269,8 @@ impl Writer {
         }
     }
 
-    /// Blocks in io_uring_enter until something completes or a producer wakes us.
+    /// Blocks (in io_uring_enter, or ppoll under the epoll driver) until something
+    /// completes or a producer wakes us.
     /// Never blocks unless a completion or a wake-up is sure to come.
     fn wait(&mut self, idle: bool) -> Result<(), WriterFailure> {
         self.arm_timeout()?;
@@ -272,7 +290,7 @@ impl Writer {
             // E.g. a rotation became due with nothing in flight: go round again.
             return Ok(());
         }
-        let r = self.ring.submit_and_wait(1);
+        let r = self.disk.submit_and_wait();
         self.inner.ring.cancel_sleep();
         match r {
             Ok(_) => Ok(()),
@@ -303,11 +321,8 @@ impl Writer {
             && !self.armed.timeout
         {
             let left = Duration::from_millis(interval_ms).saturating_sub(self.last_sync.elapsed());
-            *self.timeout_spec = types::Timespec::from(left.max(Duration::from_micros(100)));
-            let sqe = opcode::Timeout::new(&*self.timeout_spec as *const _)
-                .build()
-                .user_data(UD_TIMEOUT);
-            self.push_sqe(&sqe)?;
+            let after = left.max(Duration::from_micros(100));
+            self.push(&[(Op::Timeout { after }, UD_TIMEOUT)])?;
             self.armed.timeout = true;
         }
         Ok(())
@@ -317,34 +332,27 @@ impl Writer {
         if self.armed.wake {
             return;
         }
-        let sqe = opcode::Read::new(
-            types::Fd(self.inner.ring.wake_fd()),
-            (&mut *self.wake_buf as *mut u64).cast(),
-            8,
-        )
-        .build()
-        .user_data(UD_WAKE);
+        let read = Op::ReadEventfd {
+            fd: self.inner.ring.wake_fd(),
+            into: &mut *self.wake_buf,
+        };
         // The SQ has room: at most 2 entries per group plus three singles are queued.
-        if self.push_sqe(&sqe).is_ok() {
+        if self.push(&[(read, UD_WAKE)]).is_ok() {
             self.armed.wake = true;
         }
     }
 
-    fn push_sqe(&mut self, sqe: &squeue::Entry) -> Result<(), WriterFailure> {
-        // SAFETY: every buffer an SQE points at (group buffers, wake_buf, timeout_spec)
-        // is owned by self and neither moved nor freed until its CQE has been reaped.
-        if unsafe { self.ring.submission().push(sqe) }.is_err() {
-            self.submit()?;
-            // SAFETY: as above.
-            unsafe { self.ring.submission().push(sqe) }
-                .map_err(|_| WriterFailureKind::SubmissionQueueFull)?;
-        }
-        Ok(())
+    /// Queues a chain of operations (see [`Disk::push`]).
+    fn push(&mut self, chain: &[(Op, u64)]) -> Result<(), WriterFailure> {
+        // SAFETY: every buffer an operation points at (group buffers, wake_buf) is
+        // owned by self and neither moved nor freed until its completion is reaped.
+        unsafe { self.disk.push(chain) }
+            .map_err(|source| WriterFailureKind::Submit { source }.into())
     }
 
-    /// Hands the queued SQEs to the kernel without waiting.
+    /// Starts the queued operations without waiting.
     fn submit(&mut self) -> Result<(), WriterFailure> {
-        match self.ring.submit() {
+        match self.disk.submit() {
             Ok(_) => Ok(()),
             Err(source) => Err(WriterFailureKind::Submit { source }.into()),
         }
@@ -353,8 +361,7 @@ impl Writer {
     /// Takes every completion off the CQ and hands each to its owner.
     fn reap(&mut self) -> Result<(), WriterFailure> {
         self.cqes.clear();
-        self.cqes
-            .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        self.disk.reap(&mut self.cqes);
         self.resubmit.clear();
         for i in 0..self.cqes.len() {
             let (ud, res) = self.cqes[i];
@@ -393,13 +400,8 @@ impl Writer {
             && !self.armed.lone_sync
             && self.last_sync.elapsed() >= Duration::from_millis(interval_ms)
         {
-            let sqe = opcode::Fsync::new(types::Fd(std::os::fd::AsRawFd::as_raw_fd(
-                &self.active.file,
-            )))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(UD_LONE_SYNC);
-            self.push_sqe(&sqe)?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.active.file);
+            self.push(&[(Op::Datasync { fd }, UD_LONE_SYNC)])?;
             self.submit()?;
             self.armed.lone_sync = true;
             self.unsynced = false;
@@ -438,15 +440,11 @@ impl Writer {
             b.slot.fail(err.clone());
         }
         self.inner.commit_watch.notify();
-        // SQEs still in flight may point into the group buffers and the wake/timeout
-        // targets. Rather than wait on a ring in an unknown state, leak them: this path
+        // Operations still in flight may point into the group buffers and the wake
+        // target. Rather than wait on a disk in an unknown state, leak them: this path
         // runs once, just before the process reports the failure and exits.
         std::mem::forget(std::mem::take(&mut self.groups));
         std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
-        std::mem::forget(std::mem::replace(
-            &mut self.timeout_spec,
-            Box::new(types::Timespec::new()),
-        ));
     }
 }
 

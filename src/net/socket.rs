@@ -1,0 +1,144 @@
+//! A connection's socket and a listener under either I/O driver: tokio-uring's
+//! (io_uring) or tokio's (epoll, through mio). The drivers ([`tcp`](super::tcp),
+//! [`http`](super::http), [`relp`](super::relp)) and the protocol code under them are
+//! written once against these; only the few calls here differ.
+//!
+//! The interface is tokio-uring's, owned buffers in and out, because io_uring needs
+//! it (the kernel holds the buffer while the read is in flight) and epoll does not
+//! mind: a read fills the spare capacity of the `Vec` it is given and returns it.
+
+use std::{
+    io,
+    net::{Shutdown, SocketAddr},
+    os::fd::{AsRawFd, RawFd},
+};
+
+use tokio_uring::buf::BoundedBuf;
+
+use crate::wal::IoDriver;
+
+/// A connected TCP socket.
+pub enum Stream {
+    /// io_uring: reads and writes are SQEs.
+    Uring(tokio_uring::net::TcpStream),
+    /// epoll: readiness, then a non-blocking read or write.
+    Epoll(tokio::net::TcpStream),
+}
+
+impl Stream {
+    /// Sets TCP_NODELAY: acks and responses are small and must not wait for Nagle.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Uring(s) => s.set_nodelay(on),
+            Stream::Epoll(s) => s.set_nodelay(on),
+        }
+    }
+
+    /// Reads into the spare capacity of `buf` (which must have some) and returns it
+    /// with the count; 0 at EOF (or after a shutdown of the reading side).
+    pub async fn read_spare(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        debug_assert!(buf.len() < buf.capacity(), "a read needs room");
+        match self {
+            Stream::Uring(s) => {
+                let len = buf.len();
+                let (res, slice) = s.read(buf.slice(len..)).await;
+                (res, slice.into_inner())
+            }
+            Stream::Epoll(s) => {
+                let mut buf = buf;
+                loop {
+                    // Optimistic first: data is often there already.
+                    match s.try_read_buf(&mut buf) {
+                        Ok(n) => return (Ok(n), buf),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return (Err(e), buf),
+                    }
+                    if let Err(e) = s.readable().await {
+                        return (Err(e), buf);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes all of `buf` and returns it.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Stream::Uring(s) => s.write_all(buf).await,
+            Stream::Epoll(s) => {
+                let mut at = 0;
+                while at < buf.len() {
+                    match s.try_write(&buf[at..]) {
+                        Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if let Err(e) = s.writable().await {
+                                return (Err(e), buf);
+                            }
+                        }
+                        Err(e) => return (Err(e), buf),
+                    }
+                }
+                (Ok(()), buf)
+            }
+        }
+    }
+
+    /// shutdown(2) in direction `how`.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Uring(s) => s.shutdown(how),
+            Stream::Epoll(s) => socket2::SockRef::from(s).shutdown(how),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let driver = match self {
+            Stream::Uring(_) => "uring",
+            Stream::Epoll(_) => "epoll",
+        };
+        write!(f, "Stream({driver}, fd {})", self.as_raw_fd())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Uring(s) => s.as_raw_fd(),
+            Stream::Epoll(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// A listening socket, bound before the reactor's runtime existed.
+pub enum Listener {
+    /// io_uring: accept is an SQE.
+    Uring(tokio_uring::net::TcpListener),
+    /// epoll: readiness, then accept4.
+    Epoll(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Takes a bound, listening, non-blocking socket into the current runtime, which
+    /// must be `driver`'s (`Uring` or `Epoll`).
+    ///
+    /// # Errors
+    /// Registering the socket with the epoll reactor failed.
+    pub fn from_std(driver: IoDriver, l: std::net::TcpListener) -> io::Result<Listener> {
+        match driver {
+            IoDriver::Uring => Ok(Listener::Uring(tokio_uring::net::TcpListener::from_std(l))),
+            IoDriver::Epoll => tokio::net::TcpListener::from_std(l).map(Listener::Epoll),
+            IoDriver::Auto => unreachable!("the log resolves auto before the reactors start"),
+        }
+    }
+
+    /// The next connection. After shutdown(2) of the listening socket, an error.
+    pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        match self {
+            Listener::Uring(l) => l.accept().await.map(|(s, a)| (Stream::Uring(s), a)),
+            Listener::Epoll(l) => l.accept().await.map(|(s, a)| (Stream::Epoll(s), a)),
+        }
+    }
+}
