@@ -12,7 +12,11 @@ use std::{
 
 mod common;
 
-use common::{seccomp::block_io_uring, wal::temp_data_dir, *};
+use common::{
+    seccomp::{block_io_uring, block_io_uring_with},
+    wal::temp_data_dir,
+    *,
+};
 
 /// The start-up line `auto` prints where seccomp blocked io_uring_setup.
 const FALLBACK_LINE: &str = "io_driver: epoll, because io_uring is unavailable: io_uring_setup was blocked by a seccomp profile";
@@ -90,6 +94,35 @@ fn uring_forced_where_seccomp_blocks_it_refuses_to_start_naming_the_cause() {
     assert_eq!(metric(s.http, "ringstash_io_uring"), 1);
     assert!(s.stop().success());
     assert_eq!(stored_payloads(&dir), ["after"]);
+}
+
+/// Podman's default seccomp profile answers ENOSYS, which alone would read as a kernel
+/// without io_uring: the cause named is still the filter.
+#[test]
+fn a_seccomp_profile_answering_enosys_is_named_as_seccomp_not_the_kernel() {
+    let (_tmp, dir) = temp_data_dir("d");
+    let s = Server::try_start_with(&dir, &[], &[("RINGSTASH_IO_DRIVER", "auto")], |cmd| {
+        block_io_uring_with(cmd, libc::ENOSYS)
+    })
+    .unwrap_or_else(|e| panic!("must start without io_uring; stderr:\n{e}"));
+    let said = s.stderr_text();
+    assert_contains(&said, FALLBACK_LINE);
+    assert_contains(&said, "it answered ENOSYS, but this kernel has io_uring");
+    assert!(!said.contains("does not implement"), "{said}");
+    assert_eq!(acked_count(s.tcp_acked, "x\n"), Some(1));
+    assert!(s.stop().success());
+}
+
+/// The sample configuration the repository ships (`deploy/ringstash.toml`) is one the
+/// binary takes, `io_driver` included (on loopback ports and a temp directory here).
+#[test]
+fn the_shipped_sample_configuration_starts() {
+    let (_tmp, dir) = temp_data_dir("d");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ringstash.toml");
+    let s = Server::start(&dir, &["--config", sample]);
+    assert_eq!(acked_count(s.tcp_acked, "sample\n"), Some(1));
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["sample"]);
 }
 
 #[test]

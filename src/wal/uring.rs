@@ -69,14 +69,23 @@ pub fn diagnose(e: &io::Error) -> String {
                 .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_owned()))
         });
     let errno = e.raw_os_error().unwrap_or(0);
-    let cause = if errno == libc::ENOSYS {
+    let filtered = seccomp.as_deref().is_some_and(|s| s != "0");
+    let cause = if errno == libc::ENOSYS && filtered && kernel_has_io_uring() {
+        // Podman's and some Kubernetes runtimes' default profiles answer ENOSYS.
+        format!(
+            "io_uring_setup was blocked by a seccomp profile (Seccomp: {} in /proc/self/status; \
+             it answered ENOSYS, but this kernel has io_uring); allow io_uring_setup, \
+             io_uring_enter and io_uring_register, or run unconfined",
+            seccomp.as_deref().unwrap_or("?")
+        )
+    } else if errno == libc::ENOSYS {
         "the kernel does not implement io_uring_setup (older than 5.1, or built without CONFIG_IO_URING)".to_owned()
     } else if matches!(sysctl.as_deref(), Some("2")) {
         "it is disabled by the sysctl kernel.io_uring_disabled=2".to_owned()
     } else if matches!(sysctl.as_deref(), Some("1")) && errno == libc::EPERM {
         "the sysctl kernel.io_uring_disabled=1 restricts it to the group in kernel.io_uring_group"
             .to_owned()
-    } else if errno == libc::EPERM && seccomp.as_deref().is_some_and(|s| s != "0") {
+    } else if errno == libc::EPERM && filtered {
         format!(
             "io_uring_setup was blocked by a seccomp profile (Seccomp: {} in /proc/self/status); \
              allow io_uring_setup, io_uring_enter and io_uring_register, or run unconfined",
@@ -90,4 +99,20 @@ pub fn diagnose(e: &io::Error) -> String {
         "unexpected error from io_uring_setup".to_owned()
     };
     format!("{cause} ({e})")
+}
+
+/// Whether the running kernel is one that has io_uring (5.1 or later), from uname(2).
+fn kernel_has_io_uring() -> bool {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates release.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 1)
 }

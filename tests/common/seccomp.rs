@@ -15,9 +15,9 @@ const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 const IO_URING_SETUP: u32 = 425;
 
 /// Installs a seccomp filter in the calling process that makes `io_uring_setup` fail
-/// with EPERM and allows everything else. Meant for `Command::pre_exec`: it only makes
-/// async-signal-safe system calls and does not allocate.
-fn deny_io_uring_setup() -> std::io::Result<()> {
+/// with `errno` and allows everything else. Meant for `Command::pre_exec`: it only
+/// makes async-signal-safe system calls and does not allocate.
+fn deny_io_uring_setup(errno: i32) -> std::io::Result<()> {
     use libc::{
         BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
         SECCOMP_RET_ERRNO, sock_filter, sock_fprog,
@@ -42,7 +42,7 @@ fn deny_io_uring_setup() -> std::io::Result<()> {
         stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), // another ABI: leave it alone
         stmt(BPF_LD | BPF_W | BPF_ABS, NR_AT),
         jeq(IO_URING_SETUP, 0, 1),
-        stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | errno as u32),
         stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     ];
     let prog = sock_fprog {
@@ -66,9 +66,16 @@ fn deny_io_uring_setup() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes `cmd`'s process start with io_uring blocked by seccomp.
+/// Makes `cmd`'s process start with io_uring blocked by seccomp as Docker's default
+/// profile blocks it (EPERM).
 pub fn block_io_uring(cmd: &mut Command) {
+    block_io_uring_with(cmd, libc::EPERM);
+}
+
+/// Makes `cmd`'s process start with io_uring blocked by seccomp answering `errno`
+/// (Podman's default profile answers ENOSYS).
+pub fn block_io_uring_with(cmd: &mut Command, errno: i32) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure only calls prctl (async-signal-safe) and allocates nothing.
-    unsafe { cmd.pre_exec(deny_io_uring_setup) };
+    unsafe { cmd.pre_exec(move || deny_io_uring_setup(errno)) };
 }
