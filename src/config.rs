@@ -118,6 +118,26 @@ settings! {
     relp_window_max: usize = 1024, env "RINGSTASH_RELP_WINDOW_MAX", range 1 ..= 65_536;
     /// HTTP listener (/ingest, /v1/logs, /healthz, /stats, /metrics). [default: 127.0.0.1:8080]
     http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("literal"), env "RINGSTASH_HTTP_ADDR";
+    /// TLS on the one-way raw TCP listener (tcp_addr): TLS 1.2+ only, needs tls_cert_file and tls_key_file; a client that does not start TLS gets an error line and is closed. [default: false]
+    tcp_tls: bool = false, env "RINGSTASH_TCP_TLS";
+    /// TLS on the acked raw TCP listener (tcp_acked_addr). [default: false]
+    tcp_acked_tls: bool = false, env "RINGSTASH_TCP_ACKED_TLS";
+    /// TLS on the syslog listener (syslog_addr): syslog over TLS (RFC 5425), as rsyslog's gtls and syslog-ng's tls() send it. [default: false]
+    syslog_tls: bool = false, env "RINGSTASH_SYSLOG_TLS";
+    /// TLS on the RELP listener (relp_addr), as omrelp's tls="on" sends it. [default: false]
+    relp_tls: bool = false, env "RINGSTASH_RELP_TLS";
+    /// HTTPS on the HTTP listener (http_addr); a plain HTTP request there is answered 400. [default: false]
+    http_tls: bool = false, env "RINGSTASH_HTTP_TLS";
+    /// WSS on the WebSocket listener (ws_addr). [default: false]
+    ws_tls: bool = false, env "RINGSTASH_WS_TLS";
+    /// PEM certificate chain the TLS listeners present (leaf first); reloaded on SIGHUP. Empty = none. [default: ""]
+    tls_cert_file: PathBuf = PathBuf::new(), env "RINGSTASH_TLS_CERT_FILE";
+    /// PEM private key of tls_cert_file (PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP. [default: ""]
+    tls_key_file: PathBuf = PathBuf::new(), env "RINGSTASH_TLS_KEY_FILE";
+    /// PEM CA certificates for mutual TLS: when set, the raw TCP, syslog and RELP TLS listeners require a client certificate signed by one of them, and HTTPS/WSS verify one if offered; reloaded on SIGHUP. Empty = no client certificates. [default: ""]
+    tls_client_ca_file: PathBuf = PathBuf::new(), env "RINGSTASH_TLS_CLIENT_CA_FILE";
+    /// Deadline for a TLS handshake, from the accept, in ms; past it the connection is closed and counted (tls_handshake_timeouts_total). [default: 10000]
+    tls_handshake_timeout_ms: u64 = 10_000, env "RINGSTASH_TLS_HANDSHAKE_TIMEOUT_MS", range 1 ..= 600_000;
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
     reactor_threads: usize = 0, env "RINGSTASH_REACTOR_THREADS", range 0 ..= 1024;
     /// Core for the group-commit writer: a core number or `auto` (see docs/architecture.md). [default: auto]
@@ -244,6 +264,12 @@ macro_rules! stage_settings {
 stage_settings! {
     /// What the ingest stage (the reactors) reads.
     NetSettings => net {
+        tcp_tls: bool,
+        tcp_acked_tls: bool,
+        syslog_tls: bool,
+        relp_tls: bool,
+        http_tls: bool,
+        tls_handshake_timeout_ms: u64,
         connections_max: usize,
         refusals_in_flight_max: usize,
         record_bytes_max: usize,
@@ -270,6 +296,8 @@ stage_settings! {
     }
     /// What the fan-out core reads.
     FanoutSettings => fanout {
+        ws_tls: bool,
+        tls_handshake_timeout_ms: u64,
         subscribers_max: usize,
         subscriber_send_buffer_bytes: usize,
         subscriber_stall_ms_max: u64,

@@ -15,6 +15,7 @@
 //! | query | [`query`] | below ingest and fan-out: filters, JSON rendering, the one bounded scan, the read API over a read-only [`wal::LogView`] |
 //! | HTTP wire | [`http_proto`] | below ingest and fan-out: HTTP/1.1 request heads, chunked bodies, responses and refusals, as sans-I/O state machines |
 //! | fan-out | [`fanout`] | the pinned fan-out core (mio): committed records to WebSocket subscribers, each a cursor; live from an in-memory window, catch-up from the segment files; filters; the dashboard page |
+//! | TLS | [`tls`] | the listeners' rustls configurations from the certificate files, reloaded on SIGHUP |
 //! | serve | [`serve`], [`config`], [`stats`] | placement, start-up and shutdown; settings; `/stats` and `/metrics` |
 //! | tools | [`cli`] | `cat`, `check`, `append` |
 //!
@@ -34,6 +35,7 @@ pub mod ring;
 pub mod serve;
 pub mod stats;
 pub mod syslog;
+pub mod tls;
 pub mod wal;
 
 /// Golden files for tests: an interface's rendering checked against a committed copy.

@@ -131,10 +131,29 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     settings.validate()?;
     let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
     let placement = Placement::compute(cores, settings.reactor_threads, settings.writer_core);
+    // Work in progress (issue 15): the listeners do not speak TLS yet; refuse rather
+    // than serve in plain text what was asked to be encrypted.
+    if [
+        settings.tcp_tls,
+        settings.tcp_acked_tls,
+        settings.syslog_tls,
+        settings.relp_tls,
+        settings.http_tls,
+        settings.ws_tls,
+    ]
+    .contains(&true)
+    {
+        anyhow::bail!("TLS listeners are not implemented yet");
+    }
+    // Certificates before the log: a bad file fails start-up before anything opens.
+    let tls_stats = Arc::new(crate::stats::TlsStats::default());
+    let tls = crate::tls::Tls::from_settings(&settings, tls_stats)
+        .context("loading the TLS certificates")?
+        .map(Arc::new);
     let log = open_log(&settings, placement.writer)?;
     eprintln!("{}", placement.describe());
     let bound = Bound::bind(&settings, placement.reactors.len())?;
-    let running = Running::start(&settings, &placement, &log, bound)?;
+    let running = Running::start(&settings, &placement, &log, bound, tls)?;
     running.serve(&log);
     running.stop(&log)
 }
@@ -243,7 +262,12 @@ impl Bound {
 
 /// Each stage's context: its own settings and the handles it may use
 /// (docs/architecture.md, the stage boundaries).
-fn contexts(settings: &Settings, log: &Log, ws_addr: SocketAddr) -> (Arc<NetCtx>, Arc<FanoutCtx>) {
+fn contexts(
+    settings: &Settings,
+    log: &Log,
+    ws_addr: SocketAddr,
+    tls: Option<Arc<crate::tls::Tls>>,
+) -> (Arc<NetCtx>, Arc<FanoutCtx>) {
     let json_policy = crate::net::enrich::JsonPolicy {
         enrich: settings.json_enrich,
         validate: settings.json_validate,
@@ -254,15 +278,20 @@ fn contexts(settings: &Settings, log: &Log, ws_addr: SocketAddr) -> (Arc<NetCtx>
             settings.node_id.clone()
         },
     };
-    let observed = Observed::new(log.view());
+    let mut observed = Observed::new(log.view());
+    if let Some(t) = &tls {
+        observed.tls = t.stats.clone();
+    }
     let fanout_ctx = Arc::new(FanoutCtx {
         settings: settings.fanout(),
         log: log.view(),
         stats: observed.fanout.clone(),
         gauges: observed.fanout_gauges.clone(),
         reads: observed.reads.clone(),
+        tls: tls.clone(),
     });
     let ctx = Arc::new(NetCtx {
+        tls,
         driver: log.io_driver().0,
         ws_addr,
         appender: log.appender(),
@@ -302,8 +331,9 @@ impl Running {
         placement: &Placement,
         log: &Log,
         bound: Bound,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> anyhow::Result<Running> {
-        let (ctx, fanout_ctx) = contexts(settings, log, bound.ws_addr);
+        let (ctx, fanout_ctx) = contexts(settings, log, bound.ws_addr, tls);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let mut reactors = Vec::new();
@@ -330,6 +360,9 @@ impl Running {
                 crate::net::udp::spawn(sock, ctx.clone())
                     .context("starting the syslog UDP thread")?,
             );
+        }
+        if let Some(t) = &ctx.tls {
+            eprintln!("{}", describe_tls(settings, t));
         }
         eprintln!("{line} ws={}", bound.ws_addr);
         notify_systemd("READY=1");
@@ -381,14 +414,56 @@ impl Running {
     }
 }
 
-/// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
+/// The start-up line naming the TLS listeners and how each authenticates clients.
+fn describe_tls(s: &Settings, tls: &crate::tls::Tls) -> String {
+    let on: Vec<&str> = [
+        ("tcp", s.tcp_tls),
+        ("tcp_acked", s.tcp_acked_tls),
+        ("syslog", s.syslog_tls),
+        ("relp", s.relp_tls),
+        ("http", s.http_tls),
+        ("ws", s.ws_tls),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    let clients = if tls.requires_client_certificates() {
+        "client certificates required on raw TCP, syslog and RELP, verified if offered on HTTP and WebSocket"
+    } else {
+        "no client certificates"
+    };
+    format!(
+        "tls: {} (TLS 1.2+; {}; certificates reloaded on SIGHUP)",
+        on.join(" "),
+        clients
+    )
+}
+
+/// SIGHUP: what the configuration names in files is read again (the certificates).
+fn reload(ctx: &NetCtx) {
+    if let Some(t) = &ctx.tls {
+        match t.reload() {
+            Ok(()) => eprintln!("ringstash: SIGHUP: TLS certificates reloaded"),
+            Err(e) => eprintln!(
+                "ringstash: SIGHUP: TLS certificates NOT reloaded, the previous ones stay in use: {e}"
+            ),
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: drain and stop. Second: exit at once. SIGHUP: reload.
 fn spawn_signal_thread(ctx: Arc<NetCtx>, stop: Arc<watch::Sender<bool>>) -> anyhow::Result<()> {
     use signal_hook::{consts::*, iterator::Signals};
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("rs-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload(&ctx);
+                    continue;
+                }
                 if ctx.shutting_down.swap(true, Ordering::Relaxed) {
                     eprintln!("ringstash: second signal {sig}; exiting at once");
                     std::process::exit(130);

@@ -185,6 +185,24 @@ series! {
 }
 
 series! {
+    /// TLS on every listener that has it (the reactors' and the fan-out's).
+    pub struct TlsStats {
+        /// TLS handshakes completed.
+        counter tls_handshakes_total,
+        /// TLS handshakes that failed: a protocol error, a refused or missing client certificate, an unsupported version, or the peer closing first.
+        counter tls_handshake_failures_total,
+        /// TLS handshakes not complete within tls_handshake_timeout_ms (closed).
+        counter tls_handshake_timeouts_total,
+        /// Connections to a TLS listener that sent something other than a TLS handshake (plain text) and were refused in their own protocol.
+        counter tls_plaintext_refused_total,
+        /// Certificate reloads on SIGHUP that took effect.
+        counter tls_reloads_total,
+        /// Certificate reloads on SIGHUP that failed (the previous certificates stay in use).
+        counter tls_reload_failures_total,
+    }
+}
+
+series! {
     /// What the query layer's two users count together: the read API (on the
     /// reactors) and subscriptions (on the fan-out core) parse the same filters.
     pub struct ReadStats {
@@ -232,6 +250,8 @@ pub struct Observed {
     pub fanout_gauges: Arc<FanoutGauges>,
     /// The read API's and the filters' counters.
     pub reads: Arc<ReadStats>,
+    /// TLS counters, every listener's.
+    pub tls: Arc<TlsStats>,
     /// The log, for its own counters.
     pub log: LogView,
     /// When serving began.
@@ -247,6 +267,7 @@ impl Observed {
             fanout: Arc::default(),
             fanout_gauges: Arc::default(),
             reads: Arc::default(),
+            tls: Arc::default(),
             log,
             started: Instant::now(),
         }
@@ -257,6 +278,7 @@ impl Observed {
         self.net.each(f);
         self.fanout.each(f);
         self.reads.each(f);
+        self.tls.each(f);
         self.net_gauges.each(f);
         self.fanout_gauges.each(f);
     }

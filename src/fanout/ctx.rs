@@ -22,4 +22,6 @@ pub struct FanoutCtx {
     pub gauges: Arc<FanoutGauges>,
     /// Filter refusals, counted with the read API's.
     pub reads: Arc<ReadStats>,
+    /// The certificates, if any listener has TLS (the WebSocket one: `settings.ws_tls`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }

@@ -46,6 +46,8 @@ use crate::{
 pub struct NetCtx {
     /// The validated settings.
     pub settings: NetSettings,
+    /// The certificates, if any listener has TLS (which ones: `settings.*_tls`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// The I/O driver the log resolved `io_driver` to (`Uring` or `Epoll`); the
     /// reactors run the same.
     pub driver: crate::wal::IoDriver,
