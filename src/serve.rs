@@ -139,7 +139,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         settings.syslog_tls,
         settings.relp_tls,
         settings.http_tls,
-        settings.ws_tls,
     ]
     .contains(&true)
     {

@@ -12,7 +12,7 @@ use mio::{Events, net::TcpStream};
 use crate::http_proto::{self, HttpError};
 
 use super::{
-    CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER,
+    CLOSE_STALLED, FIRST_SUB, Fanout, REFUSED_LINGER, STREAM_PATH,
     frames::FrameWindow,
     subscriber::{Due, Sub},
     window::Window,
@@ -72,6 +72,10 @@ impl Fanout {
                     );
                     self.refuse_handshake(i, &e);
                 }
+                Due::TlsHandshakeTimeout => {
+                    sub.tls_timed_out();
+                    self.remove(i);
+                }
                 Due::Stalled => {
                     self.ctx
                         .stats
@@ -120,8 +124,38 @@ impl Fanout {
         };
         let mut out = Vec::new();
         http_proto::refusal(&mut out, e, &[]);
-        // Best effort: nothing was written on this socket yet, so its buffer takes a
-        // small response whole.
+        sub.write_refusal(&out);
+        if let Some(stream) = sub.into_stream() {
+            self.linger(stream);
+        }
+    }
+
+    /// Answers subscriber `i`, which sent plain text to the TLS listener (most likely
+    /// a `ws://` URL for a `wss://` port), with a 400 in plain text saying so, and
+    /// lets it linger until it has read it. Its request is left unread: it is
+    /// drained while lingering.
+    pub(super) fn refuse_plaintext(&mut self, i: usize) {
+        let Some(sub) = self.take(i) else {
+            return;
+        };
+        self.ctx
+            .tls
+            .as_ref()
+            .expect("a plain-text refusal comes from a TLS listener")
+            .stats
+            .tls_plaintext_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        let e = HttpError::new(
+            400,
+            "tls_required",
+            format!(
+                "this port speaks TLS: subscribe with wss://, not ws:// (e.g. wss://<host>:<port>{STREAM_PATH})"
+            ),
+        );
+        let mut out = Vec::new();
+        http_proto::refusal(&mut out, &e, &[]);
+        // Not through the TLS session, which has seen nothing: on the socket, in
+        // plain text. Best effort: nothing was written on this socket yet.
         let _ = (&*sub.stream).write(&out);
         if let Some(stream) = sub.into_stream() {
             self.linger(stream);

@@ -41,6 +41,7 @@ mod lifecycle;
 mod source;
 mod subscriber;
 mod tail;
+mod transport;
 mod wire;
 pub use ctx::FanoutCtx;
 pub mod frames;
@@ -68,6 +69,7 @@ use self::{
     frames::FrameWindow,
     source::Windows,
     subscriber::{Limits, Ready, SendError, Sent, Sub},
+    transport::Transport,
     window::Window,
     wire::Violation,
 };
@@ -206,6 +208,9 @@ struct Fanout {
     /// Recent unfiltered binary messages, while an unfiltered binary subscriber is
     /// open.
     binary: Option<FrameWindow>,
+    /// The certificates, when the listener speaks TLS (`ws_tls`): each accepted
+    /// connection takes the configuration in force then.
+    tls: Option<Arc<crate::tls::Tls>>,
     /// Per-subscriber message budget and SO_SNDBUF.
     budget: usize,
     limits: Limits,
@@ -232,7 +237,9 @@ impl Fanout {
             limits: Limits {
                 stall: Duration::from_millis(s.subscriber_stall_ms_max),
                 handshake: Duration::from_millis(s.ws_handshake_timeout_ms),
+                tls_handshake: Duration::from_millis(s.tls_handshake_timeout_ms),
             },
+            tls: ctx.tls.clone().filter(|_| s.ws_tls),
             ws_config,
             ctx,
             poll,
@@ -330,6 +337,22 @@ impl Fanout {
                 self.refuse_full(stream);
                 continue;
             }
+            let stream = Rc::new(stream);
+            let transport = match &self.tls {
+                None => Transport::plain(stream.clone()),
+                Some(tls) => match Transport::tls(
+                    stream.clone(),
+                    tls.config(crate::tls::ClientAuth::Web),
+                    tls.stats.clone(),
+                    self.budget,
+                ) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %peer, "could not start a TLS session");
+                        continue;
+                    }
+                },
+            };
             let _ = stream.set_nodelay(true);
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(self.budget);
             let i = match self.free.pop() {
@@ -349,7 +372,7 @@ impl Fanout {
                 self.free.push(i);
                 continue;
             }
-            self.subs[i] = Some(Sub::accept(Rc::new(stream), &self.ctx, self.ws_config));
+            self.subs[i] = Some(Sub::accept(stream, transport, &self.ctx, self.ws_config));
             self.open += 1;
             // The request may already be there.
             self.on_event(i);
@@ -362,10 +385,15 @@ impl Fanout {
             .stats
             .ws_subscribers_refused_total
             .fetch_add(1, Ordering::Relaxed);
-        let max = self.ctx.settings.subscribers_max;
-        let out = http_proto::limit_refusal("too_many_subscribers", "subscribers_max", max);
-        // Best effort: a fresh socket's buffer takes a small response whole.
-        let _ = (&stream).write(&out);
+        // Under TLS the 503 could only be read after a full TLS handshake, which is what
+        // a flood of connections would make this thread spend: the connection is just
+        // closed (FIN after its input is drained, not a reset).
+        if self.tls.is_none() {
+            let max = self.ctx.settings.subscribers_max;
+            let out = http_proto::limit_refusal("too_many_subscribers", "subscribers_max", max);
+            // Best effort: a fresh socket's buffer takes a small response whole.
+            let _ = (&stream).write(&out);
+        }
         self.linger(stream);
     }
 
@@ -389,11 +417,15 @@ impl Fanout {
                 self.close_unreadable(i, code, reason);
             }
             Ready::Drop => self.remove(i),
+            Ready::Plaintext => self.refuse_plaintext(i),
         }
     }
 
+    /// Drops subscriber `i`; a TLS session is ended with close_notify first.
     fn remove(&mut self, i: usize) {
-        let _ = self.take(i);
+        if let Some(sub) = self.take(i) {
+            sub.close_notify();
+        }
     }
 
     /// Takes subscriber `i` out of the loop (its slot freed, its socket deregistered)

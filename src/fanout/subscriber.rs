@@ -7,6 +7,12 @@
 //!         ws_handshake_timeout_ms
 //! ```
 //!
+//! On a `wss://` listener the TLS handshake runs inside `Handshake`, under the HTTP
+//! upgrade: the [`Transport`] decrypts, and tungstenite waits for the request as it
+//! waits for a slow client. Until TLS is done only `tls_handshake_timeout_ms`
+//! applies, since nothing can be said to the peer in HTTP before it; a first byte
+//! that is not TLS is refused in plain text ([`Ready::Plaintext`]).
+//!
 //! The transitions live here; the event loop ([`super::Fanout`]) owns the slots, the
 //! registrations and the windows, and decides what to send next
 //! ([`super::source`]). Nothing here reads the log.
@@ -28,8 +34,9 @@ use tungstenite::{
 
 use super::{
     FanoutCtx, STREAM_PATH,
-    handshake::{Asked, Shared, Upgrade},
+    handshake::{Asked, Upgrade},
     query::{Encoding, Filter},
+    transport::{Opening, Transport},
     window::Built,
     wire::{Incoming, Violation, flush, read_incoming},
 };
@@ -43,20 +50,24 @@ use crate::{
 /// Where a subscriber's connection stands.
 pub(super) enum State {
     Handshake {
-        mid: Box<MidHandshake<ServerHandshake<Shared, Upgrade>>>,
+        mid: Box<MidHandshake<ServerHandshake<Transport, Upgrade>>>,
         asked: Asked,
     },
-    Open(Box<WebSocket<Shared>>),
+    Open(Box<WebSocket<Transport>>),
     /// A close frame is queued; the connection is dropped once it is written and the
     /// peer answered, or at the deadline.
-    Closing(Box<WebSocket<Shared>>, Instant),
+    Closing(Box<WebSocket<Transport>>, Instant),
     /// Transient, while a state is being replaced.
     Gone,
 }
 
 /// One subscriber: a cursor into the log and its connection.
 pub(super) struct Sub {
+    /// The socket: registered with the loop, and kept after a refusal to linger.
     pub(super) stream: Rc<TcpStream>,
+    /// The byte stream over it (the socket, or TLS), for what is written outside the
+    /// WebSocket: refusals, close_notify.
+    transport: Transport,
     state: State,
     /// When the connection was accepted (bounds the handshake).
     accepted: Instant,
@@ -95,6 +106,8 @@ pub(super) enum Ready {
     Violation(Violation),
     /// Refused, failed or finished: remove it.
     Drop,
+    /// It spoke plain text to a TLS listener: refuse it in plain text.
+    Plaintext,
 }
 
 /// What one built message did to a subscriber.
@@ -117,6 +130,9 @@ pub(super) enum Due {
     /// Its upgrade request was not complete within `ws_handshake_timeout_ms`: answer
     /// 408 and close.
     HandshakeTimeout,
+    /// Its TLS handshake was not complete within `tls_handshake_timeout_ms`: close
+    /// (there is no HTTP to answer in yet).
+    TlsHandshakeTimeout,
     /// Its socket stayed unwritable past `subscriber_stall_ms_max`: close it (4008).
     Stalled,
 }
@@ -125,19 +141,23 @@ pub(super) enum Due {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
     pub(super) handshake: Duration,
+    /// The TLS handshake's part of it (from the accept too), on a `wss://` listener.
+    pub(super) tls_handshake: Duration,
     pub(super) stall: Duration,
 }
 
 impl Sub {
-    /// A subscriber whose handshake starts on `stream`.
+    /// A subscriber whose handshake starts on `stream`, through `transport` (over the
+    /// same socket).
     pub(super) fn accept(
         stream: Rc<TcpStream>,
+        transport: Transport,
         ctx: &Arc<FanoutCtx>,
         ws_config: WebSocketConfig,
     ) -> Self {
         let asked: Asked = Rc::new(RefCell::new(None));
         let mid = ServerHandshake::start(
-            Shared(stream.clone()),
+            transport.clone(),
             Upgrade {
                 ctx: ctx.clone(),
                 asked: asked.clone(),
@@ -146,6 +166,7 @@ impl Sub {
         );
         Sub {
             stream,
+            transport,
             state: State::Handshake {
                 mid: Box::new(mid),
                 asked,
@@ -189,7 +210,7 @@ impl Sub {
         }
     }
 
-    fn exchange(&mut self, ws: &mut WebSocket<Shared>) -> Ready {
+    fn exchange(&mut self, ws: &mut WebSocket<Transport>) -> Ready {
         let input = read_incoming(ws);
         if input == Incoming::Failed || !flush(ws, &mut self.blocked_since) {
             Ready::Drop
@@ -204,10 +225,22 @@ impl Sub {
 
     fn handshake(
         &mut self,
-        mid: MidHandshake<ServerHandshake<Shared, Upgrade>>,
+        mid: MidHandshake<ServerHandshake<Transport, Upgrade>>,
         asked: Asked,
         stats: &FanoutStats,
     ) -> Ready {
+        match self.transport.opening() {
+            Opening::Proceed => {}
+            Opening::Pending => {
+                self.state = State::Handshake {
+                    mid: Box::new(mid),
+                    asked,
+                };
+                return Ready::Keep;
+            }
+            Opening::Plaintext => return Ready::Plaintext,
+            Opening::Closed => return Ready::Drop,
+        }
         match mid.handshake() {
             Ok(ws) => {
                 let (cursor, filter, encoding) = asked.borrow_mut().take().expect("set by Upgrade");
@@ -226,7 +259,13 @@ impl Sub {
                 Ready::Keep
             }
             // Our refusal (400/403/404) was written by the handshake.
-            Err(HandshakeError::Failure(tungstenite::Error::Http(_))) => Ready::Drop,
+            Err(HandshakeError::Failure(tungstenite::Error::Http(_))) => {
+                self.transport.close_notify();
+                Ready::Drop
+            }
+            // The TLS handshake failed (counted with the TLS counters): no HTTP to
+            // answer in.
+            Err(HandshakeError::Failure(_)) if self.transport.tls_handshaking() => Ready::Drop,
             Err(HandshakeError::Failure(e)) => {
                 stats.ws_bad_requests_total.fetch_add(1, Ordering::Relaxed);
                 if !matches!(
@@ -240,12 +279,38 @@ impl Sub {
         }
     }
 
-    /// Its socket, once nothing else holds it (the handshake, the WebSocket): for a
-    /// refused subscriber to linger on until its peer has read why.
+    /// Its socket, once nothing else holds it (the handshake, the WebSocket, the TLS
+    /// session): for a refused subscriber to linger on until its peer has read why. A
+    /// TLS session is ended with close_notify first.
     pub(super) fn into_stream(self) -> Option<TcpStream> {
-        let Sub { stream, state, .. } = self;
+        let Sub {
+            stream,
+            transport,
+            state,
+            ..
+        } = self;
+        transport.close_notify();
         drop(state);
+        drop(transport);
         Rc::try_unwrap(stream).ok()
+    }
+
+    /// Writes a refusal outside the WebSocket (a 400 or 408 before the upgrade): on
+    /// the socket, or through TLS. Best effort: nothing else was written on this
+    /// connection yet but the TLS handshake, so the socket's buffer takes a small
+    /// response whole.
+    pub(super) fn write_refusal(&self, out: &[u8]) {
+        let _ = self.transport.clone().write(out);
+    }
+
+    /// Ends a TLS session with close_notify before the subscriber is dropped.
+    pub(super) fn close_notify(&self) {
+        self.transport.close_notify();
+    }
+
+    /// Counts a TLS handshake that did not finish within `tls_handshake_timeout_ms`.
+    pub(super) fn tls_timed_out(&self) {
+        self.transport.tls_timed_out();
     }
 
     /// Answers a request that is not a WebSocket upgrade at all with 400.
@@ -257,7 +322,7 @@ impl Sub {
         );
         let mut out = Vec::new();
         http_proto::refusal(&mut out, &err, &[]);
-        let _ = (&*self.stream).write(&out);
+        self.write_refusal(&out);
     }
 
     /// Queues `built` and hands what the socket takes to the kernel. The frame is
@@ -318,6 +383,13 @@ impl Sub {
     /// What the subscriber's timers say at `now`.
     pub(super) fn due(&self, now: Instant, limits: Limits) -> Due {
         match &self.state {
+            State::Handshake { .. } if self.transport.tls_handshaking() => {
+                if now - self.accepted > limits.tls_handshake {
+                    Due::TlsHandshakeTimeout
+                } else {
+                    Due::Nothing
+                }
+            }
             State::Handshake { .. } if now - self.accepted > limits.handshake => {
                 Due::HandshakeTimeout
             }

@@ -4,7 +4,7 @@ use std::{io, time::Instant};
 
 use tungstenite::{WebSocket, error::ProtocolError};
 
-use super::handshake::Shared;
+use super::transport::Transport;
 
 /// What reading a subscriber's input found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub(super) const CLOSE_NOT_UTF8: u16 = 1007;
 
 /// Reads whatever the peer sent, at most 64 messages a turn; tungstenite answers pings
 /// and close frames itself.
-pub(super) fn read_incoming(ws: &mut WebSocket<Shared>) -> Incoming {
+pub(super) fn read_incoming(ws: &mut WebSocket<Transport>) -> Incoming {
     // Bounded, so that a client flooding messages cannot hold the loop.
     for _ in 0..64 {
         match ws.read() {
@@ -79,7 +79,7 @@ pub(super) fn read_incoming(ws: &mut WebSocket<Shared>) -> Incoming {
 
 /// Hands queued bytes to the kernel. Tracks since when the socket refuses them;
 /// returns false if the connection failed or is finished.
-pub(super) fn flush(ws: &mut WebSocket<Shared>, blocked_since: &mut Option<Instant>) -> bool {
+pub(super) fn flush(ws: &mut WebSocket<Transport>, blocked_since: &mut Option<Instant>) -> bool {
     match ws.flush() {
         Ok(()) => {
             *blocked_since = None;
