@@ -111,9 +111,11 @@ impl Pki {
     /// A TLS session to `addr` as `localhost`, over `tcp`.
     fn tls_on(&self, tcp: TcpStream) -> StreamOwned<ClientConnection, TcpStream> {
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let conn =
-            ClientConnection::new(self.client_config(), ServerName::try_from("localhost").unwrap())
-                .unwrap();
+        let conn = ClientConnection::new(
+            self.client_config(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
         StreamOwned::new(conn, tcp)
     }
 
@@ -225,7 +227,12 @@ fn python_websockets_over_wss_receives_exactly_what_was_ingested() {
     out.read_line(&mut first).unwrap();
     if first.trim() != "subscribed" {
         let mut err = String::new();
-        client.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        client
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         panic!(
             "wss_client.py did not subscribe: {first:?} {err}\nserver: {}",
             s.stderr_text()
@@ -236,7 +243,12 @@ fn python_websockets_over_wss_receives_exactly_what_was_ingested() {
     assert_eq!(ingest_lines(&s, &after), (500, 799));
     let status = wait_timeout(&mut client, Duration::from_secs(60)).expect("client finished");
     let mut err = String::new();
-    client.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "wss_client.py: {err}");
     let got: Vec<Rec> = out
         .lines()
@@ -390,7 +402,11 @@ fn sighup_serves_the_new_certificate_to_new_clients_while_open_subscribers_keep_
     // ...and the subscriber from before keeps its session and its records.
     let two = lines("two", 100);
     assert_eq!(ingest_lines(&s, &two), (100, 199));
-    assert_exact(&read_wss(&mut open, 100, Duration::from_secs(20)), 100, &two);
+    assert_exact(
+        &read_wss(&mut open, 100, Duration::from_secs(20)),
+        100,
+        &two,
+    );
     assert_exact(
         &read_wss(&mut fresh, 200, Duration::from_secs(20)),
         0,
