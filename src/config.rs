@@ -128,7 +128,7 @@ settings! {
     relp_tls: bool = false, env "RINGSTASH_RELP_TLS";
     /// HTTPS on the HTTP listener (http_addr); a plain HTTP request there is answered 400. [default: false]
     http_tls: bool = false, env "RINGSTASH_HTTP_TLS";
-    /// WSS on the WebSocket listener (ws_addr). [default: false]
+    /// WSS on the WebSocket listener (ws_addr): each subscriber its own TLS session; a plain ws:// request there is answered 400. [default: false]
     ws_tls: bool = false, env "RINGSTASH_WS_TLS";
     /// PEM certificate chain the TLS listeners present (leaf first); reloaded on SIGHUP. Empty = none. [default: ""]
     tls_cert_file: PathBuf = PathBuf::new(), env "RINGSTASH_TLS_CERT_FILE";
@@ -293,6 +293,7 @@ stage_settings! {
         group_bytes_max: usize,
         filter_bytes_max: usize,
         read_records_max: usize,
+        ws_tls: bool,
     }
     /// What the fan-out core reads.
     FanoutSettings => fanout {

@@ -68,6 +68,7 @@ fn read_api_returns_committed_records_and_post_still_ingests() {
     let cfg = http(s.http, "GET", "/v1/config", &[], b"").json();
     assert_eq!(cfg["ws_port"].as_u64(), Some(u64::from(ws_addr(&s).port())));
     assert_eq!(cfg["ws_path"], "/v1/stream");
+    assert_eq!(cfg["ws_scheme"], "ws");
     assert!(s.stop().success());
 }
 

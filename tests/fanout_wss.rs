@@ -290,6 +290,9 @@ fn a_plaintext_client_on_the_wss_port_is_told_to_use_wss() {
     assert_eq!(status, 400);
     assert_eq!(body["error"], "tls_required");
     assert_eq!(metric(s.http, "ringstash_tls_plaintext_refused_total"), 2);
+    // The dashboard subscribes with the scheme /v1/config names.
+    let cfg = http(s.http, "GET", "/v1/config", &[], b"").json();
+    assert_eq!(cfg["ws_scheme"], "wss");
     assert_eq!(metric(s.http, "ringstash_tls_handshakes_total"), 0);
     assert!(s.stop().success());
 }

@@ -14,6 +14,8 @@ pub fn config_json(ctx: &NetCtx) -> Vec<u8> {
         "ws_port": ctx.ws_addr.port(),
         "ws_addr": ctx.ws_addr.to_string(),
         "ws_path": STREAM_PATH,
+        // The dashboard's subscription URL: wss:// when the fan-out speaks TLS.
+        "ws_scheme": if ctx.settings.ws_tls { "wss" } else { "ws" },
         "committed_end": ctx.log.committed_end(),
         "start_offset": ctx.log.start_offset(),
         "read_records_max": ctx.settings.read_records_max,
