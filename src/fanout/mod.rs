@@ -33,6 +33,10 @@
 //!   falls behind; its lag is in `/stats`. One whose socket stays unwritable for
 //!   `subscriber_stall_ms_max` is closed with code 4008 `stalled`; it may resume with
 //!   `from=<next>`.
+//! - **WSS** (`ws_tls`): each subscriber's bytes go through a rustls session
+//!   ([`transport::Transport`]) made at accept from the certificates then in force;
+//!   it keeps the flow control above (`WouldBlock` while ciphertext waits). Plain
+//!   subscribers go through the same enum, one match per read or write call.
 
 mod catchup;
 mod ctx;
