@@ -25,6 +25,7 @@ pub mod reactor;
 pub mod relp;
 pub mod socket;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::{

@@ -61,6 +61,24 @@ impl Kind {
         }
     }
 
+    /// The TLS configuration a new connection on this listener takes, if it has TLS.
+    fn tls_config(self, ctx: &NetCtx) -> Option<(Arc<rustls::ServerConfig>, Arc<crate::tls::Tls>)> {
+        let s = &ctx.settings;
+        let on = match self {
+            Kind::Tcp => s.tcp_tls,
+            Kind::TcpAcked => s.tcp_acked_tls,
+            Kind::Syslog => s.syslog_tls,
+            Kind::Relp => s.relp_tls,
+            Kind::Http => s.http_tls,
+        };
+        let auth = match self {
+            Kind::Http => crate::tls::ClientAuth::Web,
+            _ => crate::tls::ClientAuth::Stream,
+        };
+        let tls = ctx.tls.as_ref().filter(|_| on)?;
+        Some((tls.config(auth), tls.clone()))
+    }
+
     /// The listener as error messages name it.
     pub fn label(self) -> &'static str {
         match self {
@@ -299,19 +317,67 @@ async fn accept_loop(
             continue;
         }
         let (ctx, registry) = (ctx.clone(), registry.clone());
-        match kind {
-            Kind::Tcp => {
-                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::OneWay))
+        match kind.tls_config(&ctx) {
+            None => {
+                tokio::task::spawn_local(serve(kind, stream, peer, ctx, registry));
             }
-            Kind::TcpAcked => {
-                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::Acked))
+            Some((config, tls)) => {
+                tokio::task::spawn_local(async move {
+                    let fd = stream.as_raw_fd();
+                    let guard = conn::HandshakeGuard::new(registry.clone(), fd, ctx.clone());
+                    match super::tls::accept(stream, config, &ctx, &tls.stats).await {
+                        super::tls::Accepted::Tls(stream) => {
+                            guard.hand_over();
+                            serve(kind, stream, peer, ctx, registry).await;
+                        }
+                        super::tls::Accepted::Plaintext(stream) => {
+                            refuse(stream, plaintext_refusal(kind), guard).await;
+                        }
+                        super::tls::Accepted::Failed => {}
+                    }
+                });
             }
-            Kind::Syslog => {
-                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::Syslog))
-            }
-            Kind::Relp => tokio::task::spawn_local(relp::serve(stream, peer, ctx, registry)),
-            Kind::Http => tokio::task::spawn_local(http::serve(stream, peer, ctx, registry)),
-        };
+        }
+    }
+}
+
+/// Serves an accepted connection (after its TLS handshake, on a TLS listener).
+async fn serve(
+    kind: Kind,
+    stream: Stream,
+    peer: SocketAddr,
+    ctx: Arc<NetCtx>,
+    registry: Rc<conn::Registry>,
+) {
+    match kind {
+        Kind::Tcp => tcp::serve(stream, peer, ctx, registry, Mode::OneWay).await,
+        Kind::TcpAcked => tcp::serve(stream, peer, ctx, registry, Mode::Acked).await,
+        Kind::Syslog => tcp::serve(stream, peer, ctx, registry, Mode::Syslog).await,
+        Kind::Relp => relp::serve(stream, peer, ctx, registry).await,
+        Kind::Http => http::serve(stream, peer, ctx, registry).await,
+    }
+}
+
+/// What a client that speaks plain text to TLS listener `kind` is told, in that
+/// listener's protocol.
+fn plaintext_refusal(kind: Kind) -> Vec<u8> {
+    const WHY: &str = "this listener speaks TLS; connect with TLS";
+    match kind {
+        // Syslog has no way to say it: the connection is closed (and counted).
+        Kind::Syslog => Vec::new(),
+        Kind::Relp => {
+            let mut out = Vec::new();
+            syslog::relp::write_rsp(&mut out, 1, 500, &format!("tls_required {WHY}"), b"");
+            out.extend_from_slice(syslog::relp::SERVERCLOSE);
+            out
+        }
+        Kind::Tcp | Kind::TcpAcked => format!("error - tls_required {WHY}\n").into_bytes(),
+        Kind::Http => {
+            let e = http_proto::HttpError::new(400, "tls_required", format!("{WHY} (https://)"));
+            let mut out = Vec::new();
+            http_proto::refusal(&mut out, &e, &[]);
+            out
+        }
     }
 }
 
@@ -356,7 +422,7 @@ fn refuse_at_once(stream: &Stream, msg: &[u8]) {
 
 /// Tells a connection over `connections_max` why it is closed (`msg`), with a bounded
 /// wait.
-async fn refuse(stream: Stream, msg: Vec<u8>, guard: conn::RefusalGuard) {
+async fn refuse<G>(stream: Stream, msg: Vec<u8>, guard: G) {
     let fd = stream.as_raw_fd();
     // Write the reason, half-close, and read what the client already sent until it
     // closes too: closing with unread data would send a RST that can destroy the
