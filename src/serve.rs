@@ -283,6 +283,7 @@ fn contexts(
     });
     let ctx = Arc::new(NetCtx {
         tls,
+        sources: Default::default(),
         driver: log.io_driver().0,
         ws_addr,
         appender: log.appender(),

@@ -19,7 +19,9 @@ use std::{
 use socket2::{Domain, Socket, Type};
 
 use super::{
-    NetCtx, conn, http, relp,
+    NetCtx, conn, http,
+    limits::SourceGuard,
+    relp,
     socket::{Listener, Stream},
     tcp::{self, Mode},
 };
@@ -299,27 +301,30 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let Some(source) = SourceGuard::admit(&ctx, peer.ip()) else {
+            let msg = refusal_message(
+                kind,
+                "too_many_connections_from_ip",
+                "connections_per_ip_max",
+                ctx.settings.connections_per_ip_max,
+            );
+            refuse_over_limit(kind, stream, msg, &ctx, &registry);
+            continue;
+        };
         if !conn::admit(&ctx) {
-            let msg = refusal_message(kind, ctx.settings.connections_max);
-            // Tell it why, within bounds: registered (so shutdown covers it) and capped.
-            let max = ctx.settings.refusals_in_flight_max;
-            match conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd(), max) {
-                Some(guard) => {
-                    tokio::task::spawn_local(refuse(stream, msg, guard));
-                }
-                None => {
-                    ctx.stats
-                        .refusals_unlingered_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    refuse_at_once(&stream, &msg);
-                }
-            }
+            let msg = refusal_message(
+                kind,
+                "too_many_connections",
+                "connections_max",
+                ctx.settings.connections_max,
+            );
+            refuse_over_limit(kind, stream, msg, &ctx, &registry);
             continue;
         }
         let (ctx, registry) = (ctx.clone(), registry.clone());
         match kind.tls_config(&ctx) {
             None => {
-                tokio::task::spawn_local(serve(kind, stream, peer, ctx, registry));
+                tokio::task::spawn_local(serve(kind, stream, peer, ctx, registry, source));
             }
             Some((config, tls)) => {
                 tokio::task::spawn_local(async move {
@@ -328,7 +333,7 @@ async fn accept_loop(
                     match super::tls::accept(stream, config, &ctx, &tls.stats).await {
                         super::tls::Accepted::Tls(stream) => {
                             guard.hand_over();
-                            serve(kind, stream, peer, ctx, registry).await;
+                            serve(kind, stream, peer, ctx, registry, source).await;
                         }
                         super::tls::Accepted::Plaintext(stream) => {
                             refuse(stream, plaintext_refusal(kind), guard).await;
@@ -348,13 +353,44 @@ async fn serve(
     peer: SocketAddr,
     ctx: Arc<NetCtx>,
     registry: Rc<conn::Registry>,
+    source: SourceGuard,
 ) {
     match kind {
-        Kind::Tcp => tcp::serve(stream, peer, ctx, registry, Mode::OneWay).await,
-        Kind::TcpAcked => tcp::serve(stream, peer, ctx, registry, Mode::Acked).await,
-        Kind::Syslog => tcp::serve(stream, peer, ctx, registry, Mode::Syslog).await,
-        Kind::Relp => relp::serve(stream, peer, ctx, registry).await,
-        Kind::Http => http::serve(stream, peer, ctx, registry).await,
+        Kind::Tcp => tcp::serve(stream, peer, ctx, registry, Mode::OneWay, source).await,
+        Kind::TcpAcked => tcp::serve(stream, peer, ctx, registry, Mode::Acked, source).await,
+        Kind::Syslog => tcp::serve(stream, peer, ctx, registry, Mode::Syslog, source).await,
+        Kind::Relp => relp::serve(stream, peer, ctx, registry, source).await,
+        Kind::Http => http::serve(stream, peer, ctx, registry, source).await,
+    }
+}
+
+/// Refuses a connection over `connections_max` or `connections_per_ip_max`, telling
+/// it why (`msg`) within bounds: registered (so shutdown covers it) and capped by
+/// `refusals_in_flight_max`. A TLS listener's client is told nothing (a plain-text
+/// reason before its handshake would be noise to it): it is closed, and counted.
+fn refuse_over_limit(
+    kind: Kind,
+    stream: Stream,
+    msg: Vec<u8>,
+    ctx: &Arc<NetCtx>,
+    registry: &Rc<conn::Registry>,
+) {
+    let msg = if kind.tls_config(ctx).is_some() {
+        Vec::new()
+    } else {
+        msg
+    };
+    let max = ctx.settings.refusals_in_flight_max;
+    match conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd(), max) {
+        Some(guard) => {
+            tokio::task::spawn_local(refuse(stream, msg, guard));
+        }
+        None => {
+            ctx.stats
+                .refusals_unlingered_total
+                .fetch_add(1, Ordering::Relaxed);
+            refuse_at_once(&stream, &msg);
+        }
     }
 }
 
@@ -381,23 +417,23 @@ fn plaintext_refusal(kind: Kind) -> Vec<u8> {
     }
 }
 
-/// What a connection over `connections_max` (`max`) is told on listener `kind`.
-fn refusal_message(kind: Kind, max: usize) -> Vec<u8> {
+/// What a connection over a connection limit (`setting`, `max`) is told on listener `kind`.
+fn refusal_message(kind: Kind, code: &'static str, setting: &str, max: usize) -> Vec<u8> {
     match kind {
         // Syslog has no way to say it: the connection is just closed (and counted).
         Kind::Syslog => Vec::new(),
         // A RELP client's first command is always `open` with TXNR 1: answer it now.
         Kind::Relp => {
             let mut out = Vec::new();
-            let why = format!("too_many_connections connections_max ({max}) reached");
+            let why = format!("{code} {setting} ({max}) reached");
             syslog::relp::write_rsp(&mut out, 1, 500, &why, b"");
             out.extend_from_slice(syslog::relp::SERVERCLOSE);
             out
         }
         Kind::Tcp | Kind::TcpAcked => {
-            format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
+            format!("error - {code} {setting} ({max}) reached\n").into_bytes()
         }
-        Kind::Http => http_proto::limit_refusal("too_many_connections", "connections_max", max),
+        Kind::Http => http_proto::limit_refusal(code, setting, max),
     }
 }
 
