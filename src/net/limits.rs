@@ -12,8 +12,11 @@
 //! to its rate, whatever its batch sizes.
 //!
 //! The per-IP state is shared by every reactor (one mutex, taken once per batch, not
-//! per record) and holds only the IPs that have a connection open, so it is bounded
-//! by `connections_max`.
+//! per record). An IP's entry outlives its last connection while its buckets are
+//! below full, so that reconnecting does not reset its rate; entries without a
+//! connection are pruned once the map holds more than twice `connections_max`
+//! (those refilled first, then, if still over, all of them, forgetting their debt),
+//! so the map stays bounded by that setting.
 
 use std::{
     collections::HashMap,
@@ -84,7 +87,18 @@ impl Rates {
         }
     }
 
-    /// Whether neither bucket is in debt now.
+    /// Whether both buckets are full again (nothing of their use left to remember).
+    fn full(&mut self, now: Instant) -> bool {
+        [&mut self.records, &mut self.bytes]
+            .into_iter()
+            .flatten()
+            .all(|b| {
+                b.refill(now);
+                b.level >= b.burst
+            })
+    }
+
+    /// How long until neither bucket is in debt (zero: now).
     fn clear(&mut self, now: Instant) -> Duration {
         let mut wait = Duration::ZERO;
         for b in [&mut self.records, &mut self.bytes].into_iter().flatten() {
@@ -146,14 +160,17 @@ impl SourceGuard {
         let now = Instant::now();
         let burst = Duration::from_millis(s.rate_burst_ms);
         let mut by_ip = ctx.sources.by_ip.lock().expect("sources lock");
+        if by_ip.len() > 2 * s.connections_max {
+            by_ip.retain(|_, src| src.conns > 0 || !src.rates.full(now));
+            if by_ip.len() > 2 * s.connections_max {
+                by_ip.retain(|_, src| src.conns > 0);
+            }
+        }
         let src = by_ip.entry(ip).or_insert_with(|| Source {
             conns: 0,
             rates: Rates::new(s.ip_records_per_s_max, s.ip_bytes_per_s_max, burst, now),
         });
         if s.connections_per_ip_max > 0 && src.conns >= s.connections_per_ip_max {
-            if src.conns == 0 {
-                by_ip.remove(&ip);
-            }
             ctx.stats
                 .connections_per_ip_refused_total
                 .fetch_add(1, Ordering::Relaxed);
@@ -267,7 +284,8 @@ impl Drop for SourceGuard {
         let mut by_ip = self.ctx.sources.by_ip.lock().expect("sources lock");
         if let Some(src) = by_ip.get_mut(&self.ip) {
             src.conns -= 1;
-            if src.conns == 0 {
+            // Kept while its use is remembered: reconnecting must not reset a rate.
+            if src.conns == 0 && src.rates.full(Instant::now()) {
                 by_ip.remove(&self.ip);
             }
         }
