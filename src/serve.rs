@@ -131,19 +131,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     settings.validate()?;
     let cores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1);
     let placement = Placement::compute(cores, settings.reactor_threads, settings.writer_core);
-    // Work in progress (issue 15): the listeners do not speak TLS yet; refuse rather
-    // than serve in plain text what was asked to be encrypted.
-    if [
-        settings.tcp_tls,
-        settings.tcp_acked_tls,
-        settings.syslog_tls,
-        settings.relp_tls,
-        settings.http_tls,
-    ]
-    .contains(&true)
-    {
-        anyhow::bail!("TLS listeners are not implemented yet");
-    }
     // Certificates before the log: a bad file fails start-up before anything opens.
     let tls_stats = Arc::new(crate::stats::TlsStats::default());
     let tls = crate::tls::Tls::from_settings(&settings, tls_stats)
@@ -291,6 +278,7 @@ fn contexts(
     });
     let ctx = Arc::new(NetCtx {
         tls,
+        sources: Default::default(),
         driver: log.io_driver().0,
         ws_addr,
         appender: log.appender(),
