@@ -197,7 +197,7 @@ series! {
     pub struct TlsStats {
         /// TLS handshakes completed.
         counter tls_handshakes_total,
-        /// TLS handshakes that failed: a protocol error, a refused or missing client certificate, an unsupported version, or the peer closing first.
+        /// TLS handshakes that failed: a protocol error, a refused or missing client certificate, an unsupported version, or the peer closing mid-handshake (a connection closed before its first byte, such as a TCP health check, is not counted).
         counter tls_handshake_failures_total,
         /// TLS handshakes not complete within tls_handshake_timeout_ms (closed).
         counter tls_handshake_timeouts_total,

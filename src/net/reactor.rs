@@ -338,7 +338,7 @@ async fn accept_loop(
                         super::tls::Accepted::Plaintext(stream) => {
                             refuse(stream, plaintext_refusal(kind), guard).await;
                         }
-                        super::tls::Accepted::Failed => {}
+                        super::tls::Accepted::Failed | super::tls::Accepted::Gone => {}
                     }
                 });
             }

@@ -44,6 +44,8 @@ pub enum Accepted {
     Plaintext(Stream),
     /// The handshake failed or timed out (counted); the socket is closed.
     Failed,
+    /// The client closed before sending a byte (a TCP health check): not counted.
+    Gone,
 }
 
 /// Runs the server side of the handshake on `stream` with `config`, within
@@ -86,6 +88,13 @@ pub async fn accept(
                 .fetch_add(1, Ordering::Relaxed);
             Accepted::Plaintext(s)
         }
+        Ok(Handshake::Gone) if !timed_out.get() => Accepted::Gone,
+        Ok(Handshake::Gone) => {
+            stats
+                .tls_handshake_timeouts_total
+                .fetch_add(1, Ordering::Relaxed);
+            Accepted::Failed
+        }
         Err(e) => {
             let counter = if timed_out.get() {
                 &stats.tls_handshake_timeouts_total
@@ -102,6 +111,8 @@ pub async fn accept(
 enum Handshake {
     Done(Stream),
     Plaintext(Stream),
+    /// Closed before its first byte.
+    Gone,
 }
 
 async fn handshake(stream: Stream, config: Arc<ServerConfig>) -> io::Result<Handshake> {
@@ -118,6 +129,9 @@ async fn handshake(stream: Stream, config: Arc<ServerConfig>) -> io::Result<Hand
         let buf = std::mem::take(&mut *tls.cipher.borrow_mut());
         let (res, mut buf) = tls.inner.plain_read_spare(buf).await;
         let n = res?;
+        if n == 0 && first {
+            return Ok(Handshake::Gone);
+        }
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
