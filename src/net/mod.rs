@@ -48,6 +48,8 @@ pub struct NetCtx {
     pub settings: NetSettings,
     /// The certificates, if any listener has TLS (which ones: `settings.*_tls`).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The tokens HTTP requests must carry; `None` = auth off (no token asked for).
+    pub auth: Option<Arc<crate::auth::Auth>>,
     /// The I/O driver the log resolved `io_driver` to (`Uring` or `Epoll`); the
     /// reactors run the same.
     pub driver: crate::wal::IoDriver,
