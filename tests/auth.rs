@@ -267,6 +267,20 @@ fn every_http_route_needs_the_scope_it_documents() {
         );
         assert_eq!(curl(a, "GET", path, Some(&m.token), &[], None).status, 200);
     }
+    // A refusal without a body keeps its keep-alive connection; the next request on
+    // it is checked on its own.
+    let mut kept = BufReader::new(TcpStream::connect(a).unwrap());
+    let scrape = format!("Bearer {}", m.token);
+    for (headers, want) in [
+        (vec![], 401),
+        (vec![("Authorization", scrape.as_str())], 200),
+    ] {
+        kept.get_mut()
+            .write_all(&request("GET", "/metrics", &headers, b""))
+            .unwrap();
+        assert_eq!(read_response(&mut kept).expect("a response").status, want);
+    }
+    drop(kept);
     // Open: health for load balancers, and the dashboard page (no records in it).
     assert_eq!(curl(a, "GET", "/healthz", None, &[], None).status, 200);
     assert_eq!(curl(a, "GET", "/", None, &[], None).status, 200);
@@ -275,7 +289,7 @@ fn every_http_route_needs_the_scope_it_documents() {
     let metrics =
         String::from_utf8(curl(a, "GET", "/metrics", Some(&m.token), &[], None).body).unwrap();
     for line in [
-        "ringstash_http_auth_missing_total 8",
+        "ringstash_http_auth_missing_total 9",
         "ringstash_http_auth_invalid_total 2",
         "ringstash_http_auth_forbidden_total 7",
         "ringstash_ws_auth_missing_total 0",
