@@ -620,6 +620,34 @@ fn notify_systemd(state: &str) {
 mod tests {
     use super::*;
 
+    /// The TLS cases, which the binary cannot reach yet (it refuses `*_tls` until the
+    /// listeners speak it); the plain ones are tested on the binary (`tests/auth.rs`).
+    #[test]
+    fn exposure_warnings_weigh_tls_client_certificates_and_tokens() {
+        let wide: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let mut s = Settings {
+            tcp_addr: wide,
+            http_addr: wide,
+            ws_addr: "[::]:2".parse().unwrap(),
+            tcp_tls: true,
+            http_tls: true,
+            ..Settings::default()
+        };
+        let w = exposure_warnings(&s, false);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("tcp_addr = 0.0.0.0:1") && w[0].contains("tls_client_ca_file is not set")
+        );
+        assert!(w[1].contains("ws_addr = [::]:2") && w[1].contains("neither ws_tls nor tokens"));
+        s.tls_client_ca_file = "ca.pem".into();
+        s.ws_tls = true;
+        assert!(exposure_warnings(&s, false).is_empty());
+        s.syslog_udp_addr = crate::config::OptionalAddr(Some(wide));
+        let w = exposure_warnings(&s, true);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("syslog_udp_addr"));
+    }
+
     #[test]
     fn placement_rule() {
         let p = Placement::compute(2, 0, CoreChoice::Auto);
