@@ -504,6 +504,8 @@
                 Type = "notify";
                 NotifyAccess = "main";
                 ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
+                # SIGHUP reloads the TLS certificates (docs/security.md).
+                ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
                 # SIGTERM drains, commits, acks and exits 0; give it time.
                 KillSignal = "SIGTERM";
                 TimeoutStopSec = 30;

@@ -138,6 +138,18 @@ settings! {
     tls_client_ca_file: PathBuf = PathBuf::new(), env "RINGSTASH_TLS_CLIENT_CA_FILE";
     /// Deadline for a TLS handshake, from the accept, in ms; past it the connection is closed and counted (tls_handshake_timeouts_total). [default: 10000]
     tls_handshake_timeout_ms: u64 = 10_000, env "RINGSTASH_TLS_HANDSHAKE_TIMEOUT_MS", range 1 ..= 600_000;
+    /// Open connections (all listeners but the WebSocket one) from one client IP before new ones from it are refused (in the listener's own protocol, counted); 0 = no limit but connections_max. [default: 0]
+    connections_per_ip_max: usize = 0, env "RINGSTASH_CONNECTIONS_PER_IP_MAX", range 0 ..= 1_000_000;
+    /// Records per second one connection may store; over it a stream connection (raw TCP, syslog, RELP) is slowed (it stops reading) and an HTTP request answered 429 with Retry-After; 0 = no limit. [default: 0]
+    conn_records_per_s_max: u64 = 0, env "RINGSTASH_CONN_RECORDS_PER_S_MAX";
+    /// Bytes of records (payloads) per second one connection may store, enforced as conn_records_per_s_max is; 0 = no limit. [default: 0]
+    conn_bytes_per_s_max: u64 = 0, env "RINGSTASH_CONN_BYTES_PER_S_MAX";
+    /// Records per second all the connections from one client IP may store together, enforced as conn_records_per_s_max is; 0 = no limit. [default: 0]
+    ip_records_per_s_max: u64 = 0, env "RINGSTASH_IP_RECORDS_PER_S_MAX";
+    /// Bytes of records per second all the connections from one client IP may store together; 0 = no limit. [default: 0]
+    ip_bytes_per_s_max: u64 = 0, env "RINGSTASH_IP_BYTES_PER_S_MAX";
+    /// How much a rate limit lets a source save up while quiet, in ms of its rate (the token bucket's depth). [default: 1000]
+    rate_burst_ms: u64 = 1000, env "RINGSTASH_RATE_BURST_MS", range 1 ..= 3_600_000;
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
     reactor_threads: usize = 0, env "RINGSTASH_REACTOR_THREADS", range 0 ..= 1024;
     /// Core for the group-commit writer: a core number or `auto` (see docs/architecture.md). [default: auto]
@@ -276,6 +288,12 @@ stage_settings! {
         relp_tls: bool,
         http_tls: bool,
         tls_handshake_timeout_ms: u64,
+        connections_per_ip_max: usize,
+        conn_records_per_s_max: u64,
+        conn_bytes_per_s_max: u64,
+        ip_records_per_s_max: u64,
+        ip_bytes_per_s_max: u64,
+        rate_burst_ms: u64,
         connections_max: usize,
         refusals_in_flight_max: usize,
         record_bytes_max: usize,

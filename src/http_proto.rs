@@ -73,6 +73,8 @@ pub struct HttpError {
     pub code: &'static str,
     /// Human-readable detail.
     pub detail: String,
+    /// Seconds after which the client may retry (`Retry-After`), for a 429 or 503.
+    pub retry_after_s: Option<u64>,
 }
 
 impl HttpError {
@@ -82,7 +84,14 @@ impl HttpError {
             status,
             code,
             detail: detail.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// The same, telling the client to retry after `s` seconds.
+    pub fn retry_after(mut self, s: u64) -> Self {
+        self.retry_after_s = Some(s);
+        self
     }
 }
 

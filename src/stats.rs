@@ -89,6 +89,14 @@ series! {
         counter http_connections_total,
         /// Connections refused because connections_max was reached.
         counter connections_refused_total,
+        /// Connections refused because connections_per_ip_max were open from their client IP.
+        counter connections_per_ip_refused_total,
+        /// Times a connection was over its own rate (conn_records_per_s_max, conn_bytes_per_s_max): a stream connection waited, an HTTP request got 429.
+        counter rate_limited_conn_total,
+        /// Times a connection was over its client IP's rate (ip_records_per_s_max, ip_bytes_per_s_max): a stream connection waited, an HTTP request got 429.
+        counter rate_limited_ip_total,
+        /// Time stream connections spent waiting for their rate limits, in ms.
+        counter rate_limited_wait_ms_total,
         /// Refused connections past refusals_in_flight_max: their reason was written without waiting for the client to read it.
         counter refusals_unlingered_total,
         /// Records received over raw TCP and handed to the log.

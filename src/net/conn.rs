@@ -110,6 +110,50 @@ impl Drop for RefusalGuard {
     }
 }
 
+/// Registers a connection during its TLS handshake, before its driver takes it: so
+/// that a drain waits for (or cuts) it, and, if the handshake fails, releases the
+/// connection slot `admit` took (once handed over, the driver's [`ConnGuard`] does).
+#[derive(Debug)]
+pub struct HandshakeGuard {
+    registry: Rc<Registry>,
+    id: u64,
+    ctx: Arc<NetCtx>,
+    handed_over: bool,
+}
+
+impl HandshakeGuard {
+    /// Registers `fd`, admitted (counted in `connections_open`) by the caller.
+    pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<NetCtx>) -> Self {
+        let id = registry.next_id.get();
+        registry.next_id.set(id + 1);
+        registry.conns.borrow_mut().insert(id, fd);
+        HandshakeGuard {
+            registry,
+            id,
+            ctx,
+            handed_over: false,
+        }
+    }
+
+    /// The handshake succeeded: the driver's [`ConnGuard`] now holds the slot.
+    pub fn hand_over(mut self) {
+        self.handed_over = true;
+    }
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.registry.conns.borrow_mut().remove(&self.id);
+        if !self.handed_over {
+            self.ctx
+                .gauges
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.registry.ended.notify_waiters();
+    }
+}
+
 /// Registers a connection for its lifetime: counts it open, and unregisters it and
 /// marks it closed on drop (before the socket itself is closed).
 #[derive(Debug)]

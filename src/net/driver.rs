@@ -18,6 +18,7 @@ pub(super) use tokio::task::spawn_local;
 pub(super) use super::{
     NetCtx,
     conn::{self, ConnGuard, PushFail, Registry},
+    limits::SourceGuard,
     socket::Stream,
 };
 pub(super) use crate::wal::{self, BatchBuilder};

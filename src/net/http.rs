@@ -46,12 +46,22 @@ impl Response {
     }
 
     fn error(e: &HttpError) -> Self {
-        Response::json(e.status, http_proto::error_body(e))
+        let mut r = Response::json(e.status, http_proto::error_body(e));
+        if let Some(s) = e.retry_after_s {
+            r.headers.push(("Retry-After", s.to_string()));
+        }
+        r
     }
 }
 
 /// Serves one HTTP connection until it closes, errs, times out, or the server stops.
-pub async fn serve(stream: Stream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
+pub async fn serve(
+    stream: Stream,
+    peer: SocketAddr,
+    ctx: Arc<NetCtx>,
+    registry: Rc<Registry>,
+    source: SourceGuard,
+) {
     let fd = stream.as_raw_fd();
     let guard = ConnGuard::new(registry, fd, ctx.clone());
     guard.answer_in_drain();
@@ -63,6 +73,7 @@ pub async fn serve(stream: Stream, peer: SocketAddr, ctx: Arc<NetCtx>, registry:
     http_deadline::spawn_watchdog(fd, clock.clone(), guard.closed.clone(), limits, ctx.clone());
     let mut conn = Conn {
         peer,
+        source,
         stream,
         ctx,
         buf: Vec::new(),
@@ -87,6 +98,8 @@ struct Conn {
     guard: ConnGuard,
     /// The client's address (for `client_ip` enrichment).
     peer: SocketAddr,
+    /// Its IP's connection count and rates, and its own rates.
+    source: SourceGuard,
     stream: Stream,
     ctx: Arc<NetCtx>,
     /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
@@ -585,6 +598,23 @@ impl Conn {
 
     /// Pushes the request's batches and waits until all are durable.
     async fn commit(&mut self, batches: Vec<(bytes::BytesMut, u32)>) -> Result<Stored, HttpError> {
+        let records: u64 = batches.iter().map(|(_, n)| u64::from(*n)).sum();
+        let bytes = batches
+            .iter()
+            .map(|(f, n)| super::limits::payload_bytes(f.len(), *n))
+            .sum();
+        if let Err(wait) = self.source.admit_request(records, bytes) {
+            let after = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(HttpError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "this connection or its client IP is over its rate \
+                     (conn_/ip_records_per_s_max, conn_/ip_bytes_per_s_max); nothing was stored; retry in {after} s"
+                ),
+            )
+            .retry_after(after));
+        }
         let deadline = Instant::now() + Duration::from_millis(self.ctx.settings.enqueue_timeout_ms);
         let mut completions = Vec::with_capacity(batches.len());
         let mut records = 0u64;
@@ -606,7 +636,8 @@ impl Conn {
                             "the log's ring stayed full for enqueue_timeout_ms ({} ms); retry",
                             self.ctx.settings.enqueue_timeout_ms
                         ),
-                    ));
+                    )
+                    .retry_after(1));
                 }
                 Err(PushFail::Refused(e)) => return Err(append_error(&self.ctx, &e)),
             }
@@ -671,11 +702,7 @@ impl Stored {
 /// A refusal of `/ingest` or of a plain `/v1/logs` request: the JSON error body, and
 /// `Retry-After` when the ring was full.
 fn plain_error(e: &HttpError) -> Response {
-    let mut r = Response::error(e);
-    if e.status == 503 && e.code == "ring_full" {
-        r.headers.push(("Retry-After", "1".into()));
-    }
-    r
+    Response::error(e)
 }
 
 /// The status and code of a request `net::otlp` refused.
@@ -691,13 +718,13 @@ fn otlp_refusal(e: &otlp::OtlpError) -> HttpError {
 /// A refusal of an OTLP request: a `google.rpc.Status` in its encoding. OTLP exporters
 /// retry only 429, 502, 503 and 504, so every refusal a retry can cure is a 503 with
 /// `Retry-After`: a full ring or a draining server (1 s), a full disk (10 s: retention
-/// or an operator must free room first). The rest keep their status and are dropped by
-/// the exporter.
+/// or an operator must free room first); a rate limit is the 429 it is, with its own
+/// `Retry-After`. The rest keep their status and are dropped by the exporter.
 fn otlp_error(enc: otlp::Encoding, e: &HttpError) -> Response {
-    let (status, retry_after) = match e.status {
-        507 => (503, Some("10")),
-        503 => (503, Some("1")),
-        s => (s, None),
+    let (status, retry_after) = match (e.status, e.retry_after_s) {
+        (507, _) => (503, Some("10".to_owned())),
+        (503, None) => (503, Some("1".to_owned())),
+        (s, after) => (s, after.map(|a| a.to_string())),
     };
     let message = format!("{}: {}", e.code, e.detail);
     Response {
@@ -705,7 +732,7 @@ fn otlp_error(enc: otlp::Encoding, e: &HttpError) -> Response {
         content_type: enc.content_type(),
         body: otlp::status_body(enc, status, &message),
         headers: retry_after
-            .map(|s| ("Retry-After", s.to_owned()))
+            .map(|s| ("Retry-After", s))
             .into_iter()
             .collect(),
         head_only: false,

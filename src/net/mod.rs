@@ -18,6 +18,7 @@ pub mod enrich;
 pub mod framing;
 pub mod http;
 pub mod http_deadline;
+pub mod limits;
 pub mod lines;
 pub mod logs_body;
 pub mod otlp;
@@ -25,6 +26,7 @@ pub mod reactor;
 pub mod relp;
 pub mod socket;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::{
@@ -50,6 +52,8 @@ pub struct NetCtx {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// The tokens HTTP requests must carry; `None` = auth off (no token asked for).
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Every client IP with a connection open: its connections and its rates.
+    pub sources: limits::Sources,
     /// The I/O driver the log resolved `io_driver` to (`Uring` or `Epoll`); the
     /// reactors run the same.
     pub driver: crate::wal::IoDriver,

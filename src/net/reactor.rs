@@ -19,7 +19,9 @@ use std::{
 use socket2::{Domain, Socket, Type};
 
 use super::{
-    NetCtx, conn, http, relp,
+    NetCtx, conn, http,
+    limits::SourceGuard,
+    relp,
     socket::{Listener, Stream},
     tcp::{self, Mode},
 };
@@ -59,6 +61,24 @@ impl Kind {
             Kind::Relp => "relp",
             Kind::Http => "http",
         }
+    }
+
+    /// The TLS configuration a new connection on this listener takes, if it has TLS.
+    fn tls_config(self, ctx: &NetCtx) -> Option<(Arc<rustls::ServerConfig>, Arc<crate::tls::Tls>)> {
+        let s = &ctx.settings;
+        let on = match self {
+            Kind::Tcp => s.tcp_tls,
+            Kind::TcpAcked => s.tcp_acked_tls,
+            Kind::Syslog => s.syslog_tls,
+            Kind::Relp => s.relp_tls,
+            Kind::Http => s.http_tls,
+        };
+        let auth = match self {
+            Kind::Http => crate::tls::ClientAuth::Web,
+            _ => crate::tls::ClientAuth::Stream,
+        };
+        let tls = ctx.tls.as_ref().filter(|_| on)?;
+        Some((tls.config(auth), tls.clone()))
     }
 
     /// The listener as error messages name it.
@@ -281,57 +301,139 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let Some(source) = SourceGuard::admit(&ctx, peer.ip()) else {
+            let msg = refusal_message(
+                kind,
+                "too_many_connections_from_ip",
+                "connections_per_ip_max",
+                ctx.settings.connections_per_ip_max,
+            );
+            refuse_over_limit(kind, stream, msg, &ctx, &registry);
+            continue;
+        };
         if !conn::admit(&ctx) {
-            let msg = refusal_message(kind, ctx.settings.connections_max);
-            // Tell it why, within bounds: registered (so shutdown covers it) and capped.
-            let max = ctx.settings.refusals_in_flight_max;
-            match conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd(), max) {
-                Some(guard) => {
-                    tokio::task::spawn_local(refuse(stream, msg, guard));
-                }
-                None => {
-                    ctx.stats
-                        .refusals_unlingered_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    refuse_at_once(&stream, &msg);
-                }
-            }
+            let msg = refusal_message(
+                kind,
+                "too_many_connections",
+                "connections_max",
+                ctx.settings.connections_max,
+            );
+            refuse_over_limit(kind, stream, msg, &ctx, &registry);
             continue;
         }
         let (ctx, registry) = (ctx.clone(), registry.clone());
-        match kind {
-            Kind::Tcp => {
-                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::OneWay))
+        match kind.tls_config(&ctx) {
+            None => {
+                tokio::task::spawn_local(serve(kind, stream, peer, ctx, registry, source));
             }
-            Kind::TcpAcked => {
-                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::Acked))
+            Some((config, tls)) => {
+                tokio::task::spawn_local(async move {
+                    let fd = stream.as_raw_fd();
+                    let guard = conn::HandshakeGuard::new(registry.clone(), fd, ctx.clone());
+                    match super::tls::accept(stream, config, &ctx, &tls.stats).await {
+                        super::tls::Accepted::Tls(stream) => {
+                            guard.hand_over();
+                            serve(kind, stream, peer, ctx, registry, source).await;
+                        }
+                        super::tls::Accepted::Plaintext(stream) => {
+                            refuse(stream, plaintext_refusal(kind), guard).await;
+                        }
+                        super::tls::Accepted::Failed => {}
+                    }
+                });
             }
-            Kind::Syslog => {
-                tokio::task::spawn_local(tcp::serve(stream, peer, ctx, registry, Mode::Syslog))
-            }
-            Kind::Relp => tokio::task::spawn_local(relp::serve(stream, peer, ctx, registry)),
-            Kind::Http => tokio::task::spawn_local(http::serve(stream, peer, ctx, registry)),
-        };
+        }
     }
 }
 
-/// What a connection over `connections_max` (`max`) is told on listener `kind`.
-fn refusal_message(kind: Kind, max: usize) -> Vec<u8> {
+/// Serves an accepted connection (after its TLS handshake, on a TLS listener).
+async fn serve(
+    kind: Kind,
+    stream: Stream,
+    peer: SocketAddr,
+    ctx: Arc<NetCtx>,
+    registry: Rc<conn::Registry>,
+    source: SourceGuard,
+) {
+    match kind {
+        Kind::Tcp => tcp::serve(stream, peer, ctx, registry, Mode::OneWay, source).await,
+        Kind::TcpAcked => tcp::serve(stream, peer, ctx, registry, Mode::Acked, source).await,
+        Kind::Syslog => tcp::serve(stream, peer, ctx, registry, Mode::Syslog, source).await,
+        Kind::Relp => relp::serve(stream, peer, ctx, registry, source).await,
+        Kind::Http => http::serve(stream, peer, ctx, registry, source).await,
+    }
+}
+
+/// Refuses a connection over `connections_max` or `connections_per_ip_max`, telling
+/// it why (`msg`) within bounds: registered (so shutdown covers it) and capped by
+/// `refusals_in_flight_max`. A TLS listener's client is told nothing (a plain-text
+/// reason before its handshake would be noise to it): it is closed, and counted.
+fn refuse_over_limit(
+    kind: Kind,
+    stream: Stream,
+    msg: Vec<u8>,
+    ctx: &Arc<NetCtx>,
+    registry: &Rc<conn::Registry>,
+) {
+    let msg = if kind.tls_config(ctx).is_some() {
+        Vec::new()
+    } else {
+        msg
+    };
+    let max = ctx.settings.refusals_in_flight_max;
+    match conn::RefusalGuard::new(registry.clone(), stream.as_raw_fd(), max) {
+        Some(guard) => {
+            tokio::task::spawn_local(refuse(stream, msg, guard));
+        }
+        None => {
+            ctx.stats
+                .refusals_unlingered_total
+                .fetch_add(1, Ordering::Relaxed);
+            refuse_at_once(&stream, &msg);
+        }
+    }
+}
+
+/// What a client that speaks plain text to TLS listener `kind` is told, in that
+/// listener's protocol.
+fn plaintext_refusal(kind: Kind) -> Vec<u8> {
+    const WHY: &str = "this listener speaks TLS; connect with TLS";
+    match kind {
+        // Syslog has no way to say it: the connection is closed (and counted).
+        Kind::Syslog => Vec::new(),
+        Kind::Relp => {
+            let mut out = Vec::new();
+            syslog::relp::write_rsp(&mut out, 1, 500, &format!("tls_required {WHY}"), b"");
+            out.extend_from_slice(syslog::relp::SERVERCLOSE);
+            out
+        }
+        Kind::Tcp | Kind::TcpAcked => format!("error - tls_required {WHY}\n").into_bytes(),
+        Kind::Http => {
+            let e = http_proto::HttpError::new(400, "tls_required", format!("{WHY} (https://)"));
+            let mut out = Vec::new();
+            http_proto::refusal(&mut out, &e, &[]);
+            out
+        }
+    }
+}
+
+/// What a connection over a connection limit (`setting`, `max`) is told on listener `kind`.
+fn refusal_message(kind: Kind, code: &'static str, setting: &str, max: usize) -> Vec<u8> {
     match kind {
         // Syslog has no way to say it: the connection is just closed (and counted).
         Kind::Syslog => Vec::new(),
         // A RELP client's first command is always `open` with TXNR 1: answer it now.
         Kind::Relp => {
             let mut out = Vec::new();
-            let why = format!("too_many_connections connections_max ({max}) reached");
+            let why = format!("{code} {setting} ({max}) reached");
             syslog::relp::write_rsp(&mut out, 1, 500, &why, b"");
             out.extend_from_slice(syslog::relp::SERVERCLOSE);
             out
         }
         Kind::Tcp | Kind::TcpAcked => {
-            format!("error - too_many_connections connections_max ({max}) reached\n").into_bytes()
+            format!("error - {code} {setting} ({max}) reached\n").into_bytes()
         }
-        Kind::Http => http_proto::limit_refusal("too_many_connections", "connections_max", max),
+        Kind::Http => http_proto::limit_refusal(code, setting, max),
     }
 }
 
@@ -356,7 +458,7 @@ fn refuse_at_once(stream: &Stream, msg: &[u8]) {
 
 /// Tells a connection over `connections_max` why it is closed (`msg`), with a bounded
 /// wait.
-async fn refuse(stream: Stream, msg: Vec<u8>, guard: conn::RefusalGuard) {
+async fn refuse<G>(stream: Stream, msg: Vec<u8>, guard: G) {
     let fd = stream.as_raw_fd();
     // Write the reason, half-close, and read what the client already sent until it
     // closes too: closing with unread data would send a RST that can destroy the

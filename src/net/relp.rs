@@ -104,7 +104,13 @@ impl Shared {
 }
 
 /// Serves one RELP connection until `close`, EOF, a refusal, idle timeout or shutdown.
-pub async fn serve(stream: Stream, peer: SocketAddr, ctx: Arc<NetCtx>, registry: Rc<Registry>) {
+pub async fn serve(
+    stream: Stream,
+    peer: SocketAddr,
+    ctx: Arc<NetCtx>,
+    registry: Rc<Registry>,
+    source: SourceGuard,
+) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
     let guard = ConnGuard::new(registry, fd, ctx.clone());
@@ -123,11 +129,13 @@ pub async fn serve(stream: Stream, peer: SocketAddr, ctx: Arc<NetCtx>, registry:
         client_ip: peer.ip().to_string(),
         node_id: ctx.json_policy.node_id.clone(),
     });
+    let source = std::cell::RefCell::new(source);
     let reader = Reader {
         stream: &stream,
         ctx: &ctx,
         shared: &shared,
         last_activity: &last_activity,
+        source: &source,
     };
     let end = reader.read_loop(tx, enrich).await;
 
@@ -157,6 +165,8 @@ struct Reader<'a> {
     ctx: &'a NetCtx,
     shared: &'a Shared,
     last_activity: &'a Cell<Instant>,
+    /// Its source's limits: a batch over them waits before it is pushed.
+    source: &'a std::cell::RefCell<SourceGuard>,
 }
 
 /// The batch being built and the run of TXNRs its records answer.
@@ -367,6 +377,8 @@ impl Reader<'_> {
         }
         let ctx = self.ctx;
         let (frames, records) = pending.builder.take();
+        let bytes = super::limits::payload_bytes(frames.len(), records);
+        super::limits::pace(self.source, self.last_activity, u64::from(records), bytes).await;
         match conn::push_batch(ctx, frames, records, None).await {
             Ok(completion) => {
                 ctx.stats

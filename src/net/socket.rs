@@ -23,6 +23,8 @@ pub enum Stream {
     Uring(tokio_uring::net::TcpStream),
     /// epoll: readiness, then a non-blocking read or write.
     Epoll(tokio::net::TcpStream),
+    /// TLS over either of the above, once its handshake is done.
+    Tls(Box<super::tls::TlsStream>),
 }
 
 impl Stream {
@@ -31,12 +33,21 @@ impl Stream {
         match self {
             Stream::Uring(s) => s.set_nodelay(on),
             Stream::Epoll(s) => s.set_nodelay(on),
+            Stream::Tls(s) => s.socket().set_nodelay(on),
         }
     }
 
     /// Reads into the spare capacity of `buf` (which must have some) and returns it
     /// with the count; 0 at EOF (or after a shutdown of the reading side).
     pub async fn read_spare(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Stream::Tls(s) => s.read_spare(buf).await,
+            _ => self.plain_read_spare(buf).await,
+        }
+    }
+
+    /// [`Stream::read_spare`] on the socket itself (what TLS reads ciphertext with).
+    pub(super) async fn plain_read_spare(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         debug_assert!(buf.len() < buf.capacity(), "a read needs room");
         match self {
             Stream::Uring(s) => {
@@ -58,11 +69,20 @@ impl Stream {
                     }
                 }
             }
+            Stream::Tls(_) => unreachable!("a TLS stream's socket is a plain one"),
         }
     }
 
     /// Writes all of `buf` and returns it.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Stream::Tls(s) => s.write_all(buf).await,
+            _ => self.plain_write_all(buf).await,
+        }
+    }
+
+    /// [`Stream::write_all`] on the socket itself (what TLS writes ciphertext with).
+    pub(super) async fn plain_write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         match self {
             Stream::Uring(s) => s.write_all(buf).await,
             Stream::Epoll(s) => {
@@ -81,6 +101,7 @@ impl Stream {
                 }
                 (Ok(()), buf)
             }
+            Stream::Tls(_) => unreachable!("a TLS stream's socket is a plain one"),
         }
     }
 
@@ -89,6 +110,7 @@ impl Stream {
         match self {
             Stream::Uring(s) => s.shutdown(how),
             Stream::Epoll(s) => socket2::SockRef::from(s).shutdown(how),
+            Stream::Tls(s) => s.shutdown(how),
         }
     }
 }
@@ -98,6 +120,7 @@ impl std::fmt::Debug for Stream {
         let driver = match self {
             Stream::Uring(_) => "uring",
             Stream::Epoll(_) => "epoll",
+            Stream::Tls(_) => "tls",
         };
         write!(f, "Stream({driver}, fd {})", self.as_raw_fd())
     }
@@ -108,6 +131,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Uring(s) => s.as_raw_fd(),
             Stream::Epoll(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.raw_fd(),
         }
     }
 }

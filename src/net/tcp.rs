@@ -119,6 +119,7 @@ pub async fn serve(
     ctx: Arc<NetCtx>,
     registry: Rc<Registry>,
     mode: Mode,
+    source: SourceGuard,
 ) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
@@ -143,12 +144,14 @@ pub async fn serve(
     let writer = (mode == Mode::Acked)
         .then(|| spawn_local(write_acks(stream.clone(), shared.clone(), ctx.clone())));
 
+    let source = RefCell::new(source);
     let conn = Conn {
         stream: &stream,
         ctx: &ctx,
         shared: &shared,
         last_activity: &last_activity,
         mode,
+        source: &source,
     };
     if mode == Mode::Syslog {
         let enrich = ctx.json_policy.enrich.then(|| Enrichment {
@@ -193,6 +196,8 @@ struct Conn<'a> {
     shared: &'a Shared,
     last_activity: &'a Cell<Instant>,
     mode: Mode,
+    /// Its source's limits: a batch over them waits before it is pushed.
+    source: &'a RefCell<SourceGuard>,
 }
 
 impl Conn<'_> {
@@ -263,6 +268,8 @@ impl Conn<'_> {
     ) -> bool {
         let (ctx, shared) = (self.ctx, self.shared);
         let (frames, records) = builder.take();
+        let bytes = super::limits::payload_bytes(frames.len(), records);
+        super::limits::pace(self.source, self.last_activity, u64::from(records), bytes).await;
         match conn::push_batch(ctx, frames, records, None).await {
             Ok(c) => {
                 let counter = match self.mode {

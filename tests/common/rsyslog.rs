@@ -11,6 +11,24 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// rsyslogd with its GnuTLS network stream driver (Debian package `rsyslog-gnutls`),
+/// or None (SKIP) where either is missing; under CI a failure.
+#[track_caller]
+pub fn require_gtls() -> Option<PathBuf> {
+    let bin = require_rsyslogd()?;
+    let module = Path::new(MODULE_DIR).join("lmnsd_gtls.so");
+    if !module.is_file() {
+        let why = format!(
+            "{} is missing (Debian package rsyslog-gnutls)",
+            module.display()
+        );
+        assert!(std::env::var_os("CI").is_none(), "under CI: {why}");
+        println!("SKIP: {why}");
+        return None;
+    }
+    Some(bin)
+}
+
 /// Where Debian's rsyslog keeps its modules.
 const MODULE_DIR: &str = "/usr/lib/x86_64-linux-gnu/rsyslog";
 
@@ -50,6 +68,18 @@ impl Rsyslog {
     /// go to `action` (an rsyslog `action(...)` statement); `modules` are loaded first
     /// (e.g. `omrelp`).
     pub fn start(bin: &Path, dir: &Path, modules: &[&str], action: &str) -> Rsyslog {
+        Rsyslog::start_with(bin, dir, "", modules, action)
+    }
+
+    /// As [`Rsyslog::start`], with `globals` (e.g. the TLS driver's CA and certificate
+    /// files) added to its `global(...)` statement.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        globals: &str,
+        modules: &[&str],
+        action: &str,
+    ) -> Rsyslog {
         let port_file = dir.join("port");
         let _ = std::fs::remove_file(&port_file);
         let loads: String = modules
@@ -57,7 +87,7 @@ impl Rsyslog {
             .map(|m| format!("module(load=\"{m}\")\n"))
             .collect();
         let conf = format!(
-            r#"global(workDirectory="{dir}")
+            r#"global(workDirectory="{dir}" {globals})
 module(load="imtcp")
 {loads}input(type="imtcp" port="0" address="127.0.0.1" listenPortFileName="{port}" ruleset="fwd")
 ruleset(name="fwd") {{

@@ -1,0 +1,496 @@
+//! TLS on the reactor listeners, with real clients: `curl` over HTTPS, `openssl
+//! s_client` on raw TCP, rsyslog's GnuTLS driver for syslog over TLS (RFC 5425) and
+//! RELP over TLS; mutual TLS; plain text refused; the handshake deadline; SIGHUP
+//! swapping the certificate for new clients while an old connection keeps working.
+//! Certificates are made in the test (rcgen).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+mod common;
+
+use common::{
+    certs::{Ca, Leaf},
+    rsyslog::{self, Rsyslog},
+    wal::temp_data_dir,
+    *,
+};
+
+/// The flags that give a server `leaf` as its certificate.
+fn cert_flags(leaf: &Leaf) -> Vec<String> {
+    vec![
+        "--tls-cert-file".into(),
+        leaf.cert.display().to_string(),
+        "--tls-key-file".into(),
+        leaf.key.display().to_string(),
+    ]
+}
+
+fn start(dir: &Path, flags: &[String]) -> Server {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start(dir, &flags)
+}
+
+/// A TLS counter, read from `/metrics` on the plain HTTP listener.
+fn tls_counter(s: &Server, name: &str) -> u64 {
+    metric(s.http, name)
+}
+
+/// `openssl s_client` connected to `addr`, its output read line by line.
+struct SClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl SClient {
+    fn connect(addr: SocketAddr, ca: &Path, extra: &[&str]) -> SClient {
+        require_tool("openssl", "openssl").expect("openssl");
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+            .arg(addr.to_string())
+            .arg("-CAfile")
+            .arg(ca)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn openssl s_client");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines() {
+                    let Ok(l) = l else { break };
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        SClient {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The first line (stdout or stderr) starting with `prefix` within `within`.
+    fn line(&self, prefix: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every line until the client exits (or `within`).
+    fn rest(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let mut out = String::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    out.push_str(&l);
+                    out.push('\n');
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl` over HTTPS with `ca` trusted; (status, body).
+fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
+    require_tool("curl", "curl").expect("curl");
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn https_ingest_and_reads_with_curl_and_plain_http_is_refused() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
+    let mut flags = cert_flags(&leaf);
+    flags.extend(["--http-tls".into(), "true".into()]);
+    let s = start(&dir, &flags);
+    assert_contains(
+        &s.stderr_text(),
+        "tls: http (TLS 1.2+; no client certificates;",
+    );
+    let base = format!("https://localhost:{}", s.http.port());
+
+    // Two requests on one kept-alive connection (curl --next reuses it).
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&ca.pem)
+        .args([
+            "-d",
+            "over tls one",
+            &format!("{base}/ingest"),
+            "--next",
+            "--cacert",
+        ])
+        .arg(&ca.pem)
+        .args(["-d", "over tls two", &format!("{base}/ingest")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("\"first_offset\":0") && said.contains("\"first_offset\":1"),
+        "{said}"
+    );
+    let (code, body) = curl(&format!("{base}/v1/logs?from=0"), &ca.pem, &[]);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("over tls one") && body.contains("over tls two"),
+        "{body}"
+    );
+
+    // Plain HTTP on the HTTPS port: a clear 400, nothing stored.
+    let r = http(s.http, "POST", "/ingest", &[], b"plain text");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "tls_required");
+    // A client that trusts another CA refuses the server (and the server counts it).
+    let other = Ca::new(tmp.path(), "other");
+    let (code, _) = curl(&format!("{base}/healthz"), &other.pem, &[]);
+    assert_eq!(
+        code, 0,
+        "curl must refuse a certificate from an untrusted CA"
+    );
+    // TLS 1.1 is refused; 1.2 and 1.3 are taken.
+    assert_eq!(
+        curl(&format!("{base}/healthz"), &ca.pem, &["--tls-max", "1.1"]).0,
+        0
+    );
+    assert_eq!(
+        curl(&format!("{base}/healthz"), &ca.pem, &["--tls-max", "1.2"]).0,
+        200
+    );
+    assert_eq!(
+        curl(&format!("{base}/healthz"), &ca.pem, &["--tlsv1.3"]).0,
+        200
+    );
+
+    let (_, metrics) = curl(&format!("{base}/metrics"), &ca.pem, &[]);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("ringstash_tls_plaintext_refused_total"), 1);
+    assert!(
+        value("ringstash_tls_handshake_failures_total") >= 2,
+        "{metrics}"
+    );
+    assert!(value("ringstash_tls_handshakes_total") >= 5, "{metrics}");
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["over tls one", "over tls two"]);
+}
+
+#[test]
+fn acked_tcp_over_tls_acks_durable_records_and_plain_text_gets_an_error_line() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
+    let mut flags = cert_flags(&leaf);
+    flags.extend([
+        "--tcp-acked-tls".into(),
+        "true".into(),
+        "--tcp-tls".into(),
+        "true".into(),
+    ]);
+    let s = start(&dir, &flags);
+
+    let mut c = SClient::connect(s.tcp_acked, &ca.pem, &[]);
+    c.send("first\nsecond\n");
+    let ack = c
+        .line("ack ", Duration::from_secs(10))
+        .expect("an ack over TLS");
+    assert_eq!(parse_ack(&ack), Some((2, 1)), "{ack}");
+    drop(c);
+
+    // One-way over TLS: nothing comes back; the records land.
+    let mut c = SClient::connect(s.tcp, &ca.pem, &[]);
+    c.send("third\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(s.http, "ringstash_records_committed_total") < 3 {
+        assert!(Instant::now() < deadline, "the one-way record never landed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+
+    // Plain text on a TLS port: an error line saying why, then the close.
+    assert_eq!(
+        tcp_send_all(s.tcp_acked, b"plain\n"),
+        "error - tls_required this listener speaks TLS; connect with TLS\n"
+    );
+    assert_eq!(tls_counter(&s, "ringstash_tls_plaintext_refused_total"), 1);
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["first", "second", "third"]);
+}
+
+#[test]
+fn mutual_tls_takes_a_client_certificate_from_the_ca_and_refuses_others() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
+    let good = ca.client(tmp.path(), "good", "producer-1");
+    let other_ca = Ca::new(tmp.path(), "other");
+    let bad = other_ca.client(tmp.path(), "bad", "intruder");
+    let mut flags = cert_flags(&leaf);
+    flags.extend([
+        "--tcp-acked-tls".into(),
+        "true".into(),
+        "--tls-client-ca-file".into(),
+        ca.pem.display().to_string(),
+    ]);
+    let s = start(&dir, &flags);
+    assert_contains(
+        &s.stderr_text(),
+        "client certificates required on raw TCP, syslog and RELP",
+    );
+
+    let with = |leaf: &Leaf| -> Vec<String> {
+        vec![
+            "-cert".into(),
+            leaf.cert.display().to_string(),
+            "-key".into(),
+            leaf.key.display().to_string(),
+        ]
+    };
+    let args = with(&good);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = SClient::connect(s.tcp_acked, &ca.pem, &args);
+    c.send("trusted\n");
+    let ack = c
+        .line("ack ", Duration::from_secs(10))
+        .expect("the trusted client is acked");
+    assert_eq!(parse_ack(&ack), Some((1, 0)));
+    drop(c);
+
+    // A certificate from another CA, and none at all: no ack, nothing stored.
+    let args = with(&bad);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for extra in [args.as_slice(), &[][..]] {
+        let mut c = SClient::connect(s.tcp_acked, &ca.pem, extra);
+        let _ = c.stdin.as_mut().unwrap().write_all(b"untrusted\n");
+        let said = c.rest(Duration::from_secs(3));
+        assert!(!said.contains("ack "), "{said}");
+    }
+    assert_eq!(tls_counter(&s, "ringstash_tls_handshake_failures_total"), 2);
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["trusted"]);
+}
+
+#[test]
+fn a_client_that_never_finishes_its_handshake_is_closed_at_the_deadline() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
+    let mut flags = cert_flags(&leaf);
+    flags.extend([
+        "--tcp-acked-tls".into(),
+        "true".into(),
+        "--tls-handshake-timeout-ms".into(),
+        "300".into(),
+    ]);
+    let s = start(&dir, &flags);
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(s.tcp_acked).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The first byte of a TLS handshake record, and then nothing.
+    c.write_all(&[0x16]).unwrap();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap_or(0);
+    let took = t0.elapsed();
+    assert_eq!(n, 0, "closed without a word");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}, not at the 300 ms deadline"
+    );
+    assert_eq!(tls_counter(&s, "ringstash_tls_handshake_timeouts_total"), 1);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn sighup_swaps_the_certificate_for_new_clients_while_an_old_connection_goes_on() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "first-cert");
+    let mut flags = cert_flags(&leaf);
+    flags.extend(["--tcp-acked-tls".into(), "true".into()]);
+    let s = start(&dir, &flags);
+    let subject = || {
+        let c = SClient::connect(s.tcp_acked, &ca.pem, &["-showcerts"]);
+        let said = c.rest(Duration::from_secs(2));
+        said.lines()
+            .find(|l| l.contains("CN") && l.contains("-cert"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no certificate subject in:\n{said}"))
+    };
+    assert!(subject().contains("first-cert"));
+
+    let mut old = SClient::connect(s.tcp_acked, &ca.pem, &[]);
+    old.send("before reload\n");
+    assert!(old.line("ack 1 0", Duration::from_secs(10)).is_some());
+
+    // New files in place, then SIGHUP.
+    let next = ca.server(tmp.path(), "next", "second-cert");
+    std::fs::copy(&next.cert, &leaf.cert).unwrap();
+    std::fs::copy(&next.key, &leaf.key).unwrap();
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls_counter(&s, "ringstash_tls_reloads_total") < 1 {
+        assert!(Instant::now() < deadline, "no reload: {}", s.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(subject().contains("second-cert"));
+    old.send("after reload\n");
+    assert!(
+        old.line("ack 2 1", Duration::from_secs(10)).is_some(),
+        "the connection made before the reload keeps working"
+    );
+
+    // A broken key: the reload fails, says why, and the certificate in use stays.
+    std::fs::write(&leaf.key, "not a key").unwrap();
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    while tls_counter(&s, "ringstash_tls_reload_failures_total") < 1 {
+        assert!(Instant::now() < deadline, "no failed reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_contains(&s.stderr_text(), "TLS certificates NOT reloaded");
+    assert!(subject().contains("second-cert"));
+    drop(old);
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["before reload", "after reload"]);
+}
+
+/// rsyslog's `omfwd` with the GnuTLS driver (what `gtls` users run), authenticating
+/// ringstash by name and itself by a client certificate: syslog over TLS (RFC 5425,
+/// octet-counted frames).
+#[test]
+fn rsyslog_forwards_over_tls_with_a_client_certificate() {
+    let Some(bin) = rsyslog::require_gtls() else {
+        return;
+    };
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "localhost");
+    let client = ca.client(tmp.path(), "rsyslog", "rsyslog-client");
+    let mut flags = cert_flags(&leaf);
+    flags.extend([
+        "--syslog-tls".into(),
+        "true".into(),
+        "--tls-client-ca-file".into(),
+        ca.pem.display().to_string(),
+    ]);
+    let s = start(&dir, &flags);
+    let rs_dir = tmp.path().join("rsyslog");
+    std::fs::create_dir_all(&rs_dir).unwrap();
+    let globals = format!(
+        r#"DefaultNetstreamDriverCAFile="{}" DefaultNetstreamDriverCertFile="{}" DefaultNetstreamDriverKeyFile="{}""#,
+        ca.pem.display(),
+        client.cert.display(),
+        client.key.display()
+    );
+    let action = format!(
+        r#"action(type="omfwd" target="127.0.0.1" port="{}" protocol="tcp" TCP_Framing="octet-counted"
+           StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
+           StreamDriverPermittedPeers="localhost" template="RSYSLOG_SyslogProtocol23Format")"#,
+        s.syslog.port()
+    );
+    let r = Rsyslog::start_with(&bin, &rs_dir, &globals, &[], &action);
+    r.feed(&rsyslog::orders(0, 200));
+    let records = wait_records(&s, 200, Duration::from_secs(30), || s.stderr_text());
+    for (i, rec) in records.iter().enumerate() {
+        rsyslog::check_order(i, rec, "rfc5424");
+    }
+    assert!(tls_counter(&s, "ringstash_tls_handshakes_total") >= 1);
+    drop(r);
+    assert!(s.stop().success());
+}
+
+/// rsyslog's `omrelp` over TLS (librelp's GnuTLS), with a client certificate: each
+/// message answered once durable.
+#[test]
+fn omrelp_over_tls_delivers_every_message() {
+    let Some(_) = rsyslog::require_omrelp() else {
+        return;
+    };
+    let Some(bin) = rsyslog::require_gtls() else {
+        return;
+    };
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "localhost");
+    let client = ca.client(tmp.path(), "relp", "relp-client");
+    let mut flags = cert_flags(&leaf);
+    flags.extend([
+        "--relp-tls".into(),
+        "true".into(),
+        "--tls-client-ca-file".into(),
+        ca.pem.display().to_string(),
+    ]);
+    let s = start(&dir, &flags);
+    let rs_dir = tmp.path().join("rsyslog");
+    std::fs::create_dir_all(&rs_dir).unwrap();
+    let action = format!(
+        r#"action(type="omrelp" target="127.0.0.1" port="{}" tls="on"
+           tls.caCert="{}" tls.myCert="{}" tls.myPrivKey="{}"
+           tls.authMode="name" tls.permittedPeer=["localhost"]
+           template="RSYSLOG_SyslogProtocol23Format")"#,
+        s.relp.port(),
+        ca.pem.display(),
+        client.cert.display(),
+        client.key.display()
+    );
+    let r = Rsyslog::start(&bin, &rs_dir, &["omrelp"], &action);
+    r.feed(&rsyslog::orders(0, 300));
+    let records = wait_records(&s, 300, Duration::from_secs(30), || s.stderr_text());
+    for (i, rec) in records.iter().enumerate() {
+        rsyslog::check_order(i, rec, "rfc5424");
+    }
+    assert_eq!(metric(s.http, "ringstash_relp_records_total"), 300);
+    drop(r);
+    assert!(s.stop().success());
+}
