@@ -220,6 +220,12 @@ settings! {
     json_timestamp_skew_ms_max: u64 = 7 * 86_400_000, env "RINGSTASH_JSON_TIMESTAMP_SKEW_MS_MAX";
     /// This node's id for enrichment; empty = the host name. [default: ""]
     node_id: String = String::new(), env "RINGSTASH_NODE_ID";
+    /// Token file for the HTTP and WebSocket listeners: one `sha256:<hex> <scopes> <name>` line per token (docs/security.md); reloaded on SIGHUP. Empty (and auth_tokens empty) = no tokens asked for. [default: ""]
+    auth_token_file: PathBuf = PathBuf::new(), env "RINGSTASH_AUTH_TOKEN_FILE";
+    /// Tokens in the configuration, as token file lines separated by `;` (hashes, never tokens); read at start only. [default: ""]
+    auth_tokens: String = String::new(), env "RINGSTASH_AUTH_TOKENS";
+    /// Most tokens auth_tokens and auth_token_file may hold together; more fails start-up (or the reload). [default: 1024]
+    auth_tokens_max: usize = 1024, env "RINGSTASH_AUTH_TOKENS_MAX", range 1 ..= 65_536;
     /// WebSocket listener of the fan-out core (subscriptions at /v1/stream). [default: 127.0.0.1:8081]
     ws_addr: SocketAddr = "127.0.0.1:8081".parse().expect("literal"), env "RINGSTASH_WS_ADDR";
     /// WebSocket subscribers (handshakes included) before new ones get 503. [default: 256]

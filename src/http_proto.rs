@@ -60,6 +60,8 @@ pub struct RequestHead {
     pub upgrade_websocket: bool,
     /// The `Origin` header, if any.
     pub origin: Option<String>,
+    /// The `Authorization` header, if any (a bearer token: `crate::auth`).
+    pub authorization: Option<String>,
 }
 
 /// A request the server refuses, with the status and the error code of the protocol.
@@ -136,6 +138,7 @@ pub fn parse_head(
             expect_continue: fields.expect_continue,
             upgrade_websocket: fields.upgrade_websocket,
             origin: fields.origin,
+            authorization: fields.authorization,
         },
         consumed,
     )))
@@ -198,6 +201,7 @@ struct HeaderFields {
     expect_continue: bool,
     upgrade_websocket: bool,
     origin: Option<String>,
+    authorization: Option<String>,
 }
 
 impl HeaderFields {
@@ -263,6 +267,16 @@ impl HeaderFields {
             self.upgrade_websocket = value.eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("origin") {
             self.origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            // Two credentials are refused rather than one picked (RFC 6750 section 2).
+            if self.authorization.is_some() {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    "more than one Authorization header",
+                ));
+            }
+            self.authorization = Some(value.to_owned());
         }
         Ok(())
     }
@@ -519,6 +533,7 @@ pub fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

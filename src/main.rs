@@ -75,6 +75,18 @@ enum Command {
         #[arg(long, env = "RINGSTASH_IO_DRIVER")]
         io_driver: Option<ringstash::wal::IoDriver>,
     },
+    /// Make a token for the HTTP and WebSocket listeners. Prints `token: <token>` (shown
+    /// once: the server keeps only its hash) and `line: <entry>`, the line to add to
+    /// auth_token_file (docs/security.md).
+    Token {
+        /// What the token may do: one or more of write, read, metrics, comma-separated.
+        #[arg(long)]
+        scopes: String,
+        /// Its name in refusals and on stderr (A-Z a-z 0-9 . _ -, at most 64 bytes).
+        /// [default: token- and the first 8 hex digits of its hash]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Verify every checksum; report segments, records and bytes. Exit 1 on damage.
     Check {
         /// Data directory.
@@ -146,6 +158,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Check { data_dir, json } => check(&data_dir, json),
+        Command::Token { scopes, name } => {
+            let scopes = ringstash::auth::Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
+            let t =
+                ringstash::auth::generate(scopes, name.as_deref()).map_err(anyhow::Error::msg)?;
+            println!("token: {}\nline: {}", t.token, t.line);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -136,10 +136,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let tls = crate::tls::Tls::from_settings(&settings, tls_stats)
         .context("loading the TLS certificates")?
         .map(Arc::new);
+    // Tokens too: a bad token file fails start-up before anything opens.
+    let auth_stats = Arc::new(crate::stats::AuthStats::default());
+    let auth = crate::auth::Auth::from_settings(&settings, auth_stats)
+        .context("loading the tokens")?
+        .map(Arc::new);
     let log = open_log(&settings, placement.writer)?;
     eprintln!("{}", placement.describe());
     let bound = Bound::bind(&settings, placement.reactors.len())?;
-    let running = Running::start(&settings, &placement, &log, bound, tls)?;
+    let running = Running::start(&settings, &placement, &log, bound, tls, auth)?;
     running.serve(&log);
     running.stop(&log)
 }
@@ -253,6 +258,7 @@ fn contexts(
     log: &Log,
     ws_addr: SocketAddr,
     tls: Option<Arc<crate::tls::Tls>>,
+    auth: Option<Arc<crate::auth::Auth>>,
 ) -> (Arc<NetCtx>, Arc<FanoutCtx>) {
     let json_policy = crate::net::enrich::JsonPolicy {
         enrich: settings.json_enrich,
@@ -268,6 +274,9 @@ fn contexts(
     if let Some(t) = &tls {
         observed.tls = t.stats.clone();
     }
+    if let Some(a) = &auth {
+        observed.auth = a.stats.clone();
+    }
     let fanout_ctx = Arc::new(FanoutCtx {
         settings: settings.fanout(),
         log: log.view(),
@@ -275,9 +284,11 @@ fn contexts(
         gauges: observed.fanout_gauges.clone(),
         reads: observed.reads.clone(),
         tls: tls.clone(),
+        auth: auth.clone(),
     });
     let ctx = Arc::new(NetCtx {
         tls,
+        auth,
         sources: Default::default(),
         driver: log.io_driver().0,
         ws_addr,
@@ -319,8 +330,9 @@ impl Running {
         log: &Log,
         bound: Bound,
         tls: Option<Arc<crate::tls::Tls>>,
+        auth: Option<Arc<crate::auth::Auth>>,
     ) -> anyhow::Result<Running> {
-        let (ctx, fanout_ctx) = contexts(settings, log, bound.ws_addr, tls);
+        let (ctx, fanout_ctx) = contexts(settings, log, bound.ws_addr, tls, auth);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let mut reactors = Vec::new();
@@ -350,6 +362,12 @@ impl Running {
         }
         if let Some(t) = &ctx.tls {
             eprintln!("{}", describe_tls(settings, t));
+        }
+        if let Some(a) = &ctx.auth {
+            eprintln!("{}", describe_auth(settings, a));
+        }
+        for warning in exposure_warnings(settings, ctx.auth.is_some()) {
+            eprintln!("{warning}");
         }
         eprintln!("{line} ws={}", bound.ws_addr);
         notify_systemd("READY=1");
@@ -426,8 +444,109 @@ fn describe_tls(s: &Settings, tls: &crate::tls::Tls) -> String {
     )
 }
 
-/// SIGHUP: what the configuration names in files is read again (the certificates).
+/// The start-up line saying that tokens are asked for, how many, and from where.
+fn describe_auth(s: &Settings, a: &crate::auth::Auth) -> String {
+    let mut from = Vec::new();
+    if let Some(f) = a.file() {
+        from.push(format!("{} (reloaded on SIGHUP)", f.display()));
+    }
+    if !s.auth_tokens.trim().is_empty() {
+        from.push("auth_tokens".into());
+    }
+    let from = from.join(" and ");
+    format!(
+        "auth: {} tokens from {from}; HTTP and WebSocket requests need one, except GET / and /healthz",
+        a.tokens().len()
+    )
+}
+
+/// One warning per listener that anyone able to reach it may use: bound beyond
+/// loopback with nothing to tell clients apart. Raw TCP, syslog and RELP can only
+/// authenticate by client certificate (their TLS with `tls_client_ca_file`); syslog
+/// over UDP cannot at all; HTTP and WebSocket by TLS or tokens (tokens without TLS
+/// cross the network readable, which is said too).
+fn exposure_warnings(s: &Settings, tokens: bool) -> Vec<String> {
+    let client_ca = !s.tls_client_ca_file.as_os_str().is_empty();
+    let mut out = Vec::new();
+    for (name, addr, tls, tls_name) in [
+        ("tcp_addr", s.tcp_addr, s.tcp_tls, "tcp_tls"),
+        (
+            "tcp_acked_addr",
+            s.tcp_acked_addr,
+            s.tcp_acked_tls,
+            "tcp_acked_tls",
+        ),
+        ("syslog_addr", s.syslog_addr, s.syslog_tls, "syslog_tls"),
+        ("relp_addr", s.relp_addr, s.relp_tls, "relp_tls"),
+    ] {
+        if addr.ip().is_loopback() || tls && client_ca {
+            continue;
+        }
+        let why = if tls {
+            "tls_client_ca_file is not set (no client certificates)".to_string()
+        } else {
+            format!("{tls_name} is off")
+        };
+        out.push(format!(
+            "warning: {name} = {addr} is reachable beyond this host and {why}: anyone who can connect can write records"
+        ));
+    }
+    if let Some(addr) = s.syslog_udp_addr.0.filter(|a| !a.ip().is_loopback()) {
+        out.push(format!(
+            "warning: syslog_udp_addr = {addr} is reachable beyond this host: UDP has neither TLS nor tokens, anyone who can send a datagram can write records"
+        ));
+    }
+    for (name, addr, tls, tls_name, what) in [
+        (
+            "http_addr",
+            s.http_addr,
+            s.http_tls,
+            "http_tls",
+            "write records, read them and the stats",
+        ),
+        (
+            "ws_addr",
+            s.ws_addr,
+            s.ws_tls,
+            "ws_tls",
+            "subscribe to every record",
+        ),
+    ] {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        match (tls, tokens) {
+            (false, false) => out.push(format!(
+                "warning: {name} = {addr} is reachable beyond this host with neither {tls_name} nor tokens (auth_token_file, auth_tokens): anyone who can connect can {what}"
+            )),
+            (false, true) => out.push(format!(
+                "warning: {name} = {addr} is reachable beyond this host and {tls_name} is off: tokens and records cross the network readable"
+            )),
+            (true, _) => {}
+        }
+    }
+    out
+}
+
+/// SIGHUP: what the configuration names in files is read again (the certificates, the
+/// tokens).
 fn reload(ctx: &NetCtx) {
+    if let Some(a) = &ctx.auth {
+        match a.file() {
+            None => eprintln!(
+                "ringstash: SIGHUP: no auth_token_file; auth_tokens is read at start only"
+            ),
+            Some(f) => match a.reload() {
+                Ok(n) => eprintln!(
+                    "ringstash: SIGHUP: tokens reloaded from {}: {n} tokens",
+                    f.display()
+                ),
+                Err(e) => eprintln!(
+                    "ringstash: SIGHUP: tokens NOT reloaded, the previous ones stay in force: {e}"
+                ),
+            },
+        }
+    }
     if let Some(t) = &ctx.tls {
         match t.reload() {
             Ok(()) => eprintln!("ringstash: SIGHUP: TLS certificates reloaded"),
@@ -487,6 +606,34 @@ fn notify_systemd(state: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TLS cases, with `ws_tls` among them, which the binary refuses until the
+    /// fan-out speaks WSS; the plain ones are tested on the binary (`tests/auth.rs`).
+    #[test]
+    fn exposure_warnings_weigh_tls_client_certificates_and_tokens() {
+        let wide: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let mut s = Settings {
+            tcp_addr: wide,
+            http_addr: wide,
+            ws_addr: "[::]:2".parse().unwrap(),
+            tcp_tls: true,
+            http_tls: true,
+            ..Settings::default()
+        };
+        let w = exposure_warnings(&s, false);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("tcp_addr = 0.0.0.0:1") && w[0].contains("tls_client_ca_file is not set")
+        );
+        assert!(w[1].contains("ws_addr = [::]:2") && w[1].contains("neither ws_tls nor tokens"));
+        s.tls_client_ca_file = "ca.pem".into();
+        s.ws_tls = true;
+        assert!(exposure_warnings(&s, false).is_empty());
+        s.syslog_udp_addr = crate::config::OptionalAddr(Some(wide));
+        let w = exposure_warnings(&s, true);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("syslog_udp_addr"));
+    }
 
     #[test]
     fn placement_rule() {

@@ -211,6 +211,31 @@ series! {
 }
 
 series! {
+    /// Bearer tokens (`auth_token_file`, `auth_tokens`): refusals by listener and
+    /// reason, and reloads. All zero while auth is off.
+    pub struct AuthStats {
+        /// HTTP requests refused 401 for carrying no token.
+        counter http_auth_missing_total,
+        /// HTTP requests refused 401 for a token that is none of the server's, or an Authorization header that is not Bearer.
+        counter http_auth_invalid_total,
+        /// HTTP requests refused 403: a known token without the scope the route needs.
+        counter http_auth_forbidden_total,
+        /// WebSocket upgrades refused 401 for carrying no token (header or access_token).
+        counter ws_auth_missing_total,
+        /// WebSocket upgrades refused 401 for a token that is none of the server's.
+        counter ws_auth_invalid_total,
+        /// WebSocket upgrades refused 403: a known token without the read scope.
+        counter ws_auth_forbidden_total,
+        /// Token reloads on SIGHUP that took effect.
+        counter auth_reloads_total,
+        /// Token reloads on SIGHUP that failed (the previous tokens stay in force).
+        counter auth_reload_failures_total,
+        /// Tokens in force.
+        gauge auth_tokens,
+    }
+}
+
+series! {
     /// What the query layer's two users count together: the read API (on the
     /// reactors) and subscriptions (on the fan-out core) parse the same filters.
     pub struct ReadStats {
@@ -260,6 +285,8 @@ pub struct Observed {
     pub reads: Arc<ReadStats>,
     /// TLS counters, every listener's.
     pub tls: Arc<TlsStats>,
+    /// Token refusals and reloads.
+    pub auth: Arc<AuthStats>,
     /// The log, for its own counters.
     pub log: LogView,
     /// When serving began.
@@ -276,6 +303,7 @@ impl Observed {
             fanout_gauges: Arc::default(),
             reads: Arc::default(),
             tls: Arc::default(),
+            auth: Arc::default(),
             log,
             started: Instant::now(),
         }
@@ -287,6 +315,7 @@ impl Observed {
         self.fanout.each(f);
         self.reads.each(f);
         self.tls.each(f);
+        self.auth.each(f);
         self.net_gauges.each(f);
         self.fanout_gauges.each(f);
     }

@@ -314,3 +314,125 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     println!("dashboard screenshot: {}", shot.display());
     assert!(server.stop().success());
 }
+
+/// A token made by `ringstash token`: (token, its line for the token file).
+fn make_token(scopes: &str, name: &str) -> (String, String) {
+    let out = common::run_ok(
+        std::process::Command::new(common::BIN).args(["token", "--scopes", scopes, "--name", name]),
+        "ringstash token",
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .to_owned()
+    };
+    (field("token: "), field("line: "))
+}
+
+/// The value of `name` in `/metrics`, scraped with `token`.
+fn scraped(http_at: SocketAddr, token: &str, name: &str) -> u64 {
+    let auth = format!("Bearer {token}");
+    let r = http(http_at, "GET", "/metrics", &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits until the series `name` reaches `at_least`.
+fn wait_scraped(http_at: SocketAddr, token: &str, name: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scraped(http_at, token, name) < at_least {
+        assert!(Instant::now() < deadline, "{name} stayed below {at_least}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The dashboard in headless Chromium against a server that asks for tokens. Opened as
+/// `/?access_token=<read token>`, it takes the token out of the address bar, keeps it
+/// in sessionStorage, and shows history and live records: its `/v1/config` fetch
+/// carried the token as Bearer and its WebSocket as `access_token` (the server refuses
+/// both without). Its `/stats` polls carry the token too: they are refused 403 for want
+/// of the metrics scope, never 401 for want of a token. Opened without a token, it
+/// says so, refuses a wrong one typed in, and works once the right one is.
+#[test]
+fn dashboard_sends_its_token_in_headless_chromium() {
+    let Some(chromium) = common::require_tool("chromium", "chromium") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (read_token, read_line) = make_token("read", "dashboard");
+    let (scrape_token, scrape_line) = make_token("metrics", "scrape");
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, format!("{read_line}\n{scrape_line}\n")).unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--auth-token-file", file.to_str().unwrap()],
+    );
+    let http_at = server.http;
+    send_lines(server.tcp_acked, &json_lines("history", 5));
+    let has = |m: &str| format!("document.getElementById('tail').innerText.includes('\"{m}\"')");
+    let conn_is = |t: &str| format!("document.getElementById('conn').textContent === '{t}'");
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{http_at}/?access_token={read_token}");
+    let mut b = Browser::open(&chromium, profile.path(), &url);
+    b.wait_for(&has("history-4"), Duration::from_secs(20));
+    b.wait_for(&conn_is("live"), Duration::from_secs(10));
+    send_lines(server.tcp_acked, &json_lines("live", 3));
+    b.wait_for(&has("live-2"), Duration::from_secs(10));
+    assert_eq!(
+        b.eval("location.search"),
+        "",
+        "the token left the address bar"
+    );
+    assert_eq!(
+        b.eval("sessionStorage.getItem('ringstash.access_token')"),
+        serde_json::Value::String(read_token.clone())
+    );
+    wait_scraped(
+        http_at,
+        &scrape_token,
+        "ringstash_http_auth_forbidden_total",
+        1,
+    );
+    for refused in [
+        "ringstash_http_auth_missing_total",
+        "ringstash_http_auth_invalid_total",
+        "ringstash_ws_auth_missing_total",
+        "ringstash_ws_auth_invalid_total",
+    ] {
+        assert_eq!(scraped(http_at, &scrape_token, refused), 0, "{refused}");
+    }
+    assert_eq!(
+        scraped(http_at, &scrape_token, "ringstash_ws_subscribers_total"),
+        1
+    );
+    drop(b);
+
+    // Without a token: asked for, a wrong one refused, the right one works.
+    let profile = tempfile::tempdir().unwrap();
+    let mut b = Browser::open(&chromium, profile.path(), &format!("http://{http_at}/"));
+    b.wait_for(&conn_is("access token required"), Duration::from_secs(20));
+    assert_eq!(b.eval("document.getElementById('auth').hidden"), false);
+    assert_eq!(b.eval("document.querySelectorAll('#tail .rec').length"), 0);
+    let submit = |t: &str| {
+        format!(
+            "document.getElementById('token').value = '{t}'; document.getElementById('auth').requestSubmit()"
+        )
+    };
+    b.eval(&submit("rst_not-this-servers"));
+    b.wait_for(&conn_is("token refused"), Duration::from_secs(10));
+    b.eval(&submit(&read_token));
+    b.wait_for(&has("live-2"), Duration::from_secs(20));
+    b.wait_for(&conn_is("live"), Duration::from_secs(10));
+    assert!(scraped(http_at, &scrape_token, "ringstash_http_auth_missing_total") >= 1);
+    assert!(scraped(http_at, &scrape_token, "ringstash_http_auth_invalid_total") >= 1);
+    drop(b);
+    assert!(server.stop().success());
+}

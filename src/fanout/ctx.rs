@@ -24,4 +24,6 @@ pub struct FanoutCtx {
     pub reads: Arc<ReadStats>,
     /// The certificates, if any listener has TLS (the WebSocket one: `settings.ws_tls`).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The tokens a subscription must carry (read scope); `None` = auth off.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }

@@ -1,5 +1,6 @@
 //! The WebSocket handshake: the shared socket, the upgrade callback that checks the
-//! path, the Origin and the query, and the refusal responses it sends before the upgrade.
+//! path, the Origin, the token and the query, and the refusal responses it sends
+//! before the upgrade.
 
 use std::{
     cell::RefCell,
@@ -15,7 +16,10 @@ use super::{
     FanoutCtx, STREAM_PATH,
     query::{self, Encoding, Filter, Start},
 };
-use crate::http_proto::{self, HttpError};
+use crate::{
+    auth::{self, Presented},
+    http_proto::{self, HttpError},
+};
 
 /// The socket, shared between the WebSocket (which reads and writes it) and the loop
 /// (which registers it and may write a refusal after a failed handshake).
@@ -53,14 +57,44 @@ pub(super) fn error_response(status: u16, code: &'static str, detail: String) ->
 
 /// The response refusing an upgrade with `e`, in the HTTP port's words.
 fn refusal(e: &HttpError) -> ErrorResponse {
+    refusal_with(e, None)
+}
+
+/// [`refusal`], with a `WWW-Authenticate` challenge when a token was refused.
+fn refusal_with(e: &HttpError, challenge: Option<String>) -> ErrorResponse {
     let body = String::from_utf8(http_proto::error_body(e)).expect("JSON is UTF-8");
-    tungstenite::http::Response::builder()
+    let mut b = tungstenite::http::Response::builder()
         .status(e.status)
         .header("Content-Type", "application/json")
         .header("Content-Length", body.len())
-        .header("Connection", "close")
-        .body(Some(body))
-        .expect("valid response")
+        .header("Connection", "close");
+    if let Some(c) = challenge {
+        b = b.header("WWW-Authenticate", c);
+    }
+    b.body(Some(body)).expect("valid response")
+}
+
+/// The token a subscription carries: the `Authorization` header or, for browsers
+/// (which cannot set headers on a WebSocket), the `access_token` parameter; both at
+/// once is refused, as RFC 6750 section 2 asks.
+fn presented<'a>(req: &'a Request, query_token: Option<&'a str>) -> Presented<'a> {
+    let mut headers = req.headers().get_all("authorization").iter();
+    let header = match (headers.next(), headers.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Presented::Malformed("more than one Authorization header"),
+        (Some(v), None) => match v.to_str() {
+            Ok(s) => Some(s),
+            Err(_) => return Presented::Malformed("the Authorization header is not ASCII"),
+        },
+    };
+    match (header, query_token) {
+        (Some(_), Some(_)) => {
+            Presented::Malformed("a token in both the Authorization header and access_token")
+        }
+        (Some(h), None) => Presented::from_header(Some(h)),
+        (None, Some(t)) => Presented::Token(t),
+        (None, None) => Presented::None,
+    }
 }
 
 /// The size of the request head as parsed: request line, headers, blank line.
@@ -131,12 +165,22 @@ impl Callback for Upgrade {
                 ),
             ));
         }
-        let q = match query::parse(
-            req.uri().query().unwrap_or(""),
-            false,
-            0,
-            s.filter_bytes_max,
-        ) {
+        // The token is no filter parameter: taken out before the query is parsed,
+        // whether or not tokens are asked for.
+        let (query_token, query) = match auth::take_access_token(req.uri().query().unwrap_or("")) {
+            Ok(t) => t,
+            Err(why) => {
+                bad(&ctx.stats.ws_bad_requests_total);
+                return Err(error_response(400, "bad_request", why.into()));
+            }
+        };
+        if let Some(a) = &ctx.auth {
+            let token = query_token.as_deref().filter(|t| !t.is_empty());
+            if let Err(r) = a.check(auth::Listener::Ws, presented(req, token), auth::Scope::Read) {
+                return Err(refusal_with(&r.http_error(), Some(r.challenge())));
+            }
+        }
+        let q = match query::parse(&query, false, 0, s.filter_bytes_max) {
             Ok(q) => q,
             Err(e) => {
                 if e.code == "filter_too_long" {

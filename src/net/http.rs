@@ -16,6 +16,7 @@ use super::{
     otlp,
 };
 use crate::{
+    auth,
     error::{AppendError, without_dir},
     http_proto::{self, BodyKind, ChunkedDecoder, HttpError, Method, RequestHead},
     query::read::{self, ReadApiError, ReadLimits},
@@ -213,6 +214,9 @@ impl Conn {
     }
 
     async fn request(&mut self, head: RequestHead) -> Next {
+        if let Err(refused) = self.authorize(&head) {
+            return self.refuse_unauthorized(&head, &refused).await;
+        }
         let is_ingest = matches!(head.path.as_str(), "/ingest" | "/v1/logs");
         let mut response = match (head.method, head.path.as_str()) {
             (Method::Post, "/ingest") | (Method::Post, "/v1/logs") => {
@@ -232,6 +236,45 @@ impl Conn {
             head.keep_alive && !unread_body && !self.ctx.shutting_down.load(Ordering::Relaxed);
         response.head_only = head.method == Method::Head;
         if !self.respond(response, keep).await || !keep {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// Checks the request's token against the scope its route needs (auth on only).
+    /// Routes without a scope serve no records: `/` (a static page), `/healthz`,
+    /// and the 404s and 405s.
+    fn authorize(&self, head: &RequestHead) -> Result<(), auth::Refusal> {
+        let Some(auth) = &self.ctx.auth else {
+            return Ok(());
+        };
+        let Some(needed) = scope_of(head.method, &head.path) else {
+            return Ok(());
+        };
+        let presented = auth::Presented::from_header(head.authorization.as_deref());
+        auth.check(auth::Listener::Http, presented, needed)
+    }
+
+    /// Answers a refused token: 401 or 403 with `WWW-Authenticate`, in the JSON error
+    /// shape (an OTLP `Status` for an OTLP/protobuf export). A body is left unread, so
+    /// a request that has one closes its connection, as other refusals before the body
+    /// do; nothing of it is stored.
+    async fn refuse_unauthorized(&mut self, head: &RequestHead, refused: &auth::Refusal) -> Next {
+        let e = refused.http_error();
+        let otlp = head.method == Method::Post
+            && head.path == "/v1/logs"
+            && Media::of(head.content_type.as_deref()) == Ok(Media::Protobuf);
+        let mut r = if otlp {
+            otlp_error(otlp::Encoding::Protobuf, &e)
+        } else {
+            Response::error(&e)
+        };
+        r.headers.push(("WWW-Authenticate", refused.challenge()));
+        r.head_only = head.method == Method::Head;
+        let keep = head.keep_alive
+            && matches!(head.body, BodyKind::None)
+            && !self.ctx.shutting_down.load(Ordering::Relaxed);
+        if !self.respond(r, keep).await || !keep {
             return Next::Close;
         }
         Next::KeepAlive
@@ -619,6 +662,18 @@ impl Conn {
             first,
             last,
         })
+    }
+}
+
+/// The scope a route needs when auth is on (`docs/security.md`); `None` for the routes
+/// that serve no records and stay open: the dashboard page, `/healthz`, and the
+/// refusals of unknown paths and methods.
+fn scope_of(method: Method, path: &str) -> Option<auth::Scope> {
+    match (method, path) {
+        (Method::Post, "/ingest" | "/v1/logs") => Some(auth::Scope::Write),
+        (Method::Get | Method::Head, "/v1/logs" | "/v1/config") => Some(auth::Scope::Read),
+        (Method::Get | Method::Head, "/stats" | "/metrics") => Some(auth::Scope::Metrics),
+        _ => None,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct NetCtx {
     pub settings: NetSettings,
     /// The certificates, if any listener has TLS (which ones: `settings.*_tls`).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The tokens HTTP requests must carry; `None` = auth off (no token asked for).
+    pub auth: Option<Arc<crate::auth::Auth>>,
     /// Every client IP with a connection open: its connections and its rates.
     pub sources: limits::Sources,
     /// The I/O driver the log resolved `io_driver` to (`Uring` or `Epoll`); the
