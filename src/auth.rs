@@ -504,8 +504,8 @@ impl Auth {
         self.file.as_deref()
     }
 
-    /// Whether `presented` may do what `needed` allows; a refusal is counted for
-    /// `listener`.
+    /// Whether `presented` may do what `needed` allows, and if so the token's name
+    /// (for the per-token rate limits); a refusal is counted for `listener`.
     ///
     /// # Errors
     /// The [`Refusal`] to answer with.
@@ -514,7 +514,7 @@ impl Auth {
         listener: Listener,
         presented: Presented<'_>,
         needed: Scope,
-    ) -> Result<(), Refusal> {
+    ) -> Result<String, Refusal> {
         let result = match presented {
             Presented::None => Err(Refusal::Missing),
             Presented::Malformed(why) => Err(Refusal::Invalid(why)),
@@ -523,7 +523,7 @@ impl Auth {
             )),
             Presented::Token(t) => match self.tokens().find(&hash_token(t)) {
                 None => Err(Refusal::Invalid("the token is not one of this server's")),
-                Some(e) if e.scopes.contains(needed) => Ok(()),
+                Some(e) if e.scopes.contains(needed) => Ok(e.name.clone()),
                 Some(e) => Err(Refusal::Forbidden {
                     name: e.name.clone(),
                     needed,

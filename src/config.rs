@@ -148,6 +148,10 @@ settings! {
     ip_records_per_s_max: u64 = 0, env "RINGSTASH_IP_RECORDS_PER_S_MAX";
     /// Bytes of records per second all the connections from one client IP may store together; 0 = no limit. [default: 0]
     ip_bytes_per_s_max: u64 = 0, env "RINGSTASH_IP_BYTES_PER_S_MAX";
+    /// Records per second all the HTTP requests presenting one token may store together (with tokens on), enforced as for HTTP under conn_records_per_s_max (429 with Retry-After); 0 = no limit. [default: 0]
+    token_records_per_s_max: u64 = 0, env "RINGSTASH_TOKEN_RECORDS_PER_S_MAX";
+    /// Bytes of records per second all the HTTP requests presenting one token may store together; 0 = no limit. [default: 0]
+    token_bytes_per_s_max: u64 = 0, env "RINGSTASH_TOKEN_BYTES_PER_S_MAX";
     /// How much a rate limit lets a source save up while quiet, in ms of its rate (the token bucket's depth). [default: 1000]
     rate_burst_ms: u64 = 1000, env "RINGSTASH_RATE_BURST_MS", range 1 ..= 3_600_000;
     /// Reactor threads, each pinned to a core with its own listeners; 0 = one per core. [default: 0]
@@ -293,7 +297,10 @@ stage_settings! {
         conn_bytes_per_s_max: u64,
         ip_records_per_s_max: u64,
         ip_bytes_per_s_max: u64,
+        token_records_per_s_max: u64,
+        token_bytes_per_s_max: u64,
         rate_burst_ms: u64,
+        auth_tokens_max: usize,
         connections_max: usize,
         refusals_in_flight_max: usize,
         record_bytes_max: usize,

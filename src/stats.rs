@@ -95,6 +95,8 @@ series! {
         counter rate_limited_conn_total,
         /// Times a connection was over its client IP's rate (ip_records_per_s_max, ip_bytes_per_s_max): a stream connection waited, an HTTP request got 429.
         counter rate_limited_ip_total,
+        /// HTTP requests answered 429 because their token was over its rate (token_records_per_s_max, token_bytes_per_s_max).
+        counter rate_limited_token_total,
         /// Time stream connections spent waiting for their rate limits, in ms.
         counter rate_limited_wait_ms_total,
         /// Refused connections past refusals_in_flight_max: their reason was written without waiting for the client to read it.

@@ -176,7 +176,10 @@ impl Callback for Upgrade {
         };
         if let Some(a) = &ctx.auth {
             let token = query_token.as_deref().filter(|t| !t.is_empty());
-            if let Err(r) = a.check(auth::Listener::Ws, presented(req, token), auth::Scope::Read) {
+            if let Err(r) = a
+                .check(auth::Listener::Ws, presented(req, token), auth::Scope::Read)
+                .map(drop)
+            {
                 return Err(refusal_with(&r.http_error(), Some(r.challenge())));
             }
         }

@@ -74,6 +74,7 @@ pub async fn serve(
     let mut conn = Conn {
         peer,
         source,
+        token: None,
         stream,
         ctx,
         buf: Vec::new(),
@@ -100,6 +101,9 @@ struct Conn {
     peer: SocketAddr,
     /// Its IP's connection count and rates, and its own rates.
     source: SourceGuard,
+    /// The name of the token the request being served presented (auth on only), for
+    /// its per-token rates.
+    token: Option<String>,
     stream: Stream,
     ctx: Arc<NetCtx>,
     /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
@@ -214,9 +218,10 @@ impl Conn {
     }
 
     async fn request(&mut self, head: RequestHead) -> Next {
-        if let Err(refused) = self.authorize(&head) {
-            return self.refuse_unauthorized(&head, &refused).await;
-        }
+        self.token = match self.authorize(&head) {
+            Ok(name) => name,
+            Err(refused) => return self.refuse_unauthorized(&head, &refused).await,
+        };
         let is_ingest = matches!(head.path.as_str(), "/ingest" | "/v1/logs");
         let mut response = match (head.method, head.path.as_str()) {
             (Method::Post, "/ingest") | (Method::Post, "/v1/logs") => {
@@ -244,15 +249,16 @@ impl Conn {
     /// Checks the request's token against the scope its route needs (auth on only).
     /// Routes without a scope serve no records: `/` (a static page), `/healthz`,
     /// and the 404s and 405s.
-    fn authorize(&self, head: &RequestHead) -> Result<(), auth::Refusal> {
+    fn authorize(&self, head: &RequestHead) -> Result<Option<String>, auth::Refusal> {
         let Some(auth) = &self.ctx.auth else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(needed) = scope_of(head.method, &head.path) else {
-            return Ok(());
+            return Ok(None);
         };
         let presented = auth::Presented::from_header(head.authorization.as_deref());
         auth.check(auth::Listener::Http, presented, needed)
+            .map(Some)
     }
 
     /// Answers a refused token: 401 or 403 with `WWW-Authenticate`, in the JSON error
@@ -603,14 +609,18 @@ impl Conn {
             .iter()
             .map(|(f, n)| super::limits::payload_bytes(f.len(), *n))
             .sum();
-        if let Err(wait) = self.source.admit_request(records, bytes) {
+        if let Err(wait) = self
+            .source
+            .admit_request(records, bytes, self.token.as_deref())
+        {
             let after = wait.as_secs_f64().ceil().max(1.0) as u64;
             return Err(HttpError::new(
                 429,
                 "rate_limited",
                 format!(
-                    "this connection or its client IP is over its rate \
-                     (conn_/ip_records_per_s_max, conn_/ip_bytes_per_s_max); nothing was stored; retry in {after} s"
+                    "this connection, its client IP or its token is over its rate \
+                     (conn_/ip_/token_records_per_s_max, conn_/ip_/token_bytes_per_s_max); \
+                     nothing was stored; retry in {after} s"
                 ),
             )
             .retry_after(after));

@@ -132,6 +132,9 @@ struct Source {
 #[derive(Debug, Default)]
 pub struct Sources {
     by_ip: Mutex<HashMap<IpAddr, Source>>,
+    /// The rates of each token name that presented itself (HTTP, tokens on); pruned
+    /// of refilled entries beyond `auth_tokens_max` names (tokens removed by a reload).
+    by_token: Mutex<HashMap<String, Rates>>,
 }
 
 /// Why a source was limited, for the counters.
@@ -141,6 +144,8 @@ pub enum Limited {
     Connection,
     /// Its client IP's rate (all its connections together).
     Ip,
+    /// Its token's rate (every request presenting it).
+    Token,
 }
 
 /// A connection's hold on its source: counted in its IP's connections until dropped,
@@ -191,6 +196,8 @@ impl SourceGuard {
             || s.conn_bytes_per_s_max > 0
             || s.ip_records_per_s_max > 0
             || s.ip_bytes_per_s_max > 0
+            || s.token_records_per_s_max > 0
+            || s.token_bytes_per_s_max > 0
     }
 
     /// A stream connection's batch of `records` and `bytes`: takes them from its
@@ -218,27 +225,63 @@ impl SourceGuard {
         wait
     }
 
-    /// An HTTP request of `records` and `bytes`: taken if neither the connection nor
-    /// its IP is in debt (a request may then go into debt itself); otherwise refused
-    /// with how long to wait (counted), and nothing taken.
-    pub fn admit_request(&mut self, records: u64, bytes: u64) -> Result<(), Duration> {
+    /// An HTTP request of `records` and `bytes`, presenting token `token` (its name)
+    /// if tokens are on: taken if none of the connection, its IP and its token is in
+    /// debt (a request may then go into debt itself); otherwise refused with how long
+    /// to wait (counted by the limit with the longest wait), and nothing taken.
+    pub fn admit_request(
+        &mut self,
+        records: u64,
+        bytes: u64,
+        token: Option<&str>,
+    ) -> Result<(), Duration> {
         if !self.limited() {
             return Ok(());
         }
         let now = Instant::now();
-        let conn_wait = self.conn.clear(now);
-        let ip_wait = self.with_ip(|r| r.clear(now));
-        if conn_wait > Duration::ZERO || ip_wait > Duration::ZERO {
-            self.count(if conn_wait >= ip_wait {
-                Limited::Connection
-            } else {
-                Limited::Ip
+        let waits = [
+            (self.conn.clear(now), Limited::Connection),
+            (self.with_ip(|r| r.clear(now)), Limited::Ip),
+            (
+                token.map_or(Duration::ZERO, |t| {
+                    self.with_token(t, now, |r| r.clear(now))
+                }),
+                Limited::Token,
+            ),
+        ];
+        let (wait, why) = waits
+            .into_iter()
+            .fold((Duration::ZERO, None), |acc, (w, why)| {
+                if w > acc.0 { (w, Some(why)) } else { acc }
             });
-            return Err(conn_wait.max(ip_wait));
+        if let Some(why) = why {
+            self.count(why);
+            return Err(wait);
         }
         self.conn.take(records, bytes, now);
         self.with_ip(|r| r.take(records, bytes, now));
+        if let Some(t) = token {
+            self.with_token(t, now, |r| r.take(records, bytes, now));
+        }
         Ok(())
+    }
+
+    fn with_token<T>(&self, name: &str, now: Instant, f: impl FnOnce(&mut Rates) -> T) -> T {
+        let s = &self.ctx.settings;
+        let mut by_token = self.ctx.sources.by_token.lock().expect("sources lock");
+        if !by_token.contains_key(name) && by_token.len() >= s.auth_tokens_max {
+            by_token.retain(|_, r| !r.full(now));
+        }
+        let burst = Duration::from_millis(s.rate_burst_ms);
+        let rates = by_token.entry(name.to_owned()).or_insert_with(|| {
+            Rates::new(
+                s.token_records_per_s_max,
+                s.token_bytes_per_s_max,
+                burst,
+                now,
+            )
+        });
+        f(rates)
     }
 
     fn with_ip<T>(&self, f: impl FnOnce(&mut Rates) -> T) -> T {
@@ -253,6 +296,7 @@ impl SourceGuard {
         let c = match why {
             Limited::Connection => &self.ctx.stats.rate_limited_conn_total,
             Limited::Ip => &self.ctx.stats.rate_limited_ip_total,
+            Limited::Token => &self.ctx.stats.rate_limited_token_total,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
