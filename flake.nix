@@ -504,7 +504,7 @@
                 Type = "notify";
                 NotifyAccess = "main";
                 ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
-                # SIGHUP reloads the TLS certificates (docs/security.md).
+                # SIGHUP reloads the TLS certificates and the token file (docs/security.md).
                 ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
                 # SIGTERM drains, commits, acks and exits 0; give it time.
                 KillSignal = "SIGTERM";
