@@ -525,6 +525,11 @@ fn exposure_warnings(s: &Settings, tokens: bool) -> Vec<String> {
             (true, _) => {}
         }
     }
+    if s.http_tls && !s.ws_tls {
+        out.push(
+            "warning: http_tls is on and ws_tls is off: the dashboard, served over HTTPS, cannot open its ws:// live tail (browsers block mixed content); turn ws_tls on too".into(),
+        );
+    }
     out
 }
 
@@ -607,8 +612,7 @@ fn notify_systemd(state: &str) {
 mod tests {
     use super::*;
 
-    /// The TLS cases, with `ws_tls` among them, which the binary refuses until the
-    /// fan-out speaks WSS; the plain ones are tested on the binary (`tests/auth.rs`).
+    /// The TLS cases (the plain ones are tested on the binary, `tests/auth.rs`).
     #[test]
     fn exposure_warnings_weigh_tls_client_certificates_and_tokens() {
         let wide: SocketAddr = "0.0.0.0:1".parse().unwrap();
@@ -621,11 +625,12 @@ mod tests {
             ..Settings::default()
         };
         let w = exposure_warnings(&s, false);
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 3, "{w:?}");
         assert!(
             w[0].contains("tcp_addr = 0.0.0.0:1") && w[0].contains("tls_client_ca_file is not set")
         );
         assert!(w[1].contains("ws_addr = [::]:2") && w[1].contains("neither ws_tls nor tokens"));
+        assert!(w[2].contains("mixed content"), "{}", w[2]);
         s.tls_client_ca_file = "ca.pem".into();
         s.ws_tls = true;
         assert!(exposure_warnings(&s, false).is_empty());
