@@ -349,13 +349,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let sub_results = subs.stop(send_end_ns, res.is_ok() && !args.allow_lag, args)?;
     let res = res?;
     let mut info = run_info(args, &cfg, &gen_cfg);
-    if let (Some(tls), Some((session, setup_us_max))) = (&cfg.tls, &res.tls) {
+    if let (Some(tls), Some(seen)) = (&cfg.tls, &res.tls) {
         info.tls = Some(TlsInfo {
             server_name: server_name_str(tls),
             client_cert: tls.client_cert,
-            protocol: session.protocol.clone(),
-            cipher_suite: session.cipher_suite.clone(),
-            setup_us_max: *setup_us_max,
+            protocol: seen.session.protocol.clone(),
+            cipher_suite: seen.session.cipher_suite.clone(),
+            setup_us_median: seen.setup_us_median,
+            setup_us_max: seen.setup_us_max,
         });
     }
     let mut report = Report::new(info, &res.stats, res.duration_s);

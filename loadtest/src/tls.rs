@@ -51,6 +51,18 @@ pub struct TlsSession {
     pub cipher_suite: String,
 }
 
+/// The TLS side of a run, as the engine saw it before its clock started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsRun {
+    /// What the first connection negotiated.
+    pub session: TlsSession,
+    /// Median set-up (TCP connect and TLS handshake) of the first connections, µs.
+    pub setup_us_median: u64,
+    /// Longest of them, µs: usually the very first, which also pays the process's
+    /// one-time crypto initialisation (tens of ms with aws-lc-rs).
+    pub setup_us_max: u64,
+}
+
 impl TlsClient {
     /// Builds the client from PEM files: `ca` (one or more CA certificates to trust),
     /// the name to expect, and optionally a client certificate chain and its key.

@@ -176,6 +176,11 @@ fn tls_runs_land_every_record() {
                 .is_some_and(|s| s.starts_with("TLS")),
             "{r}"
         );
+        // Set-ups are reported, not hidden: before the clock, in `run.tls`.
+        assert!(
+            u(&r, "run.tls.setup_us_median") <= u(&r, "run.tls.setup_us_max"),
+            "{r}"
+        );
         expected += n;
         let committed = https_metric(
             &srv.http,

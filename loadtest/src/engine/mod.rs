@@ -313,9 +313,9 @@ pub struct EngineResult {
     pub measure_start_ns: u64,
     /// Measurement window, seconds: from its start to the last measured completion.
     pub duration_s: f64,
-    /// TLS: what the first connection negotiated, and the longest set-up (TCP connect
-    /// and TLS handshake) of the first connections, made before the clock started, µs.
-    pub tls: Option<(crate::tls::TlsSession, u64)>,
+    /// TLS: what the first connection negotiated, and how long the first
+    /// connections' set-ups took (before the clock started).
+    pub tls: Option<crate::tls::TlsRun>,
 }
 
 /// A worker thread's handle; it returns the stats of its connections.
@@ -354,20 +354,22 @@ pub fn run(
     // Connect everything first (TLS handshakes included), so connection set-up is
     // not measured and a server that is not there fails fast.
     let mut socks = Vec::with_capacity(cfg.connections);
-    let mut setup_ns_max = 0;
+    let mut setup_ns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {
         let t0 = mono_ns();
         let s = connect(cfg.addr, cfg.connect_timeout, cfg.tls.as_ref()).map_err(|e| {
             let what = if cfg.tls.is_some() { "TLS " } else { "" };
             anyhow::anyhow!("{what}connection {i} to {}: {e}", cfg.addr)
         })?;
-        setup_ns_max = setup_ns_max.max(mono_ns() - t0);
+        setup_ns.push(mono_ns() - t0);
         socks.push(s);
     }
-    let tls = socks[0]
-        .tls
-        .as_deref()
-        .map(|c| (crate::tls::TlsSession::of(c), setup_ns_max / 1000));
+    setup_ns.sort_unstable();
+    let tls = socks[0].tls.as_deref().map(|c| crate::tls::TlsRun {
+        session: crate::tls::TlsSession::of(c),
+        setup_us_median: setup_ns[setup_ns.len() / 2] / 1000,
+        setup_us_max: setup_ns[setup_ns.len() - 1] / 1000,
+    });
     let shared = Shared {
         corpus,
         progress: Arc::new(Progress::default()),

@@ -51,7 +51,7 @@ impl Report {
         if let Some(t) = &r.tls {
             let _ = writeln!(
                 s,
-                "  tls         {} {}, server name {}{}; set-up before the clock (max {:.1} ms)",
+                "  tls         {} {}, server name {}{}; set-up before the clock: median {:.2} ms, max {:.1} ms",
                 t.protocol,
                 t.cipher_suite,
                 t.server_name,
@@ -60,6 +60,7 @@ impl Report {
                 } else {
                     ""
                 },
+                t.setup_us_median as f64 / 1000.0,
                 t.setup_us_max as f64 / 1000.0
             );
         }
