@@ -169,6 +169,20 @@ pub struct RunArgs {
     /// tcp-acked) or unacked (fire and forget, like tcp).
     #[arg(long, value_enum, default_value = "acked")]
     pub e2e_send: E2eSend,
+    /// Speak TLS (rustls; TLS 1.2 and 1.3) on every connection, trusting the CA
+    /// certificates in this PEM file. Modes tcp, tcp-acked, http-ingest, http-logs.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: the name sent as SNI and checked against the server's certificate (a DNS
+    /// name or an IP address) [default: localhost].
+    #[arg(long, requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+    /// TLS: a client certificate chain (PEM, leaf first) for mutual TLS; with --tls-key.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Workload generator.
     #[command(flatten)]
     pub gen_opts: GenOpts,
@@ -310,6 +324,38 @@ mod tests {
         assert_eq!(a.rate, Some(5000.0));
         assert_eq!(a.gen_opts.record_size, SizeDist { min: 200, max: 300 });
         assert!(Cli::try_parse_from(["loadtest", "run", "-n", "1", "-d", "1s"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_parse_and_depend_on_the_ca() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "run",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-server-name",
+            "ringstash.test",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "c.key",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(a.tls_server_name.as_deref(), Some("ringstash.test"));
+        // A name, a certificate or a key without a CA is a mistake, as is half a pair.
+        for bad in [
+            &["--tls-server-name", "x"][..],
+            &["--tls-cert", "c.pem", "--tls-key", "c.key"],
+            &["--tls-ca", "ca.pem", "--tls-cert", "c.pem"],
+            &["--tls-ca", "ca.pem", "--tls-key", "c.key"],
+        ] {
+            let args = ["loadtest", "run"].iter().chain(bad.iter());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }
 

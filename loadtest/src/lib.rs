@@ -8,6 +8,7 @@
 //! | records | [`workload`] | seeded workload generator: realistic text / JSON log records of a chosen size, built once into a corpus |
 //! | schedule | [`pace`] | open-loop intended send times (the base of coordinated-omission correction) |
 //! | wire | [`engine`] | worker threads with `mio` poll loops: batch → one `write`, completion by write, ack or response |
+//! | wire, encrypted | [`tls`] | `run --tls-ca`: the rustls client configuration, the handshake after connect, plaintext in and out of rustls over the engine's non-blocking sockets |
 //! | time | [`clock`] | the monotonic clock all stages share (`mono_ns`) and the `timerfd` that wakes the poll loops; depends on nothing |
 //! | end to end | [`e2e`] | `ws-e2e`: WebSocket subscribers that check exactly-once delivery and time send → receipt |
 //! | parsing | [`proto`] | allocation-free parsing of ringstash ack lines and HTTP responses |
@@ -37,4 +38,5 @@ pub mod report;
 pub mod runner;
 pub mod sink;
 pub mod stats;
+pub mod tls;
 pub mod workload;

@@ -19,10 +19,11 @@ use crate::{
     engine::{self, EngineConfig, Load, Mode, Observer, Progress, Stop},
     procstat::{self, ProcSample},
     report::{
-        ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo,
+        ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo, TlsInfo,
         thousands, write_hgrm,
     },
     stats::new_histogram,
+    tls::TlsClient,
     workload::{Corpus, Format, GenConfig, RECORD_BYTES_MAX},
 };
 
@@ -347,7 +348,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let send_end_ns = mono_ns();
     let sub_results = subs.stop(send_end_ns, res.is_ok() && !args.allow_lag, args)?;
     let res = res?;
-    let mut report = Report::new(run_info(args, &cfg, &gen_cfg), &res.stats, res.duration_s);
+    let mut info = run_info(args, &cfg, &gen_cfg);
+    if let (Some(tls), Some(seen)) = (&cfg.tls, &res.tls) {
+        info.tls = Some(TlsInfo {
+            server_name: server_name_str(tls),
+            client_cert: tls.client_cert,
+            protocol: seen.session.protocol.clone(),
+            cipher_suite: seen.session.cipher_suite.clone(),
+            setup_us_median: seen.setup_us_median,
+            setup_us_max: seen.setup_us_max,
+        });
+    }
+    let mut report = Report::new(info, &res.stats, res.duration_s);
     let mut e2e_latency = None;
     if args.mode == Mode::WsE2e {
         let expected = res.stats.sent_records_total;
@@ -429,6 +441,7 @@ fn engine_config(args: &RunArgs) -> anyhow::Result<EngineConfig> {
         .or_else(|| args.mode.default_path().map(str::to_owned))
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tls = tls_client(args)?;
     Ok(EngineConfig {
         mode: args.mode,
         addr,
@@ -449,7 +462,40 @@ fn engine_config(args: &RunArgs) -> anyhow::Result<EngineConfig> {
         connect_timeout: args.connect_timeout,
         e2e: None,
         e2e_acked: args.e2e_send == E2eSend::Acked,
+        tls,
     })
+}
+
+/// The TLS client of `--tls-ca` and its companions, or `None` without `--tls-ca`.
+///
+/// # Errors
+/// A mode that does not speak TLS here (`ws-e2e`: its subscribers are plain `ws://`
+/// clients, so half of the run would be in clear), or unusable files.
+fn tls_client(args: &RunArgs) -> anyhow::Result<Option<TlsClient>> {
+    let Some(ca) = &args.tls_ca else {
+        return Ok(None);
+    };
+    if args.mode == Mode::WsE2e {
+        bail!(
+            "--tls-ca: ws-e2e does not speak TLS (its WebSocket subscribers are plain ws:// \
+             clients); TLS modes: tcp, tcp-acked, http-ingest, http-logs"
+        );
+    }
+    let name = args.tls_server_name.as_deref().unwrap_or("localhost");
+    let client = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    TlsClient::from_files(ca, name, client).map(Some)
+}
+
+/// The server name as given on the command line.
+fn server_name_str(tls: &TlsClient) -> String {
+    match &tls.server_name {
+        rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_owned(),
+        rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// The run's settings as the report echoes them.
@@ -481,6 +527,7 @@ fn run_info(args: &RunArgs, cfg: &EngineConfig, gen_cfg: &GenConfig) -> RunInfo 
         .to_owned(),
         seed: gen_cfg.seed,
         warmup_s: args.warmup.as_secs_f64(),
+        tls: None,
     }
 }
 

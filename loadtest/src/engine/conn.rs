@@ -10,12 +10,13 @@ use std::{
 };
 
 use mio::{Interest, Poll, Token, net::TcpStream};
+use rustls::ClientConnection;
 
 use super::{
     Conn, EngineConfig, Load, LogsBody, Mode, RBUF_BYTES, State, Stop, Times, WBUF_BYTES_SOFT_MAX,
     worker::Worker,
 };
-use crate::{pace::Schedule, proto::ReadBuf, workload::Corpus};
+use crate::{pace::Schedule, proto::ReadBuf, tls::TlsClient, workload::Corpus};
 
 impl Times {
     /// The times of a run that starts at `start` (monotonic ns) under `cfg`.
@@ -34,6 +35,9 @@ impl Times {
 
 /// The error kind counted in the report for a socket error.
 pub(super) fn error_kind(e: &io::Error) -> &'static str {
+    if crate::tls::is_tls_error(e) {
+        return "tls_error";
+    }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection_refused",
         io::ErrorKind::ConnectionReset => "connection_reset",
@@ -44,22 +48,42 @@ pub(super) fn error_kind(e: &io::Error) -> &'static str {
     }
 }
 
-/// Connects with a timeout and sets the socket up for the engine.
+/// A connected socket, ready for a worker: non-blocking, and past its TLS handshake
+/// if the run speaks TLS.
+#[derive(Debug)]
+pub struct Connected {
+    /// The socket, non-blocking, `TCP_NODELAY`.
+    pub sock: StdTcpStream,
+    /// The TLS session over it, handshake done; `None` for plain TCP.
+    pub tls: Option<Box<ClientConnection>>,
+}
+
+/// Connects with a timeout, makes the TLS handshake if `tls` (within the same
+/// timeout per read or write, see [`TlsClient::handshake`]), and sets the socket up
+/// for the engine.
 ///
 /// # Errors
-/// The connect failed.
-pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<StdTcpStream> {
-    let s = StdTcpStream::connect_timeout(&addr, timeout)?;
+/// The connect or the handshake failed.
+pub fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> io::Result<Connected> {
+    let mut s = StdTcpStream::connect_timeout(&addr, timeout)?;
     s.set_nodelay(true)?;
+    let tls = match tls {
+        Some(t) => Some(Box::new(t.handshake(&mut s, timeout)?)),
+        None => None,
+    };
     s.set_nonblocking(true)?;
-    Ok(s)
+    Ok(Connected { sock: s, tls })
 }
 
 impl Conn {
     pub(super) fn new(
         index: usize,
         token: Token,
-        sock: StdTcpStream,
+        sock: Connected,
         cfg: &EngineConfig,
         corpus: &Corpus,
         times: Times,
@@ -96,7 +120,8 @@ impl Conn {
             index,
             e2e_seq: 0,
             token,
-            sock: Some(TcpStream::from_std(sock)),
+            sock: Some(TcpStream::from_std(sock.sock)),
+            tls: sock.tls,
             writable: true,
             wbuf: Vec::with_capacity(batch_bytes_max.min(WBUF_BYTES_SOFT_MAX * 2)),
             wpos: 0,
@@ -111,6 +136,7 @@ impl Conn {
             sock_written: 0,
             sock_acked: 0,
             sock_refused: 0,
+            sock_sealed: 0,
             server_closing: false,
             state: State::Sending,
             reconnect_at: None,
@@ -133,6 +159,7 @@ impl Worker<'_> {
         if let Some(mut s) = c.sock.take() {
             let _ = poll.registry().deregister(&mut s);
         }
+        c.tls = None;
         self.stats.server_acked_total += c.sock_acked;
         c.wbuf.clear();
         c.wpos = 0;
@@ -143,7 +170,8 @@ impl Worker<'_> {
             c.sock_written,
             c.sock_acked,
             c.sock_refused,
-        ) = (0, 0, 0, 0, 0);
+            c.sock_sealed,
+        ) = (0, 0, 0, 0, 0, 0);
         c.server_closing = false;
         match c.state {
             State::Sending => {
@@ -156,9 +184,13 @@ impl Worker<'_> {
 
     pub(super) fn reconnect(&mut self, c: &mut Conn, poll: &Poll, now: u64) {
         c.reconnect_at = None;
-        match connect(self.cfg.addr, self.cfg.connect_timeout) {
-            Ok(s) => {
-                let mut s = TcpStream::from_std(s);
+        match connect(
+            self.cfg.addr,
+            self.cfg.connect_timeout,
+            self.cfg.tls.as_ref(),
+        ) {
+            Ok(Connected { sock, tls }) => {
+                let mut s = TcpStream::from_std(sock);
                 if let Err(e) = poll.registry().register(
                     &mut s,
                     c.token,
@@ -169,16 +201,21 @@ impl Worker<'_> {
                     return;
                 }
                 c.sock = Some(s);
+                c.tls = tls;
                 c.writable = true;
                 c.lost_since = None;
                 self.stats.reconnects += 1;
             }
             Err(e) => {
-                self.err(if e.kind() == io::ErrorKind::ConnectionRefused {
+                let kind = if e.kind() == io::ErrorKind::ConnectionRefused {
                     "connect_refused"
+                } else if crate::tls::is_tls_error(&e) {
+                    self.show_tls_error(c.index, "handshake", &e);
+                    "tls_handshake_failed"
                 } else {
                     "connect_failed"
-                });
+                };
+                self.err(kind);
                 c.reconnect_at = Some(now + 100_000_000);
             }
         }

@@ -17,6 +17,18 @@
 //! Completion records `now - intended` (coordinated-omission corrected) and
 //! `now - sent` (service time) in the worker's histograms.
 //!
+//! # TLS
+//!
+//! With [`EngineConfig::tls`], [`connect`] makes the TLS handshake right after the TCP
+//! connect, on the still blocking socket: before the run's clock starts for the first
+//! connections, inside the reconnect for later ones, exactly where the TCP connect
+//! already is. A connection then carries its rustls `ClientConnection`; the write
+//! path hands the write buffer to rustls instead of the socket
+//! ([`crate::tls::write_sealed`]) and the read path takes plaintext out of rustls
+//! into the same receive buffer ([`crate::tls::read_plain`]), so batches, framing and
+//! parsing are the same. Without TLS the only difference is one `Option` test per
+//! read and per write.
+//!
 //! # Layout
 //!
 //! | module | what |
@@ -49,7 +61,7 @@ mod worker;
 
 use std::{
     collections::VecDeque,
-    net::{SocketAddr, TcpStream as StdTcpStream},
+    net::SocketAddr,
     sync::{
         Arc, Barrier,
         atomic::{AtomicU64, Ordering},
@@ -60,10 +72,11 @@ use std::{
 
 use self::worker::Worker;
 pub use self::{
-    conn::connect,
+    conn::{Connected, connect},
     progress::{NoObserver, Observer, Progress},
 };
 use mio::{Token, net::TcpStream};
+use rustls::ClientConnection;
 
 use crate::{clock::mono_ns, pace::Schedule, proto::ReadBuf, stats::Stats, workload::Corpus};
 
@@ -191,6 +204,8 @@ pub struct EngineConfig {
     pub e2e: Option<Arc<crate::e2e::E2eShared>>,
     /// `ws-e2e`: the producer waits for ringstash's acks (else fire and forget).
     pub e2e_acked: bool,
+    /// Speak TLS on every connection (`--tls-ca`); plain TCP if `None`.
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 /// Bytes of unsent data a connection buffers before it stops building batches.
@@ -251,6 +266,9 @@ struct Conn {
     e2e_seq: u64,
     token: Token,
     sock: Option<TcpStream>,
+    /// TLS: the session over `sock`, made with it and dropped with it. Boxed: rustls's
+    /// state is large and only TLS runs carry it.
+    tls: Option<Box<ClientConnection>>,
     /// The socket accepted everything so far; cleared on `WouldBlock` until the
     /// next writable event.
     writable: bool,
@@ -273,6 +291,9 @@ struct Conn {
     sock_written: u64,
     sock_acked: u64,
     sock_refused: u64,
+    /// TLS: plaintext bytes rustls has taken (encrypted) on this socket; they count in
+    /// `sock_written` once rustls holds none of their ciphertext.
+    sock_sealed: u64,
     /// The server announced it is closing (`error - <code>`), so its EOF is no surprise.
     server_closing: bool,
     state: State,
@@ -292,6 +313,9 @@ pub struct EngineResult {
     pub measure_start_ns: u64,
     /// Measurement window, seconds: from its start to the last measured completion.
     pub duration_s: f64,
+    /// TLS: what the first connection negotiated, and how long the first
+    /// connections' set-ups took (before the clock started).
+    pub tls: Option<crate::tls::TlsRun>,
 }
 
 /// A worker thread's handle; it returns the stats of its connections.
@@ -327,14 +351,25 @@ pub fn run(
     anyhow::ensure!(cfg.batch_records > 0, "need at least one record per batch");
     anyhow::ensure!(cfg.inflight > 0, "need at least one batch in flight");
     let threads = cfg.threads.clamp(1, cfg.connections);
-    // Connect everything first, so connection set-up is not measured and a server
-    // that is not there fails fast.
+    // Connect everything first (TLS handshakes included), so connection set-up is
+    // not measured and a server that is not there fails fast.
     let mut socks = Vec::with_capacity(cfg.connections);
+    let mut setup_ns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {
-        let s = connect(cfg.addr, cfg.connect_timeout)
-            .map_err(|e| anyhow::anyhow!("connection {i} to {}: {e}", cfg.addr))?;
+        let t0 = mono_ns();
+        let s = connect(cfg.addr, cfg.connect_timeout, cfg.tls.as_ref()).map_err(|e| {
+            let what = if cfg.tls.is_some() { "TLS " } else { "" };
+            anyhow::anyhow!("{what}connection {i} to {}: {e}", cfg.addr)
+        })?;
+        setup_ns.push(mono_ns() - t0);
         socks.push(s);
     }
+    setup_ns.sort_unstable();
+    let tls = socks[0].tls.as_deref().map(|c| crate::tls::TlsRun {
+        session: crate::tls::TlsSession::of(c),
+        setup_us_median: setup_ns[setup_ns.len() / 2] / 1000,
+        setup_us_max: setup_ns[setup_ns.len() - 1] / 1000,
+    });
     let shared = Shared {
         corpus,
         progress: Arc::new(Progress::default()),
@@ -364,6 +399,7 @@ pub fn run(
         stats,
         measure_start_ns: times.measure,
         duration_s,
+        tls,
     })
 }
 
@@ -383,7 +419,7 @@ fn completion_of(cfg: &EngineConfig) -> Completion {
 fn spawn_workers(
     cfg: &EngineConfig,
     shared: &Shared,
-    socks: Vec<StdTcpStream>,
+    socks: Vec<Connected>,
     threads: usize,
     completion: Completion,
 ) -> std::io::Result<Vec<WorkerHandle>> {
@@ -393,7 +429,7 @@ fn spawn_workers(
         // Contiguous, near-equal shares; every thread gets at least one connection
         // because threads <= connections.
         let share = cfg.connections / threads + usize::from(t < cfg.connections % threads);
-        let mine: Vec<(usize, StdTcpStream)> = socks.by_ref().take(share).collect();
+        let mine: Vec<(usize, Connected)> = socks.by_ref().take(share).collect();
         let (cfg, shared) = (cfg.clone(), shared.clone());
         handles.push(
             std::thread::Builder::new()
@@ -408,7 +444,7 @@ fn spawn_workers(
 fn worker_main(
     cfg: &EngineConfig,
     shared: &Shared,
-    mine: Vec<(usize, StdTcpStream)>,
+    mine: Vec<(usize, Connected)>,
     completion: Completion,
 ) -> std::io::Result<Stats> {
     shared.barrier.wait();

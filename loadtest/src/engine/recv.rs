@@ -16,6 +16,7 @@ use crate::proto::{
     HttpResponse, ServerLine, json_str_field, json_u64_field, parse_http_response,
     parse_server_line,
 };
+use crate::tls::read_plain;
 
 impl Worker<'_> {
     /// Reads everything available and processes acks or responses.
@@ -26,7 +27,13 @@ impl Worker<'_> {
                 self.drop_socket(c, poll, now, Some("response_too_large"));
                 return;
             }
-            match sock.read(c.rbuf.spare()) {
+            let read = match c.tls.as_deref_mut() {
+                None => sock.read(c.rbuf.spare()),
+                // Plaintext out of rustls, fed from the socket as needed; the same
+                // three outcomes as a plain read (bytes, end, would block).
+                Some(tls) => read_plain(tls, sock, c.rbuf.spare()),
+            };
+            match read {
                 Ok(0) => {
                     self.process_input(c, poll, now);
                     let expected = matches!(c.state, State::Closing { .. }) || c.server_closing;
@@ -48,6 +55,9 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    if crate::tls::is_tls_error(&e) {
+                        self.show_tls_error(c.index, "read", &e);
+                    }
                     let closing = matches!(c.state, State::Closing { .. });
                     self.drop_socket(c, poll, now, (!closing).then(|| error_kind(&e)));
                     if closing {

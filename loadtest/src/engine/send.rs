@@ -16,6 +16,7 @@ use super::{
     Completion, Conn, LogsBody, Mode, Pending, State, WBUF_BYTES_SOFT_MAX, conn::error_kind,
     worker::Worker,
 };
+use crate::tls::{Sealed, write_sealed};
 
 /// Rounds of build-and-write one connection gets per poll-loop pass, so that one
 /// fast connection cannot starve the others.
@@ -163,26 +164,46 @@ impl Worker<'_> {
         lines
     }
 
-    /// Writes what the socket takes. Returns false if the connection broke.
+    /// Writes what the socket takes (over TLS: what rustls takes, and its ciphertext
+    /// while the socket takes it). Returns false if the connection broke.
     pub(super) fn flush(&mut self, c: &mut Conn, poll: &Poll, now: u64) -> bool {
         let Some(sock) = c.sock.as_mut() else {
             return false;
         };
-        while c.writable && c.wpos < c.wbuf.len() {
-            match sock.write(&c.wbuf[c.wpos..]) {
-                Ok(0) => {
-                    self.drop_socket(c, poll, now, Some("write_zero"));
-                    return false;
-                }
-                Ok(n) => {
-                    c.wpos += n;
-                    c.sock_written += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.drop_socket(c, poll, now, Some(error_kind(&e)));
-                    return false;
+        if let Some(tls) = c.tls.as_deref_mut() {
+            let sealed = Sealed {
+                buf: &c.wbuf,
+                pos: &mut c.wpos,
+                writable: &mut c.writable,
+                taken: &mut c.sock_sealed,
+                written: &mut c.sock_written,
+            };
+            if let Err(e) = write_sealed(tls, sock, sealed) {
+                let kind = if e.kind() == io::ErrorKind::WriteZero {
+                    "write_zero"
+                } else {
+                    error_kind(&e)
+                };
+                self.drop_socket(c, poll, now, Some(kind));
+                return false;
+            }
+        } else {
+            while c.writable && c.wpos < c.wbuf.len() {
+                match sock.write(&c.wbuf[c.wpos..]) {
+                    Ok(0) => {
+                        self.drop_socket(c, poll, now, Some("write_zero"));
+                        return false;
+                    }
+                    Ok(n) => {
+                        c.wpos += n;
+                        c.sock_written += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.drop_socket(c, poll, now, Some(error_kind(&e)));
+                        return false;
+                    }
                 }
             }
         }

@@ -38,6 +38,8 @@ pub(super) struct Worker<'a> {
     pub(super) stats: Stats,
     /// Unexpected server lines shown on stderr so far (see [`BAD_LINES_SHOWN_MAX`]).
     pub(super) bad_lines_shown: u32,
+    /// TLS errors shown on stderr so far (as many as bad lines at most).
+    pub(super) tls_errors_shown: u32,
 }
 
 impl<'a> Worker<'a> {
@@ -56,6 +58,7 @@ impl<'a> Worker<'a> {
             completion,
             stats: Stats::default(),
             bad_lines_shown: 0,
+            tls_errors_shown: 0,
         }
     }
 }
@@ -65,6 +68,15 @@ impl Worker<'_> {
     pub(super) fn err(&mut self, kind: &str) {
         self.stats.error(kind);
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Shows a TLS error on stderr (the first few): a `tls_error` count alone cannot
+    /// tell an untrusted certificate from a refused client certificate.
+    pub(super) fn show_tls_error(&mut self, conn: usize, stage: &str, e: &io::Error) {
+        if self.tls_errors_shown < BAD_LINES_SHOWN_MAX {
+            self.tls_errors_shown += 1;
+            eprintln!("loadtest: connection {conn}: TLS {stage}: {e}");
+        }
     }
 
     /// Completes the oldest batch of `c` at `now`, successfully or not, and records
@@ -214,17 +226,30 @@ impl Worker<'_> {
     fn wind_down(&mut self, c: &mut Conn, poll: &Poll, now: u64, wake: Option<u64>) -> Option<u64> {
         match c.state {
             State::Draining { deadline } => {
-                if c.pending.is_empty() && c.wbuf.is_empty() {
-                    let sock = c.sock.as_ref().expect("checked above");
+                let tls_unsent = c.tls.as_ref().is_some_and(|t| t.wants_write());
+                if c.pending.is_empty() && c.wbuf.is_empty() && !tls_unsent {
                     if self.cfg.mode.is_http() {
                         self.drop_socket(c, poll, now, None);
                         c.state = State::Done;
                         return None;
                     }
                     // Half-close: ringstash answers with its final ack and closes;
-                    // other receivers close too.
-                    let _ = sock.shutdown(Shutdown::Write);
+                    // other receivers close too. Over TLS the half-close is
+                    // close_notify (the server takes it as the end), then the TCP
+                    // one if the alert went out at once; if not, `flush` sends it
+                    // on the next writable event.
                     c.state = State::Closing { deadline };
+                    if let Some(tls) = c.tls.as_mut() {
+                        tls.send_close_notify();
+                        if !self.flush(c, poll, now) {
+                            return None;
+                        }
+                        if c.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                            return Some(deadline);
+                        }
+                    }
+                    let sock = c.sock.as_ref().expect("checked above");
+                    let _ = sock.shutdown(Shutdown::Write);
                     return Some(deadline);
                 }
                 if now >= deadline {

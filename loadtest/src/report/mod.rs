@@ -109,6 +109,27 @@ pub struct RunInfo {
     pub seed: u64,
     /// Warm-up, seconds (not measured).
     pub warmup_s: f64,
+    /// TLS (`--tls-ca`): what was negotiated; `null` for plain TCP.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS a run spoke.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TlsInfo {
+    /// SNI sent and name checked in the server's certificate.
+    pub server_name: String,
+    /// A client certificate was offered (mutual TLS).
+    pub client_cert: bool,
+    /// Protocol version of the first connection, e.g. `TLSv1_3`.
+    pub protocol: String,
+    /// Cipher suite of the first connection, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// Median set-up (TCP connect and TLS handshake) of the first connections, µs:
+    /// made before the clock started, so in no latency and no throughput figure.
+    pub setup_us_median: u64,
+    /// Longest of them, µs (the first connection also pays the process's one-time
+    /// crypto initialisation).
+    pub setup_us_max: u64,
 }
 
 /// Resource use of the server process over the measurement window.
@@ -349,6 +370,7 @@ mod tests {
             format: "text".into(),
             seed: 1,
             warmup_s: 0.0,
+            tls: None,
         }
     }
 

@@ -48,6 +48,22 @@ impl Report {
             "  load        {load}, {} conn x {} in flight, {} records/batch, {size} {} records, {} thread(s)",
             r.connections, r.inflight, r.batch_records, r.format, r.threads
         );
+        if let Some(t) = &r.tls {
+            let _ = writeln!(
+                s,
+                "  tls         {} {}, server name {}{}; set-up before the clock: median {:.2} ms, max {:.1} ms",
+                t.protocol,
+                t.cipher_suite,
+                t.server_name,
+                if t.client_cert {
+                    ", client certificate"
+                } else {
+                    ""
+                },
+                t.setup_us_median as f64 / 1000.0,
+                t.setup_us_max as f64 / 1000.0
+            );
+        }
         let _ = writeln!(
             s,
             "  window      {:.3} s measured{}",
