@@ -216,7 +216,14 @@ impl TlsStream {
                 let mut c = self.conn.borrow_mut();
                 let want = buf.capacity() - buf.len();
                 let len = buf.len();
-                buf.resize(len + want, 0);
+                // Zero only what rustls holds (the read needs an initialised slice): the
+                // whole spare capacity per read cost as much as the decryption. With
+                // nothing held, one byte: rustls answers an empty slice with Ok(0),
+                // which would read as the end.
+                let held = c
+                    .process_new_packets()
+                    .map_or(0, |st| st.plaintext_bytes_to_read());
+                buf.resize(len + want.min(held.max(1)), 0);
                 let r = c.reader().read(&mut buf[len..]);
                 match r {
                     Ok(n) => {
