@@ -17,33 +17,6 @@ use std::{
 
 use common::{ws::*, *};
 
-/// A token made by `ringstash token`, and its line for the token file.
-struct Token {
-    token: String,
-    line: String,
-}
-
-fn make_token(scopes: &str, name: &str) -> Token {
-    let out = run_ok(
-        Command::new(BIN).args(["token", "--scopes", scopes, "--name", name]),
-        "ringstash token",
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_else(|| panic!("no {k:?} in {text:?}"))
-            .to_owned()
-    };
-    let t = Token {
-        token: field("token: "),
-        line: field("line: "),
-    };
-    assert!(t.token.starts_with("rst_"), "{}", t.token);
-    assert!(t.line.ends_with(&format!(" {scopes} {name}")), "{}", t.line);
-    t
-}
-
 fn write_token_file(dir: &Path, tokens: &[&Token]) -> PathBuf {
     let path = dir.join("tokens");
     let mut text = String::from("# ringstash tokens\n\n");

@@ -315,39 +315,10 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     assert!(server.stop().success());
 }
 
-/// A token made by `ringstash token`: (token, its line for the token file).
-fn make_token(scopes: &str, name: &str) -> (String, String) {
-    let out = common::run_ok(
-        std::process::Command::new(common::BIN).args(["token", "--scopes", scopes, "--name", name]),
-        "ringstash token",
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .to_owned()
-    };
-    (field("token: "), field("line: "))
-}
-
-/// The value of `name` in `/metrics`, scraped with `token`.
-fn scraped(http_at: SocketAddr, token: &str, name: &str) -> u64 {
-    let auth = format!("Bearer {token}");
-    let r = http(http_at, "GET", "/metrics", &[("Authorization", &auth)], b"");
-    assert_eq!(r.status, 200);
-    let text = String::from_utf8(r.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 /// Waits until the series `name` reaches `at_least`.
 fn wait_scraped(http_at: SocketAddr, token: &str, name: &str, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while scraped(http_at, token, name) < at_least {
+    while common::metric_with_token(http_at, token, name) < at_least {
         assert!(Instant::now() < deadline, "{name} stayed below {at_least}");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -366,8 +337,14 @@ fn dashboard_sends_its_token_in_headless_chromium() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (read_token, read_line) = make_token("read", "dashboard");
-    let (scrape_token, scrape_line) = make_token("metrics", "scrape");
+    let common::Token {
+        token: read_token,
+        line: read_line,
+    } = common::make_token("read", "dashboard");
+    let common::Token {
+        token: scrape_token,
+        line: scrape_line,
+    } = common::make_token("metrics", "scrape");
     let file = dir.path().join("tokens");
     std::fs::write(&file, format!("{read_line}\n{scrape_line}\n")).unwrap();
     let server = Server::start(
@@ -407,10 +384,14 @@ fn dashboard_sends_its_token_in_headless_chromium() {
         "ringstash_ws_auth_missing_total",
         "ringstash_ws_auth_invalid_total",
     ] {
-        assert_eq!(scraped(http_at, &scrape_token, refused), 0, "{refused}");
+        assert_eq!(
+            common::metric_with_token(http_at, &scrape_token, refused),
+            0,
+            "{refused}"
+        );
     }
     assert_eq!(
-        scraped(http_at, &scrape_token, "ringstash_ws_subscribers_total"),
+        common::metric_with_token(http_at, &scrape_token, "ringstash_ws_subscribers_total"),
         1
     );
     drop(b);
@@ -431,8 +412,12 @@ fn dashboard_sends_its_token_in_headless_chromium() {
     b.eval(&submit(&read_token));
     b.wait_for(&has("live-2"), Duration::from_secs(20));
     b.wait_for(&conn_is("live"), Duration::from_secs(10));
-    assert!(scraped(http_at, &scrape_token, "ringstash_http_auth_missing_total") >= 1);
-    assert!(scraped(http_at, &scrape_token, "ringstash_http_auth_invalid_total") >= 1);
+    assert!(
+        common::metric_with_token(http_at, &scrape_token, "ringstash_http_auth_missing_total") >= 1
+    );
+    assert!(
+        common::metric_with_token(http_at, &scrape_token, "ringstash_http_auth_invalid_total") >= 1
+    );
     drop(b);
     assert!(server.stop().success());
 }

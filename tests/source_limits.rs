@@ -166,28 +166,14 @@ fn http_over_its_ip_rate_gets_429_with_retry_after_and_nothing_stored() {
     assert_eq!(stored.last().unwrap(), "after waiting");
 }
 
-/// `ringstash token`'s token and its line for `auth_tokens`.
-fn make_token(scopes: &str, name: &str) -> (String, String) {
-    let out = run_ok(
-        std::process::Command::new(BIN).args(["token", "--scopes", scopes, "--name", name]),
-        "ringstash token",
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_else(|| panic!("no {k:?} in {text:?}"))
-            .to_owned()
-    };
-    (field("token: "), field("line: "))
-}
-
 #[test]
 fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
-    let (a, a_line) = make_token("write", "producer-a");
-    let (b, b_line) = make_token("write", "producer-b");
-    let (m, m_line) = make_token("metrics", "scraper");
-    let tokens = format!("{a_line};{b_line};{m_line}");
+    let (a, b, m) = (
+        make_token("write", "producer-a"),
+        make_token("write", "producer-b"),
+        make_token("metrics", "scraper"),
+    );
+    let tokens = format!("{};{};{}", a.line, b.line, m.line);
     let (_dir, s) = Server::start_in_tempdir(&[
         "--auth-tokens",
         &tokens,
@@ -209,34 +195,18 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
     };
     // Each request a new connection (and the same IP, which has no limit here): the
     // token's own bucket is what runs dry.
-    assert_eq!(post(&a, body.as_bytes()).status, 200);
-    assert_eq!(post(&a, body.as_bytes()).status, 200);
-    let r = post(&a, b"over the token's rate\n");
+    assert_eq!(post(&a.token, body.as_bytes()).status, 200);
+    assert_eq!(post(&a.token, body.as_bytes()).status, 200);
+    let r = post(&a.token, b"over the token's rate\n");
     assert_eq!(r.status, 429);
     assert!(r.header("Retry-After").is_some());
-    assert_eq!(metric_with(&s, &m, "ringstash_rate_limited_token_total"), 1);
+    assert_eq!(
+        metric_with_token(s.http, &m.token, "ringstash_rate_limited_token_total"),
+        1
+    );
     // Another token is not slowed by the first one's debt.
-    assert_eq!(post(&b, body.as_bytes()).status, 200);
+    assert_eq!(post(&b.token, body.as_bytes()).status, 200);
     let stored = stored_payloads(&s.data_dir);
     assert_eq!(stored.len(), 300);
     assert!(!stored.iter().any(|p| p == "over the token's rate"));
-}
-
-/// A counter from `/metrics`, read with `token` (auth is on: it needs the `metrics`
-/// scope).
-fn metric_with(s: &Server, token: &str, name: &str) -> u64 {
-    let bearer = format!("Bearer {token}");
-    let r = http(
-        s.http,
-        "GET",
-        "/metrics",
-        &[("Authorization", &bearer)],
-        b"",
-    );
-    assert_eq!(r.status, 200);
-    let text = String::from_utf8(r.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing"))
 }

@@ -405,6 +405,60 @@ fn sighup_swaps_the_certificate_for_new_clients_while_an_old_connection_goes_on(
     assert_eq!(stored_payloads(&dir), ["before reload", "after reload"]);
 }
 
+/// A server with TLS (client certificates required) on `listener_flag`, a client
+/// certificate for rsyslog, and rsyslog's work directory.
+struct Forwarded {
+    tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    ca: Ca,
+    client: Leaf,
+    server: Server,
+    rs_dir: std::path::PathBuf,
+}
+
+impl Forwarded {
+    fn start(listener_flag: &str, client_cn: &str) -> Forwarded {
+        let (tmp, dir) = temp_data_dir("d");
+        let ca = Ca::new(tmp.path(), "ca");
+        let leaf = ca.server(tmp.path(), "server", "localhost");
+        let client = ca.client(tmp.path(), "client", client_cn);
+        let mut flags = cert_flags(&leaf);
+        flags.extend([
+            listener_flag.into(),
+            "true".into(),
+            "--tls-client-ca-file".into(),
+            ca.pem.display().to_string(),
+        ]);
+        let server = start(&dir, &flags);
+        let rs_dir = tmp.path().join("rsyslog");
+        std::fs::create_dir_all(&rs_dir).unwrap();
+        Forwarded {
+            tmp,
+            dir,
+            ca,
+            client,
+            server,
+            rs_dir,
+        }
+    }
+
+    /// Feeds `n` messages to rsyslog and checks that each arrived once, whole, in
+    /// order, and what `also` checks; then stops the server cleanly.
+    fn deliver(self, r: Rsyslog, n: usize, also: impl FnOnce(&Server)) {
+        r.feed(&rsyslog::orders(0, n));
+        let s = &self.server;
+        let records = wait_records(s, n, Duration::from_secs(30), || s.stderr_text());
+        for (i, rec) in records.iter().enumerate() {
+            rsyslog::check_order(i, rec, "rfc5424");
+        }
+        assert!(tls_counter(s, "ringstash_tls_handshakes_total") >= 1);
+        also(s);
+        drop(r);
+        assert!(self.server.stop().success());
+        drop((self.tmp, self.dir));
+    }
+}
+
 /// rsyslog's `omfwd` with the GnuTLS driver (what `gtls` users run), authenticating
 /// ringstash by name and itself by a client certificate: syslog over TLS (RFC 5425,
 /// octet-counted frames).
@@ -413,41 +467,21 @@ fn rsyslog_forwards_over_tls_with_a_client_certificate() {
     let Some(bin) = rsyslog::require_gtls() else {
         return;
     };
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "localhost");
-    let client = ca.client(tmp.path(), "rsyslog", "rsyslog-client");
-    let mut flags = cert_flags(&leaf);
-    flags.extend([
-        "--syslog-tls".into(),
-        "true".into(),
-        "--tls-client-ca-file".into(),
-        ca.pem.display().to_string(),
-    ]);
-    let s = start(&dir, &flags);
-    let rs_dir = tmp.path().join("rsyslog");
-    std::fs::create_dir_all(&rs_dir).unwrap();
+    let f = Forwarded::start("--syslog-tls", "rsyslog-client");
     let globals = format!(
         r#"DefaultNetstreamDriverCAFile="{}" DefaultNetstreamDriverCertFile="{}" DefaultNetstreamDriverKeyFile="{}""#,
-        ca.pem.display(),
-        client.cert.display(),
-        client.key.display()
+        f.ca.pem.display(),
+        f.client.cert.display(),
+        f.client.key.display()
     );
     let action = format!(
         r#"action(type="omfwd" target="127.0.0.1" port="{}" protocol="tcp" TCP_Framing="octet-counted"
            StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
            StreamDriverPermittedPeers="localhost" template="RSYSLOG_SyslogProtocol23Format")"#,
-        s.syslog.port()
+        f.server.syslog.port()
     );
-    let r = Rsyslog::start_with(&bin, &rs_dir, &globals, &[], &action);
-    r.feed(&rsyslog::orders(0, 200));
-    let records = wait_records(&s, 200, Duration::from_secs(30), || s.stderr_text());
-    for (i, rec) in records.iter().enumerate() {
-        rsyslog::check_order(i, rec, "rfc5424");
-    }
-    assert!(tls_counter(&s, "ringstash_tls_handshakes_total") >= 1);
-    drop(r);
-    assert!(s.stop().success());
+    let r = Rsyslog::start_with(&bin, &f.rs_dir, &globals, &[], &action);
+    f.deliver(r, 200, |_| {});
 }
 
 /// rsyslog's `omrelp` over TLS (librelp's GnuTLS), with a client certificate: each
@@ -460,37 +494,19 @@ fn omrelp_over_tls_delivers_every_message() {
     let Some(bin) = rsyslog::require_gtls() else {
         return;
     };
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "localhost");
-    let client = ca.client(tmp.path(), "relp", "relp-client");
-    let mut flags = cert_flags(&leaf);
-    flags.extend([
-        "--relp-tls".into(),
-        "true".into(),
-        "--tls-client-ca-file".into(),
-        ca.pem.display().to_string(),
-    ]);
-    let s = start(&dir, &flags);
-    let rs_dir = tmp.path().join("rsyslog");
-    std::fs::create_dir_all(&rs_dir).unwrap();
+    let f = Forwarded::start("--relp-tls", "relp-client");
     let action = format!(
         r#"action(type="omrelp" target="127.0.0.1" port="{}" tls="on"
            tls.caCert="{}" tls.myCert="{}" tls.myPrivKey="{}"
            tls.authMode="name" tls.permittedPeer=["localhost"]
            template="RSYSLOG_SyslogProtocol23Format")"#,
-        s.relp.port(),
-        ca.pem.display(),
-        client.cert.display(),
-        client.key.display()
+        f.server.relp.port(),
+        f.ca.pem.display(),
+        f.client.cert.display(),
+        f.client.key.display()
     );
-    let r = Rsyslog::start(&bin, &rs_dir, &["omrelp"], &action);
-    r.feed(&rsyslog::orders(0, 300));
-    let records = wait_records(&s, 300, Duration::from_secs(30), || s.stderr_text());
-    for (i, rec) in records.iter().enumerate() {
-        rsyslog::check_order(i, rec, "rfc5424");
-    }
-    assert_eq!(metric(s.http, "ringstash_relp_records_total"), 300);
-    drop(r);
-    assert!(s.stop().success());
+    let r = Rsyslog::start(&bin, &f.rs_dir, &["omrelp"], &action);
+    f.deliver(r, 300, |s| {
+        assert_eq!(metric(s.http, "ringstash_relp_records_total"), 300);
+    });
 }

@@ -654,3 +654,45 @@ pub fn assert_cut_at_deadline(t: &Trickled, setting: &str, deadline: Duration) {
     assert_eq!(body["error"], "request_timeout");
     assert_contains(body["detail"].as_str().unwrap(), setting);
 }
+
+/// A token made by `ringstash token`, and its line for the token file (or
+/// `auth_tokens`).
+pub struct Token {
+    pub token: String,
+    pub line: String,
+}
+
+/// Makes a token with `ringstash token --scopes <scopes> --name <name>`.
+pub fn make_token(scopes: &str, name: &str) -> Token {
+    let out = run_ok(
+        Command::new(BIN).args(["token", "--scopes", scopes, "--name", name]),
+        "ringstash token",
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k:?} in {text:?}"))
+            .to_owned()
+    };
+    let t = Token {
+        token: field("token: "),
+        line: field("line: "),
+    };
+    assert!(t.token.starts_with("rst_"), "{}", t.token);
+    assert!(t.line.ends_with(&format!(" {scopes} {name}")), "{}", t.line);
+    t
+}
+
+/// A counter or gauge from `/metrics`, scraped with `token` (auth on: it needs the
+/// `metrics` scope).
+pub fn metric_with_token(addr: SocketAddr, token: &str, name: &str) -> u64 {
+    let bearer = format!("Bearer {token}");
+    let r = http(addr, "GET", "/metrics", &[("Authorization", &bearer)], b"");
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
