@@ -138,6 +138,40 @@ fn subscribe_all(s: &Server, n: usize) -> (Records, Vec<(u64, u64)>) {
     (records, gaps)
 }
 
+/// A `format=binary` WebSocket subscription from offset 0, read until `n` records
+/// arrived: the records as (offset, payload) and the gap markers the messages carried
+/// (frames whose crc32c and length are u32::MAX: offset = from, timestamp = to).
+fn subscribe_binary_all(s: &Server, n: usize) -> (Records, Vec<(u64, u64)>) {
+    let mut ws = common::ws::subscribe(common::ws::ws_addr(s), "from=0&format=binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut records, mut gaps) = (Vec::new(), Vec::new());
+    let u64_at = |m: &[u8], at: usize| u64::from_le_bytes(m[at..at + 8].try_into().unwrap());
+    let u32_at = |m: &[u8], at: usize| u32::from_le_bytes(m[at..at + 4].try_into().unwrap());
+    while records.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n}",
+            records.len()
+        );
+        let tungstenite::Message::Binary(m) = ws.read().expect("subscription") else {
+            continue;
+        };
+        let mut at = 16;
+        while at < m.len() {
+            let (offset, crc, len) = (u64_at(&m, at), u32_at(&m, at + 8), u32_at(&m, at + 12));
+            if (crc, len) == (u32::MAX, u32::MAX) {
+                gaps.push((offset, u64_at(&m, at + 16)));
+                at += 24;
+                continue;
+            }
+            let payload = &m[at + 24..at + 24 + len as usize];
+            records.push((offset, String::from_utf8(payload.to_vec()).unwrap()));
+            at += 24 + len as usize;
+        }
+    }
+    (records, gaps)
+}
+
 /// The records expected from offset 0 with `lost` missing, as (offset, payload).
 fn all_but(payloads: &[String], lost: &[u64]) -> Records {
     (0..payloads.len() as u64)
@@ -213,6 +247,10 @@ fn bit_rot_in_the_middle_of_the_active_segment_is_reported_skipped_and_never_cut
 
     // A WebSocket subscriber from offset 0 gets the same records and a `gaps` marker.
     let (records, gaps) = subscribe_all(&s, RECORDS as usize - 1);
+    assert_eq!(records, all_but(&payloads, &[1000]));
+    assert_eq!(gaps, [(1000, 1001)]);
+    // A binary subscriber gets them too, and a gap marker frame where the loss is.
+    let (records, gaps) = subscribe_binary_all(&s, RECORDS as usize - 1);
     assert_eq!(records, all_but(&payloads, &[1000]));
     assert_eq!(gaps, [(1000, 1001)]);
 

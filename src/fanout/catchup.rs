@@ -44,12 +44,12 @@ pub(super) fn own_read(
     let reader = positioned(ctx, reader, cursor)?;
     let built = match encoding {
         Encoding::Binary => {
-            let built = frames::build(reader, filter, span.stop, span.committed_end, span.budget)?
-                .map(|(m, _, next, records)| Built::Frames(m, next, records));
-            // Binary messages have no place for a marker: the gap shows in the offsets
-            // of the frames (docs/protocol.md). Taken so they do not pile up.
-            drop(reader.take_damaged());
-            built
+            let built = frames::build(reader, filter, span.stop, span.committed_end, span.budget)?;
+            // Damaged ranges this read passed: marked with gap frames among the records.
+            let gaps = reader.take_damaged();
+            let next = reader.next_offset();
+            frames::with_gaps(built, &gaps, next, span.committed_end)
+                .map(|(m, _, next, records)| Built::Frames(m, next, records))
         }
         Encoding::Json => {
             let mut m = MessageBuilder::new(span.budget.min(256 << 10));

@@ -19,10 +19,73 @@ use std::collections::VecDeque;
 use tungstenite::Bytes;
 
 use super::query::Filter;
-use crate::{error::ReadError, query::scan, wal::Reader};
+use crate::{
+    error::ReadError,
+    query::scan,
+    wal::{Reader, format::RECORD_HEADER_BYTES},
+};
 
 /// A binary message's header: `next` then `committed_end`, u64 little-endian each.
 pub const HEADER_BYTES: usize = 16;
+
+/// The `crc32c` and `length` fields of a gap marker: a frame header that no stored
+/// record can have (a record's length is at most `RECORD_BYTES_LIMIT`, below this), naming
+/// lost offsets instead of a record (`docs/protocol.md`, binary messages).
+pub const GAP_MARK: u32 = u32::MAX;
+
+/// Puts a gap marker for each range in `gaps` into a binary message built from
+/// `reader` (or makes a message of markers alone if no record was read), each before
+/// the first frame past its range, so offsets stay in order: `offset` = the first
+/// offset lost, `crc32c` = `length` = [`GAP_MARK`], `timestamp_ns` = the end of the
+/// range (exclusive); no payload. Returns the message and its first offset.
+pub fn with_gaps(
+    built: Option<(Bytes, u64, u64, u64)>,
+    gaps: &[crate::wal::DamagedRange],
+    next: u64,
+    committed_end: u64,
+) -> Option<(Bytes, u64, u64, u64)> {
+    if gaps.is_empty() {
+        return built;
+    }
+    let (msg, records) = match &built {
+        Some((m, _, _, records)) => (m.to_vec(), *records),
+        None => {
+            let mut m = Vec::with_capacity(HEADER_BYTES);
+            m.extend_from_slice(&next.to_le_bytes());
+            m.extend_from_slice(&committed_end.max(next).to_le_bytes());
+            (m, 0)
+        }
+    };
+    let mut out = Vec::with_capacity(msg.len() + gaps.len() * RECORD_HEADER_BYTES);
+    out.extend_from_slice(&msg[..HEADER_BYTES]);
+    let mut gaps = gaps.iter().peekable();
+    let mut at = HEADER_BYTES;
+    while at < msg.len() {
+        let offset = u64::from_le_bytes(msg[at..at + 8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(msg[at + 12..at + 16].try_into().expect("4 bytes")) as usize;
+        while let Some(g) = gaps.next_if(|g| g.to_offset <= offset) {
+            push_gap(&mut out, g);
+        }
+        out.extend_from_slice(&msg[at..at + RECORD_HEADER_BYTES + len]);
+        at += RECORD_HEADER_BYTES + len;
+    }
+    for g in gaps {
+        push_gap(&mut out, g);
+    }
+    let first = u64::from_le_bytes(
+        out[HEADER_BYTES..HEADER_BYTES + 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    Some((out.into(), first, next, records))
+}
+
+fn push_gap(out: &mut Vec<u8>, g: &crate::wal::DamagedRange) {
+    out.extend_from_slice(&g.from_offset.to_le_bytes());
+    out.extend_from_slice(&GAP_MARK.to_le_bytes());
+    out.extend_from_slice(&GAP_MARK.to_le_bytes());
+    out.extend_from_slice(&g.to_offset.to_le_bytes());
+}
 
 /// One shared message: records `first..next`.
 #[derive(Debug)]
