@@ -348,6 +348,12 @@ fn a_client_that_never_finishes_its_handshake_is_closed_at_the_deadline() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(5),
         "closed after {took:?}, not at the 300 ms deadline"
     );
+    // Counted once the handshake's task sees its read end (just after the close).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tls_counter(&s, "ringstash_tls_handshake_timeouts_total") < 1 {
+        assert!(Instant::now() < deadline, "the timeout was not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(tls_counter(&s, "ringstash_tls_handshake_timeouts_total"), 1);
     assert!(s.stop().success());
 }
@@ -509,4 +515,93 @@ fn omrelp_over_tls_delivers_every_message() {
     f.deliver(r, 300, |s| {
         assert_eq!(metric(s.http, "ringstash_relp_records_total"), 300);
     });
+}
+
+/// A TLS client made with rustls itself, for what `openssl s_client` cannot do on
+/// purpose: a close_notify with bytes after it, a close_notify before the FIN.
+fn rustls_client(addr: std::net::SocketAddr, ca: &Path) -> (rustls::ClientConnection, TcpStream) {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    (conn, sock)
+}
+
+#[test]
+fn bytes_after_a_close_notify_do_not_hang_the_reactor() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "localhost");
+    let mut flags = cert_flags(&leaf);
+    flags.extend([
+        "--tcp-tls".into(),
+        "true".into(),
+        "--reactor-threads".into(),
+        "1".into(),
+    ]);
+    let s = start(&dir, &flags);
+    let (mut conn, mut sock) = rustls_client(s.tcp, &ca.pem);
+    conn.writer().write_all(b"before close\n").unwrap();
+    conn.send_close_notify();
+    let mut wire = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut wire).unwrap();
+    }
+    // Bytes after the alert, in the same write: more than rustls takes in one go.
+    wire.extend(std::iter::repeat_n(0x17u8, 9000));
+    sock.write_all(&wire).unwrap();
+    // The one reactor still serves others at once.
+    let t0 = Instant::now();
+    let r = http(s.http, "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the reactor was stuck {:?}",
+        t0.elapsed()
+    );
+    drop(sock);
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["before close"]);
+}
+
+#[test]
+fn a_last_line_ended_by_close_notify_before_the_fin_is_stored() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "localhost");
+    let mut flags = cert_flags(&leaf);
+    flags.extend(["--tcp-tls".into(), "true".into()]);
+    let s = start(&dir, &flags);
+    let (mut conn, mut sock) = rustls_client(s.tcp, &ca.pem);
+    conn.writer().write_all(b"a\nb").unwrap();
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    // The TCP connection stays open (as Go's CloseWrite or a two-way SSL_shutdown
+    // leave it): the close_notify alone ends the stream, and `b` is a record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(s.http, "ringstash_records_committed_total") < 2 {
+        assert!(Instant::now() < deadline, "the last line was not stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(sock);
+    assert!(s.stop().success());
+    assert_eq!(stored_payloads(&dir), ["a", "b"]);
 }

@@ -161,6 +161,7 @@ impl SourceGuard {
     /// Counts a new connection from `ip`, or refuses it (None) when
     /// `connections_per_ip_max` are open from there already (counted).
     pub fn admit(ctx: &Arc<NetCtx>, ip: IpAddr) -> Option<SourceGuard> {
+        let ip = source_of(ip);
         let s = &ctx.settings;
         let now = Instant::now();
         let burst = Duration::from_millis(s.rate_burst_ms);
@@ -323,6 +324,23 @@ pub fn payload_bytes(frames: usize, records: u32) -> u64 {
     (frames - records as usize * crate::wal::format::RECORD_HEADER_BYTES) as u64
 }
 
+/// The source an address belongs to: an IPv4 address itself (an IPv4-mapped IPv6
+/// one as IPv4), an IPv6 address's /64, the block one host or site is given, so that
+/// one client does not escape its limits by using many addresses of its block.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+    }
+}
+
 impl Drop for SourceGuard {
     fn drop(&mut self) {
         let mut by_ip = self.ctx.sources.by_ip.lock().expect("sources lock");
@@ -339,6 +357,17 @@ impl Drop for SourceGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(source_of(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
+    }
 
     #[test]
     fn a_bucket_holds_a_source_to_its_rate_whatever_its_batches() {

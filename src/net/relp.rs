@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use super::driver::*;
 use super::{
     framing::{Enrichment, SyslogRenderer},
-    tcp::{clean_end, read_more},
+    tcp::read_more,
 };
 use crate::{
     syslog::relp::{self, FrameError, Parsed, Session, Step},
@@ -219,7 +219,7 @@ impl Reader<'_> {
                 // An incomplete frame is never answered, so the client still holds it.
                 conn::discard_partial(self.ctx, &buf);
                 let ours = shared.stop.get() || ctx.shutting_down.load(Ordering::Relaxed);
-                let fin = clean_end(self.stream.as_raw_fd());
+                let fin = self.stream.ended_by_peer();
                 return if ours && !fin {
                     End::Server
                 } else {

@@ -115,6 +115,41 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Whether the read that returned 0 was the producer ending its stream: its FIN
+    /// (or, over TLS, its close_notify, which may come before the FIN), and not a
+    /// reset, nor our own shutdown of the reading side (idle, a failed batch, a drain).
+    pub fn ended_by_peer(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.peer_closed() || fin_received(s.raw_fd()),
+            _ => fin_received(self.as_raw_fd()),
+        }
+    }
+}
+
+/// True if the peer ended its stream with a FIN: the socket is in CLOSE_WAIT. After
+/// a reset it is CLOSED (and a read may return 0 once a write has taken the reset's
+/// error); after our own `shutdown(SHUT_RD)` it is still ESTABLISHED.
+fn fin_received(fd: i32) -> bool {
+    /// `TCP_CLOSE_WAIT` in the kernel's `enum tcp_state`.
+    const TCP_CLOSE_WAIT: u8 = 8;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: fd is this connection's open socket (the caller holds its guard), and
+    // `info`/`len` are valid for writes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    r == 0 && info.tcpi_state == TCP_CLOSE_WAIT
+}
+
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let driver = match self {

@@ -223,7 +223,7 @@ impl Conn<'_> {
                 shared.set_fatal("shutting_down", "the server is shutting down".into());
                 return conn::discard_partial(self.ctx, &buf);
             }
-            if eof && !clean_end(self.stream.as_raw_fd()) {
+            if eof && !self.stream.ended_by_peer() {
                 // Our own SHUT_RD (idle, a failed batch) or a reset whose error a
                 // write already took: not the end the producer meant.
                 return conn::discard_partial(self.ctx, &buf);
@@ -287,29 +287,6 @@ impl Conn<'_> {
             Err(PushFail::TimedOut) => unreachable!("no deadline given"),
         }
     }
-}
-
-/// True if the peer ended its stream with a FIN: the socket is in CLOSE_WAIT. After
-/// a reset it is CLOSED (and a read may return 0 once a write has taken the reset's
-/// error); after our own `shutdown(SHUT_RD)` it is still ESTABLISHED.
-pub(super) fn clean_end(fd: i32) -> bool {
-    /// `TCP_CLOSE_WAIT` in the kernel's `enum tcp_state`.
-    const TCP_CLOSE_WAIT: u8 = 8;
-    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: fd is this connection's open socket (the caller holds its guard), and
-    // `info`/`len` are valid for writes.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &raw mut len,
-        )
-    };
-    r == 0 && info.tcpi_state == TCP_CLOSE_WAIT
 }
 
 /// Reads into the spare capacity of `buf` (growing it when full); 0 at EOF.

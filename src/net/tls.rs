@@ -172,17 +172,40 @@ impl TlsStream {
         &self.inner
     }
 
-    /// Gives rustls the ciphertext in `bytes` and processes it.
+    /// Gives rustls the ciphertext in `bytes` and processes it. After the client's
+    /// close_notify rustls takes nothing more (`read_tls` answers 0): what follows it
+    /// is dropped, as TLS says, rather than offered again forever.
     fn feed(&self, mut bytes: &[u8]) -> io::Result<()> {
         let mut c = self.conn.borrow_mut();
         while !bytes.is_empty() {
-            c.read_tls(&mut bytes)?;
+            if c.read_tls(&mut bytes)? == 0 {
+                break;
+            }
             if let Err(e) = c.process_new_packets() {
                 // rustls queued an alert saying why; the caller flushes it.
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
         Ok(())
+    }
+
+    /// Whether the client ended its stream with a close_notify.
+    pub fn peer_closed(&self) -> bool {
+        self.conn
+            .borrow_mut()
+            .process_new_packets()
+            .is_ok_and(|st| st.peer_has_closed())
+    }
+
+    /// After a read: sends what rustls queued (key updates, session tickets, an alert)
+    /// unless a writer holds the socket, whose own flush loop then sends it. Never
+    /// waits for that writer: an ack writer blocked on a client that reads nothing
+    /// until it has sent everything must not stop this connection's reading too.
+    async fn flush_after_read(&self) -> io::Result<()> {
+        if !self.conn.borrow().wants_write() || self.write_lock.try_lock().is_err() {
+            return Ok(());
+        }
+        self.flush().await
     }
 
     /// Writes whatever ciphertext rustls has queued.
@@ -261,7 +284,7 @@ impl TlsStream {
                 return (Ok(0), buf);
             };
             // Key updates, session tickets, or the alert of a failure.
-            let flushed = self.flush().await;
+            let flushed = self.flush_after_read().await;
             if let Err(e) = fed.and(flushed) {
                 return (Err(e), buf);
             }

@@ -105,6 +105,14 @@ impl Disk {
         }
     }
 
+    /// After a fatal failure: the disk is dropped without waiting for operations in
+    /// flight (I/O threads stuck on a failing device are left to the process's exit).
+    pub(super) fn detach(&mut self) {
+        if let Disk::Threads(t) = self {
+            t.threads.clear();
+        }
+    }
+
     /// Most completions one reap can return (the capacity to reserve for it).
     pub(super) fn completions_max(&self) -> usize {
         match self {
@@ -133,14 +141,19 @@ impl UringDisk {
     /// # Safety
     /// As [`Disk::push`].
     unsafe fn push(&mut self, chain: &[(Op, u64)]) -> io::Result<()> {
-        // Make room for the whole chain so that a link is never split across
-        // submissions.
-        let free = {
-            let sq = self.ring.submission();
+        // Room for the whole chain, so that a link is never split across submissions
+        // (a split link's sync could run before its write).
+        let free = |ring: &mut IoUring| {
+            let sq = ring.submission();
             sq.capacity() - sq.len()
         };
-        if free < chain.len() {
+        if free(&mut self.ring) < chain.len() {
             self.ring.submit()?;
+            if free(&mut self.ring) < chain.len() {
+                return Err(io::Error::other(
+                    "io_uring submission queue still full after a submit",
+                ));
+            }
         }
         for (i, &(op, ud)) in chain.iter().enumerate() {
             let sqe = match op {
@@ -170,14 +183,9 @@ impl UringDisk {
             }
             .user_data(ud);
             // SAFETY: the caller keeps every pointer valid until the CQE is reaped;
-            // the timeout's target is ours and outlives it.
-            if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-                self.ring.submit()?;
-                // SAFETY: as above.
-                unsafe { self.ring.submission().push(&sqe) }.map_err(|_| {
-                    io::Error::other("io_uring submission queue full after a submit")
-                })?;
-            }
+            // the timeout's target is ours and outlives it. Room was made above.
+            unsafe { self.ring.submission().push(&sqe) }
+                .map_err(|_| io::Error::other("io_uring submission queue full"))?;
         }
         Ok(())
     }

@@ -245,7 +245,10 @@ impl Writer {
             {
                 self.phase = after_rewind(rotate_due);
             }
-            if self.phase == Phase::RotateDue && self.in_flight.is_empty() {
+            // Not while the interval policy's lone fdatasync is out: under the epoll
+            // driver an I/O thread syncs by descriptor, and rotation closes it.
+            if self.phase == Phase::RotateDue && self.in_flight.is_empty() && !self.armed.lone_sync
+            {
                 self.rotate()?;
             }
             self.maybe_lone_sync()?;
@@ -285,7 +288,7 @@ impl Writer {
                 self.inner.ring.cancel_sleep();
                 return Ok(());
             }
-            self.arm_wake();
+            self.arm_wake()?;
         } else if !outstanding {
             // E.g. a rotation became due with nothing in flight: go round again.
             return Ok(());
@@ -328,18 +331,19 @@ impl Writer {
         Ok(())
     }
 
-    fn arm_wake(&mut self) {
+    /// Queues the read of the doorbell that a producer's push wakes the wait with.
+    /// A failure to queue it is fatal: sleeping without it could sleep for good.
+    fn arm_wake(&mut self) -> Result<(), WriterFailure> {
         if self.armed.wake {
-            return;
+            return Ok(());
         }
         let read = Op::ReadEventfd {
             fd: self.inner.ring.wake_fd(),
             into: &mut *self.wake_buf,
         };
-        // The SQ has room: at most 2 entries per group plus three singles are queued.
-        if self.push(&[(read, UD_WAKE)]).is_ok() {
-            self.armed.wake = true;
-        }
+        self.push(&[(read, UD_WAKE)])?;
+        self.armed.wake = true;
+        Ok(())
     }
 
     /// Queues a chain of operations (see [`Disk::push`]).
@@ -445,6 +449,8 @@ impl Writer {
         // runs once, just before the process reports the failure and exits.
         std::mem::forget(std::mem::take(&mut self.groups));
         std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        // Nor wait for I/O threads that may be stuck on the failing device.
+        self.disk.detach();
     }
 }
 
