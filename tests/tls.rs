@@ -605,3 +605,46 @@ fn a_last_line_ended_by_close_notify_before_the_fin_is_stored() {
     assert!(s.stop().success());
     assert_eq!(stored_payloads(&dir), ["a", "b"]);
 }
+
+#[test]
+fn an_acked_tls_connection_ends_with_a_close_notify_after_its_last_ack() {
+    let (tmp, dir) = temp_data_dir("d");
+    let ca = Ca::new(tmp.path(), "ca");
+    let leaf = ca.server(tmp.path(), "server", "localhost");
+    let mut flags = cert_flags(&leaf);
+    flags.extend(["--tcp-acked-tls".into(), "true".into()]);
+    let s = start(&dir, &flags);
+    let (mut conn, mut sock) = rustls_client(s.tcp_acked, &ca.pem);
+    conn.writer().write_all(b"x\ny\n").unwrap();
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    // Read to the end: the acks, then a clean end (close_notify), not a truncation.
+    let mut said = Vec::new();
+    let end = loop {
+        match conn.reader().read_to_end(&mut said) {
+            Ok(_) => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => break Err(e),
+        }
+        match conn.read_tls(&mut sock) {
+            Ok(0) => {
+                conn.process_new_packets().unwrap();
+                break conn.reader().read_to_end(&mut said).map(drop);
+            }
+            Ok(_) => {
+                conn.process_new_packets().unwrap();
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let said = String::from_utf8(said).unwrap();
+    assert_eq!(last_ack(&said), Some((2, 1)), "{said}");
+    assert!(
+        end.is_ok(),
+        "the server must end with close_notify: {end:?} after {said:?}"
+    );
+    drop(sock);
+    assert!(s.stop().success());
+}

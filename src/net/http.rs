@@ -90,6 +90,8 @@ pub async fn serve(
         conn.respond(Response::error(&cut.error(&limits)), false)
             .await;
     }
+    let grace = Duration::from_millis(conn.ctx.settings.http_idle_timeout_ms);
+    let _ = tokio::time::timeout(grace, conn.stream.finish()).await;
 }
 
 struct Conn {

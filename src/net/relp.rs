@@ -154,6 +154,7 @@ pub async fn serve(
         let hint = stream.write_all(relp::SERVERCLOSE.to_vec());
         let _ = tokio::time::timeout(grace, hint).await;
     }
+    let _ = tokio::time::timeout(grace, stream.finish()).await;
     // SAFETY: the guard is alive, so fd is still this connection's socket.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     drop(guard);

@@ -105,6 +105,16 @@ impl Stream {
         }
     }
 
+    /// Ends our side cleanly before the socket closes: over TLS a close_notify, sent in
+    /// order after what was written (a client reading its last acks or response then
+    /// sees a clean end, not a truncation); nothing for a plain socket, whose close
+    /// sends the FIN. Errors are the peer's problem: it is being closed anyway.
+    pub async fn finish(&self) {
+        if let Stream::Tls(s) = self {
+            s.close_notify().await;
+        }
+    }
+
     /// shutdown(2) in direction `how`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {

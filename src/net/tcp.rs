@@ -166,15 +166,21 @@ pub async fn serve(
     }
 
     let _ = drainer.await;
+    // The client may never read its last ack: give it a bounded time, then cut.
+    let grace = Duration::from_millis(
+        ctx.settings
+            .shutdown_timeout_ms
+            .min(ctx.settings.tcp_idle_timeout_ms),
+    );
     match writer {
         Some(writer) => {
-            // The client may never read its last ack: give it a bounded time, then cut.
-            let grace = Duration::from_millis(
-                ctx.settings
-                    .shutdown_timeout_ms
-                    .min(ctx.settings.tcp_idle_timeout_ms),
-            );
-            if tokio::time::timeout(grace, writer).await.is_err() {
+            if tokio::time::timeout(grace, async {
+                let _ = writer.await;
+                stream.finish().await;
+            })
+            .await
+            .is_err()
+            {
                 // SAFETY: the guard is alive, so fd is still this connection's socket.
                 unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
             }
@@ -184,6 +190,7 @@ pub async fn serve(
             if let Some((code, detail)) = shared.fatal.borrow_mut().take() {
                 tracing::info!(%peer, code, detail, "closed a one-way connection");
             }
+            let _ = tokio::time::timeout(grace, stream.finish()).await;
         }
     }
     drop(guard);

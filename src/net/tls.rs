@@ -307,6 +307,12 @@ impl TlsStream {
         (Ok(()), buf)
     }
 
+    /// Queues a close_notify and sends it, in order after anything being written.
+    pub async fn close_notify(&self) {
+        self.conn.borrow_mut().send_close_notify();
+        let _ = self.flush().await;
+    }
+
     /// As shutdown(2): the writing side first says close_notify (best effort, without
     /// waiting: the socket is being shut).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
