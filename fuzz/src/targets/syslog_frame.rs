@@ -62,7 +62,7 @@ pub fn syslog_frame(data: &[u8]) {
             );
             render(m, &mut out);
         }
-        Finished::Clean | Finished::Truncated => {}
+        Finished::Clean | Finished::Truncated | Finished::TooLarge => {}
     }
 }
 
