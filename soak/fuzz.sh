@@ -52,18 +52,49 @@ mkdir -p "$out"
 export AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 echo "fuzz.sh: $target for ${seconds}s, output in $out"
 started=$(date -u +%FT%TZ)
-# `times` in the subshell gives the CPU time of the fuzzer and the target processes it
-# reaped: on a shared machine that, not the wall time, is what the run cost.
-(cd "$root" && cargo afl fuzz -i "$input" -o "$out" -x "$root/fuzz/dict/$target.dict" \
-    -t "$timeout_ms" -V "$seconds" -- "$bin" && times >"$out/cpu-times") >"$out/afl.log" 2>&1 || {
+# CPU time, sampled every 2 s from /proc: afl-fuzz and its direct children (the fork
+# servers), these with the CPU of the target processes they reaped. On a
+# shared machine that, not the wall time, is what the run cost. The last sample of
+# each process counts, so up to 2 s of the last moments are missed.
+cpu_sampler() {
+    local afl_pid="" pids p
+    while :; do
+        afl_pid=$(pgrep -x -P "$1" afl-fuzz || true)
+        [ -n "$afl_pid" ] && break
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    while kill -0 "$afl_pid" 2>/dev/null; do
+        {
+            # utime + stime of afl-fuzz itself (what it reaped is sampled below, so
+            # not its cutime), then of each fork server with the target processes it
+            # reaped (cutime + cstime): clock ticks, fields 14 to 17.
+            awk -v p="$afl_pid" '{ print p, $14 + $15 }' "/proc/$afl_pid/stat" 2>/dev/null
+            for p in $(pgrep -P "$afl_pid"); do
+                awk -v p="$p" '{ print p, $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null
+            done
+        } >>"$out/cpu-samples" || true
+        sleep 2
+    done
+}
+(cd "$root" && exec cargo afl fuzz -i "$input" -o "$out" -x "$root/fuzz/dict/$target.dict" \
+    -t "$timeout_ms" -V "$seconds" -- "$bin") >"$out/afl.log" 2>&1 &
+fuzz_pid=$!
+cpu_sampler "$fuzz_pid" &
+sampler_pid=$!
+status=0
+wait "$fuzz_pid" || status=$?
+wait "$sampler_pid" || true
+if [ "$status" -ne 0 ]; then
     tail -20 "$out/afl.log" >&2
     exit 1
-}
+fi
 
 stats=$out/default/fuzzer_stats
 field() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
-cpu_s=$(awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); n += t[1] * 60 + t[2] } printf "%.0f", n }' "$out/cpu-times")
-echo "fuzz.sh: $target started $started, ran $(field run_time) s, CPU $cpu_s s (user + system, fuzzer and target)"
+ticks=$(getconf CLK_TCK)
+cpu_s=$(awk -v hz="$ticks" '{ last[$1] = $2 } END { for (p in last) n += last[p]; printf "%.0f", n / hz }' "$out/cpu-samples" 2>/dev/null || echo "?")
+echo "fuzz.sh: $target started $started, ran $(field run_time) s, CPU ${cpu_s} s (fuzzer and targets)"
 for k in execs_done execs_per_sec corpus_count corpus_found edges_found total_edges \
     bitmap_cvg stability saved_crashes saved_hangs; do
     printf '  %-14s %s\n' "$k" "$(field "$k")"
