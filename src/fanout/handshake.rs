@@ -99,7 +99,7 @@ fn presented<'a>(req: &'a Request, query_token: Option<&'a str>) -> Presented<'a
 
 /// The size of the request head as parsed: request line, headers, blank line.
 /// tungstenite reads up to 64 KiB of head; the HTTP port's bound applies here too.
-fn head_bytes(req: &Request) -> usize {
+pub fn head_bytes(req: &Request) -> usize {
     let line =
         req.method().as_str().len() + 1 + req.uri().to_string().len() + " HTTP/1.1\r\n".len();
     let headers: usize = req
@@ -112,7 +112,7 @@ fn head_bytes(req: &Request) -> usize {
 
 /// True if `key` is what RFC 6455 section 4.1 asks for: the base64 encoding (with
 /// padding) of 16 bytes, 24 characters ending in `==`.
-fn key_well_formed(key: &str) -> bool {
+pub fn key_well_formed(key: &str) -> bool {
     let b = key.as_bytes();
     b.len() == 24
         && b.ends_with(b"==")

@@ -49,6 +49,13 @@ mod transport;
 mod wire;
 pub use ctx::FanoutCtx;
 pub mod frames;
+
+/// The upgrade request's pure checks, for the fuzz targets (`fuzz/`): the rest of the
+/// handshake needs a live log and is not reachable without one. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::handshake::{head_bytes, key_well_formed};
+}
 pub mod window;
 
 use std::{

@@ -209,6 +209,11 @@ impl Framing for SyslogFraming<'_> {
                     .fetch_add(1, Ordering::Relaxed);
                 0
             }
+            Finished::TooLarge => {
+                self.frame_no += 1;
+                (to.rejected)(self.frame_no);
+                0
+            }
             Finished::Frame(msg) => {
                 let record = self.renderer.render(msg, to.timestamp_ns);
                 self.frame_no += 1;
@@ -279,5 +284,21 @@ mod tests {
         let r = f.frame(input, &mut to);
         assert_eq!((r.records, r.batch_full), (1, true));
         assert_eq!(&input[r.consumed..r.consumed + 3], b"<14");
+    }
+
+    /// A last LF frame one byte over the bound at the end of the stream is refused and
+    /// reported, not stored (found by the `syslog_frame` fuzz target).
+    #[test]
+    fn a_last_frame_over_the_bound_is_refused_at_the_end() {
+        let stats = NetStats::default();
+        let mut f = SyslogFraming::new(4, None, &stats);
+        let mut b = BatchBuilder::new(4096, 4096);
+        let mut refused = vec![];
+        let mut on_refused = |n| refused.push(n);
+        let mut to = Target::new(&mut b, 1, 1 << 20, &mut on_refused);
+        assert_eq!(f.frame(b"<1>ab", &mut to).consumed, 0);
+        assert_eq!(f.finish(b"<1>ab", &mut to), 0);
+        assert!(b.is_empty());
+        assert_eq!(refused, vec![1]);
     }
 }

@@ -33,6 +33,10 @@ pub enum Finished<'a> {
     Frame(&'a [u8]),
     /// An octet-counted frame shorter than its length: cut off, not a message.
     Truncated,
+    /// A last LF frame over `frame_bytes_max`: refused, as [`Split::TooLarge`] is
+    /// (`split` keeps up to `frame_bytes_max + 1` bytes of an LF frame waiting for a
+    /// possible CR before its LF, so the end of the stream can leave one byte too many).
+    TooLarge,
 }
 
 /// Per-connection framing state.
@@ -162,6 +166,7 @@ impl SyslogFramer {
             Head::Counted(..) => Finished::Truncated,
             Head::Line | Head::Undecided => match strip_cr(rest) {
                 [] => Finished::Clean,
+                line if line.len() > self.frame_bytes_max => Finished::TooLarge,
                 line => Finished::Frame(line),
             },
         }
@@ -257,5 +262,19 @@ mod tests {
             Finished::Frame(b"<13>no newline")
         );
         assert_eq!(f.finish(b""), Finished::Clean);
+    }
+
+    /// Found by the `syslog_frame` fuzz target (fuzz/regressions/syslog_frame/): `split`
+    /// keeps an LF frame of `frame_bytes_max + 1` bytes waiting for its LF (the last
+    /// byte may be a CR that is not part of the message), and `finish` used to take it
+    /// whole as a message, one byte over the bound.
+    #[test]
+    fn a_last_lf_frame_over_the_bound_is_refused_at_the_end() {
+        let mut f = SyslogFramer::new(4);
+        assert_eq!(f.split(b"<1>ab"), (0, Split::Incomplete));
+        assert_eq!(f.finish(b"<1>ab"), Finished::TooLarge);
+        // At the bound, or one over only because of a CR: a message.
+        assert_eq!(f.finish(b"<1>a"), Finished::Frame(b"<1>a"));
+        assert_eq!(f.finish(b"<1>a\r"), Finished::Frame(b"<1>a"));
     }
 }

@@ -1,0 +1,1 @@
+ÿÿfrom=earliest&limit=100&service=api,web&level=ERROR&q=disk+full%21

@@ -1,0 +1,7 @@
+GET /other?q=1 HTTP/1.1
+Host: 127.0.0.1:9090
+Upgrade: websocket
+Connection: Upgrade
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+Sec-WebSocket-Version: 13
+

@@ -1,0 +1,17 @@
+//! The `record_decode` target ([`fuzz::targets::record_decode`]). Built by `cargo afl build` (which sets
+//! `--cfg fuzzing`) it is AFL's persistent-mode harness; built plainly it replays the
+//! files named on its command line (or stdin) through the same function, to reproduce
+//! a crash without AFL. The body lives in the library so that `fuzz/tests/corpus.rs`
+//! runs the very same code.
+
+#[cfg(fuzzing)]
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        fuzz::targets::record_decode(data);
+    });
+}
+
+#[cfg(not(fuzzing))]
+fn main() -> std::io::Result<()> {
+    fuzz::replay("record_decode")
+}
