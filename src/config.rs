@@ -170,7 +170,7 @@ settings! {
     http_body_decompressed_bytes_max: usize = 16 << 20, env "RINGSTASH_HTTP_BODY_DECOMPRESSED_BYTES_MAX", range 1 ..= 1_073_741_824;
     /// Most bytes of JSON records one OTLP request may render (each record repeats its resource's attributes), refused ones included; 413 beyond. [default: 67108864]
     otlp_records_bytes_max: usize = 64 << 20, env "RINGSTASH_OTLP_RECORDS_BYTES_MAX", range 65_536 ..= 4_294_967_296;
-    /// Most items one POST /v1/logs body may decode to, counted on its bytes before decoding: JSON objects and arrays, or OTLP protobuf fields that allocate (records, attributes, values, strings); 413 beyond. Bounds what a small body decodes to. [default: 1048576]
+    /// Most items one POST /v1/logs body may decode to, counted on its bytes before decoding: JSON objects, arrays and array elements, or OTLP protobuf fields that allocate (records, attributes, values, strings); 413 beyond. Bounds what a small body decodes to. [default: 1048576]
     logs_body_items_max: usize = 1 << 20, env "RINGSTASH_LOGS_BODY_ITEMS_MAX", range 1 ..= 1_073_741_824;
     /// Largest HTTP request head in bytes (431 beyond), on the HTTP port and in a WebSocket upgrade request. [default: 16384]
     http_header_bytes_max: usize = 16 << 10, env "RINGSTASH_HTTP_HEADER_BYTES_MAX", range 1024 ..= 1_048_576;

@@ -9,8 +9,9 @@
 //! hold gigabytes on its reactor's thread for the length of one request. Counting is
 //! one pass over bytes already in memory, and it stops as soon as the bound is passed.
 //!
-//! An item is a JSON object or array, or a length-delimited protobuf field (an
-//! embedded message, a string, bytes): each is an allocation of its own once decoded.
+//! An item is a JSON object or array, or any other JSON value that is an element of an
+//! array, or a length-delimited protobuf field (an embedded message, a string, bytes):
+//! each is an allocation of its own once decoded.
 //! Bytes that are not valid JSON or protobuf are counted as far as they go; the decoder
 //! that follows refuses them with its own error.
 
@@ -20,13 +21,29 @@ use prost::encoding::decode_varint;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyItems;
 
-/// Counts the objects and arrays of a JSON (or NDJSON) body: `{` and `[` outside
-/// strings.
+/// Counts the items of a JSON (or NDJSON) body: every object and array (`{` and `[`
+/// outside strings), and every other value that is an element of an array (a string,
+/// number, `true`, `false` or `null` there): each decodes to a `serde_json::Value` of
+/// its own, so a body of `[1,1,1,...]` is bounded as a body of objects is. Values of
+/// object members are not counted: an object's members are bounded by its bytes and
+/// the object is counted once.
 ///
 /// # Errors
 /// [`TooManyItems`] as soon as there are more than `max`.
 pub fn json(body: &[u8], max: usize) -> Result<usize, TooManyItems> {
     let (mut count, mut in_string, mut escaped) = (0usize, false, false);
+    // Per open container, whether it is an array; bounded by `max` (each counted).
+    let mut arrays: Vec<bool> = Vec::new();
+    // An array element may start at the next value byte (after `[` or `,` in an array).
+    let mut element_next = false;
+    let mut add = |count: &mut usize| {
+        *count += 1;
+        if *count > max {
+            Err(TooManyItems)
+        } else {
+            Ok(())
+        }
+    };
     for &b in body {
         if in_string {
             match b {
@@ -37,14 +54,25 @@ pub fn json(body: &[u8], max: usize) -> Result<usize, TooManyItems> {
             }
             continue;
         }
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        let scalar_element = element_next && !matches!(b, b'{' | b'[' | b']');
+        element_next = false;
+        if scalar_element {
+            add(&mut count)?;
+        }
         match b {
             b'"' => in_string = true,
             b'{' | b'[' => {
-                count += 1;
-                if count > max {
-                    return Err(TooManyItems);
-                }
+                add(&mut count)?;
+                arrays.push(b == b'[');
+                element_next = b == b'[';
             }
+            b'}' | b']' => {
+                arrays.pop();
+            }
+            b',' => element_next = arrays.last() == Some(&true),
             _ => {}
         }
     }
@@ -157,8 +185,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_counts_objects_and_arrays_outside_strings() {
-        assert_eq!(json(br#"[{"a":"{[\"{"},{"b":[1,{}]}]"#, 100), Ok(5));
+    fn json_counts_objects_arrays_and_array_elements_outside_strings() {
+        // 5 objects and arrays, and the 1 in [1,{}]: 6.
+        assert_eq!(json(br#"[{"a":"{[\"{"},{"b":[1,{}]}]"#, 100), Ok(6));
+        // A body of scalars is bounded as a body of objects is (found by fuzzing).
+        assert_eq!(json(b"[1, \"x\", null, true, -2.5e3]", 100), Ok(6));
+        assert_eq!(json(b"[1,1,1,1]", 4), Err(TooManyItems));
+        assert_eq!(json(b"[ ]", 100), Ok(1));
+        assert_eq!(json(b"[[],[[]]]", 100), Ok(4));
+        // Members' values are not items: the object is.
+        assert_eq!(json(br#"{"a":1,"b":"2","c":null}"#, 100), Ok(1));
         assert_eq!(json(b"{}\n{}\n{}", 100), Ok(3));
         assert_eq!(json(b"[{},{},{}]", 3), Err(TooManyItems));
         assert_eq!(json(b"not json {", 100), Ok(1));

@@ -57,7 +57,7 @@ impl LogsBody {
                     413,
                     TOO_MANY_ITEMS,
                     format!(
-                        "the body holds more than logs_body_items_max ({items_max}) JSON objects and arrays; nothing was stored, send smaller batches"
+                        "the body holds more than logs_body_items_max ({items_max}) JSON objects, arrays and array elements; nothing was stored, send smaller batches"
                     ),
                 )),
             };
