@@ -36,7 +36,7 @@ pub fn json(body: &[u8], max: usize) -> Result<usize, TooManyItems> {
     let mut arrays: Vec<bool> = Vec::new();
     // An array element may start at the next value byte (after `[` or `,` in an array).
     let mut element_next = false;
-    let mut add = |count: &mut usize| {
+    let add = |count: &mut usize| {
         *count += 1;
         if *count > max {
             Err(TooManyItems)
