@@ -94,9 +94,9 @@ impl Mount {
     /// The rollback or the new mount failed; the backing directory is then not a
     /// state a power cut could leave.
     pub fn cut(&mut self) -> anyhow::Result<CutReport> {
-        if let Some(s) = self.session.take() {
-            s.join();
-        }
+        self.abort()?;
+        self.end_session()?;
+        self.unmounted()?;
         let report = {
             let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             self.direct_opens += s.direct_opens;
@@ -107,6 +107,65 @@ impl Mount {
         };
         self.mount()?;
         Ok(report)
+    }
+
+    /// Drops the session (its lazy unmount) and waits for its thread to let go of the
+    /// filesystem, so that no request is served while the cut changes the backing
+    /// directory. Not `BackgroundSession::join`, which panics when the aborted
+    /// session's loop ends with an error.
+    fn end_session(&mut self) -> anyhow::Result<()> {
+        drop(self.session.take());
+        for _ in 0..500 {
+            if Arc::strong_count(&self.shared) == 1 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        anyhow::bail!("the FUSE session did not end within 5 s of its abort")
+    }
+
+    /// Makes sure nothing is mounted at the mount point any more: after an abort the
+    /// session's own lazy unmount can miss (the next mount then fails with ENOTCONN).
+    fn unmounted(&self) -> anyhow::Result<()> {
+        use std::os::unix::{ffi::OsStrExt, fs::MetadataExt};
+        let parent = self.mountpoint.parent().unwrap_or(Path::new("/"));
+        let parent_dev = std::fs::metadata(parent)?.dev();
+        let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes())?;
+        for _ in 0..500 {
+            match std::fs::metadata(&self.mountpoint) {
+                Ok(m) if m.dev() == parent_dev => return Ok(()),
+                _ => {
+                    // SAFETY: a valid C string.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        anyhow::bail!("{} still mounted after 5 s", self.mountpoint.display())
+    }
+
+    /// Aborts the FUSE connection, the way power takes a disk away: requests still
+    /// queued fail and the session ends. A lazy unmount alone can leave the session
+    /// waiting forever: a killed server's io_uring is torn down asynchronously and may
+    /// still hold the mount's files.
+    fn abort(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ctl = Path::new("/sys/fs/fuse/connections");
+        if std::fs::read_dir(ctl).map_or(true, |mut d| d.next().is_none()) {
+            // Not mounted yet (empty): fusectl, as root; fails harmlessly if it is.
+            let _ = std::process::Command::new("mount")
+                .args(["-t", "fusectl", "none"])
+                .arg(ctl)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let dev = std::fs::metadata(&self.mountpoint)
+            .with_context(|| format!("stat {}", self.mountpoint.display()))?
+            .dev();
+        // The connection is named by the superblock's device number (major 0 for
+        // FUSE, so the minor alone).
+        let abort = ctl.join(libc::minor(dev).to_string()).join("abort");
+        std::fs::write(&abort, b"1").with_context(|| format!("write {}", abort.display()))
     }
 
     /// `O_DIRECT` opens seen (each answered with `FOPEN_DIRECT_IO`), over all mounts
@@ -123,8 +182,10 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            s.join();
+        if self.session.is_some() {
+            let _ = self.abort();
+            let _ = self.end_session();
+            let _ = self.unmounted();
         }
     }
 }

@@ -164,18 +164,17 @@ impl Model {
     }
 
     fn volatile_of(&mut self, ino: u64, file: &File) -> io::Result<&mut Volatile> {
-        if !self.volatile.contains_key(&ino) {
-            // First change since the last sync (or the mount): what is there is durable.
-            let durable_len = file.metadata()?.len();
-            self.volatile.insert(
-                ino,
-                Volatile {
+        match self.volatile.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // First change since the last sync (or the mount): what is there is durable.
+                let durable_len = file.metadata()?.len();
+                Ok(e.insert(Volatile {
                     durable_len,
                     undo: Vec::new(),
-                },
-            );
+                }))
+            }
         }
-        Ok(self.volatile.get_mut(&ino).expect("inserted above"))
     }
 
     /// The power cut, on an unmounted backing directory: rolls every volatile file
