@@ -113,8 +113,11 @@ impl Model {
     /// # Errors
     /// The backing file could not be read.
     pub fn before_write(&mut self, ino: u64, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        let cur_len = file.metadata()?.len();
         let v = self.volatile_of(ino, file)?;
-        let end = (offset + len).min(v.durable_len);
+        // Bytes between the current and the durable length were saved by the
+        // truncate that removed them; only those still in the file are read.
+        let end = (offset + len).min(v.durable_len).min(cur_len);
         if offset < end {
             let mut old = vec![0u8; (end - offset) as usize];
             file.read_exact_at(&mut old, offset)?;
@@ -129,9 +132,12 @@ impl Model {
     /// # Errors
     /// The backing file could not be read.
     pub fn before_set_len(&mut self, ino: u64, file: &File, new_len: u64) -> io::Result<()> {
+        let cur_len = file.metadata()?.len();
         let v = self.volatile_of(ino, file)?;
-        if new_len < v.durable_len {
-            let mut old = vec![0u8; (v.durable_len - new_len) as usize];
+        // As in a write: what an earlier shrink cut is saved already.
+        let end = v.durable_len.min(cur_len);
+        if new_len < end {
+            let mut old = vec![0u8; (end - new_len) as usize];
             file.read_exact_at(&mut old, new_len)?;
             v.undo.push((new_len, old));
         }

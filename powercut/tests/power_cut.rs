@@ -106,6 +106,20 @@ fn a_cut_keeps_what_was_synced_and_drops_the_rest() {
     assert_eq!(fs::read(mnt.join("a")).unwrap(), b"a");
     assert_eq!(fs::read(mnt.join("b")).unwrap(), b"b");
 
+    // A shrink, then writes over what it cut and past the durable length (as a
+    // recovery rewriting an index does): all rolled back to the synced bytes.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(mnt.join("kept"))
+        .unwrap();
+    f.set_len(2).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"XXXXXXXXXXXX", 1).unwrap();
+    f.set_len(3).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"YY", 5).unwrap();
+    drop(f);
+    m.cut().unwrap();
+    assert_eq!(fs::read(mnt.join("kept")).unwrap(), b"durable");
+
     // After a directory sync the same operations survive.
     fs::rename(mnt.join("a"), mnt.join("b")).unwrap();
     fs::write(mnt.join("new"), b"").unwrap();
