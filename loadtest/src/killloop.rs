@@ -69,6 +69,9 @@ pub struct Config {
     pub segment_bytes_max: u64,
     /// More `serve` flags.
     pub serve_args: Vec<String>,
+    /// Where the data directories go, if not in `work_dir` (the power-cut harness puts
+    /// them on its FUSE mount and keeps the ledgers off it).
+    pub data_root: Option<PathBuf>,
 }
 
 /// The figures of a run.
@@ -722,6 +725,20 @@ fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, Vec<u8
 /// A tool that could not run, a server that did not start, or a mismatch (with the
 /// iteration and seed in the message).
 pub fn run(cfg: &Config, progress: &mut dyn Write) -> anyhow::Result<Summary> {
+    run_with_cut(cfg, progress, &mut |_| Ok(String::new()))
+}
+
+/// [`run`], calling `after_kill` with the data directory after every SIGKILL (the
+/// server reaped) and before the check: the power-cut harness drops there what the
+/// server had not made durable. Its text is appended to the iteration's line.
+///
+/// # Errors
+/// As [`run`], and whatever `after_kill` returns.
+pub fn run_with_cut(
+    cfg: &Config,
+    progress: &mut dyn Write,
+    after_kill: &mut dyn FnMut(&Path) -> anyhow::Result<String>,
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("create {}", cfg.work_dir.display()))?;
@@ -745,18 +762,20 @@ pub fn run(cfg: &Config, progress: &mut dyn Write) -> anyhow::Result<Summary> {
                 sum.rotations += last_check.segments.saturating_sub(1);
                 sum.unacked_stored += last_check.stored - last_check.acked;
             }
-            data = cfg.work_dir.join(format!("data-{}", iter / fresh_every));
+            let data_root = cfg.data_root.as_ref().unwrap_or(&cfg.work_dir);
+            data = data_root.join(format!("data-{}", iter / fresh_every));
             if data.exists() {
                 std::fs::remove_dir_all(&data)?;
             }
             // The previous directory passed; only the newest is kept for a post-mortem.
             if iter > 0 {
-                let old = cfg
-                    .work_dir
-                    .join(format!("data-{}", iter / fresh_every - 1));
+                let old = data_root.join(format!("data-{}", iter / fresh_every - 1));
                 let _ = std::fs::remove_dir_all(old);
             }
             std::fs::create_dir_all(&data)?;
+            // The new directory's own entry made durable, as an operator would before
+            // starting a server on it (a power cut must not take the directory away).
+            File::open(data_root)?.sync_all()?;
             ledger.clear();
             let path = cfg.work_dir.join(format!("ledger-{}", iter / fresh_every));
             ledger_file = Some(BufWriter::new(File::create(&path)?));
@@ -785,6 +804,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Write) -> anyhow::Result<Summary> {
         std::thread::sleep(Duration::from_millis(delay));
         server.sigkill()?;
         sum.kills += 1;
+        let cut = after_kill(&data).map_err(|e| fail(iter, format!("after the kill: {e:#}")))?;
         stop.store(true, Ordering::Relaxed);
         let mut new_acked = 0u64;
         let mut errors = Vec::new();
@@ -820,7 +840,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Write) -> anyhow::Result<Summary> {
         sum.acked_checks += last_check.acked;
         writeln!(
             progress,
-            "kill-loop: iteration {iter}: killed after {delay} ms, {new_acked} newly acked, {} acked checked, {} stored, {} segments: ok",
+            "kill-loop: iteration {iter}: killed after {delay} ms{cut}, {new_acked} newly acked, {} acked checked, {} stored, {} segments: ok",
             last_check.acked, last_check.stored, last_check.segments
         )?;
     }

@@ -155,6 +155,7 @@ fn kill_loop(a: &KillLoopArgs) -> anyhow::Result<ExitCode> {
         fresh_every: a.fresh_every,
         segment_bytes_max: a.segment_bytes_max,
         serve_args: a.serve_args.clone(),
+        data_root: None,
     };
     println!(
         "kill-loop: seed {seed}, {} iterations, kill after {}..={} ms, {} tcp + {} http producers at {} records/s each, segments of {} bytes, fresh data dir every {}, in {}",

@@ -5,14 +5,16 @@
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    path::{Path, PathBuf},
     process::{Child, Command},
-    sync::{Mutex, MutexGuard, OnceLock},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 #[path = "../../../tests/common/spawn_serve.rs"]
 mod spawn_serve;
+
+mod bin;
+pub use bin::ringstash_bin;
 
 pub const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
 
@@ -20,61 +22,6 @@ pub const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The workspace's target directory.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-    }
-}
-
-/// Newest modification time of the files ringstash is built from.
-fn newest_source(root: &Path) -> std::time::SystemTime {
-    fn walk(p: &Path, newest: &mut std::time::SystemTime) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if meta.is_dir() {
-            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                walk(&e.path(), newest);
-            }
-        } else if let Ok(m) = meta.modified() {
-            *newest = (*newest).max(m);
-        }
-    }
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    for p in ["src", "Cargo.toml", "Cargo.lock"] {
-        walk(&root.join(p), &mut newest);
-    }
-    newest
-}
-
-/// Path of the `ringstash` binary (debug), built once per test process unless it
-/// is newer than its sources (as after `cargo test --workspace`, which builds it:
-/// building it again with `-p ringstash` alone could unify features differently and
-/// relink it for nothing).
-pub fn ringstash_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let bin = target_dir().join("debug/ringstash");
-        let fresh = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .is_ok_and(|built| built >= newest_source(&root));
-        if !fresh {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-q", "-p", "ringstash", "--bin", "ringstash"])
-                .current_dir(&root)
-                .status()
-                .expect("run cargo build -p ringstash");
-            assert!(st.success(), "cargo build -p ringstash failed");
-        }
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
 }
 
 /// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
