@@ -10,7 +10,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::TcpStream,
     path::Path,
-    process::{Child, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -19,8 +19,8 @@ use common::{wal::Rng, *};
 /// Spawns `serve` on `dir` with small segments (many files, spares and rotations);
 /// the returned flag turns true once it has printed its `listening` line.
 fn spawn(dir: &Path) -> (Child, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    let mut cmd = spawn_serve_command(dir);
-    cmd.stderr(Stdio::piped());
+    // The harness's own command (every listener on port 0), stderr piped.
+    let mut cmd = serve_command(Path::new(BIN), dir, &small_segments_and(&[]));
     let mut child = cmd.spawn().unwrap();
     let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (err, flag) = (child.stderr.take().unwrap(), listening.clone());
@@ -33,26 +33,6 @@ fn spawn(dir: &Path) -> (Child, std::sync::Arc<std::sync::atomic::AtomicBool>) {
         }
     });
     (child, listening)
-}
-
-fn spawn_serve_command(dir: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["serve", "--data-dir"]).arg(dir);
-    for flag in [
-        "--tcp-addr",
-        "--tcp-acked-addr",
-        "--syslog-addr",
-        "--relp-addr",
-        "--http-addr",
-        "--ws-addr",
-    ] {
-        cmd.args([flag, "127.0.0.1:0"]);
-    }
-    cmd.args(small_segments_and(&[]))
-        .env("RINGSTASH_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    cmd
 }
 
 /// Sends `n` lines `<tag> <i>` on one acked connection and returns how many were

@@ -37,6 +37,43 @@ fn start(dir: &Path, flags: &[String]) -> Server {
     Server::start(dir, &flags)
 }
 
+/// A server with TLS on what `flags` turn on, its certificate (common name `cn`, for
+/// localhost) from a CA made for the test.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    ca: Ca,
+    leaf: Leaf,
+    s: Server,
+}
+
+impl Fixture {
+    fn start(cn: &str, flags: &[&str]) -> Fixture {
+        let (tmp, dir) = temp_data_dir("d");
+        let ca = Ca::new(tmp.path(), "ca");
+        let leaf = ca.server(tmp.path(), "server", cn);
+        let mut all = cert_flags(&leaf);
+        all.extend(flags.iter().map(|f| f.to_string()));
+        let s = start(&dir, &all);
+        Fixture {
+            tmp,
+            dir,
+            ca,
+            leaf,
+            s,
+        }
+    }
+}
+
+/// Sends `bytes` then a close_notify over `conn`, leaving the TCP connection open.
+fn send_then_close_notify(conn: &mut rustls::ClientConnection, sock: &mut TcpStream, bytes: &[u8]) {
+    conn.writer().write_all(bytes).unwrap();
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(sock).unwrap();
+    }
+}
+
 /// A TLS counter, read from `/metrics` on the plain HTTP listener.
 fn tls_counter(s: &Server, name: &str) -> u64 {
     metric(s.http, name)
@@ -145,12 +182,13 @@ fn curl(url: &str, ca: &Path, extra: &[&str]) -> (u16, String) {
 
 #[test]
 fn https_ingest_and_reads_with_curl_and_plain_http_is_refused() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
-    let mut flags = cert_flags(&leaf);
-    flags.extend(["--http-tls".into(), "true".into()]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp,
+        dir,
+        ca,
+        leaf: _leaf,
+        s,
+    } = Fixture::start("ringstash-test", &["--http-tls", "true"]);
     assert_contains(
         &s.stderr_text(),
         "tls: http (TLS 1.2+; no client certificates;",
@@ -229,17 +267,16 @@ fn https_ingest_and_reads_with_curl_and_plain_http_is_refused() {
 
 #[test]
 fn acked_tcp_over_tls_acks_durable_records_and_plain_text_gets_an_error_line() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
-    let mut flags = cert_flags(&leaf);
-    flags.extend([
-        "--tcp-acked-tls".into(),
-        "true".into(),
-        "--tcp-tls".into(),
-        "true".into(),
-    ]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp: _tmp,
+        dir,
+        ca,
+        leaf: _leaf,
+        s,
+    } = Fixture::start(
+        "ringstash-test",
+        &["--tcp-acked-tls", "true", "--tcp-tls", "true"],
+    );
 
     let mut c = SClient::connect(s.tcp_acked, &ca.pem, &[]);
     c.send("first\nsecond\n");
@@ -324,17 +361,21 @@ fn mutual_tls_takes_a_client_certificate_from_the_ca_and_refuses_others() {
 
 #[test]
 fn a_client_that_never_finishes_its_handshake_is_closed_at_the_deadline() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "ringstash-test");
-    let mut flags = cert_flags(&leaf);
-    flags.extend([
-        "--tcp-acked-tls".into(),
-        "true".into(),
-        "--tls-handshake-timeout-ms".into(),
-        "300".into(),
-    ]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp: _tmp,
+        dir: _dir,
+        ca: _ca,
+        leaf: _leaf,
+        s,
+    } = Fixture::start(
+        "ringstash-test",
+        &[
+            "--tcp-acked-tls",
+            "true",
+            "--tls-handshake-timeout-ms",
+            "300",
+        ],
+    );
     let t0 = Instant::now();
     let mut c = TcpStream::connect(s.tcp_acked).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -360,12 +401,13 @@ fn a_client_that_never_finishes_its_handshake_is_closed_at_the_deadline() {
 
 #[test]
 fn sighup_swaps_the_certificate_for_new_clients_while_an_old_connection_goes_on() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "first-cert");
-    let mut flags = cert_flags(&leaf);
-    flags.extend(["--tcp-acked-tls".into(), "true".into()]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp,
+        dir,
+        ca,
+        leaf,
+        s,
+    } = Fixture::start("first-cert", &["--tcp-acked-tls", "true"]);
     let subject = || {
         let c = SClient::connect(s.tcp_acked, &ca.pem, &["-showcerts"]);
         let said = c.rest(Duration::from_secs(2));
@@ -545,17 +587,16 @@ fn rustls_client(addr: std::net::SocketAddr, ca: &Path) -> (rustls::ClientConnec
 
 #[test]
 fn bytes_after_a_close_notify_do_not_hang_the_reactor() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "localhost");
-    let mut flags = cert_flags(&leaf);
-    flags.extend([
-        "--tcp-tls".into(),
-        "true".into(),
-        "--reactor-threads".into(),
-        "1".into(),
-    ]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp: _tmp,
+        dir,
+        ca,
+        leaf: _leaf,
+        s,
+    } = Fixture::start(
+        "localhost",
+        &["--tcp-tls", "true", "--reactor-threads", "1"],
+    );
     let (mut conn, mut sock) = rustls_client(s.tcp, &ca.pem);
     conn.writer().write_all(b"before close\n").unwrap();
     conn.send_close_notify();
@@ -582,18 +623,15 @@ fn bytes_after_a_close_notify_do_not_hang_the_reactor() {
 
 #[test]
 fn a_last_line_ended_by_close_notify_before_the_fin_is_stored() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "localhost");
-    let mut flags = cert_flags(&leaf);
-    flags.extend(["--tcp-tls".into(), "true".into()]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp: _tmp,
+        dir,
+        ca,
+        leaf: _leaf,
+        s,
+    } = Fixture::start("localhost", &["--tcp-tls", "true"]);
     let (mut conn, mut sock) = rustls_client(s.tcp, &ca.pem);
-    conn.writer().write_all(b"a\nb").unwrap();
-    conn.send_close_notify();
-    while conn.wants_write() {
-        conn.write_tls(&mut sock).unwrap();
-    }
+    send_then_close_notify(&mut conn, &mut sock, b"a\nb");
     // The TCP connection stays open (as Go's CloseWrite or a two-way SSL_shutdown
     // leave it): the close_notify alone ends the stream, and `b` is a record.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -608,18 +646,15 @@ fn a_last_line_ended_by_close_notify_before_the_fin_is_stored() {
 
 #[test]
 fn an_acked_tls_connection_ends_with_a_close_notify_after_its_last_ack() {
-    let (tmp, dir) = temp_data_dir("d");
-    let ca = Ca::new(tmp.path(), "ca");
-    let leaf = ca.server(tmp.path(), "server", "localhost");
-    let mut flags = cert_flags(&leaf);
-    flags.extend(["--tcp-acked-tls".into(), "true".into()]);
-    let s = start(&dir, &flags);
+    let Fixture {
+        tmp: _tmp,
+        dir: _dir,
+        ca,
+        leaf: _leaf,
+        s,
+    } = Fixture::start("localhost", &["--tcp-acked-tls", "true"]);
     let (mut conn, mut sock) = rustls_client(s.tcp_acked, &ca.pem);
-    conn.writer().write_all(b"x\ny\n").unwrap();
-    conn.send_close_notify();
-    while conn.wants_write() {
-        conn.write_tls(&mut sock).unwrap();
-    }
+    send_then_close_notify(&mut conn, &mut sock, b"x\ny\n");
     // Read to the end: the acks, then a clean end (close_notify), not a truncation.
     let mut said = Vec::new();
     let end = loop {

@@ -7,6 +7,8 @@ pub mod otlp;
 pub mod rsyslog;
 pub mod seccomp;
 mod spawn_serve;
+#[allow(unused_imports)]
+pub use spawn_serve::serve_command;
 pub mod wal;
 pub mod ws;
 
