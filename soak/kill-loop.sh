@@ -33,47 +33,6 @@
 # Exit status 0 when every check passed; 3 on a mismatch (the iteration, the seed and
 # what differed on stderr; WORKDIR kept); other non-zero for a tool that failed.
 set -euo pipefail
-
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
-target="${CARGO_TARGET_DIR:-$root/target}"
-
-cargo build --release -q -p ringstash -p loadtest
-
-own_workdir=0
-if [ -z "${WORKDIR:-}" ]; then
-    WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/ringstash-kill-loop.XXXXXX")"
-    own_workdir=1
-fi
-
-seed_args=()
-if [ -n "${SEED:-}" ]; then
-    seed_args=(--seed "$SEED")
-fi
-serve_args=()
-if [ -n "${RINGSTASH_SERVE_ARGS:-}" ]; then
-    read -r -a serve_args <<<"$RINGSTASH_SERVE_ARGS"
-fi
-
-status=0
-"$target/release/loadtest" kill-loop \
-    --ringstash "$target/release/ringstash" \
-    --work-dir "$WORKDIR" \
-    --iterations "${ITERATIONS:-100}" \
-    "${seed_args[@]}" \
-    --kill-min-ms "${KILL_MIN_MS:-5}" \
-    --kill-max-ms "${KILL_MAX_MS:-400}" \
-    --tcp-producers "${TCP_PRODUCERS:-2}" \
-    --http-producers "${HTTP_PRODUCERS:-2}" \
-    --rate "${RATE:-20000}" \
-    --batch-max "${BATCH_MAX:-64}" \
-    --segment-bytes-max "${SEGMENT_BYTES:-1048576}" \
-    --fresh-every "${FRESH_EVERY:-50}" \
-    -- "${serve_args[@]}" || status=$?
-
-if [ "$status" -eq 0 ] && [ "$own_workdir" -eq 1 ]; then
-    rm -rf "$WORKDIR"
-elif [ "$status" -ne 0 ]; then
-    echo "kill-loop.sh: data directories and ledgers kept in $WORKDIR" >&2
-fi
-exit "$status"
+# shellcheck source=soak/loop-lib.sh
+. "$(dirname "$0")/loop-lib.sh"
+soak_loop kill-loop loadtest loadtest kill-loop
