@@ -68,7 +68,8 @@ pub const NAME_BYTES_MAX: usize = 64;
 pub enum Scope {
     /// Ingest: `POST /ingest`, `POST /v1/logs` (OTLP included).
     Write,
-    /// Read records: `GET /v1/logs`, WebSocket subscriptions, `GET /v1/config`.
+    /// Read records: `GET /v1/logs`, WebSocket subscriptions, `GET /v1/config`,
+    /// `GET /v1/aggregates`.
     Read,
     /// `GET /stats`, `GET /metrics`.
     Metrics,

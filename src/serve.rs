@@ -277,14 +277,20 @@ fn contexts(
     if let Some(a) = &auth {
         observed.auth = a.stats.clone();
     }
+    let fanout_settings = settings.fanout();
+    let aggregates = Arc::new(crate::fanout::aggregates::Aggregates::new(
+        &fanout_settings,
+        observed.aggregates.clone(),
+    ));
     let fanout_ctx = Arc::new(FanoutCtx {
-        settings: settings.fanout(),
+        settings: fanout_settings,
         log: log.view(),
         stats: observed.fanout.clone(),
         gauges: observed.fanout_gauges.clone(),
         reads: observed.reads.clone(),
         tls: tls.clone(),
         auth: auth.clone(),
+        aggregates: aggregates.clone(),
     });
     let ctx = Arc::new(NetCtx {
         tls,
@@ -301,6 +307,7 @@ fn contexts(
         observed,
         shutting_down: AtomicBool::new(false),
         json_policy,
+        aggregates,
     });
     (ctx, fanout_ctx)
 }

@@ -272,6 +272,22 @@ series! {
     }
 }
 
+series! {
+    /// The dashboard's aggregates (`GET /v1/aggregates`, kept by the fan-out core).
+    pub struct AggregateStats {
+        /// Records received before the oldest second the aggregates hold when they were counted (the fan-out core was that far behind): left out of the per-second counts.
+        counter aggregates_late_records_total,
+        /// Committed records the aggregates have not counted yet.
+        gauge aggregates_lag_records,
+        /// Services with a series of their own (at most aggregates_services_max).
+        gauge aggregates_services,
+        /// Distinct services counted as other because aggregates_services_max were taken (exact up to 64 x aggregates_services_max).
+        gauge aggregates_services_overflowed,
+        /// Memory the aggregates' buckets take, in bytes (both rings, allocated at start).
+        gauge aggregates_memory_bytes,
+    }
+}
+
 /// Read-only handles on every stage's series, for `/stats` and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -289,6 +305,8 @@ pub struct Observed {
     pub tls: Arc<TlsStats>,
     /// Token refusals and reloads.
     pub auth: Arc<AuthStats>,
+    /// The aggregates' series.
+    pub aggregates: Arc<AggregateStats>,
     /// The log, for its own counters.
     pub log: LogView,
     /// When serving began.
@@ -306,6 +324,7 @@ impl Observed {
             reads: Arc::default(),
             tls: Arc::default(),
             auth: Arc::default(),
+            aggregates: Arc::default(),
             log,
             started: Instant::now(),
         }
@@ -320,6 +339,7 @@ impl Observed {
         self.auth.each(f);
         self.net_gauges.each(f);
         self.fanout_gauges.each(f);
+        self.aggregates.each(f);
     }
 }
 

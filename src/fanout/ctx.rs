@@ -26,4 +26,6 @@ pub struct FanoutCtx {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// The tokens a subscription must carry (read scope); `None` = auth off.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// The dashboard's aggregates, which this core keeps and the reactors serve.
+    pub aggregates: Arc<super::aggregates::Aggregates>,
 }

@@ -38,6 +38,7 @@
 //!   it keeps the flow control above (`WouldBlock` while ciphertext waits). Plain
 //!   subscribers go through the same enum, one match per read or write call.
 
+pub mod aggregates;
 mod catchup;
 mod ctx;
 mod handshake;
@@ -226,6 +227,8 @@ struct Fanout {
     budget: usize,
     limits: Limits,
     ws_config: WebSocketConfig,
+    /// Counts every committed record into the dashboard's aggregates.
+    aggregator: aggregates::Aggregator,
 }
 
 impl Fanout {
@@ -252,6 +255,7 @@ impl Fanout {
             },
             tls: ctx.tls.clone().filter(|_| s.ws_tls),
             ws_config,
+            aggregator: aggregates::Aggregator::new(ctx.aggregates.clone(), ctx.log.clone()),
             ctx,
             poll,
             listener,
@@ -283,8 +287,11 @@ impl Fanout {
             let mut prepared = false;
             if busy {
                 timeout = Duration::ZERO;
-            } else if self.open > 0 {
-                // Ask the writer for a wake-up only while someone waits for records.
+            } else {
+                // Ask the writer for a wake-up on the next commit: subscribers wait for
+                // records, and the aggregates time each commit (their ack latency). The
+                // writer rings only when this core announced a sleep: at most one
+                // eventfd write per group, none while this core is busy.
                 prepared = self.follower.prepare_sleep(seen);
                 if !prepared {
                     timeout = Duration::ZERO;
@@ -320,6 +327,7 @@ impl Fanout {
             let end = self.follower.committed_end();
             busy = self.fill_window(end);
             busy |= self.pump(end);
+            busy |= self.aggregator.turn(end);
             busy |= !self.more_input.is_empty() || !more.is_empty();
             seen = end;
             self.timers();

@@ -437,6 +437,16 @@ impl Conn {
             (Method::Get | Method::Head, "/v1/config") => {
                 Response::json(200, super::dashboard::config_json(&self.ctx))
             }
+            (Method::Get | Method::Head, "/v1/aggregates") => {
+                match self
+                    .ctx
+                    .aggregates
+                    .query_json(&head.query, self.ctx.log.committed_end())
+                {
+                    Ok(body) => Response::json(200, body),
+                    Err(e) => Response::error(&HttpError::new(400, "bad_request", e.0)),
+                }
+            }
             (Method::Get | Method::Head, "/healthz") => self.healthz(),
             (Method::Get | Method::Head, "/stats") => {
                 Response::json(200, stats::stats_json(&self.ctx.observed).into_bytes())
@@ -448,7 +458,7 @@ impl Conn {
                 headers: Vec::new(),
                 head_only: false,
             },
-            (_, "/healthz" | "/stats" | "/metrics" | "/" | "/v1/config") => {
+            (_, "/healthz" | "/stats" | "/metrics" | "/" | "/v1/config" | "/v1/aggregates") => {
                 let mut r = Response::error(&HttpError::new(405, "method_not_allowed", "use GET"));
                 r.headers.push(("Allow", "GET, HEAD".into()));
                 r
@@ -683,7 +693,9 @@ impl Conn {
 fn scope_of(method: Method, path: &str) -> Option<auth::Scope> {
     match (method, path) {
         (Method::Post, "/ingest" | "/v1/logs") => Some(auth::Scope::Write),
-        (Method::Get | Method::Head, "/v1/logs" | "/v1/config") => Some(auth::Scope::Read),
+        (Method::Get | Method::Head, "/v1/logs" | "/v1/config" | "/v1/aggregates") => {
+            Some(auth::Scope::Read)
+        }
         (Method::Get | Method::Head, "/stats" | "/metrics") => Some(auth::Scope::Metrics),
         _ => None,
     }

@@ -71,6 +71,8 @@ pub struct NetCtx {
     pub observed: Observed,
     /// The fan-out core's bound WebSocket address (for `/v1/config` and the dashboard).
     pub ws_addr: SocketAddr,
+    /// The aggregates the fan-out core keeps, for `GET /v1/aggregates`.
+    pub aggregates: Arc<crate::fanout::aggregates::Aggregates>,
     /// What `/v1/logs` does to each JSON object.
     pub json_policy: enrich::JsonPolicy,
     /// Set once on the first SIGINT/SIGTERM (or a writer failure): stop accepting,

@@ -1,0 +1,840 @@
+//! Server-side aggregates for the dashboard and `GET /v1/aggregates`: per-second and
+//! per-minute counts of committed records by level and by service, payload bytes,
+//! ack latency histograms, fdatasync time and disk use, over a bounded window.
+//!
+//! The fan-out core keeps them ([`Aggregator`], on its thread): a reader of its own
+//! follows the committed end, as the window's tail does, and counts each record into
+//! the bucket of its receive time. So nothing runs on the ingest path: a busy core
+//! falls behind (`aggregates_lag_records` in `/stats`) and catches up later, and the
+//! counts land in the seconds the records were received, not the seconds they were
+//! counted. The buckets are shared with the reactors ([`Aggregates`], a mutex taken
+//! once per loop turn by the fan-out core to merge what the turn counted, and once per
+//! request by `/v1/aggregates` to copy the buckets asked for).
+//!
+//! # Bounds
+//!
+//! - Two rings of buckets, allocated at start: `aggregates_seconds` of one second and
+//!   `aggregates_minutes` of one minute. A bucket is [`Bucket::bytes`] bytes (about
+//!   600 with the default 20 services): about 3 MB with the defaults.
+//! - Services: the first `aggregates_services_max` distinct `service` values seen get a
+//!   series each; later ones are counted as `other`, and how many distinct names
+//!   overflowed is in `/stats` (`aggregates_services_overflowed`, exact up to
+//!   64 x `aggregates_services_max`, then it stays there). A service unseen for the
+//!   whole retained window gives its slot up.
+//! - Levels: normalised to [`LEVELS`]; unknown values are `other`, records without a
+//!   level (or not JSON) `none`.
+//!
+//! # Ack latency
+//!
+//! For each record, the time from its receipt (the batch header's receive time) to
+//! when this core observed the committed end pass it. The core observes the committed
+//! end every loop turn and is woken by the writer on each commit while it sleeps, so
+//! this is the commit time to within one loop turn, whatever the reader's lag (each
+//! observation is kept, up to [`COMMITS_MAX`], until the reader passes it).
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    config::FanoutSettings,
+    query::filter::json_fields,
+    stats::AggregateStats,
+    wal::{LogView, Reader},
+};
+
+/// The levels records are counted under, in the order of the `levels` arrays of
+/// `/v1/aggregates`.
+pub const LEVELS: [&str; 8] = [
+    "trace", "debug", "info", "warn", "error", "fatal", "other", "none",
+];
+const LEVEL_OTHER: usize = 6;
+const LEVEL_NONE: usize = 7;
+
+/// Latency buckets: 0-3 µs exactly, then four per power of two up to 2^27 µs (about
+/// 134 s); a value is within 25 % of its bucket's upper bound.
+pub const LATENCY_BUCKETS: usize = 108;
+
+/// Commit observations kept while the reader has not passed them. Past it, later
+/// commits are merged into the last observation and their records get no latency
+/// sample (it would be too early).
+pub const COMMITS_MAX: usize = 4096;
+
+/// Records counted per loop turn, so that subscribers are served between turns.
+const RECORDS_PER_TURN: usize = 20_000;
+
+/// Percentiles reported for ack latency.
+const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
+
+/// The bucket of a latency of `us` microseconds.
+pub fn latency_bucket(us: u64) -> usize {
+    if us < 4 {
+        return us as usize;
+    }
+    let octave = 63 - us.leading_zeros() as usize; // >= 2
+    let sub = ((us >> (octave - 2)) - 4) as usize;
+    (4 + (octave - 2) * 4 + sub).min(LATENCY_BUCKETS - 1)
+}
+
+/// The largest latency (µs) bucket `i` holds.
+pub fn latency_upper_us(i: usize) -> u64 {
+    if i < 4 {
+        return i as u64;
+    }
+    let octave = (i - 4) / 4 + 2;
+    let sub = ((i - 4) % 4) as u64;
+    ((4 + sub + 1) << (octave - 2)) - 1
+}
+
+/// The index in [`LEVELS`] of a record's `level` value.
+pub fn level_index(level: Option<&str>) -> usize {
+    let Some(l) = level else {
+        return LEVEL_NONE;
+    };
+    let mut buf = [0u8; 16];
+    if l.len() > buf.len() {
+        return LEVEL_OTHER;
+    }
+    buf[..l.len()].copy_from_slice(l.as_bytes());
+    buf[..l.len()].make_ascii_lowercase();
+    match &buf[..l.len()] {
+        b"trace" | b"verbose" => 0,
+        b"debug" | b"dbg" => 1,
+        b"info" | b"information" | b"informational" | b"notice" => 2,
+        b"warn" | b"warning" => 3,
+        b"error" | b"err" => 4,
+        b"fatal" | b"critical" | b"crit" | b"alert" | b"emerg" | b"emergency" | b"panic" => 5,
+        _ => LEVEL_OTHER,
+    }
+}
+
+/// One period's counts.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// Start of the period, Unix seconds; `u64::MAX` for a bucket never used.
+    pub t: u64,
+    /// Records received in the period (counted once committed).
+    pub records: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Records by level, indexed as [`LEVELS`].
+    pub levels: [u64; LEVELS.len()],
+    /// Records by service slot; the last is `other`.
+    pub services: Box<[u32]>,
+    /// Ack latency histogram (see [`latency_bucket`]).
+    pub ack_us: [u32; LATENCY_BUCKETS],
+    /// fdatasync calls completed in the period (sampled once a second).
+    pub fsyncs: u64,
+    /// Time those took, ns.
+    pub fsync_ns: u64,
+    /// Bytes the data directory used at the last sample in the period; 0 if none.
+    pub disk_bytes: u64,
+}
+
+impl Bucket {
+    fn new(services: usize) -> Self {
+        Bucket {
+            t: u64::MAX,
+            records: 0,
+            bytes: 0,
+            levels: [0; LEVELS.len()],
+            services: vec![0; services + 1].into_boxed_slice(),
+            ack_us: [0; LATENCY_BUCKETS],
+            fsyncs: 0,
+            fsync_ns: 0,
+            disk_bytes: 0,
+        }
+    }
+
+    fn reset(&mut self, t: u64) {
+        self.t = t;
+        self.records = 0;
+        self.bytes = 0;
+        self.levels = [0; LEVELS.len()];
+        self.services.fill(0);
+        self.ack_us = [0; LATENCY_BUCKETS];
+        self.fsyncs = 0;
+        self.fsync_ns = 0;
+        self.disk_bytes = 0;
+    }
+
+    /// Memory one bucket takes with `services` service slots.
+    pub fn bytes(services: usize) -> usize {
+        std::mem::size_of::<Bucket>() + (services + 1) * std::mem::size_of::<u32>()
+    }
+
+    fn add(&mut self, o: &Bucket) {
+        self.records += o.records;
+        self.bytes += o.bytes;
+        for (a, b) in self.levels.iter_mut().zip(o.levels.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.services.iter_mut().zip(o.services.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        for (a, b) in self.ack_us.iter_mut().zip(o.ack_us.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.fsyncs += o.fsyncs;
+        self.fsync_ns += o.fsync_ns;
+        if o.disk_bytes != 0 {
+            self.disk_bytes = o.disk_bytes;
+        }
+    }
+}
+
+/// A ring of buckets of `step` seconds.
+#[derive(Debug)]
+struct Ring {
+    step: u64,
+    buckets: Vec<Bucket>,
+    /// The newest period reached (its start, Unix seconds), or 0 before the first.
+    head: u64,
+}
+
+impl Ring {
+    fn new(step: u64, len: usize, services: usize) -> Self {
+        Ring {
+            step,
+            buckets: vec![Bucket::new(services); len],
+            head: 0,
+        }
+    }
+
+    fn span(&self) -> u64 {
+        self.step * self.buckets.len() as u64
+    }
+
+    /// The oldest period the ring holds.
+    fn tail(&self) -> u64 {
+        (self.head + self.step).saturating_sub(self.span())
+    }
+
+    /// The bucket of the period holding Unix second `s`, reset if it held an older
+    /// period; `None` if `s` is older than the ring.
+    fn at(&mut self, s: u64) -> Option<&mut Bucket> {
+        let p = s - s % self.step;
+        if p > self.head {
+            self.head = p;
+        } else if p < self.tail() {
+            return None;
+        }
+        let i = ((p / self.step) % self.buckets.len() as u64) as usize;
+        let b = &mut self.buckets[i];
+        if b.t != p {
+            b.reset(p);
+        }
+        Some(b)
+    }
+
+    /// The bucket of period `p` if the ring holds it.
+    fn get(&self, p: u64) -> Option<&Bucket> {
+        let i = ((p / self.step) % self.buckets.len() as u64) as usize;
+        let b = &self.buckets[i];
+        (b.t == p && p >= self.tail()).then_some(b)
+    }
+}
+
+/// What `/v1/aggregates` reads, shared between the fan-out core and the reactors.
+#[derive(Debug)]
+struct State {
+    seconds: Ring,
+    minutes: Ring,
+    /// Names of the service slots; `None` for a free slot.
+    services: Vec<Option<String>>,
+    /// Offset up to which records are counted.
+    read_end: u64,
+    /// Bytes the data directory uses, last sampled.
+    disk_bytes: u64,
+    /// Receive time of the oldest record in the log (the retention horizon), ns.
+    oldest_ts_ns: Option<u64>,
+}
+
+/// The aggregates, shared: written by the fan-out core, read by `/v1/aggregates`.
+#[derive(Debug)]
+pub struct Aggregates {
+    state: Mutex<State>,
+    services_max: usize,
+    /// The series `/stats` shows for the aggregates.
+    pub stats: Arc<AggregateStats>,
+}
+
+/// A refused `/v1/aggregates` query: the HTTP side answers 400 with the detail.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AggregatesQueryError(pub String);
+
+impl Aggregates {
+    /// Empty aggregates, their buckets allocated, with the bounds of `settings`.
+    pub fn new(settings: &FanoutSettings, stats: Arc<AggregateStats>) -> Self {
+        let n = settings.aggregates_services_max;
+        let (secs, mins) = (settings.aggregates_seconds, settings.aggregates_minutes);
+        stats
+            .aggregates_memory_bytes
+            .store(((secs + mins) * Bucket::bytes(n)) as u64, Ordering::Relaxed);
+        Aggregates {
+            state: Mutex::new(State {
+                seconds: Ring::new(1, secs, n),
+                minutes: Ring::new(60, mins, n),
+                services: vec![None; n],
+                read_end: 0,
+                disk_bytes: 0,
+                oldest_ts_ns: None,
+            }),
+            services_max: n,
+            stats,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while merging leaves counts, not broken invariants: keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `GET /v1/aggregates?step=1s|1m&since=&until=`: the JSON document
+    /// (`docs/protocol.md`). `since` and `until` are Unix seconds (`until` exclusive);
+    /// by default the last 60 steps up to now.
+    ///
+    /// # Errors
+    /// A parameter that is unknown or malformed.
+    pub fn query_json(
+        &self,
+        query: &str,
+        committed_end: u64,
+    ) -> Result<Vec<u8>, AggregatesQueryError> {
+        let now = unix_now().as_secs();
+        let (mut step, mut since, mut until) = (1u64, None, None);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let num = |v: &str| {
+                v.parse::<u64>().map_err(|_| {
+                    AggregatesQueryError(format!("{k} must be Unix seconds, got {v:?}"))
+                })
+            };
+            match k {
+                "step" => {
+                    step = match v {
+                        "1s" => 1,
+                        "1m" => 60,
+                        _ => {
+                            return Err(AggregatesQueryError(format!(
+                                "step must be 1s or 1m, got {v:?}"
+                            )));
+                        }
+                    }
+                }
+                "since" => since = Some(num(v)?),
+                "until" => until = Some(num(v)?),
+                _ => return Err(AggregatesQueryError(format!("unknown parameter {k:?}"))),
+            }
+        }
+        let until = until.unwrap_or(now + 1);
+        let since = since.unwrap_or(until.saturating_sub(60 * step));
+        if since > until {
+            return Err(AggregatesQueryError(format!(
+                "since ({since}) is after until ({until})"
+            )));
+        }
+        let st = self.lock();
+        let ring = if step == 1 { &st.seconds } else { &st.minutes };
+        // Periods from the one holding `since` up to before `until`, within the ring.
+        let first = (since - since % step).max(ring.tail());
+        let last = until.div_ceil(step) * step; // exclusive
+        let last = last.min(ring.head.max(now - now % step) + step);
+        let mut buckets = Vec::new();
+        let mut p = first;
+        while p < last {
+            let mut b = ring
+                .get(p)
+                .cloned()
+                .unwrap_or_else(|| Bucket::new(self.services_max));
+            b.t = p;
+            buckets.push(b);
+            p += step;
+        }
+        let names = st.services.clone();
+        let (read_end, disk_bytes, oldest) = (st.read_end, st.disk_bytes, st.oldest_ts_ns);
+        drop(st);
+        let mut totals = Bucket::new(self.services_max);
+        for b in &buckets {
+            totals.add(b);
+        }
+        let doc = serde_json::json!({
+            "step_s": step,
+            "since": first,
+            "until": last.max(first),
+            "now": now,
+            "levels": LEVELS,
+            "quantiles_us": QUANTILES.map(|(k, _)| k),
+            "buckets": buckets.iter().map(|b| bucket_json(b, &names, true)).collect::<Vec<_>>(),
+            "totals": bucket_json(&totals, &names, false),
+            "read_end": read_end,
+            "committed_end": committed_end,
+            "services_max": self.services_max,
+            "services_overflowed": self.stats.aggregates_services_overflowed.load(Ordering::Relaxed),
+            "late_records": self.stats.aggregates_late_records_total.load(Ordering::Relaxed),
+            "disk_bytes": disk_bytes,
+            "oldest_ts_ns": oldest,
+        });
+        Ok(serde_json::to_vec(&doc).expect("json"))
+    }
+}
+
+/// A bucket as JSON: services by name (only those with records), latency percentiles.
+fn bucket_json(b: &Bucket, names: &[Option<String>], with_t: bool) -> serde_json::Value {
+    let mut services = serde_json::Map::new();
+    for (i, &n) in b.services.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let name = match names.get(i) {
+            Some(Some(s)) => s.as_str(),
+            _ => "other",
+        };
+        services.insert(name.to_owned(), n.into());
+    }
+    let count: u64 = b.ack_us.iter().map(|&c| u64::from(c)).sum();
+    let mut ack = serde_json::Map::new();
+    ack.insert("count".into(), count.into());
+    for (k, q) in QUANTILES {
+        ack.insert(k.into(), quantile(&b.ack_us, count, q).into());
+    }
+    let max = b.ack_us.iter().rposition(|&c| c > 0).map(latency_upper_us);
+    ack.insert("max".into(), max.unwrap_or(0).into());
+    let mut v = serde_json::json!({
+        "records": b.records,
+        "bytes": b.bytes,
+        "levels": b.levels,
+        "services": services,
+        "ack_us": ack,
+        "fsyncs": b.fsyncs,
+        "fsync_ns": b.fsync_ns,
+    });
+    if with_t {
+        v["t"] = b.t.into();
+        v["disk_bytes"] = b.disk_bytes.into();
+    }
+    v
+}
+
+/// The upper bound (µs) of the bucket at or below which `q` of `count` samples lie.
+fn quantile(h: &[u32; LATENCY_BUCKETS], count: u64, q: f64) -> u64 {
+    if count == 0 {
+        return 0;
+    }
+    let want = ((count as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0u64;
+    for (i, &c) in h.iter().enumerate() {
+        seen += u64::from(c);
+        if seen >= want {
+            return latency_upper_us(i);
+        }
+    }
+    latency_upper_us(LATENCY_BUCKETS - 1)
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The service slots, kept by the fan-out core; names are published to [`State`] when
+/// a slot changes hands.
+#[derive(Debug)]
+struct Services {
+    slots: HashMap<String, usize>,
+    /// Per slot: its name and the last minute (Unix seconds / 60) it had a record.
+    names: Vec<Option<(String, u64)>>,
+    /// Hashes of the distinct names that found no slot, up to 64 x the slots.
+    overflowed: HashSet<u64>,
+    hasher: RandomState,
+}
+
+impl Services {
+    /// The slot of `name` at minute `minute`; the last slot (`other`) when none is
+    /// free. Returns whether the names changed.
+    fn slot(
+        &mut self,
+        name: &str,
+        minute: u64,
+        unused_before: u64,
+        stats: &AggregateStats,
+    ) -> (usize, bool) {
+        if let Some(&i) = self.slots.get(name) {
+            if let Some((_, seen)) = self.names[i].as_mut() {
+                *seen = (*seen).max(minute);
+            }
+            return (i, false);
+        }
+        let free = self.names.iter().position(|n| match n {
+            None => true,
+            Some((_, seen)) => *seen < unused_before,
+        });
+        let Some(i) = free else {
+            if self.overflowed.len() < self.names.len() * 64
+                && self.overflowed.insert(self.hasher.hash_one(name))
+            {
+                stats
+                    .aggregates_services_overflowed
+                    .store(self.overflowed.len() as u64, Ordering::Relaxed);
+            }
+            return (self.names.len(), false);
+        };
+        if let Some((old, _)) = self.names[i].take() {
+            self.slots.remove(&old);
+        }
+        self.names[i] = Some((name.to_owned(), minute));
+        self.slots.insert(name.to_owned(), i);
+        stats
+            .aggregates_services
+            .store(self.slots.len() as u64, Ordering::Relaxed);
+        (i, true)
+    }
+}
+
+/// The fan-out core's side: follows the committed records and counts them. Lives on
+/// the fan-out thread.
+#[derive(Debug)]
+pub struct Aggregator {
+    shared: Arc<Aggregates>,
+    log: LogView,
+    reader: Option<Reader>,
+    /// (committed end, Unix ns when observed, exact): observations the reader has not
+    /// passed yet.
+    commits: VecDeque<(u64, u64, bool)>,
+    services: Services,
+    /// What this turn counted, by second, merged under the lock at the end of a turn.
+    pending: Vec<Bucket>,
+    /// The writer's fsync counters at the last sample, and that sample's second.
+    fsync_sample: (u64, u64, u64),
+    /// When the disk and the retention horizon were last sampled.
+    disk_sampled: Option<Instant>,
+    /// The start offset whose record's time is `oldest_ts_ns`.
+    oldest_for: Option<u64>,
+}
+
+impl Aggregator {
+    /// Starts counting at the committed end (records before it were received before
+    /// this process served, or are on disk already: not counted).
+    pub fn new(shared: Arc<Aggregates>, log: LogView) -> Self {
+        let n = shared.services_max;
+        let ws = log.stats();
+        let fsync_sample = (
+            ws.fsyncs.load(Ordering::Relaxed),
+            ws.fsync_ns_total.load(Ordering::Relaxed),
+            unix_now().as_secs(),
+        );
+        Aggregator {
+            shared,
+            log,
+            reader: None,
+            commits: VecDeque::with_capacity(COMMITS_MAX),
+            services: Services {
+                slots: HashMap::with_capacity(n),
+                names: vec![None; n],
+                overflowed: HashSet::new(),
+                hasher: RandomState::new(),
+            },
+            pending: Vec::new(),
+            fsync_sample,
+            disk_sampled: None,
+            oldest_for: None,
+        }
+    }
+
+    /// One loop turn: notes when the committed end moved to `end`, counts up to
+    /// [`RECORDS_PER_TURN`] records, samples the writer's counters and the disk once a
+    /// second. Returns true if there are committed records left to count.
+    pub fn turn(&mut self, end: u64) -> bool {
+        let now = unix_now();
+        let now_ns = now.as_nanos() as u64;
+        if self.reader.is_none() {
+            match self.log.reader(end) {
+                Ok(r) => {
+                    self.shared.lock().read_end = r.next_offset();
+                    self.reader = Some(r);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "aggregates cannot open the log");
+                    return false;
+                }
+            }
+        }
+        self.observe(end, now_ns);
+        let behind = self.count(end, now.as_secs());
+        self.sample(now);
+        self.merge();
+        let read_end = self.reader.as_ref().map_or(end, Reader::next_offset);
+        self.shared
+            .stats
+            .aggregates_lag_records
+            .store(end.saturating_sub(read_end), Ordering::Relaxed);
+        behind
+    }
+
+    fn observe(&mut self, end: u64, now_ns: u64) {
+        let last = self.commits.back().map(|c| c.0);
+        let read = self.reader.as_ref().map_or(end, Reader::next_offset);
+        if end <= last.unwrap_or(read) {
+            return;
+        }
+        if self.commits.len() < COMMITS_MAX {
+            self.commits.push_back((end, now_ns, true));
+        } else if let Some(b) = self.commits.back_mut() {
+            *b = (end, b.1, false);
+        }
+    }
+
+    /// Counts committed records into `pending`. Returns true if more are committed.
+    fn count(&mut self, end: u64, now_s: u64) -> bool {
+        let Some(reader) = self.reader.as_mut() else {
+            return false;
+        };
+        let unused_before = (now_s / 60).saturating_sub(self.shared.span_minutes());
+        let mut names_changed = false;
+        let mut n = 0;
+        while n < RECORDS_PER_TURN && reader.next_offset() < end {
+            let r = match reader.next() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "aggregates reader failed; restarting at the committed end");
+                    self.reader = None;
+                    self.commits.clear();
+                    return false;
+                }
+            };
+            n += 1;
+            let (offset, ts_ns, bytes) = (r.offset, r.timestamp_ns, r.payload.len() as u64);
+            let (service, level) = json_fields(r.payload);
+            let second = ts_ns / 1_000_000_000;
+            let slot = service.as_deref().map(|s| {
+                let (i, changed) =
+                    self.services
+                        .slot(s, second / 60, unused_before, &self.shared.stats);
+                names_changed |= changed;
+                i
+            });
+            let level = level_index(level.as_deref());
+            while self.commits.front().is_some_and(|c| c.0 <= offset) {
+                self.commits.pop_front();
+            }
+            let ack_us = match self.commits.front() {
+                Some(&(_, at, true)) => Some(at.saturating_sub(ts_ns) / 1000),
+                _ => None,
+            };
+            let services = self.shared.services_max;
+            let b = match self.pending.iter_mut().position(|b| b.t == second) {
+                Some(i) => &mut self.pending[i],
+                None => {
+                    let mut b = Bucket::new(services);
+                    b.reset(second);
+                    self.pending.push(b);
+                    self.pending.last_mut().expect("pushed")
+                }
+            };
+            b.records += 1;
+            b.bytes += bytes;
+            b.levels[level] += 1;
+            if let Some(i) = slot {
+                b.services[i] = b.services[i].saturating_add(1);
+            }
+            if let Some(us) = ack_us {
+                let h = &mut b.ack_us[latency_bucket(us)];
+                *h = h.saturating_add(1);
+            }
+        }
+        if let Some(reader) = self.reader.as_mut() {
+            drop(reader.take_damaged()); // lost offsets are not records: nothing to count
+        }
+        if names_changed {
+            let names = self
+                .services
+                .names
+                .iter()
+                .map(|n| n.as_ref().map(|(s, _)| s.clone()))
+                .collect();
+            self.shared.lock().services = names;
+        }
+        self.reader.as_ref().is_some_and(|r| r.next_offset() < end)
+    }
+
+    /// Once a new second starts: the writer's fsync counters since the last sample
+    /// into that second, and (every few seconds) the disk and the retention horizon.
+    fn sample(&mut self, now: Duration) {
+        let s = now.as_secs();
+        if s == self.fsync_sample.2 {
+            return;
+        }
+        let ws = self.log.stats();
+        let (fsyncs, ns) = (
+            ws.fsyncs.load(Ordering::Relaxed),
+            ws.fsync_ns_total.load(Ordering::Relaxed),
+        );
+        let mut b = Bucket::new(self.shared.services_max);
+        // The delta ran up to now, mostly in the second that just ended.
+        b.reset(s - 1);
+        b.fsyncs = fsyncs - self.fsync_sample.0;
+        b.fsync_ns = ns - self.fsync_sample.1;
+        self.fsync_sample = (fsyncs, ns, s);
+        if self
+            .disk_sampled
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(DISK_SAMPLE_S))
+        {
+            self.disk_sampled = Some(Instant::now());
+            let disk = dir_bytes(&self.log.config().dir);
+            b.disk_bytes = disk.max(1);
+            let start = self.log.start_offset();
+            let oldest = if self.oldest_for == Some(start) {
+                None
+            } else {
+                self.oldest_for = Some(start);
+                Some(self.oldest_ts(start))
+            };
+            let mut st = self.shared.lock();
+            st.disk_bytes = disk;
+            if let Some(o) = oldest {
+                st.oldest_ts_ns = o;
+            }
+        }
+        self.pending.push(b);
+    }
+
+    /// Receive time of the record at `start` (the oldest the log holds), if any.
+    fn oldest_ts(&self, start: u64) -> Option<u64> {
+        if self.log.committed_end() <= start {
+            return None;
+        }
+        let mut r = self.log.reader(start).ok()?;
+        r.next().ok().flatten().map(|r| r.timestamp_ns)
+    }
+
+    /// Adds this turn's counts to both rings.
+    fn merge(&mut self) {
+        let read_end = self.reader.as_ref().map(Reader::next_offset);
+        let mut late = 0;
+        {
+            let mut st = self.shared.lock();
+            for b in &self.pending {
+                match st.seconds.at(b.t) {
+                    Some(s) => s.add(b),
+                    None => late += b.records,
+                }
+                if let Some(m) = st.minutes.at(b.t) {
+                    m.add(b);
+                }
+            }
+            // Keep the heads moving when nothing is received, so old buckets age out.
+            let now = unix_now().as_secs();
+            st.seconds.at(now);
+            st.minutes.at(now);
+            if let Some(e) = read_end {
+                st.read_end = e;
+            }
+        }
+        if late > 0 {
+            self.shared
+                .stats
+                .aggregates_late_records_total
+                .fetch_add(late, Ordering::Relaxed);
+        }
+        self.pending.clear();
+    }
+}
+
+impl Aggregates {
+    /// Minutes the rings cover together: a service unseen for longer has no count
+    /// in any bucket still served.
+    fn span_minutes(&self) -> u64 {
+        let st = self.lock();
+        (st.seconds.span() / 60).max(st.minutes.span() / 60) + 1
+    }
+}
+
+/// How often the data directory's size is sampled, in seconds (a directory listing
+/// and a stat per file).
+const DISK_SAMPLE_S: u64 = 5;
+
+/// Bytes the files of `dir` take on disk (allocated blocks: pre-written spares count).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_monotonic_and_within_a_quarter() {
+        let mut last = 0;
+        for us in [
+            0u64,
+            1,
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1000,
+            12_345,
+            1 << 20,
+            1 << 26,
+        ] {
+            let i = latency_bucket(us);
+            assert!(i >= last, "{us}");
+            last = i;
+            let up = latency_upper_us(i);
+            assert!(
+                up >= us && up as f64 <= us.max(1) as f64 * 1.25 + 1.0,
+                "{us} -> {up}"
+            );
+        }
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+        for i in 1..LATENCY_BUCKETS {
+            assert_eq!(latency_bucket(latency_upper_us(i - 1) + 1), i);
+        }
+    }
+
+    #[test]
+    fn levels_are_normalised() {
+        assert_eq!(LEVELS[level_index(Some("ERROR"))], "error");
+        assert_eq!(LEVELS[level_index(Some("Warning"))], "warn");
+        assert_eq!(LEVELS[level_index(Some("notice"))], "info");
+        assert_eq!(LEVELS[level_index(Some("crit"))], "fatal");
+        assert_eq!(LEVELS[level_index(Some("loud"))], "other");
+        assert_eq!(LEVELS[level_index(Some("a-very-long-level-name"))], "other");
+        assert_eq!(LEVELS[level_index(None)], "none");
+    }
+
+    #[test]
+    fn the_ring_ages_out_old_periods() {
+        let mut r = Ring::new(1, 10, 2);
+        r.at(1000).unwrap().records = 5;
+        assert_eq!(r.get(1000).unwrap().records, 5);
+        r.at(1009).unwrap().records = 1;
+        assert!(r.get(1000).is_some());
+        r.at(1010);
+        assert!(r.get(1000).is_none(), "out of the ring");
+        assert!(r.at(1000).is_none(), "too old to count");
+        assert_eq!(r.at(1005).unwrap().records, 0, "never counted: empty");
+        let mut m = Ring::new(60, 3, 2);
+        m.at(125).unwrap().records = 2;
+        assert_eq!(m.get(120).unwrap().records, 2);
+    }
+}
