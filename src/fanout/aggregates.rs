@@ -518,8 +518,8 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// Starts counting at the committed end (records before it were received before
-    /// this process served, or are on disk already: not counted).
+    /// Starts counting at the committed end (records before it were stored before
+    /// this process served: not counted).
     pub fn new(shared: Arc<Aggregates>, log: LogView) -> Self {
         let n = shared.services_max;
         let ws = log.stats();
@@ -528,10 +528,22 @@ impl Aggregator {
             ws.fsync_ns_total.load(Ordering::Relaxed),
             unix_now().as_secs(),
         );
+        // Opened now, before anything is served: records committed before the loop's
+        // first turn are counted too.
+        let reader = match log.reader(log.committed_end()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "aggregates cannot open the log; retrying each turn");
+                None
+            }
+        };
+        if let Some(r) = &reader {
+            shared.lock().read_end = r.next_offset();
+        }
         Aggregator {
             shared,
             log,
-            reader: None,
+            reader,
             commits: VecDeque::with_capacity(COMMITS_MAX),
             services: Services {
                 slots: HashMap::with_capacity(n),

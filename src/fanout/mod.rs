@@ -163,6 +163,9 @@ pub fn spawn(
     poll.registry()
         .register(&mut SourceFd(&follower.fd()), COMMIT, Interest::READABLE)?;
     let stop2 = stop.clone();
+    // Before the thread starts, so that the aggregates count every record committed
+    // once `serve` says it listens.
+    let aggregator = aggregates::Aggregator::new(ctx.aggregates.clone(), ctx.log.clone());
     let thread = std::thread::Builder::new()
         .name("rs-fanout".into())
         .spawn(move || {
@@ -172,7 +175,7 @@ pub fn spawn(
                 tracing::warn!(core = c, "could not pin the fan-out thread");
             }
             set_nice(ctx.settings.fanout_nice);
-            let mut f = Fanout::new(ctx, poll, listener, follower, stop2);
+            let mut f = Fanout::new(ctx, poll, listener, follower, stop2, aggregator);
             f.run();
         })?;
     Ok(FanoutHandle {
@@ -238,6 +241,7 @@ impl Fanout {
         listener: mio::net::TcpListener,
         follower: CommitFollower,
         stop: Arc<AtomicBool>,
+        aggregator: aggregates::Aggregator,
     ) -> Self {
         let s = &ctx.settings;
         let budget = s.subscriber_send_buffer_bytes;
@@ -255,7 +259,7 @@ impl Fanout {
             },
             tls: ctx.tls.clone().filter(|_| s.ws_tls),
             ws_config,
-            aggregator: aggregates::Aggregator::new(ctx.aggregates.clone(), ctx.log.clone()),
+            aggregator,
             ctx,
             poll,
             listener,

@@ -2,6 +2,7 @@
 //! temp data directory, and minimal real clients (raw TCP, HTTP/1.1 over TcpStream).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod certs;
 pub mod otlp;
 pub mod rsyslog;
