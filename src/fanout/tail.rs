@@ -28,6 +28,7 @@ impl Fanout {
                 }
             }
         }
+        self.move_window_to_subscribers(end);
         let (Some(w), Some(tail)) = (self.window.as_mut(), self.tail.as_mut()) else {
             return false;
         };
@@ -54,6 +55,45 @@ impl Fanout {
                 self.window = None;
                 false
             }
+        }
+    }
+
+    /// Restarts the JSON window at the lowest JSON subscriber ahead of it when none is
+    /// in it or at its end. The window reads ahead only for a subscriber waiting at its
+    /// end, so once its last reader left (closed, or resubscribed further on, as the
+    /// dashboard does when it skips to the newest records) it stays where that reader
+    /// was; a subscriber that starts ahead would otherwise wait for the tail to decode
+    /// everything in between, which under heavy ingest it never does. Subscribers
+    /// below the new start read on their own, as below any window.
+    fn move_window_to_subscribers(&mut self, end: u64) {
+        let Some(w) = self.window.as_ref() else {
+            return;
+        };
+        let (start, w_end) = (w.start(), w.end());
+        let mut ahead: Option<u64> = None;
+        for s in self.subs.iter().flatten() {
+            if !s.is_open() || s.encoding != Encoding::Json {
+                continue;
+            }
+            if s.cursor >= start && s.cursor <= w_end {
+                return; // someone reads the window, or waits at its end
+            }
+            if s.cursor > w_end {
+                ahead = Some(ahead.map_or(s.cursor, |a| a.min(s.cursor)));
+            }
+        }
+        let Some(at) = ahead.filter(|&a| a <= end) else {
+            return;
+        };
+        match self.ctx.log.reader(at) {
+            Ok(r) => {
+                self.window = Some(Window::new(
+                    r.next_offset(),
+                    self.ctx.settings.fanout_window_bytes_max,
+                ));
+                self.tail = Some(r);
+            }
+            Err(e) => tracing::error!(error = %e, "fan-out cannot open the log"),
         }
     }
 
