@@ -20,8 +20,9 @@ use crate::{
     procstat::{self, ProcSample},
     report::{
         ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo, TlsInfo,
-        thousands, write_hgrm,
+        plot_svg, thousands, write_hgrm,
     },
+    series::distribution,
     stats::new_histogram,
     tls::TlsClient,
     workload::{Corpus, Format, GenConfig, RECORD_BYTES_MAX},
@@ -360,6 +361,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         });
     }
     let mut report = Report::new(info, &res.stats, res.duration_s);
+    report.series = res.series;
     let mut e2e_latency = None;
     if args.mode == Mode::WsE2e {
         let expected = res.stats.sent_records_total;
@@ -392,6 +394,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             1000.0,
             &mut f,
         )?;
+    }
+    if let Some(p) = &args.plot {
+        let unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::fs::write(p, plot_svg(&report, &command_line(), unix_s))
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.json_file {
         std::fs::write(p, report.to_json() + "\n")
@@ -574,6 +583,7 @@ fn add_e2e(
     let mut e2e_latency = None;
     if args.subscribers > 0 {
         report.latency_us = LatencySummary::of(&lat);
+        report.distribution = distribution(&lat);
         report.service_time_us = LatencySummary::of(&svc);
         e2e_latency = Some(lat);
     }
@@ -641,4 +651,29 @@ fn wait_landed(
         mb_per_s: (grown / secs / 1e6 * 1000.0).round() / 1000.0,
         complete: last >= expected,
     }
+}
+
+/// This process's command line for the plot's caption: the program's file name and
+/// its arguments, single-quoted where a shell would need it.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let prog = args.next().unwrap_or_default();
+    let prog = Path::new(&prog)
+        .file_name()
+        .map_or(prog.clone(), |f| f.to_string_lossy().into_owned());
+    let mut out = prog;
+    for a in args {
+        out.push(' ');
+        let plain = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b));
+        if plain {
+            out.push_str(&a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', r"'\''"));
+            out.push('\'');
+        }
+    }
+    out
 }
