@@ -32,6 +32,7 @@ const ACKED: &str = "#ff7f0e";
 const P50: &str = "#2ca02c";
 const P99: &str = "#d62728";
 const P99_9: &str = "#9467bd";
+const MAX: &str = "#555";
 
 /// The SVG plot of `report`. `command` is the run's command line and `unix_s` when it
 /// ran, both for the caption.
@@ -69,16 +70,24 @@ pub fn plot_svg(report: &Report, command: &str, unix_s: u64) -> String {
 
 /// The caption: headline, command line (wrapped), date.
 fn caption_lines(r: &Report, command: &str, unix_s: u64) -> Vec<String> {
-    let mut lines = vec![format!(
-        "loadtest {} -> {}: {} records/s, latency p50 {} p99 {} p99.9 {} max {}",
-        r.run.mode,
-        r.run.target,
-        thousands(r.records_per_s as u64),
-        fmt_us(r.latency_us.p50),
-        fmt_us(r.latency_us.p99),
-        fmt_us(r.latency_us.p99_9),
-        fmt_us(r.latency_us.max),
-    )];
+    let mut lines = vec![
+        format!(
+            "loadtest {} -> {}: {} records/s",
+            r.run.mode,
+            r.run.target,
+            thousands(r.records_per_s as u64),
+        ),
+        format!(
+            "corrected latency p50 {}, p99 {}, p99.9 {}, max {}; {} records ok, {} failed, {} errors",
+            fmt_us(r.latency_us.p50),
+            fmt_us(r.latency_us.p99),
+            fmt_us(r.latency_us.p99_9),
+            fmt_us(r.latency_us.max),
+            thousands(r.records),
+            thousands(r.failed_records_total),
+            thousands(r.errors_total),
+        ),
+    ];
     let mut cur = String::from("$");
     for word in command.split(' ') {
         if cur.len() + word.len() > 130 {
@@ -89,7 +98,7 @@ fn caption_lines(r: &Report, command: &str, unix_s: u64) -> Vec<String> {
     }
     lines.push(cur);
     lines.push(format!(
-        "{} UTC; {} s measured after {} s warm-up; {} conn, {} records/batch, {} load",
+        "{} UTC; {:.3} s measured after {} s warm-up; {} conn, {} records/batch, {} load",
         utc_date(unix_s),
         r.duration_s,
         r.run.warmup_s,
@@ -171,14 +180,14 @@ fn y_tick(s: &mut String, a: &Area, v: f64, label: &str) {
 
 /// One line: a polyline through `points` (data coordinates), and dots when there
 /// are few enough to tell apart.
-fn line(s: &mut String, a: &Area, name: &str, color: &str, points: &[(f64, f64)]) {
+fn line(s: &mut String, a: &Area, name: &str, color: &str, width: f64, points: &[(f64, f64)]) {
     let mut pts = String::with_capacity(points.len() * 14);
     for (x, y) in points {
         let _ = write!(pts, "{:.1},{:.1} ", a.x(*x), a.y(*y));
     }
     let _ = writeln!(
         s,
-        r#"<polyline data-series="{name}" points="{}" fill="none" stroke="{color}" stroke-width="1.8" stroke-linejoin="round"/>"#,
+        r#"<polyline data-series="{name}" points="{}" fill="none" stroke="{color}" stroke-width="{width}" stroke-linejoin="round"/>"#,
         pts.trim_end()
     );
     if points.len() <= 60 {
@@ -254,8 +263,9 @@ fn throughput_panel(s: &mut String, top: f64, series: &[SeriesPoint], window_s: 
         let v = step * f64::from(i);
         y_tick(s, &a, v, &fmt_si(v));
     }
-    line(s, &a, "sent", SENT, &sent);
-    line(s, &a, "acked", ACKED, &acked);
+    // Sent is drawn wide under acked: in closed loop they coincide.
+    line(s, &a, "sent", SENT, 5.0, &sent);
+    line(s, &a, "acked", ACKED, 1.8, &acked);
     legend(
         s,
         &a,
@@ -299,7 +309,7 @@ fn latency_panel(s: &mut String, top: f64, series: &[SeriesPoint], window_s: f64
     time_ticks(s, &a);
     log_latency_ticks(s, &a);
     for (name, color, pts) in &lines {
-        line(s, &a, name, color, pts);
+        line(s, &a, name, color, 1.8, pts);
     }
     legend(
         s,
@@ -353,13 +363,19 @@ fn distribution_panel(s: &mut String, top: f64, r: &Report) {
         x_tick(s, &a, f64::from(k), &label);
     }
     log_latency_ticks(s, &a);
-    line(s, &a, "distribution", SENT, &pts);
+    line(s, &a, "distribution", SENT, 1.8, &pts);
+    let max_y = a.y((r.latency_us.max.max(1) as f64).log10());
+    let _ = writeln!(
+        s,
+        r#"<line x1="{PLOT_X}" y1="{max_y:.1}" x2="{}" y2="{max_y:.1}" stroke="{MAX}" stroke-dasharray="6 4"/>"#,
+        PLOT_X + PLOT_W
+    );
     legend(
         s,
         &a,
         &[
             (SENT, format!("{} batches", thousands(r.latency_us.count))),
-            ("#000", format!("max {}", fmt_us(r.latency_us.max))),
+            (MAX, format!("max {}", fmt_us(r.latency_us.max))),
         ],
     );
     s.push_str("</g>\n");
