@@ -202,6 +202,10 @@ pub struct SeriesPoint {
     pub bytes: u64,
     /// Batches completed successfully: the latency samples.
     pub batches: u64,
+    /// `--landed-file`, `--landed-metric`: records that reached the receiver's output
+    /// in the entry, from samples the main thread takes at each whole second (up to
+    /// 100 ms late); `null` without.
+    pub landed: Option<u64>,
     /// Corrected latency percentiles of those batches, µs; `null` without any.
     pub p50_us: Option<u64>,
     /// 90th percentile, µs.
@@ -264,6 +268,7 @@ impl Acc {
             acked: self.acked,
             bytes: self.bytes,
             batches: self.batches,
+            landed: None,
             p50_us: q(0.5),
             p90_us: q(0.9),
             p99_us: q(0.99),

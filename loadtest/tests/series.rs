@@ -211,3 +211,45 @@ fn check_entities(text: &str) {
         );
     }
 }
+
+/// With `--landed-metric` (a receiver's own count of stored records), every entry says
+/// how many records landed in it, they add up to at most what landed in all, and the
+/// plot draws them as a third throughput line.
+#[test]
+fn landed_records_per_second_with_landed_metric() {
+    let _g = serial();
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("landed.svg");
+    // Fire and forget to the acked listener, paced, so that only the server's
+    // counter says what was stored.
+    let r = lt(&format!(
+        "--mode tcp --addr {} -d 2s -c 2 --batch 256 --rate 50000 --landed-metric {}/ringstash_records_committed_total --plot {}",
+        srv.tcp,
+        srv.http,
+        svg_path.display()
+    ));
+    let series = r["series"].as_array().expect("series");
+    assert_eq!(series.len(), 2, "{r}");
+    let landed: Vec<u64> = series
+        .iter()
+        .map(|e| {
+            e["landed"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("landed in {e}"))
+        })
+        .collect();
+    assert_eq!(r["landed"]["complete"], true, "{r}");
+    let landed_total = u(&r, "landed.bytes_landed") / 128;
+    let records = u(&r, "records");
+    let sum: u64 = landed.iter().sum();
+    assert!(sum <= landed_total, "{landed:?} vs {landed_total}");
+    assert!(sum * 2 >= records, "{landed:?} vs {records} records");
+    assert!(landed.iter().all(|&n| n > 0), "{landed:?}");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    check_well_formed(&svg);
+    assert_eq!(polyline(&svg, "landed").len(), 2);
+    // Without --landed-*, `landed` is null.
+    let plain = lt(&format!("--mode tcp-acked --addr {} -d 1s -c 1", srv.tcp));
+    assert!(plain["series"][0]["landed"].is_null(), "{plain}");
+}

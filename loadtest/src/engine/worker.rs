@@ -2,7 +2,8 @@
 //! open-loop schedule; each connection advances through [`State`]: sending,
 //! draining, closing, done. Completions are recorded here, in the worker's own
 //! [`Stats`] (merged after the run), so the hot path shares nothing but two relaxed
-//! progress counters.
+//! progress counters; once a second the worker's [`SecondRecorder`] sends the second
+//! it has left to the main thread for the time series.
 
 use std::{
     io,

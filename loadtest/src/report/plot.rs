@@ -6,8 +6,9 @@
 //! per line, one point per series entry (latency lines skip seconds without
 //! completions):
 //!
-//! 1. `panel-throughput`: records/s sent and acked over time (an entry's count over
-//!    its `span_s`, drawn at the middle of the entry);
+//! 1. `panel-throughput`: records/s sent and acked (and landed, with `--landed-*`)
+//!    over time (an entry's count over its `span_s`, drawn at the middle of the
+//!    entry);
 //! 2. `panel-latency`: corrected latency p50, p99 and p99.9 over time, log scale;
 //! 3. `panel-distribution`: the latency percentile distribution, x on the usual
 //!    `1/(1-p)` log axis (90 %, 99 %, 99.9 % equally spaced), y log scale.
@@ -33,6 +34,7 @@ const P50: &str = "#2ca02c";
 const P99: &str = "#d62728";
 const P99_9: &str = "#9467bd";
 const MAX: &str = "#555";
+const LANDED: &str = "#17becf";
 
 /// The SVG plot of `report`. `command` is the run's command line and `unix_s` when it
 /// ran, both for the caption.
@@ -248,7 +250,16 @@ fn throughput_panel(s: &mut String, top: f64, series: &[SeriesPoint], window_s: 
     let mid = |p: &SeriesPoint| f64::from(p.t_s) + p.span_s / 2.0;
     let sent: Vec<(f64, f64)> = series.iter().map(|p| (mid(p), rate(p.sent, p))).collect();
     let acked: Vec<(f64, f64)> = series.iter().map(|p| (mid(p), rate(p.acked, p))).collect();
-    let peak = sent.iter().chain(&acked).map(|p| p.1).fold(0.0, f64::max);
+    let landed: Vec<(f64, f64)> = series
+        .iter()
+        .filter_map(|p| p.landed.map(|n| (mid(p), rate(n, p))))
+        .collect();
+    let peak = sent
+        .iter()
+        .chain(&acked)
+        .chain(&landed)
+        .map(|p| p.1)
+        .fold(0.0, f64::max);
     let y_max = nice_max(peak);
     let a = Area {
         top: top + 36.0,
@@ -266,14 +277,15 @@ fn throughput_panel(s: &mut String, top: f64, series: &[SeriesPoint], window_s: 
     // Sent is drawn wide under acked: in closed loop they coincide.
     line(s, &a, "sent", SENT, 5.0, &sent);
     line(s, &a, "acked", ACKED, 1.8, &acked);
-    legend(
-        s,
-        &a,
-        &[
-            (SENT, "sent".to_owned()),
-            (ACKED, "acked (completed)".to_owned()),
-        ],
-    );
+    let mut entries = vec![
+        (SENT, "sent".to_owned()),
+        (ACKED, "acked (completed)".to_owned()),
+    ];
+    if !landed.is_empty() {
+        line(s, &a, "landed", LANDED, 1.8, &landed);
+        entries.push((LANDED, "landed".to_owned()));
+    }
+    legend(s, &a, &entries);
     s.push_str("</g>\n");
 }
 
@@ -525,6 +537,7 @@ mod tests {
                 acked: 90,
                 bytes: 900,
                 batches: 9,
+                landed: None,
                 p50_us: (t != 1).then_some(10),
                 p90_us: (t != 1).then_some(20),
                 p99_us: (t != 1).then_some(30),
