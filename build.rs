@@ -26,6 +26,13 @@ fn git_revision() -> Option<String> {
         let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
         (out.status.success() && !s.is_empty()).then_some(s)
     };
+    // Only this package's own repository: a tarball unpacked inside some other
+    // checkout must not take that one's commit.
+    let top = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?);
+    let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
+    if top.canonicalize().ok()? != here.canonicalize().ok()? {
+        return None;
+    }
     let revision = git(&["rev-parse", "--short=12", "HEAD"])?;
     // HEAD itself (a checkout), the branch's ref (a commit) and packed-refs (where a
     // ref goes after `git gc`).
