@@ -856,7 +856,7 @@ pub struct Sample {
     pub labels: &'static [(&'static str, &'static str)],
     /// What this one series counts.
     pub help: &'static str,
-    /// Its `/stats` key, as a path (`server.tcp_records_total`), if it has one.
+    /// Its `/stats` key as (section, key), `("server", "tcp_records_total")`, if it has one.
     pub stats_key: Option<(&'static str, &'static str)>,
     /// The value now, in the family's unit.
     pub value: Num,
