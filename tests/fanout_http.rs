@@ -375,14 +375,14 @@ fn dashboard_sends_its_token_in_headless_chromium() {
     wait_scraped(
         http_at,
         &scrape_token,
-        "ringstash_http_auth_forbidden_total",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"forbidden\"}",
         1,
     );
     for refused in [
-        "ringstash_http_auth_missing_total",
-        "ringstash_http_auth_invalid_total",
-        "ringstash_ws_auth_missing_total",
-        "ringstash_ws_auth_invalid_total",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"}",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"invalid\"}",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"missing\"}",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"invalid\"}",
     ] {
         assert_eq!(
             common::metric_with_token(http_at, &scrape_token, refused),
@@ -413,10 +413,18 @@ fn dashboard_sends_its_token_in_headless_chromium() {
     b.wait_for(&has("live-2"), Duration::from_secs(20));
     b.wait_for(&conn_is("live"), Duration::from_secs(10));
     assert!(
-        common::metric_with_token(http_at, &scrape_token, "ringstash_http_auth_missing_total") >= 1
+        common::metric_with_token(
+            http_at,
+            &scrape_token,
+            "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"}"
+        ) >= 1
     );
     assert!(
-        common::metric_with_token(http_at, &scrape_token, "ringstash_http_auth_invalid_total") >= 1
+        common::metric_with_token(
+            http_at,
+            &scrape_token,
+            "ringstash_auth_refused_total{listener=\"http\",reason=\"invalid\"}"
+        ) >= 1
     );
     drop(b);
     assert!(server.stop().success());
