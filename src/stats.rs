@@ -4,8 +4,16 @@
 //! Each stage owns its own set ([`NetStats`], [`FanoutStats`], [`ReadStats`] and the
 //! gauges beside them) and its context holds only that set, so a stage cannot move
 //! another's counters. The renderers see all of them read-only, through [`Observed`],
-//! and walk them once each in the same order ([`Observed::each`]), so the two
-//! renderings cannot disagree about what exists.
+//! and walk them once each in the same order ([`samples`]), so the two renderings
+//! cannot disagree about what exists.
+//!
+//! The two namings differ on purpose. `/stats` is our own JSON: one flat key per
+//! counter (the field's name), in raw units (`_ms`, `_ns`). `/metrics` follows the
+//! Prometheus conventions: each series declares the [`Family`] it belongs to and its
+//! labels, so that series which differ only by protocol, listener or reason are one
+//! family with a label (`ringstash_records_received_total{protocol="tcp"}`), and times
+//! are in seconds. The mapping is the declarations below; `docs/operations.md` lists
+//! it, generated from them ([`metrics_markdown`]).
 
 use std::{
     fmt::Write,
@@ -18,13 +26,15 @@ use std::{
 
 use crate::wal::LogView;
 
-/// What a series is to Prometheus.
+/// What a family is to Prometheus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Only grows.
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Cumulative buckets with a sum and a count.
+    Histogram,
 }
 
 impl Kind {
@@ -32,28 +42,117 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
 
-/// One series as both renderings see it: its name without the `ringstash_` prefix.
-#[derive(Debug, Clone, Copy)]
-pub struct Metric {
-    /// The name (the `/stats` key; `/metrics` adds the `ringstash_` prefix).
+/// A Prometheus metric family: one name, one type, one HELP; its series differ only by
+/// the values of its labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// The exposition name, prefix included (`ringstash_`, or `process_` for the
+    /// families every Prometheus client exports).
     pub name: &'static str,
-    /// Counter or gauge.
+    /// Counter, gauge or histogram.
     pub kind: Kind,
+    /// What one unit of the value is, for the reference (`seconds`, `bytes`,
+    /// `records`...). Base units only where the name carries one.
+    pub unit: &'static str,
+    /// The label names every series of the family carries, in order.
+    pub labels: &'static [&'static str],
     /// One sentence for `# HELP`.
     pub help: &'static str,
-    /// The value now.
+    /// Raw units the series count per unit of the family: 1, or 1000 where a counter
+    /// keeps milliseconds and the family is in seconds.
+    pub per_unit: u64,
+}
+
+impl Family {
+    /// A counter family.
+    pub const fn counter(
+        name: &'static str,
+        unit: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Family {
+        Family {
+            name,
+            kind: Kind::Counter,
+            unit,
+            labels,
+            help,
+            per_unit: 1,
+        }
+    }
+
+    /// A gauge family.
+    pub const fn gauge(
+        name: &'static str,
+        unit: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Family {
+        Family {
+            kind: Kind::Gauge,
+            ..Family::counter(name, unit, labels, help)
+        }
+    }
+
+    /// The same family over series that count `per_unit` raw units per unit.
+    pub const fn per(self, per_unit: u64) -> Family {
+        Family { per_unit, ..self }
+    }
+}
+
+/// A value as it is rendered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Num {
+    /// A whole number.
+    Int(u64),
+    /// A fraction (seconds).
+    Float(f64),
+}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Num::Int(v) => write!(f, "{v}"),
+            // Display of an f64 never uses an exponent; the exposition format reads it.
+            Num::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One series as both renderings see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// The `/stats` key (under `server`): the field's name, in raw units.
+    pub key: &'static str,
+    /// The `/metrics` family it is a series of.
+    pub family: &'static Family,
+    /// Its label values, in the family's label order.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// What this one series counts (its doc comment).
+    pub help: &'static str,
+    /// The value now, in raw units.
     pub value: u64,
 }
 
-/// Declares one stage's set of series: a struct of atomics, each with its kind and its
-/// help text (the doc comment), and the walk over them that the renderers use.
+/// Declares one stage's set of series: a struct of atomics, each with its kind, its
+/// help text (the doc comment) and where it goes in `/metrics`, and the walk over them
+/// that the renderers use. A row is either
+///
+/// - `counter name ("unit")`: a family of its own, `ringstash_name`, whose HELP is the
+///   doc comment; or
+/// - `counter name => FAMILY { label: "value", ... }`: a series of a shared [`Family`]
+///   constant (several series differing by label values, or a unit conversion).
 macro_rules! series {
     ($( #[doc = $sdoc:literal] )* $vis:vis struct $set:ident {
-        $( #[doc = $doc:literal] $kind:ident $name:ident, )*
+        $( #[doc = $doc:literal] $kind:ident $name:ident
+           $( ( $unit:literal ) )?
+           $( => $fam:ident $( { $( $l:ident : $v:literal ),* } )? )?
+        , )*
     }) => {
         $( #[doc = $sdoc] )*
         ///
@@ -68,101 +167,211 @@ macro_rules! series {
             /// Every series of the set, in declaration order.
             pub fn each(&self, f: &mut dyn FnMut(Metric)) {
                 $( f(Metric {
-                    name: stringify!($name),
-                    kind: series!(@kind $kind),
-                    help: $doc.trim(),
+                    key: stringify!($name),
+                    family: series!(@family $kind $name $doc [$($unit)?] [$($fam)?]),
+                    labels: &[ $($( $( (stringify!($l), $v), )* )?)? ],
+                    help: $doc.trim_ascii(),
                     value: self.$name.load(Ordering::Relaxed),
                 }); )*
             }
         }
     };
+    (@family $kind:ident $name:ident $doc:literal [$unit:literal] []) => {{
+        const F: Family = Family {
+            kind: series!(@kind $kind),
+            ..Family::counter(
+                concat!("ringstash_", stringify!($name)),
+                $unit,
+                &[],
+                $doc.trim_ascii(),
+            )
+        };
+        &F
+    }};
+    (@family $kind:ident $name:ident $doc:literal [] [$fam:ident]) => {{
+        const _: () = assert!(matches!($fam.kind, series!(@kind $kind)));
+        &$fam
+    }};
     (@kind counter) => { Kind::Counter };
     (@kind gauge) => { Kind::Gauge };
 }
 
+/// Connections accepted, by listener protocol.
+const CONNECTIONS_ACCEPTED: Family = Family::counter(
+    "ringstash_connections_accepted_total",
+    "connections",
+    &["protocol"],
+    "Connections accepted, by the listener's protocol.",
+);
+/// Connections refused at accept, by the bound that refused them.
+const CONNECTIONS_REFUSED: Family = Family::counter(
+    "ringstash_connections_refused_total",
+    "connections",
+    &["reason"],
+    "Connections refused at accept, by the setting that refused them.",
+);
+/// Rate-limit hits, by the limit's scope.
+const RATE_LIMITED: Family = Family::counter(
+    "ringstash_rate_limited_total",
+    "times",
+    &["scope"],
+    "Times a connection or request was over a rate limit (a stream connection waited, an HTTP request got 429), by the limit's scope.",
+);
+/// Time spent paced, in seconds from the counter's milliseconds.
+const RATE_LIMITED_WAIT: Family = Family::counter(
+    "ringstash_rate_limited_wait_seconds_total",
+    "seconds",
+    &[],
+    "Time stream connections spent waiting for their rate limits.",
+)
+.per(1_000);
+/// Records handed to the log, by protocol.
+const RECORDS_RECEIVED: Family = Family::counter(
+    "ringstash_records_received_total",
+    "records",
+    &["protocol"],
+    "Records received and handed to the log, by protocol (http counts every record of POST /ingest and POST /v1/logs, OTLP's included).",
+);
+/// Size refusals, by protocol.
+const FRAMES_TOO_LARGE: Family = Family::counter(
+    "ringstash_frames_too_large_total",
+    "frames",
+    &["protocol"],
+    "Lines or frames refused for their size (record_bytes_max, syslog_frame_bytes_max, relp_frame_bytes_max), by protocol.",
+);
+/// Idle closes, by listener kind.
+const IDLE_CLOSED: Family = Family::counter(
+    "ringstash_idle_closed_total",
+    "connections",
+    &["listener"],
+    "Connections closed for idleness, by listener: stream (raw TCP, syslog, RELP; tcp_idle_timeout_ms) or http (http_idle_timeout_ms).",
+);
+/// HTTP responses, by status class.
+const HTTP_RESPONSES: Family = Family::counter(
+    "ringstash_http_responses_total",
+    "responses",
+    &["code"],
+    "HTTP responses, by status class.",
+);
+/// WebSocket requests refused before or at the upgrade, by reason.
+const WS_REFUSED: Family = Family::counter(
+    "ringstash_ws_refused_total",
+    "requests",
+    &["reason"],
+    "WebSocket requests refused before a subscription opened, by reason (token refusals are ringstash_auth_refused_total{listener=\"ws\"}).",
+);
+/// Subscribers the server closed, by reason.
+const WS_CLOSED: Family = Family::counter(
+    "ringstash_ws_closed_total",
+    "subscribers",
+    &["reason"],
+    "Subscribers the server closed, by reason (the close code says which).",
+);
+/// TLS handshakes that did not complete, by reason.
+const TLS_HANDSHAKE_FAILURES: Family = Family::counter(
+    "ringstash_tls_handshake_failures_total",
+    "handshakes",
+    &["reason"],
+    "Connections to a TLS listener whose handshake did not complete, by reason.",
+);
+/// SIGHUP reloads, by what was reloaded and whether it took effect.
+const RELOADS: Family = Family::counter(
+    "ringstash_reloads_total",
+    "reloads",
+    &["subject", "result"],
+    "Reloads on SIGHUP, by what was reloaded (tls certificates, auth tokens) and their result (ok: took effect; failed: the previous ones stay in force).",
+);
+/// Token refusals, by listener and reason.
+const AUTH_REFUSED: Family = Family::counter(
+    "ringstash_auth_refused_total",
+    "requests",
+    &["listener", "reason"],
+    "Requests refused for their bearer token, by listener (http, ws) and reason (missing: 401, no token; invalid: 401, not a token of the server's; forbidden: 403, without the scope the route needs).",
+);
+
 series! {
     /// The ingest stage's counters (raw TCP and HTTP reactors).
     pub struct NetStats {
-        /// TCP connections accepted.
-        counter tcp_connections_total,
+        /// TCP connections accepted (tcp_addr, tcp_acked_addr).
+        counter tcp_connections_total => CONNECTIONS_ACCEPTED { protocol: "tcp" },
         /// HTTP connections accepted.
-        counter http_connections_total,
+        counter http_connections_total => CONNECTIONS_ACCEPTED { protocol: "http" },
         /// Connections refused because connections_max was reached.
-        counter connections_refused_total,
+        counter connections_refused_total => CONNECTIONS_REFUSED { reason: "connections_max" },
         /// Connections refused because connections_per_ip_max were open from their client IP.
-        counter connections_per_ip_refused_total,
+        counter connections_per_ip_refused_total => CONNECTIONS_REFUSED { reason: "connections_per_ip_max" },
         /// Times a connection was over its own rate (conn_records_per_s_max, conn_bytes_per_s_max): a stream connection waited, an HTTP request got 429.
-        counter rate_limited_conn_total,
+        counter rate_limited_conn_total => RATE_LIMITED { scope: "conn" },
         /// Times a connection was over its client IP's rate (ip_records_per_s_max, ip_bytes_per_s_max): a stream connection waited, an HTTP request got 429.
-        counter rate_limited_ip_total,
+        counter rate_limited_ip_total => RATE_LIMITED { scope: "ip" },
         /// HTTP requests answered 429 because their token was over its rate (token_records_per_s_max, token_bytes_per_s_max).
-        counter rate_limited_token_total,
+        counter rate_limited_token_total => RATE_LIMITED { scope: "token" },
         /// Time stream connections spent waiting for their rate limits, in ms.
-        counter rate_limited_wait_ms_total,
+        counter rate_limited_wait_ms_total => RATE_LIMITED_WAIT,
         /// Refused connections past refusals_in_flight_max: their reason was written without waiting for the client to read it.
-        counter refusals_unlingered_total,
+        counter refusals_unlingered_total ("connections"),
         /// Records received over raw TCP and handed to the log.
-        counter tcp_records_total,
+        counter tcp_records_total => RECORDS_RECEIVED { protocol: "tcp" },
         /// Raw TCP lines refused for exceeding record_bytes_max.
-        counter tcp_records_too_large_total,
+        counter tcp_records_too_large_total => FRAMES_TOO_LARGE { protocol: "tcp" },
         /// Raw TCP, syslog and RELP connections closed for idleness (tcp_idle_timeout_ms).
-        counter tcp_idle_closed_total,
+        counter tcp_idle_closed_total => IDLE_CLOSED { listener: "stream" },
         /// Partial last lines or frames discarded because a stream connection ended by a reset, an error, an idle timeout or a shutdown rather than the producer's FIN.
-        counter tcp_partial_discarded_total,
+        counter tcp_partial_discarded_total ("frames"),
         /// Syslog connections accepted (syslog_addr).
-        counter syslog_connections_total,
-        /// Syslog messages stored (syslog_addr).
-        counter syslog_records_total,
+        counter syslog_connections_total => CONNECTIONS_ACCEPTED { protocol: "syslog" },
+        /// Syslog messages stored (syslog_addr and syslog_udp_addr).
+        counter syslog_records_total => RECORDS_RECEIVED { protocol: "syslog" },
         /// Syslog messages stored whole, marked unparsed: neither RFC 5424 nor RFC 3164.
-        counter syslog_unparsed_total,
+        counter syslog_unparsed_total ("records"),
         /// Syslog frames refused whole: over syslog_frame_bytes_max, or rendered over record_bytes_max.
-        counter syslog_frames_too_large_total,
+        counter syslog_frames_too_large_total => FRAMES_TOO_LARGE { protocol: "syslog" },
         /// Octet-counted syslog frames cut off by the end of their connection (not stored).
-        counter syslog_truncated_total,
+        counter syslog_truncated_total ("frames"),
         /// Syslog UDP datagrams received (syslog_udp_addr).
-        counter syslog_udp_datagrams_total,
+        counter syslog_udp_datagrams_total ("datagrams"),
         /// Syslog UDP datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL): lost, never seen.
-        counter syslog_udp_drops_total,
+        counter syslog_udp_drops_total ("datagrams"),
         /// RELP connections accepted (relp_addr).
-        counter relp_connections_total,
+        counter relp_connections_total => CONNECTIONS_ACCEPTED { protocol: "relp" },
         /// RELP syslog messages stored (each answered rsp 200 once durable).
-        counter relp_records_total,
+        counter relp_records_total => RECORDS_RECEIVED { protocol: "relp" },
         /// RELP refusals for size: a frame over relp_frame_bytes_max (rsp 500, connection closed), or a message rendered over record_bytes_max (rsp 500, session goes on).
-        counter relp_frames_too_large_total,
+        counter relp_frames_too_large_total => FRAMES_TOO_LARGE { protocol: "relp" },
         /// RELP connections refused for a protocol error: a malformed frame, a TXNR out of sequence, a command before open or unknown, bad offers (rsp 500, connection closed).
-        counter relp_protocol_errors_total,
+        counter relp_protocol_errors_total ("connections"),
         /// Times a RELP connection stopped reading because relp_window_max transactions were unanswered.
-        counter relp_window_full_waits_total,
+        counter relp_window_full_waits_total ("times"),
         /// HTTP requests received.
-        counter http_requests_total,
-        /// HTTP records handed to the log.
-        counter http_records_total,
+        counter http_requests_total ("requests"),
+        /// HTTP records handed to the log (POST /ingest and POST /v1/logs, OTLP's included).
+        counter http_records_total => RECORDS_RECEIVED { protocol: "http" },
         /// OTLP export requests (POST /v1/logs, protobuf or OTLP/JSON) decoded.
-        counter otlp_requests_total,
-        /// OTLP log records stored (acknowledged durable).
-        counter otlp_records_total,
+        counter otlp_requests_total ("requests"),
+        /// OTLP log records stored (acknowledged durable); also counted in ringstash_records_received_total{protocol="http"}.
+        counter otlp_records_total ("records"),
         /// OTLP log records refused alone and reported in a partial success (validation, record_bytes_max).
-        counter otlp_rejected_records_total,
+        counter otlp_rejected_records_total ("records"),
         /// POST /v1/logs bodies refused with 413 for holding more than logs_body_items_max items.
-        counter logs_body_items_refused_total,
+        counter logs_body_items_refused_total ("requests"),
         /// HTTP responses with a 2xx status.
-        counter http_responses_2xx_total,
+        counter http_responses_2xx_total => HTTP_RESPONSES { code: "2xx" },
         /// HTTP responses with a 4xx status.
-        counter http_responses_4xx_total,
+        counter http_responses_4xx_total => HTTP_RESPONSES { code: "4xx" },
         /// HTTP responses with a 5xx status.
-        counter http_responses_5xx_total,
+        counter http_responses_5xx_total => HTTP_RESPONSES { code: "5xx" },
         /// HTTP requests refused with 503 because the ring stayed full (enqueue_timeout_ms).
-        counter http_ring_full_total,
+        counter http_ring_full_total ("requests"),
         /// HTTP connections closed for idleness or a stalled request (http_idle_timeout_ms).
-        counter http_idle_closed_total,
+        counter http_idle_closed_total => IDLE_CLOSED { listener: "http" },
         /// HTTP requests answered 408 because their head was not complete within http_head_timeout_ms.
-        counter http_head_timeouts_total,
+        counter http_head_timeouts_total ("requests"),
         /// HTTP requests answered 408 because their body arrived slower than http_body_rate_bytes_per_s_min.
-        counter http_body_too_slow_total,
+        counter http_body_too_slow_total ("requests"),
         /// Times a reactor found the ring full and paused reading (backpressure).
-        counter ring_full_waits_total,
+        counter ring_full_waits_total ("times"),
         /// Batches that failed with disk full (their records were not acknowledged).
-        counter disk_full_batches_total,
+        counter disk_full_batches_total ("batches"),
     }
 }
 
@@ -170,27 +379,27 @@ series! {
     /// The fan-out stage's counters (WebSocket subscribers).
     pub struct FanoutStats {
         /// WebSocket subscriptions opened (handshake completed).
-        counter ws_subscribers_total,
+        counter ws_subscribers_total ("subscribers"),
         /// WebSocket connections refused with 503 because subscribers_max was reached.
-        counter ws_subscribers_refused_total,
+        counter ws_subscribers_refused_total => WS_REFUSED { reason: "subscribers_max" },
         /// WebSocket requests refused before the upgrade (bad path, parameters or handshake).
-        counter ws_bad_requests_total,
+        counter ws_bad_requests_total => WS_REFUSED { reason: "bad_request" },
         /// WebSocket requests refused with 403 by the ws_allowed_origins check.
-        counter ws_origin_refused_total,
+        counter ws_origin_refused_total => WS_REFUSED { reason: "origin" },
         /// Subscribers closed with 4008 after stalling past subscriber_stall_ms_max.
-        counter ws_stalled_closed_total,
+        counter ws_stalled_closed_total => WS_CLOSED { reason: "stalled" },
         /// Subscribers closed with 1009 for sending a message over ws_message_bytes_max.
-        counter ws_message_too_large_total,
+        counter ws_message_too_large_total => WS_CLOSED { reason: "message_too_large" },
         /// Subscribers closed with 1002 (a frame breaking RFC 6455: unmasked, reserved bits or opcode, a control frame over 125 bytes) or 1007 (a text message not UTF-8).
-        counter ws_protocol_errors_total,
+        counter ws_protocol_errors_total => WS_CLOSED { reason: "protocol_error" },
         /// WebSocket upgrade requests answered 408 for not being complete within ws_handshake_timeout_ms.
-        counter ws_handshake_timeouts_total,
+        counter ws_handshake_timeouts_total => WS_REFUSED { reason: "handshake_timeout" },
         /// WebSocket messages sent to subscribers.
-        counter ws_messages_sent_total,
+        counter ws_messages_sent_total ("messages"),
         /// Records delivered to subscribers (each delivery counted).
-        counter ws_records_sent_total,
+        counter ws_records_sent_total ("records"),
         /// Records subscribers read from the segment files with readers of their own: below a window, on the way to the binary window's next message, or filtered binary.
-        counter ws_catchup_records_total,
+        counter ws_catchup_records_total ("records"),
     }
 }
 
@@ -198,17 +407,17 @@ series! {
     /// TLS on every listener that has it (the reactors' and the fan-out's).
     pub struct TlsStats {
         /// TLS handshakes completed.
-        counter tls_handshakes_total,
+        counter tls_handshakes_total ("handshakes"),
         /// TLS handshakes that failed: a protocol error, a refused or missing client certificate, an unsupported version, or the peer closing mid-handshake (a connection closed before its first byte, such as a TCP health check, is not counted).
-        counter tls_handshake_failures_total,
+        counter tls_handshake_failures_total => TLS_HANDSHAKE_FAILURES { reason: "error" },
         /// TLS handshakes not complete within tls_handshake_timeout_ms (closed).
-        counter tls_handshake_timeouts_total,
+        counter tls_handshake_timeouts_total => TLS_HANDSHAKE_FAILURES { reason: "timeout" },
         /// Connections to a TLS listener that sent something other than a TLS handshake (plain text) and were refused in their own protocol.
-        counter tls_plaintext_refused_total,
+        counter tls_plaintext_refused_total => TLS_HANDSHAKE_FAILURES { reason: "plaintext" },
         /// Certificate reloads on SIGHUP that took effect.
-        counter tls_reloads_total,
+        counter tls_reloads_total => RELOADS { subject: "tls", result: "ok" },
         /// Certificate reloads on SIGHUP that failed (the previous certificates stay in use).
-        counter tls_reload_failures_total,
+        counter tls_reload_failures_total => RELOADS { subject: "tls", result: "failed" },
     }
 }
 
@@ -217,23 +426,23 @@ series! {
     /// reason, and reloads. All zero while auth is off.
     pub struct AuthStats {
         /// HTTP requests refused 401 for carrying no token.
-        counter http_auth_missing_total,
+        counter http_auth_missing_total => AUTH_REFUSED { listener: "http", reason: "missing" },
         /// HTTP requests refused 401 for a token that is none of the server's, or an Authorization header that is not Bearer.
-        counter http_auth_invalid_total,
+        counter http_auth_invalid_total => AUTH_REFUSED { listener: "http", reason: "invalid" },
         /// HTTP requests refused 403: a known token without the scope the route needs.
-        counter http_auth_forbidden_total,
+        counter http_auth_forbidden_total => AUTH_REFUSED { listener: "http", reason: "forbidden" },
         /// WebSocket upgrades refused 401 for carrying no token (header or access_token).
-        counter ws_auth_missing_total,
+        counter ws_auth_missing_total => AUTH_REFUSED { listener: "ws", reason: "missing" },
         /// WebSocket upgrades refused 401 for a token that is none of the server's.
-        counter ws_auth_invalid_total,
+        counter ws_auth_invalid_total => AUTH_REFUSED { listener: "ws", reason: "invalid" },
         /// WebSocket upgrades refused 403: a known token without the read scope.
-        counter ws_auth_forbidden_total,
+        counter ws_auth_forbidden_total => AUTH_REFUSED { listener: "ws", reason: "forbidden" },
         /// Token reloads on SIGHUP that took effect.
-        counter auth_reloads_total,
+        counter auth_reloads_total => RELOADS { subject: "auth", result: "ok" },
         /// Token reloads on SIGHUP that failed (the previous tokens stay in force).
-        counter auth_reload_failures_total,
+        counter auth_reload_failures_total => RELOADS { subject: "auth", result: "failed" },
         /// Tokens in force.
-        gauge auth_tokens,
+        gauge auth_tokens ("tokens"),
     }
 }
 
@@ -242,9 +451,9 @@ series! {
     /// reactors) and subscriptions (on the fan-out core) parse the same filters.
     pub struct ReadStats {
         /// Subscriptions and reads refused because the filter exceeded filter_bytes_max.
-        counter filter_too_long_total,
+        counter filter_too_long_total ("requests"),
         /// GET /v1/logs requests served.
-        counter read_requests_total,
+        counter read_requests_total ("requests"),
     }
 }
 
@@ -252,9 +461,9 @@ series! {
     /// The ingest stage's gauge.
     pub struct NetGauges {
         /// Open connections, TCP and HTTP.
-        gauge connections_open,
+        gauge connections_open ("connections"),
         /// Open HTTP connections waiting between requests with nothing buffered (keep-alive); a drain ends once only these are open.
-        gauge connections_idle,
+        gauge connections_idle ("connections"),
     }
 }
 
@@ -262,13 +471,13 @@ series! {
     /// The fan-out core's gauges.
     pub struct FanoutGauges {
         /// WebSocket subscribers open (handshakes included).
-        gauge ws_subscribers_open,
+        gauge ws_subscribers_open ("subscribers"),
         /// Largest subscriber lag, in records behind the committed end.
-        gauge ws_lag_records_max,
+        gauge ws_lag_records_max ("records"),
         /// Bytes of committed records the fan-out core holds in memory.
-        gauge fanout_window_bytes,
+        gauge fanout_window_bytes ("bytes"),
         /// Oldest offset in the fan-out window.
-        gauge fanout_window_start,
+        gauge fanout_window_start ("offset"),
     }
 }
 
@@ -276,15 +485,15 @@ series! {
     /// The dashboard's aggregates (`GET /v1/aggregates`, kept by the fan-out core).
     pub struct AggregateStats {
         /// Records received before the oldest second the aggregates hold when they were counted (the fan-out core was that far behind): left out of the per-second counts.
-        counter aggregates_late_records_total,
+        counter aggregates_late_records_total ("records"),
         /// Committed records the aggregates have not counted yet.
-        gauge aggregates_lag_records,
+        gauge aggregates_lag_records ("records"),
         /// Services with a series of their own (at most aggregates_services_max).
-        gauge aggregates_services,
+        gauge aggregates_services ("services"),
         /// Distinct services counted as other because aggregates_services_max were taken (exact up to 64 x aggregates_services_max).
-        gauge aggregates_services_overflowed,
+        gauge aggregates_services_overflowed ("services"),
         /// Memory the aggregates' buckets take, in bytes (both rings, allocated at start).
-        gauge aggregates_memory_bytes,
+        gauge aggregates_memory_bytes ("bytes"),
     }
 }
 
@@ -343,24 +552,46 @@ impl Observed {
     }
 }
 
-/// One of the log's series: its `/stats` key and its `/metrics` name (either may be
+/// One of the log's series: its `/stats` key and its `/metrics` series (either may be
 /// absent: some are only meaningful in one rendering), and how to read it.
 struct LogSeries {
     json: Option<&'static str>,
-    prom: Option<(&'static str, Kind, &'static str)>,
+    prom: Option<Prom>,
     value: fn(&LogView) -> serde_json::Value,
 }
 
+/// Where one of the log's series goes in `/metrics`.
+#[derive(Clone, Copy)]
+struct Prom {
+    family: &'static Family,
+    labels: &'static [(&'static str, &'static str)],
+    help: &'static str,
+}
+
+/// A series that is a family of its own.
 const fn both(
     json: &'static str,
-    prom: &'static str,
-    kind: Kind,
+    family: &'static Family,
+    value: fn(&LogView) -> serde_json::Value,
+) -> LogSeries {
+    member(json, family, &[], family.help, value)
+}
+
+/// A series of a shared family, with its label values.
+const fn member(
+    json: &'static str,
+    family: &'static Family,
+    labels: &'static [(&'static str, &'static str)],
     help: &'static str,
     value: fn(&LogView) -> serde_json::Value,
 ) -> LogSeries {
     LogSeries {
         json: Some(json),
-        prom: Some((prom, kind, help)),
+        prom: Some(Prom {
+            family,
+            labels,
+            help,
+        }),
         value,
     }
 }
@@ -373,27 +604,71 @@ const fn json_only(json: &'static str, value: fn(&LogView) -> serde_json::Value)
     }
 }
 
-/// A [`LOG_SERIES`] row for one of the writer's counters (`WalStats`), shown in both
-/// renderings; its `/stats` key is the field's name.
+/// A family of its own for one of the log's series (`&'static`, for [`LogSeries`]).
+macro_rules! own {
+    ($kind:ident $name:literal $unit:literal $help:literal) => {{
+        const F: Family = Family {
+            kind: Kind::$kind,
+            ..Family::counter($name, $unit, &[], $help)
+        };
+        &F
+    }};
+}
+
+/// A [`LOG_SERIES`] row for one of the writer's counters (`WalStats`); its `/stats` key
+/// is the field's name.
 macro_rules! wal_stat {
-    ($field:ident, $prom:literal, $kind:ident, $help:literal) => {
-        both(stringify!($field), $prom, $kind, $help, |l| {
+    ($field:ident, $family:expr) => {
+        both(stringify!($field), $family, |l| {
+            l.stats().$field.load(Ordering::Relaxed).into()
+        })
+    };
+    ($field:ident, $family:expr, $labels:expr, $help:literal) => {
+        member(stringify!($field), $family, $labels, $help, |l| {
             l.stats().$field.load(Ordering::Relaxed).into()
         })
     };
 }
 
-/// The log's series in `/stats` order; `/metrics` renders the ones with a name, in the
-/// same order. Relaxed loads: independent statistics.
+/// Bytes live readers got, by where from.
+const READER_BYTES: Family = Family::counter(
+    "ringstash_reader_bytes_total",
+    "bytes",
+    &["source"],
+    "Bytes live readers (fan-out, read API) read, by source: memory (recent committed groups) or file (segment files).",
+);
+/// fdatasync time, in seconds from the writer's nanoseconds.
+const FSYNC_SECONDS: Family = Family::counter(
+    "ringstash_fsync_seconds_total",
+    "seconds",
+    &[],
+    "Time spent in fdatasync.",
+)
+.per(1_000_000_000);
+/// The longest fdatasync, in seconds from the writer's nanoseconds.
+const FSYNC_SECONDS_MAX: Family = Family::gauge(
+    "ringstash_fsync_seconds_max",
+    "seconds",
+    &[],
+    "Longest fdatasync seen since start.",
+)
+.per(1_000_000_000);
+/// Failed writes, by cause.
+const WRITE_ERRORS: Family = Family::counter(
+    "ringstash_write_errors_total",
+    "writes",
+    &["reason"],
+    "Writes to the log that failed, by reason: disk_full (ENOSPC, EDQUOT) or other.",
+);
+
+/// The log's series in `/stats` order; `/metrics` renders the ones with a series, in
+/// the same order. Relaxed loads: independent statistics.
 const LOG_SERIES: &[LogSeries] = {
-    use Kind::{Counter, Gauge};
     const R: Ordering = Ordering::Relaxed;
     &[
         both(
             "committed_end",
-            "committed_end",
-            Gauge,
-            "Exclusive end offset of the committed records.",
+            own!(Gauge "ringstash_committed_end" "offset" "Exclusive end offset of the committed records."),
             |l| l.committed_end().into(),
         ),
         json_only("start_offset", |l| l.start_offset().into()),
@@ -401,79 +676,57 @@ const LOG_SERIES: &[LogSeries] = {
         json_only("write_mode", |l| l.write_mode().0.as_str().into()),
         both(
             "write_direct",
-            "write_direct",
-            Gauge,
-            "1 while groups are written O_DIRECT (write_mode direct, taken by the filesystem).",
+            own!(Gauge "ringstash_write_direct" "boolean" "1 while groups are written O_DIRECT (write_mode direct, taken by the filesystem)."),
             |l| u64::from(l.write_mode().0 == crate::wal::WriteMode::Direct).into(),
         ),
+        // In /metrics: the io_driver label of ringstash_build_info.
         json_only("io_driver", |l| l.io_driver().0.as_str().into()),
         both(
             "io_uring",
-            "io_uring",
-            Gauge,
-            "1 when the io_uring driver runs, 0 under the epoll driver (io_driver; why is said at start).",
+            own!(Gauge "ringstash_io_uring" "boolean" "1 when the io_uring driver runs, 0 under the epoll driver (io_driver; why is said at start)."),
             |l| u64::from(l.io_driver().0 == crate::wal::IoDriver::Uring).into(),
         ),
-        both(
+        member(
             "reader_memory_bytes",
-            "reader_memory_bytes_total",
-            Counter,
+            &READER_BYTES,
+            &[("source", "memory")],
             "Bytes live readers (fan-out, read API) copied from recent committed groups in memory.",
             |l| l.reader_sources().0.into(),
         ),
-        both(
+        member(
             "reader_file_bytes",
-            "reader_file_bytes_total",
-            Counter,
+            &READER_BYTES,
+            &[("source", "file")],
             "Bytes live readers read from segment files (older than the recent groups in memory).",
             |l| l.reader_sources().1.into(),
         ),
         both(
             "recent_groups_bytes",
-            "recent_groups_bytes",
-            Gauge,
-            "Bytes of recent committed groups held in memory for live readers (bound: fanout_window_bytes_max).",
+            own!(Gauge "ringstash_recent_groups_bytes" "bytes" "Bytes of recent committed groups held in memory for live readers (bound: fanout_window_bytes_max)."),
             |l| l.reader_sources().2.into(),
         ),
         wal_stat!(
             records_committed,
-            "records_committed_total",
-            Counter,
-            "Records made durable."
+            own!(Counter "ringstash_records_committed_total" "records" "Records made durable.")
         ),
         wal_stat!(
             bytes_committed,
-            "bytes_committed_total",
-            Counter,
-            "Framed bytes made durable."
+            own!(Counter "ringstash_bytes_committed_total" "bytes" "Framed bytes made durable.")
         ),
         json_only("batches_appended", |l| {
             l.stats().batches_appended.load(R).into()
         }),
         wal_stat!(
             groups_committed,
-            "groups_committed_total",
-            Counter,
-            "Group commits (write + fdatasync)."
+            own!(Counter "ringstash_groups_committed_total" "groups" "Group commits (write + fdatasync).")
         ),
         wal_stat!(
             fsyncs,
-            "fsyncs_total",
-            Counter,
-            "fdatasync calls completed."
+            own!(Counter "ringstash_fsyncs_total" "calls" "fdatasync calls completed.")
         ),
-        wal_stat!(
-            fsync_ns_total,
-            "fsync_ns_total",
-            Counter,
-            "Time spent in fdatasync, nanoseconds."
-        ),
-        wal_stat!(
-            fsync_ns_max,
-            "fsync_ns_max",
-            Gauge,
-            "Longest fdatasync seen, nanoseconds."
-        ),
+        wal_stat!(fsync_ns_total, &FSYNC_SECONDS),
+        wal_stat!(fsync_ns_max, &FSYNC_SECONDS_MAX),
+        // In /metrics: the ringstash_group_commit_seconds histogram, from the same buckets.
         json_only("group_commit_us_p50", |l| {
             l.stats().commit_us_quantile(0.50).into()
         }),
@@ -482,102 +735,239 @@ const LOG_SERIES: &[LogSeries] = {
         }),
         wal_stat!(
             disk_full_errors,
-            "disk_full_errors_total",
-            Counter,
+            &WRITE_ERRORS,
+            &[("reason", "disk_full")],
             "Writes that failed with ENOSPC/EDQUOT."
         ),
         wal_stat!(
             write_errors,
-            "write_errors_total",
-            Counter,
+            &WRITE_ERRORS,
+            &[("reason", "other")],
             "Writes that failed otherwise."
         ),
         wal_stat!(
             segments_rotated,
-            "segments_rotated_total",
-            Counter,
-            "Segments sealed."
+            own!(Counter "ringstash_segments_rotated_total" "segments" "Segments sealed.")
         ),
         wal_stat!(
             segments_purged,
-            "segments_purged_total",
-            Counter,
-            "Segments removed by retention."
+            own!(Counter "ringstash_segments_purged_total" "segments" "Segments removed by retention.")
         ),
         wal_stat!(
             spares_prepared,
-            "spares_prepared_total",
-            Counter,
-            "Spare segments pre-written with zeros (segment_prewrite)."
+            own!(Counter "ringstash_spares_prepared_total" "segments" "Spare segments pre-written with zeros (segment_prewrite).")
         ),
         wal_stat!(
             spares_used,
-            "spares_used_total",
-            Counter,
-            "Rotations into a pre-written spare segment."
+            own!(Counter "ringstash_spares_used_total" "rotations" "Rotations into a pre-written spare segment.")
         ),
         wal_stat!(
             spares_missed,
-            "spares_missed_total",
-            Counter,
-            "Rotations that found no spare ready and created an empty segment."
+            own!(Counter "ringstash_spares_missed_total" "rotations" "Rotations that found no spare ready and created an empty segment.")
         ),
         wal_stat!(
             spares_skipped,
-            "spares_skipped_total",
-            Counter,
-            "Spares not prepared: under two segments of free space, or an I/O error."
+            own!(Counter "ringstash_spares_skipped_total" "segments" "Spares not prepared: under two segments of free space, or an I/O error.")
         ),
         both(
             "spare_ready",
-            "spare_ready",
-            Gauge,
-            "1 while a pre-written spare waits for the next rotation.",
+            own!(Gauge "ringstash_spare_ready" "boolean" "1 while a pre-written spare waits for the next rotation."),
             |l| l.stats().spares_ready.load(R).into(),
         ),
         both(
             "recovery_damaged_ranges",
-            "recovery_damaged_ranges",
-            Gauge,
-            "Damaged ranges (bad frames with valid records after them) recovery found in the active segment at start; not cut, skipped by readers.",
+            own!(Gauge "ringstash_recovery_damaged_ranges" "ranges" "Damaged ranges (bad frames with valid records after them) recovery found in the active segment at start; not cut, skipped by readers."),
             |l| l.stats().recovery_damaged_ranges.load(R).into(),
         ),
         wal_stat!(
             damaged_ranges_skipped,
-            "damaged_ranges_skipped_total",
-            Counter,
-            "Damaged ranges live readers (read API, subscribers) skipped, once per reader."
+            own!(Counter "ringstash_damaged_ranges_skipped_total" "ranges" "Damaged ranges live readers (read API, subscribers) skipped, once per reader.")
         ),
         both(
             "ring_depth",
-            "ring_depth",
-            Gauge,
-            "Batches waiting in the ring.",
+            own!(Gauge "ringstash_ring_depth" "batches" "Batches waiting in the ring."),
             |l| l.ring_depth().0.into(),
         ),
         both(
             "ring_batches_max",
-            "ring_batches_max",
-            Gauge,
-            "Ring capacity in batches.",
+            own!(Gauge "ringstash_ring_batches_max" "batches" "Ring capacity in batches."),
             |l| l.ring_depth().1.into(),
         ),
         both(
             "ring_full_refusals",
-            "ring_full_total",
-            Counter,
-            "Pushes refused because the ring was full.",
+            own!(Counter "ringstash_ring_full_total" "pushes" "Pushes refused because the ring was full."),
             |l| l.ring_full_refusals().into(),
         ),
         both(
             "failure",
-            "writer_failed",
-            Gauge,
-            "1 once the writer stopped on an error.",
+            own!(Gauge "ringstash_writer_failed" "boolean" "1 once the writer stopped on an error (the error is the failure key of /stats)."),
             |l| l.failure().map(|f| f.to_string()).into(),
         ),
     ]
 };
+
+/// Group commit time, rendered as a histogram from the writer's buckets.
+const GROUP_COMMIT: Family = Family {
+    kind: Kind::Histogram,
+    ..Family::counter(
+        "ringstash_group_commit_seconds",
+        "seconds",
+        &[],
+        "Time from a group's write submission to its fdatasync's completion.",
+    )
+};
+
+/// What every Prometheus client exports about its process, from /proc/self.
+const PROCESS_CPU: Family = Family::counter(
+    "process_cpu_seconds_total",
+    "seconds",
+    &[],
+    "Total user and system CPU time spent.",
+);
+const PROCESS_RESIDENT: Family = Family::gauge(
+    "process_resident_memory_bytes",
+    "bytes",
+    &[],
+    "Resident memory size.",
+);
+const PROCESS_VIRTUAL: Family = Family::gauge(
+    "process_virtual_memory_bytes",
+    "bytes",
+    &[],
+    "Virtual memory size.",
+);
+const PROCESS_START: Family = Family::gauge(
+    "process_start_time_seconds",
+    "seconds",
+    &[],
+    "Start time of the process since the Unix epoch.",
+);
+const PROCESS_OPEN_FDS: Family = Family::gauge(
+    "process_open_fds",
+    "file descriptors",
+    &[],
+    "Open file descriptors.",
+);
+const PROCESS_MAX_FDS: Family = Family::gauge(
+    "process_max_fds",
+    "file descriptors",
+    &[],
+    "Maximum number of open file descriptors (the soft RLIMIT_NOFILE).",
+);
+
+/// What was built and what runs: always 1, the facts are its labels.
+const BUILD_INFO: Family = Family::gauge(
+    "ringstash_build_info",
+    "1",
+    &["version", "revision", "io_driver"],
+    "Always 1; labels: the version, the git commit built (unknown when built without git), the I/O driver running.",
+);
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Set by build.rs: `git rev-parse` at build time, or `unknown`.
+const REVISION: &str = env!("RINGSTASH_REVISION");
+
+/// One `/metrics` series and its `/stats` counterpart, as both the renderer and the
+/// reference in docs/operations.md see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// The family it is a series of.
+    pub family: &'static Family,
+    /// Its label values, in the family's label order.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// What this one series counts.
+    pub help: &'static str,
+    /// Its `/stats` key as (section, key), `("server", "tcp_records_total")`, if it has one.
+    pub stats_key: Option<(&'static str, &'static str)>,
+    /// The value now, in the family's unit.
+    pub value: Num,
+}
+
+/// A raw value in the family's unit.
+fn scaled(family: &Family, raw: u64) -> Num {
+    if family.per_unit == 1 {
+        Num::Int(raw)
+    } else {
+        Num::Float(raw as f64 / family.per_unit as f64)
+    }
+}
+
+/// Every series `/metrics` has but the histogram, in order: the servers', the log's,
+/// the process's, the build's. `/stats` walks the first two the same way.
+pub fn samples(o: &Observed, f: &mut dyn FnMut(Sample)) {
+    o.each(&mut |m| {
+        f(Sample {
+            family: m.family,
+            labels: m.labels,
+            help: m.help,
+            stats_key: Some(("server", m.key)),
+            value: scaled(m.family, m.value),
+        })
+    });
+    for s in LOG_SERIES {
+        if let Some(p) = s.prom {
+            // A text value (the writer's failure) is rendered as 1 when present.
+            let raw = match (s.value)(&o.log) {
+                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+                serde_json::Value::Null => 0,
+                _ => 1,
+            };
+            f(Sample {
+                family: p.family,
+                labels: p.labels,
+                help: p.help,
+                stats_key: s.json.map(|k| ("log", k)),
+                value: scaled(p.family, raw),
+            });
+        }
+    }
+    let p = ProcessStats::read();
+    let process = [
+        (&PROCESS_CPU, None, Num::Float(p.cpu_seconds)),
+        (
+            &PROCESS_RESIDENT,
+            Some(("process", "rss_bytes")),
+            Num::Int(p.resident_bytes),
+        ),
+        (&PROCESS_VIRTUAL, None, Num::Int(p.virtual_bytes)),
+        (&PROCESS_START, None, Num::Float(p.start_time_seconds)),
+        (&PROCESS_OPEN_FDS, None, Num::Int(p.open_fds)),
+        (&PROCESS_MAX_FDS, None, Num::Int(p.max_fds)),
+    ];
+    for (family, stats_key, value) in process {
+        f(Sample {
+            family,
+            labels: &[],
+            help: family.help,
+            stats_key,
+            value,
+        });
+    }
+    use crate::wal::IoDriver;
+    let labels: &'static [(&str, &str)] = match o.log.io_driver().0 {
+        IoDriver::Uring => &[
+            ("version", VERSION),
+            ("revision", REVISION),
+            ("io_driver", "uring"),
+        ],
+        IoDriver::Epoll => &[
+            ("version", VERSION),
+            ("revision", REVISION),
+            ("io_driver", "epoll"),
+        ],
+        IoDriver::Auto => &[
+            ("version", VERSION),
+            ("revision", REVISION),
+            ("io_driver", "auto"),
+        ],
+    };
+    f(Sample {
+        family: &BUILD_INFO,
+        labels,
+        help: BUILD_INFO.help,
+        stats_key: Some(("log", "io_driver")),
+        value: Num::Int(1),
+    });
+}
 
 /// Renders the `/stats` JSON document.
 pub fn stats_json(o: &Observed) -> String {
@@ -589,7 +979,7 @@ pub fn stats_json(o: &Observed) -> String {
     }
     let mut server = serde_json::Map::new();
     o.each(&mut |m| {
-        server.insert(m.name.into(), m.value.into());
+        server.insert(m.key.into(), m.value.into());
     });
     let doc = serde_json::json!({
         "uptime_s": o.started.elapsed().as_secs_f64(),
@@ -602,44 +992,73 @@ pub fn stats_json(o: &Observed) -> String {
     doc.to_string()
 }
 
-/// Renders `/metrics` in the Prometheus text exposition format.
-pub fn metrics_text(o: &Observed) -> String {
-    let mut out = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: Kind, help: &str, v: u64| {
-        let kind = kind.as_str();
-        let _ = writeln!(
-            out,
-            "# HELP ringstash_{name} {help}\n# TYPE ringstash_{name} {kind}\nringstash_{name} {v}"
-        );
-    };
-    o.each(&mut |m| metric(m.name, m.kind, m.help, m.value));
-    for s in LOG_SERIES {
-        if let Some((name, kind, help)) = s.prom {
-            // A text value (the writer's failure) is rendered as 1 when present.
-            let v = match (s.value)(&o.log) {
-                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
-                serde_json::Value::Null => 0,
-                _ => 1,
-            };
-            metric(name, kind, help, v);
+/// The families in order of first appearance, each with its series: the exposition
+/// format wants a family's series together under one HELP and one TYPE, and a family
+/// may gather series from several stages (`ringstash_reloads_total`). A few small
+/// vectors per scrape; scrapes are seconds apart.
+fn by_family(all: &[Sample]) -> Vec<(&'static Family, Vec<&Sample>)> {
+    let mut families: Vec<(&'static Family, Vec<&Sample>)> = Vec::new();
+    for s in all {
+        match families.iter_mut().find(|(f, _)| f.name == s.family.name) {
+            Some((_, members)) => members.push(s),
+            None => families.push((s.family, vec![s])),
         }
     }
-    metric(
-        "resident_memory_bytes",
-        Kind::Gauge,
-        "Resident set size of the process.",
-        rss_bytes(),
-    );
+    families
+}
+
+/// `# HELP` text with backslashes and line feeds escaped, as the format requires.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', r"\\").replace('\n', r"\n")
+}
+
+/// A label value with backslashes, double quotes and line feeds escaped.
+fn escape_label_value(s: &str) -> String {
+    s.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+/// Renders `/metrics` in the Prometheus text exposition format (version 0.0.4).
+pub fn metrics_text(o: &Observed) -> String {
+    let mut all = Vec::with_capacity(160);
+    samples(o, &mut |s| all.push(s));
+    let mut out = String::with_capacity(24 * 1024);
+    for (family, members) in by_family(&all) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}",
+            name = family.name,
+            help = escape_help(family.help),
+            kind = family.kind.as_str(),
+        );
+        for s in members {
+            out.push_str(family.name);
+            if !s.labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in s.labels.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "," };
+                    let _ = write!(out, "{sep}{k}=\"{}\"", escape_label_value(v));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", s.value);
+        }
+    }
     group_commit_histogram(&mut out, o.log.stats());
     out
 }
 
-/// Group commit time as a Prometheus histogram (cumulative buckets, seconds).
+/// Group commit time as a Prometheus histogram (cumulative buckets, seconds). The
+/// writer keeps no sum of commit times; the sum is the fdatasync time, the larger part
+/// of each (the help says so in docs/operations.md).
 fn group_commit_histogram(out: &mut String, w: &crate::wal::WalStats) {
     let r = Ordering::Relaxed;
     let _ = writeln!(
         *out,
-        "# HELP ringstash_group_commit_seconds Time from a group's write submission to its fdatasync's completion.\n# TYPE ringstash_group_commit_seconds histogram"
+        "# HELP {name} {help}\n# TYPE {name} histogram",
+        name = GROUP_COMMIT.name,
+        help = GROUP_COMMIT.help
     );
     let mut cumulative = 0u64;
     for (i, c) in w.commit_us_buckets.iter().enumerate() {
@@ -656,12 +1075,84 @@ fn group_commit_histogram(out: &mut String, w: &crate::wal::WalStats) {
         *out,
         "ringstash_group_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
     );
+    // The count is the +Inf bucket's, as the format requires.
     let _ = writeln!(
         *out,
-        "ringstash_group_commit_seconds_sum {}\nringstash_group_commit_seconds_count {}",
+        "ringstash_group_commit_seconds_sum {}\nringstash_group_commit_seconds_count {cumulative}",
         w.fsync_ns_total.load(r) as f64 / 1e9,
-        w.fsyncs.load(r)
     );
+}
+
+/// What /proc says about this process, for the `process_*` families.
+#[derive(Debug, Default)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    start_time_seconds: f64,
+    open_fds: u64,
+    max_fds: u64,
+}
+
+impl ProcessStats {
+    /// Reads /proc/self/stat, /proc/stat (boot time), /proc/self/fd and the file
+    /// limit; what cannot be read stays 0.
+    fn read() -> ProcessStats {
+        let mut p = ProcessStats::default();
+        let tick = clock_ticks_per_s() as f64;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // The command name, in parentheses, may hold spaces: fields count from
+            // after its closing parenthesis (field 3, the state, first).
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let field = |n: usize| {
+                    fields
+                        .get(n - 3)
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                p.cpu_seconds = (field(14) + field(15)) as f64 / tick;
+                p.start_time_seconds = boot_time_s() as f64 + field(22) as f64 / tick;
+                p.virtual_bytes = field(23);
+                p.resident_bytes = field(24) * page_bytes();
+            }
+        }
+        p.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            p.max_fds = lim.rlim_cur;
+        }
+        p
+    }
+}
+
+/// The kernel's clock tick (USER_HZ), the unit of /proc's CPU times.
+fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// The page size, the unit of /proc's memory sizes.
+fn page_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+/// When the system booted, in seconds since the Unix epoch (`btime` in /proc/stat).
+fn boot_time_s() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The process's resident set size, from /proc/self/statm.
@@ -669,7 +1160,7 @@ pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4096)
+        .map(|pages| pages * page_bytes())
         .unwrap_or(0)
 }
 
@@ -678,27 +1169,39 @@ mod tests {
     use super::*;
     use crate::wal::Log;
 
-    /// `/metrics` as a fresh server renders it, with the one value that differs from
-    /// run to run (the resident size) blanked.
+    fn fresh_observed(dir: &std::path::Path) -> (Log, Observed) {
+        let log = Log::open(crate::wal::LogConfig::new(dir)).unwrap();
+        let o = Observed::new(log.view());
+        (log, o)
+    }
+
+    /// `/metrics` as a fresh server renders it, with what differs from run to run or
+    /// commit to commit (the process's figures, the git revision) blanked.
     fn fresh_metrics() -> String {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(crate::wal::LogConfig::new(dir.path())).unwrap();
-        let text = metrics_text(&Observed::new(log.view()));
+        let (_log, o) = fresh_observed(dir.path());
+        let text = metrics_text(&o);
         text.lines()
-            .map(
-                |l| match l.strip_prefix("ringstash_resident_memory_bytes ") {
-                    Some(_) => "ringstash_resident_memory_bytes RSS".to_string(),
-                    None => l.to_string(),
-                },
-            )
+            .map(|l| {
+                if l.starts_with("process_") {
+                    let name = l.split(' ').next().unwrap();
+                    format!("{name} X")
+                } else if l.starts_with("ringstash_build_info{") {
+                    let (head, tail) = l.split_once("revision=\"").unwrap();
+                    let (_, tail) = tail.split_once('"').unwrap();
+                    format!("{head}revision=\"REV\"{tail}")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
             + "\n"
     }
 
     /// The Prometheus exposition is an interface: dashboards and alerts name these
-    /// series. Any change to a name, a type, a help text or the order shows here.
-    /// `RINGSTASH_BLESS=1` rewrites the golden file after an intended change.
+    /// series. Any change to a name, a label, a type, a help text or the order shows
+    /// here. `RINGSTASH_BLESS=1` rewrites the golden file after an intended change.
     #[test]
     fn metrics_text_matches_the_golden_file() {
         crate::assert_golden("src/stats/metrics.golden", &fresh_metrics());
@@ -709,14 +1212,161 @@ mod tests {
     #[test]
     fn stats_json_matches_the_golden_file() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(crate::wal::LogConfig::new(dir.path())).unwrap();
-        let text = stats_json(&Observed::new(log.view()));
-        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (_log, o) = fresh_observed(dir.path());
+        let mut doc: serde_json::Value = serde_json::from_str(&stats_json(&o)).unwrap();
         doc["uptime_s"] = 0.into();
         doc["process"]["rss_bytes"] = 0.into();
-        let got = serde_json::to_string_pretty(&doc).unwrap()
-            + "
-";
+        let got = serde_json::to_string_pretty(&doc).unwrap() + "\n";
         crate::assert_golden("src/stats/stats.golden.json", &got);
+    }
+
+    /// A family is one name with one type, unit, help and set of label names however
+    /// many declarations name it; each series carries exactly the family's labels, and
+    /// no two series of a family have the same label values (Prometheus would refuse
+    /// the scrape). The names follow the conventions promtool checks: `_total` on
+    /// counters and only there, base units only.
+    #[test]
+    fn families_are_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, o) = fresh_observed(dir.path());
+        let mut all = Vec::new();
+        samples(&o, &mut |s| all.push(s));
+        let mut seen_keys = std::collections::HashSet::new();
+        for (family, members) in by_family(&all) {
+            let mut values = std::collections::HashSet::new();
+            for s in &members {
+                assert_eq!(s.family, family, "two declarations of {}", family.name);
+                let names: Vec<&str> = s.labels.iter().map(|(k, _)| *k).collect();
+                assert_eq!(names, family.labels, "{}: label names", family.name);
+                assert!(
+                    values.insert(s.labels),
+                    "{}: {:?} twice",
+                    family.name,
+                    s.labels
+                );
+                if let Some(k) = s.stats_key {
+                    assert!(seen_keys.insert(k) || k == ("log", "io_driver"), "{k:?}");
+                }
+            }
+            assert!(family.name.starts_with("ringstash_") || family.name.starts_with("process_"));
+            assert_eq!(
+                family.kind == Kind::Counter,
+                family.name.ends_with("_total"),
+                "{}: _total on counters only",
+                family.name
+            );
+            for word in family.name.split('_') {
+                assert!(
+                    !["ms", "ns", "us", "kb", "mb"].contains(&word),
+                    "{}",
+                    family.name
+                );
+            }
+            if family.per_unit != 1 {
+                assert_eq!(family.unit, "seconds", "{}", family.name);
+            }
+        }
+        // Every server counter is a series of /metrics.
+        let mut server = 0;
+        o.each(&mut |_| server += 1);
+        let with_server_key = all
+            .iter()
+            .filter(|s| matches!(s.stats_key, Some(("server", _))))
+            .count();
+        assert_eq!(server, with_server_key);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label_value("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+        assert_eq!(escape_help("a\\b\nc \"q\""), r#"a\\b\nc "q""#);
+    }
+
+    /// The reference of every family and series, for docs/operations.md.
+    fn metrics_markdown() -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, o) = fresh_observed(dir.path());
+        let mut all = Vec::new();
+        samples(&o, &mut |s| all.push(s));
+        let cell = |s: &str| s.replace('|', "\\|");
+        let mut md = String::new();
+        md.push_str(
+            "Generated from the declarations in `src/stats.rs` by a test \
+             (`RINGSTASH_BLESS=1 cargo test --all-features --lib stats` rewrites it).\n\n\
+             | family | type | unit | labels | meaning |\n|---|---|---|---|---|\n",
+        );
+        let families = by_family(&all);
+        let mut row = |f: &Family| {
+            let labels: Vec<String> = f.labels.iter().map(|l| format!("`{l}`")).collect();
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} |",
+                f.name,
+                f.kind.as_str(),
+                f.unit,
+                labels.join(", "),
+                cell(f.help)
+            );
+        };
+        for (f, _) in &families {
+            row(f);
+        }
+        row(&GROUP_COMMIT);
+        md.push_str(
+            "\nEach series, and where `/stats` has the same figure (in its own raw unit: \
+             `_ms`, `_ns`, `_us` keys; `/metrics` is in seconds):\n\n\
+             | series | `/stats` key | counts |\n|---|---|---|\n",
+        );
+        for (f, members) in &families {
+            for s in members {
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| match (f.name, *k) {
+                        ("ringstash_build_info", "version" | "revision" | "io_driver") => {
+                            format!("{k}=\"…\"")
+                        }
+                        _ => format!("{k}=\"{v}\""),
+                    })
+                    .collect();
+                let series = if labels.is_empty() {
+                    f.name.to_string()
+                } else {
+                    format!("{}{{{}}}", f.name, labels.join(","))
+                };
+                let key = s
+                    .stats_key
+                    .map_or("—".to_string(), |(a, b)| format!("`{a}.{b}`"));
+                let _ = writeln!(md, "| `{series}` | {key} | {} |", cell(s.help));
+            }
+        }
+        let _ = writeln!(
+            md,
+            "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; the writer keeps no sum of commit times, so `_sum` is the time spent in fdatasync, the larger part of each. |",
+            GROUP_COMMIT.name, GROUP_COMMIT.help
+        );
+        md
+    }
+
+    /// docs/operations.md's metrics reference is generated from the declarations: a new
+    /// or changed series fails here until the file is re-blessed. Only the part between
+    /// the markers is generated; the rest of the file is written by hand.
+    #[test]
+    fn docs_operations_md_lists_every_family() {
+        const BEGIN: &str = "<!-- metrics reference: generated, see src/stats.rs -->\n";
+        const END: &str = "<!-- end of the metrics reference -->\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (head, rest) = text.split_once(BEGIN).expect("the begin marker");
+        let (_, tail) = rest.split_once(END).expect("the end marker");
+        let want = format!("{head}{BEGIN}{}{END}{tail}", metrics_markdown());
+        if std::env::var_os("RINGSTASH_BLESS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+            return;
+        }
+        assert_eq!(
+            text, want,
+            "docs/operations.md is stale; bless an intended change with RINGSTASH_BLESS=1"
+        );
     }
 }

@@ -262,10 +262,10 @@ fn every_http_route_needs_the_scope_it_documents() {
     let metrics =
         String::from_utf8(curl(a, "GET", "/metrics", Some(&m.token), &[], None).body).unwrap();
     for line in [
-        "ringstash_http_auth_missing_total 9",
-        "ringstash_http_auth_invalid_total 2",
-        "ringstash_http_auth_forbidden_total 7",
-        "ringstash_ws_auth_missing_total 0",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"} 9",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"invalid\"} 2",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"forbidden\"} 7",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"missing\"} 0",
         "ringstash_auth_tokens 3",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
@@ -384,11 +384,11 @@ fn websocket_subscriptions_need_a_read_token_by_header_or_access_token() {
     drop((by_query, by_header));
     let metrics = curl_metrics(s.http, &m.token);
     for line in [
-        "ringstash_ws_auth_missing_total 1",
-        "ringstash_ws_auth_invalid_total 3",
-        "ringstash_ws_auth_forbidden_total 1",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"missing\"} 1",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"invalid\"} 3",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"forbidden\"} 1",
         "ringstash_ws_subscribers_total 2",
-        "ringstash_http_auth_missing_total 0",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
@@ -494,8 +494,8 @@ fn sighup_swaps_the_tokens_and_a_failed_reload_keeps_them() {
     assert_eq!(ingest(&old, b"old after failed reload"), 401);
     let metrics = curl_metrics(s.http, &m.token);
     for line in [
-        "ringstash_auth_reloads_total 1",
-        "ringstash_auth_reload_failures_total 1",
+        "ringstash_reloads_total{subject=\"auth\",result=\"ok\"} 1",
+        "ringstash_reloads_total{subject=\"auth\",result=\"failed\"} 1",
         "ringstash_auth_tokens 2",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");

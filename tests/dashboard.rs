@@ -596,16 +596,17 @@ fn dashboard_sends_its_token_in_headless_chromium() {
     wait_scraped(
         http_at,
         &scrape_token,
-        "ringstash_http_auth_forbidden_total",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"forbidden\"}",
         2,
     );
+    let http_missing = "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"}";
     for refused in [
-        "ringstash_http_auth_missing_total",
-        "ringstash_http_auth_invalid_total",
-        "ringstash_ws_auth_missing_total",
-        "ringstash_ws_auth_invalid_total",
+        http_missing,
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"invalid\"}",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"missing\"}",
+        "ringstash_auth_refused_total{listener=\"ws\",reason=\"invalid\"}",
     ] {
-        let want = u64::from(refused == "ringstash_http_auth_missing_total"); // ours, above
+        let want = u64::from(refused == http_missing); // ours, above
         assert_eq!(
             common::metric_with_token(http_at, &scrape_token, refused),
             want,
@@ -634,11 +635,13 @@ fn dashboard_sends_its_token_in_headless_chromium() {
     b.eval(&submit(&read_token));
     b.wait_for(&has("live-2"), Duration::from_secs(20));
     b.wait_for(&conn_is("live"), Duration::from_secs(10));
+    assert!(common::metric_with_token(http_at, &scrape_token, http_missing) >= 1);
     assert!(
-        common::metric_with_token(http_at, &scrape_token, "ringstash_http_auth_missing_total") >= 1
-    );
-    assert!(
-        common::metric_with_token(http_at, &scrape_token, "ringstash_http_auth_invalid_total") >= 1
+        common::metric_with_token(
+            http_at,
+            &scrape_token,
+            "ringstash_auth_refused_total{listener=\"http\",reason=\"invalid\"}"
+        ) >= 1
     );
     drop(b);
     assert!(server.stop().success());

@@ -158,8 +158,8 @@ fn bad_subscriptions_get_an_http_error_before_the_upgrade() {
     for m in [
         "ringstash_ws_subscribers_open 2",
         "ringstash_ws_lag_records_max ",
-        "ringstash_ws_stalled_closed_total 0",
-        "ringstash_ws_subscribers_refused_total 1",
+        "ringstash_ws_closed_total{reason=\"stalled\"} 0",
+        "ringstash_ws_refused_total{reason=\"subscribers_max\"} 1",
         "ringstash_filter_too_long_total 1",
     ] {
         assert!(metrics.contains(m), "{m} missing from /metrics");

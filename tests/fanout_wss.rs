@@ -264,7 +264,13 @@ fn python_websockets_over_wss_receives_exactly_what_was_ingested() {
         .collect();
     assert_exact(&got, 0, &[before, after].concat());
     assert_eq!(metric(s.http, "ringstash_tls_handshakes_total"), 1);
-    assert_eq!(metric(s.http, "ringstash_tls_handshake_failures_total"), 0);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_tls_handshake_failures_total{reason=\"error\"}"
+        ),
+        0
+    );
     assert_eq!(stats(&s)["server"]["ws_subscribers_total"], 1);
     assert!(s.stop().success());
 }
@@ -289,7 +295,13 @@ fn a_plaintext_client_on_the_wss_port_is_told_to_use_wss() {
     let (status, body) = status_and_body(&said);
     assert_eq!(status, 400);
     assert_eq!(body["error"], "tls_required");
-    assert_eq!(metric(s.http, "ringstash_tls_plaintext_refused_total"), 2);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_tls_handshake_failures_total{reason=\"plaintext\"}"
+        ),
+        2
+    );
     // The dashboard subscribes with the scheme /v1/config names.
     let cfg = http(s.http, "GET", "/v1/config", &[], b"").json();
     assert_eq!(cfg["ws_scheme"], "wss");
@@ -324,7 +336,13 @@ fn handshake_deadlines_and_bad_tls_cost_only_their_own_connection() {
         after >= Duration::from_millis(360) && after < Duration::from_secs(3),
         "closed {after:?} after the connect; tls_handshake_timeout_ms is 400"
     );
-    assert_eq!(metric(s.http, "ringstash_tls_handshake_timeouts_total"), 1);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_tls_handshake_failures_total{reason=\"timeout\"}"
+        ),
+        1
+    );
 
     // A handshake record of garbage: an alert and the end, counted as a failure.
     let mut garbage = TcpStream::connect(at).unwrap();
@@ -337,7 +355,13 @@ fn handshake_deadlines_and_bad_tls_cost_only_their_own_connection() {
     let mut said = Vec::new();
     let _ = garbage.read_to_end(&mut said);
     assert_eq!(said.first(), Some(&0x15), "a TLS alert record: {said:?}");
-    assert_eq!(metric(s.http, "ringstash_tls_handshake_failures_total"), 1);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_tls_handshake_failures_total{reason=\"error\"}"
+        ),
+        1
+    );
 
     // TLS done, but no upgrade request: the WebSocket deadline answers 408, through TLS.
     let mut quiet = pki.tls_on(TcpStream::connect(at).unwrap());
@@ -388,7 +412,11 @@ fn sighup_serves_the_new_certificate_to_new_clients_while_open_subscribers_keep_
     assert_ne!(first_cert, second_cert);
     unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(s.http, "ringstash_tls_reloads_total") != 1 {
+    while metric(
+        s.http,
+        "ringstash_reloads_total{subject=\"tls\",result=\"ok\"}",
+    ) != 1
+    {
         assert!(Instant::now() < deadline, "no reload: {}", s.stderr_text());
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -86,7 +86,10 @@ fn the_one_way_listener_never_writes_and_counts_its_refusals() {
     send_one_way(s.tcp, format!("first\n{long}\nlast\n").as_bytes());
     wait_committed(&s, 2);
     assert_eq!(stored_payloads(&s.data_dir), ["first", "last"]);
-    assert_eq!(metric(s.http, "ringstash_tcp_records_too_large_total"), 1);
+    assert_eq!(
+        metric(s.http, "ringstash_frames_too_large_total{protocol=\"tcp\"}"),
+        1
+    );
     // The acked listener still answers.
     let acks = common::tcp_send_all(s.tcp_acked, b"acked\n");
     assert_eq!(acks, "ack 1 2\n");
@@ -219,7 +222,13 @@ fn logger_in_both_framings_and_formats_lands_with_its_fields() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["message"], "card declined");
     assert_eq!(get_logs(&s, "from=earliest&service=cron").len(), 2);
-    assert_eq!(metric(s.http, "ringstash_syslog_records_total"), 4);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_records_received_total{protocol=\"syslog\"}"
+        ),
+        4
+    );
     assert_eq!(metric(s.http, "ringstash_syslog_unparsed_total"), 0);
 }
 
@@ -241,7 +250,13 @@ fn syslog_keeps_what_does_not_parse_and_refuses_oversized_frames_whole() {
     assert_eq!(all[1]["message"], "after");
     assert_eq!(all[2]["message"], "cut");
     assert_eq!(all[2]["level"], "error", "a bare <PRI> still counts");
-    assert_eq!(metric(s.http, "ringstash_syslog_frames_too_large_total"), 1);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_frames_too_large_total{protocol=\"syslog\"}"
+        ),
+        1
+    );
     assert_eq!(metric(s.http, "ringstash_syslog_unparsed_total"), 1);
     assert_eq!(metric(s.http, "ringstash_syslog_truncated_total"), 1);
 }
@@ -303,6 +318,12 @@ fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
     );
     assert_eq!(all[0]["client_ip"], "127.0.0.1");
     assert_eq!(metric(s.http, "ringstash_syslog_udp_datagrams_total"), 5);
-    assert_eq!(metric(s.http, "ringstash_syslog_frames_too_large_total"), 1);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_frames_too_large_total{protocol=\"syslog\"}"
+        ),
+        1
+    );
     assert_eq!(metric(s.http, "ringstash_syslog_udp_drops_total"), 0);
 }

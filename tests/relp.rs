@@ -127,8 +127,8 @@ fn open_syslog_close_answers_byte_by_byte_and_200_means_stored() {
     assert_metrics(
         s.http,
         &[
-            "ringstash_relp_connections_total 1",
-            "ringstash_relp_records_total 2",
+            "ringstash_connections_accepted_total{protocol=\"relp\"} 1",
+            "ringstash_records_received_total{protocol=\"relp\"} 2",
             "ringstash_relp_protocol_errors_total 0",
         ],
     );
@@ -225,7 +225,7 @@ fn bad_input_gets_rsp_500_and_costs_only_its_connection() {
     assert_metrics(
         s.http,
         &[
-            "ringstash_relp_frames_too_large_total 1",
+            "ringstash_frames_too_large_total{protocol=\"relp\"} 1",
             "ringstash_relp_protocol_errors_total 7",
         ],
     );
@@ -259,7 +259,10 @@ fn a_record_over_record_bytes_max_is_refused_alone() {
     assert_eq!(rest(&mut c), want);
     let stored: Vec<_> = logs(&s).iter().map(|r| r["message"].clone()).collect();
     assert_eq!(stored, ["before", "after"]);
-    assert_metrics(s.http, &["ringstash_relp_frames_too_large_total 1"]);
+    assert_metrics(
+        s.http,
+        &["ringstash_frames_too_large_total{protocol=\"relp\"} 1"],
+    );
 }
 
 /// On SIGTERM a session gets the answers owed for what became durable, then
@@ -303,12 +306,14 @@ fn over_connections_max_the_open_gets_500_and_idle_sessions_get_serverclose() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        metrics.contains("ringstash_tcp_idle_closed_total 1"),
+        metrics.contains("ringstash_idle_closed_total{listener=\"stream\"} 1"),
         "{metrics}"
     );
     let refused = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("ringstash_connections_refused_total "))
+        .find_map(|l| {
+            l.strip_prefix("ringstash_connections_refused_total{reason=\"connections_max\"} ")
+        })
         .unwrap();
     assert!(refused.parse::<u64>().unwrap() >= 1, "{metrics}");
 }
@@ -420,7 +425,12 @@ fn rsyslog_omrelp_lands_every_message_exactly_once() {
         // RFC 3339 timestamp.
         check_order(i, r, "rfc3164");
     }
-    assert_metrics(s.http, &[&format!("ringstash_relp_records_total {N}")]);
+    assert_metrics(
+        s.http,
+        &[&format!(
+            "ringstash_records_received_total{{protocol=\"relp\"}} {N}"
+        )],
+    );
 }
 
 /// SIGKILL in the middle of a stream, restart on the same data directory and port:

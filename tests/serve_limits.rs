@@ -105,7 +105,7 @@ fn bad_http_input_gets_its_status_and_costs_only_its_connection() {
     let m = http(server.http, "GET", "/metrics", &[], b"");
     let text = String::from_utf8(m.body).unwrap();
     assert!(
-        text.contains("ringstash_http_responses_4xx_total 11"),
+        text.contains("ringstash_http_responses_total{code=\"4xx\"} 11"),
         "{text}"
     );
     assert!(server.stop().success());
@@ -136,7 +136,10 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
         Some((1, 0)),
         "a slot frees when a connection closes: {said}"
     );
-    assert_metrics(server.http, &["ringstash_connections_refused_total 2"]);
+    assert_metrics(
+        server.http,
+        &["ringstash_connections_refused_total{reason=\"connections_max\"} 2"],
+    );
     assert!(server.stop().success());
 }
 
@@ -174,8 +177,8 @@ fn idle_connections_are_closed_with_a_reason() {
     assert_metrics(
         server.http,
         &[
-            "ringstash_tcp_idle_closed_total 1",
-            "ringstash_http_idle_closed_total 1",
+            "ringstash_idle_closed_total{listener=\"stream\"} 1",
+            "ringstash_idle_closed_total{listener=\"http\"} 1",
         ],
     );
     assert!(server.stop().success());
@@ -294,7 +297,10 @@ fn full_disk_is_refused_explicitly_and_writing_resumes_when_space_returns() {
     let r = post_otlp(server.http, &otlp_request("api", &[big.as_str(); 20]));
     assert_otlp_retry(&r, "10", "disk_full");
     let m = metrics(server.http);
-    assert!(!m.contains("ringstash_disk_full_errors_total 0\n"), "{m}");
+    assert!(
+        !m.contains("ringstash_write_errors_total{reason=\"disk_full\"} 0\n"),
+        "{m}"
+    );
     assert_eq!(
         http(server.http, "GET", "/healthz", &[], b"").status,
         200,

@@ -178,7 +178,7 @@ fn every_connection_over_the_limit_is_told_why_even_in_a_burst_of_300() {
     assert_metrics(
         s.http,
         &[
-            "ringstash_connections_refused_total 300",
+            "ringstash_connections_refused_total{reason=\"connections_max\"} 300",
             "ringstash_refusals_unlingered_total 0",
         ],
     );

@@ -44,7 +44,12 @@ fn connections_over_the_per_ip_limit_are_refused_with_a_reason() {
     }
     drop(b);
     // (Read once a slot is free: the scrape is a connection from the same IP.)
-    assert!(metric(s.http, "ringstash_connections_per_ip_refused_total") >= 2);
+    assert!(
+        metric(
+            s.http,
+            "ringstash_connections_refused_total{reason=\"connections_per_ip_max\"}"
+        ) >= 2
+    );
     let stored = stored_payloads(&s.data_dir);
     assert!(!stored.iter().any(|p| p == "refused"), "{stored:?}");
 }
@@ -89,8 +94,8 @@ fn a_stream_connection_is_held_to_its_records_per_second_and_loses_nothing() {
     let n = 15_000;
     let took = send_and_time(s.tcp_acked, n, "paced");
     assert_within_10_percent(n as f64 / took.as_secs_f64(), 5000.0, "one connection");
-    assert!(metric(s.http, "ringstash_rate_limited_conn_total") >= 1);
-    assert!(metric(s.http, "ringstash_rate_limited_wait_ms_total") >= 2000);
+    assert!(metric(s.http, "ringstash_rate_limited_total{scope=\"conn\"}") >= 1);
+    assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
     assert_eq!(stored_payloads(&s.data_dir).len(), n, "every record stored");
 }
 
@@ -113,7 +118,7 @@ fn connections_from_one_ip_share_its_rate() {
         6000.0,
         "two connections of one IP",
     );
-    assert!(metric(s.http, "ringstash_rate_limited_ip_total") >= 1);
+    assert!(metric(s.http, "ringstash_rate_limited_total{scope=\"ip\"}") >= 1);
     assert_eq!(stored_payloads(&s.data_dir).len(), 2 * n);
 }
 
@@ -153,7 +158,10 @@ fn http_over_its_ip_rate_gets_429_with_retry_after_and_nothing_stored() {
     assert_eq!(r.json()["error"], "rate_limited");
     let after: u64 = r.header("Retry-After").unwrap().parse().unwrap();
     assert!((1..=2).contains(&after), "Retry-After: {after}");
-    assert_eq!(metric(s.http, "ringstash_rate_limited_ip_total"), 1);
+    assert_eq!(
+        metric(s.http, "ringstash_rate_limited_total{scope=\"ip\"}"),
+        1
+    );
     // Retrying when told to succeeds.
     std::thread::sleep(Duration::from_secs(after));
     assert_eq!(
@@ -201,7 +209,11 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
     assert_eq!(r.status, 429);
     assert!(r.header("Retry-After").is_some());
     assert_eq!(
-        metric_with_token(s.http, &m.token, "ringstash_rate_limited_token_total"),
+        metric_with_token(
+            s.http,
+            &m.token,
+            "ringstash_rate_limited_total{scope=\"token\"}"
+        ),
         1
     );
     // Another token is not slowed by the first one's debt.

@@ -135,7 +135,13 @@ fn delivers_every_message(destination: impl Fn(SocketAddr) -> String, protocol: 
     let twice = seen.iter().filter(|&&n| n > 1).count();
     assert_eq!((missing, twice), (0, 0), "every message exactly once");
     // One connection from syslog-ng for the whole run: it never saw a reason to reconnect.
-    assert_eq!(metric(s.http, "ringstash_syslog_connections_total"), 1);
+    assert_eq!(
+        metric(
+            s.http,
+            "ringstash_connections_accepted_total{protocol=\"syslog\"}"
+        ),
+        1
+    );
     assert_eq!(metric(s.http, "ringstash_syslog_unparsed_total"), 0);
 }
 

@@ -255,9 +255,12 @@ fn https_ingest_and_reads_with_curl_and_plain_http_is_refused() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
     };
-    assert_eq!(value("ringstash_tls_plaintext_refused_total"), 1);
+    assert_eq!(
+        value("ringstash_tls_handshake_failures_total{reason=\"plaintext\"}"),
+        1
+    );
     assert!(
-        value("ringstash_tls_handshake_failures_total") >= 2,
+        value("ringstash_tls_handshake_failures_total{reason=\"error\"}") >= 2,
         "{metrics}"
     );
     assert!(value("ringstash_tls_handshakes_total") >= 5, "{metrics}");
@@ -301,7 +304,13 @@ fn acked_tcp_over_tls_acks_durable_records_and_plain_text_gets_an_error_line() {
         tcp_send_all(s.tcp_acked, b"plain\n"),
         "error - tls_required this listener speaks TLS; connect with TLS\n"
     );
-    assert_eq!(tls_counter(&s, "ringstash_tls_plaintext_refused_total"), 1);
+    assert_eq!(
+        tls_counter(
+            &s,
+            "ringstash_tls_handshake_failures_total{reason=\"plaintext\"}"
+        ),
+        1
+    );
     assert!(s.stop().success());
     assert_eq!(stored_payloads(&dir), ["first", "second", "third"]);
 }
@@ -354,7 +363,13 @@ fn mutual_tls_takes_a_client_certificate_from_the_ca_and_refuses_others() {
         let said = c.rest(Duration::from_secs(3));
         assert!(!said.contains("ack "), "{said}");
     }
-    assert_eq!(tls_counter(&s, "ringstash_tls_handshake_failures_total"), 2);
+    assert_eq!(
+        tls_counter(
+            &s,
+            "ringstash_tls_handshake_failures_total{reason=\"error\"}"
+        ),
+        2
+    );
     assert!(s.stop().success());
     assert_eq!(stored_payloads(&dir), ["trusted"]);
 }
@@ -391,11 +406,21 @@ fn a_client_that_never_finishes_its_handshake_is_closed_at_the_deadline() {
     );
     // Counted once the handshake's task sees its read end (just after the close).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while tls_counter(&s, "ringstash_tls_handshake_timeouts_total") < 1 {
+    while tls_counter(
+        &s,
+        "ringstash_tls_handshake_failures_total{reason=\"timeout\"}",
+    ) < 1
+    {
         assert!(Instant::now() < deadline, "the timeout was not counted");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(tls_counter(&s, "ringstash_tls_handshake_timeouts_total"), 1);
+    assert_eq!(
+        tls_counter(
+            &s,
+            "ringstash_tls_handshake_failures_total{reason=\"timeout\"}"
+        ),
+        1
+    );
     assert!(s.stop().success());
 }
 
@@ -428,7 +453,7 @@ fn sighup_swaps_the_certificate_for_new_clients_while_an_old_connection_goes_on(
     std::fs::copy(&next.key, &leaf.key).unwrap();
     unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tls_counter(&s, "ringstash_tls_reloads_total") < 1 {
+    while tls_counter(&s, "ringstash_reloads_total{subject=\"tls\",result=\"ok\"}") < 1 {
         assert!(Instant::now() < deadline, "no reload: {}", s.stderr_text());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -442,7 +467,11 @@ fn sighup_swaps_the_certificate_for_new_clients_while_an_old_connection_goes_on(
     // A broken key: the reload fails, says why, and the certificate in use stays.
     std::fs::write(&leaf.key, "not a key").unwrap();
     unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
-    while tls_counter(&s, "ringstash_tls_reload_failures_total") < 1 {
+    while tls_counter(
+        &s,
+        "ringstash_reloads_total{subject=\"tls\",result=\"failed\"}",
+    ) < 1
+    {
         assert!(Instant::now() < deadline, "no failed reload");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -555,7 +584,13 @@ fn omrelp_over_tls_delivers_every_message() {
     );
     let r = Rsyslog::start(&bin, &f.rs_dir, &["omrelp"], &action);
     f.deliver(r, 300, |s| {
-        assert_eq!(metric(s.http, "ringstash_relp_records_total"), 300);
+        assert_eq!(
+            metric(
+                s.http,
+                "ringstash_records_received_total{protocol=\"relp\"}"
+            ),
+            300
+        );
     });
 }
 

@@ -106,9 +106,14 @@ fn live_subscribers_are_fed_from_memory_and_catch_up_from_the_files() {
     assert_eq!(ingest_lines(&server, &second), (5000, 6999));
     let (got, _) = read_records(&mut live, 5000, Duration::from_secs(20));
     assert_exact(&got, 2000, &second);
-    assert!(metric(server.http, "ringstash_reader_memory_bytes_total") > 0);
+    assert!(
+        metric(
+            server.http,
+            "ringstash_reader_bytes_total{source=\"memory\"}"
+        ) > 0
+    );
     assert_eq!(
-        metric(server.http, "ringstash_reader_file_bytes_total"),
+        metric(server.http, "ringstash_reader_bytes_total{source=\"file\"}"),
         0,
         "a live subscriber read back from the files what was just written"
     );
@@ -121,7 +126,7 @@ fn live_subscribers_are_fed_from_memory_and_catch_up_from_the_files() {
     assert_exact(&got[..2000], 0, &first);
     assert_exact(&got[2000..], 2000, &second);
     assert!(
-        metric(server.http, "ringstash_reader_file_bytes_total") > 0,
+        metric(server.http, "ringstash_reader_bytes_total{source=\"file\"}") > 0,
         "records from before the restart come from the files"
     );
 }

@@ -212,6 +212,10 @@ pub struct RunArgs {
     /// (milliseconds) to this file.
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
+    /// Write an SVG plot to this file: throughput and latency percentiles second by
+    /// second, and the latency percentile distribution.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// No progress line (it is shown only when stderr is a terminal anyway).
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -12,7 +12,7 @@
 //! | time | [`clock`] | the monotonic clock all stages share (`mono_ns`) and the `timerfd` that wakes the poll loops; depends on nothing |
 //! | end to end | [`e2e`] | `ws-e2e`: WebSocket subscribers that check exactly-once delivery and time send → receipt |
 //! | parsing | [`proto`] | allocation-free parsing of ringstash ack lines and HTTP responses |
-//! | numbers | [`stats`], [`report`] | HdrHistograms and counters; table, JSON and `.hgrm` output |
+//! | numbers | [`stats`], [`series`], [`report`] | HdrHistograms and counters; the per-second time series; table, JSON, `.hgrm` and SVG plot output |
 //! | crash soak | [`killloop`] | `loadtest kill-loop`: SIGKILL `ringstash serve` at random moments under acked TCP and HTTP load, check every acked record exactly (`soak/kill-loop.sh`) |
 //! | disk | [`floor`] | `loadtest floor`: the ack latency an ideal durable writer gets from the disk at a load (the bar for a server's) |
 //! | server | [`procstat`] | the server's CPU and resident memory from `/proc/<pid>` |
@@ -36,6 +36,7 @@ pub mod procstat;
 pub mod proto;
 pub mod report;
 pub mod runner;
+pub mod series;
 pub mod sink;
 pub mod stats;
 pub mod tls;

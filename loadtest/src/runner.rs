@@ -20,8 +20,9 @@ use crate::{
     procstat::{self, ProcSample},
     report::{
         ClientInfo, E2eInfo, LandedInfo, LatencySummary, Report, RunInfo, SubscriberInfo, TlsInfo,
-        thousands, write_hgrm,
+        plot_svg, thousands, write_hgrm,
     },
+    series::{SeriesPoint, distribution},
     stats::new_histogram,
     tls::TlsClient,
     workload::{Corpus, Format, GenConfig, RECORD_BYTES_MAX},
@@ -167,6 +168,13 @@ struct Watch<'a> {
     client_end: Option<ProcSample>,
     landed: Option<&'a Landed>,
     landed_at_measure: u64,
+    /// When the measurement started, monotonic ns (`None` before).
+    measure_ns: Option<u64>,
+    /// What had landed at the start of the measurement and at each whole second of it
+    /// (sampled at the first tick after: up to 100 ms late), for the series.
+    landed_marks: Vec<u64>,
+    /// What had landed when the workers finished.
+    landed_end: u64,
     show_progress: bool,
     last_print: Option<(Instant, u64)>,
 }
@@ -182,8 +190,31 @@ impl<'a> Watch<'a> {
             client_end: None,
             landed,
             landed_at_measure: 0,
+            measure_ns: None,
+            landed_marks: Vec::new(),
+            landed_end: 0,
             show_progress: !args.quiet && std::io::stderr().is_terminal(),
             last_print: None,
+        }
+    }
+
+    /// `--landed-*`: fills each series entry's `landed`, in records of
+    /// `bytes_per_record`, from the samples taken at whole seconds; the last entry
+    /// runs to when the workers finished.
+    fn add_landed(&self, series: &mut [SeriesPoint], bytes_per_record: f64) {
+        if self.landed.is_none() {
+            return;
+        }
+        let end = self.landed_end;
+        let n = series.len();
+        for (i, p) in series.iter_mut().enumerate() {
+            let from = self.landed_marks.get(i).copied().unwrap_or(end);
+            let to = if i + 1 < n {
+                self.landed_marks.get(i + 1).copied().unwrap_or(end)
+            } else {
+                end
+            };
+            p.landed = Some((to.saturating_sub(from) as f64 / bytes_per_record).round() as u64);
         }
     }
 
@@ -208,8 +239,10 @@ impl Observer for Watch<'_> {
             self.server_start = procstat::sample(pid).ok();
         }
         self.client_start = procstat::sample(std::process::id()).ok();
+        self.measure_ns = Some(mono_ns());
         if let Some(l) = self.landed {
             self.landed_at_measure = l.bytes();
+            self.landed_marks.push(self.landed_at_measure);
         }
     }
 
@@ -218,6 +251,15 @@ impl Observer for Watch<'_> {
             && let Ok(s) = procstat::sample(pid)
         {
             self.server_rss_max = self.server_rss_max.max(s.rss_bytes);
+        }
+        if let (Some(l), Some(m)) = (self.landed, self.measure_ns) {
+            let second = mono_ns().saturating_sub(m) / 1_000_000_000;
+            if self.landed_marks.len() as u64 <= second {
+                let now = l.bytes();
+                while self.landed_marks.len() as u64 <= second {
+                    self.landed_marks.push(now);
+                }
+            }
         }
         if !self.show_progress {
             return;
@@ -243,6 +285,9 @@ impl Observer for Watch<'_> {
     }
 
     fn finished(&mut self) {
+        if let Some(l) = self.landed {
+            self.landed_end = l.bytes();
+        }
         if let Some(pid) = self.server_pid {
             self.server_end = procstat::sample(pid).ok();
         }
@@ -360,6 +405,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
         });
     }
     let mut report = Report::new(info, &res.stats, res.duration_s);
+    report.series = res.series;
+    let bytes_per_record = if res.stats.completed_records_total > 0 {
+        res.stats.bytes_total as f64 / res.stats.completed_records_total as f64
+    } else {
+        1.0
+    };
+    watch.add_landed(&mut report.series, bytes_per_record);
     let mut e2e_latency = None;
     if args.mode == Mode::WsE2e {
         let expected = res.stats.sent_records_total;
@@ -392,6 +444,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Report> {
             1000.0,
             &mut f,
         )?;
+    }
+    if let Some(p) = &args.plot {
+        let unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::fs::write(p, plot_svg(&report, &command_line(), unix_s))
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.json_file {
         std::fs::write(p, report.to_json() + "\n")
@@ -574,6 +633,7 @@ fn add_e2e(
     let mut e2e_latency = None;
     if args.subscribers > 0 {
         report.latency_us = LatencySummary::of(&lat);
+        report.distribution = distribution(&lat);
         report.service_time_us = LatencySummary::of(&svc);
         e2e_latency = Some(lat);
     }
@@ -641,4 +701,29 @@ fn wait_landed(
         mb_per_s: (grown / secs / 1e6 * 1000.0).round() / 1000.0,
         complete: last >= expected,
     }
+}
+
+/// This process's command line for the plot's caption: the program's file name and
+/// its arguments, single-quoted where a shell would need it.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let prog = args.next().unwrap_or_default();
+    let prog = Path::new(&prog)
+        .file_name()
+        .map_or(prog.clone(), |f| f.to_string_lossy().into_owned());
+    let mut out = prog;
+    for a in args {
+        out.push(' ');
+        let plain = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b));
+        if plain {
+            out.push_str(&a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', r"'\''"));
+            out.push('\'');
+        }
+    }
+    out
 }

@@ -222,15 +222,31 @@ pub fn assert_contains(text: &str, part: &str) {
     assert!(text.contains(part), "{part:?} not in {text:?}");
 }
 
-/// The value of the series `name` (no labels) in `/metrics`; fails if it is absent.
+/// The value of the series `name` in `/metrics`, written as the exposition writes it:
+/// the family's name and, for a labelled family, its labels in their declared order
+/// (`ringstash_records_received_total{protocol="tcp"}`). Fails if it is absent or not
+/// a whole number (see [`metric_f64`] for the `_seconds` families).
 #[track_caller]
 pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let v = metric_text(addr, name);
+    v.parse().unwrap_or_else(|e| panic!("{name} {v}: {e}"))
+}
+
+/// The value of the series `name` in `/metrics` as a number that may have a fraction
+/// (the `_seconds` families).
+#[track_caller]
+pub fn metric_f64(addr: SocketAddr, name: &str) -> f64 {
+    let v = metric_text(addr, name);
+    v.parse().unwrap_or_else(|e| panic!("{name} {v}: {e}"))
+}
+
+#[track_caller]
+fn metric_text(addr: SocketAddr, name: &str) -> String {
     let m = metrics(addr);
     m.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{m}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .to_string()
 }
 
 /// Each JSON record's `keys`, joined by `|` (strings as they are, other values as
@@ -516,7 +532,7 @@ pub fn metrics(addr: SocketAddr) -> String {
 }
 
 /// Asserts that the server's `/metrics` text has every one of `lines` (e.g.
-/// "ringstash_tcp_idle_closed_total 1"); returns the text for further checks.
+/// "ringstash_idle_closed_total{listener=\"stream\"} 1"); returns the text for further checks.
 #[track_caller]
 pub fn assert_metrics(addr: SocketAddr, lines: &[&str]) -> String {
     let m = metrics(addr);
@@ -687,8 +703,8 @@ pub fn make_token(scopes: &str, name: &str) -> Token {
     t
 }
 
-/// A counter or gauge from `/metrics`, scraped with `token` (auth on: it needs the
-/// `metrics` scope).
+/// A series from `/metrics` (named as for [`metric`]), scraped with `token` (auth on:
+/// it needs the `metrics` scope).
 pub fn metric_with_token(addr: SocketAddr, token: &str, name: &str) -> u64 {
     let bearer = format!("Bearer {token}");
     let r = http(addr, "GET", "/metrics", &[("Authorization", &bearer)], b"");

@@ -15,7 +15,10 @@
 //! - `http-*`: its response arrives (responses come back in request order).
 //!
 //! Completion records `now - intended` (coordinated-omission corrected) and
-//! `now - sent` (service time) in the worker's histograms.
+//! `now - sent` (service time) in the worker's histograms; the corrected latency goes
+//! first into the worker's histogram of the current second, which is added into the
+//! run's total and shipped to the main thread for the time series once the second is
+//! over ([`crate::series`]).
 //!
 //! # TLS
 //!
@@ -65,6 +68,7 @@ use std::{
     sync::{
         Arc, Barrier,
         atomic::{AtomicU64, Ordering},
+        mpsc::Sender,
     },
     thread::JoinHandle,
     time::Duration,
@@ -78,7 +82,14 @@ pub use self::{
 use mio::{Token, net::TcpStream};
 use rustls::ClientConnection;
 
-use crate::{clock::mono_ns, pace::Schedule, proto::ReadBuf, stats::Stats, workload::Corpus};
+use crate::{
+    clock::mono_ns,
+    pace::Schedule,
+    proto::ReadBuf,
+    series::{HistogramPool, SecondRecorder, SeriesBuilder, SeriesPoint, Slice},
+    stats::Stats,
+    workload::Corpus,
+};
 
 /// What the harness talks to and what completes a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -313,6 +324,8 @@ pub struct EngineResult {
     pub measure_start_ns: u64,
     /// Measurement window, seconds: from its start to the last measured completion.
     pub duration_s: f64,
+    /// The window second by second (see [`crate::series`]).
+    pub series: Vec<SeriesPoint>,
     /// TLS: what the first connection negotiated, and how long the first
     /// connections' set-ups took (before the clock started).
     pub tls: Option<crate::tls::TlsRun>,
@@ -330,6 +343,10 @@ struct Shared {
     barrier: Arc<Barrier>,
     /// The run's start on the monotonic clock, stored before the barrier.
     start_ns: Arc<AtomicU64>,
+    /// Where workers ship their seconds for the time series (see [`crate::series`]).
+    series_tx: Sender<Slice>,
+    /// Reset per-second histograms, reused between workers and the series builder.
+    histograms: HistogramPool,
 }
 
 /// Runs the load described by `cfg` over records from `corpus`.
@@ -370,18 +387,23 @@ pub fn run(
         setup_us_median: setup_ns[setup_ns.len() / 2] / 1000,
         setup_us_max: setup_ns[setup_ns.len() - 1] / 1000,
     });
+    let (series_tx, series_rx) = std::sync::mpsc::channel();
+    let histograms = HistogramPool::default();
+    let mut series = SeriesBuilder::new(threads, series_rx, histograms.clone());
     let shared = Shared {
         corpus,
         progress: Arc::new(Progress::default()),
         barrier: Arc::new(Barrier::new(threads + 1)),
         start_ns: Arc::new(AtomicU64::new(0)),
+        series_tx,
+        histograms,
     };
     let handles = spawn_workers(cfg, &shared, socks, threads, completion)?;
     let start = mono_ns();
     shared.start_ns.store(start, Ordering::Release);
     shared.barrier.wait();
     let times = Times::of(cfg, start);
-    watch(&handles, times, &shared.progress, observer);
+    watch(&handles, times, &shared.progress, observer, &mut series);
     let mut stats = Stats::default();
     for h in handles {
         let s = h
@@ -399,6 +421,7 @@ pub fn run(
         stats,
         measure_start_ns: times.measure,
         duration_s,
+        series: series.finish(duration_s),
         tls,
     })
 }
@@ -434,7 +457,7 @@ fn spawn_workers(
         handles.push(
             std::thread::Builder::new()
                 .name("loadtest-worker".into())
-                .spawn(move || worker_main(&cfg, &shared, mine, completion))?,
+                .spawn(move || worker_main(t, &cfg, &shared, mine, completion))?,
         );
     }
     Ok(handles)
@@ -442,6 +465,7 @@ fn spawn_workers(
 
 /// A worker thread's body: its connections from the start of the run to the end.
 fn worker_main(
+    worker: usize,
     cfg: &EngineConfig,
     shared: &Shared,
     mine: Vec<(usize, Connected)>,
@@ -458,15 +482,32 @@ fn worker_main(
         .enumerate()
         .map(|(local, (i, s))| Conn::new(i, mio::Token(local), s, cfg, corpus, times))
         .collect();
-    let mut w = Worker::new(cfg, corpus, &shared.progress, times, completion);
-    w.run(&mut conns)?;
+    let series = SecondRecorder::new(
+        worker,
+        times.measure,
+        shared.series_tx.clone(),
+        shared.histograms.clone(),
+    );
+    let mut w = Worker::new(cfg, corpus, &shared.progress, times, completion, series);
+    let res = w.run(&mut conns);
+    // Ships the last second (and adds its latencies into the total) even if the
+    // poll loop failed, so the builder learns this worker is done.
+    w.series.finish(&mut w.stats.latency_us);
+    res?;
     Ok(w.stats)
 }
 
 /// The main thread while the workers run: tells `observer` when the warm-up ends
 /// and ticks it (every 100 ms once measuring; every 5 ms before, so the measurement
-/// start is caught closely) until every worker has finished.
-fn watch(handles: &[WorkerHandle], times: Times, progress: &Progress, observer: &mut dyn Observer) {
+/// start is caught closely) until every worker has finished; meanwhile it summarises
+/// the seconds of the time series the workers have shipped.
+fn watch(
+    handles: &[WorkerHandle],
+    times: Times,
+    progress: &Progress,
+    observer: &mut dyn Observer,
+    series: &mut SeriesBuilder,
+) {
     let mut measure_started = times.measure == times.start;
     if measure_started {
         observer.measure_start();
@@ -479,6 +520,7 @@ fn watch(handles: &[WorkerHandle], times: Times, progress: &Progress, observer: 
             observer.measure_start();
         }
         observer.tick(progress, Duration::from_nanos(now - times.start));
+        series.poll();
     }
     if !measure_started {
         observer.measure_start();

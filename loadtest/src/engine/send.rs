@@ -129,6 +129,9 @@ impl Worker<'_> {
         c.sock_queued += (c.wbuf.len() - before) as u64;
         c.batch_no += 1;
         self.stats.sent_records_total += n as u64;
+        if measured {
+            self.series.sent(now, n as u64, &mut self.stats.latency_us);
+        }
         c.pending.push_back(Pending {
             intended_ns: intended,
             sent_ns: now,

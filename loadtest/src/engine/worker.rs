@@ -2,7 +2,8 @@
 //! open-loop schedule; each connection advances through [`State`]: sending,
 //! draining, closing, done. Completions are recorded here, in the worker's own
 //! [`Stats`] (merged after the run), so the hot path shares nothing but two relaxed
-//! progress counters.
+//! progress counters; once a second the worker's [`SecondRecorder`] sends the second
+//! it has left to the main thread for the time series.
 
 use std::{
     io,
@@ -18,6 +19,7 @@ use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use super::{Completion, Conn, EngineConfig, Progress, State, Times};
 use crate::{
     clock::{Timer, mono_ns},
+    series::SecondRecorder,
     stats::{Stats, record_ns},
     workload::Corpus,
 };
@@ -36,6 +38,10 @@ pub(super) struct Worker<'a> {
     pub(super) times: Times,
     pub(super) completion: Completion,
     pub(super) stats: Stats,
+    /// This second's counters and latencies for the run's time series; completions
+    /// record their corrected latency there, and it adds each second into
+    /// `stats.latency_us` when it ships it.
+    pub(super) series: SecondRecorder,
     /// Unexpected server lines shown on stderr so far (see [`BAD_LINES_SHOWN_MAX`]).
     pub(super) bad_lines_shown: u32,
     /// TLS errors shown on stderr so far (as many as bad lines at most).
@@ -49,6 +55,7 @@ impl<'a> Worker<'a> {
         progress: &'a Progress,
         times: Times,
         completion: Completion,
+        series: SecondRecorder,
     ) -> Self {
         Worker {
             cfg,
@@ -57,6 +64,7 @@ impl<'a> Worker<'a> {
             times,
             completion,
             stats: Stats::default(),
+            series,
             bad_lines_shown: 0,
             tls_errors_shown: 0,
         }
@@ -98,9 +106,12 @@ impl Worker<'_> {
             // Relaxed: a progress counter, read for display only.
             self.progress.records.fetch_add(ok_n, Ordering::Relaxed);
             if p.measured {
-                record_ns(
-                    &mut self.stats.latency_us,
+                self.series.completed(
+                    now,
+                    ok_n,
+                    ok_bytes,
                     now.saturating_sub(p.intended_ns),
+                    &mut self.stats.latency_us,
                 );
                 record_ns(&mut self.stats.service_us, now.saturating_sub(p.sent_ns));
                 self.stats.records += ok_n;
@@ -134,6 +145,11 @@ impl Worker<'_> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = mono_ns();
+            if now >= self.times.measure {
+                // An idle worker still ships its seconds (the poll wakes at least
+                // every 200 ms), so the main thread can summarise them.
+                self.series.tick(now, &mut self.stats.latency_us);
+            }
             let mut wake = u64::MAX;
             let mut all_done = true;
             for c in conns.iter_mut() {

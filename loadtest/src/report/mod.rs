@@ -8,6 +8,7 @@
 //! them for people, `hgrm` writes a histogram as `.hgrm`.
 
 mod hgrm;
+mod plot;
 mod table;
 
 use std::collections::BTreeMap;
@@ -15,8 +16,12 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-pub use self::hgrm::write_hgrm;
-use crate::{procstat::ProcDelta, stats::Stats};
+pub use self::{hgrm::write_hgrm, plot::plot_svg};
+use crate::{
+    procstat::ProcDelta,
+    series::{DistPoint, SeriesPoint, distribution},
+    stats::Stats,
+};
 
 /// Version of the JSON report layout.
 pub const REPORT_VERSION: u32 = 1;
@@ -282,6 +287,10 @@ pub struct Report {
     pub landed: Option<LandedInfo>,
     /// `ws-e2e`: subscribers and delivery, else `null`.
     pub e2e: Option<E2eInfo>,
+    /// The window second by second: counts and the producer's corrected latency.
+    pub series: Vec<SeriesPoint>,
+    /// Percentile distribution of `latency_us` at HdrHistogram's standard ticks.
+    pub distribution: Vec<DistPoint>,
 }
 
 impl Report {
@@ -310,6 +319,8 @@ impl Report {
             client: None,
             landed: None,
             e2e: None,
+            series: Vec::new(),
+            distribution: distribution(&stats.latency_us),
         }
     }
 
