@@ -254,7 +254,7 @@ settings! {
     fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX", range 65_536 ..= 1_073_741_824;
     /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core; 0 gives subscribers lower latency under heavy ingest at that cost (docs/benchmarks.md). [default: 10]
     fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE", range 0 ..= 19;
-    /// Per-second buckets of the dashboard's aggregates (GET /v1/aggregates?step=1s): how far back they reach, in seconds. Each bucket takes about 600 bytes with 20 services (aggregates_memory_bytes in /stats). [default: 3600]
+    /// Per-second buckets of the dashboard's aggregates (GET /v1/aggregates?step=1s): how far back they reach, in seconds. Each bucket takes 644 bytes with 20 services (aggregates_memory_bytes in /stats). [default: 3600]
     aggregates_seconds: usize = 3_600, env "RINGSTASH_AGGREGATES_SECONDS", range 60 ..= 86_400;
     /// Per-minute buckets of the dashboard's aggregates (GET /v1/aggregates?step=1m): how far back they reach, in minutes. [default: 1440]
     aggregates_minutes: usize = 1_440, env "RINGSTASH_AGGREGATES_MINUTES", range 60 ..= 10_080;

@@ -15,7 +15,7 @@
 //!
 //! - Two rings of buckets, allocated at start: `aggregates_seconds` of one second and
 //!   `aggregates_minutes` of one minute. A bucket is [`Bucket::bytes`] bytes (about
-//!   600 with the default 20 services): about 3 MB with the defaults.
+//!   644 with the default 20 services): 3.2 MB with the defaults.
 //! - Services: the first `aggregates_services_max` distinct `service` values seen get a
 //!   series each; later ones are counted as `other`, and how many distinct names
 //!   overflowed is in `/stats` (`aggregates_services_overflowed`, exact up to
@@ -833,6 +833,12 @@ mod tests {
         for i in 1..LATENCY_BUCKETS {
             assert_eq!(latency_bucket(latency_upper_us(i - 1) + 1), i);
         }
+    }
+
+    #[test]
+    fn a_bucket_takes_what_the_docs_say() {
+        // docs/architecture.md and the aggregates_seconds setting name this figure.
+        assert_eq!(Bucket::bytes(20), 644);
     }
 
     #[test]
