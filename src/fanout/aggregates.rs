@@ -27,10 +27,14 @@
 //! # Ack latency
 //!
 //! For each record, the time from its receipt (the batch header's receive time) to
-//! when this core observed the committed end pass it. The core observes the committed
-//! end every loop turn and is woken by the writer on each commit while it sleeps, so
-//! this is the commit time to within one loop turn, whatever the reader's lag (each
-//! observation is kept, up to [`COMMITS_MAX`], until the reader passes it).
+//! when the committed end passed it. A thread of its own at normal priority
+//! (`rs-commit-clock`, [`spawn_commit_clock`]) waits on the log's commit condition
+//! variable and notes (committed end, time) at each commit; the fan-out core, which
+//! runs at `fanout_nice` and may be starved under heavy ingest, only reads those
+//! notes, so its own lag does not inflate the figure. The notes are kept, up to
+//! [`COMMITS_MAX`], until the reader passes them. The cost: the writer signals the
+//! condition variable after each commit (a futex wake), and the thread wakes once per
+//! group.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -62,6 +66,9 @@ pub const LATENCY_BUCKETS: usize = 108;
 /// commits are merged into the last observation and their records get no latency
 /// sample (it would be too early).
 pub const COMMITS_MAX: usize = 4096;
+
+/// How long records committed past the commit clock's last note wait for it.
+const UNNOTED_WAIT: Duration = Duration::from_millis(100);
 
 /// Records counted per loop turn, so that subscribers are served between turns.
 /// Small enough that the loop observes the committed end often (the ack latency's
@@ -240,6 +247,49 @@ impl Ring {
     }
 }
 
+/// (committed end, Unix ns when seen, exact): when the committed end moved, noted by
+/// the commit clock, taken by the fan-out core.
+type Commit = (u64, u64, bool);
+
+/// Appends a commit note, merging into the last one past [`COMMITS_MAX`] (its records
+/// then get no latency sample: the time would be too early for some of them).
+fn note_commit(q: &mut VecDeque<Commit>, end: u64, at_ns: u64, exact: bool) {
+    if q.len() < COMMITS_MAX {
+        q.push_back((end, at_ns, exact));
+    } else if let Some(b) = q.back_mut() {
+        *b = (end, b.1, false);
+    }
+}
+
+/// Starts `rs-commit-clock`: notes the time of each commit into `aggregates` until
+/// `stop` is set (it looks every 100 ms).
+///
+/// # Errors
+/// The OS error creating the thread.
+pub fn spawn_commit_clock(
+    aggregates: Arc<Aggregates>,
+    log: LogView,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("rs-commit-clock".into())
+        .spawn(move || {
+            let mut last = log.committed_end();
+            while !stop.load(Ordering::Acquire) {
+                let end = log.wait_committed_beyond(last, Duration::from_millis(100));
+                if end > last {
+                    let at = unix_now().as_nanos() as u64;
+                    let mut q = aggregates.commits.lock().unwrap_or_else(|e| e.into_inner());
+                    note_commit(&mut q, end, at, true);
+                    last = end;
+                } else if log.failure().is_some() {
+                    // The wait returns at once once the writer failed.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+}
+
 /// What `/v1/aggregates` reads, shared between the fan-out core and the reactors.
 #[derive(Debug)]
 struct State {
@@ -261,6 +311,8 @@ struct State {
 #[derive(Debug)]
 pub struct Aggregates {
     state: Mutex<State>,
+    /// Commit notes from the commit clock, not yet taken by the fan-out core.
+    commits: Mutex<VecDeque<Commit>>,
     services_max: usize,
     /// The series `/stats` shows for the aggregates.
     pub stats: Arc<AggregateStats>,
@@ -289,6 +341,7 @@ impl Aggregates {
                 disk_bytes: 0,
                 oldest_ts_ns: None,
             }),
+            commits: Mutex::new(VecDeque::with_capacity(COMMITS_MAX)),
             services_max: n,
             stats,
         }
@@ -510,14 +563,15 @@ pub struct Aggregator {
     shared: Arc<Aggregates>,
     log: LogView,
     reader: Option<Reader>,
-    /// (committed end, Unix ns when observed, exact): observations the reader has not
-    /// passed yet.
-    commits: VecDeque<(u64, u64, bool)>,
+    /// Commit notes the reader has not passed yet.
+    commits: VecDeque<Commit>,
     services: Services,
     /// What this turn counted, by second, merged under the lock at the end of a turn.
     pending: Vec<Bucket>,
     /// Receive time of the last record counted, ns.
     last_ts_ns: u64,
+    /// Since when the committed end is past the commit clock's last note.
+    unnoted_since: Option<Instant>,
     /// The writer's fsync counters at the last sample, and that sample's second.
     fsync_sample: (u64, u64, u64),
     /// When the disk and the retention horizon were last sampled.
@@ -562,18 +616,18 @@ impl Aggregator {
             },
             pending: Vec::new(),
             last_ts_ns: 0,
+            unnoted_since: None,
             fsync_sample,
             disk_sampled: None,
             oldest_for: None,
         }
     }
 
-    /// One loop turn: notes when the committed end moved to `end`, counts up to
+    /// One loop turn: takes the commit clock's notes, counts up to
     /// [`RECORDS_PER_TURN`] records, samples the writer's counters and the disk once a
     /// second. Returns true if there are committed records left to count.
     pub fn turn(&mut self, end: u64) -> bool {
         let now = unix_now();
-        let now_ns = now.as_nanos() as u64;
         if self.reader.is_none() {
             match self.log.reader(end) {
                 Ok(r) => {
@@ -586,7 +640,7 @@ impl Aggregator {
                 }
             }
         }
-        self.observe(end, now_ns);
+        self.take_commits();
         let behind = self.count(end, now.as_secs());
         self.sample(now);
         self.merge();
@@ -598,16 +652,14 @@ impl Aggregator {
         behind
     }
 
-    fn observe(&mut self, end: u64, now_ns: u64) {
-        let last = self.commits.back().map(|c| c.0);
-        let read = self.reader.as_ref().map_or(end, Reader::next_offset);
-        if end <= last.unwrap_or(read) {
-            return;
-        }
-        if self.commits.len() < COMMITS_MAX {
-            self.commits.push_back((end, now_ns, true));
-        } else if let Some(b) = self.commits.back_mut() {
-            *b = (end, b.1, false);
+    fn take_commits(&mut self) {
+        let mut q = self
+            .shared
+            .commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (end, at, exact) in q.drain(..) {
+            note_commit(&mut self.commits, end, at, exact);
         }
     }
 
@@ -617,9 +669,26 @@ impl Aggregator {
             return false;
         };
         let unused_before = (now_s / 60).saturating_sub(self.shared.span_minutes());
+        // Count only what the commit clock has noted (it notes a commit microseconds
+        // after this core may see it), unless its note is [`UNNOTED_WAIT`] late: those
+        // records then get no latency sample.
+        let noted = self.commits.back().map_or(0, |c| c.0);
+        let limit = if noted >= end {
+            self.unnoted_since = None;
+            end
+        } else if self
+            .unnoted_since
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            >= UNNOTED_WAIT
+        {
+            end
+        } else {
+            noted
+        };
         let mut names_changed = false;
         let mut n = 0;
-        while n < RECORDS_PER_TURN && reader.next_offset() < end {
+        while n < RECORDS_PER_TURN && reader.next_offset() < limit {
             let r = match reader.next() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,

@@ -119,6 +119,8 @@ pub struct FanoutHandle {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
+    /// `rs-commit-clock`, which times commits for the aggregates.
+    clock: Option<JoinHandle<()>>,
 }
 
 impl FanoutHandle {
@@ -129,6 +131,9 @@ impl FanoutHandle {
         let _ = self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(t) = self.clock.take() {
+            let _ = t.join(); // it looks at `stop` every 100 ms
         }
     }
 }
@@ -165,6 +170,9 @@ pub fn spawn(
     let stop2 = stop.clone();
     // Before the thread starts, so that the aggregates count every record committed
     // once `serve` says it listens.
+    // The clock first, so that every record the aggregator counts has a commit noted.
+    let clock =
+        aggregates::spawn_commit_clock(ctx.aggregates.clone(), ctx.log.clone(), stop.clone())?;
     let aggregator = aggregates::Aggregator::new(ctx.aggregates.clone(), ctx.log.clone());
     let thread = std::thread::Builder::new()
         .name("rs-fanout".into())
@@ -182,6 +190,7 @@ pub fn spawn(
         stop,
         waker,
         thread: Some(thread),
+        clock: Some(clock),
     })
 }
 
