@@ -1029,9 +1029,9 @@ pub fn metrics_text(o: &Observed) -> String {
     out
 }
 
-/// Group commit time as a Prometheus histogram (cumulative buckets, seconds). The
-/// writer keeps no sum of commit times; the sum is the fdatasync time, the larger part
-/// of each (the help says so in docs/operations.md).
+/// Group commit time as a Prometheus histogram (cumulative buckets, seconds). Every
+/// observation the buckets count is one `WalStats::record_sync` time, which also adds
+/// it to `fsync_ns_total`: that counter is the histogram's exact sum.
 fn group_commit_histogram(out: &mut String, w: &crate::wal::WalStats) {
     let r = Ordering::Relaxed;
     let _ = writeln!(
@@ -1322,7 +1322,7 @@ mod tests {
         }
         let _ = writeln!(
             md,
-            "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; the writer keeps no sum of commit times, so `_sum` is the time spent in fdatasync, the larger part of each. |",
+            "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; `_sum` is exact (each observation is added to `fsync_seconds_total` as it is counted). |",
             GROUP_COMMIT.name, GROUP_COMMIT.help
         );
         md
