@@ -67,7 +67,7 @@
             doCheck = false;
             # The sandbox has no .git: build.rs takes the revision from here instead
             # (ringstash_build_info); a dirty tree reports its dirtyRev.
-            RINGSTASH_REVISION = self.rev or self.dirtyRev or "unknown";
+            RINGSTASH_REVISION = builtins.substring 0 12 (self.rev or self.dirtyRev or "unknown");
             meta = {
               description = "Durable io_uring log-ingest appliance (raw TCP, syslog, RELP and HTTP ingest, group commit, WebSocket fan-out)";
               license = with lib.licenses; [

@@ -622,7 +622,7 @@ const FSYNC_SECONDS: Family = Family::counter(
     "ringstash_fsync_seconds_total",
     "seconds",
     &[],
-    "Time spent in fdatasync.",
+    "Time from each group's write submission (or a lone sync's) to its fdatasync's completion: the group commit histogram's sum.",
 )
 .per(1_000_000_000);
 /// The longest fdatasync, in seconds from the writer's nanoseconds.
@@ -630,7 +630,7 @@ const FSYNC_SECONDS_MAX: Family = Family::gauge(
     "ringstash_fsync_seconds_max",
     "seconds",
     &[],
-    "Longest fdatasync seen since start.",
+    "Longest group commit (write submission to fdatasync completion) since start.",
 )
 .per(1_000_000_000);
 /// Failed writes, by cause.
@@ -1126,13 +1126,17 @@ fn page_bytes() -> u64 {
 
 /// When the system booted, in seconds since the Unix epoch (`btime` in /proc/stat).
 fn boot_time_s() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    // Read once: /proc/stat is the whole CPU and interrupt table, and btime never changes.
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    })
 }
 
 /// The process's resident set size, from /proc/self/statm.
