@@ -287,7 +287,8 @@ pub fn seek(dir: &Path, since_ns: u64) -> io::Result<Option<TimeSeek>> {
     };
     let base = bases[i];
     let e = f.last_below(since_ns)?;
-    probes += f.probes;
+    // Its first entry was counted above.
+    probes += f.probes.saturating_sub(1);
     let offset = e.map_or(base, |e| base + u64::from(e.rel_offset));
     Ok(Some(TimeSeek { offset, probes }))
 }
