@@ -102,7 +102,10 @@ pub fn read_logs(
     Ok(m.finish(next, end))
 }
 
-/// Where a read from `since` (ns) starts: the time index's answer, or the log's start.
+/// Where a read from `since` (ns) starts: the time index's answer, or the log's start;
+/// never past the committed end (the writer writes a group's index entries just before
+/// it publishes the group, and every record before an entry the seek returns was
+/// received before `since`, so starting at the committed end instead loses nothing).
 ///
 /// # Errors
 /// A read error from the index files.
@@ -110,7 +113,9 @@ pub fn since_offset(log: &LogView, since: u64) -> Result<u64, ReadError> {
     let dir = &log.config().dir;
     let seek = crate::wal::timeindex::seek(dir, since)
         .map_err(|e| ReadError::io("read time index", dir, e))?;
-    Ok(seek.map_or(log.start_offset(), |s| s.offset))
+    Ok(seek
+        .map_or(log.start_offset(), |s| s.offset)
+        .min(log.committed_end()))
 }
 
 /// True once no record in the filter's `until` range can follow `next`: the scan
