@@ -238,8 +238,12 @@ fn recovery_rebuilds_missing_older_and_damaged_time_indexes_identically() {
     common::assert_contains(&text, "missing or of another format version");
     common::assert_contains(&text, &format!("{}", tix_path(&dir, bases[5]).display()));
 
+    // A rebuild a crash interrupted: its temporary file is removed at open.
+    let leftover = tix_path(&dir, bases[2]).with_extension("tix.tmp");
+    fs::write(&leftover, b"half").unwrap();
     let log = Log::open(config).unwrap();
     assert_eq!(log.recovery_report().time_indexes_rebuilt, 3);
+    assert!(!leftover.exists());
     drop(log);
     for (i, &b) in bases.iter().enumerate() {
         assert_eq!(

@@ -258,6 +258,7 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     }
     // Their time indexes, oldest first: each one's keys start from the running maximum
     // at the end of the one before.
+    timeindex::remove_leftovers(dir).map_err(|e| OpenError::io("remove *.tix.tmp", dir, e))?;
     let mut seed = 0u64;
     for &b in &bases[..bases.len() - 1] {
         seed = sealed_time_index(config, b, seed, &mut report)?;
@@ -572,7 +573,8 @@ fn recover_active(
     let tpath = timeindex::tix_path(dir, base);
     let mut tix = timeindex::encode_header().to_vec();
     tix.extend_from_slice(&tail.new_tix);
-    std::fs::write(&tpath, &tix).map_err(|e| OpenError::io("write time index", &tpath, e))?;
+    timeindex::write_whole(&tpath, &tix)
+        .map_err(|e| OpenError::io("write time index", &tpath, e))?;
     let tindex = OpenOptions::new()
         .write(true)
         .open(&tpath)

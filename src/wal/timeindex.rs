@@ -305,8 +305,7 @@ pub(crate) struct Built {
 /// Rebuilds the `.tix` of segment `base` from a scan of the whole segment (skipping
 /// damaged ranges), with `seed` the running maximum before its first record, an entry
 /// at each record that `.idx` would index (`interval` bytes apart, and the first
-/// record after damage). The file is written whole and not synced: a hint, rebuilt
-/// again if lost.
+/// record after damage). The file is written whole ([`write_whole`]).
 ///
 /// # Errors
 /// The OS error from reading the segment or writing the index.
@@ -345,9 +344,37 @@ pub(crate) fn rebuild(dir: &Path, base: u64, seed: u64, interval: u64) -> io::Re
             }
         }
     }
-    std::fs::write(tix_path(dir, base), &out)?;
+    write_whole(&tix_path(dir, base), &out)?;
     built.end_key = key;
     Ok(built)
+}
+
+/// Removes `*.tix.tmp` files a crash left during a rebuild (called at open, before
+/// anything is rebuilt).
+///
+/// # Errors
+/// The OS error from listing the directory or removing a file.
+pub(crate) fn remove_leftovers(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(".tix.tmp") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a whole `.tix` under a temporary name and renames it into place, so that a
+/// crash never leaves a half-written one where a whole one stood (not synced: a lost
+/// or older file is rebuilt at the next open).
+///
+/// # Errors
+/// The OS error from writing or renaming.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.to_owned();
+    tmp.set_extension("tix.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The running maximum at the end of sealed segment `base`, from its `.tix` (last
