@@ -763,6 +763,12 @@ const LOG_SERIES: &[LogSeries] = {
             damaged_ranges_skipped,
             own!(Counter "ringstash_damaged_ranges_skipped_total" "ranges" "Damaged ranges live readers (read API, subscribers) skipped, once per reader.")
         ),
+        wal_stat!(
+            time_skew_exceeded,
+            "time_skew_exceeded_total",
+            Counter,
+            "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them."
+        ),
         both(
             "ring_depth",
             own!(Gauge "ringstash_ring_depth" "batches" "Batches waiting in the ring."),
