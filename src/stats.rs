@@ -765,9 +765,7 @@ const LOG_SERIES: &[LogSeries] = {
         ),
         wal_stat!(
             time_skew_exceeded,
-            "time_skew_exceeded_total",
-            Counter,
-            "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them."
+            own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them.")
         ),
         both(
             "ring_depth",
