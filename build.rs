@@ -41,6 +41,10 @@ fn git_revision() -> Option<String> {
         watch.push(git(&["rev-parse", "--git-path", &branch]));
     }
     watch.push(git(&["rev-parse", "--git-path", "packed-refs"]));
+    // The reflog, appended to by every commit, checkout and reset whether refs are
+    // packed or loose: after `git gc` the loose ref is gone and a new commit writes a
+    // file that was not watched.
+    watch.push(git(&["rev-parse", "--git-path", "logs/HEAD"]));
     for path in watch.into_iter().flatten().map(PathBuf::from) {
         if path.exists() {
             println!("cargo:rerun-if-changed={}", path.display());

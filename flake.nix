@@ -65,6 +65,9 @@
             # browser, and needs io_uring: it runs in CI (.ci/run), not in the sandbox.
             # checks.vm runs the service for real instead.
             doCheck = false;
+            # The sandbox has no .git: build.rs takes the revision from here instead
+            # (ringstash_build_info); a dirty tree reports its dirtyRev.
+            RINGSTASH_REVISION = builtins.substring 0 12 (self.rev or self.dirtyRev or "unknown");
             meta = {
               description = "Durable io_uring log-ingest appliance (raw TCP, syslog, RELP and HTTP ingest, group commit, WebSocket fan-out)";
               license = with lib.licenses; [

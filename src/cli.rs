@@ -6,7 +6,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{error::ReadError, wal};
+use crate::{
+    error::ReadError,
+    query::filter::{Filter, json_fields},
+    wal,
+};
 
 /// Options of `ringstash cat`.
 #[derive(Debug, Clone)]
@@ -19,6 +23,54 @@ pub struct CatOptions {
     pub show_meta: bool,
     /// Stop after this many records.
     pub limit: Option<u64>,
+    /// Only records received at or after this (ns since the epoch); the read starts
+    /// where the time index puts it.
+    pub since_ns: Option<u64>,
+    /// Only records received before this; the read stops once records pass it by
+    /// `time_skew_ms_max`'s default (`cat` does not read the server's settings).
+    pub until_ns: Option<u64>,
+    /// Only JSON records whose `"level"` is one of these (ASCII case-insensitive).
+    pub levels: Vec<String>,
+    /// Only JSON records whose `"service"` is one of these.
+    pub services: Vec<String>,
+    /// Only records whose payload contains this (bytes, case-sensitive: a substring,
+    /// not a regex; the crate has no regex engine).
+    pub grep: Option<Vec<u8>>,
+}
+
+impl CatOptions {
+    /// Everything from `from`, no filter.
+    pub fn from(from: u64) -> Self {
+        CatOptions {
+            from,
+            follow: false,
+            show_meta: false,
+            limit: None,
+            since_ns: None,
+            until_ns: None,
+            levels: Vec::new(),
+            services: Vec::new(),
+            grep: None,
+        }
+    }
+
+    /// The record filter the options ask for.
+    fn filter(&self) -> Filter {
+        let mut f = Filter::default();
+        f.set_fields(self.services.clone(), self.levels.clone());
+        f.set_substring(self.grep.clone());
+        f.set_time_range(self.since_ns, self.until_ns);
+        f.set_time_skew_ms(wal::LogConfig::new("").time_skew_ms_max);
+        f
+    }
+}
+
+/// Parses `--since`/`--until` (RFC 3339 or Unix seconds, as the read API's `since`).
+///
+/// # Errors
+/// The reason, naming the flag.
+pub fn parse_time_flag(flag: &str, v: &str) -> Result<u64, String> {
+    crate::query::filter::parse_time(flag, v).map_err(|e| e.detail)
 }
 
 /// Prints records, one per line, payload as stored. Returns how many damaged ranges
@@ -36,7 +88,14 @@ pub fn cat(
     out: &mut dyn Write,
     marks: &mut dyn Write,
 ) -> Result<u64, ReadError> {
-    let mut reader = wal::Reader::open_dir(dir, opts.from)?;
+    let filter = opts.filter();
+    let from = match opts.since_ns {
+        Some(since) => wal::timeindex::seek(dir, since)
+            .map_err(|e| ReadError::io("read time index", dir, e))?
+            .map_or(opts.from, |s| s.offset.max(opts.from)),
+        None => opts.from,
+    };
+    let mut reader = wal::Reader::open_dir(dir, from)?;
     let mut printed = 0u64;
     let mut damaged = 0u64;
     let stdout_err = |e: io::Error| ReadError::io("write output", "<stdout>", e);
@@ -44,6 +103,9 @@ pub fn cat(
     // reader can be asked, before the record is printed, what it skipped to reach it.
     let mut payload = Vec::new();
     loop {
+        // Before the reader looks: records written after this were received after it
+        // (within the skew bound), so an `until` before it is reached once caught up.
+        let clock = wal::now_ns();
         while let Some((offset, timestamp_ns)) = reader.next()?.map(|r| {
             payload.clear();
             payload.extend_from_slice(r.payload);
@@ -67,6 +129,25 @@ pub fn cat(
             if opts.limit.is_some_and(|l| printed >= l) {
                 return Ok(damaged);
             }
+            if !filter.matches_time(timestamp_ns) {
+                if filter
+                    .until_stop_ns()
+                    .is_some_and(|stop| timestamp_ns > stop)
+                {
+                    return Ok(damaged);
+                }
+                continue;
+            }
+            if !filter.is_empty() {
+                let (service, level) = if filter.needs_fields() {
+                    json_fields(&payload)
+                } else {
+                    (None, None)
+                };
+                if !filter.matches(&payload, service.as_deref(), level.as_deref()) {
+                    continue;
+                }
+            }
             let res = if opts.show_meta {
                 write!(out, "{offset}\t{}\t", format_ts(timestamp_ns))
                     .and_then(|()| out.write_all(&payload))
@@ -87,6 +168,10 @@ pub fn cat(
             Err(e) => return Err(stdout_err(e)),
         }
         if !opts.follow || opts.limit.is_some_and(|l| printed >= l) {
+            return Ok(damaged);
+        }
+        if filter.until_stop_ns().is_some_and(|stop| clock > stop) {
+            // Caught up, and the clock was past `until` (and the skew) before this pass.
             return Ok(damaged);
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -9,7 +9,7 @@
 //! | framing | [`wal::format`] | the record frame and batch builder: producers frame and checksum records on their own core |
 //! | hand-off | [`ring`] | the bounded lock-free MPSC ring of batches, producers → writer; full = backpressure |
 //! | commit | `wal::writer` | the group-commit writer thread: gather → write → fdatasync via io_uring, then complete |
-//! | storage | [`wal::segment`], [`wal::recovery`] | segment files, sparse index, recovery of a torn tail |
+//! | storage | [`wal::segment`], [`wal::recovery`], [`wal::timeindex`] | segment files, sparse index, time index, recovery of a torn tail |
 //! | read | [`wal::reader`], [`wal::check`] | cursors over committed records; full verification |
 //! | ingest | [`net`] | pinned reactors (tokio-uring, SO_REUSEPORT): raw TCP lines, syslog, RELP and HTTP, framed by sans-I/O [`net::lines`], [`syslog`] (RFC 6587 frames, RELP sessions, messages to records) and [`http_proto`], acked by [`net::acks`] (RELP: [`net::relp`]); `POST /v1/logs` bodies read by sans-I/O [`net::logs_body`] and [`net::otlp`] (OpenTelemetry logs) |
 //! | query | [`query`] | below ingest and fan-out: filters, JSON rendering, the one bounded scan, the read API over a read-only [`wal::LogView`] |

@@ -49,6 +49,25 @@ enum Command {
         /// Stop after this many records.
         #[arg(long)]
         limit: Option<u64>,
+        /// Only records received at or after this time: RFC 3339
+        /// (2026-12-06T11:00:00Z) or Unix seconds (1765018800.5). Found by the time
+        /// index, not a scan. With --from, both hold.
+        #[arg(long, value_parser = |v: &str| ringstash::cli::parse_time_flag("--since", v))]
+        since: Option<u64>,
+        /// Only records received before this time (as --since); ends --follow once
+        /// records pass it.
+        #[arg(long, value_parser = |v: &str| ringstash::cli::parse_time_flag("--until", v))]
+        until: Option<u64>,
+        /// Only JSON records whose "level" is one of these (comma-separated,
+        /// case-insensitive).
+        #[arg(long, value_delimiter = ',')]
+        level: Vec<String>,
+        /// Only JSON records whose "service" is one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        service: Vec<String>,
+        /// Only records containing this text (a plain substring, case-sensitive).
+        #[arg(long)]
+        grep: Option<String>,
     },
     /// Append stdin's lines to the log (one record per line), durably.
     Append {
@@ -133,6 +152,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             meta,
             limit,
+            since,
+            until,
+            level,
+            service,
+            grep,
         } => cat(
             &data_dir,
             &ringstash::cli::CatOptions {
@@ -140,6 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 follow,
                 show_meta: meta,
                 limit,
+                since_ns: since,
+                until_ns: until,
+                levels: level,
+                services: service,
+                grep: grep.map(String::into_bytes),
             },
         ),
         Command::Append {
@@ -286,6 +315,9 @@ fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         );
         if let Some(t) = &r.torn_tail {
             println!("torn tail (unacknowledged; cut at next start): {t}");
+        }
+        for n in &r.time_index_notes {
+            println!("time index: {n}");
         }
         for e in &r.errors {
             println!("ERROR: {e}");

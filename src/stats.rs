@@ -642,7 +642,7 @@ const FSYNC_SECONDS: Family = Family::counter(
     "ringstash_fsync_seconds_total",
     "seconds",
     &[],
-    "Time spent in fdatasync.",
+    "Time from each group's write submission (or a lone sync's) to its fdatasync's completion: the group commit histogram's sum.",
 )
 .per(1_000_000_000);
 /// The longest fdatasync, in seconds from the writer's nanoseconds.
@@ -650,7 +650,7 @@ const FSYNC_SECONDS_MAX: Family = Family::gauge(
     "ringstash_fsync_seconds_max",
     "seconds",
     &[],
-    "Longest fdatasync seen since start.",
+    "Longest group commit (write submission to fdatasync completion) since start.",
 )
 .per(1_000_000_000);
 /// Failed writes, by cause.
@@ -782,6 +782,10 @@ const LOG_SERIES: &[LogSeries] = {
         wal_stat!(
             damaged_ranges_skipped,
             own!(Counter "ringstash_damaged_ranges_skipped_total" "ranges" "Damaged ranges live readers (read API, subscribers) skipped, once per reader.")
+        ),
+        wal_stat!(
+            time_skew_exceeded,
+            own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them.")
         ),
         both(
             "ring_depth",
@@ -1049,9 +1053,9 @@ pub fn metrics_text(o: &Observed) -> String {
     out
 }
 
-/// Group commit time as a Prometheus histogram (cumulative buckets, seconds). The
-/// writer keeps no sum of commit times; the sum is the fdatasync time, the larger part
-/// of each (the help says so in docs/operations.md).
+/// Group commit time as a Prometheus histogram (cumulative buckets, seconds). Every
+/// observation the buckets count is one `WalStats::record_sync` time, which also adds
+/// it to `fsync_ns_total`: that counter is the histogram's exact sum.
 fn group_commit_histogram(out: &mut String, w: &crate::wal::WalStats) {
     let r = Ordering::Relaxed;
     let _ = writeln!(
@@ -1146,13 +1150,17 @@ fn page_bytes() -> u64 {
 
 /// When the system booted, in seconds since the Unix epoch (`btime` in /proc/stat).
 fn boot_time_s() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    // Read once: /proc/stat is the whole CPU and interrupt table, and btime never changes.
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    })
 }
 
 /// The process's resident set size, from /proc/self/statm.
@@ -1342,7 +1350,7 @@ mod tests {
         }
         let _ = writeln!(
             md,
-            "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; the writer keeps no sum of commit times, so `_sum` is the time spent in fdatasync, the larger part of each. |",
+            "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; `_sum` is exact (each observation is added to `fsync_seconds_total` as it is counted). |",
             GROUP_COMMIT.name, GROUP_COMMIT.help
         );
         md

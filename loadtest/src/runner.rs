@@ -255,7 +255,10 @@ impl Observer for Watch<'_> {
         if let (Some(l), Some(m)) = (self.landed, self.measure_ns) {
             let second = mono_ns().saturating_sub(m) / 1_000_000_000;
             if self.landed_marks.len() as u64 <= second {
-                let now = l.bytes();
+                // A failed scrape reads 0: keep the last mark rather than drop to it.
+                let now = l
+                    .bytes()
+                    .max(self.landed_marks.last().copied().unwrap_or(0));
                 while self.landed_marks.len() as u64 <= second {
                     self.landed_marks.push(now);
                 }
@@ -706,7 +709,8 @@ fn wait_landed(
 /// This process's command line for the plot's caption: the program's file name and
 /// its arguments, single-quoted where a shell would need it.
 fn command_line() -> String {
-    let mut args = std::env::args();
+    // Lossy: an argument that is not UTF-8 (a path) must not panic after the run.
+    let mut args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
     let prog = args.next().unwrap_or_default();
     let prog = Path::new(&prog)
         .file_name()

@@ -183,7 +183,7 @@ impl Callback for Upgrade {
                 return Err(refusal_with(&r.http_error(), Some(r.challenge())));
             }
         }
-        let q = match query::parse(&query, false, 0, s.filter_bytes_max) {
+        let mut q = match query::parse(&query, false, 0, s.filter_bytes_max) {
             Ok(q) => q,
             Err(e) => {
                 if e.code == "filter_too_long" {
@@ -193,10 +193,28 @@ impl Callback for Upgrade {
                 return Err(error_response(400, e.code, e.detail));
             }
         };
-        let cursor = match q.start.unwrap_or(Start::Latest) {
+        q.filter.set_time_skew_ms(ctx.log.config().time_skew_ms_max);
+        // With `since` and no `from`, the subscription starts at `since`; with both,
+        // at the later of the two.
+        let default_start = if q.filter.since_ns().is_some() {
+            Start::Earliest
+        } else {
+            Start::Latest
+        };
+        let cursor = match q.start.unwrap_or(default_start) {
             Start::Earliest => ctx.log.start_offset(),
             Start::Latest => ctx.log.committed_end(),
             Start::Offset(n) => n.max(ctx.log.start_offset()),
+        };
+        let cursor = match q.filter.since_ns() {
+            Some(since) => match crate::query::read::since_offset(&ctx.log, since) {
+                Ok(at) => cursor.max(at),
+                Err(e) => {
+                    tracing::error!(error = %e, "time index unreadable; the subscription reads from its cursor");
+                    cursor
+                }
+            },
+            None => cursor,
         };
         *self.asked.borrow_mut() = Some((cursor, q.filter, q.encoding));
         Ok(resp)

@@ -95,6 +95,9 @@ pub use crate::query::STREAM_PATH;
 pub const CLOSE_STALLED: u16 = 4008;
 /// Close code when the log could not be read for a subscriber.
 pub const CLOSE_READ_ERROR: u16 = 1011;
+/// Close code of a subscription whose `until` was reached: every record in its range
+/// was sent (a normal closure).
+pub const CLOSE_UNTIL_REACHED: u16 = 1000;
 /// Close code for a subscriber that sent a message over `ws_message_bytes_max`.
 pub const CLOSE_TOO_LARGE: u16 = 1009;
 /// Messages one subscriber may be sent per loop turn, so that one fast reader does not
@@ -337,9 +340,11 @@ impl Fanout {
                 );
                 let _ = self.poll.registry().deregister(&mut self.listener);
             }
+            // Before the committed end, for subscriptions with `until` (see `Sub::until_reached`).
+            let clock = crate::wal::now_ns();
             let end = self.follower.committed_end();
             busy = self.fill_window(end);
-            busy |= self.pump(end);
+            busy |= self.pump(end, clock);
             busy |= self.aggregator.turn(end);
             busy |= !self.more_input.is_empty() || !more.is_empty();
             seen = end;
@@ -473,11 +478,19 @@ impl Fanout {
 
     /// Sends every open subscriber what it can take. Returns true if some subscriber
     /// has more to take right now.
-    fn pump(&mut self, end: u64) -> bool {
+    fn pump(&mut self, end: u64, clock_ns: u64) -> bool {
         let mut more = false;
         for i in 0..self.subs.len() {
             match self.pump_one(i, end) {
-                Ok(m) => more |= m,
+                Ok(m) => {
+                    more |= m;
+                    if self.subs[i]
+                        .as_ref()
+                        .is_some_and(|s| s.is_open() && s.until_reached(end, clock_ns))
+                    {
+                        self.begin_close(i, CLOSE_UNTIL_REACHED, "until reached");
+                    }
+                }
                 Err(SendError::Connection) => self.remove(i),
                 Err(SendError::Read(e)) => {
                     tracing::error!(error = %e, "closing a subscriber: the log could not be read");

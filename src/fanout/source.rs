@@ -10,6 +10,7 @@
 //! | binary, unfiltered                  | on a shared message          | [`Source::Shared`]             |
 //! | binary, unfiltered                  | off a message boundary       | [`Source::Own`] up to the next |
 //! | binary, filtered                    | anywhere                     | [`Source::Own`] up to the end  |
+//! | any, with `since`/`until`           | anywhere                     | [`Source::Own`] up to the end  |
 
 use super::{
     FanoutCtx,
@@ -48,6 +49,11 @@ pub(super) struct Windows<'a> {
 impl Windows<'_> {
     /// Where `sub`'s next message comes from.
     pub(super) fn source(&mut self, sub: &Sub) -> Source {
+        // A time range is checked on each record's receive time, which the windows do
+        // not keep: such a subscriber reads on its own (a cursor, as catch-up does).
+        if sub.filter.has_time_range() {
+            return own(sub.cursor, self.committed_end);
+        }
         if sub.encoding == Encoding::Binary {
             return self.binary_source(sub);
         }

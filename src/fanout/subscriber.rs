@@ -83,6 +83,22 @@ pub(super) struct Sub {
     pub(super) blocked_since: Option<Instant>,
 }
 
+impl Sub {
+    /// True once a subscription with `until` has had every record in its range: its
+    /// reader passed a record received after `until` + `time_skew_ms_max`, or its
+    /// cursor reached the committed end `end`, read after the clock said `clock_ns`,
+    /// past that moment (records committed later were received later, within the
+    /// skew bound).
+    pub(super) fn until_reached(&self, end: u64, clock_ns: u64) -> bool {
+        let Some(stop) = self.filter.until_stop_ns() else {
+            return false;
+        };
+        self.blocked_since.is_none()
+            && (self.reader.as_ref().is_some_and(|r| r.ts_max_seen() > stop)
+                || self.cursor >= end && clock_ns > stop)
+    }
+}
+
 /// Why a subscriber cannot be sent any more.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SendError {

@@ -10,6 +10,13 @@
 //! | `service` | comma-separated names | JSON records whose `"service"` is one of them |
 //! | `level` | comma-separated levels | JSON records whose `"level"` is one of them (ASCII case-insensitive) |
 //! | `q` | text | records whose payload contains it (bytes, case-sensitive) |
+//! | `since` | RFC 3339 time or Unix seconds | records received at or after it |
+//! | `until` | RFC 3339 time or Unix seconds | records received before it |
+//!
+//! Times (see [`parse_time`]): RFC 3339 with a fraction and an offset allowed
+//! (`2026-12-06T11:00:00Z`, `2026-12-06T12:00:00.5+01:00`), or Unix time in seconds,
+//! integer or fractional (`1765018800`, `1765018800.25`). A record's time is its
+//! receive time (`ts`). `since` with `from`: both hold (the later start wins).
 //!
 //! Unknown keys, repeated keys, malformed values and empty pairs (`&&`, a leading or
 //! trailing `&`, a pair with no name such as `=`) are refused; empty values are
@@ -37,12 +44,73 @@ pub struct Filter {
     levels: Vec<String>,
     /// Substring the payload must contain.
     q: Option<Vec<u8>>,
+    /// Records received before this (ns since the epoch) are refused.
+    since_ns: Option<u64>,
+    /// Records received at or after this are refused.
+    until_ns: Option<u64>,
+    /// `time_skew_ms_max` in ns: a scan with `until` stops once a record was received
+    /// this much after `until` (see [`Filter::until_stop_ns`]).
+    skew_ns: u64,
 }
 
 impl Filter {
     /// True if the filter lets every record through.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.levels.is_empty() && self.q.is_none()
+        self.services.is_empty()
+            && self.levels.is_empty()
+            && self.q.is_none()
+            && !self.has_time_range()
+    }
+
+    /// True if the filter bounds receive times (`since`, `until`).
+    pub fn has_time_range(&self) -> bool {
+        self.since_ns.is_some() || self.until_ns.is_some()
+    }
+
+    /// `since`, in ns since the epoch.
+    pub fn since_ns(&self) -> Option<u64> {
+        self.since_ns
+    }
+
+    /// `until`, in ns since the epoch.
+    pub fn until_ns(&self) -> Option<u64> {
+        self.until_ns
+    }
+
+    /// Sets the skew bound (`time_skew_ms_max`) that decides where an `until` scan stops.
+    pub fn set_time_skew_ms(&mut self, ms: u64) {
+        self.skew_ns = ms.saturating_mul(1_000_000);
+    }
+
+    /// Sets the time range (for `cat`, which has no query string).
+    pub fn set_time_range(&mut self, since_ns: Option<u64>, until_ns: Option<u64>) {
+        self.since_ns = since_ns;
+        self.until_ns = until_ns;
+    }
+
+    /// Sets the substring filter (for `cat --grep`).
+    pub fn set_substring(&mut self, q: Option<Vec<u8>>) {
+        self.q = q;
+    }
+
+    /// Sets the service and level lists (for `cat --service`, `--level`).
+    pub fn set_fields(&mut self, services: Vec<String>, levels: Vec<String>) {
+        self.services = services;
+        self.levels = levels.into_iter().map(|l| l.to_ascii_lowercase()).collect();
+    }
+
+    /// Where a scan with `until` stops: a record received after `until` +
+    /// `time_skew_ms_max`. Receive times are only nearly monotonic in log order (each
+    /// producer stamps its own), so records just after one past `until` may still be
+    /// before it; past the skew bound none is expected (the writer counts any that
+    /// is, `time_skew_exceeded_total`).
+    pub fn until_stop_ns(&self) -> Option<u64> {
+        self.until_ns.map(|u| u.saturating_add(self.skew_ns))
+    }
+
+    /// Whether a record received at `ts` is in the time range.
+    pub fn matches_time(&self, ts: u64) -> bool {
+        self.since_ns.is_none_or(|s| ts >= s) && self.until_ns.is_none_or(|u| ts < u)
     }
 
     /// True if the filter needs the record's `service`/`level` fields.
@@ -67,6 +135,45 @@ impl Filter {
         }
         true
     }
+}
+
+/// Parses a time parameter: RFC 3339 (`2026-12-06T11:00:00Z`, a fraction and an
+/// offset allowed) or Unix time in seconds (`1765018800`, `1765018800.25`), to ns since
+/// the epoch. `name` names the parameter in the error.
+///
+/// # Errors
+/// A [`QueryError`] naming the parameter, for anything else, and for times before 1970
+/// or after 2554 (beyond a u64 of ns).
+pub fn parse_time(name: &str, v: &str) -> Result<u64, QueryError> {
+    let refuse = || {
+        bad(format!(
+            "{name} must be an RFC 3339 time (2026-12-06T11:00:00Z) or Unix seconds (1765018800.5), not {v:?}"
+        ))
+    };
+    if v.bytes().next().is_some_and(|b| b.is_ascii_digit()) && !v.contains(['-', ':']) {
+        let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+        if int.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+            || (v.contains('.') && frac.is_empty())
+        {
+            return Err(refuse());
+        }
+        let secs: u64 = int.parse().map_err(|_| refuse())?;
+        // Nanoseconds: the first nine digits of the fraction, the rest dropped.
+        let mut ns = 0u64;
+        for i in 0..9 {
+            ns = ns * 10 + frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
+        }
+        return secs
+            .checked_mul(1_000_000_000)
+            .and_then(|s| s.checked_add(ns))
+            .ok_or_else(refuse);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|_| refuse())?;
+    t.timestamp_nanos_opt()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(refuse)
 }
 
 /// Parsed query parameters.
@@ -255,11 +362,13 @@ fn set(
             q.filter.q = Some(v.as_bytes().to_vec());
             return Ok(v.len());
         }
+        "since" => q.filter.since_ns = Some(parse_time("since", v)?),
+        "until" => q.filter.until_ns = Some(parse_time("until", v)?),
         other => {
             let known = if allow_limit {
-                "from, limit, service, level, q"
+                "from, limit, service, level, q, since, until"
             } else {
-                "from, service, level, q, format"
+                "from, service, level, q, since, until, format"
             };
             return Err(bad(format!("unknown parameter {other:?} (known: {known})")));
         }
@@ -386,6 +495,48 @@ mod tests {
             parse(&long, false, 0, 64).unwrap_err().code,
             "filter_too_long"
         );
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_unix_seconds() {
+        let t = |v: &str| parse_time("since", v);
+        assert_eq!(t("2026-12-06T11:00:00Z"), Ok(1_796_554_800_000_000_000));
+        assert_eq!(
+            t("2026-12-06T12:00:00.5+01:00"),
+            Ok(1_796_554_800_500_000_000)
+        );
+        assert_eq!(
+            t("2026-12-06t11:00:00.123456789z"),
+            Ok(1_796_554_800_123_456_789)
+        );
+        assert_eq!(t("1796554800"), Ok(1_796_554_800_000_000_000));
+        assert_eq!(t("1796554800.25"), Ok(1_796_554_800_250_000_000));
+        assert_eq!(t("0.0000000019"), Ok(1));
+        for bad_v in [
+            "yesterday",
+            "2026-12-06",
+            "2026-12-06T11:00:00",
+            "1969-12-31T23:59:59Z",
+            "-5",
+            "1.",
+            ".5",
+            "1e9",
+            "99999999999999999999",
+            "1 ",
+        ] {
+            let e = t(bad_v).unwrap_err();
+            assert_eq!(e.code, "bad_request");
+            assert!(e.detail.starts_with("since must be"), "{bad_v}: {e:?}");
+        }
+        let q = parse("since=1000&until=2000.5", true, 10, 1024).unwrap();
+        assert_eq!(q.filter.since_ns(), Some(1000 * 1_000_000_000));
+        assert!(!q.filter.is_empty());
+        assert!(q.filter.matches_time(1000 * 1_000_000_000));
+        assert!(!q.filter.matches_time(1000 * 1_000_000_000 - 1));
+        assert!(!q.filter.matches_time(2_000_500_000_000));
+        assert!(q.filter.matches_time(2_000_499_999_999));
+        let e = parse("until=noon", false, 0, 1024).unwrap_err();
+        assert!(e.detail.starts_with("until must be"), "{e:?}");
     }
 
     #[test]

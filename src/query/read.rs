@@ -1,6 +1,13 @@
-//! The read API, `GET /v1/logs?from=&limit=&service=&level=&q=`: committed records as
-//! JSON, in the message format of the WebSocket (`{"records":[...],"next":N,
-//! "committed_end":E}`). `from` defaults to `earliest`.
+//! The read API, `GET /v1/logs?from=&limit=&service=&level=&q=&since=&until=`:
+//! committed records as JSON, in the message format of the WebSocket
+//! (`{"records":[...],"next":N,"committed_end":E}`). `from` defaults to `earliest`.
+//!
+//! `since` starts the read where the time index puts that time (see
+//! `wal::timeindex`): a binary search, not a scan. With `from` too, the later of the
+//! two starts. `until` ends it: once the read passes a record received after
+//! `until` + `time_skew_ms_max`, or reaches the committed end after that moment by the
+//! clock, the answer says `"until_reached":true` and paging on from `next` would find
+//! nothing more in the range.
 
 use super::{
     filter::{self, QueryError, Start},
@@ -58,18 +65,27 @@ pub fn read_logs(
         limits.filter_bytes_max,
     )
     .map_err(ReadApiError::BadQuery)?;
+    let mut q = q;
+    q.filter.set_time_skew_ms(log.config().time_skew_ms_max);
+    // Before the committed end: records committed after `end` were received after
+    // (about) this moment, which `until_reached` relies on.
+    let clock = crate::wal::now_ns();
     let end = log.committed_end();
     let from = match q.start.unwrap_or(Start::Earliest) {
         Start::Earliest => log.start_offset(),
         Start::Latest => end,
         Start::Offset(n) => n,
     };
+    let from = match q.filter.since_ns() {
+        Some(since) => from.max(since_offset(log, since)?),
+        None => from,
+    };
     let limit = q
         .limit
         .unwrap_or(READ_LIMIT_DEFAULT.min(limits.records_max));
     let mut m = MessageBuilder::new(4096);
     let mut reader = log.reader(from)?;
-    scan::read_into(
+    let outcome = scan::read_into(
         &mut reader,
         &q.filter,
         &mut m,
@@ -80,5 +96,42 @@ pub fn read_logs(
     )?;
     m.gaps(&reader.take_damaged());
     let next = reader.next_offset().max(from.min(end));
+    if until_reached(&q.filter, outcome.until_passed, next, end, clock) {
+        m.until_reached();
+    }
     Ok(m.finish(next, end))
+}
+
+/// Where a read from `since` (ns) starts: the time index's answer, or the log's start;
+/// never past the committed end (the writer writes a group's index entries just before
+/// it publishes the group, and every record before an entry the seek returns was
+/// received before `since`, so starting at the committed end instead loses nothing).
+///
+/// # Errors
+/// A read error from the index files.
+pub fn since_offset(log: &LogView, since: u64) -> Result<u64, ReadError> {
+    let dir = &log.config().dir;
+    let seek = crate::wal::timeindex::seek(dir, since)
+        .map_err(|e| ReadError::io("read time index", dir, e))?;
+    Ok(seek
+        .map_or(log.start_offset(), |s| s.offset)
+        .min(log.committed_end()))
+}
+
+/// True once no record in the filter's `until` range can follow `next`: the scan
+/// passed a record received after `until` + the skew bound, or it has read to the
+/// committed end `end`, read after the clock said `clock_ns`, and that is past the
+/// stop: every record committed after `end` was received after `clock_ns`, within the
+/// skew bound.
+pub fn until_reached(
+    filter: &filter::Filter,
+    until_passed: bool,
+    next: u64,
+    end: u64,
+    clock_ns: u64,
+) -> bool {
+    let Some(stop) = filter.until_stop_ns() else {
+        return false;
+    };
+    until_passed || next >= end && clock_ns > stop
 }

@@ -84,6 +84,8 @@ pub struct MessageBuilder {
     /// Lost offset ranges to mark (`from`, `to` exclusive); empty unless the log is
     /// damaged, so it never allocates on the ordinary path.
     gaps: Vec<(u64, u64)>,
+    /// A read with `until` is complete (`"until_reached":true`).
+    until_reached: bool,
 }
 
 const HEAD: &[u8] = b"{\"records\":[";
@@ -97,6 +99,7 @@ impl MessageBuilder {
             buf,
             records: 0,
             gaps: Vec::new(),
+            until_reached: false,
         }
     }
 
@@ -147,6 +150,12 @@ impl MessageBuilder {
             .extend(skipped.iter().map(|g| (g.from_offset, g.to_offset)));
     }
 
+    /// Marks the message as the last of a read with `until`: no record after `next`
+    /// is in the range.
+    pub fn until_reached(&mut self) {
+        self.until_reached = true;
+    }
+
     /// True if the message marks lost ranges: worth sending without records.
     pub fn has_gaps(&self) -> bool {
         !self.gaps.is_empty()
@@ -163,6 +172,9 @@ impl MessageBuilder {
                 write!(self.buf, "{sep}{{\"from\":{from},\"to\":{to}}}").expect("write to Vec");
             }
             self.buf.push(b']');
+        }
+        if self.until_reached {
+            self.buf.extend_from_slice(b",\"until_reached\":true");
         }
         write!(
             self.buf,

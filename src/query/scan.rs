@@ -23,6 +23,9 @@ pub struct ReadOutcome {
     pub scanned: u64,
     /// The reader has no more committed records below `stop` for now.
     pub caught_up: bool,
+    /// The filter has `until` and the scan met a record received after
+    /// [`Filter::until_stop_ns`]: no record after it is in the range.
+    pub until_passed: bool,
 }
 
 /// Where [`read_into`] puts the records that pass the filter.
@@ -122,9 +125,23 @@ pub fn read_into<S: Sink>(
             return Ok(ReadOutcome {
                 scanned,
                 caught_up: true,
+                until_passed: false,
             });
         };
         scanned += 1;
+        if !filter.matches_time(r.timestamp_ns) {
+            if filter
+                .until_stop_ns()
+                .is_some_and(|stop| r.timestamp_ns > stop)
+            {
+                return Ok(ReadOutcome {
+                    scanned,
+                    caught_up: reader.next_offset() >= stop,
+                    until_passed: true,
+                });
+            }
+            continue;
+        }
         let (service, level) = if early {
             query::json_fields(r.payload)
         } else {
@@ -143,5 +160,6 @@ pub fn read_into<S: Sink>(
     Ok(ReadOutcome {
         scanned,
         caught_up: reader.next_offset() >= stop,
+        until_passed: false,
     })
 }

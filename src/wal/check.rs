@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{
     format::{self, SEGMENT_HEADER_BYTES},
     segment::{self, DamagedRange, Scan, Scanner},
+    timeindex::{self, TixError, TixFile},
 };
 use crate::error::ReadError;
 
@@ -45,6 +46,10 @@ pub struct CheckReport {
     /// after them: a torn tail that the next start will cut (or a record being
     /// written, if a server is running).
     pub torn_tail: Option<String>,
+    /// Time indexes (`.tix`) that are missing or of another format version: not
+    /// damage (a directory written before time indexes existed), rebuilt at the next
+    /// start; time reads scan those segments meanwhile.
+    pub time_index_notes: Vec<String>,
 }
 
 /// Reads up to the first 32 bytes of a segment (fewer if the file is shorter).
@@ -58,7 +63,8 @@ fn read_header(path: &Path) -> Result<Vec<u8>, ReadError> {
 }
 
 /// Verifies every segment in `dir`: headers, every record's checksum and offset,
-/// contiguity across segments, and that index entries point at the right records.
+/// contiguity across segments, that index entries point at the right records, and that
+/// time-index keys ascend and never fall below the receive times they cover.
 ///
 /// # Errors
 /// An I/O error reading the directory or a file. Damage is reported in the result.
@@ -66,6 +72,12 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
     let bases = segment::list_segments(dir).map_err(|e| ReadError::io("list segments", dir, e))?;
     let mut report = CheckReport::default();
     let mut expected: Option<u64> = None;
+    // Running maximum of receive time in log order, over the segments checked so far
+    // (from 0 at the oldest kept one: keys written before retention may be higher,
+    // never lower).
+    let mut ts_max = 0u64;
+    // The last time-index key seen: keys ascend over the whole log.
+    let mut key_max = 0u64;
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         let path = segment::segment_path(dir, base);
@@ -89,8 +101,16 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
             ));
         }
         if check_header(&mut seg, last, &mut report)? {
-            let positions = check_records(&mut seg, last, &mut report)?;
+            let (positions, times) = check_records(&mut seg, last, &mut report)?;
             check_index(dir, base, last, &positions, &mut report)?;
+            let t = TimeCheck {
+                positions: &positions,
+                times: &times,
+                seed: ts_max,
+                key_max,
+            };
+            key_max = check_time_index(dir, base, last, &t, &mut report)?;
+            ts_max = times.iter().copied().fold(ts_max, u64::max);
             // Not `base + records`: a damaged range is a gap in the offsets.
             expected = Some(positions.last().map_or(base, |&(o, _)| o + 1));
         } else if seg.problem.is_some() {
@@ -138,15 +158,18 @@ fn check_header(
 /// Scans every record of the segment, counting them into `seg`; returns each
 /// record's (offset, position), ascending. Where the scan stops early is the last
 /// segment's torn tail, or the segment's problem.
+#[allow(clippy::type_complexity)] // two parallel lists, named in the doc
 fn check_records(
     seg: &mut SegmentCheck,
     last: bool,
     report: &mut CheckReport,
-) -> Result<Vec<(u64, u64)>, ReadError> {
+) -> Result<(Vec<(u64, u64)>, Vec<u64>), ReadError> {
     let path = &seg.path;
     let mut s = Scanner::open(path.clone(), SEGMENT_HEADER_BYTES as u64, seg.base_offset)
         .map_err(|e| ReadError::io("open segment", path, e))?;
     let mut positions: Vec<(u64, u64)> = Vec::new();
+    // Each record's receive time, beside `positions`.
+    let mut times: Vec<u64> = Vec::new();
     // Damaged ranges found, each with the segment's records, bytes and positions
     // counted before it; the end of the last valid record.
     let mut ranges: Vec<(DamagedRange, u64, u64, usize)> = Vec::new();
@@ -160,6 +183,7 @@ fn check_records(
                 seg.records += 1;
                 seg.bytes += record.frame_bytes() as u64;
                 positions.push((record.offset, position));
+                times.push(record.timestamp_ns);
                 data_end = position + record.frame_bytes() as u64;
             }
             Scan::End => break,
@@ -215,13 +239,96 @@ fn check_records(
         ));
         (seg.records, seg.bytes) = (*records, *bytes);
         positions.truncate(*kept);
+        times.truncate(*kept);
         ranges.truncate(i);
     }
     for (range, ..) in ranges {
         report.errors.push(range.to_string());
         report.damaged_ranges.push(range);
     }
-    Ok(positions)
+    Ok((positions, times))
+}
+
+/// What [`check_time_index`] checks a segment's `.tix` against.
+struct TimeCheck<'a> {
+    /// The segment's records, (offset, position), ascending.
+    positions: &'a [(u64, u64)],
+    /// Their receive times.
+    times: &'a [u64],
+    /// Running maximum of receive time before the segment's first record.
+    seed: u64,
+    /// The last key of the time indexes before this one.
+    key_max: u64,
+}
+
+/// Checks a segment's time index: every entry points at one of its records (in the
+/// active segment, entries past the valid records are a crash's and rebuilt at the
+/// next start), keys never descend (over the whole log) and no key is below the
+/// running maximum of receive time at its record, which a time seek relies on.
+/// Returns the last key, for the next segment's check.
+fn check_time_index(
+    dir: &Path,
+    base: u64,
+    last: bool,
+    t: &TimeCheck<'_>,
+    report: &mut CheckReport,
+) -> Result<u64, ReadError> {
+    let tpath = timeindex::tix_path(dir, base);
+    let f = match TixFile::open(&tpath).map_err(|e| ReadError::io("read time index", &tpath, e))? {
+        Ok(f) => f,
+        Err(TixError::Missing | TixError::Version(_)) if !last || !t.positions.is_empty() => {
+            report.time_index_notes.push(format!(
+                "{}: missing or of another format version: rebuilt at the next start",
+                tpath.display()
+            ));
+            return Ok(t.key_max);
+        }
+        Err(TixError::Empty) if t.positions.is_empty() => return Ok(t.key_max),
+        Err(e) => {
+            report
+                .errors
+                .push(format!("{}: damaged time index: {e}", tpath.display()));
+            return Ok(t.key_max);
+        }
+    };
+    let entries = f
+        .all()
+        .map_err(|e| ReadError::io("read time index", &tpath, e))?;
+    let mut key_max = t.key_max;
+    // The running maximum up to each record, computed once.
+    let mut running = Vec::with_capacity(t.times.len());
+    let mut m = t.seed;
+    for &ts in t.times {
+        m = m.max(ts);
+        running.push(m);
+    }
+    for (i, e) in entries.iter().enumerate() {
+        let want = (base + u64::from(e.rel_offset), u64::from(e.position));
+        let problem = match t.positions.binary_search(&want) {
+            Err(_) if last && t.positions.last().is_none_or(|&p| want > p) => break,
+            Err(_) => Some("points at no such record".to_owned()),
+            Ok(_) if e.key_ns < key_max => Some(format!(
+                "key {} is below the key before it ({key_max}): keys must ascend",
+                e.key_ns
+            )),
+            Ok(r) if e.key_ns < running[r] => Some(format!(
+                "key {} is below the latest receive time up to its record ({}): a time seek would skip records",
+                e.key_ns, running[r]
+            )),
+            Ok(_) => None,
+        };
+        if let Some(p) = problem {
+            report.errors.push(format!(
+                "{}: entry {i} (offset {}, byte {}): {p}",
+                tpath.display(),
+                want.0,
+                want.1
+            ));
+            break;
+        }
+        key_max = e.key_ns;
+    }
+    Ok(key_max)
 }
 
 /// Checks that a sealed segment's index entries each point at one of its records

@@ -24,6 +24,10 @@ pub struct LogConfig {
     pub record_bytes_max: usize,
     /// Bytes of log between two sparse-index entries. Default 4 KiB.
     pub index_interval_bytes: u32,
+    /// How far below the running maximum of receive time a record may arrive and still
+    /// be found by an `until` read, in ms (see `timeindex`); later ones are counted.
+    /// Default 5000.
+    pub time_skew_ms_max: u64,
     /// When to fdatasync (and so what an acknowledgement means).
     pub fsync: FsyncPolicy,
     /// Groups written and synced concurrently: 2 lets the next group's write overlap
@@ -113,6 +117,7 @@ impl LogConfig {
             ring_batches_max: 1024,
             record_bytes_max: 1 << 20,
             index_interval_bytes: 4096,
+            time_skew_ms_max: 5_000,
             fsync: FsyncPolicy::Always,
             groups_in_flight_max: 2,
             writer_core: None,

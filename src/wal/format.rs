@@ -213,6 +213,16 @@ pub fn encode_record(out: &mut BytesMut, timestamp_ns: u64, payload: &[u8]) {
 /// If `frames` is not a whole number of well-formed frames: batches are built only by
 /// [`BatchBuilder`], so a malformed one is a programming error.
 pub fn stamp_offsets(frames: &mut [u8], first: u64, mut on_record: impl FnMut(u64, usize)) -> u64 {
+    stamp_offsets_timed(frames, first, |offset, pos, _| on_record(offset, pos))
+}
+
+/// [`stamp_offsets`], handing `on_record` each record's receive time as well (the
+/// writer keys the time index on it).
+pub fn stamp_offsets_timed(
+    frames: &mut [u8],
+    first: u64,
+    mut on_record: impl FnMut(u64, usize, u64),
+) -> u64 {
     let mut pos = 0usize;
     let mut n = 0u64;
     while pos < frames.len() {
@@ -221,7 +231,8 @@ pub fn stamp_offsets(frames: &mut [u8], first: u64, mut on_record: impl FnMut(u6
             "truncated frame in batch"
         );
         frames[pos..pos + 8].copy_from_slice(&(first + n).to_le_bytes());
-        on_record(first + n, pos);
+        let ts = u64::from_le_bytes(frames[pos + 16..pos + 24].try_into().expect("8 bytes"));
+        on_record(first + n, pos, ts);
         let len =
             u32::from_le_bytes(frames[pos + 12..pos + 16].try_into().expect("4 bytes")) as usize;
         pos += RECORD_HEADER_BYTES + len;

@@ -80,6 +80,9 @@ pub struct Reader {
     /// The offset at which a directory reader last waited [`DAMAGE_SETTLE_MS`] for
     /// writes in flight before taking a bad record as damage.
     settled_at: Option<u64>,
+    /// Latest receive time among the records `next` and `next_frame` returned (not
+    /// `next_run`'s): how far a reader with an `until` has come in time.
+    ts_max_seen: u64,
 }
 
 /// How long a directory reader waits, once per bad record, before skipping it as
@@ -114,6 +117,7 @@ impl Reader {
             segment_base: 0,
             damaged: Vec::new(),
             settled_at: None,
+            ts_max_seen: 0,
         })
     }
 
@@ -138,12 +142,19 @@ impl Reader {
             segment_base: 0,
             damaged: Vec::new(),
             settled_at: None,
+            ts_max_seen: 0,
         })
     }
 
     /// Offset of the next record this reader will return.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// The latest receive time (ns) among the records [`Reader::next`] and
+    /// [`Reader::next_frame`] returned so far; 0 before the first.
+    pub fn ts_max_seen(&self) -> u64 {
+        self.ts_max_seen
     }
 
     /// The damaged ranges the reader skipped since the last call, oldest first: bad
@@ -289,6 +300,8 @@ impl Reader {
                     if offset < self.skip_below {
                         continue;
                     }
+                    let s = self.scanner.as_ref().expect("positioned");
+                    self.ts_max_seen = self.ts_max_seen.max(s.last_frame().0.timestamp_ns);
                     // Decode again from the scanner's buffer to hand out a borrow tied to
                     // &mut self; the scanner moved past it, so step back once.
                     return Ok(Some(

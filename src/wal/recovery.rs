@@ -12,6 +12,7 @@ use super::{
     LogConfig,
     format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
     segment::{self, DamagedRange, Scan, Scanner, sync_dir},
+    timeindex::{self, TIX_HEADER_BYTES, TixEntry},
 };
 use crate::error::{Corruption, OpenError};
 
@@ -53,6 +54,10 @@ pub struct RecoveryReport {
     /// Damaged ranges in the active segment: bad frames with valid records after them.
     /// Left in place (not cut) and skipped by readers; their offsets are lost.
     pub damaged_ranges: Vec<DamagedRange>,
+    /// Sealed segments whose time index (`.tix`) was rebuilt: missing (written before
+    /// time indexes existed), of another format version, or failing its checks. The
+    /// active segment's is always rebuilt and not counted.
+    pub time_indexes_rebuilt: usize,
 }
 
 /// The segment the writer appends to.
@@ -70,6 +75,14 @@ pub(crate) struct ActiveSegment {
     pub(crate) end_pos: u64,
     /// Position of the record the last index entry points at.
     pub(crate) last_index_pos: u64,
+    /// The `.tix` file (see [`timeindex`]), open for writing.
+    pub(crate) tindex: File,
+    /// Bytes of the `.tix` file in use (its header included).
+    pub(crate) tindex_len: u64,
+    /// Running maximum of receive time in log order after the last record written:
+    /// the key of the next time-index entry is at least this. Carried across
+    /// rotations by the writer.
+    pub(crate) ts_max: u64,
     /// The file was a pre-written spare: it is longer than its data (zeros follow), and
     /// is truncated to its data when sealed or closed.
     pub(crate) prewritten: bool,
@@ -171,6 +184,16 @@ fn with_new_index(
         .truncate(true)
         .open(&ipath)
         .map_err(|e| OpenError::io("create index", &ipath, e))?;
+    let tpath = timeindex::tix_path(dir, base);
+    let tindex = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tpath)
+        .map_err(|e| OpenError::io("create time index", &tpath, e))?;
+    tindex
+        .write_all_at(&timeindex::encode_header(), 0)
+        .map_err(|e| OpenError::io("write time index header", &tpath, e))?;
     sync_dir(dir).map_err(|e| OpenError::io("sync directory", dir, e))?;
     Ok(ActiveSegment {
         base,
@@ -179,6 +202,9 @@ fn with_new_index(
         index_len: 0,
         end_pos: SEGMENT_HEADER_BYTES as u64,
         last_index_pos: 0,
+        tindex,
+        tindex_len: TIX_HEADER_BYTES as u64,
+        ts_max: 0,
         prewritten,
     })
 }
@@ -230,8 +256,15 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     for w in bases.windows(2) {
         check_sealed_end(dir, w[0], w[1], &mut report)?;
     }
+    // Their time indexes, oldest first: each one's keys start from the running maximum
+    // at the end of the one before.
+    timeindex::remove_leftovers(dir).map_err(|e| OpenError::io("remove *.tix.tmp", dir, e))?;
+    let mut seed = 0u64;
+    for &b in &bases[..bases.len() - 1] {
+        seed = sealed_time_index(config, b, seed, &mut report)?;
+    }
     let base = *bases.last().expect("non-empty");
-    let active = recover_active(config, base, &mut report)?;
+    let active = recover_active(config, base, seed, &mut report)?;
     report.segments = bases.len();
     report.start_offset = bases[0];
     Ok(Recovered {
@@ -340,6 +373,33 @@ fn check_sealed_end(
     Ok(())
 }
 
+/// The running maximum at the end of sealed segment `base`, from its time index if
+/// that passes the cheap check ([`timeindex::sealed_end_key`]), else from a rebuild of
+/// the index (a read of the whole segment, counted in the report).
+fn sealed_time_index(
+    config: &LogConfig,
+    base: u64,
+    seed: u64,
+    report: &mut RecoveryReport,
+) -> Result<u64, OpenError> {
+    let dir = &config.dir;
+    let tpath = timeindex::tix_path(dir, base);
+    if let Some(end) = timeindex::sealed_end_key(dir, base, seed)
+        .map_err(|e| OpenError::io("read time index", &tpath, e))?
+    {
+        return Ok(end);
+    }
+    let why = match timeindex::TixFile::open(&tpath) {
+        Ok(Err(e)) => e.to_string(),
+        _ => "failing its checks".to_owned(),
+    };
+    let built = timeindex::rebuild(dir, base, seed, u64::from(config.index_interval_bytes))
+        .map_err(|e| OpenError::io("rebuild time index", &tpath, e))?;
+    tracing::info!(path = %tpath.display(), why = %why, entries = built.entries, "time index rebuilt");
+    report.time_indexes_rebuilt += 1;
+    Ok(built.end_key)
+}
+
 /// Creates `dir` and any missing parents, syncing each parent that gained an entry, so
 /// that a new data directory (and so the first acknowledged records) survives power
 /// loss. Does nothing to a directory that exists.
@@ -387,6 +447,7 @@ fn remove_segment(dir: &Path, base: u64) -> Result<(), OpenError> {
     for p in [
         segment::segment_path(dir, base),
         segment::index_path(dir, base),
+        timeindex::tix_path(dir, base),
     ] {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
@@ -456,6 +517,7 @@ pub(crate) fn record_at(
 fn recover_active(
     config: &LogConfig,
     base: u64,
+    seed: u64,
     report: &mut RecoveryReport,
 ) -> Result<ActiveSegment, OpenError> {
     let dir = &config.dir;
@@ -490,7 +552,7 @@ fn recover_active(
         );
     }
 
-    let tail = scan_tail(config, &path, base)?;
+    let tail = scan_tail(config, &path, base, seed)?;
     report.damaged_ranges = tail.damaged;
     if let Some((position, reason)) = tail.bad {
         debug_assert_eq!(position, tail.pos);
@@ -506,6 +568,17 @@ fn recover_active(
         )?;
     }
     let (index, index_len) = rewrite_index(&ipath, 0, &tail.new_entries)?;
+    // The time index is rebuilt whole from the same scan, whatever it held (a missing
+    // or older file included): the active segment is read in full anyway.
+    let tpath = timeindex::tix_path(dir, base);
+    let mut tix = timeindex::encode_header().to_vec();
+    tix.extend_from_slice(&tail.new_tix);
+    timeindex::write_whole(&tpath, &tix)
+        .map_err(|e| OpenError::io("write time index", &tpath, e))?;
+    let tindex = OpenOptions::new()
+        .write(true)
+        .open(&tpath)
+        .map_err(|e| OpenError::io("open time index", &tpath, e))?;
     report.next_offset = tail.offset;
     Ok(ActiveSegment {
         base,
@@ -514,6 +587,9 @@ fn recover_active(
         index_len,
         end_pos: tail.pos,
         last_index_pos: tail.last_index_pos,
+        tindex,
+        tindex_len: tix.len() as u64,
+        ts_max: tail.ts_max,
         prewritten: false,
     })
 }
@@ -555,10 +631,22 @@ struct Tail {
     last_index_pos: u64,
     /// Index entries for the scanned records, encoded, to append after the kept ones.
     new_entries: Vec<u8>,
+    /// Time-index entries at the same records, encoded.
+    new_tix: Vec<u8>,
+    /// Running maximum of receive time after the last kept record.
+    ts_max: u64,
     /// Where and why the scan stopped before the end of the file: a torn tail.
     bad: Option<(u64, String)>,
     /// Damage with valid records after it, skipped (see [`segment::resync`]).
     damaged: Vec<DamagedRange>,
+}
+
+/// Where the rebuilt indexes stood when a damaged range was met.
+struct Mark {
+    entries: usize,
+    tix: usize,
+    last_index_pos: u64,
+    ts_max: u64,
 }
 
 /// [`Tail::bad`]'s reason for zeros with records after them that were in flight at a
@@ -575,13 +663,15 @@ const IN_FLIGHT_HOLE: &str =
 /// The offsets of a damaged range are lost for good: the records after it keep their
 /// own offsets, the next record gets the last valid record's offset + 1, and the
 /// offsets in the range are a gap that readers skip.
-fn scan_tail(config: &LogConfig, path: &Path, base: u64) -> Result<Tail, OpenError> {
+fn scan_tail(config: &LogConfig, path: &Path, base: u64, seed: u64) -> Result<Tail, OpenError> {
     let (offset, pos) = (base, SEGMENT_HEADER_BYTES as u64);
     let mut tail = Tail {
         offset,
         pos,
         last_index_pos: 0,
         new_entries: Vec::new(),
+        new_tix: Vec::new(),
+        ts_max: seed,
         bad: None,
         damaged: Vec::new(),
     };
@@ -589,15 +679,17 @@ fn scan_tail(config: &LogConfig, path: &Path, base: u64) -> Result<Tail, OpenErr
     let mut scanner = Scanner::open(path.to_owned(), pos, offset)
         .map_err(|e| OpenError::io("open segment", path, e))?;
     let mut after_damage = false;
-    // Where `new_entries` and `last_index_pos` stood when each damaged range was met,
-    // so that a range found to be a crash's hole can be cut with what follows it.
-    let mut marks: Vec<(usize, u64)> = Vec::new();
+    // Where `new_entries`, `new_tix`, `last_index_pos` and `ts_max` stood when each
+    // damaged range was met, so that a range found to be a crash's hole can be cut with
+    // what follows it.
+    let mut marks: Vec<Mark> = Vec::new();
     loop {
         match scanner
             .next()
             .map_err(|e| OpenError::io("read segment", path, e))?
         {
             Scan::Record { record, position } => {
+                tail.ts_max = tail.ts_max.max(record.timestamp_ns);
                 if tail.last_index_pos == 0
                     || after_damage
                     || position >= tail.last_index_pos + interval
@@ -608,6 +700,14 @@ fn scan_tail(config: &LogConfig, path: &Path, base: u64) -> Result<Tail, OpenErr
                             (record.offset - base) as u32,
                             position as u32,
                         ));
+                    tail.new_tix.extend_from_slice(
+                        &TixEntry {
+                            key_ns: tail.ts_max,
+                            rel_offset: (record.offset - base) as u32,
+                            position: position as u32,
+                        }
+                        .encode(),
+                    );
                     tail.last_index_pos = position;
                 }
                 tail.offset = record.offset + 1;
@@ -623,7 +723,12 @@ fn scan_tail(config: &LogConfig, path: &Path, base: u64) -> Result<Tail, OpenErr
                     break;
                 };
                 debug_assert_eq!((range.position, range.from_offset), (tail.pos, tail.offset));
-                marks.push((tail.new_entries.len(), tail.last_index_pos));
+                marks.push(Mark {
+                    entries: tail.new_entries.len(),
+                    tix: tail.new_tix.len(),
+                    last_index_pos: tail.last_index_pos,
+                    ts_max: tail.ts_max,
+                });
                 after_damage = true;
                 tail.damaged.push(range);
             }
@@ -675,7 +780,7 @@ pub(crate) fn in_flight_bytes_max(config: &LogConfig) -> u64 {
 /// after it ends within [`in_flight_bytes_max`]. Under a non-durable fsync policy any
 /// unsynced group can be lost, so any zeros with records after them are cut, as
 /// before. Bytes that are not zeros (bit rot) are damage wherever they lie.
-fn settle_in_flight_hole(config: &LogConfig, tail: &mut Tail, marks: &[(usize, u64)]) {
+fn settle_in_flight_hole(config: &LogConfig, tail: &mut Tail, marks: &[Mark]) {
     let end = tail.pos;
     let Some(i) = tail.damaged.iter().position(|r| {
         r.reason == format::UNWRITTEN
@@ -687,9 +792,11 @@ fn settle_in_flight_hole(config: &LogConfig, tail: &mut Tail, marks: &[(usize, u
     tail.offset = hole.from_offset;
     tail.pos = hole.position;
     tail.bad = Some((hole.position, IN_FLIGHT_HOLE.to_owned()));
-    let (entries_len, last_index_pos) = marks[i];
-    tail.new_entries.truncate(entries_len);
-    tail.last_index_pos = last_index_pos;
+    let m = &marks[i];
+    tail.new_entries.truncate(m.entries);
+    tail.new_tix.truncate(m.tix);
+    tail.last_index_pos = m.last_index_pos;
+    tail.ts_max = m.ts_max;
     tail.damaged.truncate(i);
 }
 

@@ -86,6 +86,7 @@ pub fn purge(
         }
         // The index first: a segment without an index is still readable (by scanning),
         // an index without its segment is ignored.
+        remove_if_present(&super::timeindex::tix_path(dir, base))?;
         remove_if_present(&segment::index_path(dir, base))?;
         remove_if_present(&segment::segment_path(dir, base))?;
         total -= len;

@@ -48,6 +48,9 @@ pub struct WalStats {
     /// Damaged ranges live readers (read API, subscribers) skipped, each time one was
     /// met: a range read by three readers counts three.
     pub damaged_ranges_skipped: AtomicU64,
+    /// Records written more than `time_skew_ms_max` below the running maximum of
+    /// receive time: `until` reads may miss them (see `wal::timeindex`).
+    pub time_skew_exceeded: AtomicU64,
 }
 
 /// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).

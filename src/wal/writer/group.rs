@@ -13,6 +13,7 @@ use crate::{
         completion::Slot,
         format::{self, SEGMENT_HEADER_BYTES},
         recent::Recent,
+        timeindex::TixEntry,
     },
 };
 
@@ -51,6 +52,9 @@ pub(super) struct Group {
     pub(super) slots: Vec<(Arc<Slot>, u64)>,
     /// Sparse-index entries for records in this group, written once it is durable.
     pub(super) index: Vec<u8>,
+    /// Time-index entries at the same records (see `wal::timeindex`), written with
+    /// `index`.
+    pub(super) tindex: Vec<u8>,
     /// Where the group's records go in the active segment.
     pub(super) file_pos: u64,
     /// Offset of the first record in the group.
@@ -78,6 +82,7 @@ impl Group {
             lead: 0,
             slots: Vec::new(),
             index: Vec::new(),
+            tindex: Vec::new(),
             file_pos: 0,
             first_offset: 0,
             end_offset: 0,
@@ -108,6 +113,7 @@ impl Group {
         self.lead = lead.len();
         self.slots.clear();
         self.index.clear();
+        self.tindex.clear();
         self.file_pos = file_pos;
         self.first_offset = first_offset;
         self.end_offset = first_offset;
@@ -169,9 +175,9 @@ impl Group {
         let file_start = self.buf_pos() + start as u64;
         let buf = Arc::get_mut(&mut self.buf).expect("unshared while gathered");
         buf.extend_from_slice(&batch.frames);
-        let index = &mut self.index;
-        let n = format::stamp_offsets(&mut buf[start..], first, |offset, rel| {
-            cursor.note(offset, file_start + rel as u64, index);
+        let (index, tindex) = (&mut self.index, &mut self.tindex);
+        let n = format::stamp_offsets_timed(&mut buf[start..], first, |offset, rel, ts| {
+            cursor.note(offset, file_start + rel as u64, ts, index, tindex);
         });
         assert_eq!(
             n,
@@ -225,8 +231,9 @@ impl Group {
     }
 }
 
-/// The sparse index's progress while a group is gathered: an entry at most every
-/// `interval` bytes of the active segment.
+/// The sparse indexes' progress while a group is gathered: an entry at most every
+/// `interval` bytes of the active segment, in `.idx` and `.tix` alike, and the running
+/// maximum of receive time the time index is keyed on.
 struct IndexCursor {
     /// Base offset of the active segment (entries hold offsets relative to it).
     base: u64,
@@ -234,16 +241,44 @@ struct IndexCursor {
     interval: u64,
     /// Position of the last entry; 0 when the segment has none.
     last_pos: u64,
+    /// Running maximum of receive time in log order, so far.
+    ts_max: u64,
+    /// `time_skew_ms_max`, in ns.
+    skew_ns: u64,
+    /// Records that arrived more than `skew_ns` below the running maximum.
+    skewed: u64,
 }
 
 impl IndexCursor {
-    /// Notes the record at `offset`, stored at byte `position`, if an entry is due.
-    fn note(&mut self, offset: u64, position: u64, entries: &mut Vec<u8>) {
+    /// Notes the record at `offset`, stored at byte `position`, received at `ts`: an
+    /// entry in each index if one is due.
+    ///
+    /// A record received more than `time_skew_ms_max` before the running maximum is
+    /// counted: `until` reads stop once the running maximum passes `until` by that
+    /// much, so such a record may be missed by them, and the counter says so.
+    fn note(
+        &mut self,
+        offset: u64,
+        position: u64,
+        ts: u64,
+        entries: &mut Vec<u8>,
+        tentries: &mut Vec<u8>,
+    ) {
+        if ts.saturating_add(self.skew_ns) < self.ts_max {
+            self.skewed += 1;
+        }
+        self.ts_max = self.ts_max.max(ts);
         if self.last_pos == 0 || position >= self.last_pos + self.interval {
-            entries.extend_from_slice(&format::encode_index_entry(
-                (offset - self.base) as u32,
-                position as u32,
-            ));
+            let rel = (offset - self.base) as u32;
+            entries.extend_from_slice(&format::encode_index_entry(rel, position as u32));
+            tentries.extend_from_slice(
+                &TixEntry {
+                    key_ns: self.ts_max,
+                    rel_offset: rel,
+                    position: position as u32,
+                }
+                .encode(),
+            );
             self.last_pos = position;
         }
     }
@@ -284,6 +319,9 @@ impl Writer {
             base: self.active.base,
             interval: u64::from(config.index_interval_bytes),
             last_pos: self.active.last_index_pos,
+            ts_max: self.active.ts_max,
+            skew_ns: config.time_skew_ms_max.saturating_mul(1_000_000),
+            skewed: 0,
         };
         let g = &mut self.groups[gi];
         g.reset(self.pos, self.next_offset, &self.tail, &self.inner.recent);
@@ -310,6 +348,13 @@ impl Writer {
             self.tail.extend_from_slice(&g.buf[from..]);
         }
         self.active.last_index_pos = cursor.last_pos;
+        self.active.ts_max = cursor.ts_max;
+        if cursor.skewed > 0 {
+            self.inner
+                .stats
+                .time_skew_exceeded
+                .fetch_add(cursor.skewed, std::sync::atomic::Ordering::Relaxed);
+        }
         self.pos += g.data_len() as u64;
         self.next_offset = next;
         true

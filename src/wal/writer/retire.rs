@@ -57,6 +57,18 @@ impl Writer {
                 self.active.index_len += g.index.len() as u64;
             }
         }
+        if !g.tindex.is_empty() {
+            // Not synced either, for the same reason; recovery rebuilds it.
+            if let Err(e) = self
+                .active
+                .tindex
+                .write_all_at(&g.tindex, self.active.tindex_len)
+            {
+                tracing::warn!(error = %e, "time index write failed; time reads will scan further");
+            } else {
+                self.active.tindex_len += g.tindex.len() as u64;
+            }
+        }
         // Relaxed: only this thread stores committed_end.
         let prev = self.inner.committed_end.load(Ordering::Relaxed);
         assert_eq!(prev, g.first_offset, "groups must retire in offset order");
@@ -136,7 +148,9 @@ impl Writer {
         }
         self.pos = file_pos;
         self.next_offset = first_offset;
-        // Index points past the cut are dropped from memory; none were written yet.
+        // Index points past the cut are dropped from memory; none were written yet. The
+        // running maximum of receive time keeps the cut records' times: a key above
+        // the true maximum only makes a time seek start a little earlier.
         self.active.last_index_pos = self.active.last_index_pos.min(file_pos.saturating_sub(1));
         if self.active.last_index_pos < SEGMENT_HEADER_BYTES as u64 {
             self.active.last_index_pos = 0;

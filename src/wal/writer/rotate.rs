@@ -13,6 +13,7 @@ use crate::{
         recovery::{self, ActiveSegment},
         retention,
         segment::{self, sync_dir},
+        timeindex,
     },
 };
 
@@ -70,7 +71,11 @@ impl Writer {
 
     /// Makes `seg` the active segment and publishes it to readers.
     fn rotated(&mut self, seg: ActiveSegment) {
+        // The running maximum of receive time carries across segments, so that time
+        // index keys ascend over the whole log.
+        let ts_max = self.active.ts_max;
         self.active = seg;
+        self.active.ts_max = ts_max;
         self.pos = SEGMENT_HEADER_BYTES as u64;
         if self.direct {
             match direct::enable(&self.active.file) {
@@ -110,6 +115,7 @@ impl Writer {
         let dir = &self.inner.config.dir;
         let _ = std::fs::remove_file(segment::segment_path(dir, self.next_offset));
         let _ = std::fs::remove_file(segment::index_path(dir, self.next_offset));
+        let _ = std::fs::remove_file(timeindex::tix_path(dir, self.next_offset));
         let _ = sync_dir(dir);
         if let Some(b) = self.pending.take() {
             b.slot.fail(if disk_full {
@@ -134,7 +140,8 @@ impl Writer {
             self.active.prewritten = false;
         }
         self.active.file.sync_data()?;
-        self.active.index.sync_data()
+        self.active.index.sync_data()?;
+        self.active.tindex.sync_data()
     }
 
     /// Clean shutdown: sync what a non-durable policy left unsynced.
