@@ -314,8 +314,8 @@ pub struct Aggregates {
     /// Commit notes from the commit clock, not yet taken by the fan-out core.
     commits: Mutex<VecDeque<Commit>>,
     services_max: usize,
-    /// The series `/stats` shows for the aggregates.
-    pub stats: Arc<AggregateStats>,
+    /// The series `/stats` shows for the aggregates (written here only).
+    stats: Arc<AggregateStats>,
 }
 
 /// A refused `/v1/aggregates` query: the HTTP side answers 400 with the detail.
