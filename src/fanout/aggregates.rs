@@ -867,6 +867,8 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
 
     #[test]
@@ -919,6 +921,56 @@ mod tests {
         assert_eq!(LEVELS[level_index(Some("loud"))], "other");
         assert_eq!(LEVELS[level_index(Some("a-very-long-level-name"))], "other");
         assert_eq!(LEVELS[level_index(None)], "none");
+    }
+
+    #[test]
+    fn services_past_the_bound_are_other_and_idle_slots_are_given_up() {
+        let stats = AggregateStats::default();
+        let mut s = Services {
+            slots: HashMap::new(),
+            names: vec![None; 2],
+            overflowed: HashSet::new(),
+            hasher: RandomState::new(),
+        };
+        assert_eq!(s.slot("a", 10, 0, &stats), (0, true));
+        assert_eq!(s.slot("b", 10, 0, &stats), (1, true));
+        assert_eq!(s.slot("a", 11, 0, &stats), (0, false));
+        assert_eq!(s.slot("c", 11, 0, &stats), (2, false), "other");
+        assert_eq!(s.slot("c", 11, 0, &stats), (2, false));
+        assert_eq!(s.slot("d", 11, 0, &stats), (2, false));
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&stats.aggregates_services_overflowed), 2, "distinct");
+        assert_eq!(load(&stats.aggregates_services), 2);
+        // "b" was last seen in minute 10: once nothing retained is that old, "c" takes
+        // its slot ("a", seen in minute 11, keeps its own).
+        assert_eq!(s.slot("c", 20, 11, &stats), (1, true));
+        assert_eq!(s.slot("a", 20, 11, &stats), (0, false));
+        assert_eq!(s.slot("b", 20, 11, &stats), (2, false));
+    }
+
+    #[test]
+    fn queries_are_checked_and_answer_every_step_in_range() {
+        let settings = crate::config::Settings::default().fanout();
+        let a = Aggregates::new(&settings, Arc::default());
+        let now = unix_now().as_secs();
+        a.lock().seconds.at(now).unwrap().records = 7;
+        let v: serde_json::Value = serde_json::from_slice(
+            &a.query_json(&format!("since={}&until={}", now - 9, now + 1), 0)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["buckets"].as_array().unwrap().len(), 10);
+        assert_eq!(v["totals"]["records"], 7);
+        assert_eq!(v["since"], now - 9);
+        for bad in [
+            "step=5m",
+            "since=-1",
+            "until=x",
+            "since=5&until=4",
+            "from=0",
+        ] {
+            assert!(a.query_json(bad, 0).is_err(), "{bad}");
+        }
     }
 
     #[test]
