@@ -74,6 +74,8 @@ const UNNOTED_WAIT: Duration = Duration::from_millis(100);
 /// Small enough that the loop observes the committed end often (the ack latency's
 /// resolution) while it catches up.
 const RECORDS_PER_TURN: usize = 5_000;
+/// Records counted per loop turn while subscribers can take more.
+const RECORDS_PER_BUSY_TURN: usize = 1_000;
 
 /// Percentiles reported for ack latency.
 const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)];
@@ -624,9 +626,10 @@ impl Aggregator {
     }
 
     /// One loop turn: takes the commit clock's notes, counts up to
-    /// [`RECORDS_PER_TURN`] records, samples the writer's counters and the disk once a
-    /// second. Returns true if there are committed records left to count.
-    pub fn turn(&mut self, end: u64) -> bool {
+    /// [`RECORDS_PER_TURN`] records ([`RECORDS_PER_BUSY_TURN`] if `yield_to_subscribers`),
+    /// samples the writer's counters and the disk once a second. Returns true if there
+    /// are committed records left to count.
+    pub fn turn(&mut self, end: u64, yield_to_subscribers: bool) -> bool {
         let now = unix_now();
         if self.reader.is_none() {
             match self.log.reader(end) {
@@ -641,7 +644,12 @@ impl Aggregator {
             }
         }
         self.take_commits();
-        let behind = self.count(end, now.as_secs());
+        let quota = if yield_to_subscribers {
+            RECORDS_PER_BUSY_TURN
+        } else {
+            RECORDS_PER_TURN
+        };
+        let behind = self.count(end, now.as_secs(), quota);
         self.sample(now);
         self.merge();
         let read_end = self.reader.as_ref().map_or(end, Reader::next_offset);
@@ -664,7 +672,7 @@ impl Aggregator {
     }
 
     /// Counts committed records into `pending`. Returns true if more are committed.
-    fn count(&mut self, end: u64, now_s: u64) -> bool {
+    fn count(&mut self, end: u64, now_s: u64, quota: usize) -> bool {
         let Some(reader) = self.reader.as_mut() else {
             return false;
         };
@@ -688,7 +696,7 @@ impl Aggregator {
         };
         let mut names_changed = false;
         let mut n = 0;
-        while n < RECORDS_PER_TURN && reader.next_offset() < limit {
+        while n < quota && reader.next_offset() < limit {
             let r = match reader.next() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,

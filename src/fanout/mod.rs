@@ -344,8 +344,11 @@ impl Fanout {
             let clock = crate::wal::now_ns();
             let end = self.follower.committed_end();
             busy = self.fill_window(end);
-            busy |= self.pump(end, clock);
-            busy |= self.aggregator.turn(end);
+            let subscribers_want_more = self.pump(end, clock);
+            busy |= subscribers_want_more;
+            // Subscribers first: while they can take more, the aggregates count less
+            // per turn (they catch up, into the right seconds, when the load eases).
+            busy |= self.aggregator.turn(end, subscribers_want_more);
             busy |= !self.more_input.is_empty() || !more.is_empty();
             seen = end;
             self.timers();
