@@ -405,6 +405,20 @@ fn dashboard_time_range_picker_returns_the_records_of_that_range() {
         b.eval("document.getElementById('readout').dataset.found"),
         "40"
     );
+    // The charts show the same range: its 40 records, 10 of them errors.
+    b.wait_for_showing(
+        "JSON.parse(document.getElementById('c-records').dataset.points || '[]').reduce((a, p) => a + p[1], 0) === 40",
+        Duration::from_secs(10),
+        "document.getElementById('c-records').dataset.points",
+    );
+    let levels: Vec<serde_json::Value> = serde_json::from_str(
+        b.eval("document.getElementById('c-levels').dataset.series")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let error = levels.iter().find(|s| s["name"] == "error").unwrap();
+    assert_eq!(error["points"], serde_json::json!([[s0, 10]]));
     // With a level filter too: the error records of that range only.
     b.eval("document.getElementById('level').value = 'error'; document.getElementById('search').click()");
     b.wait_for(
