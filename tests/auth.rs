@@ -213,6 +213,21 @@ fn every_http_route_needs_the_scope_it_documents() {
     assert_eq!(read.status, 200);
     let records = read.json()["records"].as_array().unwrap().clone();
     assert_eq!(records.len(), 3, "{records:?}");
+    // The dashboard's aggregates: counts of what is in the log, so the read scope too.
+    assert_refused(
+        &curl(a, "GET", "/v1/aggregates", None, &[], None),
+        401,
+        "token_missing",
+        "",
+    );
+    assert_refused(
+        &curl(a, "GET", "/v1/aggregates", Some(&m.token), &[], None),
+        403,
+        "scope_missing",
+        "scope=\"read\"",
+    );
+    let agg = curl(a, "GET", "/v1/aggregates", Some(&r.token), &[], None);
+    assert_eq!(agg.status, 200, "{}", String::from_utf8_lossy(&agg.body));
     assert_refused(
         &curl(a, "GET", "/v1/config", None, &[], None),
         401,
@@ -262,9 +277,9 @@ fn every_http_route_needs_the_scope_it_documents() {
     let metrics =
         String::from_utf8(curl(a, "GET", "/metrics", Some(&m.token), &[], None).body).unwrap();
     for line in [
-        "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"} 9",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"missing\"} 10",
         "ringstash_auth_refused_total{listener=\"http\",reason=\"invalid\"} 2",
-        "ringstash_auth_refused_total{listener=\"http\",reason=\"forbidden\"} 7",
+        "ringstash_auth_refused_total{listener=\"http\",reason=\"forbidden\"} 8",
         "ringstash_auth_refused_total{listener=\"ws\",reason=\"missing\"} 0",
         "ringstash_auth_tokens 3",
     ] {
