@@ -767,6 +767,10 @@ const LOG_SERIES: &[LogSeries] = {
             time_skew_exceeded,
             own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them.")
         ),
+        wal_stat!(
+            time_index_errors,
+            own!(Counter "ringstash_time_index_errors_total" "errors" "I/O errors on time indexes (.tix), at start or while writing: each logged, the index dropped and rebuilt at the next start; time reads of that segment start earlier.")
+        ),
         both(
             "ring_depth",
             own!(Gauge "ringstash_ring_depth" "batches" "Batches waiting in the ring."),

@@ -260,6 +260,51 @@ fn recovery_rebuilds_missing_older_and_damaged_time_indexes_identically() {
     );
 }
 
+/// A `.tix` that cannot be read or written (here a directory stands in its place, for
+/// a sealed segment and for the active one) never stops the start: it is counted,
+/// the records stay readable, time reads start earlier and stay exact, and the log
+/// takes more records.
+#[test]
+fn an_unwritable_time_index_never_stops_the_start() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let config = small_log(&dir);
+    let log = Log::open(config.clone()).unwrap();
+    let times = fill_timed(&log, &mut cw::Rng(17), 3_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    assert!(bases.len() > 3);
+    for b in [bases[1], *bases.last().unwrap()] {
+        fs::remove_file(tix_path(&dir, b)).unwrap();
+        fs::create_dir(tix_path(&dir, b)).unwrap();
+        fs::write(tix_path(&dir, b).join("x"), b"in the way").unwrap();
+    }
+    let log = Log::open(config).unwrap();
+    let errors = || {
+        log.view()
+            .stats()
+            .time_index_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // The sealed segment's rebuild and the active segment's rewrite.
+    assert_eq!(log.recovery_report().time_index_errors, 2);
+    assert_eq!(errors(), 2);
+    let more = append_timed(&log, &[(T0 + 10 * S, b"after".to_vec())])
+        .wait()
+        .expect("acked");
+    assert_eq!(more.first_offset, 3_000);
+    for (since, until) in [
+        (Some(times[100]), Some(times[bases[2] as usize + 10])),
+        (Some(times[2_900]), None),
+    ] {
+        let (got, _) = read_range(&dir, since, until, 5 * S);
+        let mut want = expected(&times, since, until, 0);
+        if until.is_none() {
+            want.push(3_000);
+        }
+        assert_eq!(got, want, "since {since:?} until {until:?}");
+    }
+}
+
 #[test]
 fn check_reports_a_key_that_would_make_a_seek_skip_records() {
     let (_tmp, dir) = cw::temp_data_dir("log");

@@ -57,16 +57,22 @@ impl Writer {
                 self.active.index_len += g.index.len() as u64;
             }
         }
-        if !g.tindex.is_empty() {
+        if !g.tindex.is_empty()
+            && let Some(t) = &self.active.tindex
+        {
             // Not synced either, for the same reason; recovery rebuilds it.
-            if let Err(e) = self
-                .active
-                .tindex
-                .write_all_at(&g.tindex, self.active.tindex_len)
-            {
-                tracing::warn!(error = %e, "time index write failed; time reads will scan further");
-            } else {
-                self.active.tindex_len += g.tindex.len() as u64;
+            #[cfg(feature = "failpoints")]
+            let written = crate::wal::failpoints::tix_io()
+                .and_then(|()| t.write_all_at(&g.tindex, self.active.tindex_len));
+            #[cfg(not(feature = "failpoints"))]
+            let written = t.write_all_at(&g.tindex, self.active.tindex_len);
+            match written {
+                Ok(()) => self.active.tindex_len += g.tindex.len() as u64,
+                // A part written before the error could leave entries out of order
+                // once later ones land at the same place: drop the whole index.
+                Err(e) => {
+                    super::rotate::drop_time_index(&mut self.active, &self.inner, "write", &e)
+                }
             }
         }
         // Relaxed: only this thread stores committed_end.
