@@ -765,7 +765,7 @@ const LOG_SERIES: &[LogSeries] = {
         ),
         wal_stat!(
             time_skew_exceeded,
-            own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them.")
+            own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records that arrived more than time_skew_ms_max below the running maximum of receive time, or were written more than time_skew_ms_max after they were received; `until` reads may miss them.")
         ),
         wal_stat!(
             time_index_errors,

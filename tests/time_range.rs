@@ -369,26 +369,54 @@ fn records_later_than_the_skew_bound_are_counted() {
     let mut config = small_log(&dir);
     config.time_skew_ms_max = 100;
     let log = Log::open(config).unwrap();
+    let skewed = || {
+        log.view()
+            .stats()
+            .time_skew_exceeded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let p = |s: &str| s.as_bytes().to_vec();
-    append_timed(&log, &[(T0, p("a")), (T0 + S, p("b"))])
+    // Receive times a minute ahead of the clock, so that none is written late.
+    let t = ringstash::wal::format::now_ns() + 60 * S;
+    append_timed(&log, &[(t, p("a")), (t + S, p("b"))])
         .wait()
         .unwrap();
     // 50 ms below the running maximum: within the bound. 300 ms: beyond it, twice.
-    append_timed(&log, &[(T0 + S - 50 * MS, p("c"))])
+    append_timed(&log, &[(t + S - 50 * MS, p("c"))])
         .wait()
         .unwrap();
     append_timed(
         &log,
-        &[(T0 + S - 300 * MS, p("d")), (T0 + S - 301 * MS, p("e"))],
+        &[(t + S - 300 * MS, p("d")), (t + S - 301 * MS, p("e"))],
     )
     .wait()
     .unwrap();
-    let skewed = log
+    assert_eq!(skewed(), 2);
+    // Written more than the bound after they were received (as a batch held up by
+    // backpressure would be): above the running maximum, yet counted, each once.
+    let (_tmp2, dir2) = cw::temp_data_dir("late");
+    let mut config2 = small_log(&dir2);
+    config2.time_skew_ms_max = 1_000;
+    let log2 = Log::open(config2).unwrap();
+    let now = ringstash::wal::format::now_ns();
+    append_timed(&log2, &[(now - 10 * S, p("f")), (now - 5 * S, p("g"))])
+        .wait()
+        .unwrap();
+    // Received 6 s ago and 1 s below the running maximum: one record, counted once.
+    append_timed(&log2, &[(now - 6 * S, p("h"))])
+        .wait()
+        .unwrap();
+    // Received just now (the bound is 1 s): not late.
+    append_timed(&log2, &[(ringstash::wal::format::now_ns(), p("i"))])
+        .wait()
+        .unwrap();
+    let counted = log2
         .view()
         .stats()
         .time_skew_exceeded
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(skewed, 2);
+    assert_eq!(counted, 3);
+    assert_eq!(skewed(), 2, "another log's counter");
 }
 
 // ---- the server -------------------------------------------------------------------
