@@ -305,6 +305,36 @@ fn an_unwritable_time_index_never_stops_the_start() {
     }
 }
 
+/// An empty last segment whose `.tix` is missing (a data directory from before time
+/// indexes, or a crash or a check between the `.log`'s creation and the `.tix`'s) or
+/// still without its header is a note for `check`, not an error.
+#[test]
+fn check_notes_a_missing_time_index_on_an_empty_last_segment() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    fill_timed(&log, &mut cw::Rng(8), 500);
+    drop(log);
+    let next = 500u64;
+    fs::write(
+        ringstash::wal::segment::segment_path(&dir, next),
+        ringstash::wal::format::encode_segment_header(next),
+    )
+    .unwrap();
+    fs::write(ringstash::wal::segment::index_path(&dir, next), b"").unwrap();
+    let tix = tix_path(&dir, next);
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 0, "{text}");
+    common::assert_contains(&text, "errors 0");
+    common::assert_contains(&text, &format!("{}: missing", tix.display()));
+    fs::write(&tix, b"").unwrap();
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 0, "{text}");
+    common::assert_contains(&text, &format!("{}: header not written yet", tix.display()));
+    // The next start writes it.
+    drop(Log::open(small_log(&dir)).unwrap());
+    common::assert_check_clean(&dir);
+}
+
 #[test]
 fn check_reports_a_key_that_would_make_a_seek_skip_records() {
     let (_tmp, dir) = cw::temp_data_dir("log");
