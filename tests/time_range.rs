@@ -207,6 +207,54 @@ fn a_time_seek_is_a_binary_search() {
     }
 }
 
+/// The writer writes a group's `.tix` entries after it acknowledges the group: a seek
+/// racing the writer may miss the newest entries, and must then start earlier, never
+/// past a committed record received at or after `since`.
+#[test]
+fn a_seek_racing_the_writer_never_starts_past_a_committed_record() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    let view = log.view();
+    let total = 20_000u64;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut pending = VecDeque::new();
+            let mut rng = cw::Rng(21);
+            for first in (0..total).step_by(20) {
+                let batch: Vec<(u64, Vec<u8>)> = (first..first + 20)
+                    .map(|i| (T0 + i * MS, cw::payload(i, &mut rng, 60)))
+                    .collect();
+                pending.push_back(append_timed(&log, &batch));
+                while pending.len() > 4 {
+                    pending.pop_front().unwrap().wait().expect("durable");
+                }
+            }
+            for c in pending {
+                c.wait().expect("durable");
+            }
+        });
+        let mut seeks = 0u64;
+        while !writer.is_finished() {
+            let end = view.committed_end();
+            if end == 0 {
+                continue;
+            }
+            // The newest committed record, received at T0 + k ms: a seek for its time
+            // starts at or before it.
+            let k = end - 1;
+            let seek = timeindex::seek(&dir, T0 + k * MS).unwrap().unwrap();
+            assert!(
+                seek.offset <= k,
+                "seek for record {k} started at {}",
+                seek.offset
+            );
+            seeks += 1;
+        }
+        writer.join().unwrap();
+        assert!(seeks > 10, "{seeks} seeks");
+    });
+}
+
 #[test]
 fn recovery_rebuilds_missing_older_and_damaged_time_indexes_identically() {
     let (_tmp, dir) = cw::temp_data_dir("log");

@@ -103,9 +103,10 @@ pub fn read_logs(
 }
 
 /// Where a read from `since` (ns) starts: the time index's answer, or the log's start;
-/// never past the committed end (the writer writes a group's index entries just before
-/// it publishes the group, and every record before an entry the seek returns was
-/// received before `since`, so starting at the committed end instead loses nothing).
+/// never past the committed end. The writer writes a group's time-index entries just
+/// after it publishes the group, so an entry is never past the committed end when
+/// read; the bound is kept as a guard (every record before an entry the seek returns
+/// was received before `since`, so starting at the committed end would lose nothing).
 ///
 /// # Errors
 /// A read error from the index files.
