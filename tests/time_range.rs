@@ -497,6 +497,40 @@ fn records_later_than_the_skew_bound_are_counted() {
     assert_eq!(skewed(), 2, "another log's counter");
 }
 
+/// `cat --until` stops once records pass `until` by the skew bound: the default
+/// `time_skew_ms_max`, or `--time-skew-ms` to match a server run with a larger one.
+#[test]
+fn cat_until_takes_the_skew_bound_of_the_server() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    let p = |s: &str| s.as_bytes().to_vec();
+    // "late" arrives 19 s below the running maximum: past the default 5 s bound.
+    append_timed(&log, &[(T0, p("early")), (T0 + 20 * S, p("after"))])
+        .wait()
+        .unwrap();
+    append_timed(&log, &[(T0 + S, p("late"))]).wait().unwrap();
+    drop(log);
+    let until = format!("{}", T0 / S + 2);
+    let cat = |extra: &[&str]| -> String {
+        let out = run_ok(
+            Command::new(BIN)
+                .args(["cat", "--until", &until, "--data-dir"])
+                .arg(&dir)
+                .args(extra),
+            "cat --until",
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cat(&[]), "early\n");
+    assert_eq!(cat(&["--time-skew-ms", "30000"]), "early\nlate\n");
+    let out = Command::new(BIN)
+        .args(["cat", "--time-skew-ms", "86400001", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a skew above the setting's range");
+}
+
 // ---- the server -------------------------------------------------------------------
 
 /// One stored record as the read API returns it.
