@@ -523,6 +523,17 @@ fn cat_until_takes_the_skew_bound_of_the_server() {
     };
     assert_eq!(cat(&[]), "early\n");
     assert_eq!(cat(&["--time-skew-ms", "30000"]), "early\nlate\n");
+    // A far-future `until`, past 2262 (where an i64 of ns ends), takes every record.
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["cat", "--until", "2300-01-01T00:00:00Z", "--data-dir"])
+            .arg(&dir),
+        "cat --until 2300",
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "early\nafter\nlate\n"
+    );
     let out = Command::new(BIN)
         .args(["cat", "--time-skew-ms", "86400001", "--data-dir"])
         .arg(&dir)
