@@ -195,8 +195,22 @@ fn a_time_seek_is_a_binary_search() {
     let log2 = |n: u64| 64 - n.leading_zeros() as u64;
     let bound = log2(bases.len() as u64) + 1 + log2(*entries.iter().max().unwrap()) + 1;
     assert!(total > 1_000, "{total} entries");
+    // Every entry's offset, over the whole log, in order.
+    let at: Vec<u64> = bases
+        .iter()
+        .flat_map(|&b| {
+            let f = timeindex::TixFile::open(&tix_path(&dir, b))
+                .unwrap()
+                .unwrap();
+            f.all()
+                .unwrap()
+                .into_iter()
+                .map(move |e| b + u64::from(e.rel_offset))
+        })
+        .collect();
     for i in [0usize, 1, 777, 15_000, 29_999] {
-        let seek = timeindex::seek(&dir, times[i]).unwrap().unwrap();
+        let since = times[i];
+        let seek = timeindex::seek(&dir, since).unwrap().unwrap();
         assert!(
             seek.probes <= bound,
             "{} probes for {} segments and {total} entries (bound {bound})",
@@ -204,6 +218,26 @@ fn a_time_seek_is_a_binary_search() {
             bases.len()
         );
         assert!(seek.offset <= i as u64);
+        // Precise, not just safe: the seek starts no earlier than the last entry
+        // before the record where the running maximum reaches `since` (so falling
+        // back to the log's start would fail here).
+        let mut max = 0;
+        let reach = times
+            .iter()
+            .position(|&t| {
+                max = max.max(t);
+                max >= since
+            })
+            .unwrap() as u64;
+        let entry_before = at.iter().copied().filter(|&e| e < reach).max().unwrap_or(0);
+        assert!(
+            seek.offset >= entry_before,
+            "record {i}: seek at {}, entry before the running maximum reaches since at {entry_before}",
+            seek.offset
+        );
+        if i > 1_000 {
+            assert!(seek.offset > 0, "record {i}: a seek back to the start");
+        }
     }
 }
 
@@ -401,8 +435,12 @@ fn check_reports_a_key_that_would_make_a_seek_skip_records() {
     common::assert_contains(&text, &format!("{}: entry 2", path.display()));
     common::assert_contains(&text, "keys must ascend");
     // The cheap check at open looks at the first and last entries only: the damage in
-    // the middle is `check`'s to find, and a seek there is at worst earlier, never
-    // past a record (the key is low, so the search lands before it).
+    // the middle is `check`'s to find, and it matters. A key too low in the middle of
+    // the index can make a seek skip records: for a `since` above that key but not
+    // above the true running maximum at its record, the binary search can take this
+    // entry (k) as the last one below `since` and start at its record, past the
+    // records between entries k-1 and k received at or after `since`. So `check`
+    // reports it as an error, not a note.
 }
 
 #[test]
