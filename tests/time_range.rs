@@ -241,6 +241,54 @@ fn a_time_seek_is_a_binary_search() {
     }
 }
 
+/// A segment whose `.tix` cannot be used costs the seek precision, not the whole log:
+/// it is taken as starting at or after `since`, and the search goes on among the
+/// segments before it, not back to the oldest record. So is a header-only last
+/// segment (a new one before its first entries are written).
+#[test]
+fn a_seek_past_an_unusable_time_index_starts_just_before_it() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    let times = fill_timed(&log, &mut cw::Rng(13), 8_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    assert!(bases.len() >= 6, "{bases:?}");
+    // The segment the search probes first.
+    let mid = bases.len() / 2;
+    fs::remove_file(tix_path(&dir, bases[mid])).unwrap();
+    for i in [bases[mid] as usize + 5, 7_990] {
+        let seek = timeindex::seek(&dir, times[i]).unwrap().unwrap();
+        assert!(
+            seek.offset <= i as u64,
+            "record {i}: seek at {}",
+            seek.offset
+        );
+        assert!(
+            seek.offset >= bases[mid - 1],
+            "record {i}: seek at {}, before the segment just before the unusable one",
+            seek.offset
+        );
+    }
+    let (got, _) = read_range(&dir, Some(times[7_000]), None, 5 * S);
+    assert_eq!(got, expected(&times, Some(times[7_000]), None, 0));
+    // A new, header-only last segment after the records.
+    let next = 8_000u64;
+    fs::write(
+        ringstash::wal::segment::segment_path(&dir, next),
+        ringstash::wal::format::encode_segment_header(next),
+    )
+    .unwrap();
+    fs::write(ringstash::wal::segment::index_path(&dir, next), b"").unwrap();
+    fs::write(tix_path(&dir, next), timeindex::encode_header()).unwrap();
+    let last = *bases.last().unwrap();
+    let seek = timeindex::seek(&dir, times[7_999] + 1).unwrap().unwrap();
+    assert!(
+        (last..=8_000).contains(&seek.offset),
+        "a seek past the last record starts in the last written segment: {}",
+        seek.offset
+    );
+}
+
 /// The writer writes a group's `.tix` entries after it acknowledges the group: a seek
 /// racing the writer may miss the newest entries, and must then start earlier, never
 /// past a committed record received at or after `since`.

@@ -238,9 +238,11 @@ pub struct TimeSeek {
 /// record before that entry has a receive time below its key, so below `since_ns`.
 ///
 /// A segment whose `.tix` cannot be used (missing in a directory that no server has
-/// opened since, or damaged) makes the search give up on precision, not on
-/// correctness: it answers the oldest offset it can vouch for, and the caller's
-/// per-record filter does the rest. `None` if the directory holds no segment.
+/// opened since, damaged, or holding only its header, as the newest segment does until
+/// its first entries are written) costs precision, not correctness: the search takes
+/// it as starting at or after `since` and goes on among the segments before it, so the
+/// read starts earlier (at worst at the oldest record) and the caller's per-record
+/// filter does the rest. `None` if the directory holds no segment.
 ///
 /// # Errors
 /// The OS error from listing the directory (an index that cannot be read is treated as
@@ -271,11 +273,13 @@ pub fn seek(dir: &Path, since_ns: u64) -> io::Result<Option<TimeSeek>> {
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let Some((f, e)) = first(bases[mid], &mut probes)? else {
-            // Not searchable: fall back to the oldest segment.
-            return Ok(Some(TimeSeek {
-                offset: oldest,
-                probes,
-            }));
+            // Not searchable (no index, a damaged one, or a header-only one: the new
+            // last segment before its first entries are written): taken as starting
+            // at or after `since`. Safe whatever it holds: the search goes on among
+            // the segments before it, and a start in one of those is before
+            // everything in this one.
+            hi = mid;
+            continue;
         };
         if e.key_ns < since_ns {
             chosen = Some((mid, f));
