@@ -527,6 +527,28 @@ fn retention_removes_time_indexes_with_their_segments_and_ranges_stay_exact() {
     }
 }
 
+/// A time index retention cannot remove (a directory in its place) does not keep its
+/// segment from being purged.
+#[test]
+fn retention_purges_a_segment_whose_time_index_cannot_be_removed() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    fill_timed(&log, &mut cw::Rng(4), 3_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    let stuck = tix_path(&dir, bases[0]);
+    fs::remove_file(&stuck).unwrap();
+    fs::create_dir(&stuck).unwrap();
+    fs::write(stuck.join("x"), b"in the way").unwrap();
+    let mut config = small_log(&dir);
+    config.retention_bytes_max = 2 * config.segment_bytes_max;
+    let log = Log::open(config).unwrap();
+    assert!(log.recovery_report().time_index_errors >= 1);
+    drop(log);
+    let kept = list_segments(&dir).unwrap();
+    assert!(!kept.contains(&bases[0]), "{kept:?}");
+}
+
 #[test]
 fn records_later_than_the_skew_bound_are_counted() {
     let (_tmp, dir) = cw::temp_data_dir("log");
