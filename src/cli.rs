@@ -176,7 +176,9 @@ pub fn cat(
             return Ok(damaged);
         }
         if filter.until_stop_ns().is_some_and(|stop| clock > stop) {
-            // Caught up, and the clock was past `until` (and the skew) before this pass.
+            // Caught up, and the clock was past `until` (and the skew) before this pass:
+            // a record received before `until` and written later than that is missed,
+            // and counted by the server (`time_skew_exceeded_total`).
             return Ok(damaged);
         }
         std::thread::sleep(Duration::from_millis(50));

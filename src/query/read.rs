@@ -123,7 +123,8 @@ pub fn since_offset(log: &LogView, since: u64) -> Result<u64, ReadError> {
 /// passed a record received after `until` + the skew bound, or it has read to the
 /// committed end `end`, read after the clock said `clock_ns`, and that is past the
 /// stop: every record committed after `end` was received after `clock_ns`, within the
-/// skew bound.
+/// skew bound. That assumes no record is written more than `time_skew_ms_max` after
+/// it was received; the writer counts those that are (`time_skew_exceeded_total`).
 pub fn until_reached(
     filter: &filter::Filter,
     until_passed: bool,
