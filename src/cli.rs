@@ -27,8 +27,12 @@ pub struct CatOptions {
     /// where the time index puts it.
     pub since_ns: Option<u64>,
     /// Only records received before this; the read stops once records pass it by
-    /// `time_skew_ms_max`'s default (`cat` does not read the server's settings).
+    /// `time_skew_ms`.
     pub until_ns: Option<u64>,
+    /// The skew bound of `until` in ms: `time_skew_ms_max`'s default unless set (`cat`
+    /// does not read the server's settings, so `--time-skew-ms` matches a server run
+    /// with a larger one).
+    pub time_skew_ms: u64,
     /// Only JSON records whose `"level"` is one of these (ASCII case-insensitive).
     pub levels: Vec<String>,
     /// Only JSON records whose `"service"` is one of these.
@@ -48,6 +52,7 @@ impl CatOptions {
             limit: None,
             since_ns: None,
             until_ns: None,
+            time_skew_ms: wal::LogConfig::new("").time_skew_ms_max,
             levels: Vec::new(),
             services: Vec::new(),
             grep: None,
@@ -60,7 +65,7 @@ impl CatOptions {
         f.set_fields(self.services.clone(), self.levels.clone());
         f.set_substring(self.grep.clone());
         f.set_time_range(self.since_ns, self.until_ns);
-        f.set_time_skew_ms(wal::LogConfig::new("").time_skew_ms_max);
+        f.set_time_skew_ms(self.time_skew_ms);
         f
     }
 }
@@ -171,7 +176,9 @@ pub fn cat(
             return Ok(damaged);
         }
         if filter.until_stop_ns().is_some_and(|stop| clock > stop) {
-            // Caught up, and the clock was past `until` (and the skew) before this pass.
+            // Caught up, and the clock was past `until` (and the skew) before this pass:
+            // a record received before `until` and written later than that is missed,
+            // and counted by the server (`time_skew_exceeded_total`).
             return Ok(damaged);
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -210,7 +210,7 @@ settings! {
     groups_in_flight_max: usize = @log, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
     index_interval_bytes: u32 = @log, env "RINGSTASH_INDEX_INTERVAL_BYTES";
-    /// How far below the running maximum of receive time (in log order) a record may arrive and still be found by an `until` read, in ms: such reads stop once records pass `until` by this much. Records arriving later than that are counted (time_skew_exceeded_total). The default covers an HTTP batch waiting enqueue_timeout_ms for room in the ring after its receive time was stamped. [default: 5000]
+    /// How far below the running maximum of receive time (in log order) a record may arrive and still be found by an `until` read, in ms: such reads stop once records pass `until` by this much. Records that arrived more than this below the running maximum, or were written more than this after they were received, are counted (time_skew_exceeded_total): `until` reads may miss them. The default covers an HTTP batch waiting enqueue_timeout_ms for room in the ring after its receive time was stamped. [default: 5000]
     time_skew_ms_max: u64 = @log, env "RINGSTASH_TIME_SKEW_MS_MAX", range 0 ..= 86_400_000;
     /// `tolerate_torn_tail` (cut a crash's torn tail; keep and skip damage with valid records after it) or `strict` (refuse to start on either). [default: tolerate_torn_tail]
     recovery: RecoveryMode = @log, env "RINGSTASH_RECOVERY";

@@ -58,6 +58,15 @@ enum Command {
         /// records pass it.
         #[arg(long, value_parser = |v: &str| ringstash::cli::parse_time_flag("--until", v))]
         until: Option<u64>,
+        /// How far past --until (in ms of receive time, and of the clock under
+        /// --follow) to read before stopping: set it to the server's
+        /// time_skew_ms_max when that is larger than the default.
+        #[arg(
+            long,
+            default_value_t = ringstash::wal::LogConfig::new("").time_skew_ms_max,
+            value_parser = clap::value_parser!(u64).range(0..=86_400_000)
+        )]
+        time_skew_ms: u64,
         /// Only JSON records whose "level" is one of these (comma-separated,
         /// case-insensitive).
         #[arg(long, value_delimiter = ',')]
@@ -154,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             since,
             until,
+            time_skew_ms,
             level,
             service,
             grep,
@@ -166,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit,
                 since_ns: since,
                 until_ns: until,
+                time_skew_ms,
                 levels: level,
                 services: service,
                 grep: grep.map(String::into_bytes),

@@ -785,7 +785,11 @@ const LOG_SERIES: &[LogSeries] = {
         ),
         wal_stat!(
             time_skew_exceeded,
-            own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records written more than time_skew_ms_max below the running maximum of receive time; `until` reads may miss them.")
+            own!(Counter "ringstash_time_skew_exceeded_total" "records" "Records that arrived more than time_skew_ms_max below the running maximum of receive time, or were written more than time_skew_ms_max after they were received; `until` reads may miss them.")
+        ),
+        wal_stat!(
+            time_index_errors,
+            own!(Counter "ringstash_time_index_errors_total" "errors" "I/O errors on time indexes (.tix), at start or while writing: each logged, the index dropped and rebuilt at the next start; time reads of that segment start earlier.")
         ),
         both(
             "ring_depth",

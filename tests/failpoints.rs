@@ -254,3 +254,52 @@ fn a_failed_fdatasync_is_a_500_without_server_paths() {
         server.stderr_text()
     );
 }
+
+/// A time index is derived data: on a disk that refuses every `.tix` write, sync and
+/// creation (a pre-written spare holds the `.log`, the 16-byte `.tix` header does not
+/// fit), start-up, rotation and sealing carry on, every record is acked and readable,
+/// time reads still find them, and the errors are counted. The next start rebuilds
+/// the indexes.
+#[test]
+fn time_index_errors_never_stop_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_armed(dir.path(), "tix_enospc=1", &SMALL_SEGMENTS);
+    let mut sent = 0u64;
+    for chunk in 0..10 {
+        let payload: String = (0..200)
+            .map(|i| format!("tix {:05} {}\n", chunk * 200 + i, "t".repeat(80)))
+            .collect();
+        let said = tcp_send_all(server.tcp_acked, payload.as_bytes());
+        sent += 200;
+        assert_eq!(last_ack(&said).map(|a| a.1), Some(sent - 1), "{said}");
+    }
+    let log = &stats_json(server.http)["log"];
+    assert!(log["segments_rotated"].as_u64().unwrap() >= 3, "{log}");
+    // At least the first segment's creation and one per rotation.
+    let errors = metric(server.http, "ringstash_time_index_errors_total");
+    assert!(errors >= 4, "{errors}");
+    assert!(
+        server.stderr_text().contains("time index"),
+        "{}",
+        server.stderr_text()
+    );
+    assert!(server.stop().success());
+    // Readers without a usable index start earlier and still find every record.
+    let stored = cat(dir.path());
+    assert_eq!(stored.len() as u64, sent);
+    let since = run_ok(
+        std::process::Command::new(BIN)
+            .args(["cat", "--since", "1970-01-02T00:00:00Z", "--data-dir"])
+            .arg(dir.path()),
+        "cat --since",
+    );
+    assert_eq!(
+        String::from_utf8(since.stdout).unwrap().lines().count() as u64,
+        sent
+    );
+    // Unarmed, the next start rebuilds every index and the directory checks clean.
+    let server = Server::start(dir.path(), &SMALL_SEGMENTS);
+    assert_eq!(metric(server.http, "ringstash_time_index_errors_total"), 0);
+    assert!(server.stop().success());
+    assert_check_clean(dir.path());
+}

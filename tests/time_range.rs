@@ -195,8 +195,22 @@ fn a_time_seek_is_a_binary_search() {
     let log2 = |n: u64| 64 - n.leading_zeros() as u64;
     let bound = log2(bases.len() as u64) + 1 + log2(*entries.iter().max().unwrap()) + 1;
     assert!(total > 1_000, "{total} entries");
+    // Every entry's offset, over the whole log, in order.
+    let at: Vec<u64> = bases
+        .iter()
+        .flat_map(|&b| {
+            let f = timeindex::TixFile::open(&tix_path(&dir, b))
+                .unwrap()
+                .unwrap();
+            f.all()
+                .unwrap()
+                .into_iter()
+                .map(move |e| b + u64::from(e.rel_offset))
+        })
+        .collect();
     for i in [0usize, 1, 777, 15_000, 29_999] {
-        let seek = timeindex::seek(&dir, times[i]).unwrap().unwrap();
+        let since = times[i];
+        let seek = timeindex::seek(&dir, since).unwrap().unwrap();
         assert!(
             seek.probes <= bound,
             "{} probes for {} segments and {total} entries (bound {bound})",
@@ -204,7 +218,123 @@ fn a_time_seek_is_a_binary_search() {
             bases.len()
         );
         assert!(seek.offset <= i as u64);
+        // Precise, not just safe: the seek starts no earlier than the last entry
+        // before the record where the running maximum reaches `since` (so falling
+        // back to the log's start would fail here).
+        let mut max = 0;
+        let reach = times
+            .iter()
+            .position(|&t| {
+                max = max.max(t);
+                max >= since
+            })
+            .unwrap() as u64;
+        let entry_before = at.iter().copied().filter(|&e| e < reach).max().unwrap_or(0);
+        assert!(
+            seek.offset >= entry_before,
+            "record {i}: seek at {}, entry before the running maximum reaches since at {entry_before}",
+            seek.offset
+        );
+        if i > 1_000 {
+            assert!(seek.offset > 0, "record {i}: a seek back to the start");
+        }
     }
+}
+
+/// A segment whose `.tix` cannot be used costs the seek precision, not the whole log:
+/// it is taken as starting at or after `since`, and the search goes on among the
+/// segments before it, not back to the oldest record. So is a header-only last
+/// segment (a new one before its first entries are written).
+#[test]
+fn a_seek_past_an_unusable_time_index_starts_just_before_it() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    let times = fill_timed(&log, &mut cw::Rng(13), 8_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    assert!(bases.len() >= 6, "{bases:?}");
+    // The segment the search probes first.
+    let mid = bases.len() / 2;
+    fs::remove_file(tix_path(&dir, bases[mid])).unwrap();
+    for i in [bases[mid] as usize + 5, 7_990] {
+        let seek = timeindex::seek(&dir, times[i]).unwrap().unwrap();
+        assert!(
+            seek.offset <= i as u64,
+            "record {i}: seek at {}",
+            seek.offset
+        );
+        assert!(
+            seek.offset >= bases[mid - 1],
+            "record {i}: seek at {}, before the segment just before the unusable one",
+            seek.offset
+        );
+    }
+    let (got, _) = read_range(&dir, Some(times[7_000]), None, 5 * S);
+    assert_eq!(got, expected(&times, Some(times[7_000]), None, 0));
+    // A new, header-only last segment after the records.
+    let next = 8_000u64;
+    fs::write(
+        ringstash::wal::segment::segment_path(&dir, next),
+        ringstash::wal::format::encode_segment_header(next),
+    )
+    .unwrap();
+    fs::write(ringstash::wal::segment::index_path(&dir, next), b"").unwrap();
+    fs::write(tix_path(&dir, next), timeindex::encode_header()).unwrap();
+    let last = *bases.last().unwrap();
+    let seek = timeindex::seek(&dir, times[7_999] + 1).unwrap().unwrap();
+    assert!(
+        (last..=8_000).contains(&seek.offset),
+        "a seek past the last record starts in the last written segment: {}",
+        seek.offset
+    );
+}
+
+/// The writer writes a group's `.tix` entries after it acknowledges the group: a seek
+/// racing the writer may miss the newest entries, and must then start earlier, never
+/// past a committed record received at or after `since`.
+#[test]
+fn a_seek_racing_the_writer_never_starts_past_a_committed_record() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    let view = log.view();
+    let total = 20_000u64;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut pending = VecDeque::new();
+            let mut rng = cw::Rng(21);
+            for first in (0..total).step_by(20) {
+                let batch: Vec<(u64, Vec<u8>)> = (first..first + 20)
+                    .map(|i| (T0 + i * MS, cw::payload(i, &mut rng, 60)))
+                    .collect();
+                pending.push_back(append_timed(&log, &batch));
+                while pending.len() > 4 {
+                    pending.pop_front().unwrap().wait().expect("durable");
+                }
+            }
+            for c in pending {
+                c.wait().expect("durable");
+            }
+        });
+        let mut seeks = 0u64;
+        while !writer.is_finished() {
+            let end = view.committed_end();
+            if end == 0 {
+                continue;
+            }
+            // The newest committed record, received at T0 + k ms: a seek for its time
+            // starts at or before it.
+            let k = end - 1;
+            let seek = timeindex::seek(&dir, T0 + k * MS).unwrap().unwrap();
+            assert!(
+                seek.offset <= k,
+                "seek for record {k} started at {}",
+                seek.offset
+            );
+            seeks += 1;
+        }
+        writer.join().unwrap();
+        assert!(seeks > 10, "{seeks} seeks");
+    });
 }
 
 #[test]
@@ -260,6 +390,81 @@ fn recovery_rebuilds_missing_older_and_damaged_time_indexes_identically() {
     );
 }
 
+/// A `.tix` that cannot be read or written (here a directory stands in its place, for
+/// a sealed segment and for the active one) never stops the start: it is counted,
+/// the records stay readable, time reads start earlier and stay exact, and the log
+/// takes more records.
+#[test]
+fn an_unwritable_time_index_never_stops_the_start() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let config = small_log(&dir);
+    let log = Log::open(config.clone()).unwrap();
+    let times = fill_timed(&log, &mut cw::Rng(17), 3_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    assert!(bases.len() > 3);
+    for b in [bases[1], *bases.last().unwrap()] {
+        fs::remove_file(tix_path(&dir, b)).unwrap();
+        fs::create_dir(tix_path(&dir, b)).unwrap();
+        fs::write(tix_path(&dir, b).join("x"), b"in the way").unwrap();
+    }
+    let log = Log::open(config).unwrap();
+    let errors = || {
+        log.view()
+            .stats()
+            .time_index_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // The sealed segment's rebuild and the active segment's rewrite.
+    assert_eq!(log.recovery_report().time_index_errors, 2);
+    assert_eq!(errors(), 2);
+    let more = append_timed(&log, &[(T0 + 10 * S, b"after".to_vec())])
+        .wait()
+        .expect("acked");
+    assert_eq!(more.first_offset, 3_000);
+    for (since, until) in [
+        (Some(times[100]), Some(times[bases[2] as usize + 10])),
+        (Some(times[2_900]), None),
+    ] {
+        let (got, _) = read_range(&dir, since, until, 5 * S);
+        let mut want = expected(&times, since, until, 0);
+        if until.is_none() {
+            want.push(3_000);
+        }
+        assert_eq!(got, want, "since {since:?} until {until:?}");
+    }
+}
+
+/// An empty last segment whose `.tix` is missing (a data directory from before time
+/// indexes, or a crash or a check between the `.log`'s creation and the `.tix`'s) or
+/// still without its header is a note for `check`, not an error.
+#[test]
+fn check_notes_a_missing_time_index_on_an_empty_last_segment() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    fill_timed(&log, &mut cw::Rng(8), 500);
+    drop(log);
+    let next = 500u64;
+    fs::write(
+        ringstash::wal::segment::segment_path(&dir, next),
+        ringstash::wal::format::encode_segment_header(next),
+    )
+    .unwrap();
+    fs::write(ringstash::wal::segment::index_path(&dir, next), b"").unwrap();
+    let tix = tix_path(&dir, next);
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 0, "{text}");
+    common::assert_contains(&text, "errors 0");
+    common::assert_contains(&text, &format!("{}: missing", tix.display()));
+    fs::write(&tix, b"").unwrap();
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 0, "{text}");
+    common::assert_contains(&text, &format!("{}: header not written yet", tix.display()));
+    // The next start writes it.
+    drop(Log::open(small_log(&dir)).unwrap());
+    common::assert_check_clean(&dir);
+}
+
 #[test]
 fn check_reports_a_key_that_would_make_a_seek_skip_records() {
     let (_tmp, dir) = cw::temp_data_dir("log");
@@ -278,8 +483,12 @@ fn check_reports_a_key_that_would_make_a_seek_skip_records() {
     common::assert_contains(&text, &format!("{}: entry 2", path.display()));
     common::assert_contains(&text, "keys must ascend");
     // The cheap check at open looks at the first and last entries only: the damage in
-    // the middle is `check`'s to find, and a seek there is at worst earlier, never
-    // past a record (the key is low, so the search lands before it).
+    // the middle is `check`'s to find, and it matters. A key too low in the middle of
+    // the index can make a seek skip records: for a `since` above that key but not
+    // above the true running maximum at its record, the binary search can take this
+    // entry (k) as the last one below `since` and start at its record, past the
+    // records between entries k-1 and k received at or after `since`. So `check`
+    // reports it as an error, not a note.
 }
 
 #[test]
@@ -318,32 +527,127 @@ fn retention_removes_time_indexes_with_their_segments_and_ranges_stay_exact() {
     }
 }
 
+/// A time index retention cannot remove (a directory in its place) does not keep its
+/// segment from being purged.
+#[test]
+fn retention_purges_a_segment_whose_time_index_cannot_be_removed() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    fill_timed(&log, &mut cw::Rng(4), 3_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    let stuck = tix_path(&dir, bases[0]);
+    fs::remove_file(&stuck).unwrap();
+    fs::create_dir(&stuck).unwrap();
+    fs::write(stuck.join("x"), b"in the way").unwrap();
+    let mut config = small_log(&dir);
+    config.retention_bytes_max = 2 * config.segment_bytes_max;
+    let log = Log::open(config).unwrap();
+    assert!(log.recovery_report().time_index_errors >= 1);
+    drop(log);
+    let kept = list_segments(&dir).unwrap();
+    assert!(!kept.contains(&bases[0]), "{kept:?}");
+}
+
 #[test]
 fn records_later_than_the_skew_bound_are_counted() {
     let (_tmp, dir) = cw::temp_data_dir("log");
     let mut config = small_log(&dir);
     config.time_skew_ms_max = 100;
     let log = Log::open(config).unwrap();
+    let skewed = || {
+        log.view()
+            .stats()
+            .time_skew_exceeded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let p = |s: &str| s.as_bytes().to_vec();
-    append_timed(&log, &[(T0, p("a")), (T0 + S, p("b"))])
+    // Receive times a minute ahead of the clock, so that none is written late.
+    let t = ringstash::wal::format::now_ns() + 60 * S;
+    append_timed(&log, &[(t, p("a")), (t + S, p("b"))])
         .wait()
         .unwrap();
     // 50 ms below the running maximum: within the bound. 300 ms: beyond it, twice.
-    append_timed(&log, &[(T0 + S - 50 * MS, p("c"))])
+    append_timed(&log, &[(t + S - 50 * MS, p("c"))])
         .wait()
         .unwrap();
     append_timed(
         &log,
-        &[(T0 + S - 300 * MS, p("d")), (T0 + S - 301 * MS, p("e"))],
+        &[(t + S - 300 * MS, p("d")), (t + S - 301 * MS, p("e"))],
     )
     .wait()
     .unwrap();
-    let skewed = log
+    assert_eq!(skewed(), 2);
+    // Written more than the bound after they were received (as a batch held up by
+    // backpressure would be): above the running maximum, yet counted, each once.
+    let (_tmp2, dir2) = cw::temp_data_dir("late");
+    let mut config2 = small_log(&dir2);
+    config2.time_skew_ms_max = 1_000;
+    let log2 = Log::open(config2).unwrap();
+    let now = ringstash::wal::format::now_ns();
+    append_timed(&log2, &[(now - 10 * S, p("f")), (now - 5 * S, p("g"))])
+        .wait()
+        .unwrap();
+    // Received 6 s ago and 1 s below the running maximum: one record, counted once.
+    append_timed(&log2, &[(now - 6 * S, p("h"))])
+        .wait()
+        .unwrap();
+    // Received just now (the bound is 1 s): not late.
+    append_timed(&log2, &[(ringstash::wal::format::now_ns(), p("i"))])
+        .wait()
+        .unwrap();
+    let counted = log2
         .view()
         .stats()
         .time_skew_exceeded
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(skewed, 2);
+    assert_eq!(counted, 3);
+    assert_eq!(skewed(), 2, "another log's counter");
+}
+
+/// `cat --until` stops once records pass `until` by the skew bound: the default
+/// `time_skew_ms_max`, or `--time-skew-ms` to match a server run with a larger one.
+#[test]
+fn cat_until_takes_the_skew_bound_of_the_server() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    let p = |s: &str| s.as_bytes().to_vec();
+    // "late" arrives 19 s below the running maximum: past the default 5 s bound.
+    append_timed(&log, &[(T0, p("early")), (T0 + 20 * S, p("after"))])
+        .wait()
+        .unwrap();
+    append_timed(&log, &[(T0 + S, p("late"))]).wait().unwrap();
+    drop(log);
+    let until = format!("{}", T0 / S + 2);
+    let cat = |extra: &[&str]| -> String {
+        let out = run_ok(
+            Command::new(BIN)
+                .args(["cat", "--until", &until, "--data-dir"])
+                .arg(&dir)
+                .args(extra),
+            "cat --until",
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cat(&[]), "early\n");
+    assert_eq!(cat(&["--time-skew-ms", "30000"]), "early\nlate\n");
+    // A far-future `until`, past 2262 (where an i64 of ns ends), takes every record.
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["cat", "--until", "2300-01-01T00:00:00Z", "--data-dir"])
+            .arg(&dir),
+        "cat --until 2300",
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "early\nafter\nlate\n"
+    );
+    let out = Command::new(BIN)
+        .args(["cat", "--time-skew-ms", "86400001", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a skew above the setting's range");
 }
 
 // ---- the server -------------------------------------------------------------------

@@ -88,7 +88,8 @@ impl Sub {
     /// reader passed a record received after `until` + `time_skew_ms_max`, or its
     /// cursor reached the committed end `end`, read after the clock said `clock_ns`,
     /// past that moment (records committed later were received later, within the
-    /// skew bound).
+    /// skew bound: the writer counts any written later than that after their receive
+    /// time, `time_skew_exceeded_total`).
     pub(super) fn until_reached(&self, end: u64, clock_ns: u64) -> bool {
         let Some(stop) = self.filter.until_stop_ns() else {
             return false;

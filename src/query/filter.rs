@@ -143,7 +143,7 @@ impl Filter {
 ///
 /// # Errors
 /// A [`QueryError`] naming the parameter, for anything else, and for times before 1970
-/// or after 2554 (beyond a u64 of ns).
+/// or after 2554-07-21T23:34:33.709551615Z (beyond a u64 of ns), in either form.
 pub fn parse_time(name: &str, v: &str) -> Result<u64, QueryError> {
     let refuse = || {
         bad(format!(
@@ -171,8 +171,12 @@ pub fn parse_time(name: &str, v: &str) -> Result<u64, QueryError> {
             .ok_or_else(refuse);
     }
     let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|_| refuse())?;
-    t.timestamp_nanos_opt()
-        .and_then(|n| u64::try_from(n).ok())
+    // Through seconds and nanoseconds into u64, not chrono's i64 of ns (which ends in
+    // 2262): both forms reach the same limit, 2554 (the last u64 of ns).
+    u64::try_from(t.timestamp())
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|s| s.checked_add(u64::from(t.timestamp_subsec_nanos())))
         .ok_or_else(refuse)
 }
 
@@ -512,6 +516,17 @@ mod tests {
         assert_eq!(t("1796554800"), Ok(1_796_554_800_000_000_000));
         assert_eq!(t("1796554800.25"), Ok(1_796_554_800_250_000_000));
         assert_eq!(t("0.0000000019"), Ok(1));
+        // Past chrono's i64 of ns (2262), up to the last u64 of ns, in both forms.
+        assert_eq!(t("2300-01-01T00:00:00Z"), Ok(10_413_792_000_000_000_000));
+        assert_eq!(t("2554-07-21T23:34:33.709551615Z"), Ok(u64::MAX));
+        assert_eq!(t("18446744073.709551615"), Ok(u64::MAX));
+        for bad_v in [
+            "2554-07-21T23:34:33.709551616Z",
+            "18446744073.709551616",
+            "2600-01-01T00:00:00Z",
+        ] {
+            assert!(t(bad_v).is_err(), "{bad_v}");
+        }
         for bad_v in [
             "yesterday",
             "2026-12-06",

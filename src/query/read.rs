@@ -103,9 +103,10 @@ pub fn read_logs(
 }
 
 /// Where a read from `since` (ns) starts: the time index's answer, or the log's start;
-/// never past the committed end (the writer writes a group's index entries just before
-/// it publishes the group, and every record before an entry the seek returns was
-/// received before `since`, so starting at the committed end instead loses nothing).
+/// never past the committed end. The writer writes a group's time-index entries just
+/// after it publishes the group, so an entry is never past the committed end when
+/// read; the bound is kept as a guard (every record before an entry the seek returns
+/// was received before `since`, so starting at the committed end would lose nothing).
 ///
 /// # Errors
 /// A read error from the index files.
@@ -122,7 +123,8 @@ pub fn since_offset(log: &LogView, since: u64) -> Result<u64, ReadError> {
 /// passed a record received after `until` + the skew bound, or it has read to the
 /// committed end `end`, read after the clock said `clock_ns`, and that is past the
 /// stop: every record committed after `end` was received after `clock_ns`, within the
-/// skew bound.
+/// skew bound. That assumes no record is written more than `time_skew_ms_max` after
+/// it was received; the writer counts those that are (`time_skew_exceeded_total`).
 pub fn until_reached(
     filter: &filter::Filter,
     until_passed: bool,

@@ -276,7 +276,9 @@ fn check_time_index(
     let tpath = timeindex::tix_path(dir, base);
     let f = match TixFile::open(&tpath).map_err(|e| ReadError::io("read time index", &tpath, e))? {
         Ok(f) => f,
-        Err(TixError::Missing | TixError::Version(_)) if !last || !t.positions.is_empty() => {
+        // A segment written before time indexes existed, or whose index an I/O error
+        // removed: the next start rebuilds it, and readers start earlier meanwhile.
+        Err(TixError::Missing | TixError::Version(_)) => {
             report.time_index_notes.push(format!(
                 "{}: missing or of another format version: rebuilt at the next start",
                 tpath.display()
@@ -284,6 +286,16 @@ fn check_time_index(
             return Ok(t.key_max);
         }
         Err(TixError::Empty) if t.positions.is_empty() => return Ok(t.key_max),
+        // An empty last segment whose `.tix` never got its header (a crash, or a check
+        // during rotation, between the `.log`'s creation and the `.tix` header's
+        // write): nothing is indexed, and the next start rewrites it.
+        Err(TixError::Header) if last && t.positions.is_empty() => {
+            report.time_index_notes.push(format!(
+                "{}: header not written yet (new last segment): rewritten at the next start",
+                tpath.display()
+            ));
+            return Ok(t.key_max);
+        }
         Err(e) => {
             report
                 .errors

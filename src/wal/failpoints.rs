@@ -10,6 +10,8 @@
 //!   byte, or one block under direct writes), so the kernel returns short counts and the writer must resubmit the rest.
 //! - `spare_delay_ms=M`: the spare thread sleeps M ms before publishing each spare, so
 //!   that rotations find none ready and ask again while one is being built.
+//! - `tix_enospc=1`: every write and sync of a time index (`.tix`) by the writer, and
+//!   every creation of one at rotation, fails with ENOSPC, as on a full disk.
 //!
 //! Tests start the real binary with the variable set; see `tests/failpoints.rs`.
 
@@ -24,6 +26,7 @@ struct Armed {
     group_delay_ms: u64,
     short_writes: bool,
     spare_delay_ms: u64,
+    tix_enospc: bool,
 }
 
 static ARMED: OnceLock<Armed> = OnceLock::new();
@@ -39,6 +42,7 @@ fn armed() -> &'static Armed {
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
                 Some(("short_writes", n)) => a.short_writes = n == "1",
                 Some(("spare_delay_ms", n)) => a.spare_delay_ms = n.parse().unwrap_or(0),
+                Some(("tix_enospc", n)) => a.tix_enospc = n == "1",
                 _ => panic!("unknown failpoint {item:?} in RINGSTASH_FAILPOINTS"),
             }
         }
@@ -85,4 +89,12 @@ pub(crate) fn before_spare_published() {
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
+}
+
+/// Called before each time-index write, sync or creation; an error to report instead.
+pub(crate) fn tix_io() -> std::io::Result<()> {
+    if armed().tix_enospc {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    Ok(())
 }

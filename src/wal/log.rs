@@ -107,6 +107,10 @@ impl Log {
             report.damaged_ranges.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        inner.stats.time_index_errors.store(
+            report.time_index_errors as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         retention::apply(&inner, recovered.active.base);
         let disk = match chosen.ring {
             Some(ring) => writer::DiskChoice::Uring(Box::new(ring)),

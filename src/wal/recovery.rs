@@ -58,6 +58,10 @@ pub struct RecoveryReport {
     /// time indexes existed), of another format version, or failing its checks. The
     /// active segment's is always rebuilt and not counted.
     pub time_indexes_rebuilt: usize,
+    /// I/O errors on time indexes at open (reading, rebuilding or creating one): each
+    /// was logged and the index left out (removed where possible, rebuilt at the next
+    /// open); readers of such a segment start earlier, as for a missing index.
+    pub time_index_errors: usize,
 }
 
 /// The segment the writer appends to.
@@ -75,8 +79,10 @@ pub(crate) struct ActiveSegment {
     pub(crate) end_pos: u64,
     /// Position of the record the last index entry points at.
     pub(crate) last_index_pos: u64,
-    /// The `.tix` file (see [`timeindex`]), open for writing.
-    pub(crate) tindex: File,
+    /// The `.tix` file (see [`timeindex`]), open for writing; `None` after an I/O
+    /// error on it (derived data: the segment carries on without one, and the next
+    /// open rebuilds it).
+    pub(crate) tindex: Option<File>,
     /// Bytes of the `.tix` file in use (its header included).
     pub(crate) tindex_len: u64,
     /// Running maximum of receive time in log order after the last record written:
@@ -185,15 +191,21 @@ fn with_new_index(
         .open(&ipath)
         .map_err(|e| OpenError::io("create index", &ipath, e))?;
     let tpath = timeindex::tix_path(dir, base);
+    // A `.tix` is derived data: failing to create it (a full disk can refuse its
+    // 16-byte header even when a pre-written spare holds the `.log`) must not stop a
+    // rotation. The caller counts a `None`.
     let tindex = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tpath)
-        .map_err(|e| OpenError::io("create time index", &tpath, e))?;
-    tindex
-        .write_all_at(&timeindex::encode_header(), 0)
-        .map_err(|e| OpenError::io("write time index header", &tpath, e))?;
+        .and_then(|f| {
+            #[cfg(feature = "failpoints")]
+            crate::wal::failpoints::tix_io()?;
+            f.write_all_at(&timeindex::encode_header(), 0).map(|()| f)
+        })
+        .map_err(|e| timeindex::warn_and_remove(&tpath, "create", &e))
+        .ok();
     sync_dir(dir).map_err(|e| OpenError::io("sync directory", dir, e))?;
     Ok(ActiveSegment {
         base,
@@ -234,6 +246,7 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     let mut report = RecoveryReport::default();
     let fresh = |base: u64, mut report: RecoveryReport, lock: File| {
         let active = create_segment(dir, base)?;
+        report.time_index_errors += usize::from(active.tindex.is_none());
         report.segments = 1;
         report.start_offset = base;
         report.next_offset = base;
@@ -258,7 +271,10 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     }
     // Their time indexes, oldest first: each one's keys start from the running maximum
     // at the end of the one before.
-    timeindex::remove_leftovers(dir).map_err(|e| OpenError::io("remove *.tix.tmp", dir, e))?;
+    if let Err(e) = timeindex::remove_leftovers(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove leftover *.tix.tmp files");
+        report.time_index_errors += 1;
+    }
     let mut seed = 0u64;
     for &b in &bases[..bases.len() - 1] {
         seed = sealed_time_index(config, b, seed, &mut report)?;
@@ -384,19 +400,33 @@ fn sealed_time_index(
 ) -> Result<u64, OpenError> {
     let dir = &config.dir;
     let tpath = timeindex::tix_path(dir, base);
-    if let Some(end) = timeindex::sealed_end_key(dir, base, seed)
-        .map_err(|e| OpenError::io("read time index", &tpath, e))?
-    {
-        return Ok(end);
+    match timeindex::sealed_end_key(dir, base, seed) {
+        Ok(Some(end)) => return Ok(end),
+        Ok(None) => {}
+        // Rebuilt below; if the error was the log's, the rebuild meets it too.
+        Err(e) => {
+            timeindex::warn_and_remove(&tpath, "read", &e);
+            report.time_index_errors += 1;
+        }
     }
     let why = match timeindex::TixFile::open(&tpath) {
         Ok(Err(e)) => e.to_string(),
         _ => "failing its checks".to_owned(),
     };
-    let built = timeindex::rebuild(dir, base, seed, u64::from(config.index_interval_bytes))
-        .map_err(|e| OpenError::io("rebuild time index", &tpath, e))?;
-    tracing::info!(path = %tpath.display(), why = %why, entries = built.entries, "time index rebuilt");
-    report.time_indexes_rebuilt += 1;
+    let (built, written) =
+        timeindex::rebuild(dir, base, seed, u64::from(config.index_interval_bytes))
+            .map_err(|e| OpenError::io("read segment", segment::segment_path(dir, base), e))?;
+    match written {
+        Ok(()) => {
+            tracing::info!(path = %tpath.display(), why = %why, entries = built.entries, "time index rebuilt");
+            report.time_indexes_rebuilt += 1;
+        }
+        // The scan's running maximum still seeds the next segment's keys.
+        Err(e) => {
+            timeindex::warn_and_remove(&tpath, "rebuild", &e);
+            report.time_index_errors += 1;
+        }
+    }
     Ok(built.end_key)
 }
 
@@ -573,12 +603,15 @@ fn recover_active(
     let tpath = timeindex::tix_path(dir, base);
     let mut tix = timeindex::encode_header().to_vec();
     tix.extend_from_slice(&tail.new_tix);
-    timeindex::write_whole(&tpath, &tix)
-        .map_err(|e| OpenError::io("write time index", &tpath, e))?;
-    let tindex = OpenOptions::new()
-        .write(true)
-        .open(&tpath)
-        .map_err(|e| OpenError::io("open time index", &tpath, e))?;
+    // Derived data: a full disk or a bad file here leaves the segment without a time
+    // index (its readers start earlier), never stops the start.
+    let tindex = timeindex::write_whole(&tpath, &tix)
+        .and_then(|()| OpenOptions::new().write(true).open(&tpath))
+        .map_err(|e| {
+            timeindex::warn_and_remove(&tpath, "write", &e);
+            report.time_index_errors += 1;
+        })
+        .ok();
     report.next_offset = tail.offset;
     Ok(ActiveSegment {
         base,

@@ -86,7 +86,12 @@ pub fn purge(
         }
         // The index first: a segment without an index is still readable (by scanning),
         // an index without its segment is ignored.
-        remove_if_present(&super::timeindex::tix_path(dir, base))?;
+        // A time index that cannot be removed must not keep its segment: it is derived
+        // data, and one left behind is ignored (no `.log` lists its base).
+        let tpath = super::timeindex::tix_path(dir, base);
+        if let Err(e) = remove_if_present(&tpath) {
+            tracing::warn!(path = %tpath.display(), error = %e, "retention could not remove a time index; removing its segment anyway");
+        }
         remove_if_present(&segment::index_path(dir, base))?;
         remove_if_present(&segment::segment_path(dir, base))?;
         total -= len;

@@ -48,9 +48,14 @@ pub struct WalStats {
     /// Damaged ranges live readers (read API, subscribers) skipped, each time one was
     /// met: a range read by three readers counts three.
     pub damaged_ranges_skipped: AtomicU64,
-    /// Records written more than `time_skew_ms_max` below the running maximum of
-    /// receive time: `until` reads may miss them (see `wal::timeindex`).
+    /// Records that arrived more than `time_skew_ms_max` below the running maximum of
+    /// receive time, or were written more than `time_skew_ms_max` after they were
+    /// received: `until` reads may miss them (see `wal::timeindex`).
     pub time_skew_exceeded: AtomicU64,
+    /// I/O errors on time indexes (`.tix`): at open, at rotation, on a write or a
+    /// sync. Each was logged and the index dropped (rebuilt at the next open); never
+    /// fatal, as the index is derived from the log.
+    pub time_index_errors: AtomicU64,
 }
 
 /// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).

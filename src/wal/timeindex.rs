@@ -135,9 +135,12 @@ impl TixFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(TixError::Missing)),
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let len = meta.len();
         let mut h = [0u8; TIX_HEADER_BYTES];
-        if len < TIX_HEADER_BYTES as u64 {
+        // Something other than a file in its place (a directory opens too) is as
+        // unusable as a bad header.
+        if !meta.is_file() || len < TIX_HEADER_BYTES as u64 {
             return Ok(Err(TixError::Header));
         }
         file.read_exact_at(&mut h, 0)?;
@@ -235,12 +238,15 @@ pub struct TimeSeek {
 /// record before that entry has a receive time below its key, so below `since_ns`.
 ///
 /// A segment whose `.tix` cannot be used (missing in a directory that no server has
-/// opened since, or damaged) makes the search give up on precision, not on
-/// correctness: it answers the oldest offset it can vouch for, and the caller's
-/// per-record filter does the rest. `None` if the directory holds no segment.
+/// opened since, damaged, or holding only its header, as the newest segment does until
+/// its first entries are written) costs precision, not correctness: the search takes
+/// it as starting at or after `since` and goes on among the segments before it, so the
+/// read starts earlier (at worst at the oldest record) and the caller's per-record
+/// filter does the rest. `None` if the directory holds no segment.
 ///
 /// # Errors
-/// The OS error from listing the directory or reading an index.
+/// The OS error from listing the directory (an index that cannot be read is treated as
+/// missing).
 pub fn seek(dir: &Path, since_ns: u64) -> io::Result<Option<TimeSeek>> {
     let bases = segment::list_segments(dir)?;
     let Some(&oldest) = bases.first() else {
@@ -249,14 +255,16 @@ pub fn seek(dir: &Path, since_ns: u64) -> io::Result<Option<TimeSeek>> {
     let mut probes = 0u64;
     // First entry of segment i, if its index is usable (and the segment still there).
     let first = |base: u64, probes: &mut u64| -> io::Result<Option<(TixFile, TixEntry)>> {
-        match TixFile::open(&tix_path(dir, base))? {
-            Ok(mut f) => {
-                let e = f.entry(0)?;
-                *probes += 1;
-                Ok(Some((f, e)))
-            }
-            Err(_) => Ok(None),
-        }
+        // An index that cannot be read (an I/O error, or something other than a file
+        // in its place) is as unusable as a missing one: it never fails a read.
+        let Ok(Ok(mut f)) = TixFile::open(&tix_path(dir, base)) else {
+            return Ok(None);
+        };
+        let Ok(e) = f.entry(0) else {
+            return Ok(None);
+        };
+        *probes += 1;
+        Ok(Some((f, e)))
     };
     // Binary search for the last segment whose first key is below `since_ns`.
     // Invariant: segments before `lo` start below it, segments at or after `hi` not.
@@ -265,11 +273,13 @@ pub fn seek(dir: &Path, since_ns: u64) -> io::Result<Option<TimeSeek>> {
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let Some((f, e)) = first(bases[mid], &mut probes)? else {
-            // Not searchable: fall back to the oldest segment.
-            return Ok(Some(TimeSeek {
-                offset: oldest,
-                probes,
-            }));
+            // Not searchable (no index, a damaged one, or a header-only one: the new
+            // last segment before its first entries are written): taken as starting
+            // at or after `since`. Safe whatever it holds: the search goes on among
+            // the segments before it, and a start in one of those is before
+            // everything in this one.
+            hi = mid;
+            continue;
         };
         if e.key_ns < since_ns {
             chosen = Some((mid, f));
@@ -286,7 +296,8 @@ pub fn seek(dir: &Path, since_ns: u64) -> io::Result<Option<TimeSeek>> {
         }));
     };
     let base = bases[i];
-    let e = f.last_below(since_ns)?;
+    // An unreadable entry: the segment's base is still a safe start.
+    let e = f.last_below(since_ns).unwrap_or(None);
     // Its first entry was counted above.
     probes += f.probes.saturating_sub(1);
     let offset = e.map_or(base, |e| base + u64::from(e.rel_offset));
@@ -307,9 +318,17 @@ pub(crate) struct Built {
 /// at each record that `.idx` would index (`interval` bytes apart, and the first
 /// record after damage). The file is written whole ([`write_whole`]).
 ///
+/// Returns what was built with the outcome of writing the index: a failed write still
+/// gives the scan's running maximum, which the next segment's keys start from.
+///
 /// # Errors
-/// The OS error from reading the segment or writing the index.
-pub(crate) fn rebuild(dir: &Path, base: u64, seed: u64, interval: u64) -> io::Result<Built> {
+/// The OS error from reading the segment.
+pub(crate) fn rebuild(
+    dir: &Path,
+    base: u64,
+    seed: u64,
+    interval: u64,
+) -> io::Result<(Built, io::Result<()>)> {
     let path = segment::segment_path(dir, base);
     let mut s = Scanner::open(path, SEGMENT_HEADER_BYTES as u64, base)?;
     let mut out = encode_header().to_vec();
@@ -344,9 +363,21 @@ pub(crate) fn rebuild(dir: &Path, base: u64, seed: u64, interval: u64) -> io::Re
             }
         }
     }
-    write_whole(&tix_path(dir, base), &out)?;
     built.end_key = key;
-    Ok(built)
+    let written = write_whole(&tix_path(dir, base), &out);
+    Ok((built, written))
+}
+
+/// After an I/O error on the `.tix` at `path` (`what` the operation): logs a warning
+/// and removes the file and any temporary one beside it, where possible, so that the
+/// next open rebuilds it and no reader trusts a half-written one. The caller counts the
+/// error (`time_index_errors_total`).
+pub(crate) fn warn_and_remove(path: &Path, what: &str, e: &io::Error) {
+    tracing::warn!(path = %path.display(), error = %e, "time index {what} failed; carrying on without it (time reads of this segment start earlier; rebuilt at the next start)");
+    let _ = std::fs::remove_file(path);
+    let mut tmp = path.to_owned();
+    tmp.set_extension("tix.tmp");
+    let _ = std::fs::remove_file(tmp);
 }
 
 /// Removes `*.tix.tmp` files a crash left during a rebuild (called at open, before

@@ -245,8 +245,12 @@ struct IndexCursor {
     ts_max: u64,
     /// `time_skew_ms_max`, in ns.
     skew_ns: u64,
-    /// Records that arrived more than `skew_ns` below the running maximum.
+    /// Records that arrived more than `skew_ns` below the running maximum, or are
+    /// gathered more than `skew_ns` after they were received.
     skewed: u64,
+    /// The clock (ns since the epoch) when the group began to be gathered: read once
+    /// per group, compared with each record's receive time.
+    now_ns: u64,
 }
 
 impl IndexCursor {
@@ -255,7 +259,12 @@ impl IndexCursor {
     ///
     /// A record received more than `time_skew_ms_max` before the running maximum is
     /// counted: `until` reads stop once the running maximum passes `until` by that
-    /// much, so such a record may be missed by them, and the counter says so.
+    /// much, so such a record may be missed by them, and the counter says so. So is
+    /// a record written more than `time_skew_ms_max` after it was received (a batch
+    /// held up by backpressure): a caught-up `until` read stops once the clock passes
+    /// `until` by that much, assuming no record received before `until` is still to
+    /// come. The clock is the one read when the group began to be gathered; the write
+    /// and sync after it (`group_commit_seconds`) are not included.
     fn note(
         &mut self,
         offset: u64,
@@ -264,7 +273,8 @@ impl IndexCursor {
         entries: &mut Vec<u8>,
         tentries: &mut Vec<u8>,
     ) {
-        if ts.saturating_add(self.skew_ns) < self.ts_max {
+        let late = ts.saturating_add(self.skew_ns);
+        if late < self.ts_max || late < self.now_ns {
             self.skewed += 1;
         }
         self.ts_max = self.ts_max.max(ts);
@@ -322,6 +332,7 @@ impl Writer {
             ts_max: self.active.ts_max,
             skew_ns: config.time_skew_ms_max.saturating_mul(1_000_000),
             skewed: 0,
+            now_ns: format::now_ns(),
         };
         let g = &mut self.groups[gi];
         g.reset(self.pos, self.next_offset, &self.tail, &self.inner.recent);

@@ -41,8 +41,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Group `gi` is durable and the oldest: write its index entries, publish it to
-    /// readers, complete its batches and wake the followers.
+    /// Group `gi` is durable and the oldest: write its `.idx` entries, publish it to
+    /// readers, complete its batches, wake the followers, then write its `.tix`
+    /// entries.
     fn commit(&mut self, gi: usize) {
         let g = &mut self.groups[gi];
         if !g.index.is_empty() {
@@ -55,18 +56,6 @@ impl Writer {
                 tracing::warn!(error = %e, "index write failed; readers will scan further");
             } else {
                 self.active.index_len += g.index.len() as u64;
-            }
-        }
-        if !g.tindex.is_empty() {
-            // Not synced either, for the same reason; recovery rebuilds it.
-            if let Err(e) = self
-                .active
-                .tindex
-                .write_all_at(&g.tindex, self.active.tindex_len)
-            {
-                tracing::warn!(error = %e, "time index write failed; time reads will scan further");
-            } else {
-                self.active.tindex_len += g.tindex.len() as u64;
             }
         }
         // Relaxed: only this thread stores committed_end.
@@ -98,6 +87,31 @@ impl Writer {
             slot.complete(first);
         }
         self.inner.commit_watch.notify();
+        if !g.tindex.is_empty()
+            && let Some(t) = &self.active.tindex
+        {
+            // Not synced either, for the same reason; recovery rebuilds it. Written
+            // after the group is published and its batches acknowledged, off the ack
+            // path: nothing needs the entries first. A seek that runs before they land
+            // misses the newest entries and starts at an earlier one (every key is the
+            // running maximum at its record, so any earlier entry is a safe start);
+            // rotation waits for no group in flight, so a segment is sealed (and its
+            // `.tix` synced) only with every entry written; and recovery rebuilds the
+            // active segment's `.tix` whole, so a crash between the two loses nothing.
+            #[cfg(feature = "failpoints")]
+            let written = crate::wal::failpoints::tix_io()
+                .and_then(|()| t.write_all_at(&g.tindex, self.active.tindex_len));
+            #[cfg(not(feature = "failpoints"))]
+            let written = t.write_all_at(&g.tindex, self.active.tindex_len);
+            match written {
+                Ok(()) => self.active.tindex_len += g.tindex.len() as u64,
+                // A part written before the error could leave entries out of order
+                // once later ones land at the same place: drop the whole index.
+                Err(e) => {
+                    super::rotate::drop_time_index(&mut self.active, &self.inner, "write", &e)
+                }
+            }
+        }
     }
 
     /// After a failed write: truncate the segment back to where the first failed group

@@ -4,7 +4,7 @@
 
 use std::{io, path::PathBuf, sync::atomic::Ordering};
 
-use super::{Phase, Writer, direct};
+use super::{Inner, Phase, Writer, direct};
 use crate::{
     error::{AppendError, OpenError},
     wal::{
@@ -74,6 +74,13 @@ impl Writer {
         // The running maximum of receive time carries across segments, so that time
         // index keys ascend over the whole log.
         let ts_max = self.active.ts_max;
+        if seg.tindex.is_none() {
+            // Logged where it failed (`recovery::with_new_index`).
+            self.inner
+                .stats
+                .time_index_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.active = seg;
         self.active.ts_max = ts_max;
         self.pos = SEGMENT_HEADER_BYTES as u64;
@@ -141,7 +148,19 @@ impl Writer {
         }
         self.active.file.sync_data()?;
         self.active.index.sync_data()?;
-        self.active.tindex.sync_data()
+        // Derived data, not synced for durability of any record: a failed sync loses
+        // no acknowledged record, so it must not stop the writer.
+        if let Some(t) = &self.active.tindex
+            && let Err(e) = tix_sync(t)
+        {
+            self.time_index_failed("sync", &e);
+        }
+        Ok(())
+    }
+
+    /// An I/O error (`what`) on the active segment's `.tix`: see [`drop_time_index`].
+    fn time_index_failed(&mut self, what: &str, e: &io::Error) {
+        drop_time_index(&mut self.active, &self.inner, what, e);
     }
 
     /// Clean shutdown: sync what a non-durable policy left unsynced.
@@ -155,4 +174,30 @@ impl Writer {
         tracing::debug!(committed_end = self.next_offset, "writer stopped cleanly");
         Ok(())
     }
+}
+
+/// An I/O error (`what`) on `active`'s `.tix`: logged, counted, the file removed (the
+/// next open rebuilds it) and no longer written. Readers of the segment fall back to an
+/// earlier start, as for any missing time index. A free function so that the writer can
+/// call it while it holds a group.
+pub(super) fn drop_time_index(
+    active: &mut ActiveSegment,
+    inner: &Inner,
+    what: &str,
+    e: &io::Error,
+) {
+    active.tindex = None;
+    let path = timeindex::tix_path(&inner.config.dir, active.base);
+    timeindex::warn_and_remove(&path, what, e);
+    inner
+        .stats
+        .time_index_errors
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// fdatasync of a time index (through the `tix_enospc` failpoint when compiled in).
+fn tix_sync(t: &std::fs::File) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    crate::wal::failpoints::tix_io()?;
+    t.sync_data()
 }
