@@ -486,6 +486,8 @@ series! {
     pub struct AggregateStats {
         /// Records received before the oldest second the aggregates hold when they were counted (the fan-out core was that far behind): left out of the per-second counts.
         counter aggregates_late_records_total ("records"),
+        /// Commit notes merged into the next one because the fan-out core fell too far behind to take them: the ack latency of their records is then an upper bound (the next group's commit time).
+        counter aggregates_commit_notes_merged_total ("notes"),
         /// Committed records the aggregates have not counted yet.
         gauge aggregates_lag_records ("records"),
         /// Services with a series of their own (at most aggregates_services_max).

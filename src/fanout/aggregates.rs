@@ -27,14 +27,15 @@
 //! # Ack latency
 //!
 //! For each record, the time from its receipt (the batch header's receive time) to
-//! when the committed end passed it. A thread of its own at normal priority
-//! (`rs-commit-clock`, [`spawn_commit_clock`]) waits on the log's commit condition
-//! variable and notes (committed end, time) at each commit; the fan-out core, which
-//! runs at `fanout_nice` and may be starved under heavy ingest, only reads those
-//! notes, so its own lag does not inflate the figure. The notes are kept, up to
-//! [`COMMITS_MAX`], until the reader passes them. The cost: the writer signals the
-//! condition variable after each commit (a futex wake), and the thread wakes once per
-//! group.
+//! when the committed end passed it. The writer notes (committed end, time) for each
+//! group just before it publishes the new end (`wal::LogView::take_commit_note`: a
+//! clock read and a lock-free push, no syscall); the fan-out core, which runs at
+//! `fanout_nice` and may be starved under heavy ingest, only reads those notes, so its
+//! own lag does not inflate the figure. Every counted record gets a sample: when notes
+//! were merged (the core fell [`crate::wal::COMMIT_NOTES_MAX`] groups behind,
+//! `aggregates_commit_notes_merged_total`), or dropped here past [`COMMITS_MAX`], a
+//! record takes the time of the next note (later than its own commit: an upper bound),
+//! and a record no note covers takes the time the core saw it committed (later too).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -62,13 +63,9 @@ const LEVEL_NONE: usize = 7;
 /// 134 s); a value is within 25 % of its bucket's upper bound.
 pub const LATENCY_BUCKETS: usize = 108;
 
-/// Commit observations kept while the reader has not passed them. Past it, later
-/// commits are merged into the last observation and their records get no latency
-/// sample (it would be too early).
+/// Commit notes the fan-out core keeps while its reader has not passed them. Past
+/// it, the oldest is dropped: its records take the next note's time (an upper bound).
 pub const COMMITS_MAX: usize = 4096;
-
-/// How long records committed past the commit clock's last note wait for it.
-const UNNOTED_WAIT: Duration = Duration::from_millis(100);
 
 /// Records counted per loop turn, so that subscribers are served between turns.
 /// Small enough that the loop observes the committed end often (the ack latency's
@@ -249,48 +246,9 @@ impl Ring {
     }
 }
 
-/// (committed end, Unix ns when seen, exact): when the committed end moved, noted by
-/// the commit clock, taken by the fan-out core.
-type Commit = (u64, u64, bool);
-
-/// Appends a commit note, merging into the last one past [`COMMITS_MAX`] (its records
-/// then get no latency sample: the time would be too early for some of them).
-fn note_commit(q: &mut VecDeque<Commit>, end: u64, at_ns: u64, exact: bool) {
-    if q.len() < COMMITS_MAX {
-        q.push_back((end, at_ns, exact));
-    } else if let Some(b) = q.back_mut() {
-        *b = (end, b.1, false);
-    }
-}
-
-/// Starts `rs-commit-clock`: notes the time of each commit into `aggregates` until
-/// `stop` is set (it looks every 100 ms).
-///
-/// # Errors
-/// The OS error creating the thread.
-pub fn spawn_commit_clock(
-    aggregates: Arc<Aggregates>,
-    log: LogView,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("rs-commit-clock".into())
-        .spawn(move || {
-            let mut last = log.committed_end();
-            while !stop.load(Ordering::Acquire) {
-                let end = log.wait_committed_beyond(last, Duration::from_millis(100));
-                if end > last {
-                    let at = unix_now().as_nanos() as u64;
-                    let mut q = aggregates.commits.lock().unwrap_or_else(|e| e.into_inner());
-                    note_commit(&mut q, end, at, true);
-                    last = end;
-                } else if log.failure().is_some() {
-                    // The wait returns at once once the writer failed.
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        })
-}
+/// (committed end, Unix ns when the group ending there was committed), from the
+/// writer (`wal::LogView::take_commit_note`).
+type Commit = (u64, u64);
 
 /// What `/v1/aggregates` reads, shared between the fan-out core and the reactors.
 #[derive(Debug)]
@@ -313,8 +271,6 @@ struct State {
 #[derive(Debug)]
 pub struct Aggregates {
     state: Mutex<State>,
-    /// Commit notes from the commit clock, not yet taken by the fan-out core.
-    commits: Mutex<VecDeque<Commit>>,
     services_max: usize,
     /// The series `/stats` shows for the aggregates (written here only).
     stats: Arc<AggregateStats>,
@@ -343,7 +299,6 @@ impl Aggregates {
                 disk_bytes: 0,
                 oldest_ts_ns: None,
             }),
-            commits: Mutex::new(VecDeque::with_capacity(COMMITS_MAX)),
             services_max: n,
             stats,
         }
@@ -567,13 +522,13 @@ pub struct Aggregator {
     reader: Option<Reader>,
     /// Commit notes the reader has not passed yet.
     commits: VecDeque<Commit>,
+    /// Notes dropped from `commits` when it was full.
+    commits_dropped: u64,
     services: Services,
     /// What this turn counted, by second, merged under the lock at the end of a turn.
     pending: Vec<Bucket>,
     /// Receive time of the last record counted, ns.
     last_ts_ns: u64,
-    /// Since when the committed end is past the commit clock's last note.
-    unnoted_since: Option<Instant>,
     /// The writer's fsync counters at the last sample, and that sample's second.
     fsync_sample: (u64, u64, u64),
     /// When the disk and the retention horizon were last sampled.
@@ -610,6 +565,7 @@ impl Aggregator {
             log,
             reader,
             commits: VecDeque::with_capacity(COMMITS_MAX),
+            commits_dropped: 0,
             services: Services {
                 slots: HashMap::with_capacity(n),
                 names: vec![None; n],
@@ -618,18 +574,18 @@ impl Aggregator {
             },
             pending: Vec::new(),
             last_ts_ns: 0,
-            unnoted_since: None,
             fsync_sample,
             disk_sampled: None,
             oldest_for: None,
         }
     }
 
-    /// One loop turn: takes the commit clock's notes, counts up to
+    /// One loop turn: takes the writer's commit notes, counts up to
     /// [`RECORDS_PER_TURN`] records ([`RECORDS_PER_BUSY_TURN`] if `yield_to_subscribers`),
     /// samples the writer's counters and the disk once a second. Returns true if there
     /// are committed records left to count.
     pub fn turn(&mut self, end: u64, yield_to_subscribers: bool) -> bool {
+        // After `end` was read: a commit the notes miss happened before this.
         let now = unix_now();
         if self.reader.is_none() {
             match self.log.reader(end) {
@@ -649,7 +605,7 @@ impl Aggregator {
         } else {
             RECORDS_PER_TURN
         };
-        let behind = self.count(end, now.as_secs(), quota);
+        let behind = self.count(end, now, quota);
         self.sample(now);
         self.merge();
         let read_end = self.reader.as_ref().map_or(end, Reader::next_offset);
@@ -660,43 +616,37 @@ impl Aggregator {
         behind
     }
 
+    /// Moves the writer's commit notes here (all of them: the writer's queue is
+    /// bounded too, and its oldest note would be merged anyway).
     fn take_commits(&mut self) {
-        let mut q = self
-            .shared
-            .commits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (end, at, exact) in q.drain(..) {
-            note_commit(&mut self.commits, end, at, exact);
+        while let Some(c) = self.log.take_commit_note() {
+            if self.commits.len() == COMMITS_MAX {
+                // The oldest's records take the next note's time: an upper bound.
+                self.commits.pop_front();
+                self.commits_dropped += 1;
+            }
+            self.commits.push_back(c);
         }
+        self.shared
+            .stats
+            .aggregates_commit_notes_merged_total
+            .store(
+                self.log.commit_notes_merged() + self.commits_dropped,
+                Ordering::Relaxed,
+            );
     }
 
     /// Counts committed records into `pending`. Returns true if more are committed.
-    fn count(&mut self, end: u64, now_s: u64, quota: usize) -> bool {
+    fn count(&mut self, end: u64, now: Duration, quota: usize) -> bool {
         let Some(reader) = self.reader.as_mut() else {
             return false;
         };
+        let now_s = now.as_secs();
+        let now_ns = now.as_nanos() as u64;
         let unused_before = (now_s / 60).saturating_sub(self.shared.span_minutes());
-        // Count only what the commit clock has noted (it notes a commit microseconds
-        // after this core may see it), unless its note is [`UNNOTED_WAIT`] late: those
-        // records then get no latency sample.
-        let noted = self.commits.back().map_or(0, |c| c.0);
-        let limit = if noted >= end {
-            self.unnoted_since = None;
-            end
-        } else if self
-            .unnoted_since
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            >= UNNOTED_WAIT
-        {
-            end
-        } else {
-            noted
-        };
         let mut names_changed = false;
         let mut n = 0;
-        while n < quota && reader.next_offset() < limit {
+        while n < quota && reader.next_offset() < end {
             let r = match reader.next() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -723,10 +673,11 @@ impl Aggregator {
             while self.commits.front().is_some_and(|c| c.0 <= offset) {
                 self.commits.pop_front();
             }
-            let ack_us = match self.commits.front() {
-                Some(&(_, at, true)) => Some(at.saturating_sub(ts_ns) / 1000),
-                _ => None,
-            };
+            // The writer notes every group before publishing it, so a note covers
+            // every record below `end`; should none (a restarted reader), the time
+            // this turn began, after `end` was read, bounds the commit from above.
+            let at = self.commits.front().map_or(now_ns, |c| c.1);
+            let ack_us = at.saturating_sub(ts_ns) / 1000;
             let services = self.shared.services_max;
             let b = match self.pending.iter_mut().position(|b| b.t == second) {
                 Some(i) => &mut self.pending[i],
@@ -743,10 +694,8 @@ impl Aggregator {
             if let Some(i) = slot {
                 b.services[i] = b.services[i].saturating_add(1);
             }
-            if let Some(us) = ack_us {
-                let h = &mut b.ack_us[latency_bucket(us)];
-                *h = h.saturating_add(1);
-            }
+            let h = &mut b.ack_us[latency_bucket(ack_us)];
+            *h = h.saturating_add(1);
         }
         if let Some(reader) = self.reader.as_mut() {
             drop(reader.take_damaged()); // lost offsets are not records: nothing to count
