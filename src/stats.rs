@@ -494,6 +494,8 @@ series! {
         gauge aggregates_services ("services"),
         /// Distinct services counted as other because aggregates_services_max were taken (exact up to 64 x aggregates_services_max).
         gauge aggregates_services_overflowed ("services"),
+        /// Records whose service name was longer than aggregates_service_bytes_max: counted as other.
+        counter aggregates_service_names_too_long_total ("records"),
         /// Memory the aggregates' buckets take, in bytes (both rings, allocated at start).
         gauge aggregates_memory_bytes ("bytes"),
     }

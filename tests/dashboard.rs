@@ -117,10 +117,13 @@ fn aggregates_count_records_by_level_and_service_with_the_services_bound() {
             count(&|i| i % 10 == 9) + 7
         ])
     );
+    // Names once, per slot; the buckets count by slot.
+    assert_eq!(v["services"], serde_json::json!(["a", "b", "c"]));
     assert_eq!(
         t["services"],
-        serde_json::json!({"a": 200, "b": 200, "c": 200, "other": 400})
+        serde_json::json!({"0": 200, "1": 200, "2": 200})
     );
+    assert_eq!(t["services_other"], 400);
     assert_eq!(t["ack_us"]["count"], 1007, "one latency sample per record");
     assert!(t["ack_us"]["p99"].as_u64().unwrap() >= t["ack_us"]["p50"].as_u64().unwrap());
     // Receipt to commit, as the writer noted it: within what this producer waited for
@@ -146,6 +149,7 @@ fn aggregates_count_records_by_level_and_service_with_the_services_bound() {
     assert_eq!(m["step_s"], 60);
     assert_eq!(m["totals"]["records"], 1007);
     assert_eq!(m["totals"]["services"], t["services"]);
+    assert_eq!(m["totals"]["services_other"], 400);
     // What /stats says about the bound.
     let st = stats_json(s.http);
     assert_eq!(st["server"]["aggregates_services"], 3);
@@ -167,6 +171,33 @@ fn aggregates_count_records_by_level_and_service_with_the_services_bound() {
         assert_eq!(r.status, 400, "{bad}");
         assert!(r.json()["detail"].as_str().unwrap().len() > 10, "{bad}");
     }
+    assert!(s.stop().success());
+}
+
+/// A service name longer than `aggregates_service_bytes_max` is counted as other (and
+/// in `/stats`), and a service named "other" is a service like any other.
+#[test]
+fn long_service_names_count_as_other() {
+    let (_dir, s) = Server::start_in_tempdir(&["--aggregates-service-bytes-max", "8"]);
+    let since = unix_s() as u64;
+    let lines: Vec<String> = ["other", "abcdefgh", "abcdefghi", "abcdefgh"]
+        .iter()
+        .map(|svc| serde_json::json!({"service": svc, "message": "m"}).to_string())
+        .collect();
+    send_lines(s.tcp_acked, &lines);
+    let v = aggregates(s.http, &format!("since={since}"));
+    let names = v["services"].as_array().unwrap();
+    assert_eq!(names.len(), 20, "aggregates_services_max slots");
+    assert_eq!(names[0], "other");
+    assert_eq!(names[1], "abcdefgh");
+    assert!(names[2..].iter().all(|n| n.is_null()));
+    let t = &v["totals"];
+    assert_eq!(t["records"], 4);
+    assert_eq!(t["services"], serde_json::json!({"0": 1, "1": 2}));
+    assert_eq!(t["services_other"], 1);
+    let st = stats_json(s.http);
+    assert_eq!(st["server"]["aggregates_service_names_too_long_total"], 1);
+    assert_eq!(st["server"]["aggregates_services"], 2);
     assert!(s.stop().success());
 }
 
@@ -429,6 +460,25 @@ fn dashboard_time_range_picker_returns_the_records_of_that_range() {
     .unwrap();
     let error = levels.iter().find(|s| s["name"] == "error").unwrap();
     assert_eq!(error["points"], serde_json::json!([[s0, 10]]));
+    // And its services by name (the answer names each slot once).
+    let services: Vec<serde_json::Value> = serde_json::from_str(
+        b.eval("document.getElementById('c-services').dataset.series")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut named: Vec<(String, serde_json::Value)> = services
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["points"].clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        named,
+        [
+            ("checkout".to_owned(), serde_json::json!([[s0, 20]])),
+            ("search".to_owned(), serde_json::json!([[s0, 20]]))
+        ]
+    );
     // With a level filter too: the error records of that range only.
     b.eval("document.getElementById('level').value = 'error'; document.getElementById('search').click()");
     b.wait_for(

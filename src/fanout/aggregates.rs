@@ -20,7 +20,11 @@
 //!   series each; later ones are counted as `other`, and how many distinct names
 //!   overflowed is in `/stats` (`aggregates_services_overflowed`, exact up to
 //!   64 x `aggregates_services_max`, then it stays there). A service unseen for the
-//!   whole retained window gives its slot up.
+//!   whole retained window gives its slot up. A name longer than
+//!   `aggregates_service_bytes_max` is counted as `other` too
+//!   (`aggregates_service_names_too_long_total`), so names take at most
+//!   `aggregates_services_max` x `aggregates_service_bytes_max` bytes (twice: the
+//!   fan-out core's map and the shared copy), and an answer names each slot once.
 //! - Levels: normalised to [`LEVELS`]; unknown values are `other`, records without a
 //!   level (or not JSON) `none`.
 //!
@@ -272,6 +276,8 @@ struct State {
 pub struct Aggregates {
     state: Mutex<State>,
     services_max: usize,
+    /// Longest service name counted under its own name (`aggregates_service_bytes_max`).
+    service_bytes_max: usize,
     /// The series `/stats` shows for the aggregates (written here only).
     stats: Arc<AggregateStats>,
 }
@@ -300,6 +306,7 @@ impl Aggregates {
                 oldest_ts_ns: None,
             }),
             services_max: n,
+            service_bytes_max: settings.aggregates_service_bytes_max,
             stats,
         }
     }
@@ -385,8 +392,9 @@ impl Aggregates {
             "now": now,
             "levels": LEVELS,
             "quantiles_us": QUANTILES.map(|(k, _)| k),
-            "buckets": buckets.iter().map(|b| bucket_json(b, &names, true)).collect::<Vec<_>>(),
-            "totals": bucket_json(&totals, &names, false),
+            "services": names,
+            "buckets": buckets.iter().map(|b| bucket_json(b, true)).collect::<Vec<_>>(),
+            "totals": bucket_json(&totals, false),
             "read_end": read_end,
             "read_ts_ns": read_ts_ns,
             "committed_end": committed_end,
@@ -400,18 +408,15 @@ impl Aggregates {
     }
 }
 
-/// A bucket as JSON: services by name (only those with records), latency percentiles.
-fn bucket_json(b: &Bucket, names: &[Option<String>], with_t: bool) -> serde_json::Value {
+/// A bucket as JSON: services by slot index (only those with records; the names are
+/// once at the top of the answer), the rest as `services_other`, latency percentiles.
+fn bucket_json(b: &Bucket, with_t: bool) -> serde_json::Value {
+    let (other, slots) = b.services.split_last().expect("the other slot");
     let mut services = serde_json::Map::new();
-    for (i, &n) in b.services.iter().enumerate() {
-        if n == 0 {
-            continue;
+    for (i, &n) in slots.iter().enumerate() {
+        if n != 0 {
+            services.insert(i.to_string(), n.into());
         }
-        let name = match names.get(i) {
-            Some(Some(s)) => s.as_str(),
-            _ => "other",
-        };
-        services.insert(name.to_owned(), n.into());
     }
     let count: u64 = b.ack_us.iter().map(|&c| u64::from(c)).sum();
     let mut ack = serde_json::Map::new();
@@ -426,6 +431,7 @@ fn bucket_json(b: &Bucket, names: &[Option<String>], with_t: bool) -> serde_json
         "bytes": b.bytes,
         "levels": b.levels,
         "services": services,
+        "services_other": other,
         "ack_us": ack,
         "fsyncs": b.fsyncs,
         "fsync_ns": b.fsync_ns,
@@ -663,6 +669,13 @@ impl Aggregator {
             let (service, level) = json_fields(r.payload);
             let second = ts_ns / 1_000_000_000;
             let slot = service.as_deref().map(|s| {
+                if s.len() > self.shared.service_bytes_max {
+                    self.shared
+                        .stats
+                        .aggregates_service_names_too_long_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    return self.services.names.len(); // other
+                }
                 let (i, changed) =
                     self.services
                         .slot(s, second / 60, unused_before, &self.shared.stats);
