@@ -496,6 +496,8 @@ series! {
         gauge aggregates_services_overflowed ("services"),
         /// Records whose service name was longer than aggregates_service_bytes_max: counted as other.
         counter aggregates_service_names_too_long_total ("records"),
+        /// GET /v1/aggregates answers cut at aggregates_response_buckets_max buckets (the client continues from the answer's until).
+        counter aggregates_responses_truncated_total ("responses"),
         /// Memory the aggregates' buckets take, in bytes (both rings, allocated at start).
         gauge aggregates_memory_bytes ("bytes"),
     }

@@ -73,7 +73,12 @@ fn aggregates(http_at: SocketAddr, query: &str) -> serde_json::Value {
 /// sample per record; bad parameters are refused with a reason.
 #[test]
 fn aggregates_count_records_by_level_and_service_with_the_services_bound() {
-    let (_dir, s) = Server::start_in_tempdir(&["--aggregates-services-max", "3"]);
+    let (_dir, s) = Server::start_in_tempdir(&[
+        "--aggregates-services-max",
+        "3",
+        "--aggregates-response-buckets-max",
+        "60",
+    ]);
     let since = unix_s() as u64;
     // 5 services (a..e, in order of first appearance), 4 levels.
     let levels = ["info", "ERROR", "Warning", "debug"];
@@ -171,6 +176,29 @@ fn aggregates_count_records_by_level_and_service_with_the_services_bound() {
         assert_eq!(r.status, 400, "{bad}");
         assert!(r.json()["detail"].as_str().unwrap().len() > 10, "{bad}");
     }
+    // A range longer than aggregates_response_buckets_max is cut, and says where to
+    // continue; the rest holds the records.
+    let cut = http(
+        s.http,
+        "GET",
+        &format!("/v1/aggregates?since={}&until={}", since - 100, since + 10),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(cut["buckets"].as_array().unwrap().len(), 60);
+    assert_eq!(cut["truncated"], true);
+    assert_eq!(cut["until"], since - 40);
+    let rest = aggregates(
+        s.http,
+        &format!("since={}&until={}", since - 40, since + 10),
+    );
+    assert_eq!(rest["truncated"], false);
+    assert_eq!(rest["totals"]["records"], 1007);
+    assert_eq!(
+        stats_json(s.http)["server"]["aggregates_responses_truncated_total"],
+        1
+    );
     assert!(s.stop().success());
 }
 

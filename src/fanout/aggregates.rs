@@ -278,6 +278,8 @@ pub struct Aggregates {
     services_max: usize,
     /// Longest service name counted under its own name (`aggregates_service_bytes_max`).
     service_bytes_max: usize,
+    /// Most buckets in one answer (`aggregates_response_buckets_max`).
+    response_buckets_max: usize,
     /// The series `/stats` shows for the aggregates (written here only).
     stats: Arc<AggregateStats>,
 }
@@ -307,6 +309,7 @@ impl Aggregates {
             }),
             services_max: n,
             service_bytes_max: settings.aggregates_service_bytes_max,
+            response_buckets_max: settings.aggregates_response_buckets_max,
             stats,
         }
     }
@@ -318,7 +321,8 @@ impl Aggregates {
 
     /// `GET /v1/aggregates?step=1s|1m&since=&until=`: the JSON document
     /// (`docs/protocol.md`). `since` and `until` are Unix seconds (`until` exclusive);
-    /// by default the last 60 steps up to now.
+    /// by default the last 60 steps up to now. At most `aggregates_response_buckets_max`
+    /// buckets: a longer range is cut there (`"truncated": true`, the rest from `until`).
     ///
     /// # Errors
     /// A parameter that is unknown or malformed.
@@ -364,8 +368,16 @@ impl Aggregates {
         let ring = if step == 1 { &st.seconds } else { &st.minutes };
         // Periods from the one holding `since` up to before `until`, within the ring.
         let first = (since - since % step).max(ring.tail());
-        let last = until.div_ceil(step) * step; // exclusive
+        let last = until.div_ceil(step).saturating_mul(step); // exclusive
         let last = last.min(ring.head.max(now - now % step) + step);
+        let max_last = first.saturating_add(self.response_buckets_max as u64 * step);
+        let truncated = last > max_last;
+        let last = last.min(max_last);
+        if truncated {
+            self.stats
+                .aggregates_responses_truncated_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let mut buckets = Vec::new();
         let mut p = first;
         while p < last {
@@ -389,6 +401,7 @@ impl Aggregates {
             "step_s": step,
             "since": first,
             "until": last.max(first),
+            "truncated": truncated,
             "now": now,
             "levels": LEVELS,
             "quantiles_us": QUANTILES.map(|(k, _)| k),
@@ -941,6 +954,40 @@ mod tests {
         ] {
             assert!(a.query_json(bad, 0).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn long_ranges_are_cut_at_the_response_bound() {
+        let mut settings = crate::config::Settings::default().fanout();
+        settings.aggregates_response_buckets_max = 100;
+        let stats = Arc::new(AggregateStats::default());
+        let a = Aggregates::new(&settings, stats.clone());
+        let now = unix_now().as_secs();
+        let q = |since: u64| -> serde_json::Value {
+            serde_json::from_slice(
+                &a.query_json(&format!("since={since}&until={}", now + 1), 0)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let v = q(now - 149);
+        assert_eq!(v["buckets"].as_array().unwrap().len(), 100);
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["until"], now - 49, "where to continue");
+        let rest = q(now - 49);
+        assert_eq!(rest["buckets"].as_array().unwrap().len(), 50);
+        assert_eq!(rest["truncated"], false);
+        assert_eq!(
+            stats
+                .aggregates_responses_truncated_total
+                .load(Ordering::Relaxed),
+            1
+        );
+        // A huge `until` is not an overflow.
+        assert!(
+            a.query_json(&format!("step=1m&since={now}&until={}", u64::MAX), 0)
+                .is_ok()
+        );
     }
 
     #[test]
