@@ -498,6 +498,10 @@ series! {
         counter aggregates_service_names_too_long_total ("records"),
         /// GET /v1/aggregates answers cut at aggregates_response_buckets_max buckets (the client continues from the answer's until).
         counter aggregates_responses_truncated_total ("responses"),
+        /// Records committed, by the writer's clock, before their receive time (the wall clock stepped back in between): their ack latency is counted as 0.
+        counter aggregates_ack_clock_back_records_total ("records"),
+        /// Times the aggregates started afresh because the wall clock stepped back by more than their span.
+        counter aggregates_clock_resets_total ("resets"),
         /// Memory the aggregates' buckets take, in bytes (both rings, allocated at start).
         gauge aggregates_memory_bytes ("bytes"),
     }

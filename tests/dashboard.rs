@@ -635,6 +635,16 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     let shot = common::browser::artefacts_dir().join("low-rate.png");
     assert!(b.screenshot(&shot) > 5_000);
     println!("dashboard screenshot: {}", shot.display());
+    // "Last hour" is drawn per second, as the docs say; six hours per minute.
+    for (range, what) in [("3600", "per second"), ("21600", "per minute")] {
+        b.eval(&format!(
+            "document.getElementById('range').value = '{range}'; document.getElementById('range').onchange()"
+        ));
+        b.wait_for(
+            &format!("document.getElementById('rangeInfo').textContent.startsWith('{what}')"),
+            Duration::from_secs(10),
+        );
+    }
     drop(b);
     assert!(server.stop().success());
 }

@@ -242,6 +242,21 @@ impl Ring {
         Some(b)
     }
 
+    /// Forgets everything if the wall clock stepped back more than the ring's span
+    /// below its head (otherwise the head, the largest time ever seen, would keep
+    /// every new period "too old" and the charts blank until the clock caught up).
+    /// Returns whether it did.
+    fn reset_if_ahead_of(&mut self, now: u64) -> bool {
+        if now.saturating_add(self.span()) >= self.head {
+            return false;
+        }
+        self.head = 0;
+        for b in &mut self.buckets {
+            b.t = u64::MAX;
+        }
+        true
+    }
+
     /// The bucket of period `p` if the ring holds it.
     fn get(&self, p: u64) -> Option<&Bucket> {
         let i = ((p / self.step) % self.buckets.len() as u64) as usize;
@@ -488,6 +503,10 @@ struct Services {
     /// Hashes of the distinct names that found no slot, up to 64 x the slots.
     overflowed: HashSet<u64>,
     hasher: RandomState,
+    /// No slot can free up while `unused_before` is at most this: the least minute
+    /// seen of the slots when a scan last found none free (those minutes only grow),
+    /// so a record counted as other costs no scan of the slots.
+    full_until: Option<u64>,
 }
 
 impl Services {
@@ -506,10 +525,18 @@ impl Services {
             }
             return (i, false);
         }
-        let free = self.names.iter().position(|n| match n {
-            None => true,
-            Some((_, seen)) => *seen < unused_before,
-        });
+        let free = if self.full_until.is_some_and(|m| unused_before <= m) {
+            None
+        } else {
+            let free = self.names.iter().position(|n| match n {
+                None => true,
+                Some((_, seen)) => *seen < unused_before,
+            });
+            if free.is_none() {
+                self.full_until = self.names.iter().flatten().map(|(_, seen)| *seen).min();
+            }
+            free
+        };
         let Some(i) = free else {
             if self.overflowed.len() < self.names.len() * 64
                 && self.overflowed.insert(self.hasher.hash_one(name))
@@ -590,6 +617,7 @@ impl Aggregator {
                 names: vec![None; n],
                 overflowed: HashSet::new(),
                 hasher: RandomState::new(),
+                full_until: None,
             },
             pending: Vec::new(),
             last_ts_ns: 0,
@@ -703,6 +731,14 @@ impl Aggregator {
             // every record below `end`; should none (a restarted reader), the time
             // this turn began, after `end` was read, bounds the commit from above.
             let at = self.commits.front().map_or(now_ns, |c| c.1);
+            if at < ts_ns {
+                // Committed before it was received: the wall clock stepped back in
+                // between. Counted as 0, and here.
+                self.shared
+                    .stats
+                    .aggregates_ack_clock_back_records_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let ack_us = at.saturating_sub(ts_ns) / 1000;
             let services = self.shared.services_max;
             let b = match self.pending.iter_mut().position(|b| b.t == second) {
@@ -792,8 +828,12 @@ impl Aggregator {
     fn merge(&mut self) {
         let read_end = self.reader.as_ref().map(Reader::next_offset);
         let mut late = 0;
+        let mut stepped_back = false;
         {
             let mut st = self.shared.lock();
+            let now = unix_now().as_secs();
+            stepped_back |= st.seconds.reset_if_ahead_of(now);
+            stepped_back |= st.minutes.reset_if_ahead_of(now);
             for b in &self.pending {
                 match st.seconds.at(b.t) {
                     Some(s) => s.add(b),
@@ -804,7 +844,6 @@ impl Aggregator {
                 }
             }
             // Keep the heads moving when nothing is received, so old buckets age out.
-            let now = unix_now().as_secs();
             st.seconds.at(now);
             st.minutes.at(now);
             if let Some(e) = read_end {
@@ -817,6 +856,15 @@ impl Aggregator {
                 .stats
                 .aggregates_late_records_total
                 .fetch_add(late, Ordering::Relaxed);
+        }
+        if stepped_back {
+            tracing::warn!(
+                "the wall clock stepped back beyond the aggregates' span: they start afresh"
+            );
+            self.shared
+                .stats
+                .aggregates_clock_resets_total
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.pending.clear();
     }
@@ -914,6 +962,7 @@ mod tests {
             names: vec![None; 2],
             overflowed: HashSet::new(),
             hasher: RandomState::new(),
+            full_until: None,
         };
         assert_eq!(s.slot("a", 10, 0, &stats), (0, true));
         assert_eq!(s.slot("b", 10, 0, &stats), (1, true));
@@ -924,6 +973,8 @@ mod tests {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         assert_eq!(load(&stats.aggregates_services_overflowed), 2, "distinct");
         assert_eq!(load(&stats.aggregates_services), 2);
+        // Full, and no slot can free up before minute 11: "d" again costs no scan.
+        assert_eq!(s.full_until, Some(10));
         // "b" was last seen in minute 10: once nothing retained is that old, "c" takes
         // its slot ("a", seen in minute 11, keeps its own).
         assert_eq!(s.slot("c", 20, 11, &stats), (1, true));
@@ -1004,5 +1055,11 @@ mod tests {
         let mut m = Ring::new(60, 3, 2);
         m.at(125).unwrap().records = 2;
         assert_eq!(m.get(120).unwrap().records, 2);
+        // The clock steps back by more than the span: the ring starts afresh.
+        assert!(!r.reset_if_ahead_of(1005), "within the span");
+        assert!(r.reset_if_ahead_of(990));
+        assert!(r.get(1009).is_none());
+        r.at(990).unwrap().records = 3;
+        assert_eq!(r.get(990).unwrap().records, 3);
     }
 }
