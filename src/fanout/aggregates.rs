@@ -69,7 +69,8 @@ pub const LATENCY_BUCKETS: usize = 108;
 
 /// Commit notes the fan-out core keeps while its reader has not passed them. Past
 /// it, the oldest is dropped: its records take the next note's time (an upper bound).
-pub const COMMITS_MAX: usize = 4096;
+/// Twice the log's queue: a turn takes all of it, and the reader may be a queue behind.
+pub const COMMITS_MAX: usize = 2 * crate::wal::COMMIT_NOTES_MAX;
 
 /// Records counted per loop turn, so that subscribers are served between turns.
 /// Small enough that the loop observes the committed end often (the ack latency's
