@@ -262,6 +262,10 @@ settings! {
     aggregates_minutes: usize = 1_440, env "RINGSTASH_AGGREGATES_MINUTES", range 60 ..= 10_080;
     /// Services the aggregates count under their own name; later distinct services are counted as "other" (how many: aggregates_services_overflowed in /stats). [default: 20]
     aggregates_services_max: usize = 20, env "RINGSTASH_AGGREGATES_SERVICES_MAX", range 1 ..= 1_000;
+    /// Longest service name, in bytes, the aggregates count under its own name; a longer one is counted as "other" (aggregates_service_names_too_long_total in /stats), so names cannot grow the aggregates or /v1/aggregates answers. [default: 128]
+    aggregates_service_bytes_max: usize = 128, env "RINGSTASH_AGGREGATES_SERVICE_BYTES_MAX", range 1 ..= 4_096;
+    /// Most buckets one GET /v1/aggregates answer holds; a longer range is cut there and the answer says so ("truncated": true, continue from its "until"; aggregates_responses_truncated_total in /stats). Bounds the copy under the lock the fan-out core merges into and the JSON a reactor builds. [default: 4096]
+    aggregates_response_buckets_max: usize = 4_096, env "RINGSTASH_AGGREGATES_RESPONSE_BUCKETS_MAX", range 60 ..= 100_000;
     /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
     read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX", range 1 ..= 1_000_000;
 }
@@ -353,6 +357,8 @@ stage_settings! {
         aggregates_seconds: usize,
         aggregates_minutes: usize,
         aggregates_services_max: usize,
+        aggregates_service_bytes_max: usize,
+        aggregates_response_buckets_max: usize,
     }
 }
 

@@ -486,12 +486,22 @@ series! {
     pub struct AggregateStats {
         /// Records received before the oldest second the aggregates hold when they were counted (the fan-out core was that far behind): left out of the per-second counts.
         counter aggregates_late_records_total ("records"),
+        /// Commit notes merged into the next one because the fan-out core fell too far behind to take them: the ack latency of their records is then an upper bound (the next group's commit time).
+        counter aggregates_commit_notes_merged_total ("notes"),
         /// Committed records the aggregates have not counted yet.
         gauge aggregates_lag_records ("records"),
         /// Services with a series of their own (at most aggregates_services_max).
         gauge aggregates_services ("services"),
         /// Distinct services counted as other because aggregates_services_max were taken (exact up to 64 x aggregates_services_max).
         gauge aggregates_services_overflowed ("services"),
+        /// Records whose service name was longer than aggregates_service_bytes_max: counted as other.
+        counter aggregates_service_names_too_long_total ("records"),
+        /// GET /v1/aggregates answers cut at aggregates_response_buckets_max buckets (the client continues from the answer's until).
+        counter aggregates_responses_truncated_total ("responses"),
+        /// Records committed, by the writer's clock, before their receive time (the wall clock stepped back in between): their ack latency is counted as 0.
+        counter aggregates_ack_clock_back_records_total ("records"),
+        /// Times the aggregates started afresh because the wall clock stepped back by more than their span.
+        counter aggregates_clock_resets_total ("resets"),
         /// Memory the aggregates' buckets take, in bytes (both rings, allocated at start).
         gauge aggregates_memory_bytes ("bytes"),
     }

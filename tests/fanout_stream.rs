@@ -211,6 +211,61 @@ fn filters_select_exactly_what_they_should() {
 
 /// The writer's wake-up of the fan-out core: an eventfd written after a commit only
 /// when the follower announced a sleep, and never missed (Dekker with the flag).
+/// The JSON window moves to a subscriber that starts ahead of it once its last reader
+/// left (as the dashboard resubscribes at the newest records); a subscriber left below
+/// it reads the files on its own, and one with a time range (which always reads on its
+/// own) neither holds the window nor moves it. Each gets exactly its records, offsets
+/// contiguous, while more is ingested.
+#[test]
+fn the_json_window_moves_ahead_and_subscribers_below_it_get_exactly_their_records() {
+    let (_dir, s) = Server::start_in_tempdir(&[
+        "--subscriber-send-buffer-bytes",
+        "4096",
+        "--fanout-window-bytes-max",
+        "65536",
+    ]);
+    let ws_at = ws_addr(&s);
+    let lines: Vec<String> = (0..6000)
+        .map(|i| format!("j{i:05} {}", "w".repeat(150 + i % 50)))
+        .collect();
+    let total = lines.len() as u64;
+    // The window follows this reader to 2000, keeping the last 64 KiB (about 300
+    // records) of it; then the reader leaves.
+    let mut first = subscribe(ws_at, "from=latest");
+    ingest_lines(&s, &lines[..2000]);
+    let (got, _) = read_records(&mut first, 2000, Duration::from_secs(30));
+    assert_exact(&got, 0, &lines[..2000]);
+    drop(first);
+    ingest_lines(&s, &lines[2000..4000]);
+    // In the window (a time range: reads on its own), below it, and ahead of it, each
+    // read as it arrives while the rest is ingested.
+    let readers: Vec<_> = [
+        ("from=1900&since=0", 1900u64),
+        ("from=500", 500),
+        ("from=3500", 3500),
+    ]
+    .into_iter()
+    .map(|(q, from)| {
+        let mut ws = subscribe(ws_at, q);
+        std::thread::spawn(move || {
+            let n = (total - from) as usize;
+            let (got, next) = read_records(&mut ws, n, Duration::from_secs(60));
+            (from, got, next)
+        })
+    })
+    .collect();
+    for part in lines[4000..].chunks(250) {
+        ingest_lines(&s, part);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for r in readers {
+        let (from, got, next) = r.join().expect("reader");
+        assert_exact(&got, from, &lines[from as usize..]);
+        assert_eq!(next, total, "from={from}");
+    }
+    assert!(s.stop().success());
+}
+
 #[test]
 fn the_commit_follower_is_woken_only_when_it_sleeps() {
     use ringstash::wal::{BatchBuilder, Log};
@@ -254,4 +309,11 @@ fn the_commit_follower_is_woken_only_when_it_sleeps() {
     // Announcing a sleep with a stale end is refused: there is work already.
     assert!(!f.prepare_sleep(seen));
     assert_eq!(f.committed_end(), 5);
+    // Each commit was timed by the writer, in order, sleeping follower or not.
+    let view = log.view();
+    let notes: Vec<(u64, u64)> = std::iter::from_fn(|| view.take_commit_note()).collect();
+    assert_eq!(notes.iter().map(|n| n.0).collect::<Vec<_>>(), [3, 5]);
+    assert!(notes[0].1 > 0 && notes[0].1 <= notes[1].1);
+    assert!(notes[1].1 <= ringstash::wal::now_ns());
+    assert_eq!(view.commit_notes_merged(), 0);
 }

@@ -20,21 +20,26 @@
 //!   series each; later ones are counted as `other`, and how many distinct names
 //!   overflowed is in `/stats` (`aggregates_services_overflowed`, exact up to
 //!   64 x `aggregates_services_max`, then it stays there). A service unseen for the
-//!   whole retained window gives its slot up.
+//!   whole retained window gives its slot up. A name longer than
+//!   `aggregates_service_bytes_max` is counted as `other` too
+//!   (`aggregates_service_names_too_long_total`), so names take at most
+//!   `aggregates_services_max` x `aggregates_service_bytes_max` bytes (twice: the
+//!   fan-out core's map and the shared copy), and an answer names each slot once.
 //! - Levels: normalised to [`LEVELS`]; unknown values are `other`, records without a
 //!   level (or not JSON) `none`.
 //!
 //! # Ack latency
 //!
 //! For each record, the time from its receipt (the batch header's receive time) to
-//! when the committed end passed it. A thread of its own at normal priority
-//! (`rs-commit-clock`, [`spawn_commit_clock`]) waits on the log's commit condition
-//! variable and notes (committed end, time) at each commit; the fan-out core, which
-//! runs at `fanout_nice` and may be starved under heavy ingest, only reads those
-//! notes, so its own lag does not inflate the figure. The notes are kept, up to
-//! [`COMMITS_MAX`], until the reader passes them. The cost: the writer signals the
-//! condition variable after each commit (a futex wake), and the thread wakes once per
-//! group.
+//! when the committed end passed it. The writer notes (committed end, time) for each
+//! group just before it publishes the new end (`wal::LogView::take_commit_note`: a
+//! clock read and a lock-free push, no syscall); the fan-out core, which runs at
+//! `fanout_nice` and may be starved under heavy ingest, only reads those notes, so its
+//! own lag does not inflate the figure. Every counted record gets a sample: when notes
+//! were merged (the core fell [`crate::wal::COMMIT_NOTES_MAX`] groups behind,
+//! `aggregates_commit_notes_merged_total`), or dropped here past [`COMMITS_MAX`], a
+//! record takes the time of the next note (later than its own commit: an upper bound),
+//! and a record no note covers takes the time the core saw it committed (later too).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -62,13 +67,10 @@ const LEVEL_NONE: usize = 7;
 /// 134 s); a value is within 25 % of its bucket's upper bound.
 pub const LATENCY_BUCKETS: usize = 108;
 
-/// Commit observations kept while the reader has not passed them. Past it, later
-/// commits are merged into the last observation and their records get no latency
-/// sample (it would be too early).
-pub const COMMITS_MAX: usize = 4096;
-
-/// How long records committed past the commit clock's last note wait for it.
-const UNNOTED_WAIT: Duration = Duration::from_millis(100);
+/// Commit notes the fan-out core keeps while its reader has not passed them. Past
+/// it, the oldest is dropped: its records take the next note's time (an upper bound).
+/// Twice the log's queue: a turn takes all of it, and the reader may be a queue behind.
+pub const COMMITS_MAX: usize = 2 * crate::wal::COMMIT_NOTES_MAX;
 
 /// Records counted per loop turn, so that subscribers are served between turns.
 /// Small enough that the loop observes the committed end often (the ack latency's
@@ -241,6 +243,21 @@ impl Ring {
         Some(b)
     }
 
+    /// Forgets everything if the wall clock stepped back more than the ring's span
+    /// below its head (otherwise the head, the largest time ever seen, would keep
+    /// every new period "too old" and the charts blank until the clock caught up).
+    /// Returns whether it did.
+    fn reset_if_ahead_of(&mut self, now: u64) -> bool {
+        if now.saturating_add(self.span()) >= self.head {
+            return false;
+        }
+        self.head = 0;
+        for b in &mut self.buckets {
+            b.t = u64::MAX;
+        }
+        true
+    }
+
     /// The bucket of period `p` if the ring holds it.
     fn get(&self, p: u64) -> Option<&Bucket> {
         let i = ((p / self.step) % self.buckets.len() as u64) as usize;
@@ -249,48 +266,9 @@ impl Ring {
     }
 }
 
-/// (committed end, Unix ns when seen, exact): when the committed end moved, noted by
-/// the commit clock, taken by the fan-out core.
-type Commit = (u64, u64, bool);
-
-/// Appends a commit note, merging into the last one past [`COMMITS_MAX`] (its records
-/// then get no latency sample: the time would be too early for some of them).
-fn note_commit(q: &mut VecDeque<Commit>, end: u64, at_ns: u64, exact: bool) {
-    if q.len() < COMMITS_MAX {
-        q.push_back((end, at_ns, exact));
-    } else if let Some(b) = q.back_mut() {
-        *b = (end, b.1, false);
-    }
-}
-
-/// Starts `rs-commit-clock`: notes the time of each commit into `aggregates` until
-/// `stop` is set (it looks every 100 ms).
-///
-/// # Errors
-/// The OS error creating the thread.
-pub fn spawn_commit_clock(
-    aggregates: Arc<Aggregates>,
-    log: LogView,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("rs-commit-clock".into())
-        .spawn(move || {
-            let mut last = log.committed_end();
-            while !stop.load(Ordering::Acquire) {
-                let end = log.wait_committed_beyond(last, Duration::from_millis(100));
-                if end > last {
-                    let at = unix_now().as_nanos() as u64;
-                    let mut q = aggregates.commits.lock().unwrap_or_else(|e| e.into_inner());
-                    note_commit(&mut q, end, at, true);
-                    last = end;
-                } else if log.failure().is_some() {
-                    // The wait returns at once once the writer failed.
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        })
-}
+/// (committed end, Unix ns when the group ending there was committed), from the
+/// writer (`wal::LogView::take_commit_note`).
+type Commit = (u64, u64);
 
 /// What `/v1/aggregates` reads, shared between the fan-out core and the reactors.
 #[derive(Debug)]
@@ -313,9 +291,11 @@ struct State {
 #[derive(Debug)]
 pub struct Aggregates {
     state: Mutex<State>,
-    /// Commit notes from the commit clock, not yet taken by the fan-out core.
-    commits: Mutex<VecDeque<Commit>>,
     services_max: usize,
+    /// Longest service name counted under its own name (`aggregates_service_bytes_max`).
+    service_bytes_max: usize,
+    /// Most buckets in one answer (`aggregates_response_buckets_max`).
+    response_buckets_max: usize,
     /// The series `/stats` shows for the aggregates (written here only).
     stats: Arc<AggregateStats>,
 }
@@ -343,8 +323,9 @@ impl Aggregates {
                 disk_bytes: 0,
                 oldest_ts_ns: None,
             }),
-            commits: Mutex::new(VecDeque::with_capacity(COMMITS_MAX)),
             services_max: n,
+            service_bytes_max: settings.aggregates_service_bytes_max,
+            response_buckets_max: settings.aggregates_response_buckets_max,
             stats,
         }
     }
@@ -356,7 +337,8 @@ impl Aggregates {
 
     /// `GET /v1/aggregates?step=1s|1m&since=&until=`: the JSON document
     /// (`docs/protocol.md`). `since` and `until` are Unix seconds (`until` exclusive);
-    /// by default the last 60 steps up to now.
+    /// by default the last 60 steps up to now. At most `aggregates_response_buckets_max`
+    /// buckets: a longer range is cut there (`"truncated": true`, the rest from `until`).
     ///
     /// # Errors
     /// A parameter that is unknown or malformed.
@@ -402,8 +384,16 @@ impl Aggregates {
         let ring = if step == 1 { &st.seconds } else { &st.minutes };
         // Periods from the one holding `since` up to before `until`, within the ring.
         let first = (since - since % step).max(ring.tail());
-        let last = until.div_ceil(step) * step; // exclusive
+        let last = until.div_ceil(step).saturating_mul(step); // exclusive
         let last = last.min(ring.head.max(now - now % step) + step);
+        let max_last = first.saturating_add(self.response_buckets_max as u64 * step);
+        let truncated = last > max_last;
+        let last = last.min(max_last);
+        if truncated {
+            self.stats
+                .aggregates_responses_truncated_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let mut buckets = Vec::new();
         let mut p = first;
         while p < last {
@@ -427,11 +417,13 @@ impl Aggregates {
             "step_s": step,
             "since": first,
             "until": last.max(first),
+            "truncated": truncated,
             "now": now,
             "levels": LEVELS,
             "quantiles_us": QUANTILES.map(|(k, _)| k),
-            "buckets": buckets.iter().map(|b| bucket_json(b, &names, true)).collect::<Vec<_>>(),
-            "totals": bucket_json(&totals, &names, false),
+            "services": names,
+            "buckets": buckets.iter().map(|b| bucket_json(b, true)).collect::<Vec<_>>(),
+            "totals": bucket_json(&totals, false),
             "read_end": read_end,
             "read_ts_ns": read_ts_ns,
             "committed_end": committed_end,
@@ -445,18 +437,15 @@ impl Aggregates {
     }
 }
 
-/// A bucket as JSON: services by name (only those with records), latency percentiles.
-fn bucket_json(b: &Bucket, names: &[Option<String>], with_t: bool) -> serde_json::Value {
+/// A bucket as JSON: services by slot index (only those with records; the names are
+/// once at the top of the answer), the rest as `services_other`, latency percentiles.
+fn bucket_json(b: &Bucket, with_t: bool) -> serde_json::Value {
+    let (other, slots) = b.services.split_last().expect("the other slot");
     let mut services = serde_json::Map::new();
-    for (i, &n) in b.services.iter().enumerate() {
-        if n == 0 {
-            continue;
+    for (i, &n) in slots.iter().enumerate() {
+        if n != 0 {
+            services.insert(i.to_string(), n.into());
         }
-        let name = match names.get(i) {
-            Some(Some(s)) => s.as_str(),
-            _ => "other",
-        };
-        services.insert(name.to_owned(), n.into());
     }
     let count: u64 = b.ack_us.iter().map(|&c| u64::from(c)).sum();
     let mut ack = serde_json::Map::new();
@@ -471,6 +460,7 @@ fn bucket_json(b: &Bucket, names: &[Option<String>], with_t: bool) -> serde_json
         "bytes": b.bytes,
         "levels": b.levels,
         "services": services,
+        "services_other": other,
         "ack_us": ack,
         "fsyncs": b.fsyncs,
         "fsync_ns": b.fsync_ns,
@@ -514,6 +504,10 @@ struct Services {
     /// Hashes of the distinct names that found no slot, up to 64 x the slots.
     overflowed: HashSet<u64>,
     hasher: RandomState,
+    /// No slot can free up while `unused_before` is at most this: the least minute
+    /// seen of the slots when a scan last found none free (those minutes only grow),
+    /// so a record counted as other costs no scan of the slots.
+    full_until: Option<u64>,
 }
 
 impl Services {
@@ -532,10 +526,18 @@ impl Services {
             }
             return (i, false);
         }
-        let free = self.names.iter().position(|n| match n {
-            None => true,
-            Some((_, seen)) => *seen < unused_before,
-        });
+        let free = if self.full_until.is_some_and(|m| unused_before <= m) {
+            None
+        } else {
+            let free = self.names.iter().position(|n| match n {
+                None => true,
+                Some((_, seen)) => *seen < unused_before,
+            });
+            if free.is_none() {
+                self.full_until = self.names.iter().flatten().map(|(_, seen)| *seen).min();
+            }
+            free
+        };
         let Some(i) = free else {
             if self.overflowed.len() < self.names.len() * 64
                 && self.overflowed.insert(self.hasher.hash_one(name))
@@ -567,13 +569,13 @@ pub struct Aggregator {
     reader: Option<Reader>,
     /// Commit notes the reader has not passed yet.
     commits: VecDeque<Commit>,
+    /// Notes dropped from `commits` when it was full.
+    commits_dropped: u64,
     services: Services,
     /// What this turn counted, by second, merged under the lock at the end of a turn.
     pending: Vec<Bucket>,
     /// Receive time of the last record counted, ns.
     last_ts_ns: u64,
-    /// Since when the committed end is past the commit clock's last note.
-    unnoted_since: Option<Instant>,
     /// The writer's fsync counters at the last sample, and that sample's second.
     fsync_sample: (u64, u64, u64),
     /// When the disk and the retention horizon were last sampled.
@@ -610,26 +612,28 @@ impl Aggregator {
             log,
             reader,
             commits: VecDeque::with_capacity(COMMITS_MAX),
+            commits_dropped: 0,
             services: Services {
                 slots: HashMap::with_capacity(n),
                 names: vec![None; n],
                 overflowed: HashSet::new(),
                 hasher: RandomState::new(),
+                full_until: None,
             },
             pending: Vec::new(),
             last_ts_ns: 0,
-            unnoted_since: None,
             fsync_sample,
             disk_sampled: None,
             oldest_for: None,
         }
     }
 
-    /// One loop turn: takes the commit clock's notes, counts up to
+    /// One loop turn: takes the writer's commit notes, counts up to
     /// [`RECORDS_PER_TURN`] records ([`RECORDS_PER_BUSY_TURN`] if `yield_to_subscribers`),
     /// samples the writer's counters and the disk once a second. Returns true if there
     /// are committed records left to count.
     pub fn turn(&mut self, end: u64, yield_to_subscribers: bool) -> bool {
+        // After `end` was read: a commit the notes miss happened before this.
         let now = unix_now();
         if self.reader.is_none() {
             match self.log.reader(end) {
@@ -649,7 +653,7 @@ impl Aggregator {
         } else {
             RECORDS_PER_TURN
         };
-        let behind = self.count(end, now.as_secs(), quota);
+        let behind = self.count(end, now, quota);
         self.sample(now);
         self.merge();
         let read_end = self.reader.as_ref().map_or(end, Reader::next_offset);
@@ -660,43 +664,37 @@ impl Aggregator {
         behind
     }
 
+    /// Moves the writer's commit notes here (all of them: the writer's queue is
+    /// bounded too, and its oldest note would be merged anyway).
     fn take_commits(&mut self) {
-        let mut q = self
-            .shared
-            .commits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (end, at, exact) in q.drain(..) {
-            note_commit(&mut self.commits, end, at, exact);
+        while let Some(c) = self.log.take_commit_note() {
+            if self.commits.len() == COMMITS_MAX {
+                // The oldest's records take the next note's time: an upper bound.
+                self.commits.pop_front();
+                self.commits_dropped += 1;
+            }
+            self.commits.push_back(c);
         }
+        self.shared
+            .stats
+            .aggregates_commit_notes_merged_total
+            .store(
+                self.log.commit_notes_merged() + self.commits_dropped,
+                Ordering::Relaxed,
+            );
     }
 
     /// Counts committed records into `pending`. Returns true if more are committed.
-    fn count(&mut self, end: u64, now_s: u64, quota: usize) -> bool {
+    fn count(&mut self, end: u64, now: Duration, quota: usize) -> bool {
         let Some(reader) = self.reader.as_mut() else {
             return false;
         };
+        let now_s = now.as_secs();
+        let now_ns = now.as_nanos() as u64;
         let unused_before = (now_s / 60).saturating_sub(self.shared.span_minutes());
-        // Count only what the commit clock has noted (it notes a commit microseconds
-        // after this core may see it), unless its note is [`UNNOTED_WAIT`] late: those
-        // records then get no latency sample.
-        let noted = self.commits.back().map_or(0, |c| c.0);
-        let limit = if noted >= end {
-            self.unnoted_since = None;
-            end
-        } else if self
-            .unnoted_since
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            >= UNNOTED_WAIT
-        {
-            end
-        } else {
-            noted
-        };
         let mut names_changed = false;
         let mut n = 0;
-        while n < quota && reader.next_offset() < limit {
+        while n < quota && reader.next_offset() < end {
             let r = match reader.next() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -713,6 +711,13 @@ impl Aggregator {
             let (service, level) = json_fields(r.payload);
             let second = ts_ns / 1_000_000_000;
             let slot = service.as_deref().map(|s| {
+                if s.len() > self.shared.service_bytes_max {
+                    self.shared
+                        .stats
+                        .aggregates_service_names_too_long_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    return self.services.names.len(); // other
+                }
                 let (i, changed) =
                     self.services
                         .slot(s, second / 60, unused_before, &self.shared.stats);
@@ -723,10 +728,19 @@ impl Aggregator {
             while self.commits.front().is_some_and(|c| c.0 <= offset) {
                 self.commits.pop_front();
             }
-            let ack_us = match self.commits.front() {
-                Some(&(_, at, true)) => Some(at.saturating_sub(ts_ns) / 1000),
-                _ => None,
-            };
+            // The writer notes every group before publishing it, so a note covers
+            // every record below `end`; should none (a restarted reader), the time
+            // this turn began, after `end` was read, bounds the commit from above.
+            let at = self.commits.front().map_or(now_ns, |c| c.1);
+            if at < ts_ns {
+                // Committed before it was received: the wall clock stepped back in
+                // between. Counted as 0, and here.
+                self.shared
+                    .stats
+                    .aggregates_ack_clock_back_records_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let ack_us = at.saturating_sub(ts_ns) / 1000;
             let services = self.shared.services_max;
             let b = match self.pending.iter_mut().position(|b| b.t == second) {
                 Some(i) => &mut self.pending[i],
@@ -743,10 +757,8 @@ impl Aggregator {
             if let Some(i) = slot {
                 b.services[i] = b.services[i].saturating_add(1);
             }
-            if let Some(us) = ack_us {
-                let h = &mut b.ack_us[latency_bucket(us)];
-                *h = h.saturating_add(1);
-            }
+            let h = &mut b.ack_us[latency_bucket(ack_us)];
+            *h = h.saturating_add(1);
         }
         if let Some(reader) = self.reader.as_mut() {
             drop(reader.take_damaged()); // lost offsets are not records: nothing to count
@@ -817,8 +829,12 @@ impl Aggregator {
     fn merge(&mut self) {
         let read_end = self.reader.as_ref().map(Reader::next_offset);
         let mut late = 0;
+        let mut stepped_back = false;
         {
             let mut st = self.shared.lock();
+            let now = unix_now().as_secs();
+            stepped_back |= st.seconds.reset_if_ahead_of(now);
+            stepped_back |= st.minutes.reset_if_ahead_of(now);
             for b in &self.pending {
                 match st.seconds.at(b.t) {
                     Some(s) => s.add(b),
@@ -829,7 +845,6 @@ impl Aggregator {
                 }
             }
             // Keep the heads moving when nothing is received, so old buckets age out.
-            let now = unix_now().as_secs();
             st.seconds.at(now);
             st.minutes.at(now);
             if let Some(e) = read_end {
@@ -842,6 +857,15 @@ impl Aggregator {
                 .stats
                 .aggregates_late_records_total
                 .fetch_add(late, Ordering::Relaxed);
+        }
+        if stepped_back {
+            tracing::warn!(
+                "the wall clock stepped back beyond the aggregates' span: they start afresh"
+            );
+            self.shared
+                .stats
+                .aggregates_clock_resets_total
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.pending.clear();
     }
@@ -939,6 +963,7 @@ mod tests {
             names: vec![None; 2],
             overflowed: HashSet::new(),
             hasher: RandomState::new(),
+            full_until: None,
         };
         assert_eq!(s.slot("a", 10, 0, &stats), (0, true));
         assert_eq!(s.slot("b", 10, 0, &stats), (1, true));
@@ -949,6 +974,8 @@ mod tests {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         assert_eq!(load(&stats.aggregates_services_overflowed), 2, "distinct");
         assert_eq!(load(&stats.aggregates_services), 2);
+        // Full, and no slot can free up before minute 11: "d" again costs no scan.
+        assert_eq!(s.full_until, Some(10));
         // "b" was last seen in minute 10: once nothing retained is that old, "c" takes
         // its slot ("a", seen in minute 11, keeps its own).
         assert_eq!(s.slot("c", 20, 11, &stats), (1, true));
@@ -982,6 +1009,40 @@ mod tests {
     }
 
     #[test]
+    fn long_ranges_are_cut_at_the_response_bound() {
+        let mut settings = crate::config::Settings::default().fanout();
+        settings.aggregates_response_buckets_max = 100;
+        let stats = Arc::new(AggregateStats::default());
+        let a = Aggregates::new(&settings, stats.clone());
+        let now = unix_now().as_secs();
+        let q = |since: u64| -> serde_json::Value {
+            serde_json::from_slice(
+                &a.query_json(&format!("since={since}&until={}", now + 1), 0)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let v = q(now - 149);
+        assert_eq!(v["buckets"].as_array().unwrap().len(), 100);
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["until"], now - 49, "where to continue");
+        let rest = q(now - 49);
+        assert_eq!(rest["buckets"].as_array().unwrap().len(), 50);
+        assert_eq!(rest["truncated"], false);
+        assert_eq!(
+            stats
+                .aggregates_responses_truncated_total
+                .load(Ordering::Relaxed),
+            1
+        );
+        // A huge `until` is not an overflow.
+        assert!(
+            a.query_json(&format!("step=1m&since={now}&until={}", u64::MAX), 0)
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn the_ring_ages_out_old_periods() {
         let mut r = Ring::new(1, 10, 2);
         r.at(1000).unwrap().records = 5;
@@ -995,5 +1056,11 @@ mod tests {
         let mut m = Ring::new(60, 3, 2);
         m.at(125).unwrap().records = 2;
         assert_eq!(m.get(120).unwrap().records, 2);
+        // The clock steps back by more than the span: the ring starts afresh.
+        assert!(!r.reset_if_ahead_of(1005), "within the span");
+        assert!(r.reset_if_ahead_of(990));
+        assert!(r.get(1009).is_none());
+        r.at(990).unwrap().records = 3;
+        assert_eq!(r.get(990).unwrap().records, 3);
     }
 }

@@ -122,8 +122,6 @@ pub struct FanoutHandle {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
-    /// `rs-commit-clock`, which times commits for the aggregates.
-    clock: Option<JoinHandle<()>>,
 }
 
 impl FanoutHandle {
@@ -134,9 +132,6 @@ impl FanoutHandle {
         let _ = self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-        if let Some(t) = self.clock.take() {
-            let _ = t.join(); // it looks at `stop` every 100 ms
         }
     }
 }
@@ -173,9 +168,6 @@ pub fn spawn(
     let stop2 = stop.clone();
     // Before the thread starts, so that the aggregates count every record committed
     // once `serve` says it listens.
-    // The clock first, so that every record the aggregator counts has a commit noted.
-    let clock =
-        aggregates::spawn_commit_clock(ctx.aggregates.clone(), ctx.log.clone(), stop.clone())?;
     let aggregator = aggregates::Aggregator::new(ctx.aggregates.clone(), ctx.log.clone());
     let thread = std::thread::Builder::new()
         .name("rs-fanout".into())
@@ -193,7 +185,6 @@ pub fn spawn(
         stop,
         waker,
         thread: Some(thread),
-        clock: Some(clock),
     })
 }
 
@@ -303,11 +294,11 @@ impl Fanout {
             let mut prepared = false;
             if busy {
                 timeout = Duration::ZERO;
-            } else {
-                // Ask the writer for a wake-up on the next commit: subscribers wait for
-                // records, and the aggregates time each commit (their ack latency). The
-                // writer rings only when this core announced a sleep: at most one
-                // eventfd write per group, none while this core is busy.
+            } else if self.open > 0 {
+                // Ask the writer for a wake-up only while someone waits for records. The
+                // aggregates need none: the writer notes each commit's time itself
+                // (`wal::LogView::take_commit_note`), and with no subscriber they are
+                // counted on the 1 s timeout.
                 prepared = self.follower.prepare_sleep(seen);
                 if !prepared {
                     timeout = Duration::ZERO;

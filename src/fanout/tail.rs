@@ -36,9 +36,12 @@ impl Fanout {
         // take more: the window is a read-ahead shared by whoever follows the leader,
         // and decoding records nobody is ready for would cost this core for nothing
         // (the leader would fall off the window's start and read them again).
+        // A subscriber with a time range reads on its own (`Windows::source`): it is
+        // no demand for the window, nor a reason to move it.
         let demand = self.subs.iter().flatten().any(|s| {
             s.is_open()
                 && s.encoding == Encoding::Json
+                && !s.filter.has_time_range()
                 && s.blocked_since.is_none()
                 && s.cursor >= w.end()
                 && s.cursor < end
@@ -72,7 +75,7 @@ impl Fanout {
         let (start, w_end) = (w.start(), w.end());
         let mut ahead: Option<u64> = None;
         for s in self.subs.iter().flatten() {
-            if !s.is_open() || s.encoding != Encoding::Json {
+            if !s.is_open() || s.encoding != Encoding::Json || s.filter.has_time_range() {
                 continue;
             }
             if s.cursor >= start && s.cursor <= w_end {

@@ -77,7 +77,7 @@ pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::DamagedRange;
 pub use stats::{COMMIT_BUCKETS, WalStats};
 pub use view::LogView;
-pub use watch::CommitFollower;
+pub use watch::{COMMIT_NOTES_MAX, CommitFollower};
 
 pub(crate) use appender::Batch;
 pub(crate) use log::Inner;

@@ -105,6 +105,20 @@ impl LogView {
         })
     }
 
+    /// Takes the oldest commit note not taken yet: `(committed end, Unix ns)` when a
+    /// group ending there was committed, in commit order. For the one follower that
+    /// times commits (the aggregates); a note dropped because nobody took it is merged
+    /// into the next one (see [`LogView::commit_notes_merged`]).
+    pub fn take_commit_note(&self) -> Option<(u64, u64)> {
+        self.inner.commit_watch.times.take()
+    }
+
+    /// Commit notes merged into the next one because the queue was full (the follower
+    /// fell more than [`crate::wal::COMMIT_NOTES_MAX`] groups behind).
+    pub fn commit_notes_merged(&self) -> u64 {
+        self.inner.commit_watch.times.merged()
+    }
+
     /// Blocks until the committed end passes `offset` or `timeout` elapses; returns the
     /// committed end. For followers that run on their own thread.
     pub fn wait_committed_beyond(&self, offset: u64, timeout: Duration) -> u64 {

@@ -72,6 +72,8 @@ impl Writer {
         self.inner
             .recent
             .push(self.active.base, g.buf_pos(), &g.buf);
+        // Before committed_end too: a follower that sees the new end finds its time.
+        self.inner.commit_watch.times.note(g.end_offset);
         // Release: readers that see the new end also see the bytes in the page cache
         // (and every truncation epoch bumped before, see `Inner::truncation_epoch`).
         self.inner
