@@ -465,6 +465,41 @@ fn check_notes_a_missing_time_index_on_an_empty_last_segment() {
     common::assert_check_clean(&dir);
 }
 
+/// The last segment's index is synced only at its seal: after a power cut any part of
+/// it may be missing, and every start rewrites it. `check` notes that (the power-cut
+/// loop runs `check` straight after a cut); the same damage to a sealed segment's
+/// index is an error.
+#[test]
+fn check_notes_a_damaged_time_index_of_the_last_segment_only() {
+    let (_tmp, dir) = cw::temp_data_dir("log");
+    let log = Log::open(small_log(&dir)).unwrap();
+    fill_timed(&log, &mut cw::Rng(5), 3_000);
+    drop(log);
+    let bases = list_segments(&dir).unwrap();
+    assert!(bases.len() >= 3, "{bases:?}");
+    let last = tix_path(&dir, *bases.last().unwrap());
+    // A header lost to the cut (zeros), on a last segment that holds records.
+    let mut tix = fs::read(&last).unwrap();
+    tix[..TIX_HEADER_BYTES].fill(0);
+    fs::write(&last, &tix).unwrap();
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 0, "{text}");
+    common::assert_contains(&text, "errors 0");
+    common::assert_contains(&text, &format!("{}: bad header", last.display()));
+    common::assert_contains(&text, "rewritten at the next start");
+    // The same on a sealed segment is damage.
+    let sealed = tix_path(&dir, bases[1]);
+    let mut tix = fs::read(&sealed).unwrap();
+    tix[..TIX_HEADER_BYTES].fill(0);
+    fs::write(&sealed, &tix).unwrap();
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 1, "{text}");
+    common::assert_contains(&text, &format!("{}: damaged time index", sealed.display()));
+    // The next start rewrites both.
+    drop(Log::open(small_log(&dir)).unwrap());
+    common::assert_check_clean(&dir);
+}
+
 #[test]
 fn check_reports_a_key_that_would_make_a_seek_skip_records() {
     let (_tmp, dir) = cw::temp_data_dir("log");
