@@ -34,10 +34,11 @@
 //! peak (the reader falls past the recent groups in memory and reads the segment files
 //! back). So it reads and parses at most `aggregates_records_per_s_max` records a
 //! second: a token bucket, refilled each turn by the time elapsed at that rate, holding
-//! at most one second's worth. Out of tokens while behind, the aggregator reads no
-//! further: from a commit-note boundary, it skips every whole group up to the committed
-//! end (its reader reopened past them, a seek through the sparse index) and counts
-//! them from the writer's notes, exactly: records = the offsets between two notes,
+//! at most one second's worth. With more committed than its tokens cover, the
+//! aggregator does not read the rest: from a commit-note boundary, it skips whole
+//! groups up to the newest ones its tokens cover (the reader reopened past them, a seek
+//! through the sparse index; the records it then reads are the newest, the cheapest to
+//! read, and keep `read_ts_ns` current) and counts them from the writer's notes, exactly: records = the offsets between two notes,
 //! payload bytes = the framed bytes between them less [`RECORD_HEADER_BYTES`] a record.
 //! They are counted in the second of their group's commit time (their receive times
 //! are unread), under the level `unsampled` and `services_unsampled`, with no ack
@@ -618,7 +619,8 @@ pub struct Aggregator {
     services: Services,
     /// What this turn counted, by second, merged under the lock at the end of a turn.
     pending: Vec<Bucket>,
-    /// Receive time of the last record counted, ns.
+    /// Receive time of the last record counted, ns (or the commit time of the last
+    /// group skipped, if later).
     last_ts_ns: u64,
     /// The writer's fsync counters at the last sample, and that sample's second.
     fsync_sample: (u64, u64, u64),
@@ -752,8 +754,14 @@ impl Aggregator {
         let mut names_changed = false;
         let mut n = 0;
         self.refill();
-        while n < quota && self.reader.as_ref().is_some_and(|r| r.next_offset() < end) {
-            if self.tokens < 1.0 && self.skip(end) {
+        while n < quota
+            && let Some(next) = self.reader.as_ref().map(Reader::next_offset)
+            && next < end
+        {
+            // More committed than the tokens left: skip to the newest records the
+            // tokens cover (cheaper to read, still in memory, and current).
+            let tokens = self.tokens.max(0.0) as u64;
+            if end - next > tokens && self.skip(end, tokens) {
                 continue;
             }
             let Some(reader) = self.reader.as_mut() else {
@@ -850,11 +858,13 @@ impl Aggregator {
         }
     }
 
-    /// Out of tokens: if the reader sits at a note's end, counts every whole group
-    /// noted up to `end` unread (see the module's docs) and reopens the reader past
-    /// them. Returns whether it skipped any record; false if the reader is inside a
-    /// group (it reads on to the group's end: at most one group over the budget).
-    fn skip(&mut self, end: u64) -> bool {
+    /// More committed than the tokens left: if the reader sits at a note's end, counts
+    /// whole groups unread (see the module's docs), up to the first note that leaves at
+    /// most `keep` records before `end` (all of them up to `end` if none does), and
+    /// reopens the reader past them. Returns whether it skipped any record; false if
+    /// the reader is inside a group (it reads on to the group's end: at most one group
+    /// over the budget, repaid from later tokens).
+    fn skip(&mut self, end: u64, keep: u64) -> bool {
         let Some(next) = self.reader.as_ref().map(Reader::next_offset) else {
             return false;
         };
@@ -884,11 +894,16 @@ impl Aggregator {
             b.services_unsampled += records;
             skipped += records;
             last = c;
+            if end - c.0 <= keep {
+                break;
+            }
         }
         if skipped == 0 {
             return false;
         }
         self.passed = Some(last);
+        // Every record up to there is counted: the dashboard may draw up to its second.
+        self.last_ts_ns = self.last_ts_ns.max(last.1);
         self.shared
             .stats
             .aggregates_unsampled_records_total
