@@ -248,7 +248,8 @@ fn past_the_read_bound_the_totals_stay_exact_and_the_rest_is_unsampled() {
     assert_eq!(levels[2] + levels[3] + unsampled, 50_000, "{t}");
     assert_eq!(t["services_unsampled"], unsampled);
     let read = 50_000 - unsampled;
-    assert_eq!(t["services"]["0"], read);
+    // (No slot at all if every group was skipped.)
+    assert_eq!(t["services"]["0"].as_u64().unwrap_or(0), read, "{t}");
     assert_eq!(
         t["ack_us"]["count"], read,
         "samples for the records read only"
