@@ -36,9 +36,10 @@
 //! second: a token bucket, refilled each turn by the time elapsed at that rate, holding
 //! at most one second's worth. With more committed than its tokens cover, the
 //! aggregator does not read the rest: from a commit-note boundary, it skips whole
-//! groups up to the newest ones its tokens cover (the reader reopened past them, a seek
-//! through the sparse index; the records it then reads are the newest, the cheapest to
-//! read, and keep `read_ts_ns` current) and counts them from the writer's notes, exactly: records = the offsets between two notes,
+//! groups up to the newest ones its tokens cover, and no more than half of what the
+//! recent groups in memory hold (the reader reopened past them, a seek through the
+//! sparse index; the records it then reads are the newest, copied from memory rather
+//! than read back from the files, and keep `read_ts_ns` current) and counts them from the writer's notes, exactly: records = the offsets between two notes,
 //! payload bytes = the framed bytes between them less [`RECORD_HEADER_BYTES`] a record.
 //! They are counted in the second of their group's commit time (their receive times
 //! are unread), under the level `unsampled` and `services_unsampled`, with no ack
@@ -860,11 +861,12 @@ impl Aggregator {
 
     /// More committed than the tokens left: if the reader sits at a note's end, counts
     /// whole groups unread (see the module's docs), up to the first note that leaves at
-    /// most `keep` records before `end` (all of them up to `end` if none does), and
+    /// most `keep` records before `end` (fewer if the recent groups in memory hold
+    /// fewer; all of them up to `end` if none does), and
     /// reopens the reader past them. Returns whether it skipped any record; false if
     /// the reader is inside a group (it reads on to the group's end: at most one group
     /// over the budget, repaid from later tokens).
-    fn skip(&mut self, end: u64, keep: u64) -> bool {
+    fn skip(&mut self, end: u64, mut keep: u64) -> bool {
         let Some(next) = self.reader.as_ref().map(Reader::next_offset) else {
             return false;
         };
@@ -872,6 +874,16 @@ impl Aggregator {
         let Some(mut last) = self.passed.filter(|c| c.0 == next) else {
             return false;
         };
+        // Keep no more than half the recent groups in memory hold (at the framed
+        // bytes a record these notes average): what is read after a skip is then
+        // copied from memory, not read back from the files (or, under direct writes,
+        // the disk the writer syncs to).
+        if let Some(newest) = self.commits.iter().rev().find(|c| c.0 <= end)
+            && newest.0 > last.0
+        {
+            let per_record = ((newest.2 - last.2) / (newest.0 - last.0)).max(1);
+            keep = keep.min(self.log.config().recent_bytes_max as u64 / 2 / per_record);
+        }
         let mut skipped = 0;
         while let Some(&c) = self.commits.front()
             && c.0 <= end
