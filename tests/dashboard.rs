@@ -403,13 +403,19 @@ fn dashboard_at_a_high_rate_shows_the_servers_rate_and_samples_the_tail() {
         assert!(Instant::now() < deadline, "the aggregates never caught up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Under this load too, every record counted has an ack latency sample (none go
+    // Under this load too, every record read has an ack latency sample (none go
     // missing when commits come faster than the fan-out core takes them, so the p99
-    // is not read too low).
+    // is not read too low). A starved fan-out core (a debug build beside the browser)
+    // may fall more behind than aggregates_records_per_s_max lets it read: those
+    // records are counted unread, with no sample.
     let v = aggregates_of(s.http, &format!("since={s0}&until={s1}"));
     for b in v["buckets"].as_array().unwrap() {
         assert!(b["records"].as_u64().unwrap() > 0, "{b}");
-        assert_eq!(b["ack_us"]["count"], b["records"], "{b}");
+        assert_eq!(
+            b["ack_us"]["count"].as_u64().unwrap() + b["unsampled"].as_u64().unwrap(),
+            b["records"].as_u64().unwrap(),
+            "{b}"
+        );
     }
     std::thread::sleep(Duration::from_millis(2500)); // two polls of the page
     let points_js = "document.getElementById('c-records').dataset.points || '[]'";
