@@ -314,7 +314,8 @@ struct State {
     services: Vec<Option<String>>,
     /// Offset up to which records are counted.
     read_end: u64,
-    /// Receive time of the last record counted, ns (0 before the first).
+    /// Receive time of the last record counted, or the commit time of the last group
+    /// counted unread if later, ns (0 before the first).
     read_ts_ns: u64,
     /// Bytes the data directory uses, last sampled.
     disk_bytes: u64,
