@@ -256,7 +256,7 @@ settings! {
     fanout_window_bytes_max: usize = 16 << 20, env "RINGSTASH_FANOUT_WINDOW_BYTES_MAX", range 65_536 ..= 1_073_741_824;
     /// Scheduling niceness of the fan-out thread, 0..=19: above 0 it runs on CPU time the reactors and the writer leave idle, so subscribers never slow producers even on a shared core; 0 gives subscribers lower latency under heavy ingest at that cost (docs/benchmarks.md). [default: 10]
     fanout_nice: i32 = 10, env "RINGSTASH_FANOUT_NICE", range 0 ..= 19;
-    /// Per-second buckets of the dashboard's aggregates (GET /v1/aggregates?step=1s): how far back they reach, in seconds. Each bucket takes 644 bytes with 20 services (aggregates_memory_bytes in /stats). [default: 3600]
+    /// Per-second buckets of the dashboard's aggregates (GET /v1/aggregates?step=1s): how far back they reach, in seconds. Each bucket takes 660 bytes with 20 services (aggregates_memory_bytes in /stats). [default: 3600]
     aggregates_seconds: usize = 3_600, env "RINGSTASH_AGGREGATES_SECONDS", range 60 ..= 86_400;
     /// Per-minute buckets of the dashboard's aggregates (GET /v1/aggregates?step=1m): how far back they reach, in minutes. [default: 1440]
     aggregates_minutes: usize = 1_440, env "RINGSTASH_AGGREGATES_MINUTES", range 60 ..= 10_080;
@@ -266,6 +266,8 @@ settings! {
     aggregates_service_bytes_max: usize = 128, env "RINGSTASH_AGGREGATES_SERVICE_BYTES_MAX", range 1 ..= 4_096;
     /// Most buckets one GET /v1/aggregates answer holds; a longer range is cut there and the answer says so ("truncated": true, continue from its "until"; aggregates_responses_truncated_total in /stats). Bounds the copy under the lock the fan-out core merges into and the JSON a reactor builds. [default: 4096]
     aggregates_response_buckets_max: usize = 4_096, env "RINGSTASH_AGGREGATES_RESPONSE_BUCKETS_MAX", range 60 ..= 100_000;
+    /// Records per second whose payload the dashboard's aggregates read and parse (a token bucket, refilled each fan-out turn, holding at most one second's worth). Past it, while the aggregates are behind, they read no further: they skip whole commit groups and count those from the writer's commit notes, exactly in records and bytes, under the level "unsampled" and services_unsampled, in the second the group was committed, with no ack-latency sample (aggregates_unsampled_records_total in /stats). Below it, everything is read. Bounds the fan-out core's CPU when ingest outruns it. [default: 250000]
+    aggregates_records_per_s_max: u64 = 250_000, env "RINGSTASH_AGGREGATES_RECORDS_PER_S_MAX", range 1_000 ..= 100_000_000;
     /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
     read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX", range 1 ..= 1_000_000;
 }
@@ -359,6 +361,7 @@ stage_settings! {
         aggregates_services_max: usize,
         aggregates_service_bytes_max: usize,
         aggregates_response_buckets_max: usize,
+        aggregates_records_per_s_max: u64,
     }
 }
 

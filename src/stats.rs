@@ -488,6 +488,8 @@ series! {
         counter aggregates_late_records_total ("records"),
         /// Commit notes merged into the next one because the fan-out core fell too far behind to take them: the ack latency of their records is then an upper bound (the next group's commit time).
         counter aggregates_commit_notes_merged_total ("notes"),
+        /// Records the aggregates counted from the writer's commit notes without reading them, past aggregates_records_per_s_max: in the totals, under the level unsampled, with no level, service or ack latency of their own.
+        counter aggregates_unsampled_records_total ("records"),
         /// Committed records the aggregates have not counted yet.
         gauge aggregates_lag_records ("records"),
         /// Services with a series of their own (at most aggregates_services_max).

@@ -311,8 +311,10 @@ fn the_commit_follower_is_woken_only_when_it_sleeps() {
     assert_eq!(f.committed_end(), 5);
     // Each commit was timed by the writer, in order, sleeping follower or not.
     let view = log.view();
-    let notes: Vec<(u64, u64)> = std::iter::from_fn(|| view.take_commit_note()).collect();
+    let notes: Vec<(u64, u64, u64)> = std::iter::from_fn(|| view.take_commit_note()).collect();
     assert_eq!(notes.iter().map(|n| n.0).collect::<Vec<_>>(), [3, 5]);
+    // With the framed bytes committed so far: 24 bytes of header and "rN" a record.
+    assert_eq!(notes.iter().map(|n| n.2).collect::<Vec<_>>(), [78, 130]);
     assert!(notes[0].1 > 0 && notes[0].1 <= notes[1].1);
     assert!(notes[1].1 <= ringstash::wal::now_ns());
     assert_eq!(view.commit_notes_merged(), 0);

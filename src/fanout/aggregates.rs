@@ -15,7 +15,7 @@
 //!
 //! - Two rings of buckets, allocated at start: `aggregates_seconds` of one second and
 //!   `aggregates_minutes` of one minute. A bucket is [`Bucket::bytes`] bytes (about
-//!   644 with the default 20 services): 3.2 MB with the defaults.
+//!   660 with the default 20 services): 3.3 MB with the defaults.
 //! - Services: the first `aggregates_services_max` distinct `service` values seen get a
 //!   series each; later ones are counted as `other`, and how many distinct names
 //!   overflowed is in `/stats` (`aggregates_services_overflowed`, exact up to
@@ -27,6 +27,24 @@
 //!   fan-out core's map and the shared copy), and an answer names each slot once.
 //! - Levels: normalised to [`LEVELS`]; unknown values are `other`, records without a
 //!   level (or not JSON) `none`.
+//!
+//! # What counting may cost
+//!
+//! Reading and parsing every record costs the fan-out core more than ingest itself at
+//! peak (the reader falls past the recent groups in memory and reads the segment files
+//! back). So it reads and parses at most `aggregates_records_per_s_max` records a
+//! second: a token bucket, refilled each turn by the time elapsed at that rate, holding
+//! at most one second's worth. With more committed than its tokens cover, the
+//! aggregator does not read the rest: from a commit-note boundary, it skips whole
+//! groups up to the newest ones its tokens cover, and no more than half of what the
+//! recent groups in memory hold (the reader reopened past them, a seek through the
+//! sparse index; the records it then reads are the newest, copied from memory rather
+//! than read back from the files, and keep `read_ts_ns` current) and counts them from the writer's notes, exactly: records = the offsets between two notes,
+//! payload bytes = the framed bytes between them less [`RECORD_HEADER_BYTES`] a record.
+//! They are counted in the second of their group's commit time (their receive times
+//! are unread), under the level `unsampled` and `services_unsampled`, with no ack
+//! latency sample (`ack_us.count` is the records read). Below the bound, and whenever
+//! the reader keeps up within it, every record is read as before.
 //!
 //! # Ack latency
 //!
@@ -52,16 +70,27 @@ use crate::{
     config::FanoutSettings,
     query::filter::json_fields,
     stats::AggregateStats,
-    wal::{LogView, Reader},
+    wal::{LogView, Reader, format::RECORD_HEADER_BYTES},
 };
 
 /// The levels records are counted under, in the order of the `levels` arrays of
 /// `/v1/aggregates`.
-pub const LEVELS: [&str; 8] = [
-    "trace", "debug", "info", "warn", "error", "fatal", "other", "none",
+/// `unsampled`: records counted from the writer's commit notes, unread (past
+/// `aggregates_records_per_s_max`).
+pub const LEVELS: [&str; 9] = [
+    "trace",
+    "debug",
+    "info",
+    "warn",
+    "error",
+    "fatal",
+    "other",
+    "none",
+    "unsampled",
 ];
 const LEVEL_OTHER: usize = 6;
 const LEVEL_NONE: usize = 7;
+const LEVEL_UNSAMPLED: usize = 8;
 
 /// Latency buckets: 0-3 µs exactly, then four per power of two up to 2^27 µs (about
 /// 134 s); a value is within 25 % of its bucket's upper bound.
@@ -137,6 +166,8 @@ pub struct Bucket {
     pub levels: [u64; LEVELS.len()],
     /// Records by service slot; the last is `other`.
     pub services: Box<[u32]>,
+    /// Records counted unread (their service unknown; `levels[LEVEL_UNSAMPLED]`).
+    pub services_unsampled: u64,
     /// Ack latency histogram (see [`latency_bucket`]).
     pub ack_us: [u32; LATENCY_BUCKETS],
     /// fdatasync calls completed in the period (sampled once a second).
@@ -155,6 +186,7 @@ impl Bucket {
             bytes: 0,
             levels: [0; LEVELS.len()],
             services: vec![0; services + 1].into_boxed_slice(),
+            services_unsampled: 0,
             ack_us: [0; LATENCY_BUCKETS],
             fsyncs: 0,
             fsync_ns: 0,
@@ -168,6 +200,7 @@ impl Bucket {
         self.bytes = 0;
         self.levels = [0; LEVELS.len()];
         self.services.fill(0);
+        self.services_unsampled = 0;
         self.ack_us = [0; LATENCY_BUCKETS];
         self.fsyncs = 0;
         self.fsync_ns = 0;
@@ -188,6 +221,7 @@ impl Bucket {
         for (a, b) in self.services.iter_mut().zip(o.services.iter()) {
             *a = a.saturating_add(*b);
         }
+        self.services_unsampled += o.services_unsampled;
         for (a, b) in self.ack_us.iter_mut().zip(o.ack_us.iter()) {
             *a = a.saturating_add(*b);
         }
@@ -266,9 +300,10 @@ impl Ring {
     }
 }
 
-/// (committed end, Unix ns when the group ending there was committed), from the
-/// writer (`wal::LogView::take_commit_note`).
-type Commit = (u64, u64);
+/// (committed end, Unix ns when the group ending there was committed, framed bytes
+/// the writer had committed with it), from the writer
+/// (`wal::LogView::take_commit_note`).
+type Commit = (u64, u64, u64);
 
 /// What `/v1/aggregates` reads, shared between the fan-out core and the reactors.
 #[derive(Debug)]
@@ -279,7 +314,8 @@ struct State {
     services: Vec<Option<String>>,
     /// Offset up to which records are counted.
     read_end: u64,
-    /// Receive time of the last record counted, ns (0 before the first).
+    /// Receive time of the last record counted, or the commit time of the last group
+    /// counted unread if later, ns (0 before the first).
     read_ts_ns: u64,
     /// Bytes the data directory uses, last sampled.
     disk_bytes: u64,
@@ -296,6 +332,8 @@ pub struct Aggregates {
     service_bytes_max: usize,
     /// Most buckets in one answer (`aggregates_response_buckets_max`).
     response_buckets_max: usize,
+    /// Records a second the aggregator reads (`aggregates_records_per_s_max`).
+    records_per_s_max: u64,
     /// The series `/stats` shows for the aggregates (written here only).
     stats: Arc<AggregateStats>,
 }
@@ -326,6 +364,7 @@ impl Aggregates {
             services_max: n,
             service_bytes_max: settings.aggregates_service_bytes_max,
             response_buckets_max: settings.aggregates_response_buckets_max,
+            records_per_s_max: settings.aggregates_records_per_s_max,
             stats,
         }
     }
@@ -461,6 +500,8 @@ fn bucket_json(b: &Bucket, with_t: bool) -> serde_json::Value {
         "levels": b.levels,
         "services": services,
         "services_other": other,
+        "services_unsampled": b.services_unsampled,
+        "unsampled": b.levels[LEVEL_UNSAMPLED],
         "ack_us": ack,
         "fsyncs": b.fsyncs,
         "fsync_ns": b.fsync_ns,
@@ -569,12 +610,19 @@ pub struct Aggregator {
     reader: Option<Reader>,
     /// Commit notes the reader has not passed yet.
     commits: VecDeque<Commit>,
+    /// The last note passed: where a skip can start if the reader is at its end.
+    passed: Option<Commit>,
+    /// Records that may still be read and parsed (`aggregates_records_per_s_max`).
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    refilled: Instant,
     /// Notes dropped from `commits` when it was full.
     commits_dropped: u64,
     services: Services,
     /// What this turn counted, by second, merged under the lock at the end of a turn.
     pending: Vec<Bucket>,
-    /// Receive time of the last record counted, ns.
+    /// Receive time of the last record counted, ns (or the commit time of the last
+    /// group skipped, if later).
     last_ts_ns: u64,
     /// The writer's fsync counters at the last sample, and that sample's second.
     fsync_sample: (u64, u64, u64),
@@ -607,11 +655,24 @@ impl Aggregator {
         if let Some(r) = &reader {
             shared.lock().read_end = r.next_offset();
         }
+        let tokens = shared.records_per_s_max as f64;
+        // Nothing is served yet, so the writer is idle: its byte total is the one it
+        // notes with the group ending where the reader starts (a skip can start there).
+        let passed = reader.as_ref().map(|r| {
+            (
+                r.next_offset(),
+                0,
+                ws.bytes_committed.load(Ordering::Relaxed),
+            )
+        });
         Aggregator {
             shared,
             log,
             reader,
             commits: VecDeque::with_capacity(COMMITS_MAX),
+            passed,
+            tokens,
+            refilled: Instant::now(),
             commits_dropped: 0,
             services: Services {
                 slots: HashMap::with_capacity(n),
@@ -686,15 +747,28 @@ impl Aggregator {
 
     /// Counts committed records into `pending`. Returns true if more are committed.
     fn count(&mut self, end: u64, now: Duration, quota: usize) -> bool {
-        let Some(reader) = self.reader.as_mut() else {
+        if self.reader.is_none() {
             return false;
-        };
+        }
         let now_s = now.as_secs();
         let now_ns = now.as_nanos() as u64;
         let unused_before = (now_s / 60).saturating_sub(self.shared.span_minutes());
         let mut names_changed = false;
         let mut n = 0;
-        while n < quota && reader.next_offset() < end {
+        self.refill();
+        while n < quota
+            && let Some(next) = self.reader.as_ref().map(Reader::next_offset)
+            && next < end
+        {
+            // More committed than the tokens left: skip to the newest records the
+            // tokens cover (cheaper to read, still in memory, and current).
+            let tokens = self.tokens.max(0.0) as u64;
+            if end - next > tokens && self.skip(end, tokens) {
+                continue;
+            }
+            let Some(reader) = self.reader.as_mut() else {
+                break;
+            };
             let r = match reader.next() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -702,10 +776,12 @@ impl Aggregator {
                     tracing::error!(error = %e, "aggregates reader failed; restarting at the committed end");
                     self.reader = None;
                     self.commits.clear();
+                    self.passed = None;
                     return false;
                 }
             };
             n += 1;
+            self.tokens -= 1.0;
             let (offset, ts_ns, bytes) = (r.offset, r.timestamp_ns, r.payload.len() as u64);
             self.last_ts_ns = ts_ns;
             let (service, level) = json_fields(r.payload);
@@ -725,9 +801,7 @@ impl Aggregator {
                 i
             });
             let level = level_index(level.as_deref());
-            while self.commits.front().is_some_and(|c| c.0 <= offset) {
-                self.commits.pop_front();
-            }
+            self.pass_notes(offset);
             // The writer notes every group before publishing it, so a note covers
             // every record below `end`; should none (a restarted reader), the time
             // this turn began, after `end` was read, bounds the commit from above.
@@ -741,16 +815,7 @@ impl Aggregator {
                     .fetch_add(1, Ordering::Relaxed);
             }
             let ack_us = at.saturating_sub(ts_ns) / 1000;
-            let services = self.shared.services_max;
-            let b = match self.pending.iter_mut().position(|b| b.t == second) {
-                Some(i) => &mut self.pending[i],
-                None => {
-                    let mut b = Bucket::new(services);
-                    b.reset(second);
-                    self.pending.push(b);
-                    self.pending.last_mut().expect("pushed")
-                }
-            };
+            let b = pending_at(&mut self.pending, self.shared.services_max, second);
             b.records += 1;
             b.bytes += bytes;
             b.levels[level] += 1;
@@ -773,6 +838,99 @@ impl Aggregator {
             self.shared.lock().services = names;
         }
         self.reader.as_ref().is_some_and(|r| r.next_offset() < end)
+    }
+
+    /// Adds the tokens the time since the last refill earned, up to one second's worth.
+    fn refill(&mut self) {
+        let rate = self.shared.records_per_s_max as f64;
+        let now = Instant::now();
+        let dt = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + dt * rate).min(rate);
+    }
+
+    /// Drops the notes of groups that end at or before `offset` (the reader is past
+    /// them), keeping the last as `passed`.
+    fn pass_notes(&mut self, offset: u64) {
+        while let Some(&c) = self.commits.front()
+            && c.0 <= offset
+        {
+            self.commits.pop_front();
+            self.passed = Some(c);
+        }
+    }
+
+    /// More committed than the tokens left: if the reader sits at a note's end, counts
+    /// whole groups unread (see the module's docs), up to the first note that leaves at
+    /// most `keep` records before `end` (fewer if the recent groups in memory hold
+    /// fewer; all of them up to `end` if none does), and
+    /// reopens the reader past them. Returns whether it skipped any record; false if
+    /// the reader is inside a group (it reads on to the group's end: at most one group
+    /// over the budget, repaid from later tokens).
+    fn skip(&mut self, end: u64, mut keep: u64) -> bool {
+        let Some(next) = self.reader.as_ref().map(Reader::next_offset) else {
+            return false;
+        };
+        self.pass_notes(next);
+        let Some(mut last) = self.passed.filter(|c| c.0 == next) else {
+            return false;
+        };
+        // Keep no more than half the recent groups in memory hold (at the framed
+        // bytes a record these notes average): what is read after a skip is then
+        // copied from memory, not read back from the files (or, under direct writes,
+        // the disk the writer syncs to).
+        if let Some(newest) = self.commits.iter().rev().find(|c| c.0 <= end)
+            && newest.0 > last.0
+        {
+            let per_record = ((newest.2 - last.2) / (newest.0 - last.0)).max(1);
+            keep = keep.min(self.log.config().recent_bytes_max as u64 / 2 / per_record);
+        }
+        let mut skipped = 0;
+        while let Some(&c) = self.commits.front()
+            && c.0 <= end
+        {
+            self.commits.pop_front();
+            // Offsets and the writer's byte total only grow; a note's framed bytes
+            // hold a header per record.
+            let records = c.0 - last.0;
+            let framed = c.2.saturating_sub(last.2);
+            let headers = records * RECORD_HEADER_BYTES as u64;
+            debug_assert!(framed >= headers, "{c:?} after {last:?}");
+            let b = pending_at(
+                &mut self.pending,
+                self.shared.services_max,
+                c.1 / 1_000_000_000,
+            );
+            b.records += records;
+            b.bytes += framed.saturating_sub(headers);
+            b.levels[LEVEL_UNSAMPLED] += records;
+            b.services_unsampled += records;
+            skipped += records;
+            last = c;
+            if end - c.0 <= keep {
+                break;
+            }
+        }
+        if skipped == 0 {
+            return false;
+        }
+        self.passed = Some(last);
+        // Every record up to there is counted: the dashboard may draw up to its second.
+        self.last_ts_ns = self.last_ts_ns.max(last.1);
+        self.shared
+            .stats
+            .aggregates_unsampled_records_total
+            .fetch_add(skipped, Ordering::Relaxed);
+        match self.log.reader(last.0) {
+            Ok(r) => self.reader = Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "aggregates cannot reopen the log; restarting at the committed end");
+                self.reader = None;
+                self.commits.clear();
+                self.passed = None;
+            }
+        }
+        true
     }
 
     /// Once a new second starts: the writer's fsync counters since the last sample
@@ -880,6 +1038,19 @@ impl Aggregates {
     }
 }
 
+/// The bucket of Unix second `second` in a turn's `pending` counts, added if new.
+fn pending_at(pending: &mut Vec<Bucket>, services: usize, second: u64) -> &mut Bucket {
+    match pending.iter().position(|b| b.t == second) {
+        Some(i) => &mut pending[i],
+        None => {
+            let mut b = Bucket::new(services);
+            b.reset(second);
+            pending.push(b);
+            pending.last_mut().expect("pushed")
+        }
+    }
+}
+
 /// How often the data directory's size is sampled, in seconds (a directory listing
 /// and a stat per file).
 const DISK_SAMPLE_S: u64 = 5;
@@ -941,7 +1112,7 @@ mod tests {
     #[test]
     fn a_bucket_takes_what_the_docs_say() {
         // docs/architecture.md and the aggregates_seconds setting name this figure.
-        assert_eq!(Bucket::bytes(20), 644);
+        assert_eq!(Bucket::bytes(20), 660);
     }
 
     #[test]

@@ -105,11 +105,13 @@ impl LogView {
         })
     }
 
-    /// Takes the oldest commit note not taken yet: `(committed end, Unix ns)` when a
-    /// group ending there was committed, in commit order. For the one follower that
+    /// Takes the oldest commit note not taken yet: `(committed end, Unix ns, framed
+    /// bytes)`: when a group ending there was committed, and the framed bytes (record
+    /// headers and payloads) the writer had committed with it since it started, in
+    /// commit order. For the one follower that
     /// times commits (the aggregates); a note dropped because nobody took it is merged
     /// into the next one (see [`LogView::commit_notes_merged`]).
-    pub fn take_commit_note(&self) -> Option<(u64, u64)> {
+    pub fn take_commit_note(&self) -> Option<(u64, u64, u64)> {
         self.inner.commit_watch.times.take()
     }
 

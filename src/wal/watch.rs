@@ -38,7 +38,9 @@ pub(crate) struct CommitWatch {
     pub(crate) times: CommitTimes,
 }
 
-/// `(committed end, Unix ns)` for each group, in commit order: pushed by the writer
+/// `(committed end, Unix ns, framed bytes committed)` for each group, in commit order
+/// (the bytes are the writer's running total, so the difference between two notes is
+/// exact even when notes between them were merged): pushed by the writer
 /// just before it stores the new committed end (a clock read and a few atomic
 /// operations on a bounded lock-free queue, no syscall, nothing that waits), taken by
 /// one follower (the aggregates, on the fan-out core). Full, the queue drops its
@@ -46,7 +48,7 @@ pub(crate) struct CommitWatch {
 /// than their own (an upper bound; `commit_notes_merged_total` counts them).
 #[derive(Debug)]
 pub(crate) struct CommitTimes {
-    notes: ArrayQueue<(u64, u64)>,
+    notes: ArrayQueue<(u64, u64, u64)>,
     /// Notes merged into the next one because the queue was full.
     merged: AtomicU64,
 }
@@ -61,18 +63,19 @@ impl Default for CommitTimes {
 }
 
 impl CommitTimes {
-    /// The writer: the group ending at `end` is durable; called before `committed_end`
-    /// is stored, so a follower that sees the new end finds the note (the queue's
-    /// push is a Release, the end's store another, after it).
-    pub(crate) fn note(&self, end: u64) {
-        if self.notes.force_push((end, now_ns())).is_some() {
+    /// The writer: the group ending at `end` is durable, and `bytes_end` framed bytes
+    /// are committed with it (since the process started); called before
+    /// `committed_end` is stored, so a follower that sees the new end finds the note
+    /// (the queue's push is a Release, the end's store another, after it).
+    pub(crate) fn note(&self, end: u64, bytes_end: u64) {
+        if self.notes.force_push((end, now_ns(), bytes_end)).is_some() {
             // Relaxed: a counter for /stats.
             self.merged.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The oldest note not taken yet.
-    pub(crate) fn take(&self) -> Option<(u64, u64)> {
+    pub(crate) fn take(&self) -> Option<(u64, u64, u64)> {
         self.notes.pop()
     }
 

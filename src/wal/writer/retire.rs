@@ -72,8 +72,12 @@ impl Writer {
         self.inner
             .recent
             .push(self.active.base, g.buf_pos(), &g.buf);
-        // Before committed_end too: a follower that sees the new end finds its time.
-        self.inner.commit_watch.times.note(g.end_offset);
+        // Before committed_end too: a follower that sees the new end finds its time,
+        // and the framed bytes committed up to it (Relaxed: only this thread adds to
+        // bytes_committed).
+        let bytes_end =
+            self.inner.stats.bytes_committed.load(Ordering::Relaxed) + g.data_len() as u64;
+        self.inner.commit_watch.times.note(g.end_offset, bytes_end);
         // Release: readers that see the new end also see the bytes in the page cache
         // (and every truncation epoch bumped before, see `Inner::truncation_epoch`).
         self.inner
