@@ -404,21 +404,19 @@ fn log_range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
-/// The smallest 1, 2 or 5 times a power of ten at or above `v` (1 for 0).
+/// The smallest 1, 2 or 5 times a power of ten at or above `v` (1 for 0), with a
+/// hair of slack so that a peak of exactly 2 M is not rounded up to 5 M by float error.
 fn nice_max(v: f64) -> f64 {
-    if v <= 0.0 {
-        return 1.0;
-    }
-    let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * p)
-        .find(|&c| c >= v * (1.0 - 1e-9))
-        .unwrap_or(10.0 * p)
+    nice_at_least(v * (1.0 - 1e-9))
 }
 
 /// A 1, 2 or 5 step near `v`.
 fn nice_step(v: f64) -> f64 {
+    nice_at_least(v)
+}
+
+/// The smallest 1, 2 or 5 times a power of ten at or above `v` (1 for 0).
+fn nice_at_least(v: f64) -> f64 {
     if v <= 0.0 {
         return 1.0;
     }
@@ -482,20 +480,10 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// `unix_s` as `YYYY-MM-DD HH:MM:SS` (UTC), by Howard Hinnant's days-to-civil
-/// algorithm, to need no date crate.
+/// `unix_s` as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn utc_date(unix_s: u64) -> String {
-    let days = (unix_s / 86_400) as i64;
+    let (y, m, d) = crate::workload::civil_from_days((unix_s / 86_400) as i64);
     let secs = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         secs / 3600,

@@ -19,6 +19,7 @@ mod corpus;
 mod record;
 
 pub use corpus::Corpus;
+pub(crate) use record::civil_from_days;
 
 /// A small, fast, seeded PRNG (SplitMix64). Good enough for workloads; not for crypto.
 #[derive(Debug, Clone)]

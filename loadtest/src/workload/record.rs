@@ -319,7 +319,19 @@ fn format_ts(micros: u64, out: &mut String) {
     let frac = micros % 1_000_000;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+    let (y, m, d) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    );
+}
+
+/// Year, month and day of `days` since 1970-01-01, by Howard Hinnant's days-to-civil
+/// algorithm (proleptic Gregorian), to need no date crate.
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -328,14 +340,7 @@ fn format_ts(micros: u64, out: &mut String) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn pick_level(rng: &mut Rng) -> &'static str {
