@@ -8,6 +8,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::Command,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,11 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
         let server = Server::start(dir.path(), &[]);
         const CONNS: usize = 4;
         let stop_at = Instant::now() + Duration::from_millis(400 + round * 450);
+        // The kill waits for a first ack too (at most ACK_WAIT): a slow first fsync on
+        // a busy disk must not make the round kill a server that acked nothing yet.
+        const ACK_WAIT: Duration = Duration::from_secs(20);
+        let give_up = Instant::now() + ACK_WAIT;
+        let any_acked = &std::sync::atomic::AtomicBool::new(false);
         // Each producer sends numbered lines and records the highest ack it read.
         let acked: Vec<(String, u64)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..CONNS)
@@ -32,12 +38,15 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
                         r.get_ref()
                             .set_read_timeout(Some(Duration::from_secs(5)))
                             .unwrap();
-                        let reader = std::thread::spawn(move || {
+                        let reader = s.spawn(move || {
                             let mut best = 0u64;
                             let mut line = String::new();
                             while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
                                 if let Some((n, _)) = parse_ack(&line) {
                                     best = best.max(n);
+                                    if n > 0 {
+                                        any_acked.store(true, Ordering::Relaxed);
+                                    }
                                 }
                                 line.clear();
                             }
@@ -57,7 +66,9 @@ fn sigkill_mid_stream_loses_no_acked_record_and_serves_nothing_torn() {
                     })
                 })
                 .collect();
-            while Instant::now() < stop_at {
+            while Instant::now() < stop_at
+                || (!any_acked.load(Ordering::Relaxed) && Instant::now() < give_up)
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
