@@ -16,12 +16,12 @@ use common::{
 };
 
 /// Starts serve with failpoints armed.
+/// The failpoints go to this server's environment alone: set on the test process, the
+/// variable raced the other tests' spawns (they run in parallel) and a server could
+/// start with another test's failpoints or none, as CI once saw (a 200 where the
+/// armed EIO should have made a 500).
 fn start_armed(dir: &std::path::Path, failpoints: &str, extra: &[&str]) -> Server {
-    // SAFETY: tests in this binary set the variable only around a spawn, one at a time.
-    unsafe { std::env::set_var("RINGSTASH_FAILPOINTS", failpoints) };
-    let s = Server::start(dir, extra);
-    unsafe { std::env::remove_var("RINGSTASH_FAILPOINTS") };
-    s
+    Server::start_env(dir, extra, &[("RINGSTASH_FAILPOINTS", failpoints)])
 }
 
 #[test]
