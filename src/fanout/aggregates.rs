@@ -63,7 +63,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     hash::{BuildHasher, RandomState},
     sync::{Arc, Mutex, atomic::Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -529,10 +529,10 @@ fn quantile(h: &[u32; LATENCY_BUCKETS], count: u64, q: f64) -> u64 {
     latency_upper_us(LATENCY_BUCKETS - 1)
 }
 
+/// The clock records are stamped with ([`crate::wal::format::now_ns`]), so ack
+/// latencies and bucket seconds compare like with like.
 fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    Duration::from_nanos(crate::wal::format::now_ns())
 }
 
 /// The service slots, kept by the fan-out core; names are published to [`State`] when
