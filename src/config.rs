@@ -224,6 +224,28 @@ settings! {
     json_validate: bool = false, env "RINGSTASH_JSON_VALIDATE";
     /// Under json_validate, largest distance of `timestamp` from the server's clock, in ms. [default: 604800000]
     json_timestamp_skew_ms_max: u64 = 7 * 86_400_000, env "RINGSTASH_JSON_TIMESTAMP_SKEW_MS_MAX";
+    /// Streams besides the default one, each its own logs under data_dir/<stream>/ (docs/streams.md): `name[:partitions=N,key=FIELD,retention_bytes_max=B,retention_ms=MS]` separated by `;`; `default:partitions=N` partitions the default stream. A record goes to partition fnv1a32(its key field, `service` by default) mod N; a stream's N is fixed once its directory exists. [default: ""]
+    streams: crate::streams::StreamSpecs = crate::streams::StreamSpecs::default(), env "RINGSTASH_STREAMS";
+    /// Most streams, the default one included. [default: 16]
+    streams_max: usize = 16, env "RINGSTASH_STREAMS_MAX", range 1 ..= 1_024;
+    /// Most partitions one stream may have. [default: 64]
+    stream_partitions_max: u32 = 64, env "RINGSTASH_STREAM_PARTITIONS_MAX", range 1 ..= 4_096;
+    /// Recent committed groups each partition other than the default stream's partition 0 keeps in memory for its live readers, in bytes (the default stream's partition 0 keeps fanout_window_bytes_max). [default: 4194304]
+    partition_recent_bytes_max: usize = 4 << 20, env "RINGSTASH_PARTITION_RECENT_BYTES_MAX", range 65_536 ..= 1_073_741_824;
+    /// Memory all partitions' logs may hold together, in bytes: recent groups plus (groups_in_flight_max + 1) group buffers each; start-up refuses settings past it (streams.memory_bytes in /stats). [default: 1073741824]
+    streams_memory_bytes_max: u64 = 1 << 30, env "RINGSTASH_STREAMS_MEMORY_BYTES_MAX", range 1_048_576 ..= 1_099_511_627_776;
+    /// The stream records of tcp_addr go to. [default: default]
+    tcp_stream: String = crate::streams::DEFAULT_STREAM.to_owned(), env "RINGSTASH_TCP_STREAM";
+    /// The stream records of tcp_acked_addr go to. [default: default]
+    tcp_acked_stream: String = crate::streams::DEFAULT_STREAM.to_owned(), env "RINGSTASH_TCP_ACKED_STREAM";
+    /// The stream records of syslog_addr and syslog_udp_addr go to, unless a syslog_stream_rules rule matches. [default: default]
+    syslog_stream: String = crate::streams::DEFAULT_STREAM.to_owned(), env "RINGSTASH_SYSLOG_STREAM";
+    /// The stream records of relp_addr go to, unless a syslog_stream_rules rule matches. [default: default]
+    relp_stream: String = crate::streams::DEFAULT_STREAM.to_owned(), env "RINGSTASH_RELP_STREAM";
+    /// The stream POST /v1/logs and /ingest records go to, unless the request names one in a `Ringstash-Stream` header. [default: default]
+    http_stream: String = crate::streams::DEFAULT_STREAM.to_owned(), env "RINGSTASH_HTTP_STREAM";
+    /// Syslog records (TCP, UDP, RELP) to other streams by field: `facility=NAME:STREAM` or `app=NAME:STREAM` separated by `;`, the first match wins; no match = the listener's stream. [default: ""]
+    syslog_stream_rules: crate::streams::SyslogRules = crate::streams::SyslogRules::default(), env "RINGSTASH_SYSLOG_STREAM_RULES";
     /// This node's id for enrichment; empty = the host name. [default: ""]
     node_id: String = String::new(), env "RINGSTASH_NODE_ID";
     /// Token file for the HTTP and WebSocket listeners: one `sha256:<hex> <scopes> <name>` line per token (docs/security.md); reloaded on SIGHUP. Empty (and auth_tokens empty) = no tokens asked for. [default: ""]
@@ -616,6 +638,7 @@ impl Settings {
                 });
             }
         }
+        crate::streams::check(self)?;
         Ok(self.log_config(None).validate()?)
     }
 }

@@ -57,6 +57,15 @@ pub enum ConfigError {
         /// The address.
         addr: SocketAddr,
     },
+    /// The streams settings do not hold together: a listener or rule naming an unknown
+    /// stream, more streams or partitions than allowed, or more memory than allowed.
+    #[error("invalid setting {name}: {why}")]
+    Streams {
+        /// The setting's name, as in the config file.
+        name: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A setting of the log's is out of its bounds ([`OpenError::Setting`], from the
     /// log's own check, so the bounds are written once, in the log).
     #[error(transparent)]

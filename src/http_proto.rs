@@ -62,6 +62,8 @@ pub struct RequestHead {
     pub origin: Option<String>,
     /// The `Authorization` header, if any (a bearer token: `crate::auth`).
     pub authorization: Option<String>,
+    /// The `Ringstash-Stream` header, if any: the stream a POST's records go to.
+    pub stream: Option<String>,
 }
 
 /// A request the server refuses, with the status and the error code of the protocol.
@@ -139,6 +141,7 @@ pub fn parse_head(
             upgrade_websocket: fields.upgrade_websocket,
             origin: fields.origin,
             authorization: fields.authorization,
+            stream: fields.stream,
         },
         consumed,
     )))
@@ -202,6 +205,7 @@ struct HeaderFields {
     upgrade_websocket: bool,
     origin: Option<String>,
     authorization: Option<String>,
+    stream: Option<String>,
 }
 
 impl HeaderFields {
@@ -277,6 +281,15 @@ impl HeaderFields {
                 ));
             }
             self.authorization = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("ringstash-stream") {
+            if self.stream.is_some() {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    "more than one Ringstash-Stream header",
+                ));
+            }
+            self.stream = Some(value.to_owned());
         }
         Ok(())
     }

@@ -36,6 +36,7 @@ pub mod query;
 pub mod ring;
 pub mod serve;
 pub mod stats;
+pub mod streams;
 pub mod syslog;
 pub mod tls;
 pub mod wal;

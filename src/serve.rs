@@ -18,6 +18,7 @@ use crate::{
     fanout::FanoutCtx,
     net::{NetCtx, reactor},
     stats::Observed,
+    streams::Streams,
     wal::{IoDriver, Log},
 };
 
@@ -141,23 +142,65 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let auth = crate::auth::Auth::from_settings(&settings, auth_stats)
         .context("loading the tokens")?
         .map(Arc::new);
-    let log = open_log(&settings, placement.writer)?;
+    let streams = open_streams(&settings, placement.writer)?;
     eprintln!("{}", placement.describe());
     let bound = Bound::bind(&settings, placement.reactors.len())?;
-    let running = Running::start(&settings, &placement, &log, bound, tls, auth)?;
-    running.serve(&log);
-    running.stop(&log)
+    let running = Running::start(&settings, &placement, &streams, bound, tls, auth)?;
+    running.serve(&streams);
+    running.stop(&streams)
 }
 
-/// Opens (and recovers) the log and prints the start-up banner.
+/// Opens (and recovers) every stream's partitions, the default stream's partition 0
+/// first, and prints the start-up banner.
+fn open_streams(settings: &Settings, writer_core: usize) -> anyhow::Result<Streams> {
+    let streams = Streams::open(settings, Some(writer_core))?;
+    describe_log(settings, streams.default_log());
+    if streams.partitions().len() > 1 {
+        let mut line = String::from("streams:");
+        for spec in &settings.streams.0 {
+            line.push_str(&format!(
+                " {} ({} partition{}, key {}, in {})",
+                spec.name,
+                spec.partitions,
+                if spec.partitions == 1 { "" } else { "s" },
+                spec.key,
+                crate::streams::layout::partition_dir(&settings.data_dir, &spec.name, 0)
+                    .parent()
+                    .filter(|_| spec.name != crate::streams::DEFAULT_STREAM)
+                    .unwrap_or(&settings.data_dir)
+                    .display(),
+            ));
+        }
+        eprintln!("{line}");
+    }
+    for p in &streams.partitions()[1..] {
+        let report = p.log.recovery_report();
+        for range in &report.damaged_ranges {
+            eprintln!(
+                "recovery: stream {} partition {}: {range}; not cut (valid records follow), readers skip it",
+                p.stream, p.partition
+            );
+        }
+        if report.torn_bytes_cut > 0 {
+            eprintln!(
+                "recovery: stream {} partition {}: cut {} bytes of torn tail ({})",
+                p.stream,
+                p.partition,
+                report.torn_bytes_cut,
+                report.torn_reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(streams)
+}
+
+/// Prints the start-up banner of the default stream's partition 0 (the data directory).
 ///
-/// First of all the steps: recovery finishes and the data directory's lock is held
-/// before any listener exists, so a producer never connects to a server whose log
-/// then fails to open, and a second server on the same directory stops at the lock
-/// before it touches a port.
-fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
-    let log = Log::open(settings.log_config(Some(writer_core)))
-        .with_context(|| format!("opening the log in {}", settings.data_dir.display()))?;
+/// The logs open first of all the steps: recovery finishes and the data directory's
+/// lock is held before any listener exists, so a producer never connects to a server
+/// whose log then fails to open, and a second server on the same directory stops at
+/// the lock before it touches a port.
+fn describe_log(settings: &Settings, log: &Log) {
     let report = log.recovery_report();
     let (write_mode, refused) = log.write_mode();
     let (driver, why_epoll) = log.io_driver();
@@ -203,7 +246,6 @@ fn open_log(settings: &Settings, writer_core: usize) -> anyhow::Result<Log> {
             report.torn_reason.as_deref().unwrap_or("")
         );
     }
-    Ok(log)
 }
 
 /// Every listening socket, bound before any thread starts: a port in use fails
@@ -255,7 +297,7 @@ impl Bound {
 /// (docs/architecture.md, the stage boundaries).
 fn contexts(
     settings: &Settings,
-    log: &Log,
+    streams: &Streams,
     ws_addr: SocketAddr,
     tls: Option<Arc<crate::tls::Tls>>,
     auth: Option<Arc<crate::auth::Auth>>,
@@ -270,7 +312,16 @@ fn contexts(
             settings.node_id.clone()
         },
     };
+    let log = streams.default_log();
     let mut observed = Observed::new(log.view());
+    observed.partitions = streams.views();
+    observed.streams_memory_bytes = streams
+        .partitions()
+        .iter()
+        .map(|p| crate::streams::partition_memory_bytes(p.log.config()))
+        .sum();
+    let router = streams.router(&settings.syslog_stream_rules);
+    let dests = crate::net::Dests::new(settings, &router);
     if let Some(t) = &tls {
         observed.tls = t.stats.clone();
     }
@@ -298,7 +349,9 @@ fn contexts(
         sources: Default::default(),
         driver: log.io_driver().0,
         ws_addr,
-        appender: log.appender(),
+        router,
+        dests,
+        streams: crate::streams::StreamViews::of(streams),
         log: log.view(),
         settings: settings.net(),
         stats: observed.net.clone(),
@@ -334,12 +387,12 @@ impl Running {
     fn start(
         settings: &Settings,
         placement: &Placement,
-        log: &Log,
+        streams: &Streams,
         bound: Bound,
         tls: Option<Arc<crate::tls::Tls>>,
         auth: Option<Arc<crate::auth::Auth>>,
     ) -> anyhow::Result<Running> {
-        let (ctx, fanout_ctx) = contexts(settings, log, bound.ws_addr, tls, auth);
+        let (ctx, fanout_ctx) = contexts(settings, streams, bound.ws_addr, tls, auth);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let mut reactors = Vec::new();
@@ -391,9 +444,13 @@ impl Running {
     /// Serves until every reactor has stopped (they stop on a signal). Watches the
     /// writer meanwhile: a failed fdatasync stops it for good, and then the reactors
     /// are told to drain so that the process exits non-zero.
-    fn serve(&self, log: &Log) {
+    fn serve(&self, streams: &Streams) {
         while !self.reactors.iter().all(|t| t.is_finished()) {
-            if log.failure().is_some() && !self.ctx.shutting_down.swap(true, Ordering::Relaxed) {
+            let failed = streams
+                .partitions()
+                .iter()
+                .any(|p| p.log.failure().is_some());
+            if failed && !self.ctx.shutting_down.swap(true, Ordering::Relaxed) {
                 tracing::error!("the log writer failed; shutting down");
                 let _ = self.stop_tx.send(true);
             }
@@ -407,17 +464,27 @@ impl Running {
     ///
     /// # Errors
     /// The writer failed: the process must exit non-zero.
-    fn stop(self, log: &Log) -> anyhow::Result<()> {
+    fn stop(self, streams: &Streams) -> anyhow::Result<()> {
         notify_systemd("STOPPING=1");
         for t in self.reactors.into_iter().chain(self.udp) {
             let _ = t.join();
         }
-        log.shutdown();
-        // After the log: subscribers get what was committed while draining, then 1001.
+        streams.shutdown();
+        // After the logs: subscribers get what was committed while draining, then 1001.
         self.fanout.stop();
-        if let Some(why) = log.failure() {
-            anyhow::bail!("the log writer failed: {why}");
+        for p in streams.partitions() {
+            if let Some(why) = p.log.failure() {
+                if p.stream == crate::streams::DEFAULT_STREAM && p.partition == 0 {
+                    anyhow::bail!("the log writer failed: {why}");
+                }
+                anyhow::bail!(
+                    "the log writer of stream {} partition {} failed: {why}",
+                    p.stream,
+                    p.partition
+                );
+            }
         }
+        let log = streams.default_log();
         eprintln!(
             "ringstash: stopped cleanly; committed_end={}",
             log.committed_end()

@@ -362,6 +362,8 @@ series! {
         counter http_responses_5xx_total => HTTP_RESPONSES { code: "5xx" },
         /// HTTP requests refused with 503 because the ring stayed full (enqueue_timeout_ms).
         counter http_ring_full_total ("requests"),
+        /// HTTP requests refused with 404 because they named no stream of this server (a POST's Ringstash-Stream header, a read's stream=).
+        counter unknown_stream_total ("requests"),
         /// HTTP connections closed for idleness or a stalled request (http_idle_timeout_ms).
         counter http_idle_closed_total => IDLE_CLOSED { listener: "http" },
         /// HTTP requests answered 408 because their head was not complete within http_head_timeout_ms.
@@ -528,8 +530,14 @@ pub struct Observed {
     pub auth: Arc<AuthStats>,
     /// The aggregates' series.
     pub aggregates: Arc<AggregateStats>,
-    /// The log, for its own counters.
+    /// The log, for its own counters: the default stream's partition 0.
     pub log: LogView,
+    /// Every stream's partitions (the default stream's partition 0 first), for the
+    /// per-partition series; empty where only `log` exists.
+    pub partitions: Vec<crate::streams::PartitionView>,
+    /// What the partitions' logs may hold in memory, in bytes (the figure
+    /// `streams_memory_bytes_max` bounds).
+    pub streams_memory_bytes: u64,
     /// When serving began.
     pub started: Instant,
 }
@@ -547,6 +555,8 @@ impl Observed {
             auth: Arc::default(),
             aggregates: Arc::default(),
             log,
+            partitions: Vec::new(),
+            streams_memory_bytes: 0,
             started: Instant::now(),
         }
     }
@@ -1001,10 +1011,31 @@ pub fn stats_json(o: &Observed) -> String {
     o.each(&mut |m| {
         server.insert(m.key.into(), m.value.into());
     });
+    let partitions: Vec<serde_json::Value> = o
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::Map::new();
+            v.insert("stream".into(), p.stream.clone().into());
+            v.insert("partition".into(), p.partition.into());
+            for (key, _, value) in PARTITION_SERIES {
+                v.insert((*key).into(), value(&p.log).into());
+            }
+            v.insert(
+                "dir".into(),
+                p.log.config().dir.display().to_string().into(),
+            );
+            serde_json::Value::Object(v)
+        })
+        .collect();
     let doc = serde_json::json!({
         "uptime_s": o.started.elapsed().as_secs_f64(),
         "log": log,
         "server": server,
+        "streams": {
+            "memory_bytes": o.streams_memory_bytes,
+            "partitions": partitions,
+        },
         "process": {
             "rss_bytes": rss_bytes(),
         },
@@ -1066,7 +1097,112 @@ pub fn metrics_text(o: &Observed) -> String {
         }
     }
     group_commit_histogram(&mut out, o.log.stats());
+    partition_metrics(&mut out, o);
     out
+}
+
+/// Each partition's series: `/stats` key, family, value. In `/metrics` they carry the
+/// labels `stream` and `partition`, which are known only at start (the `streams`
+/// setting), so they are rendered here rather than declared with the static series.
+type PartitionSeries = (&'static str, &'static Family, fn(&LogView) -> u64);
+
+const PARTITION_SERIES: &[PartitionSeries] = &[
+    (
+        "committed_end",
+        &Family::gauge(
+            "ringstash_partition_committed_end",
+            "offset",
+            &["stream", "partition"],
+            "Exclusive end offset of the partition's committed records (its own offsets).",
+        ),
+        |l| l.committed_end(),
+    ),
+    (
+        "start_offset",
+        &Family::gauge(
+            "ringstash_partition_start_offset",
+            "offset",
+            &["stream", "partition"],
+            "Offset of the partition's oldest stored record (retention moves it).",
+        ),
+        |l| l.start_offset(),
+    ),
+    (
+        "records_committed",
+        &Family::counter(
+            "ringstash_partition_records_committed_total",
+            "records",
+            &["stream", "partition"],
+            "Records the partition's writer made durable since start.",
+        ),
+        |l| l.stats().records_committed.load(Ordering::Relaxed),
+    ),
+    (
+        "bytes_committed",
+        &Family::counter(
+            "ringstash_partition_bytes_committed_total",
+            "bytes",
+            &["stream", "partition"],
+            "Framed bytes the partition's writer made durable since start.",
+        ),
+        |l| l.stats().bytes_committed.load(Ordering::Relaxed),
+    ),
+    (
+        "segments_purged",
+        &Family::counter(
+            "ringstash_partition_segments_purged_total",
+            "segments",
+            &["stream", "partition"],
+            "Sealed segments the partition's retention removed since start.",
+        ),
+        |l| l.stats().segments_purged.load(Ordering::Relaxed),
+    ),
+    (
+        "ring_batches",
+        &Family::gauge(
+            "ringstash_partition_ring_batches",
+            "batches",
+            &["stream", "partition"],
+            "Batches waiting in the partition's ring now.",
+        ),
+        |l| l.ring_depth().0 as u64,
+    ),
+    (
+        "writer_failed",
+        &Family::gauge(
+            "ringstash_partition_writer_failed",
+            "boolean",
+            &["stream", "partition"],
+            "1 once the partition's writer stopped on an error (then every partition's server shuts down).",
+        ),
+        |l| u64::from(l.failure().is_some()),
+    ),
+];
+
+/// The per-partition families, each with one series per partition.
+fn partition_metrics(out: &mut String, o: &Observed) {
+    if o.partitions.is_empty() {
+        return;
+    }
+    for (_, family, value) in PARTITION_SERIES {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}",
+            name = family.name,
+            help = escape_help(family.help),
+            kind = family.kind.as_str(),
+        );
+        for p in &o.partitions {
+            let _ = writeln!(
+                out,
+                "{}{{stream=\"{}\",partition=\"{}\"}} {}",
+                family.name,
+                escape_label_value(&p.stream),
+                p.partition,
+                value(&p.log)
+            );
+        }
+    }
 }
 
 /// Group commit time as a Prometheus histogram (cumulative buckets, seconds). Every

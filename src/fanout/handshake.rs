@@ -193,6 +193,18 @@ impl Callback for Upgrade {
                 return Err(error_response(400, e.code, e.detail));
             }
         };
+        if q.stream
+            .as_deref()
+            .is_some_and(|n| n != crate::streams::DEFAULT_STREAM)
+            || q.partition.is_some_and(|p| p != 0)
+        {
+            bad(&ctx.stats.ws_bad_requests_total);
+            return Err(error_response(
+                400,
+                "bad_query",
+                "subscriptions follow the default stream's partition 0 only; read other streams and partitions with GET /v1/logs?stream=&partition=".into(),
+            ));
+        }
         q.filter.set_time_skew_ms(ctx.log.config().time_skew_ms_max);
         // With `since` and no `from`, the subscription starts at `since`; with both,
         // at the later of the two.

@@ -17,6 +17,8 @@ pub struct AckState {
     count: u64,
     /// Offset of the last durable record, if any.
     last_offset: Option<u64>,
+    /// The log it is in, and whether its batch was spread over several logs.
+    last_log: (u32, bool),
     /// `count` as of the last ack written.
     sent: u64,
 }
@@ -25,14 +27,21 @@ impl AckState {
     /// Records that a batch of this connection is durable.
     ///
     /// # Panics
-    /// If offsets go backwards: a connection's batches must commit in order.
+    /// If offsets go backwards within one log: a connection's batches must commit in
+    /// order. (In a partitioned stream a connection's batches may go to different
+    /// logs, whose offsets are unrelated; `last_offset` is then the last record's in
+    /// its own partition.)
     pub fn committed(&mut self, c: Committed) {
-        if let Some(prev) = self.last_offset {
+        if let Some(prev) = self.last_offset
+            && !c.spread
+            && self.last_log == (c.log, false)
+        {
             assert!(
                 c.first_offset > prev,
                 "a connection's batches committed out of order"
             );
         }
+        self.last_log = (c.log, c.spread);
         self.count += u64::from(c.records);
         self.last_offset = Some(c.last_offset());
     }
@@ -64,14 +73,8 @@ mod tests {
         let mut a = AckState::default();
         let mut out = vec![];
         assert!(!a.take_ack(&mut out));
-        a.committed(Committed {
-            first_offset: 10,
-            records: 3,
-        });
-        a.committed(Committed {
-            first_offset: 20,
-            records: 2,
-        });
+        a.committed(Committed::new(10, 3));
+        a.committed(Committed::new(20, 2));
         assert!(a.take_ack(&mut out));
         assert!(!a.take_ack(&mut out));
         assert_eq!(out, b"ack 5 21\n");
@@ -81,13 +84,7 @@ mod tests {
     #[should_panic(expected = "out of order")]
     fn out_of_order_is_a_bug() {
         let mut a = AckState::default();
-        a.committed(Committed {
-            first_offset: 10,
-            records: 3,
-        });
-        a.committed(Committed {
-            first_offset: 5,
-            records: 1,
-        });
+        a.committed(Committed::new(10, 3));
+        a.committed(Committed::new(5, 1));
     }
 }

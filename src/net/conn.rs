@@ -168,6 +168,11 @@ pub struct ConnGuard {
 }
 
 impl ConnGuard {
+    /// The connection's number in its reactor's registry.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Registers `fd`. The caller already counted it in `connections_open`.
     pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<NetCtx>) -> Self {
         let id = registry.next_id.get();
@@ -321,21 +326,46 @@ pub enum PushFail {
     Refused(AppendError),
 }
 
-/// Pushes a batch, waiting while the ring is full: a connection that waits here is not
-/// reading, which is what pushes back on its producer. With a deadline, gives up then.
+/// Pushes a batch for `dest`, waiting while a ring is full: a connection that waits
+/// here is not reading, which is what pushes back on its producer. With a deadline,
+/// gives up then. A batch for a partitioned stream (or under syslog rules) is split by
+/// destination log first (`streams::route`; `hint`, the connection's number, places its
+/// records without a key) and completes once every part is durable.
 ///
 /// # Errors
-/// [`PushFail::TimedOut`] past the deadline; [`PushFail::Refused`] when the log
-/// refuses the batch (closing, failed, too large).
+/// [`PushFail::TimedOut`] past the deadline; [`PushFail::Refused`] when a log refuses
+/// the batch (closing, failed, too large). Parts of a split batch pushed before the
+/// failure are still written: a client told to retry may store those records twice
+/// (at least once, as for any unanswered request).
 pub async fn push_batch(
     ctx: &NetCtx,
+    dest: crate::streams::Dest,
+    hint: u64,
+    frames: BytesMut,
+    records: u32,
+    deadline: Option<Instant>,
+) -> Result<Completion, PushFail> {
+    let parts = ctx.router.split(dest, frames, records, hint);
+    let mut done = Vec::with_capacity(parts.len());
+    for p in parts {
+        let appender = ctx.router.appender(p.log);
+        let c = push_to(ctx, appender, p.frames, p.records, deadline).await?;
+        done.push(c.in_log(p.log as u32));
+    }
+    Ok(Completion::join(done))
+}
+
+/// Pushes one log's batch, waiting while its ring is full.
+async fn push_to(
+    ctx: &NetCtx,
+    appender: &crate::wal::Appender,
     mut frames: BytesMut,
     mut records: u32,
     deadline: Option<Instant>,
 ) -> Result<Completion, PushFail> {
     let mut tries = 0u32;
     loop {
-        match ctx.appender.try_append(frames, records) {
+        match appender.try_append(frames, records) {
             Ok(c) => return Ok(c),
             Err(TryAppendError::Refused(e)) => return Err(PushFail::Refused(e)),
             Err(TryAppendError::Full(f, r)) => {

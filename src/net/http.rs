@@ -75,6 +75,7 @@ pub async fn serve(
         peer,
         source,
         token: None,
+        dest: ctx.dests.http,
         stream,
         ctx,
         buf: Vec::new(),
@@ -106,6 +107,9 @@ struct Conn {
     /// The name of the token the request being served presented (auth on only), for
     /// its per-token rates.
     token: Option<String>,
+    /// Where the request being served stores its records (`http_stream`, or its
+    /// `Ringstash-Stream` header).
+    dest: crate::streams::Dest,
     stream: Stream,
     ctx: Arc<NetCtx>,
     /// Bytes read and not yet consumed (a head, a body, or pipelined requests).
@@ -292,6 +296,31 @@ impl Conn {
     /// `None` when the connection must close: the client went away, or its body was
     /// refused (that refusal is already written).
     async fn post_ingest(&mut self, head: &RequestHead) -> Option<Response> {
+        self.dest = match head.stream.as_deref() {
+            None => self.ctx.dests.http,
+            Some(name) => match self.ctx.router.stream(name) {
+                Some(stream) => crate::streams::Dest {
+                    stream,
+                    syslog_rules: false,
+                },
+                None => {
+                    // Refused before the body is read: the connection closes.
+                    self.ctx
+                        .stats
+                        .unknown_stream_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    let e = HttpError::new(
+                        404,
+                        "unknown_stream",
+                        format!(
+                            "Ringstash-Stream names {name:?}, which is not a stream of this server (the streams setting); nothing was stored"
+                        ),
+                    );
+                    self.respond(Response::error(&e), false).await;
+                    return None;
+                }
+            },
+        };
         let body = self.read_body(head).await;
         self.clock.set(Phase::Busy);
         let body = match body {
@@ -641,7 +670,8 @@ impl Conn {
         let mut completions = Vec::with_capacity(batches.len());
         let mut records = 0u64;
         for (frames, n) in batches {
-            match conn::push_batch(&self.ctx, frames, n, Some(deadline)).await {
+            let hint = self.guard.id();
+            match conn::push_batch(&self.ctx, self.dest, hint, frames, n, Some(deadline)).await {
                 Ok(c) => {
                     completions.push(c);
                     records += u64::from(n);
@@ -771,7 +801,7 @@ impl Conn {
             records_max: ctx.settings.read_records_max,
             filter_bytes_max: ctx.settings.filter_bytes_max,
         };
-        let result = read::read_logs(&ctx.log, limits, query_string);
+        let result = read::read_logs(&ctx.streams, limits, query_string);
         match &result {
             Err(ReadApiError::BadQuery(e)) if e.code == "filter_too_long" => {
                 ctx.reads
@@ -779,6 +809,11 @@ impl Conn {
                     .fetch_add(1, Ordering::Relaxed);
             }
             Err(ReadApiError::BadQuery(_)) => {}
+            Err(ReadApiError::UnknownStream(_)) => {
+                ctx.stats
+                    .unknown_stream_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Ok(_) | Err(ReadApiError::ReadFailed(_)) => {
                 ctx.reads
                     .read_requests_total
@@ -790,6 +825,11 @@ impl Conn {
             Err(ReadApiError::BadQuery(e)) => {
                 Response::error(&HttpError::new(400, e.code, e.detail))
             }
+            Err(ReadApiError::UnknownStream(name)) => Response::error(&HttpError::new(
+                404,
+                "unknown_stream",
+                format!("{name:?} is not a stream of this server (the streams setting)"),
+            )),
             Err(ReadApiError::ReadFailed(e)) => {
                 tracing::error!(error = %e, "GET /v1/logs: reading the log failed");
                 let detail = without_dir(&e.to_string(), &ctx.log.config().dir);

@@ -37,7 +37,7 @@ use std::{
 use crate::{
     config::NetSettings,
     stats::{NetGauges, NetStats, Observed, ReadStats},
-    wal::{Appender, LogView},
+    wal::LogView,
 };
 
 /// What the ingest stage may touch, shared by every reactor: the producer handle, a
@@ -58,9 +58,15 @@ pub struct NetCtx {
     /// The I/O driver the log resolved `io_driver` to (`Uring` or `Epoll`); the
     /// reactors run the same.
     pub driver: crate::wal::IoDriver,
-    /// The producer handle the connections push batches through.
-    pub appender: Appender,
-    /// The log, read-only: health, `/v1/config`, `GET /v1/logs`.
+    /// The producer handles of every stream's partitions, and the rules that choose
+    /// among them; connections push batches through it (`conn::push_batch`).
+    pub router: crate::streams::Router,
+    /// Each listener's destination (`*_stream` settings).
+    pub dests: Dests,
+    /// Every partition, read-only: `GET /v1/logs?stream=&partition=`, `/stats`.
+    pub streams: crate::streams::StreamViews,
+    /// The default stream's partition 0, read-only: health, `/v1/config`, and
+    /// `GET /v1/logs` without a stream.
     pub log: LogView,
     /// The ingest stage's counters.
     pub stats: Arc<NetStats>,
@@ -86,4 +92,39 @@ pub struct NetCtx {
 /// and the completion, small enough that many connections share a group.
 pub fn batch_bytes_max(settings: &NetSettings) -> usize {
     (settings.group_bytes_max / 2).clamp(4096, 1 << 20)
+}
+
+/// Where each listener's records go (`tcp_stream`, `tcp_acked_stream`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct Dests {
+    /// `tcp_addr`.
+    pub tcp: crate::streams::Dest,
+    /// `tcp_acked_addr`.
+    pub tcp_acked: crate::streams::Dest,
+    /// `syslog_addr` and `syslog_udp_addr` (syslog rules apply).
+    pub syslog: crate::streams::Dest,
+    /// `relp_addr` (syslog rules apply).
+    pub relp: crate::streams::Dest,
+    /// `http_addr`, unless a request names its stream.
+    pub http: crate::streams::Dest,
+}
+
+impl Dests {
+    /// The destinations the settings name, resolved against `router`.
+    ///
+    /// # Panics
+    /// If a setting names an unknown stream (the settings' check refuses that first).
+    pub fn new(s: &crate::config::Settings, router: &crate::streams::Router) -> Dests {
+        let d = |name: &str, syslog_rules| crate::streams::Dest {
+            stream: router.stream(name).expect("checked by the settings"),
+            syslog_rules,
+        };
+        Dests {
+            tcp: d(&s.tcp_stream, false),
+            tcp_acked: d(&s.tcp_acked_stream, false),
+            syslog: d(&s.syslog_stream, true),
+            relp: d(&s.relp_stream, true),
+            http: d(&s.http_stream, false),
+        }
+    }
 }

@@ -136,6 +136,7 @@ pub async fn serve(
         shared: &shared,
         last_activity: &last_activity,
         source: &source,
+        hint: fd as u64,
     };
     let end = reader.read_loop(tx, enrich).await;
 
@@ -168,6 +169,8 @@ struct Reader<'a> {
     last_activity: &'a Cell<Instant>,
     /// Its source's limits: a batch over them waits before it is pushed.
     source: &'a std::cell::RefCell<SourceGuard>,
+    /// Places its records without a partition key (`streams::Router::split`).
+    hint: u64,
 }
 
 /// The batch being built and the run of TXNRs its records answer.
@@ -380,7 +383,7 @@ impl Reader<'_> {
         let (frames, records) = pending.builder.take();
         let bytes = super::limits::payload_bytes(frames.len(), records);
         super::limits::pace(self.source, self.last_activity, u64::from(records), bytes).await;
-        match conn::push_batch(ctx, frames, records, None).await {
+        match conn::push_batch(ctx, ctx.dests.relp, self.hint, frames, records, None).await {
             Ok(completion) => {
                 ctx.stats
                     .relp_records_total

@@ -152,6 +152,7 @@ pub async fn serve(
         last_activity: &last_activity,
         mode,
         source: &source,
+        hint: fd as u64,
     };
     if mode == Mode::Syslog {
         let enrich = ctx.json_policy.enrich.then(|| Enrichment {
@@ -205,6 +206,8 @@ struct Conn<'a> {
     mode: Mode,
     /// Its source's limits: a batch over them waits before it is pushed.
     source: &'a RefCell<SourceGuard>,
+    /// Places its records without a partition key (`streams::Router::split`).
+    hint: u64,
 }
 
 impl Conn<'_> {
@@ -277,7 +280,12 @@ impl Conn<'_> {
         let (frames, records) = builder.take();
         let bytes = super::limits::payload_bytes(frames.len(), records);
         super::limits::pace(self.source, self.last_activity, u64::from(records), bytes).await;
-        match conn::push_batch(ctx, frames, records, None).await {
+        let dest = match self.mode {
+            Mode::OneWay => ctx.dests.tcp,
+            Mode::Acked => ctx.dests.tcp_acked,
+            Mode::Syslog => ctx.dests.syslog,
+        };
+        match conn::push_batch(ctx, dest, self.hint, frames, records, None).await {
             Ok(c) => {
                 let counter = match self.mode {
                     Mode::Syslog => &ctx.stats.syslog_records_total,

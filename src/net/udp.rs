@@ -80,6 +80,8 @@ struct Receiver<'a> {
     buf: Vec<u8>,
     renderer: SyslogRenderer<'a>,
     batch: BatchBuilder,
+    /// Batches pushed: places records without a partition key.
+    batches: u64,
 }
 
 impl<'a> Receiver<'a> {
@@ -95,6 +97,7 @@ impl<'a> Receiver<'a> {
             buf: vec![0; DATAGRAM_BYTES_MAX.min(s.syslog_frame_bytes_max + 1)],
             renderer: SyslogRenderer::new(enrich, &ctx.stats),
             batch: BatchBuilder::new(2 * s.read_buffer_bytes, s.record_bytes_max),
+            batches: 0,
         }
     }
 
@@ -162,23 +165,33 @@ impl<'a> Receiver<'a> {
         if self.batch.is_empty() {
             return;
         }
-        let (mut frames, mut records) = self.batch.take();
+        let (frames, records) = self.batch.take();
         let st = &self.ctx.stats;
-        loop {
-            match self.ctx.appender.try_append(frames, records) {
-                Ok(_) => {
-                    st.syslog_records_total
-                        .fetch_add(u64::from(records), Ordering::Relaxed);
-                    return;
-                }
-                Err(TryAppendError::Full(f, r)) => {
-                    st.ring_full_waits_total.fetch_add(1, Ordering::Relaxed);
-                    (frames, records) = (f, r);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TryAppendError::Refused(e)) => {
-                    tracing::warn!(error = %e, records, "syslog UDP records not stored");
-                    return;
+        // No connection: records without a partition key are spread batch by batch.
+        self.batches += 1;
+        let parts = self
+            .ctx
+            .router
+            .split(self.ctx.dests.syslog, frames, records, self.batches);
+        for part in parts {
+            let appender = self.ctx.router.appender(part.log);
+            let (mut frames, mut records) = (part.frames, part.records);
+            loop {
+                match appender.try_append(frames, records) {
+                    Ok(_) => {
+                        st.syslog_records_total
+                            .fetch_add(u64::from(records), Ordering::Relaxed);
+                        break;
+                    }
+                    Err(TryAppendError::Full(f, r)) => {
+                        st.ring_full_waits_total.fetch_add(1, Ordering::Relaxed);
+                        (frames, records) = (f, r);
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(TryAppendError::Refused(e)) => {
+                        tracing::warn!(error = %e, records, "syslog UDP records not stored");
+                        break;
+                    }
                 }
             }
         }

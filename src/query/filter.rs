@@ -191,6 +191,11 @@ pub struct Query {
     pub filter: Filter,
     /// How a subscription's messages are encoded (stream only).
     pub encoding: Encoding,
+    /// The stream read (`stream=`); `None` = the default stream.
+    pub stream: Option<String>,
+    /// The partition read (`partition=`); `None` = partition 0 of a stream of one, or
+    /// (subscriptions) every partition of the stream, merged.
+    pub partition: Option<u32>,
 }
 
 /// The encoding of a subscription's messages (`format=`).
@@ -269,6 +274,8 @@ pub fn parse(
         limit: None,
         filter: Filter::default(),
         encoding: Encoding::Json,
+        stream: None,
+        partition: None,
     };
     let mut seen: Vec<String> = Vec::new();
     let mut filter_bytes = 0usize;
@@ -368,11 +375,25 @@ fn set(
         }
         "since" => q.filter.since_ns = Some(parse_time("since", v)?),
         "until" => q.filter.until_ns = Some(parse_time("until", v)?),
+        "stream" => {
+            if !crate::streams::spec::valid_name(v) {
+                return Err(bad(format!(
+                    "stream must be a stream name ([a-z][a-z0-9_-]*, at most 64 bytes), not {v:?}"
+                )));
+            }
+            q.stream = Some(v.to_owned());
+        }
+        "partition" => {
+            q.partition =
+                Some(v.parse().map_err(|_| {
+                    bad(format!("partition must be a partition number, not {v:?}"))
+                })?);
+        }
         other => {
             let known = if allow_limit {
-                "from, limit, service, level, q, since, until"
+                "from, limit, service, level, q, since, until, stream, partition"
             } else {
-                "from, service, level, q, since, until, format"
+                "from, service, level, q, since, until, format, stream, partition"
             };
             return Err(bad(format!("unknown parameter {other:?} (known: {known})")));
         }

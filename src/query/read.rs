@@ -42,6 +42,42 @@ pub enum ReadApiError {
     /// Reading the segment files failed.
     #[error("read failed: {0}")]
     ReadFailed(#[from] ReadError),
+    /// `stream=` names no stream of this server.
+    #[error("unknown_stream: {0:?} is not a stream of this server")]
+    UnknownStream(String),
+}
+
+/// The partition a read or a subscription names: `stream=` (default: the default
+/// stream) and `partition=`, which a stream of one partition may leave out. `Ok(None)`
+/// for a stream of several partitions without `partition=` (a subscription merges
+/// them; the read API refuses).
+///
+/// # Errors
+/// [`ReadApiError::UnknownStream`]; [`ReadApiError::BadQuery`] for a partition the
+/// stream does not have.
+pub fn partitions_of<'a>(
+    streams: &'a crate::streams::StreamViews,
+    q: &filter::Query,
+) -> Result<&'a [crate::streams::PartitionView], ReadApiError> {
+    let name = q
+        .stream
+        .as_deref()
+        .unwrap_or(crate::streams::DEFAULT_STREAM);
+    let all = streams
+        .stream(name)
+        .ok_or_else(|| ReadApiError::UnknownStream(name.to_owned()))?;
+    match q.partition {
+        None => Ok(all),
+        Some(p) if (p as usize) < all.len() => Ok(&all[p as usize..=p as usize]),
+        Some(p) => Err(ReadApiError::BadQuery(QueryError {
+            code: "bad_query",
+            detail: format!(
+                "stream {name:?} has {} partition(s), 0..={}; there is no partition {p}",
+                all.len(),
+                all.len() - 1
+            ),
+        })),
+    }
 }
 
 /// Answers one read: the JSON body.
@@ -54,7 +90,7 @@ pub enum ReadApiError {
 /// [`ReadApiError::BadQuery`] for a bad query string, [`ReadApiError::ReadFailed`]
 /// when the log cannot be read.
 pub fn read_logs(
-    log: &LogView,
+    streams: &crate::streams::StreamViews,
     limits: ReadLimits,
     query_string: &str,
 ) -> Result<Vec<u8>, ReadApiError> {
@@ -65,6 +101,20 @@ pub fn read_logs(
         limits.filter_bytes_max,
     )
     .map_err(ReadApiError::BadQuery)?;
+    let log = match partitions_of(streams, &q)? {
+        [one] => &one.log,
+        several => {
+            return Err(ReadApiError::BadQuery(QueryError {
+                code: "bad_query",
+                detail: format!(
+                    "stream {:?} has {} partitions, each with its own offsets: name one with partition=0..={}",
+                    several[0].stream,
+                    several.len(),
+                    several.len() - 1
+                ),
+            }));
+        }
+    };
     let mut q = q;
     q.filter.set_time_skew_ms(log.config().time_skew_ms_max);
     // Before the committed end: records committed after `end` were received after

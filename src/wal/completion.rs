@@ -25,18 +25,42 @@ const DONE: u8 = 1;
 const FAILED: u8 = 2;
 
 /// The offsets a durable batch received.
+///
+/// A batch a partitioned stream split over several logs (`streams::route`) completes
+/// once every part is durable; its offsets are then those of different logs, so
+/// `first_offset` is the first part's, [`Committed::last_offset`] the last part's,
+/// and `spread` says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
     /// Offset of the batch's first record.
     pub first_offset: u64,
     /// Number of records in the batch.
     pub records: u32,
+    /// Offset of the batch's last record (of its last part, when spread).
+    last: u64,
+    /// The log the batch's last part went to (`streams::Router::log_index`; 0 for a
+    /// log on its own).
+    pub log: u32,
+    /// The batch was split over several logs.
+    pub spread: bool,
 }
 
 impl Committed {
+    /// The commit of `records` records from `first_offset`, in one log.
+    pub fn new(first_offset: u64, records: u32) -> Committed {
+        assert!(records > 0, "a batch holds at least one record");
+        Committed {
+            first_offset,
+            records,
+            last: first_offset + u64::from(records) - 1,
+            log: 0,
+            spread: false,
+        }
+    }
+
     /// Offset of the batch's last record. A batch always holds at least one record.
     pub fn last_offset(&self) -> u64 {
-        self.first_offset + u64::from(self.records) - 1
+        self.last
     }
 }
 
@@ -106,10 +130,10 @@ impl Slot {
         // Acquire pairs with the Release in complete/fail.
         match self.state.load(Ordering::Acquire) {
             PENDING => None,
-            DONE => Some(Ok(Committed {
-                first_offset: self.first_offset.load(Ordering::Relaxed),
-                records: self.records,
-            })),
+            DONE => Some(Ok(Committed::new(
+                self.first_offset.load(Ordering::Relaxed),
+                self.records,
+            ))),
             _ => Some(Err(self
                 .error
                 .get()
@@ -127,17 +151,70 @@ impl Slot {
 /// are still written.
 #[derive(Debug)]
 pub struct Completion {
+    /// The batch's (last part's) slot.
     slot: Arc<Slot>,
+    /// The earlier parts of a batch split over several logs, in record order.
+    earlier: Vec<Arc<Slot>>,
+    /// The log of `slot`, reported in [`Committed::log`].
+    log: u32,
 }
 
 impl Completion {
     pub(crate) fn new(slot: Arc<Slot>) -> Self {
-        Completion { slot }
+        Completion {
+            slot,
+            earlier: Vec::new(),
+            log: 0,
+        }
+    }
+
+    /// Marks the batch as gone to log `log` (`streams::Router::log_index`).
+    pub fn in_log(mut self, log: u32) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// One completion for the parts of a batch split over several logs, in record
+    /// order: it resolves once every part is durable, or with the first part's error.
+    ///
+    /// # Panics
+    /// If `parts` is empty.
+    pub fn join(mut parts: Vec<Completion>) -> Completion {
+        let mut last = parts.pop().expect("a batch has at least one part");
+        let mut earlier = Vec::new();
+        for p in parts {
+            earlier.extend(p.earlier);
+            earlier.push(p.slot);
+        }
+        earlier.append(&mut last.earlier);
+        last.earlier = earlier;
+        last
+    }
+
+    fn combine(&self) -> Option<Result<Committed, AppendError>> {
+        let mut records = 0u32;
+        let mut first = None;
+        for s in &self.earlier {
+            match s.poll_result()? {
+                Ok(c) => {
+                    records += c.records;
+                    first.get_or_insert(c.first_offset);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(self.slot.poll_result()?.map(|c| Committed {
+            first_offset: first.unwrap_or(c.first_offset),
+            records: records + c.records,
+            last: c.last_offset(),
+            log: self.log,
+            spread: !self.earlier.is_empty(),
+        }))
     }
 
     /// The result if it is already known; never blocks.
     pub fn try_result(&self) -> Option<Result<Committed, AppendError>> {
-        self.slot.poll_result()
+        self.combine()
     }
 
     /// Blocks the calling thread until the batch is durable or has failed.
@@ -145,37 +222,40 @@ impl Completion {
     /// # Errors
     /// The [`AppendError`] the writer reported for this batch.
     pub fn wait(&self) -> Result<Committed, AppendError> {
-        if let Some(r) = self.slot.poll_result() {
-            return r;
+        for slot in self.earlier.iter().chain(std::iter::once(&self.slot)) {
+            wait_slot(slot);
         }
-        let slot = &*self.slot;
-        let mut guard = slot.lock.lock().unwrap_or_else(|e| e.into_inner());
-        slot.parked.fetch_add(1, Ordering::SeqCst);
-        let r = loop {
-            // SeqCst pairs with the writer's state store; see Slot::wake_all.
-            if slot.state.load(Ordering::SeqCst) != PENDING
-                && let Some(r) = slot.poll_result()
-            {
-                break r;
-            }
-            guard = slot.cond.wait(guard).unwrap_or_else(|e| e.into_inner());
-        };
-        slot.parked.fetch_sub(1, Ordering::SeqCst);
-        r
+        self.combine().expect("every part is done")
     }
+}
+
+/// Blocks until `slot` is done or failed.
+fn wait_slot(slot: &Slot) {
+    if slot.poll_result().is_some() {
+        return;
+    }
+    let mut guard = slot.lock.lock().unwrap_or_else(|e| e.into_inner());
+    slot.parked.fetch_add(1, Ordering::SeqCst);
+    // SeqCst pairs with the writer's state store; see Slot::wake_all.
+    while slot.state.load(Ordering::SeqCst) == PENDING {
+        guard = slot.cond.wait(guard).unwrap_or_else(|e| e.into_inner());
+    }
+    slot.parked.fetch_sub(1, Ordering::SeqCst);
 }
 
 impl Future for Completion {
     type Output = Result<Committed, AppendError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.slot.poll_result() {
-            return Poll::Ready(r);
+        for slot in self.earlier.iter().chain(std::iter::once(&self.slot)) {
+            if slot.poll_result().is_some() {
+                continue;
+            }
+            slot.waker.register(cx.waker());
+            if slot.poll_result().is_none() {
+                return Poll::Pending;
+            }
         }
-        self.slot.waker.register(cx.waker());
-        match self.slot.poll_result() {
-            Some(r) => Poll::Ready(r),
-            None => Poll::Pending,
-        }
+        Poll::Ready(self.combine().expect("every part is done"))
     }
 }

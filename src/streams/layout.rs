@@ -1,0 +1,177 @@
+//! Where each stream's partitions live in the data directory, and the record of how
+//! many partitions a stream was created with.
+//!
+//! ```text
+//! data_dir/                      the default stream's partition 0 (a single-log server's layout)
+//! data_dir/default/partitions    "1\n": the default stream's partition count
+//! data_dir/default/1/ ...        the default stream's partitions 1..N-1, if any
+//! data_dir/<stream>/partitions   "<N>\n"
+//! data_dir/<stream>/<k>/         partition k (0..N-1): segments, indexes, as data_dir holds
+//! ```
+//!
+//! The count is fixed when a stream's directory is created: the partition of a key is
+//! `fnv1a32(key) mod N`, so a different N would put a key's next records in another
+//! partition than its earlier ones, and order per key would be lost. A changed count
+//! is refused at start, naming both numbers.
+
+use std::{
+    fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+use super::spec::DEFAULT_STREAM;
+
+/// The name of the file holding a stream's partition count, in `data_dir/<stream>/`.
+pub const PARTITIONS_FILE: &str = "partitions";
+
+/// The directory of `stream`'s partition `partition`.
+pub fn partition_dir(data_dir: &Path, stream: &str, partition: u32) -> PathBuf {
+    if stream == DEFAULT_STREAM && partition == 0 {
+        data_dir.to_path_buf()
+    } else {
+        data_dir.join(stream).join(partition.to_string())
+    }
+}
+
+/// Why a stream's directory cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// The configured count differs from the one the stream was created with.
+    #[error(
+        "stream {stream:?} was created with {on_disk} partition(s) ({}), but the settings ask for {configured}: a key's partition is fnv1a32(key) mod N, so changing N would split each key's records over two partitions; keep partitions={on_disk}, or give the new layout a new stream name",
+        file.display()
+    )]
+    PartitionsChanged {
+        /// The stream.
+        stream: String,
+        /// The count on disk.
+        on_disk: u32,
+        /// The count in the settings.
+        configured: u32,
+        /// The file holding the count.
+        file: PathBuf,
+    },
+    /// The count file is not a number.
+    #[error("{}: not a partition count ({content:?})", file.display())]
+    Unreadable {
+        /// The file.
+        file: PathBuf,
+        /// What it holds.
+        content: String,
+    },
+    /// An I/O error, with the path.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
+    move |error| LayoutError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// Checks `stream`'s partition count against the one on disk, recording it (durably:
+/// temp file, fdatasync, rename, fsync of the directory) when the stream is new.
+///
+/// A data directory from before streams holds the default stream's segments but no
+/// count file: it is a default stream of one partition.
+///
+/// # Errors
+/// [`LayoutError::PartitionsChanged`] if the count differs; I/O errors with their path.
+pub fn settle_partitions(
+    data_dir: &Path,
+    stream: &str,
+    partitions: u32,
+) -> Result<(), LayoutError> {
+    let dir = data_dir.join(stream);
+    let file = dir.join(PARTITIONS_FILE);
+    let on_disk = match fs::read_to_string(&file) {
+        Ok(s) => Some(
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| LayoutError::Unreadable {
+                    file: file.clone(),
+                    content: s.chars().take(64).collect(),
+                })?,
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let pre_streams = stream == DEFAULT_STREAM
+                && match crate::wal::segment::list_segments(data_dir) {
+                    Ok(bases) => !bases.is_empty(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(io_at(data_dir)(e)),
+                };
+            pre_streams.then_some(1)
+        }
+        Err(e) => return Err(io_at(&file)(e)),
+    };
+    match on_disk {
+        Some(n) if n != partitions => Err(LayoutError::PartitionsChanged {
+            stream: stream.to_owned(),
+            on_disk: n,
+            configured: partitions,
+            file,
+        }),
+        Some(_) if file.exists() => Ok(()),
+        _ => write_durably(&dir, &file, partitions),
+    }
+}
+
+fn write_durably(dir: &Path, file: &Path, partitions: u32) -> Result<(), LayoutError> {
+    fs::create_dir_all(dir).map_err(io_at(dir))?;
+    let tmp = dir.join(format!("{PARTITIONS_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+    writeln!(f, "{partitions}").map_err(io_at(&tmp))?;
+    f.sync_data().map_err(io_at(&tmp))?;
+    fs::rename(&tmp, file).map_err(io_at(file))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_recorded_then_held() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(partition_dir(d.path(), "default", 0), d.path());
+        assert_eq!(
+            partition_dir(d.path(), "audit", 3),
+            d.path().join("audit").join("3")
+        );
+        settle_partitions(d.path(), "audit", 4).unwrap();
+        assert_eq!(
+            fs::read_to_string(d.path().join("audit/partitions")).unwrap(),
+            "4\n"
+        );
+        settle_partitions(d.path(), "audit", 4).unwrap();
+        let e = settle_partitions(d.path(), "audit", 8)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("created with 4") && e.contains("ask for 8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_directory_from_before_streams_is_one_partition() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("00000000000000000000.log"), b"x").unwrap();
+        let e = settle_partitions(d.path(), "default", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("created with 1"), "{e}");
+        settle_partitions(d.path(), "default", 1).unwrap();
+        assert!(d.path().join("default/partitions").exists());
+    }
+}

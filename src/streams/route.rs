@@ -1,0 +1,340 @@
+//! Which log each record goes to: its stream (the listener's, or a syslog rule's) and,
+//! in a stream of N partitions, partition `fnv1a32(key) mod N` where the key is the
+//! record's `key` field (`service` by default), so that one key's records stay
+//! together and in order in one partition.
+//!
+//! A batch framed by a connection is split here, on the connection's core, into one
+//! batch per destination log; a batch whose records all go to one log (a stream of
+//! one partition without syslog rules: the default) is handed on as it is, unread.
+
+use std::fmt;
+
+use bytes::BytesMut;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use super::spec::{RuleField, StreamSpecs, SyslogRules};
+use crate::wal::{Appender, format::RECORD_HEADER_BYTES};
+
+/// FNV-1a, 32 bits (offset basis 2166136261, prime 16777619): the hash of a partition
+/// key. Go's `hash/fnv` `New32a` computes the same, so a producer can predict a key's
+/// partition.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The partition of `key` in a stream of `partitions`.
+pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    assert!(partitions > 0, "a stream has at least one partition");
+    fnv1a32(key) % partitions
+}
+
+/// Where a listener's records go: its stream, and whether the syslog rules may send a
+/// record elsewhere (syslog TCP, UDP and RELP listeners).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dest {
+    /// Index of the stream (in the `streams` setting's order; 0 is the default).
+    pub stream: usize,
+    /// Apply `syslog_stream_rules`.
+    pub syslog_rules: bool,
+}
+
+/// One destination's share of a batch.
+#[derive(Debug)]
+pub struct Part {
+    /// The log: its index over all streams' partitions ([`Router::log_index`]).
+    pub log: usize,
+    /// Its framed records.
+    pub frames: BytesMut,
+    /// How many.
+    pub records: u32,
+}
+
+#[derive(Debug)]
+struct RouteStream {
+    name: String,
+    key: String,
+    /// Index of its partition 0 among all logs.
+    first_log: usize,
+    partitions: u32,
+}
+
+/// Every stream's partitions' appenders, and the rules that choose among them.
+#[derive(Debug)]
+pub struct Router {
+    streams: Vec<RouteStream>,
+    appenders: Vec<Appender>,
+    /// `(field, value, stream index)`, tried in order.
+    rules: Vec<(RuleField, String, usize)>,
+}
+
+impl Router {
+    /// A router over `appenders`, one per partition, stream by stream in `specs`' order.
+    ///
+    /// # Panics
+    /// If the appenders do not match the specs, or a rule names an unknown stream (the
+    /// settings' check refuses both first).
+    pub fn new(specs: &StreamSpecs, rules: &SyslogRules, appenders: Vec<Appender>) -> Router {
+        let mut streams = Vec::new();
+        let mut first_log = 0;
+        for s in &specs.0 {
+            streams.push(RouteStream {
+                name: s.name.clone(),
+                key: s.key.clone(),
+                first_log,
+                partitions: s.partitions,
+            });
+            first_log += s.partitions as usize;
+        }
+        assert_eq!(first_log, appenders.len(), "one appender per partition");
+        let rules = rules
+            .0
+            .iter()
+            .map(|r| {
+                let (i, _) = specs.find(&r.stream).expect("rules name known streams");
+                (r.field, r.value.clone(), i)
+            })
+            .collect();
+        Router {
+            streams,
+            appenders,
+            rules,
+        }
+    }
+
+    /// The index of the stream named `name`.
+    pub fn stream(&self, name: &str) -> Option<usize> {
+        self.streams.iter().position(|s| s.name == name)
+    }
+
+    /// The name of stream `i`.
+    pub fn stream_name(&self, i: usize) -> &str {
+        &self.streams[i].name
+    }
+
+    /// The index over all logs of `stream`'s partition `partition`.
+    pub fn log_index(&self, stream: usize, partition: u32) -> usize {
+        let s = &self.streams[stream];
+        assert!(partition < s.partitions);
+        s.first_log + partition as usize
+    }
+
+    /// The appender of log `log`.
+    pub fn appender(&self, log: usize) -> &Appender {
+        &self.appenders[log]
+    }
+
+    /// Whether a batch for `dest` goes whole to one log without reading its records.
+    fn whole(&self, dest: Dest) -> bool {
+        self.streams[dest.stream].partitions == 1 && (!dest.syslog_rules || self.rules.is_empty())
+    }
+
+    /// Splits a batch of framed records for `dest` by destination log. `hint` places
+    /// records without a key (a connection's number: its keyless records stay
+    /// together, in order, in one partition). Parts keep the batch's record order.
+    pub fn split(&self, dest: Dest, frames: BytesMut, records: u32, hint: u64) -> Vec<Part> {
+        if self.whole(dest) {
+            let log = self.streams[dest.stream].first_log;
+            return vec![Part {
+                log,
+                frames,
+                records,
+            }];
+        }
+        let mut logs = Vec::with_capacity(records as usize);
+        let mut pos = 0;
+        while pos < frames.len() {
+            let len = u32::from_le_bytes(frames[pos + 12..pos + 16].try_into().expect("4 bytes"))
+                as usize;
+            let end = pos + RECORD_HEADER_BYTES + len;
+            logs.push((
+                self.log_of(dest, &frames[pos + RECORD_HEADER_BYTES..end], hint),
+                end,
+            ));
+            pos = end;
+        }
+        debug_assert_eq!(logs.len(), records as usize);
+        if logs.iter().all(|(l, _)| *l == logs[0].0) {
+            return vec![Part {
+                log: logs[0].0,
+                frames,
+                records,
+            }];
+        }
+        let mut parts: Vec<Part> = Vec::new();
+        let mut start = 0;
+        for (log, end) in logs {
+            let frame = &frames[start..end];
+            start = end;
+            match parts.iter_mut().find(|p| p.log == log) {
+                Some(p) => {
+                    p.frames.extend_from_slice(frame);
+                    p.records += 1;
+                }
+                None => {
+                    let mut b = BytesMut::with_capacity(frames.len());
+                    b.extend_from_slice(frame);
+                    parts.push(Part {
+                        log,
+                        frames: b,
+                        records: 1,
+                    });
+                }
+            }
+        }
+        parts
+    }
+
+    /// The log one record goes to.
+    fn log_of(&self, dest: Dest, payload: &[u8], hint: u64) -> usize {
+        let rules = dest.syslog_rules && !self.rules.is_empty();
+        let mut stream = dest.stream;
+        let wanted_key = |s: usize| self.streams[s].key.as_str();
+        let names = [wanted_key(stream), "facility", "service"];
+        let fields = fields_of(payload, if rules { &names } else { &names[..1] });
+        if rules
+            && let Some((_, _, i)) = self.rules.iter().find(|(f, v, _)| {
+                let got = match f {
+                    RuleField::Facility => &fields[1],
+                    RuleField::App => &fields[2],
+                };
+                got.as_deref() == Some(v.as_str())
+            })
+        {
+            stream = *i;
+        }
+        let s = &self.streams[stream];
+        if s.partitions == 1 {
+            return s.first_log;
+        }
+        let key = if stream == dest.stream || s.key == names[0] {
+            fields[0].clone()
+        } else {
+            // The rule moved the record to a stream keyed on another field.
+            fields_of(payload, &[s.key.as_str()])[0].clone()
+        };
+        let p = match key {
+            Some(k) => partition_of(k.as_bytes(), s.partitions),
+            None => (hint % u64::from(s.partitions)) as u32,
+        };
+        s.first_log + p as usize
+    }
+}
+
+/// The string values of the top-level fields `names` of a JSON object record (numbers
+/// and booleans as their JSON text); `None` for a field that is absent, null, an object
+/// or an array, and for every field of a record that is not a JSON object.
+pub fn fields_of(payload: &[u8], names: &[&str]) -> [Option<String>; 3] {
+    assert!(names.len() <= 3);
+    let mut out = [None, None, None];
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return out;
+    }
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let _ = serde::Deserializer::deserialize_map(
+        &mut de,
+        Fields {
+            names,
+            out: &mut out,
+        },
+    );
+    out
+}
+
+struct Fields<'a, 'o> {
+    names: &'a [&'a str],
+    out: &'o mut [Option<String>; 3],
+}
+
+impl<'de> Visitor<'de> for Fields<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut found = 0;
+        while let Some(which) = map.next_key_seed(KeySeed(self.names))? {
+            match which {
+                Some(i) if self.out[i].is_none() => {
+                    self.out[i] = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => Some(s),
+                        v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                            Some(v.to_string())
+                        }
+                        _ => None,
+                    };
+                    found += 1;
+                    if found == self.names.len() {
+                        // Everything wanted is found: the rest need not be read.
+                        return Ok(());
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key compared with the wanted names without allocating.
+struct KeySeed<'a>(&'a [&'a str]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|n| *n == v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a32_matches_the_published_vectors() {
+        // From the FNV reference test suite (Landon Curt Noll, fnv/test_fnv.c) and
+        // Go's hash/fnv tests.
+        assert_eq!(fnv1a32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
+        assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
+        assert_eq!(fnv1a32(b"hello"), 0x4f9f_2cab);
+        assert_eq!(partition_of(b"foobar", 4), 0xbf9c_f968 % 4);
+    }
+
+    #[test]
+    fn fields_are_found_in_objects_only() {
+        let f = fields_of(
+            br#"{"a":{"service":"x"},"service":"api","n":7,"facility":"local0"}"#,
+            &["service", "facility", "n"],
+        );
+        assert_eq!(f[0].as_deref(), Some("api"));
+        assert_eq!(f[1].as_deref(), Some("local0"));
+        assert_eq!(f[2].as_deref(), Some("7"));
+        let f = fields_of(br#"{"service":"a\"b"}"#, &["service"]);
+        assert_eq!(f[0].as_deref(), Some("a\"b"));
+        assert_eq!(fields_of(b"plain line", &["service"])[0], None);
+        assert_eq!(fields_of(br#"{"service":null}"#, &["service"])[0], None);
+        assert_eq!(
+            fields_of(br#"{"service":"x""#, &["service"])[0].as_deref(),
+            Some("x")
+        );
+        assert_eq!(fields_of(b"{broken", &["service"])[0], None);
+    }
+}
