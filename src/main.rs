@@ -77,6 +77,12 @@ enum Command {
         /// Only records containing this text (a plain substring, case-sensitive).
         #[arg(long)]
         grep: Option<String>,
+        /// The stream to read (docs/streams.md).
+        #[arg(long, default_value = "default")]
+        stream: String,
+        /// The partition to read, in a stream of several (each has its own offsets).
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
     },
     /// Append stdin's lines to the log (one record per line), durably.
     Append {
@@ -167,8 +173,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             level,
             service,
             grep,
+            stream,
+            partition,
         } => cat(
-            &data_dir,
+            &partition_dir(&data_dir, &stream, partition)?,
             &ringstash::cli::CatOptions {
                 from,
                 follow,
@@ -296,14 +304,77 @@ fn append(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the report (text or JSON); exits 1 if any segment is damaged, so scripts
-/// need not parse it.
-fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// The directory of `stream`'s partition `partition` in `data_dir`, checked against
+/// the streams the directory holds.
+fn partition_dir(data_dir: &Path, stream: &str, partition: u32) -> anyhow::Result<PathBuf> {
+    use ringstash::streams::layout;
     existing_dir(data_dir)?;
-    let r = ringstash::wal::check::check_dir(data_dir)?;
+    let streams = layout::on_disk(data_dir)?;
+    let Some((_, n)) = streams.iter().find(|(s, _)| s == stream) else {
+        let names: Vec<&str> = streams.iter().map(|(s, _)| s.as_str()).collect();
+        anyhow::bail!(
+            "{} holds no stream {stream:?} (it holds: {})",
+            data_dir.display(),
+            names.join(", ")
+        );
+    };
+    if partition >= *n {
+        anyhow::bail!("stream {stream:?} has {n} partition(s), 0..={}", n - 1);
+    }
+    Ok(layout::partition_dir(data_dir, stream, partition))
+}
+
+/// Checks every partition of every stream the data directory holds: the default
+/// stream's partition 0 (the directory itself) at the top of the report, the others
+/// after it, each named. Prints the reports (text or JSON); exits 1 if any segment is
+/// damaged, so scripts need not parse them.
+fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use ringstash::streams::layout;
+    existing_dir(data_dir)?;
+    let mut reports = Vec::new();
+    for (stream, n) in layout::on_disk(data_dir)? {
+        for p in 0..n {
+            let dir = layout::partition_dir(data_dir, &stream, p);
+            let report = ringstash::wal::check::check_dir(&dir)?;
+            let first = stream == ringstash::streams::DEFAULT_STREAM && p == 0;
+            reports.insert(
+                if first { 0 } else { reports.len() },
+                (stream.clone(), p, report),
+            );
+        }
+    }
+    let clean = reports.iter().all(|(_, _, r)| r.errors.is_empty());
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut doc = serde_json::to_value(&reports[0].2)?;
+        if reports.len() > 1 {
+            let others: Vec<serde_json::Value> = reports[1..]
+                .iter()
+                .map(|(stream, p, r)| {
+                    serde_json::json!({ "stream": stream, "partition": p, "report": r })
+                })
+                .collect();
+            doc["partitions"] = others.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
+        let several = reports.len() > 1;
+        for (stream, p, r) in &reports {
+            if several {
+                println!("stream {stream} partition {p}:");
+            }
+            print_check(r);
+        }
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One partition's `check` report as text.
+fn print_check(r: &ringstash::wal::check::CheckReport) {
+    {
         for s in &r.segments {
             println!(
                 "{}  base {}  records {}  bytes {}{}",
@@ -334,9 +405,4 @@ fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             println!("ERROR: {e}");
         }
     }
-    Ok(if r.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

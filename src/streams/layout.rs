@@ -124,6 +124,38 @@ pub fn settle_partitions(
     }
 }
 
+/// The streams a data directory holds and their partition counts, by the count files
+/// (`data_dir/<stream>/partitions`), sorted by name; the default stream is always there
+/// (a directory from before streams has no count file: one partition).
+///
+/// # Errors
+/// An I/O error reading the directory, or a count file that is not a number.
+pub fn on_disk(data_dir: &Path) -> Result<Vec<(String, u32)>, LayoutError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(data_dir).map_err(io_at(data_dir))? {
+        let entry = entry.map_err(io_at(data_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file = entry.path().join(PARTITIONS_FILE);
+        if !super::spec::valid_name(&name) || !file.is_file() {
+            continue;
+        }
+        let s = fs::read_to_string(&file).map_err(io_at(&file))?;
+        let n = s
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| LayoutError::Unreadable {
+                file: file.clone(),
+                content: s.chars().take(64).collect(),
+            })?;
+        out.push((name, n));
+    }
+    if !out.iter().any(|(n, _)| n == DEFAULT_STREAM) {
+        out.push((DEFAULT_STREAM.to_owned(), 1));
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn write_durably(dir: &Path, file: &Path, partitions: u32) -> Result<(), LayoutError> {
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     let tmp = dir.join(format!("{PARTITIONS_FILE}.tmp"));

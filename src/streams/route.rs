@@ -191,32 +191,24 @@ impl Router {
 
     /// The log one record goes to.
     fn log_of(&self, dest: Dest, payload: &[u8], hint: u64) -> usize {
-        let rules = dest.syslog_rules && !self.rules.is_empty();
         let mut stream = dest.stream;
-        let wanted_key = |s: usize| self.streams[s].key.as_str();
-        let names = [wanted_key(stream), "facility", "service"];
-        let fields = fields_of(payload, if rules { &names } else { &names[..1] });
-        if rules
-            && let Some((_, _, i)) = self.rules.iter().find(|(f, v, _)| {
+        if dest.syslog_rules && !self.rules.is_empty() {
+            let [facility, app, _] = fields_of(payload, &["facility", "service"]);
+            if let Some((_, _, i)) = self.rules.iter().find(|(f, v, _)| {
                 let got = match f {
-                    RuleField::Facility => &fields[1],
-                    RuleField::App => &fields[2],
+                    RuleField::Facility => &facility,
+                    RuleField::App => &app,
                 };
                 got.as_deref() == Some(v.as_str())
-            })
-        {
-            stream = *i;
+            }) {
+                stream = *i;
+            }
         }
         let s = &self.streams[stream];
         if s.partitions == 1 {
             return s.first_log;
         }
-        let key = if stream == dest.stream || s.key == names[0] {
-            fields[0].clone()
-        } else {
-            // The rule moved the record to a stream keyed on another field.
-            fields_of(payload, &[s.key.as_str()])[0].clone()
-        };
+        let [key, _, _] = fields_of(payload, &[s.key.as_str()]);
         let p = match key {
             Some(k) => partition_of(k.as_bytes(), s.partitions),
             None => (hint % u64::from(s.partitions)) as u32,
