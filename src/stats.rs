@@ -1076,13 +1076,7 @@ pub fn metrics_text(o: &Observed) -> String {
     samples(o, &mut |s| all.push(s));
     let mut out = String::with_capacity(24 * 1024);
     for (family, members) in by_family(&all) {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}",
-            name = family.name,
-            help = escape_help(family.help),
-            kind = family.kind.as_str(),
-        );
+        family_header(&mut out, family);
         for s in members {
             out.push_str(family.name);
             if !s.labels.is_empty() {
@@ -1179,19 +1173,24 @@ const PARTITION_SERIES: &[PartitionSeries] = &[
     ),
 ];
 
+/// A family's `# HELP` and `# TYPE` lines.
+fn family_header(out: &mut String, family: &Family) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}",
+        name = family.name,
+        help = escape_help(family.help),
+        kind = family.kind.as_str(),
+    );
+}
+
 /// The per-partition families, each with one series per partition.
 fn partition_metrics(out: &mut String, o: &Observed) {
     if o.partitions.is_empty() {
         return;
     }
     for (_, family, value) in PARTITION_SERIES {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}",
-            name = family.name,
-            help = escape_help(family.help),
-            kind = family.kind.as_str(),
-        );
+        family_header(out, family);
         for p in &o.partitions {
             let _ = writeln!(
                 out,

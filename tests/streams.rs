@@ -23,6 +23,11 @@ fn the_test_hash_matches_the_published_vectors() {
     assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
 }
 
+/// A server whose `streams` setting is `streams`.
+fn start_streams(dir: &std::path::Path, streams: &str) -> Server {
+    Server::start_env(dir, &[], &[("RINGSTASH_STREAMS", streams)])
+}
+
 fn post_ndjson(s: &Server, stream: Option<&str>, lines: &[String]) -> HttpResponse {
     let body = lines.join("\n");
     let mut headers = vec![("Content-Type", "application/x-ndjson")];
@@ -58,11 +63,7 @@ fn read_partition(s: &Server, stream: &str, p: u32) -> Vec<(u64, serde_json::Val
 #[test]
 fn keyed_records_land_in_their_fnv1a_partition_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[("RINGSTASH_STREAMS", "audit:partitions=4")],
-    );
+    let s = start_streams(dir.path(), "audit:partitions=4");
     let lines: Vec<String> = (0..400)
         .map(|i| {
             format!(
@@ -299,11 +300,7 @@ fn listeners_and_syslog_rules_choose_the_stream() {
 #[test]
 fn unknown_streams_and_partitions_are_refused_in_words() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[("RINGSTASH_STREAMS", "audit:partitions=4")],
-    );
+    let s = start_streams(dir.path(), "audit:partitions=4");
     let r = post_ndjson(&s, Some("nope"), &[r#"{"message":"x"}"#.to_owned()]);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "unknown_stream");
@@ -356,11 +353,7 @@ fn unknown_streams_and_partitions_are_refused_in_words() {
 #[test]
 fn a_streams_partition_count_cannot_change_under_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[("RINGSTASH_STREAMS", "audit:partitions=4")],
-    );
+    let s = start_streams(dir.path(), "audit:partitions=4");
     assert_eq!(
         post_ndjson(&s, Some("audit"), &[r#"{"service":"a"}"#.into()]).status,
         200
@@ -376,11 +369,7 @@ fn a_streams_partition_count_cannot_change_under_its_data() {
     assert_contains(&e, "stream \"audit\" was created with 4 partition(s)");
     assert_contains(&e, "the settings ask for 8");
     // The same count starts, with the record still there.
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[("RINGSTASH_STREAMS", "audit:partitions=4")],
-    );
+    let s = start_streams(dir.path(), "audit:partitions=4");
     let p = fnv1a32(b"a") % 4;
     assert_eq!(read_partition(&s, "audit", p).len(), 1);
     assert!(s.stop().success());
@@ -457,11 +446,7 @@ fn retention_is_each_streams_own() {
 #[test]
 fn check_finds_damage_in_any_partition() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[("RINGSTASH_STREAMS", "audit:partitions=2")],
-    );
+    let s = start_streams(dir.path(), "audit:partitions=2");
     let lines: Vec<String> = (0..200)
         .map(|i| format!(r#"{{"service":"k{}","message":"m{i}"}}"#, i % 5))
         .collect();
