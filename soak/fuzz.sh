@@ -15,6 +15,9 @@
 #   RESUME      1 = continue the queue already in OUT instead of starting from the
 #               corpus (default 0: OUT is emptied first)
 #   TIMEOUT_MS  AFL's per-input timeout (default 1000): slower is a hang
+#   CPU_SECONDS stop once the run has used this much CPU (fuzzer and targets, as
+#               sampled below), even before SECONDS of wall time: on a shared machine
+#               a run at `nice` gets what is idle, and the CPU is what the issue counts
 #
 # A finding is reproduced without AFL by the plain build of the same binary:
 #   cargo run -p fuzz --bin TARGET -- OUT/default/crashes/id:...
@@ -74,8 +77,18 @@ cpu_sampler() {
                 awk -v p="$p" '{ print p, $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null
             done
         } >>"$out/cpu-samples" || true
+        if [ -n "${CPU_SECONDS:-}" ] && [ "$(cpu_used)" -ge "$CPU_SECONDS" ]; then
+            # AFL stops on SIGINT as at the end of -V: stats written, exit 0.
+            kill -INT "$afl_pid" 2>/dev/null || true
+            return 0
+        fi
         sleep 2
     done
+}
+
+# CPU seconds the samples add up to: the last sample of each process, summed.
+cpu_used() {
+    awk -v hz="$(getconf CLK_TCK)" '{ last[$1] = $2 } END { for (p in last) n += last[p]; printf "%.0f", n / hz }' "$out/cpu-samples" 2>/dev/null || echo 0
 }
 (cd "$root" && exec cargo afl fuzz -i "$input" -o "$out" -x "$root/fuzz/dict/$target.dict" \
     -t "$timeout_ms" -V "$seconds" -- "$bin") >"$out/afl.log" 2>&1 &
@@ -92,8 +105,7 @@ fi
 
 stats=$out/default/fuzzer_stats
 field() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
-ticks=$(getconf CLK_TCK)
-cpu_s=$(awk -v hz="$ticks" '{ last[$1] = $2 } END { for (p in last) n += last[p]; printf "%.0f", n / hz }' "$out/cpu-samples" 2>/dev/null || echo "?")
+cpu_s=$(cpu_used)
 echo "fuzz.sh: $target started $started, ran $(field run_time) s, CPU ${cpu_s} s (fuzzer and targets)"
 for k in execs_done execs_per_sec corpus_count corpus_found edges_found total_edges \
     bitmap_cvg stability saved_crashes saved_hangs; do

@@ -63,13 +63,11 @@ struct RouteStream {
     partitions: u32,
 }
 
-/// Every stream's partitions' appenders, and the rules that choose among them.
+/// Every stream's partitions' appenders, and the placement that chooses among them.
 #[derive(Debug)]
 pub struct Router {
-    streams: Vec<RouteStream>,
+    placement: Placement,
     appenders: Vec<Appender>,
-    /// `(field, value, stream index)`, tried in order.
-    rules: Vec<(RuleField, String, usize)>,
 }
 
 impl Router {
@@ -79,6 +77,54 @@ impl Router {
     /// If the appenders do not match the specs, or a rule names an unknown stream (the
     /// settings' check refuses both first).
     pub fn new(specs: &StreamSpecs, rules: &SyslogRules, appenders: Vec<Appender>) -> Router {
+        let placement = Placement::new(specs, rules);
+        assert_eq!(
+            placement.logs(),
+            appenders.len(),
+            "one appender per partition"
+        );
+        Router {
+            placement,
+            appenders,
+        }
+    }
+
+    /// Where records go, without the appenders.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// The index of the stream named `name`.
+    pub fn stream(&self, name: &str) -> Option<usize> {
+        self.placement.stream(name)
+    }
+
+    /// The appender of log `log`.
+    pub fn appender(&self, log: usize) -> &Appender {
+        &self.appenders[log]
+    }
+
+    /// [`Placement::split`].
+    pub fn split(&self, dest: Dest, frames: BytesMut, records: u32, hint: u64) -> Vec<Part> {
+        self.placement.split(dest, frames, records, hint)
+    }
+}
+
+/// Which log each record goes to: the streams' partition counts and keys, and the
+/// syslog rules. Sans-I/O (no appenders), so it is tested and measured on its own.
+#[derive(Debug)]
+pub struct Placement {
+    streams: Vec<RouteStream>,
+    /// `(field, value, stream index)`, tried in order.
+    rules: Vec<(RuleField, String, usize)>,
+}
+
+impl Placement {
+    /// The placement `specs` and `rules` describe.
+    ///
+    /// # Panics
+    /// If a rule names an unknown stream (the settings' check refuses that first).
+    pub fn new(specs: &StreamSpecs, rules: &SyslogRules) -> Placement {
         let mut streams = Vec::new();
         let mut first_log = 0;
         for s in &specs.0 {
@@ -90,7 +136,6 @@ impl Router {
             });
             first_log += s.partitions as usize;
         }
-        assert_eq!(first_log, appenders.len(), "one appender per partition");
         let rules = rules
             .0
             .iter()
@@ -99,11 +144,14 @@ impl Router {
                 (r.field, r.value.clone(), i)
             })
             .collect();
-        Router {
-            streams,
-            appenders,
-            rules,
-        }
+        Placement { streams, rules }
+    }
+
+    /// Logs over all streams: the partitions, counted.
+    pub fn logs(&self) -> usize {
+        self.streams
+            .last()
+            .map_or(0, |s| s.first_log + s.partitions as usize)
     }
 
     /// The index of the stream named `name`.
@@ -121,11 +169,6 @@ impl Router {
         let s = &self.streams[stream];
         assert!(partition < s.partitions);
         s.first_log + partition as usize
-    }
-
-    /// The appender of log `log`.
-    pub fn appender(&self, log: usize) -> &Appender {
-        &self.appenders[log]
     }
 
     /// Whether a batch for `dest` goes whole to one log without reading its records.
@@ -308,6 +351,117 @@ mod tests {
         assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
         assert_eq!(fnv1a32(b"hello"), 0x4f9f_2cab);
         assert_eq!(partition_of(b"foobar", 4), 0xbf9c_f968 % 4);
+    }
+
+    fn batch(payloads: &[&str]) -> (BytesMut, u32) {
+        let mut b = crate::wal::BatchBuilder::new(1 << 16, 1 << 16);
+        for (i, p) in payloads.iter().enumerate() {
+            b.push(i as u64, p.as_bytes()).unwrap();
+        }
+        b.take()
+    }
+
+    fn payloads(part: &Part) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < part.frames.len() {
+            let crate::wal::format::Decoded::Record(r) =
+                crate::wal::format::decode_record(&part.frames[pos..], 1 << 16)
+            else {
+                panic!("a frame copied whole decodes");
+            };
+            out.push(String::from_utf8(r.payload.to_vec()).unwrap());
+            pos += r.frame_bytes();
+        }
+        assert_eq!(out.len(), part.records as usize);
+        out
+    }
+
+    #[test]
+    fn batches_split_by_key_keep_each_partitions_order() {
+        let specs: StreamSpecs = "audit:partitions=4".parse().unwrap();
+        let p = Placement::new(&specs, &SyslogRules::default());
+        assert_eq!(p.logs(), 5);
+        let dest = Dest {
+            stream: 1,
+            syslog_rules: false,
+        };
+        let recs: Vec<String> = (0..40)
+            .map(|i| format!(r#"{{"service":"s{}","i":{i}}}"#, i % 9))
+            .collect();
+        let refs: Vec<&str> = recs.iter().map(String::as_str).collect();
+        let (frames, n) = batch(&refs);
+        let parts = p.split(dest, frames, n, 7);
+        let mut total = 0;
+        for part in &parts {
+            let got = payloads(part);
+            total += got.len();
+            for r in &got {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                let key = v["service"].as_str().unwrap();
+                assert_eq!(part.log, 1 + partition_of(key.as_bytes(), 4) as usize);
+            }
+            let is: Vec<u64> = got
+                .iter()
+                .map(|r| {
+                    serde_json::from_str::<serde_json::Value>(r).unwrap()["i"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            assert!(is.windows(2).all(|w| w[0] < w[1]), "order kept: {is:?}");
+        }
+        assert_eq!(total, 40);
+        // Keyless records follow the hint; one destination keeps the batch's buffer.
+        let (frames, n) = batch(&["a", "b", "c"]);
+        let parts = p.split(dest, frames, n, 6);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].log, 1 + 6 % 4);
+        assert_eq!(payloads(&parts[0]), ["a", "b", "c"]);
+        // The default stream of one partition: whole, unread.
+        let (frames, n) = batch(&["x"]);
+        let parts = p.split(
+            Dest {
+                stream: 0,
+                syslog_rules: true,
+            },
+            frames,
+            n,
+            3,
+        );
+        assert_eq!((parts.len(), parts[0].log), (1, 0));
+    }
+
+    #[test]
+    fn syslog_rules_move_records_to_their_stream() {
+        let specs: StreamSpecs = "audit; web:partitions=2,key=host".parse().unwrap();
+        let rules: SyslogRules = "facility=local0:audit; app=nginx:web".parse().unwrap();
+        let p = Placement::new(&specs, &rules);
+        let dest = Dest {
+            stream: 0,
+            syslog_rules: true,
+        };
+        let (frames, n) = batch(&[
+            r#"{"service":"x","facility":"local0"}"#,
+            r#"{"service":"nginx","facility":"user","host":"h1"}"#,
+            r#"{"service":"sshd","facility":"user"}"#,
+        ]);
+        let parts = p.split(dest, frames, n, 0);
+        let logs: Vec<usize> = parts.iter().map(|p| p.log).collect();
+        let web = 2 + partition_of(b"h1", 2) as usize;
+        assert_eq!(logs, [1, web, 0]);
+        // Without rules in play (a non-syslog listener), the rules are not applied.
+        let (frames, n) = batch(&[r#"{"facility":"local0"}"#]);
+        let parts = p.split(
+            Dest {
+                stream: 0,
+                syslog_rules: false,
+            },
+            frames,
+            n,
+            0,
+        );
+        assert_eq!(parts[0].log, 0);
     }
 
     #[test]
