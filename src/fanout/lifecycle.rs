@@ -92,13 +92,18 @@ impl Fanout {
     }
 
     pub(super) fn publish_gauges(&self) {
-        let end = self.follower.committed_end();
+        let end = self.followers[0].committed_end();
+        // Each subscriber's lag in the partition it reads now.
         let lag = self
             .subs
             .iter()
             .flatten()
             .filter(|s| s.is_open())
-            .map(|s| end.saturating_sub(s.cursor))
+            .map(|s| {
+                self.followers[s.part]
+                    .committed_end()
+                    .saturating_sub(s.cursor)
+            })
             .max()
             .unwrap_or(0);
         let g = &self.ctx.gauges;

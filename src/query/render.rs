@@ -34,9 +34,28 @@ pub fn fragment(
     service: Option<&str>,
     level: Option<&str>,
 ) {
+    fragment_in(out, offset, None, ts, payload, service, level);
+}
+
+/// [`fragment`], with `"partition":k` after the offset when `partition` is given
+/// (subscriptions to any partition but the default stream's 0: offsets are per
+/// partition, so a record is named by both).
+fn fragment_in(
+    out: &mut Vec<u8>,
+    offset: u64,
+    partition: Option<u32>,
+    ts: u64,
+    payload: &[u8],
+    service: Option<&str>,
+    level: Option<&str>,
+) {
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(b"{\"offset\":");
     out.extend_from_slice(num.format(offset).as_bytes());
+    if let Some(p) = partition {
+        out.extend_from_slice(b",\"partition\":");
+        out.extend_from_slice(num.format(p).as_bytes());
+    }
     out.extend_from_slice(b",\"ts\":");
     out.extend_from_slice(num.format(ts).as_bytes());
     if let Some(s) = service {
@@ -86,6 +105,10 @@ pub struct MessageBuilder {
     gaps: Vec<(u64, u64)>,
     /// A read with `until` is complete (`"until_reached":true`).
     until_reached: bool,
+    /// The partition the records come from, rendered in each record and before
+    /// `next` (whose offset is that partition's); `None` for the default stream's
+    /// partition 0, whose messages stay as they were before streams.
+    partition: Option<u32>,
 }
 
 const HEAD: &[u8] = b"{\"records\":[";
@@ -100,7 +123,14 @@ impl MessageBuilder {
             records: 0,
             gaps: Vec::new(),
             until_reached: false,
+            partition: None,
         }
+    }
+
+    /// Names the partition the records come from (see the field).
+    pub fn in_partition(mut self, partition: Option<u32>) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Records added so far.
@@ -139,7 +169,15 @@ impl MessageBuilder {
         if self.records > 0 {
             self.buf.push(b',');
         }
-        fragment(&mut self.buf, offset, ts, payload, service, level);
+        fragment_in(
+            &mut self.buf,
+            offset,
+            self.partition,
+            ts,
+            payload,
+            service,
+            level,
+        );
         self.records += 1;
     }
 
@@ -175,6 +213,9 @@ impl MessageBuilder {
         }
         if self.until_reached {
             self.buf.extend_from_slice(b",\"until_reached\":true");
+        }
+        if let Some(p) = self.partition {
+            write!(self.buf, ",\"partition\":{p}").expect("write to Vec");
         }
         write!(
             self.buf,
