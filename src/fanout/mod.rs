@@ -588,11 +588,13 @@ fn pump_own(
     budget: usize,
 ) -> Result<bool, SendError> {
     let mut binary = None;
-    // Each partition is looked at up to MESSAGES_PER_TURN times; the turn ends early
-    // after a round of them with nothing to read.
-    let mut idle = 0;
-    for _ in 0..MESSAGES_PER_TURN * sub.lanes() {
-        if sub.blocked_since.is_some() || idle >= sub.lanes() {
+    // At most MESSAGES_PER_TURN reads (sent or filtered out), as for any subscriber,
+    // however many partitions it follows; the turn ends early after a round of its
+    // partitions with nothing to read (a look at a committed end, or a read finding
+    // nothing new, is cheap).
+    let (mut reads, mut idle) = (0, 0);
+    while reads < MESSAGES_PER_TURN && idle < sub.lanes() {
+        if sub.blocked_since.is_some() {
             break;
         }
         let end = ends[sub.part];
@@ -613,10 +615,10 @@ fn pump_own(
         match outcome {
             Sent::Message(records) => {
                 count_sent(ctx, records);
-                idle = 0;
+                (reads, idle) = (reads + 1, 0);
             }
             // Filtered out: the cursor moved on.
-            Sent::Skipped => idle = 0,
+            Sent::Skipped => (reads, idle) = (reads + 1, 0),
             Sent::Nothing => idle += 1,
         }
         sub.rotate();
