@@ -12,6 +12,12 @@
 //!   did) and, only when this core announced that it is about to sleep
 //!   ([`crate::wal::CommitFollower::prepare_sleep`]), writes an eventfd that this loop
 //!   polls. No lock on the commit path; a busy fan-out costs the writer one load.
+//!   Each partition's log has its own eventfd; the loop announces its sleep on the
+//!   default stream's partition 0 and on every partition a subscriber follows.
+//! - **Other partitions, and merged subscriptions**: the windows below follow the
+//!   default stream's partition 0 alone; a subscriber of another partition, or of a
+//!   whole stream merged, reads that partition's log with its own reader (merged: one
+//!   per partition, taking turns message by message: `Sub::rotate`).
 //! - **Live, from memory**: one tail reader follows the committed end through the
 //!   log's recent groups (the writer's own buffers, handed over at commit: see
 //!   `wal::recent`; under direct writes the page cache does not hold them) and decodes and renders each record once into the [`window::Window`]

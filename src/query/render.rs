@@ -17,6 +17,14 @@
 //! `next` is the offset to resume from (`from=next`); `committed_end` is the committed
 //! end when the message was built, so `committed_end - next` is the subscriber's lag.
 //!
+//! A subscription to any partition but the default stream's 0, or a merged one, names
+//! the partition in each record, after `offset`, and once before `next` (a message
+//! holds one partition's records; `next` and `committed_end` are that partition's):
+//!
+//! ```text
+//! {"records":[{"offset":12,"partition":2,"ts":...,"data":"..."}],"partition":2,"next":13,"committed_end":20}
+//! ```
+//!
 //! When the reader skipped damaged ranges to build the message (bad records with valid
 //! records after them, see `docs/format.md`), a `gaps` array names the lost offsets,
 //! `to` exclusive, after `records`:
@@ -295,5 +303,15 @@ mod tests {
         let empty = MessageBuilder::new(8).finish(3, 3);
         let v: serde_json::Value = serde_json::from_slice(&empty).unwrap();
         assert_eq!(v["records"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_partitions_message_names_it_in_each_record_and_before_next() {
+        let mut m = MessageBuilder::new(64).in_partition(Some(3));
+        m.push_record(7, 1, b"x", Some("api"), None);
+        assert_eq!(
+            String::from_utf8(m.finish(8, 9)).unwrap(),
+            r#"{"records":[{"offset":7,"partition":3,"ts":1,"service":"api","data":"x"}],"partition":3,"next":8,"committed_end":9}"#
+        );
     }
 }
