@@ -456,3 +456,76 @@ fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spi
     );
     assert!(s.stop().success());
 }
+
+/// Reads until the server closes; returns the records and the close code and reason.
+fn read_to_close(ws: &mut Ws, within: Duration) -> (Vec<PRec>, Option<(u16, String)>) {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no close after {} records",
+            out.len()
+        );
+        match ws.read() {
+            Ok(Message::Text(t)) => out.extend(parse(&t).0),
+            Ok(Message::Close(c)) => {
+                return (out, c.map(|c| (u16::from(c.code), c.reason.to_string())));
+            }
+            Ok(_) => {}
+            Err(e) => panic!("subscription failed after {} records: {e}", out.len()),
+        }
+    }
+}
+
+/// `since`/`until` hold in a partition and in every partition of a merged
+/// subscription, which closes with 1000 `until reached` once all of them are complete.
+#[test]
+fn time_ranges_hold_per_partition_and_close_a_merged_subscription_when_all_are_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_env(
+        dir.path(),
+        &[],
+        &[
+            ("RINGSTASH_STREAMS", "audit:partitions=4"),
+            ("RINGSTASH_TIME_SKEW_MS_MAX", "200"),
+        ],
+    );
+    let ws_at = ws_addr(&s);
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before = records(0, 400);
+    post(s.http, Some("audit"), &before);
+    std::thread::sleep(Duration::from_millis(300));
+    let since = unix();
+    let inside = records(400, 800);
+    post(s.http, Some("audit"), &inside);
+    std::thread::sleep(Duration::from_millis(300));
+    let until = unix();
+    std::thread::sleep(Duration::from_millis(300));
+    post(s.http, Some("audit"), &records(800, 1200));
+    let range = format!("since={since:.6}&until={until:.6}");
+    let k = 1;
+    let mut one = subscribe(ws_at, &format!("stream=audit&partition={k}&{range}"));
+    let (got, close) = read_to_close(&mut one, Duration::from_secs(20));
+    let data: Vec<String> = got.iter().map(|r| r.data.clone()).collect();
+    assert_eq!(data, of_partition(&inside, k));
+    assert_eq!(close, Some((1000, "until reached".to_owned())));
+    let mut merged = subscribe(ws_at, &format!("stream=audit&{range}"));
+    let (got, close) = read_to_close(&mut merged, Duration::from_secs(20));
+    assert_eq!(close, Some((1000, "until reached".to_owned())));
+    assert_eq!(got.len(), inside.len());
+    for k in 0..PARTITIONS {
+        let mine: Vec<String> = got
+            .iter()
+            .filter(|r| r.partition == Some(k))
+            .map(|r| r.data.clone())
+            .collect();
+        assert_eq!(mine, of_partition(&inside, k), "partition {k}");
+    }
+    assert!(s.stop().success());
+}

@@ -229,6 +229,9 @@ struct Fanout {
     ends: Vec<u64>,
     /// The followers announced asleep this turn (`prepare_sleep` said yes).
     prepared: Vec<usize>,
+    /// Which partitions an open subscriber follows, found before each sleep (indexed
+    /// as `followers`; kept to not allocate per turn).
+    followed: Vec<bool>,
     stop: Arc<AtomicBool>,
     /// Subscribers by token - FIRST_SUB; `None` slots are free.
     subs: Vec<Option<Sub>>,
@@ -292,6 +295,7 @@ impl Fanout {
                 .map(CommitFollower::committed_end)
                 .collect(),
             prepared: Vec::with_capacity(followers.len()),
+            followed: vec![false; followers.len()],
             followers,
             stop,
             subs: Vec::new(),
@@ -496,14 +500,15 @@ impl Fanout {
     /// the 1 s timeout. Returns false if a followed partition committed past what this
     /// turn delivered against (`ends`): the loop must not sleep.
     fn prepare_sleep(&mut self) -> bool {
+        self.followed.fill(false);
+        self.followed[0] = true;
+        for s in self.subs.iter().flatten().filter(|s| s.is_open()) {
+            for (part, _) in s.cursors() {
+                self.followed[part] = true;
+            }
+        }
         for k in 0..self.followers.len() {
-            let followed = k == 0
-                || self
-                    .subs
-                    .iter()
-                    .flatten()
-                    .any(|s| s.is_open() && s.follows(k));
-            if !followed {
+            if !self.followed[k] {
                 continue;
             }
             if !self.followers[k].prepare_sleep(self.ends[k]) {

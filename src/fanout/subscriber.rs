@@ -145,9 +145,10 @@ impl Sub {
         self.part == 0 && self.others.is_empty()
     }
 
-    /// True if it follows partition `part` (now or in a later turn).
-    pub(super) fn follows(&self, part: usize) -> bool {
-        self.part == part || self.others.iter().any(|l| l.part == part)
+    /// Every partition it follows (now or in a later turn), with its cursor there.
+    pub(super) fn cursors(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        std::iter::once((self.part, self.cursor))
+            .chain(self.others.iter().map(|l| (l.part, l.cursor)))
     }
 
     /// A merged subscription's next partition becomes the current one; the current
