@@ -336,6 +336,7 @@ fn contexts(
     let fanout_ctx = Arc::new(FanoutCtx {
         settings: fanout_settings,
         log: log.view(),
+        streams: crate::streams::StreamViews::of(streams),
         stats: observed.fanout.clone(),
         gauges: observed.fanout_gauges.clone(),
         reads: observed.reads.clone(),

@@ -841,3 +841,107 @@ fn dashboard_sends_its_token_in_headless_chromium() {
     drop(b);
     assert!(server.stop().success());
 }
+
+/// FNV-1a, 32 bits, computed here rather than taken from the server.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The stream picker: the live tail and the history search follow the stream (all
+/// its partitions, merged, or one) picked from `/v1/config`'s streams, and the page
+/// says that the charts stay the default stream's.
+#[test]
+fn dashboard_stream_picker_follows_the_stream_picked() {
+    let Some(chromium) = common::require_tool("chromium", "chromium") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_env(
+        dir.path(),
+        &[],
+        &[("RINGSTASH_STREAMS", "audit:partitions=5")],
+    );
+    let http_at = server.http;
+    let post_audit = |lines: &[String]| {
+        let body = lines.join("\n") + "\n";
+        let r = http(
+            http_at,
+            "POST",
+            "/ingest",
+            &[("Ringstash-Stream", "audit")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    };
+    send_lines(server.tcp_acked, &json_lines("plain", 6));
+    post_audit(&json_lines("audit", 8));
+    let config = http(http_at, "GET", "/v1/config", &[], b"").json();
+    assert_eq!(config["streams"][0]["name"], "default");
+    assert_eq!(config["streams"][1]["name"], "audit");
+    assert_eq!(config["streams"][1]["partitions"], 5);
+    let ends: Vec<u64> =
+        serde_json::from_value(config["streams"][1]["committed_end"].clone()).unwrap();
+    assert_eq!(ends.iter().sum::<u64>(), 8);
+    let profile = tempfile::tempdir().unwrap();
+    let mut b = Browser::open(&chromium, profile.path(), &format!("http://{http_at}/"));
+    b.wait_for(&has("plain-5"), Duration::from_secs(20));
+    assert_eq!(b.eval("document.getElementById('aggNote').hidden"), true);
+    let pick = |b: &mut Browser, v: &str| {
+        b.eval(&format!(
+            "document.getElementById('stream').value = '{v}'; document.getElementById('stream').onchange()"
+        ));
+    };
+    let messages = format!("[...{ROWS}].map(r => r.querySelector('.c-msg').textContent).join(',')");
+    // The whole stream, merged: its records (history, then live), none of the default's.
+    pick(&mut b, "audit|");
+    b.wait_for(&has("audit-7"), Duration::from_secs(20));
+    post_audit(&json_lines("later", 4));
+    b.wait_for(&has("later-3"), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let shown = b.eval(&messages);
+    let mut got: Vec<&str> = shown.as_str().unwrap().split(',').collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "audit-0", "audit-1", "audit-2", "audit-3", "audit-4", "audit-5", "audit-6", "audit-7",
+            "later-0", "later-1", "later-2", "later-3"
+        ]
+    );
+    assert_eq!(b.eval("document.getElementById('aggNote').hidden"), false);
+    // One partition: checkout's records alone (the even ones), at its own offsets.
+    let k = fnv1a32(b"checkout") % 5;
+    assert_ne!(
+        k,
+        fnv1a32(b"search") % 5,
+        "the test wants the two services apart"
+    );
+    pick(&mut b, &format!("audit|{k}"));
+    b.wait_for(&format!("{ROWS}.length === 6"), Duration::from_secs(20));
+    assert_eq!(
+        b.eval(&messages),
+        "audit-0,audit-2,audit-4,audit-6,later-0,later-2"
+    );
+    let offsets = b.eval(&format!("[...{ROWS}].map(d => Number(d.dataset.offset))"));
+    assert_eq!(offsets, serde_json::json!([0, 1, 2, 3, 4, 5]));
+    // The search reads the stream picked too: every partition, merged by time.
+    pick(&mut b, "audit|");
+    b.eval("document.getElementById('search').click()");
+    b.wait_for(
+        "document.getElementById('readout').dataset.found === '12'",
+        Duration::from_secs(20),
+    );
+    let shown = b.eval(&messages);
+    assert!(!shown.as_str().unwrap().contains("plain"), "{shown}");
+    assert!(b.screenshot(&common::browser::artefacts_dir().join("stream-picker.png")) > 5_000);
+    // Back to the default stream.
+    b.eval("document.getElementById('live').click()");
+    pick(&mut b, "default|");
+    b.wait_for(&has("plain-5"), Duration::from_secs(20));
+    assert_eq!(b.eval(&format!("{ROWS}.length")), 6);
+    assert_eq!(b.eval("document.getElementById('aggNote').hidden"), true);
+    drop(b);
+    assert!(server.stop().success());
+}

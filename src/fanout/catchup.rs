@@ -7,17 +7,21 @@ use super::{
     render::MessageBuilder,
     window::Built,
 };
-use crate::{error::ReadError, wal::Reader};
+use crate::{
+    error::ReadError,
+    wal::{LogView, Reader},
+};
 use std::sync::atomic::Ordering;
 
-/// The subscriber's own reader, opened (again) unless it already stands at `cursor`.
+/// The subscriber's own reader of `log`, opened (again) unless it already stands at
+/// `cursor`.
 pub(super) fn positioned<'a>(
-    ctx: &FanoutCtx,
+    log: &LogView,
     reader: &'a mut Option<Reader>,
     cursor: u64,
 ) -> Result<&'a mut Reader, ReadError> {
     if reader.as_ref().is_none_or(|r| r.next_offset() != cursor) {
-        *reader = Some(ctx.log.reader(cursor)?);
+        *reader = Some(log.reader(cursor)?);
     }
     Ok(reader.as_mut().expect("just set"))
 }
@@ -25,6 +29,11 @@ pub(super) fn positioned<'a>(
 /// How far a subscriber's own read may go: up to offset `stop`, about `budget` bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Span {
+    /// The partition read: its index in [`crate::streams::StreamViews::all`] (0 is
+    /// the default stream's partition 0).
+    pub(super) part: usize,
+    /// The partition number JSON messages name (`None`: they name none).
+    pub(super) tag: Option<u32>,
     pub(super) stop: u64,
     /// For the message header.
     pub(super) committed_end: u64,
@@ -41,7 +50,7 @@ pub(super) fn own_read(
     encoding: Encoding,
     span: Span,
 ) -> Result<Built, ReadError> {
-    let reader = positioned(ctx, reader, cursor)?;
+    let reader = positioned(&ctx.streams.all()[span.part].log, reader, cursor)?;
     let built = match encoding {
         Encoding::Binary => {
             let built = frames::build(reader, filter, span.stop, span.committed_end, span.budget)?;
@@ -52,7 +61,7 @@ pub(super) fn own_read(
                 .map(|(m, _, next, records)| Built::Frames(m, next, records))
         }
         Encoding::Json => {
-            let mut m = MessageBuilder::new(span.budget.min(256 << 10));
+            let mut m = MessageBuilder::new(span.budget.min(256 << 10)).in_partition(span.tag);
             crate::query::scan::read_into(
                 reader,
                 filter,

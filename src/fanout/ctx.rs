@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::{
     config::FanoutSettings,
     stats::{FanoutGauges, FanoutStats, ReadStats},
+    streams::StreamViews,
     wal::LogView,
 };
 
@@ -14,8 +15,13 @@ use crate::{
 pub struct FanoutCtx {
     /// The validated settings.
     pub settings: FanoutSettings,
-    /// The log, read-only: committed end, start offset, readers, the follower.
+    /// The default stream's partition 0, read-only: committed end, start offset,
+    /// readers, the follower. The shared windows and the aggregates follow it alone.
     pub log: LogView,
+    /// Every stream's partitions, read-only (the default stream's partition 0
+    /// first, the same log as `log`): what a subscription to another partition, or a
+    /// merged one, reads with its own readers.
+    pub streams: StreamViews,
     /// The fan-out's counters.
     pub stats: Arc<FanoutStats>,
     /// The fan-out's gauges.

@@ -14,7 +14,8 @@ use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response}
 
 use super::{
     FanoutCtx, STREAM_PATH,
-    query::{self, Encoding, Filter, Start},
+    query::{self, Encoding, Start},
+    subscriber::{Lane, Subscription},
 };
 use crate::{
     auth::{self, Presented},
@@ -42,7 +43,7 @@ impl Write for Shared {
 }
 
 /// The subscription a handshake asked for, filled in by [`Upgrade`].
-pub(super) type Asked = Rc<RefCell<Option<(u64, Filter, Encoding)>>>;
+pub(super) type Asked = Rc<RefCell<Option<Subscription>>>;
 
 /// Validates the upgrade request: path, Origin, parameters. Anything wrong gets an
 /// HTTP error response before the upgrade.
@@ -193,33 +194,123 @@ impl Callback for Upgrade {
                 return Err(error_response(400, e.code, e.detail));
             }
         };
-        if q.stream
-            .as_deref()
-            .is_some_and(|n| n != crate::streams::DEFAULT_STREAM)
-            || q.partition.is_some_and(|p| p != 0)
-        {
-            bad(&ctx.stats.ws_bad_requests_total);
-            return Err(error_response(
-                400,
-                "bad_query",
-                "subscriptions follow the default stream's partition 0 only; read other streams and partitions with GET /v1/logs?stream=&partition=".into(),
+        let lanes = match lanes(ctx, &mut q) {
+            Ok(l) => l,
+            Err(e) => {
+                bad(&ctx.stats.ws_bad_requests_total);
+                return Err(refusal(&e));
+            }
+        };
+        *self.asked.borrow_mut() = Some(Subscription {
+            lanes,
+            filter: q.filter,
+            encoding: q.encoding,
+        });
+        Ok(resp)
+    }
+}
+
+/// The partitions a subscription follows and where it starts in each: `stream=` (the
+/// default stream if absent) and `partition=` (every partition, merged, if absent),
+/// `from` and `since`.
+///
+/// # Errors
+/// The refusal: 404 `unknown_stream`; 400 for a partition the stream does not have,
+/// `from` naming one, a single offset or `format=binary` on a merged subscription.
+fn lanes(ctx: &FanoutCtx, q: &mut query::Query) -> Result<Vec<Lane>, HttpError> {
+    use crate::query::read::{ReadApiError, partitions_of};
+    let parts = match partitions_of(&ctx.streams, q) {
+        Ok(p) => p,
+        Err(ReadApiError::UnknownStream(name)) => {
+            let known: Vec<&str> = ctx
+                .streams
+                .specs()
+                .0
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            return Err(HttpError::new(
+                404,
+                "unknown_stream",
+                format!(
+                    "{name:?} is not a stream of this server (streams: {})",
+                    known.join(", ")
+                ),
             ));
         }
-        q.filter.set_time_skew_ms(ctx.log.config().time_skew_ms_max);
+        Err(ReadApiError::BadQuery(e)) => return Err(HttpError::new(400, e.code, e.detail)),
+        Err(e) => return Err(HttpError::new(400, "bad_request", e.to_string())),
+    };
+    let merged = parts.len() > 1;
+    let stream = &parts[0].stream;
+    if merged && q.encoding == Encoding::Binary {
+        return Err(HttpError::new(
+            400,
+            "bad_request",
+            format!(
+                "format=binary follows one partition (its frames carry offsets, not partitions): name one with partition=0..={} of stream {stream:?}",
+                parts.len() - 1
+            ),
+        ));
+    }
+    if merged && let Some(Start::Offset(n)) = q.start {
+        return Err(HttpError::new(
+            400,
+            "bad_request",
+            format!(
+                "stream {stream:?} has {} partitions, each with its own offsets: resume a merged subscription with from=<partition>:<offset>,... (e.g. from=0:{n},1:...), not from={n}",
+                parts.len()
+            ),
+        ));
+    }
+    if let Some(list) = &q.start_partitions
+        && let Some(&(p, _)) = list
+            .iter()
+            .find(|&&(p, _)| !parts.iter().any(|v| v.partition == p))
+    {
+        let all = ctx.streams.stream(stream).map_or(1, <[_]>::len);
+        let why = if parts.len() == 1 && all > 1 {
+            format!(
+                "from names partition {p}, but the subscription follows partition {} of stream {stream:?} alone",
+                parts[0].partition
+            )
+        } else {
+            format!(
+                "from names partition {p}; stream {stream:?} has {all} partition(s), 0..={}",
+                all - 1
+            )
+        };
+        return Err(HttpError::new(400, "bad_request", why));
+    }
+    let all = ctx.streams.all();
+    let mut lanes = Vec::with_capacity(parts.len());
+    for v in parts {
+        let part = all
+            .iter()
+            .position(|a| a.stream == v.stream && a.partition == v.partition)
+            .expect("partitions_of answers partitions of the same views");
+        let log = &v.log;
+        q.filter.set_time_skew_ms(log.config().time_skew_ms_max);
         // With `since` and no `from`, the subscription starts at `since`; with both,
-        // at the later of the two.
-        let default_start = if q.filter.since_ns().is_some() {
+        // at the later of the two. A partition a `from` list leaves out starts at its
+        // oldest record: a resuming client that had nothing from it loses nothing.
+        let default_start = if q.filter.since_ns().is_some() || q.start_partitions.is_some() {
             Start::Earliest
         } else {
             Start::Latest
         };
-        let cursor = match q.start.unwrap_or(default_start) {
-            Start::Earliest => ctx.log.start_offset(),
-            Start::Latest => ctx.log.committed_end(),
-            Start::Offset(n) => n.max(ctx.log.start_offset()),
+        let listed = q
+            .start_partitions
+            .as_ref()
+            .and_then(|l| l.iter().find(|&&(p, _)| p == v.partition))
+            .map(|&(_, o)| Start::Offset(o));
+        let cursor = match listed.or(q.start).unwrap_or(default_start) {
+            Start::Earliest => log.start_offset(),
+            Start::Latest => log.committed_end(),
+            Start::Offset(n) => n.max(log.start_offset()),
         };
         let cursor = match q.filter.since_ns() {
-            Some(since) => match crate::query::read::since_offset(&ctx.log, since) {
+            Some(since) => match crate::query::read::since_offset(log, since) {
                 Ok(at) => cursor.max(at),
                 Err(e) => {
                     tracing::error!(error = %e, "time index unreadable; the subscription reads from its cursor");
@@ -228,7 +319,12 @@ impl Callback for Upgrade {
             },
             None => cursor,
         };
-        *self.asked.borrow_mut() = Some((cursor, q.filter, q.encoding));
-        Ok(resp)
+        lanes.push(Lane {
+            part,
+            tag: (merged || part != 0).then_some(v.partition),
+            cursor,
+            reader: None,
+        });
     }
+    Ok(lanes)
 }

@@ -92,13 +92,15 @@ impl Fanout {
     }
 
     pub(super) fn publish_gauges(&self) {
-        let end = self.follower.committed_end();
+        let end = self.followers[0].committed_end();
+        // Each subscriber's lag in each partition it follows (each its own offsets).
         let lag = self
             .subs
             .iter()
             .flatten()
             .filter(|s| s.is_open())
-            .map(|s| end.saturating_sub(s.cursor))
+            .flat_map(Sub::cursors)
+            .map(|(part, cursor)| self.followers[part].committed_end().saturating_sub(cursor))
             .max()
             .unwrap_or(0);
         let g = &self.ctx.gauges;

@@ -12,6 +12,12 @@
 //!   did) and, only when this core announced that it is about to sleep
 //!   ([`crate::wal::CommitFollower::prepare_sleep`]), writes an eventfd that this loop
 //!   polls. No lock on the commit path; a busy fan-out costs the writer one load.
+//!   Each partition's log has its own eventfd; the loop announces its sleep on the
+//!   default stream's partition 0 and on every partition a subscriber follows.
+//! - **Other partitions, and merged subscriptions**: the windows below follow the
+//!   default stream's partition 0 alone; a subscriber of another partition, or of a
+//!   whole stream merged, reads that partition's log with its own reader (merged: one
+//!   per partition, taking turns message by message: `Sub::rotate`).
 //! - **Live, from memory**: one tail reader follows the committed end through the
 //!   log's recent groups (the writer's own buffers, handed over at commit: see
 //!   `wal::recent`; under direct writes the page cache does not hold them) and decodes and renders each record once into the [`window::Window`]
@@ -158,13 +164,22 @@ pub fn spawn(
 ) -> io::Result<FanoutHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-    let follower = ctx.log.follower()?;
+    // One eventfd per partition, all on the COMMIT token: whichever followed
+    // partition commits wakes the loop, which then looks at every committed end.
+    let followers = ctx
+        .streams
+        .all()
+        .iter()
+        .map(|p| p.log.follower())
+        .collect::<io::Result<Vec<_>>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut listener = mio::net::TcpListener::from_std(listener);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry()
-        .register(&mut SourceFd(&follower.fd()), COMMIT, Interest::READABLE)?;
+    for f in &followers {
+        poll.registry()
+            .register(&mut SourceFd(&f.fd()), COMMIT, Interest::READABLE)?;
+    }
     let stop2 = stop.clone();
     // Before the thread starts, so that the aggregates count every record committed
     // once `serve` says it listens.
@@ -178,7 +193,7 @@ pub fn spawn(
                 tracing::warn!(core = c, "could not pin the fan-out thread");
             }
             set_nice(ctx.settings.fanout_nice);
-            let mut f = Fanout::new(ctx, poll, listener, follower, stop2, aggregator);
+            let mut f = Fanout::new(ctx, poll, listener, followers, stop2, aggregator);
             f.run();
         })?;
     Ok(FanoutHandle {
@@ -207,7 +222,16 @@ struct Fanout {
     ctx: Arc<FanoutCtx>,
     poll: Poll,
     listener: mio::net::TcpListener,
-    follower: CommitFollower,
+    /// The wake-ups of every partition's commits, indexed as
+    /// [`crate::streams::StreamViews::all`] (the default stream's partition 0 first).
+    followers: Vec<CommitFollower>,
+    /// Every partition's committed end, read once per turn, indexed the same way.
+    ends: Vec<u64>,
+    /// The followers announced asleep this turn (`prepare_sleep` said yes).
+    prepared: Vec<usize>,
+    /// Which partitions an open subscriber follows, found before each sleep (indexed
+    /// as `followers`; kept to not allocate per turn).
+    followed: Vec<bool>,
     stop: Arc<AtomicBool>,
     /// Subscribers by token - FIRST_SUB; `None` slots are free.
     subs: Vec<Option<Sub>>,
@@ -242,7 +266,7 @@ impl Fanout {
         ctx: Arc<FanoutCtx>,
         poll: Poll,
         listener: mio::net::TcpListener,
-        follower: CommitFollower,
+        followers: Vec<CommitFollower>,
         stop: Arc<AtomicBool>,
         aggregator: aggregates::Aggregator,
     ) -> Self {
@@ -266,7 +290,13 @@ impl Fanout {
             ctx,
             poll,
             listener,
-            follower,
+            ends: followers
+                .iter()
+                .map(CommitFollower::committed_end)
+                .collect(),
+            prepared: Vec::with_capacity(followers.len()),
+            followed: vec![false; followers.len()],
+            followers,
             stop,
             subs: Vec::new(),
             free: Vec::new(),
@@ -283,26 +313,15 @@ impl Fanout {
         let mut events = Events::with_capacity(1024);
         let mut busy = false;
         let mut stop_deadline: Option<Instant> = None;
-        // The committed end the last turn delivered up to.
-        let mut seen = self.follower.committed_end();
         loop {
             let mut timeout = if self.open == 0 && self.refused.is_empty() {
                 Duration::from_secs(1)
             } else {
                 Duration::from_millis(100)
             };
-            let mut prepared = false;
-            if busy {
+            // Ask the writers for a wake-up only while someone waits for records.
+            if busy || (self.open > 0 && !self.prepare_sleep()) {
                 timeout = Duration::ZERO;
-            } else if self.open > 0 {
-                // Ask the writer for a wake-up only while someone waits for records. The
-                // aggregates need none: the writer notes each commit's time itself
-                // (`wal::LogView::take_commit_note`), and with no subscriber they are
-                // counted on the 1 s timeout.
-                prepared = self.follower.prepare_sleep(seen);
-                if !prepared {
-                    timeout = Duration::ZERO;
-                }
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
@@ -310,9 +329,10 @@ impl Fanout {
                 tracing::error!(error = %e, "fan-out poll failed; subscribers are dropped");
                 return;
             }
-            if prepared {
-                self.follower.woke();
+            for &k in &self.prepared {
+                self.followers[k].woke();
             }
+            self.prepared.clear();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -333,15 +353,17 @@ impl Fanout {
             }
             // Before the committed end, for subscriptions with `until` (see `Sub::until_reached`).
             let clock = crate::wal::now_ns();
-            let end = self.follower.committed_end();
+            for (e, f) in self.ends.iter_mut().zip(&self.followers) {
+                *e = f.committed_end();
+            }
+            let end = self.ends[0];
             busy = self.fill_window(end);
-            let subscribers_want_more = self.pump(end, clock);
+            let subscribers_want_more = self.pump(clock);
             busy |= subscribers_want_more;
             // Subscribers first: while they can take more, the aggregates count less
             // per turn (they catch up, into the right seconds, when the load eases).
             busy |= self.aggregator.turn(end, subscribers_want_more);
             busy |= !self.more_input.is_empty() || !more.is_empty();
-            seen = end;
             self.timers();
             self.drain_refused();
             self.publish_gauges();
@@ -470,17 +492,44 @@ impl Fanout {
         Some(sub)
     }
 
+    /// Asks the writers of the partitions someone follows for a wake-up at their next
+    /// commit (the default stream's partition 0 whenever anyone subscribes, as before
+    /// streams; the others only while a subscriber follows them). The aggregates need
+    /// none: the writer notes each commit's time itself
+    /// (`wal::LogView::take_commit_note`), and with no subscriber they are counted on
+    /// the 1 s timeout. Returns false if a followed partition committed past what this
+    /// turn delivered against (`ends`): the loop must not sleep.
+    fn prepare_sleep(&mut self) -> bool {
+        self.followed.fill(false);
+        self.followed[0] = true;
+        for s in self.subs.iter().flatten().filter(|s| s.is_open()) {
+            for (part, _) in s.cursors() {
+                self.followed[part] = true;
+            }
+        }
+        for k in 0..self.followers.len() {
+            if !self.followed[k] {
+                continue;
+            }
+            if !self.followers[k].prepare_sleep(self.ends[k]) {
+                return false;
+            }
+            self.prepared.push(k);
+        }
+        true
+    }
+
     /// Sends every open subscriber what it can take. Returns true if some subscriber
     /// has more to take right now.
-    fn pump(&mut self, end: u64, clock_ns: u64) -> bool {
+    fn pump(&mut self, clock_ns: u64) -> bool {
         let mut more = false;
         for i in 0..self.subs.len() {
-            match self.pump_one(i, end) {
+            match self.pump_one(i) {
                 Ok(m) => {
                     more |= m;
                     if self.subs[i]
                         .as_ref()
-                        .is_some_and(|s| s.is_open() && s.until_reached(end, clock_ns))
+                        .is_some_and(|s| s.is_open() && s.until_reached(&self.ends, clock_ns))
                     {
                         self.begin_close(i, CLOSE_UNTIL_REACHED, "until reached");
                     }
@@ -497,10 +546,14 @@ impl Fanout {
 
     /// Sends subscriber `i` up to [`MESSAGES_PER_TURN`] messages. Returns true if it
     /// could take more right now.
-    fn pump_one(&mut self, i: usize, end: u64) -> Result<bool, SendError> {
+    fn pump_one(&mut self, i: usize) -> Result<bool, SendError> {
         let Some(sub) = self.subs[i].as_mut().filter(|s| s.is_open()) else {
             return Ok(false);
         };
+        if !sub.shares_windows() {
+            return pump_own(&self.ctx, sub, &self.ends, self.budget);
+        }
+        let end = self.ends[0];
         let mut windows = Windows {
             json: self.window.as_mut(),
             binary: &mut self.binary,
@@ -508,7 +561,6 @@ impl Fanout {
             budget: self.budget,
             scan_max: SCAN_PER_MESSAGE,
         };
-        let st = &self.ctx.stats;
         for _ in 0..MESSAGES_PER_TURN {
             if sub.blocked_since.is_some() || sub.cursor >= end {
                 return Ok(false);
@@ -518,15 +570,70 @@ impl Fanout {
                 return Ok(false); // the tail will bring it
             };
             match sub.send(built)? {
-                Sent::Message(records) => {
-                    st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
-                    st.ws_records_sent_total
-                        .fetch_add(records, Ordering::Relaxed);
-                }
+                Sent::Message(records) => count_sent(&self.ctx, records),
                 Sent::Skipped => {}
                 Sent::Nothing => return Ok(false), // nothing readable yet
             }
         }
         Ok(sub.blocked_since.is_none() && sub.cursor < end)
     }
+}
+
+fn count_sent(ctx: &FanoutCtx, records: u64) {
+    let st = &ctx.stats;
+    st.ws_messages_sent_total.fetch_add(1, Ordering::Relaxed);
+    st.ws_records_sent_total
+        .fetch_add(records, Ordering::Relaxed);
+}
+
+/// [`Fanout::pump_one`] for a subscriber the shared windows do not serve (another
+/// partition than the default stream's 0, or a merged subscription): up to
+/// [`MESSAGES_PER_TURN`] messages read with its own reader. A merged subscription
+/// moves on to its next partition after each message and past each partition that
+/// has nothing to read, so that a busy partition cannot starve the others; each
+/// message holds records of one partition, in that partition's order.
+fn pump_own(
+    ctx: &FanoutCtx,
+    sub: &mut Sub,
+    ends: &[u64],
+    budget: usize,
+) -> Result<bool, SendError> {
+    let mut binary = None;
+    // At most MESSAGES_PER_TURN reads (sent or filtered out), as for any subscriber,
+    // however many partitions it follows; the turn ends early after a round of its
+    // partitions with nothing to read (a look at a committed end, or a read finding
+    // nothing new, is cheap).
+    let (mut reads, mut idle) = (0, 0);
+    while reads < MESSAGES_PER_TURN && idle < sub.lanes() {
+        if sub.blocked_since.is_some() {
+            break;
+        }
+        let end = ends[sub.part];
+        let mut outcome = Sent::Nothing;
+        if sub.cursor < end {
+            let mut windows = Windows {
+                json: None,
+                binary: &mut binary,
+                committed_end: end,
+                budget,
+                scan_max: SCAN_PER_MESSAGE,
+            };
+            let source = windows.source(sub);
+            if let Some(built) = windows.build(ctx, sub, source)? {
+                outcome = sub.send(built)?;
+            }
+        }
+        match outcome {
+            Sent::Message(records) => {
+                count_sent(ctx, records);
+                (reads, idle) = (reads + 1, 0);
+            }
+            // Filtered out: the cursor moved on.
+            Sent::Skipped => (reads, idle) = (reads + 1, 0),
+            Sent::Nothing => idle += 1,
+        }
+        sub.rotate();
+    }
+    let behind = sub.cursor < ends[sub.part] || sub.others.iter().any(|l| l.cursor < ends[l.part]);
+    Ok(sub.blocked_since.is_none() && behind)
 }

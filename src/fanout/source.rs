@@ -11,6 +11,7 @@
 //! | binary, unfiltered                  | off a message boundary       | [`Source::Own`] up to the next |
 //! | binary, filtered                    | anywhere                     | [`Source::Own`] up to the end  |
 //! | any, with `since`/`until`           | anywhere                     | [`Source::Own`] up to the end  |
+//! | any, of another partition, or merged | anywhere                    | [`Source::Own`] up to its partition's end |
 
 use super::{
     FanoutCtx,
@@ -51,7 +52,9 @@ impl Windows<'_> {
     pub(super) fn source(&mut self, sub: &Sub) -> Source {
         // A time range is checked on each record's receive time, which the windows do
         // not keep: such a subscriber reads on its own (a cursor, as catch-up does).
-        if sub.filter.has_time_range() {
+        // So does one of another partition than the windows' (and `committed_end` is
+        // then that partition's).
+        if sub.filter.has_time_range() || !sub.shares_windows() {
             return own(sub.cursor, self.committed_end);
         }
         if sub.encoding == Encoding::Binary {
@@ -115,6 +118,8 @@ impl Windows<'_> {
             Source::Shared(built) => built,
             Source::Own { stop } => {
                 let span = Span {
+                    part: sub.part,
+                    tag: sub.tag,
                     stop,
                     committed_end: self.committed_end,
                     budget: self.budget,

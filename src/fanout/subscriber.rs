@@ -61,7 +61,31 @@ pub(super) enum State {
     Gone,
 }
 
-/// One subscriber: a cursor into the log and its connection.
+/// A partition a merged subscription follows while another is its current one: where
+/// it stands there.
+pub(super) struct Lane {
+    /// The partition: its index in [`crate::streams::StreamViews::all`].
+    pub(super) part: usize,
+    /// Its number, named in the JSON messages read from it.
+    pub(super) tag: Option<u32>,
+    /// Offset of its next record to consider.
+    pub(super) cursor: u64,
+    /// Its own reader, kept between turns so that it is not reopened.
+    pub(super) reader: Option<Reader>,
+}
+
+/// What the handshake asked for: the partitions followed (the first one current), the
+/// filter and the encoding.
+pub(super) struct Subscription {
+    pub(super) lanes: Vec<Lane>,
+    pub(super) filter: Filter,
+    pub(super) encoding: Encoding,
+}
+
+/// One subscriber: a cursor into a partition's log and its connection. A merged
+/// subscription follows several partitions: `cursor`, `reader`, `part` and `tag`
+/// are those of the one it reads now, the others wait in `others`, and they take
+/// turns message by message ([`Sub::rotate`]).
 pub(super) struct Sub {
     /// The socket: registered with the loop, and kept after a refusal to linger.
     pub(super) stream: Rc<TcpStream>,
@@ -71,8 +95,16 @@ pub(super) struct Sub {
     state: State,
     /// When the connection was accepted (bounds the handshake).
     accepted: Instant,
-    /// Offset of the next record to consider.
+    /// Offset of the next record to consider, in partition `part`.
     pub(super) cursor: u64,
+    /// The partition read now: its index in [`crate::streams::StreamViews::all`]; 0
+    /// is the default stream's partition 0, the one the shared windows follow.
+    pub(super) part: usize,
+    /// The partition number its JSON messages name; `None` for the default stream's
+    /// partition 0 (its messages stay as they were before streams).
+    pub(super) tag: Option<u32>,
+    /// The other partitions of a merged subscription; empty otherwise.
+    pub(super) others: std::collections::VecDeque<Lane>,
     pub(super) filter: Filter,
     pub(super) encoding: Encoding,
     /// The subscriber's own reader, while its cursor is below the window (JSON), or
@@ -84,19 +116,59 @@ pub(super) struct Sub {
 }
 
 impl Sub {
-    /// True once a subscription with `until` has had every record in its range: its
-    /// reader passed a record received after `until` + `time_skew_ms_max`, or its
-    /// cursor reached the committed end `end`, read after the clock said `clock_ns`,
-    /// past that moment (records committed later were received later, within the
-    /// skew bound: the writer counts any written later than that after their receive
-    /// time, `time_skew_exceeded_total`).
-    pub(super) fn until_reached(&self, end: u64, clock_ns: u64) -> bool {
+    /// True once a subscription with `until` has had every record in its range, in
+    /// every partition it follows: its reader there passed a record received after
+    /// `until` + `time_skew_ms_max`, or its cursor reached the committed end
+    /// (`ends[part]`, read after the clock said `clock_ns`) past that moment (records
+    /// committed later were received later, within the skew bound: the writer counts
+    /// any written later than that after their receive time,
+    /// `time_skew_exceeded_total`).
+    pub(super) fn until_reached(&self, ends: &[u64], clock_ns: u64) -> bool {
         let Some(stop) = self.filter.until_stop_ns() else {
             return false;
         };
+        let done = |reader: &Option<Reader>, cursor: u64, part: usize| {
+            reader.as_ref().is_some_and(|r| r.ts_max_seen() > stop)
+                || cursor >= ends[part] && clock_ns > stop
+        };
         self.blocked_since.is_none()
-            && (self.reader.as_ref().is_some_and(|r| r.ts_max_seen() > stop)
-                || self.cursor >= end && clock_ns > stop)
+            && done(&self.reader, self.cursor, self.part)
+            && self
+                .others
+                .iter()
+                .all(|l| done(&l.reader, l.cursor, l.part))
+    }
+
+    /// True if the shared windows may serve it: a subscription to the default
+    /// stream's partition 0 alone. Any other reads with its own reader.
+    pub(super) fn shares_windows(&self) -> bool {
+        self.part == 0 && self.others.is_empty()
+    }
+
+    /// Every partition it follows (now or in a later turn), with its cursor there.
+    pub(super) fn cursors(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        std::iter::once((self.part, self.cursor))
+            .chain(self.others.iter().map(|l| (l.part, l.cursor)))
+    }
+
+    /// A merged subscription's next partition becomes the current one; the current
+    /// one waits behind the others. Nothing for a single partition.
+    pub(super) fn rotate(&mut self) {
+        let Some(next) = self.others.pop_front() else {
+            return;
+        };
+        let parked = Lane {
+            part: std::mem::replace(&mut self.part, next.part),
+            tag: std::mem::replace(&mut self.tag, next.tag),
+            cursor: std::mem::replace(&mut self.cursor, next.cursor),
+            reader: std::mem::replace(&mut self.reader, next.reader),
+        };
+        self.others.push_back(parked);
+    }
+
+    /// The number of partitions it follows.
+    pub(super) fn lanes(&self) -> usize {
+        1 + self.others.len()
     }
 }
 
@@ -190,6 +262,9 @@ impl Sub {
             },
             accepted: Instant::now(),
             cursor: 0,
+            part: 0,
+            tag: None,
+            others: std::collections::VecDeque::new(),
             filter: Filter::default(),
             encoding: Encoding::Json,
             reader: None,
@@ -260,10 +335,16 @@ impl Sub {
         }
         match mid.handshake() {
             Ok(ws) => {
-                let (cursor, filter, encoding) = asked.borrow_mut().take().expect("set by Upgrade");
-                self.cursor = cursor;
-                self.filter = filter;
-                self.encoding = encoding;
+                let asked = asked.borrow_mut().take().expect("set by Upgrade");
+                let mut lanes = asked.lanes.into_iter();
+                let first = lanes.next().expect("a subscription follows a partition");
+                self.cursor = first.cursor;
+                self.part = first.part;
+                self.tag = first.tag;
+                self.reader = first.reader;
+                self.others = lanes.collect();
+                self.filter = asked.filter;
+                self.encoding = asked.encoding;
                 self.state = State::Open(Box::new(ws));
                 stats.ws_subscribers_total.fetch_add(1, Ordering::Relaxed);
                 Ready::Keep

@@ -36,10 +36,11 @@ impl Fanout {
         // take more: the window is a read-ahead shared by whoever follows the leader,
         // and decoding records nobody is ready for would cost this core for nothing
         // (the leader would fall off the window's start and read them again).
-        // A subscriber with a time range reads on its own (`Windows::source`): it is
-        // no demand for the window, nor a reason to move it.
+        // A subscriber with a time range, or of another partition, reads on its own
+        // (`Windows::source`): it is no demand for the window, nor a reason to move it.
         let demand = self.subs.iter().flatten().any(|s| {
             s.is_open()
+                && s.shares_windows()
                 && s.encoding == Encoding::Json
                 && !s.filter.has_time_range()
                 && s.blocked_since.is_none()
@@ -75,7 +76,11 @@ impl Fanout {
         let (start, w_end) = (w.start(), w.end());
         let mut ahead: Option<u64> = None;
         for s in self.subs.iter().flatten() {
-            if !s.is_open() || s.encoding != Encoding::Json || s.filter.has_time_range() {
+            if !s.is_open()
+                || !s.shares_windows()
+                || s.encoding != Encoding::Json
+                || s.filter.has_time_range()
+            {
                 continue;
             }
             if s.cursor >= start && s.cursor <= w_end {
@@ -108,7 +113,11 @@ impl Fanout {
         let mut lowest_ahead: Option<u64> = None;
         let window_end = self.binary.as_ref().map(FrameWindow::end);
         for s in self.subs.iter().flatten() {
-            if !s.is_open() || s.encoding != Encoding::Binary || !s.filter.is_empty() {
+            if !s.is_open()
+                || !s.shares_windows()
+                || s.encoding != Encoding::Binary
+                || !s.filter.is_empty()
+            {
                 continue;
             }
             if window_end.is_some_and(|e| s.cursor <= e) {

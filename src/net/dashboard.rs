@@ -20,6 +20,29 @@ pub fn config_json(ctx: &NetCtx) -> Vec<u8> {
         "start_offset": ctx.log.start_offset(),
         "read_records_max": ctx.settings.read_records_max,
         "filter_bytes_max": ctx.settings.filter_bytes_max,
+        // The stream picker's choices; `committed_end` and `start_offset` above are
+        // the default stream's partition 0 (the first entry's partition 0).
+        "streams": streams_json(ctx),
     }))
     .expect("json")
+}
+
+/// `[{"name":..,"partitions":N,"committed_end":[..],"start_offset":[..]}, ...]`: each
+/// stream in the `streams` setting's order (the default stream first), with each
+/// partition's committed end and oldest stored offset, so that the dashboard can
+/// start a partition's tail a little before its end.
+fn streams_json(ctx: &NetCtx) -> serde_json::Value {
+    let specs = &ctx.streams.specs().0;
+    specs
+        .iter()
+        .map(|spec| {
+            let parts = ctx.streams.stream(&spec.name).unwrap_or(&[]);
+            serde_json::json!({
+                "name": spec.name,
+                "partitions": spec.partitions,
+                "committed_end": parts.iter().map(|p| p.log.committed_end()).collect::<Vec<_>>(),
+                "start_offset": parts.iter().map(|p| p.log.start_offset()).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }

@@ -196,6 +196,10 @@ pub struct Query {
     /// The partition read (`partition=`); `None` = partition 0 of a stream of one, or
     /// (subscriptions) every partition of the stream, merged.
     pub partition: Option<u32>,
+    /// `from=<partition>:<offset>,...` (subscriptions only): where each named
+    /// partition starts, in the order given; `start` is then `None`. How a merged
+    /// subscription resumes, since each partition has its own offsets.
+    pub start_partitions: Option<Vec<(u32, u64)>>,
 }
 
 /// The encoding of a subscription's messages (`format=`).
@@ -276,6 +280,7 @@ pub fn parse(
         encoding: Encoding::Json,
         stream: None,
         partition: None,
+        start_partitions: None,
     };
     let mut seen: Vec<String> = Vec::new();
     let mut filter_bytes = 0usize;
@@ -315,6 +320,26 @@ pub fn parse(
     Ok(q)
 }
 
+/// Parses `from=<partition>:<offset>,...`: each partition once.
+fn partition_starts(v: &str) -> Result<Vec<(u32, u64)>, QueryError> {
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    for item in v.split(',') {
+        let parsed = item
+            .split_once(':')
+            .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)));
+        let Some((p, o)) = parsed else {
+            return Err(bad(format!(
+                "from must be `earliest`, `latest`, an offset, or <partition>:<offset>,... (e.g. 0:120,3:7), not {v:?}"
+            )));
+        };
+        if out.iter().any(|&(q, _)| q == p) {
+            return Err(bad(format!("from names partition {p} twice")));
+        }
+        out.push((p, o));
+    }
+    Ok(out)
+}
+
 /// Sets one parameter (its value not empty) on `q`; returns the bytes it adds to the
 /// filter, which `filter_bytes_max` bounds.
 fn set(
@@ -325,6 +350,9 @@ fn set(
     limit_max: usize,
 ) -> Result<usize, QueryError> {
     match k {
+        "from" if !allow_limit && v.contains(':') => {
+            q.start_partitions = Some(partition_starts(v)?);
+        }
         "from" => {
             q.start = Some(match v {
                 "earliest" => Start::Earliest,
@@ -485,6 +513,11 @@ mod tests {
         assert_eq!(q.start, Some(Start::Latest));
         assert!(q.filter.is_empty());
         assert_eq!(parse("limit=5", true, 10, 1024).unwrap().limit, Some(5));
+        let q = parse("from=0:120,3:7", false, 0, 1024).unwrap();
+        assert_eq!(q.start, None);
+        assert_eq!(q.start_partitions, Some(vec![(0, 120), (3, 7)]));
+        // The read API reads one partition: an offset, not a list.
+        assert!(parse("from=0:120", true, 10, 1024).is_err());
     }
 
     #[test]
@@ -492,6 +525,10 @@ mod tests {
         for bad_q in [
             "from=abc",
             "from=-1",
+            "from=0:1,0:2",
+            "from=0:",
+            "from=0:1,",
+            "from=x:1",
             "limit=5",
             "bogus=1",
             "from=1&from=2",

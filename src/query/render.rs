@@ -17,6 +17,14 @@
 //! `next` is the offset to resume from (`from=next`); `committed_end` is the committed
 //! end when the message was built, so `committed_end - next` is the subscriber's lag.
 //!
+//! A subscription to any partition but the default stream's 0, or a merged one, names
+//! the partition in each record, after `offset`, and once before `next` (a message
+//! holds one partition's records; `next` and `committed_end` are that partition's):
+//!
+//! ```text
+//! {"records":[{"offset":12,"partition":2,"ts":...,"data":"..."}],"partition":2,"next":13,"committed_end":20}
+//! ```
+//!
 //! When the reader skipped damaged ranges to build the message (bad records with valid
 //! records after them, see `docs/format.md`), a `gaps` array names the lost offsets,
 //! `to` exclusive, after `records`:
@@ -34,9 +42,28 @@ pub fn fragment(
     service: Option<&str>,
     level: Option<&str>,
 ) {
+    fragment_in(out, offset, None, ts, payload, service, level);
+}
+
+/// [`fragment`], with `"partition":k` after the offset when `partition` is given
+/// (subscriptions to any partition but the default stream's 0: offsets are per
+/// partition, so a record is named by both).
+fn fragment_in(
+    out: &mut Vec<u8>,
+    offset: u64,
+    partition: Option<u32>,
+    ts: u64,
+    payload: &[u8],
+    service: Option<&str>,
+    level: Option<&str>,
+) {
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(b"{\"offset\":");
     out.extend_from_slice(num.format(offset).as_bytes());
+    if let Some(p) = partition {
+        out.extend_from_slice(b",\"partition\":");
+        out.extend_from_slice(num.format(p).as_bytes());
+    }
     out.extend_from_slice(b",\"ts\":");
     out.extend_from_slice(num.format(ts).as_bytes());
     if let Some(s) = service {
@@ -86,6 +113,10 @@ pub struct MessageBuilder {
     gaps: Vec<(u64, u64)>,
     /// A read with `until` is complete (`"until_reached":true`).
     until_reached: bool,
+    /// The partition the records come from, rendered in each record and before
+    /// `next` (whose offset is that partition's); `None` for the default stream's
+    /// partition 0, whose messages stay as they were before streams.
+    partition: Option<u32>,
 }
 
 const HEAD: &[u8] = b"{\"records\":[";
@@ -100,7 +131,14 @@ impl MessageBuilder {
             records: 0,
             gaps: Vec::new(),
             until_reached: false,
+            partition: None,
         }
+    }
+
+    /// Names the partition the records come from (see the field).
+    pub fn in_partition(mut self, partition: Option<u32>) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Records added so far.
@@ -139,7 +177,15 @@ impl MessageBuilder {
         if self.records > 0 {
             self.buf.push(b',');
         }
-        fragment(&mut self.buf, offset, ts, payload, service, level);
+        fragment_in(
+            &mut self.buf,
+            offset,
+            self.partition,
+            ts,
+            payload,
+            service,
+            level,
+        );
         self.records += 1;
     }
 
@@ -175,6 +221,9 @@ impl MessageBuilder {
         }
         if self.until_reached {
             self.buf.extend_from_slice(b",\"until_reached\":true");
+        }
+        if let Some(p) = self.partition {
+            write!(self.buf, ",\"partition\":{p}").expect("write to Vec");
         }
         write!(
             self.buf,
@@ -254,5 +303,15 @@ mod tests {
         let empty = MessageBuilder::new(8).finish(3, 3);
         let v: serde_json::Value = serde_json::from_slice(&empty).unwrap();
         assert_eq!(v["records"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_partitions_message_names_it_in_each_record_and_before_next() {
+        let mut m = MessageBuilder::new(64).in_partition(Some(3));
+        m.push_record(7, 1, b"x", Some("api"), None);
+        assert_eq!(
+            String::from_utf8(m.finish(8, 9)).unwrap(),
+            r#"{"records":[{"offset":7,"partition":3,"ts":1,"service":"api","data":"x"}],"partition":3,"next":8,"committed_end":9}"#
+        );
     }
 }
