@@ -506,3 +506,36 @@ fn a_connection_that_is_never_read_still_lands_in_its_stream() {
     }
     assert!(s.stop().success());
 }
+
+#[test]
+fn the_default_stream_can_be_partitioned_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_streams(dir.path(), "default:partitions=2");
+    let lines: Vec<String> = (0..50)
+        .map(|i| format!(r#"{{"service":"d{}","i":{i}}}"#, i % 6))
+        .collect();
+    assert_eq!(post_ndjson(&s, None, &lines).status, 200);
+    let counts: Vec<usize> = (0..2)
+        .map(|p| read_partition(&s, "default", p).len())
+        .collect();
+    assert_eq!(counts.iter().sum::<usize>(), 50);
+    for p in 0..2u32 {
+        for (_, r) in read_partition(&s, "default", p) {
+            assert_eq!(fnv1a32(r["service"].as_str().unwrap().as_bytes()) % 2, p);
+        }
+    }
+    assert!(s.stop().success());
+    // It starts again with the same count: partition 0 is the data directory.
+    let s = start_streams(dir.path(), "default:partitions=2");
+    assert_eq!(
+        (0..2)
+            .map(|p| read_partition(&s, "default", p).len())
+            .sum::<usize>(),
+        50
+    );
+    assert!(s.stop().success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("default/partitions")).unwrap(),
+        "2\n"
+    );
+}

@@ -77,30 +77,24 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
     }
 }
 
-/// Checks `stream`'s partition count against the one on disk, recording it (durably:
-/// temp file, fdatasync, rename, fsync of the directory) when the stream is new.
+/// The partition count `stream` was created with, if its directory exists: its count
+/// file, or for the default stream of a data directory from before streams (segments,
+/// no count file) 1. `None` for a stream not created yet.
 ///
-/// A data directory from before streams holds the default stream's segments but no
-/// count file: it is a default stream of one partition.
+/// Read before the default stream's partition 0 is opened: opening creates its first
+/// segment, after which a new directory would look like one from before streams.
 ///
 /// # Errors
-/// [`LayoutError::PartitionsChanged`] if the count differs; I/O errors with their path.
-pub fn settle_partitions(
-    data_dir: &Path,
-    stream: &str,
-    partitions: u32,
-) -> Result<(), LayoutError> {
-    let dir = data_dir.join(stream);
-    let file = dir.join(PARTITIONS_FILE);
-    let on_disk = match fs::read_to_string(&file) {
-        Ok(s) => Some(
-            s.trim()
-                .parse::<u32>()
-                .map_err(|_| LayoutError::Unreadable {
-                    file: file.clone(),
-                    content: s.chars().take(64).collect(),
-                })?,
-        ),
+/// A count file that is not a number, or an I/O error, with the path.
+pub fn partitions_on_disk(data_dir: &Path, stream: &str) -> Result<Option<u32>, LayoutError> {
+    let file = data_dir.join(stream).join(PARTITIONS_FILE);
+    match fs::read_to_string(&file) {
+        Ok(s) => Ok(Some(s.trim().parse::<u32>().map_err(|_| {
+            LayoutError::Unreadable {
+                file: file.clone(),
+                content: s.chars().take(64).collect(),
+            }
+        })?)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let pre_streams = stream == DEFAULT_STREAM
                 && match crate::wal::segment::list_segments(data_dir) {
@@ -108,10 +102,27 @@ pub fn settle_partitions(
                     Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                     Err(e) => return Err(io_at(data_dir)(e)),
                 };
-            pre_streams.then_some(1)
+            Ok(pre_streams.then_some(1))
         }
-        Err(e) => return Err(io_at(&file)(e)),
-    };
+        Err(e) => Err(io_at(&file)(e)),
+    }
+}
+
+/// Checks `stream`'s partition count as found on disk (`on_disk`, from
+/// [`partitions_on_disk`]) against the settings' `partitions`, and records it durably
+/// (temp file, fdatasync, rename, fsync of the directory) where its count file is
+/// missing.
+///
+/// # Errors
+/// [`LayoutError::PartitionsChanged`] if the count differs; I/O errors with their path.
+pub fn settle_partitions(
+    data_dir: &Path,
+    stream: &str,
+    on_disk: Option<u32>,
+    partitions: u32,
+) -> Result<(), LayoutError> {
+    let dir = data_dir.join(stream);
+    let file = dir.join(PARTITIONS_FILE);
     match on_disk {
         Some(n) if n != partitions => Err(LayoutError::PartitionsChanged {
             stream: stream.to_owned(),
@@ -119,7 +130,7 @@ pub fn settle_partitions(
             configured: partitions,
             file,
         }),
-        Some(_) if file.exists() => Ok(()),
+        _ if file.exists() => Ok(()),
         _ => write_durably(&dir, &file, partitions),
     }
 }
@@ -180,15 +191,18 @@ mod tests {
             partition_dir(d.path(), "audit", 3),
             d.path().join("audit").join("3")
         );
-        settle_partitions(d.path(), "audit", 4).unwrap();
+        let settle = |n| {
+            let on_disk = partitions_on_disk(d.path(), "audit").unwrap();
+            settle_partitions(d.path(), "audit", on_disk, n)
+        };
+        assert_eq!(partitions_on_disk(d.path(), "audit").unwrap(), None);
+        settle(4).unwrap();
         assert_eq!(
             fs::read_to_string(d.path().join("audit/partitions")).unwrap(),
             "4\n"
         );
-        settle_partitions(d.path(), "audit", 4).unwrap();
-        let e = settle_partitions(d.path(), "audit", 8)
-            .unwrap_err()
-            .to_string();
+        settle(4).unwrap();
+        let e = settle(8).unwrap_err().to_string();
         assert!(
             e.contains("created with 4") && e.contains("ask for 8"),
             "{e}"
@@ -198,12 +212,15 @@ mod tests {
     #[test]
     fn a_directory_from_before_streams_is_one_partition() {
         let d = tempfile::tempdir().unwrap();
+        assert_eq!(partitions_on_disk(d.path(), "default").unwrap(), None);
         fs::write(d.path().join("00000000000000000000.log"), b"x").unwrap();
-        let e = settle_partitions(d.path(), "default", 2)
+        let on_disk = partitions_on_disk(d.path(), "default").unwrap();
+        assert_eq!(on_disk, Some(1));
+        let e = settle_partitions(d.path(), "default", on_disk, 2)
             .unwrap_err()
             .to_string();
         assert!(e.contains("created with 1"), "{e}");
-        settle_partitions(d.path(), "default", 1).unwrap();
+        settle_partitions(d.path(), "default", on_disk, 1).unwrap();
         assert!(d.path().join("default/partitions").exists());
     }
 }

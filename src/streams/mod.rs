@@ -162,7 +162,7 @@ impl Streams {
     /// Opens (and recovers) every partition of every stream, after checking each
     /// stream's partition count against the one on disk. The default stream's
     /// partition 0 opens first, so a second server on the same data directory stops
-    /// at its lock before touching anything else.
+    /// at its lock before opening any other partition.
     ///
     /// # Errors
     /// A changed partition count, or any partition's [`Log::open`] error, naming its
@@ -175,9 +175,14 @@ impl Streams {
                 let config = partition_config(settings, s, p, writer_core);
                 let dir = config.dir.clone();
                 if s.name == DEFAULT_STREAM && p == 0 {
+                    // Before the open, which creates a first segment (after which a
+                    // new directory would look like one from before streams). It
+                    // writes only where no count file exists yet: no server has run
+                    // here with streams, so there is nothing a second one could upset.
+                    let on_disk = layout::partitions_on_disk(&settings.data_dir, &s.name)?;
+                    layout::settle_partitions(&settings.data_dir, &s.name, on_disk, s.partitions)?;
                     let log = Log::open(config)
                         .with_context(|| format!("opening the log in {}", dir.display()))?;
-                    layout::settle_partitions(&settings.data_dir, &s.name, s.partitions)?;
                     partitions.push(Partition {
                         stream: s.name.clone(),
                         partition: p,
@@ -186,7 +191,8 @@ impl Streams {
                     continue;
                 }
                 if p == 0 {
-                    layout::settle_partitions(&settings.data_dir, &s.name, s.partitions)?;
+                    let on_disk = layout::partitions_on_disk(&settings.data_dir, &s.name)?;
+                    layout::settle_partitions(&settings.data_dir, &s.name, on_disk, s.partitions)?;
                 }
                 let log = Log::open(config).with_context(|| {
                     format!(
