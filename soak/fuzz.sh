@@ -55,12 +55,15 @@ mkdir -p "$out"
 export AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 echo "fuzz.sh: $target for ${seconds}s, output in $out"
 started=$(date -u +%FT%TZ)
-# CPU time, sampled every 2 s from /proc: afl-fuzz and its direct children (the fork
-# servers), these with the CPU of the target processes they reaped. On a
-# shared machine that, not the wall time, is what the run cost. The last sample of
-# each process counts, so up to 2 s of the last moments are missed.
+# CPU time, sampled every 2 s from /proc, as a snapshot per round: afl-fuzz itself,
+# each fork server (its own CPU and that of the target processes it reaped), and each
+# target process still running (in persistent mode one runs for many inputs, and its
+# CPU reaches the fork server's only when it is reaped). The latest round is the
+# total; up to 2 s of the last moments, and of a target process that ended between
+# two rounds, are missed. On a shared machine that, not the wall time, is what the
+# run cost.
 cpu_sampler() {
-    local afl_pid="" pids p
+    local afl_pid="" p q round=0
     while :; do
         afl_pid=$(pgrep -x -P "$1" afl-fuzz || true)
         [ -n "$afl_pid" ] && break
@@ -68,13 +71,15 @@ cpu_sampler() {
         sleep 0.2
     done
     while kill -0 "$afl_pid" 2>/dev/null; do
+        round=$((round + 1))
         {
-            # utime + stime of afl-fuzz itself (what it reaped is sampled below, so
-            # not its cutime), then of each fork server with the target processes it
-            # reaped (cutime + cstime): clock ticks, fields 14 to 17.
-            awk -v p="$afl_pid" '{ print p, $14 + $15 }' "/proc/$afl_pid/stat" 2>/dev/null
+            # Clock ticks: utime + stime (fields 14, 15), cutime + cstime (16, 17).
+            awk -v r="$round" '{ print r, $14 + $15 }' "/proc/$afl_pid/stat" 2>/dev/null
             for p in $(pgrep -P "$afl_pid"); do
-                awk -v p="$p" '{ print p, $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null
+                awk -v r="$round" '{ print r, $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null
+                for q in $(pgrep -P "$p"); do
+                    awk -v r="$round" '{ print r, $14 + $15 }' "/proc/$q/stat" 2>/dev/null
+                done
             done
         } >>"$out/cpu-samples" || true
         if [ -n "${CPU_SECONDS:-}" ] && [ "$(cpu_used)" -ge "$CPU_SECONDS" ]; then
@@ -86,10 +91,14 @@ cpu_sampler() {
     done
 }
 
-# CPU seconds the samples add up to: the last sample of each process, summed.
+# CPU seconds: the largest round of samples (the total only grows; the last round
+# may have been cut short).
 cpu_used() {
-    awk -v hz="$(getconf CLK_TCK)" '{ last[$1] = $2 } END { for (p in last) n += last[p]; printf "%.0f", n / hz }' "$out/cpu-samples" 2>/dev/null || echo 0
+    awk -v hz="$(getconf CLK_TCK)" '
+        { n[$1] += $2 }
+        END { m = 0; for (r in n) if (n[r] > m) m = n[r]; printf "%.0f", m / hz }' "$out/cpu-samples" 2>/dev/null || echo 0
 }
+
 (cd "$root" && exec cargo afl fuzz -i "$input" -o "$out" -x "$root/fuzz/dict/$target.dict" \
     -t "$timeout_ms" -V "$seconds" -- "$bin") >"$out/afl.log" 2>&1 &
 fuzz_pid=$!

@@ -214,7 +214,7 @@ settings! {
     time_skew_ms_max: u64 = @log, env "RINGSTASH_TIME_SKEW_MS_MAX", range 0 ..= 86_400_000;
     /// `tolerate_torn_tail` (cut a crash's torn tail; keep and skip damage with valid records after it) or `strict` (refuse to start on either). [default: tolerate_torn_tail]
     recovery: RecoveryMode = @log, env "RINGSTASH_RECOVERY";
-    /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. [default: 0]
+    /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. With streams, the bound of each partition's log (a stream's own retention_bytes_max overrides it). [default: 0]
     retention_bytes_max: u64 = @log, env "RINGSTASH_RETENTION_BYTES_MAX";
     /// Remove sealed segments whose newest record is older than this, in ms; 0 = keep all. [default: 0]
     retention_ms: u64 = @log, env "RINGSTASH_RETENTION_MS";

@@ -335,6 +335,12 @@ fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for (stream, n) in layout::on_disk(data_dir)? {
         for p in 0..n {
             let dir = layout::partition_dir(data_dir, &stream, p);
+            if !dir.is_dir() {
+                // Counted but never opened (a start that stopped before it): nothing
+                // was written there, so nothing can be damaged.
+                eprintln!("stream {stream} partition {p}: no directory yet (nothing written)");
+                continue;
+            }
             let report = ringstash::wal::check::check_dir(&dir)?;
             let first = stream == ringstash::streams::DEFAULT_STREAM && p == 0;
             reports.insert(

@@ -303,7 +303,7 @@ fn lanes(ctx: &FanoutCtx, q: &mut query::Query) -> Result<Vec<Lane>, HttpError> 
             .start_partitions
             .as_ref()
             .and_then(|l| l.iter().find(|&&(p, _)| p == v.partition))
-            .map(|&(_, o)| Start::Offset(o));
+            .map(|&(_, start)| start);
         let cursor = match listed.or(q.start).unwrap_or(default_start) {
             Start::Earliest => log.start_offset(),
             Start::Latest => log.committed_end(),

@@ -396,7 +396,9 @@ impl Reader<'_> {
                 tx.send(answer).await.is_ok()
             }
             Err(PushFail::Refused(e)) => {
-                // Not stored, so not answered: the client sends them again elsewhere or later.
+                // Not answered, so the client sends them again elsewhere or later. (A batch
+                // split over partitions may have had parts stored before this one was
+                // refused: those are then stored twice, at least once.)
                 tracing::info!(error = %e, "a RELP batch was refused by the log; ending the session");
                 self.shared.stop();
                 false

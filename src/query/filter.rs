@@ -199,7 +199,7 @@ pub struct Query {
     /// `from=<partition>:<offset>,...` (subscriptions only): where each named
     /// partition starts, in the order given; `start` is then `None`. How a merged
     /// subscription resumes, since each partition has its own offsets.
-    pub start_partitions: Option<Vec<(u32, u64)>>,
+    pub start_partitions: Option<Vec<(u32, Start)>>,
 }
 
 /// The encoding of a subscription's messages (`format=`).
@@ -320,16 +320,22 @@ pub fn parse(
     Ok(q)
 }
 
-/// Parses `from=<partition>:<offset>,...`: each partition once.
-fn partition_starts(v: &str) -> Result<Vec<(u32, u64)>, QueryError> {
-    let mut out: Vec<(u32, u64)> = Vec::new();
+/// Parses `from=<partition>:<start>,...`, each start an offset, `earliest` or
+/// `latest`: each partition once.
+fn partition_starts(v: &str) -> Result<Vec<(u32, Start)>, QueryError> {
+    let mut out: Vec<(u32, Start)> = Vec::new();
     for item in v.split(',') {
-        let parsed = item
-            .split_once(':')
-            .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)));
+        let parsed = item.split_once(':').and_then(|(p, o)| {
+            let start = match o {
+                "earliest" => Start::Earliest,
+                "latest" => Start::Latest,
+                n => Start::Offset(n.parse::<u64>().ok()?),
+            };
+            Some((p.parse::<u32>().ok()?, start))
+        });
         let Some((p, o)) = parsed else {
             return Err(bad(format!(
-                "from must be `earliest`, `latest`, an offset, or <partition>:<offset>,... (e.g. 0:120,3:7), not {v:?}"
+                "from must be `earliest`, `latest`, an offset, or <partition>:<offset|earliest|latest>,... (e.g. 0:120,3:7,5:latest), not {v:?}"
             )));
         };
         if out.iter().any(|&(q, _)| q == p) {
@@ -513,9 +519,18 @@ mod tests {
         assert_eq!(q.start, Some(Start::Latest));
         assert!(q.filter.is_empty());
         assert_eq!(parse("limit=5", true, 10, 1024).unwrap().limit, Some(5));
+        let q = parse("from=0:latest,2:earliest", false, 0, 1024).unwrap();
+        assert_eq!(
+            q.start_partitions,
+            Some(vec![(0, Start::Latest), (2, Start::Earliest)])
+        );
+        assert!(parse("from=0:soon", false, 0, 1024).is_err());
         let q = parse("from=0:120,3:7", false, 0, 1024).unwrap();
         assert_eq!(q.start, None);
-        assert_eq!(q.start_partitions, Some(vec![(0, 120), (3, 7)]));
+        assert_eq!(
+            q.start_partitions,
+            Some(vec![(0, Start::Offset(120)), (3, Start::Offset(7))])
+        );
         // The read API reads one partition: an offset, not a list.
         assert!(parse("from=0:120", true, 10, 1024).is_err());
     }

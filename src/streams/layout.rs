@@ -60,6 +60,19 @@ pub enum LayoutError {
         /// What it holds.
         content: String,
     },
+    /// The count file is missing but partition directories exist: it was lost, and
+    /// the count they were created with is not known.
+    #[error(
+        "{} holds partition directories but no partition count file ({}): restore it (the count the stream was created with, then a line feed) before starting",
+        dir.display(), PARTITIONS_FILE
+    )]
+    CountLost {
+        /// The stream's directory.
+        dir: PathBuf,
+    },
+    /// Creating the stream's directory (and syncing its parents) failed.
+    #[error(transparent)]
+    Create(#[from] crate::error::OpenError),
     /// An I/O error, with the path.
     #[error("{}: {error}", path.display())]
     Io {
@@ -96,6 +109,20 @@ pub fn partitions_on_disk(data_dir: &Path, stream: &str) -> Result<Option<u32>, 
             }
         })?)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = data_dir.join(stream);
+            let partition_dirs = match fs::read_dir(&dir) {
+                Ok(entries) => entries.filter_map(Result::ok).any(|e| {
+                    e.file_type().is_ok_and(|t| t.is_dir())
+                        && e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(io_at(&dir)(e)),
+            };
+            if partition_dirs {
+                return Err(LayoutError::CountLost { dir });
+            }
             let pre_streams = stream == DEFAULT_STREAM
                 && match crate::wal::segment::list_segments(data_dir) {
                     Ok(bases) => !bases.is_empty(),
@@ -168,7 +195,9 @@ pub fn on_disk(data_dir: &Path) -> Result<Vec<(String, u32)>, LayoutError> {
 }
 
 fn write_durably(dir: &Path, file: &Path, partitions: u32) -> Result<(), LayoutError> {
-    fs::create_dir_all(dir).map_err(io_at(dir))?;
+    // The stream's directory, and data_dir's entry for it, durable before anything
+    // acknowledged is written under it.
+    crate::wal::recovery::create_dir_durably(dir)?;
     let tmp = dir.join(format!("{PARTITIONS_FILE}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
     writeln!(f, "{partitions}").map_err(io_at(&tmp))?;
@@ -222,5 +251,15 @@ mod tests {
         assert!(e.contains("created with 1"), "{e}");
         settle_partitions(d.path(), "default", on_disk, 1).unwrap();
         assert!(d.path().join("default/partitions").exists());
+    }
+
+    #[test]
+    fn a_lost_count_file_is_refused_not_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("audit/2")).unwrap();
+        let e = partitions_on_disk(d.path(), "audit")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no partition count file"), "{e}");
     }
 }

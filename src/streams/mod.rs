@@ -183,6 +183,10 @@ impl Streams {
                     layout::settle_partitions(&settings.data_dir, &s.name, on_disk, s.partitions)?;
                     let log = Log::open(config)
                         .with_context(|| format!("opening the log in {}", dir.display()))?;
+                    // Again under the lock: a second server started at the same moment
+                    // on a new directory may have written its count first.
+                    let now = layout::partitions_on_disk(&settings.data_dir, &s.name)?;
+                    layout::settle_partitions(&settings.data_dir, &s.name, now, s.partitions)?;
                     partitions.push(Partition {
                         stream: s.name.clone(),
                         partition: p,

@@ -188,6 +188,9 @@ impl Placement {
                 records,
             }];
         }
+        if records == 0 {
+            return Vec::new();
+        }
         let mut logs = Vec::with_capacity(records as usize);
         let mut pos = 0;
         while pos < frames.len() {
@@ -208,26 +211,36 @@ impl Placement {
                 records,
             }];
         }
-        let mut parts: Vec<Part> = Vec::new();
+        // Each part's buffer holds exactly its records: the parts wait in their
+        // partitions' rings, and a buffer the size of the whole batch per part would
+        // multiply the memory a batch holds by the partitions it spans.
+        let mut slot_of = vec![usize::MAX; self.logs()];
+        let mut sizes: Vec<(usize, usize, u32)> = Vec::new(); // (log, bytes, records)
+        let mut start = 0;
+        for &(log, end) in &logs {
+            if slot_of[log] == usize::MAX {
+                slot_of[log] = sizes.len();
+                sizes.push((log, 0, 0));
+            }
+            let s = &mut sizes[slot_of[log]];
+            s.1 += end - start;
+            s.2 += 1;
+            start = end;
+        }
+        let mut parts: Vec<Part> = sizes
+            .iter()
+            .map(|&(log, bytes, records)| Part {
+                log,
+                frames: BytesMut::with_capacity(bytes),
+                records,
+            })
+            .collect();
         let mut start = 0;
         for (log, end) in logs {
-            let frame = &frames[start..end];
+            parts[slot_of[log]]
+                .frames
+                .extend_from_slice(&frames[start..end]);
             start = end;
-            match parts.iter_mut().find(|p| p.log == log) {
-                Some(p) => {
-                    p.frames.extend_from_slice(frame);
-                    p.records += 1;
-                }
-                None => {
-                    let mut b = BytesMut::with_capacity(frames.len());
-                    b.extend_from_slice(frame);
-                    parts.push(Part {
-                        log,
-                        frames: b,
-                        records: 1,
-                    });
-                }
-            }
         }
         parts
     }

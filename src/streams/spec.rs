@@ -57,10 +57,13 @@ impl Default for StreamSpecs {
     }
 }
 
-/// Whether `name` may name a stream.
+/// Whether `name` may name a stream. Names beginning with `spare` are kept for the
+/// default stream's pre-written segments (`spare-<n>.seg` in `data_dir`, beside the
+/// streams' directories).
 pub fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
+        && !name.starts_with("spare")
         && b.len() <= STREAM_NAME_BYTES_MAX
         && b[0].is_ascii_lowercase()
         && b.iter()
@@ -74,7 +77,7 @@ fn bad(given: &str, expected: &'static str) -> ChoiceError {
     }
 }
 
-const GRAMMAR: &str = "streams as `name[:partitions=N,key=FIELD,retention_bytes_max=B,retention_ms=MS]` separated by `;`, names [a-z][a-z0-9_-]* of at most 64 bytes, each once";
+const GRAMMAR: &str = "streams as `name[:partitions=N,key=FIELD,retention_bytes_max=B,retention_ms=MS]` separated by `;`, names [a-z][a-z0-9_-]* of at most 64 bytes not beginning with `spare`, each once";
 
 impl FromStr for StreamSpecs {
     type Err = ChoiceError;
@@ -284,6 +287,7 @@ mod tests {
             "a:colour=red",
             "a;a",
             "a b",
+            "spare-logs",
             &"x".repeat(65),
         ] {
             assert!(bad.parse::<StreamSpecs>().is_err(), "{bad}");

@@ -259,3 +259,89 @@ impl Future for Completion {
         Poll::Ready(self.combine().expect("every part is done"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::AtomicUsize,
+        task::{Wake, Waker},
+    };
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(c: &mut Completion, waker: &Waker) -> Poll<Result<Committed, AppendError>> {
+        Pin::new(c).poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_joined_completion_waits_for_every_part_completed_in_any_order() {
+        let slots: Vec<Arc<Slot>> = [3, 2, 4].into_iter().map(Slot::new).collect();
+        let parts = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Completion::new(s.clone()).in_log(i as u32 + 1))
+            .collect();
+        let mut joined = Completion::join(parts);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        assert!(poll(&mut joined, &waker).is_pending());
+        // The last part first, then the middle one: still pending, and woken each time
+        // the part it waits on completes.
+        slots[2].complete(100);
+        assert!(poll(&mut joined, &waker).is_pending());
+        assert!(joined.try_result().is_none());
+        slots[0].complete(10);
+        assert!(
+            count.0.load(Ordering::SeqCst) >= 1,
+            "woken by the part it waited on"
+        );
+        assert!(poll(&mut joined, &waker).is_pending());
+        let before = count.0.load(Ordering::SeqCst);
+        slots[1].complete(50);
+        assert!(
+            count.0.load(Ordering::SeqCst) > before,
+            "woken by the last pending part"
+        );
+        let Poll::Ready(Ok(c)) = poll(&mut joined, &waker) else {
+            panic!("every part is durable");
+        };
+        assert_eq!(c.records, 9);
+        assert_eq!(c.first_offset, 10);
+        assert_eq!(c.last_offset(), 103);
+        assert_eq!(c.log, 3);
+        assert!(c.spread);
+        assert_eq!(joined.wait().unwrap(), c);
+    }
+
+    #[test]
+    fn a_joined_completion_fails_with_a_failed_part() {
+        let slots: Vec<Arc<Slot>> = [1, 1, 1].into_iter().map(Slot::new).collect();
+        let joined = Completion::join(slots.iter().map(|s| Completion::new(s.clone())).collect());
+        slots[0].complete(0);
+        slots[1].fail(AppendError::Closed);
+        slots[2].complete(5);
+        assert!(matches!(
+            joined.try_result(),
+            Some(Err(AppendError::Closed))
+        ));
+        assert!(matches!(joined.wait(), Err(AppendError::Closed)));
+        // One part alone is no spread.
+        let one = Slot::new(2);
+        let c = Completion::join(vec![Completion::new(one.clone())]);
+        one.complete(7);
+        let done = c.wait().unwrap();
+        assert_eq!(
+            (done.first_offset, done.last_offset(), done.spread),
+            (7, 8, false)
+        );
+    }
+}

@@ -433,7 +433,7 @@ fn sealed_time_index(
 /// Creates `dir` and any missing parents, syncing each parent that gained an entry, so
 /// that a new data directory (and so the first acknowledged records) survives power
 /// loss. Does nothing to a directory that exists.
-fn create_dir_durably(dir: &Path) -> Result<(), OpenError> {
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), OpenError> {
     if dir.is_dir() {
         return Ok(());
     }
