@@ -539,3 +539,51 @@ fn the_default_stream_can_be_partitioned_from_the_start() {
         "2\n"
     );
 }
+
+#[test]
+fn syslog_over_udp_follows_the_rules_into_a_partitioned_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_env(
+        dir.path(),
+        &["--syslog-udp-addr", "127.0.0.1:0"],
+        &[
+            ("RINGSTASH_STREAMS", "audit:partitions=2"),
+            ("RINGSTASH_SYSLOG_STREAM_RULES", "facility=local0:audit"),
+        ],
+    );
+    let udp: std::net::SocketAddr = s
+        .stderr_text()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("syslog_udp="))
+        .expect("the listening line names the UDP socket")
+        .parse()
+        .unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // local0.info (134) from four apps to audit; user.info (14) to the default stream.
+    for i in 0..20 {
+        let msg = format!("<134>1 2026-12-06T10:00:00Z h u{} - - - a{i}", i % 4);
+        sock.send_to(msg.as_bytes(), udp).unwrap();
+    }
+    sock.send_to(b"<14>1 2026-12-06T10:00:00Z h other - - - d", udp)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let parts: Vec<Vec<(u64, serde_json::Value)>> =
+            (0..2).map(|p| read_partition(&s, "audit", p)).collect();
+        let def = get_logs(&s, "");
+        if parts.iter().map(Vec::len).sum::<usize>() == 20 && def.len() == 1 {
+            for (p, recs) in parts.iter().enumerate() {
+                for (_, r) in recs {
+                    let app = r["service"].as_str().unwrap();
+                    assert_eq!(fnv1a32(app.as_bytes()) % 2, p as u32, "{app}");
+                    assert_eq!(r["facility"], "local0");
+                }
+            }
+            assert_eq!(def[0]["message"], "d");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{parts:?} {def:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.stop().success());
+}
