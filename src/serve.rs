@@ -318,6 +318,8 @@ struct Running {
     /// The syslog UDP thread, if any; it ends with the reactors (`shutting_down`).
     udp: Option<JoinHandle<()>>,
     fanout: crate::fanout::FanoutHandle,
+    /// The NATS forwarder, if `nats_url` is set.
+    forward: Option<crate::forward::ForwardHandle>,
     ctx: Arc<NetCtx>,
     stop_tx: Arc<watch::Sender<bool>>,
     /// Held while serving: a watch channel without receivers drops what is sent, so
@@ -354,6 +356,7 @@ impl Running {
         }
         let fanout = crate::fanout::spawn(bound.ws, Some(placement.fanout), fanout_ctx)
             .context("starting the fan-out thread")?;
+        let forward = start_forward(settings, log, &ctx)?;
         spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
         let mut line = String::from("listening");
         for (kind, addr) in reactor::Kind::ALL.iter().zip(bound.addrs) {
@@ -382,6 +385,7 @@ impl Running {
             reactors,
             udp,
             fanout,
+            forward,
             ctx,
             stop_tx,
             _stop_rx: stop_rx,
@@ -415,6 +419,11 @@ impl Running {
         log.shutdown();
         // After the log: subscribers get what was committed while draining, then 1001.
         self.fanout.stop();
+        // After the log too: the forwarder has read everything committed; it gets
+        // nats_stop_timeout_ms to have its publishes confirmed.
+        if let Some(f) = self.forward {
+            f.stop();
+        }
         if let Some(why) = log.failure() {
             anyhow::bail!("the log writer failed: {why}");
         }
@@ -424,6 +433,39 @@ impl Running {
         );
         Ok(())
     }
+}
+
+/// Starts the NATS forwarder if `nats_url` is set: for now one target, the default
+/// stream's partition 0, whose directory is `data_dir` itself.
+fn start_forward(
+    settings: &Settings,
+    log: &Log,
+    ctx: &NetCtx,
+) -> anyhow::Result<Option<crate::forward::ForwardHandle>> {
+    if settings.nats_url.is_empty() {
+        return Ok(None);
+    }
+    let node_id = ctx.json_policy.node_id.clone();
+    let target = crate::forward::ForwardTarget {
+        stream: "default".into(),
+        partition: 0,
+        log: log.view(),
+        dir: settings.data_dir.clone(),
+    };
+    let handle = crate::forward::spawn(
+        settings.forward(),
+        node_id.clone(),
+        vec![target],
+        ctx.observed.forward.clone(),
+    )
+    .context("starting the NATS forwarder")?;
+    eprintln!(
+        "forward: NATS JetStream at {}, subjects {}",
+        settings.nats_url,
+        crate::forward::subject(&settings.nats_subject_prefix, &node_id, "<stream>", 0)
+            .replace(".0", ".<partition>")
+    );
+    Ok(Some(handle))
 }
 
 /// The start-up line naming the TLS listeners and how each authenticates clients.
