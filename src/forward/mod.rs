@@ -140,19 +140,21 @@ pub fn spawn(
         parts.push(Part {
             subject: subject(prefix, &node_id, &t.stream, t.partition),
             stream_name: stream_name(prefix, &node_id, &t.stream, t.partition),
-            id_prefix: format!(
-                "{}.",
-                msg_id(&node_id, &t.stream, t.partition, 0).trim_end_matches('0')
-            ),
+            id_prefix: format!("{node_id}.{}.{}.", t.stream, t.partition),
             published_below: from,
             stored: start.unwrap_or(u64::MAX),
             target: t,
             stats: p,
         });
     }
+    let servers = server_addrs(&settings.nats_url)?;
     stats.conn.forward_enabled.store(1, Ordering::Relaxed);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The blocking pool holds the tasks' waits for the writer's next commit: one
+    // thread per partition at most, named so they show in `top -H`.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .thread_name("rs-forward-wait")
+        .max_blocking_threads(parts.len().max(1))
         .enable_all()
         .build()
         .context("building the forwarder's runtime")?;
@@ -163,7 +165,7 @@ pub fn spawn(
                 .iter()
                 .map(|p| (p.target.dir.clone(), p.stats.clone()))
                 .collect();
-            rt.block_on(run(settings, node_id, parts, stats, stop_rx));
+            rt.block_on(run(settings, servers, node_id, parts, stats, stop_rx));
             // Tasks cut by the stop deadline may not have stored their last confirmed
             // window; nothing runs on the runtime any more, so store it here.
             for (dir, p) in cursors {
@@ -184,8 +186,24 @@ fn backoff(n: u32, max: Duration) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << n.min(20).saturating_sub(1))).min(max)
 }
 
+/// The servers `nats_url` names, comma-separated.
+///
+/// # Errors
+/// One that is not a NATS URL (`nats://host:port`).
+pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .with_context(|| format!("nats_url: {u:?} is not a NATS server URL"))
+        })
+        .collect()
+}
+
 async fn run(
     settings: ForwardSettings,
+    servers: Vec<async_nats::ServerAddr>,
     node_id: String,
     parts: Vec<Part>,
     stats: Arc<ForwardStats>,
@@ -216,12 +234,13 @@ async fn run(
                 }
             }
         })
-        .connect(settings.nats_url.as_str())
+        .connect(servers)
         .await;
     let client = match connect {
         Ok(c) => c,
         Err(e) => {
-            // Only a malformed URL gets here (connecting is retried in the background).
+            // Connecting is retried in the background and the URLs were checked at
+            // start: this is not expected.
             tracing::error!("forward: NATS client for {}: {e}", settings.nats_url);
             return;
         }
