@@ -151,6 +151,18 @@ fn read_stream(url: &str, name: &str) -> Vec<Stored> {
     })
 }
 
+/// The server name of the leader of JetStream stream `name` in a cluster.
+fn stream_leader(url: &str, name: &str) -> String {
+    runtime().block_on(async {
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(name).await.expect("the stream exists");
+        let info = stream.info().await.unwrap();
+        let cluster = info.cluster.clone().expect("a clustered stream");
+        cluster.leader.expect("a leader")
+    })
+}
+
 /// The offset a Nats-Msg-Id names, after checking its node, stream and partition.
 fn as_strs(f: &[String]) -> Vec<&str> {
     f.iter().map(String::as_str).collect()
@@ -520,9 +532,18 @@ fn two_nodes_behind_haproxy_forward_into_a_jetstream_cluster() {
         }
     };
     wait_acked(1500);
+    // Both nodes forwarding (the cluster has elected its leaders, the streams exist)
+    // before anything is killed.
+    for n in nodes.iter().flatten() {
+        wait_metric(n.http, CURSOR, Duration::from_secs(20), |v| v > 0);
+    }
     nodes[0].take().unwrap().kill9();
     wait_acked(acked_now() + 800);
-    nats[1].kill();
+    // The server leading node-b's stream (node-b forwards meanwhile): its publishes
+    // in flight are lost or stored as the leadership moves.
+    let leader = stream_leader(&urls[0], "ringstash_node-b_default_0");
+    let killed: usize = leader.trim_start_matches('n').parse().unwrap();
+    nats[killed].kill();
     wait_acked(acked_now() + 800);
     nodes[0] = Some(Server::restart_after_kill(&data[0], &as_strs(&flags[0])));
     wait_acked(acked_now() + 1500);
@@ -551,10 +572,17 @@ fn two_nodes_behind_haproxy_forward_into_a_jetstream_cluster() {
                 .unwrap(),
         );
     }
+    for (n, name) in nodes.iter().flatten().zip(names) {
+        let f = &common::stats_json(n.http)["forward"]["partitions"][0];
+        println!("{name}: committed {} forward {f}", f["cursor_offset"]);
+    }
     let mut seen_ids = HashSet::new();
     let mut payloads: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
-        let stored = read_stream(&urls[0], &format!("ringstash_{name}_default_0"));
+        let stored = read_stream(
+            &urls[(killed + 1) % 3],
+            &format!("ringstash_{name}_default_0"),
+        );
         let subject = format!("ringstash.{name}.default.0");
         // Every committed record once, in offset order, nothing else.
         assert_eq!(
