@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, metric, require_tool};
+use common::{Server, assert_contains, metric, require_tool};
 
 /// A loopback port free now (the servers here need theirs in their config files).
 fn free_port() -> u16 {
@@ -352,6 +352,20 @@ fn records_reach_a_single_jetstream_server_across_kills_and_outages() {
     assert_eq!(s.stop().code(), Some(0));
     let cursor = std::fs::read(data.join("nats.cursor")).unwrap();
     assert_eq!(u64::from_le_bytes(cursor[8..16].try_into().unwrap()), 4300);
+
+    // A reset data directory under the same node_id: the stream is ahead of the new
+    // log, whose records would be dropped as duplicates; the forwarder refuses, counts
+    // it and lets the lag show.
+    std::fs::remove_dir_all(&data).unwrap();
+    let s = Server::start(&data, &flags);
+    assert_eq!(send_acked(s.tcp_acked, "e", 0..10), 10);
+    let errors =
+        r#"ringstash_forward_errors_total{stream="default",partition="0",reason="stream"}"#;
+    wait_metric(s.http, errors, Duration::from_secs(10), |v| v >= 1);
+    assert_eq!(metric(s.http, LAG), 10);
+    assert_contains(&s.stderr_text(), "beyond this log's committed end 10");
+    assert_eq!(read_stream(&url, "ringstash_n1_default_0").len(), 4300);
+    assert_eq!(s.stop().code(), Some(0));
 }
 
 /// HAProxy in front of two ringstash nodes, health-checked on GET /healthz.

@@ -367,6 +367,20 @@ async fn round(
             ));
         }
     }
+    let end = p.target.log.committed_end();
+    if next > end {
+        // Only committed records are ever published, so the stream (or the cursor)
+        // being ahead of the log means this is not the log they came from: a reset
+        // data directory, or two nodes with one node_id. Publishing would have
+        // JetStream drop the new records as duplicates; refuse, loudly, until fixed.
+        return Err(Failed(
+            ErrorReason::Stream,
+            format!(
+                "{} (or nats.cursor) is at offset {next}, beyond this log's committed end {end}: the data directory was reset, or another node uses this node_id; forwarding waits (delete the stream or change node_id)",
+                p.stream_name
+            ),
+        ));
+    }
     let start = p.target.log.start_offset();
     if next < start {
         p.stats.skipped.fetch_add(start - next, Ordering::Relaxed);
