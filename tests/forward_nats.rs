@@ -306,6 +306,34 @@ fn records_reach_a_single_jetstream_server_across_kills_and_outages() {
         let received = m.received_ns.expect("Ringstash-Received-Ns");
         assert!(received <= now_ns && received > now_ns - 120_000_000_000);
     }
+    // The labelled per-partition families pass Prometheus's own checker.
+    if let Some(promtool) = require_tool("promtool", "prometheus") {
+        let text = common::metrics(s.http);
+        let mut check = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_contains(
+            &text,
+            "ringstash_forward_errors_total{stream=\"default\",partition=\"0\",reason=\"out_of_order\"} 0\n",
+        );
+    }
     // The cursor file holds the confirmed position (docs/format.md).
     let cursor = std::fs::read(data.join("nats.cursor")).unwrap();
     assert_eq!(&cursor[0..4], b"RSNC");
