@@ -656,6 +656,13 @@ impl Settings {
             value: value.to_owned(),
             why,
         };
+        if crate::forward::server_addrs(&self.nats_url).is_err() {
+            return Err(bad(
+                "nats_url",
+                &self.nats_url,
+                "NATS server URLs (nats://host:port), separated by commas",
+            ));
+        }
         let prefix = &self.nats_subject_prefix;
         if !prefix.split('.').all(crate::forward::is_token) {
             return Err(bad(
@@ -678,6 +685,46 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Forwarding names subjects after the prefix and the node id: a value that
+    /// cannot be a subject token fails the check, naming the setting.
+    #[test]
+    fn nats_names_must_be_subject_tokens() {
+        let mut s = Settings::default();
+        s.node_id = "a.b".into();
+        s.validate().unwrap();
+        s.nats_url = "nats://127.0.0.1:4222".into();
+        let err = s.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "node_id", .. }),
+            "{err:?}"
+        );
+        s.node_id = "node-a".into();
+        s.validate().unwrap();
+        s.nats_subject_prefix = "logs.>".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.starts_with("nats_subject_prefix = \"logs.>\""), "{err}");
+        s.nats_subject_prefix = "acme.logs".into();
+        s.validate().unwrap();
+        assert!(
+            crate::forward::server_addrs("nats://a:4222, nats://b:4223")
+                .unwrap()
+                .len()
+                == 2
+        );
+        s.nats_url = "nats://a:notaport".into();
+        let err = s.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "nats_url",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn toml_defaults_unknown_keys_and_flags() {
