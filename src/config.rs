@@ -690,8 +690,10 @@ mod tests {
     /// cannot be a subject token fails the check, naming the setting.
     #[test]
     fn nats_names_must_be_subject_tokens() {
-        let mut s = Settings::default();
-        s.node_id = "a.b".into();
+        let mut s = Settings {
+            node_id: "a.b".into(),
+            ..Default::default()
+        };
         s.validate().unwrap();
         s.nats_url = "nats://127.0.0.1:4222".into();
         let err = s.validate().unwrap_err();
