@@ -292,6 +292,22 @@ settings! {
     aggregates_records_per_s_max: u64 = 250_000, env "RINGSTASH_AGGREGATES_RECORDS_PER_S_MAX", range 1_000 ..= 100_000_000;
     /// Largest `limit` of GET /v1/logs (it reads segment files on a reactor). [default: 10000]
     read_records_max: usize = 10_000, env "RINGSTASH_READ_RECORDS_MAX", range 1 ..= 1_000_000;
+    /// NATS server(s) to forward committed records to, as JetStream messages (docs/scale-out.md): `nats://host:port`, several separated by commas; empty = no forwarding. No TLS or credentials settings (yet): a plain connection. [default: ""]
+    nats_url: String = String::new(), env "RINGSTASH_NATS_URL";
+    /// First token(s) of the subjects records are forwarded on: `<prefix>.<node_id>.<stream>.<partition>`; also names the JetStream streams (`.` made `_`). Letters, digits, `-`, `_` and `.` between tokens. [default: ringstash]
+    nats_subject_prefix: String = "ringstash".into(), env "RINGSTASH_NATS_SUBJECT_PREFIX";
+    /// Replicas of each JetStream stream the forwarder creates (1 for a single server, 3 for a 3-node cluster); a stream that exists keeps its own. [default: 1]
+    nats_replicas: usize = 1, env "RINGSTASH_NATS_REPLICAS", range 1 ..= 5;
+    /// Duplicate window of each JetStream stream the forwarder creates, in ms: resends within it are dropped by their Nats-Msg-Id; a resend after it would be stored twice. [default: 120000]
+    nats_duplicate_window_ms: u64 = 120_000, env "RINGSTASH_NATS_DUPLICATE_WINDOW_MS", range 1_000 ..= 604_800_000;
+    /// Publishes one partition may have unacknowledged at once; also how many confirmed records at most between two writes of its cursor file. [default: 256]
+    nats_publish_window_max: usize = 256, env "RINGSTASH_NATS_PUBLISH_WINDOW_MAX", range 1 ..= 65_536;
+    /// How long a publish waits for JetStream's acknowledgment (and a connection attempt for the server), in ms; past it the partition rewinds and resends (forward_errors_total reason ack_timeout). [default: 5000]
+    nats_ack_timeout_ms: u64 = 5_000, env "RINGSTASH_NATS_ACK_TIMEOUT_MS", range 100 ..= 600_000;
+    /// Longest wait between two attempts (reconnects, and rounds after a failure), in ms; waits double from 50 ms up to this. [default: 5000]
+    nats_retry_backoff_ms_max: u64 = 5_000, env "RINGSTASH_NATS_RETRY_BACKOFF_MS_MAX", range 50 ..= 600_000;
+    /// On shutdown, after the log has drained, how long the forwarder gets to have what it has in flight confirmed, in ms; what is left is resent after the restart. [default: 5000]
+    nats_stop_timeout_ms: u64 = 5_000, env "RINGSTASH_NATS_STOP_TIMEOUT_MS", range 0 ..= 600_000;
 }
 
 /// Declares a stage's own settings: a struct of the rows of the table that stage
@@ -384,6 +400,17 @@ stage_settings! {
         aggregates_service_bytes_max: usize,
         aggregates_response_buckets_max: usize,
         aggregates_records_per_s_max: u64,
+    }
+    /// What the NATS forwarder reads.
+    ForwardSettings => forward {
+        nats_url: String,
+        nats_subject_prefix: String,
+        nats_replicas: usize,
+        nats_duplicate_window_ms: u64,
+        nats_publish_window_max: usize,
+        nats_ack_timeout_ms: u64,
+        nats_retry_backoff_ms_max: u64,
+        nats_stop_timeout_ms: u64,
     }
 }
 
@@ -639,13 +666,90 @@ impl Settings {
             }
         }
         crate::streams::check(self)?;
+        if !self.nats_url.is_empty() {
+            self.check_nats()?;
+        }
         Ok(self.log_config(None).validate()?)
+    }
+
+    /// The forwarding settings that name subjects: each must make valid subject tokens.
+    fn check_nats(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, value: &str, why: &'static str| ConfigError::Invalid {
+            key,
+            value: value.to_owned(),
+            why,
+        };
+        if crate::forward::server_addrs(&self.nats_url).is_err() {
+            return Err(bad(
+                "nats_url",
+                &self.nats_url,
+                "NATS server URLs (nats://host:port), separated by commas",
+            ));
+        }
+        let prefix = &self.nats_subject_prefix;
+        if !prefix.split('.').all(crate::forward::is_token) {
+            return Err(bad(
+                "nats_subject_prefix",
+                prefix,
+                "tokens of letters, digits, '-' and '_', separated by '.'",
+            ));
+        }
+        if !self.node_id.is_empty() && !crate::forward::is_token(&self.node_id) {
+            return Err(bad(
+                "node_id",
+                &self.node_id,
+                "forwarding to NATS names subjects after it: letters, digits, '-' and '_' only",
+            ));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Forwarding names subjects after the prefix and the node id: a value that
+    /// cannot be a subject token fails the check, naming the setting.
+    #[test]
+    fn nats_names_must_be_subject_tokens() {
+        let mut s = Settings {
+            node_id: "a.b".into(),
+            ..Default::default()
+        };
+        s.validate().unwrap();
+        s.nats_url = "nats://127.0.0.1:4222".into();
+        let err = s.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "node_id", .. }),
+            "{err:?}"
+        );
+        s.node_id = "node-a".into();
+        s.validate().unwrap();
+        s.nats_subject_prefix = "logs.>".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.starts_with("nats_subject_prefix = \"logs.>\""), "{err}");
+        s.nats_subject_prefix = "acme.logs".into();
+        s.validate().unwrap();
+        assert!(
+            crate::forward::server_addrs("nats://a:4222, nats://b:4223")
+                .unwrap()
+                .len()
+                == 2
+        );
+        s.nats_url = "nats://a:notaport".into();
+        let err = s.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "nats_url",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn toml_defaults_unknown_keys_and_flags() {

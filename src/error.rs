@@ -47,6 +47,16 @@ pub enum ConfigError {
         /// The largest value allowed.
         hi: String,
     },
+    /// A setting's value has the wrong form for what it names.
+    #[error("{key} = {value:?}: {why}")]
+    Invalid {
+        /// The setting's name, as in the file.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// The form it must have.
+        why: &'static str,
+    },
     /// Two listeners would share one address (a port of 0 excepted).
     #[error("{first} and {second} are the same address ({addr})")]
     AddrShared {

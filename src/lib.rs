@@ -15,6 +15,7 @@
 //! | query | [`query`] | below ingest and fan-out: filters, JSON rendering, the one bounded scan, the read API over a read-only [`wal::LogView`] |
 //! | HTTP wire | [`http_proto`] | below ingest and fan-out: HTTP/1.1 request heads, chunked bodies, responses and refusals, as sans-I/O state machines |
 //! | fan-out | [`fanout`] | the pinned fan-out core (mio): committed records to WebSocket subscribers, each a cursor; live from an in-memory window, catch-up from the segment files; filters; the dashboard page |
+//! | forward | [`forward`] | the `rs-forward` thread (its own tokio runtime): each partition's committed records published into NATS JetStream in order, at least once, from a durable cursor |
 //! | tokens | [`auth`] | bearer tokens with scopes on the HTTP and WebSocket listeners: hashed entries, constant-time lookup, reloaded on SIGHUP |
 //! | TLS | [`tls`] | the listeners' rustls configurations from the certificate files, reloaded on SIGHUP |
 //! | serve | [`serve`], [`config`], [`stats`] | placement, start-up and shutdown; settings; `/stats` and `/metrics` |
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod forward;
 pub mod http_proto;
 pub mod net;
 pub mod query;

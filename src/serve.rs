@@ -372,6 +372,8 @@ struct Running {
     /// The syslog UDP thread, if any; it ends with the reactors (`shutting_down`).
     udp: Option<JoinHandle<()>>,
     fanout: crate::fanout::FanoutHandle,
+    /// The NATS forwarder, if `nats_url` is set.
+    forward: Option<crate::forward::ForwardHandle>,
     ctx: Arc<NetCtx>,
     stop_tx: Arc<watch::Sender<bool>>,
     /// Held while serving: a watch channel without receivers drops what is sent, so
@@ -408,6 +410,7 @@ impl Running {
         }
         let fanout = crate::fanout::spawn(bound.ws, Some(placement.fanout), fanout_ctx)
             .context("starting the fan-out thread")?;
+        let forward = start_forward(settings, streams, &ctx)?;
         spawn_signal_thread(ctx.clone(), stop_tx.clone())?;
         let mut line = String::from("listening");
         for (kind, addr) in reactor::Kind::ALL.iter().zip(bound.addrs) {
@@ -436,6 +439,7 @@ impl Running {
             reactors,
             udp,
             fanout,
+            forward,
             ctx,
             stop_tx,
             _stop_rx: stop_rx,
@@ -473,6 +477,11 @@ impl Running {
         streams.shutdown();
         // After the logs: subscribers get what was committed while draining, then 1001.
         self.fanout.stop();
+        // After the logs too: the forwarder has read everything committed; it gets
+        // nats_stop_timeout_ms to have its publishes confirmed.
+        if let Some(f) = self.forward {
+            f.stop();
+        }
         for p in streams.partitions() {
             if let Some(why) = p.log.failure() {
                 if p.stream == crate::streams::DEFAULT_STREAM && p.partition == 0 {
@@ -492,6 +501,44 @@ impl Running {
         );
         Ok(())
     }
+}
+
+/// Starts the NATS forwarder if `nats_url` is set: one target per partition of every
+/// stream, each with its cursor in the partition's own directory.
+fn start_forward(
+    settings: &Settings,
+    streams: &Streams,
+    ctx: &NetCtx,
+) -> anyhow::Result<Option<crate::forward::ForwardHandle>> {
+    if settings.nats_url.is_empty() {
+        return Ok(None);
+    }
+    let node_id = ctx.json_policy.node_id.clone();
+    // Every partition of every stream: each its own JetStream stream, cursor and task.
+    let targets = streams
+        .partitions()
+        .iter()
+        .map(|p| crate::forward::ForwardTarget {
+            stream: p.stream.clone(),
+            partition: p.partition,
+            log: p.log.view(),
+            dir: p.log.config().dir.clone(),
+        })
+        .collect();
+    let handle = crate::forward::spawn(
+        settings.forward(),
+        node_id.clone(),
+        targets,
+        ctx.observed.forward.clone(),
+    )
+    .context("starting the NATS forwarder")?;
+    eprintln!(
+        "forward: NATS JetStream at {}, subjects {}",
+        settings.nats_url,
+        crate::forward::subject(&settings.nats_subject_prefix, &node_id, "<stream>", 0)
+            .replace(".0", ".<partition>")
+    );
+    Ok(Some(handle))
 }
 
 /// The start-up line naming the TLS listeners and how each authenticates clients.

@@ -511,6 +511,179 @@ series! {
     }
 }
 
+series! {
+    /// The NATS forwarder's connection (`src/forward/`); its per-partition series are
+    /// rendered by [`forward_metrics`], labelled with the stream and partition.
+    pub struct ForwardConnStats {
+        /// 1 when forwarding into NATS JetStream is configured (nats_url set), else 0.
+        gauge forward_enabled ("boolean"),
+        /// 1 while the forwarder's client is connected to a NATS server, else 0.
+        gauge forward_connected ("boolean"),
+        /// Connections to a NATS server the forwarder established (the first and each reconnect).
+        counter forward_connects_total ("connections"),
+    }
+}
+
+/// The forwarder's per-partition families: (family, `/stats` key, value).
+type ForwardSeries = (
+    &'static Family,
+    &'static str,
+    fn(&crate::forward::PartitionStats) -> u64,
+);
+
+const FORWARD_LABELS: &[&str] = &["stream", "partition"];
+
+/// Every per-partition family of the forwarder, in rendering order (the errors, which
+/// carry a reason too, come last).
+const FORWARD_SERIES: &[ForwardSeries] = {
+    use crate::forward::PartitionStats as P;
+    const CURSOR: Family = Family::gauge(
+        "ringstash_forward_cursor_offset",
+        "offset",
+        FORWARD_LABELS,
+        "Next offset the forwarder publishes: every record below it is confirmed stored in JetStream (what nats.cursor holds once written).",
+    );
+    const LAG: Family = Family::gauge(
+        "ringstash_forward_lag_records",
+        "records",
+        FORWARD_LABELS,
+        "Committed records not yet confirmed by JetStream (committed end minus the cursor).",
+    );
+    const PUBLISHED: Family = Family::counter(
+        "ringstash_forward_published_records_total",
+        "records",
+        FORWARD_LABELS,
+        "Records published to JetStream, resends included.",
+    );
+    const CONFIRMED: Family = Family::counter(
+        "ringstash_forward_confirmed_records_total",
+        "records",
+        FORWARD_LABELS,
+        "Publishes JetStream acknowledged, duplicates included.",
+    );
+    const DUPLICATES: Family = Family::counter(
+        "ringstash_forward_duplicate_records_total",
+        "records",
+        FORWARD_LABELS,
+        "Acknowledgments that said duplicate: a resend JetStream already held (dropped by its Nats-Msg-Id).",
+    );
+    const RESENT: Family = Family::counter(
+        "ringstash_forward_resent_records_total",
+        "records",
+        FORWARD_LABELS,
+        "Records published again after a failed round (since this process started).",
+    );
+    const SKIPPED: Family = Family::counter(
+        "ringstash_forward_skipped_records_total",
+        "records",
+        FORWARD_LABELS,
+        "Records retention removed from the log before they were forwarded (never in JetStream).",
+    );
+    &[
+        (&CURSOR, "cursor_offset", |p: &P| {
+            p.cursor.load(Ordering::Relaxed)
+        }),
+        (&LAG, "lag_records", |p: &P| p.lag_records()),
+        (&PUBLISHED, "published_records_total", |p: &P| {
+            p.published.load(Ordering::Relaxed)
+        }),
+        (&CONFIRMED, "confirmed_records_total", |p: &P| {
+            p.confirmed.load(Ordering::Relaxed)
+        }),
+        (&DUPLICATES, "duplicate_records_total", |p: &P| {
+            p.duplicates.load(Ordering::Relaxed)
+        }),
+        (&RESENT, "resent_records_total", |p: &P| {
+            p.resent.load(Ordering::Relaxed)
+        }),
+        (&SKIPPED, "skipped_records_total", |p: &P| {
+            p.skipped.load(Ordering::Relaxed)
+        }),
+    ]
+};
+
+/// Failed forwarding rounds, by reason.
+const FORWARD_ERRORS: Family = Family::counter(
+    "ringstash_forward_errors_total",
+    "errors",
+    &["stream", "partition", "reason"],
+    "Forwarding rounds that failed, by reason (stream, publish, ack_timeout, out_of_order, nack, read, cursor); each is followed by a backoff and a resend from the first unconfirmed record.",
+);
+
+/// The forwarder's per-partition families, labelled `{stream,partition}` (and
+/// `reason`): each family's HELP and TYPE even with no partition (forwarding off), so
+/// the exposition names them always.
+fn forward_metrics(out: &mut String, f: &crate::forward::ForwardStats) {
+    let parts = f.partitions();
+    for (family, _, value) in FORWARD_SERIES.iter().copied().chain([(
+        &FORWARD_ERRORS,
+        "",
+        (|_: &crate::forward::PartitionStats| 0) as fn(&crate::forward::PartitionStats) -> u64,
+    )]) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}",
+            name = family.name,
+            help = escape_help(family.help),
+            kind = family.kind.as_str(),
+        );
+        for p in &parts {
+            let stream = escape_label_value(&p.stream);
+            if family.name == FORWARD_ERRORS.name {
+                for (i, why) in crate::forward::ErrorReason::ALL.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{}{{stream=\"{stream}\",partition=\"{}\",reason=\"{}\"}} {}",
+                        family.name,
+                        p.partition,
+                        why.as_str(),
+                        p.errors[i].load(Ordering::Relaxed)
+                    );
+                }
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{}{{stream=\"{stream}\",partition=\"{}\"}} {}",
+                    family.name,
+                    p.partition,
+                    value(p)
+                );
+            }
+        }
+    }
+}
+
+/// The forwarder's partitions for `/stats`: one object each, keys as the families'
+/// names without `ringstash_forward_`.
+fn forward_json(f: &crate::forward::ForwardStats) -> serde_json::Value {
+    let parts: Vec<serde_json::Value> = f
+        .partitions()
+        .iter()
+        .map(|p| {
+            let mut m = serde_json::Map::new();
+            m.insert("stream".into(), p.stream.clone().into());
+            m.insert("partition".into(), p.partition.into());
+            for (_, key, value) in FORWARD_SERIES {
+                m.insert((*key).into(), value(p).into());
+            }
+            let errors: serde_json::Map<String, serde_json::Value> =
+                crate::forward::ErrorReason::ALL
+                    .iter()
+                    .enumerate()
+                    .map(|(i, why)| {
+                        (
+                            why.as_str().to_string(),
+                            p.errors[i].load(Ordering::Relaxed).into(),
+                        )
+                    })
+                    .collect();
+            m.insert("errors_total".into(), errors.into());
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    serde_json::json!({ "partitions": parts })
+}
+
 /// Read-only handles on every stage's series, for `/stats` and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -530,6 +703,8 @@ pub struct Observed {
     pub auth: Arc<AuthStats>,
     /// The aggregates' series.
     pub aggregates: Arc<AggregateStats>,
+    /// The NATS forwarder's series.
+    pub forward: Arc<crate::forward::ForwardStats>,
     /// The log, for its own counters: the default stream's partition 0.
     pub log: LogView,
     /// Every stream's partitions (the default stream's partition 0 first), for the
@@ -554,6 +729,7 @@ impl Observed {
             tls: Arc::default(),
             auth: Arc::default(),
             aggregates: Arc::default(),
+            forward: Arc::default(),
             log,
             partitions: Vec::new(),
             streams_memory_bytes: 0,
@@ -571,6 +747,7 @@ impl Observed {
         self.net_gauges.each(f);
         self.fanout_gauges.each(f);
         self.aggregates.each(f);
+        self.forward.conn.each(f);
     }
 }
 
@@ -1039,6 +1216,7 @@ pub fn stats_json(o: &Observed) -> String {
         "process": {
             "rss_bytes": rss_bytes(),
         },
+        "forward": forward_json(&o.forward),
     });
     doc.to_string()
 }
@@ -1092,6 +1270,7 @@ pub fn metrics_text(o: &Observed) -> String {
     }
     group_commit_histogram(&mut out, o.log.stats());
     partition_metrics(&mut out, o);
+    forward_metrics(&mut out, &o.forward);
     out
 }
 
@@ -1471,6 +1650,10 @@ mod tests {
             row(f);
         }
         row(&GROUP_COMMIT);
+        for (f, _, _) in FORWARD_SERIES {
+            row(f);
+        }
+        row(&FORWARD_ERRORS);
         md.push_str(
             "\nEach series, and where `/stats` has the same figure (in its own raw unit: \
              `_ms`, `_ns`, `_us` keys; `/metrics` is in seconds):\n\n\
@@ -1503,6 +1686,20 @@ mod tests {
             md,
             "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; `_sum` is exact (each observation is added to `fsync_seconds_total` as it is counted). |",
             GROUP_COMMIT.name, GROUP_COMMIT.help
+        );
+        for (f, key, _) in FORWARD_SERIES {
+            let _ = writeln!(
+                md,
+                "| `{}{{stream=\"…\",partition=\"…\"}}` (one per forwarded partition) | `forward.partitions[].{key}` | {} |",
+                f.name,
+                cell(f.help)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| `{}{{stream=\"…\",partition=\"…\",reason=\"…\"}}` | `forward.partitions[].errors_total.<reason>` | {} |",
+            FORWARD_ERRORS.name,
+            cell(FORWARD_ERRORS.help)
         );
         md
     }
