@@ -163,15 +163,15 @@ fn stream_leader(url: &str, name: &str) -> String {
     })
 }
 
-/// The offset a Nats-Msg-Id names, after checking its node, stream and partition.
 fn as_strs(f: &[String]) -> Vec<&str> {
     f.iter().map(String::as_str).collect()
 }
 
-fn offset_of(msg_id: &str, node: &str) -> u64 {
+/// The offset a Nats-Msg-Id names, after checking its node, stream and partition.
+fn offset_in(msg_id: &str, node: &str, partition: u32) -> u64 {
     let rest = msg_id
-        .strip_prefix(&format!("{node}.default.0."))
-        .unwrap_or_else(|| panic!("msg id {msg_id} is not {node}'s"));
+        .strip_prefix(&format!("{node}.default.{partition}."))
+        .unwrap_or_else(|| panic!("msg id {msg_id} is not {node}'s partition {partition}"));
     rest.parse().unwrap()
 }
 
@@ -448,7 +448,7 @@ fn send_through(addr: SocketAddr, tag: &str, count: u64) -> Vec<String> {
         return Vec::new();
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let payloads: Vec<String> = (0..count).map(|i| format!("{tag}-{i}")).collect();
+    let payloads: Vec<String> = (0..count).map(|i| keyed(tag, i)).collect();
     let body: String = payloads.iter().map(|p| format!("{p}\n")).collect();
     if s.write_all(body.as_bytes()).is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
         return Vec::new();
@@ -462,6 +462,22 @@ fn send_through(addr: SocketAddr, tag: &str, count: u64) -> Vec<String> {
     }
     payloads.into_iter().take(acked as usize).collect()
 }
+
+/// A record keyed by one of 7 services (placed by FNV-1a of it in a partitioned
+/// stream), with a unique id.
+fn keyed(tag: &str, i: u64) -> String {
+    format!(r#"{{"service":"svc-{}","id":"{tag}-{i}"}}"#, i % 7)
+}
+
+/// FNV-1a, 32 bits, from its published definition (docs/streams.md).
+fn fnv1a32(b: &[u8]) -> u32 {
+    b.iter().fold(0x811c_9dc5u32, |h, &c| {
+        (h ^ u32::from(c)).wrapping_mul(16_777_619)
+    })
+}
+
+/// Partitions of the default stream in the cluster scenario.
+const PARTITIONS: u32 = 3;
 
 /// Sends one record with HTTP POST /ingest through `addr`; its payload if answered 2xx.
 fn post_through(addr: SocketAddr, payload: &str) -> Option<String> {
@@ -519,6 +535,8 @@ fn two_nodes_behind_haproxy_forward_into_a_jetstream_cluster() {
                 [
                     "--nats-replicas",
                     "3",
+                    "--streams",
+                    "default:partitions=3",
                     "--tcp-acked-addr",
                     &format!("127.0.0.1:{}", node_ports[i].0),
                     "--http-addr",
@@ -550,7 +568,7 @@ fn two_nodes_behind_haproxy_forward_into_a_jetstream_cluster() {
                     let got = if p == 0 {
                         send_through(lb_acked, &format!("tcp{round}"), 200)
                     } else {
-                        post_through(lb_http, &format!("http{round}"))
+                        post_through(lb_http, &keyed("http", round))
                             .into_iter()
                             .collect()
                     };
@@ -574,10 +592,14 @@ fn two_nodes_behind_haproxy_forward_into_a_jetstream_cluster() {
         }
     };
     wait_acked(1500);
-    // Both nodes forwarding (the cluster has elected its leaders, the streams exist)
-    // before anything is killed.
+    // Both nodes forwarding every partition (the cluster has elected its leaders, the
+    // streams exist) before anything is killed.
     for n in nodes.iter().flatten() {
-        wait_metric(n.http, CURSOR, Duration::from_secs(20), |v| v > 0);
+        for k in 0..PARTITIONS {
+            let cursor =
+                format!(r#"ringstash_forward_cursor_offset{{stream="default",partition="{k}"}}"#);
+            wait_metric(n.http, &cursor, Duration::from_secs(20), |v| v > 0);
+        }
     }
     nodes[0].take().unwrap().kill9();
     wait_acked(acked_now() + 800);
@@ -596,51 +618,70 @@ fn two_nodes_behind_haproxy_forward_into_a_jetstream_cluster() {
     let acked = acked.lock().unwrap().clone();
 
     // Both nodes drain into the cluster (two of three servers up: R3 has its quorum).
-    let mut committed = Vec::new();
+    // committed[node][partition]: each partition's committed end, its own offsets.
+    let mut committed: Vec<Vec<u64>> = Vec::new();
     for n in nodes.iter().flatten() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while metric(n.http, LAG) != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "lag {} after 30 s; stderr:\n{}",
-                metric(n.http, LAG),
-                n.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        for k in 0..PARTITIONS {
+            let lag =
+                format!(r#"ringstash_forward_lag_records{{stream="default",partition="{k}"}}"#);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while metric(n.http, &lag) != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "partition {k}: lag {} after 30 s; stderr:\n{}",
+                    metric(n.http, &lag),
+                    n.stderr_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        let st = common::stats_json(n.http);
+        let parts = st["streams"]["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), PARTITIONS as usize);
         committed.push(
-            common::stats_json(n.http)["log"]["committed_end"]
-                .as_u64()
-                .unwrap(),
+            parts
+                .iter()
+                .map(|p| p["committed_end"].as_u64().unwrap())
+                .collect(),
         );
     }
     for (n, name) in nodes.iter().flatten().zip(names) {
-        let f = &common::stats_json(n.http)["forward"]["partitions"][0];
-        println!("{name}: committed {} forward {f}", f["cursor_offset"]);
+        for f in common::stats_json(n.http)["forward"]["partitions"]
+            .as_array()
+            .unwrap()
+        {
+            println!("{name}: forward {f}");
+        }
     }
     let mut seen_ids = HashSet::new();
     let mut payloads: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
-        let stored = read_stream(
-            &urls[(killed + 1) % 3],
-            &format!("ringstash_{name}_default_0"),
-        );
-        let subject = format!("ringstash.{name}.default.0");
-        // Every committed record once, in offset order, nothing else.
-        assert_eq!(
-            stored.len() as u64,
-            committed[i],
-            "{name}: one message per record"
-        );
-        for (k, m) in stored.iter().enumerate() {
-            assert_eq!(m.subject, subject);
-            assert_eq!(
-                offset_of(&m.msg_id, name),
-                k as u64,
-                "{name}: offsets in order"
+        for k in 0..PARTITIONS {
+            let stored = read_stream(
+                &urls[(killed + 1) % 3],
+                &format!("ringstash_{name}_default_{k}"),
             );
-            assert!(seen_ids.insert(m.msg_id.clone()), "{} twice", m.msg_id);
-            *payloads.entry(m.payload.clone()).or_default() += 1;
+            let subject = format!("ringstash.{name}.default.{k}");
+            // Every record committed in the partition once, in offset order, nothing
+            // else; each where FNV-1a of its service puts it.
+            assert_eq!(
+                stored.len() as u64,
+                committed[i][k as usize],
+                "{name} partition {k}: one message per record"
+            );
+            for (o, m) in stored.iter().enumerate() {
+                assert_eq!(m.subject, subject);
+                assert_eq!(
+                    offset_in(&m.msg_id, name, k),
+                    o as u64,
+                    "{name} partition {k}: offsets in order"
+                );
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                let service = v["service"].as_str().unwrap();
+                assert_eq!(fnv1a32(service.as_bytes()) % PARTITIONS, k, "{service}");
+                assert!(seen_ids.insert(m.msg_id.clone()), "{} twice", m.msg_id);
+                *payloads.entry(m.payload.clone()).or_default() += 1;
+            }
         }
     }
     assert!(acked.len() >= 4600, "{} acked", acked.len());
