@@ -620,13 +620,7 @@ fn forward_metrics(out: &mut String, f: &crate::forward::ForwardStats) {
         "",
         (|_: &crate::forward::PartitionStats| 0) as fn(&crate::forward::PartitionStats) -> u64,
     )]) {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}",
-            name = family.name,
-            help = escape_help(family.help),
-            kind = family.kind.as_str(),
-        );
+        family_header(out, family);
         for p in &parts {
             let stream = escape_label_value(&p.stream);
             if family.name == FORWARD_ERRORS.name {

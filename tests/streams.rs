@@ -126,23 +126,7 @@ fn keyed_records_land_in_their_fnv1a_partition_in_order() {
     let st = stats_json(s.http);
     assert_eq!(st["streams"]["partitions"].as_array().unwrap().len(), 5);
     assert!(st["streams"]["memory_bytes"].as_u64().unwrap() > 0);
-    if let Some(promtool) = require_tool("promtool", "prometheus") {
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_promtool_clean(&m);
     assert!(s.stop().success());
     // `cat` names the stream and partition; `check` goes through every partition.
     for p in 0..4u32 {

@@ -715,3 +715,35 @@ pub fn metric_with_token(addr: SocketAddr, token: &str, name: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
+
+/// Pipes a `/metrics` exposition through Prometheus's own checker, `promtool check
+/// metrics`, and asserts it exits 0 without a word (it prints every lint finding).
+/// Fails under CI where promtool is missing; elsewhere says SKIP and returns false.
+#[track_caller]
+pub fn assert_promtool_clean(text: &str) -> bool {
+    let Some(promtool) = require_tool("promtool", "prometheus") else {
+        return false;
+    };
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n--- the exposition:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    true
+}
