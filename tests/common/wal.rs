@@ -297,12 +297,13 @@ pub fn spawn_append_printing_offsets(
         .unwrap()
 }
 
-/// Copies the files of a data directory (not the lock) into a new directory.
+/// Copies the files of a data directory (not the lock, nor the streams' directories)
+/// into a new directory.
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        if e.file_name() != ".lock" {
+        if e.file_name() != ".lock" && !e.file_type().unwrap().is_dir() {
             fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
