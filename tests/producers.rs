@@ -272,13 +272,7 @@ fn syslog_over_udp_lands_with_its_fields_and_counts_refusals() {
         "--syslog-frame-bytes-max",
         "512",
     ]);
-    let udp: std::net::SocketAddr = s
-        .stderr_text()
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("syslog_udp="))
-        .expect("the listening line names the UDP socket")
-        .parse()
-        .unwrap();
+    let udp = s.syslog_udp();
     let port = udp.port().to_string();
     for (i, pri) in ["local1.err", "local1.info", "local1.debug"]
         .iter()

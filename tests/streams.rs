@@ -23,6 +23,13 @@ fn the_test_hash_matches_the_published_vectors() {
     assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
 }
 
+/// `stream`'s partition count file in `data_dir` holds `n`.
+#[track_caller]
+fn assert_count_file(data_dir: &std::path::Path, stream: &str, n: u32) {
+    let file = data_dir.join(stream).join("partitions");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), format!("{n}\n"));
+}
+
 /// A server whose `streams` setting is `streams`.
 fn start_streams(dir: &std::path::Path, streams: &str) -> Server {
     Server::start_env(dir, &[], &[("RINGSTASH_STREAMS", streams)])
@@ -111,10 +118,7 @@ fn keyed_records_land_in_their_fnv1a_partition_in_order() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(get_logs(&s, "")[0]["message"], "d");
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("audit/partitions")).unwrap(),
-        "4\n"
-    );
+    assert_count_file(dir.path(), "audit", 4);
     // The per-partition series say the same.
     let m = metrics(s.http);
     for p in 0..4u32 {
@@ -372,6 +376,16 @@ fn a_streams_partition_count_cannot_change_under_its_data() {
     .err()
     .expect("refused");
     assert_contains(&e, "stream \"default\" was created with 1 partition(s)");
+    // With one partition it starts, a new stream beside it, and the old record is
+    // where it was: the default stream's partition 0, the data directory.
+    let s = Server::start_env(
+        old.path(),
+        &[],
+        &[("RINGSTASH_STREAMS", "audit:partitions=2")],
+    );
+    assert_eq!(get_logs(&s, "")[0]["old"], 1);
+    assert!(s.stop().success());
+    assert_count_file(old.path(), "default", 1);
 }
 
 #[test]
@@ -518,10 +532,7 @@ fn the_default_stream_can_be_partitioned_from_the_start() {
         50
     );
     assert!(s.stop().success());
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("default/partitions")).unwrap(),
-        "2\n"
-    );
+    assert_count_file(dir.path(), "default", 2);
 }
 
 #[test]
@@ -535,13 +546,7 @@ fn syslog_over_udp_follows_the_rules_into_a_partitioned_stream() {
             ("RINGSTASH_SYSLOG_STREAM_RULES", "facility=local0:audit"),
         ],
     );
-    let udp: std::net::SocketAddr = s
-        .stderr_text()
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("syslog_udp="))
-        .expect("the listening line names the UDP socket")
-        .parse()
-        .unwrap();
+    let udp = s.syslog_udp();
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     // local0.info (134) from four apps to audit; user.info (14) to the default stream.
     for i in 0..20 {

@@ -149,6 +149,17 @@ impl Server {
         (dir, server)
     }
 
+    /// The syslog UDP socket's address, from the listening line (a server started
+    /// with `--syslog-udp-addr`).
+    pub fn syslog_udp(&self) -> SocketAddr {
+        self.stderr_text()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("syslog_udp="))
+            .expect("the listening line names the UDP socket")
+            .parse()
+            .unwrap()
+    }
+
     /// SIGTERM, then waits; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
