@@ -161,12 +161,7 @@ fn retention_removes_the_oldest_segments_by_size_and_readers_start_at_the_oldest
     let start = stats["log"]["start_offset"].as_u64().unwrap();
     assert!(stats["log"]["segments_purged"].as_u64().unwrap() > 0);
     assert!(start > 0);
-    let total: u64 = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .map(|e| e.metadata().unwrap().len())
-        .sum();
+    let total = segment_bytes(dir.path());
     assert!(
         total <= 200_000 + 65_536,
         "retention bound held (one active segment may be on top): {total}"

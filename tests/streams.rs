@@ -426,12 +426,7 @@ fn retention_is_each_streams_own() {
     let short = read_partition(&s, "short", 0);
     assert!(short.len() < 2000);
     assert_eq!(short.last().unwrap().1["i"], 1999);
-    let seg_bytes: u64 = std::fs::read_dir(dir.path().join("short/0"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .map(|e| e.metadata().unwrap().len())
-        .sum();
+    let seg_bytes = segment_bytes(&dir.path().join("short/0"));
     // Sealed segments over the bound are gone; the active one (and a sealed one
     // within the bound) remain.
     assert!(

@@ -758,3 +758,13 @@ pub fn assert_promtool_clean(text: &str) -> bool {
     );
     true
 }
+
+/// Bytes of the segment files (`*.log`) directly in `dir`.
+pub fn segment_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
