@@ -82,13 +82,13 @@ pub struct Enrichment {
 pub struct SyslogRenderer<'a> {
     /// The rendered record, reused.
     scratch: Vec<u8>,
+    renderer: record::Renderer,
     enrich: Option<Enrichment>,
     /// The peer `client_ip` was rendered from (UDP: it changes per datagram).
     peer: Option<std::net::IpAddr>,
-    /// `received_at` for the read being rendered: (its timestamp, RFC 3339).
-    received_at: (u64, String),
-    /// The year RFC 3164 timestamps get, read from the clock with `received_at`.
-    year: i32,
+    /// The read timestamp `received_at` (and the year RFC 3164 timestamps get) was
+    /// last rendered from.
+    received_ns: u64,
     stats: &'a NetStats,
 }
 
@@ -97,10 +97,10 @@ impl<'a> SyslogRenderer<'a> {
     pub fn new(enrich: Option<Enrichment>, stats: &'a NetStats) -> Self {
         SyslogRenderer {
             scratch: Vec::with_capacity(1024),
+            renderer: record::Renderer::new(record::this_year()),
             enrich,
             peer: None,
-            received_at: (u64::MAX, String::new()),
-            year: record::this_year(),
+            received_ns: u64::MAX,
             stats,
         }
     }
@@ -111,29 +111,26 @@ impl<'a> SyslogRenderer<'a> {
             self.peer = Some(ip);
             if let Some(e) = &mut self.enrich {
                 e.client_ip = ip.to_string();
+                // Rendered again with the next message.
+                self.received_ns = u64::MAX;
             }
         }
     }
 
     /// Renders `msg`, received at `timestamp_ns`; the record is valid until the next call.
     pub fn render(&mut self, msg: &[u8], timestamp_ns: u64) -> &[u8] {
-        if self.received_at.0 != timestamp_ns {
-            self.received_at = (timestamp_ns, format_ts(timestamp_ns));
-            self.year = record::this_year();
-        }
-        let year = self.year;
-        let parsed = match &self.enrich {
-            None => record::render(msg, year, &[], &mut self.scratch),
-            Some(e) => {
-                let extra = [
-                    ("received_at", self.received_at.1.as_str()),
-                    ("client_ip", e.client_ip.as_str()),
-                    ("node_id", e.node_id.as_str()),
-                ];
-                record::render(msg, year, &extra, &mut self.scratch)
+        if self.received_ns != timestamp_ns {
+            self.received_ns = timestamp_ns;
+            self.renderer.set_year(record::this_year());
+            if let Some(e) = &self.enrich {
+                self.renderer.set_extra(&[
+                    ("received_at", &format_ts(timestamp_ns)),
+                    ("client_ip", &e.client_ip),
+                    ("node_id", &e.node_id),
+                ]);
             }
-        };
-        if parsed == Parsed::Unparsed {
+        }
+        if self.renderer.render(msg, &mut self.scratch) == Parsed::Unparsed {
             self.stats
                 .syslog_unparsed_total
                 .fetch_add(1, Ordering::Relaxed);

@@ -21,10 +21,17 @@
 //! then the enrichment fields the caller passes (`received_at`, `client_ip`,
 //! `node_id`). Invalid UTF-8 is replaced (U+FFFD) and flagged `"utf8_lossy":true`.
 
-use std::{borrow::Cow, io::Write};
+use std::borrow::Cow;
 
-use chrono::{Datelike, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use syslog_loose::{Message, ProcId, Protocol, SyslogSeverity, Variant};
+
+/// A field's name as `Fields::key` takes it: quoted, with its colon.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
 
 /// How a message was understood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,49 +55,130 @@ pub fn level(severity: SyslogSeverity) -> &'static str {
 
 /// Renders `msg` (one syslog frame, without its framing) as a JSON object into `out`
 /// (cleared first), followed by the `extra` string fields. `year` is the year given to
-/// an RFC 3164 timestamp (which has none): the caller's, so the clock is read once per
-/// read, not once per message.
+/// an RFC 3164 timestamp (which has none). For one message at a time (tests, the fuzz
+/// target); a listener keeps a [`Renderer`].
 pub fn render(msg: &[u8], year: i32, extra: &[(&str, &str)], out: &mut Vec<u8>) -> Parsed {
-    out.clear();
-    // The strict check first: it is fast, and almost every message is valid UTF-8.
-    let text = match std::str::from_utf8(msg) {
-        Ok(t) => Cow::Borrowed(t),
-        Err(_) => String::from_utf8_lossy(msg),
-    };
-    let lossy = matches!(text, Cow::Owned(_));
-    let parsed =
-        syslog_loose::parse_message_with_year_exact_tz(&text, |_| year, Some(Utc), Variant::Either);
-    out.push(b'{');
-    let mut w = Fields { out, first: true };
-    let outcome = match parsed {
-        Ok(m) => {
-            w.message(&m);
-            Parsed::Syslog
+    let mut r = Renderer::new(year);
+    r.set_extra(extra);
+    r.render(msg, out)
+}
+
+/// Renders a connection's messages, keeping what repeats from one message to the next
+/// so that each message pays only for what is its own: the enrichment fields, escaped
+/// and rendered once each time they change (once per read, not once per message), and
+/// the last timestamp's text (the messages of a burst mostly share their second, and
+/// formatting a date is a tenth of rendering a message).
+#[derive(Debug)]
+pub struct Renderer {
+    /// The year RFC 3164 timestamps get; the caller's, so that the clock is read once
+    /// per read, not once per message.
+    year: i32,
+    /// `,"key":"value"` for each enrichment field, in order, escaped.
+    extra: Vec<u8>,
+    /// The last timestamp rendered, and its RFC 3339 text.
+    last_ts: Option<(DateTime<FixedOffset>, String)>,
+}
+
+impl Renderer {
+    /// A renderer with no enrichment fields.
+    pub fn new(year: i32) -> Renderer {
+        Renderer {
+            year,
+            extra: Vec::new(),
+            last_ts: None,
         }
-        // `<PRI>` and then nothing RFC 3164 recognises (no timestamp, no host): as
-        // rsyslog does, the priority still counts and the rest is the message.
-        Err(_) => match pri_prefix(&text) {
-            Some((pri, rest)) => {
-                w.pri(pri);
-                w.str("message", rest);
-                w.str("syslog", "rfc3164");
+    }
+
+    /// The year RFC 3164 timestamps get from now on.
+    pub fn set_year(&mut self, year: i32) {
+        self.year = year;
+    }
+
+    /// The string fields every record ends with from now on (`received_at`,
+    /// `client_ip`, `node_id`). Keys are this crate's own names: plain ASCII.
+    pub fn set_extra(&mut self, fields: &[(&str, &str)]) {
+        self.extra.clear();
+        for (k, v) in fields {
+            self.extra.push(b',');
+            json_str(&mut self.extra, k);
+            self.extra.push(b':');
+            json_str(&mut self.extra, v);
+        }
+    }
+
+    /// Renders `msg` (one syslog frame, without its framing) as a JSON object into
+    /// `out` (cleared first), followed by the enrichment fields.
+    pub fn render(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Parsed {
+        out.clear();
+        // The strict check first: it is fast, and almost every message is valid UTF-8.
+        let text = match std::str::from_utf8(msg) {
+            Ok(t) => Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(msg),
+        };
+        let lossy = matches!(text, Cow::Owned(_));
+        let year = self.year;
+        let parsed = syslog_loose::parse_message_with_year_exact_tz(
+            &text,
+            |_| year,
+            Some(Utc),
+            variant(&text),
+        );
+        out.push(b'{');
+        let mut w = Fields { out, first: true };
+        let outcome = match parsed {
+            Ok(m) => {
+                w.message(&m, &mut self.last_ts);
                 Parsed::Syslog
             }
-            None => {
-                w.raw("unparsed", b"true");
-                w.str("message", &text);
-                Parsed::Unparsed
+            // `<PRI>` and then nothing RFC 3164 recognises (no timestamp, no host): as
+            // rsyslog does, the priority still counts and the rest is the message.
+            Err(_) => match pri_prefix(&text) {
+                Some((pri, rest)) => {
+                    w.pri(pri);
+                    w.str(key!("message"), rest);
+                    w.lit(key!("syslog"), "rfc3164");
+                    Parsed::Syslog
+                }
+                None => {
+                    w.raw(key!("unparsed"), b"true");
+                    w.str(key!("message"), &text);
+                    Parsed::Unparsed
+                }
+            },
+        };
+        if lossy {
+            w.raw(key!("utf8_lossy"), b"true");
+        }
+        // Every branch above wrote at least `message`: each field here starts with its
+        // comma.
+        out.extend_from_slice(&self.extra);
+        out.push(b'}');
+        outcome
+    }
+}
+
+/// Which parsers to try: RFC 5424 only where it can match. Its VERSION is digits right
+/// after the (optional) `<PRI>`; where something else follows, syslog_loose's RFC 5424
+/// parser fails there and `Either` falls back to RFC 3164, so asking for RFC 3164
+/// at once gives the same message without the failed attempt. Public for the
+/// `syslog_frame` fuzz target, which checks that claim on every input.
+pub fn variant(text: &str) -> Variant {
+    let t = text.trim().as_bytes();
+    let after_pri = match t.strip_prefix(b"<") {
+        Some(rest) => {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            match rest.get(digits) {
+                Some(b'>') if digits > 0 => &rest[digits + 1..],
+                _ => t,
             }
-        },
+        }
+        None => t,
     };
-    if lossy {
-        w.raw("utf8_lossy", b"true");
+    if after_pri.first().is_some_and(u8::is_ascii_digit) {
+        Variant::Either
+    } else {
+        Variant::RFC3164
     }
-    for (k, v) in extra {
-        w.str(k, v);
-    }
-    out.push(b'}');
-    outcome
 }
 
 /// A JSON object being written, field by field.
@@ -100,25 +188,28 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// `k` is one of this module's own field names (or an enrichment field's): plain
-    /// ASCII that needs no escaping, so it is copied as it is.
+    /// `k` is a field's name quoted and followed by its colon (`"name":`, see [`key!`]):
+    /// one copy for the separator-less part of a field.
     fn key(&mut self, k: &str) {
-        debug_assert!(
-            k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "{k}"
-        );
+        debug_assert!(k.starts_with('"') && k.contains("\":"), "{k}");
         if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
-        self.out.reserve(k.len() + 3);
-        self.out.push(b'"');
         self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
     }
 
     fn str(&mut self, k: &str, v: &str) {
         self.key(k);
         json_str(self.out, v);
+    }
+
+    /// A value that is one of this module's own constants: needs no escaping.
+    fn lit(&mut self, k: &str, v: &'static str) {
+        self.key(k);
+        self.out.reserve(v.len() + 2);
+        self.out.push(b'"');
+        self.out.extend_from_slice(v.as_bytes());
+        self.out.push(b'"');
     }
 
     fn raw(&mut self, k: &str, v: &[u8]) {
@@ -136,35 +227,66 @@ impl Fields<'_> {
     fn pri(&mut self, pri: u8) {
         let (facility, severity) = syslog_loose::decompose_pri(pri);
         self.severity(severity);
-        self.opt("facility", facility.map(|f| f.as_str()));
+        if let Some(f) = facility {
+            self.lit(key!("facility"), f.as_str());
+        }
     }
 
     fn severity(&mut self, severity: Option<SyslogSeverity>) {
+        /// `level` and `severity` for each severity, as [`level`] maps them.
+        const FIELDS: [&str; 8] = [
+            r#""level":"fatal","severity":0"#,
+            r#""level":"fatal","severity":1"#,
+            r#""level":"fatal","severity":2"#,
+            r#""level":"error","severity":3"#,
+            r#""level":"warn","severity":4"#,
+            r#""level":"info","severity":5"#,
+            r#""level":"info","severity":6"#,
+            r#""level":"debug","severity":7"#,
+        ];
         if let Some(sev) = severity {
-            self.str("level", level(sev));
-            let _ = write!(self.out, ",\"severity\":{}", sev as u8);
+            debug_assert!(FIELDS[sev as usize].contains(level(sev)));
+            self.key(FIELDS[sev as usize]);
         }
     }
 
-    fn message(&mut self, m: &Message<&str>) {
-        self.opt("service", m.appname);
+    /// `last_ts` is the last timestamp rendered and its text, reused when `m`'s is the
+    /// same.
+    fn message(
+        &mut self,
+        m: &Message<&str>,
+        last_ts: &mut Option<(DateTime<FixedOffset>, String)>,
+    ) {
+        self.opt(key!("service"), m.appname);
         self.severity(m.severity);
-        self.opt("facility", m.facility.map(|f| f.as_str()));
-        self.opt("host", m.hostname);
+        if let Some(f) = m.facility {
+            self.lit(key!("facility"), f.as_str());
+        }
+        self.opt(key!("host"), m.hostname);
         if let Some(ts) = m.timestamp {
-            self.str("timestamp", &ts.to_rfc3339());
+            let text = match last_ts {
+                Some((at, text)) if *at == ts => text,
+                _ => &last_ts.insert((ts, ts.to_rfc3339())).1,
+            };
+            // RFC 3339 text of our own making: digits, `-`, `:`, `.`, `T`, `+`.
+            self.key(key!("timestamp"));
+            self.out.reserve(text.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(text.as_bytes());
+            self.out.push(b'"');
         }
         match &m.procid {
             Some(ProcId::PID(pid)) => {
-                self.key("procid");
-                let _ = write!(self.out, "{pid}");
+                self.key(key!("procid"));
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(*pid).as_bytes());
             }
-            Some(ProcId::Name(name)) => self.opt("procid", Some(name)),
+            Some(ProcId::Name(name)) => self.opt(key!("procid"), Some(name)),
             None => {}
         }
-        self.opt("msgid", m.msgid);
+        self.opt(key!("msgid"), m.msgid);
         if !m.structured_data.is_empty() {
-            self.key("sd");
+            self.key(key!("sd"));
             self.out.push(b'{');
             for (i, e) in m.structured_data.iter().enumerate() {
                 if i > 0 {
@@ -184,12 +306,12 @@ impl Fields<'_> {
             }
             self.out.push(b'}');
         }
-        self.str("message", m.msg);
+        self.str(key!("message"), m.msg);
         let protocol = match m.protocol {
             Protocol::RFC5424(_) => "rfc5424",
             Protocol::RFC3164 => "rfc3164",
         };
-        self.str("syslog", protocol);
+        self.lit(key!("syslog"), protocol);
     }
 }
 
@@ -311,6 +433,73 @@ mod tests {
             (p, &v["message"]),
             (Parsed::Unparsed, &serde_json::json!("<999>no"))
         );
+    }
+
+    #[test]
+    fn choosing_rfc3164_early_parses_as_either_would() {
+        for text in [
+            "<14>Dec  6 04:27:01 web-03 auth_service[4211]: INFO req-3f2a9c1e ok",
+            "<14>1 2026-12-06T04:27:01.123456Z web-03 auth 4211 LOGIN - ok",
+            "<14>2026-12-06T04:27:01.123456Z web-03 auth[1]: rsyslog's high-precision 3164",
+            "  <14>1 2026-12-06T04:27:01Z h a - - - leading blanks",
+            "<999>1 2026-12-06T04:27:01Z h a - - - priority out of range",
+            "<14>  Dec  6 04:27:01 h a: blanks after the priority",
+            "<>1 x",
+            "<14",
+            "<14>",
+            "",
+            "1 2026-12-06T04:27:01Z h a - - - no priority",
+            "Dec  6 04:27:01 h a: no priority",
+            "plain text",
+        ] {
+            let parse =
+                |v| syslog_loose::parse_message_with_year_exact_tz(text, |_| 2026, Some(Utc), v);
+            assert_eq!(parse(variant(text)), parse(Variant::Either), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_renderer_reuses_a_timestamp_only_while_it_is_the_same() {
+        let mut r = Renderer::new(2026);
+        let mut out = Vec::new();
+        let mut ts = |msg: &str| {
+            r.render(msg.as_bytes(), &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+            v["timestamp"].as_str().expect("timestamp").to_owned()
+        };
+        assert_eq!(
+            ts("<14>Dec  6 04:27:01 h a: one"),
+            "2026-12-06T04:27:01+00:00"
+        );
+        assert_eq!(
+            ts("<14>Dec  6 04:27:01 h a: two"),
+            "2026-12-06T04:27:01+00:00"
+        );
+        assert_eq!(
+            ts("<14>Dec  6 04:27:02 h a: three"),
+            "2026-12-06T04:27:02+00:00"
+        );
+        assert_eq!(
+            ts("<14>1 2026-12-06T04:27:02+01:00 h a - - - four"),
+            "2026-12-06T04:27:02+01:00"
+        );
+    }
+
+    #[test]
+    fn enrichment_fields_are_escaped_and_follow_every_kind_of_record() {
+        let mut r = Renderer::new(2026);
+        r.set_extra(&[("node_id", "rack \"7\"\n"), ("client_ip", "::1")]);
+        let mut out = Vec::new();
+        for msg in ["<14>Dec  6 04:27:01 h a: m", "<11>cut short", "not syslog"] {
+            r.render(msg.as_bytes(), &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+            assert_eq!(v["node_id"], "rack \"7\"\n", "{msg}");
+            assert_eq!(v["client_ip"], "::1", "{msg}");
+        }
+        r.set_extra(&[]);
+        r.render(b"<14>Dec  6 04:27:01 h a: m", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert!(v.get("node_id").is_none());
     }
 
     #[test]

@@ -67,8 +67,19 @@ pub fn syslog_frame(data: &[u8]) {
 }
 
 /// Renders one message as the syslog listener does and checks the record is a JSON
-/// object carrying the enrichment field last.
+/// object carrying the enrichment field last, and that the renderer's early choice of
+/// RFC 3164 parses exactly as trying RFC 5424 first would.
 fn render(msg: &[u8], out: &mut Vec<u8>) {
+    if let Ok(text) = std::str::from_utf8(msg) {
+        let parse = |v| {
+            syslog_loose::parse_message_with_year_exact_tz(text, |_| 2026, Some(chrono::Utc), v)
+        };
+        assert_eq!(
+            parse(record::variant(text)),
+            parse(syslog_loose::Variant::Either),
+            "variant chosen for {text:?}"
+        );
+    }
     let parsed = record::render(msg, 2026, &[("client_ip", "192.0.2.1")], out);
     let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_else(|e| {
         panic!(
