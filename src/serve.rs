@@ -301,7 +301,12 @@ fn contexts(
     ws_addr: SocketAddr,
     tls: Option<Arc<crate::tls::Tls>>,
     auth: Option<Arc<crate::auth::Auth>>,
-) -> (Arc<NetCtx>, Arc<FanoutCtx>) {
+    reactors: usize,
+) -> (
+    Arc<NetCtx>,
+    Arc<FanoutCtx>,
+    Vec<tokio::sync::mpsc::UnboundedReceiver<crate::net::balance::Handoff>>,
+) {
     let json_policy = crate::net::enrich::JsonPolicy {
         enrich: settings.json_enrich,
         validate: settings.json_validate,
@@ -314,6 +319,8 @@ fn contexts(
     };
     let log = streams.default_log();
     let mut observed = Observed::new(log.view());
+    let (balance, handoffs) = crate::net::balance::Balance::new(reactors);
+    observed.reactor_connections = balance.loads();
     observed.partitions = streams.views();
     observed.streams_memory_bytes = streams
         .partitions()
@@ -362,8 +369,9 @@ fn contexts(
         shutting_down: AtomicBool::new(false),
         json_policy,
         aggregates,
+        balance,
     });
-    (ctx, fanout_ctx)
+    (ctx, fanout_ctx, handoffs)
 }
 
 /// The running stages, in the order [`Running::stop`] stops them.
@@ -395,15 +403,23 @@ impl Running {
         tls: Option<Arc<crate::tls::Tls>>,
         auth: Option<Arc<crate::auth::Auth>>,
     ) -> anyhow::Result<Running> {
-        let (ctx, fanout_ctx) = contexts(settings, streams, bound.ws_addr, tls, auth);
+        let (ctx, fanout_ctx, handoffs) = contexts(
+            settings,
+            streams,
+            bound.ws_addr,
+            tls,
+            auth,
+            bound.reactors.len(),
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let mut reactors = Vec::new();
-        for (i, l) in bound.reactors.into_iter().enumerate() {
+        for (i, (l, h)) in bound.reactors.into_iter().zip(handoffs).enumerate() {
             reactors.push(reactor::spawn(
                 i,
                 Some(placement.reactors[i]),
                 l,
+                h,
                 ctx.clone(),
                 stop_rx.clone(),
             )?);

@@ -296,6 +296,8 @@ series! {
         counter tcp_connections_total => CONNECTIONS_ACCEPTED { protocol: "tcp" },
         /// HTTP connections accepted.
         counter http_connections_total => CONNECTIONS_ACCEPTED { protocol: "http" },
+        /// Connections the reactor that accepted them handed to the reactor serving the fewest connections (the kernel's choice among the reactors' SO_REUSEPORT listeners is a hash: uneven over a few connections).
+        counter connections_handed_over_total ("connections"),
         /// Connections refused because connections_max was reached.
         counter connections_refused_total => CONNECTIONS_REFUSED { reason: "connections_max" },
         /// Connections refused because connections_per_ip_max were open from their client IP.
@@ -707,6 +709,8 @@ pub struct Observed {
     /// What the partitions' logs may hold in memory, in bytes (the figure
     /// `streams_memory_bytes_max` bounds).
     pub streams_memory_bytes: u64,
+    /// Connections each reactor serves (`net::balance`); empty until the reactors start.
+    pub reactor_connections: crate::net::balance::Loads,
     /// When serving began.
     pub started: Instant,
 }
@@ -727,6 +731,7 @@ impl Observed {
             log,
             partitions: Vec::new(),
             streams_memory_bytes: 0,
+            reactor_connections: Arc::new([]),
             started: Instant::now(),
         }
     }
@@ -1210,6 +1215,13 @@ pub fn stats_json(o: &Observed) -> String {
         "process": {
             "rss_bytes": rss_bytes(),
         },
+        "reactors": {
+            "connections": o
+                .reactor_connections
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect::<Vec<_>>(),
+        },
         "forward": forward_json(&o.forward),
     });
     doc.to_string()
@@ -1264,8 +1276,28 @@ pub fn metrics_text(o: &Observed) -> String {
     }
     group_commit_histogram(&mut out, o.log.stats());
     partition_metrics(&mut out, o);
+    reactor_metrics(&mut out, o);
     forward_metrics(&mut out, &o.forward);
     out
+}
+
+/// Connections each reactor serves, labelled `reactor` (known only at start).
+fn reactor_metrics(out: &mut String, o: &Observed) {
+    const FAMILY: Family = Family::gauge(
+        "ringstash_reactor_connections",
+        "connections",
+        &["reactor"],
+        "Connections the reactor serves (net::balance keeps them even: a reactor hands a new connection to one serving fewer).",
+    );
+    family_header(out, &FAMILY);
+    for (i, c) in o.reactor_connections.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{{reactor=\"{i}\"}} {}",
+            FAMILY.name,
+            c.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Each partition's series: `/stats` key, family, value. In `/metrics` they carry the

@@ -334,3 +334,92 @@ fn a_long_line_after_short_ones_never_overflows_a_batch() {
     assert!(server.stop().success());
     assert_eq!(cat(dir.path()).len(), 40);
 }
+
+#[test]
+fn connections_are_spread_evenly_over_the_reactors_and_every_line_lands() {
+    // The kernel's pick among the reactors' SO_REUSEPORT listeners is a hash: 16
+    // connections over 3 reactors end up within one of each other by chance in about
+    // one case of seven. The reactors hand connections over so that they always do.
+    let (dir, server) = Server::start_in_tempdir(&["--reactor-threads", "3"]);
+    let loads = || -> Vec<u64> {
+        let s = stats_json(server.http);
+        s["reactors"]["connections"]
+            .as_array()
+            .expect("reactors.connections")
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    // Open connections one at a time, each counted before the next is made (every
+    // /stats request is itself a connection, counted while it is served).
+    let mut conns = Vec::new();
+    for i in 0..15 {
+        let addr = if i % 3 == 2 {
+            server.syslog
+        } else {
+            server.tcp
+        };
+        conns.push((addr, TcpStream::connect(addr).unwrap()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while loads().iter().sum::<u64>() < i + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connection {i} never counted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let l = loads();
+    assert_eq!(l.len(), 3);
+    assert_eq!(l.iter().sum::<u64>(), 16, "{l:?}");
+    assert!(
+        l.iter().max().unwrap() - l.iter().min().unwrap() <= 1,
+        "connections per reactor {l:?}"
+    );
+    let handed = metric(server.http, "ringstash_connections_handed_over_total");
+    assert!(handed > 0, "no connection was handed over: {l:?}");
+    let text = metrics(server.http);
+    assert_promtool_clean(&text);
+    for r in 0..3 {
+        assert_contains(
+            &text,
+            &format!("ringstash_reactor_connections{{reactor=\"{r}\"}} "),
+        );
+    }
+
+    // Every connection, wherever it is served, stores what it is sent.
+    for (i, (addr, c)) in conns.iter_mut().enumerate() {
+        let line = if *addr == server.syslog {
+            format!("<14>Dec  6 04:27:01 host app{i}: line {i}\n")
+        } else {
+            format!("line {i}\n")
+        };
+        c.write_all(line.as_bytes()).unwrap();
+    }
+    drop(conns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(server.http, "ringstash_records_committed_total") < 15 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", loads());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Ended connections are no longer counted (only the /stats request itself).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while loads().iter().sum::<u64>() != 1 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", loads());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.stop();
+    let mut seen: Vec<String> = cat(dir.path())
+        .into_iter()
+        .map(
+            |(_, payload)| match serde_json::from_str::<serde_json::Value>(&payload) {
+                Ok(syslog) => syslog["message"].as_str().unwrap().to_owned(),
+                Err(_) => payload,
+            },
+        )
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = (0..15).map(|i| format!("line {i}")).collect();
+    want.sort();
+    assert_eq!(seen, want);
+}

@@ -10,6 +10,7 @@
 //! ([`tcp`], [`relp`], [`http`]) feed with bytes.
 
 pub mod acks;
+pub mod balance;
 pub mod body_items;
 pub mod conn;
 pub mod dashboard;
@@ -68,6 +69,9 @@ pub struct NetCtx {
     /// The default stream's partition 0, read-only: health, `/v1/config`, and
     /// `GET /v1/logs` without a stream.
     pub log: LogView,
+    /// Where accepted connections are served, and the queues that hand them between
+    /// reactors.
+    pub balance: balance::Balance,
     /// The ingest stage's counters.
     pub stats: Arc<NetStats>,
     /// Open connections.

@@ -18,8 +18,12 @@ use std::{
 
 use socket2::{Domain, Socket, Type};
 
+use tokio::sync::mpsc::UnboundedReceiver;
+
 use super::{
-    NetCtx, conn, http,
+    NetCtx,
+    balance::{Handoff, Load},
+    conn, http,
     limits::SourceGuard,
     relp,
     socket::{Listener, Stream},
@@ -185,6 +189,7 @@ pub fn spawn(
     id: usize,
     core: Option<usize>,
     listeners: Listeners,
+    handoffs: UnboundedReceiver<Handoff>,
     ctx: Arc<NetCtx>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -197,24 +202,33 @@ pub fn spawn(
                 tracing::warn!(reactor = id, core = c, "could not pin reactor thread");
             }
             match ctx.driver {
-                IoDriver::Uring => tokio_uring::start(run(listeners, ctx, shutdown)),
+                IoDriver::Uring => tokio_uring::start(run(id, listeners, handoffs, ctx, shutdown)),
                 _ => {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .expect("a current-thread tokio runtime");
-                    tokio::task::LocalSet::new().block_on(&rt, run(listeners, ctx, shutdown));
+                    tokio::task::LocalSet::new()
+                        .block_on(&rt, run(id, listeners, handoffs, ctx, shutdown));
                 }
             }
         })
 }
 
 async fn run(
+    id: usize,
     listeners: Listeners,
+    handoffs: UnboundedReceiver<Handoff>,
     ctx: Arc<NetCtx>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let registry = Rc::new(conn::Registry::default());
+    let adopting = tokio::task::spawn_local(adopt_loop(
+        handoffs,
+        ctx.clone(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
     let mut accepting = Vec::new();
     for (kind, l) in listeners.0 {
         let fd = l.as_raw_fd();
@@ -227,7 +241,8 @@ async fn run(
                 continue;
             }
         };
-        let task = tokio::task::spawn_local(accept_loop(l, kind, ctx.clone(), registry.clone()));
+        let task =
+            tokio::task::spawn_local(accept_loop(id, l, kind, ctx.clone(), registry.clone()));
         accepting.push((fd, task));
     }
 
@@ -240,6 +255,7 @@ async fn run(
     for (_, task) in accepting {
         let _ = task.await;
     }
+    let _ = adopting.await;
 
     // Drain: stream connections stop reading, finish what they received, and end.
     // HTTP connections keep reading: a request that arrives meanwhile on a keep-alive
@@ -278,6 +294,7 @@ async fn wait_until(registry: &conn::Registry, within: Duration, done: impl Fn()
 }
 
 async fn accept_loop(
+    id: usize,
     listener: Listener,
     kind: Kind,
     ctx: Arc<NetCtx>,
@@ -321,27 +338,125 @@ async fn accept_loop(
             refuse_over_limit(kind, stream, msg, &ctx, &registry);
             continue;
         }
-        let (ctx, registry) = (ctx.clone(), registry.clone());
-        match kind.tls_config(&ctx) {
-            None => {
-                tokio::task::spawn_local(serve(kind, stream, peer, ctx, registry, source));
-            }
-            Some((config, tls)) => {
-                tokio::task::spawn_local(async move {
-                    let fd = stream.as_raw_fd();
-                    let guard = conn::HandshakeGuard::new(registry.clone(), fd, ctx.clone());
-                    match super::tls::accept(stream, config, &ctx, &tls.stats).await {
-                        super::tls::Accepted::Tls(stream) => {
-                            guard.hand_over();
-                            serve(kind, stream, peer, ctx, registry, source).await;
-                        }
-                        super::tls::Accepted::Plaintext(stream) => {
-                            refuse(stream, plaintext_refusal(kind), guard).await;
-                        }
-                        super::tls::Accepted::Failed | super::tls::Accepted::Gone => {}
+        let load = ctx.balance.place(id);
+        if load.reactor() == id {
+            start(kind, stream, peer, &ctx, &registry, source, load);
+            continue;
+        }
+        // Another reactor serves fewer connections: it serves this one (see `balance`).
+        let failed = match stream.into_std() {
+            Ok(stream) => {
+                let h = Handoff {
+                    kind,
+                    stream,
+                    peer,
+                    source,
+                    load,
+                };
+                match ctx.balance.hand_over(h) {
+                    Ok(()) => {
+                        ctx.stats
+                            .connections_handed_over_total
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                });
+                    // That reactor is stopping: this one serves it, or drains it.
+                    Err(h) => {
+                        let Handoff { stream, source, .. } = *h;
+                        Stream::from_std(ctx.driver, stream).map(|s| (s, source))
+                    }
+                }
             }
+            Err((e, stream)) => {
+                tracing::debug!(error = %e, "cannot hand a connection over; serving it here");
+                Ok((stream, source))
+            }
+        };
+        match failed {
+            Ok((stream, source)) => {
+                start(
+                    kind,
+                    stream,
+                    peer,
+                    &ctx,
+                    &registry,
+                    source,
+                    ctx.balance.keep(id),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lost a connection handed back by a stopping reactor")
+            }
+        }
+    }
+}
+
+/// Takes the connections other reactors hand over (see `balance`) until shutdown, and
+/// then those already queued, which are served and drained like any other.
+async fn adopt_loop(
+    mut handoffs: UnboundedReceiver<Handoff>,
+    ctx: Arc<NetCtx>,
+    registry: Rc<conn::Registry>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            h = handoffs.recv() => match h {
+                Some(h) => adopt(h, &ctx, &registry),
+                None => return,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    handoffs.close();
+    while let Ok(h) = handoffs.try_recv() {
+        adopt(h, &ctx, &registry);
+    }
+}
+
+fn adopt(h: Handoff, ctx: &Arc<NetCtx>, registry: &Rc<conn::Registry>) {
+    match Stream::from_std(ctx.driver, h.stream) {
+        Ok(stream) => start(h.kind, stream, h.peer, ctx, registry, h.source, h.load),
+        // Only epoll's registration can fail (ENOMEM, the fd limit); the socket closes.
+        Err(e) => tracing::warn!(error = %e, "cannot take a connection handed over"),
+    }
+}
+
+/// Serves an accepted, admitted connection on this reactor: at once, or after its TLS
+/// handshake on a TLS listener. `load` counts it here until it ends.
+fn start(
+    kind: Kind,
+    stream: Stream,
+    peer: SocketAddr,
+    ctx: &Arc<NetCtx>,
+    registry: &Rc<conn::Registry>,
+    source: SourceGuard,
+    load: Load,
+) {
+    let (ctx, registry) = (ctx.clone(), registry.clone());
+    match kind.tls_config(&ctx) {
+        None => {
+            tokio::task::spawn_local(async move {
+                serve(kind, stream, peer, ctx, registry, source).await;
+                drop(load);
+            });
+        }
+        Some((config, tls)) => {
+            tokio::task::spawn_local(async move {
+                let fd = stream.as_raw_fd();
+                let guard = conn::HandshakeGuard::new(registry.clone(), fd, ctx.clone());
+                match super::tls::accept(stream, config, &ctx, &tls.stats).await {
+                    super::tls::Accepted::Tls(stream) => {
+                        guard.hand_over();
+                        serve(kind, stream, peer, ctx, registry, source).await;
+                    }
+                    super::tls::Accepted::Plaintext(stream) => {
+                        refuse(stream, plaintext_refusal(kind), guard).await;
+                    }
+                    super::tls::Accepted::Failed | super::tls::Accepted::Gone => {}
+                }
+                drop(load);
+            });
         }
     }
 }

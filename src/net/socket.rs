@@ -28,6 +28,44 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Takes a plain accepted socket out of this reactor's runtime, to be served by
+    /// another ([`Stream::from_std`]); on failure, gives it back with the error.
+    ///
+    /// The descriptor is duplicated and the original closed with its stream: tokio-uring
+    /// 0.5 has no other way out of its runtime, and under epoll the drop deregisters
+    /// the original from this reactor's epoll. Nothing is in flight on a socket just
+    /// accepted, and the duplicate shares its options (TCP_NODELAY).
+    pub fn into_std(self) -> Result<std::net::TcpStream, (io::Error, Stream)> {
+        use std::os::fd::FromRawFd;
+        assert!(
+            !matches!(self, Stream::Tls(_)),
+            "connections are handed over before their TLS handshake"
+        );
+        // SAFETY: dup(2) of a descriptor `self` keeps open; the result is checked.
+        let fd = unsafe { libc::dup(self.as_raw_fd()) };
+        if fd < 0 {
+            return Err((io::Error::last_os_error(), self));
+        }
+        drop(self);
+        // SAFETY: `fd` was just returned by dup(2) and nothing else owns it.
+        Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+    }
+
+    /// A socket handed over by another reactor, in this reactor's runtime (`driver`).
+    ///
+    /// # Errors
+    /// Registering the socket with the epoll reactor failed.
+    pub fn from_std(driver: IoDriver, s: std::net::TcpStream) -> io::Result<Stream> {
+        match driver {
+            IoDriver::Uring => Ok(Stream::Uring(tokio_uring::net::TcpStream::from_std(s))),
+            IoDriver::Epoll => {
+                s.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(s).map(Stream::Epoll)
+            }
+            IoDriver::Auto => unreachable!("the log resolves auto before the reactors start"),
+        }
+    }
+
     /// Sets TCP_NODELAY: acks and responses are small and must not wait for Nagle.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
