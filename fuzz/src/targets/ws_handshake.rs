@@ -6,13 +6,19 @@
 //!
 //! The callback needs what `serve` gives the fan-out: live logs (a subscription's
 //! cursor is a log's start or committed end, or where its time index puts `since`),
-//! the streams, the token set, the counters. [`Fixture`] builds them once per process
-//! (AFL's persistent mode runs many inputs in one): the logs of a data directory in
-//! the temporary directory, opened through `streams::Streams::open` as `serve` opens
-//! them (the default stream, with three records, and a stream `other` of two empty
-//! partitions), a read token and a write-only token, and the bounds at their smallest
-//! where inputs can reach them. The directory is removed when the process exits; one
-//! AFL kills (a hang) leaves its few small files behind.
+//! the streams, the token set, the counters. [`Fixture`] builds them once per process:
+//! the logs of a data directory in the temporary directory, opened through
+//! `streams::Streams::open` as `serve` opens them (the default stream, with three
+//! records, and a stream `other` of two empty partitions), a read token and a
+//! write-only token, and the bounds at their smallest where inputs can reach them.
+//! The AFL binary builds it before AFL's fork server starts ([`ws_handshake_setup`]):
+//! each child it forks inherits the open logs (not their writer threads, which fork
+//! does not copy and the callback does not need: nothing is appended, and it reads
+//! only the logs' offsets and time indexes), so no input pays for the setup or shows
+//! its coverage, which would make every new child's first input look like new
+//! coverage. The directory is removed when the process that made it exits normally
+//! (the replay binary, the corpus test); AFL's fork server is killed, and leaves its
+//! few small files behind.
 //!
 //! Not reached here, because it is not the handshake: the loop's socket handling
 //! (mio, the handshake deadline, refusals written after a failed handshake) and TLS
@@ -52,8 +58,10 @@ const FIRST_TS_NS: u64 = 1_765_000_000_000_000_000;
 
 /// What the callback works on, built once per process.
 struct Fixture {
-    /// The data directory (removed at exit).
+    /// The data directory (removed at exit by the process that made it).
     dir: PathBuf,
+    /// That process.
+    pid: u32,
     /// The open logs; held so that their views stay live.
     _streams: Streams,
     ctx: Arc<FanoutCtx>,
@@ -61,12 +69,19 @@ struct Fixture {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
-/// Removes the fixture's data directory when the process exits (statics are never
-/// dropped).
+/// Removes the fixture's data directory when the process that made it exits (statics
+/// are never dropped); not when a forked child exits, while others still use it.
 extern "C" fn remove_dir() {
-    if let Some(f) = FIXTURE.get() {
+    if let Some(f) = FIXTURE.get()
+        && f.pid == std::process::id()
+    {
         let _ = std::fs::remove_dir_all(&f.dir);
     }
+}
+
+/// Builds the fixture now rather than at the first input (see the module's doc).
+pub fn ws_handshake_setup() {
+    Fixture::get();
 }
 
 impl Fixture {
@@ -151,6 +166,7 @@ impl Fixture {
         });
         Fixture {
             dir,
+            pid: std::process::id(),
             _streams: streams,
             ctx,
         }
@@ -218,7 +234,8 @@ impl Write for Mem<'_> {
 /// partitions, each once, from no lower than its oldest record, one partition for
 /// `format=binary` and each tagged when several. Of one it refuses: a 4xx status
 /// (400, 401, 403, 404 or 431), a JSON body with `error` and `detail` whose length is
-/// the `Content-Length`, naming no server path, and a `Bearer` challenge on 401/403.
+/// the `Content-Length`, naming no server path, and a `Bearer` challenge exactly on
+/// the token refusals (every 401, the 403 `scope_missing`; not the 403 for Origin).
 /// After an upgrade, what the client sent is read as the loop reads it.
 #[allow(clippy::result_large_err)] // tungstenite's callback type
 pub fn ws_handshake(data: &[u8]) {
@@ -336,10 +353,20 @@ fn refused(fixture: &Fixture, refusal: &ErrorResponse) {
         .headers()
         .get("www-authenticate")
         .and_then(|c| c.to_str().ok());
-    if status == 401 || status == 403 {
-        assert!(
-            challenge.is_some_and(|c| c.starts_with("Bearer realm=\"ringstash\"")),
-            "{status} without a challenge"
-        );
-    }
+    // A token refusal (401, or 403 for a token without the read scope) says how to
+    // authenticate; a 403 for the Origin does not.
+    let token_refusal = matches!(
+        v["error"].as_str(),
+        Some("token_missing" | "token_invalid" | "scope_missing")
+    );
+    assert_eq!(
+        token_refusal,
+        status == 401 || v["error"] == "scope_missing",
+        "{status} {body}"
+    );
+    assert_eq!(
+        challenge.is_some_and(|c| c.starts_with("Bearer realm=\"ringstash\"")),
+        token_refusal,
+        "{status} {body}: challenge {challenge:?}"
+    );
 }
