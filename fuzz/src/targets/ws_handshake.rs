@@ -17,8 +17,8 @@
 //! only the logs' offsets and time indexes), so no input pays for the setup or shows
 //! its coverage, which would make every new child's first input look like new
 //! coverage. The directory is removed when the process that made it exits normally
-//! (the replay binary, the corpus test); AFL's fork server is killed, and leaves its
-//! few small files behind.
+//! (the replay binary, the corpus test); AFL kills its fork servers (the target's and
+//! CMPLOG's), and each leaves its few small files behind.
 //!
 //! Not reached here, because it is not the handshake: the loop's socket handling
 //! (mio, the handshake deadline, refusals written after a failed handshake) and TLS
