@@ -40,6 +40,10 @@ pub struct CatOptions {
     /// Only records whose payload contains this (bytes, case-sensitive: a substring,
     /// not a regex; the crate has no regex engine).
     pub grep: Option<Vec<u8>>,
+    /// How the reader searches past damage and how long it waits for a running
+    /// server's writes in flight before calling a bad record damage
+    /// (`--damage-resync-window-bytes`, `--damage-settle-ms`; checked by the caller).
+    pub damage: wal::DirReadConfig,
 }
 
 impl CatOptions {
@@ -56,6 +60,7 @@ impl CatOptions {
             levels: Vec::new(),
             services: Vec::new(),
             grep: None,
+            damage: wal::DirReadConfig::default(),
         }
     }
 
@@ -82,7 +87,9 @@ pub fn parse_time_flag(flag: &str, v: &str) -> Result<u64, String> {
 /// it skipped (see [`wal::Reader::take_damaged`]): each is announced on `marks` (stderr)
 /// with a line starting `gap:` that names the lost offsets, the segment and the byte
 /// position, and the binary exits [`CAT_EXIT_DAMAGED`] after printing every record it
-/// could, so that `cat` never exits 0 having passed over lost records.
+/// could, so that `cat` never exits 0 having passed over lost records. Each wait for a
+/// running server's writes in flight (`damage_settle_ms`) is announced on `marks` too,
+/// with a line starting `settle:`, so that the time is never spent unseen.
 ///
 /// # Errors
 /// A read error (I/O or corruption), or a write error on `out` other than a closed
@@ -100,7 +107,7 @@ pub fn cat(
             .map_or(opts.from, |s| s.offset.max(opts.from)),
         None => opts.from,
     };
-    let mut reader = wal::Reader::open_dir(dir, from)?;
+    let mut reader = wal::Reader::open_dir_with(dir, from, opts.damage)?;
     let mut printed = 0u64;
     let mut damaged = 0u64;
     let stdout_err = |e: io::Error| ReadError::io("write output", "<stdout>", e);
@@ -111,11 +118,25 @@ pub fn cat(
         // Before the reader looks: records written after this were received after it
         // (within the skew bound), so an `until` before it is reached once caught up.
         let clock = wal::now_ns();
-        while let Some((offset, timestamp_ns)) = reader.next()?.map(|r| {
-            payload.clear();
-            payload.extend_from_slice(r.payload);
-            (r.offset, r.timestamp_ns)
-        }) {
+        loop {
+            let next = reader.next()?.map(|r| {
+                payload.clear();
+                payload.extend_from_slice(r.payload);
+                (r.offset, r.timestamp_ns)
+            });
+            for w in reader.take_settle_waits() {
+                let _ = writeln!(
+                    marks,
+                    "settle: waited {} ms at offset {} ({}, byte {}) for a running server's writes in flight before taking a bad record as damage",
+                    w.waited_ms,
+                    w.offset,
+                    w.path.display(),
+                    w.position
+                );
+            }
+            let Some((offset, timestamp_ns)) = next else {
+                break;
+            };
             for range in reader.take_damaged() {
                 // Flushed first, so that the marker falls between the records around it
                 // when both streams go to one terminal or file.

@@ -214,6 +214,8 @@ settings! {
     time_skew_ms_max: u64 = @log, env "RINGSTASH_TIME_SKEW_MS_MAX", range 0 ..= 86_400_000;
     /// `tolerate_torn_tail` (cut a crash's torn tail; keep and skip damage with valid records after it) or `strict` (refuse to start on either). [default: tolerate_torn_tail]
     recovery: RecoveryMode = @log, env "RINGSTASH_RECOVERY";
+    /// Bytes read at a time while searching past a damaged range for the next valid record (recovery, time-index rebuilds and readers: read API, subscribers): the memory one search holds, and how many reads it takes to cross the range. A candidate record is read whole apart from the window, so the window need not hold one. `ringstash cat` and `check` take it as a flag of the same name. [default: 1048576]
+    damage_resync_window_bytes: usize = @log, env "RINGSTASH_DAMAGE_RESYNC_WINDOW_BYTES", range 4096 ..= 67_108_864;
     /// Remove the oldest sealed segments while the log exceeds this many bytes; 0 = keep all. With streams, the bound of each partition's log (a stream's own retention_bytes_max overrides it). [default: 0]
     retention_bytes_max: u64 = @log, env "RINGSTASH_RETENTION_BYTES_MAX";
     /// Remove sealed segments whose newest record is older than this, in ms; 0 = keep all. [default: 0]
@@ -787,6 +789,40 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "connections_max = 0 is outside 1..=1000000"
+        );
+    }
+
+    /// The table's range for the resync window is the log's own (which `cat` and
+    /// `check` check their flag against), and the log's check names the setting too.
+    #[test]
+    fn damage_resync_window_range_is_the_logs() {
+        let row = Settings::rows()
+            .into_iter()
+            .find(|r| r.name == "damage_resync_window_bytes")
+            .unwrap();
+        let (lo, hi) = row.range.unwrap();
+        let num = |t: &str| t.replace('_', "").parse::<usize>().unwrap();
+        assert_eq!(
+            (num(lo), num(hi)),
+            (
+                crate::wal::DAMAGE_RESYNC_WINDOW_BYTES_MIN,
+                crate::wal::DAMAGE_RESYNC_WINDOW_BYTES_MAX
+            )
+        );
+        let mut s = Settings::default();
+        assert_eq!(s.damage_resync_window_bytes, 1 << 20);
+        s.damage_resync_window_bytes = 4095;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "damage_resync_window_bytes = 4095 is outside 4096..=67108864"
+        );
+        let mut c = s.log_config(None);
+        c.damage_resync_window_bytes = 64 << 20 | 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("damage_resync_window_bytes"),
         );
     }
 

@@ -83,6 +83,19 @@ enum Command {
         /// The partition to read, in a stream of several (each has its own offsets).
         #[arg(long, default_value_t = 0)]
         partition: u32,
+        #[command(flatten)]
+        resync: ResyncWindow,
+        /// While a server holds the directory, how long to wait (once per bad record
+        /// in the newest segment) for its writes in flight before taking the record
+        /// as damage, in ms; each wait is said on stderr (`settle:`).
+        #[arg(
+            long,
+            env = "RINGSTASH_DAMAGE_SETTLE_MS",
+            default_value_t = ringstash::wal::DAMAGE_SETTLE_MS_DEFAULT,
+            value_parser = clap::value_parser!(u64)
+                .range(ringstash::wal::DAMAGE_SETTLE_MS_MIN..=ringstash::wal::DAMAGE_SETTLE_MS_MAX)
+        )]
+        damage_settle_ms: u64,
     },
     /// Append stdin's lines to the log (one record per line), durably.
     Append {
@@ -129,7 +142,27 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        resync: ResyncWindow,
     },
+}
+
+/// `cat`'s and `check`'s `--damage-resync-window-bytes`: `serve`'s setting of that
+/// name (these commands do not read the server's settings), with its range.
+#[derive(clap::Args)]
+struct ResyncWindow {
+    /// Bytes read at a time while searching past a damaged range for the next valid
+    /// record, as serve's damage_resync_window_bytes.
+    #[arg(
+        long,
+        env = "RINGSTASH_DAMAGE_RESYNC_WINDOW_BYTES",
+        default_value_t = ringstash::wal::DAMAGE_RESYNC_WINDOW_BYTES_DEFAULT as u64,
+        value_parser = clap::value_parser!(u64).range(
+            ringstash::wal::DAMAGE_RESYNC_WINDOW_BYTES_MIN as u64
+                ..=ringstash::wal::DAMAGE_RESYNC_WINDOW_BYTES_MAX as u64
+        )
+    )]
+    damage_resync_window_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +208,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             grep,
             stream,
             partition,
+            resync,
+            damage_settle_ms,
         } => cat(
             &partition_dir(&data_dir, &stream, partition)?,
             &ringstash::cli::CatOptions {
@@ -188,6 +223,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 levels: level,
                 services: service,
                 grep: grep.map(String::into_bytes),
+                damage: ringstash::wal::DirReadConfig {
+                    damage_resync_window_bytes: resync.damage_resync_window_bytes as usize,
+                    damage_settle_ms,
+                },
             },
         ),
         Command::Append {
@@ -205,7 +244,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_offsets,
             },
         ),
-        Command::Check { data_dir, json } => check(&data_dir, json),
+        Command::Check {
+            data_dir,
+            json,
+            resync,
+        } => check(&data_dir, json, resync.damage_resync_window_bytes as usize),
         Command::Token { scopes, name } => {
             let scopes = ringstash::auth::Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
             let t =
@@ -327,8 +370,8 @@ fn partition_dir(data_dir: &Path, stream: &str, partition: u32) -> anyhow::Resul
 /// Checks every partition of every stream the data directory holds: the default
 /// stream's partition 0 (the directory itself) at the top of the report, the others
 /// after it, each named. Prints the reports (text or JSON); exits 1 if any segment is
-/// damaged, so scripts need not parse them.
-fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// damaged, so scripts need not parse them. `window_bytes`: `--damage-resync-window-bytes`.
+fn check(data_dir: &Path, json: bool, window_bytes: usize) -> anyhow::Result<ExitCode> {
     use ringstash::streams::layout;
     existing_dir(data_dir)?;
     let mut reports = Vec::new();
@@ -341,7 +384,7 @@ fn check(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 eprintln!("stream {stream} partition {p}: no directory yet (nothing written)");
                 continue;
             }
-            let report = ringstash::wal::check::check_dir(&dir)?;
+            let report = ringstash::wal::check::check_dir(&dir, window_bytes)?;
             let first = stream == ringstash::streams::DEFAULT_STREAM && p == 0;
             reports.insert(
                 if first { 0 } else { reports.len() },

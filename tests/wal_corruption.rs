@@ -450,3 +450,137 @@ fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_fr
         assert!(s.stop().success());
     }
 }
+
+/// Runs `ringstash <cmd>` on `dir` with the smallest resync window the setting allows
+/// (4 KiB) and `more`.
+fn window_args(cmd: &str, dir: &Path, more: &[&str]) -> std::process::Output {
+    let mut args = vec![cmd, "--damage-resync-window-bytes", "4096"];
+    args.extend_from_slice(more);
+    args.extend_from_slice(&["--data-dir", dir.to_str().unwrap()]);
+    run(&args)
+}
+
+/// The two bounds of damage handling are settings: `damage_resync_window_bytes`
+/// (`serve`, and a flag of `cat` and `check`) at its smallest against a damaged range
+/// several windows long, and `cat`'s `--damage-settle-ms`, each refused out of range.
+#[test]
+fn the_damage_bounds_are_settings_checked_at_start_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (payloads, seg, recs) = fixture(dir.path());
+    // Records 500..700 overwritten with garbage: more than two of the smallest resync
+    // windows between the first bad byte and the next valid record.
+    let (from, to) = (500u64, 700u64);
+    let (bad, good) = (recs[from as usize].position, recs[to as usize].position);
+    assert!(good - bad > 2 * 4096, "{} bytes", good - bad);
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(&vec![0x5a; (good - bad) as usize], bad)
+        .unwrap();
+    let lost: Vec<u64> = (from..to).collect();
+    let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+
+    // Out of range: refused before anything is read, naming the setting.
+    for (cmd, flag, value) in [
+        ("check", "--damage-resync-window-bytes", "4095"),
+        ("cat", "--damage-resync-window-bytes", "67108865"),
+        ("cat", "--damage-settle-ms", "0"),
+        ("cat", "--damage-settle-ms", "60001"),
+    ] {
+        let out = run(&[cmd, flag, value, "--data-dir", dir.path().to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd} {flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(value),
+            "{cmd} {flag} {value}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{cmd} {flag} {value}");
+    }
+    let err = match Server::try_start_env(dir.path(), &["--damage-resync-window-bytes", "100"], &[])
+    {
+        Ok(_) => panic!("a window below 4096 must be refused"),
+        Err(stderr) => stderr,
+    };
+    assert!(
+        err.contains("damage_resync_window_bytes = 100 is outside 4096..=67108864"),
+        "{err}"
+    );
+    let err = match Server::try_start_env(
+        dir.path(),
+        &[],
+        &[("RINGSTASH_DAMAGE_RESYNC_WINDOW_BYTES", "67108865")],
+    ) {
+        Ok(_) => panic!("a window above 64 MiB must be refused"),
+        Err(stderr) => stderr,
+    };
+    assert!(
+        err.contains("damage_resync_window_bytes = 67108865"),
+        "{err}"
+    );
+
+    // The smallest window finds the records after the damage, window by window.
+    let out = window_args("check", dir.path(), &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("damaged at byte {bad}"))
+            && text.contains(&format!("offsets {from}..{to} lost")),
+        "{text}"
+    );
+    let out = window_args("cat", dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let want: Vec<&str> = all_but(&payloads, &lost)
+        .iter()
+        .map(|(o, _)| payloads[*o as usize].as_str())
+        .collect();
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), want);
+    assert!(
+        stderr.contains(&format!("gap: offsets {from}..{to} lost")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("settle:"), "no server, no wait: {stderr}");
+
+    // The server with the smallest window: recovery finds the range, readers skip it.
+    let s = Server::start(dir.path(), &["--damage-resync-window-bytes", "4096"]);
+    assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 1);
+    let (records, gaps) = read_api_all(&s);
+    assert_eq!(records, all_but(&payloads, &lost));
+    assert_eq!(gaps, [(from, to)]);
+    let (ws_records, ws_gaps) = subscribe_all(&s, payloads.len() - lost.len());
+    assert_eq!((ws_records, ws_gaps), (records, gaps));
+
+    // While the server holds the directory, `cat` waits `--damage-settle-ms` once at
+    // the bad record before calling it damage, and says so.
+    for settle_ms in [1u64, 1500] {
+        let started = std::time::Instant::now();
+        let out = window_args(
+            "cat",
+            dir.path(),
+            &["--damage-settle-ms", &settle_ms.to_string()],
+        );
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().lines().count(),
+            want.len()
+        );
+        let said = format!(
+            "settle: waited {settle_ms} ms at offset {from} ({}, byte {bad})",
+            seg.display()
+        );
+        assert_eq!(stderr.matches("settle:").count(), 1, "{stderr}");
+        assert!(stderr.contains(&said) && stderr.contains(&name), "{stderr}");
+        assert!(
+            took >= std::time::Duration::from_millis(settle_ms),
+            "{settle_ms} ms: took {took:?}"
+        );
+        if settle_ms == 1 {
+            assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+        }
+    }
+    assert!(s.stop().success());
+}

@@ -45,11 +45,25 @@ impl Write for Shared {
 /// The subscription a handshake asked for, filled in by [`Upgrade`].
 pub(super) type Asked = Rc<RefCell<Option<Subscription>>>;
 
-/// Validates the upgrade request: path, Origin, parameters. Anything wrong gets an
-/// HTTP error response before the upgrade.
-pub(super) struct Upgrade {
-    pub(super) ctx: Arc<FanoutCtx>,
-    pub(super) asked: Asked,
+/// Validates the upgrade request: path, Origin, token, parameters. Anything wrong
+/// gets an HTTP error response before the upgrade. Public for the fuzz target
+/// ([`super::fuzzing`]), which hands it to tungstenite as the loop does.
+pub struct Upgrade {
+    ctx: Arc<FanoutCtx>,
+    asked: Asked,
+}
+
+impl Upgrade {
+    /// The callback for one connection's handshake over `ctx`, and where it puts the
+    /// subscription it accepted.
+    pub(super) fn new(ctx: &Arc<FanoutCtx>) -> (Upgrade, Asked) {
+        let asked: Asked = Rc::new(RefCell::new(None));
+        let upgrade = Upgrade {
+            ctx: ctx.clone(),
+            asked: asked.clone(),
+        };
+        (upgrade, asked)
+    }
 }
 
 pub(super) fn error_response(status: u16, code: &'static str, detail: String) -> ErrorResponse {
@@ -100,7 +114,7 @@ fn presented<'a>(req: &'a Request, query_token: Option<&'a str>) -> Presented<'a
 
 /// The size of the request head as parsed: request line, headers, blank line.
 /// tungstenite reads up to 64 KiB of head; the HTTP port's bound applies here too.
-pub fn head_bytes(req: &Request) -> usize {
+fn head_bytes(req: &Request) -> usize {
     let line =
         req.method().as_str().len() + 1 + req.uri().to_string().len() + " HTTP/1.1\r\n".len();
     let headers: usize = req
@@ -113,7 +127,7 @@ pub fn head_bytes(req: &Request) -> usize {
 
 /// True if `key` is what RFC 6455 section 4.1 asks for: the base64 encoding (with
 /// padding) of 16 bytes, 24 characters ending in `==`.
-pub fn key_well_formed(key: &str) -> bool {
+fn key_well_formed(key: &str) -> bool {
     let b = key.as_bytes();
     b.len() == 24
         && b.ends_with(b"==")

@@ -57,12 +57,8 @@ mod wire;
 pub use ctx::FanoutCtx;
 pub mod frames;
 
-/// The upgrade request's pure checks, for the fuzz targets (`fuzz/`): the rest of the
-/// handshake needs a live log and is not reachable without one. Not an API.
 #[doc(hidden)]
-pub mod fuzzing {
-    pub use super::handshake::{head_bytes, key_well_formed};
-}
+pub mod fuzzing;
 pub mod window;
 
 use std::{
@@ -116,6 +112,16 @@ const SCAN_PER_MESSAGE: usize = 50_000;
 const TAIL_CHUNKS_PER_TURN: usize = 8;
 /// How long a refused connection is kept for its peer to read the refusal.
 const REFUSED_LINGER: Duration = Duration::from_secs(2);
+
+/// The limits tungstenite applies to every subscriber: messages and frames within
+/// `ws_message_bytes_max`; nothing buffered for writing beyond what the loop queues.
+fn ws_config(s: &crate::config::FanoutSettings) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(s.ws_message_bytes_max))
+        .max_frame_size(Some(s.ws_message_bytes_max))
+}
 
 const LISTENER: Token = Token(0);
 const COMMIT: Token = Token(1);
@@ -272,11 +278,7 @@ impl Fanout {
     ) -> Self {
         let s = &ctx.settings;
         let budget = s.subscriber_send_buffer_bytes;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0)
-            .max_message_size(Some(s.ws_message_bytes_max))
-            .max_frame_size(Some(s.ws_message_bytes_max));
+        let ws_config = ws_config(s);
         Fanout {
             budget,
             limits: Limits {

@@ -18,7 +18,6 @@
 //! ([`super::source`]). Nothing here reads the log.
 
 use std::{
-    cell::RefCell,
     io::{self, Write},
     rc::Rc,
     sync::{Arc, atomic::Ordering},
@@ -244,15 +243,8 @@ impl Sub {
         ctx: &Arc<FanoutCtx>,
         ws_config: WebSocketConfig,
     ) -> Self {
-        let asked: Asked = Rc::new(RefCell::new(None));
-        let mid = ServerHandshake::start(
-            transport.clone(),
-            Upgrade {
-                ctx: ctx.clone(),
-                asked: asked.clone(),
-            },
-            Some(ws_config),
-        );
+        let (upgrade, asked) = Upgrade::new(ctx);
+        let mid = ServerHandshake::start(transport.clone(), upgrade, Some(ws_config));
         Sub {
             stream,
             transport,

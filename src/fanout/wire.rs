@@ -1,6 +1,9 @@
 //! Reading a subscriber's input and flushing its output, without blocking the loop.
 
-use std::{io, time::Instant};
+use std::{
+    io::{self, Read, Write},
+    time::Instant,
+};
 
 use tungstenite::{WebSocket, error::ProtocolError};
 
@@ -8,7 +11,7 @@ use super::transport::Transport;
 
 /// What reading a subscriber's input found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Incoming {
+pub enum Incoming {
     /// Everything available was read.
     Drained,
     /// The per-turn bound was hit with input left: read again next turn (mio is
@@ -23,7 +26,7 @@ pub(super) enum Incoming {
 /// What a subscriber sent that ends its connection with a close frame (RFC 6455
 /// section 7.4.1) rather than a bare TCP close: it is told which rule it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Violation {
+pub enum Violation {
     /// A message or frame over `ws_message_bytes_max`: 1009.
     TooLarge,
     /// A frame breaking the framing rules (unmasked, reserved bits or opcode, a
@@ -35,7 +38,7 @@ pub(super) enum Violation {
 
 impl Violation {
     /// The close code and reason the subscriber is sent.
-    pub(super) fn close(self) -> (u16, &'static str) {
+    pub fn close(self) -> (u16, &'static str) {
         match self {
             Violation::TooLarge => (super::CLOSE_TOO_LARGE, "message too big"),
             Violation::Protocol => (CLOSE_PROTOCOL_ERROR, "protocol error"),
@@ -50,8 +53,9 @@ pub(super) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 pub(super) const CLOSE_NOT_UTF8: u16 = 1007;
 
 /// Reads whatever the peer sent, at most 64 messages a turn; tungstenite answers pings
-/// and close frames itself.
-pub(super) fn read_incoming(ws: &mut WebSocket<Transport>) -> Incoming {
+/// and close frames itself. Generic over the byte stream for the fuzz target
+/// ([`super::fuzzing`]); the loop's is a [`Transport`].
+pub(super) fn read_incoming<S: Read + Write>(ws: &mut WebSocket<S>) -> Incoming {
     // Bounded, so that a client flooding messages cannot hold the loop.
     for _ in 0..64 {
         match ws.read() {

@@ -64,11 +64,13 @@ fn read_header(path: &Path) -> Result<Vec<u8>, ReadError> {
 
 /// Verifies every segment in `dir`: headers, every record's checksum and offset,
 /// contiguity across segments, that index entries point at the right records, and that
-/// time-index keys ascend and never fall below the receive times they cover.
+/// time-index keys ascend and never fall below the receive times they cover. Damage
+/// is searched past through a window of `damage_resync_window_bytes` (the server's
+/// setting of that name; `check` takes it as a flag).
 ///
 /// # Errors
 /// An I/O error reading the directory or a file. Damage is reported in the result.
-pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
+pub fn check_dir(dir: &Path, damage_resync_window_bytes: usize) -> Result<CheckReport, ReadError> {
     let bases = segment::list_segments(dir).map_err(|e| ReadError::io("list segments", dir, e))?;
     let mut report = CheckReport::default();
     let mut expected: Option<u64> = None;
@@ -101,7 +103,8 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, ReadError> {
             ));
         }
         if check_header(&mut seg, last, &mut report)? {
-            let (positions, times) = check_records(&mut seg, last, &mut report)?;
+            let (positions, times) =
+                check_records(&mut seg, last, damage_resync_window_bytes, &mut report)?;
             check_index(dir, base, last, &positions, &mut report)?;
             let t = TimeCheck {
                 positions: &positions,
@@ -162,6 +165,7 @@ fn check_header(
 fn check_records(
     seg: &mut SegmentCheck,
     last: bool,
+    window_bytes: usize,
     report: &mut CheckReport,
 ) -> Result<(Vec<(u64, u64)>, Vec<u64>), ReadError> {
     let path = &seg.path;
@@ -191,7 +195,7 @@ fn check_records(
                 // Valid records after the bad one: damage, in any segment. The scan goes
                 // on after it, so that the records there are counted and checked.
                 let skipped = s
-                    .skip_damage(position, &reason)
+                    .skip_damage(position, &reason, window_bytes)
                     .map_err(|e| ReadError::io("read segment", path, e))?;
                 if let Some(range) = skipped {
                     ranges.push((range, seg.records, seg.bytes, positions.len()));

@@ -59,6 +59,94 @@ pub struct LogConfig {
     /// `recent`); at least the newest group is kept whatever the bound. `serve` sets it
     /// to `fanout_window_bytes_max`. Default 16 MiB.
     pub recent_bytes_max: usize,
+    /// Bytes read at a time while looking for the next valid record past damage (see
+    /// `segment::resync`): memory each search holds, and how many reads it takes to
+    /// cross a damaged range. Default 1 MiB, range
+    /// [`DAMAGE_RESYNC_WINDOW_BYTES_MIN`]..=[`DAMAGE_RESYNC_WINDOW_BYTES_MAX`].
+    pub damage_resync_window_bytes: usize,
+}
+
+/// The smallest `damage_resync_window_bytes`: one page. The window must hold a 24-byte
+/// frame header; a candidate record is read whole into a buffer of its own, so the
+/// window need not hold a record (`record_bytes_max` plays no part). Below a page the
+/// search only issues more reads (up to a segment's worth) for no memory worth saving.
+pub const DAMAGE_RESYNC_WINDOW_BYTES_MIN: usize = 4096;
+/// The largest `damage_resync_window_bytes`: 64 MiB. Each reader that meets damage
+/// (a read API request, a subscriber, `cat`) holds one window while it searches, so
+/// the bound keeps that memory small; reads this large already stream at disk speed.
+pub const DAMAGE_RESYNC_WINDOW_BYTES_MAX: usize = 64 << 20;
+/// `damage_resync_window_bytes`' default.
+pub const DAMAGE_RESYNC_WINDOW_BYTES_DEFAULT: usize = 1 << 20;
+
+/// The smallest `damage_settle_ms`. 0 is refused: a reader of a running server's
+/// files that never waited would report every earlier group still being written
+/// behind a later one as lost (a `gap:` line and exit 3 from `cat` for records that
+/// arrive a moment later); waiting at all is what tells the two apart.
+pub const DAMAGE_SETTLE_MS_MIN: u64 = 1;
+/// The largest `damage_settle_ms`: a minute. The wait is paid once per bad record.
+pub const DAMAGE_SETTLE_MS_MAX: u64 = 60_000;
+/// `damage_settle_ms`' default: a group's write takes well under this.
+pub const DAMAGE_SETTLE_MS_DEFAULT: u64 = 250;
+
+/// How a reader of another process's files ([`Reader::open_dir_with`], used by
+/// `ringstash cat`) treats a bad record: those processes do not read `serve`'s
+/// settings, so these come from their own flags, checked against the same ranges.
+///
+/// [`Reader::open_dir_with`]: super::Reader::open_dir_with
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirReadConfig {
+    /// As [`LogConfig::damage_resync_window_bytes`].
+    pub damage_resync_window_bytes: usize,
+    /// How long the reader waits, once per bad record, before taking it as damage
+    /// while a server holds the directory's lock: a later group may reach the file
+    /// before an earlier one still being written (`groups_in_flight_max`), whose bytes
+    /// are then valid a moment later. Default 250 ms, range
+    /// [`DAMAGE_SETTLE_MS_MIN`]..=[`DAMAGE_SETTLE_MS_MAX`]. `serve` has no such
+    /// setting: its readers are live ones, which read only committed records and so
+    /// never wait.
+    pub damage_settle_ms: u64,
+}
+
+impl Default for DirReadConfig {
+    fn default() -> Self {
+        DirReadConfig {
+            damage_resync_window_bytes: DAMAGE_RESYNC_WINDOW_BYTES_DEFAULT,
+            damage_settle_ms: DAMAGE_SETTLE_MS_DEFAULT,
+        }
+    }
+}
+
+impl DirReadConfig {
+    /// Checks both bounds.
+    ///
+    /// # Errors
+    /// [`OpenError::Setting`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), OpenError> {
+        check_resync_window(self.damage_resync_window_bytes)?;
+        if !(DAMAGE_SETTLE_MS_MIN..=DAMAGE_SETTLE_MS_MAX).contains(&self.damage_settle_ms) {
+            return Err(OpenError::Setting {
+                name: "damage_settle_ms",
+                why: format!(
+                    "{} is outside {DAMAGE_SETTLE_MS_MIN}..={DAMAGE_SETTLE_MS_MAX}",
+                    self.damage_settle_ms
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `damage_resync_window_bytes` within its range.
+fn check_resync_window(bytes: usize) -> Result<(), OpenError> {
+    if !(DAMAGE_RESYNC_WINDOW_BYTES_MIN..=DAMAGE_RESYNC_WINDOW_BYTES_MAX).contains(&bytes) {
+        return Err(OpenError::Setting {
+            name: "damage_resync_window_bytes",
+            why: format!(
+                "{bytes} is outside {DAMAGE_RESYNC_WINDOW_BYTES_MIN}..={DAMAGE_RESYNC_WINDOW_BYTES_MAX}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How the writer writes groups. See `docs/architecture.md` ("Direct I/O").
@@ -128,6 +216,7 @@ impl LogConfig {
             write_mode: WriteMode::Direct,
             io_driver: IoDriver::Auto,
             recent_bytes_max: 16 << 20,
+            damage_resync_window_bytes: DAMAGE_RESYNC_WINDOW_BYTES_DEFAULT,
         }
     }
 
@@ -191,6 +280,6 @@ impl LogConfig {
                 format!("{} is outside 1..=8", self.groups_in_flight_max),
             );
         }
-        Ok(())
+        check_resync_window(self.damage_resync_window_bytes)
     }
 }

@@ -67,12 +67,16 @@ mod writer;
 
 pub use appender::{Appender, TryAppendError};
 pub use completion::{Committed, Completion};
-pub use config::{IoDriver, LogConfig, WriteMode};
+pub use config::{
+    DAMAGE_RESYNC_WINDOW_BYTES_DEFAULT, DAMAGE_RESYNC_WINDOW_BYTES_MAX,
+    DAMAGE_RESYNC_WINDOW_BYTES_MIN, DAMAGE_SETTLE_MS_DEFAULT, DAMAGE_SETTLE_MS_MAX,
+    DAMAGE_SETTLE_MS_MIN, DirReadConfig, IoDriver, LogConfig, WriteMode,
+};
 pub use failure::{WriterFailure, WriterFailureKind};
 pub use format::{BatchBuilder, RecordTooLarge, now_ns};
 pub use log::Log;
 pub use policy::{FsyncPolicy, FsyncPolicyError};
-pub use reader::{Reader, Record};
+pub use reader::{Reader, Record, SettleWait};
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::DamagedRange;
 pub use stats::{COMMIT_BUCKETS, WalStats};

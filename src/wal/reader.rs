@@ -14,6 +14,7 @@ use std::{
 
 use super::{
     Inner,
+    config::DirReadConfig,
     format::{RecordRef, SEGMENT_HEADER_BYTES},
     segment::{self, DamagedRange, Scan, Scanner},
 };
@@ -44,8 +45,10 @@ impl From<RecordRef<'_>> for Record {
 enum Bound {
     /// In-process: stop at the writer's committed offset.
     Live(Arc<Inner>),
-    /// Another process: stop at the first record that is not (yet) valid.
-    OnDisk,
+    /// Another process: stop at the first record that is not (yet) valid; wait this
+    /// long (`damage_settle_ms`), once per bad record, before taking it as damage while
+    /// a server writes the directory (see [`Reader::open_dir_with`]).
+    OnDisk { settle_ms: u64 },
 }
 
 /// A cursor over the log.
@@ -77,20 +80,36 @@ pub struct Reader {
     /// Damaged ranges skipped since the caller last took them (see
     /// [`Reader::take_damaged`]); empty unless the log is damaged.
     damaged: Vec<DamagedRange>,
-    /// The offset at which a directory reader last waited [`DAMAGE_SETTLE_MS`] for
+    /// The offset at which a directory reader last waited `damage_settle_ms` for
     /// writes in flight before taking a bad record as damage.
     settled_at: Option<u64>,
+    /// The waits for writes in flight since the caller last took them (see
+    /// [`Reader::take_settle_waits`]); one per bad record at most.
+    settle_waits: Vec<SettleWait>,
+    /// Bytes read at a time while searching past damage (`damage_resync_window_bytes`).
+    resync_window_bytes: usize,
     /// Latest receive time among the records `next` and `next_frame` returned (not
     /// `next_run`'s): how far a reader with an `until` has come in time.
     ts_max_seen: u64,
 }
 
-/// How long a directory reader waits, once per bad record, before skipping it as
-/// damage while a server writes the segment: a group written after it may have
-/// reached the file first (`groups_in_flight_max`), and the bad bytes are then an
+/// A directory reader's wait, before taking a bad record in the newest segment as
+/// damage, for writes a server may still have in flight: a group written after it may
+/// have reached the file first (`groups_in_flight_max`), and the bad bytes are then an
 /// earlier group still being written, valid a moment later. A group's write takes
-/// well under this; a wait is paid only where a bad record has valid ones after it.
-pub const DAMAGE_SETTLE_MS: u64 = 250;
+/// well under the default `damage_settle_ms`; a wait is paid only where a bad record
+/// has valid ones after it, once per bad record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleWait {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte position of the bad record.
+    pub position: u64,
+    /// The offset it should have had.
+    pub offset: u64,
+    /// How long the reader waited, in ms (`damage_settle_ms`).
+    pub waited_ms: u64,
+}
 
 /// Times a failed write truncated the active segment back since the log opened.
 /// Relaxed: called after an Acquire load of committed_end, which makes visible every
@@ -105,6 +124,7 @@ impl Reader {
         let start = inner.start_offset.load(Ordering::Acquire);
         let dir = inner.config.dir.clone();
         let truncation_epoch_seen = truncation_epoch(&inner);
+        let resync_window_bytes = inner.config.damage_resync_window_bytes;
         Ok(Reader {
             dir,
             bound: Bound::Live(inner),
@@ -117,22 +137,43 @@ impl Reader {
             segment_base: 0,
             damaged: Vec::new(),
             settled_at: None,
+            settle_waits: Vec::new(),
+            resync_window_bytes,
             ts_max_seen: 0,
         })
     }
 
     /// A reader over the log in `dir`, from `from` (or the oldest record if older),
-    /// for use outside the server process.
+    /// for use outside the server process, with [`DirReadConfig`]'s defaults.
     ///
     /// # Errors
     /// An I/O error listing the directory.
     pub fn open_dir(dir: &Path, from: u64) -> Result<Reader, ReadError> {
+        Reader::open_dir_with(dir, from, DirReadConfig::default())
+    }
+
+    /// As [`Reader::open_dir`], with the damage bounds of `config` (`cat`'s flags).
+    ///
+    /// # Errors
+    /// An I/O error listing the directory.
+    ///
+    /// # Panics
+    /// If `config` does not pass [`DirReadConfig::validate`] (the caller checks it
+    /// once, at start).
+    pub fn open_dir_with(
+        dir: &Path,
+        from: u64,
+        config: DirReadConfig,
+    ) -> Result<Reader, ReadError> {
+        assert!(config.validate().is_ok(), "unchecked {config:?}");
         let bases =
             segment::list_segments(dir).map_err(|e| ReadError::io("list segments", dir, e))?;
         let start = bases.first().copied().unwrap_or(0);
         Ok(Reader {
             dir: dir.to_owned(),
-            bound: Bound::OnDisk,
+            bound: Bound::OnDisk {
+                settle_ms: config.damage_settle_ms,
+            },
             next_offset: from.max(start),
             skip_below: from,
             scanner: None,
@@ -142,6 +183,8 @@ impl Reader {
             segment_base: 0,
             damaged: Vec::new(),
             settled_at: None,
+            settle_waits: Vec::new(),
+            resync_window_bytes: config.damage_resync_window_bytes,
             ts_max_seen: 0,
         })
     }
@@ -164,6 +207,13 @@ impl Reader {
     /// silently. Ranges wholly below the reader's start are not reported.
     pub fn take_damaged(&mut self) -> Vec<DamagedRange> {
         std::mem::take(&mut self.damaged)
+    }
+
+    /// The waits for writes in flight this directory reader made since the last call
+    /// (see [`SettleWait`]), oldest first; always empty for a live reader, which never
+    /// waits. `cat` shows each on stderr, so that the time is never spent unseen.
+    pub fn take_settle_waits(&mut self) -> Vec<SettleWait> {
+        std::mem::take(&mut self.settle_waits)
     }
 
     /// Opens the segment holding `self.next_offset`, positioned by its sparse index.
@@ -387,14 +437,23 @@ impl Reader {
         if let Some((position, reason)) = &bad {
             let s = self.scanner.as_mut().expect("positioned");
             let found = s
-                .find_damage(*position, reason)
+                .find_damage(*position, reason, self.resync_window_bytes)
                 .map_err(|e| ReadError::io("read segment", &path, e))?;
-            if found.is_some() && self.may_be_in_flight(&path)? {
+            if let Bound::OnDisk { settle_ms } = self.bound
+                && found.is_some()
+                && self.may_be_in_flight(&path)?
+            {
                 // A reader of another process's files may see a later group's bytes
                 // before an earlier group's (the writer has several in flight): let
                 // the writes settle once, then look again.
                 self.settled_at = Some(self.next_offset);
-                std::thread::sleep(std::time::Duration::from_millis(DAMAGE_SETTLE_MS));
+                self.settle_waits.push(SettleWait {
+                    path: path.clone(),
+                    position: *position,
+                    offset: self.next_offset,
+                    waited_ms: settle_ms,
+                });
+                std::thread::sleep(std::time::Duration::from_millis(settle_ms));
                 self.scanner.as_mut().expect("positioned").forget_tail();
                 return Ok(Stopped::ReadOn);
             }

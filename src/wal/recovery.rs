@@ -400,7 +400,7 @@ fn sealed_time_index(
 ) -> Result<u64, OpenError> {
     let dir = &config.dir;
     let tpath = timeindex::tix_path(dir, base);
-    match timeindex::sealed_end_key(dir, base, seed) {
+    match timeindex::sealed_end_key(dir, base, seed, config.damage_resync_window_bytes) {
         Ok(Some(end)) => return Ok(end),
         Ok(None) => {}
         // Rebuilt below; if the error was the log's, the rebuild meets it too.
@@ -413,9 +413,14 @@ fn sealed_time_index(
         Ok(Err(e)) => e.to_string(),
         _ => "failing its checks".to_owned(),
     };
-    let (built, written) =
-        timeindex::rebuild(dir, base, seed, u64::from(config.index_interval_bytes))
-            .map_err(|e| OpenError::io("read segment", segment::segment_path(dir, base), e))?;
+    let (built, written) = timeindex::rebuild(
+        dir,
+        base,
+        seed,
+        u64::from(config.index_interval_bytes),
+        config.damage_resync_window_bytes,
+    )
+    .map_err(|e| OpenError::io("read segment", segment::segment_path(dir, base), e))?;
     match written {
         Ok(()) => {
             tracing::info!(path = %tpath.display(), why = %why, entries = built.entries, "time index rebuilt");
@@ -749,7 +754,7 @@ fn scan_tail(config: &LogConfig, path: &Path, base: u64, seed: u64) -> Result<Ta
             Scan::End => break,
             Scan::Bad { position, reason } => {
                 let skipped = scanner
-                    .skip_damage(position, &reason)
+                    .skip_damage(position, &reason, config.damage_resync_window_bytes)
                     .map_err(|e| OpenError::io("read segment", path, e))?;
                 let Some(range) = skipped else {
                     tail.bad = Some((position, reason));

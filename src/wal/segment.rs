@@ -422,9 +422,6 @@ impl Scanner {
     }
 }
 
-/// Bytes read at a time while looking for the next valid record past damage.
-const RESYNC_WINDOW_BYTES: usize = 1 << 20;
-
 /// Where valid records resume after damage: the first record found, at or after byte
 /// `bad + 1` and before `end`, that passes its checksum and carries a plausible offset
 /// (see below), as (position, offset). `None` if there is none: the damage runs to
@@ -441,13 +438,36 @@ const RESYNC_WINDOW_BYTES: usize = 1 << 20;
 /// header's worth of bytes. With the CRC-32C this makes a false match in random bytes
 /// vanishingly rare, and it lets the search skip zeros and most garbage without
 /// computing a checksum. The search is bounded by `end` (at most one segment,
-/// `segment_bytes_max`), read through a window of [`RESYNC_WINDOW_BYTES`].
+/// `segment_bytes_max`), read through a window of `window_bytes`
+/// (`damage_resync_window_bytes`, or what is left to `end` if less). A candidate
+/// record is read whole into a buffer of its own, so the window need only hold a
+/// frame header.
 ///
 /// # Errors
 /// The OS error from reading the file.
-pub fn resync(file: &File, bad: u64, end: u64, expected: u64) -> io::Result<Option<(u64, u64)>> {
+///
+/// # Panics
+/// If `window_bytes` cannot hold a frame header (the settings' check keeps it at
+/// least a page).
+pub fn resync(
+    file: &File,
+    bad: u64,
+    end: u64,
+    expected: u64,
+    window_bytes: usize,
+) -> io::Result<Option<(u64, u64)>> {
+    assert!(
+        window_bytes >= RECORD_HEADER_BYTES,
+        "resync window {window_bytes} below a frame header"
+    );
     let header = RECORD_HEADER_BYTES as u64;
-    let mut window = vec![0u8; RESYNC_WINDOW_BYTES];
+    // No larger than the bytes the search may read.
+    let mut window = vec![
+        0u8;
+        window_bytes
+            .min(end.saturating_sub(bad) as usize)
+            .max(RECORD_HEADER_BYTES)
+    ];
     let mut frame = Vec::new();
     // File position of window[0], and bytes of it holding file data.
     let (mut wpos, mut wlen) = (0u64, 0usize);
@@ -530,14 +550,21 @@ impl std::fmt::Display for DamagedRange {
 impl Scanner {
     /// After a [`Scan::Bad`] at `bad`: where valid records resume (see [`resync`])
     /// before the scanner's limit or the end of the file, as the damaged range to
-    /// skip; the scanner does not move.
+    /// skip; the scanner does not move. `window_bytes` is `damage_resync_window_bytes`.
     ///
     /// # Errors
     /// The OS error from reading the file.
-    pub fn find_damage(&self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
+    pub fn find_damage(
+        &self,
+        bad: u64,
+        reason: &str,
+        window_bytes: usize,
+    ) -> io::Result<Option<DamagedRange>> {
         let len = self.file.metadata()?.len();
         let end = self.limit.map_or(len, |l| l.min(len));
-        let Some((position, offset)) = resync(&self.file, bad, end, self.next_offset)? else {
+        let Some((position, offset)) =
+            resync(&self.file, bad, end, self.next_offset, window_bytes)?
+        else {
             return Ok(None);
         };
         Ok(Some(DamagedRange {
@@ -563,11 +590,73 @@ impl Scanner {
     ///
     /// # Errors
     /// The OS error from reading the file.
-    pub fn skip_damage(&mut self, bad: u64, reason: &str) -> io::Result<Option<DamagedRange>> {
-        let range = self.find_damage(bad, reason)?;
+    pub fn skip_damage(
+        &mut self,
+        bad: u64,
+        reason: &str,
+        window_bytes: usize,
+    ) -> io::Result<Option<DamagedRange>> {
+        let range = self.find_damage(bad, reason, window_bytes)?;
         if let Some(r) = &range {
             self.skip(r);
         }
         Ok(range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    /// A segment file of `n` records (offsets 0..n, payloads of 40 bytes) in `dir`;
+    /// returns the path and each record's position.
+    fn segment_of(dir: &Path, n: u64) -> (PathBuf, Vec<u64>) {
+        let mut frames = BytesMut::new();
+        for i in 0..n {
+            format::encode_record(&mut frames, i, format!("{i:040}").as_bytes());
+        }
+        let mut positions = Vec::new();
+        let header = SEGMENT_HEADER_BYTES as u64;
+        format::stamp_offsets(&mut frames, 0, |_, pos| positions.push(header + pos as u64));
+        let mut bytes = format::encode_segment_header(0).to_vec();
+        bytes.extend_from_slice(&frames);
+        let path = segment_path(dir, 0);
+        std::fs::write(&path, bytes).unwrap();
+        (path, positions)
+    }
+
+    /// Damage longer than several windows is crossed window by window: the smallest
+    /// window the settings allow finds the same record as the default one, and so
+    /// does a window that holds no more than a frame header.
+    #[test]
+    fn resync_crosses_damage_longer_than_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, positions) = segment_of(dir.path(), 1000);
+        // Records 100..400 (64 bytes each: 19,200 bytes, over four 4 KiB windows)
+        // overwritten with garbage.
+        let (bad, good) = (positions[100], positions[400]);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        f.write_all_at(&vec![0x5a; (good - bad) as usize], bad)
+            .unwrap();
+        let end = f.metadata().unwrap().len();
+        for window in [1 << 20, 4096, RECORD_HEADER_BYTES, 100] {
+            assert_eq!(
+                resync(&f, bad, end, 100, window).unwrap(),
+                Some((good, 400)),
+                "window {window}"
+            );
+        }
+        // Zeros instead (a pre-written segment's look) are skipped the same way.
+        f.write_all_at(&vec![0; (good - bad) as usize], bad)
+            .unwrap();
+        assert_eq!(resync(&f, bad, end, 100, 4096).unwrap(), Some((good, 400)));
+        // Nothing valid after the damage: none, whatever the window.
+        assert_eq!(resync(&f, bad, good, 100, 4096).unwrap(), None);
     }
 }

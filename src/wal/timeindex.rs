@@ -316,7 +316,8 @@ pub(crate) struct Built {
 /// Rebuilds the `.tix` of segment `base` from a scan of the whole segment (skipping
 /// damaged ranges), with `seed` the running maximum before its first record, an entry
 /// at each record that `.idx` would index (`interval` bytes apart, and the first
-/// record after damage). The file is written whole ([`write_whole`]).
+/// record after damage). The file is written whole ([`write_whole`]). Damage is
+/// searched past through a window of `window_bytes` (`damage_resync_window_bytes`).
 ///
 /// Returns what was built with the outcome of writing the index: a failed write still
 /// gives the scan's running maximum, which the next segment's keys start from.
@@ -328,6 +329,7 @@ pub(crate) fn rebuild(
     base: u64,
     seed: u64,
     interval: u64,
+    window_bytes: usize,
 ) -> io::Result<(Built, io::Result<()>)> {
     let path = segment::segment_path(dir, base);
     let mut s = Scanner::open(path, SEGMENT_HEADER_BYTES as u64, base)?;
@@ -356,7 +358,7 @@ pub(crate) fn rebuild(
             }
             Scan::End => break,
             Scan::Bad { position, reason } => {
-                if s.skip_damage(position, &reason)?.is_none() {
+                if s.skip_damage(position, &reason, window_bytes)?.is_none() {
                     break;
                 }
                 after_damage = true;
@@ -412,10 +414,16 @@ pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// entry, checked against the record it names) and a scan of the records after that
 /// entry; `None` if the `.tix` cannot be used that way (rebuild it). The cheap check
 /// recovery makes of each sealed segment at open; `check` verifies every entry.
+/// Damage is searched past as in [`rebuild`].
 ///
 /// # Errors
 /// The OS error from reading the files.
-pub(crate) fn sealed_end_key(dir: &Path, base: u64, seed: u64) -> io::Result<Option<u64>> {
+pub(crate) fn sealed_end_key(
+    dir: &Path,
+    base: u64,
+    seed: u64,
+    window_bytes: usize,
+) -> io::Result<Option<u64>> {
     let mut f = match TixFile::open(&tix_path(dir, base))? {
         Ok(f) => f,
         Err(_) => return Ok(None),
@@ -452,7 +460,7 @@ pub(crate) fn sealed_end_key(dir: &Path, base: u64, seed: u64) -> io::Result<Opt
                 if first_record {
                     return Ok(None);
                 }
-                if s.skip_damage(position, &reason)?.is_none() {
+                if s.skip_damage(position, &reason, window_bytes)?.is_none() {
                     break;
                 }
             }

@@ -4,5 +4,6 @@ Upgrade: websocket
 Connection: Upgrade
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 Sec-WebSocket-Version: 13
+Authorization: Bearer rs_fuzzread
 
 ÅÖigohnâÑqkmcàÖÍa}d

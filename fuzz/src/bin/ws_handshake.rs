@@ -6,6 +6,9 @@
 
 #[cfg(fuzzing)]
 fn main() {
+    // Before the fork server starts (inside `fuzz!`): every child inherits the logs
+    // and runs only the handshake, so no input's coverage holds the setup's.
+    fuzz::targets::ws_handshake_setup();
     afl::fuzz!(|data: &[u8]| {
         fuzz::targets::ws_handshake(data);
     });

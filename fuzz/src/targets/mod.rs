@@ -19,4 +19,4 @@ pub use query::query;
 pub use record_decode::record_decode;
 pub use relp::relp;
 pub use syslog_frame::syslog_frame;
-pub use ws_handshake::ws_handshake;
+pub use ws_handshake::{ws_handshake, ws_handshake_setup};
