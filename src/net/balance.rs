@@ -27,6 +27,7 @@ use std::{
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{limits::SourceGuard, reactor::Kind};
+use crate::stats::NetGauges;
 
 /// Connections being served, per reactor: what placement reads and `/stats` shows.
 pub type Loads = Arc<[AtomicUsize]>;
@@ -51,6 +52,36 @@ pub struct Handoff {
     pub source: SourceGuard,
     /// Its count on the reactor it goes to.
     pub load: Load,
+    /// Its slot under `connections_max`, given back if it is never served.
+    pub admitted: Admitted,
+}
+
+/// A connection's slot under `connections_max` (`conn::admit` counted it in
+/// `connections_open`) while no guard of `conn` holds it yet, that is while it travels
+/// between reactors: dropped on the way (a reactor could not take the socket), it gives
+/// the slot back, so a lost hand-over neither lowers the limit nor keeps a drain
+/// waiting for a connection that is not there.
+#[derive(Debug)]
+pub struct Admitted(Option<Arc<NetGauges>>);
+
+impl Admitted {
+    /// The slot `conn::admit` just took.
+    pub fn new(gauges: &Arc<NetGauges>) -> Admitted {
+        Admitted(Some(gauges.clone()))
+    }
+
+    /// The connection is being served: its `conn` guard gives the slot back.
+    pub fn served(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One connection counted on one reactor, until dropped.

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{
     NetCtx,
-    balance::{Handoff, Load},
+    balance::{Admitted, Handoff, Load},
     conn, http,
     limits::SourceGuard,
     relp,
@@ -338,9 +338,10 @@ async fn accept_loop(
             refuse_over_limit(kind, stream, msg, &ctx, &registry);
             continue;
         }
+        let admitted = Admitted::new(&ctx.gauges);
         let load = ctx.balance.place(id);
         if load.reactor() == id {
-            start(kind, stream, peer, &ctx, &registry, source, load);
+            start(kind, stream, peer, &ctx, &registry, source, load, admitted);
             continue;
         }
         // Another reactor serves fewer connections: it serves this one (see `balance`).
@@ -352,6 +353,7 @@ async fn accept_loop(
                     peer,
                     source,
                     load,
+                    admitted,
                 };
                 match ctx.balance.hand_over(h) {
                     Ok(()) => {
@@ -362,27 +364,25 @@ async fn accept_loop(
                     }
                     // That reactor is stopping: this one serves it, or drains it.
                     Err(h) => {
-                        let Handoff { stream, source, .. } = *h;
-                        Stream::from_std(ctx.driver, stream).map(|s| (s, source))
+                        let Handoff {
+                            stream,
+                            source,
+                            admitted,
+                            ..
+                        } = *h;
+                        Stream::from_std(ctx.driver, stream).map(|s| (s, source, admitted))
                     }
                 }
             }
             Err((e, stream)) => {
                 tracing::debug!(error = %e, "cannot hand a connection over; serving it here");
-                Ok((stream, source))
+                Ok((stream, source, admitted))
             }
         };
         match failed {
-            Ok((stream, source)) => {
-                start(
-                    kind,
-                    stream,
-                    peer,
-                    &ctx,
-                    &registry,
-                    source,
-                    ctx.balance.keep(id),
-                );
+            Ok((stream, source, admitted)) => {
+                let load = ctx.balance.keep(id);
+                start(kind, stream, peer, &ctx, &registry, source, load, admitted);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "lost a connection handed back by a stopping reactor")
@@ -408,22 +408,29 @@ async fn adopt_loop(
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
+    // `recv` after `close` ends only once no send is in flight (`try_recv` could miss
+    // one that has passed the closed check and not yet queued its connection).
     handoffs.close();
-    while let Ok(h) = handoffs.try_recv() {
+    while let Some(h) = handoffs.recv().await {
         adopt(h, &ctx, &registry);
     }
 }
 
 fn adopt(h: Handoff, ctx: &Arc<NetCtx>, registry: &Rc<conn::Registry>) {
     match Stream::from_std(ctx.driver, h.stream) {
-        Ok(stream) => start(h.kind, stream, h.peer, ctx, registry, h.source, h.load),
-        // Only epoll's registration can fail (ENOMEM, the fd limit); the socket closes.
+        Ok(stream) => start(
+            h.kind, stream, h.peer, ctx, registry, h.source, h.load, h.admitted,
+        ),
+        // Only epoll's registration can fail (ENOMEM, the fd limit); the socket closes
+        // and its slot is given back (`Admitted`).
         Err(e) => tracing::warn!(error = %e, "cannot take a connection handed over"),
     }
 }
 
 /// Serves an accepted, admitted connection on this reactor: at once, or after its TLS
-/// handshake on a TLS listener. `load` counts it here until it ends.
+/// handshake on a TLS listener. `load` counts it here until it ends; its slot under
+/// `connections_max` passes from `admitted` to the guard of `conn` its task makes.
+#[allow(clippy::too_many_arguments)]
 fn start(
     kind: Kind,
     stream: Stream,
@@ -432,7 +439,9 @@ fn start(
     registry: &Rc<conn::Registry>,
     source: SourceGuard,
     load: Load,
+    admitted: Admitted,
 ) {
+    admitted.served();
     let (ctx, registry) = (ctx.clone(), registry.clone());
     match kind.tls_config(&ctx) {
         None => {

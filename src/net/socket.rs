@@ -41,8 +41,9 @@ impl Stream {
             !matches!(self, Stream::Tls(_)),
             "connections are handed over before their TLS handshake"
         );
-        // SAFETY: dup(2) of a descriptor `self` keeps open; the result is checked.
-        let fd = unsafe { libc::dup(self.as_raw_fd()) };
+        // SAFETY: fcntl(2) duplicating a descriptor `self` keeps open, close-on-exec
+        // as every socket the process makes; the result is checked.
+        let fd = unsafe { libc::fcntl(self.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if fd < 0 {
             return Err((io::Error::last_os_error(), self));
         }

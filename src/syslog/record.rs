@@ -265,7 +265,9 @@ impl Fields<'_> {
         self.opt(key!("host"), m.hostname);
         if let Some(ts) = m.timestamp {
             let text = match last_ts {
-                Some((at, text)) if *at == ts => text,
+                // chrono's equality compares instants only: the same instant at
+                // another offset is written with that offset.
+                Some((at, text)) if *at == ts && at.offset() == ts.offset() => text,
                 _ => &last_ts.insert((ts, ts.to_rfc3339())).1,
             };
             // RFC 3339 text of our own making: digits, `-`, `:`, `.`, `T`, `+`.
@@ -482,6 +484,11 @@ mod tests {
         assert_eq!(
             ts("<14>1 2026-12-06T04:27:02+01:00 h a - - - four"),
             "2026-12-06T04:27:02+01:00"
+        );
+        // The same instant as the one before, at another offset.
+        assert_eq!(
+            ts("<14>1 2026-12-06T03:27:02Z h a - - - five"),
+            "2026-12-06T03:27:02+00:00"
         );
     }
 

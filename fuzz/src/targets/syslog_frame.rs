@@ -66,9 +66,18 @@ pub fn syslog_frame(data: &[u8]) {
     }
 }
 
+thread_local! {
+    static PERSISTENT: std::cell::RefCell<record::Renderer> = std::cell::RefCell::new({
+        let mut r = record::Renderer::new(2026);
+        r.set_extra(&[("client_ip", "192.0.2.1")]);
+        r
+    });
+}
+
 /// Renders one message as the syslog listener does and checks the record is a JSON
-/// object carrying the enrichment field last, and that the renderer's early choice of
-/// RFC 3164 parses exactly as trying RFC 5424 first would.
+/// object carrying the enrichment field last, that a long-lived renderer writes the
+/// same bytes as a fresh one, and that the renderer's early choice of RFC 3164 parses
+/// exactly as trying RFC 5424 first would.
 fn render(msg: &[u8], out: &mut Vec<u8>) {
     if let Ok(text) = std::str::from_utf8(msg) {
         let parse = |v| {
@@ -81,6 +90,19 @@ fn render(msg: &[u8], out: &mut Vec<u8>) {
         );
     }
     let parsed = record::render(msg, 2026, &[("client_ip", "192.0.2.1")], out);
+    // A listener's renderer lives as long as its connection and keeps what repeats
+    // (the last timestamp's text): it must write what a fresh one does, whatever came
+    // before (in persistent mode, every earlier frame of every earlier input).
+    PERSISTENT.with(|r| {
+        let mut again = Vec::new();
+        r.borrow_mut().render(msg, &mut again);
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(out),
+            "a long-lived renderer differs from a fresh one on {:?}",
+            String::from_utf8_lossy(msg)
+        );
+    });
     let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_else(|e| {
         panic!(
             "record is not JSON ({e}): {:?} from {:?}",
