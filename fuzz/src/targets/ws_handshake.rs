@@ -285,7 +285,9 @@ fn accepted(fixture: &Fixture, req: &Request, asked: &fuzzing::AskedFor) {
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    let presented = match (header, query_token.as_deref()) {
+    // An empty `access_token=` is no token (the callback ignores it), so it may come
+    // with the header.
+    let presented = match (header, query_token.as_deref().filter(|t| !t.is_empty())) {
         (Some(h), None) => auth::Presented::from_header(Some(h)),
         (None, Some(t)) => auth::Presented::Token(t),
         other => panic!("accepted with tokens {other:?}"),
