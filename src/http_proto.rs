@@ -783,23 +783,17 @@ mod tests {
             CHUNK_LINE_MAX + 1,
             CHUNK_LINE_MAX + 2,
         ] {
-            let body = [long(n).as_slice(), b"\r\n"].concat();
-            let whole = decode_in_steps(&body, body.len());
-            for step in [1, 7, 4096] {
-                assert_eq!(
-                    decode_in_steps(&body, step),
-                    whole,
-                    "size line of {n}, step {step}"
-                );
-            }
+            let size_line = [long(n).as_slice(), b"\r\n"].concat();
             let trailer = [b"0\r\nX: ".as_slice(), &vec![b'y'; n - 5], b"\r\n\r\n"].concat();
-            let whole = decode_in_steps(&trailer, trailer.len());
-            for step in [1, 7, 4096] {
-                assert_eq!(
-                    decode_in_steps(&trailer, step),
-                    whole,
-                    "trailer of {n}, step {step}"
-                );
+            for (what, input) in [("size line", size_line), ("trailer", trailer)] {
+                let whole = decode_in_steps(&input, input.len());
+                for step in [1, 7, 4096] {
+                    assert_eq!(
+                        decode_in_steps(&input, step),
+                        whole,
+                        "{what} of {n}, step {step}"
+                    );
+                }
             }
         }
         let body = [long(CHUNK_LINE_MAX + 1).as_slice(), b"\r\n"].concat();
