@@ -6,6 +6,7 @@
 //! The byte-by-byte description, and the mapping from syslog to fields, is in
 //! `docs/protocol.md` ("Syslog", "RELP").
 
+pub mod bsd;
 pub mod frame;
 pub mod record;
 pub mod relp;

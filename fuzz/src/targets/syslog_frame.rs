@@ -2,6 +2,7 @@
 //! each message rendered to its JSON record ([`record::render`]).
 
 use ringstash::syslog::{
+    bsd,
     frame::{Finished, Split, SyslogFramer},
     record::{self, Parsed},
 };
@@ -76,8 +77,9 @@ thread_local! {
 
 /// Renders one message as the syslog listener does and checks the record is a JSON
 /// object carrying the enrichment field last, that a long-lived renderer writes the
-/// same bytes as a fresh one, and that the renderer's early choice of RFC 3164 parses
-/// exactly as trying RFC 5424 first would.
+/// same bytes as a fresh one, that the renderer's early choice of RFC 3164 parses
+/// exactly as trying RFC 5424 first would, and that where [`bsd::common`] recognises
+/// a message by hand, syslog_loose parses it to the same fields.
 fn render(msg: &[u8], out: &mut Vec<u8>) {
     if let Ok(text) = std::str::from_utf8(msg) {
         let parse = |v| {
@@ -88,6 +90,13 @@ fn render(msg: &[u8], out: &mut Vec<u8>) {
             parse(syslog_loose::Variant::Either),
             "variant chosen for {text:?}"
         );
+        if let Some(m) = bsd::common(text, 2026) {
+            assert_eq!(
+                Ok(m),
+                parse(syslog_loose::Variant::RFC3164),
+                "the common RFC 3164 shape, recognised by hand, differs on {text:?}"
+            );
+        }
     }
     let parsed = record::render(msg, 2026, &[("client_ip", "192.0.2.1")], out);
     // A listener's renderer lives as long as its connection and keeps what repeats
