@@ -5,6 +5,8 @@
 # is) and rsyslog's imtcp writing to a file
 # (shared/peers/rsyslog-async.conf: its fastest, non-durable setup), fed by the same
 # sender (`loadtest run --mode tcp`, fire and forget, the same corpus per protocol).
+# Syslog LF also runs with `--json-enrich false` ("syslog-lean": records without
+# received_at, client_ip and node_id, which rsyslog's file does not have either).
 #
 # Neither side acks, so both are measured by what landed: rsyslog by the growth of its
 # output file (--landed-file), ringstash by its durable-records counter
@@ -71,15 +73,17 @@ EOF
 
 rate() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["landed"]; print(int(r["records_per_s"]) if r["complete"] else "incomplete:%d" % r["records_per_s"])' "$1"; }
 
-run_ringstash() { # round format listener: a fresh server and data directory per run,
-    # so no run pays for the page cache and writeback an earlier one left behind
-    local r=$1 f=$2 d="$work/ringstash-$1-$2" addr
+run_ringstash() { # round format listener [name suffix, server flags...]: a fresh server
+    # and data directory per run, so no run pays for the page cache and writeback an
+    # earlier one left behind
+    local r=$1 f=$2 listener=$3 suffix=${4:-} d="$work/ringstash-$1-$2${4:-}" addr
+    shift $(($# < 4 ? $# : 4))
     mkdir -p "$d"
-    start_ringstash "$RS" "$d/data" "$d/serve.log"
-    case $3 in tcp) addr=$RS_TCP_ONEWAY ;; syslog) addr=$RS_SYSLOG ;; esac
+    start_ringstash "$RS" "$d/data" "$d/serve.log" "$@"
+    case $listener in tcp) addr=$RS_TCP_ONEWAY ;; syslog) addr=$RS_SYSLOG ;; esac
     "$LT" run --mode tcp --format "$f" --addr "$addr" "${common[@]}" --server-pid "$RS_PID" \
         --landed-metric "$RS_HTTP/ringstash_records_committed_total" \
-        --json-file "$work/results/ringstash-$([ "$3" = tcp ] && echo tcp || echo "$f")-$r.json" >/dev/null
+        --json-file "$work/results/ringstash-$([ "$listener" = tcp ] && echo tcp || echo "$f")$suffix-$r.json" >/dev/null
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
     rm -rf "$d/data"
 }
@@ -143,13 +147,16 @@ for r in $(seq 1 "$rounds"); do
     run_rsyslog "$r" text
     run_rsyslog "$r" text durable-batch
     run_ringstash "$r" syslog syslog
+    # The same without the enrichment fields (received_at, client_ip, node_id): a
+    # quarter fewer bytes per record, for the bytes-bound case (docs/benchmarks.md).
+    run_ringstash "$r" syslog syslog -lean --json-enrich false
     run_rsyslog "$r" syslog
     run_rsyslog "$r" syslog durable-batch
     run_ringstash "$r" syslog-octet syslog
     run_rsyslog "$r" syslog-octet
     run_ringstash_relp "$r"
     run_rsyslog_relp "$r"
-    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") | rsyslog-durable-batch text $(rate "$work/results/rsyslog-durable-batch-text-$r.json") syslog $(rate "$work/results/rsyslog-durable-batch-syslog-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
+    echo "round $r: ringstash tcp $(rate "$work/results/ringstash-tcp-$r.json") syslog $(rate "$work/results/ringstash-syslog-$r.json") syslog-lean $(rate "$work/results/ringstash-syslog-lean-$r.json") syslog-octet $(rate "$work/results/ringstash-syslog-octet-$r.json") relp $(rate "$work/results/ringstash-relp-$r.json") | rsyslog-async text $(rate "$work/results/rsyslog-text-$r.json") syslog $(rate "$work/results/rsyslog-syslog-$r.json") syslog-octet $(rate "$work/results/rsyslog-syslog-octet-$r.json") | rsyslog-durable-batch text $(rate "$work/results/rsyslog-durable-batch-text-$r.json") syslog $(rate "$work/results/rsyslog-durable-batch-syslog-$r.json") | rsyslog imrelp+sync $(rate "$work/results/rsyslog-relp-$r.json") records/s"
 done
 python3 - "$work/results" "$rounds" <<'PY'
 import json, statistics, sys
@@ -159,6 +166,7 @@ def med(name):
     return statistics.median(v)
 for ours, theirs, what in [("ringstash-tcp", "rsyslog-text", "one-way tcp"),
                            ("ringstash-syslog", "rsyslog-syslog", "syslog LF"),
+                           ("ringstash-syslog-lean", "rsyslog-syslog", "syslog LF, no enrich"),
                            ("ringstash-syslog-octet", "rsyslog-syslog-octet", "syslog octet-counted")]:
     a, b = med(ours), med(theirs)
     print(f"median landed records/s: ringstash {what:<20} {a:>12,.0f} vs rsyslog-async {b:>12,.0f} = {a/b:.2f}x")
