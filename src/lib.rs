@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod forward;
+pub mod histogram;
 pub mod http_proto;
 pub mod net;
 pub mod query;

@@ -24,7 +24,7 @@ use std::{
     time::Instant,
 };
 
-use crate::wal::LogView;
+use crate::{histogram::MicrosHistogram, wal::LogView};
 
 /// What a family is to Prometheus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -711,6 +711,9 @@ pub struct Observed {
     pub streams_memory_bytes: u64,
     /// Connections each reactor serves (`net::balance`); empty until the reactors start.
     pub reactor_connections: crate::net::balance::Loads,
+    /// Acked TCP's ack delays (`net::tcp`: read of the oldest batch an ack covers to
+    /// the ack written).
+    pub tcp_acks: Arc<MicrosHistogram>,
     /// When serving began.
     pub started: Instant,
 }
@@ -732,6 +735,7 @@ impl Observed {
             partitions: Vec::new(),
             streams_memory_bytes: 0,
             reactor_connections: Arc::new([]),
+            tcp_acks: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -926,10 +930,10 @@ const LOG_SERIES: &[LogSeries] = {
         wal_stat!(fsync_ns_max, &FSYNC_SECONDS_MAX),
         // In /metrics: the ringstash_group_commit_seconds histogram, from the same buckets.
         json_only("group_commit_us_p50", |l| {
-            l.stats().commit_us_quantile(0.50).into()
+            l.stats().commit.quantile_us(0.50).into()
         }),
         json_only("group_commit_us_p99", |l| {
-            l.stats().commit_us_quantile(0.99).into()
+            l.stats().commit.quantile_us(0.99).into()
         }),
         wal_stat!(
             disk_full_errors,
@@ -1020,6 +1024,17 @@ const GROUP_COMMIT: Family = Family {
         "seconds",
         &[],
         "Time from a group's write submission to its fdatasync's completion.",
+    )
+};
+
+/// Acked TCP's ack delay, rendered as a histogram from `net::tcp`'s buckets.
+const TCP_ACK: Family = Family {
+    kind: Kind::Histogram,
+    ..Family::counter(
+        "ringstash_tcp_ack_seconds",
+        "seconds",
+        &[],
+        "Acked TCP: for each ack line written, the time from the read that completed the oldest batch it acknowledges to the ack's write completing (the server's share of the ack latency a client sees).",
     )
 };
 
@@ -1187,6 +1202,9 @@ pub fn stats_json(o: &Observed) -> String {
     o.each(&mut |m| {
         server.insert(m.key.into(), m.value.into());
     });
+    // In /metrics: the ringstash_tcp_ack_seconds histogram, from the same buckets.
+    server.insert("tcp_ack_us_p50".into(), o.tcp_acks.quantile_us(0.50).into());
+    server.insert("tcp_ack_us_p99".into(), o.tcp_acks.quantile_us(0.99).into());
     let partitions: Vec<serde_json::Value> = o
         .partitions
         .iter()
@@ -1274,7 +1292,8 @@ pub fn metrics_text(o: &Observed) -> String {
             let _ = writeln!(out, " {}", s.value);
         }
     }
-    group_commit_histogram(&mut out, o.log.stats());
+    histogram_text(&mut out, &GROUP_COMMIT, &o.log.stats().commit);
+    histogram_text(&mut out, &TCP_ACK, &o.tcp_acks);
     partition_metrics(&mut out, o);
     reactor_metrics(&mut out, o);
     forward_metrics(&mut out, &o.forward);
@@ -1409,37 +1428,29 @@ fn partition_metrics(out: &mut String, o: &Observed) {
     }
 }
 
-/// Group commit time as a Prometheus histogram (cumulative buckets, seconds). Every
-/// observation the buckets count is one `WalStats::record_sync` time, which also adds
-/// it to `fsync_ns_total`: that counter is the histogram's exact sum.
-fn group_commit_histogram(out: &mut String, w: &crate::wal::WalStats) {
-    let r = Ordering::Relaxed;
+/// `h` as the Prometheus histogram `family` (cumulative buckets, seconds; `_sum`
+/// exact, `_count` the `+Inf` bucket's, as the format requires).
+fn histogram_text(out: &mut String, family: &Family, h: &MicrosHistogram) {
+    let name = family.name;
     let _ = writeln!(
         *out,
         "# HELP {name} {help}\n# TYPE {name} histogram",
-        name = GROUP_COMMIT.name,
-        help = GROUP_COMMIT.help
+        help = family.help
     );
+    let counts = h.counts();
     let mut cumulative = 0u64;
-    for (i, c) in w.commit_us_buckets.iter().enumerate() {
-        cumulative += c.load(r);
-        if i + 1 < w.commit_us_buckets.len() {
+    for (i, c) in counts.iter().enumerate() {
+        cumulative += c;
+        if i + 1 < counts.len() {
             let le = (1u64 << i) as f64 / 1e6;
-            let _ = writeln!(
-                *out,
-                "ringstash_group_commit_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
+            let _ = writeln!(*out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
     }
+    let _ = writeln!(*out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
     let _ = writeln!(
         *out,
-        "ringstash_group_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    // The count is the +Inf bucket's, as the format requires.
-    let _ = writeln!(
-        *out,
-        "ringstash_group_commit_seconds_sum {}\nringstash_group_commit_seconds_count {cumulative}",
-        w.fsync_ns_total.load(r) as f64 / 1e9,
+        "{name}_sum {}\n{name}_count {cumulative}",
+        h.sum_ns() as f64 / 1e9
     );
 }
 
@@ -1676,6 +1687,7 @@ mod tests {
             row(f);
         }
         row(&GROUP_COMMIT);
+        row(&TCP_ACK);
         for (f, _, _) in FORWARD_SERIES {
             row(f);
         }
@@ -1712,6 +1724,11 @@ mod tests {
             md,
             "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `log.group_commit_us_p50`, `log.group_commit_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs; `_sum` is exact (each observation is added to `fsync_seconds_total` as it is counted). |",
             GROUP_COMMIT.name, GROUP_COMMIT.help
+        );
+        let _ = writeln!(
+            md,
+            "| `{}` (`_bucket{{le=…}}`, `_sum`, `_count`) | `server.tcp_ack_us_p50`, `server.tcp_ack_us_p99` (quantiles of the same buckets) | {} Buckets are powers of two from 1 µs. |",
+            TCP_ACK.name, TCP_ACK.help
         );
         for (f, key, _) in FORWARD_SERIES {
             let _ = writeln!(

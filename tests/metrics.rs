@@ -218,6 +218,30 @@ fn metrics_pass_promtool_and_count_each_protocol_under_its_label() {
         groups
     );
     assert_eq!(value(&text, "ringstash_group_commit_seconds_count"), groups);
+    // The acked TCP connection got at least one ack, each counted from a read to the
+    // ack written: after a group commit, so no shorter than the quickest one.
+    let acks = value(&text, "ringstash_tcp_ack_seconds_count");
+    assert!((1.0..=5.0).contains(&acks), "{acks}");
+    assert_eq!(
+        value(&text, "ringstash_tcp_ack_seconds_bucket{le=\"+Inf\"}"),
+        acks
+    );
+    let quickest_commit = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ringstash_group_commit_seconds_bucket{le=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .find(|(_, n)| n.parse::<f64>().unwrap() > 0.0)
+        .map(|(le, _)| le.parse::<f64>().unwrap() / 2.0)
+        .unwrap();
+    assert!(
+        value(&text, "ringstash_tcp_ack_seconds_sum") >= acks * quickest_commit,
+        "{text}"
+    );
+    let (p50, p99) = (
+        server["tcp_ack_us_p50"].as_u64().unwrap(),
+        server["tcp_ack_us_p99"].as_u64().unwrap(),
+    );
+    assert!(p50 >= 1 && p99 >= p50, "{p50} {p99}");
 
     // The process, as /proc tells it to anyone.
     let cpu = value(&text, "process_cpu_seconds_total");

@@ -58,6 +58,9 @@ struct Shared {
     fatal: RefCell<Option<(&'static str, String)>>,
     /// The drainer has seen every completion: the ack writer may finish.
     drained: Cell<bool>,
+    /// The read that completed the oldest batch committed and not yet acknowledged:
+    /// where the next ack's delay (`tcp_ack_seconds`) is counted from.
+    oldest_unacked: Cell<Option<Instant>>,
     /// Wakes the ack writer.
     wake: tokio::sync::Notify,
 }
@@ -138,7 +141,8 @@ pub async fn serve(
             shared.set_fatal("idle_timeout", format!("nothing received for {idle_ms} ms"));
         });
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Completion>(ctx.settings.connection_batches_max);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<(Completion, Instant)>(ctx.settings.connection_batches_max);
     let data_dir = ctx.log.config().dir.clone();
     let drainer = spawn_local(drain(rx, shared.clone(), fd, data_dir));
     let writer = (mode == Mode::Acked)
@@ -212,7 +216,11 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     /// Reads, frames and pushes until EOF, a connection-level error or a refused push.
-    async fn read_loop(&self, mut framer: impl Framing, tx: tokio::sync::mpsc::Sender<Completion>) {
+    async fn read_loop(
+        &self,
+        mut framer: impl Framing,
+        tx: tokio::sync::mpsc::Sender<(Completion, Instant)>,
+    ) {
         let (ctx, shared) = (self.ctx, self.shared);
         let s = &ctx.settings;
         let batch_max = super::batch_bytes_max(s);
@@ -270,11 +278,12 @@ impl Conn<'_> {
         }
     }
 
-    /// Pushes the connection's batch; false if the connection must stop.
+    /// Pushes the connection's batch; false if the connection must stop. The drainer
+    /// gets its completion with the time of the read that completed it.
     async fn push(
         &self,
         builder: &mut BatchBuilder,
-        tx: &tokio::sync::mpsc::Sender<Completion>,
+        tx: &tokio::sync::mpsc::Sender<(Completion, Instant)>,
     ) -> bool {
         let (ctx, shared) = (self.ctx, self.shared);
         let (frames, records) = builder.take();
@@ -292,7 +301,7 @@ impl Conn<'_> {
                     Mode::OneWay | Mode::Acked => &ctx.stats.tcp_records_total,
                 };
                 counter.fetch_add(u64::from(records), Ordering::Relaxed);
-                tx.send(c).await.is_ok()
+                tx.send((c, self.last_activity.get())).await.is_ok()
             }
             Err(PushFail::Refused(e)) => {
                 let (code, detail) = fatal_of(&e, &ctx.log.config().dir);
@@ -327,19 +336,22 @@ pub(super) async fn read_more(stream: &Stream, buf: &mut Vec<u8>) -> std::io::Re
 /// batch breaks that), which makes delivery at-least-once across such a failure.
 /// `data_dir` is taken out of the error line's paths.
 async fn drain(
-    mut rx: tokio::sync::mpsc::Receiver<Completion>,
+    mut rx: tokio::sync::mpsc::Receiver<(Completion, Instant)>,
     shared: Rc<Shared>,
     fd: i32,
     data_dir: std::path::PathBuf,
 ) {
     let mut failed = false;
-    while let Some(c) = rx.recv().await {
+    while let Some((c, read_at)) = rx.recv().await {
         if failed {
             continue;
         }
         match c.await {
             Ok(done) => {
                 shared.acks.borrow_mut().committed(done);
+                if shared.oldest_unacked.get().is_none() {
+                    shared.oldest_unacked.set(Some(read_at));
+                }
                 shared.wake.notify_one();
             }
             Err(e) => {
@@ -377,7 +389,12 @@ async fn write_acks(stream: Rc<Stream>, shared: Rc<Shared>, ctx: Arc<NetCtx>) {
                 "error - record_too_large {dropped} more lines refused (not listed)"
             );
         }
-        shared.acks.borrow_mut().take_ack(&mut out);
+        // An ack moved: its delay is counted from the oldest batch it covers.
+        let since = if shared.acks.borrow_mut().take_ack(&mut out) {
+            shared.oldest_unacked.take()
+        } else {
+            None
+        };
         // A connection-level error goes out last, after the final ack.
         let finished = shared.drained.get();
         let fatal = if finished {
@@ -394,6 +411,11 @@ async fn write_acks(stream: Rc<Stream>, shared: Rc<Shared>, ctx: Arc<NetCtx>) {
             out = back;
             if res.is_err() {
                 return;
+            }
+            if let Some(t) = since {
+                ctx.observed
+                    .tcp_acks
+                    .record_ns(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
         }
         if fatal.is_some() {

@@ -79,7 +79,7 @@ pub use policy::{FsyncPolicy, FsyncPolicyError};
 pub use reader::{Reader, Record, SettleWait};
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::DamagedRange;
-pub use stats::{COMMIT_BUCKETS, WalStats};
+pub use stats::WalStats;
 pub use view::LogView;
 pub use watch::{COMMIT_NOTES_MAX, CommitFollower};
 

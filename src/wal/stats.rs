@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::histogram::MicrosHistogram;
+
 /// Counters the writer keeps; read by `/stats` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct WalStats {
@@ -20,10 +22,9 @@ pub struct WalStats {
     pub fsync_ns_total: AtomicU64,
     /// Longest fdatasync seen, in nanoseconds.
     pub fsync_ns_max: AtomicU64,
-    /// Group commit times (a group's write submitted → its fdatasync completed) by
-    /// power-of-two microsecond bucket: bucket i counts times below 2^i µs (the last
-    /// one everything longer). For percentiles in /stats and a histogram in /metrics.
-    pub commit_us_buckets: [AtomicU64; COMMIT_BUCKETS],
+    /// Group commit times (a group's write submitted → its fdatasync completed). For
+    /// percentiles in /stats and a histogram in /metrics.
+    pub commit: MicrosHistogram,
     /// Writes that failed with ENOSPC/EDQUOT (batches failed with DiskFull).
     pub disk_full_errors: AtomicU64,
     /// Writes that failed for other reasons.
@@ -58,39 +59,13 @@ pub struct WalStats {
     pub time_index_errors: AtomicU64,
 }
 
-/// Buckets of [`WalStats::commit_us_buckets`]: up to 2^31 µs (about 36 minutes).
-pub const COMMIT_BUCKETS: usize = 32;
-
 impl WalStats {
-    /// The bucket upper bound (µs) at or below which `q` (0..=1) of the group commits
-    /// completed; 0 before the first commit.
-    pub fn commit_us_quantile(&self, q: f64) -> u64 {
-        // An array, not a Vec: /stats and /metrics ask often enough not to allocate.
-        let counts: [u64; COMMIT_BUCKETS] =
-            std::array::from_fn(|i| self.commit_us_buckets[i].load(Ordering::Relaxed));
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let want = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return 1u64 << i;
-            }
-        }
-        1u64 << (COMMIT_BUCKETS - 1)
-    }
-
     /// Counts one completed fdatasync that took `ns` nanoseconds (since its group's
     /// write was submitted, or since the lone sync was).
     pub(crate) fn record_sync(&self, ns: u64) {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.fsync_ns_total.fetch_add(ns, Ordering::Relaxed);
         self.fsync_ns_max.fetch_max(ns, Ordering::Relaxed);
-        let us = ns / 1000;
-        let bucket = (u64::BITS - us.leading_zeros()) as usize;
-        self.commit_us_buckets[bucket.min(COMMIT_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.commit.record_ns(ns);
     }
 }
