@@ -226,7 +226,7 @@ settings! {
     json_validate: bool = false, env "RINGSTASH_JSON_VALIDATE";
     /// Under json_validate, largest distance of `timestamp` from the server's clock, in ms. [default: 604800000]
     json_timestamp_skew_ms_max: u64 = 7 * 86_400_000, env "RINGSTASH_JSON_TIMESTAMP_SKEW_MS_MAX";
-    /// Streams besides the default one, each its own logs under data_dir/<stream>/ (docs/streams.md): `name[:partitions=N,key=FIELD,retention_bytes_max=B,retention_ms=MS]` separated by `;`; `default:partitions=N` partitions the default stream. A record goes to partition fnv1a32(its key field, `service` by default) mod N; a stream's N is fixed once its directory exists. [default: ""]
+    /// Streams besides the default one, each its own logs under `data_dir/<stream>/` (docs/streams.md): `name[:partitions=N,key=FIELD,retention_bytes_max=B,retention_ms=MS]` separated by `;`; `default:partitions=N` partitions the default stream. A record goes to partition fnv1a32(its key field, `service` by default) mod N; a stream's N is fixed once its directory exists. [default: ""]
     streams: crate::streams::StreamSpecs = crate::streams::StreamSpecs::default(), env "RINGSTASH_STREAMS";
     /// Most streams, the default one included. [default: 16]
     streams_max: usize = 16, env "RINGSTASH_STREAMS_MAX", range 1 ..= 1_024;

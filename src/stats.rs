@@ -13,7 +13,7 @@
 //! labels, so that series which differ only by protocol, listener or reason are one
 //! family with a label (`ringstash_records_received_total{protocol="tcp"}`), and times
 //! are in seconds. The mapping is the declarations below; `docs/operations.md` lists
-//! it, generated from them ([`metrics_markdown`]).
+//! it, generated from them (`metrics_markdown`).
 
 use std::{
     fmt::Write,
@@ -515,7 +515,7 @@ series! {
 
 series! {
     /// The NATS forwarder's connection (`src/forward/`); its per-partition series are
-    /// rendered by [`forward_metrics`], labelled with the stream and partition.
+    /// rendered by `forward_metrics`, labelled with the stream and partition.
     pub struct ForwardConnStats {
         /// 1 when forwarding into NATS JetStream is configured (nats_url set), else 0.
         gauge forward_enabled ("boolean"),

@@ -690,7 +690,7 @@ impl Aggregator {
     }
 
     /// One loop turn: takes the writer's commit notes, counts up to
-    /// [`RECORDS_PER_TURN`] records ([`RECORDS_PER_BUSY_TURN`] if `yield_to_subscribers`),
+    /// `RECORDS_PER_TURN` records (`RECORDS_PER_BUSY_TURN` if `yield_to_subscribers`),
     /// samples the writer's counters and the disk once a second. Returns true if there
     /// are committed records left to count.
     pub fn turn(&mut self, end: u64, yield_to_subscribers: bool) -> bool {

@@ -221,7 +221,7 @@ impl FrameWindow {
 /// Builds a binary message from `reader`: the header (`next`, then `committed_end`),
 /// then the stored frames of the records from the reader's position that pass
 /// `filter`, up to offset `stop`, `bytes_max` bytes (one frame always fits), or
-/// [`super::SCAN_PER_MESSAGE`] records scanned. `None` if no record passed; the reader
+/// `SCAN_PER_MESSAGE` records scanned. `None` if no record passed; the reader
 /// may still have moved (past records the filter refused). Returns the message, the
 /// offset of its first record, `next` and the record count.
 ///

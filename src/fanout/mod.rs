@@ -40,7 +40,7 @@
 //!   `subscriber_stall_ms_max` is closed with code 4008 `stalled`; it may resume with
 //!   `from=<next>`.
 //! - **WSS** (`ws_tls`): each subscriber's bytes go through a rustls session
-//!   ([`transport::Transport`]) made at accept from the certificates then in force;
+//!   (`transport::Transport`) made at accept from the certificates then in force;
 //!   it keeps the flow control above (`WouldBlock` while ciphertext waits). Plain
 //!   subscribers go through the same enum, one match per read or write call.
 

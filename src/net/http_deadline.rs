@@ -41,7 +41,7 @@ pub enum Phase {
     Body {
         /// When the current window began.
         since: Instant,
-        /// [`Clock::bytes_read`] then.
+        /// `Clock::bytes_read` then.
         read_at: u64,
         /// Bytes of the body still to come then, if known.
         left: Option<u64>,

@@ -1,7 +1,7 @@
 //! Newline framing for raw TCP, as a state machine over bytes (no I/O).
 //!
 //! The reactor reads into a connection buffer and hands the bytes here; complete lines
-//! are framed straight into the connection's [`BatchBuilder`] (no allocation per
+//! are framed straight into the connection's `BatchBuilder` (no allocation per
 //! record). What is left (a partial line) stays in the caller's buffer for the next read.
 
 use super::framing::{Framed, Framing, Target};

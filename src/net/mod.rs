@@ -44,7 +44,7 @@ use crate::{
 /// What the ingest stage may touch, shared by every reactor: the producer handle, a
 /// read-only view of the log (health, the read API), its own counters, and read-only
 /// handles on everyone's counters for `/stats` and `/metrics`. Nothing here reaches the
-/// fan-out core or the writer except through the [`Appender`], and the aggregates the
+/// fan-out core or the writer except through the [`Appender`](crate::wal::Appender), and the aggregates the
 /// fan-out core keeps, which the reactors only read.
 #[derive(Debug)]
 pub struct NetCtx {

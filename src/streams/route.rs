@@ -46,7 +46,7 @@ pub struct Dest {
 /// One destination's share of a batch.
 #[derive(Debug)]
 pub struct Part {
-    /// The log: its index over all streams' partitions ([`Router::log_index`]).
+    /// The log: its index over all streams' partitions (`Router::log_index`).
     pub log: usize,
     /// Its framed records.
     pub frames: BytesMut,

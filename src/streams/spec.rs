@@ -1,7 +1,7 @@
 //! The `streams` and `syslog_stream_rules` settings: which streams exist, how many
 //! partitions each has and what keys them, and which syslog messages go to which
 //! stream. Both are strings (one grammar for the file, the environment and the flag),
-//! parsed once at start and checked by [`StreamSpecs::check`].
+//! parsed once at start and checked by `StreamSpecs::check`.
 
 use std::{fmt, str::FromStr};
 

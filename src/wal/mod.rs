@@ -36,7 +36,7 @@
 //! | follow | `watch` ([`CommitFollower`]), [`LogView`] | read-only handles; waking followers takes no lock on the commit path |
 //! | failure | `failure` ([`WriterFailure`]) | why the writer stopped, with operation, file and offsets |
 //! | counters | `stats` ([`WalStats`]) | figures for `/stats` and `/metrics`, none on the ordering path |
-//! | storage | [`format`], [`segment`], [`recovery`], [`spare`], [`retention`] | the bytes on disk (see `docs/format.md`), recovery of a torn tail, pre-written segments, removal of old segments |
+//! | storage | [`format`](mod@format), [`segment`], [`recovery`], [`spare`], [`retention`] | the bytes on disk (see `docs/format.md`), recovery of a torn tail, pre-written segments, removal of old segments |
 //! | read | [`reader`], [`check`] | cursors that never pass the committed offset; full verification |
 //! | time | [`timeindex`] | the `.tix` file: where a receive time is, by binary search over segments and entries |
 //! | recent | `recent`, `aligned` | committed groups' buffers kept for live readers, so what was just written is not read back from the disk; the block-aligned buffers direct writes need |

@@ -1,7 +1,7 @@
 //! Readers: records in offset order from any offset, across segments.
 //!
 //! A reader is a cursor: it holds its own file handle and buffer and nothing it does
-//! reaches the writer. A *live* reader (from [`super::Log::reader`]) never returns a
+//! reaches the writer. A *live* reader (from `Log::reader`) never returns a
 //! record at or beyond the committed offset, so it never shows data that could still be
 //! lost. A *directory* reader ([`Reader::open_dir`], used by `ringstash cat` in another
 //! process) returns what is on disk and valid; it stops at a record still being written

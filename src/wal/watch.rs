@@ -19,7 +19,7 @@ use crossbeam_queue::ArrayQueue;
 use super::{Inner, now_ns};
 use crate::ring::Doorbell;
 
-/// Commit notes [`CommitTimes`] holds before it merges the oldest into the next.
+/// Commit notes `CommitTimes` holds before it merges the oldest into the next.
 /// Enough for 2 s of groups at 4,000 groups a second (the fan-out core, with no
 /// subscriber, takes them once a second); 24 bytes each: 192 KiB.
 pub const COMMIT_NOTES_MAX: usize = 8192;
