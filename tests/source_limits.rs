@@ -79,11 +79,19 @@ fn send_and_time(addr: std::net::SocketAddr, n: usize, line: &str) -> Duration {
     t0.elapsed()
 }
 
+/// What the limiter guarantees is the upper bound (10 % for timing). The lower one
+/// only says the producer was not held far below its limit: how close it gets is the
+/// machine's speed (a debug build on a busy CI machine), and the wait-seconds counter
+/// is what shows the limiter engaged.
 #[track_caller]
-fn assert_within_10_percent(got: f64, want: f64, what: &str) {
+fn assert_held_to(got: f64, limit: f64, what: &str) {
     assert!(
-        (got - want).abs() <= 0.10 * want,
-        "{what}: {got:.0}/s against a limit of {want:.0}/s (more than 10 % off)"
+        got <= 1.10 * limit,
+        "{what}: {got:.0}/s against a limit of {limit:.0}/s (more than 10 % over)"
+    );
+    assert!(
+        got >= 0.5 * limit,
+        "{what}: {got:.0}/s against a limit of {limit:.0}/s (less than half)"
     );
 }
 
@@ -93,7 +101,7 @@ fn a_stream_connection_is_held_to_its_records_per_second_and_loses_nothing() {
         Server::start_in_tempdir(&["--conn-records-per-s-max", "5000", "--rate-burst-ms", "1"]);
     let n = 15_000;
     let took = send_and_time(s.tcp_acked, n, "paced");
-    assert_within_10_percent(n as f64 / took.as_secs_f64(), 5000.0, "one connection");
+    assert_held_to(n as f64 / took.as_secs_f64(), 5000.0, "one connection");
     assert!(metric(s.http, "ringstash_rate_limited_total{scope=\"conn\"}") >= 1);
     assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
     assert_eq!(stored_payloads(&s.data_dir).len(), n, "every record stored");
@@ -113,12 +121,13 @@ fn connections_from_one_ip_share_its_rate() {
         p.join().unwrap();
     }
     let took = t0.elapsed();
-    assert_within_10_percent(
+    assert_held_to(
         2.0 * n as f64 / took.as_secs_f64(),
         6000.0,
         "two connections of one IP",
     );
     assert!(metric(s.http, "ringstash_rate_limited_total{scope=\"ip\"}") >= 1);
+    assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
     assert_eq!(stored_payloads(&s.data_dir).len(), 2 * n);
 }
 
@@ -131,11 +140,12 @@ fn a_stream_connection_is_held_to_its_bytes_per_second() {
     let n = 6_000;
     let took = send_and_time(s.tcp_acked, n, &line);
     let bytes = n as f64 * (line.len() + 7) as f64;
-    assert_within_10_percent(
+    assert_held_to(
         bytes / took.as_secs_f64(),
         200_000.0,
         "bytes of one connection",
     );
+    assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
 }
 
 #[test]
