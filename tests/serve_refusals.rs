@@ -8,7 +8,7 @@
 mod common;
 
 use std::{
-    io::{BufReader, Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Command, Stdio},
     sync::{Arc, Barrier},
@@ -137,10 +137,20 @@ fn a_body_slower_than_the_minimum_rate_gets_408_and_a_slow_one_within_it_succeed
 #[test]
 fn every_connection_over_the_limit_is_told_why_even_in_a_burst_of_300() {
     let (_dir, s) = Server::start_in_tempdir(&["--connections-max", "4"]);
-    let held: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(s.tcp_acked).unwrap())
+    // One round trip on each: all four are accepted and counted before the burst.
+    let held: Vec<BufReader<TcpStream>> = (0..4)
+        .map(|_| {
+            let mut c = BufReader::new(TcpStream::connect(s.tcp_acked).unwrap());
+            c.get_ref()
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            c.get_mut().write_all(b"x\n").unwrap();
+            let mut line = String::new();
+            c.read_line(&mut line).unwrap();
+            assert!(line.starts_with("ack 1 "), "a held connection: {line}");
+            c
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
     const BURST: usize = 300;
     // All at once, and each keeps its socket open until every one has its answer:
     // the server holds all 300 refusals in flight at the same time.
@@ -185,14 +195,28 @@ fn every_connection_over_the_limit_is_told_why_even_in_a_burst_of_300() {
         &bare[..bare.len().min(3)]
     );
     drop(held);
-    std::thread::sleep(Duration::from_millis(200));
-    assert_metrics(
-        s.http,
-        &[
-            "ringstash_connections_refused_total{reason=\"connections_max\"} 300",
-            "ringstash_refusals_unlingered_total 0",
-        ],
-    );
+    // The scrape needs a free slot: the server frees them when its reactors see the
+    // closes, and counts what it refuses until then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused_while_freeing = 0;
+    let m = loop {
+        let r = http(s.http, "GET", "/metrics", &[], b"");
+        if r.status == 200 {
+            break String::from_utf8(r.body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no slot freed: {}", r.status);
+        refused_while_freeing += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for line in [
+        format!(
+            "ringstash_connections_refused_total{{reason=\"connections_max\"}} {}\n",
+            BURST + refused_while_freeing
+        ),
+        "ringstash_refusals_unlingered_total 0\n".to_owned(),
+    ] {
+        assert!(m.contains(&line), "{line} in {m}");
+    }
     assert!(s.stop().success());
 }
 
