@@ -672,7 +672,7 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     // Nothing was dropped: no sampling.
     b.wait_for(
         "document.getElementById('readout').textContent === 'shown 20 of 20 committed'",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
     );
     // Pause holds records back; resume shows them.
     b.eval("document.getElementById('pause').click()");
@@ -702,11 +702,11 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     );
     // A level filter keeps only that level.
     b.eval("document.getElementById('level').value = 'error'; document.getElementById('level').onchange()");
-    b.wait_for(
-        &format!("{count} > 0 && [...{ROWS}].every(d => d.querySelector('.c-level').textContent === 'error')"),
-        Duration::from_secs(10),
+    b.wait_for_showing(
+        &format!("{count} === 9 && [...{ROWS}].every(d => d.querySelector('.c-level').textContent === 'error')"),
+        Duration::from_secs(20),
+        &format!("[...{ROWS}].map(d => d.querySelector('.c-level').textContent).join(',')"),
     );
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(b.eval(&count), 9, "the 9 error records of 30");
     // A screenshot for people to look at.
     let shot = common::browser::artefacts_dir().join("low-rate.png");
@@ -909,7 +909,9 @@ fn dashboard_stream_picker_follows_the_stream_picked() {
     b.wait_for(&has("audit-7"), Duration::from_secs(20));
     post_audit(&json_lines("later", 4));
     b.wait_for(&has("later-3"), Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(300));
+    // Each partition's records come in their own messages, in no order across them:
+    // all twelve, however slowly the page gets them.
+    b.wait_for(&format!("{ROWS}.length === 12"), Duration::from_secs(20));
     let shown = b.eval(&messages);
     let mut got: Vec<&str> = shown.as_str().unwrap().split(',').collect();
     got.sort();
