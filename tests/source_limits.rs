@@ -153,21 +153,22 @@ fn http_over_its_ip_rate_gets_429_with_retry_after_and_nothing_stored() {
     let (_dir, s) =
         Server::start_in_tempdir(&["--ip-records-per-s-max", "100", "--rate-burst-ms", "1000"]);
     let body: String = (0..100).map(|i| format!("line {i}\n")).collect();
-    // The saved-up second passes, the next request takes the IP into debt, the one
-    // after is refused.
+    let three_s: String = (0..300).map(|i| format!("debt {i}\n")).collect();
+    // The saved-up second passes, the next request takes the IP 3 s into debt (long
+    // enough for a slow machine's next request to meet it), the one after is refused.
     assert_eq!(
         http(s.http, "POST", "/ingest", &[], body.as_bytes()).status,
         200
     );
     assert_eq!(
-        http(s.http, "POST", "/ingest", &[], body.as_bytes()).status,
+        http(s.http, "POST", "/ingest", &[], three_s.as_bytes()).status,
         200
     );
     let r = http(s.http, "POST", "/ingest", &[], b"over the rate\n");
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"], "rate_limited");
     let after: u64 = r.header("Retry-After").unwrap().parse().unwrap();
-    assert!((1..=2).contains(&after), "Retry-After: {after}");
+    assert!((1..=3).contains(&after), "Retry-After: {after}");
     assert_eq!(
         metric(s.http, "ringstash_rate_limited_total{scope=\"ip\"}"),
         1
@@ -179,7 +180,7 @@ fn http_over_its_ip_rate_gets_429_with_retry_after_and_nothing_stored() {
         200
     );
     let stored = stored_payloads(&s.data_dir);
-    assert_eq!(stored.len(), 201);
+    assert_eq!(stored.len(), 401);
     assert!(!stored.iter().any(|p| p == "over the rate"));
     assert_eq!(stored.last().unwrap(), "after waiting");
 }
@@ -201,6 +202,8 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
         "1000",
     ]);
     let body: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    // 3 s of debt: long enough for a slow machine's next request to meet it.
+    let three_s: String = (0..300).map(|i| format!("debt {i}\n")).collect();
     let post = |token: &str, body: &[u8]| {
         let bearer = format!("Bearer {token}");
         http(
@@ -214,7 +217,7 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
     // Each request a new connection (and the same IP, which has no limit here): the
     // token's own bucket is what runs dry.
     assert_eq!(post(&a.token, body.as_bytes()).status, 200);
-    assert_eq!(post(&a.token, body.as_bytes()).status, 200);
+    assert_eq!(post(&a.token, three_s.as_bytes()).status, 200);
     let r = post(&a.token, b"over the token's rate\n");
     assert_eq!(r.status, 429);
     assert!(r.header("Retry-After").is_some());
@@ -229,6 +232,6 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
     // Another token is not slowed by the first one's debt.
     assert_eq!(post(&b.token, body.as_bytes()).status, 200);
     let stored = stored_payloads(&s.data_dir);
-    assert_eq!(stored.len(), 300);
+    assert_eq!(stored.len(), 500);
     assert!(!stored.iter().any(|p| p == "over the token's rate"));
 }
