@@ -518,13 +518,21 @@ fn dashboard_time_range_picker_returns_the_records_of_that_range() {
     };
     let (_dir, s) = Server::start_in_tempdir(&[]);
     send_lines(s.tcp_acked, &json_lines("before", 30));
-    let s0 = sleep_to_next_second(0.2);
+    let sent_at = sleep_to_next_second(0.2);
     send_lines(s.tcp_acked, &json_lines("inside", 40));
     sleep_to_next_second(0.5);
     sleep_to_next_second(0.2);
     send_lines(s.tcp_acked, &json_lines("after", 30));
-    // What the range [s0, s0 + 1) holds, by the stored receive times.
+    // The range is the second the inside batch was received in, as stored: a thread
+    // woken late on a busy machine may send it a second after the one slept to. The
+    // batches before and after are at least a second away from it either way.
     let all = http(s.http, "GET", "/v1/logs?limit=1000", &[], b"").json();
+    let s0 = all["records"][30]["ts"].as_u64().unwrap() / 1_000_000_000;
+    assert!(
+        s0 >= sent_at,
+        "received at {s0}, before it was sent at {sent_at}"
+    );
+    // What the range [s0, s0 + 1) holds, by the stored receive times.
     let expected: Vec<u64> = all["records"]
         .as_array()
         .unwrap()
