@@ -7,7 +7,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use common::{
@@ -153,7 +153,12 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // A reactor has found the ring full: it stays full while the writer is delayed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(server.http, "ringstash_ring_full_waits_total") < 1 {
+        assert!(Instant::now() < deadline, "the ring never filled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = http(server.http, "POST", "/ingest", &[], b"refused\n");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "ring_full");

@@ -430,15 +430,20 @@ fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spi
     let before = cpu_time(pid);
     std::thread::sleep(Duration::from_secs(2));
     let idle = cpu_time(pid) - before;
+    // A spinning core would use the whole 2 s; the bound leaves room for a slow
+    // machine's housekeeping (tick rounding, timers) without letting a spin pass.
     assert!(
-        idle < Duration::from_millis(200),
+        idle < Duration::from_millis(500),
         "idle server used {idle:?} of CPU in 2 s"
     );
     let mut latencies = Vec::new();
     for i in 0..21 {
         let line = format!(r#"{{"service":"svc-0","seq":{i}}}"#);
-        let t = Instant::now();
         post(s.http, Some("audit"), std::slice::from_ref(&line));
+        // The POST is answered once the record is committed: from here on only the
+        // wake-up is measured, not the connect, the request and the fdatasync, which
+        // a slow machine stretches. A missed wake-up waits for the 100 ms poll.
+        let t = Instant::now();
         let (got, _) = read_n(&mut one, 1, Duration::from_secs(10));
         latencies.push(t.elapsed());
         assert_eq!(got[0].data, line);
@@ -451,7 +456,7 @@ fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spi
     latencies.sort();
     assert!(
         latencies[10] < Duration::from_millis(30),
-        "median post-to-delivery {:?} (all {latencies:?})",
+        "median commit-to-delivery {:?} (all {latencies:?})",
         latencies[10]
     );
     assert!(s.stop().success());

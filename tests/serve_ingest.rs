@@ -251,7 +251,18 @@ fn real_clients_nc_curl_logger() {
         assert!(st.success());
         expected.push("from logger".to_owned());
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // logger does not wait for an ack: its record is in once the server has committed
+    // all of them, which a busy machine may take a while to do.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(server.http, "ringstash_records_committed_total") < expected.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {} records committed",
+            metric(server.http, "ringstash_records_committed_total"),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(server.stop().success());
     let got: Vec<String> = stored_payloads(dir.path());
     for e in &expected {

@@ -79,11 +79,19 @@ fn send_and_time(addr: std::net::SocketAddr, n: usize, line: &str) -> Duration {
     t0.elapsed()
 }
 
+/// What the limiter guarantees is the upper bound (10 % for timing). The lower one
+/// only says the producer was not held far below its limit: how close it gets is the
+/// machine's speed (a debug build on a busy CI machine), and the wait-seconds counter
+/// is what shows the limiter engaged.
 #[track_caller]
-fn assert_within_10_percent(got: f64, want: f64, what: &str) {
+fn assert_held_to(got: f64, limit: f64, what: &str) {
     assert!(
-        (got - want).abs() <= 0.10 * want,
-        "{what}: {got:.0}/s against a limit of {want:.0}/s (more than 10 % off)"
+        got <= 1.10 * limit,
+        "{what}: {got:.0}/s against a limit of {limit:.0}/s (more than 10 % over)"
+    );
+    assert!(
+        got >= 0.5 * limit,
+        "{what}: {got:.0}/s against a limit of {limit:.0}/s (less than half)"
     );
 }
 
@@ -93,7 +101,7 @@ fn a_stream_connection_is_held_to_its_records_per_second_and_loses_nothing() {
         Server::start_in_tempdir(&["--conn-records-per-s-max", "5000", "--rate-burst-ms", "1"]);
     let n = 15_000;
     let took = send_and_time(s.tcp_acked, n, "paced");
-    assert_within_10_percent(n as f64 / took.as_secs_f64(), 5000.0, "one connection");
+    assert_held_to(n as f64 / took.as_secs_f64(), 5000.0, "one connection");
     assert!(metric(s.http, "ringstash_rate_limited_total{scope=\"conn\"}") >= 1);
     assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
     assert_eq!(stored_payloads(&s.data_dir).len(), n, "every record stored");
@@ -113,12 +121,13 @@ fn connections_from_one_ip_share_its_rate() {
         p.join().unwrap();
     }
     let took = t0.elapsed();
-    assert_within_10_percent(
+    assert_held_to(
         2.0 * n as f64 / took.as_secs_f64(),
         6000.0,
         "two connections of one IP",
     );
     assert!(metric(s.http, "ringstash_rate_limited_total{scope=\"ip\"}") >= 1);
+    assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
     assert_eq!(stored_payloads(&s.data_dir).len(), 2 * n);
 }
 
@@ -131,11 +140,12 @@ fn a_stream_connection_is_held_to_its_bytes_per_second() {
     let n = 6_000;
     let took = send_and_time(s.tcp_acked, n, &line);
     let bytes = n as f64 * (line.len() + 7) as f64;
-    assert_within_10_percent(
+    assert_held_to(
         bytes / took.as_secs_f64(),
         200_000.0,
         "bytes of one connection",
     );
+    assert!(metric_f64(s.http, "ringstash_rate_limited_wait_seconds_total") >= 2.0);
 }
 
 #[test]
@@ -143,21 +153,22 @@ fn http_over_its_ip_rate_gets_429_with_retry_after_and_nothing_stored() {
     let (_dir, s) =
         Server::start_in_tempdir(&["--ip-records-per-s-max", "100", "--rate-burst-ms", "1000"]);
     let body: String = (0..100).map(|i| format!("line {i}\n")).collect();
-    // The saved-up second passes, the next request takes the IP into debt, the one
-    // after is refused.
+    let three_s: String = (0..300).map(|i| format!("debt {i}\n")).collect();
+    // The saved-up second passes, the next request takes the IP 3 s into debt (long
+    // enough for a slow machine's next request to meet it), the one after is refused.
     assert_eq!(
         http(s.http, "POST", "/ingest", &[], body.as_bytes()).status,
         200
     );
     assert_eq!(
-        http(s.http, "POST", "/ingest", &[], body.as_bytes()).status,
+        http(s.http, "POST", "/ingest", &[], three_s.as_bytes()).status,
         200
     );
     let r = http(s.http, "POST", "/ingest", &[], b"over the rate\n");
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"], "rate_limited");
     let after: u64 = r.header("Retry-After").unwrap().parse().unwrap();
-    assert!((1..=2).contains(&after), "Retry-After: {after}");
+    assert!((1..=3).contains(&after), "Retry-After: {after}");
     assert_eq!(
         metric(s.http, "ringstash_rate_limited_total{scope=\"ip\"}"),
         1
@@ -169,7 +180,7 @@ fn http_over_its_ip_rate_gets_429_with_retry_after_and_nothing_stored() {
         200
     );
     let stored = stored_payloads(&s.data_dir);
-    assert_eq!(stored.len(), 201);
+    assert_eq!(stored.len(), 401);
     assert!(!stored.iter().any(|p| p == "over the rate"));
     assert_eq!(stored.last().unwrap(), "after waiting");
 }
@@ -191,6 +202,8 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
         "1000",
     ]);
     let body: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    // 3 s of debt: long enough for a slow machine's next request to meet it.
+    let three_s: String = (0..300).map(|i| format!("debt {i}\n")).collect();
     let post = |token: &str, body: &[u8]| {
         let bearer = format!("Bearer {token}");
         http(
@@ -204,7 +217,7 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
     // Each request a new connection (and the same IP, which has no limit here): the
     // token's own bucket is what runs dry.
     assert_eq!(post(&a.token, body.as_bytes()).status, 200);
-    assert_eq!(post(&a.token, body.as_bytes()).status, 200);
+    assert_eq!(post(&a.token, three_s.as_bytes()).status, 200);
     let r = post(&a.token, b"over the token's rate\n");
     assert_eq!(r.status, 429);
     assert!(r.header("Retry-After").is_some());
@@ -219,6 +232,6 @@ fn a_token_is_held_to_its_rate_across_connections_and_other_tokens_are_not() {
     // Another token is not slowed by the first one's debt.
     assert_eq!(post(&b.token, body.as_bytes()).status, 200);
     let stored = stored_payloads(&s.data_dir);
-    assert_eq!(stored.len(), 300);
+    assert_eq!(stored.len(), 500);
     assert!(!stored.iter().any(|p| p == "over the token's rate"));
 }

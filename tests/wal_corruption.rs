@@ -578,8 +578,11 @@ fn the_damage_bounds_are_settings_checked_at_start_and_used() {
             took >= std::time::Duration::from_millis(settle_ms),
             "{settle_ms} ms: took {took:?}"
         );
+        // The wait itself is the one stderr names (the same setting sleeps and is
+        // printed); this only rules out a wait of another order, leaving a slow
+        // machine its start-up and read time.
         if settle_ms == 1 {
-            assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+            assert!(took < std::time::Duration::from_secs(10), "{took:?}");
         }
     }
     assert!(s.stop().success());

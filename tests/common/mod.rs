@@ -630,8 +630,19 @@ pub struct Trickled {
 /// Connects to `addr` and sends `bytes` one at a time, `every` apart, until the server
 /// answers (or closes); then reads the answer to its end. Gives up after `within`.
 pub fn trickle(addr: SocketAddr, bytes: &[u8], every: Duration, within: Duration) -> Trickled {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let started = Instant::now();
+    let s = TcpStream::connect(addr).unwrap();
+    trickle_on(s, Instant::now(), bytes, every, within)
+}
+
+/// [`trickle`] on a connection made by the caller at `started` (so that a test can
+/// know its clients are connected before it goes on).
+pub fn trickle_on(
+    mut s: TcpStream,
+    started: Instant,
+    bytes: &[u8],
+    every: Duration,
+    within: Duration,
+) -> Trickled {
     s.set_read_timeout(Some(every)).unwrap();
     let mut said = Vec::new();
     let mut buf = [0u8; 4096];
