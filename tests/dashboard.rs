@@ -689,7 +689,10 @@ fn dashboard_shows_ingested_records_in_headless_chromium() {
     assert_eq!(b.eval(&has("paused-3")), false, "paused tail must not grow");
     b.eval("document.getElementById('pause').click()");
     b.wait_for(&has("paused-3"), Duration::from_secs(10));
-    // The server restarts; the page reconnects and resumes from its last offset.
+    // The server restarts; the page reconnects and resumes from its last offset. The
+    // wait first puts the old server's records more than the few seconds a poll
+    // refetches behind the restart: the page must drop them itself.
+    std::thread::sleep(Duration::from_secs(5));
     assert!(server.stop().success());
     let server = Server::restart_after_kill(dir.path(), &fixed);
     let tcp = server.tcp_acked;
