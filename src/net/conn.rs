@@ -35,6 +35,9 @@ pub struct Registry {
     idle: Cell<usize>,
     /// Woken whenever a connection ends or turns idle.
     pub ended: tokio::sync::Notify,
+    /// A drain has begun (`shutdown_reads_for_drain`): a connection registered from now
+    /// on has its reading side shut as it registers.
+    draining: Cell<bool>,
 }
 
 impl Registry {
@@ -63,9 +66,29 @@ impl Registry {
 
     /// Starts a drain: shuts the reading side of every connection but those that
     /// answer for themselves during one (see `answer_in_drain`).
+    ///
+    /// Connections registered afterwards are shut as they register: the last ones
+    /// accepted or handed over before the drain began may not have registered yet
+    /// (their tasks are spawned, not yet run).
     pub fn shutdown_reads_for_drain(&self) {
+        self.draining.set(true);
         let keep = self.answer_in_drain.borrow();
         self.shutdown_where(libc::SHUT_RD, |id| !keep.contains(&id));
+    }
+
+    /// Adds `fd` under a new id; with `answers_in_drain` (HTTP) its reading side stays
+    /// open in a drain, otherwise a drain already under way shuts it now.
+    fn register(&self, fd: RawFd, answers_in_drain: bool) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.conns.borrow_mut().insert(id, fd);
+        if answers_in_drain {
+            self.answer_in_drain.borrow_mut().insert(id);
+        } else if self.draining.get() {
+            // SAFETY: the caller's guard holds `fd` open until it unregisters it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+        id
     }
 
     fn shutdown_where(&self, how: i32, mut pick: impl FnMut(u64) -> bool) {
@@ -95,9 +118,7 @@ impl RefusalGuard {
             return None;
         }
         registry.refusals.set(registry.refusals.get() + 1);
-        let id = registry.next_id.get();
-        registry.next_id.set(id + 1);
-        registry.conns.borrow_mut().insert(id, fd);
+        let id = registry.register(fd, false);
         Some(RefusalGuard { registry, id })
     }
 }
@@ -124,9 +145,7 @@ pub struct HandshakeGuard {
 impl HandshakeGuard {
     /// Registers `fd`, admitted (counted in `connections_open`) by the caller.
     pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<NetCtx>) -> Self {
-        let id = registry.next_id.get();
-        registry.next_id.set(id + 1);
-        registry.conns.borrow_mut().insert(id, fd);
+        let id = registry.register(fd, false);
         HandshakeGuard {
             registry,
             id,
@@ -173,11 +192,17 @@ impl ConnGuard {
         self.id
     }
 
-    /// Registers `fd`. The caller already counted it in `connections_open`.
-    pub fn new(registry: Rc<Registry>, fd: RawFd, ctx: Arc<NetCtx>) -> Self {
-        let id = registry.next_id.get();
-        registry.next_id.set(id + 1);
-        registry.conns.borrow_mut().insert(id, fd);
+    /// Registers `fd`. The caller already counted it in `connections_open`. With
+    /// `answers_in_drain` (HTTP) the connection answers for itself during a drain: its
+    /// reading side stays open until only idle connections are left, so that a request
+    /// on a keep-alive connection is answered 503 rather than met with EOF.
+    pub fn new(
+        registry: Rc<Registry>,
+        fd: RawFd,
+        ctx: Arc<NetCtx>,
+        answers_in_drain: bool,
+    ) -> Self {
+        let id = registry.register(fd, answers_in_drain);
         ConnGuard {
             registry,
             id,
@@ -185,12 +210,6 @@ impl ConnGuard {
             closed: Rc::new(Cell::new(false)),
             idle: false,
         }
-    }
-
-    /// Marks the connection as one that answers for itself during a drain: its
-    /// reading side stays open until only idle connections are left (HTTP).
-    pub fn answer_in_drain(&self) {
-        self.registry.answer_in_drain.borrow_mut().insert(self.id);
     }
 
     /// Says whether the connection waits between requests with nothing buffered; a
@@ -387,5 +406,60 @@ async fn push_to(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{ErrorKind, Read},
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd,
+    };
+
+    use super::*;
+
+    /// A connected pair: (the server's side, the client's side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        (server, client)
+    }
+
+    /// True if a read on `s` ends at once with EOF (its reading side was shut), false
+    /// if it waits (still open).
+    fn reads_shut(s: &mut TcpStream) -> bool {
+        match s.read(&mut [0u8; 16]) {
+            Ok(0) => true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            other => panic!("unexpected read: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_drain_shuts_the_reads_of_connections_registered_before_and_after_it_began() {
+        let r = Registry::default();
+        let (mut before, _c1) = pair();
+        let (mut http_before, _c2) = pair();
+        r.register(before.as_raw_fd(), false);
+        r.register(http_before.as_raw_fd(), true);
+        assert!(!reads_shut(&mut before), "shut before any drain");
+        r.shutdown_reads_for_drain();
+        assert!(reads_shut(&mut before));
+        assert!(!reads_shut(&mut http_before), "HTTP answers for itself");
+        // Accepted (or handed over) just before the drain, registered just after it.
+        let (mut after, _c3) = pair();
+        let (mut http_after, _c4) = pair();
+        r.register(after.as_raw_fd(), false);
+        r.register(http_after.as_raw_fd(), true);
+        assert!(
+            reads_shut(&mut after),
+            "registered during the drain, not shut"
+        );
+        assert!(!reads_shut(&mut http_after));
     }
 }

@@ -63,8 +63,7 @@ pub async fn serve(
     source: SourceGuard,
 ) {
     let fd = stream.as_raw_fd();
-    let guard = ConnGuard::new(registry, fd, ctx.clone());
-    guard.answer_in_drain();
+    let guard = ConnGuard::new(registry, fd, ctx.clone(), true);
     ctx.stats
         .http_connections_total
         .fetch_add(1, Ordering::Relaxed);

@@ -256,10 +256,6 @@ async fn run(
         let _ = task.await;
     }
     let _ = adopting.await;
-    // The last connections accepted or adopted have been spawned, not yet run: each
-    // registers itself (its guard) before its first await, so one turn of the
-    // scheduler puts them all in the registry before the drain shuts their reads.
-    tokio::task::yield_now().await;
 
     // Drain: stream connections stop reading, finish what they received, and end.
     // HTTP connections keep reading: a request that arrives meanwhile on a keep-alive

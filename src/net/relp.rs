@@ -113,7 +113,7 @@ pub async fn serve(
 ) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
-    let guard = ConnGuard::new(registry, fd, ctx.clone());
+    let guard = ConnGuard::new(registry, fd, ctx.clone(), false);
     ctx.stats
         .relp_connections_total
         .fetch_add(1, Ordering::Relaxed);

@@ -126,7 +126,7 @@ pub async fn serve(
 ) {
     let fd = stream.as_raw_fd();
     let stream = Rc::new(stream);
-    let guard = ConnGuard::new(registry, fd, ctx.clone());
+    let guard = ConnGuard::new(registry, fd, ctx.clone(), false);
     let connections = match mode {
         Mode::Syslog => &ctx.stats.syslog_connections_total,
         Mode::OneWay | Mode::Acked => &ctx.stats.tcp_connections_total,
@@ -246,7 +246,10 @@ impl Conn<'_> {
                 // write already took: not the end the producer meant.
                 return conn::discard_partial(self.ctx, &buf);
             }
-            self.last_activity.set(Instant::now());
+            // The read's time: where its batches' ack delay starts (`tcp_ack_seconds`),
+            // rate-limit waits included.
+            let read_at = Instant::now();
+            self.last_activity.set(read_at);
             let ts = wal::now_ns();
             let mut start = 0;
             loop {
@@ -256,7 +259,7 @@ impl Conn<'_> {
                 if !f.batch_full {
                     break;
                 }
-                if !self.push(&mut builder, &tx).await {
+                if !self.push(&mut builder, &tx, read_at).await {
                     return;
                 }
             }
@@ -265,7 +268,7 @@ impl Conn<'_> {
                 framer.finish(&buf[start..], &mut to);
                 start = buf.len();
             }
-            if !builder.is_empty() && !self.push(&mut builder, &tx).await {
+            if !builder.is_empty() && !self.push(&mut builder, &tx, read_at).await {
                 return;
             }
             buf.drain(..start);
@@ -279,11 +282,12 @@ impl Conn<'_> {
     }
 
     /// Pushes the connection's batch; false if the connection must stop. The drainer
-    /// gets its completion with the time of the read that completed it.
+    /// gets its completion with `read_at`, the time of the read that completed it.
     async fn push(
         &self,
         builder: &mut BatchBuilder,
         tx: &tokio::sync::mpsc::Sender<(Completion, Instant)>,
+        read_at: Instant,
     ) -> bool {
         let (ctx, shared) = (self.ctx, self.shared);
         let (frames, records) = builder.take();
@@ -301,7 +305,7 @@ impl Conn<'_> {
                     Mode::OneWay | Mode::Acked => &ctx.stats.tcp_records_total,
                 };
                 counter.fetch_add(u64::from(records), Ordering::Relaxed);
-                tx.send((c, self.last_activity.get())).await.is_ok()
+                tx.send((c, read_at)).await.is_ok()
             }
             Err(PushFail::Refused(e)) => {
                 let (code, detail) = fatal_of(&e, &ctx.log.config().dir);

@@ -91,9 +91,18 @@ fn render(msg: &[u8], out: &mut Vec<u8>) {
             "variant chosen for {text:?}"
         );
         if let Some(m) = bsd::common(text, 2026) {
+            let loose = parse(syslog_loose::Variant::RFC3164);
+            // chrono's equality compares instants; the rendered text has the offset.
+            let offset =
+                |m: &syslog_loose::Message<&str>| m.timestamp.map(|t| t.offset().local_minus_utc());
+            assert_eq!(
+                offset(&m),
+                loose.as_ref().ok().and_then(offset),
+                "the timestamp's offset differs on {text:?}"
+            );
             assert_eq!(
                 Ok(m),
-                parse(syslog_loose::Variant::RFC3164),
+                loose,
                 "the common RFC 3164 shape, recognised by hand, differs on {text:?}"
             );
         }
