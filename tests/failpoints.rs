@@ -153,10 +153,21 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
             s
         })
         .collect();
-    // A reactor has found the ring full: it stays full while the writer is delayed.
+    // The writer holds a batch (it took one from the ring: two were accepted) and
+    // another waits in the ring: it stays full while the writer is delayed (1.5 s).
+    // A full-ring wait alone is not enough: it can be met before the writer takes its
+    // first batch, and the POST could then take the slot that frees.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(server.http, "ringstash_ring_full_waits_total") < 1 {
-        assert!(Instant::now() < deadline, "the ring never filled");
+    loop {
+        let log = &stats_json(server.http)["log"];
+        let (appended, depth) = (
+            log["batches_appended"].as_u64().unwrap(),
+            log["ring_depth"].as_u64().unwrap(),
+        );
+        if appended >= 2 && depth >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ring never filled: {log}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = http(server.http, "POST", "/ingest", &[], b"refused\n");
