@@ -1,6 +1,7 @@
 //! How a stream connection's bytes become records: the [`Framing`] a TCP listener
-//! uses. Raw lines are stored as they came ([`LineFramer`](super::lines::LineFramer)); syslog frames are
-//! rendered to JSON records with their fields ([`SyslogFraming`]).
+//! uses. Raw lines are stored as they came
+//! ([`LineFramer`](super::lines::LineFramer)); syslog frames are rendered to JSON
+//! records with their fields ([`SyslogFraming`]).
 
 use std::sync::atomic::Ordering;
 

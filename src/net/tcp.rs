@@ -58,9 +58,6 @@ struct Shared {
     fatal: RefCell<Option<(&'static str, String)>>,
     /// The drainer has seen every completion: the ack writer may finish.
     drained: Cell<bool>,
-    /// The read that completed the oldest batch committed and not yet acknowledged:
-    /// where the next ack's delay (`tcp_ack_seconds`) is counted from.
-    oldest_unacked: Cell<Option<Instant>>,
     /// Wakes the ack writer.
     wake: tokio::sync::Notify,
 }
@@ -352,10 +349,7 @@ async fn drain(
         }
         match c.await {
             Ok(done) => {
-                shared.acks.borrow_mut().committed(done);
-                if shared.oldest_unacked.get().is_none() {
-                    shared.oldest_unacked.set(Some(read_at));
-                }
+                shared.acks.borrow_mut().committed(done, read_at);
                 shared.wake.notify_one();
             }
             Err(e) => {
@@ -394,11 +388,7 @@ async fn write_acks(stream: Rc<Stream>, shared: Rc<Shared>, ctx: Arc<NetCtx>) {
             );
         }
         // An ack moved: its delay is counted from the oldest batch it covers.
-        let since = if shared.acks.borrow_mut().take_ack(&mut out) {
-            shared.oldest_unacked.take()
-        } else {
-            None
-        };
+        let since = shared.acks.borrow_mut().take_ack(&mut out);
         // A connection-level error goes out last, after the final ack.
         let finished = shared.drained.get();
         let fatal = if finished {

@@ -3,8 +3,8 @@
 //!
 //! Parsing is `syslog_loose`'s (RFC 5424 first, then RFC 3164), the parser Vector
 //! uses, but for the common RFC 3164 shape, which [`bsd`] recognises at a fraction of
-//! the cost and exactly as syslog_loose would. A message it cannot parse is stored whole with `"unparsed":true`, never
-//! dropped. Fields, in order (absent ones are left out):
+//! the cost and exactly as syslog_loose would. A message it cannot parse is stored
+//! whole with `"unparsed":true`, never dropped. Fields, in order (absent ones are left out):
 //!
 //! | field       | from                                                         |
 //! |-------------|--------------------------------------------------------------|
@@ -211,8 +211,9 @@ impl Fields<'_> {
         json_str(self.out, v);
     }
 
-    /// A value that is one of this module's own constants: needs no escaping.
-    fn lit(&mut self, k: &str, v: &'static str) {
+    /// A value of this module's own making (a constant, an RFC 3339 timestamp): needs
+    /// no escaping.
+    fn lit(&mut self, k: &str, v: &str) {
         self.key(k);
         self.out.reserve(v.len() + 2);
         self.out.push(b'"');
@@ -278,12 +279,8 @@ impl Fields<'_> {
                 Some((at, text)) if *at == ts && at.offset() == ts.offset() => text,
                 _ => &last_ts.insert((ts, ts.to_rfc3339())).1,
             };
-            // RFC 3339 text of our own making: digits, `-`, `:`, `.`, `T`, `+`.
-            self.key(key!("timestamp"));
-            self.out.reserve(text.len() + 2);
-            self.out.push(b'"');
-            self.out.extend_from_slice(text.as_bytes());
-            self.out.push(b'"');
+            // RFC 3339 text of chrono's making: digits, `-`, `:`, `.`, `T`, `+`.
+            self.lit(key!("timestamp"), text);
         }
         match &m.procid {
             Some(ProcId::PID(pid)) => {
