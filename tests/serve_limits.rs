@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     net::TcpStream,
     process::Command,
     time::{Duration, Instant},
@@ -122,18 +122,8 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
     let (_dir, server) = Server::start_in_tempdir(&["--connections-max", "2"]);
     // One round trip on each held connection: both are then accepted and counted,
     // however slowly the server's reactors get to them.
-    let mut a = BufReader::new(TcpStream::connect(server.tcp_acked).unwrap());
-    a.get_ref()
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    a.get_mut().write_all(b"x\n").unwrap();
-    let mut line = String::new();
-    a.read_line(&mut line).unwrap();
-    assert_eq!(
-        parse_ack(&line),
-        Some((1, 0)),
-        "the held tcp connection: {line}"
-    );
+    let (a, ack) = held_acked_connection(server.tcp_acked);
+    assert_eq!(ack, Some((1, 0)), "the held tcp connection");
     let mut b = BufReader::new(TcpStream::connect(server.http).unwrap());
     b.get_ref()
         .set_read_timeout(Some(Duration::from_secs(30)))

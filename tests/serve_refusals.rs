@@ -8,7 +8,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     net::TcpStream,
     process::{Command, Stdio},
     sync::{Arc, Barrier},
@@ -142,14 +142,8 @@ fn every_connection_over_the_limit_is_told_why_even_in_a_burst_of_300() {
     // One round trip on each: all four are accepted and counted before the burst.
     let held: Vec<BufReader<TcpStream>> = (0..4)
         .map(|_| {
-            let mut c = BufReader::new(TcpStream::connect(s.tcp_acked).unwrap());
-            c.get_ref()
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            c.get_mut().write_all(b"x\n").unwrap();
-            let mut line = String::new();
-            c.read_line(&mut line).unwrap();
-            assert!(line.starts_with("ack 1 "), "a held connection: {line}");
+            let (c, ack) = held_acked_connection(s.tcp_acked);
+            assert_eq!(ack.map(|a| a.0), Some(1), "a held connection");
             c
         })
         .collect();

@@ -313,6 +313,20 @@ pub fn parse_ack(line: &str) -> Option<(u64, u64)> {
     Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
 }
 
+/// An acked TCP connection to `addr` that has sent `x\n` and read its ack: accepted
+/// and counted by the server, however slowly its reactors got to it. Returns the
+/// connection (30 s read timeout) and the ack's (count, last offset).
+pub fn held_acked_connection(addr: SocketAddr) -> (BufReader<TcpStream>, Option<(u64, u64)>) {
+    let mut c = BufReader::new(TcpStream::connect(addr).expect("connect"));
+    c.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    c.get_mut().write_all(b"x\n").unwrap();
+    let mut line = String::new();
+    c.read_line(&mut line).unwrap();
+    (c, parse_ack(&line))
+}
+
 /// Sends `payload` on a new TCP connection, half-closes, returns all the server said.
 pub fn tcp_send_all(addr: SocketAddr, payload: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
