@@ -11,7 +11,8 @@
 # Usage: loadtest/ack-split.sh
 # Environment: RATE (2600000), ROUNDS (3), CONNS (4), BATCH (1024), DURATION (6s),
 #   WARMUP (1s), SETTLE (2), WORKDIR (target/ack-split, not tmpfs),
-#   SERVE_FLAGS (extra `ringstash serve` flags, default none),
+#   SERVE_FLAGS (extra `ringstash serve` flags, default none), RS_BIN (the server
+#   binary, default the release build: for an A/B of two builds),
 #   NICE_THREADS / NICE: a `case` pattern of server thread names (e.g. 'rs-writer')
 #   reniced to NICE (default -10) once the server is up (needs CAP_SYS_NICE).
 set -euo pipefail
@@ -19,6 +20,7 @@ set -euo pipefail
 . "$(dirname "$0")/serve-lib.sh"
 DURATION="${DURATION:-6s}" bench_setup 1024 3
 bench_workdir ack-split
+RS="${RS_BIN:-$RS}"
 rate="${RATE:-2600000}"
 read -ra serve_flags <<<"${SERVE_FLAGS:-}"
 

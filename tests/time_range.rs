@@ -353,20 +353,21 @@ fn recovery_rebuilds_missing_older_and_damaged_time_indexes_identically() {
     common::assert_check_clean(&dir);
 
     // A segment written before time indexes existed, one of another format version,
-    // one whose last entry is damaged, and the active segment's gone too.
+    // one whose last entry is damaged (not the segment before the last: its index may
+    // lack a crash's last writes, a note), and the active segment's gone too.
     fs::remove_file(tix_path(&dir, bases[1])).unwrap();
     let mut older = before[3].clone();
     older[8] = 9;
     fs::write(tix_path(&dir, bases[3]), &older).unwrap();
-    let mut damaged = before[5].clone();
+    let mut damaged = before[4].clone();
     let at = damaged.len() - TIX_ENTRY_BYTES;
     damaged[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
-    fs::write(tix_path(&dir, bases[5]), &damaged).unwrap();
+    fs::write(tix_path(&dir, bases[4]), &damaged).unwrap();
     fs::remove_file(tix_path(&dir, *bases.last().unwrap())).unwrap();
     let (code, text) = common::check(&dir);
     assert_eq!(code, 1, "{text}");
     common::assert_contains(&text, "missing or of another format version");
-    common::assert_contains(&text, &format!("{}", tix_path(&dir, bases[5]).display()));
+    common::assert_contains(&text, &format!("{}", tix_path(&dir, bases[4]).display()));
 
     // A rebuild a crash interrupted: its temporary file is removed at open.
     let leftover = tix_path(&dir, bases[2]).with_extension("tix.tmp");
@@ -465,18 +466,19 @@ fn check_notes_a_missing_time_index_on_an_empty_last_segment() {
     common::assert_check_clean(&dir);
 }
 
-/// The last segment's index is synced only at its seal: after a power cut any part of
-/// it may be missing, and every start rewrites it. `check` notes that (the power-cut
-/// loop runs `check` straight after a cut); the same damage to a sealed segment's
+/// The last segment's index is synced only after its seal, while the writer goes on
+/// in the next segment: after a power cut any part of it, or of the one before it,
+/// may be missing, and every start rewrites it. `check` notes that (the power-cut
+/// loop runs `check` straight after a cut); the same damage to an older segment's
 /// index is an error.
 #[test]
-fn check_notes_a_damaged_time_index_of_the_last_segment_only() {
+fn check_notes_a_damaged_time_index_of_the_last_two_segments_only() {
     let (_tmp, dir) = cw::temp_data_dir("log");
     let log = Log::open(small_log(&dir)).unwrap();
     fill_timed(&log, &mut cw::Rng(5), 3_000);
     drop(log);
     let bases = list_segments(&dir).unwrap();
-    assert!(bases.len() >= 3, "{bases:?}");
+    assert!(bases.len() >= 4, "{bases:?}");
     let last = tix_path(&dir, *bases.last().unwrap());
     // A header lost to the cut (zeros), on a last segment that holds records.
     let mut tix = fs::read(&last).unwrap();
@@ -487,8 +489,21 @@ fn check_notes_a_damaged_time_index_of_the_last_segment_only() {
     common::assert_contains(&text, "errors 0");
     common::assert_contains(&text, &format!("{}: bad header", last.display()));
     common::assert_contains(&text, "rewritten at the next start");
-    // The same on a sealed segment is damage.
-    let sealed = tix_path(&dir, bases[1]);
+    // The segment before the last, whose `.tix` a cut can leave empty.
+    let before = tix_path(&dir, bases[bases.len() - 2]);
+    fs::write(&before, b"").unwrap();
+    let (code, text) = common::check(&dir);
+    assert_eq!(code, 0, "{text}");
+    common::assert_contains(&text, "errors 0");
+    common::assert_contains(
+        &text,
+        &format!(
+            "{}: bad header (one of the last two segments",
+            before.display()
+        ),
+    );
+    // The same on an older segment is damage.
+    let sealed = tix_path(&dir, bases[0]);
     let mut tix = fs::read(&sealed).unwrap();
     tix[..TIX_HEADER_BYTES].fill(0);
     fs::write(&sealed, &tix).unwrap();

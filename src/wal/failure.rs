@@ -67,10 +67,11 @@ pub enum WriterFailureKind {
         /// The truncate's error.
         source: io::Error,
     },
-    /// Sealing the active segment before a rotation (cut, sync, index sync) failed.
-    #[error("syncing {} before rotation failed: {source}", path.display())]
+    /// Sealing a segment at a rotation failed: the cut and sync of its records before
+    /// the next segment is made, or its index's sync after.
+    #[error("syncing {} at rotation failed: {source}", path.display())]
     RotationSync {
-        /// The segment being sealed.
+        /// The segment being sealed, or its index.
         path: PathBuf,
         /// The OS error.
         source: io::Error,
@@ -115,7 +116,7 @@ impl WriterFailure {
             WriterFailureKind::GroupSync { .. } => "group fdatasync",
             WriterFailureKind::IntervalSync { .. } => "interval fdatasync",
             WriterFailureKind::TruncateBack { .. } => "truncate after failed write",
-            WriterFailureKind::RotationSync { .. } => "sync before rotation",
+            WriterFailureKind::RotationSync { .. } => "sync at rotation",
             WriterFailureKind::FinalSync { .. } => "final sync",
             WriterFailureKind::Panicked { .. } => "writer thread",
         }

@@ -41,6 +41,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use self::rotate::Sealing;
 use self::{
     disk::{Disk, Op},
     group::Group,
@@ -56,6 +57,8 @@ use crate::error::{AppendError, OpenError};
 const UD_WAKE: u64 = u64::MAX;
 const UD_TIMEOUT: u64 = u64::MAX - 1;
 const UD_LONE_SYNC: u64 = u64::MAX - 2;
+const UD_SEAL_INDEX: u64 = u64::MAX - 3;
+const UD_SEAL_TIX: u64 = u64::MAX - 4;
 
 /// What the writer does with new batches: the writer's state machine. Transitions:
 ///
@@ -131,6 +134,9 @@ struct Writer {
     resubmit: Vec<usize>,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
+    /// The last sealed segment's index files while their syncs are in flight (see
+    /// `rotate`); the next rotation waits for them.
+    sealing: Option<Sealing>,
     /// Groups are written `O_DIRECT`: whole blocks from aligned memory (see `direct`).
     direct: bool,
     /// Under direct writes, the bytes of the active segment's block that `pos` falls
@@ -158,9 +164,10 @@ pub(crate) fn spawn(
     let cap = inner.config.group_bytes_max;
     let disk = match disk {
         DiskChoice::Uring(ring) => Disk::Uring(disk::UringDisk::new(*ring)),
-        // One thread per group in flight, and one for the interval policy's lone sync.
+        // One thread per group in flight, one for the interval policy's lone sync, and
+        // two for a sealed segment's index syncs.
         DiskChoice::Threads => Disk::Threads(
-            disk::ThreadDisk::start(depth + 1)
+            disk::ThreadDisk::start(depth + 3)
                 .map_err(|e| OpenError::io("start the writer's I/O threads", "", e))?,
         ),
     };
@@ -198,6 +205,7 @@ pub(crate) fn spawn(
         cqes: Vec::with_capacity(cq_entries),
         resubmit: Vec::with_capacity(depth),
         spares,
+        sealing: None,
         direct,
         tail: tail.unwrap_or_default(),
         _lock: recovered.lock,
@@ -247,7 +255,10 @@ impl Writer {
             }
             // Not while the interval policy's lone fdatasync is out: under the epoll
             // driver an I/O thread syncs by descriptor, and rotation closes it.
-            if self.phase == Phase::RotateDue && self.in_flight.is_empty() && !self.armed.lone_sync
+            if self.phase == Phase::RotateDue
+                && self.in_flight.is_empty()
+                && !self.armed.lone_sync
+                && self.sealing.is_none()
             {
                 self.rotate()?;
             }
@@ -257,7 +268,10 @@ impl Writer {
                     break;
                 }
             }
-            let idle = self.in_flight.is_empty() && self.pending.is_none() && !self.armed.lone_sync;
+            let idle = self.in_flight.is_empty()
+                && self.pending.is_none()
+                && !self.armed.lone_sync
+                && self.sealing.is_none();
             // Idle rules out Rewinding (it needs a group in flight); a due rotation must
             // run before the writer stops.
             if idle
@@ -277,7 +291,10 @@ impl Writer {
     /// Never blocks unless a completion or a wake-up is sure to come.
     fn wait(&mut self, idle: bool) -> Result<(), WriterFailure> {
         self.arm_timeout()?;
-        let outstanding = !self.in_flight.is_empty() || self.armed.lone_sync || self.armed.timeout;
+        let outstanding = !self.in_flight.is_empty()
+            || self.armed.lone_sync
+            || self.armed.timeout
+            || self.sealing.is_some();
         let can_take_more = self.can_gather() && self.pending.is_none();
         if can_take_more {
             // Ask producers to wake us: a new batch lets us start a group now.
@@ -383,6 +400,7 @@ impl Writer {
                     }
                     self.note_sync(self.last_sync);
                 }
+                UD_SEAL_INDEX | UD_SEAL_TIX => self.on_seal_cqe(ud, res)?,
                 _ => self.on_group_cqe(ud, res)?,
             }
         }
@@ -449,6 +467,7 @@ impl Writer {
         // runs once, just before the process reports the failure and exits.
         std::mem::forget(std::mem::take(&mut self.groups));
         std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        std::mem::forget(self.sealing.take());
         // Nor wait for I/O threads that may be stuck on the failing device.
         self.disk.detach();
     }
