@@ -4,9 +4,10 @@
 # histograms for the same run, `ringstash_tcp_ack_seconds` (from the read that
 # completed the oldest batch an ack covers to the ack written) and
 # `ringstash_group_commit_seconds` (a group's write and fdatasync), and the disk's
-# floor at that rate (`loadtest floor`). The histograms are the difference of two
-# /metrics scrapes, before and after the run (warm-up included); their quantiles are
-# bucket upper bounds (powers of two, µs).
+# floor at that rate (`loadtest floor`) with issue 4's bar from it (2 x the floor's
+# fdatasync p99 + 1 ms; judged where the floor's own p99 is under 2 ms). The
+# histograms are the difference of two /metrics scrapes, before and after the run
+# (warm-up included); their quantiles are bucket upper bounds (powers of two, µs).
 #
 # Usage: loadtest/ack-split.sh
 # Environment: RATE (2600000), ROUNDS (3), CONNS (4), BATCH (1024), DURATION (6s),
@@ -61,7 +62,8 @@ for r in $(seq 1 "$rounds"); do
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
     rm -rf "$work/data"
     echo "round $r: client p50/p99/p99.9 $(json "$res/run.json" '"%d %d %d" % (r["latency_us"]["p50"], r["latency_us"]["p99"], r["latency_us"]["p99_9"])')" \
-        "| floor p99 $(json "$res/floor.json" 'r["latency_us"]["p99"]')" \
+        "| floor p99 (fdatasync p99) $(json "$res/floor.json" '"%d (%d)" % (r["latency_us"]["p99"], r["fdatasync_us"]["p99"])')" \
+        "| bar $(json "$res/floor.json" '2 * r["fdatasync_us"]["p99"] + 1000')" \
         "| server ack n/p50/p99/p99.9 $(histogram ringstash_tcp_ack_seconds "$res/before.txt" "$res/after.txt")" \
         "| group commit n/p50/p99/p99.9 $(histogram ringstash_group_commit_seconds "$res/before.txt" "$res/after.txt")"
     sync; sleep "$settle"

@@ -447,6 +447,9 @@ fn print_check(r: &ringstash::wal::check::CheckReport) {
         if let Some(t) = &r.torn_tail {
             println!("torn tail (unacknowledged; cut at next start): {t}");
         }
+        if let Some(t) = &r.unsynced_cut {
+            println!("unsynced cut (no record lost; cut again at next start): {t}");
+        }
         for n in &r.time_index_notes {
             println!("time index: {n}");
         }

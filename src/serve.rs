@@ -190,6 +190,14 @@ fn open_streams(settings: &Settings, writer_core: usize) -> anyhow::Result<Strea
                 report.torn_reason.as_deref().unwrap_or("")
             );
         }
+        if report.seal_bytes_cut > 0 {
+            eprintln!(
+                "recovery: stream {} partition {}: {}",
+                p.stream,
+                p.partition,
+                seal_cut_line(report.seal_bytes_cut)
+            );
+        }
     }
     Ok(streams)
 }
@@ -246,6 +254,16 @@ fn describe_log(settings: &Settings, log: &Log) {
             report.torn_reason.as_deref().unwrap_or("")
         );
     }
+    if report.seal_bytes_cut > 0 {
+        eprintln!("recovery: {}", seal_cut_line(report.seal_bytes_cut));
+    }
+}
+
+/// The start-up line for `RecoveryReport::seal_bytes_cut`.
+fn seal_cut_line(bytes: u64) -> String {
+    format!(
+        "cut {bytes} bytes of unwritten zeros after the last record of the segment before the last (its rotation's cut, undone by a power cut; no record lost)"
+    )
 }
 
 /// Every listening socket, bound before any thread starts: a port in use fails

@@ -273,3 +273,78 @@ fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A rotation's cut undone by a power cut
+// ---------------------------------------------------------------------------------------
+
+/// The writer syncs a sealed segment's cut (its unused zeros removed), `.idx` and
+/// `.tix` while it goes on in the next segment. A power cut before those syncs leaves
+/// the segment before the last ending in zeros, with its indexes short: `check` notes
+/// it (exit 0), and the next start cuts the zeros again and rebuilds the time index;
+/// every record reads back. The same zeros after an older segment are damage.
+#[test]
+fn zeros_after_the_segment_before_the_last_are_an_undone_cut_that_the_next_start_redoes() {
+    let (_tmp, dir) = temp_data_dir("d");
+    let (config, expected) = many_segment_log(&dir, 11);
+    let bases = list_segments(&dir).unwrap();
+    let before_last = bases[bases.len() - 2];
+    let path = segment_path(&dir, before_last);
+    let len = fs::metadata(&path).unwrap().len();
+    // As a pre-written segment is before its cut, and as a power cut leaves the
+    // indexes when neither was synced: `.idx` empty, `.tix` without its header.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len + 10_000)
+        .unwrap();
+    fs::write(index_path(&dir, before_last), b"").unwrap();
+    let tix = ringstash::wal::timeindex::tix_path(&dir, before_last);
+    fs::write(&tix, b"").unwrap();
+
+    let (code, text) = check(&dir);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("errors 0"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "unsynced cut (no record lost; cut again at next start): {}: unwritten (zero) space after the last record, at byte {len}, 10000 bytes",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}: bad header (one of the last two segments",
+            tix.display()
+        )),
+        "{text}"
+    );
+
+    let log = Log::open(config.clone()).unwrap();
+    let report = log.recovery_report();
+    assert_eq!(report.seal_bytes_cut, 10_000, "{report:?}");
+    assert!(report.sealed_problems.is_empty(), "{report:?}");
+    assert_eq!(report.time_indexes_rebuilt, 1, "{report:?}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "live reader");
+    drop(log);
+    assert_check_clean(&dir);
+
+    // Zeros after an older segment: not a rotation's cut (that segment's was synced
+    // before the next rotation), so damage, reported and left.
+    let older = segment_path(&dir, bases[0]);
+    let older_len = fs::metadata(&older).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&older)
+        .unwrap()
+        .set_len(older_len + 10_000)
+        .unwrap();
+    let (code, text) = check(&dir);
+    assert_eq!(code, 1, "{text}");
+    let log = Log::open(config).unwrap();
+    assert_eq!(log.recovery_report().seal_bytes_cut, 0);
+    assert_eq!(log.recovery_report().sealed_problems.len(), 1);
+    assert_eq!(fs::metadata(&older).unwrap().len(), older_len + 10_000);
+}

@@ -46,6 +46,12 @@ pub struct CheckReport {
     /// after them: a torn tail that the next start will cut (or a record being
     /// written, if a server is running).
     pub torn_tail: Option<String>,
+    /// Zeros after the last record of the segment before the last, to the end of its
+    /// file: the cut of its unused rest at rotation, synced while the writer went on
+    /// in the last segment and undone by a power cut (see `wal::writer::rotate`);
+    /// recovery cuts them again at the next start. (If its records do not end where
+    /// the last segment begins, that gap is an error of its own.)
+    pub unsynced_cut: Option<String>,
     /// Time indexes (`.tix`) that are missing or of another format version: not
     /// damage (a directory written before time indexes existed), rebuilt at the next
     /// start; time reads scan those segments meanwhile.
@@ -103,8 +109,14 @@ pub fn check_dir(dir: &Path, damage_resync_window_bytes: usize) -> Result<CheckR
             ));
         }
         if check_header(&mut seg, last, &mut report)? {
-            let (positions, times) =
-                check_records(&mut seg, last, damage_resync_window_bytes, &mut report)?;
+            let before_last = i + 2 == bases.len();
+            let (positions, times) = check_records(
+                &mut seg,
+                last,
+                before_last,
+                damage_resync_window_bytes,
+                &mut report,
+            )?;
             check_index(dir, base, last, &positions, &mut report)?;
             let t = TimeCheck {
                 positions: &positions,
@@ -168,6 +180,7 @@ fn check_header(
 fn check_records(
     seg: &mut SegmentCheck,
     last: bool,
+    before_last: bool,
     window_bytes: usize,
     report: &mut CheckReport,
 ) -> Result<(Vec<(u64, u64)>, Vec<u64>), ReadError> {
@@ -208,6 +221,14 @@ fn check_records(
                     // A pre-written active segment (see `spare`): its unused rest.
                     report.torn_tail = Some(format!(
                         "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
+                        path.display(),
+                        seg.file_bytes - position
+                    ));
+                    break;
+                }
+                if before_last && reason == format::UNWRITTEN {
+                    report.unsynced_cut = Some(format!(
+                        "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: its rotation's cut, undone by a power cut before it was synced; cut again at next start",
                         path.display(),
                         seg.file_bytes - position
                     ));

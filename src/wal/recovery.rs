@@ -49,6 +49,9 @@ pub struct RecoveryReport {
     pub removed_segment: Option<PathBuf>,
     /// Sparse-index entries that pointed at no valid record and were dropped.
     pub index_entries_dropped: usize,
+    /// Zeros cut from the end of the segment before the last: the cut its rotation
+    /// made, undone by a power cut before it was synced (see `wal::writer::rotate`).
+    pub seal_bytes_cut: u64,
     /// Problems found at the ends of sealed segments (reported, not repaired).
     pub sealed_problems: Vec<String>,
     /// Damaged ranges in the active segment: bad frames with valid records after them.
@@ -266,7 +269,10 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     }
     // Sealed segments: check only their ends (cheap), so that a gap or a damaged last
     // record is reported at start. `ringstash check` verifies every record.
-    for w in bases.windows(2) {
+    for (i, w) in bases.windows(2).enumerate() {
+        if i + 2 == bases.len() {
+            finish_cut(dir, w[0], w[1], &mut report)?;
+        }
         check_sealed_end(dir, w[0], w[1], &mut report)?;
     }
     // Their time indexes, oldest first: each one's keys start from the running maximum
@@ -341,6 +347,49 @@ fn drop_unwritten_last(
             Ok(_) => return Ok(LastSegment::Valid),
         }
     }
+}
+
+/// The segment before the last has its cut (its unused zeros removed at rotation)
+/// synced while the writer goes on in the last (see `wal::writer::rotate`), so a power
+/// cut can leave it ending in zeros. If its records end exactly where `next_base`
+/// begins and nothing but zeros follows, cuts them again (`ftruncate` + `fdatasync`)
+/// and counts them in `seal_bytes_cut`; anything else is left to
+/// [`check_sealed_end`].
+fn finish_cut(
+    dir: &Path,
+    base: u64,
+    next_base: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    let path = segment::segment_path(dir, base);
+    let entries = segment::read_index(&segment::index_path(dir, base))
+        .map_err(|e| OpenError::io("read index", &path, e))?;
+    let (from, pos) = entries
+        .last()
+        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
+        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+    let (end, at, bad) = scan_to_end(&path, pos, from)?;
+    if end != next_base || bad.is_none() {
+        return Ok(());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::io("open segment", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| OpenError::io("stat segment", &path, e))?
+        .len();
+    if !zero_from(&file, at, len).map_err(|e| OpenError::io("read segment", &path, e))? {
+        return Ok(());
+    }
+    file.set_len(at)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| OpenError::io("cut segment", &path, e))?;
+    tracing::info!(path = %path.display(), bytes = len - at, "cut the unwritten (zero) rest a power cut left after the last record of the segment before the last");
+    report.seal_bytes_cut = len - at;
+    Ok(())
 }
 
 /// Checks that sealed segment `base` ends in a valid record right before `next_base`,

@@ -59,6 +59,7 @@ const UD_TIMEOUT: u64 = u64::MAX - 1;
 const UD_LONE_SYNC: u64 = u64::MAX - 2;
 const UD_SEAL_INDEX: u64 = u64::MAX - 3;
 const UD_SEAL_TIX: u64 = u64::MAX - 4;
+const UD_SEAL_LOG: u64 = u64::MAX - 5;
 
 /// What the writer does with new batches: the writer's state machine. Transitions:
 ///
@@ -134,7 +135,7 @@ struct Writer {
     resubmit: Vec<usize>,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
-    /// The last sealed segment's index files while their syncs are in flight (see
+    /// The last sealed segment's files while their syncs are in flight (see
     /// `rotate`); the next rotation waits for them.
     sealing: Option<Sealing>,
     /// Groups are written `O_DIRECT`: whole blocks from aligned memory (see `direct`).
@@ -165,9 +166,9 @@ pub(crate) fn spawn(
     let disk = match disk {
         DiskChoice::Uring(ring) => Disk::Uring(disk::UringDisk::new(*ring)),
         // One thread per group in flight, one for the interval policy's lone sync, and
-        // two for a sealed segment's index syncs.
+        // three for a sealed segment's syncs.
         DiskChoice::Threads => Disk::Threads(
-            disk::ThreadDisk::start(depth + 3)
+            disk::ThreadDisk::start(depth + 4)
                 .map_err(|e| OpenError::io("start the writer's I/O threads", "", e))?,
         ),
     };
@@ -400,7 +401,7 @@ impl Writer {
                     }
                     self.note_sync(self.last_sync);
                 }
-                UD_SEAL_INDEX | UD_SEAL_TIX => self.on_seal_cqe(ud, res)?,
+                UD_SEAL_LOG | UD_SEAL_INDEX | UD_SEAL_TIX => self.on_seal_cqe(ud, res)?,
                 _ => self.on_group_cqe(ud, res)?,
             }
         }

@@ -2,22 +2,22 @@
 //! spare when one is ready), and the clean finish at shutdown. Both run with nothing in
 //! flight.
 //!
-//! Why the sealed segment's `.idx` and `.tix` are synced after the next segment starts,
-//! while the writer goes on: each of those fdatasyncs commits the filesystem's journal
-//! (the files grew), 0.4 and 0.6 ms on this project's machines, and run in parallel
-//! they took no less. Done in line they stalled the writer for about 1.7 ms per
-//! rotation, three rotations a second at 2.6 M records/s, and every batch that
-//! arrived meanwhile waited: that was most of the acked producers' p99 (see
-//! docs/benchmarks.md). Nothing durable depends on them: both are derived from the
-//! records, and after a crash before their syncs came back recovery and `check` treat
-//! the segment before the last like the last (an index short of its records is
-//! extended by a scan, a time index that fails its checks is rebuilt). The records
-//! themselves, and the cut of the segment to its last record, are synced before the
-//! next segment is made, as before.
+//! Why the sealed segment is synced after the next segment starts, while the writer
+//! goes on: its `.log` (the cut of its unused zeros), `.idx` and `.tix` changed size,
+//! so each fdatasync commits the filesystem's journal, 0.1-0.4, 0.4 and 0.6 ms on this
+//! project's machines, and run in parallel they took no less. Done in line they
+//! stalled the writer for about 1.2 ms per rotation, three rotations a second at 2.6 M
+//! records/s, and every batch that arrived meanwhile waited: most of the acked
+//! producers' p99 (docs/benchmarks.md). No record depends on them: every group was
+//! synced when it was written, and the indexes are derived from the records. After a
+//! power cut before they came back, the segment before the last may still end in the
+//! zeros the cut removed (recovery cuts them again, `check` notes them), and its `.idx`
+//! and `.tix` may be short (recovery and readers scan from the last entry there is, a
+//! `.tix` failing its checks is rebuilt, `check` notes it).
 
 use std::{fs::File, io, path::PathBuf, sync::atomic::Ordering};
 
-use super::{Inner, Phase, UD_SEAL_INDEX, UD_SEAL_TIX, Writer, direct, disk::Op};
+use super::{Inner, Phase, UD_SEAL_INDEX, UD_SEAL_LOG, UD_SEAL_TIX, Writer, direct, disk::Op};
 use crate::{
     error::{AppendError, OpenError},
     wal::{
@@ -38,11 +38,11 @@ impl Writer {
     pub(super) fn rotate(&mut self) -> Result<(), WriterFailure> {
         debug_assert!(self.in_flight.is_empty());
         debug_assert!(self.sealing.is_none(), "one seal at a time");
-        self.seal_log()
-            .map_err(|source| WriterFailureKind::RotationSync {
-                path: self.active_path(),
-                source,
-            })?;
+        let sync_failed = |w: &Self, source| WriterFailureKind::RotationSync {
+            path: w.active_path(),
+            source,
+        };
+        self.cut_log().map_err(|e| sync_failed(self, e))?;
         let next = self.next_segment();
         // The log is rotating: have the next spare built while this segment fills.
         if let Some(s) = self.spares.as_mut() {
@@ -51,19 +51,28 @@ impl Writer {
         match next {
             Ok(seg) => {
                 let sealed = self.rotated(seg);
-                self.sync_sealed_indexes(sealed)?;
+                self.sync_sealed(sealed)?;
             }
-            Err(e) => self.rotation_failed(e),
+            Err(e) => {
+                // Staying on this segment: its cut is synced now, as before.
+                self.active
+                    .file
+                    .sync_data()
+                    .map_err(|e| sync_failed(self, e))?;
+                self.rotation_failed(e);
+            }
         }
         self.phase = Phase::Gathering;
         Ok(())
     }
 
-    /// Queues the fdatasyncs of the sealed segment's `.idx` and `.tix` (see the module
-    /// docs); their completions come to [`Writer::on_seal_cqe`].
-    fn sync_sealed_indexes(&mut self, sealed: ActiveSegment) -> Result<(), WriterFailure> {
+    /// Queues the fdatasyncs of the sealed segment's `.log` (its cut), `.idx` and `.tix`
+    /// (see the module docs); their completions come to [`Writer::on_seal_cqe`]. They
+    /// go out with the writer's next submission.
+    fn sync_sealed(&mut self, sealed: ActiveSegment) -> Result<(), WriterFailure> {
         let ActiveSegment {
             base,
+            file,
             index,
             tindex,
             ..
@@ -76,33 +85,29 @@ impl Writer {
                 false
             }
         });
-        let mut chain = vec![(
-            Op::Datasync {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&index),
-            },
-            UD_SEAL_INDEX,
-        )];
+        let fd = std::os::fd::AsRawFd::as_raw_fd;
+        let mut ops = vec![
+            (Op::Datasync { fd: fd(&file) }, UD_SEAL_LOG),
+            (Op::Datasync { fd: fd(&index) }, UD_SEAL_INDEX),
+        ];
         if let Some(t) = &tindex {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(t);
-            chain.push((Op::Datasync { fd }, UD_SEAL_TIX));
+            ops.push((Op::Datasync { fd: fd(t) }, UD_SEAL_TIX));
         }
-        // Each alone, not chained: a failed index sync must not cancel the other.
-        for op in &chain {
+        // Each alone, not chained: one failed sync must not cancel the others.
+        for op in &ops {
             self.push(std::slice::from_ref(op))?;
         }
-        self.submit()?;
         self.sealing = Some(Sealing {
             base,
-            left: chain.len(),
-            _index: index,
-            _tindex: tindex,
+            left: ops.len(),
+            _files: (file, index, tindex),
         });
         Ok(())
     }
 
-    /// A completion of one of the sealed segment's index syncs. A failed `.idx` sync is
-    /// fatal, as any failed sync of the log's files; a failed `.tix` sync drops that
-    /// time index (the next start rebuilds it), as a failed write of it does.
+    /// A completion of one of the sealed segment's syncs. A failed `.log` or `.idx`
+    /// sync is fatal, as any failed sync of the log's files; a failed `.tix` sync drops
+    /// that time index (the next start rebuilds it), as a failed write of it does.
     pub(super) fn on_seal_cqe(&mut self, ud: u64, res: i32) -> Result<(), WriterFailure> {
         let s = self
             .sealing
@@ -111,19 +116,21 @@ impl Writer {
         s.left -= 1;
         let (base, left) = (s.base, s.left);
         if left == 0 {
-            // Closes both files: nothing of theirs is in flight any more.
+            // Closes the files: nothing of theirs is in flight any more.
             self.sealing = None;
         }
         if res < 0 {
             let e = io::Error::from_raw_os_error(-res);
-            if ud == UD_SEAL_INDEX {
-                return Err(WriterFailureKind::RotationSync {
-                    path: segment::index_path(&self.inner.config.dir, base),
-                    source: e,
+            let dir = &self.inner.config.dir;
+            let path = match ud {
+                UD_SEAL_LOG => segment::segment_path(dir, base),
+                UD_SEAL_INDEX => segment::index_path(dir, base),
+                _ => {
+                    self.sealed_time_index_failed(base, &e);
+                    return Ok(());
                 }
-                .into());
-            }
-            self.sealed_time_index_failed(base, &e);
+            };
+            return Err(WriterFailureKind::RotationSync { path, source: e }.into());
         }
         Ok(())
     }
@@ -239,21 +246,22 @@ impl Writer {
             .fetch_add(disk_full as u64, Ordering::Relaxed);
     }
 
-    /// Cuts a pre-written active segment's unused zeros (so that a sealed or cleanly
-    /// closed segment is exactly as long as its records), then syncs the segment.
-    fn seal_log(&mut self) -> io::Result<()> {
+    /// Cuts a pre-written or `O_DIRECT` active segment's unused zeros, so that a sealed
+    /// or cleanly closed segment is exactly as long as its records. Not synced here.
+    fn cut_log(&mut self) -> io::Result<()> {
         // Direct writes leave zeros up to the end of the last block.
         if self.active.prewritten || self.direct {
             self.active.file.set_len(self.pos)?;
             self.active.prewritten = false;
         }
-        self.active.file.sync_data()
+        Ok(())
     }
 
-    /// At a clean finish: [`Writer::seal_log`], then the index and time index synced in
-    /// line (nothing waits on the writer any more).
+    /// At a clean finish: [`Writer::cut_log`], then the segment, its index and time
+    /// index synced in line (nothing waits on the writer any more).
     fn seal_and_sync(&mut self) -> io::Result<()> {
-        self.seal_log()?;
+        self.cut_log()?;
+        self.active.file.sync_data()?;
         self.active.index.sync_data()?;
         // Derived data, not synced for durability of any record: a failed sync loses
         // no acknowledged record, so it must not stop the writer.
@@ -283,15 +291,15 @@ impl Writer {
     }
 }
 
-/// A sealed segment's index files while their fdatasyncs are in flight (kept open
-/// until then).
+/// A sealed segment's files while their fdatasyncs are in flight (kept open until
+/// then).
 pub(super) struct Sealing {
     /// The sealed segment's base offset (for error messages).
     base: u64,
     /// Syncs not yet come back.
     left: usize,
-    _index: File,
-    _tindex: Option<File>,
+    /// `.log`, `.idx`, `.tix`.
+    _files: (File, File, Option<File>),
 }
 
 /// An I/O error (`what`) on `active`'s `.tix`: logged, counted, the file removed (the
