@@ -450,6 +450,9 @@ fn print_check(r: &ringstash::wal::check::CheckReport) {
         if let Some(t) = &r.unsynced_cut {
             println!("unsynced cut (no record lost; cut again at next start): {t}");
         }
+        for n in &r.index_notes {
+            println!("index: {n}");
+        }
         for n in &r.time_index_notes {
             println!("time index: {n}");
         }

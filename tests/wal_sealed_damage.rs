@@ -280,9 +280,10 @@ fn damaged_index_of_a_sealed_segment_is_reported_and_readers_still_read() {
 
 /// The writer syncs a sealed segment's cut (its unused zeros removed), `.idx` and
 /// `.tix` while it goes on in the next segment. A power cut before those syncs leaves
-/// the segment before the last ending in zeros, with its indexes short: `check` notes
-/// it (exit 0), and the next start cuts the zeros again and rebuilds the time index;
-/// every record reads back. The same zeros after an older segment are damage.
+/// the segment before the last ending in zeros, with its indexes as they were before
+/// the writer last wrote them: `check` notes it (exit 0), and the next start cuts the
+/// zeros again, drops the stale index entry and rebuilds the time index; every record
+/// reads back. The same zeros after an older segment are damage.
 #[test]
 fn zeros_after_the_segment_before_the_last_are_an_undone_cut_that_the_next_start_redoes() {
     let (_tmp, dir) = temp_data_dir("d");
@@ -292,14 +293,25 @@ fn zeros_after_the_segment_before_the_last_are_an_undone_cut_that_the_next_start
     let path = segment_path(&dir, before_last);
     let len = fs::metadata(&path).unwrap().len();
     // As a pre-written segment is before its cut, and as a power cut leaves the
-    // indexes when neither was synced: `.idx` empty, `.tix` without its header.
+    // indexes when neither was synced: `.idx` with an entry from before the writer's
+    // last start (at a record a torn-tail cut removed), `.tix` without its header.
     OpenOptions::new()
         .write(true)
         .open(&path)
         .unwrap()
         .set_len(len + 10_000)
         .unwrap();
-    fs::write(index_path(&dir, before_last), b"").unwrap();
+    let ipath = index_path(&dir, before_last);
+    let mut idx = fs::read(&ipath).unwrap();
+    let kept = idx.len() / 8;
+    assert!(kept >= 2, "{kept} index entries");
+    let (last_rel, last_pos) = (
+        u32::from_le_bytes(idx[idx.len() - 8..idx.len() - 4].try_into().unwrap()),
+        u32::from_le_bytes(idx[idx.len() - 4..].try_into().unwrap()),
+    );
+    idx.extend_from_slice(&(last_rel + 1).to_le_bytes());
+    idx.extend_from_slice(&(last_pos + 3).to_le_bytes());
+    fs::write(&ipath, &idx).unwrap();
     let tix = ringstash::wal::timeindex::tix_path(&dir, before_last);
     fs::write(&tix, b"").unwrap();
 
@@ -320,13 +332,24 @@ fn zeros_after_the_segment_before_the_last_are_an_undone_cut_that_the_next_start
         )),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "index: {}: entry (offset {}, byte {}) points at no such record (the segment before the last",
+            ipath.display(),
+            before_last + u64::from(last_rel) + 1,
+            last_pos + 3
+        )),
+        "{text}"
+    );
 
     let log = Log::open(config.clone()).unwrap();
     let report = log.recovery_report();
     assert_eq!(report.seal_bytes_cut, 10_000, "{report:?}");
     assert!(report.sealed_problems.is_empty(), "{report:?}");
     assert_eq!(report.time_indexes_rebuilt, 1, "{report:?}");
+    assert_eq!(report.index_entries_dropped, 1, "{report:?}");
     assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    assert_eq!(fs::read(&ipath).unwrap().len(), kept * 8);
     assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "live reader");
     drop(log);
     assert_check_clean(&dir);

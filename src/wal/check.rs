@@ -52,6 +52,11 @@ pub struct CheckReport {
     /// recovery cuts them again at the next start. (If its records do not end where
     /// the last segment begins, that gap is an error of its own.)
     pub unsynced_cut: Option<String>,
+    /// Sparse-index (`.idx`) entries of the segment before the last that point at no
+    /// record: its index is synced after the last segment starts, so a power cut can
+    /// leave it as it was before the writer's last start rewrote it; the next start
+    /// drops them.
+    pub index_notes: Vec<String>,
     /// Time indexes (`.tix`) that are missing or of another format version: not
     /// damage (a directory written before time indexes existed), rebuilt at the next
     /// start; time reads scan those segments meanwhile.
@@ -117,7 +122,7 @@ pub fn check_dir(dir: &Path, damage_resync_window_bytes: usize) -> Result<CheckR
                 damage_resync_window_bytes,
                 &mut report,
             )?;
-            check_index(dir, base, last, &positions, &mut report)?;
+            check_index(dir, base, last, before_last, &positions, &mut report)?;
             let t = TimeCheck {
                 positions: &positions,
                 times: &times,
@@ -396,11 +401,15 @@ fn check_time_index(
 }
 
 /// Checks that a sealed segment's index entries each point at one of its records
-/// (`positions`); the active segment's index may be ahead of its data.
+/// (`positions`); the active segment's index may be ahead of its data, and the one
+/// before it (`before_last`), synced after the active one starts, may be as a power
+/// cut left it: a note, since the next start drops what is wrong
+/// (`recovery::finish_seal`).
 fn check_index(
     dir: &Path,
     base: u64,
     last: bool,
+    before_last: bool,
     positions: &[(u64, u64)],
     report: &mut CheckReport,
 ) -> Result<(), ReadError> {
@@ -410,12 +419,19 @@ fn check_index(
     for (r, p) in entries {
         let want = (base + u64::from(r), u64::from(p));
         if positions.binary_search(&want).is_err() && !last {
-            report.errors.push(format!(
+            let line = format!(
                 "{}: entry (offset {}, byte {}) points at no such record",
                 ipath.display(),
                 want.0,
                 want.1
-            ));
+            );
+            if before_last {
+                report.index_notes.push(format!(
+                    "{line} (the segment before the last, its index not synced before a crash): it and the entries after it are dropped at the next start"
+                ));
+            } else {
+                report.errors.push(line);
+            }
             break;
         }
     }

@@ -47,7 +47,8 @@ pub struct RecoveryReport {
     /// A segment whose header never reached the disk (a crash during rotation),
     /// removed.
     pub removed_segment: Option<PathBuf>,
-    /// Sparse-index entries that pointed at no valid record and were dropped.
+    /// Sparse-index entries that pointed at no valid record and were dropped (the
+    /// active segment's, and the segment before the last's: see `finish_seal`).
     pub index_entries_dropped: usize,
     /// Zeros cut from the end of the segment before the last: the cut its rotation
     /// made, undone by a power cut before it was synced (see `wal::writer::rotate`).
@@ -271,7 +272,7 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     // record is reported at start. `ringstash check` verifies every record.
     for (i, w) in bases.windows(2).enumerate() {
         if i + 2 == bases.len() {
-            finish_cut(dir, w[0], w[1], &mut report)?;
+            finish_seal(dir, w[0], w[1], &mut report)?;
         }
         check_sealed_end(dir, w[0], w[1], &mut report)?;
     }
@@ -349,29 +350,23 @@ fn drop_unwritten_last(
     }
 }
 
-/// The segment before the last has its cut (its unused zeros removed at rotation)
-/// synced while the writer goes on in the last (see `wal::writer::rotate`), so a power
-/// cut can leave it ending in zeros. If its records end exactly where `next_base`
-/// begins and nothing but zeros follows, cuts them again (`ftruncate` + `fdatasync`)
-/// and counts them in `seal_bytes_cut`; anything else is left to
-/// [`check_sealed_end`].
-fn finish_cut(
+/// The segment before the last has its cut (its unused zeros removed at rotation) and
+/// its `.idx` synced while the writer goes on in the last (see `wal::writer::rotate`),
+/// so a power cut can leave it ending in zeros, and its index as it was before the
+/// writer's last start rewrote it (entries at records a torn-tail cut removed, whose
+/// places later records took). Finishes that seal: drops index entries past the
+/// longest valid prefix (as for the active segment; one small read per entry,
+/// counted in `index_entries_dropped`), and if the records end exactly where
+/// `next_base` begins with nothing but zeros after them, cuts the zeros
+/// (`seal_bytes_cut`); both synced. Anything else is left to [`check_sealed_end`].
+fn finish_seal(
     dir: &Path,
     base: u64,
     next_base: u64,
     report: &mut RecoveryReport,
 ) -> Result<(), OpenError> {
     let path = segment::segment_path(dir, base);
-    let entries = segment::read_index(&segment::index_path(dir, base))
-        .map_err(|e| OpenError::io("read index", &path, e))?;
-    let (from, pos) = entries
-        .last()
-        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
-        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
-    let (end, at, bad) = scan_to_end(&path, pos, from)?;
-    if end != next_base || bad.is_none() {
-        return Ok(());
-    }
+    let ipath = segment::index_path(dir, base);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -381,7 +376,31 @@ fn finish_cut(
         .metadata()
         .map_err(|e| OpenError::io("stat segment", &path, e))?
         .len();
-    if !zero_from(&file, at, len).map_err(|e| OpenError::io("read segment", &path, e))? {
+    let entries =
+        segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
+    let keep = valid_index_prefix(&file, len, base, &entries)
+        .map_err(|e| OpenError::io("read segment", &path, e))?;
+    if keep < entries.len() {
+        OpenOptions::new()
+            .write(true)
+            .open(&ipath)
+            .and_then(|f| {
+                f.set_len((keep * INDEX_ENTRY_BYTES) as u64)?;
+                f.sync_data()
+            })
+            .map_err(|e| OpenError::io("cut index", &ipath, e))?;
+        tracing::info!(path = %ipath.display(), dropped = entries.len() - keep, "index entries of the segment before the last pointing at no valid record dropped");
+        report.index_entries_dropped += entries.len() - keep;
+    }
+    let (from, pos) = entries[..keep]
+        .last()
+        .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
+        .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
+    let (end, at, bad) = scan_to_end(&path, pos, from)?;
+    if end != next_base
+        || bad.is_none()
+        || !zero_from(&file, at, len).map_err(|e| OpenError::io("read segment", &path, e))?
+    {
         return Ok(());
     }
     file.set_len(at)
@@ -622,16 +641,16 @@ fn recover_active(
     let read_entries = entries.len();
     let keep = valid_index_prefix(&file, len, base, &entries)
         .map_err(|e| OpenError::io("read segment", &path, e))?;
-    report.index_entries_dropped = read_entries - keep;
+    report.index_entries_dropped += read_entries - keep;
     // Every record of the active segment is verified, from its first, and its index
     // rebuilt: bit rot before the last index entry would otherwise go unseen until a
     // reader met it, and under a non-durable fsync policy a power loss can keep a later
     // group while losing an earlier one, a hole only a scan from the start finds. The
     // cost is one read of at most `segment_bytes_max` bytes at start.
-    if report.index_entries_dropped > 0 {
+    if read_entries > keep {
         tracing::info!(
             path = %ipath.display(),
-            dropped = report.index_entries_dropped,
+            dropped = read_entries - keep,
             "index entries pointing at no valid record dropped; rebuilding them"
         );
     }
