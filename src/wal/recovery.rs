@@ -367,19 +367,7 @@ fn finish_seal(
 ) -> Result<(), OpenError> {
     let path = segment::segment_path(dir, base);
     let ipath = segment::index_path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| OpenError::io("open segment", &path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| OpenError::io("stat segment", &path, e))?
-        .len();
-    let entries =
-        segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
-    let keep = valid_index_prefix(&file, len, base, &entries)
-        .map_err(|e| OpenError::io("read segment", &path, e))?;
+    let (file, len, entries, keep) = open_checking_index(&path, &ipath, base)?;
     if keep < entries.len() {
         OpenOptions::new()
             .write(true)
@@ -626,21 +614,8 @@ fn recover_active(
     let dir = &config.dir;
     let path = segment::segment_path(dir, base);
     let ipath = segment::index_path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| OpenError::io("open segment", &path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| OpenError::io("stat segment", &path, e))?
-        .len();
-
-    let entries =
-        segment::read_index(&ipath).map_err(|e| OpenError::io("read index", &ipath, e))?;
+    let (file, len, entries, keep) = open_checking_index(&path, &ipath, base)?;
     let read_entries = entries.len();
-    let keep = valid_index_prefix(&file, len, base, &entries)
-        .map_err(|e| OpenError::io("read segment", &path, e))?;
     report.index_entries_dropped += read_entries - keep;
     // Every record of the active segment is verified, from its first, and its index
     // rebuilt: bit rot before the last index entry would otherwise go unseen until a
@@ -698,6 +673,30 @@ fn recover_active(
         ts_max: tail.ts_max,
         prewritten: false,
     })
+}
+
+/// Opens segment `base` (at `path`, index at `ipath`) to read and write; returns it,
+/// its length, its index entries and how many of them lead a valid prefix
+/// ([`valid_index_prefix`]).
+#[allow(clippy::type_complexity)] // four results, named in the doc
+fn open_checking_index(
+    path: &Path,
+    ipath: &Path,
+    base: u64,
+) -> Result<(File, u64, Vec<(u32, u32)>, usize), OpenError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| OpenError::io("open segment", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| OpenError::io("stat segment", path, e))?
+        .len();
+    let entries = segment::read_index(ipath).map_err(|e| OpenError::io("read index", ipath, e))?;
+    let keep = valid_index_prefix(&file, len, base, &entries)
+        .map_err(|e| OpenError::io("read segment", path, e))?;
+    Ok((file, len, entries, keep))
 }
 
 /// How many leading index entries to keep: the longest prefix whose entries ascend
