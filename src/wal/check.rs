@@ -131,8 +131,7 @@ pub fn check_dir(dir: &Path, damage_resync_window_bytes: usize) -> Result<CheckR
             };
             // The segment before the last has its `.tix` synced after the last one
             // starts (see `wal::writer::rotate`): a crash can leave it short too.
-            let unsynced = i + 2 >= bases.len();
-            key_max = check_time_index(dir, base, last, unsynced, &t, &mut report)?;
+            key_max = check_time_index(dir, base, last, last || before_last, &t, &mut report)?;
             ts_max = times.iter().copied().fold(ts_max, u64::max);
             // Not `base + records`: a damaged range is a gap in the offsets.
             expected = Some(positions.last().map_or(base, |&(o, _)| o + 1));
@@ -222,18 +221,22 @@ fn check_records(
                     ranges.push((range, seg.records, seg.bytes, positions.len()));
                     continue;
                 }
-                if last && reason == format::UNWRITTEN {
-                    // A pre-written active segment (see `spare`): its unused rest.
-                    report.torn_tail = Some(format!(
-                        "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: a pre-written segment in use, or left by a crash; cut at next start",
-                        path.display(),
-                        seg.file_bytes - position
-                    ));
-                    break;
-                }
-                if before_last && reason == format::UNWRITTEN {
-                    report.unsynced_cut = Some(format!(
-                        "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: its rotation's cut, undone by a power cut before it was synced; cut again at next start",
+                if (last || before_last) && reason == format::UNWRITTEN {
+                    // The last segment: a pre-written active segment's unused rest (see
+                    // `spare`). The one before: its rotation's cut, not yet synced.
+                    let (why, note) = if last {
+                        (
+                            "a pre-written segment in use, or left by a crash; cut at next start",
+                            &mut report.torn_tail,
+                        )
+                    } else {
+                        (
+                            "its rotation's cut, undone by a power cut before it was synced; cut again at next start",
+                            &mut report.unsynced_cut,
+                        )
+                    };
+                    *note = Some(format!(
+                        "{}: unwritten (zero) space after the last record, at byte {position}, {} bytes to the end of the file: {why}",
                         path.display(),
                         seg.file_bytes - position
                     ));

@@ -273,8 +273,9 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     for (i, w) in bases.windows(2).enumerate() {
         if i + 2 == bases.len() {
             finish_seal(dir, w[0], w[1], &mut report)?;
+        } else {
+            check_sealed_end(dir, w[0], w[1], &mut report)?;
         }
-        check_sealed_end(dir, w[0], w[1], &mut report)?;
     }
     // Their time indexes, oldest first: each one's keys start from the running maximum
     // at the end of the one before.
@@ -358,7 +359,8 @@ fn drop_unwritten_last(
 /// longest valid prefix (as for the active segment; one small read per entry,
 /// counted in `index_entries_dropped`), and if the records end exactly where
 /// `next_base` begins with nothing but zeros after them, cuts the zeros
-/// (`seal_bytes_cut`); both synced. Anything else is left to [`check_sealed_end`].
+/// (`seal_bytes_cut`); both synced. Anything else is reported as
+/// [`check_sealed_end`] reports it, from the same scan.
 fn finish_seal(
     dir: &Path,
     base: u64,
@@ -384,13 +386,16 @@ fn finish_seal(
         .last()
         .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
         .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
-    let (end, at, bad) = scan_to_end(&path, pos, from)?;
-    if end != next_base
+    let scanned = scan_to_end(&path, pos, from)?;
+    let (end, at, bad) = &scanned;
+    if *end != next_base
         || bad.is_none()
-        || !zero_from(&file, at, len).map_err(|e| OpenError::io("read segment", &path, e))?
+        || !zero_from(&file, *at, len).map_err(|e| OpenError::io("read segment", &path, e))?
     {
+        report_sealed_end(&path, next_base, scanned, report);
         return Ok(());
     }
+    let at = *at;
     file.set_len(at)
         .and_then(|()| file.sync_data())
         .map_err(|e| OpenError::io("cut segment", &path, e))?;
@@ -427,6 +432,18 @@ fn check_sealed_end(
         report.sealed_problems.push(p);
         scanned = scan_to_end(&path, SEGMENT_HEADER_BYTES as u64, base)?;
     }
+    report_sealed_end(&path, next_base, scanned, report);
+    Ok(())
+}
+
+/// Reports what is wrong, if anything, with how sealed segment `path` ends, from a
+/// [`scan_to_end`] of its last records: damage, or an end other than `next_base`.
+fn report_sealed_end(
+    path: &Path,
+    next_base: u64,
+    scanned: (u64, u64, Option<String>),
+    report: &mut RecoveryReport,
+) {
     let problem = match scanned {
         (end, _, None) if end == next_base => None,
         (end, _, None) => Some(format!(
@@ -442,7 +459,6 @@ fn check_sealed_end(
         tracing::error!("{p}; run `ringstash check` for a full report");
         report.sealed_problems.push(p);
     }
-    Ok(())
 }
 
 /// The running maximum at the end of sealed segment `base`, from its time index if
