@@ -15,7 +15,10 @@
 #   SERVE_FLAGS (extra `ringstash serve` flags, default none), RS_BIN (the server
 #   binary, default the release build: for an A/B of two builds),
 #   NICE_THREADS / NICE: a `case` pattern of server thread names (e.g. 'rs-writer')
-#   reniced to NICE (default -10) once the server is up (needs CAP_SYS_NICE).
+#   reniced to NICE (default -10) once the server is up (needs CAP_SYS_NICE),
+#   SERVER_DATA (the directory the server's data directory is made in, default the
+#   work directory; the floor stays there): on tmpfs (/dev/shm) it takes the disk
+#   out of the server's path, to see what of the tail is not the disk's.
 set -euo pipefail
 # shellcheck source=loadtest/serve-lib.sh
 . "$(dirname "$0")/serve-lib.sh"
@@ -23,6 +26,7 @@ DURATION="${DURATION:-6s}" bench_setup 1024 3
 bench_workdir ack-split
 RS="${RS_BIN:-$RS}"
 rate="${RATE:-2600000}"
+data="${SERVER_DATA:-$work}/ack-split-data"
 read -ra serve_flags <<<"${SERVE_FLAGS:-}"
 
 histogram() { # family before after: "count p50 p99 p99.9"
@@ -42,13 +46,14 @@ print(int(total), q(0.5), q(0.99), q(0.999))
 PY
 }
 
-echo "ack-split: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype, rate $rate, $rounds rounds"
+data_fs="$(findmnt -no FSTYPE --target "${SERVER_DATA:-$work/..}" 2>/dev/null || echo unknown)"
+echo "ack-split: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype (server data: $data_fs), rate $rate, $rounds rounds"
 for r in $(seq 1 "$rounds"); do
     rm -rf "$work"; mkdir -p "$res"
     "$LT" floor --dir "$work/floor" --rate "$rate" -b "$batch" -d "$duration" --warmup "$warmup" \
         --json > "$res/floor.json"
     rm -rf "$work/floor"; sync; sleep "$settle"
-    start_ringstash "$RS" "$work/data" "$work/serve.log" "${serve_flags[@]}"
+    start_ringstash "$RS" "$data" "$work/serve.log" "${serve_flags[@]}"
     if [ -n "${NICE_THREADS:-}" ]; then
         for t in /proc/"$RS_PID"/task/*; do
             # shellcheck disable=SC2254
@@ -60,7 +65,7 @@ for r in $(seq 1 "$rounds"); do
         -d "$duration" --warmup "$warmup" -q --json-file "$res/run.json" >/dev/null
     curl -s "http://$RS_HTTP/metrics" > "$res/after.txt"
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
-    rm -rf "$work/data"
+    rm -rf "$data"
     echo "round $r: client p50/p99/p99.9 $(json "$res/run.json" '"%d %d %d" % (r["latency_us"]["p50"], r["latency_us"]["p99"], r["latency_us"]["p99_9"])')" \
         "| floor p99 (fdatasync p99) $(json "$res/floor.json" '"%d (%d)" % (r["latency_us"]["p99"], r["fdatasync_us"]["p99"])')" \
         "| bar $(json "$res/floor.json" '2 * r["fdatasync_us"]["p99"] + 1000')" \
