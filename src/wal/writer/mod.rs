@@ -247,7 +247,11 @@ impl Writer {
     fn run(&mut self) -> Result<(), WriterFailure> {
         loop {
             self.reap()?;
+            let in_flight = self.in_flight.len();
             self.retire()?;
+            if self.in_flight.len() < in_flight {
+                self.release_seal_syncs()?;
+            }
             // Failed groups were retired above; nothing else to do this turn.
             if let Phase::Rewinding { rotate_due } = self.phase
                 && self.in_flight.is_empty()
@@ -268,6 +272,10 @@ impl Writer {
                 if !self.gather_and_submit()? {
                     break;
                 }
+            }
+            if self.in_flight.is_empty() {
+                // Never wait with a seal's syncs held and nothing to bring them out.
+                self.release_seal_syncs()?;
             }
             let idle = self.in_flight.is_empty()
                 && self.pending.is_none()

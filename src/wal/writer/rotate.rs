@@ -4,8 +4,9 @@
 //!
 //! Why the sealed segment is synced after the next segment starts, while the writer
 //! goes on: its `.log` (the cut of its unused zeros), `.idx` and `.tix` changed size,
-//! so each fdatasync commits the filesystem's journal, 0.1-0.4, 0.4 and 0.6 ms on this
-//! project's machines, and run in parallel they took no less. Done in line they
+//! so each fdatasync also writes metadata (the inode, or a journal commit on a
+//! journaling filesystem), 0.1-0.4, 0.4 and 0.6 ms on this project's machines, and run
+//! in parallel they took no less. Done in line they
 //! stalled the writer for about 1.2 ms per rotation, three rotations a second at 2.6 M
 //! records/s, and every batch that arrived meanwhile waited: most of the acked
 //! producers' p99 (docs/benchmarks.md). No record depends on them: every group was
@@ -51,7 +52,7 @@ impl Writer {
         match next {
             Ok(seg) => {
                 let sealed = self.rotated(seg);
-                self.sync_sealed(sealed)?;
+                self.sync_sealed(sealed);
             }
             Err(e) => {
                 // Staying on this segment: its cut is synced now, as before.
@@ -66,10 +67,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Queues the fdatasyncs of the sealed segment's `.log` (its cut), `.idx` and `.tix`
-    /// (see the module docs); their completions come to [`Writer::on_seal_cqe`]. They
-    /// go out with the writer's next submission.
-    fn sync_sealed(&mut self, sealed: ActiveSegment) -> Result<(), WriterFailure> {
+    /// Prepares the fdatasyncs of the sealed segment's `.log` (its cut), `.idx` and
+    /// `.tix` (see the module docs), held until [`Writer::release_seal_syncs`]; their
+    /// completions come to [`Writer::on_seal_cqe`].
+    fn sync_sealed(&mut self, sealed: ActiveSegment) {
         let ActiveSegment {
             base,
             file,
@@ -86,22 +87,34 @@ impl Writer {
             }
         });
         let fd = std::os::fd::AsRawFd::as_raw_fd;
-        let mut ops = vec![
-            (Op::Datasync { fd: fd(&file) }, UD_SEAL_LOG),
-            (Op::Datasync { fd: fd(&index) }, UD_SEAL_INDEX),
-        ];
+        let mut held = vec![(fd(&file), UD_SEAL_LOG), (fd(&index), UD_SEAL_INDEX)];
         if let Some(t) = &tindex {
-            ops.push((Op::Datasync { fd: fd(t) }, UD_SEAL_TIX));
-        }
-        // Each alone, not chained: one failed sync must not cancel the others.
-        for op in &ops {
-            self.push(std::slice::from_ref(op))?;
+            held.push((fd(t), UD_SEAL_TIX));
         }
         self.sealing = Some(Sealing {
             base,
-            left: ops.len(),
+            left: held.len(),
+            held,
             _files: (file, index, tindex),
         });
+    }
+
+    /// Sends the sealed segment's syncs, held since the rotation, once the first group
+    /// in the new segment has come back or nothing is in flight (`run` asks after every
+    /// retirement and before every wait).
+    ///
+    /// Why held: that first group carries every batch that waited through the rotation,
+    /// and the three syncs, sent beside it, slowed it from 0.7-0.95 ms to 1.3-2.1 ms
+    /// (docs/benchmarks.md); sent after it, they share the device with a group of the
+    /// ordinary size instead.
+    pub(super) fn release_seal_syncs(&mut self) -> Result<(), WriterFailure> {
+        let Some(held) = self.sealing.as_mut().map(|s| std::mem::take(&mut s.held)) else {
+            return Ok(());
+        };
+        // Each alone, not chained: one failed sync must not cancel the others.
+        for (fd, ud) in held {
+            self.push(&[(Op::Datasync { fd }, ud)])?;
+        }
         Ok(())
     }
 
@@ -298,6 +311,9 @@ pub(super) struct Sealing {
     base: u64,
     /// Syncs not yet come back.
     left: usize,
+    /// Syncs not yet sent ([`Writer::release_seal_syncs`]): the descriptor to
+    /// fdatasync, and its completion's user data.
+    held: Vec<(std::os::fd::RawFd, u64)>,
     /// `.log`, `.idx`, `.tix`.
     _files: (File, File, Option<File>),
 }
