@@ -6,10 +6,10 @@
 //! goes on: its `.log` (the cut of its unused zeros), `.idx` and `.tix` changed size,
 //! so each fdatasync also writes metadata (the inode, or a journal commit on a
 //! journaling filesystem), 0.1-0.4, 0.4 and 0.6 ms on this project's machines, and run
-//! in parallel they took no less. Done in line they
-//! stalled the writer for about 1.2 ms per rotation, three rotations a second at 2.6 M
-//! records/s, and every batch that arrived meanwhile waited: most of the acked
-//! producers' p99 (docs/benchmarks.md). No record depends on them: every group was
+//! in parallel they took no less. Done in line they stalled the writer for about 1.2 ms
+//! per rotation, three rotations a second at 2.6 M records/s, and every batch that
+//! arrived meanwhile waited: most of the acked producers' p99 (docs/benchmarks.md).
+//! They are sent one group later still ([`Writer::release_seal_syncs`]). No record depends on them: every group was
 //! synced when it was written, and the indexes are derived from the records. After a
 //! power cut before they came back, the segment before the last may still end in the
 //! zeros the cut removed (recovery cuts them again, `check` notes them), and its `.idx`
