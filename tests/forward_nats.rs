@@ -126,13 +126,44 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Stream `name` and its state. A cluster that has just lost a server may take a few
+/// seconds to answer JetStream API requests (its meta leader moves): those time out,
+/// and are asked again for up to 30 s; what the tests assert is what is stored.
+async fn stream_and_info(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> (
+    async_nats::jetstream::stream::Stream,
+    async_nats::jetstream::stream::Info,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = match js.get_stream(name).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => Ok(info.clone()),
+                Err(e) => Err(e.to_string()),
+            }
+            .map(|info| (stream, info)),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(both) => return both,
+            Err(e) if Instant::now() < deadline => {
+                println!("stream {name}: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("stream {name} not readable after 30 s: {e}"),
+        }
+    }
+}
+
 /// Every message of JetStream stream `name`, in stream order, read by sequence.
 fn read_stream(url: &str, name: &str) -> Vec<Stored> {
     runtime().block_on(async {
         let client = async_nats::connect(url).await.expect("connect to NATS");
         let js = async_nats::jetstream::new(client);
-        let mut stream = js.get_stream(name).await.expect("the stream exists");
-        let state = stream.info().await.unwrap().state.clone();
+        let (stream, info) = stream_and_info(&js, name).await;
+        let state = info.state;
         let mut out = Vec::with_capacity(state.messages as usize);
         for seq in state.first_sequence..=state.last_sequence {
             if state.messages == 0 {
@@ -156,9 +187,8 @@ fn stream_leader(url: &str, name: &str) -> String {
     runtime().block_on(async {
         let client = async_nats::connect(url).await.expect("connect to NATS");
         let js = async_nats::jetstream::new(client);
-        let mut stream = js.get_stream(name).await.expect("the stream exists");
-        let info = stream.info().await.unwrap();
-        let cluster = info.cluster.clone().expect("a clustered stream");
+        let (_, info) = stream_and_info(&js, name).await;
+        let cluster = info.cluster.expect("a clustered stream");
         cluster.leader.expect("a leader")
     })
 }
