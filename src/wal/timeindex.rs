@@ -405,10 +405,7 @@ pub(crate) fn remove_leftovers(dir: &Path) -> io::Result<()> {
 /// # Errors
 /// The OS error from writing or renaming.
 pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.to_owned();
-    tmp.set_extension("tix.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    write_whole_in(path, bytes, None)
 }
 
 /// [`write_whole`], then the file and the directory synced: for a sealed segment's
@@ -420,13 +417,24 @@ pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// # Errors
 /// The OS error from writing, syncing or renaming.
 fn write_whole_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_whole_in(path, bytes, Some(dir))
+}
+
+/// Both of the above: the temporary file synced before the rename, and `dir` after
+/// it, when `sync_dir_of` is given.
+fn write_whole_in(path: &Path, bytes: &[u8], sync_dir_of: Option<&Path>) -> io::Result<()> {
     let mut tmp = path.to_owned();
     tmp.set_extension("tix.tmp");
     let f = std::fs::File::create(&tmp)?;
     std::io::Write::write_all(&mut &f, bytes)?;
-    f.sync_data()?;
+    if sync_dir_of.is_some() {
+        f.sync_data()?;
+    }
     std::fs::rename(&tmp, path)?;
-    segment::sync_dir(dir)
+    match sync_dir_of {
+        Some(dir) => segment::sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// The running maximum at the end of sealed segment `base`, from its `.tix` (last

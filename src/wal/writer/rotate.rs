@@ -9,12 +9,13 @@
 //! in parallel they took no less. Done in line they stalled the writer for about 1.2 ms
 //! per rotation, three rotations a second at 2.6 M records/s, and every batch that
 //! arrived meanwhile waited: most of the acked producers' p99 (docs/benchmarks.md).
-//! They are sent one group later still ([`Writer::release_seal_syncs`]). No record depends on them: every group was
-//! synced when it was written, and the indexes are derived from the records. After a
-//! power cut before they came back, the segment before the last may still end in the
-//! zeros the cut removed (recovery cuts them again, `check` notes them), and its `.idx`
-//! and `.tix` may be short (recovery and readers scan from the last entry there is, a
-//! `.tix` failing its checks is rebuilt, `check` notes it).
+//! They are sent one group later still ([`Writer::release_seal_syncs`]). No record
+//! depends on them: every group was synced when it was written, and the indexes are
+//! derived from the records. After a power cut before they came back, the segment
+//! before the last may still end in the zeros the cut removed (recovery cuts them
+//! again, `check` notes them), and its `.idx` and `.tix` may be short (recovery and
+//! readers scan from the last entry there is, a `.tix` failing its checks is rebuilt,
+//! `check` notes it).
 
 use std::{fs::File, io, path::PathBuf, sync::atomic::Ordering};
 
