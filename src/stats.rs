@@ -907,6 +907,11 @@ const LOG_SERIES: &[LogSeries] = {
             own!(Gauge "ringstash_recent_groups_bytes" "bytes" "Bytes of recent committed groups held in memory for live readers (bound: fanout_window_bytes_max)."),
             |l| l.reader_sources().2.into(),
         ),
+        both(
+            "group_buffers_mapped",
+            own!(Counter "ringstash_group_buffers_mapped_total" "buffers" "Group buffers the writer mapped because none that left the recent groups was free to reuse (steady ingest maps none)."),
+            |l| l.group_buffers_mapped().into(),
+        ),
         wal_stat!(
             records_committed,
             own!(Counter "ringstash_records_committed_total" "records" "Records made durable.")

@@ -130,3 +130,46 @@ fn live_subscribers_are_fed_from_memory_and_catch_up_from_the_files() {
         "records from before the restart come from the files"
     );
 }
+
+/// The writer's group buffers come back from the recent groups for reuse: once the
+/// window has filled, steady ingest of groups of varying sizes maps next to no new
+/// one, and every record still reads back exact. (The bursts of evictions that made
+/// the writer unmap and map again are `recent`'s unit tests: one group at a time does
+/// not make them.)
+#[test]
+fn group_buffers_are_reused_once_the_recent_window_has_filled() {
+    let (_tmp, dir) = temp_data_dir("data");
+    let mut config = default_config(&dir);
+    config.recent_bytes_max = 2 << 20;
+    config.segment_bytes_max = 256 << 20;
+    let log = Log::open(config).unwrap();
+    let mut rng = Rng(5);
+    let mut expected = Vec::new();
+    let mut next = 0u64;
+    let mut mapped_after_round = Vec::new();
+    for _round in 0..10 {
+        for _ in 0..40 {
+            // One batch per group (the writer is idle when each arrives), of 70 to
+            // 500 records of 1,000 bytes: groups of about 70 to 500 KiB.
+            let records = 70 + rng.below(431);
+            let batch: Vec<Vec<u8>> = (0..records)
+                .map(|k| {
+                    let mut p = payload(next + k, &mut rng, 0);
+                    p.resize(1000, b'x');
+                    p
+                })
+                .collect();
+            assert_eq!(append_wait(&log, next, &batch).first_offset, next);
+            next += records;
+            expected.extend(batch);
+        }
+        mapped_after_round.push(log.view().group_buffers_mapped());
+    }
+    // The first rounds fill the window and the buffers kept beside it.
+    let steady = mapped_after_round[9] - mapped_after_round[4];
+    assert!(
+        steady <= 2,
+        "{steady} group buffers mapped in the last 200 groups; after each round of 40: {mapped_after_round:?}"
+    );
+    assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "live");
+}

@@ -49,10 +49,11 @@ pub struct PartitionView {
 }
 
 /// Memory one partition's log may hold at most, in bytes, for the
-/// `streams_memory_bytes_max` check: its recent groups and its group buffers
-/// (`groups_in_flight_max` in flight and one being gathered).
+/// `streams_memory_bytes_max` check: its recent groups and as much again in buffers
+/// kept for reuse (`wal::recent`), and its group buffers (`groups_in_flight_max` in
+/// flight and one being gathered).
 pub fn partition_memory_bytes(config: &LogConfig) -> u64 {
-    config.recent_bytes_max as u64
+    2 * config.recent_bytes_max as u64
         + (config.groups_in_flight_max as u64 + 1) * config.group_bytes_max as u64
 }
 

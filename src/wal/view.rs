@@ -69,6 +69,11 @@ impl LogView {
         )
     }
 
+    /// Group buffers the writer mapped because none was free to reuse, since open.
+    pub fn group_buffers_mapped(&self) -> u64 {
+        self.inner.recent.buffers_mapped.load(Ordering::Relaxed)
+    }
+
     /// Batches waiting in the ring now, and its capacity.
     pub fn ring_depth(&self) -> (usize, usize) {
         (self.inner.ring.len(), self.inner.ring.capacity())

@@ -101,11 +101,7 @@ impl Group {
         assert_eq!(self.ops, 0, "group reused while the kernel still owns it");
         if Arc::get_mut(&mut self.buf).is_none() {
             let capacity = self.buf.capacity();
-            self.buf = Arc::new(
-                recent
-                    .reusable(capacity)
-                    .unwrap_or_else(|| AlignedBuf::new(capacity)),
-            );
+            self.buf = Arc::new(recent.buffer(capacity));
         }
         let buf = self.buf_mut();
         buf.clear();

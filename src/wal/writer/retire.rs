@@ -69,7 +69,8 @@ impl Writer {
             .store(g.file_pos + g.data_len() as u64, Ordering::Release);
         // Before committed_end too: a reader that sees the new end finds the group in
         // memory (or, if it is already gone from there, in the file).
-        self.inner
+        let evicted = self
+            .inner
             .recent
             .push(self.active.base, g.buf_pos(), &g.buf);
         // Before committed_end too: a follower that sees the new end finds its time,
@@ -93,6 +94,8 @@ impl Writer {
             slot.complete(first);
         }
         self.inner.commit_watch.notify();
+        // After the acks: unmapping what the window let go of takes a while.
+        drop(evicted);
         if !g.tindex.is_empty()
             && let Some(t) = &self.active.tindex
         {
