@@ -234,7 +234,7 @@ settings! {
     stream_partitions_max: u32 = 64, env "RINGSTASH_STREAM_PARTITIONS_MAX", range 1 ..= 4_096;
     /// Recent committed groups each partition other than the default stream's partition 0 keeps in memory for its live readers, in bytes (the default stream's partition 0 keeps fanout_window_bytes_max). [default: 4194304]
     partition_recent_bytes_max: usize = 4 << 20, env "RINGSTASH_PARTITION_RECENT_BYTES_MAX", range 65_536 ..= 1_073_741_824;
-    /// Memory all partitions' logs may hold together, in bytes: twice the recent groups' bound (they and the buffers kept for reuse) plus (groups_in_flight_max + 1) group buffers each; start-up refuses settings past it (streams.memory_bytes in /stats). [default: 1073741824]
+    /// Memory all partitions' logs may hold together, in bytes: the recent groups' bound, the buffers kept for reuse (as much again, or 4 group buffers where that is more) and (groups_in_flight_max + 1) group buffers each; start-up refuses settings past it (streams.memory_bytes in /stats). [default: 1073741824]
     streams_memory_bytes_max: u64 = 1 << 30, env "RINGSTASH_STREAMS_MEMORY_BYTES_MAX", range 1_048_576 ..= 1_099_511_627_776;
     /// The stream records of tcp_addr go to. [default: default]
     tcp_stream: String = crate::streams::DEFAULT_STREAM.to_owned(), env "RINGSTASH_TCP_STREAM";

@@ -49,12 +49,16 @@ pub struct PartitionView {
 }
 
 /// Memory one partition's log may hold at most, in bytes, for the
-/// `streams_memory_bytes_max` check: its recent groups and as much again in buffers
-/// kept for reuse (`wal::recent`), and its group buffers (`groups_in_flight_max` in
-/// flight and one being gathered).
+/// `streams_memory_bytes_max` check: its recent groups; the buffers kept for reuse
+/// (`wal::recent`: as much again, or four group buffers where that is more); and its
+/// group buffers (`groups_in_flight_max` in flight and one being gathered).
 pub fn partition_memory_bytes(config: &LogConfig) -> u64 {
-    2 * config.recent_bytes_max as u64
-        + (config.groups_in_flight_max as u64 + 1) * config.group_bytes_max as u64
+    let (recent, group) = (
+        config.recent_bytes_max as u64,
+        config.group_bytes_max as u64,
+    );
+    let kept = recent.max(crate::wal::REUSABLE_BUFFERS_MIN as u64 * group);
+    recent + kept + (config.groups_in_flight_max as u64 + 1) * group
 }
 
 /// The log settings of `stream`'s partition `partition`.
@@ -141,7 +145,7 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
         return err(
             "streams_memory_bytes_max",
             format!(
-                "{} partitions may hold {memory} bytes (recent groups and group buffers), over streams_memory_bytes_max = {}; lower partition_recent_bytes_max, group_bytes_max or the partitions",
+                "{} partitions may hold {memory} bytes (recent groups, buffers kept for reuse and group buffers), over streams_memory_bytes_max = {}; lower partition_recent_bytes_max, group_bytes_max or the partitions",
                 specs.partitions_total(),
                 settings.streams_memory_bytes_max
             ),

@@ -77,6 +77,7 @@ pub use format::{BatchBuilder, RecordTooLarge, now_ns};
 pub use log::Log;
 pub use policy::{FsyncPolicy, FsyncPolicyError};
 pub use reader::{Reader, Record, SettleWait};
+pub(crate) use recent::REUSABLE_MIN as REUSABLE_BUFFERS_MIN;
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::DamagedRange;
 pub use stats::WalStats;

@@ -17,18 +17,20 @@
 //! group under 64 KiB, or filling less than a quarter of its buffer, is copied instead,
 //! so a slow trickle neither pins a large buffer per record nor makes the writer map a
 //! new buffer per group (a copy that small costs it a few microseconds). Buffers
-//! that leave the window unshared go back to the writer ([`Recent::reusable`]), so a
+//! that leave the window unshared go back to the writer ([`Recent::buffer`]), so a
 //! steady stream allocates nothing.
 //!
 //! The buffers kept for reuse are bounded by their resident bytes (as much as the
-//! window's bound), not by a count: evictions come in bursts (one entry whose buffer
+//! window's bound, or [`REUSABLE_MIN`] buffers where that is more), not by a count
+//! alone: evictions come in bursts (one entry whose buffer
 //! once held a large group costs as much as a dozen ordinary ones and pushes them all
 //! out at once), and with four kept, as before, the rest were unmapped and the writer
 //! mapped new ones a moment later. That churn cost the writer 900-2,200 `munmap`s of
 //! 4 MiB (0.1-0.6 ms each, in its commit path before the acks) and 65,000-115,000 page
 //! faults in a 7 s acked run at 1.7 M records/s (docs/benchmarks.md). The window and
-//! the kept buffers together hold at most twice `bytes_max`, no more than the four
-//! 4 MiB buffers did beside a 16 MiB window. Over that bound, the buffers that cost
+//! the kept buffers together hold at most `bytes_max` plus the larger of `bytes_max`
+//! and four buffers, no more than the four 4 MiB buffers did beside a 16 MiB window.
+//! Over that bound, the buffers that cost
 //! the most go, and the writer is given the one with the fewest touched bytes: a
 //! buffer's touched bytes only grow (to its largest group), and a group in a buffer
 //! four times its size is copied, so taking the most recently returned made most groups
@@ -45,6 +47,12 @@ use std::{
 };
 
 use super::aligned::AlignedBuf;
+
+/// Buffers kept for reuse whatever their touched bytes: a window too small to hold
+/// even a few of them (`partition_recent_bytes_max` may be 64 KiB) would otherwise make
+/// the writer map a buffer for every group it shares and unmap one for every eviction.
+/// Four, as were always kept before the bound in bytes.
+pub(crate) const REUSABLE_MIN: usize = 4;
 
 /// Groups smaller than this are copied rather than shared: a copy of at most 64 KiB
 /// costs the writer a few microseconds, a shared buffer the mapping of a new one.
@@ -175,7 +183,7 @@ impl Recent {
         }
         // Over the bound, let the buffers that cost the most go: kept, they would
         // make every group that is not as large a copy.
-        while st.reusable_bytes > self.bytes_max {
+        while st.reusable_bytes > self.bytes_max && st.reusable.len() > REUSABLE_MIN {
             let (i, _) = (st.reusable.iter().enumerate())
                 .max_by_key(|(_, b)| b.touched())
                 .expect("reusable bytes > 0");
@@ -363,6 +371,32 @@ mod tests {
         );
     }
 
+    /// A window too small to hold a buffer's touched bytes still keeps
+    /// [`REUSABLE_MIN`] buffers: a writer with one group in flight at a time (the
+    /// same group reset after each commit, while the window still shares its last
+    /// buffer) maps none per group.
+    #[test]
+    fn a_small_window_still_keeps_a_few_buffers() {
+        const G: usize = SHARE_BYTES_MIN;
+        let r = Recent::new(G);
+        let mut group = Arc::new(AlignedBuf::new(4 * G));
+        for i in 0..100 {
+            let g = &mut group;
+            if Arc::get_mut(g).is_none() {
+                *g = Arc::new(r.buffer(4 * G));
+            }
+            let b = Arc::get_mut(g).expect("unshared");
+            b.clear();
+            b.extend_from_slice(&vec![1; 2 * G]);
+            drop(r.push(0, (i * 2 * G) as u64, g));
+        }
+        assert!(
+            r.buffers_mapped.load(Ordering::Relaxed) <= 2,
+            "{} mapped",
+            r.buffers_mapped.load(Ordering::Relaxed)
+        );
+    }
+
     /// The writer gets the kept buffer with the fewest touched bytes, so that an
     /// ordinary group is shared, not copied; over the bound, the costliest goes.
     #[test]
@@ -375,18 +409,26 @@ mod tests {
             b.extend_from_slice(&vec![1; len]);
             Arc::new(b)
         };
-        let _ = r.push(0, 0, &filled(G));
-        let _ = r.push(0, G as u64, &filled(16 * G));
-        // Pushes both out, both kept (17 G touched, within 40 G).
-        let _ = r.push(0, (17 * G) as u64, &filled(32 * G));
+        let mut at = 0;
+        let mut push = |len: usize| {
+            let evicted = r.push(0, at, &filled(len));
+            at += len as u64;
+            evicted
+        };
+        for _ in 0..5 {
+            let _ = push(G);
+        }
+        let _ = push(16 * G);
+        // Pushes all six out, all kept (21 G of touched bytes, within 40 G).
+        let _ = push(32 * G);
         let b = r.buffer(CAP);
         assert_eq!(b.touched(), G, "the least touched first");
-        // Pushes the 32 G one out: kept, 48 G would be over the bound, so the
-        // costliest (itself) goes and the 16 G one stays.
-        let evicted = r.push(0, (49 * G) as u64, &filled(32 * G));
+        // Pushes the 32 G one out: kept, 52 G would be over the bound, so the
+        // costliest (itself) goes and the others stay.
+        let evicted = push(32 * G);
         assert_eq!(evicted._gone.len(), 1);
         assert!(evicted._gone.iter().all(|b| b.len() == 32 * G));
-        assert_eq!(r.buffer(CAP).touched(), 16 * G);
+        assert_eq!(r.buffer(CAP).touched(), G);
         assert_eq!(r.buffers_mapped.load(Ordering::Relaxed), 0);
     }
 
