@@ -109,9 +109,13 @@ ruleset(name="fwd") {{
             .spawn()
             .expect("spawn rsyslogd");
         let deadline = Instant::now() + Duration::from_secs(20);
+        // The port is taken once rsyslogd answers on it: the file can be read while
+        // it is half written ("45" of "45123" parses), or before the input listens (a
+        // CI run once got ConnectionRefused feeding the port it named).
         let port = loop {
             if let Ok(p) = std::fs::read_to_string(&port_file)
                 && let Ok(p) = p.trim().parse::<u16>()
+                && TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], p))).is_ok()
             {
                 break p;
             }
