@@ -105,7 +105,7 @@ struct State {
     /// Oldest first; ascending by (base, start).
     entries: VecDeque<Entry>,
     cost: usize,
-    /// Most recently returned last.
+    /// In no order: [`Recent::buffer`] picks by touched bytes.
     reusable: Vec<AlignedBuf>,
     /// The touched bytes of `reusable`.
     reusable_bytes: usize,
