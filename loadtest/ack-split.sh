@@ -46,6 +46,11 @@ print(int(total), q(0.5), q(0.99), q(0.999))
 PY
 }
 
+# An interrupted round must not leave its server running (it holds the data directory).
+# shellcheck disable=SC2317 # called by the trap
+cleanup() { [ -z "${RS_PID:-}" ] || kill "$RS_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+
 data_fs="$(findmnt -no FSTYPE --target "${SERVER_DATA:-$work/..}" 2>/dev/null || echo unknown)"
 echo "ack-split: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype (server data: $data_fs), rate $rate, $rounds rounds"
 for r in $(seq 1 "$rounds"); do
