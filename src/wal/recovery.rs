@@ -50,6 +50,10 @@ pub struct RecoveryReport {
     /// Sparse-index entries that pointed at no valid record and were dropped (the
     /// active segment's, and the segment before the last's: see `finish_seal`).
     pub index_entries_dropped: usize,
+    /// Sparse-index entries the segment before the last lacked at its end and that
+    /// were written again from the scan of its records (its `.idx` sync, which a
+    /// rotation leaves in flight, undone by a power cut: see `finish_seal`).
+    pub index_entries_rebuilt: usize,
     /// Zeros cut from the end of the segment before the last: the cut its rotation
     /// made, undone by a power cut before it was synced (see `wal::writer::rotate`).
     pub seal_bytes_cut: u64,
@@ -272,7 +276,7 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     // record is reported at start. `ringstash check` verifies every record.
     for (i, w) in bases.windows(2).enumerate() {
         if i + 2 == bases.len() {
-            finish_seal(dir, w[0], w[1], &mut report)?;
+            finish_seal(dir, w[0], w[1], config.index_interval_bytes, &mut report)?;
         } else {
             check_sealed_end(dir, w[0], w[1], &mut report)?;
         }
@@ -359,12 +363,17 @@ fn drop_unwritten_last(
 /// longest valid prefix (as for the active segment; one small read per entry,
 /// counted in `index_entries_dropped`), and if the records end exactly where
 /// `next_base` begins with nothing but zeros after them, cuts the zeros
-/// (`seal_bytes_cut`); both synced. Anything else is reported as
+/// (`seal_bytes_cut`); both synced. When its records end exactly at `next_base`,
+/// writes the index entries the same scan finds after the last one kept, at
+/// `interval` as the writer places them (`index_entries_rebuilt`): without them,
+/// every read that starts in that part of the segment would scan to it from the last
+/// entry there is, up to the whole segment. Anything else is reported as
 /// [`check_sealed_end`] reports it, from the same scan.
 fn finish_seal(
     dir: &Path,
     base: u64,
     next_base: u64,
+    interval: u32,
     report: &mut RecoveryReport,
 ) -> Result<(), OpenError> {
     let path = segment::segment_path(dir, base);
@@ -386,7 +395,28 @@ fn finish_seal(
         .last()
         .map(|&(r, p)| (base + u64::from(r), u64::from(p)))
         .unwrap_or((base, SEGMENT_HEADER_BYTES as u64));
-    let scanned = scan_to_end(&path, pos, from)?;
+    // The last kept entry's record is the first scanned; an empty index starts at the
+    // first record, which always has an entry (`last_index_pos` 0, as in the writer).
+    let last_index_pos = if keep == 0 { 0 } else { pos };
+    let indexing = Indexing {
+        base,
+        last_index_pos,
+        interval,
+    };
+    let (scanned, missing) = scan_to_end_indexing(&path, pos, from, Some(indexing))?;
+    if scanned.0 == next_base && !missing.is_empty() {
+        let n = missing.len() / INDEX_ENTRY_BYTES;
+        OpenOptions::new()
+            .write(true)
+            .open(&ipath)
+            .and_then(|f| {
+                f.write_all_at(&missing, (keep * INDEX_ENTRY_BYTES) as u64)?;
+                f.sync_data()
+            })
+            .map_err(|e| OpenError::io("extend index", &ipath, e))?;
+        tracing::info!(path = %ipath.display(), entries = n, "index entries the segment before the last lacked at its end written again");
+        report.index_entries_rebuilt += n;
+    }
     let (end, at, bad) = &scanned;
     if *end != next_base
         || bad.is_none()
@@ -565,13 +595,34 @@ fn remove_segment(dir: &Path, base: u64) -> Result<(), OpenError> {
     sync_dir(dir).map_err(|e| OpenError::io("sync directory", dir, e))
 }
 
+/// Where a scan of a segment stopped: the offset after its last valid record, the byte
+/// it stopped at, and why it stopped there if not at the end of the file.
+type ScanEnd = (u64, u64, Option<String>);
+
 /// Scans from (`pos`, `offset`) to the first record that fails; returns the offset and
 /// position where valid data ends, and the failure (None for a clean end of file).
-fn scan_to_end(
+fn scan_to_end(path: &Path, pos: u64, offset: u64) -> Result<ScanEnd, OpenError> {
+    scan_to_end_indexing(path, pos, offset, None).map(|(end, _)| end)
+}
+
+/// Where [`scan_to_end_indexing`] places index entries: segment `base`'s, after an
+/// entry at `last_index_pos` (0 for none), every `interval` bytes.
+struct Indexing {
+    base: u64,
+    last_index_pos: u64,
+    interval: u32,
+}
+
+/// [`scan_to_end`], also returning the index entries (encoded) that the writer's rule
+/// (an entry at a record `interval` or more bytes past the last entry's, or at the
+/// segment's first) places among the records scanned.
+fn scan_to_end_indexing(
     path: &Path,
     pos: u64,
     offset: u64,
-) -> Result<(u64, u64, Option<String>), OpenError> {
+    mut indexing: Option<Indexing>,
+) -> Result<(ScanEnd, Vec<u8>), OpenError> {
+    let mut entries = Vec::new();
     let mut s = Scanner::open(path.to_owned(), pos, offset)
         .map_err(|e| OpenError::io("open segment", path, e))?;
     loop {
@@ -579,9 +630,22 @@ fn scan_to_end(
             .next()
             .map_err(|e| OpenError::io("read segment", path, e))?
         {
-            Scan::Record { .. } => {}
-            Scan::End => return Ok((s.next_offset(), s.position(), None)),
-            Scan::Bad { position, reason } => return Ok((s.next_offset(), position, Some(reason))),
+            Scan::Record { record, position } => {
+                if let Some(ix) = indexing.as_mut()
+                    && (ix.last_index_pos == 0
+                        || position >= ix.last_index_pos + u64::from(ix.interval))
+                {
+                    entries.extend_from_slice(&format::encode_index_entry(
+                        (record.offset - ix.base) as u32,
+                        position as u32,
+                    ));
+                    ix.last_index_pos = position;
+                }
+            }
+            Scan::End => return Ok(((s.next_offset(), s.position(), None), entries)),
+            Scan::Bad { position, reason } => {
+                return Ok(((s.next_offset(), position, Some(reason)), entries));
+            }
         }
     }
 }

@@ -13,9 +13,9 @@
 //! depends on them: every group was synced when it was written, and the indexes are
 //! derived from the records. After a power cut before they came back, the segment
 //! before the last may still end in the zeros the cut removed (recovery cuts them
-//! again, `check` notes them), and its `.idx` and `.tix` may be short (recovery and
-//! readers scan from the last entry there is, a `.tix` failing its checks is rebuilt,
-//! `check` notes it).
+//! again, `check` notes them), and its `.idx` and `.tix` may be short (recovery
+//! writes the missing `.idx` entries again from its scan of the segment, a `.tix`
+//! failing its checks is rebuilt, `check` notes it).
 
 use std::{fs::File, io, path::PathBuf, sync::atomic::Ordering};
 
