@@ -48,7 +48,7 @@ PY
 
 # An interrupted round must not leave its server running (it holds the data directory).
 # shellcheck disable=SC2317 # called by the trap
-cleanup() { [ -z "${RS_PID:-}" ] || kill "$RS_PID" 2>/dev/null || true; }
+cleanup() { [ -z "${RS_PID:-}" ] || { kill "$RS_PID" 2>/dev/null; wait "$RS_PID" 2>/dev/null; } || true; }
 trap cleanup EXIT
 
 data_fs="$(findmnt -no FSTYPE --target "${SERVER_DATA:-$work/..}" 2>/dev/null || echo unknown)"
@@ -70,6 +70,7 @@ for r in $(seq 1 "$rounds"); do
         -d "$duration" --warmup "$warmup" -q --json-file "$res/run.json" >/dev/null
     curl -s "http://$RS_HTTP/metrics" > "$res/after.txt"
     kill "$RS_PID"; wait "$RS_PID" 2>/dev/null || true
+    RS_PID=""
     rm -rf "$data"
     echo "round $r: client p50/p99/p99.9 $(json "$res/run.json" '"%d %d %d" % (r["latency_us"]["p50"], r["latency_us"]["p99"], r["latency_us"]["p99_9"])')" \
         "| floor p99 (fdatasync p99) $(json "$res/floor.json" '"%d (%d)" % (r["latency_us"]["p99"], r["fdatasync_us"]["p99"])')" \

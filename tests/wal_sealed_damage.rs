@@ -373,13 +373,23 @@ fn zeros_after_the_segment_before_the_last_are_an_undone_cut_that_the_next_start
 }
 
 /// The same power cut can leave the segment before the last with its `.idx` short:
-/// entries the writer appended, never synced. The next start writes them again from
-/// its scan of the segment, the very bytes the writer wrote, so that reads starting
-/// in that part of the segment do not scan to it from the last entry there is; a
-/// start after that finds nothing missing.
+/// entries the writer appended, never synced (or half an entry, or an entry from
+/// before a torn-tail cut after a valid prefix); and retention removes an `.idx`
+/// before its `.log`. The next start appends what is missing from its scan of the
+/// segment, the very bytes the writer wrote, so that reads starting in that part of
+/// the segment do not scan to it from the last entry there is; a start after that
+/// finds nothing missing.
 #[test]
 fn short_index_of_the_segment_before_the_last_is_written_again_at_the_next_start() {
-    for keep in [0usize, 1, 3] {
+    // (entries kept whole, bytes of a next entry left, a stale entry after them, no file)
+    for (keep, partial, stale, missing) in [
+        (0usize, 0usize, false, false),
+        (1, 0, false, false),
+        (3, 5, false, false),
+        (2, 0, true, false),
+        (0, 0, false, true),
+    ] {
+        let what = format!("keep {keep}, partial {partial}, stale {stale}, missing {missing}");
         let (_tmp, dir) = temp_data_dir("d");
         let (config, expected) = many_segment_log(&dir, 13);
         let bases = list_segments(&dir).unwrap();
@@ -388,19 +398,40 @@ fn short_index_of_the_segment_before_the_last_is_written_again_at_the_next_start
         let whole = fs::read(&ipath).unwrap();
         let entries = whole.len() / 8;
         assert!(entries > keep + 2, "{entries} index entries");
-        fs::write(&ipath, &whole[..keep * 8]).unwrap();
+        let mut short = whole[..keep * 8 + partial].to_vec();
+        if stale {
+            // An entry past the last kept one, at no record's start.
+            let last_pos = u32::from_le_bytes(short[short.len() - 4..].try_into().unwrap());
+            let last_rel =
+                u32::from_le_bytes(short[short.len() - 8..short.len() - 4].try_into().unwrap());
+            short.extend_from_slice(&(last_rel + 1).to_le_bytes());
+            short.extend_from_slice(&(last_pos + 3).to_le_bytes());
+        }
+        if missing {
+            fs::remove_file(&ipath).unwrap();
+        } else {
+            fs::write(&ipath, &short).unwrap();
+        }
 
         let log = Log::open(config.clone()).unwrap();
         let report = log.recovery_report();
-        assert_eq!(report.index_entries_rebuilt, entries - keep, "{report:?}");
-        assert_eq!(report.index_entries_dropped, 0, "{report:?}");
-        assert!(report.sealed_problems.is_empty(), "{report:?}");
-        assert_eq!(fs::read(&ipath).unwrap(), whole, "keep {keep}");
-        assert_records(&drain(log.reader(0).unwrap()), &expected, 0, "reader");
+        assert_eq!(
+            report.index_entries_rebuilt,
+            entries - keep,
+            "{what}: {report:?}"
+        );
+        assert_eq!(
+            report.index_entries_dropped,
+            usize::from(stale),
+            "{what}: {report:?}"
+        );
+        assert!(report.sealed_problems.is_empty(), "{what}: {report:?}");
+        assert_eq!(fs::read(&ipath).unwrap(), whole, "{what}");
+        assert_records(&drain(log.reader(0).unwrap()), &expected, 0, &what);
         drop(log);
         assert_check_clean(&dir);
 
         let log = Log::open(config).unwrap();
-        assert_eq!(log.recovery_report().index_entries_rebuilt, 0);
+        assert_eq!(log.recovery_report().index_entries_rebuilt, 0, "{what}");
     }
 }

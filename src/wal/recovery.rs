@@ -50,9 +50,10 @@ pub struct RecoveryReport {
     /// Sparse-index entries that pointed at no valid record and were dropped (the
     /// active segment's, and the segment before the last's: see `finish_seal`).
     pub index_entries_dropped: usize,
-    /// Sparse-index entries the segment before the last lacked at its end and that
-    /// were written again from the scan of its records (its `.idx` sync, which a
-    /// rotation leaves in flight, undone by a power cut: see `finish_seal`).
+    /// Sparse-index entries appended to the segment before the last from the scan of
+    /// its records: those its `.idx` lacked at its end (its sync, which a rotation
+    /// leaves in flight, undone by a power cut; or the file missing), at the
+    /// configured interval after its last entry (see `finish_seal`).
     pub index_entries_rebuilt: usize,
     /// Zeros cut from the end of the segment before the last: the cut its rotation
     /// made, undone by a power cut before it was synced (see `wal::writer::rotate`).
@@ -364,8 +365,9 @@ fn drop_unwritten_last(
 /// counted in `index_entries_dropped`), and if the records end exactly where
 /// `next_base` begins with nothing but zeros after them, cuts the zeros
 /// (`seal_bytes_cut`); both synced. When its records end exactly at `next_base`,
-/// writes the index entries the same scan finds after the last one kept, at
-/// `interval` as the writer places them (`index_entries_rebuilt`): without them,
+/// appends the index entries the same scan places after the last one kept, at
+/// `interval` by the writer's rule (the writer's own, unless the setting changed or a
+/// failed write moved its count) (`index_entries_rebuilt`): without them,
 /// every read that starts in that part of the segment would scan to it from the last
 /// entry there is, up to the whole segment. Anything else is reported as
 /// [`check_sealed_end`] reports it, from the same scan.
@@ -406,15 +408,21 @@ fn finish_seal(
     let (scanned, missing) = scan_to_end_indexing(&path, pos, from, Some(indexing))?;
     if scanned.0 == next_base && !missing.is_empty() {
         let n = missing.len() / INDEX_ENTRY_BYTES;
+        // A missing `.idx` reads as empty (retention removes it before its `.log`):
+        // made again, with the directory synced so that its entry lasts.
+        let existed = ipath.exists();
         OpenOptions::new()
             .write(true)
+            .create(true)
+            .truncate(false)
             .open(&ipath)
             .and_then(|f| {
                 f.write_all_at(&missing, (keep * INDEX_ENTRY_BYTES) as u64)?;
                 f.sync_data()
             })
+            .and_then(|()| if existed { Ok(()) } else { sync_dir(dir) })
             .map_err(|e| OpenError::io("extend index", &ipath, e))?;
-        tracing::info!(path = %ipath.display(), entries = n, "index entries the segment before the last lacked at its end written again");
+        tracing::info!(path = %ipath.display(), entries = n, "index entries appended to the segment before the last, at the configured interval after its last one");
         report.index_entries_rebuilt += n;
     }
     let (end, at, bad) = &scanned;
