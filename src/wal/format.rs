@@ -357,6 +357,15 @@ impl BatchBuilder {
     }
 }
 
+/// Whether the record at byte `position` gets an index entry (and a time-index entry),
+/// the last entry being at `last_index_pos` (0 for none yet in the segment): the
+/// segment's first record, then one at least `interval` bytes past the last. One rule
+/// for the writer and for every rebuild, so that a rebuilt index is the writer's.
+#[inline]
+pub fn index_entry_due(last_index_pos: u64, position: u64, interval: u64) -> bool {
+    last_index_pos == 0 || position >= last_index_pos + interval
+}
+
 /// Encodes an index entry.
 pub fn encode_index_entry(relative_offset: u32, position: u32) -> [u8; INDEX_ENTRY_BYTES] {
     let mut e = [0u8; INDEX_ENTRY_BYTES];

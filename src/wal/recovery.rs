@@ -640,8 +640,7 @@ fn scan_to_end_indexing(
         {
             Scan::Record { record, position } => {
                 if let Some(ix) = indexing.as_mut()
-                    && (ix.last_index_pos == 0
-                        || position >= ix.last_index_pos + u64::from(ix.interval))
+                    && format::index_entry_due(ix.last_index_pos, position, u64::from(ix.interval))
                 {
                     entries.extend_from_slice(&format::encode_index_entry(
                         (record.offset - ix.base) as u32,
@@ -883,9 +882,7 @@ fn scan_tail(config: &LogConfig, path: &Path, base: u64, seed: u64) -> Result<Ta
         {
             Scan::Record { record, position } => {
                 tail.ts_max = tail.ts_max.max(record.timestamp_ns);
-                if tail.last_index_pos == 0
-                    || after_damage
-                    || position >= tail.last_index_pos + interval
+                if after_damage || format::index_entry_due(tail.last_index_pos, position, interval)
                 {
                     after_damage = false;
                     tail.new_entries

@@ -34,7 +34,7 @@
 use std::{fs::File, io, os::unix::fs::FileExt, path::Path, path::PathBuf};
 
 use super::{
-    format::SEGMENT_HEADER_BYTES,
+    format::{self, SEGMENT_HEADER_BYTES},
     segment::{self, Scan, Scanner},
 };
 
@@ -343,7 +343,7 @@ pub(crate) fn rebuild(
         match s.next()? {
             Scan::Record { record, position } => {
                 key = key.max(record.timestamp_ns);
-                if last_pos == 0 || after_damage || position >= last_pos + interval {
+                if after_damage || format::index_entry_due(last_pos, position, interval) {
                     after_damage = false;
                     out.extend_from_slice(
                         &TixEntry {

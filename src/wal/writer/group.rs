@@ -274,7 +274,7 @@ impl IndexCursor {
             self.skewed += 1;
         }
         self.ts_max = self.ts_max.max(ts);
-        if self.last_pos == 0 || position >= self.last_pos + self.interval {
+        if format::index_entry_due(self.last_pos, position, self.interval) {
             let rel = (offset - self.base) as u32;
             entries.extend_from_slice(&format::encode_index_entry(rel, position as u32));
             tentries.extend_from_slice(
