@@ -25,7 +25,9 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
-use syslog_loose::{Message, ProcId, Protocol, SyslogSeverity, Variant};
+use syslog_loose::{
+    Message, ProcId, Protocol, StructuredElement, SyslogFacility, SyslogSeverity, Variant,
+};
 
 use super::bsd;
 
@@ -80,6 +82,12 @@ pub struct Renderer {
     extra: Vec<u8>,
     /// The last timestamp rendered, and its RFC 3339 text.
     last_ts: Option<(DateTime<FixedOffset>, String)>,
+    /// The last RFC 3164 timestamp of the common shape, the year it was given, and
+    /// its RFC 3339 text (`None`: no such date, the message is syslog_loose's).
+    last_stamp: Option<(bsd::Stamp, i32, Option<String>)>,
+    /// Renders the common shape through the `Message` `bsd::common` makes of it, as
+    /// every other message is ([`Renderer::by_message`]).
+    by_message: bool,
 }
 
 impl Renderer {
@@ -89,6 +97,19 @@ impl Renderer {
             year,
             extra: Vec::new(),
             last_ts: None,
+            last_stamp: None,
+            by_message: false,
+        }
+    }
+
+    /// A renderer that takes the common RFC 3164 shape through syslog_loose's
+    /// `Message` (made by `bsd::common`), like every other message, instead of from
+    /// its parts: what the parts' rendering must equal byte for byte. For tests and
+    /// the `syslog_frame` fuzz target.
+    pub fn by_message(year: i32) -> Renderer {
+        Renderer {
+            by_message: true,
+            ..Renderer::new(year)
         }
     }
 
@@ -121,38 +142,59 @@ impl Renderer {
         let lossy = matches!(text, Cow::Owned(_));
         let year = self.year;
         let variant = variant(&text);
-        let common = match variant {
-            Variant::RFC3164 => bsd::common(&text, year),
-            _ => None,
-        };
-        let parsed = match common {
-            Some(m) => Ok(m),
-            None => {
-                syslog_loose::parse_message_with_year_exact_tz(&text, |_| year, Some(Utc), variant)
-            }
-        };
         out.push(b'{');
         let mut w = Fields { out, first: true };
-        let outcome = match parsed {
-            Ok(m) => {
-                w.message(&m, &mut self.last_ts);
-                Parsed::Syslog
-            }
-            // `<PRI>` and then nothing RFC 3164 recognises (no timestamp, no host): as
-            // rsyslog does, the priority still counts and the rest is the message.
-            Err(_) => match pri_prefix(&text) {
-                Some((pri, rest)) => {
-                    w.pri(pri);
-                    w.str(key!("message"), rest);
-                    w.lit(key!("syslog"), "rfc3164");
+        // The common RFC 3164 shape, rendered from its parts; its timestamp made a
+        // date (and text) only when it differs from the last message's.
+        let common = match variant {
+            Variant::RFC3164 if !self.by_message => bsd::shape(&text).and_then(|s| {
+                let last = &mut self.last_stamp;
+                if !matches!(last, Some((stamp, y, _)) if *stamp == s.stamp && *y == year) {
+                    *last = Some((s.stamp, year, s.stamp.at(year).map(|t| t.to_rfc3339())));
+                }
+                Some((s, last.as_ref()?.2.as_deref()?))
+            }),
+            _ => None,
+        };
+        let outcome = if let Some((s, at)) = common {
+            w.shape(&s, at);
+            Parsed::Syslog
+        } else {
+            let by_hand = match variant {
+                Variant::RFC3164 if self.by_message => bsd::common(&text, year),
+                _ => None,
+            };
+            let parsed = match by_hand {
+                Some(m) => Ok(m),
+                None => syslog_loose::parse_message_with_year_exact_tz(
+                    &text,
+                    |_| year,
+                    Some(Utc),
+                    variant,
+                ),
+            };
+            match parsed {
+                Ok(m) => {
+                    w.message(&m, &mut self.last_ts);
                     Parsed::Syslog
                 }
-                None => {
-                    w.raw(key!("unparsed"), b"true");
-                    w.str(key!("message"), &text);
-                    Parsed::Unparsed
-                }
-            },
+                // `<PRI>` and then nothing RFC 3164 recognises (no timestamp, no
+                // host): as rsyslog does, the priority still counts and the rest is
+                // the message.
+                Err(_) => match pri_prefix(&text) {
+                    Some((pri, rest)) => {
+                        w.pri(pri);
+                        w.str(key!("message"), rest);
+                        w.lit(key!("syslog"), "rfc3164");
+                        Parsed::Syslog
+                    }
+                    None => {
+                        w.raw(key!("unparsed"), b"true");
+                        w.str(key!("message"), &text);
+                        Parsed::Unparsed
+                    }
+                },
+            }
         };
         if lossy {
             w.raw(key!("utf8_lossy"), b"true");
@@ -266,23 +308,62 @@ impl Fields<'_> {
         m: &Message<&str>,
         last_ts: &mut Option<(DateTime<FixedOffset>, String)>,
     ) {
-        self.opt(key!("service"), m.appname);
-        self.severity(m.severity);
-        if let Some(f) = m.facility {
+        let timestamp = m.timestamp.map(|ts| {
+            // chrono's equality compares instants only: the same instant at another
+            // offset is written with that offset.
+            if !matches!(last_ts, Some((at, _)) if *at == ts && at.offset() == ts.offset()) {
+                *last_ts = Some((ts, ts.to_rfc3339()));
+            }
+            last_ts.as_ref().map_or("", |l| l.1.as_str())
+        });
+        self.parts(&Parts {
+            appname: m.appname,
+            severity: m.severity,
+            facility: m.facility,
+            host: m.hostname,
+            timestamp,
+            procid: m.procid.clone(),
+            msgid: m.msgid,
+            sd: &m.structured_data,
+            msg: m.msg,
+            protocol: match m.protocol {
+                Protocol::RFC5424(_) => "rfc5424",
+                Protocol::RFC3164 => "rfc3164",
+            },
+        });
+    }
+
+    /// The common RFC 3164 shape's parts, with `timestamp` its RFC 3339 text: the
+    /// very fields [`Fields::message`] writes for the message `bsd::common` makes of
+    /// them (the `syslog_frame` fuzz target checks it).
+    fn shape(&mut self, s: &bsd::Shape<'_>, timestamp: &str) {
+        let (facility, severity) = syslog_loose::decompose_pri(s.pri);
+        self.parts(&Parts {
+            appname: Some(s.appname),
+            severity,
+            facility,
+            host: Some(s.host),
+            timestamp: Some(timestamp),
+            procid: s.procid.map(ProcId::from),
+            msgid: None,
+            sd: &[],
+            msg: s.msg,
+            protocol: "rfc3164",
+        });
+    }
+
+    fn parts(&mut self, p: &Parts<'_, '_>) {
+        self.opt(key!("service"), p.appname);
+        self.severity(p.severity);
+        if let Some(f) = p.facility {
             self.lit(key!("facility"), f.as_str());
         }
-        self.opt(key!("host"), m.hostname);
-        if let Some(ts) = m.timestamp {
-            let text = match last_ts {
-                // chrono's equality compares instants only: the same instant at
-                // another offset is written with that offset.
-                Some((at, text)) if *at == ts && at.offset() == ts.offset() => text,
-                _ => &last_ts.insert((ts, ts.to_rfc3339())).1,
-            };
+        self.opt(key!("host"), p.host);
+        if let Some(text) = p.timestamp {
             // RFC 3339 text of chrono's making: digits, `-`, `:`, `.`, `T`, `+`.
             self.lit(key!("timestamp"), text);
         }
-        match &m.procid {
+        match &p.procid {
             Some(ProcId::PID(pid)) => {
                 self.key(key!("procid"));
                 self.out
@@ -291,11 +372,11 @@ impl Fields<'_> {
             Some(ProcId::Name(name)) => self.opt(key!("procid"), Some(name)),
             None => {}
         }
-        self.opt(key!("msgid"), m.msgid);
-        if !m.structured_data.is_empty() {
+        self.opt(key!("msgid"), p.msgid);
+        if !p.sd.is_empty() {
             self.key(key!("sd"));
             self.out.push(b'{');
-            for (i, e) in m.structured_data.iter().enumerate() {
+            for (i, e) in p.sd.iter().enumerate() {
                 if i > 0 {
                     self.out.push(b',');
                 }
@@ -313,13 +394,25 @@ impl Fields<'_> {
             }
             self.out.push(b'}');
         }
-        self.str(key!("message"), m.msg);
-        let protocol = match m.protocol {
-            Protocol::RFC5424(_) => "rfc5424",
-            Protocol::RFC3164 => "rfc3164",
-        };
-        self.lit(key!("syslog"), protocol);
+        self.str(key!("message"), p.msg);
+        self.lit(key!("syslog"), p.protocol);
     }
+}
+
+/// What a record is made of, whichever parser found it ([`Fields::parts`]).
+struct Parts<'a, 't> {
+    appname: Option<&'a str>,
+    severity: Option<SyslogSeverity>,
+    facility: Option<SyslogFacility>,
+    host: Option<&'a str>,
+    /// RFC 3339 text.
+    timestamp: Option<&'t str>,
+    procid: Option<ProcId<&'a str>>,
+    msgid: Option<&'a str>,
+    sd: &'t [StructuredElement<&'a str>],
+    msg: &'a str,
+    /// `rfc5424` or `rfc3164`.
+    protocol: &'static str,
 }
 
 /// `<PRI>` at the start of `text` (1-3 digits, at most 191), and what follows it.
@@ -405,6 +498,83 @@ mod tests {
         assert_eq!(v["procid"], 77);
         assert_eq!(v["message"], "checkpoint starting");
         assert_eq!(v["syslog"], "rfc3164");
+    }
+
+    /// The common RFC 3164 shape rendered from its parts writes the very bytes the
+    /// `Message` path writes, message after message on one renderer (its cached
+    /// timestamp text included) and across a change of year.
+    #[test]
+    fn the_common_shape_renders_as_its_message_does() {
+        let messages = [
+            "<14>Nov 22 14:27:01 loadgen auth_service: INFO req-3f2a9c1e user login",
+            "<14>Nov 22 14:27:01 loadgen auth_service: the same second again",
+            "<14>Nov 22 14:27:02 loadgen auth_service: the next second",
+            "<30>Jan  1 00:00:00 h sshd[1234]: Accepted publickey",
+            "<30>Jan  1 00:00:00 h sshd[007]: a PID with leading zeros",
+            "<191>DEC 31 1:2:3 2001:db8::1 cron[+7]: y",
+            "<38>Mar 3 10:00:00 h a[b[c]: z",
+            "<38>Mar 3 10:00:00 h [12]: an empty app name",
+            "<38>Mar 3 10:00:00 h -[12]: an app name that is a dash",
+            "<38>Mar 3 10:00:00 h app:",
+            "<38>Mar 3 10:00:00 h app[x]: pid is a name",
+            "<38>Mar 3 10:00:00 h app[99999999999]: pid too big for i32",
+            "<38>Mar 3 10:00:00 h app: msg ends in a \"quote\" and \\ and a \u{1}",
+            "<38>Mar 3 10:00:00 h app: ünïcödé message",
+            "<38>Feb 29 10:00:00 h app: no such day in 2026, a day in 2028",
+            "<38>Feb 29 10:00:00 h app: the same again",
+            "<38>Nov 31 10:00:00 h app: no such day in any year",
+            "<14>Nov 22 14:27:01 loadgen auth_service: back to the first stamp",
+        ];
+        let extra = [
+            ("received_at", "2026-12-06T04:27:01.123456Z"),
+            ("node_id", "n1"),
+        ];
+        let mut fast = Renderer::new(2026);
+        let mut slow = Renderer::by_message(2026);
+        fast.set_extra(&extra);
+        slow.set_extra(&extra);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for year in [2026, 2028, 2026] {
+            fast.set_year(year);
+            slow.set_year(year);
+            for m in messages {
+                let pa = fast.render(m.as_bytes(), &mut a);
+                let pb = slow.render(m.as_bytes(), &mut b);
+                assert_eq!(
+                    (pa, String::from_utf8_lossy(&a)),
+                    (pb, String::from_utf8_lossy(&b)),
+                    "{m:?} in {year}"
+                );
+            }
+        }
+        // The shape was taken where it could be: the parts' timestamp cache holds the
+        // last message's stamp.
+        assert!(fast.last_stamp.is_some() && slow.last_stamp.is_none());
+        // Every prefix and one-byte edit of a typical message, on the same two
+        // renderers (the `syslog_frame` fuzz target does this over arbitrary inputs).
+        let base = "<30>Jan  1 00:00:00 host-1 sshd[1234]: Accepted publickey for root";
+        let mut inputs: Vec<Vec<u8>> = (0..=base.len())
+            .map(|end| base.as_bytes()[..end].to_vec())
+            .collect();
+        for i in 0..base.len() {
+            for c in [
+                b' ', b'\t', b':', b'[', b']', b'-', b'0', b'9', b'a', b'<', b'"', 0xff,
+            ] {
+                let mut v = base.as_bytes().to_vec();
+                v[i] = c;
+                inputs.push(v);
+            }
+        }
+        for m in &inputs {
+            let pa = fast.render(m, &mut a);
+            let pb = slow.render(m, &mut b);
+            assert_eq!(
+                (pa, String::from_utf8_lossy(&a)),
+                (pb, String::from_utf8_lossy(&b)),
+                "{:?}",
+                String::from_utf8_lossy(m)
+            );
+        }
     }
 
     #[test]

@@ -347,11 +347,17 @@ impl BatchBuilder {
     }
 
     /// Takes the framed records out as one buffer, and the record count.
+    ///
+    /// The buffer left for the next batch has room for one like this one (and a quarter
+    /// more), and at least half of `capacity_bytes`: a batch that outgrew its buffer
+    /// was copied whole at each reallocation, over half of a syslog reactor's copying
+    /// (its records are nearly three times the bytes read; `docs/benchmarks.md`).
     pub fn take(&mut self) -> (BytesMut, u32) {
         let frames = self.buf.split();
         let n = std::mem::take(&mut self.records);
-        if self.buf.capacity() < self.capacity_bytes / 2 {
-            self.buf.reserve(self.capacity_bytes);
+        let like_this = frames.len() + frames.len() / 4;
+        if self.buf.capacity() < like_this.max(self.capacity_bytes / 2) {
+            self.buf.reserve(like_this.max(self.capacity_bytes));
         }
         (frames, n)
     }
@@ -398,6 +404,30 @@ pub fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a batch larger than the builder's starting capacity, the next one is
+    /// framed into a buffer already big enough for it: no reallocation copies it.
+    #[test]
+    fn the_next_batch_has_room_for_one_like_the_last() {
+        let mut b = BatchBuilder::new(1024, 4096);
+        let payload = [b'x'; 300];
+        for _ in 0..20 {
+            b.push(1, &payload).unwrap();
+        }
+        let (frames, n) = b.take();
+        assert_eq!((n, frames.len()), (20, 20 * (RECORD_HEADER_BYTES + 300)));
+        assert!(b.buf.capacity() >= frames.len() + frames.len() / 4);
+        let before = b.buf.as_ptr();
+        for _ in 0..20 {
+            b.push(1, &payload).unwrap();
+        }
+        assert_eq!(b.buf.as_ptr(), before, "the second batch was reallocated");
+        // Small batches keep the starting capacity's behaviour.
+        let mut b = BatchBuilder::new(1024, 4096);
+        b.push(1, b"y").unwrap();
+        drop(b.take());
+        assert!(b.buf.capacity() >= 512);
+    }
 
     /// The frame's checksum is CRC-32C over its length, timestamp and payload, as
     /// docs/format.md says: pinned against a value computed apart from the crate (a

@@ -78,8 +78,9 @@ thread_local! {
 /// Renders one message as the syslog listener does and checks the record is a JSON
 /// object carrying the enrichment field last, that a long-lived renderer writes the
 /// same bytes as a fresh one, that the renderer's early choice of RFC 3164 parses
-/// exactly as trying RFC 5424 first would, and that where [`bsd::common`] recognises
-/// a message by hand, syslog_loose parses it to the same fields.
+/// exactly as trying RFC 5424 first would, that where [`bsd::common`] recognises
+/// a message by hand, syslog_loose parses it to the same fields, and that rendering
+/// that shape from its parts writes what rendering its message does.
 fn render(msg: &[u8], out: &mut Vec<u8>) {
     if let Ok(text) = std::str::from_utf8(msg) {
         let parse = |v| {
@@ -108,6 +109,18 @@ fn render(msg: &[u8], out: &mut Vec<u8>) {
         }
     }
     let parsed = record::render(msg, 2026, &[("client_ip", "192.0.2.1")], out);
+    // The common RFC 3164 shape is rendered from its parts: the same bytes as through
+    // the message `bsd::common` makes (checked above against syslog_loose's).
+    let mut by_message = record::Renderer::by_message(2026);
+    by_message.set_extra(&[("client_ip", "192.0.2.1")]);
+    let mut again = Vec::new();
+    assert_eq!(by_message.render(msg, &mut again), parsed);
+    assert_eq!(
+        String::from_utf8_lossy(&again),
+        String::from_utf8_lossy(out),
+        "the common shape's parts render otherwise than its message on {:?}",
+        String::from_utf8_lossy(msg)
+    );
     // A listener's renderer lives as long as its connection and keeps what repeats
     // (the last timestamp's text): it must write what a fresh one does, whatever came
     // before (in persistent mode, every earlier frame of every earlier input).
