@@ -11,7 +11,8 @@
 //! partial block (`Writer::tail`) and the next group writes them again in front of its
 //! own records; the padding after a group's records is zeros, which the next group
 //! overwrites and sealing cuts. Two writes of one block must never be in flight at
-//! once (`Writer::can_gather`). Crash safety is unchanged: the rewritten prefix holds
+//! once: a group gathered while the one before it is written is staged, and submitted
+//! only once that write is all back (`Writer::submit_staged`). Crash safety is unchanged: the rewritten prefix holds
 //! the same bytes as before, so a torn block write leaves committed records intact,
 //! and recovery cuts trailing zeros as the unwritten rest of the segment (see
 //! `docs/format.md`).

@@ -4,7 +4,7 @@
 
 use std::{os::fd::AsRawFd, sync::Arc, time::Instant};
 
-use super::{Phase, Writer, disk::Op};
+use super::{Phase, SYNCS_IN_FLIGHT_MAX, UD_COVER_SYNC, Writer, disk::Op};
 use crate::{
     error::AppendError,
     wal::{
@@ -70,9 +70,15 @@ pub(super) struct Group {
     pub(super) state: GroupState,
     /// When the write was submitted, for the sync latency figure.
     submitted: Instant,
-    /// SQEs of this group whose CQE has not come back; the buffer is the kernel's
-    /// while this is non-zero.
+    /// SQEs of this group whose CQE has not come back (a covering sync counts for each
+    /// group it covers); the buffer is the kernel's while this is non-zero.
     pub(super) ops: u8,
+    /// Written without a linked sync (two syncs were in flight when it was gathered):
+    /// durable once a covering sync, submitted after its write came back, returns.
+    awaits_cover: bool,
+    /// Gathered while the group before it was being written (direct writes: the two
+    /// share a block): submitted once that write is back.
+    pub(super) staged: bool,
 }
 
 impl Group {
@@ -91,6 +97,8 @@ impl Group {
             state: GroupState::Writing,
             submitted: Instant::now(),
             ops: 0,
+            awaits_cover: false,
+            staged: false,
         }
     }
 
@@ -116,6 +124,8 @@ impl Group {
         self.write_len = 0;
         self.written = 0;
         self.state = GroupState::Writing;
+        self.awaits_cover = false;
+        self.staged = false;
     }
 
     /// The buffer, while the group is being gathered (nobody else holds it then).
@@ -300,8 +310,21 @@ impl Writer {
         if !self.gather(gi) {
             return Ok(false);
         }
+        // Under direct writes the group rewrites the block the one before it ends in:
+        // gathered now, while that one is written, it is staged and submitted the
+        // moment that write is back (`submit_staged`), so that the disk does not wait
+        // for the copy.
+        let staged = self.direct
+            && self
+                .in_flight
+                .back()
+                .is_some_and(|&prev| !self.groups[prev].write_done());
         self.in_flight.push_back(gi);
-        self.submit_write(gi)?;
+        if staged {
+            self.groups[gi].staged = true;
+        } else {
+            self.submit_write(gi)?;
+        }
         if self.pos >= self.inner.config.segment_bytes_max / 4
             && let Some(s) = self.spares.as_mut()
         {
@@ -391,9 +414,15 @@ impl Writer {
             offset: g.buf_pos() + g.written as u64,
         };
         let write = (write, user_data(gi, OP_WRITE));
-        if durable {
+        // A first submission takes a linked sync if fewer than the most are out; a
+        // group written alone stays so when the rest of a short write goes again.
+        if durable && g.written == 0 && self.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX {
+            g.awaits_cover = true;
+        }
+        if durable && !self.groups[gi].awaits_cover {
             self.push(&[write, (Op::Datasync { fd }, user_data(gi, OP_SYNC))])?;
             self.groups[gi].ops += 2;
+            self.syncs_in_flight += 1;
         } else {
             self.push(&[write])?;
             self.groups[gi].ops += 1;
@@ -415,6 +444,9 @@ impl Writer {
         let durable = self.inner.config.fsync == FsyncPolicy::Always;
         let g = &mut self.groups[gi];
         g.ops -= 1;
+        if op == OP_SYNC {
+            self.syncs_in_flight -= 1;
+        }
         if op == OP_WRITE {
             if g.on_write(res, durable) {
                 self.unsynced = true;
@@ -440,6 +472,80 @@ impl Writer {
         }
         if self.groups[gi].needs_resubmit() {
             self.resubmit.push(gi);
+        }
+        Ok(())
+    }
+
+    /// Under `always`, with a sync to spare: one fdatasync for every group in flight
+    /// whose write (all of it) came back without a linked sync. Each is durable when it
+    /// returns: it started after their writes were complete.
+    pub(super) fn maybe_cover_sync(&mut self) -> Result<(), WriterFailure> {
+        if !self.cover.is_empty() || self.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX {
+            return Ok(());
+        }
+        for &gi in &self.in_flight {
+            let g = &self.groups[gi];
+            if g.awaits_cover && g.state == GroupState::Writing && g.ops == 0 && g.write_done() {
+                self.cover.push(gi);
+            }
+        }
+        if self.cover.is_empty() {
+            return Ok(());
+        }
+        let fd = self.active.file.as_raw_fd();
+        self.push(&[(Op::Datasync { fd }, UD_COVER_SYNC)])?;
+        for i in 0..self.cover.len() {
+            self.groups[self.cover[i]].ops += 1;
+        }
+        self.syncs_in_flight += 1;
+        self.submit()
+    }
+
+    /// The covering fdatasync came back: its groups are durable, or the log has failed.
+    pub(super) fn on_cover_sync(&mut self, res: i32) -> Result<(), WriterFailure> {
+        #[cfg(feature = "failpoints")]
+        let res = crate::wal::failpoints::fsync_result(res);
+        assert!(!self.cover.is_empty(), "a covering sync without groups");
+        self.syncs_in_flight -= 1;
+        let (first, last) = (self.cover[0], self.cover[self.cover.len() - 1]);
+        if res < 0 {
+            return Err(WriterFailureKind::GroupSync {
+                path: self.active_path(),
+                source: std::io::Error::from_raw_os_error(-res),
+                first_offset: self.groups[first].first_offset,
+                end_offset: self.groups[last].end_offset,
+            }
+            .into());
+        }
+        for i in 0..self.cover.len() {
+            let g = &mut self.groups[self.cover[i]];
+            g.ops -= 1;
+            g.state = GroupState::Done;
+        }
+        let since = self.groups[first].submitted;
+        self.cover.clear();
+        self.note_sync(since);
+        Ok(())
+    }
+
+    /// Submits the staged group once the write of the group before it is all back. Not
+    /// after a failed write: the rewind fails the staged group with the rest.
+    pub(super) fn submit_staged(&mut self) -> Result<(), WriterFailure> {
+        let n = self.in_flight.len();
+        let Some(&gi) = self.in_flight.back() else {
+            return Ok(());
+        };
+        // A due rotation waits for it to be written like any group in flight.
+        if !self.groups[gi].staged || matches!(self.phase, Phase::Rewinding { .. }) {
+            return Ok(());
+        }
+        let prev_written = n < 2 || {
+            let prev = &self.groups[self.in_flight[n - 2]];
+            prev.write_done() && !prev.failed()
+        };
+        if prev_written {
+            self.groups[gi].staged = false;
+            self.submit_write(gi)?;
         }
         Ok(())
     }

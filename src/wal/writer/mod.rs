@@ -3,7 +3,12 @@
 //! Loop: gather whatever batches are queued (up to `group_bytes_max`) into a group
 //! buffer, stamping offsets and noting index points as it copies; submit the group as
 //! a write linked (`IOSQE_IO_LINK`) to an fdatasync; while that is in flight, gather and
-//! submit the next group (up to `groups_in_flight_max`). Groups retire strictly in
+//! submit the next group (up to `groups_in_flight_max`). Under direct writes a group
+//! gathered while the one before it is still being written (they share a block) is
+//! staged and submitted the moment that write is back. At most
+//! [`SYNCS_IN_FLIGHT_MAX`] fdatasyncs are out: a group submitted past them is written
+//! alone and made durable by one covering fdatasync for every such group, issued once
+//! their writes are back. Groups retire strictly in
 //! order: only when group N is durable are its batches completed and the committed
 //! offset moved past it, even if group N+1's sync finished first.
 //!
@@ -60,6 +65,14 @@ const UD_LONE_SYNC: u64 = u64::MAX - 2;
 const UD_SEAL_INDEX: u64 = u64::MAX - 3;
 const UD_SEAL_TIX: u64 = u64::MAX - 4;
 const UD_SEAL_LOG: u64 = u64::MAX - 5;
+const UD_COVER_SYNC: u64 = u64::MAX - 6;
+
+/// fdatasyncs in flight at most, linked or covering (`group`). Two keep the disk busy:
+/// one group's flush runs while the next is written. A group gathered while two are
+/// out is written alone and made durable by the next sync that starts after its write
+/// is back, which covers every group written by then: at peak, with more than two
+/// groups in flight, syncs carry several groups instead of one each.
+const SYNCS_IN_FLIGHT_MAX: usize = 2;
 
 /// What the writer does with new batches: the writer's state machine. Transitions:
 ///
@@ -133,6 +146,12 @@ struct Writer {
     /// Groups of one `reap` whose short write is to be resubmitted; capacity
     /// `groups_in_flight_max`, allocated once.
     resubmit: Vec<usize>,
+    /// fdatasyncs in flight, linked to a group's write or covering groups written alone
+    /// (at most [`SYNCS_IN_FLIGHT_MAX`]).
+    syncs_in_flight: usize,
+    /// The groups the covering fdatasync in flight makes durable (empty: none is);
+    /// capacity `groups_in_flight_max`, allocated once.
+    cover: Vec<usize>,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
     /// The last sealed segment's files while their syncs are in flight (see
@@ -205,6 +224,8 @@ pub(crate) fn spawn(
         last_sync: Instant::now(),
         cqes: Vec::with_capacity(cq_entries),
         resubmit: Vec::with_capacity(depth),
+        syncs_in_flight: 0,
+        cover: Vec::with_capacity(depth),
         spares,
         sealing: None,
         direct,
@@ -268,6 +289,9 @@ impl Writer {
                 self.rotate()?;
             }
             self.maybe_lone_sync()?;
+            // Before gathering: the groups written alone are older than any gathered
+            // now, and retire first.
+            self.maybe_cover_sync()?;
             while self.can_gather() {
                 if !self.gather_and_submit()? {
                     break;
@@ -333,13 +357,18 @@ impl Writer {
     /// next one writes the block they share again (two writes of one block in flight
     /// could land in either order; the syncs may still overlap).
     fn can_gather(&self) -> bool {
+        // Under direct writes, while the last group is written the next is gathered
+        // (staged) only if a full group left a batch waiting: the writer is behind and
+        // the disk should not wait for the copy. Otherwise it waits for that write, as
+        // the batches arriving meanwhile join it: at low rates a group staged early
+        // would hold fewer batches and leave the rest a write further back.
+        let back_written = |gi: usize| self.groups[gi].write_done();
         self.phase == Phase::Gathering
             && self.in_flight.len() < self.groups.len()
             && !(self.direct
-                && self
-                    .in_flight
-                    .back()
-                    .is_some_and(|&gi| !self.groups[gi].write_done()))
+                && self.in_flight.back().is_some_and(|&gi| {
+                    !back_written(gi) && (self.groups[gi].staged || self.pending.is_none())
+                }))
     }
 
     /// Under `interval` with unsynced data: a timer, so the wait ends in time for the
@@ -410,6 +439,7 @@ impl Writer {
                     self.note_sync(self.last_sync);
                 }
                 UD_SEAL_LOG | UD_SEAL_INDEX | UD_SEAL_TIX => self.on_seal_cqe(ud, res)?,
+                UD_COVER_SYNC => self.on_cover_sync(res)?,
                 _ => self.on_group_cqe(ud, res)?,
             }
         }
@@ -419,7 +449,7 @@ impl Writer {
                 self.submit_write(gi)?;
             }
         }
-        Ok(())
+        self.submit_staged()
     }
 
     /// Under `interval`: an fdatasync not tied to any group, at most every interval.
@@ -461,6 +491,7 @@ impl Writer {
         // Every group, not only those in flight: a panic may have struck while one was
         // being gathered.
         self.in_flight.clear();
+        self.cover.clear();
         for g in &mut self.groups {
             g.fail_batches(&err);
         }
