@@ -480,7 +480,11 @@ impl Writer {
     /// whose write (all of it) came back without a linked sync. Each is durable when it
     /// returns: it started after their writes were complete.
     pub(super) fn maybe_cover_sync(&mut self) -> Result<(), WriterFailure> {
-        if !self.cover.is_empty() || self.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX {
+        if !self.cover.is_empty()
+            || self.syncs_in_flight >= SYNCS_IN_FLIGHT_MAX
+            || matches!(self.phase, Phase::Rewinding { .. })
+        {
+            // (Rewinding: every group in flight is about to be failed.)
             return Ok(());
         }
         for &gi in &self.in_flight {
@@ -498,6 +502,7 @@ impl Writer {
             self.groups[self.cover[i]].ops += 1;
         }
         self.syncs_in_flight += 1;
+        self.cover_submitted = Instant::now();
         self.submit()
     }
 
@@ -522,9 +527,9 @@ impl Writer {
             g.ops -= 1;
             g.state = GroupState::Done;
         }
-        let since = self.groups[first].submitted;
         self.cover.clear();
-        self.note_sync(since);
+        // The sync's own time: its groups' writes were back before it started.
+        self.note_sync(self.cover_submitted);
         Ok(())
     }
 

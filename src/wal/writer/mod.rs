@@ -67,7 +67,8 @@ const UD_SEAL_TIX: u64 = u64::MAX - 4;
 const UD_SEAL_LOG: u64 = u64::MAX - 5;
 const UD_COVER_SYNC: u64 = u64::MAX - 6;
 
-/// fdatasyncs in flight at most, linked or covering (`group`). Two keep the disk busy:
+/// Groups' fdatasyncs in flight at most, linked or covering (`group`); a sealed
+/// segment's syncs and the `interval` policy's lone one are apart. Two keep the disk busy:
 /// one group's flush runs while the next is written. A group gathered while two are
 /// out is written alone and made durable by the next sync that starts after its write
 /// is back, which covers every group written by then: at peak, with more than two
@@ -152,6 +153,8 @@ struct Writer {
     /// The groups the covering fdatasync in flight makes durable (empty: none is);
     /// capacity `groups_in_flight_max`, allocated once.
     cover: Vec<usize>,
+    /// When that fdatasync was submitted, for the sync latency figure.
+    cover_submitted: Instant,
     /// The pre-written spare segments' preparer, under `segment_prewrite`.
     spares: Option<Spares>,
     /// The last sealed segment's files while their syncs are in flight (see
@@ -226,6 +229,7 @@ pub(crate) fn spawn(
         resubmit: Vec::with_capacity(depth),
         syncs_in_flight: 0,
         cover: Vec::with_capacity(depth),
+        cover_submitted: Instant::now(),
         spares,
         sealing: None,
         direct,
@@ -357,17 +361,20 @@ impl Writer {
     /// next one writes the block they share again (two writes of one block in flight
     /// could land in either order; the syncs may still overlap).
     fn can_gather(&self) -> bool {
-        // Under direct writes, while the last group is written the next is gathered
-        // (staged) only if a full group left a batch waiting: the writer is behind and
-        // the disk should not wait for the copy. Otherwise it waits for that write, as
-        // the batches arriving meanwhile join it: at low rates a group staged early
-        // would hold fewer batches and leave the rest a write further back.
-        let back_written = |gi: usize| self.groups[gi].write_done();
+        // Under direct writes the newest group's write must be all back first, except
+        // that the next group is gathered (staged) while it runs if a full group left
+        // a batch waiting: the writer is behind and the disk should not wait for the
+        // copy. Otherwise the writer waits for that write, as the batches arriving
+        // meanwhile join the next group: at low rates a group staged early would hold
+        // fewer batches and leave the rest a write further back. Never behind a failed
+        // write: the rewind would refuse what the staged group took.
+        let g = |gi: usize| &self.groups[gi];
         self.phase == Phase::Gathering
             && self.in_flight.len() < self.groups.len()
             && !(self.direct
                 && self.in_flight.back().is_some_and(|&gi| {
-                    !back_written(gi) && (self.groups[gi].staged || self.pending.is_none())
+                    !g(gi).write_done()
+                        && (g(gi).staged || g(gi).failed() || self.pending.is_none())
                 }))
     }
 
@@ -449,6 +456,9 @@ impl Writer {
                 self.submit_write(gi)?;
             }
         }
+        // The groups written alone are older than the staged one: a freed sync goes
+        // to them first.
+        self.maybe_cover_sync()?;
         self.submit_staged()
     }
 
