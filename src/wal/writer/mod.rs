@@ -293,9 +293,6 @@ impl Writer {
                 self.rotate()?;
             }
             self.maybe_lone_sync()?;
-            // Before gathering: the groups written alone are older than any gathered
-            // now, and retire first.
-            self.maybe_cover_sync()?;
             while self.can_gather() {
                 if !self.gather_and_submit()? {
                     break;
@@ -357,9 +354,10 @@ impl Writer {
     }
 
     /// Whether a new group may be gathered now: the writer is gathering, a group is
-    /// free, and under direct writes the newest group's write is complete, because the
-    /// next one writes the block they share again (two writes of one block in flight
-    /// could land in either order; the syncs may still overlap).
+    /// free, and under direct writes the newest group is not staged: the next one
+    /// writes the block they share again, and two writes of one block in flight could
+    /// land in either order (a staged group waits for that write; the syncs may still
+    /// overlap).
     fn can_gather(&self) -> bool {
         // Under direct writes the newest group's write must be all back first, except
         // that the next group is gathered (staged) while it runs if a full group left
