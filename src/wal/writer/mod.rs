@@ -3,9 +3,10 @@
 //! Loop: gather whatever batches are queued (up to `group_bytes_max`) into a group
 //! buffer, stamping offsets and noting index points as it copies; submit the group as
 //! a write linked (`IOSQE_IO_LINK`) to an fdatasync; while that is in flight, gather and
-//! submit the next group (up to `groups_in_flight_max`). Under direct writes a group
-//! gathered while the one before it is still being written (they share a block) is
-//! staged and submitted the moment that write is back. At most
+//! submit the next group (up to `groups_in_flight_max`). Under direct writes the next
+//! group shares a block with the one before: it is gathered once that write is back,
+//! or, behind a full group that left a batch waiting, gathered during the write,
+//! staged, and submitted the moment the write is back. At most
 //! [`SYNCS_IN_FLIGHT_MAX`] fdatasyncs are out: a group submitted past them is written
 //! alone and made durable by one covering fdatasync for every such group, issued once
 //! their writes are back. Groups retire strictly in
