@@ -363,13 +363,14 @@ fn a_genuine_torn_tail_is_still_cut_and_not_reported_as_damage() {
 
 /// Default `groups_in_flight_max` × (`group_bytes_max` + two 4 KiB blocks): how far
 /// from the end of the data writes in flight at a crash can reach.
-const IN_FLIGHT_BYTES_MAX: u64 = 2 * ((4 << 20) + 8192);
+const IN_FLIGHT_BYTES_MAX: u64 = 4 * ((4 << 20) + 8192);
 
 #[test]
 fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_from_it() {
     let tmp = tempfile::tempdir().unwrap();
     let pristine = tmp.path().join("pristine");
-    let records = 100_000;
+    // About 23 MB: the first records lie beyond the window from the end.
+    let records = 200_000;
     let (payloads, _, recs) = fixture_of(&pristine, records, 150);
     let last = *recs.last().unwrap();
     let end = last.position + last.frame_bytes;

@@ -145,7 +145,7 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
         return err(
             "streams_memory_bytes_max",
             format!(
-                "{} partitions may hold {memory} bytes (recent groups, buffers kept for reuse and group buffers), over streams_memory_bytes_max = {}; lower partition_recent_bytes_max, group_bytes_max or the partitions",
+                "{} partitions may hold {memory} bytes (recent groups, buffers kept for reuse and group buffers), over streams_memory_bytes_max = {}; lower partition_recent_bytes_max, group_bytes_max, groups_in_flight_max or the partitions",
                 specs.partitions_total(),
                 settings.streams_memory_bytes_max
             ),

@@ -209,7 +209,7 @@ impl LogConfig {
             index_interval_bytes: 4096,
             time_skew_ms_max: 5_000,
             fsync: FsyncPolicy::Always,
-            groups_in_flight_max: 2,
+            groups_in_flight_max: 4,
             writer_core: None,
             recovery: RecoveryMode::TolerateTornTail,
             retention_bytes_max: 0,
