@@ -28,9 +28,9 @@ use common::{wal::*, *};
 
 #[test]
 fn concurrent_producers_get_exactly_the_offsets_that_read_back() {
-    // One group at a time, the default overlap of write and sync, and the most (where
-    // groups beyond two share covering syncs).
-    for groups_in_flight_max in [1, 2, 8] {
+    // One group at a time, two (every group its own linked sync), the default four
+    // and the most (groups beyond two syncs out share covering syncs).
+    for groups_in_flight_max in [1, 2, 4, 8] {
         concurrent_producers(groups_in_flight_max);
     }
 }
