@@ -196,7 +196,7 @@ settings! {
     fsync: FsyncPolicy = @log, env "RINGSTASH_FSYNC";
     /// Segment size at which the log rotates, in bytes. [default: 134217728]
     segment_bytes_max: u64 = @log, env "RINGSTASH_SEGMENT_BYTES_MAX";
-    /// Most bytes per group commit (one write + one fdatasync). Groups reach it only at peak ingest; larger ones carried up to a quarter more syslog records per second there on a disk with slow flushes, at the cost of memory per partition (docs/benchmarks.md). [default: 4194304]
+    /// Most bytes per group commit (one write, made durable by an fdatasync). Groups reach it only at peak ingest; larger ones carried up to a quarter more syslog records per second there on a disk with slow flushes, at the cost of memory per partition (docs/benchmarks.md). [default: 4194304]
     group_bytes_max: usize = @log, env "RINGSTASH_GROUP_BYTES_MAX";
     /// Batches the reactors→writer ring holds; full = backpressure. [default: 1024]
     ring_batches_max: usize = @log, env "RINGSTASH_RING_BATCHES_MAX";

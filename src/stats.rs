@@ -925,7 +925,7 @@ const LOG_SERIES: &[LogSeries] = {
         }),
         wal_stat!(
             groups_committed,
-            own!(Counter "ringstash_groups_committed_total" "groups" "Group commits (write + fdatasync).")
+            own!(Counter "ringstash_groups_committed_total" "groups" "Groups committed: each written, then made durable by an fdatasync of its own or, past two fdatasyncs in flight, by one shared with the groups written beside it.")
         ),
         wal_stat!(
             fsyncs,
@@ -1028,7 +1028,7 @@ const GROUP_COMMIT: Family = Family {
         "ringstash_group_commit_seconds",
         "seconds",
         &[],
-        "Time from a group's write submission to its fdatasync's completion.",
+        "Per fdatasync, from its group's write submission (a sync shared by several groups, or a lone one: from its own submission) to its completion; one observation per fdatasync, so `_count` is `ringstash_fsyncs_total`.",
     )
 };
 

@@ -33,7 +33,7 @@ pub struct LogConfig {
     /// Groups in flight: written, synced, or (direct writes) gathered while the one
     /// before is written. 2 lets the next group's write overlap the previous group's
     /// fdatasync; past 2, groups gathered while two fdatasyncs are out share the next
-    /// one. Default 2, range 1..=8.
+    /// one. Default 4, range 1..=8.
     pub groups_in_flight_max: usize,
     /// Core to pin the writer thread to; `None` leaves it to the scheduler.
     pub writer_core: Option<usize>,

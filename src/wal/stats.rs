@@ -14,7 +14,8 @@ pub struct WalStats {
     pub records_committed: AtomicU64,
     /// Framed bytes made durable.
     pub bytes_committed: AtomicU64,
-    /// Groups written (one write + one fdatasync each under `always`).
+    /// Groups written (under `always`, each made durable by an fdatasync of its own or,
+    /// past two fdatasyncs in flight, by one shared with the groups written beside it).
     pub groups_committed: AtomicU64,
     /// fdatasync calls completed.
     pub fsyncs: AtomicU64,
@@ -22,8 +23,9 @@ pub struct WalStats {
     pub fsync_ns_total: AtomicU64,
     /// Longest fdatasync seen, in nanoseconds.
     pub fsync_ns_max: AtomicU64,
-    /// Group commit times (a group's write submitted → its fdatasync completed). For
-    /// percentiles in /stats and a histogram in /metrics.
+    /// fdatasync times, one per fdatasync (a group's write submitted → its fdatasync
+    /// completed; a shared or lone sync from its own submission). For percentiles in
+    /// /stats and a histogram in /metrics.
     pub commit: MicrosHistogram,
     /// Writes that failed with ENOSPC/EDQUOT (batches failed with DiskFull).
     pub disk_full_errors: AtomicU64,

@@ -10,7 +10,8 @@
 //! Why threads and not the writer itself calling pwrite + fdatasync: with the
 //! syscalls made on the writer thread, nothing would be gathered while a sync blocks,
 //! and the ring would fill behind it. With `groups_in_flight_max` threads (plus one
-//! for the `interval` policy's lone sync), group N+1 is gathered and written while
+//! for the `interval` policy's lone sync and three for a sealed segment's syncs),
+//! group N+1 is gathered and written while
 //! group N's fdatasync runs, as under io_uring; and a chain (write → sync) runs on one
 //! thread, in order, as `IOSQE_IO_LINK` orders it there.
 
