@@ -8,6 +8,10 @@
 //!   very slow disk would make it wait.
 //! - `short_writes=1`: every write is submitted for half of what remains (at least one
 //!   byte, or one block under direct writes), so the kernel returns short counts and the writer must resubmit the rest.
+//! - `sync_delay_ms=M`: under the epoll driver, each I/O thread sleeps M ms before
+//!   every fdatasync it runs, as a disk with slow flushes would make it wait; so groups
+//!   are submitted while two syncs are out, and share a covering one. (Under io_uring
+//!   the syncs run in the kernel: nothing is delayed.)
 //! - `spare_delay_ms=M`: the spare thread sleeps M ms before publishing each spare, so
 //!   that rotations find none ready and ask again while one is being built.
 //! - `tix_enospc=1`: every write and sync of a time index (`.tix`) by the writer, and
@@ -25,6 +29,7 @@ struct Armed {
     fsync_eio_after: Option<u64>,
     group_delay_ms: u64,
     short_writes: bool,
+    sync_delay_ms: u64,
     spare_delay_ms: u64,
     tix_enospc: bool,
 }
@@ -41,6 +46,7 @@ fn armed() -> &'static Armed {
                 Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
                 Some(("short_writes", n)) => a.short_writes = n == "1",
+                Some(("sync_delay_ms", n)) => a.sync_delay_ms = n.parse().unwrap_or(0),
                 Some(("spare_delay_ms", n)) => a.spare_delay_ms = n.parse().unwrap_or(0),
                 Some(("tix_enospc", n)) => a.tix_enospc = n == "1",
                 _ => panic!("unknown failpoint {item:?} in RINGSTASH_FAILPOINTS"),
@@ -68,6 +74,14 @@ pub(crate) fn fsync_result(res: i32) -> i32 {
 /// Called before each group is submitted.
 pub(crate) fn before_group() {
     let ms = armed().group_delay_ms;
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Called by an I/O thread of the epoll driver before each fdatasync.
+pub(crate) fn before_sync() {
+    let ms = armed().sync_delay_ms;
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

@@ -26,20 +26,24 @@ pub enum WriterFailureKind {
         /// The OS error.
         source: io::Error,
     },
-    /// A group's fdatasync failed: its records are not acknowledged.
+    /// A group's fdatasync failed, or a covering one shared by the groups written
+    /// while two syncs were out: their records are not acknowledged.
     #[error(
-        "fdatasync of {} failed: {source}; the records it covered (offsets {first_offset}..{end_offset}) are not acknowledged",
-        path.display()
+        "fdatasync of {} failed: {source}; the records it covered (offsets {first_offset}..{end_offset}{}) are not acknowledged",
+        path.display(),
+        shared_by(*groups)
     )]
     GroupSync {
         /// The active segment.
         path: PathBuf,
         /// The error the sync completed with.
         source: io::Error,
-        /// First offset of the group.
+        /// First offset of the (first) group.
         first_offset: u64,
-        /// Exclusive end offset of the group.
+        /// Exclusive end offset of the (last) group.
         end_offset: u64,
+        /// Groups the sync covered: 1 for a group's own, more for a covering sync.
+        groups: usize,
     },
     /// The periodic fdatasync of the `interval` policy failed.
     #[error("fdatasync of {} failed: {source}", path.display())]
@@ -171,6 +175,15 @@ impl std::error::Error for WriterFailure {
     }
 }
 
+/// How a failed sync's message names a covering sync.
+fn shared_by(groups: usize) -> String {
+    if groups > 1 {
+        format!(", a sync shared by {groups} groups")
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +195,7 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::EIO),
             first_offset: 3,
             end_offset: 7,
+            groups: 1,
         });
         assert_eq!(
             f.to_string(),
@@ -193,6 +207,19 @@ mod tests {
         assert_eq!(f.offset(), Some(3));
         assert_eq!(f.op(), "group fdatasync");
         assert_eq!(&*f.clone().message(), f.to_string());
+        let shared = WriterFailure::from(WriterFailureKind::GroupSync {
+            path: "/d/00000000000000000000.seg".into(),
+            source: io::Error::from_raw_os_error(libc::EIO),
+            first_offset: 3,
+            end_offset: 9,
+            groups: 2,
+        });
+        assert!(
+            shared
+                .to_string()
+                .ends_with("(offsets 3..9, a sync shared by 2 groups) are not acknowledged"),
+            "{shared}"
+        );
         let p = WriterFailure::from(WriterFailureKind::Panicked {
             what: "boom".into(),
         });

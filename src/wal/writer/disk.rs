@@ -419,7 +419,11 @@ fn run(op: Op) -> i32 {
             len,
             offset,
         } => unsafe { libc::pwrite(fd, ptr.cast(), len as usize, offset as libc::off_t) as i64 },
-        Op::Datasync { fd } => unsafe { libc::fdatasync(fd) as i64 },
+        Op::Datasync { fd } => {
+            #[cfg(feature = "failpoints")]
+            crate::wal::failpoints::before_sync();
+            unsafe { libc::fdatasync(fd) as i64 }
+        }
         Op::Timeout { .. } | Op::ReadEventfd { .. } => {
             unreachable!("timeouts and eventfd reads run on the writer thread")
         }

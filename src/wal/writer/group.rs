@@ -465,6 +465,7 @@ impl Writer {
                         source: std::io::Error::from_raw_os_error(errno),
                         first_offset,
                         end_offset,
+                        groups: 1,
                     }
                     .into());
                 }
@@ -519,6 +520,7 @@ impl Writer {
                 source: std::io::Error::from_raw_os_error(-res),
                 first_offset: self.groups[first].first_offset,
                 end_offset: self.groups[last].end_offset,
+                groups: self.cover.len(),
             }
             .into());
         }
