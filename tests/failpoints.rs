@@ -224,6 +224,18 @@ const SLOW_SYNC_FLAGS: [&str; 6] = [
     "1024",
 ];
 
+/// The log in `dir` holds exactly `n` records, offsets 0.., record `i` beginning with
+/// `prefix(i)`, and `check` finds it clean.
+fn assert_stored_in_order(dir: &std::path::Path, n: u64, prefix: impl Fn(u64) -> String) {
+    let stored = cat(dir);
+    assert_eq!(stored.len() as u64, n);
+    for (i, (off, p)) in stored.iter().enumerate() {
+        assert_eq!(*off, i as u64);
+        assert!(p.starts_with(&prefix(i as u64)), "offset {off}: {p}");
+    }
+    assert_check_clean(dir);
+}
+
 /// `n` lines of about 100 bytes, numbered from `from`.
 fn numbered(from: usize, n: usize) -> String {
     (from..from + n)
@@ -253,16 +265,7 @@ fn groups_past_two_syncs_share_a_covering_sync_and_every_record_reads_back() {
         "{syncs} fdatasyncs for {groups} groups"
     );
     assert!(server.stop().success());
-    let stored = cat(dir.path());
-    assert_eq!(stored.len(), n);
-    for (i, (off, p)) in stored.iter().enumerate() {
-        assert_eq!(*off, i as u64);
-        assert!(
-            p.starts_with(&format!("shared {i:06} ")),
-            "offset {off}: {p}"
-        );
-    }
-    assert_check_clean(dir.path());
+    assert_stored_in_order(dir.path(), n as u64, |i| format!("shared {i:06} "));
 }
 
 /// A covering fdatasync that fails stops the log as a group's own does: nothing it
@@ -346,16 +349,7 @@ fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
     assert!(log["spares_used"].as_u64().unwrap() > 0, "{log}");
     assert!(log["spares_missed"].as_u64().unwrap() > 0, "{log}");
     assert!(server.stop().success());
-    let stored = cat(dir.path());
-    assert_eq!(stored.len() as u64, sent);
-    for (i, (off, p)) in stored.iter().enumerate() {
-        assert_eq!(*off, i as u64);
-        assert!(
-            p.starts_with(&format!("spare {i:05} ")),
-            "offset {off}: {p}"
-        );
-    }
-    assert_check_clean(dir.path());
+    assert_stored_in_order(dir.path(), sent, |i| format!("spare {i:05} "));
 }
 
 /// The 500 of a request whose fdatasync failed names the failure, not the server's
