@@ -275,7 +275,10 @@ fn a_seek_past_an_unusable_time_index_starts_just_before_it() {
     let next = 8_000u64;
     fs::write(
         ringstash::wal::segment::segment_path(&dir, next),
-        ringstash::wal::format::encode_segment_header(next),
+        ringstash::wal::format::encode_segment_header(
+            next,
+            ringstash::wal::format::InFlightWindow::bytes(16 << 20),
+        ),
     )
     .unwrap();
     fs::write(ringstash::wal::segment::index_path(&dir, next), b"").unwrap();
@@ -448,7 +451,10 @@ fn check_notes_a_missing_time_index_on_an_empty_last_segment() {
     let next = 500u64;
     fs::write(
         ringstash::wal::segment::segment_path(&dir, next),
-        ringstash::wal::format::encode_segment_header(next),
+        ringstash::wal::format::encode_segment_header(
+            next,
+            ringstash::wal::format::InFlightWindow::bytes(16 << 20),
+        ),
     )
     .unwrap();
     fs::write(ringstash::wal::segment::index_path(&dir, next), b"").unwrap();

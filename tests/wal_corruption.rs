@@ -28,7 +28,17 @@ fn fixture(dir: &Path) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
 
 /// As [`fixture`], with `records` records of up to `filler_max` filler bytes each.
 fn fixture_of(dir: &Path, records: u64, filler_max: u64) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
-    let s = Server::start(dir, &[]);
+    fixture_with(dir, records, filler_max, &[])
+}
+
+/// As [`fixture_of`], written by a server started with `flags`.
+fn fixture_with(
+    dir: &Path,
+    records: u64,
+    filler_max: u64,
+    flags: &[&str],
+) -> (Vec<String>, PathBuf, Vec<OnDisk>) {
+    let s = Server::start(dir, flags);
     let payloads: Vec<String> = (0..records)
         .map(|i| format!("record-{i:06}-{}", "x".repeat((i % filler_max) as usize)))
         .collect();
@@ -449,6 +459,121 @@ fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_fr
             payloads[(lost - 3) as usize]
         );
         assert!(s.stop().success());
+    }
+}
+
+/// The header's in-flight window field (bytes 12..16, in KiB; docs/format.md).
+fn header_window_kib(seg: &Path) -> u32 {
+    let mut b = [0u8; 4];
+    fs::File::open(seg)
+        .unwrap()
+        .read_exact_at(&mut b, 12)
+        .unwrap();
+    u32::from_le_bytes(b)
+}
+
+/// A hole is judged by the in-flight window of the writer that left it, which the
+/// segment's header records, not by the settings of the server that starts next: a log
+/// written at 2 groups in flight, with real damage between the 2-group and the 4-group
+/// windows from its end, started on the default 4, keeps the acknowledged records
+/// after the damage. So does a segment from before the window was recorded (judged by
+/// the old default of 2). The new server writes on in a segment of its own.
+#[test]
+fn a_hole_is_judged_by_the_window_of_the_writer_that_left_it() {
+    use ringstash::wal::format::{InFlightWindow, encode_segment_header};
+    const WINDOW_AT_2: u64 = 2 * ((4 << 20) + 8192);
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let records = 200_000;
+    let (payloads, seg, recs) =
+        fixture_with(&pristine, records, 150, &["--groups-in-flight-max", "2"]);
+    assert_eq!(
+        u64::from(header_window_kib(&seg)) * 1024,
+        WINDOW_AT_2,
+        "the writer recorded its window"
+    );
+    let last = *recs.last().unwrap();
+    let end = last.position + last.frame_bytes;
+    // A record 2 MiB beyond the 2-group window: inside the 4-group one.
+    let victim = recs
+        .iter()
+        .rposition(|r| end - r.position > WINDOW_AT_2 + (2 << 20))
+        .unwrap();
+    let rec = recs[victim];
+    assert!(
+        end - rec.position < IN_FLIGHT_BYTES_MAX,
+        "between the windows"
+    );
+    let lost = rec.offset;
+
+    for (what, recorded) in [("recorded", true), ("not-recorded", false)] {
+        let dir = tmp.path().join(what);
+        copy_dir(&pristine, &dir);
+        let seg = ringstash::wal::segment::segment_path(&dir, 0);
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        if !recorded {
+            // The header as versions before the field wrote it.
+            f.write_all_at(&encode_segment_header(0, InFlightWindow::NotRecorded), 0)
+                .unwrap();
+            assert_eq!(header_window_kib(&seg), 0);
+        }
+        f.write_all_at(&vec![0u8; rec.frame_bytes as usize], rec.position)
+            .unwrap();
+        drop(f);
+
+        let (code, text) = check(&dir);
+        assert_eq!(code, 1, "{what}: damage, not a crash: {text}");
+        assert!(
+            text.contains(&format!("damaged at byte {}", rec.position)),
+            "{what}: {text}"
+        );
+
+        // The default, 4 in flight: its own window would take the hole for a crash's.
+        let s = Server::start(&dir, &[]);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            end,
+            "{what}: nothing cut"
+        );
+        assert_eq!(
+            stats_json(s.http)["log"]["recovery_damaged_ranges"],
+            1,
+            "{what}"
+        );
+        let said = tcp_send_all(s.tcp_acked, b"next\n");
+        assert_eq!(last_ack(&said), Some((1, records)), "{what}: {said}");
+        let v = http(
+            s.http,
+            "GET",
+            &format!("/v1/logs?from={}&limit=3", lost - 1),
+            &[],
+            b"",
+        )
+        .json();
+        assert_eq!(
+            v["records"][0]["data"],
+            payloads[(lost - 1) as usize].as_str()
+        );
+        assert_eq!(v["records"][1]["offset"], lost + 1, "{what}: {v}");
+        assert_eq!(
+            v["records"][1]["data"],
+            payloads[(lost + 1) as usize].as_str()
+        );
+        assert!(s.stop().success());
+        // Its writes went to a segment of their own, which records its window.
+        assert_eq!(list_segments(&dir).unwrap(), [0, records], "{what}");
+        let next = ringstash::wal::segment::segment_path(&dir, records);
+        assert_eq!(
+            u64::from(header_window_kib(&next)) * 1024,
+            IN_FLIGHT_BYTES_MAX,
+            "{what}"
+        );
+        // Started again with the same window, it writes on in that segment.
+        let s = Server::start(&dir, &[]);
+        let said = tcp_send_all(s.tcp_acked, b"again\n");
+        assert_eq!(last_ack(&said), Some((1, records + 1)), "{what}: {said}");
+        assert!(s.stop().success());
+        assert_eq!(list_segments(&dir).unwrap(), [0, records], "{what}");
     }
 }
 

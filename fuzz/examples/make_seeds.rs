@@ -80,7 +80,7 @@ fn main() -> std::io::Result<()> {
         format::encode_record(&mut frames, ts, payload);
     }
     format::stamp_offsets(&mut frames, 42, |_, _| {});
-    let header = format::encode_segment_header(42);
+    let header = format::encode_segment_header(42, format::InFlightWindow::bytes(16 << 20));
     let max = 4096u16.to_le_bytes();
     write(
         "record_decode",

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    format::{self, SEGMENT_HEADER_BYTES},
+    format::{self, InFlightWindow, SEGMENT_HEADER_BYTES},
     segment::{self, DamagedRange, Scan, Scanner},
     timeindex::{self, TixError, TixFile},
 };
@@ -113,12 +113,12 @@ pub fn check_dir(dir: &Path, damage_resync_window_bytes: usize) -> Result<CheckR
                 path.display()
             ));
         }
-        if check_header(&mut seg, last, &mut report)? {
+        if let Some(written_with) = check_header(&mut seg, last, &mut report)? {
             let before_last = i + 2 == bases.len();
             let (positions, times) = check_records(
                 &mut seg,
-                last,
-                before_last,
+                (last, before_last),
+                written_with,
                 damage_resync_window_bytes,
                 &mut report,
             )?;
@@ -148,19 +148,21 @@ pub fn check_dir(dir: &Path, damage_resync_window_bytes: usize) -> Result<CheckR
     Ok(report)
 }
 
-/// Whether the segment's header is valid and names its base offset; a bad one is the
-/// segment's problem, or the torn tail of a rotation that crashed.
+/// The in-flight window the segment's header records, if the header is valid and
+/// names its base offset; a bad one is the segment's problem, or the torn tail of a
+/// rotation that crashed.
 fn check_header(
     seg: &mut SegmentCheck,
     last: bool,
     report: &mut CheckReport,
-) -> Result<bool, ReadError> {
+) -> Result<Option<InFlightWindow>, ReadError> {
     let header = read_header(&seg.path)?;
     match format::decode_segment_header(&header) {
-        Ok(h) if h == seg.base_offset => return Ok(true),
+        Ok(h) if h.base_offset == seg.base_offset => return Ok(Some(h.window)),
         Ok(h) => {
             seg.problem = Some(format!(
-                "header base offset {h} does not match the file name"
+                "header base offset {} does not match the file name",
+                h.base_offset
             ))
         }
         // A last segment holding no more than a bad header is a rotation that crashed
@@ -174,7 +176,7 @@ fn check_header(
         }
         Err(e) => seg.problem = Some(format!("bad segment header: {e}")),
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Scans every record of the segment, counting them into `seg`; returns each
@@ -183,8 +185,8 @@ fn check_header(
 #[allow(clippy::type_complexity)] // two parallel lists, named in the doc
 fn check_records(
     seg: &mut SegmentCheck,
-    last: bool,
-    before_last: bool,
+    (last, before_last): (bool, bool),
+    written_with: InFlightWindow,
     window_bytes: usize,
     report: &mut CheckReport,
 ) -> Result<(Vec<(u64, u64)>, Vec<u64>), ReadError> {
@@ -257,19 +259,24 @@ fn check_records(
             }
         }
     }
-    // As recovery decides (`recovery::settle_in_flight_hole`), with the default
-    // `group_bytes_max` and `groups_in_flight_max` (check does not read the server's
-    // settings): zeros near the end of the last segment with records after them are
-    // writes in flight at a crash, a torn tail cut at the next start.
-    let window = super::recovery::in_flight_bytes_max(&super::LogConfig::new(""));
+    // As recovery decides (`recovery::settle_in_flight_hole`), by the window the
+    // segment's writer recorded (for a segment from before it was recorded, with the
+    // default settings: check does not read the server's): zeros near the end of the
+    // last segment with records after them are writes in flight at a crash, a torn
+    // tail cut at the next start.
+    let window = super::recovery::judged_window(written_with, &super::LogConfig::new(""));
     if last
-        && let Some(i) = ranges
-            .iter()
-            .position(|(r, ..)| r.reason == format::UNWRITTEN && data_end - r.position <= window)
+        && let Some(i) = ranges.iter().position(|(r, ..)| {
+            r.reason == format::UNWRITTEN && window.is_none_or(|w| data_end - r.position <= w)
+        })
     {
         let (hole, records, bytes, kept) = &ranges[i];
+        let what = match window {
+            Some(_) => "writes in flight at a crash (unacknowledged)",
+            None => "writes not yet synced at a crash (written under a non-durable fsync policy)",
+        };
         report.torn_tail = Some(format!(
-            "{}: zeros at byte {} with records after them up to byte {data_end}: writes in flight at a crash (unacknowledged); cut at next start",
+            "{}: zeros at byte {} with records after them up to byte {data_end}: {what}; cut at next start",
             path.display(),
             hole.position
         ));

@@ -9,7 +9,7 @@
 //! | 0   | 8    | magic | ASCII `RSTASHLG` |
 //! | 8   | 2    | version | format version, currently 1 |
 //! | 10  | 2    | flags | reserved, 0 |
-//! | 12  | 4    | reserved | 0 |
+//! | 12  | 4    | in_flight_window | what the writer may have had in flight at a crash: KiB, or `u32::MAX` (any unsynced write), 0 = not recorded ([`InFlightWindow`]) |
 //! | 16  | 8    | base_offset | offset of the segment's first record |
 //! | 24  | 4    | header_crc | CRC32C of bytes 0..24 |
 //! | 28  | 4    | reserved | 0 |
@@ -56,11 +56,80 @@ const _: () = assert!(SEGMENT_HEADER_BYTES == 32);
 const _: () = assert!(RECORD_HEADER_BYTES == 8 + 4 + 4 + 8);
 const _: () = assert!(INDEX_ENTRY_BYTES == 4 + 4);
 
-/// Encodes the 32-byte header of the segment whose first record is `base_offset`.
-pub fn encode_segment_header(base_offset: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+/// How far from the end of a segment's data the writes its writer had in flight at a
+/// crash can reach: within it, zeros followed by valid records are a write that never
+/// landed while a later one did (unacknowledged, cut as a torn tail); beyond it, they
+/// are damage to acknowledged records (kept, reported).
+///
+/// Recorded in the segment's header (bytes 12..16) by the writer that wrote it, so that
+/// recovery judges a crash by the window of the server that crashed, not by the
+/// settings of the one starting: a log written with a small window and opened with a
+/// larger one would otherwise have real damage near its end taken for a crash, and the
+/// acknowledged records after it cut. A segment is written by one window only: a
+/// server whose window differs from its last segment's starts a new segment
+/// (`wal::recovery::recover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlightWindow {
+    /// Written by a version that did not record it (the field is 0): recovery assumes
+    /// the smaller of its own window and the old default's (docs/format.md).
+    NotRecorded,
+    /// This many bytes (a multiple of 1 KiB) under a durable fsync policy.
+    Bytes(u64),
+    /// A non-durable fsync policy: any write not yet synced may be lost whatever follows
+    /// it, so zeros followed by records anywhere are unacknowledged writes.
+    Unsynced,
+}
+
+impl InFlightWindow {
+    /// The field's value for "any unsynced write".
+    const UNSYNCED: u32 = u32::MAX;
+
+    /// At least `bytes`, rounded up to the KiB the header counts in.
+    pub fn bytes(bytes: u64) -> Self {
+        let kib = bytes.div_ceil(1024);
+        assert!(
+            kib > 0 && kib < u64::from(Self::UNSYNCED),
+            "in-flight window of {bytes} bytes does not fit the header"
+        );
+        Self::Bytes(kib * 1024)
+    }
+
+    fn encode(self) -> u32 {
+        match self {
+            Self::NotRecorded => 0,
+            Self::Bytes(b) => u32::try_from(b / 1024).expect("checked by InFlightWindow::bytes"),
+            Self::Unsynced => Self::UNSYNCED,
+        }
+    }
+
+    fn decode(v: u32) -> Self {
+        match v {
+            0 => Self::NotRecorded,
+            Self::UNSYNCED => Self::Unsynced,
+            kib => Self::Bytes(u64::from(kib) * 1024),
+        }
+    }
+}
+
+/// What a segment header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Offset of the segment's first record; must equal the file name.
+    pub base_offset: u64,
+    /// The window of the writer that wrote the segment.
+    pub window: InFlightWindow,
+}
+
+/// Encodes the 32-byte header of the segment whose first record is `base_offset`,
+/// written by a writer with `window` in flight at most.
+pub fn encode_segment_header(
+    base_offset: u64,
+    window: InFlightWindow,
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&window.encode().to_le_bytes());
     h[16..24].copy_from_slice(&base_offset.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
@@ -84,11 +153,11 @@ pub enum HeaderError {
     Checksum,
 }
 
-/// Decodes and verifies a segment header, returning the base offset.
+/// Decodes and verifies a segment header.
 ///
 /// # Errors
 /// A [`HeaderError`] saying which check failed.
-pub fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
+pub fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
     if buf.len() < SEGMENT_HEADER_BYTES {
         return Err(HeaderError::Short(buf.len()));
     }
@@ -104,7 +173,12 @@ pub fn decode_segment_header(buf: &[u8]) -> Result<u64, HeaderError> {
     if crc != crc32c::crc32c(&buf[0..24]) {
         return Err(HeaderError::Checksum);
     }
-    Ok(u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes")))
+    Ok(SegmentHeader {
+        base_offset: u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes")),
+        window: InFlightWindow::decode(u32::from_le_bytes(
+            buf[12..16].try_into().expect("4 bytes"),
+        )),
+    })
 }
 
 /// A record decoded from a buffer, borrowing its payload.
@@ -522,8 +596,36 @@ mod tests {
 
     #[test]
     fn segment_header_round_trip() {
-        let h = encode_segment_header(123_456);
-        assert_eq!(decode_segment_header(&h), Ok(123_456));
+        for window in [
+            InFlightWindow::bytes(16_810_000),
+            InFlightWindow::bytes(1),
+            InFlightWindow::Unsynced,
+            InFlightWindow::NotRecorded,
+        ] {
+            let h = encode_segment_header(123_456, window);
+            let got = decode_segment_header(&h).unwrap();
+            assert_eq!((got.base_offset, got.window), (123_456, window));
+        }
+        // Rounded up to whole KiB: never narrower than the writer's.
+        assert_eq!(
+            InFlightWindow::bytes(16_810_000),
+            InFlightWindow::Bytes(16_811_008)
+        );
+        // A header from before the field: zeros there, "not recorded".
+        let mut old = [0u8; SEGMENT_HEADER_BYTES];
+        old[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        old[8..10].copy_from_slice(&1u16.to_le_bytes());
+        old[16..24].copy_from_slice(&7u64.to_le_bytes());
+        let crc = crc32c::crc32c(&old[0..24]);
+        old[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&old),
+            Ok(SegmentHeader {
+                base_offset: 7,
+                window: InFlightWindow::NotRecorded
+            })
+        );
+        let h = encode_segment_header(123_456, InFlightWindow::bytes(4096));
         let mut bad = h;
         bad[17] ^= 1;
         assert_eq!(decode_segment_header(&bad), Err(HeaderError::Checksum));

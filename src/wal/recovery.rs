@@ -10,7 +10,9 @@ use std::{
 
 use super::{
     LogConfig,
-    format::{self, HeaderError, INDEX_ENTRY_BYTES, SEGMENT_HEADER_BYTES},
+    format::{
+        self, HeaderError, INDEX_ENTRY_BYTES, InFlightWindow, SEGMENT_HEADER_BYTES, SegmentHeader,
+    },
     segment::{self, DamagedRange, Scan, Scanner, sync_dir},
     timeindex::{self, TIX_HEADER_BYTES, TixEntry},
 };
@@ -149,10 +151,14 @@ fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     }
 }
 
-/// Creates segment `base` (header written and synced, empty index) and syncs the
-/// directory so both entries survive power loss. An existing file of that name (left
-/// by a failed earlier attempt) is replaced.
-pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<ActiveSegment, OpenError> {
+/// Creates segment `base` (header written and synced, recording `window`, empty index)
+/// and syncs the directory so both entries survive power loss. An existing file of that
+/// name (left by a failed earlier attempt) is replaced.
+pub(crate) fn create_segment(
+    dir: &Path,
+    base: u64,
+    window: InFlightWindow,
+) -> Result<ActiveSegment, OpenError> {
     let path = segment::segment_path(dir, base);
     let file = OpenOptions::new()
         .read(true)
@@ -161,7 +167,7 @@ pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<ActiveSegment, Ope
         .truncate(true)
         .open(&path)
         .map_err(|e| OpenError::io("create segment", &path, e))?;
-    file.write_all_at(&format::encode_segment_header(base), 0)
+    file.write_all_at(&format::encode_segment_header(base, window), 0)
         .and_then(|()| file.sync_data())
         .map_err(|e| OpenError::io("write segment header", &path, e))?;
     with_new_index(dir, base, file, false)
@@ -175,9 +181,10 @@ pub(crate) fn activate_spare(
     file: File,
     spare_path: &Path,
     base: u64,
+    window: InFlightWindow,
 ) -> Result<ActiveSegment, OpenError> {
     let path = segment::segment_path(dir, base);
-    file.write_all_at(&format::encode_segment_header(base), 0)
+    file.write_all_at(&format::encode_segment_header(base, window), 0)
         .and_then(|()| file.sync_data())
         .map_err(|e| OpenError::io("write segment header", spare_path, e))?;
     std::fs::rename(spare_path, &path).map_err(|e| OpenError::io("rename spare", &path, e))?;
@@ -253,8 +260,9 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
     let mut bases =
         segment::list_segments(dir).map_err(|e| OpenError::io("list segments", dir, e))?;
     let mut report = RecoveryReport::default();
+    let window = in_flight_window(config);
     let fresh = |base: u64, mut report: RecoveryReport, lock: File| {
-        let active = create_segment(dir, base)?;
+        let active = create_segment(dir, base, window)?;
         report.time_index_errors += usize::from(active.tindex.is_none());
         report.segments = 1;
         report.start_offset = base;
@@ -293,7 +301,29 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
         seed = sealed_time_index(config, b, seed, &mut report)?;
     }
     let base = *bases.last().expect("non-empty");
-    let active = recover_active(config, base, seed, &mut report)?;
+    let (mut active, written_with) = recover_active(config, base, seed, &mut report)?;
+    if written_with != window {
+        // One window per segment: this server's writes go to a segment of their own,
+        // so that the next recovery judges a crash by the window of the writer that
+        // crashed, and a hole left by an earlier one (already judged, above) is never
+        // judged again with a wider window.
+        let next = report.next_offset;
+        let ts_max = active.ts_max;
+        let empty = active.end_pos == SEGMENT_HEADER_BYTES as u64;
+        drop(active);
+        active = create_segment(dir, next, window)?;
+        active.ts_max = ts_max;
+        report.time_index_errors += usize::from(active.tindex.is_none());
+        if !empty {
+            bases.push(next);
+        }
+        tracing::info!(
+            segment = next,
+            was = ?written_with,
+            now = ?window,
+            "the last segment was written with another in-flight window; writing on in a new segment"
+        );
+    }
     report.segments = bases.len();
     report.start_offset = bases[0];
     Ok(Recovered {
@@ -346,9 +376,10 @@ fn drop_unwritten_last(
             }
             Err(_) if header_only => return Ok(LastSegment::NeverWritten(base)),
             Err(e) => return Err(corrupt(e.to_string())),
-            Ok(h) if h != base => {
+            Ok(h) if h.base_offset != base => {
                 return Err(corrupt(format!(
-                    "header says base offset {h}, file name says {base}"
+                    "header says base offset {}, file name says {base}",
+                    h.base_offset
                 )));
             }
             Ok(_) => return Ok(LastSegment::Valid),
@@ -572,7 +603,7 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn read_header(path: &Path) -> Result<Result<u64, HeaderError>, OpenError> {
+fn read_header(path: &Path) -> Result<Result<SegmentHeader, HeaderError>, OpenError> {
     let f = File::open(path).map_err(|e| OpenError::io("open segment", path, e))?;
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     let mut got = 0;
@@ -691,16 +722,21 @@ pub(crate) fn record_at(
 }
 
 /// Recovers the last segment: validates its index, scans from the last good index
-/// point, cuts a bad tail, extends the index over the scanned records.
+/// point, cuts a bad tail, extends the index over the scanned records. Returns it with
+/// the in-flight window its header records.
 fn recover_active(
     config: &LogConfig,
     base: u64,
     seed: u64,
     report: &mut RecoveryReport,
-) -> Result<ActiveSegment, OpenError> {
+) -> Result<(ActiveSegment, InFlightWindow), OpenError> {
     let dir = &config.dir;
     let path = segment::segment_path(dir, base);
     let ipath = segment::index_path(dir, base);
+    // Valid: `drop_unwritten_last` read it just before.
+    let written_with = read_header(&path)?
+        .map_err(|e| OpenError::io("read segment header", &path, std::io::Error::other(e)))?
+        .window;
     let (file, len, entries, keep) = open_checking_index(&path, &ipath, base)?;
     let read_entries = entries.len();
     report.index_entries_dropped += read_entries - keep;
@@ -717,7 +753,7 @@ fn recover_active(
         );
     }
 
-    let tail = scan_tail(config, &path, base, seed)?;
+    let tail = scan_tail(config, &path, base, seed, written_with)?;
     report.damaged_ranges = tail.damaged;
     if let Some((position, reason)) = tail.bad {
         debug_assert_eq!(position, tail.pos);
@@ -748,7 +784,7 @@ fn recover_active(
         })
         .ok();
     report.next_offset = tail.offset;
-    Ok(ActiveSegment {
+    let active = ActiveSegment {
         base,
         file,
         index,
@@ -759,7 +795,8 @@ fn recover_active(
         tindex_len: tix.len() as u64,
         ts_max: tail.ts_max,
         prewritten: false,
-    })
+    };
+    Ok((active, written_with))
 }
 
 /// Opens segment `base` (at `path`, index at `ipath`) to read and write; returns it,
@@ -855,7 +892,13 @@ const IN_FLIGHT_HOLE: &str =
 /// The offsets of a damaged range are lost for good: the records after it keep their
 /// own offsets, the next record gets the last valid record's offset + 1, and the
 /// offsets in the range are a gap that readers skip.
-fn scan_tail(config: &LogConfig, path: &Path, base: u64, seed: u64) -> Result<Tail, OpenError> {
+fn scan_tail(
+    config: &LogConfig,
+    path: &Path,
+    base: u64,
+    seed: u64,
+    written_with: InFlightWindow,
+) -> Result<Tail, OpenError> {
     let (offset, pos) = (base, SEGMENT_HEADER_BYTES as u64);
     let mut tail = Tail {
         offset,
@@ -924,7 +967,7 @@ fn scan_tail(config: &LogConfig, path: &Path, base: u64, seed: u64) -> Result<Ta
             }
         }
     }
-    settle_in_flight_hole(config, &mut tail, &marks);
+    settle_in_flight_hole(judged_window(written_with, config), &mut tail, &marks);
     if let Some(range) = tail.damaged.first()
         && config.recovery == RecoveryMode::Strict
     {
@@ -959,6 +1002,40 @@ pub(crate) fn in_flight_bytes_max(config: &LogConfig) -> u64 {
         * (config.group_bytes_max as u64 + 2 * super::aligned::BLOCK_BYTES as u64)
 }
 
+/// The window a writer with `config` records in the headers of the segments it
+/// creates.
+pub(crate) fn in_flight_window(config: &LogConfig) -> InFlightWindow {
+    if config.fsync.is_durable() {
+        InFlightWindow::bytes(in_flight_bytes_max(config))
+    } else {
+        InFlightWindow::Unsynced
+    }
+}
+
+/// `groups_in_flight_max`'s default before it became 4: what a segment whose header
+/// does not record its window is assumed to have been written with, at most.
+const NOT_RECORDED_GROUPS_IN_FLIGHT: u64 = 2;
+
+/// How far from the end of a segment written with `recorded` zeros followed by records
+/// are a crash's unlanded writes (`None`: anywhere). For a segment that does not record
+/// its window, the narrower of `config`'s and the old default's: a window too narrow
+/// keeps unacknowledged records after a crash's hole (reported as damage, readers skip
+/// the hole); one too wide cuts acknowledged records, which nothing may do.
+pub(crate) fn judged_window(recorded: InFlightWindow, config: &LogConfig) -> Option<u64> {
+    match recorded {
+        InFlightWindow::Bytes(b) => Some(b),
+        InFlightWindow::Unsynced => None,
+        InFlightWindow::NotRecorded => {
+            let old = NOT_RECORDED_GROUPS_IN_FLIGHT
+                * (config.group_bytes_max as u64 + 2 * super::aligned::BLOCK_BYTES as u64);
+            Some(match in_flight_window(config) {
+                InFlightWindow::Bytes(b) => b.min(old),
+                _ => old,
+            })
+        }
+    }
+}
+
 /// Turns the first damaged range that a crash explains back into the torn tail, cut
 /// with everything after it.
 ///
@@ -967,14 +1044,14 @@ pub(crate) fn in_flight_bytes_max(config: &LogConfig) -> u64 {
 /// and lose an earlier one's: zeros with valid records after them. Those records were
 /// never acknowledged (acknowledgements go in order, after each group's fdatasync), so
 /// this is a torn tail, not damage, when the bad frame is zeros and the valid data
-/// after it ends within [`in_flight_bytes_max`]. Under a non-durable fsync policy any
-/// unsynced group can be lost, so any zeros with records after them are cut, as
-/// before. Bytes that are not zeros (bit rot) are damage wherever they lie.
-fn settle_in_flight_hole(config: &LogConfig, tail: &mut Tail, marks: &[Mark]) {
+/// after it ends within `window` ([`judged_window`] of the window the segment's writer
+/// recorded). Under a non-durable fsync policy (`None`) any unsynced group can be lost,
+/// so any zeros with records after them are cut, as before. Bytes that are not zeros
+/// (bit rot) are damage wherever they lie.
+fn settle_in_flight_hole(window: Option<u64>, tail: &mut Tail, marks: &[Mark]) {
     let end = tail.pos;
     let Some(i) = tail.damaged.iter().position(|r| {
-        r.reason == format::UNWRITTEN
-            && (!config.fsync.is_durable() || end - r.position <= in_flight_bytes_max(config))
+        r.reason == format::UNWRITTEN && window.is_none_or(|w| end - r.position <= w)
     }) else {
         return;
     };

@@ -620,7 +620,8 @@ mod tests {
         let mut positions = Vec::new();
         let header = SEGMENT_HEADER_BYTES as u64;
         format::stamp_offsets(&mut frames, 0, |_, pos| positions.push(header + pos as u64));
-        let mut bytes = format::encode_segment_header(0).to_vec();
+        let mut bytes =
+            format::encode_segment_header(0, format::InFlightWindow::NotRecorded).to_vec();
         bytes.extend_from_slice(&frames);
         let path = segment_path(dir, 0);
         std::fs::write(&path, bytes).unwrap();

@@ -20,21 +20,21 @@ pub fn record_decode(data: &[u8]) {
     let ([a, b], buf) = crate::params::<2>(data);
     let record_bytes_max = usize::from(u16::from_le_bytes([a, b]));
 
-    if let Ok(base) = format::decode_segment_header(buf) {
-        // Only magic, version and base offset carry meaning: flags and reserved bytes
-        // (10..16, under the CRC) and the reserved tail (28..32, outside it) are not
-        // required to be 0 by the decoder (found by this target; docs/reliability.md,
-        // "Fuzzing").
-        let h = format::encode_segment_header(base);
+    if let Ok(header) = format::decode_segment_header(buf) {
+        // Only magic, version, the in-flight window and the base offset carry meaning:
+        // the flags (10..12, under the CRC) and the reserved tail (28..32, outside it)
+        // are not required to be 0 by the decoder (found by this target;
+        // docs/reliability.md, "Fuzzing").
+        let h = format::encode_segment_header(header.base_offset, header.window);
         assert_eq!(
             h[..10],
             buf[..10],
             "magic or version of a header that decodes"
         );
         assert_eq!(
-            h[16..24],
-            buf[16..24],
-            "base offset of a header that decodes"
+            h[12..24],
+            buf[12..24],
+            "in-flight window and base offset of a header that decodes"
         );
     }
     // Walk the frames from the start and from just past a segment header.

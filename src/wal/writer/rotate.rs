@@ -168,9 +168,10 @@ impl Writer {
     fn next_segment(&mut self) -> Result<ActiveSegment, OpenError> {
         let dir = &self.inner.config.dir;
         let stats = &self.inner.stats;
+        let window = recovery::in_flight_window(&self.inner.config);
         match self.spares.as_mut().map(|s| s.take(stats)) {
             Some(Some((file, spare_path))) => {
-                match recovery::activate_spare(dir, file, &spare_path, self.next_offset) {
+                match recovery::activate_spare(dir, file, &spare_path, self.next_offset, window) {
                     Ok(seg) => {
                         stats.spares_used.fetch_add(1, Ordering::Relaxed);
                         Ok(seg)
@@ -178,15 +179,15 @@ impl Writer {
                     Err(e) => {
                         tracing::warn!(error = %e, "could not use the pre-written spare; creating the segment empty");
                         let _ = std::fs::remove_file(&spare_path);
-                        recovery::create_segment(dir, self.next_offset)
+                        recovery::create_segment(dir, self.next_offset, window)
                     }
                 }
             }
             Some(None) => {
                 stats.spares_missed.fetch_add(1, Ordering::Relaxed);
-                recovery::create_segment(dir, self.next_offset)
+                recovery::create_segment(dir, self.next_offset, window)
             }
-            None => recovery::create_segment(dir, self.next_offset),
+            None => recovery::create_segment(dir, self.next_offset, window),
         }
     }
 
@@ -209,7 +210,10 @@ impl Writer {
         if self.direct {
             match direct::enable(&self.active.file) {
                 // The first group writes the header's block again, header first.
-                Ok(()) => self.tail = format::encode_segment_header(self.active.base).to_vec(),
+                Ok(()) => {
+                    let window = recovery::in_flight_window(&self.inner.config);
+                    self.tail = format::encode_segment_header(self.active.base, window).to_vec();
+                }
                 Err(e) => {
                     // Same filesystem as at start, so not expected; writing on is.
                     tracing::warn!(error = %e, "cannot turn O_DIRECT on for the new segment; writing through the page cache from now on");
