@@ -206,7 +206,7 @@ settings! {
     write_mode: WriteMode = @log, env "RINGSTASH_WRITE_MODE";
     /// `auto` (io_uring where it can be set up, else epoll, said at start), `uring` (io_uring or fail, naming the cause: seccomp, sysctl, kernel, memlock) or `epoll` (reactors on epoll, the writer on pwrite + fdatasync threads). [default: auto]
     io_driver: IoDriver = @log, env "RINGSTASH_IO_DRIVER";
-    /// Groups in flight in the writer (1..=8): written, synced, or gathered while the one before is written. At most two groups' fdatasyncs run at once; groups past them share the next. 4 carries about a fifth more syslog records per second at peak than 2 on this project's VM (docs/benchmarks.md); each group in flight is one group buffer per partition (streams_memory_bytes_max) and widens the end of the log recovery reads as writes in flight at a crash. [default: 4]
+    /// Groups in flight in the writer (1..=8): written, synced, or gathered while the one before is written. At most two groups' fdatasyncs run at once; groups past them share the next. 4 carries about a fifth more syslog records per second at peak than 2 on this project's VM (docs/benchmarks.md); each group in flight is one group buffer per partition (streams_memory_bytes_max) and widens the end of the segments this server writes that recovery reads as writes in flight at a crash (recorded in each segment's header; a server whose window differs from the last segment's starts a new one). [default: 4]
     groups_in_flight_max: usize = @log, env "RINGSTASH_GROUPS_IN_FLIGHT_MAX";
     /// Bytes of log between sparse-index entries. [default: 4096]
     index_interval_bytes: u32 = @log, env "RINGSTASH_INDEX_INTERVAL_BYTES";

@@ -472,46 +472,74 @@ fn header_window_kib(seg: &Path) -> u32 {
     u32::from_le_bytes(b)
 }
 
+/// (case, flags the log was written with, its header made older, flags the next server
+/// starts with, the hole cut).
+type Case<'a> = (&'a str, &'a [&'a str], bool, &'a [&'a str], bool);
+
 /// A hole is judged by the in-flight window of the writer that left it, which the
-/// segment's header records, not by the settings of the server that starts next: a log
-/// written at 2 groups in flight, with real damage between the 2-group and the 4-group
-/// windows from its end, started on the default 4, keeps the acknowledged records
-/// after the damage. So does a segment from before the window was recorded (judged by
-/// the old default of 2). The new server writes on in a segment of its own.
+/// segment's header records, not by the settings of the server that starts next. The
+/// same zeros, 2 MiB beyond the 2-group window from the end of the data (inside the
+/// default 4-group one), in a log written:
+/// - at 2 in flight, started at the default 4: damage, the acknowledged records after
+///   it kept (the running window would cut them);
+/// - the same with the header of a version before the field (judged by the old
+///   default of 2): kept;
+/// - at the default 4, started at 2: a crash's hole, cut (the running window would
+///   keep unacknowledged records);
+/// - under `fsync = never`, started durable: any unsynced write, cut (there, the
+///   zeros are farther from the end than either window).
+///
+/// Each time the new server writes on in a segment of its own, recording its window.
 #[test]
 fn a_hole_is_judged_by_the_window_of_the_writer_that_left_it() {
     use ringstash::wal::format::{InFlightWindow, encode_segment_header};
     const WINDOW_AT_2: u64 = 2 * ((4 << 20) + 8192);
     let tmp = tempfile::tempdir().unwrap();
-    let pristine = tmp.path().join("pristine");
     let records = 200_000;
-    let (payloads, seg, recs) =
-        fixture_with(&pristine, records, 150, &["--groups-in-flight-max", "2"]);
-    assert_eq!(
-        u64::from(header_window_kib(&seg)) * 1024,
-        WINDOW_AT_2,
-        "the writer recorded its window"
-    );
-    let last = *recs.last().unwrap();
-    let end = last.position + last.frame_bytes;
-    // A record 2 MiB beyond the 2-group window: inside the 4-group one.
-    let victim = recs
-        .iter()
-        .rposition(|r| end - r.position > WINDOW_AT_2 + (2 << 20))
-        .unwrap();
-    let rec = recs[victim];
-    assert!(
-        end - rec.position < IN_FLIGHT_BYTES_MAX,
-        "between the windows"
-    );
-    let lost = rec.offset;
-
-    for (what, recorded) in [("recorded", true), ("not-recorded", false)] {
+    let at_2: &[&str] = &["--groups-in-flight-max", "2"];
+    let cases: [Case; 4] = [
+        // (case, written with, header made older, started with, cut)
+        ("recorded", at_2, false, &[], false),
+        ("not-recorded", at_2, true, &[], false),
+        ("wider-than-running", &[], false, at_2, true),
+        ("unsynced", &["--fsync", "never"], false, &[], true),
+    ];
+    for (what, written_with, older, started_with, cut) in cases {
         let dir = tmp.path().join(what);
-        copy_dir(&pristine, &dir);
-        let seg = ringstash::wal::segment::segment_path(&dir, 0);
+        let (payloads, seg, recs) = fixture_with(&dir, records, 150, written_with);
+        let recorded = match written_with {
+            [] => IN_FLIGHT_BYTES_MAX / 1024,
+            ["--fsync", _] => u64::from(u32::MAX),
+            _ => WINDOW_AT_2 / 1024,
+        };
+        assert_eq!(
+            u64::from(header_window_kib(&seg)),
+            recorded,
+            "{what}: the writer recorded its window"
+        );
+        let last = *recs.last().unwrap();
+        let end = last.position + last.frame_bytes;
+        let rec = if what == "unsynced" {
+            let far = recs[1000];
+            assert!(
+                end - far.position > IN_FLIGHT_BYTES_MAX,
+                "beyond both windows"
+            );
+            far
+        } else {
+            let between = recs[recs
+                .iter()
+                .rposition(|r| end - r.position > WINDOW_AT_2 + (2 << 20))
+                .unwrap()];
+            assert!(
+                end - between.position < IN_FLIGHT_BYTES_MAX,
+                "between the windows"
+            );
+            between
+        };
+        let lost = rec.offset;
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        if !recorded {
+        if older {
             // The header as versions before the field wrote it.
             f.write_all_at(&encode_segment_header(0, InFlightWindow::NotRecorded), 0)
                 .unwrap();
@@ -522,26 +550,22 @@ fn a_hole_is_judged_by_the_window_of_the_writer_that_left_it() {
         drop(f);
 
         let (code, text) = check(&dir);
-        assert_eq!(code, 1, "{what}: damage, not a crash: {text}");
-        assert!(
-            text.contains(&format!("damaged at byte {}", rec.position)),
-            "{what}: {text}"
-        );
+        if cut {
+            assert_eq!(code, 0, "{what}: {text}");
+            assert!(
+                text.contains(&format!("zeros at byte {}", rec.position)),
+                "{what}: {text}"
+            );
+        } else {
+            assert_eq!(code, 1, "{what}: damage, not a crash: {text}");
+            assert!(
+                text.contains(&format!("damaged at byte {}", rec.position)),
+                "{what}: {text}"
+            );
+        }
 
-        // The default, 4 in flight: its own window would take the hole for a crash's.
-        let s = Server::start(&dir, &[]);
-        assert_eq!(
-            fs::metadata(&seg).unwrap().len(),
-            end,
-            "{what}: nothing cut"
-        );
-        assert_eq!(
-            stats_json(s.http)["log"]["recovery_damaged_ranges"],
-            1,
-            "{what}"
-        );
+        let s = Server::start(&dir, started_with);
         let said = tcp_send_all(s.tcp_acked, b"next\n");
-        assert_eq!(last_ack(&said), Some((1, records)), "{what}: {said}");
         let v = http(
             s.http,
             "GET",
@@ -554,27 +578,59 @@ fn a_hole_is_judged_by_the_window_of_the_writer_that_left_it() {
             v["records"][0]["data"],
             payloads[(lost - 1) as usize].as_str()
         );
-        assert_eq!(v["records"][1]["offset"], lost + 1, "{what}: {v}");
-        assert_eq!(
-            v["records"][1]["data"],
-            payloads[(lost + 1) as usize].as_str()
-        );
+        let next = if cut {
+            assert_eq!(fs::metadata(&seg).unwrap().len(), rec.position, "{what}");
+            assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 0);
+            assert_eq!(v["records"][1]["data"], "next", "{what}: {v}");
+            lost
+        } else {
+            assert_eq!(
+                fs::metadata(&seg).unwrap().len(),
+                end,
+                "{what}: nothing cut"
+            );
+            assert_eq!(stats_json(s.http)["log"]["recovery_damaged_ranges"], 1);
+            assert_eq!(v["records"][1]["offset"], lost + 1, "{what}: {v}");
+            assert_eq!(
+                v["records"][1]["data"],
+                payloads[(lost + 1) as usize].as_str()
+            );
+            records
+        };
+        assert_eq!(last_ack(&said), Some((1, next)), "{what}: {said}");
         assert!(s.stop().success());
         // Its writes went to a segment of their own, which records its window.
-        assert_eq!(list_segments(&dir).unwrap(), [0, records], "{what}");
-        let next = ringstash::wal::segment::segment_path(&dir, records);
+        assert_eq!(list_segments(&dir).unwrap(), [0, next], "{what}");
+        let running = if started_with.is_empty() {
+            IN_FLIGHT_BYTES_MAX
+        } else {
+            WINDOW_AT_2
+        };
+        let newest = ringstash::wal::segment::segment_path(&dir, next);
         assert_eq!(
-            u64::from(header_window_kib(&next)) * 1024,
-            IN_FLIGHT_BYTES_MAX,
+            u64::from(header_window_kib(&newest)) * 1024,
+            running,
             "{what}"
         );
-        // Started again with the same window, it writes on in that segment.
-        let s = Server::start(&dir, &[]);
+        assert_check_clean_or_damaged(&dir, !cut);
+        // Started again the same way, it writes on in that segment.
+        let s = Server::start(&dir, started_with);
         let said = tcp_send_all(s.tcp_acked, b"again\n");
-        assert_eq!(last_ack(&said), Some((1, records + 1)), "{what}: {said}");
+        assert_eq!(last_ack(&said), Some((1, next + 1)), "{what}: {said}");
         assert!(s.stop().success());
-        assert_eq!(list_segments(&dir).unwrap(), [0, records], "{what}");
+        assert_eq!(list_segments(&dir).unwrap(), [0, next], "{what}");
     }
+}
+
+/// `check` on `dir`: clean, or (`damaged`) exactly one damaged range and nothing else.
+fn assert_check_clean_or_damaged(dir: &Path, damaged: bool) {
+    if !damaged {
+        assert_check_clean(dir);
+        return;
+    }
+    let (code, text) = check(dir);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(text.matches("damaged at byte").count(), 1, "{text}");
 }
 
 /// Runs `ringstash <cmd>` on `dir` with the smallest resync window the setting allows

@@ -73,7 +73,8 @@ pub enum InFlightWindow {
     /// Written by a version that did not record it (the field is 0): recovery assumes
     /// the smaller of its own window and the old default's (docs/format.md).
     NotRecorded,
-    /// This many bytes (a multiple of 1 KiB) under a durable fsync policy.
+    /// This many bytes under a durable fsync policy: a non-zero multiple of 1 KiB
+    /// below 4 TiB (build it with [`InFlightWindow::bytes`]).
     Bytes(u64),
     /// A non-durable fsync policy: any write not yet synced may be lost whatever follows
     /// it, so zeros followed by records anywhere are unacknowledged writes.
@@ -97,7 +98,14 @@ impl InFlightWindow {
     fn encode(self) -> u32 {
         match self {
             Self::NotRecorded => 0,
-            Self::Bytes(b) => u32::try_from(b / 1024).expect("checked by InFlightWindow::bytes"),
+            Self::Bytes(b) => {
+                // Built by `bytes`, or decoded: a non-zero multiple of 1 KiB that fits.
+                assert!(
+                    b > 0 && b % 1024 == 0 && b / 1024 < u64::from(Self::UNSYNCED),
+                    "in-flight window of {b} bytes is not a header's"
+                );
+                (b / 1024) as u32
+            }
             Self::Unsynced => Self::UNSYNCED,
         }
     }

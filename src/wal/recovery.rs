@@ -310,7 +310,11 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
         let next = report.next_offset;
         let ts_max = active.ts_max;
         let empty = active.end_pos == SEGMENT_HEADER_BYTES as u64;
-        drop(active);
+        if !empty {
+            seal_at_open(dir, active)?;
+        } else {
+            drop(active);
+        }
         active = create_segment(dir, next, window)?;
         active.ts_max = ts_max;
         report.time_index_errors += usize::from(active.tindex.is_none());
@@ -333,6 +337,32 @@ pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, OpenError> {
         report,
         lock,
     })
+}
+
+/// Seals the recovered active segment when the writer will not write on in it: its
+/// records (recovered from the page cache after a process crash, perhaps never synced),
+/// its `.idx` and its `.tix` (both rewritten by the recovery, unsynced) are synced, and
+/// the directory (the `.tix` was renamed into place), as a rotation's seal does, so
+/// that the segment ends where the next one begins after any later power cut.
+fn seal_at_open(dir: &Path, active: ActiveSegment) -> Result<(), OpenError> {
+    let path = segment::segment_path(dir, active.base);
+    active
+        .file
+        .sync_data()
+        .map_err(|e| OpenError::io("sync segment", &path, e))?;
+    let ipath = segment::index_path(dir, active.base);
+    active
+        .index
+        .sync_data()
+        .map_err(|e| OpenError::io("sync index", &ipath, e))?;
+    if let Some(t) = &active.tindex {
+        // Derived data, as everywhere: a failure leaves a time index the next start
+        // checks and rebuilds.
+        if let Err(e) = t.sync_data() {
+            tracing::warn!(base = active.base, error = %e, "could not sync the time index of the segment sealed at start");
+        }
+    }
+    sync_dir(dir).map_err(|e| OpenError::io("sync directory", dir, e))
 }
 
 /// What [`drop_unwritten_last`] left as the last segment.
