@@ -46,6 +46,7 @@ mod appender;
 pub mod check;
 pub mod completion;
 mod config;
+mod crc;
 #[cfg(feature = "failpoints")]
 pub(crate) mod failpoints;
 mod failure;
