@@ -19,7 +19,7 @@
 pub(crate) fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.2") {
-        // SAFETY: the CPU has SSE4.2, checked just above.
+        // SAFETY: `x86::crc32c_3` needs SSE4.2 (its target feature), checked just above.
         return unsafe { x86::crc32c_3(a, b, c) };
     }
     [crc32c::crc32c(a), crc32c::crc32c(b), crc32c::crc32c(c)]
@@ -29,10 +29,9 @@ pub(crate) fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
 mod x86 {
     use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
 
-    /// # Safety
-    /// The CPU must support SSE4.2.
+    /// Callable (unsafely) only where the CPU has SSE4.2.
     #[target_feature(enable = "sse4.2")]
-    pub(super) unsafe fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
+    pub(super) fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
         let common = a.len().min(b.len()).min(c.len()) & !7;
         let start = u64::from(!0u32);
         let (mut ca, mut cb, mut cc) = (start, start, start);
@@ -43,22 +42,16 @@ mod x86 {
             cc = _mm_crc32_u64(cc, word(c, i));
             i += 8;
         }
-        // SAFETY: as for this function.
-        unsafe {
-            [
-                !rest(ca, a, common),
-                !rest(cb, b, common),
-                !rest(cc, c, common),
-            ]
-        }
+        [
+            !rest(ca, a, common),
+            !rest(cb, b, common),
+            !rest(cc, c, common),
+        ]
     }
 
     /// The raw register after `s[from..]`, from `raw`, one chain.
-    ///
-    /// # Safety
-    /// The CPU must support SSE4.2.
     #[target_feature(enable = "sse4.2")]
-    unsafe fn rest(mut raw: u64, s: &[u8], from: usize) -> u32 {
+    fn rest(mut raw: u64, s: &[u8], from: usize) -> u32 {
         let mut i = from;
         while i + 8 <= s.len() {
             raw = _mm_crc32_u64(raw, word(s, i));

@@ -268,16 +268,16 @@ pub fn decode_record(buf: &[u8], record_bytes_max: usize) -> Decoded<'_> {
     })
 }
 
-/// Writes the frame of one record (offset still zero) at the end of `out`.
+/// Writes the frame of one record (offset still zero) at the end of `out`: the
+/// one-frame reference encoding, which [`BatchBuilder`] (the producers' path, three
+/// checksums at a time) must match byte for byte.
 ///
 /// The offset is stamped later by the writer with [`stamp_offsets`]; everything the
 /// checksum covers is final here, so the checksum is computed on the producer's core.
-///
-/// The checksum runs once over the frame as written (length, timestamp, payload are
-/// contiguous), not over the 12 header bytes and then the payload: each call of the
-/// crate costs about 7 ns before its first byte, a third of a 128-byte record's CRC
-/// (an interleaved best-of-30 loop, docs/benchmarks.md: 44.7 against 31.7 ns per
-/// record).
+/// It runs once over the frame as written (length, timestamp, payload are contiguous),
+/// not over the 12 header bytes and then the payload: each call of the crate costs
+/// about 7 ns before its first byte, a third of a 128-byte record's CRC (an
+/// interleaved best-of-30 loop, docs/benchmarks.md: 44.7 against 31.7 ns per record).
 pub fn encode_record(out: &mut BytesMut, timestamp_ns: u64, payload: &[u8]) {
     let start = out.len();
     encode_unsummed(out, timestamp_ns, payload);
