@@ -405,6 +405,18 @@ fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_fr
             .unwrap();
         let lost = rec.offset;
 
+        // `cat` on the directory before any server recovers it judges as `check` does:
+        // the log ends at a crash's hole; damage is skipped and marked.
+        let (code, got, stderr) = cat_meta(&dir);
+        if in_flight {
+            assert_eq!(code, 0, "{what}: {stderr}");
+            assert_eq!(got.len() as u64, lost, "{what}: ends at the hole");
+            assert!(!stderr.contains("gap"), "{what}: {stderr}");
+        } else {
+            assert_eq!(code, 3, "{what}: {stderr}");
+            assert_eq!(got.len() as u64, records - 1, "{what}");
+        }
+
         let (code, text) = check(&dir);
         if in_flight {
             assert_eq!(code, 0, "{what}: {text}");

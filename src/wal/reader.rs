@@ -381,6 +381,64 @@ impl Reader {
         Ok(newest && writer_holds_lock(&self.dir))
     }
 
+    /// Whether `range`, met by a reader of files on disk in segment `path`, is zeros
+    /// that a crash left before records still in flight: the segment is the newest, no
+    /// server holds the directory (none will write them), and the valid data after the
+    /// zeros ends within the in-flight window the segment's header records
+    /// (`recovery::judged_window`, with the default settings for a segment that records
+    /// none, as `check` does). Recovery cuts such a hole with what follows it.
+    fn is_crash_hole(&self, path: &Path, range: &DamagedRange) -> Result<bool, ReadError> {
+        if !matches!(self.bound, Bound::OnDisk { .. })
+            || range.reason != super::format::UNWRITTEN
+            || writer_holds_lock(&self.dir)
+        {
+            return Ok(false);
+        }
+        let newest = segment::list_segments(&self.dir)
+            .map_err(|e| ReadError::io("list segments", &self.dir, e))?
+            .last()
+            .is_some_and(|&b| segment::segment_path(&self.dir, b) == path);
+        if !newest {
+            return Ok(false);
+        }
+        let io = |e| ReadError::io("read segment", path, e);
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(path).map_err(io)?,
+            &mut header,
+            0,
+        )
+        .map_err(io)?;
+        let Ok(h) = super::format::decode_segment_header(&header) else {
+            return Ok(false);
+        };
+        let Some(window) = super::recovery::judged_window(h.window, &super::LogConfig::new(""))
+        else {
+            return Ok(true);
+        };
+        // Where the valid data after the zeros ends; more damage after it is damage
+        // (recovery would judge by the data's real end, farther).
+        let mut s =
+            Scanner::open(path.to_owned(), range.end_position, range.to_offset).map_err(io)?;
+        loop {
+            match s.next().map_err(io)? {
+                Scan::Record { record, position } => {
+                    let end = position + record.frame_bytes() as u64;
+                    if end - range.position > window {
+                        return Ok(false);
+                    }
+                }
+                Scan::End => return Ok(true),
+                Scan::Bad { position, reason } => {
+                    let more = s
+                        .find_damage(position, &reason, self.resync_window_bytes)
+                        .map_err(io)?;
+                    return Ok(more.is_none());
+                }
+            }
+        }
+    }
+
     /// A live reader's view of the writer: the committed end, and the active segment's
     /// base and written position. Notices a truncation (a new epoch) on the way and
     /// makes the scanner read again what lies past its position. `(None, None)` for a
@@ -456,6 +514,13 @@ impl Reader {
                 std::thread::sleep(std::time::Duration::from_millis(settle_ms));
                 self.scanner.as_mut().expect("positioned").forget_tail();
                 return Ok(Stopped::ReadOn);
+            }
+            if let Some(range) = &found
+                && self.is_crash_hole(&path, range)?
+            {
+                // As recovery and `check` judge it: unacknowledged writes past a
+                // crash's hole, cut at the next start. The log ends here.
+                return Ok(Stopped::CaughtUp);
             }
             if let Some(range) = found {
                 self.scanner.as_mut().expect("positioned").skip(&range);
