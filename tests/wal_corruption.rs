@@ -417,18 +417,10 @@ fn zeros_with_records_after_them_are_a_crash_hole_near_the_end_and_damage_far_fr
             assert_eq!(got.len() as u64, records - 1, "{what}");
         }
 
-        let (code, text) = check(&dir);
+        let text = assert_check_judges(&dir, rec.position, in_flight, what);
         if in_flight {
-            assert_eq!(code, 0, "{what}: {text}");
             assert!(
-                text.contains(&format!("zeros at byte {}", rec.position))
-                    && text.contains("writes in flight at a crash"),
-                "{what}: {text}"
-            );
-        } else {
-            assert_eq!(code, 1, "{what}: {text}");
-            assert!(
-                text.contains(&format!("damaged at byte {}", rec.position)),
+                text.contains("writes in flight at a crash"),
                 "{what}: {text}"
             );
         }
@@ -561,20 +553,7 @@ fn a_hole_is_judged_by_the_window_of_the_writer_that_left_it() {
             .unwrap();
         drop(f);
 
-        let (code, text) = check(&dir);
-        if cut {
-            assert_eq!(code, 0, "{what}: {text}");
-            assert!(
-                text.contains(&format!("zeros at byte {}", rec.position)),
-                "{what}: {text}"
-            );
-        } else {
-            assert_eq!(code, 1, "{what}: damage, not a crash: {text}");
-            assert!(
-                text.contains(&format!("damaged at byte {}", rec.position)),
-                "{what}: {text}"
-            );
-        }
+        assert_check_judges(&dir, rec.position, cut, what);
 
         let s = Server::start(&dir, started_with);
         let said = tcp_send_all(s.tcp_acked, b"next\n");
@@ -632,6 +611,20 @@ fn a_hole_is_judged_by_the_window_of_the_writer_that_left_it() {
         assert!(s.stop().success());
         assert_eq!(list_segments(&dir).unwrap(), [0, next], "{what}");
     }
+}
+
+/// `check` on `dir`, which holds zeros at byte `position` with records after them:
+/// a crash's hole (`crash`: exit 0, "zeros at byte") or damage (exit 1, "damaged at
+/// byte"). Returns its output.
+fn assert_check_judges(dir: &Path, position: u64, crash: bool, what: &str) -> String {
+    let (code, text) = check(dir);
+    let (want_code, want) = if crash { (0, "zeros") } else { (1, "damaged") };
+    assert_eq!(code, want_code, "{what}: {text}");
+    assert!(
+        text.contains(&format!("{want} at byte {position}")),
+        "{what}: {text}"
+    );
+    text
 }
 
 /// `check` on `dir`: clean, or (`damaged`) exactly one damaged range and nothing else.

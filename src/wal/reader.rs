@@ -374,11 +374,15 @@ impl Reader {
         if matches!(self.bound, Bound::Live(_)) || self.settled_at == Some(self.next_offset) {
             return Ok(false);
         }
-        let newest = segment::list_segments(&self.dir)
+        Ok(self.is_newest(path)? && writer_holds_lock(&self.dir))
+    }
+
+    /// Whether `path` is the directory's newest segment.
+    fn is_newest(&self, path: &Path) -> Result<bool, ReadError> {
+        Ok(segment::list_segments(&self.dir)
             .map_err(|e| ReadError::io("list segments", &self.dir, e))?
             .last()
-            .is_some_and(|&b| segment::segment_path(&self.dir, b) == path);
-        Ok(newest && writer_holds_lock(&self.dir))
+            .is_some_and(|&b| segment::segment_path(&self.dir, b) == path))
     }
 
     /// Whether `range`, met by a reader of files on disk in segment `path`, is zeros
@@ -394,11 +398,7 @@ impl Reader {
         {
             return Ok(false);
         }
-        let newest = segment::list_segments(&self.dir)
-            .map_err(|e| ReadError::io("list segments", &self.dir, e))?
-            .last()
-            .is_some_and(|&b| segment::segment_path(&self.dir, b) == path);
-        if !newest {
+        if !self.is_newest(path)? {
             return Ok(false);
         }
         let io = |e| ReadError::io("read segment", path, e);
