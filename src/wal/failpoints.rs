@@ -4,6 +4,8 @@
 //!
 //! - `fsync_eio_after=N`: the first N fdatasyncs of groups succeed; every later one
 //!   fails with EIO, as a dying disk would report it.
+//! - `cover_eio=1`: every covering fdatasync (one shared by the groups written alone
+//!   while two syncs were out) fails with EIO; the groups' own syncs do not.
 //! - `group_delay_ms=M`: the writer sleeps M ms before submitting each group, as a
 //!   very slow disk would make it wait.
 //! - `short_writes=1`: every write is submitted for half of what remains (at least one
@@ -12,6 +14,12 @@
 //!   every fdatasync it runs, as a disk with slow flushes would make it wait; so groups
 //!   are submitted while two syncs are out, and share a covering one. (Under io_uring
 //!   the syncs run in the kernel: nothing is delayed.)
+//! - `sync_hold_alone=K`: under the epoll driver, each I/O thread waits before every
+//!   fdatasync until the writer has seen K groups' writes come back whole without a
+//!   sync of their own (at most 10 s), then sleeps `sync_delay_ms`; so the first two
+//!   syncs are held until K groups wait for a covering one, however slowly the
+//!   reactors deliver (a debug build beside other tests can take longer than any fixed
+//!   delay), and the covering sync issued when they return covers all K.
 //! - `spare_delay_ms=M`: the spare thread sleeps M ms before publishing each spare, so
 //!   that rotations find none ready and ask again while one is being built.
 //! - `tix_enospc=1`: every write and sync of a time index (`.tix`) by the writer, and
@@ -26,16 +34,20 @@ use std::sync::{
 
 #[derive(Debug, Default)]
 struct Armed {
+    cover_eio: bool,
     fsync_eio_after: Option<u64>,
     group_delay_ms: u64,
     short_writes: bool,
     sync_delay_ms: u64,
+    sync_hold_alone: u64,
     spare_delay_ms: u64,
     tix_enospc: bool,
 }
 
 static ARMED: OnceLock<Armed> = OnceLock::new();
 static FSYNCS: AtomicU64 = AtomicU64::new(0);
+/// Groups whose write came back whole without a sync of their own, so far.
+static WRITTEN_ALONE: AtomicU64 = AtomicU64::new(0);
 
 fn armed() -> &'static Armed {
     ARMED.get_or_init(|| {
@@ -43,10 +55,12 @@ fn armed() -> &'static Armed {
         let spec = std::env::var("RINGSTASH_FAILPOINTS").unwrap_or_default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item.split_once('=') {
+                Some(("cover_eio", n)) => a.cover_eio = n == "1",
                 Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
                 Some(("short_writes", n)) => a.short_writes = n == "1",
                 Some(("sync_delay_ms", n)) => a.sync_delay_ms = n.parse().unwrap_or(0),
+                Some(("sync_hold_alone", n)) => a.sync_hold_alone = n.parse().unwrap_or(0),
                 Some(("spare_delay_ms", n)) => a.spare_delay_ms = n.parse().unwrap_or(0),
                 Some(("tix_enospc", n)) => a.tix_enospc = n == "1",
                 _ => panic!("unknown failpoint {item:?} in RINGSTASH_FAILPOINTS"),
@@ -71,6 +85,15 @@ pub(crate) fn fsync_result(res: i32) -> i32 {
     res
 }
 
+/// Called with each covering fdatasync's result (after [`fsync_result`]); returns the
+/// result to act on.
+pub(crate) fn cover_result(res: i32) -> i32 {
+    if armed().cover_eio && res >= 0 {
+        return -libc::EIO;
+    }
+    res
+}
+
 /// Called before each group is submitted.
 pub(crate) fn before_group() {
     let ms = armed().group_delay_ms;
@@ -79,8 +102,20 @@ pub(crate) fn before_group() {
     }
 }
 
+/// Called by the writer when a group's write has come back whole without a linked
+/// sync (it waits for a covering one).
+pub(crate) fn written_alone() {
+    // Relaxed: a count the I/O threads poll, nothing published with it.
+    WRITTEN_ALONE.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Called by an I/O thread of the epoll driver before each fdatasync.
 pub(crate) fn before_sync() {
+    let hold = armed().sync_hold_alone;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while WRITTEN_ALONE.load(Ordering::Relaxed) < hold && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let ms = armed().sync_delay_ms;
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));

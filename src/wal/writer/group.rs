@@ -451,6 +451,10 @@ impl Writer {
             if g.on_write(res, durable) {
                 self.unsynced = true;
             }
+            #[cfg(feature = "failpoints")]
+            if g.awaits_cover && g.write_done() {
+                crate::wal::failpoints::written_alone();
+            }
         } else {
             match g.on_sync(res) {
                 Ok(true) => {
@@ -510,7 +514,7 @@ impl Writer {
     /// The covering fdatasync came back: its groups are durable, or the log has failed.
     pub(super) fn on_cover_sync(&mut self, res: i32) -> Result<(), WriterFailure> {
         #[cfg(feature = "failpoints")]
-        let res = crate::wal::failpoints::fsync_result(res);
+        let res = crate::wal::failpoints::cover_result(crate::wal::failpoints::fsync_result(res));
         assert!(!self.cover.is_empty(), "a covering sync without groups");
         self.syncs_in_flight -= 1;
         let (first, last) = (self.cover[0], self.cover[self.cover.len() - 1]);
