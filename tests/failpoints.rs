@@ -343,16 +343,21 @@ fn a_failed_covering_sync_acknowledges_nothing_it_covered() {
 #[test]
 fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_armed(dir.path(), "spare_delay_ms=50", &SMALL_SEGMENTS);
+    let server = start_armed(dir.path(), "spare_delay_ms=2000", &SMALL_SEGMENTS);
     // Bursts of about six segments each, sent at once: within a burst rotations come
-    // far faster than a spare is built (missed); between bursts there is time for one
-    // (used by the next burst's first rotation). The pace of many small acknowledged
-    // sends instead, once used here, depended on the machine's load: on a busy one
-    // every spare was ready.
+    // far faster than a spare is built (each takes over 2 s: missed); between bursts
+    // the test waits until one is ready (used by the next burst's first rotation). The
+    // pace of many small acknowledged sends, once used here, depended on the machine's
+    // load (on a busy one every spare was ready), and so did a fixed pause between
+    // bursts.
     let mut sent = 0u64;
     for burst in 0..3 {
         if burst > 0 {
-            std::thread::sleep(Duration::from_millis(400));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stats_json(server.http)["log"]["spare_ready"].as_u64() != Some(1) {
+                assert!(Instant::now() < deadline, "no spare was made ready");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let payload: String = (0..4000)
             .map(|i| format!("spare {:05} {}\n", sent + i, "s".repeat(80)))

@@ -27,8 +27,14 @@ fn a_stalled_subscriber_is_closed_with_4008_and_producers_are_unaffected() {
     sock.set_recv_buffer_size(8192).unwrap();
     sock.connect(&ws_at.into()).unwrap();
     let mut stalled = subscribe_on(sock.into(), ws_at, "from=earliest");
-    // A healthy subscriber alongside.
+    // A healthy subscriber alongside, read from the start: one left unread while the
+    // producers run would stall too (a slow debug build can take longer than the
+    // stall limit to ingest everything) and be closed with 4008 as well.
     let mut healthy = subscribe(ws_at, "from=earliest");
+    let healthy = std::thread::spawn(move || {
+        let (got, _) = read_records(&mut healthy, 40_000, Duration::from_secs(60));
+        got.iter().map(|r| r.offset).collect::<Vec<u64>>()
+    });
     // Producers: 40 000 records of 100 bytes over 4 connections, every ack checked.
     let lines: Vec<String> = (0..40_000)
         .map(|i| format!("{i:08} {}", "p".repeat(91)))
@@ -53,8 +59,7 @@ fn a_stalled_subscriber_is_closed_with_4008_and_producers_are_unaffected() {
         "40000 records acked in {:?} with a stalled subscriber",
         started.elapsed()
     );
-    let (got, _) = read_records(&mut healthy, lines.len(), Duration::from_secs(30));
-    let mut offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    let mut offsets = healthy.join().unwrap();
     offsets.dedup();
     assert_eq!(offsets.len(), lines.len());
     // The stalled one is closed within a few stall periods.

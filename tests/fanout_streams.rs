@@ -415,11 +415,20 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// The fan-out core sleeps on every followed partition's eventfd: a record committed
 /// to another partition than the default stream's wakes it at once (well under the
-/// 100 ms poll timeout a missed wake-up would cost), and idle subscribers of several
-/// partitions cost next to no CPU.
+/// poll timeout a missed wake-up would cost, stretched here from 100 ms to 3 s so that
+/// a fan-out thread slow to get a CPU on a busy machine is not taken for one), and
+/// idle subscribers of several partitions cost next to no CPU.
 #[test]
 fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spin() {
-    let (_dir, s) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_env(
+        dir.path(),
+        &[],
+        &[
+            ("RINGSTASH_STREAMS", "audit:partitions=4"),
+            ("RINGSTASH_FAILPOINTS", "fanout_poll_ms=3000"),
+        ],
+    );
     let ws_at = ws_addr(&s);
     // svc-0's partition, and a merged subscriber too.
     let k = fnv1a32(b"svc-0") % PARTITIONS;
@@ -442,7 +451,7 @@ fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spi
         post(s.http, Some("audit"), std::slice::from_ref(&line));
         // The POST is answered once the record is committed: from here on only the
         // wake-up is measured, not the connect, the request and the fdatasync, which
-        // a slow machine stretches. A missed wake-up waits for the 100 ms poll.
+        // a slow machine stretches. A missed wake-up waits for the 3 s poll.
         let t = Instant::now();
         let (got, _) = read_n(&mut one, 1, Duration::from_secs(10));
         latencies.push(t.elapsed());
@@ -455,9 +464,9 @@ fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spi
     }
     latencies.sort();
     assert!(
-        latencies[10] < Duration::from_millis(30),
-        "median commit-to-delivery {:?} (all {latencies:?})",
-        latencies[10]
+        latencies[20] < Duration::from_secs(1),
+        "slowest commit-to-delivery {:?} (all {latencies:?})",
+        latencies[20]
     );
     assert!(s.stop().success());
 }

@@ -321,6 +321,10 @@ impl Fanout {
             } else {
                 Duration::from_millis(100)
             };
+            #[cfg(feature = "failpoints")]
+            if self.open > 0 {
+                timeout = crate::wal::failpoints::fanout_poll(timeout);
+            }
             // Ask the writers for a wake-up only while someone waits for records.
             if busy || (self.open > 0 && !self.prepare_sleep()) {
                 timeout = Duration::ZERO;

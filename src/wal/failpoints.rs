@@ -6,6 +6,9 @@
 //!   fails with EIO, as a dying disk would report it.
 //! - `cover_eio=1`: every covering fdatasync (one shared by the groups written alone
 //!   while two syncs were out) fails with EIO; the groups' own syncs do not.
+//! - `fanout_poll_ms=M`: the fan-out core's poll, while subscribers are open, times
+//!   out after M ms instead of 100, so that a missed wake-up costs M ms: a test can
+//!   tell one from a thread slow to get a CPU.
 //! - `group_delay_ms=M`: the writer sleeps M ms before submitting each group, as a
 //!   very slow disk would make it wait.
 //! - `short_writes=1`: every write is submitted for half of what remains (at least one
@@ -35,6 +38,7 @@ use std::sync::{
 #[derive(Debug, Default)]
 struct Armed {
     cover_eio: bool,
+    fanout_poll_ms: Option<u64>,
     fsync_eio_after: Option<u64>,
     group_delay_ms: u64,
     short_writes: bool,
@@ -56,6 +60,7 @@ fn armed() -> &'static Armed {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item.split_once('=') {
                 Some(("cover_eio", n)) => a.cover_eio = n == "1",
+                Some(("fanout_poll_ms", n)) => a.fanout_poll_ms = n.parse().ok(),
                 Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
                 Some(("short_writes", n)) => a.short_writes = n == "1",
@@ -92,6 +97,13 @@ pub(crate) fn cover_result(res: i32) -> i32 {
         return -libc::EIO;
     }
     res
+}
+
+/// The fan-out core's poll timeout while subscribers are open, given its default.
+pub(crate) fn fanout_poll(default: std::time::Duration) -> std::time::Duration {
+    armed()
+        .fanout_poll_ms
+        .map_or(default, std::time::Duration::from_millis)
 }
 
 /// Called before each group is submitted.
