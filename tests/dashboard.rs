@@ -427,10 +427,12 @@ fn dashboard_at_a_high_rate_shows_the_servers_rate_and_samples_the_tail() {
             "{b}"
         );
     }
-    std::thread::sleep(Duration::from_millis(2500)); // two polls of the page
+    // The page polls the aggregates: its points can lag the server's by a poll or two
+    // (a slow browser beside a debug build), so it is read until it agrees, and judged
+    // on what it drew last if it never does.
     let points_js = "document.getElementById('c-records').dataset.points || '[]'";
     let deadline = Instant::now() + Duration::from_secs(20);
-    let chart_rate = loop {
+    let (chart_rate, off) = loop {
         let pts: Vec<(u64, f64)> =
             serde_json::from_str(b.eval(points_js).as_str().unwrap()).unwrap();
         let inside: Vec<f64> = pts
@@ -438,23 +440,21 @@ fn dashboard_at_a_high_rate_shows_the_servers_rate_and_samples_the_tail() {
             .filter(|(t, _)| (s0..s1).contains(t))
             .map(|p| p.1)
             .collect();
-        if inside.len() as u64 == elapsed {
-            break inside.iter().sum::<f64>() / elapsed as f64;
+        let whole = inside.len() as u64 == elapsed;
+        let chart_rate = inside.iter().sum::<f64>() / elapsed as f64;
+        let off = (chart_rate - server_rate).abs() / server_rate;
+        if whole && off <= 0.10 {
+            break (chart_rate, off);
         }
         assert!(
             Instant::now() < deadline,
-            "the chart never drew {s0}..{s1}: {pts:?}"
+            "the chart never drew {s0}..{s1} at the server's rate ({server_rate:.0} records/s): {pts:?}"
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    let off = (chart_rate - server_rate).abs() / server_rate;
     println!(
         "server {server_rate:.0} records/s, chart {chart_rate:.0} records/s ({:.1} % off) over {elapsed} s",
         off * 100.0
-    );
-    assert!(
-        off <= 0.10,
-        "chart {chart_rate:.0} vs server {server_rate:.0}"
     );
     // The tail samples, and says so.
     b.wait_for_showing(

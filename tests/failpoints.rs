@@ -133,9 +133,14 @@ fn a_failed_fdatasync_in_append_never_prints_the_batch_it_covered() {
 #[test]
 fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     let dir = tempfile::tempdir().unwrap();
+    // The writer is held until the file goes (a fixed delay, once used here, could
+    // run out before the two refused requests on a slow machine).
+    let hold_dir = tempfile::tempdir().unwrap();
+    let hold = hold_dir.path().join("hold");
+    std::fs::write(&hold, b"").unwrap();
     let server = start_armed(
         dir.path(),
-        "group_delay_ms=1500",
+        &format!("group_hold_file={}", hold.display()),
         &[
             "--ring-batches-max",
             "1",
@@ -154,7 +159,7 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
         })
         .collect();
     // The writer holds a batch (it took one from the ring: two were accepted) and
-    // another waits in the ring: it stays full while the writer is delayed (1.5 s).
+    // another waits in the ring: it stays full while the writer is held.
     // A full-ring wait alone is not enough: it can be met before the writer takes its
     // first batch, and the POST could then take the slot that frees.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -178,6 +183,7 @@ fn http_gets_503_with_retry_after_when_the_ring_stays_full() {
     let r = post_otlp(server.http, &otlp_request("api", &["refused"]));
     assert_otlp_retry(&r, "1", "ring_full");
     assert_metrics(server.http, &["ringstash_http_ring_full_total 2"]);
+    std::fs::remove_file(&hold).unwrap();
     // The waiting TCP producers are not refused: their records land once the writer moves.
     for s in &mut busy {
         s.shutdown(std::net::Shutdown::Write).unwrap();

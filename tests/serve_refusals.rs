@@ -237,14 +237,22 @@ fn a_request_on_a_keep_alive_connection_during_a_drain_gets_503() {
     busy_w
         .write_all(b"POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\nbefore")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    // SIGTERM: the server drains.
+    std::thread::sleep(Duration::from_millis(1000));
+    // SIGTERM: the server drains. The idle connection asks until the drain has reached
+    // its reactor (a fixed pause, once used here, could end before on a slow machine);
+    // until then it is answered as usual and stays open.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
-    std::thread::sleep(Duration::from_millis(300));
-    idle_w
-        .write_all(&request("GET", "/healthz", &[], b""))
-        .unwrap();
-    let r = read_response(&mut idle_r).expect("an answer, not EOF");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        idle_w
+            .write_all(&request("GET", "/healthz", &[], b""))
+            .unwrap();
+        let r = read_response(&mut idle_r).expect("an answer, not EOF");
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"], "shutting_down");
     assert_eq!(r.header("connection"), Some("close"));

@@ -92,7 +92,13 @@ fn sigkill_at_random_moments_of_start_up_loses_nothing_acknowledged() {
         if k % 8 == 0 {
             let t0 = Instant::now();
             let s = Server::restart_after_kill(&dir, &small_segments_and(&[]));
-            startup = t0.elapsed();
+            // The quickest start-up seen: one stretched by a busy moment would spread
+            // the kills past the start-ups and leave too few inside them.
+            startup = if k == 0 {
+                t0.elapsed()
+            } else {
+                startup.min(t0.elapsed())
+            };
             let tag = format!("r{k}a");
             assert_eq!(produce(s.tcp_acked, &tag, 5_000), 5_000);
             acked.push((tag, 5_000));

@@ -1053,7 +1053,9 @@ fn subscriptions_with_a_range_send_it_exactly_then_close_normally() {
     // `until` in the future: what arrives before it is sent, then the subscription
     // ends by itself, without what arrives after it.
     let now = ringstash::wal::now_ns();
-    let until = now + 1_500 * MS;
+    // Far enough ahead for the subscription and the acked ingest below on a slow,
+    // busy machine.
+    let until = now + 4_000 * MS;
     let mut sub = ws::subscribe(addr, &format!("since={}&until={}", unix(now), unix(until)));
     let before: Vec<String> = (0..50).map(|i| format!("before {i}")).collect();
     ws::ingest_lines(&s, &before);

@@ -9,6 +9,9 @@
 //! - `fanout_poll_ms=M`: the fan-out core's poll, while subscribers are open, times
 //!   out after M ms instead of 100, so that a missed wake-up costs M ms: a test can
 //!   tell one from a thread slow to get a CPU.
+//! - `group_hold_file=PATH`: the writer waits before submitting each group for as
+//!   long as PATH exists (at most 30 s): a test holds the writer exactly as long as
+//!   it needs, however slow the machine.
 //! - `group_delay_ms=M`: the writer sleeps M ms before submitting each group, as a
 //!   very slow disk would make it wait.
 //! - `short_writes=1`: every write is submitted for half of what remains (at least one
@@ -41,6 +44,7 @@ struct Armed {
     fanout_poll_ms: Option<u64>,
     fsync_eio_after: Option<u64>,
     group_delay_ms: u64,
+    group_hold_file: Option<std::path::PathBuf>,
     short_writes: bool,
     sync_delay_ms: u64,
     sync_hold_alone: u64,
@@ -62,6 +66,7 @@ fn armed() -> &'static Armed {
                 Some(("cover_eio", n)) => a.cover_eio = n == "1",
                 Some(("fanout_poll_ms", n)) => a.fanout_poll_ms = n.parse().ok(),
                 Some(("fsync_eio_after", n)) => a.fsync_eio_after = n.parse().ok(),
+                Some(("group_hold_file", p)) => a.group_hold_file = Some(p.into()),
                 Some(("group_delay_ms", n)) => a.group_delay_ms = n.parse().unwrap_or(0),
                 Some(("short_writes", n)) => a.short_writes = n == "1",
                 Some(("sync_delay_ms", n)) => a.sync_delay_ms = n.parse().unwrap_or(0),
@@ -108,6 +113,12 @@ pub(crate) fn fanout_poll(default: std::time::Duration) -> std::time::Duration {
 
 /// Called before each group is submitted.
 pub(crate) fn before_group() {
+    if let Some(hold) = &armed().group_hold_file {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while hold.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     let ms = armed().group_delay_ms;
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
