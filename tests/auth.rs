@@ -12,7 +12,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{ws::*, *};
@@ -437,18 +437,6 @@ fn with_auth_off_no_token_is_needed_and_access_token_is_ignored() {
 
 /// Waits until the server's stderr has `part`, for a SIGHUP's answer.
 #[track_caller]
-fn wait_stderr(s: &Server, part: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.stderr_text().matches(part).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "{part:?} not said:\n{}",
-            s.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn sighup(s: &Server) {
     // SAFETY: signalling a child process this test started and still holds.
     assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);

@@ -143,12 +143,15 @@ fn assert_partition(got: &[PRec], k: u32, first: u64, expected: &[String]) {
 }
 
 fn start() -> (tempfile::TempDir, Server) {
+    start_with(&[])
+}
+
+/// As [`start`], with more environment.
+fn start_with(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[("RINGSTASH_STREAMS", "audit:partitions=4")],
-    );
+    let mut all = vec![("RINGSTASH_STREAMS", "audit:partitions=4")];
+    all.extend_from_slice(env);
+    let s = Server::start_env(dir.path(), &[], &all);
     (dir, s)
 }
 
@@ -420,15 +423,7 @@ fn cpu_time(pid: u32) -> Duration {
 /// idle subscribers of several partitions cost next to no CPU.
 #[test]
 fn a_partition_subscriber_is_woken_by_its_commit_and_idle_subscribers_do_not_spin() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[
-            ("RINGSTASH_STREAMS", "audit:partitions=4"),
-            ("RINGSTASH_FAILPOINTS", "fanout_poll_ms=3000"),
-        ],
-    );
+    let (_dir, s) = start_with(&[("RINGSTASH_FAILPOINTS", "fanout_poll_ms=3000")]);
     let ws_at = ws_addr(&s);
     // svc-0's partition, and a merged subscriber too.
     let k = fnv1a32(b"svc-0") % PARTITIONS;
@@ -496,15 +491,7 @@ fn read_to_close(ws: &mut Ws, within: Duration) -> (Vec<PRec>, Option<(u16, Stri
 /// subscription, which closes with 1000 `until reached` once all of them are complete.
 #[test]
 fn time_ranges_hold_per_partition_and_close_a_merged_subscription_when_all_are_complete() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_env(
-        dir.path(),
-        &[],
-        &[
-            ("RINGSTASH_STREAMS", "audit:partitions=4"),
-            ("RINGSTASH_TIME_SKEW_MS_MAX", "200"),
-        ],
-    );
+    let (_dir, s) = start_with(&[("RINGSTASH_TIME_SKEW_MS_MAX", "200")]);
     let ws_at = ws_addr(&s);
     let unix = || {
         std::time::SystemTime::now()

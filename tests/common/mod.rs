@@ -793,3 +793,17 @@ pub fn segment_bytes(dir: &Path) -> u64 {
         .map(|e| e.metadata().unwrap().len())
         .sum()
 }
+
+/// Waits (up to 20 s) until the server's stderr has said `part` `count` times: a
+/// counter or an answer can come before the line that explains it reaches the log.
+pub fn wait_stderr(s: &Server, part: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.stderr_text().matches(part).count() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{part:?} not said:\n{}",
+            s.stderr_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
