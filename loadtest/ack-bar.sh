@@ -60,6 +60,7 @@ run() { # round name
     sleep "$settle"
 }
 
+log "$(nproc) cpus, $(idle_note), rate $rate"
 names=(floor-append floor-overwrite)
 for c in "${configs[@]}"; do names+=("rs:$c"); done
 for r in $(seq 1 "$rounds"); do

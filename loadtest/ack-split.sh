@@ -52,7 +52,7 @@ cleanup() { [ -z "${RS_PID:-}" ] || { kill "$RS_PID" 2>/dev/null; wait "$RS_PID"
 trap cleanup EXIT
 
 data_fs="$(findmnt -no FSTYPE --target "${SERVER_DATA:-$work/..}" 2>/dev/null || echo unknown)"
-echo "ack-split: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype (server data: $data_fs), rate $rate, $rounds rounds"
+echo "ack-split: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $fstype (server data: $data_fs), rate $rate, $rounds rounds, $(idle_note)"
 for r in $(seq 1 "$rounds"); do
     rm -rf "$work"; mkdir -p "$res"
     "$LT" floor --dir "$work/floor" --rate "$rate" -b "$batch" -d "$duration" --warmup "$warmup" \

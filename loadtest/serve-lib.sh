@@ -48,6 +48,19 @@ refuse_tmpfs() {
     fi
 }
 
+# idle_note
+#   Prints how this machine's idle CPUs wake: the cpuidle driver and, under the
+#   guest `haltpoll` driver, its `guest_halt_poll_ns`. On this project's VMs a halted
+#   vCPU's wake-up costs milliseconds, which moves every tail measured here (the
+#   floor's too): a latency figure means little without it (docs/benchmarks.md,
+#   "the VM's idle vCPUs").
+idle_note() {
+    local d=/sys/devices/system/cpu/cpuidle/current_driver p=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+    printf 'cpuidle %s' "$(cat "$d" 2>/dev/null || echo none)"
+    [ -r "$p" ] && printf ', guest_halt_poll_ns %s' "$(cat "$p")"
+    echo
+}
+
 #
 # start_ringstash RS DATA_DIR LOG [serve flags...]
 #   Starts `RS serve` in the background on loopback ports it picks itself (port 0:
