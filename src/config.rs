@@ -9,7 +9,7 @@
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 pub use crate::error::ConfigError;
-use crate::wal::{FsyncPolicy, IoDriver, LogConfig, RecoveryMode, WriteMode};
+use crate::wal::{FsyncPolicy, IoDriver, LogConfig, Prewrite, RecoveryMode, WriteMode};
 
 /// A row's default: the one written in the table, or for a row of the log's
 /// (`= @log`) the log's own.
@@ -200,8 +200,8 @@ settings! {
     group_bytes_max: usize = @log, env "RINGSTASH_GROUP_BYTES_MAX";
     /// Batches the reactors→writer ring holds; full = backpressure. [default: 1024]
     ring_batches_max: usize = @log, env "RINGSTASH_RING_BATCHES_MAX";
-    /// Pre-write each next segment with zeros in the background, so group fdatasyncs overwrite instead of append (no journal commit per group). [default: true]
-    segment_prewrite: bool = @log, env "RINGSTASH_SEGMENT_PREWRITE";
+    /// Pre-write each next segment with zeros in the background, so group fdatasyncs overwrite instead of append (no journal commit per group): `auto` (on, except where data_dir is in memory, tmpfs or ramfs, where a sync costs nothing and a spare would hold a segment of memory; said at start), `true` (on any filesystem) or `false`. [default: auto]
+    segment_prewrite: Prewrite = @log, env "RINGSTASH_SEGMENT_PREWRITE";
     /// `direct` (O_DIRECT group writes from aligned memory: no page-cache copy) or `buffered`; direct falls back to buffered, said at start, where the filesystem refuses O_DIRECT. [default: direct]
     write_mode: WriteMode = @log, env "RINGSTASH_WRITE_MODE";
     /// `auto` (io_uring where it can be set up, else epoll, said at start), `uring` (io_uring or fail, naming the cause: seccomp, sysctl, kernel, memlock) or `epoll` (reactors on epoll, the writer on pwrite + fdatasync threads). [default: auto]
@@ -537,6 +537,22 @@ impl FromStr for WriteMode {
     }
 }
 
+/// Pre-writing as a flag or environment variable.
+impl FromStr for Prewrite {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
+        match s {
+            "auto" => Ok(Prewrite::Auto),
+            "true" => Ok(Prewrite::On),
+            "false" => Ok(Prewrite::Off),
+            _ => Err(ChoiceError {
+                expected: "`auto`, `true` or `false`",
+                given: s.to_owned(),
+            }),
+        }
+    }
+}
+
 /// The I/O driver as a flag or environment variable.
 impl FromStr for IoDriver {
     type Err = ChoiceError;
@@ -790,6 +806,40 @@ mod tests {
             err.to_string(),
             "connections_max = 0 is outside 1..=1000000"
         );
+    }
+
+    /// `segment_prewrite` takes `"auto"` (the default) and the booleans it was before,
+    /// in the file, as a flag and from the environment; anything else is refused with
+    /// what it takes.
+    #[test]
+    fn segment_prewrite_takes_auto_and_booleans() {
+        assert_eq!(Settings::default().segment_prewrite, Prewrite::Auto);
+        for (text, want) in [
+            ("segment_prewrite = \"auto\"", Prewrite::Auto),
+            ("segment_prewrite = true", Prewrite::On),
+            ("segment_prewrite = false", Prewrite::Off),
+            ("segment_prewrite = \"false\"", Prewrite::Off),
+        ] {
+            let s: Settings = toml::from_str(text).unwrap();
+            assert_eq!(s.segment_prewrite, want, "{text}");
+        }
+        let err = toml::from_str::<Settings>("segment_prewrite = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected `\"auto\"`, `true` or `false`"),
+            "{err}"
+        );
+        assert_eq!("auto".parse::<Prewrite>().unwrap(), Prewrite::Auto);
+        assert_eq!("true".parse::<Prewrite>().unwrap(), Prewrite::On);
+        assert_eq!("false".parse::<Prewrite>().unwrap(), Prewrite::Off);
+        let err = "on".parse::<Prewrite>().unwrap_err().to_string();
+        assert!(err.contains("`auto`, `true` or `false`"), "{err}");
+        // The defaults written out read back the same.
+        let text = toml::to_string(&Settings::default()).unwrap();
+        assert!(text.contains("segment_prewrite = \"auto\""), "{text}");
+        let back: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(back.segment_prewrite, Prewrite::Auto);
     }
 
     /// The table's range for the resync window is the log's own (which `cat` and

@@ -244,6 +244,11 @@ fn describe_log(settings: &Settings, log: &Log) {
     if let Some(why) = refused {
         eprintln!("write_mode: direct was asked for, but {why}");
     }
+    if let (false, Some(why)) = log.segment_prewrite() {
+        eprintln!(
+            "segment_prewrite: off, because {why} (segment_prewrite = \"auto\"; true pre-writes anyway)"
+        );
+    }
     for range in &report.damaged_ranges {
         eprintln!("recovery: {range}; not cut (valid records follow), readers skip it");
     }

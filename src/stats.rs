@@ -881,6 +881,11 @@ const LOG_SERIES: &[LogSeries] = {
             own!(Gauge "ringstash_write_direct" "boolean" "1 while groups are written O_DIRECT (write_mode direct, taken by the filesystem)."),
             |l| u64::from(l.write_mode().0 == crate::wal::WriteMode::Direct).into(),
         ),
+        both(
+            "segment_prewrite",
+            own!(Gauge "ringstash_segment_prewrite" "boolean" "1 while the next segment is pre-written with zeros (segment_prewrite; why auto left it off is said at start)."),
+            |l| u64::from(l.segment_prewrite().0).into(),
+        ),
         // In /metrics: the io_driver label of ringstash_build_info.
         json_only("io_driver", |l| l.io_driver().0.as_str().into()),
         both(

@@ -349,7 +349,12 @@ fn a_failed_covering_sync_acknowledges_nothing_it_covered() {
 #[test]
 fn slow_spares_are_missed_or_used_and_no_record_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_armed(dir.path(), "spare_delay_ms=2000", &SMALL_SEGMENTS);
+    // Pre-writing forced: `auto` leaves it off where the temp dir is a tmpfs.
+    let server = start_armed(
+        dir.path(),
+        "spare_delay_ms=2000",
+        &small_segments_and(&["--segment-prewrite", "true"]),
+    );
     // Bursts of about six segments each, sent at once: within a burst rotations come
     // far faster than a spare is built (each takes over 2 s: missed); between bursts
     // the test waits until one is ready (used by the next burst's first rotation). The

@@ -20,7 +20,12 @@ use common::{wal::Rng, *};
 /// the returned flag turns true once it has printed its `listening` line.
 fn spawn(dir: &Path) -> (Child, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     // The harness's own command (every listener on port 0), stderr piped.
-    let mut cmd = serve_command(Path::new(BIN), dir, &small_segments_and(&[]));
+    // Pre-writing forced: `auto` leaves it off where the temp dir is a tmpfs.
+    let mut cmd = serve_command(
+        Path::new(BIN),
+        dir,
+        &small_segments_and(&["--segment-prewrite", "true"]),
+    );
     let mut child = cmd.spawn().unwrap();
     let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (err, flag) = (child.stderr.take().unwrap(), listening.clone());

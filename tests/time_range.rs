@@ -112,7 +112,7 @@ fn expected(times: &[u64], since: Option<u64>, until: Option<u64>, from: u64) ->
 /// A small log: 64 KiB segments, an index entry every 512 bytes.
 fn small_log(dir: &Path) -> LogConfig {
     let mut c = cw::small_config(dir);
-    c.segment_prewrite = false;
+    c.segment_prewrite = ringstash::wal::Prewrite::Off;
     c
 }
 

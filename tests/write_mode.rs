@@ -1,6 +1,7 @@
 //! `write_mode`: direct group writes (`O_DIRECT`, whole blocks, the partial last block
 //! written again with the next group) against buffered ones, the fallback where the
-//! filesystem refuses direct I/O, and live readers fed from the recent groups in memory
+//! filesystem refuses direct I/O, pre-writing left off on a filesystem in memory, and
+//! live readers fed from the recent groups in memory
 //! rather than from the files. Real files and the real binary.
 
 mod common;
@@ -87,6 +88,64 @@ fn a_filesystem_without_direct_io_falls_back_to_buffered_and_says_so() {
     let (_tmp, ext4) = Server::start_in_tempdir(&["--write-mode", "direct"]);
     assert_contains(&ext4.stderr_text(), "write_mode=direct");
     assert_eq!(metric(ext4.http, "ringstash_write_direct"), 1);
+}
+
+/// `segment_prewrite = "auto"` (the default) pre-writes no spare where the data
+/// directory is in memory (a tmpfs): the banner says why, `/stats` and `/metrics` say
+/// off, no `spare-*` file appears through several rotations, and every record is
+/// stored. `true` pre-writes there anyway; on the disk `auto` pre-writes.
+#[test]
+fn auto_prewrite_is_off_in_memory_and_said() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        return;
+    };
+    let dir = fs.path().join("auto");
+    let server = Server::start(&dir, &SMALL_SEGMENTS);
+    assert_contains(&server.stderr_text(), "segment_prewrite: off, because ");
+    assert_contains(&server.stderr_text(), "is on tmpfs, in memory");
+    assert_eq!(stats(&server)["log"]["segment_prewrite"], 0);
+    assert_eq!(metric(server.http, "ringstash_segment_prewrite"), 0);
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("tmpfs line {i:05} {}", "m".repeat(80)))
+        .collect();
+    assert_eq!(ingest_lines(&server, &lines), (3000, 2999));
+    let log = &stats(&server)["log"];
+    assert!(log["segments_rotated"].as_u64().unwrap() >= 3, "{log}");
+    assert_eq!(log["spares_prepared"], 0, "{log}");
+    let spare_files = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
+        .count();
+    assert_eq!(spare_files, 0);
+    server.stop();
+    let out = run(&["cat", "--data-dir", dir.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3000);
+    assert_contains(&text, "tmpfs line 02999 ");
+
+    // Forced on, on the same tmpfs: spares are built, and nothing is said.
+    let forced = fs.path().join("forced");
+    let server = Server::start(
+        &forced,
+        &small_segments_and(&["--segment-prewrite", "true"]),
+    );
+    assert!(!server.stderr_text().contains("segment_prewrite: off"));
+    assert_eq!(metric(server.http, "ringstash_segment_prewrite"), 1);
+    assert_eq!(ingest_lines(&server, &lines), (3000, 2999));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stats(&server)["log"]["spares_prepared"].as_u64() == Some(0) {
+        assert!(std::time::Instant::now() < deadline, "no spare built");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+
+    // On the disk (the build's own temp dir, not /tmp, which may be a tmpfs), `auto`
+    // pre-writes.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let disk = Server::start(&tmp.path().join("data"), &[]);
+    assert!(!disk.stderr_text().contains("segment_prewrite: off"));
+    assert_eq!(stats(&disk)["log"]["segment_prewrite"], 1);
 }
 
 /// A live subscriber is fed from the recent groups in memory: what was just written is

@@ -47,8 +47,9 @@ pub struct LogConfig {
     pub retention_ms: u64,
     /// Pre-write each next segment with zeros (a thread of its own, once the active
     /// segment is a quarter full) so that group fdatasyncs overwrite allocated blocks
-    /// instead of extending the file: no journal commit per group. Default true.
-    pub segment_prewrite: bool,
+    /// instead of extending the file: no journal commit per group. Default `Auto`: on,
+    /// except where the directory is in memory.
+    pub segment_prewrite: Prewrite,
     /// How groups reach the disk: `direct` (`O_DIRECT`, no page-cache copy) or
     /// `buffered`. Default direct; buffered is used, and said at start, where the
     /// filesystem refuses `O_DIRECT`.
@@ -151,6 +152,70 @@ fn check_resync_window(bytes: usize) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Whether the next segment is pre-written with zeros (`wal::spare`).
+///
+/// Why `Auto` leaves it off on tmpfs and ramfs: there an fdatasync costs nothing, so
+/// there is no journal commit or block allocation to take off the group's sync, and a
+/// spare is a whole segment of memory, written by a thread that takes CPU from the
+/// data path (on tmpfs on this project's VM, ack p99 0.35-0.46 ms without it against
+/// 1.7-2.3 ms with it while the vCPUs were kept from halting; 1.1-3.0 against 2.7-41
+/// ms as booted: docs/benchmarks.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prewrite {
+    /// On, except where the data directory is on tmpfs or ramfs (said at start).
+    Auto,
+    /// On, on any filesystem.
+    On,
+    /// Off: every segment is created empty and grows with its groups.
+    Off,
+}
+
+impl Prewrite {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prewrite::Auto => "auto",
+            Prewrite::On => "true",
+            Prewrite::Off => "false",
+        }
+    }
+}
+
+/// In the settings file: `"auto"`, or a boolean (the setting was a boolean before
+/// `auto`; both spellings of on and off are kept).
+impl serde::Serialize for Prewrite {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Prewrite::Auto => s.serialize_str("auto"),
+            Prewrite::On => s.serialize_bool(true),
+            Prewrite::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Prewrite {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Flag(bool),
+            Word(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Flag(true) => Ok(Prewrite::On),
+            Given::Flag(false) => Ok(Prewrite::Off),
+            Given::Word(w) => match w.as_str() {
+                "auto" => Ok(Prewrite::Auto),
+                "true" => Ok(Prewrite::On),
+                "false" => Ok(Prewrite::Off),
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected `\"auto\"`, `true` or `false`, got {w:?}"
+                ))),
+            },
+        }
+    }
+}
+
 /// How the writer writes groups. See `docs/architecture.md` ("Direct I/O").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,7 +279,7 @@ impl LogConfig {
             recovery: RecoveryMode::TolerateTornTail,
             retention_bytes_max: 0,
             retention_ms: 0,
-            segment_prewrite: true,
+            segment_prewrite: Prewrite::Auto,
             write_mode: WriteMode::Direct,
             io_driver: IoDriver::Auto,
             recent_bytes_max: 16 << 20,

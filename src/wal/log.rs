@@ -52,6 +52,11 @@ pub(crate) struct Inner {
     pub(crate) direct_writes: AtomicBool,
     /// Why `write_mode = "direct"` fell back to buffered writes, if it did.
     pub(crate) direct_refused: OnceLock<String>,
+    /// Spare segments are pre-written (set once, by the writer at start, beside
+    /// `direct_writes`): `segment_prewrite` on, or `auto` on a filesystem not in memory.
+    pub(crate) prewrite: AtomicBool,
+    /// Why `segment_prewrite = "auto"` left pre-writing off, if it did.
+    pub(crate) prewrite_off: OnceLock<String>,
     /// The driver `io_driver` resolved to: `Uring` or `Epoll`.
     pub(crate) io_driver: super::IoDriver,
     /// Why `auto` resolved to epoll (io_uring_setup's failure, explained).
@@ -97,6 +102,8 @@ impl Log {
             recent: Recent::new(config.recent_bytes_max),
             direct_writes: AtomicBool::new(false),
             direct_refused: OnceLock::new(),
+            prewrite: AtomicBool::new(false),
+            prewrite_off: OnceLock::new(),
             io_driver: chosen.driver,
             why_epoll: chosen.why_epoll,
             commit_watch: CommitWatch::default(),

@@ -71,7 +71,7 @@ pub use completion::{Committed, Completion};
 pub use config::{
     DAMAGE_RESYNC_WINDOW_BYTES_DEFAULT, DAMAGE_RESYNC_WINDOW_BYTES_MAX,
     DAMAGE_RESYNC_WINDOW_BYTES_MIN, DAMAGE_SETTLE_MS_DEFAULT, DAMAGE_SETTLE_MS_MAX,
-    DAMAGE_SETTLE_MS_MIN, DirReadConfig, IoDriver, LogConfig, WriteMode,
+    DAMAGE_SETTLE_MS_MIN, DirReadConfig, IoDriver, LogConfig, Prewrite, WriteMode,
 };
 pub use failure::{WriterFailure, WriterFailureKind};
 pub use format::{BatchBuilder, RecordTooLarge, now_ns};

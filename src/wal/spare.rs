@@ -38,10 +38,58 @@ use std::{
 };
 
 use super::{
-    Inner, WalStats,
+    Inner, Prewrite, WalStats,
     aligned::{self, AlignedBuf},
     segment::sync_dir,
 };
+
+/// Whether the writer should have spares built, by `segment_prewrite`: under `auto`,
+/// not where the directory is in memory (tmpfs, ramfs; `Prewrite` says why), which is
+/// then recorded for the start-up banner and logged.
+pub(crate) fn wanted(inner: &Inner) -> bool {
+    match inner.config.segment_prewrite {
+        Prewrite::On => true,
+        Prewrite::Off => false,
+        Prewrite::Auto => match memory_fs(&inner.config.dir) {
+            Ok(Some(fs)) => {
+                let why = format!(
+                    "{} is on {fs}, in memory: an fdatasync there costs nothing to save, and a spare would hold a segment of memory",
+                    inner.config.dir.display()
+                );
+                tracing::info!("segment_prewrite auto: off: {why}");
+                let _ = inner.prewrite_off.set(why);
+                false
+            }
+            Ok(None) => true,
+            Err(e) => {
+                // Not knowing the filesystem is no reason to give the disk's case up.
+                tracing::warn!(error = %e, "segment_prewrite auto: cannot tell the filesystem of the data directory; pre-writing");
+                true
+            }
+        },
+    }
+}
+
+/// The name of `dir`'s filesystem if it keeps files in memory only.
+fn memory_fs(dir: &Path) -> std::io::Result<Option<&'static str>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // `linux/magic.h`; libc has no RAMFS_MAGIC.
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    // The magic numbers' type differs between libc targets (`f_type` too).
+    #[allow(clippy::unnecessary_cast)]
+    Ok(match s.f_type as i64 {
+        t if t == libc::TMPFS_MAGIC as i64 => Some("tmpfs"),
+        RAMFS_MAGIC => Some("ramfs"),
+        _ => None,
+    })
+}
 
 /// Spare `n` is `spare-<n>.seg` in the data directory (not a segment name, so
 /// readers, retention and `check` ignore it); while being written, `spare-<n>.seg.tmp`.

@@ -52,6 +52,15 @@ impl LogView {
         (mode, self.inner.direct_refused.get().map(String::as_str))
     }
 
+    /// Whether spare segments are pre-written, and why `segment_prewrite = "auto"`
+    /// left that off, if it did.
+    pub fn segment_prewrite(&self) -> (bool, Option<&str>) {
+        (
+            self.inner.prewrite.load(Ordering::Relaxed),
+            self.inner.prewrite_off.get().map(String::as_str),
+        )
+    }
+
     /// The I/O driver the log runs (`Uring` or `Epoll`; the reactors follow it), and
     /// why `auto` took epoll.
     pub fn io_driver(&self) -> (super::IoDriver, Option<&str>) {

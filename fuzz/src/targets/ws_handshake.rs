@@ -124,7 +124,7 @@ impl Fixture {
             segment_bytes_max: 64 << 10,
             group_bytes_max: 16 << 10,
             record_bytes_max: 1024,
-            segment_prewrite: false,
+            segment_prewrite: ringstash::wal::Prewrite::Off,
             fsync: FsyncPolicy::Never,
             write_mode: WriteMode::Buffered,
             io_driver: IoDriver::Epoll,

@@ -42,7 +42,7 @@ mod rotate;
 
 use std::{
     collections::VecDeque,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -56,7 +56,7 @@ use super::{
     Batch, FsyncPolicy, Inner, WriterFailure, WriterFailureKind, aligned,
     recovery::{ActiveSegment, Recovered},
     segment,
-    spare::Spares,
+    spare::{self, Spares},
 };
 use crate::error::{AppendError, OpenError};
 
@@ -200,7 +200,7 @@ pub(crate) fn spawn(
     let tail = direct::start(&inner, &mut active);
     let direct = tail.is_some();
     // After the write mode is known: spares are zeroed the same way.
-    let spares = if inner.config.segment_prewrite {
+    let spares = if spare::wanted(&inner) {
         match Spares::start(inner.clone()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -211,6 +211,7 @@ pub(crate) fn spawn(
     } else {
         None
     };
+    inner.prewrite.store(spares.is_some(), Ordering::Relaxed);
     let mut w = Writer {
         pos: active.end_pos,
         next_offset: recovered.next_offset,
