@@ -419,9 +419,10 @@ fn a_half_closed_subscriber_is_unsubscribed() {
     sock.read_to_end(&mut rest)
         .expect("EOF from the server, not a timeout");
     // Within the close grace (ws_close_grace_ms, 5 s) and a margin: in one CI pass
-    // the gauge still said 1 after 5 s, though both had seen the server's EOF (a
-    // subscriber whose close began before its EOF was read may be held for the
-    // grace; not yet explained, see the session note of 2026-12-07, night).
+    // the gauge still said 1 after 5 s (the early one's read above ignores a time-out,
+    // so it may not have seen an EOF). The likely cause: its FIN came with the upgrade
+    // request, the handshake read only the request, and the edge-triggered poll never
+    // signalled the FIN again. Its input is read right after the handshake since.
     let deadline = Instant::now() + Duration::from_secs(15);
     while open(&s) != 0 {
         assert!(Instant::now() < deadline, "still subscribed: {}", open(&s));

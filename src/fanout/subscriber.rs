@@ -186,8 +186,9 @@ pub(super) enum SendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ready {
     Keep,
-    /// Input was left unread by the per-turn bound: call again next turn (mio is
-    /// edge-triggered and will not signal it again).
+    /// Input may be left unread (by the per-turn bound, or by a handshake, which stops
+    /// reading at the end of the request): call again (mio is edge-triggered and will
+    /// not signal it again).
     MoreInput,
     /// It broke the protocol or sent a message over `ws_message_bytes_max`: close it
     /// with the violation's code.
@@ -339,7 +340,11 @@ impl Sub {
                 self.encoding = asked.encoding;
                 self.state = State::Open(Box::new(ws));
                 stats.ws_subscribers_total.fetch_add(1, Ordering::Relaxed);
-                Ready::Keep
+                // The handshake read up to the request's end: what came with it (the
+                // peer's FIN, a frame sent early) was signalled with the request and
+                // will not be again. Read it now, or a subscriber that half-closed at
+                // once would stay open.
+                Ready::MoreInput
             }
             Err(HandshakeError::Interrupted(mid)) => {
                 self.state = State::Handshake {
