@@ -170,17 +170,6 @@ pub enum Prewrite {
     Off,
 }
 
-impl Prewrite {
-    /// The setting's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Prewrite::Auto => "auto",
-            Prewrite::On => "true",
-            Prewrite::Off => "false",
-        }
-    }
-}
-
 /// In the settings file: `"auto"`, or a boolean (the setting was a boolean before
 /// `auto`; both spellings of on and off are kept).
 impl serde::Serialize for Prewrite {

@@ -72,9 +72,7 @@ pub(crate) fn wanted(inner: &Inner) -> bool {
 
 /// The name of `dir`'s filesystem if it keeps files in memory only.
 fn memory_fs(dir: &Path) -> std::io::Result<Option<&'static str>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let c = c_path(dir)?;
     // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
@@ -401,13 +399,18 @@ fn zero_direct(shared: &Shared, buffered: &File, tmp: &Path) -> Result<bool, Ski
 }
 
 fn free_bytes(dir: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let c = c_path(dir)?;
     // SAFETY: statvfs writes into a zeroed struct we own; the path is NUL-terminated.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// `dir` as a C string, for the `statfs` family.
+fn c_path(dir: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
